@@ -1,0 +1,22 @@
+/* cli.h: the vl3 command-line tool's subcommand table. Each subcommand lives in its own
+ * cmd_<name>.c, parses its own options (getopt_long) and answers --help. Exit codes: 0 success,
+ * 1 failure of the work, 2 usage error. */
+#ifndef VL3_CLI_H
+#define VL3_CLI_H
+
+#define CLI_EXIT_OK 0
+#define CLI_EXIT_FAIL 1
+#define CLI_EXIT_USAGE 2
+
+int cmd_run(int argc, char **argv);
+int cmd_tokenize(int argc, char **argv);
+int cmd_model(int argc, char **argv);
+int cmd_enqueue(int argc, char **argv);
+int cmd_status(int argc, char **argv);
+int cmd_db(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
+
+/* Whether argv holds -h/--help anywhere before "--". */
+int cli_wants_help(int argc, char **argv);
+
+#endif

@@ -1,0 +1,15 @@
+/* cmd_status.c: `vl3 status`. Placeholder until its issue lands: answers --help and otherwise says
+ * that the command is not available in this build (exit 1). */
+#include <stdio.h>
+
+#include "cli.h"
+
+int cmd_status(int argc, char **argv)
+{
+    if (cli_wants_help(argc, argv)) {
+        printf("usage: vl3 status [options]\n\n(not implemented yet in this version)\n");
+        return CLI_EXIT_OK;
+    }
+    fprintf(stderr, "vl3 status: not implemented yet in this version\n");
+    return CLI_EXIT_FAIL;
+}

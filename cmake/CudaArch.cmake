@@ -1,0 +1,22 @@
+# CUDA backend selection. VL3_CUDA=AUTO builds the module when nvcc is found, ON requires it,
+# OFF skips it. Architectures are named, never "native" (that fails on a machine without a GPU,
+# which is every build machine here): sm_80 (A100) and sm_90a (H100/H200, wgmma/TMA).
+set(VL3_HAVE_CUDA OFF)
+if(NOT VL3_CUDA STREQUAL "OFF")
+  if(NOT CMAKE_CUDA_COMPILER AND EXISTS /usr/local/cuda/bin/nvcc)
+    set(CMAKE_CUDA_COMPILER /usr/local/cuda/bin/nvcc)
+  endif()
+  include(CheckLanguage)
+  check_language(CUDA)
+  if(CMAKE_CUDA_COMPILER)
+    if(NOT DEFINED CMAKE_CUDA_ARCHITECTURES)
+      set(CMAKE_CUDA_ARCHITECTURES 80-real 90a-real)
+    endif()
+    enable_language(CUDA)
+    find_package(CUDAToolkit REQUIRED)
+    set(VL3_HAVE_CUDA ON)
+  elseif(VL3_CUDA STREQUAL "ON")
+    message(FATAL_ERROR "VL3_CUDA=ON but no CUDA compiler (nvcc) was found")
+  endif()
+endif()
+message(STATUS "vl3: CUDA backend module: ${VL3_HAVE_CUDA}")

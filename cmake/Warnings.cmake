@@ -1,0 +1,10 @@
+# Warning set for C (STYLE B10); -Werror only when VL3_WERROR is on (CI).
+set(VL3_C_WARNINGS -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
+    -Wvla -Wundef -Wno-unused-parameter -Wno-format-truncation)
+if(VL3_WERROR)
+  list(APPEND VL3_C_WARNINGS -Werror)
+endif()
+add_compile_options("$<$<COMPILE_LANGUAGE:C>:${VL3_C_WARNINGS}>")
+if(VL3_NATIVE)
+  add_compile_options("$<$<COMPILE_LANGUAGE:C>:-march=native>")
+endif()

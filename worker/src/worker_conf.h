@@ -1,0 +1,27 @@
+/* worker_conf.h: vl3-worker's configuration struct and option table. */
+#ifndef VL3_WORKER_CONF_H
+#define VL3_WORKER_CONF_H
+
+#include <stdint.h>
+
+#include "vl3/conf.h"
+
+struct worker_conf {
+    char *model;          /* checkpoint directory */
+    char *backend;        /* auto | cpu | cuda */
+    int64_t device;       /* GPU index */
+    int64_t threads;      /* CPU threads (0 = all cores) */
+    int64_t decode_threads;
+    char *roots;          /* colon-separated directories job paths must lie under */
+    int64_t max_file_size;
+    int64_t max_duration_ms;
+    int64_t max_pixels;
+    int64_t max_frames;
+    int64_t decode_timeout_ms;
+    int64_t memory_budget;
+    char *log_level;
+};
+
+extern const vl3_conf_option worker_conf_table[];
+
+#endif
