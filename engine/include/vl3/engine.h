@@ -48,4 +48,10 @@ const char *vl3_engine_version(void);
 }
 #endif
 
+/* The API by area, each in its own file (all of them are part of this one public header). */
+#include "vl3/engine_tokenizer.h" /* Qwen2 BPE tokenizer */
+#include "vl3/engine_model.h"     /* checkpoint loading, model info */
+#include "vl3/engine_llm.h"       /* contexts, prefill/decode, sampling, generation */
+#include "vl3/engine_vision.h"    /* images/frames, preprocessing, vision encoder, DiffFP, prompts */
+
 #endif

@@ -1,0 +1,129 @@
+/* model.h: the engine's internal model representation, shared by the loader (load_*.c), the
+ * forward passes (llm.c, vision.c) and the backends.
+ *
+ * Dimension letters used in shape comments across the engine:
+ *   B batch, T tokens (sequence), C model width (LLM hidden D or vision width), H heads,
+ *   Hkv key/value heads, D head dim, I MLP intermediate, V vocabulary rows, L layers,
+ *   P patches, K = 588 values per 14x14x3 patch.
+ * Weights are stored [out, in] row-major as in PyTorch (y = x W^T + b).
+ *
+ * A vl3__tensor describes bytes that live either in an mmapped safetensors file (host, dtype as
+ * stored) or in a backend slab (after upload). The loader fills the host view; the backend's
+ * upload step produces the compute view it wants (the CPU backend: f32). */
+#ifndef VL3_MODEL_H
+#define VL3_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vl3/engine.h"
+
+enum vl3__dtype {
+    VL3__DTYPE_F32,
+    VL3__DTYPE_F16,
+    VL3__DTYPE_BF16,
+    VL3__DTYPE_I32,
+    VL3__DTYPE_I64,
+    VL3__DTYPE_COUNT
+};
+
+#define VL3__MAX_DIMS 4
+
+typedef struct vl3__tensor {
+    const char *name;      /* checkpoint name (borrowed from the model's string storage) */
+    enum vl3__dtype dtype;
+    int ndim;
+    int64_t shape[VL3__MAX_DIMS];
+    const void *data;      /* host bytes (mmapped file or owned), row-major */
+    size_t nbytes;
+} vl3__tensor;
+
+enum vl3__layout {
+    VL3__LAYOUT_REMOTE, /* DAMO hub: videollama3_qwen2, model.vision_encoder.*, model.mm_projector.* */
+    VL3__LAYOUT_NATIVE, /* transformers: video_llama_3, model.vision_model.*, model.language_model.* */
+    VL3__LAYOUT_COUNT
+};
+
+struct vl3__llm_hparams {
+    int hidden;            /* C = D_model (1536 for 2B) */
+    int n_layers;          /* 28 */
+    int n_heads;           /* 12 */
+    int n_kv_heads;        /* 2 */
+    int head_dim;          /* 128 = hidden / n_heads */
+    int intermediate;      /* 8960 */
+    int vocab;             /* V embedding rows (151936) */
+    int max_positions;     /* 32768 */
+    float rms_eps;         /* 1e-6 */
+    float rope_theta;      /* 1e6 */
+    int tie_embeddings;    /* lm_head shares embed_tokens */
+};
+
+struct vl3__vision_hparams {
+    int hidden;            /* 1152 */
+    int n_layers;          /* 27 */
+    int n_heads;           /* 16 (head dim 72) */
+    int intermediate;      /* 4304 */
+    int patch_size;        /* 14 */
+    int channels;          /* 3 */
+    float ln_eps;          /* 1e-6 */
+    float rope_theta;      /* 10000 */
+};
+
+/* Preprocessor settings (preprocessor_config.json / processor_config.json). */
+struct vl3__preproc {
+    int patch_size;        /* 14 */
+    int image_merge;       /* 1 */
+    int video_merge;       /* 2 */
+    int min_tokens;        /* 16 merged tokens */
+    int max_tokens;        /* 16384 merged tokens */
+    float mean[3], std[3]; /* 0.5 */
+    float rescale;         /* 1/255 */
+};
+
+/* Generation defaults (generation_config.json). */
+struct vl3__gen_defaults {
+    int do_sample;
+    float temperature, top_p, repetition_penalty;
+    int top_k;
+    int eos_ids[4];
+    int n_eos;
+    int pad_id, bos_id;
+};
+
+struct vl3__llm_layer {
+    vl3__tensor attn_norm;            /* (C) */
+    vl3__tensor wq, bq;               /* (H*D, C), (H*D) */
+    vl3__tensor wk, bk;               /* (Hkv*D, C), (Hkv*D) */
+    vl3__tensor wv, bv;               /* (Hkv*D, C), (Hkv*D) */
+    vl3__tensor wo;                   /* (C, H*D), no bias */
+    vl3__tensor ffn_norm;             /* (C) */
+    vl3__tensor w_gate, w_up;         /* (I, C) */
+    vl3__tensor w_down;               /* (C, I) */
+};
+
+struct vl3__vision_layer {
+    vl3__tensor ln1_w, ln1_b;         /* (C) */
+    vl3__tensor wq, bq, wk, bk, wv, bv; /* (C, C), (C) */
+    vl3__tensor wo, bo;               /* (C, C), (C) */
+    vl3__tensor ln2_w, ln2_b;         /* (C) */
+    vl3__tensor fc1_w, fc1_b;         /* (I, C), (I) */
+    vl3__tensor fc2_w, fc2_b;         /* (C, I), (C) */
+};
+
+struct vl3__weights {
+    /* LLM */
+    vl3__tensor embed;                /* (V, C) */
+    struct vl3__llm_layer *layers;    /* [n_layers] */
+    vl3__tensor norm;                 /* (C) */
+    vl3__tensor lm_head;              /* (V, C); same data as embed when tied */
+    /* vision */
+    vl3__tensor patch_w;              /* (Cv, 3, 14, 14) == (Cv, K) */
+    vl3__tensor patch_b;              /* (Cv) */
+    struct vl3__vision_layer *vlayers; /* [vision n_layers] */
+    vl3__tensor post_ln_w, post_ln_b; /* (Cv) */
+    /* projector mlp2x_gelu */
+    vl3__tensor proj_w1, proj_b1;     /* (C, Cv), (C) */
+    vl3__tensor proj_w2, proj_b2;     /* (C, C), (C) */
+};
+
+#endif
