@@ -1,15 +1,32 @@
-/* cmd_bench.c: `vl3 bench`. Placeholder until its issue lands: answers --help and otherwise says
- * that the command is not available in this build (exit 1). */
+/* cmd_bench.c: `vl3 bench <what>`: dispatches to the benchmark of each area (bench_*.c). Every
+ * benchmark prints a table, runs the alternative a user would pick beside ours, and states the
+ * hardware bound its numbers are measured against. */
 #include <stdio.h>
+#include <string.h>
 
 #include "cli.h"
 
+static const struct {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *summary;
+} benches[] = {
+    {"llm", bench_llm, "prefill and decode tokens/s of a model, with the memory-traffic floor"},
+    {"tokenize", bench_tokenize, "tokenizer throughput against the reference implementation"},
+    {"decode", bench_decode, "video decode + sampling against the ffmpeg CLI"},
+};
+
 int cmd_bench(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        printf("usage: vl3 bench [options]\n\n(not implemented yet in this version)\n");
-        return CLI_EXIT_OK;
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0) {
+        printf("usage: vl3 bench <what> [options]\n\n");
+        for (size_t i = 0; i < sizeof(benches) / sizeof(benches[0]); i++)
+            printf("  %-10s %s\n", benches[i].name, benches[i].summary);
+        return argc < 2 ? CLI_EXIT_USAGE : CLI_EXIT_OK;
     }
-    fprintf(stderr, "vl3 bench: not implemented yet in this version\n");
-    return CLI_EXIT_FAIL;
+    for (size_t i = 0; i < sizeof(benches) / sizeof(benches[0]); i++)
+        if (strcmp(argv[1], benches[i].name) == 0)
+            return benches[i].fn(argc - 1, argv + 1);
+    fprintf(stderr, "vl3 bench: unknown benchmark \"%s\"\n", argv[1]);
+    return CLI_EXIT_USAGE;
 }

@@ -27,6 +27,13 @@ struct vl3__backend_ops {
     int (*device_count)(void);
     /* Describe device `device` in buf (name, memory). */
     int (*device_name)(int device, char *buf, size_t len);
+
+    /* ---- memory and weights (Engine I) ---- */
+
+    /* ---- LLM layer ops (Engine I) ---- */
+
+    /* ---- vision layer ops (Engine II) ---- */
+
 };
 
 /* Entry point exported by libvl3cuda.so. */

@@ -126,4 +126,34 @@ struct vl3__weights {
     vl3__tensor proj_w2, proj_b2;     /* (C, C), (C) */
 };
 
+/* Special token ids resolved from the tokenizer and config (-1 when absent). */
+struct vl3__special_ids {
+    int endoftext;   /* <|endoftext|> 151643 */
+    int im_start;    /* <|im_start|> 151644 */
+    int im_end;      /* <|im_end|> 151645 */
+    int image_pad;   /* <|image_pad|> 151655 (native image placeholder) */
+    int video_pad;   /* <|video_pad|> 151656 (native video placeholder) */
+    int image;       /* <image> 151665 (remote placeholder for images and frames) */
+};
+
+/* The loaded model: immutable after vl3_model_load, shared read-only by contexts.
+ * The loader (model_load.c) owns the layout of `priv` (mmaps, string storage, shard list). */
+struct vl3_model {
+    enum vl3__layout layout;
+    char *dir;                          /* checkpoint directory (owned) */
+    struct vl3__llm_hparams llm;
+    struct vl3__vision_hparams vision;
+    struct vl3__preproc pre;
+    struct vl3__gen_defaults gen;
+    struct vl3__special_ids ids;
+    int use_token_compression;          /* DiffFP on by default when set */
+    struct vl3__weights w;              /* host views (mmapped checkpoint bytes) */
+    vl3_tokenizer *tokenizer;           /* owned */
+    /* backend: the ops, its context, and the backend's compute copy of the weights */
+    const struct vl3__backend_ops *ops;
+    void *backend_ctx;
+    void *backend_weights;              /* owned by the backend (e.g. f32 slab on CPU) */
+    void *priv;                         /* loader-private */
+};
+
 #endif
