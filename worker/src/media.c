@@ -648,6 +648,8 @@ static enum AVDiscard to_discard(int skip)
     case MEDIA_SKIP_NONREF:
     case MEDIA_SKIP_NONREF_NOLOOP:
         return AVDISCARD_NONREF;
+    case MEDIA_SKIP_ALL:
+        return AVDISCARD_ALL;
     case MEDIA_SKIP_NONKEY:
         return AVDISCARD_NONKEY;
     default:

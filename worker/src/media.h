@@ -72,7 +72,8 @@ enum media_skip {
     MEDIA_SKIP_NONE,   /* decode everything */
     MEDIA_SKIP_NONREF, /* drop frames no other frame refers to */
     MEDIA_SKIP_NONKEY, /* decode keyframes only */
-    MEDIA_SKIP_NONREF_NOLOOP, /* NONREF, and skip the loop filter of the frames decoded (fast) */
+    MEDIA_SKIP_NONREF_NOLOOP, /* NONREF, and skip the loop filter of the frames decoded */
+    MEDIA_SKIP_ALL,    /* do not decode this packet at all */
     MEDIA_SKIP_COUNT,
 };
 

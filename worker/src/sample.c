@@ -26,9 +26,14 @@
 
 typedef __int128 i128;
 
+/* Fast mode seeks to a keyframe only when it skips more frames than this. */
+#define SEEK_MIN_GAP 16
+
 struct pframe {
     int64_t pts; /* stream time base, MEDIA_NOPTS if none */
     int64_t dur;
+    int64_t group; /* predicted plans: the anchor group in decode order (see scan_cb) */
+    int anchor;    /* predicted plans: shown after every packet before it (I/P frame) */
 };
 
 struct plan {
@@ -37,6 +42,8 @@ struct plan {
     int64_t *keys; /* keyframe pts, sorted (predicted plans only) */
     size_t nkeys, capkeys;
     int predictable;  /* scan: every packet has a distinct pts */
+    int64_t max_pts;  /* scan state: largest pts so far in decode order */
+    int64_t ngroups;
 };
 
 struct out {
@@ -217,7 +224,7 @@ static int plan_push(struct plan *pl, int64_t pts, int64_t dur)
         pl->f = nf;
         pl->cap = nc;
     }
-    pl->f[pl->n++] = (struct pframe){pts, dur};
+    pl->f[pl->n++] = (struct pframe){.pts = pts, .dur = dur};
     return 0;
 }
 
@@ -246,7 +253,19 @@ static int scan_cb(void *user, const struct media_packet_info *pkt)
         }
         pl->keys[pl->nkeys++] = pkt->pts;
     }
-    return plan_push(pl, pkt->pts, pkt->duration);
+    int r = plan_push(pl, pkt->pts, pkt->duration);
+    if (r < 0)
+        return r;
+    /* An anchor is a packet shown after everything decoded before it (an I or P frame); the
+     * reordered packets that follow it (B frames, shown before it) form its group. */
+    struct pframe *f = &pl->f[pl->n - 1];
+    if (pl->n == 1 || (pkt->pts != MEDIA_NOPTS && pkt->pts > pl->max_pts)) {
+        f->anchor = 1;
+        pl->ngroups++;
+        pl->max_pts = pkt->pts;
+    }
+    f->group = pl->ngroups - 1;
+    return 0;
 }
 
 static int cmp_pframe(const void *a, const void *b)
@@ -302,7 +321,8 @@ static int plan_decode(media_input *m, struct plan *pl, media_pic *pic, vl3_erro
 
 struct pass {
     const struct plan *pl;
-    const unsigned char *need; /* per plan frame: 1 if kept */
+    const unsigned char *need;       /* per plan frame: 1 if kept */
+    const unsigned char *need_group; /* fast mode: per group, 1 if a kept frame is in it */
     enum sample_mode mode;
 };
 
@@ -325,7 +345,18 @@ static int skip_cb(void *user, const struct media_packet_info *pkt)
     long i = find_pts(ps->pl, pkt->pts);
     if (i >= 0 && ps->need[i])
         return MEDIA_SKIP_NONE;
-    return ps->mode == SAMPLE_MODE_FAST ? MEDIA_SKIP_NONREF_NOLOOP : MEDIA_SKIP_NONREF;
+    if (ps->mode == SAMPLE_MODE_FAST && i >= 0) {
+        /* Fast: anchors always; reordered frames only in groups holding a kept frame. This
+         * assumes later anchors never refer to reordered frames (true of x264's B-pyramid
+         * and of most encoders); the quality test checks it against exact mode. */
+        const struct pframe *f = &ps->pl->f[i];
+        if (ps->need_group[f->group])
+            return MEDIA_SKIP_NONREF; /* the group's references for its kept frame */
+        if (f->anchor)
+            return MEDIA_SKIP_NONE;
+        return MEDIA_SKIP_ALL;
+    }
+    return MEDIA_SKIP_NONREF;
 }
 
 /* Greatest keyframe pts <= pts, or MEDIA_NOPTS. */
@@ -344,11 +375,34 @@ static int64_t key_before(const struct plan *pl, int64_t pts)
 
 /* Decode the needed frames and convert them into slot[frame] storage. Returns 0, 1 if the
  * prediction proved wrong (caller falls back), or a negative code. */
+static int decode_pass_run(media_input *m, const struct plan *pl, const unsigned char *need,
+                           const unsigned char *need_group, uint8_t *const *dst,
+                           enum sample_mode mode, media_pic *pic, vl3_error *reterr);
+
 static int decode_pass(media_input *m, const struct plan *pl, const unsigned char *need,
                        uint8_t *const *dst, enum sample_mode mode, media_pic *pic,
                        vl3_error *reterr)
 {
-    struct pass ps = {pl, need, mode};
+    unsigned char *need_group = NULL;
+    if (mode == SAMPLE_MODE_FAST && pl->predictable) {
+        need_group = calloc(pl->ngroups ? (size_t)pl->ngroups : 1, 1);
+        if (!need_group)
+            return vl3_error_set(reterr, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < pl->n; i++)
+            if (need[i])
+                need_group[pl->f[i].group] = 1;
+    }
+    int r = decode_pass_run(m, pl, need, need_group, dst, mode, pic, reterr);
+    media_set_skip(m, NULL, NULL, MEDIA_SKIP_NONE);
+    free(need_group);
+    return r;
+}
+
+static int decode_pass_run(media_input *m, const struct plan *pl, const unsigned char *need,
+                           const unsigned char *need_group, uint8_t *const *dst,
+                           enum sample_mode mode, media_pic *pic, vl3_error *reterr)
+{
+    struct pass ps = {pl, need, need_group, mode};
     int indexed = media_get_info(m)->indexed;
     size_t want = 0, got = 0;
     size_t arrival = 0;
@@ -373,8 +427,10 @@ static int decode_pass(media_input *m, const struct plan *pl, const unsigned cha
                 next_need++;
             if (next_need < pl->n) {
                 int64_t k = key_before(pl, pl->f[next_need].pts);
-                /* Seek when a keyframe lies between here and the next needed frame. */
-                if (k != MEDIA_NOPTS && k != sought &&
+                long ki = k == MEDIA_NOPTS ? -1 : find_pts(pl, k);
+                /* Seek when a keyframe lies well past here, before the next needed frame
+                 * (a short gap is cheaper to decode through than to seek over). */
+                if (ki >= 0 && k != sought && ki - last > SEEK_MIN_GAP &&
                     (last_pts == MEDIA_NOPTS ? k > pl->f[0].pts : k > last_pts)) {
                     if ((r = media_seek(m, k, reterr)) < 0)
                         return r;
@@ -548,6 +604,19 @@ again:
         vl3_error_set(reterr, r, "out of memory");
         goto fail;
     }
+
+    /* Fast mode: a kept reordered frame next to an anchor is replaced by that anchor (one
+     * source frame away), so its group need not be decoded. */
+    if (p->mode == SAMPLE_MODE_FAST && pl.predictable)
+        for (size_t i = 0; i < n_kept; i++) {
+            size_t f = o[i].frame;
+            if (pl.f[f].anchor)
+                continue;
+            if (f > 0 && pl.f[f - 1].anchor)
+                o[i].frame = f - 1;
+            else if (f + 1 < pl.n && pl.f[f + 1].anchor)
+                o[i].frame = f + 1;
+        }
 
     /* storage: one picture per distinct needed plan frame */
     size_t fsize = (size_t)in->width * (size_t)in->height * 3, ndistinct = 0;
