@@ -17,10 +17,13 @@
 #include <unistd.h>
 
 #include "media.h"
+#include "media_conf.h"
 #include "paths.h"
 #include "sample.h"
 #include "test.h"
+#include "vl3/conf.h"
 #include "vl3/util.h"
+#include "worker_conf.h"
 
 static const char *clip_dir(void)
 {
@@ -793,5 +796,45 @@ TEST(paths_under_component_boundary)
     ASSERT(!paths_under("/srv/media", "/srv/media2/a.mp4"));
     ASSERT(!paths_under("/srv/media", "/srv/medi"));
     ASSERT(paths_under("/", "/a"));
+    return 0;
+}
+
+/* --- configuration ------------------------------------------------------------------------------ */
+
+TEST(config_media_options)
+{
+    struct worker_conf c;
+    vl3_error err = {0};
+    char path[4096];
+    memset(&c, 0, sizeof(c));
+    ASSERT_OK_E(vl3_conf_defaults(worker_conf_table, &c, &err), &err);
+    ASSERT_EQ(c.sample_mode, SAMPLE_MODE_FAST);
+    ASSERT_EQ(c.window_ms, 180000);
+    ASSERT_EQ(c.frames_per_window, 180);
+    ASSERT_STR_EQ(c.media_formats, MEDIA_FORMATS_DEFAULT);
+    /* the example file documents the same values and parses */
+    snprintf(path, sizeof(path), "%s/config/vl3-worker.conf.example", test_source_dir());
+    ASSERT_OK_E(vl3_conf_load(worker_conf_table, &c, path, &err), &err);
+    ASSERT_STR_EQ(c.media_formats, MEDIA_FORMATS_DEFAULT);
+    ASSERT_EQ(c.max_decode_errors, 0);
+    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.sample_mode", "exact", &err), &err);
+    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.fps", "0.5", &err), &err);
+    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.window", "0", &err), &err);
+    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.max_decode_errors", "-1", &err), &err);
+    ASSERT(vl3_conf_set(worker_conf_table, &c, "media.sample_mode", "sloppy", &err) < 0);
+
+    struct media_policy pol;
+    struct sample_params sp;
+    media_conf_policy(&c, &pol);
+    media_conf_sample_params(&c, &sp);
+    ASSERT_EQ(pol.max_decode_errors, -1);
+    ASSERT_EQ(pol.max_frames, c.max_decoded_frames);
+    ASSERT_EQ(pol.max_pixels, c.max_pixels);
+    ASSERT(pol.formats == c.media_formats);
+    ASSERT_EQ(sp.mode, SAMPLE_MODE_EXACT);
+    ASSERT_EQ(sp.fps_num * 2, sp.fps_den);
+    ASSERT(sp.window_s == 0);
+    ASSERT_EQ(sp.max_frames, 180);
+    vl3_conf_free_strings(worker_conf_table, &c);
     return 0;
 }

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -379,9 +380,14 @@ static int decode_pass_run(media_input *m, const struct plan *pl, const unsigned
                            const unsigned char *need_group, uint8_t *const *dst,
                            enum sample_mode mode, media_pic *pic, vl3_error *reterr);
 
+static int decode_parallel(media_input *m, const struct plan *pl, const unsigned char *need,
+                           const unsigned char *need_group, uint8_t *const *dst,
+                           enum sample_mode mode, int threads, int64_t *ret_decoded,
+                           vl3_error *reterr);
+
 static int decode_pass(media_input *m, const struct plan *pl, const unsigned char *need,
-                       uint8_t *const *dst, enum sample_mode mode, media_pic *pic,
-                       vl3_error *reterr)
+                       uint8_t *const *dst, enum sample_mode mode, int threads, media_pic *pic,
+                       int64_t *ret_decoded, vl3_error *reterr)
 {
     unsigned char *need_group = NULL;
     if (mode == SAMPLE_MODE_FAST && pl->predictable) {
@@ -392,7 +398,11 @@ static int decode_pass(media_input *m, const struct plan *pl, const unsigned cha
             if (need[i])
                 need_group[pl->f[i].group] = 1;
     }
-    int r = decode_pass_run(m, pl, need, need_group, dst, mode, pic, reterr);
+    int r = 2;
+    if (pl->predictable && threads > 1 && media_get_info(m)->indexed)
+        r = decode_parallel(m, pl, need, need_group, dst, mode, threads, ret_decoded, reterr);
+    if (r == 2)
+        r = decode_pass_run(m, pl, need, need_group, dst, mode, pic, reterr);
     media_set_skip(m, NULL, NULL, MEDIA_SKIP_NONE);
     free(need_group);
     return r;
@@ -468,6 +478,201 @@ static int decode_pass_run(media_input *m, const struct plan *pl, const unsigned
         }
     }
     return got == want ? 0 : 1;
+}
+
+
+/* --- parallel segments ---------------------------------------------------------------------------
+ * With a seek index and a trusted plan, the kept frames are split at keyframes into segments that
+ * independent decoders (one thread each) take from a shared counter. A segment starts at its
+ * keyframe and owns the plan frames with pts in [its keyframe, the next segment's keyframe); it
+ * decodes until all its kept frames are out (leading pictures of an open GOP included) and ignores
+ * frames owned by others. Decoding from a sync sample reproduces the frames shown after it. */
+
+struct seg {
+    int64_t key;     /* keyframe pts to seek to */
+    size_t lo, hi;   /* owned plan frames [lo, hi) */
+    size_t want;     /* kept frames among them */
+};
+
+struct segjob {
+    media_input *parent;
+    const struct plan *pl;
+    const unsigned char *need, *need_group;
+    uint8_t *const *dst;
+    enum sample_mode mode;
+    struct seg *segs;
+    size_t nsegs;
+    pthread_mutex_t lock;
+    size_t next;      /* next segment to take */
+    int result;       /* first failure: < 0 error, 1 prediction mismatch */
+    vl3_error err;
+    int64_t decoded;
+};
+
+static size_t lower_bound_pts(const struct plan *pl, int64_t pts)
+{
+    size_t lo = 0, hi = pl->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (pl->f[mid].pts < pts)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Decode one segment with mi. 0, 1 on a prediction mismatch, or a negative code. */
+static int seg_run(struct segjob *j, media_input *mi, const struct seg *sg, media_pic *pic,
+                   vl3_error *reterr)
+{
+    int r = media_seek(mi, sg->key, reterr);
+    if (r < 0)
+        return r;
+    size_t got = 0;
+    long last = -1;
+    while (got < sg->want) {
+        r = media_decode_next(mi, pic, reterr);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return 1;
+        long idx = find_pts(j->pl, media_pic_info(pic)->pts);
+        if (idx < 0)
+            return 1;
+        if ((size_t)idx < sg->lo || (size_t)idx >= sg->hi)
+            continue; /* another segment's frame */
+        if (idx <= last)
+            return 1;
+        last = idx;
+        if (j->need[idx]) {
+            if ((r = media_pic_to_rgb(mi, pic, j->dst[idx], reterr)) < 0)
+                return r;
+            got++;
+        }
+    }
+    return 0;
+}
+
+static void *seg_worker(void *arg)
+{
+    struct segjob *j = arg;
+    media_input *mi = NULL;
+    media_pic *pic = media_pic_new();
+    vl3_error err = {0};
+    int r = pic ? media_clone(j->parent, 1, &mi, &err) : -ENOMEM;
+    if (r == 0) {
+        struct pass ps = {j->pl, j->need, j->need_group, j->mode};
+        media_set_skip(mi, skip_cb, &ps, MEDIA_SKIP_NONE);
+        for (;;) {
+            pthread_mutex_lock(&j->lock);
+            size_t s = j->result ? j->nsegs : j->next++;
+            pthread_mutex_unlock(&j->lock);
+            if (s >= j->nsegs)
+                break;
+            if ((r = seg_run(j, mi, &j->segs[s], pic, &err)) != 0)
+                break;
+        }
+    }
+    pthread_mutex_lock(&j->lock);
+    if (r != 0 && (j->result == 0 || (j->result == 1 && r < 0))) {
+        j->result = r;
+        j->err = err;
+    }
+    if (mi)
+        j->decoded += media_frames_decoded(mi);
+    pthread_mutex_unlock(&j->lock);
+    media_pic_free(pic);
+    media_close(mi);
+    return NULL;
+}
+
+/* Split the kept frames into segments at keyframes. Returns the count (0: not possible). */
+static size_t plan_segments(const struct plan *pl, const unsigned char *need, size_t want,
+                            int threads, struct seg **ret)
+{
+    if (pl->nkeys < 2 || threads < 2 || want < 2)
+        return 0;
+    /* a kept frame before the first keyframe needs the stream's start */
+    for (size_t i = 0; i < pl->n && pl->f[i].pts < pl->keys[0]; i++)
+        if (need[i])
+            return 0;
+    size_t target = (want + 4 * (size_t)threads - 1) / (4 * (size_t)threads);
+    struct seg *segs = calloc(pl->nkeys, sizeof(*segs));
+    if (!segs)
+        return 0;
+    size_t n = 0;
+    struct seg cur = {0};
+    int open = 0;
+    for (size_t k = 0; k < pl->nkeys; k++) {
+        size_t lo = lower_bound_pts(pl, pl->keys[k]);
+        size_t hi = k + 1 < pl->nkeys ? lower_bound_pts(pl, pl->keys[k + 1]) : pl->n;
+        size_t w = 0;
+        for (size_t i = lo; i < hi; i++)
+            w += need[i];
+        if (w == 0) {
+            if (open) { /* a gap without kept frames ends the segment (skipped by seeking) */
+                segs[n++] = cur;
+                open = 0;
+            }
+            continue;
+        }
+        if (!open) {
+            cur = (struct seg){.key = pl->keys[k], .lo = lo, .hi = hi, .want = w};
+            open = 1;
+        } else {
+            cur.hi = hi;
+            cur.want += w;
+        }
+        if (cur.want >= target) {
+            segs[n++] = cur;
+            open = 0;
+        }
+    }
+    if (open)
+        segs[n++] = cur;
+    if (n < 2) {
+        free(segs);
+        return 0;
+    }
+    *ret = segs;
+    return n;
+}
+
+/* Decode the kept frames with `threads` parallel segment decoders. 0, 1 (fall back), or < 0. */
+static int decode_parallel(media_input *m, const struct plan *pl, const unsigned char *need,
+                           const unsigned char *need_group, uint8_t *const *dst,
+                           enum sample_mode mode, int threads, int64_t *ret_decoded,
+                           vl3_error *reterr)
+{
+    size_t want = 0;
+    for (size_t i = 0; i < pl->n; i++)
+        want += need[i];
+    struct seg *segs = NULL;
+    size_t nsegs = plan_segments(pl, need, want, threads, &segs);
+    if (nsegs == 0)
+        return 2; /* not applicable */
+    struct segjob j = {.parent = m, .pl = pl, .need = need, .need_group = need_group, .dst = dst,
+                       .mode = mode, .segs = segs, .nsegs = nsegs};
+    pthread_mutex_init(&j.lock, NULL);
+    int nt = (int)VL3_MIN((size_t)threads, nsegs);
+    pthread_t tid[64];
+    int started = 0;
+    nt = VL3_MIN(nt, 64);
+    for (int i = 0; i < nt; i++)
+        if (pthread_create(&tid[started], NULL, seg_worker, &j) == 0)
+            started++;
+    if (started == 0) {
+        seg_worker(&j); /* no thread could start: do it here */
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
+    pthread_mutex_destroy(&j.lock);
+    free(segs);
+    *ret_decoded = j.decoded;
+    if (j.result < 0 && reterr)
+        *reterr = j.err;
+    return j.result;
 }
 
 /* --- driver ------------------------------------------------------------------------------------- */
@@ -649,7 +854,8 @@ again:
         if (need[i])
             dst[i] = res->pixels + fsize * j++;
 
-    r = decode_pass(m, &pl, need, dst, p->mode, pic, reterr);
+    int64_t par_decoded = 0;
+    r = decode_pass(m, &pl, need, dst, p->mode, in->threads, pic, &par_decoded, reterr);
     if (r < 0)
         goto fail;
     if (r == 1) {
@@ -678,7 +884,7 @@ again:
     res->n_sampled = (int64_t)n_out;
     res->subsampled = sub;
     res->start_time = probe_start_time(in);
-    res->frames_decoded = media_frames_decoded(m);
+    res->frames_decoded = media_frames_decoded(m) + par_decoded;
     res->predicted = pl.predictable;
     for (size_t i = 0; i < n_kept; i++) {
         struct sample_frame *f = &res->frames[i];
