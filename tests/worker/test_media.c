@@ -120,6 +120,8 @@ static int cli_reference(const char *path, const char *fps, uint8_t **ret, size_
     return 0;
 }
 
+static int last_segments; /* segments the last check_exact decoded in parallel */
+
 /* Exact mode equals the CLI: frame count, every byte, labels. Returns 0 or fails. */
 static int check_exact(const char *path, int fn, int fd, const char *fps)
 {
@@ -132,9 +134,11 @@ static int check_exact(const char *path, int fn, int fd, const char *fps)
     ASSERT_EQ(cli_reference(path, fps, &ref, &ref_len, &start), 0);
     ASSERT_OK_E(sample_file(path, fn, fd, 0, SAMPLE_MODE_EXACT, &res, &err), &err);
     size_t fsize = (size_t)res->width * res->height * 3;
-    fprintf(stderr, "%s fps=%s: %zu frames %dx%d (cli %zu), decoded %lld, predicted %d\n", path,
-            fps, res->n, res->width, res->height, ref_len / fsize,
-            (long long)res->frames_decoded, res->predicted);
+    fprintf(stderr,
+            "%s fps=%s: %zu frames %dx%d (cli %zu), decoded %lld, predicted %d, segments %d\n",
+            path, fps, res->n, res->width, res->height, ref_len / fsize,
+            (long long)res->frames_decoded, res->predicted, res->segments);
+    last_segments = res->segments;
     ASSERT_EQ(ref_len % fsize, 0);
     ASSERT_EQ(res->n, ref_len / fsize);
     ASSERT_GT(res->n, 0);
@@ -184,6 +188,8 @@ TEST(exact_long_gop_bframes)
     CHECK_CLIP("longgop.mp4", 2, 1, "2");
     CHECK_CLIP("gop12.mp4", 1, 1, "1");
     CHECK_CLIP("gop12.mp4", 1, 2, "0.5");
+    if (vl3_cpu_count() > 1)
+        ASSERT_GT(last_segments, 1); /* keyframes every 12 frames: decoded in parallel */
     return 0;
 }
 
@@ -671,6 +677,15 @@ TEST(limits_are_named)
     ASSERT_STR_CONTAINS(err.msg, "media.decode_timeout");
     media_close(m);
 
+    /* the memory the kept pictures need is checked before decoding */
+    struct sample_params mp;
+    sample_params_default(&mp);
+    mp.max_bytes = 320 * 240 * 3 * 3;
+    ASSERT_OK_E(open_file(path, NULL, &m, &err), &err);
+    ASSERT_EQ(sample_video(m, &mp, &res, &err), VL3_E_LIMIT);
+    ASSERT_STR_CONTAINS(err.msg, "memory budget");
+    media_close(m);
+
     media_policy_default(&pol);
     pol.formats = "matroska";
     ASSERT_EQ(open_file(path, &pol, &m, &err), VL3_E_POLICY);
@@ -835,6 +850,7 @@ TEST(config_media_options)
     ASSERT_EQ(sp.fps_num * 2, sp.fps_den);
     ASSERT(sp.window_s == 0);
     ASSERT_EQ(sp.max_frames, 180);
+    ASSERT_EQ(sp.max_bytes, c.memory_budget);
     vl3_conf_free_strings(worker_conf_table, &c);
     return 0;
 }

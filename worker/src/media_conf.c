@@ -28,5 +28,6 @@ void media_conf_sample_params(const struct worker_conf *c, struct sample_params 
     }
     p->max_frames = c->frames_per_window;
     p->window_s = (double)c->window_ms / 1000.0;
+    p->max_bytes = c->memory_budget;
     p->mode = c->sample_mode == SAMPLE_MODE_FAST ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
 }

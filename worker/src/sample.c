@@ -126,8 +126,10 @@ static int64_t eof_slot(const struct timing *t, const struct pframe *last)
     return rescale_down(eof_tb, t->tbn * t->fn, t->tbd * t->fd);
 }
 
-static int outs_push(struct out **v, size_t *n, size_t *cap, size_t frame)
+static int outs_push(struct out **v, size_t *n, size_t *cap, size_t frame, size_t max_out)
 {
+    if (*n >= max_out)
+        return VL3_E_LIMIT;
     if (*n == *cap) {
         size_t nc = *cap ? *cap * 2 : 256;
         struct out *nv = realloc(*v, nc * sizeof(*nv));
@@ -141,9 +143,10 @@ static int outs_push(struct out **v, size_t *n, size_t *cap, size_t frame)
     return 0;
 }
 
-/* Run vf_fps + the CFR output stage on the plan. Returns the number of outputs or -ENOMEM. */
-static int fps_select(const struct plan *pl, const struct timing *t, struct out **ret_outs,
-                      size_t *ret_n)
+/* Run vf_fps + the CFR output stage on the plan into at most max_out outputs.
+ * Returns 0, -ENOMEM, or VL3_E_LIMIT when the timestamps ask for more outputs. */
+static int fps_select(const struct plan *pl, const struct timing *t, size_t max_out,
+                      struct out **ret_outs, size_t *ret_n)
 {
     struct out *o = NULL;
     size_t n = 0, cap = 0;
@@ -169,7 +172,7 @@ static int fps_select(const struct plan *pl, const struct timing *t, struct out 
                 f0 = (long)i;
                 break;
             }
-            if ((r = outs_push(&o, &n, &cap, (size_t)f0)) < 0)
+            if ((r = outs_push(&o, &n, &cap, (size_t)f0, max_out)) < 0)
                 goto fail;
             next++;
         }
@@ -180,7 +183,7 @@ static int fps_select(const struct plan *pl, const struct timing *t, struct out 
             next = slot_of(t, pl->f[f0].pts);
         if (next != MEDIA_NOPTS)
             while (eof != MEDIA_NOPTS && eof > next) {
-                if ((r = outs_push(&o, &n, &cap, (size_t)f0)) < 0)
+                if ((r = outs_push(&o, &n, &cap, (size_t)f0, max_out)) < 0)
                     goto fail;
                 next++;
             }
@@ -190,6 +193,10 @@ static int fps_select(const struct plan *pl, const struct timing *t, struct out 
     if (n > 0) {
         int64_t s0 = next - (int64_t)n; /* slots are contiguous from s0 */
         if (s0 > 0) {
+            if ((uint64_t)s0 + n > max_out) {
+                r = VL3_E_LIMIT;
+                goto fail;
+            }
             size_t add = (size_t)s0;
             struct out *nv = realloc(o, (n + add) * sizeof(*nv));
             if (!nv) {
@@ -291,11 +298,13 @@ static int plan_predict(media_input *m, struct plan *pl, vl3_error *reterr)
             vl3_error_set(reterr, r, "out of memory planning the sample");
         return r;
     }
-    qsort(pl->f, pl->n, sizeof(*pl->f), cmp_pframe);
+    if (pl->n > 1)
+        qsort(pl->f, pl->n, sizeof(*pl->f), cmp_pframe);
     for (size_t i = 1; i < pl->n && pl->predictable; i++)
         if (pl->f[i].pts == pl->f[i - 1].pts)
             pl->predictable = 0;
-    qsort(pl->keys, pl->nkeys, sizeof(*pl->keys), cmp_i64);
+    if (pl->nkeys > 1)
+        qsort(pl->keys, pl->nkeys, sizeof(*pl->keys), cmp_i64);
     return 0;
 }
 
@@ -383,11 +392,11 @@ static int decode_pass_run(media_input *m, const struct plan *pl, const unsigned
 static int decode_parallel(media_input *m, const struct plan *pl, const unsigned char *need,
                            const unsigned char *need_group, uint8_t *const *dst,
                            enum sample_mode mode, int threads, int64_t *ret_decoded,
-                           vl3_error *reterr);
+                           int *ret_segments, vl3_error *reterr);
 
 static int decode_pass(media_input *m, const struct plan *pl, const unsigned char *need,
                        uint8_t *const *dst, enum sample_mode mode, int threads, media_pic *pic,
-                       int64_t *ret_decoded, vl3_error *reterr)
+                       int64_t *ret_decoded, int *ret_segments, vl3_error *reterr)
 {
     unsigned char *need_group = NULL;
     if (mode == SAMPLE_MODE_FAST && pl->predictable) {
@@ -400,7 +409,8 @@ static int decode_pass(media_input *m, const struct plan *pl, const unsigned cha
     }
     int r = 2;
     if (pl->predictable && threads > 1 && media_get_info(m)->indexed)
-        r = decode_parallel(m, pl, need, need_group, dst, mode, threads, ret_decoded, reterr);
+        r = decode_parallel(m, pl, need, need_group, dst, mode, threads, ret_decoded,
+                            ret_segments, reterr);
     if (r == 2)
         r = decode_pass_run(m, pl, need, need_group, dst, mode, pic, reterr);
     media_set_skip(m, NULL, NULL, MEDIA_SKIP_NONE);
@@ -643,7 +653,7 @@ static size_t plan_segments(const struct plan *pl, const unsigned char *need, si
 static int decode_parallel(media_input *m, const struct plan *pl, const unsigned char *need,
                            const unsigned char *need_group, uint8_t *const *dst,
                            enum sample_mode mode, int threads, int64_t *ret_decoded,
-                           vl3_error *reterr)
+                           int *ret_segments, vl3_error *reterr)
 {
     size_t want = 0;
     for (size_t i = 0; i < pl->n; i++)
@@ -652,6 +662,7 @@ static int decode_parallel(media_input *m, const struct plan *pl, const unsigned
     size_t nsegs = plan_segments(pl, need, want, threads, &segs);
     if (nsegs == 0)
         return 2; /* not applicable */
+    *ret_segments = (int)nsegs;
     struct segjob j = {.parent = m, .pl = pl, .need = need, .need_group = need_group, .dst = dst,
                        .mode = mode, .segs = segs, .nsegs = nsegs};
     pthread_mutex_init(&j.lock, NULL);
@@ -791,8 +802,21 @@ again:
         goto fail;
     free(o);
     o = NULL;
-    if ((r = fps_select(&pl, &t, &o, &n_out)) < 0) {
-        vl3_error_set(reterr, r, "out of memory");
+    /* Broken timestamps can ask for endless duplicates: allow twice the container's duration
+     * (or 24 h when unknown) at F, plus slack. */
+    double span_s = in->duration_us != MEDIA_NOPTS && in->duration_us > 0
+                        ? (double)in->duration_us / 1e6
+                        : 86400.0;
+    double max_out_d = (span_s * 2 + 10) * p->fps_num / p->fps_den + 1000;
+    size_t max_out = max_out_d > 5e7 ? (size_t)5e7 : (size_t)max_out_d;
+    if ((r = fps_select(&pl, &t, max_out, &o, &n_out)) < 0) {
+        if (r == VL3_E_LIMIT)
+            vl3_error_set(reterr, r,
+                          "the timestamps of the video ask for more than %zu sampled frames "
+                          "(broken or discontinuous timestamps)",
+                          max_out);
+        else
+            vl3_error_set(reterr, r, "out of memory");
         goto fail;
     }
     if (n_out == 0) {
@@ -843,6 +867,13 @@ again:
         r = vl3_error_set(reterr, VL3_E_LIMIT, "sampled frames do not fit in memory");
         goto fail;
     }
+    if (p->max_bytes > 0 && total > (size_t)p->max_bytes) {
+        r = vl3_error_set(reterr, VL3_E_LIMIT,
+                          "%zu sampled frames of %dx%d need %zu bytes, more than the memory "
+                          "budget (%lld bytes); use fewer frames per window or shorter windows",
+                          ndistinct, in->width, in->height, total, (long long)p->max_bytes);
+        goto fail;
+    }
     free(res->pixels);
     res->pixels = malloc(total ? total : 1);
     if (!res->pixels) {
@@ -855,7 +886,9 @@ again:
             dst[i] = res->pixels + fsize * j++;
 
     int64_t par_decoded = 0;
-    r = decode_pass(m, &pl, need, dst, p->mode, in->threads, pic, &par_decoded, reterr);
+    int segments = 0;
+    r = decode_pass(m, &pl, need, dst, p->mode, in->threads, pic, &par_decoded, &segments,
+                    reterr);
     if (r < 0)
         goto fail;
     if (r == 1) {
@@ -886,6 +919,7 @@ again:
     res->start_time = probe_start_time(in);
     res->frames_decoded = media_frames_decoded(m) + par_decoded;
     res->predicted = pl.predictable;
+    res->segments = r == 0 ? segments : 0;
     for (size_t i = 0; i < n_kept; i++) {
         struct sample_frame *f = &res->frames[i];
         f->rgb = dst[o[i].frame];
@@ -894,8 +928,8 @@ again:
         f->index = o[i].k;
         f->src_pts = pl.f[o[i].frame].pts;
         f->window = o[i].window;
-        res->pictures_converted = (int64_t)ndistinct;
     }
+    res->pictures_converted = (int64_t)ndistinct;
     *ret_result = res;
     res = NULL;
     r = 0;
