@@ -27,7 +27,9 @@ static void usage(FILE *f)
     fprintf(f, "usage: vl3 bench decode FILE [--fps F] [--threads N] [--repeat R]\n\n"
                "Decode and sample FILE at F frames per second (default 1) with our exact and\n"
                "fast modes and with the ffmpeg CLI, R times each (default 3), interleaved.\n"
-               "  --threads N   decoder threads for our modes (default: one per CPU)\n");
+               "  --threads N   decoder threads for our modes (default: one per CPU)\n\n"
+               "The reference clip (10 min, 720p H.264, B-frames, 250-frame GOP) is made by\n"
+               "`tools/gen_media.sh --long` into $VL3_MEDIA_CACHE or build/media-cache.\n");
 }
 
 /* F as a rational: integers exactly, otherwise in thousandths. */
