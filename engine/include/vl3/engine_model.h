@@ -88,6 +88,29 @@ typedef struct vl3_model_info {
 /* Fill *ret with the model's facts. Returns 0 or -EINVAL. */
 int vl3_model_get_info(const vl3_model *model, vl3_model_info *ret);
 
+/* ---- tiny random checkpoints (tests, development) ---- */
+
+/* Parameters of vl3_model_write_tiny. */
+typedef struct vl3_tiny_params {
+    int native;                /* 0: remote layout, tied lm_head (2B-like); 1: native layout,
+                                  separate lm_head (7B-like) */
+    uint64_t seed;             /* RNG seed: same parameters give the same bytes */
+    const char *tokenizer_dir; /* NULL: a small byte-level BPE of our own; else a Qwen2 tokenizer
+                                  directory to copy (vocab.json, merges.txt, added-token files);
+                                  the embedding then has 151936 rows (borrowed) */
+    int n_shards;              /* 1: model.safetensors; >1: shards + model.safetensors.index.json */
+} vl3_tiny_params;
+
+/* Defaults: remote, seed 0, own tokenizer, 1 shard. */
+vl3_tiny_params vl3_tiny_params_default(void);
+
+/* Write a complete tiny checkpoint directory (config.json, generation_config.json,
+ * preprocessor_config.json, processor_config.json, bf16 safetensors with every tensor of the
+ * real architecture, tokenizer files) into out_dir, creating it when needed. Sizes: LLM hidden
+ * 64, 2 layers, 4 heads, 2 kv heads, intermediate 128; vision hidden 32, 2 layers, 2 heads,
+ * intermediate 64, patch 14. Returns 0, -errno, -EINVAL or VL3_E_FORMAT (bad tokenizer_dir). */
+int vl3_model_write_tiny(const char *out_dir, const vl3_tiny_params *params, vl3_error *reterr);
+
 #ifdef __cplusplus
 }
 #endif
