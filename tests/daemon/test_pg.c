@@ -121,23 +121,28 @@ static int count_schema_files(void)
     return atoi(out);
 }
 
-/* Run the loop until *flag is set or timeout_s passes. Returns 0 when the flag was set. */
 static void tick(uv_timer_t *t)
 {
     (void)t;
 }
 
-static int run_until(uv_loop_t *loop, const int *flag, double timeout_s)
+/* Run the loop until *flag >= want or timeout_s passes. Returns 0 when it got there. */
+static int run_until_n(uv_loop_t *loop, const int *flag, int want, double timeout_s)
 {
     uv_timer_t t;
     uv_timer_init(loop, &t);
     uv_timer_start(&t, tick, 20, 20); /* RUN_ONCE returns at least every 20 ms */
     uint64_t end = uv_hrtime() + (uint64_t)(timeout_s * 1e9);
-    while (!*flag && uv_hrtime() < end)
+    while (*flag < want && uv_hrtime() < end)
         uv_run(loop, UV_RUN_ONCE);
     uv_close((uv_handle_t *)&t, NULL);
     uv_run(loop, UV_RUN_NOWAIT);
-    return *flag ? 0 : -1;
+    return *flag >= want ? 0 : -1;
+}
+
+static int run_until(uv_loop_t *loop, const int *flag, double timeout_s)
+{
+    return run_until_n(loop, flag, 1, timeout_s);
 }
 
 struct sres {
@@ -550,5 +555,59 @@ TEST(cli_status_and_db_status)
     ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3' status --watch 0 2>&1", bin), 2);
     ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3' db --help", bin), 0);
     ASSERT_STR_CONTAINS(out, "usage: vl3 db migrate");
+    return 0;
+}
+
+/* Throughput of store_job_done() through the adapter (one statement per job, sent one at a
+ * time): 300 jobs of 4 results each, all queued at once. Prints jobs/s; the bound is loose
+ * because the test machine is shared. */
+#define TP_JOBS 300
+
+static int tp_done, tp_failed;
+static void tp_cb(void *user, const store_outcome *o)
+{
+    (void)user;
+    tp_done++;
+    if (o->code < 0 || o->rows != 4)
+        tp_failed++;
+}
+
+TEST(store_done_throughput)
+{
+    char ci[1024];
+    ASSERT_EQ(make_db("throughput", ci, sizeof(ci)), 0);
+    vl3_error err = {0};
+    ASSERT_OK_E(migrate_db(ci, &err), &err);
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    pg_conn *pg = NULL;
+    ASSERT_OK(open_conn(&loop, ci, &pg));
+    store_result res[4];
+    static const char *const ans[3] = {"a cat", "a dog", "yes"};
+    fill_results(res, ans);
+    res[3] = res[0];
+    res[3].window_idx = 2;
+    res[3].start_s = 20;
+    res[3].end_s = 30;
+    tp_done = tp_failed = 0;
+    uint64_t t0 = uv_hrtime();
+    for (int i = 0; i < TP_JOBS; i++) {
+        char id[32];
+        snprintf(id, sizeof(id), "tp-%d", i);
+        store_job job = {.job_id = id, .partition = 0, .offset = i, .model = "m"};
+        store_video vid = test_video;
+        vid.path = id;
+        ASSERT_OK_E(store_job_done(pg, &job, &vid, res, 4, tp_cb, NULL, &err), &err);
+    }
+    ASSERT_EQ(run_until_n(&loop, &tp_done, TP_JOBS, 60.0), 0);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    ASSERT_EQ(tp_done, TP_JOBS);
+    ASSERT_EQ(tp_failed, 0);
+    fprintf(stderr, "store_job_done: %d jobs x 4 results in %.3f s = %.0f jobs/s\n", TP_JOBS, secs,
+            TP_JOBS / secs);
+    ASSERT_EQ(close_all(&loop, pg), 0);
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM results"), TP_JOBS * 4);
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM jobs WHERE status = 'done'"), TP_JOBS);
+    ASSERT_GT(TP_JOBS / secs, 20);
     return 0;
 }
