@@ -502,6 +502,8 @@ static void notice_processor(void *arg, const char *message)
 static void connect_start(pg_conn *c)
 {
     set_state(c, PG_STATE_CONNECTING);
+    if (c->closing) /* the state callback closed the adapter */
+        return;
     c->pq = PQconnectStart(c->conninfo);
     if (!c->pq) {
         attempt_failed(c, "out of memory");
