@@ -540,6 +540,22 @@ TEST(cli_status_and_db_status)
     ASSERT_STR_CONTAINS(out, "0.20 jobs/min over the last 10 min (2 done)");
     ASSERT_STR_CONTAINS(out, "j5  attempts=3  /v/x.mp4");
     ASSERT_STR_CONTAINS(out, "worker killed by signal 9");
+    /* the connection string from a vl3d config file */
+    char conf[4200];
+    snprintf(conf, sizeof(conf), "%s/vl3d.conf", test_tmpdir());
+    FILE *f = fopen(conf, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "# test\n[pg]\nconninfo = \"%s\"\n", ci);
+    fclose(f);
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3' db status -c '%s' 2>&1", bin, conf), 0);
+    ASSERT_STR_CONTAINS(out, "0001  0001_init");
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3' status -c '%s' --conninfo x 2>&1", bin, conf),
+              2);
+    /* --watch repeats (at 0 s and 1 s within 1.6 s) */
+    ASSERT_EQ(test_sh(out, sizeof(out), "timeout 1.6 '%s/vl3' status -c '%s' --watch 1 2>&1 | "
+                      "grep -c '^--- .* (every 1s)$'", bin, conf),
+              0);
+    ASSERT_STR_EQ(out, "2\n");
     /* unreachable server: exit 1 and libpq's reason */
     ASSERT_EQ(test_sh(out, sizeof(out),
                       "'%s/vl3' status --conninfo 'host=127.0.0.1 port=1 connect_timeout=2' 2>&1",
