@@ -23,7 +23,7 @@ struct call {
     int kind; /* CALL_* */
 };
 
-enum { CALL_STARTED, CALL_DONE, CALL_FAILED };
+enum { CALL_QUEUED, CALL_STARTED, CALL_DONE, CALL_FAILED };
 
 static const char *const status_names[] = {"queued", "running", "retrying", "done", "failed"};
 
@@ -54,6 +54,11 @@ static void on_reply(void *user, const pg_reply *reply)
             const char *inserted = pg_reply_value(reply, 0, 1);
             out.already_done = updated && strcmp(updated, "0") == 0;
             out.rows = inserted ? strtoll(inserted, NULL, 10) : 0;
+        } else if (call->kind == CALL_QUEUED) {
+            const char *inserted = pg_reply_value(reply, 0, 0);
+            const char *done = pg_reply_value(reply, 0, 1);
+            out.rows = inserted && strcmp(inserted, "t") == 0;
+            out.already_done = done && strcmp(done, "t") == 0;
         } else {
             out.already_done = reply->nrows == 0;
             out.rows = reply->nrows;
@@ -168,6 +173,29 @@ int store_job_started(pg_conn *pg, const store_job *job, store_cb cb, void *user
     const char *p[8];
     int n = job_params(job, &nb, p);
     return send_call(pg, CALL_STARTED, sql_started, n, p, cb, user, reterr);
+}
+
+static const char sql_queued[] =
+    "WITH ins AS ("
+    "  INSERT INTO jobs (" JOB_COLS ", status, attempts, enqueued_at) "
+    "  VALUES ($1, $2, $3, $4::integer, $5::bigint, $6, $7, 'queued', 0, "
+    "          COALESCE(to_timestamp($8::double precision), now())) "
+    "  ON CONFLICT (job_id) DO NOTHING RETURNING 1"
+    ") "
+    "SELECT EXISTS (SELECT 1 FROM ins), "
+    "       EXISTS (SELECT 1 FROM jobs WHERE job_id = $1 AND status = 'done')";
+
+int store_job_queued(pg_conn *pg, const store_job *job, store_cb cb, void *user,
+                     vl3_error *reterr)
+{
+    VL3_RETURN_IF(!pg, -EINVAL);
+    int r = check_job(job, reterr);
+    if (r < 0)
+        return r;
+    struct numbuf nb = {0};
+    const char *p[8];
+    int n = job_params(job, &nb, p);
+    return send_call(pg, CALL_QUEUED, sql_queued, n, p, cb, user, reterr);
 }
 
 static const char sql_failed[] =
