@@ -1,0 +1,3 @@
+# Daemon tests (helper "daemon"). Unit: protocol codec, job parsing, offset tracker.
+vl3_test(NAME test-daemon SOURCES daemon/test_proto.c daemon/test_job.c daemon/test_offsets.c
+  LIBS vl3daemon LABELS unit TIMEOUT 60)
