@@ -18,6 +18,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "daemon_conf.h"
 #include "vl3/util.h"
 
 #define MIGRATE_MAX_FILES 1000
@@ -378,5 +379,35 @@ int migrate_default_dir(char *buf, size_t len)
     if (snprintf(buf, len, "%s/../share/vl3/schema", exe) >= (int)len)
         return -ENAMETOOLONG;
 #endif
+    return 0;
+}
+
+#define MIGRATE_DEFAULT_CONFIG "/etc/vl3/vl3d.conf"
+
+int migrate_conninfo_resolve(const char *conninfo_arg, const char *config_path,
+                             char **ret_conninfo, vl3_error *reterr)
+{
+    VL3_RETURN_IF(!ret_conninfo, -EINVAL);
+    char *out = NULL;
+    if (conninfo_arg) {
+        out = strdup(conninfo_arg);
+        goto done;
+    }
+    if (!config_path && access(MIGRATE_DEFAULT_CONFIG, R_OK) == 0)
+        config_path = MIGRATE_DEFAULT_CONFIG;
+    struct daemon_conf conf;
+    memset(&conf, 0, sizeof(conf));
+    int r = vl3_conf_defaults(daemon_conf_table, &conf, reterr);
+    if (r == 0 && config_path)
+        r = vl3_conf_load(daemon_conf_table, &conf, config_path, reterr);
+    if (r == 0)
+        out = strdup(conf.pg_conninfo ? conf.pg_conninfo : "");
+    vl3_conf_free_strings(daemon_conf_table, &conf);
+    if (r < 0)
+        return r;
+done:
+    if (!out)
+        return vl3_error_set(reterr, -ENOMEM, "out of memory");
+    *ret_conninfo = out;
     return 0;
 }

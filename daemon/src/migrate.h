@@ -52,4 +52,11 @@ int migrate_list(const char *conninfo, migrate_entry *entries, int max, vl3_erro
  * Writes into buf (len bytes). Returns 0, -ENAMETOOLONG or -errno. */
 int migrate_default_dir(char *buf, size_t len);
 
+/* The conninfo the tools use: conninfo_arg when not NULL; else pg.conninfo of the vl3d config
+ * file config_path when not NULL; else that of /etc/vl3/vl3d.conf when the file exists; else the
+ * daemon's default ("dbname=vl3"; libpq's PG* environment variables still apply). Returns 0 and an
+ * owned string in *ret_conninfo, or the config error (VL3_E_CONFIG citing file:line, -errno). */
+int migrate_conninfo_resolve(const char *conninfo_arg, const char *config_path,
+                             char **ret_conninfo, vl3_error *reterr);
+
 #endif

@@ -100,16 +100,37 @@ pg_conn_options pg_conn_options_default(void)
     };
 }
 
-/* libpq messages end in "\n"; ours do not. */
+/* libpq messages end in "\n" and may span lines ("...failed: Connection refused\n\tIs the server
+ * running..."); ours are single lines without the newline, so every run of whitespace becomes
+ * one space. */
 static void set_pq_error(vl3_error *err, const char *prefix, const char *msg)
 {
-    size_t n = msg ? strlen(msg) : 0;
-    while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
-        n--;
-    if (n == 0)
-        vl3_error_set(err, VL3_E_PG, "%s%s", prefix, "unknown libpq error");
+    char flat[VL3_ERROR_MSG_MAX];
+    size_t n = 0;
+    int space = 0;
+    for (const char *p = msg ? msg : ""; *p && n + 1 < sizeof(flat); p++) {
+        if (*p == '\n' || *p == '\t' || *p == ' ' || *p == '\r') {
+            space = 1;
+            continue;
+        }
+        if (space && n > 0)
+            flat[n++] = ' ';
+        space = 0;
+        if (n + 1 < sizeof(flat))
+            flat[n++] = *p;
+    }
+    flat[n] = '\0';
+    vl3_error_set(err, VL3_E_PG, "%s%s", prefix, n ? flat : "unknown libpq error");
+}
+
+/* "250ms" or "2.5s", for log lines. */
+static const char *fmt_delay(char *buf, size_t len, uint64_t ms)
+{
+    if (ms < 1000)
+        snprintf(buf, len, "%llums", (unsigned long long)ms);
     else
-        vl3_error_set(err, VL3_E_PG, "%s%.*s", prefix, (int)n, msg);
+        snprintf(buf, len, "%.1fs", (double)ms / 1000.0);
+    return buf;
 }
 
 static void stmt_free(struct stmt *s)
@@ -315,21 +336,21 @@ static void attempt_failed(pg_conn *c, const char *msg)
     c->failures++;
     uint64_t delay = backoff_delay(c);
     uint64_t now = uv_now(c->loop);
+    char d[32];
+    fmt_delay(d, sizeof(d), delay);
     if (!c->warned || now - c->last_warn_ms >= c->opts.log_interval_ms) {
         if (c->suppressed)
-            vl3_log_warning("could not connect to PostgreSQL: %s, retrying in %.1fs (%u similar "
+            vl3_log_warning("could not connect to PostgreSQL: %s, retrying in %s (%u similar "
                             "messages suppressed)",
-                            err.msg, (double)delay / 1000.0, c->suppressed);
+                            err.msg, d, c->suppressed);
         else
-            vl3_log_warning("could not connect to PostgreSQL: %s, retrying in %.1fs", err.msg,
-                            (double)delay / 1000.0);
+            vl3_log_warning("could not connect to PostgreSQL: %s, retrying in %s", err.msg, d);
         c->warned = 1;
         c->last_warn_ms = now;
         c->suppressed = 0;
     } else {
         c->suppressed++;
-        vl3_log_debug("could not connect to PostgreSQL: %s, retrying in %.1fs", err.msg,
-                      (double)delay / 1000.0);
+        vl3_log_debug("could not connect to PostgreSQL: %s, retrying in %s", err.msg, d);
     }
     set_state(c, PG_STATE_DISCONNECTED);
     uv_timer_start(&c->timer, on_timer, delay, 0);
@@ -441,7 +462,15 @@ static void connected(pg_conn *c)
 /* Advance PQconnectPoll and watch the direction it asks for. */
 static void connect_step(pg_conn *c)
 {
-    PostgresPollingStatusType st = PQconnectPoll(c->pq);
+    PostgresPollingStatusType st;
+    /* libpq may close a failed socket and move to the next address inside one call; it then
+     * has no socket to wait on, so poll it again at once (bounded: a few addresses at most) */
+    for (int i = 0;; i++) {
+        st = PQconnectPoll(c->pq);
+        if ((st != PGRES_POLLING_READING && st != PGRES_POLLING_WRITING) ||
+            PQsocket(c->pq) >= 0 || i >= 64)
+            break;
+    }
     int r;
     switch (st) {
     case PGRES_POLLING_READING:
@@ -484,6 +513,10 @@ static void connect_start(pg_conn *c)
     }
     PQsetNoticeProcessor(c->pq, notice_processor, NULL);
     uv_timer_start(&c->timer, on_timer, c->opts.connect_timeout_ms, 0);
+    if (PQsocket(c->pq) < 0) { /* the first address already failed: ask libpq what next */
+        connect_step(c);
+        return;
+    }
     /* libpq: behave as if PQconnectPoll had returned PGRES_POLLING_WRITING */
     int r = poll_watch(c, PQsocket(c->pq), UV_WRITABLE);
     if (r < 0)
@@ -545,17 +578,22 @@ static void on_poll(uv_poll_t *h, int status, int events)
     pg_conn *c = w->owner;
     if (c->closing || c->poll != w)
         return;
+    if (status < 0) {
+        /* libuv reports POLLERR as UV_EBADF and stops the handle; libpq finds the real error
+         * (SO_ERROR, a read failure) when asked, so ask it */
+        w->events = 0;
+        events = UV_READABLE | UV_WRITABLE;
+    }
     if (c->state == PG_STATE_CONNECTING) {
-        if (status < 0)
-            attempt_failed(c, uv_strerror(status));
-        else
-            connect_step(c);
+        connect_step(c);
         return;
     }
     if (c->state != PG_STATE_CONNECTED)
         return;
     if (status < 0) {
-        conn_lost(c, uv_strerror(status));
+        read_results(c);
+        if (!c->closing && c->state == PG_STATE_CONNECTED && c->poll == w)
+            conn_lost(c, uv_strerror(status));
         return;
     }
     if (events & UV_WRITABLE) {

@@ -4,7 +4,13 @@
  *
  * No libpq type appears here: results are read through pg_reply, and every libpq failure is
  * converted once, inside pg.c, to VL3_E_PG with PQerrorMessage()/PQresultErrorMessage() minus the
- * trailing newline.
+ * trailing newline (libpq's multi-line messages are joined into one line, for the log).
+ *
+ * Logging: only connection trouble is logged here, where it is handled (retried): "connection
+ * to PostgreSQL lost: ..., reconnecting" (WARNING), "could not connect to PostgreSQL: ...,
+ * retrying in 250ms" (one WARNING per log_interval_ms, the others DEBUG with a count of the
+ * suppressed ones), "connected to PostgreSQL after N failed attempts" (NOTICE). Statement
+ * failures are not logged: they go to the statement's callback, whose owner handles them.
  *
  * Lifetime: pg_conn_new() starts connecting at once. Statements may be queued at any time,
  * connected or not; those queued while the server is away run after reconnection, in order.

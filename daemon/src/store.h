@@ -15,6 +15,9 @@
  *    because the Kafka offset may already reflect it and users may already have read it; a
  *    re-run never silently rewrites history (re-index by enqueueing a new job id).
  *  - store_job_failed() records the reason; it never touches a job that is 'done'.
+ * The one non-idempotent detail: re-issuing store_job_started() after a retryable failure whose
+ * first try did commit counts one extra attempt (attempts is informational; the daemon's
+ * poison-job limit counts attempts itself).
  * Strings passed in are copied before the call returns; callbacks run later on the loop thread,
  * exactly once per call that returned 0. */
 #ifndef VL3D_STORE_H
