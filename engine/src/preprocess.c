@@ -31,8 +31,10 @@ void vl3_preprocess_params_default(vl3_preprocess_params *p)
     p->max_tokens = 16384;
     p->native_image_min_pixels = 16 * 14 * 14;        /* 3136 (shortest_edge) */
     p->native_image_max_pixels = 16384LL * 14 * 14;   /* 3,211,264 (HF-format checkpoints) */
-    p->native_video_min_pixels = 16 * 14 * 14;
-    p->native_video_max_pixels = 16384LL * 28 * 28;   /* 12,845,056 (UNVERIFIED, spec §3.1) */
+    /* native video: the transformers class defaults (the checkpoint's
+     * video_preprocessor_config.json values are UNVERIFIED, spec §3.1) */
+    p->native_video_min_pixels = 128 * 28 * 28;       /* 100,352 */
+    p->native_video_max_pixels = 768 * 28 * 28;       /* 602,112, divided by the frame count */
     p->rescale = 1.0 / 255.0;
     for (int c = 0; c < 3; c++)
         p->mean[c] = p->std[c] = 0.5f;

@@ -59,7 +59,7 @@ typedef struct vl3_preprocess_params {
     int max_tokens;  /* 16384 merged tokens per call (remote rule) */
     /* native rule budgets in pixels: images per image, videos per video (divided by frames) */
     int64_t native_image_min_pixels, native_image_max_pixels; /* 3136, 3211264 */
-    int64_t native_video_min_pixels, native_video_max_pixels; /* 3136, 12845056 */
+    int64_t native_video_min_pixels, native_video_max_pixels; /* 100352, 602112 */
     double rescale;  /* 1/255 */
     float mean[3];   /* 0.5 */
     float std[3];    /* 0.5 */
