@@ -169,16 +169,24 @@ const char *vl3_task_name(enum vl3_task task);
 int vl3_task_parse(const char *name);
 
 /* Per-task instruction texts. Overrides are borrowed strings (NULL = built-in text, see
- * docs/tasks.md). A text may contain "{question}", replaced by the request's question. */
+ * docs/tasks.md and engine/src/tasks.c). A text may contain "{question}" (the request's question)
+ * and "{media}" ("image" or "video"). */
 typedef struct vl3_task_texts {
     const char *text[VL3_TASK_COUNT];
 } vl3_task_texts;
 
-/* The instruction for a task (override when set, else the built-in text), with {question}
- * substituted. Returns an owned string in *ret, or -EINVAL (task needs a question and none given),
- * -ENOMEM. */
+/* The built-in instruction template of a task (never NULL for a valid task). */
+const char *vl3_task_default_text(enum vl3_task task);
+
+/* Whether the task needs a question (chart_qa, qa). */
+int vl3_task_needs_question(enum vl3_task task);
+
+/* The instruction for a task (override when set, else the built-in text) with {question} and
+ * {media} substituted (media: "image" or "video"; NULL = "image"). Returns an owned string in
+ * *ret, or -EINVAL (unknown task; task needs a question and none was given; a template names
+ * {question} and none was given), -ENOMEM. */
 int vl3_task_instruction(enum vl3_task task, const vl3_task_texts *overrides, const char *question,
-                         char **ret, vl3_error *reterr);
+                         const char *media, char **ret, vl3_error *reterr);
 
 typedef struct vl3_prompt_params {
     enum vl3_prompt_flavour flavour;
