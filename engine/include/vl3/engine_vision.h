@@ -68,6 +68,10 @@ typedef struct vl3_preprocess_params {
 /* Fill p with the released VideoLLaMA3 processor configuration (remote rule). */
 void vl3_preprocess_params_default(vl3_preprocess_params *p);
 
+/* The preprocessing parameters a loaded model asks for: its preprocessor_config.json values,
+ * and the native rule for native-layout checkpoints. model is borrowed. */
+void vl3_preprocess_params_from_model(const vl3_model *model, vl3_preprocess_params *p);
+
 /* Grid of one item in patches (not merged): t frames of h x w patches, merge size. */
 typedef struct vl3_vision_grid {
     int t, h, w;
