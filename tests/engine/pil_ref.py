@@ -9,7 +9,9 @@ Image.open(p).convert('RGB'), the resize rule of simple_batched_resize / batched
 multiply, cast to float32) and normalize ((x - 0.5) / 0.5 in float32), and the merge-aware patch
 flattening (t, gh/m, gw/m, m, m, C, 14, 14).
 
-Usage: pil_ref.py OUTDIR
+Usage: pil_ref.py OUTDIR [images]
+With "images", only the images are written, plus images.txt listing "file width height" and
+file.rgb holding PIL's convert('RGB') bytes of each (for the decoder test).
 Writes into OUTDIR, for each case N: caseN.json (items: file, w, h, frames, is_video, merge, and
 the reference grid), caseN.rgb (every frame of every item after convert('RGB'), concatenated) and
 caseN.pv (float32 pixel_values, little endian). Also writes the image files themselves.
@@ -25,7 +27,7 @@ from PIL import Image
 PATCH = 14
 
 
-def smooth_noise(w, h, seed, mode="RGB"):
+def smooth_noise(w, h, seed, mode="RGB", noise=25):
     """Deterministic image with both smooth gradients and sharp edges (stress the filter)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
@@ -33,7 +35,7 @@ def smooth_noise(w, h, seed, mode="RGB"):
     for c in range(3):
         f1, f2 = rng.uniform(0.005, 0.08, 2)
         v = 127.5 + 90 * np.sin(xx * f1 + c) * np.cos(yy * f2 - c)
-        v += rng.normal(0, 25, size=(h, w))
+        v += rng.normal(0, noise, size=(h, w))
         v[(xx.astype(int) // 7 + yy.astype(int) // 5) % 9 == 0] = 255 * (c % 2)
         chans.append(v)
     a = np.clip(np.stack(chans, -1), 0, 255).astype(np.uint8)
@@ -146,7 +148,8 @@ def main():
     files["bw"] = save(smooth_noise(120, 90, 9).convert("1"), "bw.png")
     files["webp"] = save(smooth_noise(400, 300, 10), "lossless.webp", lossless=True)
     files["webpq"] = save(smooth_noise(400, 300, 11), "lossy.webp", quality=80)
-    files["jpg"] = save(smooth_noise(257, 199, 12), "photo.jpg", quality=90)
+    files["jpg"] = save(smooth_noise(257, 199, 12, noise=2), "photo.jpg", quality=90)
+    files["jpg444"] = save(smooth_noise(161, 97, 18), "photo444.jpg", quality=95, subsampling=0)
     files["huge"] = save(smooth_noise(3000, 2000, 13), "huge.png")
     files["huge2"] = save(smooth_noise(2000, 3100, 14), "huge2.png")
     vid = []
@@ -158,6 +161,18 @@ def main():
         if k == 3:
             fr[80:100, 100:150] = (fr[80:100, 100:150] // 2)
         vid.append(save(Image.fromarray(fr, "RGB"), "vid_%d.png" % k))
+
+    if len(sys.argv) > 2 and sys.argv[2] == "images":
+        g16 = (np.asarray(smooth_noise(64, 48, 16))[:, :, 0].astype(np.uint16) * 3)
+        files["palt"] = save(smooth_noise(90, 70, 17).quantize(colors=16), "palt.png",
+                             transparency=3)
+        files["g16"] = save(Image.fromarray(g16.astype(np.int32), "I"), "grey16.png")
+        with open(os.path.join(outdir, "images.txt"), "w") as f:
+            for key, name in sorted(files.items()):
+                im = Image.open(os.path.join(outdir, name)).convert("RGB")
+                np.asarray(im, dtype=np.uint8).tofile(os.path.join(outdir, name + ".rgb"))
+                f.write("%s %d %d\n" % (name, im.size[0], im.size[1]))
+        return
 
     img = lambda key: {"files": [files[key]], "is_video": 0, "merge": 1}
     cases = [
