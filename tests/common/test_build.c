@@ -68,9 +68,10 @@ TEST(daemon_links_no_cuda_and_no_engine)
 
 TEST(cuda_module_matches_build_option)
 {
-    char path[4096], out[16384];
+    char path[4096];
     snprintf(path, sizeof(path), "%s/libvl3cuda.so", bin_dir());
 #ifdef VL3_TEST_HAVE_CUDA
+    char out[16384];
     ASSERT_EQ(access(path, R_OK), 0);
     ASSERT_EQ(test_sh(out, sizeof(out), "readelf -d %s", path), 0);
     ASSERT_STR_CONTAINS(out, "libcudart");
