@@ -244,6 +244,36 @@ int vl3_vision_out_dim(const vl3_vision *v);
 int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_mask *mask,
                       float *out, vl3_error *reterr);
 
+/* ---- one multimodal request, end to end (what `vl3 run` and the worker call) ---------------- */
+
+typedef struct vl3_mm_params {
+    vl3_preprocess_params pre;   /* fill with vl3_preprocess_params_from_model */
+    vl3_difffp_params difffp;
+    vl3_prompt_params prompt;    /* prompt.user_text: the instruction (see vl3_task_instruction) */
+} vl3_mm_params;
+
+/* Defaults for a model: its preprocessor settings, DiffFP on when the model's
+ * use_token_compression is set, the prompt flavour of its layout, no system turn. */
+void vl3_mm_params_default(const vl3_model *model, vl3_mm_params *p);
+
+/* Everything the LLM needs for one request: ids, the projector rows and their positions. */
+typedef struct vl3_mm_input {
+    vl3_pixel_batch batch;       /* pixel_values and grids (kept for dumps) */
+    vl3_token_mask mask;         /* DiffFP result (kept/total per frame) */
+    vl3_prompt prompt;           /* ids, rendered text, visual positions */
+    float *visual;               /* (prompt.n_visual, hidden) projector rows, owned */
+    int hidden;
+    double t_preprocess, t_encode; /* seconds */
+} vl3_mm_input;
+
+/* Preprocess items, compute DiffFP, encode with v (may be NULL when n_items = 0) and build the
+ * prompt with tok (NULL: only prompt.text is rendered, no ids). Borrows everything; fills *ret (release with vl3_mm_input_deinit). Returns 0
+ * or the first failing step's code. */
+int vl3_mm_prepare(vl3_vision *v, const vl3_tokenizer *tok, const vl3_mm_params *p,
+                   const vl3_vision_item *items, int n_items, vl3_mm_input *ret,
+                   vl3_error *reterr);
+void vl3_mm_input_deinit(vl3_mm_input *in);
+
 #ifdef __cplusplus
 }
 #endif
