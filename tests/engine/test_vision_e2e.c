@@ -1,0 +1,119 @@
+/* test_vision_e2e.c: the vision half of a request end to end (vl3_mm_prepare) on tiny models of
+ * both layouts: an image and a video whose last frame repeats the previous one. Checks the
+ * DiffFP statistics, that the visual rows equal the encoder's rows for the kept tokens, that the
+ * prompt carries exactly one placeholder per visual row (in the layout's flavour), determinism,
+ * and that preparing two requests in one batch gives the same rows as preparing them apart. */
+#include <string.h>
+
+#include "test.h"
+#include "vl3/engine.h"
+
+static uint8_t img_px[60 * 80 * 3], vid_px[3][84 * 84 * 3];
+
+static vl3_model *load_tiny(int native)
+{
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/e2e%d", test_tmpdir(), native);
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    tp.native = native;
+    tp.seed = 3;
+    vl3_error err = {0};
+    if (vl3_model_write_tiny(dir, &tp, &err) < 0)
+        return NULL;
+    vl3_model_params mp = vl3_model_params_default();
+    mp.dir = dir;
+    mp.no_backend = 1;
+    vl3_model *m = NULL;
+    return vl3_model_load(&mp, &m, &err) < 0 ? NULL : m;
+}
+
+static int count(const char *s, const char *needle)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+static int run(int native)
+{
+    uint32_t s = 5;
+    for (size_t i = 0; i < sizeof(img_px); i++)
+        img_px[i] = (uint8_t)((s = s * 1103515245u + 12345u) >> 23);
+    for (int t = 0; t < 2; t++)
+        for (size_t i = 0; i < sizeof(vid_px[0]); i++)
+            vid_px[t][i] = (uint8_t)((s = s * 1103515245u + 12345u) >> 23);
+    memcpy(vid_px[2], vid_px[1], sizeof(vid_px[0]));
+    vl3_model *m = load_tiny(native);
+    ASSERT(m != NULL);
+    vl3_error err = {0};
+    vl3_vision *v = NULL;
+    ASSERT_OK_E(vl3_vision_new(m, 0, &v, &err), &err);
+    vl3_image img = {img_px, 80, 60, 240};
+    vl3_image vid[3] = {{vid_px[0], 84, 84, 252}, {vid_px[1], 84, 84, 252}, {vid_px[2], 84, 84, 252}};
+    double ts[3] = {0.0, 1.0, 2.0};
+    vl3_vision_item items[2] = {{&img, 1, NULL, 0, 0}, {vid, 3, ts, 1, 0}};
+    vl3_mm_params p;
+    vl3_mm_params_default(m, &p);
+    ASSERT_EQ(p.prompt.flavour, native ? VL3_PROMPT_NATIVE : VL3_PROMPT_REMOTE);
+    ASSERT(p.difffp.enabled);
+    p.prompt.user_text = "Describe.";
+    const vl3_tokenizer *tok = vl3_model_tokenizer(m);
+    vl3_mm_input a = {0}, b = {0};
+    ASSERT_OK_E(vl3_mm_prepare(v, tok, &p, items, 2, &a, &err), &err);
+    ASSERT_OK_E(vl3_mm_prepare(v, tok, &p, items, 2, &b, &err), &err);
+    /* DiffFP: image whole, video frame 0 whole, frame 2 (a repeat) keeps token 0 only */
+    ASSERT_EQ(a.mask.n_frames, 4);
+    ASSERT_EQ(a.mask.kept_per_frame[0], a.mask.total_per_frame[0]);
+    ASSERT_EQ(a.mask.kept_per_frame[1], a.mask.total_per_frame[1]);
+    ASSERT_EQ(a.mask.kept_per_frame[3], 1);
+    int64_t nk = a.mask.n_kept;
+    ASSERT_MEM_EQ(a.visual, b.visual, sizeof(float) * nk * a.hidden); /* deterministic */
+    /* rows = encoder rows of the kept tokens */
+    float *full = malloc(sizeof(float) * a.mask.n_tokens * a.hidden);
+    ASSERT_OK(vl3_vision_encode(v, &a.batch, NULL, full, &err));
+    for (int64_t t = 0, k = 0; t < a.mask.n_tokens; t++)
+        if (a.mask.keep[t])
+            ASSERT_MEM_EQ(a.visual + (k++) * a.hidden, full + t * a.hidden, sizeof(float) * a.hidden);
+    /* prompt: one placeholder per visual row */
+    if (native) {
+        ASSERT_EQ(count(a.prompt.text, "<|image_pad|>") + count(a.prompt.text, "<|video_pad|>"), nk);
+    } else {
+        ASSERT_EQ(count(a.prompt.text, "<image>"), nk);
+    }
+    ASSERT_STR_CONTAINS(a.prompt.text, "Time 2.0s:");
+    if (tok) {
+        ASSERT_EQ(a.prompt.n_visual, nk);
+    }
+    /* two requests in one batch == apart (the worker batches across jobs) */
+    vl3_mm_input one = {0};
+    ASSERT_OK_E(vl3_mm_prepare(v, tok, &p, &items[1], 1, &one, &err), &err);
+    /* these sizes are far below the budget, so the video gets the same size alone */
+    ASSERT_EQ(one.batch.grids[0].h, a.batch.grids[1].h);
+    ASSERT_EQ(one.batch.grids[0].w, a.batch.grids[1].w);
+    int64_t off = a.mask.kept_per_frame[0];
+    ASSERT_EQ(one.mask.n_kept, nk - off);
+    for (int64_t i = 0; i < one.mask.n_kept * a.hidden; i++)
+        ASSERT_NEAR(one.visual[i], a.visual[off * a.hidden + i], 1e-5);
+    vl3_mm_input_deinit(&one);
+    free(full);
+    vl3_mm_input_deinit(&a);
+    vl3_mm_input_deinit(&b);
+    /* text only */
+    ASSERT_OK_E(vl3_mm_prepare(NULL, tok, &p, NULL, 0, &a, &err), &err);
+    ASSERT_STR_EQ(a.prompt.text, "<|im_start|>user\nDescribe.<|im_end|>\n<|im_start|>assistant\n");
+    vl3_mm_input_deinit(&a);
+    vl3_vision_free(v);
+    vl3_model_free(m);
+    return 0;
+}
+
+TEST(e2e_tiny_remote)
+{
+    return run(0);
+}
+
+TEST(e2e_tiny_native)
+{
+    return run(1);
+}
