@@ -555,3 +555,20 @@ TEST(real_7b_shapes_sharded)
 {
     return real_size("7b", 8044744944LL, 0, 4);
 }
+
+/* Rewriting a directory replaces the weights of the earlier run (no stale index or shards). */
+TEST(tiny_overwrite)
+{
+    char dir[PATH_MAX];
+    ASSERT(tiny("overwrite", VL3__LAYOUT_REMOTE, 1, 3, NULL, dir, sizeof(dir)));
+    ASSERT(tiny("overwrite", VL3__LAYOUT_REMOTE, 2, 1, NULL, dir, sizeof(dir)));
+    ASSERT_EQ(test_sh(NULL, 0, "ls %s | grep -q -e index.json -e -of-", dir), 1);
+    vl3_model *m = NULL;
+    vl3_error e = {0};
+    ASSERT_OK_E(load(dir, 1, &m, &e), &e);
+    vl3_model_info i;
+    vl3_model_get_info(m, &i);
+    ASSERT_EQ(i.n_files, 1);
+    vl3_model_free(m);
+    return 0;
+}
