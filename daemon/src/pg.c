@@ -103,7 +103,7 @@ pg_conn_options pg_conn_options_default(void)
 /* libpq messages end in "\n" and may span lines ("...failed: Connection refused\n\tIs the server
  * running..."); ours are single lines without the newline, so every run of whitespace becomes
  * one space. */
-static void set_pq_error(vl3_error *err, const char *prefix, const char *msg)
+int pg_error_set(vl3_error *err, const char *prefix, const char *msg)
 {
     char flat[VL3_ERROR_MSG_MAX];
     size_t n = 0;
@@ -120,7 +120,13 @@ static void set_pq_error(vl3_error *err, const char *prefix, const char *msg)
             flat[n++] = *p;
     }
     flat[n] = '\0';
-    vl3_error_set(err, VL3_E_PG, "%s%s", prefix, n ? flat : "unknown libpq error");
+    return vl3_error_set(err, VL3_E_PG, "%s%s", prefix ? prefix : "",
+                         n ? flat : "unknown libpq error");
+}
+
+static void set_pq_error(vl3_error *err, const char *prefix, const char *msg)
+{
+    (void)pg_error_set(err, prefix, msg);
 }
 
 /* "250ms" or "2.5s", for log lines. */
