@@ -369,7 +369,7 @@ int vl3_tokenizer_encode_ex(const vl3_tokenizer *tok, const char *text, size_t l
     r = encode_plain(tok, s + seg, n - seg, &out);
     if (r < 0)
         goto fail;
-    if (ids)
+    if (ids && out.n && cap)
         memcpy(ids, out.v, VL3_MIN(out.n, cap) * sizeof(*ids));
     *ret_n = out.n;
     free(out.v);

@@ -418,14 +418,20 @@ TEST(tokenizer_tiny_corpus)
     return r;
 }
 
-/* decode(encode(x)) == NFC(x), NFC by utf8proc; x from the corpus (valid UTF-8). */
+/* decode(encode(x)) == NFC(x), NFC by utf8proc; x from the corpus (valid UTF-8). Encoded with
+ * special-token matching off: with it on, HF normalises the stretches between added tokens
+ * separately, so "<image>" + U+0338 does not compose the '>' into U+226F (the corpus covers that
+ * against the reference). */
 static int check_roundtrip(const vl3_tokenizer *tok, const struct corpus *c)
 {
     size_t bad = 0;
     for (size_t i = 0; i < c->n; i++) {
-        size_t n, len;
-        int32_t *ids = encode_all(tok, c->text[i], c->len[i], &n);
-        ASSERT(ids);
+        size_t n = 0, len;
+        ASSERT_OK(vl3_tokenizer_encode_ex(tok, c->text[i], c->len[i], VL3_TOKENIZE_SPLIT_SPECIAL,
+                                          NULL, 0, &n, NULL));
+        int32_t *ids = malloc((n + 1) * sizeof(*ids));
+        ASSERT_OK(vl3_tokenizer_encode_ex(tok, c->text[i], c->len[i], VL3_TOKENIZE_SPLIT_SPECIAL,
+                                          ids, n, &n, NULL));
         char *back = decode_all(tok, ids, n, 0, &len);
         ASSERT(back);
         utf8proc_uint8_t *nfc = NULL;

@@ -52,6 +52,8 @@ const edge = [
   "im_start|>", "<|im_start|><|im_end|>", "a<|im_end|>b", " <|im_end|> ", "\n<|im_end|>\n",
   "<|IM_START|>", "< image >", "<Image>", "<|endoftext|><|endoftext|>", "x<|stream_start|>y<|stream_end|>z",
   "Time 1.0s:<image>", "Time 0.0s:<image>,<image>\n", "Time 12.5s:", "Time 1.0s: <image>",
+  // added tokens are split out before NFC: '>' + U+0338 must not compose into U+226F after them
+  "<|stream_end|>\u0338\u031d", "a>\u0338", "<image>\u0338", "\u003c\u0338image>", "<|im_end|>\u0301x",
 ];
 edge.forEach(add);
 
