@@ -828,3 +828,53 @@ TEST(tokenizer_load_errors)
     free(vocab);
     return r;
 }
+
+/* ---- CLI ----------------------------------------------------------------------------------- */
+
+TEST(tokenizer_cli)
+{
+    const char *bin = getenv("VL3_BIN_DIR");
+    char vl3[4200], dir[4200], out[4096], want[4096];
+    snprintf(vl3, sizeof(vl3), "%s/vl3", bin && *bin ? bin : test_build_dir());
+    if (access(vl3, X_OK) != 0)
+        snprintf(vl3, sizeof(vl3), "%s/bin/vl3", test_build_dir());
+    snprintf(dir, sizeof(dir), "%s/tiny", fixture_dir());
+    /* Expected ids from the library (the CLI must print exactly them). */
+    vl3_tokenizer *tok = NULL;
+    ASSERT_OK(load_tiny(&tok));
+    const char *text = "<|im_start|>user\nWhat's in the video?<|im_end|>";
+    size_t n;
+    int32_t *ids = encode_all(tok, text, strlen(text), &n);
+    ASSERT(ids);
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++)
+        k += (size_t)snprintf(want + k, sizeof(want) - k, "%s%d", i ? " " : "", ids[i]);
+    snprintf(want + k, sizeof(want) - k, "\n");
+    char path[4300];
+    snprintf(path, sizeof(path), "%s/cli-text", test_tmpdir());
+    ASSERT_OK(vl3_file_write(path, text, strlen(text), NULL));
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s' tokenize --tokenizer '%s' - < '%s'", vl3, dir, path),
+              0);
+    ASSERT_STR_EQ(out, want);
+    /* --decode skips specials unless --keep-special. */
+    want[k] = 0;
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s' tokenize --model '%s' --decode '%s'", vl3, dir, want),
+              0);
+    ASSERT_STR_EQ(out, "user\nWhat's in the video?\n");
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s' tokenize --model '%s' --decode --keep-special '%s'",
+                      vl3, dir, want),
+              0);
+    ASSERT_STR_EQ(out, "<|im_start|>user\nWhat's in the video?<|im_end|>\n");
+    /* Errors: usage (2), missing directory (1, message names it), bad id (2). */
+    ASSERT_EQ(test_sh(NULL, 0, "'%s' tokenize hello 2>/dev/null", vl3), 2);
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s' tokenize --tokenizer /nonexistent/x hi 2>&1", vl3), 1);
+    ASSERT_STR_CONTAINS(out, "/nonexistent/x");
+    ASSERT_EQ(test_sh(NULL, 0, "'%s' tokenize --tokenizer '%s' --decode '1 x2' 2>/dev/null", vl3,
+                      dir),
+              2);
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s' tokenize --help", vl3), 0);
+    ASSERT_STR_CONTAINS(out, "--decode");
+    free(ids);
+    vl3_tokenizer_free(tok);
+    return 0;
+}
