@@ -20,17 +20,18 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f,
-            "usage: vl3 bench tokenize [--tokenizer DIR] [--repeats N] [FILE]\n"
-            "\n"
-            "Tokens/s of the engine's tokenizer vs the Hugging Face JS reference on FILE (default:\n"
-            "~2 MB of generated multilingual text with code, numbers and whitespace runs).\n"
-            "\n"
-            "  --tokenizer DIR  tokenizer files (default $VL3_TOKENIZER_DIR, else " DEFAULT_TOKENIZER
-            ")\n"
-            "  --ref DIR        tools/tokenizer-ref with node_modules installed (default: found\n"
-            "                   from $VL3_TOKENIZER_REF, ./tools/tokenizer-ref or next to the binary)\n"
-            "  --repeats N      warm runs, best one counts (default 3)\n");
+    fprintf(
+        f,
+        "usage: vl3 bench tokenize [--tokenizer DIR] [--repeats N] [FILE]\n"
+        "\n"
+        "Tokens/s of the engine's tokenizer vs the Hugging Face JS reference on FILE (default:\n"
+        "~2 MB of generated multilingual text with code, numbers and whitespace runs).\n"
+        "\n"
+        "  --tokenizer DIR  tokenizer files (default $VL3_TOKENIZER_DIR, else " DEFAULT_TOKENIZER
+        ")\n"
+        "  --ref DIR        tools/tokenizer-ref with node_modules installed (default: found\n"
+        "                   from $VL3_TOKENIZER_REF, ./tools/tokenizer-ref or next to the binary)\n"
+        "  --repeats N      warm runs, best one counts (default 3)\n");
 }
 
 /* Deterministic text: words from several scripts and made-up syllable words (so the word cache
@@ -38,14 +39,16 @@ static void usage(FILE *f)
 static char *gen_text(size_t target, size_t *ret_len)
 {
     static const char *const words[] = {
-        "the", "video", "shows", "a", "rabbit", "in", "forest", "and", "The", "frame", "time",
-        "Hello", "world", "naïve", "café", "Straße", "привет", "мир", "γεια", "שלום", "مرحبا",
-        "नमस्ते", "สวัสดี", "你好", "世界", "こんにちは", "안녕하세요", "😀", "👍🏽", "don't", "it's",
-        "int", "main(void)", "return", "x[i]", "==", "->", "{", "}", "0.5", "2024", "1,000"};
-    static const char *const syl[] = {"ka", "lo", "mi", "tra", "sen", "qu", "or", "bel", "dy",
-                                      "ph", "ex", "ion", "ze", "ru", "sh"};
-    static const char *const sep[] = {" ", " ", " ", " ", ", ", ". ", "\n", "  ", "\t", "\n\n",
-                                      "    ", "! ", "? ", "\r\n"};
+        "the",      "video",  "shows",  "a",    "rabbit",     "in",         "forest",
+        "and",      "The",    "frame",  "time", "Hello",      "world",      "naïve",
+        "café",     "Straße", "привет", "мир",  "γεια",       "שלום",       "مرحبا",
+        "नमस्ते",     "สวัสดี",   "你好",   "世界", "こんにちは", "안녕하세요", "😀",
+        "👍🏽", "don't",  "it's",   "int",  "main(void)", "return",     "x[i]",
+        "==",       "->",     "{",      "}",    "0.5",        "2024",       "1,000"};
+    static const char *const syl[] = {"ka", "lo", "mi", "tra", "sen", "qu", "or", "bel",
+                                      "dy", "ph", "ex", "ion", "ze",  "ru", "sh"};
+    static const char *const sep[] = {" ",  " ",  " ",    " ",    ", ", ". ", "\n",
+                                      "  ", "\t", "\n\n", "    ", "! ", "? ", "\r\n"};
     char *buf = malloc(target + 256);
     if (!buf)
         return NULL;
@@ -189,8 +192,9 @@ static int run_ref(const char *ref, const char *dir, const char *file, int repea
     unsigned long long tokens;
     unsigned long hash;
     /* {"tokens":N,"cold_seconds":X,"seconds":Y,"load_seconds":Z,"hash":H} */
-    if (sscanf(line, "{\"tokens\":%llu,\"cold_seconds\":%lf,\"seconds\":%lf,\"load_seconds\":%lf,"
-                     "\"hash\":%lu}",
+    if (sscanf(line,
+               "{\"tokens\":%llu,\"cold_seconds\":%lf,\"seconds\":%lf,\"load_seconds\":%lf,"
+               "\"hash\":%lu}",
                &tokens, &res->cold_s, &res->warm_s, &res->load_s, &hash) != 5)
         return -1;
     res->tokens = (size_t)tokens;
@@ -278,8 +282,8 @@ int bench_tokenize(int argc, char **argv)
     printf("%-28s %10zu %10.3f %14.0f %14.0f %9.2f\n", "vl3 (C)", ours.tokens, ours.load_s,
            ours.tokens / ours.cold_s, ours.tokens / ours.warm_s, len / ours.warm_s / 1e6);
     if (have_ref) {
-        printf("%-28s %10zu %10.3f %14.0f %14.0f %9.2f\n", "HF tokenizers.js (node)",
-               ref.tokens, ref.load_s, ref.tokens / ref.cold_s, ref.tokens / ref.warm_s,
+        printf("%-28s %10zu %10.3f %14.0f %14.0f %9.2f\n", "HF tokenizers.js (node)", ref.tokens,
+               ref.load_s, ref.tokens / ref.cold_s, ref.tokens / ref.warm_s,
                len / ref.warm_s / 1e6);
         printf("%-28s %10s %10.2f %14.2f %14.2f\n", "ratio vl3 / reference", "",
                ref.load_s / ours.load_s, ref.cold_s / ours.cold_s, ref.warm_s / ours.warm_s);

@@ -326,9 +326,8 @@ static int sanitize(const char *text, size_t len, const char **ret_clean, size_t
     return 0;
 }
 
-int vl3_tokenizer_encode_ex(const vl3_tokenizer *tok, const char *text, size_t len,
-                            unsigned flags, int32_t *ids, size_t cap, size_t *ret_n,
-                            vl3_error *reterr)
+int vl3_tokenizer_encode_ex(const vl3_tokenizer *tok, const char *text, size_t len, unsigned flags,
+                            int32_t *ids, size_t cap, size_t *ret_n, vl3_error *reterr)
 {
     if (!tok || (!text && len) || (!ids && cap) || !ret_n)
         return vl3_error_set(reterr, -EINVAL, "invalid argument");

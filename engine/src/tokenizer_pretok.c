@@ -206,8 +206,7 @@ out:
     return r;
 }
 
-int vl3__nfc(const char *text, size_t len, const char **ret_out, size_t *ret_len,
-             char **ret_owned)
+int vl3__nfc(const char *text, size_t len, const char **ret_out, size_t *ret_len, char **ret_owned)
 {
     /* Fast path: no code point >= U+0300 means nothing can compose or decompose under NFC
      * (the first combining marks and NFC_QC=No/Maybe characters start at U+0300). Checking

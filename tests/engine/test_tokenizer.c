@@ -257,7 +257,8 @@ static const char *qwen_dir(void)
         goto fail;
     static const struct {
         const char *id, *content;
-    } extra[] = {{"151665", "<image>"}, {"151666", "<|stream_start|>"}, {"151667", "<|stream_end|>"}};
+    } extra[] = {
+        {"151665", "<image>"}, {"151666", "<|stream_start|>"}, {"151667", "<|stream_end|>"}};
     for (size_t i = 0; i < 3; i++)
         json_object_set_new(dec, extra[i].id,
                             json_pack("{s:s,s:b,s:b,s:b,s:b,s:b}", "content", extra[i].content,
@@ -305,8 +306,7 @@ static int write_tokenizer_json(const char *tok_dir, const char *out_dir)
     json_t *added = json_array();
     const char *key;
     json_t *val;
-    json_object_foreach(json_object_get(cfg, "added_tokens_decoder"), key, val)
-    {
+    json_object_foreach (json_object_get(cfg, "added_tokens_decoder"), key, val) {
         json_t *a = json_deep_copy(val);
         json_object_set_new(a, "id", json_integer(strtoll(key, NULL, 10)));
         json_array_append_new(added, a);
@@ -319,8 +319,8 @@ static int write_tokenizer_json(const char *tok_dir, const char *out_dir)
         "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+["
         "\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+",
         "behavior", "Isolated", "invert", 0, "type", "ByteLevel", "add_prefix_space", 0,
-        "trim_offsets", 0, "use_regex", 0, "model", "type", "BPE", "vocab", vocab, "merges",
-        merges, "byte_fallback", 0, "ignore_merges", 0);
+        "trim_offsets", 0, "use_regex", 0, "model", "type", "BPE", "vocab", vocab, "merges", merges,
+        "byte_fallback", 0, "ignore_merges", 0);
     json_decref(cfg);
     if (!root)
         return -1;
@@ -435,9 +435,9 @@ static int check_roundtrip(const vl3_tokenizer *tok, const struct corpus *c)
         char *back = decode_all(tok, ids, n, 0, &len);
         ASSERT(back);
         utf8proc_uint8_t *nfc = NULL;
-        utf8proc_ssize_t nl = utf8proc_map((const utf8proc_uint8_t *)c->text[i],
-                                           (utf8proc_ssize_t)c->len[i], &nfc,
-                                           UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        utf8proc_ssize_t nl =
+            utf8proc_map((const utf8proc_uint8_t *)c->text[i], (utf8proc_ssize_t)c->len[i], &nfc,
+                         UTF8PROC_STABLE | UTF8PROC_COMPOSE);
         ASSERT_GE(nl, 0);
         if (((size_t)nl != len || memcmp(nfc, back, len) != 0) && bad++ < 5)
             fprintf(stderr, "round trip differs on case %zu: %.80s\n", i + 1, c->text[i]);
@@ -527,11 +527,24 @@ TEST(tokenizer_invalid_utf8_becomes_fffd)
     ASSERT_OK(load_tiny(&tok));
     /* Maximal subparts: FF, FE, E4 B8 (truncated 3-byte), C0, 80, ED A0 (surrogate lead: E D then
      * A0 is out of range, so ED alone, then A0 alone), F4 90 (out of range: F4 alone, 90 alone). */
-    static const char bad[] = "\xff\xfe" "abc" "\xe4\xb8" "x" "\xc0\x80" "\xed\xa0" "\xf4\x90" "z"
+    static const char bad[] = "\xff\xfe"
+                              "abc"
+                              "\xe4\xb8"
+                              "x"
+                              "\xc0\x80"
+                              "\xed\xa0"
+                              "\xf4\x90"
+                              "z"
                               "\xe4\xb8";
-    static const char good[] = "\xef\xbf\xbd\xef\xbf\xbd" "abc" "\xef\xbf\xbd" "x"
-                               "\xef\xbf\xbd\xef\xbf\xbd" "\xef\xbf\xbd\xef\xbf\xbd"
-                               "\xef\xbf\xbd\xef\xbf\xbd" "z" "\xef\xbf\xbd";
+    static const char good[] = "\xef\xbf\xbd\xef\xbf\xbd"
+                               "abc"
+                               "\xef\xbf\xbd"
+                               "x"
+                               "\xef\xbf\xbd\xef\xbf\xbd"
+                               "\xef\xbf\xbd\xef\xbf\xbd"
+                               "\xef\xbf\xbd\xef\xbf\xbd"
+                               "z"
+                               "\xef\xbf\xbd";
     size_t na, nb;
     int32_t *a = encode_all(tok, bad, sizeof(bad) - 1, &na);
     int32_t *b = encode_all(tok, good, sizeof(good) - 1, &nb);
@@ -744,8 +757,9 @@ static char *mini_vocab(void)
             cp = 256 + k;
         }
         char s[4];
-        size_t n = cp < 0x80 ? (s[0] = (char)cp, 1)
-                             : (s[0] = (char)(0xC0 | (cp >> 6)), s[1] = (char)(0x80 | (cp & 0x3F)), 2);
+        size_t n = cp < 0x80
+                       ? (s[0] = (char)cp, 1)
+                       : (s[0] = (char)(0xC0 | (cp >> 6)), s[1] = (char)(0x80 | (cp & 0x3F)), 2);
         json_object_set_new(v, (s[n] = 0, s), json_integer(b));
     }
     json_object_set_new(v, "ab", json_integer(256));
@@ -791,8 +805,13 @@ TEST(tokenizer_load_errors)
         r |= expect_load_error("merged-not-in-vocab", f, VL3_E_FORMAT, "merged token \"ac\"");
     }
     {
-        const char *f[] = {"vocab.json", vocab, "merges.txt", "a b\n", "tokenizer_config.json",
-                           "{\"added_tokens_decoder\": {\"x\": {\"content\": \"<a>\"}}}", NULL};
+        const char *f[] = {"vocab.json",
+                           vocab,
+                           "merges.txt",
+                           "a b\n",
+                           "tokenizer_config.json",
+                           "{\"added_tokens_decoder\": {\"x\": {\"content\": \"<a>\"}}}",
+                           NULL};
         r |= expect_load_error("bad-added", f, VL3_E_FORMAT, "tokenizer_config.json");
     }
     {
@@ -800,14 +819,30 @@ TEST(tokenizer_load_errors)
         r |= expect_load_error("bad-tokenizer-json", f, VL3_E_FORMAT, "tokenizer.json");
     }
     {
-        const char *f[] = {"tokenizer.json", "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}, "
-                                             "\"merges\": []}}",
+        const char *f[] = {"tokenizer.json",
+                           "{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}, "
+                           "\"merges\": []}}",
                            NULL};
         r |= expect_load_error("wordpiece", f, VL3_E_UNSUPPORTED, "BPE");
     }
     {
         const char *f[] = {"tokenizer.json", "{\"model\": {\"vocab\": {\"a\": 0}}}", NULL};
         r |= expect_load_error("no-merges-json", f, VL3_E_FORMAT, "model.merges");
+    }
+    {
+        const char *f[] = {
+            "tokenizer.json",
+            "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
+            " \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": {\"Regex\": \"\\\\w+\"}}}",
+            NULL};
+        r |= expect_load_error("other-regex", f, VL3_E_UNSUPPORTED, "regex");
+    }
+    {
+        const char *f[] = {"tokenizer.json",
+                           "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0}, \"merges\": []},"
+                           " \"pre_tokenizer\": {\"type\": \"ByteLevel\", \"use_regex\": true}}",
+                           NULL};
+        r |= expect_load_error("gpt2-bytelevel", f, VL3_E_UNSUPPORTED, "use_regex");
     }
     /* The minimal valid one loads and merges "ab". */
     {
@@ -867,11 +902,12 @@ TEST(tokenizer_cli)
     ASSERT_STR_EQ(out, "<|im_start|>user\nWhat's in the video?<|im_end|>\n");
     /* Errors: usage (2), missing directory (1, message names it), bad id (2). */
     ASSERT_EQ(test_sh(NULL, 0, "'%s' tokenize hello 2>/dev/null", vl3), 2);
-    ASSERT_EQ(test_sh(out, sizeof(out), "'%s' tokenize --tokenizer /nonexistent/x hi 2>&1", vl3), 1);
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s' tokenize --tokenizer /nonexistent/x hi 2>&1", vl3),
+              1);
     ASSERT_STR_CONTAINS(out, "/nonexistent/x");
-    ASSERT_EQ(test_sh(NULL, 0, "'%s' tokenize --tokenizer '%s' --decode '1 x2' 2>/dev/null", vl3,
-                      dir),
-              2);
+    ASSERT_EQ(
+        test_sh(NULL, 0, "'%s' tokenize --tokenizer '%s' --decode '1 x2' 2>/dev/null", vl3, dir),
+        2);
     ASSERT_EQ(test_sh(out, sizeof(out), "'%s' tokenize --help", vl3), 0);
     ASSERT_STR_CONTAINS(out, "--decode");
     free(ids);

@@ -39,7 +39,8 @@ static int32_t *encode(const uint8_t *data, size_t size, unsigned flags, size_t 
         abort();
     int32_t *ids = malloc((n + 1) * sizeof(*ids));
     size_t n2 = 0;
-    if (!ids || vl3_tokenizer_encode_ex(tok, (const char *)data, size, flags, ids, n, &n2, NULL) < 0 ||
+    if (!ids ||
+        vl3_tokenizer_encode_ex(tok, (const char *)data, size, flags, ids, n, &n2, NULL) < 0 ||
         n2 != n)
         abort();
     *ret_n = n;
@@ -68,8 +69,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         int32_t *ids = encode(data, size, flags ? VL3_TOKENIZE_SPLIT_SPECIAL : 0, &n);
         char *back = decode(ids, n, 0, &len);
         utf8proc_uint8_t *nfc = NULL;
-        utf8proc_ssize_t nl = utf8proc_map(data, (utf8proc_ssize_t)size, &nfc,
-                                           UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+        utf8proc_ssize_t nl =
+            utf8proc_map(data, (utf8proc_ssize_t)size, &nfc, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
         if (flags && nl >= 0 && ((size_t)nl != len || memcmp(nfc, back, len) != 0))
             abort(); /* valid UTF-8 must round-trip to its NFC */
         free(nfc);
