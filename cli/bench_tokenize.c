@@ -22,7 +22,7 @@ static void usage(FILE *f)
 {
     fprintf(
         f,
-        "usage: vl3 bench tokenize [--tokenizer DIR] [--repeats N] [FILE]\n"
+        "usage: vl3 bench tokenize [--tokenizer DIR] [--ref DIR] [--repeats N] [FILE]\n"
         "\n"
         "Tokens/s of the engine's tokenizer vs the Hugging Face JS reference on FILE (default:\n"
         "~2 MB of generated multilingual text with code, numbers and whitespace runs).\n"
