@@ -152,8 +152,8 @@ def main():
     files["jpg444"] = save(smooth_noise(161, 97, 18), "photo444.jpg", quality=95, subsampling=0)
     only_images = len(sys.argv) > 2 and sys.argv[2] == "images"
     if not only_images:  # large downscales: preprocessing only (PNG encoding them is slow)
-        files["huge"] = save(smooth_noise(3000, 2000, 13), "huge.png")
-        files["huge2"] = save(smooth_noise(2000, 3100, 14), "huge2.png")
+        files["huge"] = save(smooth_noise(2400, 1600, 13), "huge.png")
+        files["huge2"] = save(smooth_noise(1500, 2500, 14), "huge2.png")
     vid = []
     base = np.asarray(smooth_noise(160, 120, 15)).copy()
     for k in range(4):
