@@ -31,29 +31,41 @@
 #define MAX_THREADS 64
 #define THREAD_MIN_MACS (1 << 20) /* below this a product runs on the calling thread */
 
-/* 0 = plain C, 1 = AVX2+FMA, 2 = AVX-512F; -1 = not probed yet. Tests may force a level. */
-static int simd_level = -1;
+/* 0 = plain C, 1 = AVX2+FMA, 2 = AVX-512F; probed once (pthread_once). Tests may force a level
+ * with vl3__cpu_set_simd (-1 = back to the probed one). Read with relaxed atomics. */
+static int simd_forced = -1, simd_probed;
+static pthread_once_t simd_once = PTHREAD_ONCE_INIT;
 
 void vl3__cpu_set_simd(int level);
 void vl3__cpu_set_simd(int level)
 {
-    simd_level = level;
+    __atomic_store_n(&simd_forced, level, __ATOMIC_RELAXED);
 }
 
-static int simd_probe(void)
+static void simd_probe(void)
 {
+    int level = 0;
 #ifdef CPU_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
-        return 2;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return 1;
+        level = 2;
+    else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        level = 1;
 #endif
-    return 0;
+    simd_probed = level;
+}
+
+static int simd_level(void)
+{
+    int f = __atomic_load_n(&simd_forced, __ATOMIC_RELAXED);
+    if (f >= 0)
+        return f;
+    pthread_once(&simd_once, simd_probe);
+    return simd_probed;
 }
 
 struct mm_job {
-    int o0, o1, T, in, out, acc;
+    int o0, o1, T, in, out, acc, simd;
     const uint16_t *w;
     const float *x;
     float *y;
@@ -153,11 +165,11 @@ static void *rows_run(void *arg)
 {
     const struct mm_job *j = arg;
 #ifdef CPU_X86
-    if (simd_level == 2) {
+    if (j->simd == 2) {
         rows_avx512(j);
         return NULL;
     }
-    if (simd_level == 1) {
+    if (j->simd == 1) {
         rows_avx2(j);
         return NULL;
     }
@@ -182,8 +194,6 @@ int vl3__cpu_matmul(void *ctx, void *y_, const void *x_, const void *w_, const v
         return 0;
     if (T < 0 || in <= 0 || out <= 0)
         return -EINVAL;
-    if (simd_level < 0)
-        simd_level = simd_probe();
     int acc = accumulate;
     if (b) { /* fold the bias in first; the products are then accumulated onto it */
         for (int t = 0; t < T; t++) {
@@ -205,6 +215,7 @@ int vl3__cpu_matmul(void *ctx, void *y_, const void *x_, const void *w_, const v
             nt = 1;
         if (nt > out)
             nt = out;
+        int simd = simd_level();
         struct mm_job jobs[MAX_THREADS];
         pthread_t th[MAX_THREADS];
         int started[MAX_THREADS] = {0};
@@ -212,6 +223,7 @@ int vl3__cpu_matmul(void *ctx, void *y_, const void *x_, const void *w_, const v
             jobs[k] = (struct mm_job){.o0 = (int)((long long)out * k / nt),
                                       .o1 = (int)((long long)out * (k + 1) / nt),
                                       .T = T, .in = in, .out = out, .acc = acc,
+                                      .simd = simd,
                                       .w = w, .x = x, .y = y};
         for (int k = 1; k < nt; k++)
             started[k] = pthread_create(&th[k], NULL, rows_run, &jobs[k]) == 0;
