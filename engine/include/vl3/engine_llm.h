@@ -149,6 +149,26 @@ int vl3_generate(vl3_ctx *ctx, const int32_t *ids, int n_ids, const vl3_visual_r
                  const vl3_gen_params *p, vl3_token_cb cb, void *user, vl3_gen_result *ret_result,
                  vl3_error *reterr);
 
+/* ---- random-weight models (benchmarks, tests) --------------------------------------------- */
+
+/* The LLM shape of a random model. */
+typedef struct vl3_llm_shape {
+    int hidden, n_layers, n_heads, n_kv_heads, head_dim, intermediate, vocab, max_positions;
+    float rope_theta, rms_eps;
+    int tied; /* lm_head shares the embedding */
+} vl3_llm_shape;
+
+/* The VideoLLaMA3-2B LLM (Qwen2.5-1.5B) shape: 1536 wide, 28 layers, 12/2 heads, 8960, 151936
+ * rows, tied. */
+vl3_llm_shape vl3_llm_shape_2b(void);
+
+/* An LLM-only model with random bf16 weights (uniform, scaled by 1/sqrt(fan-in)) converted for
+ * the CPU backend with n_threads threads (0 = all CPUs). Every layer gets the same random values
+ * (the host copy holds the embedding and one layer), which changes nothing for timing. No
+ * tokenizer, no vision weights. Returns 0, -EINVAL, -ENOMEM; *ret owned (vl3_model_free). */
+int vl3_model_new_random(const vl3_llm_shape *shape, uint64_t seed, int n_threads, vl3_model **ret,
+                         vl3_error *reterr);
+
 #ifdef __cplusplus
 }
 #endif
