@@ -13,6 +13,7 @@
 #include "model.h"
 #include "test.h"
 #include "vl3/engine.h"
+#include "vl3/util.h"
 
 #define REL_L2_TOL 1e-5
 
@@ -458,5 +459,147 @@ TEST(generate_greedy_matches_reference)
     (void)out;
     vl3_ctx_free(ctx);
     tmodel_free(&tm);
+    return 0;
+}
+
+/* ---- end to end: `vl3 run --greedy --dump` on tiny checkpoints of both layouts ------------- */
+
+static int read_file_all(const char *path, void **ret, size_t *ret_len)
+{
+    char *buf;
+    size_t len;
+    int r = vl3_file_read(path, 1 << 26, &buf, &len, NULL);
+    if (r < 0)
+        return r;
+    *ret = buf;
+    *ret_len = len;
+    return 0;
+}
+
+static int e2e_one(int native, const char *sys_opt, const char *sys_text)
+{
+    char dir[4096], dump[4096], out[8192];
+    snprintf(dir, sizeof(dir), "%s/tiny_%d", test_tmpdir(), native);
+    static int n_dumps;
+    snprintf(dump, sizeof(dump), "%s/dump_%d_%d", test_tmpdir(), native, n_dumps++);
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    tp.native = native;
+    tp.seed = 31 + native;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+    const char *question = "What is in the picture? Answer briefly.";
+    int max_new = 12;
+    ASSERT_EQ(test_sh(out, sizeof(out),
+                      "%s/vl3 run --model %s --prompt '%s' --system-prompt '%s' --greedy "
+                      "--max-new-tokens %d --threads 1 --dump %s",
+                      getenv("VL3_BIN_DIR"), dir, question, sys_opt, max_new, dump),
+              0);
+
+    vl3_model_params mp = vl3_model_params_default();
+    mp.dir = dir;
+    mp.backend = VL3_BACKEND_CPU;
+    vl3_model *m;
+    ASSERT_OK_E(vl3_model_load(&mp, &m, &err), &err);
+    ASSERT_EQ(m->w.embed.dtype, VL3__DTYPE_BF16);
+    const vl3_tokenizer *tok = vl3_model_tokenizer(m);
+    ASSERT(tok);
+    /* the prompt: chat template around the question (spec §7.1), encoded independently */
+    char text[1024];
+    snprintf(text, sizeof(text), "%s%s%s<|im_start|>user\n%s<|im_end|>\n<|im_start|>assistant\n",
+             sys_text ? "<|im_start|>system\n" : "", sys_text ? sys_text : "",
+             sys_text ? "<|im_end|>\n" : "", question);
+    int32_t want_ids[512];
+    size_t n_want;
+    ASSERT_OK_E(vl3_tokenizer_encode(tok, text, strlen(text), want_ids, 512, &n_want, &err),
+                &err);
+    char path[4200];
+    void *ids_b, *lg_b, *gen_b;
+    size_t ids_n, lg_n, gen_n;
+    snprintf(path, sizeof(path), "%s/input_ids.i32", dump);
+    ASSERT_OK(read_file_all(path, &ids_b, &ids_n));
+    ASSERT_EQ(ids_n, n_want * 4);
+    ASSERT_MEM_EQ(ids_b, want_ids, ids_n);
+    /* last-position logits against the double reference */
+    int V = m->llm.vocab;
+    snprintf(path, sizeof(path), "%s/logits.f32", dump);
+    ASSERT_OK(read_file_all(path, &lg_b, &lg_n));
+    ASSERT_EQ(lg_n, (size_t)V * 4);
+    int n = (int)n_want;
+    int32_t seq[600];
+    memcpy(seq, want_ids, n_want * 4);
+    double *ref = ref_forward(m, seq, n, NULL, NULL, 0);
+    double e = rel_l2(lg_b, ref + (size_t)(n - 1) * V, V);
+    fprintf(stderr, "native=%d system=%s n_prompt=%d logits rel_l2=%.3g\n", native, sys_opt, n, e);
+    ASSERT(e <= REL_L2_TOL);
+    free(ref);
+    /* greedy chain of the reference, stopping on the generation config's stop ids */
+    vl3_gen_params gp = vl3_gen_params_from_model(m);
+    int32_t want_gen[64];
+    int n_gen = 0;
+    for (;;) {
+        double *lg = ref_forward(m, seq, n, NULL, NULL, 0);
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (lg[(size_t)(n - 1) * V + i] > lg[(size_t)(n - 1) * V + best])
+                best = i;
+        free(lg);
+        want_gen[n_gen++] = best;
+        seq[n++] = best;
+        int stop = 0;
+        for (int i = 0; i < gp.n_stop; i++)
+            stop |= best == gp.stop_ids[i];
+        if (stop || n_gen == max_new)
+            break;
+    }
+    snprintf(path, sizeof(path), "%s/generated.i32", dump);
+    ASSERT_OK(read_file_all(path, &gen_b, &gen_n));
+    ASSERT_EQ(gen_n, (size_t)n_gen * 4);
+    ASSERT_MEM_EQ(gen_b, want_gen, gen_n);
+    /* meta.json names the shapes and counts */
+    char *meta;
+    size_t meta_n;
+    snprintf(path, sizeof(path), "%s/meta.json", dump);
+    ASSERT_OK(vl3_file_read(path, 1 << 20, &meta, &meta_n, NULL));
+    char expect[64];
+    snprintf(expect, sizeof(expect), "\"n_prompt\": %d", (int)n_want);
+    ASSERT_STR_CONTAINS(meta, expect);
+    snprintf(expect, sizeof(expect), "\"vocab_rows\": %d", V);
+    ASSERT_STR_CONTAINS(meta, expect);
+    ASSERT_STR_CONTAINS(meta, native ? "\"layout\": \"native\"" : "\"layout\": \"remote\"");
+    free(meta), free(ids_b), free(lg_b), free(gen_b);
+    vl3_model_free(m);
+    return 0;
+}
+
+TEST(run_dump_matches_reference)
+{
+    static const char *damo = "You are VideoLLaMA3 created by Alibaba DAMO Academy, a helpful "
+                              "assistant to help people understand images and videos.";
+    for (int native = 0; native < 2; native++) {
+        if (e2e_one(native, "none", NULL))
+            return 1;
+        if (e2e_one(native, "default", damo))
+            return 1;
+    }
+    if (e2e_one(0, "You are terse.", "You are terse."))
+        return 1;
+    return 0;
+}
+
+TEST(run_usage_errors)
+{
+    char out[8192];
+    const char *bin = getenv("VL3_BIN_DIR");
+    ASSERT_EQ(test_sh(out, sizeof(out), "%s/vl3 run --prompt hi 2>&1", bin), 2);
+    ASSERT_STR_CONTAINS(out, "--model");
+    ASSERT_EQ(test_sh(out, sizeof(out), "%s/vl3 run --model x --prompt hi --top-p 2 2>&1", bin),
+              2);
+    ASSERT_STR_CONTAINS(out, "--top-p");
+    ASSERT_EQ(test_sh(out, sizeof(out), "%s/vl3 run --model x --prompt hi --bogus 2>&1", bin), 2);
+    ASSERT_EQ(test_sh(out, sizeof(out), "%s/vl3 run --model /nonexistent --prompt hi 2>&1", bin),
+              1);
+    ASSERT_STR_CONTAINS(out, "could not load model");
+    ASSERT_EQ(test_sh(out, sizeof(out), "%s/vl3 run --help", bin), 0);
+    ASSERT_STR_CONTAINS(out, "--system-prompt");
     return 0;
 }
