@@ -3,12 +3,15 @@
  *   vl3 run --model DIR --prompt TEXT [--system-prompt default|none|TEXT] [--greedy]
  *           [--repetition-penalty X] [--max-new-tokens N] [--temperature X] [--top-k N]
  *           [--top-p X] [--seed N] [--threads N] [--dump DIR]
- *   vl3 run --model DIR (--image FILE | --frames DIR|LIST) (--task T [--question Q] | --prompt
- *           TEXT) [--difffp-threshold X] [--difffp-bf16] [--no-difffp] ...
+ *   vl3 run --model DIR (--image FILE | --frames DIR|LIST | --video FILE [--fps F]
+ *           [--max-frames N]) (--task T [--question Q] | --prompt TEXT)
+ *           [--difffp-threshold X] [--difffp-bf16] [--no-difffp] ...
  *
  * Visual inputs (Engine II): --image decodes one image (FFmpeg, as PIL's convert('RGB')),
  * --frames a frame sequence (a directory of images with timestamps in their names, e.g.
- * frame_12.5.png, or a list file of "path timestamp" lines) treated as one video. They go
+ * frame_12.5.png, or a list file of "path timestamp" lines) treated as one video, --video a
+ * video file sampled like the official loader (worker/src/sample.c: ffmpeg fps=F:round=down,
+ * labels start + k/F, floor(linspace) down to --max-frames, default 180). They go
  * through vl3_mm_prepare: the AVT resize, pixel_values, DiffFP (on when the model's
  * use_token_compression is, statistics printed on stderr), the vision encoder and the prompt
  * with the expanded, pruned placeholders; the projector rows replace the placeholder embeddings
@@ -45,10 +48,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include "cli.h"
 #include "image.h"
+#include "media.h"
+#include "sample.h"
 #include "vl3/engine.h"
 #include "vl3/util.h"
 
@@ -66,7 +72,8 @@ struct run_opts {
     int top_k;
     uint64_t seed;
     /* visual inputs (Engine II) */
-    const char *image, *frames, *question;
+    const char *image, *frames, *question, *video;
+    int fps, max_frames;
     int task; /* -1 = none */
     int have_difffp_threshold, difffp_bf16, no_difffp;
     float difffp_threshold;
@@ -161,6 +168,12 @@ static int opt_threads(struct run_opts *o, const char *a)
 static int opt_image(struct run_opts *o, const char *a) { o->image = a; return 0; }
 static int opt_frames(struct run_opts *o, const char *a) { o->frames = a; return 0; }
 static int opt_question(struct run_opts *o, const char *a) { o->question = a; return 0; }
+static int opt_video(struct run_opts *o, const char *a) { o->video = a; return 0; }
+static int opt_fps(struct run_opts *o, const char *a) { return parse_int(a, 1, 120, &o->fps); }
+static int opt_max_frames(struct run_opts *o, const char *a)
+{
+    return parse_int(a, 1, 100000, &o->max_frames);
+}
 static int opt_difffp_bf16(struct run_opts *o, const char *a) { (void)a; o->difffp_bf16 = 1; return 0; }
 static int opt_no_difffp(struct run_opts *o, const char *a) { (void)a; o->no_difffp = 1; return 0; }
 
@@ -197,6 +210,11 @@ static const struct run_opt {
     {"image", 1, "FILE", "an image (PNG, JPEG, WebP, ...) before the instruction", opt_image},
     {"frames", 1, "DIR|LIST", "video frames: images named with timestamps, or a list file",
      opt_frames},
+    {"video", 1, "FILE", "a video file, sampled at --fps (default 1) up to --max-frames",
+     opt_video},
+    {"fps", 1, "F", "video sampling rate in frames per second (default 1)", opt_fps},
+    {"max-frames", 1, "N", "most video frames (default 180, uniform subsampling)",
+     opt_max_frames},
     {"task", 1, "T", "caption | ocr | chart_qa | qa: instruction from docs/tasks.md", opt_task},
     {"question", 1, "TEXT", "the question of chart_qa / qa", opt_question},
     {"difffp-threshold", 1, "X", "DiffFP threshold (default 0.1; 0 keeps every token)",
@@ -259,8 +277,8 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         fprintf(stderr, "vl3 run: --model and --prompt (or --task) are required\n");
         return CLI_EXIT_USAGE;
     }
-    if (o->image && o->frames) {
-        fprintf(stderr, "vl3 run: --image and --frames cannot be combined\n");
+    if (!!o->image + !!o->frames + !!o->video > 1) {
+        fprintf(stderr, "vl3 run: --image, --frames and --video cannot be combined\n");
         return CLI_EXIT_USAGE;
     }
     if (o->question && o->task < 0) {
@@ -344,6 +362,8 @@ static int dump_write(const char *dir, struct run_dump *d, vl3_error *reterr)
 
 struct run_vision {
     image_frames frames;
+    struct sample_result *video;
+    double *video_ts;
     image_rgb *imgs;
     vl3_image *views;
     int n;
@@ -362,6 +382,43 @@ static void run_vision_free(struct run_vision *rv)
     free(rv->imgs);
     free(rv->views);
     image_frames_free(&rv->frames);
+    sample_result_free(rv->video);
+    free(rv->video_ts);
+}
+
+/* Sample a video file as the official loader does (worker/src/sample.c, exact mode). */
+static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3_error *err)
+{
+    int fd = open(o->video, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return vl3_error_set(err, -errno, "could not open \"%s\": %s", o->video, strerror(errno));
+    struct media_policy pol;
+    media_policy_default(&pol);
+    media_input *in = NULL;
+    int r = media_open_fd(fd, o->video, &pol, &in, err);
+    if (r < 0)
+        return r;
+    struct sample_params sp;
+    sample_params_default(&sp);
+    sp.fps_num = o->fps > 0 ? o->fps : 1;
+    sp.fps_den = 1;
+    sp.max_frames = o->max_frames > 0 ? o->max_frames : 180;
+    r = sample_video(in, &sp, &rv->video, err);
+    media_close(in);
+    if (r < 0)
+        return r;
+    rv->n = (int)rv->video->n;
+    rv->views = calloc((size_t)rv->n, sizeof(*rv->views));
+    rv->video_ts = calloc((size_t)rv->n, sizeof(double));
+    if (!rv->views || !rv->video_ts)
+        return vl3_error_set(err, -ENOMEM, "out of memory");
+    for (int i = 0; i < rv->n; i++) {
+        rv->views[i] = (vl3_image){rv->video->frames[i].rgb, rv->video->width, rv->video->height,
+                                   (size_t)rv->video->width * 3};
+        rv->video_ts[i] = rv->video->frames[i].timestamp;
+    }
+    rv->item = (vl3_vision_item){rv->views, rv->n, rv->video_ts, 1, 0};
+    return 0;
 }
 
 /* Decode the image / frames, then vl3_mm_prepare. user_text is borrowed. */
@@ -370,6 +427,11 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
                               vl3_error *err)
 {
     int r;
+    if (o->video) {
+        if ((r = run_vision_video(rv, o, err)) < 0)
+            return r;
+        goto prepare;
+    }
     if (o->frames) {
         if ((r = image_frames_list(o->frames, 0, &rv->frames, err)) < 0)
             return r;
@@ -388,6 +450,7 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
     }
     rv->item = (vl3_vision_item){rv->views, rv->n, o->frames ? rv->frames.timestamps : NULL,
                                  o->frames != NULL, 0};
+prepare:
     vl3_mm_params_default(m, &rv->mp);
     rv->mp.prompt = *pp;
     if (o->no_difffp)
@@ -484,7 +547,7 @@ int cmd_run(int argc, char **argv)
     char *answer = NULL, *instruction = NULL;
     struct run_dump dump = {.meta = NULL};
     struct run_vision rv = {0};
-    int visual = o.image || o.frames;
+    int visual = o.image || o.frames || o.video;
 
     double t0 = vl3_time_s();
     vl3_model_params mp = vl3_model_params_default();
@@ -519,7 +582,7 @@ int cmd_run(int argc, char **argv)
         vl3_task_texts ov = {{0}};
         if (o.prompt && (o.question || !needs_q))
             ov.text[o.task] = o.prompt;
-        if ((r = vl3_task_instruction(o.task, &ov, question, o.frames ? "video" : "image",
+        if ((r = vl3_task_instruction(o.task, &ov, question, o.frames || o.video ? "video" : "image",
                                       &instruction, &err)) < 0) {
             fprintf(stderr, "vl3 run: %s\n", vl3_error_text(&err, r));
             ret = CLI_EXIT_USAGE;

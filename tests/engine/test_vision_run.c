@@ -175,6 +175,25 @@ static int run_layout(int native)
     if (check_dump(path, pa, pb, 1, &nv_all))
         return 1;
     ASSERT_GT(nv_all, nv_pruned);
+    /* --video: a 3 s clip at 10 fps sampled at 1 fps -> frames at 0, 1, 2 s */
+    ASSERT_EQ(sh("cd %s && ffmpeg -v error -f lavfi -i testsrc=s=160x120:r=10 -t 3 -c:v mpeg4 "
+                 "-y clip.mp4", dir), 0);
+    ASSERT_EQ(sh("%s/vl3 run --model %s --video %s/clip.mp4 --task caption --greedy "
+                 "--max-new-tokens 2 --dump %s/d5", bin, model, dir, dir), 0);
+    snprintf(path, sizeof(path), "%s/d5", dir);
+    int64_t nv_video = 0;
+    if (check_dump(path, pa, pb, 0, &nv_video))
+        return 1;
+    snprintf(path, sizeof(path), "%s/d5/meta.json", dir);
+    ASSERT_OK(vl3_json_load_file(path, 1 << 24, &meta, NULL));
+    json_t *vts = json_object_get(json_object_get(meta, "vision"), "timestamps");
+    ASSERT_EQ(json_array_size(vts), 3);
+    for (int i = 0; i < 3; i++)
+        ASSERT_NEAR(json_real_value(json_array_get(vts, i)), i, 0);
+    ASSERT_STR_CONTAINS(json_string_value(json_object_get(meta, "prompt_text")), "Time 2.0s:");
+    ASSERT_STR_CONTAINS(json_string_value(json_object_get(meta, "prompt_text")),
+                        "Describe this video in detail.");
+    json_decref(meta);
     /* bad inputs: clear errors, exit codes */
     ASSERT_EQ(sh("%s/vl3 run --model %s --image %s/missing.png --task ocr 2>/dev/null", bin,
                  model, dir), 1);
