@@ -32,6 +32,9 @@ start_env() {
     --topic jobs:4 --topic dlq:1 >/dev/null || fail "kafka mock did not start"
   "$S/tests/harness/pg-harness" start "$T/pg" >/dev/null || fail "postgres did not start"
   BOOT=$(cat "$T/kafka/bootstrap"); PGC=$(cat "$T/pg/conninfo")
+  # the harness runs PostgreSQL with synchronous_commit=off (fast tests); the daemon's session
+  # turns it back on: with it off, a crash loses commits already acknowledged, and no daemon
+  # can then be exactly-once (docs/operations.md)
 }
 
 # write_conf NAME METRICS_PORT [extra lines...]
@@ -49,7 +52,7 @@ property.session.timeout.ms = 6000
 property.heartbeat.interval.ms = 500
 property.topic.metadata.refresh.interval.ms = 1000
 [pg]
-conninfo = $PGC
+conninfo = "$PGC options='-c synchronous_commit=on'"
 [workers]
 count = ${WORKERS:-3}
 path = $BIN/fake-worker
