@@ -312,7 +312,7 @@ PY
   grep -q READY=1 "$T/notify.txt" || fail "no READY=1"
   # a broken file: the old configuration stays
   cp "$T/d1.conf" "$T/d1.conf.good"
-  echo "jobs.max_attempts = many" >> "$T/d1.conf"
+  printf '[jobs]\nmax_attempts = many\n' >> "$T/d1.conf"
   kill -HUP "$(daemon_pid d1)"
   for _ in $(seq 1 50); do grep -q "could not reload" "$T/d1.log" && break; sleep 0.1; done
   grep -q 'could not reload configuration, keeping the old one: .*d1.conf:[0-9]*: invalid integer for "jobs.max_attempts"' "$T/d1.log" || fail "bad reload not reported with file:line"
@@ -335,7 +335,7 @@ PY
 
 scenario_second_sigint() {
   start_env
-  write_conf d1 $((20000 + RANDOM % 20000)) "shutdown_timeout = 60s"
+  write_conf d1 $((20000 + RANDOM % 20000))
   export FAKE_WORKER_DELAY_MS=100000
   produce s 3
   start_daemon d1
