@@ -9,3 +9,7 @@ target_link_libraries(fake-worker PRIVATE vl3common)
 # Integration: each case starts its own Kafka mock + PostgreSQL (tests/daemon/it.sh).
 vl3_test(NAME test-daemon-it SOURCES daemon/test_daemon_it.c LIBS vl3common
   LABELS "integration;slow" TIMEOUT 400)
+
+# systemd units: verify without output, security exposure bound.
+vl3_test(NAME test-daemon-systemd SOURCES daemon/test_systemd.c LIBS vl3common LABELS unit
+  TIMEOUT 60)
