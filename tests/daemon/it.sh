@@ -350,5 +350,31 @@ scenario_second_sigint() {
   [ "$rc" = 130 ] || fail "second SIGINT exit status $rc, want 130"
 }
 
+scenario_enqueue() {
+  # unreachable brokers: a clear error, exit 1, within the probe timeout
+  local out rc
+  out=$("$BIN/vl3" enqueue -b 127.0.0.1:1 "$S/tests/daemon/it.sh" 2>&1); rc=$?
+  [ "$rc" = 1 ] || fail "unreachable broker: exit $rc"
+  echo "$out" | grep -q "could not reach the kafka brokers" || fail "unreachable broker message: $out"
+  start_env
+  mkdir -p "$T/media/a/b"
+  for i in $(seq 1 30); do touch "$T/media/a/v$i.mp4"; done
+  for i in $(seq 1 10); do touch "$T/media/a/b/i$i.jpg"; done
+  touch "$T/media/a/readme.txt" "$T/media/top.mkv"
+  "$BIN/vl3" enqueue -r -b "$BOOT" -T jobs --tasks caption,qa -q "who?" "$T/media" > "$T/enqueue.out" 2>&1 \
+    || { cat "$T/enqueue.out" >&2; fail "vl3 enqueue failed"; }
+  grep -q 'enqueued 41 jobs to "jobs"' "$T/enqueue.out" || fail "enqueue summary: $(cat "$T/enqueue.out")"
+  write_conf d1 $((20000 + RANDOM % 20000))
+  start_daemon d1
+  wait_done 41 60
+  stop_daemon d1
+  local good; good=$(sql "select count(*) from results r join jobs j using (job_id)
+      where (r.task = 'caption' and r.answer = 'caption of ' || j.path || ' w0')
+         or (r.task = 'qa' and r.answer = 'qa of ' || j.path || ' q=who? w0')")
+  [ "$good" = 82 ] || fail "$good correct answers for 41 enqueued files, want 82"
+  [ "$(sql "select count(*) from jobs where path like '%readme.txt'")" = 0 ] || fail "non-media file enqueued"
+  [ "$(sql "select count(*) from jobs where job_id like 'jobs:%'")" = 41 ] || fail "derived job ids"
+}
+
 "scenario_$SCEN" || fail "scenario returned $?"
 log "PASS"
