@@ -156,7 +156,7 @@ scenario_exactly_once() {
   start_env
   local N=300
   produce e "$N"
-  write_conf d1 $((20000 + RANDOM % 20000))
+  write_conf d1 $((20000 + RANDOM % 20000)) "[kafka]" "max_in_flight = 16"
   export FAKE_WORKER_DELAY_MS=15 FAKE_WORKER_LOG="$T/exec.log"
   start_daemon d1
   wait_done 40 60
@@ -171,6 +171,8 @@ scenario_exactly_once() {
   wait_done "$N" 120
   stop_daemon d1
   check_exactly_once e "$N"
+  grep -q "pausing consumption: 16 jobs in flight" "$T/d1.log" || fail "no backpressure pause"
+  grep -q "resuming consumption" "$T/d1.log" || fail "no resume after backpressure"
   grep -q "worker exited worker=.* signal=9" "$T/d1.log" || fail "the worker kill was not seen"
   local execs; execs=$(wc -l < "$T/exec.log")
   log "worker executions: $execs for $N jobs (redone after the kills; answers still once)"
@@ -195,8 +197,10 @@ scenario_dlq_poison() {
   produce_raw p4 '{"id": "flaky-ok", "input": "/m/flaky.mp4", "tasks": ["caption"]}'
   produce_raw p5 '{"id": "retry-ok", "input": "/m/retry.mp4", "tasks": ["ocr"]}'
   produce_raw p6 '{"id": "windows", "input": "/m/w.mp4", "tasks": ["ocr"], "sampling": {"window": 5}}'
+  produce_raw p7 '{"id": "slow-ok", "input": "/m/slow.mp4", "tasks": ["ocr"]}'
   start_daemon d1
-  wait_ge "select count(*) from jobs where status in ('done','failed')" 26 60
+  wait_ge "select count(*) from jobs where status in ('done','failed')" 27 60
+  [ "$(sql "select status from jobs where job_id='slow-ok'")" = done ] || fail "a slow job that reports progress was treated as hung"
   check_exactly_once g 20
   [ "$(sql "select status from jobs where job_id='poison-crash'")" = failed ] || fail "crash job not failed"
   sql "select last_error from jobs where job_id='poison-crash'" | grep -q poison || fail "crash job reason"
