@@ -96,6 +96,7 @@ struct vl3d {
     int sigints, exit_code, hard_exit;
     int pg_connected;
     int ready;
+    uint64_t seen_commit_failures;
 };
 
 static void job_step(struct djob *dj);
@@ -149,6 +150,17 @@ static void commit_partition(struct vl3d *d, const char *topic, int32_t partitio
 
 static void commit_all(struct vl3d *d)
 {
+    if (d->kafka) {
+        /* a commit failed since the last round: send every partition's point again (commits are
+         * only marked sent, so without this an unchanged point would never be retried) */
+        struct kafka_stats ks;
+        kafka_get_stats(d->kafka, &ks);
+        if (ks.commit_failures != d->seen_commit_failures) {
+            d->seen_commit_failures = ks.commit_failures;
+            for (size_t i = 0; i < d->offsets.nparts; i++)
+                d->offsets.parts[i].committed = -1;
+        }
+    }
     for (size_t i = 0; i < d->offsets.nparts; i++)
         commit_partition(d, d->offsets.parts[i].topic, d->offsets.parts[i].partition);
 }
