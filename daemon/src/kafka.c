@@ -65,7 +65,10 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
      * expected, not worth a warning */
     if (strcmp(fac, "CONFWARN") == 0 && strstr(buf, "consumer property"))
         level = VL3_LOG_DEBUG;
-    /* librdkafka's own chatter stays at WARNING and below; our code logs what it handles */
+    /* failures also reach error_cb, which logs them once (rate-limited): librdkafka's own
+     * lines stay at INFO, configuration warnings excepted */
+    if (strcmp(fac, "CONFWARN") != 0 && level < VL3_LOG_INFO)
+        level = VL3_LOG_INFO;
     vl3_log(level < VL3_LOG_WARNING ? VL3_LOG_WARNING : level, "librdkafka %s: %s", fac, buf);
 }
 

@@ -311,7 +311,7 @@ while True:
 PY
   PIDS+=($!)
   for _ in $(seq 1 50); do [ -S "$T/notify.sock" ] && break; sleep 0.1; done
-  NOTIFY_SOCKET="$T/notify.sock" start_daemon d1
+  NOTIFY_SOCKET="$T/notify.sock" WATCHDOG_USEC=400000 start_daemon d1
   for _ in $(seq 1 50); do grep -q READY=1 "$T/notify.txt" && break; sleep 0.1; done
   grep -q READY=1 "$T/notify.txt" || fail "no READY=1"
   # a broken file: the old configuration stays
@@ -334,6 +334,7 @@ PY
   sleep 0.3
   grep -q STOPPING=1 "$T/notify.txt" || fail "no STOPPING=1"
   grep -q "STATUS=" "$T/notify.txt" || fail "no STATUS="
+  grep -q "WATCHDOG=1" "$T/notify.txt" || fail "no WATCHDOG=1 with WATCHDOG_USEC set"
   log "notifications: $(tr '\n' ' ' < "$T/notify.txt")"
 }
 
@@ -352,6 +353,30 @@ scenario_second_sigint() {
   kill -0 "$pid" 2>/dev/null && fail "second SIGINT did not exit"
   wait "$pid"; local rc=$?
   [ "$rc" = 130 ] || fail "second SIGINT exit status $rc, want 130"
+}
+
+scenario_drain() {
+  # SIGTERM with jobs running: running ones finish and are stored, queued ones are handed back
+  # (not committed), exit 0; a restart finishes the rest, each job answered once
+  start_env
+  WORKERS=2
+  write_conf d1 $((20000 + RANDOM % 20000))
+  export FAKE_WORKER_DELAY_MS=2000
+  produce dr 6
+  start_daemon d1
+  wait_ge "select count(*) from jobs where status='running'" 2 30
+  sleep 0.3
+  log "SIGTERM with $(sql "select count(*) from jobs where status='running'") running"
+  stop_daemon d1
+  local d; d=$(done_count)
+  [ "$d" -ge 2 ] || fail "running jobs were not finished during the drain ($d done)"
+  [ "$d" -lt 6 ] || fail "all jobs done: the drain test did not catch jobs in flight"
+  grep -q "stopping: draining" "$T/d1.log" || fail "no drain"
+  export FAKE_WORKER_DELAY_MS=0
+  start_daemon d1
+  wait_done 6 60
+  stop_daemon d1
+  check_exactly_once dr 6
 }
 
 scenario_enqueue() {
