@@ -150,8 +150,10 @@ def main():
     files["webpq"] = save(smooth_noise(400, 300, 11), "lossy.webp", quality=80)
     files["jpg"] = save(smooth_noise(257, 199, 12, noise=2), "photo.jpg", quality=90)
     files["jpg444"] = save(smooth_noise(161, 97, 18), "photo444.jpg", quality=95, subsampling=0)
-    files["huge"] = save(smooth_noise(3000, 2000, 13), "huge.png")
-    files["huge2"] = save(smooth_noise(2000, 3100, 14), "huge2.png")
+    only_images = len(sys.argv) > 2 and sys.argv[2] == "images"
+    if not only_images:  # large downscales: preprocessing only (PNG encoding them is slow)
+        files["huge"] = save(smooth_noise(2400, 1600, 13), "huge.png")
+        files["huge2"] = save(smooth_noise(1500, 2500, 14), "huge2.png")
     vid = []
     base = np.asarray(smooth_noise(160, 120, 15)).copy()
     for k in range(4):
@@ -162,7 +164,7 @@ def main():
             fr[80:100, 100:150] = (fr[80:100, 100:150] // 2)
         vid.append(save(Image.fromarray(fr, "RGB"), "vid_%d.png" % k))
 
-    if len(sys.argv) > 2 and sys.argv[2] == "images":
+    if only_images:
         g16 = (np.asarray(smooth_noise(64, 48, 16))[:, :, 0].astype(np.uint16) * 3)
         files["palt"] = save(smooth_noise(90, 70, 17).quantize(colors=16), "palt.png",
                              transparency=3)
