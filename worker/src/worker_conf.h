@@ -20,6 +20,15 @@ struct worker_conf {
     int64_t decode_timeout_ms;
     int64_t memory_budget;
     char *log_level;
+    /* job pipeline and batching (worker*.c) */
+    int64_t max_queued_jobs;     /* jobs accepted but not finished; more are refused */
+    int64_t vision_batch_frames; /* most frames one vision-encoder call takes (across jobs) */
+    int64_t vision_batch_wait_ms; /* how long the encoder waits for more frames to batch */
+    int64_t max_sequences;       /* generation slots decoded together (continuous batching) */
+    int64_t n_ctx;               /* tokens per generation slot (0 = engine default) */
+    int64_t max_new_tokens;      /* answer length when a job does not say */
+    double window_s;             /* window length when a job does not set one (0 = whole input) */
+    char *task_text[4];          /* instruction overrides per task ("" = built-in) */
 };
 
 extern const vl3_conf_option worker_conf_table[];
