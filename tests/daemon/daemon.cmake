@@ -5,3 +5,7 @@ vl3_test(NAME test-daemon SOURCES daemon/test_proto.c daemon/test_job.c daemon/t
 # A worker that speaks the protocol with deterministic answers and failure knobs (tests only).
 add_executable(fake-worker daemon/fake_worker.c)
 target_link_libraries(fake-worker PRIVATE vl3common)
+
+# Integration: each case starts its own Kafka mock + PostgreSQL (tests/daemon/it.sh).
+vl3_test(NAME test-daemon-it SOURCES daemon/test_daemon_it.c LIBS vl3common
+  LABELS "integration;slow" TIMEOUT 400)
