@@ -70,7 +70,8 @@ int worker_send_hello(struct worker_out *o, const char *version, const char *bac
     struct vl3_proto_hello m = {VL3_PROTO_VERSION, version, backend, pid};
     uint8_t *buf = NULL;
     size_t len = 0;
-    return send_built(o, vl3_proto_encode_hello(&m, &buf, &len, NULL), buf, len);
+    int rc = vl3_proto_encode_hello(&m, &buf, &len, NULL); /* before reading buf/len */
+    return send_built(o, rc, buf, len);
 }
 
 int worker_send_pong(struct worker_out *o, int64_t seq, const char *job_id)
@@ -78,7 +79,8 @@ int worker_send_pong(struct worker_out *o, int64_t seq, const char *job_id)
     struct vl3_proto_pong m = {seq, job_id};
     uint8_t *buf = NULL;
     size_t len = 0;
-    return send_built(o, vl3_proto_encode_pong(&m, &buf, &len, NULL), buf, len);
+    int rc = vl3_proto_encode_pong(&m, &buf, &len, NULL); /* before reading buf/len */
+    return send_built(o, rc, buf, len);
 }
 
 int worker_send_progress(struct worker_out *o, const char *job_id, const char *stage,
@@ -87,7 +89,8 @@ int worker_send_progress(struct worker_out *o, const char *job_id, const char *s
     struct vl3_proto_progress m = {job_id, stage, done, total};
     uint8_t *buf = NULL;
     size_t len = 0;
-    return send_built(o, vl3_proto_encode_progress(&m, &buf, &len, NULL), buf, len);
+    int rc = vl3_proto_encode_progress(&m, &buf, &len, NULL); /* before reading buf/len */
+    return send_built(o, rc, buf, len);
 }
 
 int worker_send_done(struct worker_out *o, const char *job_id, int64_t results)
@@ -95,7 +98,8 @@ int worker_send_done(struct worker_out *o, const char *job_id, int64_t results)
     struct vl3_proto_done m = {job_id, results};
     uint8_t *buf = NULL;
     size_t len = 0;
-    return send_built(o, vl3_proto_encode_done(&m, &buf, &len, NULL), buf, len);
+    int rc = vl3_proto_encode_done(&m, &buf, &len, NULL); /* before reading buf/len */
+    return send_built(o, rc, buf, len);
 }
 
 static int add_extra(uint8_t **buf, size_t *len, const struct worker_stats *x)
@@ -200,7 +204,8 @@ int worker_send_error(struct worker_out *o, const char *job_id, int code, const 
         *ret_retryable = retry;
     uint8_t *buf = NULL;
     size_t len = 0;
-    return send_built(o, vl3_proto_encode_error(&m, &buf, &len, NULL), buf, len);
+    int rc = vl3_proto_encode_error(&m, &buf, &len, NULL); /* before reading buf/len */
+    return send_built(o, rc, buf, len);
 }
 
 /* ---- input ---- */
