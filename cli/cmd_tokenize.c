@@ -13,17 +13,18 @@
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vl3 tokenize --model DIR|--tokenizer DIR [options] TEXT\n"
-               "\n"
-               "Encode TEXT (UTF-8; \"-\" reads stdin) into one line of space-separated token ids.\n"
-               "Added/special tokens such as <|im_start|> or <image> in TEXT are recognised.\n"
-               "\n"
-               "  --model DIR       checkpoint directory (its tokenizer files are used)\n"
-               "  --tokenizer DIR   directory holding tokenizer.json or vocab.json + merges.txt\n"
-               "  --decode          TEXT is space-separated ids; print the decoded text\n"
-               "  --keep-special    with --decode, keep special tokens (skipped by default)\n"
-               "  --split-special   encode special-token strings as plain text\n"
-               "  -h, --help        this help\n");
+    fprintf(f,
+            "usage: vl3 tokenize --model DIR|--tokenizer DIR [options] TEXT\n"
+            "\n"
+            "Encode TEXT (UTF-8; \"-\" reads stdin) into one line of space-separated token ids.\n"
+            "Added/special tokens such as <|im_start|> or <image> in TEXT are recognised.\n"
+            "\n"
+            "  --model DIR       checkpoint directory (its tokenizer files are used)\n"
+            "  --tokenizer DIR   directory holding tokenizer.json or vocab.json + merges.txt\n"
+            "  --decode          TEXT is space-separated ids; print the decoded text\n"
+            "  --keep-special    with --decode, keep special tokens (skipped by default)\n"
+            "  --split-special   encode special-token strings as plain text\n"
+            "  -h, --help        this help\n");
 }
 
 static int read_stdin(char **ret, size_t *ret_len)
@@ -99,8 +100,7 @@ static int do_decode(const vl3_tokenizer *tok, const char *text, int keep_specia
         errno = 0;
         long long v = strtoll(p, &end, 10);
         if (end == p || errno || v < INT32_MIN || v > INT32_MAX ||
-            (*end && *end != ' ' && *end != '\t' && *end != '\n' && *end != '\r' &&
-             *end != ',')) {
+            (*end && *end != ' ' && *end != '\t' && *end != '\n' && *end != '\r' && *end != ',')) {
             fprintf(stderr, "vl3 tokenize: invalid token id near \"%.20s\"\n", p);
             rc = CLI_EXIT_USAGE;
             goto out;
@@ -181,7 +181,8 @@ int cmd_tokenize(int argc, char **argv)
     }
     if (!dir || optind != argc - 1) {
         fprintf(stderr, "vl3 tokenize: %s\n",
-                !dir ? "--model or --tokenizer is required" : "exactly one TEXT argument is needed");
+                !dir ? "--model or --tokenizer is required"
+                     : "exactly one TEXT argument is needed");
         usage(stderr);
         return CLI_EXIT_USAGE;
     }

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vl3/util.h"
+
 /* ---- hashing ------------------------------------------------------------------------------ */
 
 static uint64_t hash_bytes(const char *s, size_t n)
@@ -147,29 +149,33 @@ static int byte_is_printable(unsigned b)
     return (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
 }
 
+/* Tables built once: byte -> code point and code point (< 256 + 68) -> byte. */
+static uint32_t byte_cp[256];
+static int16_t cp_byte[256 + 68]; /* 68 = number of non-printable bytes */
+static pthread_once_t byte_map_once = PTHREAD_ONCE_INIT;
+
+static void byte_map_init(void)
+{
+    uint32_t k = 0;
+    for (unsigned i = 0; i < VL3_ARRAY_SIZE(cp_byte); i++)
+        cp_byte[i] = -1;
+    for (unsigned b = 0; b < 256; b++) {
+        /* The others get 256, 257, ... in byte order. */
+        byte_cp[b] = byte_is_printable(b) ? b : 256 + k++;
+        cp_byte[byte_cp[b]] = (int16_t)b;
+    }
+}
+
 uint32_t vl3__byte_to_cp(uint8_t b)
 {
-    if (byte_is_printable(b))
-        return b;
-    /* The others get 256, 257, ... in byte order. */
-    uint32_t k = 0;
-    for (unsigned i = 0; i < b; i++)
-        if (!byte_is_printable(i))
-            k++;
-    return 256 + k;
+    pthread_once(&byte_map_once, byte_map_init);
+    return byte_cp[b];
 }
 
 int vl3__cp_to_byte(uint32_t cp)
 {
-    if (cp < 256)
-        return byte_is_printable(cp) ? (int)cp : -1;
-    if (cp >= 256 + 68) /* 68 = number of non-printable bytes */
-        return -1;
-    uint32_t k = cp - 256;
-    for (unsigned b = 0; b < 256; b++)
-        if (!byte_is_printable(b) && k-- == 0)
-            return (int)b;
-    return -1;
+    pthread_once(&byte_map_once, byte_map_init);
+    return cp < VL3_ARRAY_SIZE(cp_byte) ? cp_byte[cp] : -1;
 }
 
 /* ---- UTF-8 -------------------------------------------------------------------------------- */
@@ -477,12 +483,12 @@ int vl3__tokenizer_finish(vl3_tokenizer *tok, vl3_error *reterr)
             bytes[nb++] = (char)b;
             off += (size_t)k;
         }
-        int r = all_mapped ? vl3__tokenizer_set_token(tok, a->id, bytes, nb,
-                                                      VL3__TOK_ADDED |
-                                                          (a->special ? VL3__TOK_SPECIAL : 0))
-                           : vl3__tokenizer_set_token(tok, a->id, a->content, a->len,
-                                                      VL3__TOK_ADDED |
-                                                          (a->special ? VL3__TOK_SPECIAL : 0));
+        int r =
+            all_mapped
+                ? vl3__tokenizer_set_token(tok, a->id, bytes, nb,
+                                           VL3__TOK_ADDED | (a->special ? VL3__TOK_SPECIAL : 0))
+                : vl3__tokenizer_set_token(tok, a->id, a->content, a->len,
+                                           VL3__TOK_ADDED | (a->special ? VL3__TOK_SPECIAL : 0));
         free(bytes);
         if (r < 0)
             return vl3_error_set(reterr, r, "could not record added token: %s", vl3_strerror(r));

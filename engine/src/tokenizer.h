@@ -22,7 +22,7 @@ struct vl3__strmap {
         size_t off;
         uint32_t len;
         int32_t val;
-    } *entries;
+    } * entries;
     size_t n, cap;
     char *pool;
     size_t pool_len, pool_cap;
@@ -122,8 +122,7 @@ typedef int (*vl3__piece_cb)(void *user, const char *piece, size_t len);
 int vl3__pretokenize(const char *text, size_t len, vl3__piece_cb fn, void *user);
 /* NFC of valid UTF-8 text. *ret_out is either text itself (no change needed; *ret_owned = NULL)
  * or an owned buffer in *ret_owned. */
-int vl3__nfc(const char *text, size_t len, const char **ret_out, size_t *ret_len,
-             char **ret_owned);
+int vl3__nfc(const char *text, size_t len, const char **ret_out, size_t *ret_len, char **ret_owned);
 
 /* Growable id vector used by encode. */
 struct vl3__ids {

@@ -326,9 +326,8 @@ static int sanitize(const char *text, size_t len, const char **ret_clean, size_t
     return 0;
 }
 
-int vl3_tokenizer_encode_ex(const vl3_tokenizer *tok, const char *text, size_t len,
-                            unsigned flags, int32_t *ids, size_t cap, size_t *ret_n,
-                            vl3_error *reterr)
+int vl3_tokenizer_encode_ex(const vl3_tokenizer *tok, const char *text, size_t len, unsigned flags,
+                            int32_t *ids, size_t cap, size_t *ret_n, vl3_error *reterr)
 {
     if (!tok || (!text && len) || (!ids && cap) || !ret_n)
         return vl3_error_set(reterr, -EINVAL, "invalid argument");
@@ -369,7 +368,7 @@ int vl3_tokenizer_encode_ex(const vl3_tokenizer *tok, const char *text, size_t l
     r = encode_plain(tok, s + seg, n - seg, &out);
     if (r < 0)
         goto fail;
-    if (ids)
+    if (ids && out.n && cap)
         memcpy(ids, out.v, VL3_MIN(out.n, cap) * sizeof(*ids));
     *ret_n = out.n;
     free(out.v);

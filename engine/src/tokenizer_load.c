@@ -23,9 +23,9 @@
 #define MAX_TOKEN_ID (1 << 24)
 
 /* The Qwen2 pre-tokenizer regex as tokenizer.json spells it (spec §9). */
-static const char QWEN2_PATTERN[] =
-    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
-    "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char QWEN2_PATTERN[] = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|"
+                                    "\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*"
+                                    "|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
 static int path_join(char *out, size_t cap, const char *dir, const char *name)
 {
@@ -83,11 +83,11 @@ static int load_vocab_obj(vl3_tokenizer *tok, const json_t *vocab, const char *f
                           vl3_error *reterr)
 {
     if (!json_is_object(vocab))
-        return vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\": vocabulary must be a JSON object", file);
+        return vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\": vocabulary must be a JSON object",
+                             file);
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)vocab, key, val)
-    {
+    json_object_foreach ((json_t *)vocab, key, val) {
         if (!json_is_integer(val))
             return vl3_error_set(reterr, VL3_E_FORMAT,
                                  "\"%s\": id of token \"%s\" must be an integer", file, key);
@@ -181,12 +181,11 @@ static int load_merges_json(vl3_tokenizer *tok, const json_t *merges, const char
                             vl3_error *reterr)
 {
     if (!json_is_array(merges))
-        return vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\": field \"model.merges\" must be an array",
-                             file);
+        return vl3_error_set(reterr, VL3_E_FORMAT,
+                             "\"%s\": field \"model.merges\" must be an array", file);
     size_t i;
     json_t *m;
-    json_array_foreach(merges, i, m)
-    {
+    json_array_foreach (merges, i, m) {
         char where[4200];
         snprintf(where, sizeof(where), "\"%s\": model.merges[%zu]", file, i);
         int r;
@@ -264,6 +263,14 @@ static int check_json_pipeline(const json_t *root, const char *file, vl3_error *
     size_t n = json_is_array(list) ? json_array_size(list) : (pre ? 1 : 0);
     for (size_t i = 0; i < n; i++) {
         const json_t *p = json_is_array(list) ? json_array_get(list, i) : pre;
+        const json_t *ptype = json_object_get(p, "type");
+        if (json_is_string(ptype) && strcmp(json_string_value(ptype), "ByteLevel") == 0 &&
+            (json_is_true(json_object_get(p, "use_regex")) ||
+             json_is_true(json_object_get(p, "add_prefix_space"))))
+            return vl3_error_set(reterr, VL3_E_UNSUPPORTED,
+                                 "\"%s\": ByteLevel pre-tokenizer with use_regex or "
+                                 "add_prefix_space is not supported",
+                                 file);
         const json_t *pat = json_object_get(json_object_get(p, "pattern"), "Regex");
         if (pat && (!json_is_string(pat) || strcmp(json_string_value(pat), QWEN2_PATTERN) != 0))
             return vl3_error_set(reterr, VL3_E_UNSUPPORTED,
@@ -283,8 +290,8 @@ static int load_tokenizer_json(vl3_tokenizer **ret, const char *path, vl3_error 
     const json_t *vocab = json_object_get(model, "vocab");
     const json_t *merges = json_object_get(model, "merges");
     if (!json_is_object(model) || !vocab || !merges) {
-        r = vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\": missing \"model.vocab\" or \"model.merges\"",
-                          path);
+        r = vl3_error_set(reterr, VL3_E_FORMAT,
+                          "\"%s\": missing \"model.vocab\" or \"model.merges\"", path);
         goto out;
     }
     r = check_json_pipeline(root, path, reterr);
@@ -306,8 +313,7 @@ static int load_tokenizer_json(vl3_tokenizer **ret, const char *path, vl3_error 
     }
     size_t i;
     json_t *a;
-    json_array_foreach(added, i, a)
-    {
+    json_array_foreach (added, i, a) {
         const json_t *id = json_object_get(a, "id");
         if (!json_is_integer(id)) {
             r = vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\": added_tokens[%zu] needs an integer id",
@@ -355,8 +361,7 @@ static int names_special(const json_t *cfg, const char *name)
     const json_t *list = json_object_get(cfg, "additional_special_tokens");
     size_t i;
     const json_t *v;
-    json_array_foreach(list, i, v)
-    {
+    json_array_foreach (list, i, v) {
         if (json_is_object(v))
             v = json_object_get(v, "content");
         if (json_is_string(v) && strcmp(json_string_value(v), name) == 0)
@@ -386,15 +391,15 @@ static int load_added_files(vl3_tokenizer *tok, const char *dir, vl3_error *rete
     }
     const char *key;
     json_t *val;
-    json_object_foreach((json_t *)dec, key, val)
-    {
+    json_object_foreach ((json_t *)dec, key, val) {
         char *end;
         errno = 0;
         long long id = strtoll(key, &end, 10);
         if (!*key || *end || errno || !json_is_object(val)) {
-            r = vl3_error_set(reterr, VL3_E_FORMAT,
-                              "\"%s\": added_tokens_decoder entry \"%s\" must map an id to an object",
-                              cfg_path, key);
+            r = vl3_error_set(
+                reterr, VL3_E_FORMAT,
+                "\"%s\": added_tokens_decoder entry \"%s\" must map an id to an object", cfg_path,
+                key);
             goto out;
         }
         r = added_from_obj(tok, val, id, cfg_path, reterr);
@@ -405,8 +410,7 @@ static int load_added_files(vl3_tokenizer *tok, const char *dir, vl3_error *rete
         r = vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\" must be a JSON object", added_path);
         goto out;
     }
-    json_object_foreach(added, key, val)
-    {
+    json_object_foreach (added, key, val) {
         if (!json_is_integer(val)) {
             r = vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\": id of \"%s\" must be an integer",
                               added_path, key);

@@ -11,7 +11,9 @@
  * Classes: \p{L} = general categories Lu Ll Lt Lm Lo, \p{N} = Nd Nl No (utf8proc, Unicode 15);
  * \s = Oniguruma's Unicode \s = White_Space: U+0009-000D, U+0020, U+0085, U+00A0, U+1680,
  * U+2000-200A, U+2028, U+2029, U+202F, U+205F, U+3000. The case-insensitive contractions also
- * accept U+017F (long s), whose simple case fold is 's'. */
+ * accept U+017F (long s), whose simple case fold is 's', as Oniguruma does (the JS port of HF
+ * tokenizers folds ASCII only). tests/engine/test_tokenizer_onig.c checks all of this against
+ * Oniguruma itself. */
 #include "tokenizer.h"
 
 #include <errno.h>
@@ -206,8 +208,7 @@ out:
     return r;
 }
 
-int vl3__nfc(const char *text, size_t len, const char **ret_out, size_t *ret_len,
-             char **ret_owned)
+int vl3__nfc(const char *text, size_t len, const char **ret_out, size_t *ret_len, char **ret_owned)
 {
     /* Fast path: no code point >= U+0300 means nothing can compose or decompose under NFC
      * (the first combining marks and NFC_QC=No/Maybe characters start at U+0300). Checking

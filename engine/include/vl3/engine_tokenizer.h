@@ -45,9 +45,8 @@ enum vl3_tokenize_flag {
 int vl3_tokenizer_encode(const vl3_tokenizer *tok, const char *text, size_t len, int32_t *ids,
                          size_t cap, size_t *ret_n, vl3_error *reterr);
 /* Same with flags (enum vl3_tokenize_flag). */
-int vl3_tokenizer_encode_ex(const vl3_tokenizer *tok, const char *text, size_t len,
-                            unsigned flags, int32_t *ids, size_t cap, size_t *ret_n,
-                            vl3_error *reterr);
+int vl3_tokenizer_encode_ex(const vl3_tokenizer *tok, const char *text, size_t len, unsigned flags,
+                            int32_t *ids, size_t cap, size_t *ret_n, vl3_error *reterr);
 
 /* Decode ids to UTF-8 (invalid sequences become U+FFFD). skip_special drops added tokens marked
  * special. Ids that name no token (negative, gaps, embedding padding rows) are skipped, as
