@@ -461,3 +461,15 @@ TEST(proc_batched_answers_equal_serial)
     }
     return 0;
 }
+
+/* vl3d (Kafka mock + PostgreSQL) drives this worker end to end (tests/worker/test_worker_e2e.sh). */
+TEST(e2e_daemon_drives_real_worker)
+{
+    if (test_sh(NULL, 0, "command -v kcat >/dev/null && command -v psql >/dev/null") != 0)
+        SKIP("kcat or psql missing");
+    ASSERT_OK(fixtures());
+    int r = test_sh(NULL, 0, "'%s/tests/worker/test_worker_e2e.sh' '%s' '%s' '%s' 1>&2",
+                    test_source_dir(), test_build_dir(), test_source_dir(), dir);
+    ASSERT_EQ(r, 0);
+    return 0;
+}

@@ -93,7 +93,7 @@ struct run {
     struct worker_seq seq[NSEQ];
     int32_t prompt[NSEQ][6];
     float vis[NSEQ][4];
-    int32_t vpos[NSEQ][1];
+    int64_t vpos[NSEQ][1];
     int32_t out[NSEQ][64];
     int n_out[NSEQ], eos[NSEQ], rc[NSEQ], done[NSEQ], max_batch[NSEQ];
     int order[NSEQ], n_done;

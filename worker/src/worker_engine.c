@@ -191,17 +191,11 @@ static int submit_prompts(struct worker *w, struct worker_unit *u, vl3_error *er
                                (long long)u->mask.n_kept);
             goto fail;
         }
-        if (!(g->visual_pos = malloc(sizeof(int32_t) * (size_t)(g->prompt.n_visual + 1)))) {
-            rc = vl3_error_set(err, -ENOMEM, "out of memory");
-            goto fail;
-        }
-        for (int64_t i = 0; i < g->prompt.n_visual; i++)
-            g->visual_pos[i] = (int32_t)g->prompt.visual_pos[i];
         struct worker_seq *q = &g->seq;
         q->ids = g->prompt.ids;
         q->n_ids = (int)g->prompt.n_ids;
         q->visual = u->visual;
-        q->visual_pos = g->visual_pos;
+        q->visual_pos = g->prompt.visual_pos;
         q->n_visual = (int)g->prompt.n_visual;
         q->visual_dim = hidden;
         q->max_new_tokens = (int)(job->max_new_tokens > 0 ? job->max_new_tokens
@@ -216,7 +210,6 @@ static int submit_prompts(struct worker *w, struct worker_unit *u, vl3_error *er
             vl3_error_set(err, rc, "could not queue an answer");
             for (int k = t; k < job->ntasks; k++) {
                 vl3_prompt_deinit(&gens[k]->prompt);
-                free(gens[k]->visual_pos);
                 free(gens[k]);
             }
             u->seqs_left = t;
@@ -231,7 +224,6 @@ fail:
     for (int k = 0; k < job->ntasks; k++)
         if (gens[k]) {
             vl3_prompt_deinit(&gens[k]->prompt);
-            free(gens[k]->visual_pos);
             free(gens[k]);
         }
     free(gens);
@@ -307,7 +299,6 @@ void worker_engine_seq_done(void *user, struct worker_seq *q)
 unlock:
     free(text);
     vl3_prompt_deinit(&g->prompt);
-    free(g->visual_pos);
     free(g);
     if (--u->seqs_left == 0) {
         worker_unit_free(w, u);

@@ -70,7 +70,6 @@ struct worker_gen {
     struct worker_unit *unit;
     int task;
     vl3_prompt prompt;
-    int32_t *visual_pos; /* int32 copy of prompt.visual_pos */
 };
 
 struct worker {

@@ -29,7 +29,7 @@ struct worker_seq {
     const int32_t *ids;
     int n_ids;
     const float *visual;        /* (n_visual, visual_dim) projector rows, or NULL */
-    const int32_t *visual_pos;  /* (n_visual) positions in ids, increasing */
+    const int64_t *visual_pos;  /* (n_visual) positions in ids, increasing */
     int n_visual, visual_dim;
     int max_new_tokens;         /* > 0 */
     float temperature;          /* 0 = greedy */
