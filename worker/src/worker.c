@@ -18,6 +18,7 @@
 
 #include "vl3/log.h"
 #include "vl3/util.h"
+#include "media_conf.h"
 #include "worker_internal.h"
 
 #define READ_CHUNK 65536
@@ -157,12 +158,13 @@ static int job_from_msg(struct worker *w, const struct worker_job_req *m, struct
         job_free(j);
         return vl3_error_set(err, -EINVAL, "job has no tasks");
     }
-    sample_params_default(&j->sp);
+    media_conf_sample_params(w->conf, &j->sp); /* defaults: media.window, memory budget */
     fps_fraction(m->fps, &j->sp.fps_num, &j->sp.fps_den);
     j->sp.max_frames = m->max_frames;
     if (j->sp.max_frames > w->conf->max_frames)
         j->sp.max_frames = w->conf->max_frames;
-    j->sp.window_s = m->window_s > 0 ? m->window_s : w->conf->window_s;
+    if (m->window_s > 0)
+        j->sp.window_s = m->window_s;
     j->sp.mode = m->fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
     j->max_new_tokens = m->max_new_tokens;
     j->temperature = m->temperature;
@@ -300,11 +302,7 @@ void worker_free(struct worker *w)
 
 static int start_threads(struct worker *w)
 {
-    int n = (int)w->conf->decode_threads;
-    if (n <= 0) {
-        n = vl3_cpu_count() / 2;
-        n = n < 1 ? 1 : n > 8 ? 8 : n;
-    }
+    int n = (int)w->conf->decode_jobs;
     if (!(w->decoders = calloc((size_t)n, sizeof(pthread_t))))
         return -ENOMEM;
     for (int i = 0; i < n; i++) {
@@ -317,7 +315,7 @@ static int start_threads(struct worker *w)
     if (rc)
         return -rc;
     w->engine_started = 1;
-    vl3_log_info("worker started decode_threads=%d max_sequences=%lld vision_batch_frames=%lld "
+    vl3_log_info("worker started decode_jobs=%d max_sequences=%lld vision_batch_frames=%lld "
                  "memory_budget=%lld",
                  n, (long long)w->conf->max_sequences, (long long)w->conf->vision_batch_frames,
                  (long long)w->conf->memory_budget);

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "media.h"
+#include "media_conf.h"
 #include "paths.h"
 #include "vl3/log.h"
 #include "vl3/util.h"
@@ -89,13 +90,11 @@ static int make_units(struct worker *w, struct worker_job *job, const struct sam
         u->job = job;
         u->window = win;
         u->n_frames = n;
-        if (job->sp.window_s > 0) {
-            u->t_start = win * job->sp.window_s;
+        /* the window's stretch, ending with its last frame's sampling interval */
+        u->t_start = job->sp.window_s > 0 ? win * job->sp.window_s : lo;
+        u->t_end = hi + (double)job->sp.fps_den / job->sp.fps_num;
+        if (job->sp.window_s > 0 && u->t_end > (win + 1) * job->sp.window_s)
             u->t_end = (win + 1) * job->sp.window_s;
-        } else {
-            u->t_start = lo;
-            u->t_end = hi + (double)job->sp.fps_den / job->sp.fps_num;
-        }
         *tail = u;
         tail = &u->next;
         vl3_vision_item item = {imgs, n, u->timestamps, 1, 0};
@@ -134,12 +133,7 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
     if ((rc = paths_open(c->roots, job->input, &fd, NULL, err)) < 0)
         return rc;
     struct media_policy pol;
-    media_policy_default(&pol);
-    pol.max_file_size = c->max_file_size;
-    pol.max_duration_ms = c->max_duration_ms;
-    pol.max_pixels = c->max_pixels;
-    pol.decode_timeout_ms = c->decode_timeout_ms;
-    pol.threads = 1; /* parallelism comes from the decode threads */
+    media_conf_policy(c, &pol);
     if ((rc = media_open_fd(fd, job->input, &pol, &m, err)) < 0)
         return rc; /* fd closed by media_open_fd */
     int64_t need = estimate_bytes(media_get_info(m), &job->sp);
