@@ -3,6 +3,21 @@
  *   vl3 run --model DIR --prompt TEXT [--system-prompt default|none|TEXT] [--greedy]
  *           [--repetition-penalty X] [--max-new-tokens N] [--temperature X] [--top-k N]
  *           [--top-p X] [--seed N] [--threads N] [--dump DIR]
+ *   vl3 run --model DIR (--image FILE | --frames DIR|LIST | --video FILE [--fps F]
+ *           [--max-frames N]) (--task T [--question Q] | --prompt TEXT)
+ *           [--difffp-threshold X] [--difffp-bf16] [--no-difffp] ...
+ *
+ * Visual inputs (Engine II): --image decodes one image (FFmpeg, as PIL's convert('RGB')),
+ * --frames a frame sequence (a directory of images with timestamps in their names, e.g.
+ * frame_12.5.png, or a list file of "path timestamp" lines) treated as one video, --video a
+ * video file sampled like the official loader (worker/src/sample.c: ffmpeg fps=F:round=down,
+ * labels start + k/F, floor(linspace) down to --max-frames, default 180). They go
+ * through vl3_mm_prepare: the AVT resize, pixel_values, DiffFP (on when the model's
+ * use_token_compression is, statistics printed on stderr), the vision encoder and the prompt
+ * with the expanded, pruned placeholders; the projector rows replace the placeholder embeddings
+ * in vl3_generate. --task picks the instruction text (docs/tasks.md); with a task, --prompt
+ * overrides the task's template ({question} and {media} are substituted), and for tasks that
+ * need a question (qa, chart_qa) --question gives it (or --prompt when --question is absent).
  *
  * The prompt is the model's chat template around TEXT (spec §7.1, built by vl3_prompt_build with
  * the layout's flavour). Without --greedy the generation config's sampling defaults apply;
@@ -14,6 +29,11 @@
  *   logits.f32      float32 [V]        logits of the last prompt position (V = embedding rows)
  *   generated.i32   int32 [n_generated] generated ids (the stop id included when one ended it)
  *   meta.json       shapes, dtypes, token counts, timings, sampling settings, prompt text
+ * and with visual inputs:
+ *   pixel_values.f32 float32 [P, 588]        the encoder input (all frames)
+ *   vision_out.f32   float32 [n_visual, C]   the projector rows fed to the LLM (after DiffFP)
+ *   meta.json "vision": per item its grid [t, h, w] (patches), merge size, resized [h, w],
+ *   timestamps, kept and total tokens per frame, DiffFP settings, visual positions count
  *
  * Options live in one table (opts[]): a row names the option, whether it takes an argument, its
  * help line and the function that stores it, so other inputs (--image, --video, ...) are one row
@@ -28,9 +48,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include "cli.h"
+#include "image.h"
+#include "media.h"
+#include "sample.h"
 #include "vl3/engine.h"
 #include "vl3/util.h"
 
@@ -47,6 +71,12 @@ struct run_opts {
     float temperature, top_p, rp;
     int top_k;
     uint64_t seed;
+    /* visual inputs (Engine II) */
+    const char *image, *frames, *question, *video;
+    int fps, max_frames;
+    int task; /* -1 = none */
+    int have_difffp_threshold, difffp_bf16, no_difffp;
+    float difffp_threshold;
 };
 
 static int parse_int(const char *s, long lo, long hi, int *ret)
@@ -135,6 +165,30 @@ static int opt_threads(struct run_opts *o, const char *a)
     return parse_int(a, 1, 4096, &o->threads);
 }
 
+static int opt_image(struct run_opts *o, const char *a) { o->image = a; return 0; }
+static int opt_frames(struct run_opts *o, const char *a) { o->frames = a; return 0; }
+static int opt_question(struct run_opts *o, const char *a) { o->question = a; return 0; }
+static int opt_video(struct run_opts *o, const char *a) { o->video = a; return 0; }
+static int opt_fps(struct run_opts *o, const char *a) { return parse_int(a, 1, 120, &o->fps); }
+static int opt_max_frames(struct run_opts *o, const char *a)
+{
+    return parse_int(a, 1, 100000, &o->max_frames);
+}
+static int opt_difffp_bf16(struct run_opts *o, const char *a) { (void)a; o->difffp_bf16 = 1; return 0; }
+static int opt_no_difffp(struct run_opts *o, const char *a) { (void)a; o->no_difffp = 1; return 0; }
+
+static int opt_task(struct run_opts *o, const char *a)
+{
+    o->task = vl3_task_parse(a);
+    return o->task < 0 ? -EINVAL : 0;
+}
+
+static int opt_difffp_threshold(struct run_opts *o, const char *a)
+{
+    o->have_difffp_threshold = 1;
+    return parse_float(a, &o->difffp_threshold) < 0 || o->difffp_threshold < 0 ? -EINVAL : 0;
+}
+
 static const struct run_opt {
     const char *name;
     int has_arg;
@@ -153,14 +207,30 @@ static const struct run_opt {
     {"seed", 1, "N", "sampling RNG seed (default 0)", opt_seed},
     {"threads", 1, "N", "CPU threads (default: all)", opt_threads},
     {"dump", 1, "DIR", "write input_ids.i32, logits.f32, generated.i32, meta.json", opt_dump},
+    {"image", 1, "FILE", "an image (PNG, JPEG, WebP, ...) before the instruction", opt_image},
+    {"frames", 1, "DIR|LIST", "video frames: images named with timestamps, or a list file",
+     opt_frames},
+    {"video", 1, "FILE", "a video file, sampled at --fps (default 1) up to --max-frames",
+     opt_video},
+    {"fps", 1, "F", "video sampling rate in frames per second (default 1)", opt_fps},
+    {"max-frames", 1, "N", "most video frames (default 180, uniform subsampling)",
+     opt_max_frames},
+    {"task", 1, "T", "caption | ocr | chart_qa | qa: instruction from docs/tasks.md", opt_task},
+    {"question", 1, "TEXT", "the question of chart_qa / qa", opt_question},
+    {"difffp-threshold", 1, "X", "DiffFP threshold (default 0.1; 0 keeps every token)",
+     opt_difffp_threshold},
+    {"difffp-bf16", 0, NULL, "DiffFP on bf16-rounded pixels (DAMO README path)", opt_difffp_bf16},
+    {"no-difffp", 0, NULL, "keep every visual token", opt_no_difffp},
 };
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
 static void usage(FILE *f)
 {
-    fprintf(f, "usage: vl3 run --model DIR --prompt TEXT [options]\n\n"
-               "Run one prompt through the model (chat template around TEXT) and print the "
-               "answer.\n\n");
+    fprintf(f, "usage: vl3 run --model DIR --prompt TEXT [options]\n"
+               "       vl3 run --model DIR (--image FILE | --frames DIR|LIST) (--task T | --prompt "
+               "TEXT) [options]\n\n"
+               "Run one prompt through the model (chat template around TEXT, after the image or "
+               "frames if any) and print the answer.\n\n");
     for (size_t i = 0; i < N_OPTS; i++) {
         char left[64];
         snprintf(left, sizeof(left), "--%s%s%s", opts[i].name, opts[i].arg ? " " : "",
@@ -203,8 +273,16 @@ static int parse_args(int argc, char **argv, struct run_opts *o)
         fprintf(stderr, "vl3 run: unexpected argument \"%s\"\n", argv[optind]);
         return CLI_EXIT_USAGE;
     }
-    if (!o->model || !o->prompt) {
-        fprintf(stderr, "vl3 run: --model and --prompt are required\n");
+    if (!o->model || (!o->prompt && o->task < 0)) {
+        fprintf(stderr, "vl3 run: --model and --prompt (or --task) are required\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (!!o->image + !!o->frames + !!o->video > 1) {
+        fprintf(stderr, "vl3 run: --image, --frames and --video cannot be combined\n");
+        return CLI_EXIT_USAGE;
+    }
+    if (o->question && o->task < 0) {
+        fprintf(stderr, "vl3 run: --question needs --task\n");
         return CLI_EXIT_USAGE;
     }
     return 0;
@@ -280,6 +358,156 @@ static int dump_write(const char *dir, struct run_dump *d, vl3_error *reterr)
     return r;
 }
 
+/* ---- visual inputs (Engine II) ------------------------------------------------------------ */
+
+struct run_vision {
+    image_frames frames;
+    struct sample_result *video;
+    double *video_ts;
+    image_rgb *imgs;
+    vl3_image *views;
+    int n;
+    vl3_vision_item item;
+    vl3_vision *enc;
+    vl3_mm_params mp;
+    vl3_mm_input mm;
+};
+
+static void run_vision_free(struct run_vision *rv)
+{
+    vl3_mm_input_deinit(&rv->mm);
+    vl3_vision_free(rv->enc);
+    for (int i = 0; rv->imgs && i < rv->n; i++)
+        image_rgb_free(&rv->imgs[i]);
+    free(rv->imgs);
+    free(rv->views);
+    image_frames_free(&rv->frames);
+    sample_result_free(rv->video);
+    free(rv->video_ts);
+}
+
+/* Sample a video file as the official loader does (worker/src/sample.c, exact mode). */
+static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3_error *err)
+{
+    int fd = open(o->video, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return vl3_error_set(err, -errno, "could not open \"%s\": %s", o->video, strerror(errno));
+    struct media_policy pol;
+    media_policy_default(&pol);
+    media_input *in = NULL;
+    int r = media_open_fd(fd, o->video, &pol, &in, err);
+    if (r < 0)
+        return r;
+    struct sample_params sp;
+    sample_params_default(&sp);
+    sp.fps_num = o->fps > 0 ? o->fps : 1;
+    sp.fps_den = 1;
+    sp.max_frames = o->max_frames > 0 ? o->max_frames : 180;
+    r = sample_video(in, &sp, &rv->video, err);
+    media_close(in);
+    if (r < 0)
+        return r;
+    rv->n = (int)rv->video->n;
+    rv->views = calloc((size_t)rv->n, sizeof(*rv->views));
+    rv->video_ts = calloc((size_t)rv->n, sizeof(double));
+    if (!rv->views || !rv->video_ts)
+        return vl3_error_set(err, -ENOMEM, "out of memory");
+    for (int i = 0; i < rv->n; i++) {
+        rv->views[i] = (vl3_image){rv->video->frames[i].rgb, rv->video->width, rv->video->height,
+                                   (size_t)rv->video->width * 3};
+        rv->video_ts[i] = rv->video->frames[i].timestamp;
+    }
+    rv->item = (vl3_vision_item){rv->views, rv->n, rv->video_ts, 1, 0};
+    return 0;
+}
+
+/* Decode the image / frames, then vl3_mm_prepare. user_text is borrowed. */
+static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, const vl3_model *m,
+                              const vl3_tokenizer *tok, const vl3_prompt_params *pp,
+                              vl3_error *err)
+{
+    int r;
+    if (o->video) {
+        if ((r = run_vision_video(rv, o, err)) < 0)
+            return r;
+        goto prepare;
+    }
+    if (o->frames) {
+        if ((r = image_frames_list(o->frames, 0, &rv->frames, err)) < 0)
+            return r;
+        rv->n = rv->frames.n;
+    } else {
+        rv->n = 1;
+    }
+    rv->imgs = calloc((size_t)rv->n, sizeof(*rv->imgs));
+    rv->views = calloc((size_t)rv->n, sizeof(*rv->views));
+    if (!rv->imgs || !rv->views)
+        return vl3_error_set(err, -ENOMEM, "out of memory");
+    for (int i = 0; i < rv->n; i++) {
+        if ((r = image_load(o->frames ? rv->frames.paths[i] : o->image, 0, &rv->imgs[i], err)) < 0)
+            return r;
+        rv->views[i] = image_rgb_view(&rv->imgs[i]);
+    }
+    rv->item = (vl3_vision_item){rv->views, rv->n, o->frames ? rv->frames.timestamps : NULL,
+                                 o->frames != NULL, 0};
+prepare:
+    vl3_mm_params_default(m, &rv->mp);
+    rv->mp.prompt = *pp;
+    if (o->no_difffp)
+        rv->mp.difffp.enabled = 0;
+    if (o->have_difffp_threshold)
+        rv->mp.difffp.threshold = o->difffp_threshold;
+    if (o->difffp_bf16)
+        rv->mp.difffp.dtype = VL3_DIFFFP_BF16;
+    if ((r = vl3_vision_new(m, o->threads, &rv->enc, err)) < 0)
+        return r;
+    return vl3_mm_prepare(rv->enc, tok, &rv->mp, &rv->item, 1, &rv->mm, err);
+}
+
+static void run_vision_stats(const struct run_vision *rv, FILE *f)
+{
+    const vl3_token_mask *k = &rv->mm.mask;
+    const vl3_vision_grid *g = &rv->mm.batch.grids[0];
+    fprintf(f, "vision: %d frame(s), grid %dx%d patches, merge %d, %lld patches, %.2f s "
+               "preprocess, %.2f s encode\n",
+            g->t, g->h, g->w, g->merge, (long long)rv->mm.batch.n_patches, rv->mm.t_preprocess,
+            rv->mm.t_encode);
+    fprintf(f, "difffp: %s, kept %lld of %lld tokens (%.1f%%); per frame:",
+            rv->mp.difffp.enabled ? "on" : "off", (long long)k->n_kept, (long long)k->n_tokens,
+            k->n_tokens ? 100.0 * (double)k->n_kept / (double)k->n_tokens : 100.0);
+    for (int i = 0; i < k->n_frames; i++)
+        fprintf(f, " %d/%d", k->kept_per_frame[i], k->total_per_frame[i]);
+    fputc('\n', f);
+}
+
+static json_t *run_vision_meta(const struct run_vision *rv, int64_t n_visual)
+{
+    const vl3_mm_input *mm = &rv->mm;
+    json_t *items = json_array(), *kept = json_array(), *total = json_array(),
+           *ts = json_array();
+    for (int i = 0; i < mm->batch.n_items; i++) {
+        const vl3_vision_grid *g = &mm->batch.grids[i];
+        json_array_append_new(
+            items, json_pack("{s:[i,i,i], s:i, s:[i,i], s:b}", "grid", g->t, g->h, g->w, "merge",
+                             g->merge, "resized", mm->batch.resized_hw[2 * i],
+                             mm->batch.resized_hw[2 * i + 1], "is_video", rv->item.is_video));
+    }
+    for (int i = 0; i < mm->mask.n_frames; i++) {
+        json_array_append_new(kept, json_integer(mm->mask.kept_per_frame[i]));
+        json_array_append_new(total, json_integer(mm->mask.total_per_frame[i]));
+    }
+    for (int i = 0; rv->item.timestamps && i < rv->item.n_frames; i++)
+        json_array_append_new(ts, json_real(rv->item.timestamps[i]));
+    return json_pack("{s:o, s:o, s:o, s:o, s:I, s:I, s:I, s:{s:b, s:f, s:s}, s:f, s:f}", "items",
+                     items, "timestamps", ts, "kept_per_frame", kept, "total_per_frame", total,
+                     "n_patches", (json_int_t)mm->batch.n_patches, "n_tokens",
+                     (json_int_t)mm->mask.n_tokens, "n_visual", (json_int_t)n_visual,
+                     "difffp", "enabled", rv->mp.difffp.enabled, "threshold",
+                     (double)rv->mp.difffp.threshold, "dtype",
+                     rv->mp.difffp.dtype == VL3_DIFFFP_BF16 ? "bf16" : "f32", "preprocess_s",
+                     mm->t_preprocess, "encode_s", mm->t_encode);
+}
+
 /* ---- run ----------------------------------------------------------------------------------- */
 
 struct gen_out {
@@ -304,7 +532,7 @@ static int on_token(void *user, int32_t id)
 
 int cmd_run(int argc, char **argv)
 {
-    struct run_opts o = {.system = VL3_SYSTEM_NONE};
+    struct run_opts o = {.system = VL3_SYSTEM_NONE, .task = -1};
     int r = parse_args(argc, argv, &o);
     if (r)
         return r < 0 ? CLI_EXIT_OK : r;
@@ -316,8 +544,10 @@ int cmd_run(int argc, char **argv)
     vl3_prompt prompt = {0};
     struct gen_out gen = {0};
     float *logits = NULL;
-    char *answer = NULL;
+    char *answer = NULL, *instruction = NULL;
     struct run_dump dump = {.meta = NULL};
+    struct run_vision rv = {0};
+    int visual = o.image || o.frames || o.video;
 
     double t0 = vl3_time_s();
     vl3_model_params mp = vl3_model_params_default();
@@ -344,7 +574,32 @@ int cmd_run(int argc, char **argv)
     pp.system_text = o.system_text;
     pp.user_text = o.prompt;
     pp.add_generation_prompt = 1;
-    if ((r = vl3_prompt_build(&pp, tok, NULL, NULL, 0, NULL, &prompt, &err)) < 0) {
+    if (o.task >= 0) {
+        /* with a task, --prompt overrides its template; a question-taking task without
+         * --question takes --prompt as the question */
+        int needs_q = vl3_task_needs_question(o.task);
+        const char *question = o.question ? o.question : needs_q ? o.prompt : NULL;
+        vl3_task_texts ov = {{0}};
+        if (o.prompt && (o.question || !needs_q))
+            ov.text[o.task] = o.prompt;
+        if ((r = vl3_task_instruction(o.task, &ov, question, o.frames || o.video ? "video" : "image",
+                                      &instruction, &err)) < 0) {
+            fprintf(stderr, "vl3 run: %s\n", vl3_error_text(&err, r));
+            ret = CLI_EXIT_USAGE;
+            goto out;
+        }
+        pp.user_text = instruction;
+    }
+    if (visual) {
+        if ((r = run_vision_prepare(&rv, &o, m, tok, &pp, &err)) < 0) {
+            fprintf(stderr, "vl3 run: could not prepare the visual input: %s\n",
+                    vl3_error_text(&err, r));
+            goto out;
+        }
+        run_vision_stats(&rv, stderr);
+        prompt = rv.mm.prompt; /* moved: freed below through prompt */
+        memset(&rv.mm.prompt, 0, sizeof(rv.mm.prompt));
+    } else if ((r = vl3_prompt_build(&pp, tok, NULL, NULL, 0, NULL, &prompt, &err)) < 0) {
         fprintf(stderr, "vl3 run: could not build the prompt: %s\n", vl3_error_text(&err, r));
         goto out;
     }
@@ -389,7 +644,9 @@ int cmd_run(int argc, char **argv)
         gp.prompt_logits = logits;
     }
     vl3_gen_result res;
-    r = vl3_generate(ctx, prompt.ids, (int)prompt.n_ids, NULL, &gp, on_token, &gen, &res, &err);
+    vl3_visual_rows vis = {rv.mm.visual, prompt.visual_pos, (int)prompt.n_visual, rv.mm.hidden};
+    r = vl3_generate(ctx, prompt.ids, (int)prompt.n_ids, visual ? &vis : NULL, &gp, on_token, &gen,
+                     &res, &err);
     if (r < 0) {
         fprintf(stderr, "vl3 run: generation failed: %s\n", vl3_error_text(&err, r));
         goto out;
@@ -443,6 +700,14 @@ int cmd_run(int argc, char **argv)
         json_object_set_new(dump.meta, "answer", json_string(answer));
         json_object_set_new(dump.meta, "timings", t);
         json_object_set_new(dump.meta, "sampling", s);
+        int64_t s_pv[2] = {rv.mm.batch.n_patches, rv.mm.batch.patch_dim};
+        int64_t s_vo[2] = {prompt.n_visual, rv.mm.hidden};
+        if (visual) {
+            dump_add(&dump, "pixel_values.f32", "float32", rv.mm.batch.pixel_values, 4, 2, s_pv);
+            dump_add(&dump, "vision_out.f32", "float32",
+                     rv.mm.visual ? (void *)rv.mm.visual : (void *)"", 4, 2, s_vo);
+            json_object_set_new(dump.meta, "vision", run_vision_meta(&rv, prompt.n_visual));
+        }
         if ((r = dump_write(o.dump, &dump, &err)) < 0) {
             fprintf(stderr, "vl3 run: could not write the dump: %s\n", vl3_error_text(&err, r));
             goto out;
@@ -451,6 +716,8 @@ int cmd_run(int argc, char **argv)
     ret = CLI_EXIT_OK;
 out:
     json_decref(dump.meta);
+    run_vision_free(&rv);
+    free(instruction);
     free(answer);
     free(logits);
     free(gen.ids);
