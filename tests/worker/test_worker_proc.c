@@ -55,9 +55,11 @@ static int write_conf(const char *extra)
     FILE *f = fopen(conf_path, "w");
     if (!f)
         return -1;
-    fprintf(f, "model = %s/model\nbackend = cpu\nthreads = 1\ndecode_threads = 2\n"
+    /* extra: section lines ("[x]\n...") go last, top-level keys before the first section */
+    int top = extra && extra[0] != '[';
+    fprintf(f, "model = %s/model\nbackend = cpu\nthreads = 1\ndecode_threads = 2\n%s\n"
                "[media]\nroots = %s\n[log]\nlevel = info\n%s\n",
-            dir, dir, extra ? extra : "");
+            dir, top ? extra : "", dir, extra && !top ? extra : "");
     fclose(f);
     return 0;
 }
@@ -130,7 +132,8 @@ static int send_raw(struct proc *p, const uint8_t *b, size_t n)
     return 0;
 }
 
-static int send_job(struct proc *p, const char *id, const char *input, double window, int kinds)
+static int send_job_t(struct proc *p, const char *id, const char *input, double window, int kinds,
+                      double temperature, int max_new)
 {
     struct vl3_proto_job j = {0};
     j.job_id = id;
@@ -140,8 +143,8 @@ static int send_job(struct proc *p, const char *id, const char *input, double wi
     if (kinds > 1)
         j.tasks[j.ntasks++] = (struct vl3_proto_task){VL3_TASK_QA, "What moves?"};
     j.sampling = (struct vl3_proto_sampling){1.0, 8, VL3_SAMPLING_EXACT, window};
-    j.max_new_tokens = 6;
-    j.temperature = 0;
+    j.max_new_tokens = max_new;
+    j.temperature = temperature;
     j.attempt = 1;
     uint8_t *b;
     size_t l;
@@ -150,6 +153,11 @@ static int send_job(struct proc *p, const char *id, const char *input, double wi
     int r = send_raw(p, b, l);
     free(b);
     return r;
+}
+
+static int send_job(struct proc *p, const char *id, const char *input, double window, int kinds)
+{
+    return send_job_t(p, id, input, window, kinds, 0, 6);
 }
 
 static int wait_exit(struct proc *p, int secs)
@@ -183,6 +191,8 @@ struct outcome {
     int64_t batch_size[MAXA], vision_windows[MAXA], tokens_kept[MAXA], tokens_total[MAXA];
 };
 
+static int pongs_busy; /* PONGs naming a job in progress */
+
 /* Read frames until every job in ids[n] has ended; pings are answered inline by the worker,
  * other frames (progress) are ignored. */
 static int collect(struct proc *p, const char **ids, int n, struct outcome *out, int secs)
@@ -199,6 +209,8 @@ static int collect(struct proc *p, const char **ids, int n, struct outcome *out,
         const char *jid = m.type == VL3_PROTO_RESULT ? m.u.result.job_id
                           : m.type == VL3_PROTO_DONE ? m.u.done.job_id
                           : m.type == VL3_PROTO_ERROR ? m.u.error.job_id : NULL;
+        if (m.type == VL3_PROTO_PONG && m.u.pong.job_id)
+            pongs_busy++;
         int k = -1;
         for (int i = 0; jid && i < n; i++)
             if (strcmp(ids[i], jid) == 0)
@@ -356,6 +368,13 @@ TEST(proc_busy_refused_retryable)
     /* both frames in one write: the second arrives while the first is decoding */
     ASSERT_OK(send_job(&p, "first", a, 0, 1));
     ASSERT_OK(send_job(&p, "second", a, 0, 1));
+    struct vl3_proto_ping ping = {9};
+    uint8_t *pb;
+    size_t pl;
+    ASSERT_OK(vl3_proto_encode_ping(&ping, &pb, &pl, NULL));
+    ASSERT_OK(send_raw(&p, pb, pl)); /* answered at once, naming the job in progress */
+    free(pb);
+    pongs_busy = 0;
     const char *ids[2] = {"first", "second"};
     static struct outcome o[2];
     memset(o, 0, sizeof(o));
@@ -364,6 +383,7 @@ TEST(proc_busy_refused_retryable)
     ASSERT_EQ(o[1].err_code, VL3_PERR_RESOURCE);
     ASSERT_EQ(o[1].err_retry, 1);
     ASSERT(o[0].got_done || llm_missing(&o[0]));
+    ASSERT_EQ(pongs_busy, 1);
     close(p.in);
     ASSERT_EQ(wait_exit(&p, 30), 0);
     finish(&p);
@@ -434,7 +454,7 @@ TEST(proc_batched_answers_equal_serial)
     const char *in[3] = {a, b, c};
     double win[3] = {0, 3.0, 0};
     for (int i = 0; i < 3; i++)
-        ASSERT_OK(send_job(&p, ids[i], in[i], win[i], 2));
+        ASSERT_OK(send_job_t(&p, ids[i], in[i], win[i], 2, 0.8, 12));
     ASSERT_OK(collect(&p, ids, 3, con, 180));
     close(p.in);
     ASSERT_EQ(wait_exit(&p, 30), 0);
@@ -443,7 +463,7 @@ TEST(proc_batched_answers_equal_serial)
         SKIP("this build has no language model: %s", con[0].err_msg);
     ASSERT_OK(start(&p, "[batch]\nvision_wait = 0\nmax_sequences = 1\nvision_frames = 1"));
     for (int i = 0; i < 3; i++) {
-        ASSERT_OK(send_job(&p, ids[i], in[i], win[i], 2));
+        ASSERT_OK(send_job_t(&p, ids[i], in[i], win[i], 2, 0.8, 12));
         ASSERT_OK(collect(&p, &ids[i], 1, &ser[i], 180));
     }
     close(p.in);
@@ -459,6 +479,47 @@ TEST(proc_batched_answers_equal_serial)
             ASSERT_STR_EQ(x, ser[i].answer[k]);
         }
     }
+    /* sampled answers differ between jobs, so equality above is not trivial */
+    ASSERT(strcmp(ser[0].answer[0], ser[2].answer[0]) != 0);
+    return 0;
+}
+
+/* A job's answer equals `vl3 run` on the same video: greedy, and sampling with one seed. */
+TEST(proc_answer_equals_vl3_run)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "[generate]\nseed = 5"));
+    char a[1200];
+    path(a, sizeof(a), "a.mp4");
+    const char *ids[2] = {"greedy", "sampled"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job_t(&p, "greedy", a, 0, 1, 0, 10));
+    ASSERT_OK(send_job_t(&p, "sampled", a, 0, 1, 0.8, 16));
+    ASSERT_OK(collect(&p, ids, 2, o, 180));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(o[0].got_done && o[1].got_done);
+    ASSERT_EQ(o[0].n, 1);
+    ASSERT_EQ(o[1].n, 1);
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    static char want[2][8192];
+    const char *args[2] = {"--greedy --max-new-tokens 10",
+                           "--temperature 0.8 --seed 5 --max-new-tokens 16"};
+    for (int i = 0; i < 2; i++) {
+        ASSERT_EQ(test_sh(want[i], sizeof(want[i]),
+                          "'%s/vl3' run --model '%s/model' --video '%s' --fps 1 --max-frames 8 "
+                          "--task caption %s 2>/dev/null", bin, dir, a, args[i]), 0);
+        size_t n = strlen(want[i]);
+        if (n > 0 && want[i][n - 1] == '\n')
+            want[i][n - 1] = 0; /* vl3 run ends the answer with a newline */
+        ASSERT_STR_EQ(o[i].answer[0], want[i]);
+    }
+    /* the sampled answer is real text, not only the whitespace greedy collapses to here */
+    ASSERT_LT(strspn(o[1].answer[0], " \t\n"), strlen(o[1].answer[0]));
     return 0;
 }
 
@@ -471,5 +532,29 @@ TEST(e2e_daemon_drives_real_worker)
     int r = test_sh(NULL, 0, "'%s/tests/worker/test_worker_e2e.sh' '%s' '%s' '%s' 1>&2",
                     test_source_dir(), test_build_dir(), test_source_dir(), dir);
     ASSERT_EQ(r, 0);
+    return 0;
+}
+
+/* A job whose frames could never fit memory_budget is refused; the worker keeps serving. */
+TEST(proc_memory_budget_refuses_oversized)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "memory_budget = 1M"));
+    char big[1200], small[1200];
+    path(big, sizeof(big), "a.mp4");   /* 160x120: ~1.7 MB of frames and pixel values */
+    path(small, sizeof(small), "c.mp4"); /* 96x96, 3 s: under 1 MB */
+    const char *ids[2] = {"big", "small"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job(&p, "big", big, 0, 1));
+    ASSERT_OK(send_job(&p, "small", small, 0, 1));
+    ASSERT_OK(collect(&p, ids, 2, o, 120));
+    ASSERT(o[0].got_error);
+    ASSERT_STR_CONTAINS(o[0].err_msg, "memory_budget");
+    ASSERT_EQ(o[0].err_retry, 0);
+    ASSERT(o[1].got_done || llm_missing(&o[1]));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
     return 0;
 }

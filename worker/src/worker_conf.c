@@ -47,6 +47,8 @@ const vl3_conf_option worker_conf_table[] = {
         "tokens per generation slot (0 = the engine default)"),
     OPT("generate.max_new_tokens", VL3_CONF_INT, max_new_tokens, "512", 1, 1 << 20,
         VL3_CONF_RESTART, "answer length limit when a job does not set one"),
+    OPT("generate.seed", VL3_CONF_INT, seed, "-1", -1, 9.0e15, VL3_CONF_RESTART,
+        "sampling seed of every answer (-1 = derived from the job id, task and window)"),
     OPT("task.caption", VL3_CONF_STRING, task_text[0], "", 0, 0, VL3_CONF_RESTART,
         "instruction override for caption ({media}; empty = built-in)"),
     OPT("task.ocr", VL3_CONF_STRING, task_text[1], "", 0, 0, VL3_CONF_RESTART,

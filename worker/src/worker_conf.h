@@ -28,6 +28,7 @@ struct worker_conf {
     int64_t max_sequences;       /* generation slots decoded together (continuous batching) */
     int64_t n_ctx;               /* tokens per generation slot (0 = engine default) */
     int64_t max_new_tokens;      /* answer length when a job does not say */
+    int64_t seed;                /* sampling seed; -1 = derived from job id, task, window */
     char *task_text[4];          /* instruction overrides per task ("" = built-in) */
     /* media (worker/src/media*.c, sample.c) */
     char *media_formats;           /* demuxers a job may use */

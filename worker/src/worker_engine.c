@@ -201,7 +201,7 @@ static int submit_prompts(struct worker *w, struct worker_unit *u, vl3_error *er
         q->max_new_tokens = (int)(job->max_new_tokens > 0 ? job->max_new_tokens
                                                           : w->conf->max_new_tokens);
         q->temperature = (float)job->temperature;
-        q->seed = seed_of(job->id, t, u->window);
+        q->seed = w->conf->seed >= 0 ? (uint64_t)w->conf->seed : seed_of(job->id, t, u->window);
         q->user = g;
     }
     for (t = 0; t < job->ntasks; t++) {

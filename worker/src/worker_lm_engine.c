@@ -26,8 +26,9 @@ static int eng_start(void *impl, int slot, const struct worker_seq *q, int32_t *
 {
     struct lm_engine *e = impl;
     vl3_sampler_params sp = e->gen.sampling;
-    if (q->temperature <= 0) {
+    if (q->temperature <= 0) { /* greedy as `vl3 run --greedy`: argmax, no penalty */
         sp.greedy = 1;
+        sp.repetition_penalty = 1.0f;
     } else {
         sp.greedy = 0;
         sp.temperature = q->temperature;
