@@ -216,6 +216,7 @@ static void handle_msg(struct sv_worker *w, const vl3_proto_msg *m)
             vl3_log_info("worker ready worker=%d pid=%d version=\"%s\" backend=%s", w->idx, w->pid,
                          m->u.hello.worker, m->u.hello.backend ? m->u.hello.backend : "?");
             w->state = W_IDLE;
+            dispatch(sv);
         }
         return;
     case VL3_PROTO_PONG:
