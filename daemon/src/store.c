@@ -204,7 +204,8 @@ static const char sql_failed[] =
     "        CASE WHEN $10::boolean THEN 'failed' ELSE 'retrying' END, 1, "
     "        COALESCE(to_timestamp($8::double precision), now()), $9, "
     "        CASE WHEN $10::boolean THEN now() END) "
-    "ON CONFLICT (job_id) DO UPDATE SET status = EXCLUDED.status, last_error = EXCLUDED.last_error, "
+    "ON CONFLICT (job_id) DO UPDATE SET status = EXCLUDED.status, "
+    "    last_error = EXCLUDED.last_error, "
     "    finished_at = EXCLUDED.finished_at, updated_at = now(), "
     "    worker = COALESCE(EXCLUDED.worker, j.worker), path = COALESCE(EXCLUDED.path, j.path) "
     "WHERE j.status <> 'done' "
@@ -383,10 +384,9 @@ int store_job_done(pg_conn *pg, const store_job *job, const store_video *video,
 
 static int pq_fail(vl3_error *reterr, const char *what, const char *msg)
 {
-    size_t n = msg ? strlen(msg) : 0;
-    while (n > 0 && msg[n - 1] == '\n')
-        n--;
-    return vl3_error_set(reterr, VL3_E_PG, "%s: %.*s", what, (int)n, msg ? msg : "");
+    char prefix[160];
+    snprintf(prefix, sizeof(prefix), "%s: ", what);
+    return pg_error_set(reterr, prefix, msg);
 }
 
 static const char sql_status_counts[] = "SELECT status, count(*) FROM jobs GROUP BY status";

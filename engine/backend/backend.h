@@ -29,7 +29,15 @@ enum vl3__op {
     VL3__OP_EMBED,
     VL3__OP_ARGMAX,
     VL3__OP_COPY_ROWS,
-    /* vision (Engine II): add values here */
+    /* vision (Engine II): the slots of struct vl3__vision_ops */
+    VL3__OP_VISION_LINEAR,
+    VL3__OP_VISION_LAYERNORM,
+    VL3__OP_VISION_ROPE2D,
+    VL3__OP_VISION_ATTENTION_BLOCKS,
+    VL3__OP_VISION_GELU_TANH,
+    VL3__OP_VISION_GELU_ERF,
+    VL3__OP_VISION_ADD,
+    VL3__OP_VISION_DOWNSAMPLE,
 
     VL3__OP_COUNT
 };

@@ -51,7 +51,8 @@ typedef struct vl3__tensor {
     enum vl3__dtype dtype;
     int ndim;
     int64_t shape[VL3__MAX_DIMS];
-    const void *data;      /* host bytes (mmapped file or owned), row-major */
+    const void *data;      /* host bytes (mmapped file or owned), row-major; the loader
+                              guarantees alignment to the element size */
     size_t nbytes;
 } vl3__tensor;
 

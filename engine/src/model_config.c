@@ -238,7 +238,7 @@ int vl3__config_parse(const char *name, const char *buf, size_t len, struct vl3_
     struct rd rd = {name, "", reterr};
     int r = vl3_json_load_buf(buf, len, &root, reterr);
     if (r < 0) {
-        vl3_error_prefix(reterr, "\"%s\": ", name);
+        vl3_error_prefix(reterr, "\"%s\"", name);
         return r;
     }
     if (!json_is_object(root)) {

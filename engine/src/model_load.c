@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +73,13 @@ static int bind(struct binder *b, vl3__tensor *dst, const char *name, int ndim, 
         return vl3_error_set(b->err, VL3_E_FORMAT,
                              "\"%s\": tensor \"%s\": dtype %s, expected BF16, F16 or F32", file,
                              name, vl3__dtype_st_name(t->dtype));
+    /* compute code reads elements in place: demand natural alignment (every writer we know
+     * pads the header to 8 bytes and orders tensors so that this holds) */
+    if ((uintptr_t)t->data % vl3__dtype_size(t->dtype) != 0)
+        return vl3_error_set(b->err, VL3_E_UNSUPPORTED,
+                             "\"%s\": tensor \"%s\": data is not aligned to %zu bytes; re-save the "
+                             "checkpoint with a standard safetensors writer",
+                             file, name, vl3__dtype_size(t->dtype));
     int same = t->ndim == ndim;
     for (int i = 0; same && i < ndim; i++)
         same = t->shape[i] == d[i];

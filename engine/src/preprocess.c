@@ -280,8 +280,8 @@ int vl3_vision_preprocess(const vl3_preprocess_params *p, const vl3_vision_item 
     uint8_t *buf = NULL;
     float lut[3][256];
     int rc;
-    if (!ret)
-        return vl3_error_set(reterr, -EINVAL, "no output batch");
+    if (!ret || !p || p->patch_size <= 0)
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
     b.n_items = n;
     b.patch_dim = 3 * p->patch_size * p->patch_size;
     b.grids = calloc((size_t)VL3_MAX(n, 1), sizeof(*b.grids));

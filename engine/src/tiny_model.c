@@ -16,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "safetensors.h"
 #include "vl3/util.h"
@@ -333,6 +335,36 @@ static int write_configs(const char *dir, const struct vl3__tiny_params *p,
     return dump(proc, dir, "processor_config.json", reterr);
 }
 
+/* Remove weight files of an earlier run in out_dir (a stale index would shadow a new single
+ * file, stale shards would confuse readers). */
+static int remove_old_weights(const char *dir, vl3_error *reterr)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return vl3_error_set(reterr, -errno, "could not open \"%s\": %s", dir, strerror(errno));
+    struct dirent *de;
+    int r = 0;
+    char path[PATH_MAX];
+    unsigned a, b;
+    char tail[32];
+    while ((de = readdir(d)) != NULL) {
+        const char *n = de->d_name;
+        int old = strcmp(n, "model.safetensors") == 0 ||
+                  strcmp(n, "model.safetensors.index.json") == 0 ||
+                  (sscanf(n, "model-%5u-of-%5u.%31s", &a, &b, tail) == 3 &&
+                   strcmp(tail, "safetensors") == 0);
+        if (!old)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, n);
+        if (unlink(path) < 0 && errno != ENOENT) {
+            r = vl3_error_set(reterr, -errno, "could not remove \"%s\": %s", path, strerror(errno));
+            break;
+        }
+    }
+    closedir(d);
+    return r;
+}
+
 int vl3__tiny_write(const char *out_dir, const struct vl3__tiny_params *p, vl3_error *reterr)
 {
     VL3_RETURN_IF(!out_dir || !p, -EINVAL);
@@ -351,6 +383,8 @@ int vl3__tiny_write(const char *out_dir, const struct vl3__tiny_params *p, vl3_e
     if (r < 0)
         return r;
     if ((r = write_configs(out_dir, p, &tk, reterr)) < 0)
+        return r;
+    if ((r = remove_old_weights(out_dir, reterr)) < 0)
         return r;
     if ((r = build_tensors(p, tk.vocab_rows, &l)) < 0)
         return vl3_error_set(reterr, r, "out of memory");

@@ -81,3 +81,95 @@ fail:
     vl3_mm_input_deinit(&in);
     return rc;
 }
+
+int vl3_vision_encode_many(vl3_vision *v, const vl3_pixel_batch *const *batches,
+                           const vl3_token_mask *const *masks, int n, float *const *outs,
+                           vl3_error *reterr)
+{
+    if (!v || n < 0 || (n > 0 && (!batches || !outs)))
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    vl3_pixel_batch all = {0};
+    vl3_token_mask mask = {0};
+    float *rows = NULL;
+    int rc = -ENOMEM, K = 0, n_items = 0;
+    int64_t P = 0, n_tok = 0, n_kept = 0;
+    for (int i = 0; i < n; i++) {
+        const vl3_pixel_batch *b = batches[i];
+        if (!b || (K && b->patch_dim != K))
+            return vl3_error_set(reterr, -EINVAL, "batch %d is missing or has another patch size",
+                                 i);
+        K = b->patch_dim;
+        P += b->n_patches;
+        n_items += b->n_items;
+        for (int j = 0; j < b->n_items; j++)
+            n_tok += (int64_t)b->grids[j].t * vl3_vision_grid_tokens_per_frame(&b->grids[j]);
+    }
+    if (P == 0)
+        return 0;
+    all.patch_dim = K;
+    all.n_patches = P;
+    all.n_items = n_items;
+    all.pixel_values = malloc(sizeof(float) * (size_t)P * (size_t)K);
+    all.grids = malloc(sizeof(*all.grids) * (size_t)n_items);
+    mask.keep = malloc((size_t)n_tok);
+    if (!all.pixel_values || !all.grids || !mask.keep) {
+        rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
+        goto out;
+    }
+    int64_t prow = 0, tok = 0;
+    int item = 0;
+    for (int i = 0; i < n; i++) {
+        const vl3_pixel_batch *b = batches[i];
+        const vl3_token_mask *m = masks ? masks[i] : NULL;
+        int64_t bt = 0;
+        memcpy(all.pixel_values + prow * K, b->pixel_values,
+               sizeof(float) * (size_t)b->n_patches * (size_t)K);
+        prow += b->n_patches;
+        for (int j = 0; j < b->n_items; j++) {
+            all.grids[item++] = b->grids[j];
+            bt += (int64_t)b->grids[j].t * vl3_vision_grid_tokens_per_frame(&b->grids[j]);
+        }
+        if (m && m->n_tokens != bt) {
+            rc = vl3_error_set(reterr, -EINVAL, "mask %d covers %lld tokens, its batch has %lld",
+                               i, (long long)m->n_tokens, (long long)bt);
+            goto out;
+        }
+        if (m)
+            memcpy(mask.keep + tok, m->keep, (size_t)bt);
+        else
+            memset(mask.keep + tok, 1, (size_t)bt);
+        tok += bt;
+    }
+    for (int64_t t = 0; t < n_tok; t++)
+        n_kept += mask.keep[t] != 0;
+    mask.n_tokens = n_tok;
+    mask.n_kept = n_kept;
+    int D = vl3_vision_out_dim(v);
+    rows = malloc(sizeof(float) * (size_t)(n_kept > 0 ? n_kept : 1) * (size_t)D);
+    if (!rows) {
+        rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = vl3_vision_encode(v, &all, &mask, rows, reterr)) < 0)
+        goto out;
+    int64_t r = 0;
+    tok = 0;
+    for (int i = 0; i < n; i++) {
+        int64_t k = 0;
+        const vl3_pixel_batch *b = batches[i];
+        for (int j = 0; j < b->n_items; j++)
+            for (int64_t t = 0;
+                 t < (int64_t)b->grids[j].t * vl3_vision_grid_tokens_per_frame(&b->grids[j]); t++)
+                k += mask.keep[tok++] != 0;
+        if (k > 0)
+            memcpy(outs[i], rows + r * D, sizeof(float) * (size_t)k * (size_t)D);
+        r += k;
+    }
+    rc = 0;
+out:
+    free(rows);
+    free(mask.keep);
+    free(all.pixel_values);
+    free(all.grids);
+    return rc;
+}

@@ -270,8 +270,11 @@ TEST(pg_adapter_unreachable_retries)
     vl3_log_set_level(VL3_LOG_INFO);
     dup2(saved, 2);
     close(saved);
-    ASSERT_EQ(test_sh(out, sizeof(out), "grep -c '^<4>could not connect to PostgreSQL: .*port 1 "
-                      "failed: Connection refused.*retrying in [0-9]*ms$' %s", logpath), 0);
+    ASSERT_EQ(test_sh(out, sizeof(out),
+                      "grep -c '^<4>could not connect to PostgreSQL: .*port 1 failed: Connection "
+                      "refused.*retrying in [0-9]*ms host=127.0.0.1 port=1 dbname=x$' %s",
+                      logpath),
+              0);
     ASSERT_STR_EQ(out, "1\n");
     ASSERT_EQ(test_sh(out, sizeof(out), "grep -c '^<7>could not connect to PostgreSQL' %s",
                       logpath), 0);

@@ -9,7 +9,9 @@ Image.open(p).convert('RGB'), the resize rule of simple_batched_resize / batched
 multiply, cast to float32) and normalize ((x - 0.5) / 0.5 in float32), and the merge-aware patch
 flattening (t, gh/m, gw/m, m, m, C, 14, 14).
 
-Usage: pil_ref.py OUTDIR [images]
+Usage: pil_ref.py OUTDIR [images|rules]
+With "rules", only rules.txt is written: random calls through the resize rules (simple, mixed,
+native smart_resize) with the Python results.
 With "images", only the images are written, plus images.txt listing "file width height" and
 file.rgb holding PIL's convert('RGB') bytes of each (for the decoder test).
 Writes into OUTDIR, for each case N: caseN.json (items: file, w, h, frames, is_video, merge, and
@@ -76,6 +78,51 @@ def py_resize_mixed(sizes, frames, factors, max_tokens=16384):
     return out
 
 
+def py_smart_resize(H, W, factor, min_pixels, max_pixels):
+    if max(H, W) / min(H, W) > 200:
+        return (-1, -1)
+    h = round(H / factor) * factor
+    w = round(W / factor) * factor
+    if h * w > max_pixels:
+        beta = math.sqrt((H * W) / max_pixels)
+        h = max(factor, math.floor(H / beta / factor) * factor)
+        w = max(factor, math.floor(W / beta / factor) * factor)
+    elif h * w < min_pixels:
+        beta = math.sqrt(min_pixels / (H * W))
+        h = math.ceil(H * beta / factor) * factor
+        w = math.ceil(W * beta / factor) * factor
+    return (h, w)
+
+
+def write_rules(path):
+    """Random calls through the three resize rules: one line per call,
+    'rule n f0 frames0 H0 W0 ... -> h0 w0 ...' (rule: simple, mixed, native)."""
+    import random
+    rnd = random.Random(1234)
+    with open(path, "w") as f:
+        for k in range(3000):
+            rule = ("simple", "mixed", "native")[k % 3]
+            n = rnd.randint(1, 3)
+            items = []
+            for _ in range(n):
+                m = rnd.choice((1, 2))
+                t = rnd.choice((1, 1, 2, 7, 60, 180)) if m == 2 else 1
+                H = rnd.choice((rnd.randint(1, 64), rnd.randint(1, 4000), rnd.randint(100, 9000)))
+                W = rnd.choice((rnd.randint(1, 64), rnd.randint(1, 4000), rnd.randint(100, 9000)))
+                items.append((14 * m, t, H, W))
+            if rule == "simple":
+                f0 = items[0][0]
+                items = [(f0, t, H, W) for (_, t, H, W) in items]
+                out = py_resize_simple([(H, W) for (_, _, H, W) in items], [t for (_, t, _, _) in items], f0)
+            elif rule == "mixed":
+                out = py_resize_mixed([(H, W) for (_, _, H, W) in items], [t for (_, t, _, _) in items],
+                                      [fa for (fa, _, _, _) in items])
+            else:
+                out = [py_smart_resize(H, W, fa, 3136, 3211264 // t) for (fa, t, H, W) in items]
+            f.write("%s %d %s -> %s\n" % (rule, n, " ".join("%d %d %d %d" % it for it in items),
+                                          " ".join("%d %d" % o for o in out)))
+
+
 def normalize(u8):
     x = (u8.astype(np.float64) * (1 / 255)).astype(np.float32)
     mean = np.array([0.5, 0.5, 0.5], dtype=np.float32)
@@ -128,6 +175,9 @@ def run_case(outdir, idx, items):
 def main():
     outdir = sys.argv[1]
     os.makedirs(outdir, exist_ok=True)
+    if len(sys.argv) > 2 and sys.argv[2] == "rules":
+        write_rules(os.path.join(outdir, "rules.txt"))
+        return
 
     def save(im, name, **kw):
         im.save(os.path.join(outdir, name), **kw)
@@ -150,8 +200,10 @@ def main():
     files["webpq"] = save(smooth_noise(400, 300, 11), "lossy.webp", quality=80)
     files["jpg"] = save(smooth_noise(257, 199, 12, noise=2), "photo.jpg", quality=90)
     files["jpg444"] = save(smooth_noise(161, 97, 18), "photo444.jpg", quality=95, subsampling=0)
-    files["huge"] = save(smooth_noise(3000, 2000, 13), "huge.png")
-    files["huge2"] = save(smooth_noise(2000, 3100, 14), "huge2.png")
+    only_images = len(sys.argv) > 2 and sys.argv[2] == "images"
+    if not only_images:  # large downscales: preprocessing only (PNG encoding them is slow)
+        files["huge"] = save(smooth_noise(2400, 1600, 13), "huge.png")
+        files["huge2"] = save(smooth_noise(1500, 2500, 14), "huge2.png")
     vid = []
     base = np.asarray(smooth_noise(160, 120, 15)).copy()
     for k in range(4):
@@ -162,7 +214,7 @@ def main():
             fr[80:100, 100:150] = (fr[80:100, 100:150] // 2)
         vid.append(save(Image.fromarray(fr, "RGB"), "vid_%d.png" % k))
 
-    if len(sys.argv) > 2 and sys.argv[2] == "images":
+    if only_images:
         g16 = (np.asarray(smooth_noise(64, 48, 16))[:, :, 0].astype(np.uint16) * 3)
         files["palt"] = save(smooth_noise(90, 70, 17).quantize(colors=16), "palt.png",
                              transparency=3)

@@ -505,3 +505,70 @@ TEST(backend_choice)
     vl3_model_free(m);
     return 0;
 }
+
+/* Real 2B / 7B shapes (sparse files, headers only): the loader binds every tensor and its
+ * parameter count equals both the Python count and the hand-computed total of spec section 12. */
+static int real_size(const char *which, int64_t spec_params, int tied, int files)
+{
+    if (access("/usr/bin/python3", X_OK) != 0)
+        SKIP("/usr/bin/python3 is not available");
+    char dir[PATH_MAX], out[256];
+    snprintf(dir, sizeof(dir), "%s/real_%s", test_tmpdir(), which);
+    ASSERT_EQ(test_sh(out, sizeof(out), "/usr/bin/python3 %s/tests/engine/test_loader_realsize.py %s %s",
+                      test_source_dir(), dir, which),
+              0);
+    int64_t py = strtoll(out, NULL, 10);
+    ASSERT_EQ(py, spec_params);
+    vl3_model_params p = vl3_model_params_default();
+    p.dir = dir;
+    p.load_tokenizer = 0;
+    p.no_backend = 1;
+    vl3_model *m = NULL;
+    vl3_error e = {0};
+    double t0 = vl3_time_s();
+    ASSERT_OK_E(vl3_model_load(&p, &m, &e), &e);
+    double t1 = vl3_time_s();
+    vl3_model_info i;
+    vl3_model_get_info(m, &i);
+    fprintf(stderr, "%s: %d tensors, %" PRId64 " params, loaded (headers, bind, checks) in %.1f ms\n",
+            which, i.n_tensors, i.n_params, (t1 - t0) * 1e3);
+    ASSERT_EQ(i.n_params, spec_params);
+    ASSERT_EQ(i.n_bytes, 2 * spec_params);
+    ASSERT_EQ(i.tied_lm_head, tied);
+    ASSERT_EQ(i.n_files, files);
+    ASSERT_EQ(i.llm_head_dim, 128);
+    ASSERT_EQ(i.vision_hidden / i.vision_heads, 72);
+    ASSERT_EQ(i.id_endoftext, 151643);
+    ASSERT_EQ(i.id_im_end, 151645);
+    ASSERT_EQ(i.id_image, 151665);
+    ASSERT_EQ(i.image_token_id, 151665);
+    vl3_model_free(m);
+    return 0;
+}
+
+TEST(real_2b_shapes)
+{
+    return real_size("2b", 1959993584LL, 1, 1);
+}
+
+TEST(real_7b_shapes_sharded)
+{
+    return real_size("7b", 8044744944LL, 0, 4);
+}
+
+/* Rewriting a directory replaces the weights of the earlier run (no stale index or shards). */
+TEST(tiny_overwrite)
+{
+    char dir[PATH_MAX];
+    ASSERT(tiny("overwrite", VL3__LAYOUT_REMOTE, 1, 3, NULL, dir, sizeof(dir)));
+    ASSERT(tiny("overwrite", VL3__LAYOUT_REMOTE, 2, 1, NULL, dir, sizeof(dir)));
+    ASSERT_EQ(test_sh(NULL, 0, "ls %s | grep -q -e index.json -e -of-", dir), 1);
+    vl3_model *m = NULL;
+    vl3_error e = {0};
+    ASSERT_OK_E(load(dir, 1, &m, &e), &e);
+    vl3_model_info i;
+    vl3_model_get_info(m, &i);
+    ASSERT_EQ(i.n_files, 1);
+    vl3_model_free(m);
+    return 0;
+}

@@ -398,7 +398,7 @@ TEST(config_errors)
                    "vision_encoder_config") ||
         cfg_expect("{\"model_type\":\"video_llama_3\",\"text_config\":{" LLM "}}", VL3_E_FORMAT,
                    "vision_config") ||
-        cfg_expect("{nope", VL3_E_FORMAT, "config.json"))
+        cfg_expect("{nope", VL3_E_FORMAT, "\"config.json\": invalid JSON"))
         return 1;
     /* native: tie flag forwarded from text_config, placeholder defaults */
     const char *nat = "{\"model_type\":\"video_llama_3\",\"text_config\":{\"model_type\":\"qwen2\"," LLM

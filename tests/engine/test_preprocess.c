@@ -289,3 +289,53 @@ TEST(bad_input)
     vl3_pixel_batch_deinit(&b); /* idempotent */
     return 0;
 }
+
+TEST(resize_rules_match_python)
+{
+    if (!have_pil())
+        SKIP("/usr/bin/python3 with PIL and numpy is not available");
+    char dir[1024], path[1200], log[2048];
+    snprintf(dir, sizeof(dir), "%s/rules", test_tmpdir());
+    if (test_sh(log, sizeof(log), "/usr/bin/python3 %s/tests/engine/pil_ref.py %s rules 2>&1",
+                test_source_dir(), dir) != 0)
+        TEST__FAIL("pil_ref.py rules failed: %s", log);
+    snprintf(path, sizeof(path), "%s/rules.txt", dir);
+    char *txt = NULL;
+    size_t len;
+    ASSERT_OK(vl3_file_read(path, 1 << 24, &txt, &len, NULL));
+    int calls = 0;
+    for (char *save = NULL, *line = strtok_r(txt, "\n", &save); line;
+         line = strtok_r(NULL, "\n", &save), calls++) {
+        char rule[16];
+        int n, off, sz[6], fr[3], fac[3], exp[6], got[6];
+        ASSERT_EQ(sscanf(line, "%15s %d%n", rule, &n, &off), 2);
+        char *p = line + off;
+        for (int i = 0; i < n; i++) {
+            ASSERT_EQ(sscanf(p, "%d %d %d %d%n", &fac[i], &fr[i], &sz[2 * i], &sz[2 * i + 1], &off), 4);
+            p += off;
+        }
+        p = strstr(p, "->") + 2;
+        for (int i = 0; i < 2 * n; i++) {
+            ASSERT_EQ(sscanf(p, "%d%n", &exp[i], &off), 1);
+            p += off;
+        }
+        if (strcmp(rule, "simple") == 0) {
+            vl3__resize_rule_simple(sz, fr, n, fac[0], 16, 16384, got);
+        } else if (strcmp(rule, "mixed") == 0) {
+            vl3__resize_rule_mixed(sz, fr, fac, n, 16384, got);
+        } else {
+            for (int i = 0; i < n; i++) {
+                int rc = vl3__smart_resize(sz[2 * i], sz[2 * i + 1], fac[i], 3136, 3211264 / fr[i],
+                                           &got[2 * i], &got[2 * i + 1]);
+                if (rc == VL3_E_LIMIT)
+                    got[2 * i] = got[2 * i + 1] = -1;
+            }
+        }
+        for (int i = 0; i < 2 * n; i++)
+            if (got[i] != exp[i])
+                TEST__FAIL("%s: item %d got %d, python %d", line, i / 2, got[i], exp[i]);
+    }
+    free(txt);
+    ASSERT_EQ(calls, 3000);
+    return 0;
+}

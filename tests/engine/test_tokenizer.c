@@ -914,3 +914,48 @@ TEST(tokenizer_cli)
     vl3_tokenizer_free(tok);
     return 0;
 }
+
+/* added_tokens.json entries: special when special_tokens_map.json names them (transformers'
+ * rule), matched leftmost-longest ("<xy>" wins over "<x"), decoded with or without. */
+TEST(tokenizer_added_tokens_json)
+{
+    char *vocab = mini_vocab();
+    const char *f[] = {"vocab.json",
+                       vocab,
+                       "merges.txt",
+                       "#version: 0.2\na b\n",
+                       "added_tokens.json",
+                       "{\"<x\": 300, \"<xy>\": 301, \"<z>\": 302}",
+                       "special_tokens_map.json",
+                       "{\"eos_token\": {\"content\": \"<xy>\"}, \"additional_special_tokens\": "
+                       "[\"<z>\"]}",
+                       NULL};
+    const char *dir = make_dir("added-json", f);
+    vl3_tokenizer *tok = NULL;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_tokenizer_load(dir, &tok, &err), &err);
+    ASSERT_EQ(vl3_tokenizer_vocab_size(tok), 303);
+    ASSERT_EQ(vl3_tokenizer_is_special(tok, 300), 0);
+    ASSERT_EQ(vl3_tokenizer_is_special(tok, 301), 1);
+    ASSERT_EQ(vl3_tokenizer_is_special(tok, 302), 1);
+    ASSERT_EQ(vl3_tokenizer_is_special(tok, 299), -ENOENT); /* gap between 256 and 300 */
+    int32_t ids[16];
+    size_t n;
+    const char *text = "ab<xy><x<z>ab";
+    ASSERT_OK(vl3_tokenizer_encode(tok, text, strlen(text), ids, 16, &n, NULL));
+    ASSERT_EQ(n, 5);
+    ASSERT_EQ(ids[0], 256);
+    ASSERT_EQ(ids[1], 301);
+    ASSERT_EQ(ids[2], 300);
+    ASSERT_EQ(ids[3], 302);
+    ASSERT_EQ(ids[4], 256);
+    char out[64];
+    size_t len;
+    ASSERT_OK(vl3_tokenizer_decode(tok, ids, n, 1, out, sizeof(out), &len, NULL));
+    ASSERT_STR_EQ(out, "ab<xab");
+    ASSERT_OK(vl3_tokenizer_decode(tok, ids, n, 0, out, sizeof(out), &len, NULL));
+    ASSERT_STR_EQ(out, text);
+    vl3_tokenizer_free(tok);
+    free(vocab);
+    return 0;
+}

@@ -96,6 +96,22 @@ static int run(int native)
     ASSERT_EQ(one.mask.n_kept, nk - off);
     for (int64_t i = 0; i < one.mask.n_kept * a.hidden; i++)
         ASSERT_NEAR(one.visual[i], a.visual[off * a.hidden + i], 1e-5);
+    /* encode_many: the two requests (pair, video alone) in one pass == separately */
+    {
+        const vl3_pixel_batch *bs[2] = {&a.batch, &one.batch};
+        const vl3_token_mask *ms[2] = {&a.mask, NULL};
+        int64_t n1 = one.mask.n_tokens;
+        float *o0 = malloc(sizeof(float) * nk * a.hidden), *o1 = malloc(sizeof(float) * n1 * a.hidden);
+        float *outs[2] = {o0, o1};
+        ASSERT_OK_E(vl3_vision_encode_many(v, bs, ms, 2, outs, &err), &err);
+        for (int64_t i = 0; i < nk * a.hidden; i++)
+            ASSERT_NEAR(o0[i], a.visual[i], 1e-5);
+        float *o1ref = malloc(sizeof(float) * n1 * a.hidden);
+        ASSERT_OK(vl3_vision_encode(v, &one.batch, NULL, o1ref, &err));
+        for (int64_t i = 0; i < n1 * a.hidden; i++)
+            ASSERT_NEAR(o1[i], o1ref[i], 1e-5);
+        free(o0), free(o1), free(o1ref);
+    }
     vl3_mm_input_deinit(&one);
     free(full);
     vl3_mm_input_deinit(&a);

@@ -189,3 +189,66 @@ TEST(prompt_ids_native_sora)
     vl3_tokenizer_free(tok);
     return 0;
 }
+
+TEST(prompt_ids_remote_readme)
+{
+    const char *shared = test_shared_dir();
+    if (!shared)
+        SKIP("../shared/data is absent");
+    char tokdir[1024], dir[1024];
+    snprintf(tokdir, sizeof(tokdir), "%s/data/qwen2.5-tokenizer", shared);
+    snprintf(dir, sizeof(dir), "%s/tinyq", test_tmpdir());
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    tp.tokenizer_dir = tokdir;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+    vl3_model_params mp = vl3_model_params_default();
+    mp.dir = dir;
+    mp.no_backend = 1;
+    vl3_model *m = NULL;
+    ASSERT_OK_E(vl3_model_load(&mp, &m, &err), &err);
+    const vl3_tokenizer *tok = vl3_model_tokenizer(m);
+    if (!tok)
+        SKIP("tokenizer not available in this build");
+    /* the data README's pair: one <image> (grid 1x1), remote flavour, no system turn */
+    vl3_image im = {px, 1, 1, 3};
+    vl3_vision_item img = {&im, 1, NULL, 0, 0};
+    vl3_vision_grid g = {1, 1, 1, 1};
+    vl3_prompt_params p;
+    vl3_prompt_params_default(&p);
+    p.user_text = "What is in the video?";
+    vl3_prompt pr = {0};
+    ASSERT_OK_E(vl3_prompt_build(&p, tok, &img, &g, 1, NULL, &pr, &err), &err);
+    const int32_t exp[] = {151644, 872, 198, 151665, 198, 3838, 374, 304,
+                           279,    2766, 30, 151645, 198, 151644, 77091, 198};
+    ASSERT_EQ(pr.n_ids, (int64_t)VL3_ARRAY_SIZE(exp));
+    for (size_t i = 0; i < VL3_ARRAY_SIZE(exp); i++)
+        ASSERT_EQ(pr.ids[i], exp[i]);
+    ASSERT_EQ(pr.n_visual, 1);
+    ASSERT_EQ(pr.visual_pos[0], 3);
+    vl3_prompt_deinit(&pr);
+    /* video: "Time 0.0s:" + 2 tokens + "," + "Time 1.0s:" + 1 token (pruned) + "\n" */
+    vl3_image fr[2] = {{px, 1, 1, 3}, {px, 1, 1, 3}};
+    double ts[2] = {0, 1};
+    vl3_vision_item vid = {fr, 2, ts, 1, 0};
+    vl3_vision_grid vg = {2, 2, 4, 2};
+    int kept[2] = {2, 1}, total[2] = {2, 2};
+    uint8_t keep[4] = {1, 1, 1, 0};
+    vl3_token_mask mask = {keep, 4, 3, 2, kept, total};
+    ASSERT_OK_E(vl3_prompt_build(&p, tok, &vid, &vg, 1, &mask, &pr, &err), &err);
+    ASSERT_EQ(pr.n_visual, 3);
+    for (int i = 0; i < 3; i++)
+        ASSERT_EQ(pr.ids[pr.visual_pos[i]], 151665);
+    ASSERT_EQ(pr.visual_pos[1], pr.visual_pos[0] + 1);
+    ASSERT_GT(pr.visual_pos[2], pr.visual_pos[1] + 2); /* ",Time 1.0s:" in between */
+    /* ids equal tokenizing the rendered text in one piece */
+    int32_t *whole = malloc(sizeof(int32_t) * 4096);
+    size_t n = 0;
+    ASSERT_OK(vl3_tokenizer_encode(tok, pr.text, strlen(pr.text), whole, 4096, &n, &err));
+    ASSERT_EQ((int64_t)n, pr.n_ids);
+    ASSERT_MEM_EQ(whole, pr.ids, n * sizeof(int32_t));
+    free(whole);
+    vl3_prompt_deinit(&pr);
+    vl3_model_free(m);
+    return 0;
+}

@@ -1,4 +1,5 @@
-/* fuzz_safetensors.c: libFuzzer driver for the safetensors header parser (untrusted bytes).
+/* fuzz_safetensors.c: libFuzzer driver for the checkpoint parsers (untrusted bytes): the
+ * safetensors header parser and, on the same input, the config.json parser of model_config.c.
  *
  * Feeds the input as a whole safetensors file image to vl3__st_open_buf. Invariants checked on
  * success: every accepted tensor lies inside the input, its byte count equals its shape product
@@ -13,8 +14,26 @@
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+/* config.json: either a validated config (positive sizes, heads dividing widths) or an error
+ * with a message. */
+static void fuzz_config(const uint8_t *data, size_t size)
+{
+    struct vl3__config c;
+    vl3_error e = {0};
+    int r = vl3__config_parse("config.json", (const char *)data, size, &c, &e);
+    if (r < 0) {
+        if (!e.msg[0])
+            abort();
+        return;
+    }
+    if (c.llm.hidden < 1 || c.llm.n_heads < 1 || c.llm.n_heads % c.llm.n_kv_heads ||
+        c.vision.hidden % c.vision.n_heads || c.llm.vocab < 1 || c.image_token_id >= c.llm.vocab)
+        abort();
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    fuzz_config(data, size);
     vl3__st *st = NULL;
     vl3_error e = {0};
     int r = vl3__st_open_buf("fuzz.safetensors", data, size, &st, &e);

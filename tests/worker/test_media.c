@@ -17,10 +17,13 @@
 #include <unistd.h>
 
 #include "media.h"
+#include "media_conf.h"
 #include "paths.h"
 #include "sample.h"
 #include "test.h"
+#include "vl3/conf.h"
 #include "vl3/util.h"
+#include "worker_conf.h"
 
 static const char *clip_dir(void)
 {
@@ -117,6 +120,8 @@ static int cli_reference(const char *path, const char *fps, uint8_t **ret, size_
     return 0;
 }
 
+static int last_segments; /* segments the last check_exact decoded in parallel */
+
 /* Exact mode equals the CLI: frame count, every byte, labels. Returns 0 or fails. */
 static int check_exact(const char *path, int fn, int fd, const char *fps)
 {
@@ -129,9 +134,11 @@ static int check_exact(const char *path, int fn, int fd, const char *fps)
     ASSERT_EQ(cli_reference(path, fps, &ref, &ref_len, &start), 0);
     ASSERT_OK_E(sample_file(path, fn, fd, 0, SAMPLE_MODE_EXACT, &res, &err), &err);
     size_t fsize = (size_t)res->width * res->height * 3;
-    fprintf(stderr, "%s fps=%s: %zu frames %dx%d (cli %zu), decoded %lld, predicted %d\n", path,
-            fps, res->n, res->width, res->height, ref_len / fsize,
-            (long long)res->frames_decoded, res->predicted);
+    fprintf(stderr,
+            "%s fps=%s: %zu frames %dx%d (cli %zu), decoded %lld, predicted %d, segments %d\n",
+            path, fps, res->n, res->width, res->height, ref_len / fsize,
+            (long long)res->frames_decoded, res->predicted, res->segments);
+    last_segments = res->segments;
     ASSERT_EQ(ref_len % fsize, 0);
     ASSERT_EQ(res->n, ref_len / fsize);
     ASSERT_GT(res->n, 0);
@@ -181,6 +188,8 @@ TEST(exact_long_gop_bframes)
     CHECK_CLIP("longgop.mp4", 2, 1, "2");
     CHECK_CLIP("gop12.mp4", 1, 1, "1");
     CHECK_CLIP("gop12.mp4", 1, 2, "0.5");
+    if (vl3_cpu_count() > 1)
+        ASSERT_GT(last_segments, 1); /* keyframes every 12 frames: decoded in parallel */
     return 0;
 }
 
@@ -400,39 +409,86 @@ static double psnr(const uint8_t *a, const uint8_t *b, size_t n)
     return 10.0 * log10(255.0 * 255.0 / (se / (double)n));
 }
 
+/* Every frame of path fully decoded (no skipping) and converted: the quality reference. */
+struct all_frames {
+    size_t n;
+    int64_t *pts;
+    uint8_t *rgb;
+    size_t fsize;
+};
+
+static int decode_all(const char *path, struct all_frames *a)
+{
+    media_input *m = NULL;
+    vl3_error err = {0};
+    ASSERT_OK_E(open_file(path, NULL, &m, &err), &err);
+    const struct media_info *in = media_get_info(m);
+    a->fsize = (size_t)in->width * in->height * 3;
+    size_t cap = 1024;
+    a->n = 0;
+    a->pts = malloc(cap * sizeof(*a->pts));
+    a->rgb = malloc(cap * a->fsize);
+    ASSERT(a->pts && a->rgb);
+    media_pic *pic = media_pic_new();
+    int r;
+    while ((r = media_decode_next(m, pic, &err)) > 0) {
+        ASSERT_LT(a->n, cap);
+        a->pts[a->n] = media_pic_info(pic)->pts;
+        ASSERT_OK_E(media_pic_to_rgb(m, pic, a->rgb + a->n * a->fsize, &err), &err);
+        a->n++;
+    }
+    ASSERT_OK_E(r, &err);
+    media_pic_free(pic);
+    media_close(m);
+    return 0;
+}
+
+/* Fast mode against exact mode: same count and labels, each frame within one source frame of
+ * exact's choice, and its pixels close to the fully decoded frame it stands for. */
 static int check_fast(const char *path, int fn, int fd, double min_psnr)
 {
     struct sample_result *ex = NULL, *fa = NULL;
+    struct all_frames all = {0};
     vl3_error err = {0};
+    ASSERT_EQ(decode_all(path, &all), 0);
     ASSERT_OK_E(sample_file(path, fn, fd, 0, SAMPLE_MODE_EXACT, &ex, &err), &err);
     ASSERT_OK_E(sample_file(path, fn, fd, 0, SAMPLE_MODE_FAST, &fa, &err), &err);
     ASSERT_EQ(fa->n, ex->n);
-    /* one source frame: the stream's average frame duration in its time base */
-    media_input *m = NULL;
-    ASSERT_OK_E(open_file(path, NULL, &m, &err), &err);
-    const struct media_info *in = media_get_info(m);
-    double frame_tb = (double)in->fps_den * in->tb_den / ((double)in->fps_num * in->tb_num);
-    media_close(m);
     double worst = 99;
-    size_t fsize = (size_t)ex->width * ex->height * 3;
+    int moved = 0;
     for (size_t i = 0; i < ex->n; i++) {
         ASSERT(fa->frames[i].timestamp == ex->frames[i].timestamp);
-        ASSERT_LE(fabs((double)(fa->frames[i].src_pts - ex->frames[i].src_pts)), frame_tb + 0.5);
-        worst = fmin(worst, psnr(fa->frames[i].rgb, ex->frames[i].rgb, fsize));
+        /* positions of both choices among all frames in pts order (the decode order here) */
+        long pe = -1, pf = -1;
+        for (size_t j = 0; j < all.n; j++) {
+            if (all.pts[j] == ex->frames[i].src_pts)
+                pe = (long)j;
+            if (all.pts[j] == fa->frames[i].src_pts)
+                pf = (long)j;
+        }
+        ASSERT(pe >= 0 && pf >= 0);
+        ASSERT_LE(labs(pe - pf), 1);
+        moved += pe != pf;
+        ASSERT_MEM_EQ(ex->frames[i].rgb, all.rgb + (size_t)pe * all.fsize, all.fsize);
+        worst = fmin(worst, psnr(fa->frames[i].rgb, all.rgb + (size_t)pf * all.fsize, all.fsize));
     }
-    fprintf(stderr, "%s: fast decoded %lld frames, exact %lld; worst PSNR %.2f dB\n", path,
-            (long long)fa->frames_decoded, (long long)ex->frames_decoded, worst);
+    fprintf(stderr, "%s: fast decoded %lld frames, exact %lld, all %zu; %d of %zu picks moved "
+                    "by one frame; worst PSNR %.2f dB\n",
+            path, (long long)fa->frames_decoded, (long long)ex->frames_decoded, all.n, moved,
+            ex->n, worst);
     ASSERT_GE(worst, min_psnr);
     sample_result_free(ex);
     sample_result_free(fa);
+    free(all.pts);
+    free(all.rgb);
     return 0;
 }
 
 TEST(fast_mode_quality)
 {
-    ASSERT_EQ(check_fast(clip("longgop.mp4"), 1, 1, 30.0), 0);
-    ASSERT_EQ(check_fast(clip("cfr.mp4"), 2, 1, 30.0), 0);
-    ASSERT_EQ(check_fast(clip("vfr.mkv"), 1, 1, 30.0), 0);
+    ASSERT_EQ(check_fast(clip("longgop.mp4"), 1, 1, 35.0), 0);
+    ASSERT_EQ(check_fast(clip("cfr.mp4"), 2, 1, 35.0), 0);
+    ASSERT_EQ(check_fast(clip("vfr.mkv"), 1, 1, 35.0), 0);
     return 0;
 }
 
@@ -441,7 +497,7 @@ TEST(fast_mode_seeks_over_gops)
     /* keyframes every 12 frames (0.48 s), samples every 2 s: most GOPs are never decoded */
     struct sample_result *fa = NULL;
     vl3_error err = {0};
-    ASSERT_EQ(check_fast(clip("gop12.mp4"), 1, 2, 30.0), 0);
+    ASSERT_EQ(check_fast(clip("gop12.mp4"), 1, 2, 35.0), 0);
     ASSERT_OK_E(sample_file(clip("gop12.mp4"), 1, 2, 0, SAMPLE_MODE_FAST, &fa, &err), &err);
     ASSERT_LT(fa->frames_decoded, 182 / 2);
     sample_result_free(fa);
@@ -621,6 +677,15 @@ TEST(limits_are_named)
     ASSERT_STR_CONTAINS(err.msg, "media.decode_timeout");
     media_close(m);
 
+    /* the memory the kept pictures need is checked before decoding */
+    struct sample_params mp;
+    sample_params_default(&mp);
+    mp.max_bytes = 320 * 240 * 3 * 3;
+    ASSERT_OK_E(open_file(path, NULL, &m, &err), &err);
+    ASSERT_EQ(sample_video(m, &mp, &res, &err), VL3_E_LIMIT);
+    ASSERT_STR_CONTAINS(err.msg, "memory budget");
+    media_close(m);
+
     media_policy_default(&pol);
     pol.formats = "matroska";
     ASSERT_EQ(open_file(path, &pol, &m, &err), VL3_E_POLICY);
@@ -746,5 +811,46 @@ TEST(paths_under_component_boundary)
     ASSERT(!paths_under("/srv/media", "/srv/media2/a.mp4"));
     ASSERT(!paths_under("/srv/media", "/srv/medi"));
     ASSERT(paths_under("/", "/a"));
+    return 0;
+}
+
+/* --- configuration ------------------------------------------------------------------------------ */
+
+TEST(config_media_options)
+{
+    struct worker_conf c;
+    vl3_error err = {0};
+    char path[4096];
+    memset(&c, 0, sizeof(c));
+    ASSERT_OK_E(vl3_conf_defaults(worker_conf_table, &c, &err), &err);
+    ASSERT_EQ(c.sample_mode, SAMPLE_MODE_FAST);
+    ASSERT_EQ(c.window_ms, 180000);
+    ASSERT_EQ(c.frames_per_window, 180);
+    ASSERT_STR_EQ(c.media_formats, MEDIA_FORMATS_DEFAULT);
+    /* the example file documents the same values and parses */
+    snprintf(path, sizeof(path), "%s/config/vl3-worker.conf.example", test_source_dir());
+    ASSERT_OK_E(vl3_conf_load(worker_conf_table, &c, path, &err), &err);
+    ASSERT_STR_EQ(c.media_formats, MEDIA_FORMATS_DEFAULT);
+    ASSERT_EQ(c.max_decode_errors, 0);
+    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.sample_mode", "exact", &err), &err);
+    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.fps", "0.5", &err), &err);
+    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.window", "0", &err), &err);
+    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.max_decode_errors", "-1", &err), &err);
+    ASSERT(vl3_conf_set(worker_conf_table, &c, "media.sample_mode", "sloppy", &err) < 0);
+
+    struct media_policy pol;
+    struct sample_params sp;
+    media_conf_policy(&c, &pol);
+    media_conf_sample_params(&c, &sp);
+    ASSERT_EQ(pol.max_decode_errors, -1);
+    ASSERT_EQ(pol.max_frames, c.max_decoded_frames);
+    ASSERT_EQ(pol.max_pixels, c.max_pixels);
+    ASSERT(pol.formats == c.media_formats);
+    ASSERT_EQ(sp.mode, SAMPLE_MODE_EXACT);
+    ASSERT_EQ(sp.fps_num * 2, sp.fps_den);
+    ASSERT(sp.window_s == 0);
+    ASSERT_EQ(sp.max_frames, 180);
+    ASSERT_EQ(sp.max_bytes, c.memory_budget);
+    vl3_conf_free_strings(worker_conf_table, &c);
     return 0;
 }

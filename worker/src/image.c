@@ -16,12 +16,19 @@
  *     to libjpeg/libwebp.
  * JPEG and lossy WebP are therefore NOT bit-exact with PIL: libjpeg / libwebp use their own
  * (fancy) chroma upsampling and fixed-point YCbCr->RGB, FFmpeg's decoders output YUV that swscale
- * converts; tests bound the difference instead. */
+ * converts; tests bound the difference instead.
+ *
+ * Also here: frame sequences given as still images (image_frames_list, see image.h). */
 #include "image.h"
 
+#include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
 
 #include <libavcodec/avcodec.h>
 #include <libavformat/avformat.h>
@@ -29,6 +36,8 @@
 #include <libavutil/opt.h>
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
+
+#include "vl3/util.h"
 
 void image_rgb_free(image_rgb *im)
 {
@@ -305,4 +314,181 @@ out:
     avcodec_free_context(&cc);
     avformat_close_input(&fc);
     return rc;
+}
+
+/* ---- frame sequences from still images ---- */
+
+void image_frames_free(image_frames *f)
+{
+    if (!f)
+        return;
+    for (int i = 0; i < f->n; i++)
+        free(f->paths[i]);
+    free(f->paths);
+    free(f->timestamps);
+    memset(f, 0, sizeof(*f));
+}
+
+static int is_image_name(const char *n)
+{
+    const char *dot = strrchr(n, '.');
+    static const char *const ext[] = {".png", ".jpg", ".jpeg", ".webp", ".bmp"};
+    if (!dot || n[0] == '.')
+        return 0;
+    for (size_t i = 0; i < VL3_ARRAY_SIZE(ext); i++)
+        if (strcasecmp(dot, ext[i]) == 0)
+            return 1;
+    return 0;
+}
+
+/* The last number of the stem ("frame_12.5" -> 12.5); 0 when there is none. */
+static int name_time(const char *name, double *ret)
+{
+    const char *dot = strrchr(name, '.');
+    size_t len = (size_t)(dot - name);
+    size_t e = len;
+    while (e > 0 && !isdigit((unsigned char)name[e - 1]))
+        e--;
+    if (e == 0)
+        return 0;
+    size_t s = e;
+    while (s > 0 && (isdigit((unsigned char)name[s - 1]) ||
+                     (name[s - 1] == '.' && s >= 2 && isdigit((unsigned char)name[s - 2]))))
+        s--;
+    char buf[64];
+    if (e - s >= sizeof(buf))
+        return 0;
+    memcpy(buf, name + s, e - s);
+    buf[e - s] = 0;
+    char *end;
+    *ret = strtod(buf, &end);
+    return *end == 0;
+}
+
+static int push(image_frames *f, int *cap, const char *path, double ts)
+{
+    if (f->n == *cap) {
+        int nc = *cap ? *cap * 2 : 16;
+        char **np = realloc(f->paths, sizeof(char *) * (size_t)nc);
+        if (!np)
+            return -ENOMEM;
+        f->paths = np;
+        double *nt = realloc(f->timestamps, sizeof(double) * (size_t)nc);
+        if (!nt)
+            return -ENOMEM;
+        f->timestamps = nt;
+        *cap = nc;
+    }
+    if (!(f->paths[f->n] = strdup(path)))
+        return -ENOMEM;
+    f->timestamps[f->n++] = ts;
+    return 0;
+}
+
+static void sort_frames(image_frames *f, int by_name)
+{
+    for (int i = 1; i < f->n; i++) /* insertion sort: stable, small n */
+        for (int j = i; j > 0; j--) {
+            int sw = by_name ? strcmp(f->paths[j - 1], f->paths[j]) > 0
+                             : f->timestamps[j - 1] > f->timestamps[j];
+            if (!sw)
+                break;
+            char *p = f->paths[j];
+            f->paths[j] = f->paths[j - 1];
+            f->paths[j - 1] = p;
+            double t = f->timestamps[j];
+            f->timestamps[j] = f->timestamps[j - 1];
+            f->timestamps[j - 1] = t;
+        }
+}
+
+int image_frames_list(const char *path, int max_frames, image_frames *ret, vl3_error *reterr)
+{
+    image_frames f = {0};
+    int cap = 0, rc = 0;
+    struct stat st;
+    char full[4096];
+    if (!path || !ret)
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    if (stat(path, &st) < 0)
+        return vl3_error_set(reterr, -errno, "could not open \"%s\": %s", path, strerror(errno));
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (!d)
+            return vl3_error_set(reterr, -errno, "could not open \"%s\": %s", path,
+                                 strerror(errno));
+        int all_named = 1;
+        struct dirent *de;
+        while ((de = readdir(d))) {
+            if (!is_image_name(de->d_name))
+                continue;
+            double ts = 0;
+            if (!name_time(de->d_name, &ts))
+                all_named = 0;
+            snprintf(full, sizeof(full), "%s/%s", path, de->d_name);
+            if ((rc = push(&f, &cap, full, ts)) < 0)
+                break;
+        }
+        closedir(d);
+        if (rc < 0)
+            goto fail_oom;
+        sort_frames(&f, !all_named);
+        if (!all_named)
+            for (int i = 0; i < f.n; i++)
+                f.timestamps[i] = i;
+    } else {
+        char *buf = NULL;
+        size_t len;
+        if ((rc = vl3_file_read(path, 16 << 20, &buf, &len, reterr)) < 0)
+            return rc;
+        char dir[4096];
+        snprintf(dir, sizeof(dir), "%s", path);
+        char *slash = strrchr(dir, '/');
+        if (slash)
+            *slash = 0;
+        else
+            snprintf(dir, sizeof(dir), ".");
+        int lineno = 0;
+        for (char *save = NULL, *line = strtok_r(buf, "\n", &save); line;
+             line = strtok_r(NULL, "\n", &save)) {
+            lineno++;
+            char *hash = strchr(line, '#');
+            if (hash)
+                *hash = 0;
+            char p[2048], extra[8];
+            double ts;
+            int k = sscanf(line, "%2047s %lf %7s", p, &ts, extra);
+            if (k <= 0)
+                continue;
+            if (k != 2) {
+                free(buf);
+                image_frames_free(&f);
+                return vl3_error_set(reterr, VL3_E_FORMAT,
+                                     "\"%s\" line %d: expected \"path timestamp\"", path, lineno);
+            }
+            if (p[0] == '/')
+                snprintf(full, sizeof(full), "%s", p);
+            else
+                snprintf(full, sizeof(full), "%s/%s", dir, p);
+            if ((rc = push(&f, &cap, full, ts)) < 0) {
+                free(buf);
+                goto fail_oom;
+            }
+        }
+        free(buf);
+        sort_frames(&f, 0);
+    }
+    if (f.n == 0)
+        return vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\" names no frames", path);
+    if (max_frames > 0 && f.n > max_frames) {
+        int n = f.n;
+        image_frames_free(&f);
+        return vl3_error_set(reterr, VL3_E_LIMIT, "\"%s\" has %d frames, the limit is %d", path,
+                             n, max_frames);
+    }
+    *ret = f;
+    return 0;
+fail_oom:
+    image_frames_free(&f);
+    return vl3_error_set(reterr, -ENOMEM, "out of memory");
 }

@@ -34,4 +34,19 @@ void image_rgb_free(image_rgb *im);
 /* A borrowed engine view of an RGB image. */
 vl3_image image_rgb_view(const image_rgb *im);
 
+/* Frames of a "video" given as still images: a directory whose image files (png, jpg, jpeg,
+ * webp, bmp) carry their timestamp in seconds as the last number of the name
+ * ("frame_12.5.png", "f-3.png"), or a list file with one "path timestamp" per line (relative
+ * paths are relative to the list's directory; '#' starts a comment). Frames are sorted by
+ * timestamp. In a directory where a name has no number, every frame gets its index (1 fps) in
+ * name order. Returns 0 with owned arrays (free with image_frames_free), -errno, VL3_E_FORMAT
+ * (bad list line, no frames), VL3_E_LIMIT (more than max_frames > 0). */
+typedef struct image_frames {
+    char **paths;
+    double *timestamps;
+    int n;
+} image_frames;
+int image_frames_list(const char *path, int max_frames, image_frames *ret, vl3_error *reterr);
+void image_frames_free(image_frames *f);
+
 #endif

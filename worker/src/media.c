@@ -42,7 +42,7 @@ struct media_input {
     /* input bytes: an fd or a memory buffer */
     int fd;
     const uint8_t *mem;
-    size_t mem_len, mem_pos;
+    size_t mem_len, mem_pos; /* mem_pos: the read position for fds too */
     int64_t size;
     char name[256];
 
@@ -151,10 +151,13 @@ static int io_read(void *opaque, uint8_t *buf, int len)
         m->mem_pos += n;
         return (int)n;
     }
+    /* pread at our own position: clones share the open file description. */
     for (;;) {
-        ssize_t n = read(m->fd, buf, (size_t)len);
-        if (n > 0)
+        ssize_t n = pread(m->fd, buf, (size_t)len, (off_t)m->mem_pos);
+        if (n > 0) {
+            m->mem_pos += (size_t)n;
             return (int)n;
+        }
         if (n == 0)
             return AVERROR_EOF;
         if (errno != EINTR)
@@ -168,18 +171,20 @@ static int64_t io_seek(void *opaque, int64_t offset, int whence)
     whence &= ~AVSEEK_FORCE;
     if (whence == AVSEEK_SIZE)
         return m->size;
-    if (m->mem) {
-        int64_t base = whence == SEEK_CUR ? (int64_t)m->mem_pos : whence == SEEK_END ? m->size : 0;
-        if (whence != SEEK_SET && whence != SEEK_CUR && whence != SEEK_END)
-            return AVERROR(EINVAL);
-        int64_t pos = base + offset;
-        if (pos < 0 || pos > m->size)
-            return AVERROR(EINVAL);
-        m->mem_pos = (size_t)pos;
-        return pos;
-    }
-    off_t r = lseek(m->fd, (off_t)offset, whence);
-    return r < 0 ? AVERROR(errno) : (int64_t)r;
+    int64_t base;
+    if (whence == SEEK_SET)
+        base = 0;
+    else if (whence == SEEK_CUR)
+        base = (int64_t)m->mem_pos;
+    else if (whence == SEEK_END)
+        base = m->size;
+    else
+        return AVERROR(EINVAL);
+    int64_t pos = base + offset;
+    if (pos < 0 || (m->mem && pos > m->size))
+        return AVERROR(EINVAL);
+    m->mem_pos = (size_t)pos;
+    return pos;
 }
 
 /* --- policy helpers ------------------------------------------------------------------------ */
@@ -456,6 +461,30 @@ int media_open_memory(const void *buf, size_t len, const char *name,
     return open_finish(m, name, policy, ret_input, reterr);
 }
 
+int media_clone(const media_input *m, int threads, media_input **ret_input, vl3_error *reterr)
+{
+    media_input *c = calloc(1, sizeof(*c));
+    if (!c)
+        return vl3_error_set(reterr, -ENOMEM, "out of memory");
+    c->fd = -1;
+    if (m->mem) {
+        c->mem = m->mem;
+        c->mem_len = m->mem_len;
+    } else {
+        c->fd = fcntl(m->fd, F_DUPFD_CLOEXEC, 0);
+        if (c->fd < 0) {
+            free(c);
+            return vl3_error_set(reterr, -errno, "could not duplicate the descriptor of \"%s\"",
+                                 m->name);
+        }
+    }
+    c->size = m->size;
+    c->deadline_ns = m->deadline_ns;
+    struct media_policy pol = m->policy;
+    pol.threads = threads;
+    return open_finish(c, m->name, &pol, ret_input, reterr);
+}
+
 void media_close(media_input *m)
 {
     if (!m)
@@ -583,11 +612,7 @@ int media_rewind(media_input *m, vl3_error *reterr)
         av_freep(&m->pb->buffer);
         avio_context_free(&m->pb);
     }
-    if (m->mem)
-        m->mem_pos = 0;
-    else if (lseek(m->fd, 0, SEEK_SET) < 0)
-        return vl3_error_set(reterr, -errno, "could not rewind \"%s\": %s", m->name,
-                             strerror(errno));
+    m->mem_pos = 0;
     m->eof_sent = 0;
     int r = open_common(m, reterr);
     if (r == -ENOMEM)
@@ -648,6 +673,8 @@ static enum AVDiscard to_discard(int skip)
     case MEDIA_SKIP_NONREF:
     case MEDIA_SKIP_NONREF_NOLOOP:
         return AVDISCARD_NONREF;
+    case MEDIA_SKIP_ALL:
+        return AVDISCARD_ALL;
     case MEDIA_SKIP_NONKEY:
         return AVDISCARD_NONKEY;
     default:

@@ -72,7 +72,8 @@ enum media_skip {
     MEDIA_SKIP_NONE,   /* decode everything */
     MEDIA_SKIP_NONREF, /* drop frames no other frame refers to */
     MEDIA_SKIP_NONKEY, /* decode keyframes only */
-    MEDIA_SKIP_NONREF_NOLOOP, /* NONREF, and skip the loop filter of the frames decoded (fast) */
+    MEDIA_SKIP_NONREF_NOLOOP, /* NONREF, and skip the loop filter of the frames decoded */
+    MEDIA_SKIP_ALL,    /* do not decode this packet at all */
     MEDIA_SKIP_COUNT,
 };
 
@@ -94,6 +95,10 @@ int media_open_fd(int fd, const char *name, const struct media_policy *policy,
 int media_open_memory(const void *buf, size_t len, const char *name,
                       const struct media_policy *policy, media_input **ret_input,
                       vl3_error *reterr);
+/* A second, independent reader of the same input (for decoding segments in parallel), with
+ * `threads` decoder threads and the same limits and deadline. Returns as media_open_fd. */
+int media_clone(const media_input *m, int threads, media_input **ret_input, vl3_error *reterr);
+
 /* Close and free; NULL is a no-op. */
 void media_close(media_input *m);
 

@@ -18,6 +18,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,9 +27,14 @@
 
 typedef __int128 i128;
 
+/* Fast mode seeks to a keyframe only when it skips more frames than this. */
+#define SEEK_MIN_GAP 16
+
 struct pframe {
     int64_t pts; /* stream time base, MEDIA_NOPTS if none */
     int64_t dur;
+    int64_t group; /* predicted plans: the anchor group in decode order (see scan_cb) */
+    int anchor;    /* predicted plans: shown after every packet before it (I/P frame) */
 };
 
 struct plan {
@@ -37,6 +43,8 @@ struct plan {
     int64_t *keys; /* keyframe pts, sorted (predicted plans only) */
     size_t nkeys, capkeys;
     int predictable;  /* scan: every packet has a distinct pts */
+    int64_t max_pts;  /* scan state: largest pts so far in decode order */
+    int64_t ngroups;
 };
 
 struct out {
@@ -118,8 +126,10 @@ static int64_t eof_slot(const struct timing *t, const struct pframe *last)
     return rescale_down(eof_tb, t->tbn * t->fn, t->tbd * t->fd);
 }
 
-static int outs_push(struct out **v, size_t *n, size_t *cap, size_t frame)
+static int outs_push(struct out **v, size_t *n, size_t *cap, size_t frame, size_t max_out)
 {
+    if (*n >= max_out)
+        return VL3_E_LIMIT;
     if (*n == *cap) {
         size_t nc = *cap ? *cap * 2 : 256;
         struct out *nv = realloc(*v, nc * sizeof(*nv));
@@ -133,9 +143,10 @@ static int outs_push(struct out **v, size_t *n, size_t *cap, size_t frame)
     return 0;
 }
 
-/* Run vf_fps + the CFR output stage on the plan. Returns the number of outputs or -ENOMEM. */
-static int fps_select(const struct plan *pl, const struct timing *t, struct out **ret_outs,
-                      size_t *ret_n)
+/* Run vf_fps + the CFR output stage on the plan into at most max_out outputs.
+ * Returns 0, -ENOMEM, or VL3_E_LIMIT when the timestamps ask for more outputs. */
+static int fps_select(const struct plan *pl, const struct timing *t, size_t max_out,
+                      struct out **ret_outs, size_t *ret_n)
 {
     struct out *o = NULL;
     size_t n = 0, cap = 0;
@@ -161,7 +172,7 @@ static int fps_select(const struct plan *pl, const struct timing *t, struct out 
                 f0 = (long)i;
                 break;
             }
-            if ((r = outs_push(&o, &n, &cap, (size_t)f0)) < 0)
+            if ((r = outs_push(&o, &n, &cap, (size_t)f0, max_out)) < 0)
                 goto fail;
             next++;
         }
@@ -172,7 +183,7 @@ static int fps_select(const struct plan *pl, const struct timing *t, struct out 
             next = slot_of(t, pl->f[f0].pts);
         if (next != MEDIA_NOPTS)
             while (eof != MEDIA_NOPTS && eof > next) {
-                if ((r = outs_push(&o, &n, &cap, (size_t)f0)) < 0)
+                if ((r = outs_push(&o, &n, &cap, (size_t)f0, max_out)) < 0)
                     goto fail;
                 next++;
             }
@@ -182,6 +193,10 @@ static int fps_select(const struct plan *pl, const struct timing *t, struct out 
     if (n > 0) {
         int64_t s0 = next - (int64_t)n; /* slots are contiguous from s0 */
         if (s0 > 0) {
+            if ((uint64_t)s0 + n > max_out) {
+                r = VL3_E_LIMIT;
+                goto fail;
+            }
             size_t add = (size_t)s0;
             struct out *nv = realloc(o, (n + add) * sizeof(*nv));
             if (!nv) {
@@ -217,7 +232,7 @@ static int plan_push(struct plan *pl, int64_t pts, int64_t dur)
         pl->f = nf;
         pl->cap = nc;
     }
-    pl->f[pl->n++] = (struct pframe){pts, dur};
+    pl->f[pl->n++] = (struct pframe){.pts = pts, .dur = dur};
     return 0;
 }
 
@@ -246,7 +261,19 @@ static int scan_cb(void *user, const struct media_packet_info *pkt)
         }
         pl->keys[pl->nkeys++] = pkt->pts;
     }
-    return plan_push(pl, pkt->pts, pkt->duration);
+    int r = plan_push(pl, pkt->pts, pkt->duration);
+    if (r < 0)
+        return r;
+    /* An anchor is a packet shown after everything decoded before it (an I or P frame); the
+     * reordered packets that follow it (B frames, shown before it) form its group. */
+    struct pframe *f = &pl->f[pl->n - 1];
+    if (pl->n == 1 || (pkt->pts != MEDIA_NOPTS && pkt->pts > pl->max_pts)) {
+        f->anchor = 1;
+        pl->ngroups++;
+        pl->max_pts = pkt->pts;
+    }
+    f->group = pl->ngroups - 1;
+    return 0;
 }
 
 static int cmp_pframe(const void *a, const void *b)
@@ -271,11 +298,13 @@ static int plan_predict(media_input *m, struct plan *pl, vl3_error *reterr)
             vl3_error_set(reterr, r, "out of memory planning the sample");
         return r;
     }
-    qsort(pl->f, pl->n, sizeof(*pl->f), cmp_pframe);
+    if (pl->n > 1)
+        qsort(pl->f, pl->n, sizeof(*pl->f), cmp_pframe);
     for (size_t i = 1; i < pl->n && pl->predictable; i++)
         if (pl->f[i].pts == pl->f[i - 1].pts)
             pl->predictable = 0;
-    qsort(pl->keys, pl->nkeys, sizeof(*pl->keys), cmp_i64);
+    if (pl->nkeys > 1)
+        qsort(pl->keys, pl->nkeys, sizeof(*pl->keys), cmp_i64);
     return 0;
 }
 
@@ -302,7 +331,8 @@ static int plan_decode(media_input *m, struct plan *pl, media_pic *pic, vl3_erro
 
 struct pass {
     const struct plan *pl;
-    const unsigned char *need; /* per plan frame: 1 if kept */
+    const unsigned char *need;       /* per plan frame: 1 if kept */
+    const unsigned char *need_group; /* fast mode: per group, 1 if a kept frame is in it */
     enum sample_mode mode;
 };
 
@@ -325,7 +355,18 @@ static int skip_cb(void *user, const struct media_packet_info *pkt)
     long i = find_pts(ps->pl, pkt->pts);
     if (i >= 0 && ps->need[i])
         return MEDIA_SKIP_NONE;
-    return ps->mode == SAMPLE_MODE_FAST ? MEDIA_SKIP_NONREF_NOLOOP : MEDIA_SKIP_NONREF;
+    if (ps->mode == SAMPLE_MODE_FAST && i >= 0) {
+        /* Fast: anchors always; reordered frames only in groups holding a kept frame. This
+         * assumes later anchors never refer to reordered frames (true of x264's B-pyramid
+         * and of most encoders); the quality test checks it against exact mode. */
+        const struct pframe *f = &ps->pl->f[i];
+        if (ps->need_group[f->group])
+            return MEDIA_SKIP_NONREF; /* the group's references for its kept frame */
+        if (f->anchor)
+            return MEDIA_SKIP_NONE;
+        return MEDIA_SKIP_ALL;
+    }
+    return MEDIA_SKIP_NONREF;
 }
 
 /* Greatest keyframe pts <= pts, or MEDIA_NOPTS. */
@@ -344,11 +385,44 @@ static int64_t key_before(const struct plan *pl, int64_t pts)
 
 /* Decode the needed frames and convert them into slot[frame] storage. Returns 0, 1 if the
  * prediction proved wrong (caller falls back), or a negative code. */
+static int decode_pass_run(media_input *m, const struct plan *pl, const unsigned char *need,
+                           const unsigned char *need_group, uint8_t *const *dst,
+                           enum sample_mode mode, media_pic *pic, vl3_error *reterr);
+
+static int decode_parallel(media_input *m, const struct plan *pl, const unsigned char *need,
+                           const unsigned char *need_group, uint8_t *const *dst,
+                           enum sample_mode mode, int threads, int64_t *ret_decoded,
+                           int *ret_segments, vl3_error *reterr);
+
 static int decode_pass(media_input *m, const struct plan *pl, const unsigned char *need,
-                       uint8_t *const *dst, enum sample_mode mode, media_pic *pic,
-                       vl3_error *reterr)
+                       uint8_t *const *dst, enum sample_mode mode, int threads, media_pic *pic,
+                       int64_t *ret_decoded, int *ret_segments, vl3_error *reterr)
 {
-    struct pass ps = {pl, need, mode};
+    unsigned char *need_group = NULL;
+    if (mode == SAMPLE_MODE_FAST && pl->predictable) {
+        need_group = calloc(pl->ngroups ? (size_t)pl->ngroups : 1, 1);
+        if (!need_group)
+            return vl3_error_set(reterr, -ENOMEM, "out of memory");
+        for (size_t i = 0; i < pl->n; i++)
+            if (need[i])
+                need_group[pl->f[i].group] = 1;
+    }
+    int r = 2;
+    if (pl->predictable && threads > 1 && media_get_info(m)->indexed)
+        r = decode_parallel(m, pl, need, need_group, dst, mode, threads, ret_decoded,
+                            ret_segments, reterr);
+    if (r == 2)
+        r = decode_pass_run(m, pl, need, need_group, dst, mode, pic, reterr);
+    media_set_skip(m, NULL, NULL, MEDIA_SKIP_NONE);
+    free(need_group);
+    return r;
+}
+
+static int decode_pass_run(media_input *m, const struct plan *pl, const unsigned char *need,
+                           const unsigned char *need_group, uint8_t *const *dst,
+                           enum sample_mode mode, media_pic *pic, vl3_error *reterr)
+{
+    struct pass ps = {pl, need, need_group, mode};
     int indexed = media_get_info(m)->indexed;
     size_t want = 0, got = 0;
     size_t arrival = 0;
@@ -373,8 +447,10 @@ static int decode_pass(media_input *m, const struct plan *pl, const unsigned cha
                 next_need++;
             if (next_need < pl->n) {
                 int64_t k = key_before(pl, pl->f[next_need].pts);
-                /* Seek when a keyframe lies between here and the next needed frame. */
-                if (k != MEDIA_NOPTS && k != sought &&
+                long ki = k == MEDIA_NOPTS ? -1 : find_pts(pl, k);
+                /* Seek when a keyframe lies well past here, before the next needed frame
+                 * (a short gap is cheaper to decode through than to seek over). */
+                if (ki >= 0 && k != sought && ki - last > SEEK_MIN_GAP &&
                     (last_pts == MEDIA_NOPTS ? k > pl->f[0].pts : k > last_pts)) {
                     if ((r = media_seek(m, k, reterr)) < 0)
                         return r;
@@ -412,6 +488,202 @@ static int decode_pass(media_input *m, const struct plan *pl, const unsigned cha
         }
     }
     return got == want ? 0 : 1;
+}
+
+
+/* --- parallel segments ---------------------------------------------------------------------------
+ * With a seek index and a trusted plan, the kept frames are split at keyframes into segments that
+ * independent decoders (one thread each) take from a shared counter. A segment starts at its
+ * keyframe and owns the plan frames with pts in [its keyframe, the next segment's keyframe); it
+ * decodes until all its kept frames are out (leading pictures of an open GOP included) and ignores
+ * frames owned by others. Decoding from a sync sample reproduces the frames shown after it. */
+
+struct seg {
+    int64_t key;     /* keyframe pts to seek to */
+    size_t lo, hi;   /* owned plan frames [lo, hi) */
+    size_t want;     /* kept frames among them */
+};
+
+struct segjob {
+    media_input *parent;
+    const struct plan *pl;
+    const unsigned char *need, *need_group;
+    uint8_t *const *dst;
+    enum sample_mode mode;
+    struct seg *segs;
+    size_t nsegs;
+    pthread_mutex_t lock;
+    size_t next;      /* next segment to take */
+    int result;       /* first failure: < 0 error, 1 prediction mismatch */
+    vl3_error err;
+    int64_t decoded;
+};
+
+static size_t lower_bound_pts(const struct plan *pl, int64_t pts)
+{
+    size_t lo = 0, hi = pl->n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (pl->f[mid].pts < pts)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* Decode one segment with mi. 0, 1 on a prediction mismatch, or a negative code. */
+static int seg_run(struct segjob *j, media_input *mi, const struct seg *sg, media_pic *pic,
+                   vl3_error *reterr)
+{
+    int r = media_seek(mi, sg->key, reterr);
+    if (r < 0)
+        return r;
+    size_t got = 0;
+    long last = -1;
+    while (got < sg->want) {
+        r = media_decode_next(mi, pic, reterr);
+        if (r < 0)
+            return r;
+        if (r == 0)
+            return 1;
+        long idx = find_pts(j->pl, media_pic_info(pic)->pts);
+        if (idx < 0)
+            return 1;
+        if ((size_t)idx < sg->lo || (size_t)idx >= sg->hi)
+            continue; /* another segment's frame */
+        if (idx <= last)
+            return 1;
+        last = idx;
+        if (j->need[idx]) {
+            if ((r = media_pic_to_rgb(mi, pic, j->dst[idx], reterr)) < 0)
+                return r;
+            got++;
+        }
+    }
+    return 0;
+}
+
+static void *seg_worker(void *arg)
+{
+    struct segjob *j = arg;
+    media_input *mi = NULL;
+    media_pic *pic = media_pic_new();
+    vl3_error err = {0};
+    int r = pic ? media_clone(j->parent, 1, &mi, &err) : -ENOMEM;
+    if (r == 0) {
+        struct pass ps = {j->pl, j->need, j->need_group, j->mode};
+        media_set_skip(mi, skip_cb, &ps, MEDIA_SKIP_NONE);
+        for (;;) {
+            pthread_mutex_lock(&j->lock);
+            size_t s = j->result ? j->nsegs : j->next++;
+            pthread_mutex_unlock(&j->lock);
+            if (s >= j->nsegs)
+                break;
+            if ((r = seg_run(j, mi, &j->segs[s], pic, &err)) != 0)
+                break;
+        }
+    }
+    pthread_mutex_lock(&j->lock);
+    if (r != 0 && (j->result == 0 || (j->result == 1 && r < 0))) {
+        j->result = r;
+        j->err = err;
+    }
+    if (mi)
+        j->decoded += media_frames_decoded(mi);
+    pthread_mutex_unlock(&j->lock);
+    media_pic_free(pic);
+    media_close(mi);
+    return NULL;
+}
+
+/* Split the kept frames into segments at keyframes. Returns the count (0: not possible). */
+static size_t plan_segments(const struct plan *pl, const unsigned char *need, size_t want,
+                            int threads, struct seg **ret)
+{
+    if (pl->nkeys < 2 || threads < 2 || want < 2)
+        return 0;
+    /* a kept frame before the first keyframe needs the stream's start */
+    for (size_t i = 0; i < pl->n && pl->f[i].pts < pl->keys[0]; i++)
+        if (need[i])
+            return 0;
+    size_t target = (want + 4 * (size_t)threads - 1) / (4 * (size_t)threads);
+    struct seg *segs = calloc(pl->nkeys, sizeof(*segs));
+    if (!segs)
+        return 0;
+    size_t n = 0;
+    struct seg cur = {0};
+    int open = 0;
+    for (size_t k = 0; k < pl->nkeys; k++) {
+        size_t lo = lower_bound_pts(pl, pl->keys[k]);
+        size_t hi = k + 1 < pl->nkeys ? lower_bound_pts(pl, pl->keys[k + 1]) : pl->n;
+        size_t w = 0;
+        for (size_t i = lo; i < hi; i++)
+            w += need[i];
+        if (w == 0) {
+            if (open) { /* a gap without kept frames ends the segment (skipped by seeking) */
+                segs[n++] = cur;
+                open = 0;
+            }
+            continue;
+        }
+        if (!open) {
+            cur = (struct seg){.key = pl->keys[k], .lo = lo, .hi = hi, .want = w};
+            open = 1;
+        } else {
+            cur.hi = hi;
+            cur.want += w;
+        }
+        if (cur.want >= target) {
+            segs[n++] = cur;
+            open = 0;
+        }
+    }
+    if (open)
+        segs[n++] = cur;
+    if (n < 2) {
+        free(segs);
+        return 0;
+    }
+    *ret = segs;
+    return n;
+}
+
+/* Decode the kept frames with `threads` parallel segment decoders. 0, 1 (fall back), or < 0. */
+static int decode_parallel(media_input *m, const struct plan *pl, const unsigned char *need,
+                           const unsigned char *need_group, uint8_t *const *dst,
+                           enum sample_mode mode, int threads, int64_t *ret_decoded,
+                           int *ret_segments, vl3_error *reterr)
+{
+    size_t want = 0;
+    for (size_t i = 0; i < pl->n; i++)
+        want += need[i];
+    struct seg *segs = NULL;
+    size_t nsegs = plan_segments(pl, need, want, threads, &segs);
+    if (nsegs == 0)
+        return 2; /* not applicable */
+    *ret_segments = (int)nsegs;
+    struct segjob j = {.parent = m, .pl = pl, .need = need, .need_group = need_group, .dst = dst,
+                       .mode = mode, .segs = segs, .nsegs = nsegs};
+    pthread_mutex_init(&j.lock, NULL);
+    int nt = (int)VL3_MIN((size_t)threads, nsegs);
+    pthread_t tid[64];
+    int started = 0;
+    nt = VL3_MIN(nt, 64);
+    for (int i = 0; i < nt; i++)
+        if (pthread_create(&tid[started], NULL, seg_worker, &j) == 0)
+            started++;
+    if (started == 0) {
+        seg_worker(&j); /* no thread could start: do it here */
+    }
+    for (int i = 0; i < started; i++)
+        pthread_join(tid[i], NULL);
+    pthread_mutex_destroy(&j.lock);
+    free(segs);
+    *ret_decoded = j.decoded;
+    if (j.result < 0 && reterr)
+        *reterr = j.err;
+    return j.result;
 }
 
 /* --- driver ------------------------------------------------------------------------------------- */
@@ -530,8 +802,21 @@ again:
         goto fail;
     free(o);
     o = NULL;
-    if ((r = fps_select(&pl, &t, &o, &n_out)) < 0) {
-        vl3_error_set(reterr, r, "out of memory");
+    /* Broken timestamps can ask for endless duplicates: allow twice the container's duration
+     * (or 24 h when unknown) at F, plus slack. */
+    double span_s = in->duration_us != MEDIA_NOPTS && in->duration_us > 0
+                        ? (double)in->duration_us / 1e6
+                        : 86400.0;
+    double max_out_d = (span_s * 2 + 10) * p->fps_num / p->fps_den + 1000;
+    size_t max_out = max_out_d > 5e7 ? (size_t)5e7 : (size_t)max_out_d;
+    if ((r = fps_select(&pl, &t, max_out, &o, &n_out)) < 0) {
+        if (r == VL3_E_LIMIT)
+            vl3_error_set(reterr, r,
+                          "the timestamps of the video ask for more than %zu sampled frames "
+                          "(broken or discontinuous timestamps)",
+                          max_out);
+        else
+            vl3_error_set(reterr, r, "out of memory");
         goto fail;
     }
     if (n_out == 0) {
@@ -548,6 +833,19 @@ again:
         vl3_error_set(reterr, r, "out of memory");
         goto fail;
     }
+
+    /* Fast mode: a kept reordered frame next to an anchor is replaced by that anchor (one
+     * source frame away), so its group need not be decoded. */
+    if (p->mode == SAMPLE_MODE_FAST && pl.predictable)
+        for (size_t i = 0; i < n_kept; i++) {
+            size_t f = o[i].frame;
+            if (pl.f[f].anchor)
+                continue;
+            if (f > 0 && pl.f[f - 1].anchor)
+                o[i].frame = f - 1;
+            else if (f + 1 < pl.n && pl.f[f + 1].anchor)
+                o[i].frame = f + 1;
+        }
 
     /* storage: one picture per distinct needed plan frame */
     size_t fsize = (size_t)in->width * (size_t)in->height * 3, ndistinct = 0;
@@ -569,6 +867,13 @@ again:
         r = vl3_error_set(reterr, VL3_E_LIMIT, "sampled frames do not fit in memory");
         goto fail;
     }
+    if (p->max_bytes > 0 && total > (size_t)p->max_bytes) {
+        r = vl3_error_set(reterr, VL3_E_LIMIT,
+                          "%zu sampled frames of %dx%d need %zu bytes, more than the memory "
+                          "budget (%lld bytes); use fewer frames per window or shorter windows",
+                          ndistinct, in->width, in->height, total, (long long)p->max_bytes);
+        goto fail;
+    }
     free(res->pixels);
     res->pixels = malloc(total ? total : 1);
     if (!res->pixels) {
@@ -580,7 +885,10 @@ again:
         if (need[i])
             dst[i] = res->pixels + fsize * j++;
 
-    r = decode_pass(m, &pl, need, dst, p->mode, pic, reterr);
+    int64_t par_decoded = 0;
+    int segments = 0;
+    r = decode_pass(m, &pl, need, dst, p->mode, in->threads, pic, &par_decoded, &segments,
+                    reterr);
     if (r < 0)
         goto fail;
     if (r == 1) {
@@ -609,8 +917,9 @@ again:
     res->n_sampled = (int64_t)n_out;
     res->subsampled = sub;
     res->start_time = probe_start_time(in);
-    res->frames_decoded = media_frames_decoded(m);
+    res->frames_decoded = media_frames_decoded(m) + par_decoded;
     res->predicted = pl.predictable;
+    res->segments = r == 0 ? segments : 0;
     for (size_t i = 0; i < n_kept; i++) {
         struct sample_frame *f = &res->frames[i];
         f->rgb = dst[o[i].frame];
@@ -619,8 +928,8 @@ again:
         f->index = o[i].k;
         f->src_pts = pl.f[o[i].frame].pts;
         f->window = o[i].window;
-        res->pictures_converted = (int64_t)ndistinct;
     }
+    res->pictures_converted = (int64_t)ndistinct;
     *ret_result = res;
     res = NULL;
     r = 0;

@@ -28,6 +28,7 @@ struct sample_params {
     int64_t max_frames;    /* per window; 0 = keep every sampled frame */
     double window_s;       /* window length in seconds; 0 = the whole video is one window */
     enum sample_mode mode;
+    int64_t max_bytes;     /* most bytes of RGB pictures held for the result; 0 = no limit */
 };
 
 void sample_params_default(struct sample_params *p);
@@ -52,6 +53,7 @@ struct sample_result {
     int64_t frames_decoded;      /* statistics */
     int64_t pictures_converted;
     int predicted;               /* 1 if the plan came from packet timestamps (no extra pass) */
+    int segments;                /* keyframe segments decoded in parallel (0: one serial pass) */
 };
 
 /* Sample m (borrowed; its read position is consumed) into a new result (returned owned; free

@@ -3,6 +3,10 @@
 
 #include <stddef.h>
 
+#include "media.h"
+
+static const char *const sample_mode_names[] = {"exact", "fast", NULL};
+
 #define OPT(name, type, field, def, min, max, flags, help)                                         \
     {name, type, offsetof(struct worker_conf, field), def, min, max, NULL, flags, help}
 
@@ -31,5 +35,22 @@ const vl3_conf_option worker_conf_table[] = {
         "most memory the worker holds for queued frames and activations"),
     OPT("log.level", VL3_CONF_STRING, log_level, "info", 0, 0, VL3_CONF_RESTART,
         "err, warning, notice, info or debug"),
+    /* media */
+    {"media.formats", VL3_CONF_STRING, offsetof(struct worker_conf, media_formats),
+     MEDIA_FORMATS_DEFAULT, 0, 0, NULL, VL3_CONF_RESTART,
+     "comma-separated demuxers a job may use (never add hls, concat, image2, dash)"},
+    OPT("media.max_decoded_frames", VL3_CONF_INT, max_decoded_frames, "20000000", 1, 1e12,
+        VL3_CONF_RESTART, "most frames decoded from one input"),
+    OPT("media.max_decode_errors", VL3_CONF_INT, max_decode_errors, "0", -1, 1e9,
+        VL3_CONF_RESTART, "damaged packets tolerated per input (-1 = any, like the ffmpeg CLI)"),
+    OPT("media.fps", VL3_CONF_DOUBLE, sample_fps, "1", 0.001, 1000, VL3_CONF_RESTART,
+        "default sampling rate in frames per second"),
+    OPT("media.frames_per_window", VL3_CONF_INT, frames_per_window, "180", 1, 1e6,
+        VL3_CONF_RESTART, "default most frames kept per window (uniformly subsampled)"),
+    OPT("media.window", VL3_CONF_DURATION, window_ms, "180s", 0, 1e10, VL3_CONF_RESTART,
+        "default window length, each sampled on its own (0 = the whole video at once)"),
+    {"media.sample_mode", VL3_CONF_ENUM, offsetof(struct worker_conf, sample_mode), "fast", 0, 0,
+     sample_mode_names, VL3_CONF_RESTART,
+     "exact (the official sampler's frames) or fast (within one frame, decodes less)"},
     {0},
 };

@@ -244,6 +244,14 @@ int vl3_vision_out_dim(const vl3_vision *v);
 int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_mask *mask,
                       float *out, vl3_error *reterr);
 
+/* Encode several requests' batches in ONE encoder pass (the worker batches across jobs; each
+ * request was preprocessed on its own since the resize budget is per request). masks[i] may be
+ * NULL (keep all); outs[i] receives request i's kept rows exactly as vl3_vision_encode would
+ * write them. Returns 0, -EINVAL, -ENOMEM. */
+int vl3_vision_encode_many(vl3_vision *v, const vl3_pixel_batch *const *batches,
+                           const vl3_token_mask *const *masks, int n, float *const *outs,
+                           vl3_error *reterr);
+
 /* ---- one multimodal request, end to end (what `vl3 run` and the worker call) ---------------- */
 
 typedef struct vl3_mm_params {
