@@ -96,9 +96,9 @@ TEST(matmul)
 {
     void *c = cpu_ctx();
     ASSERT(c);
-    /* T <= 8 goes through the bf16 kernel (threads split the rows when T*in*out >= 2^20),
+    /* T <= 32 goes through the bf16 kernel (groups of 8 rows) (threads split the rows when T*in*out >= 2^20),
      * larger T through the widened sgemm blocks; in not a multiple of 8/16/32 tests the tails */
-    static const int shapes[][3] = {{1, 64, 48},   {1, 129, 33},  {3, 37, 70},  {8, 200, 17},
+    static const int shapes[][3] = {{1, 64, 48},   {1, 129, 33},  {3, 37, 70},  {8, 200, 17}, {19, 45, 23}, {32, 64, 40}, {33, 64, 40},
                                     {9, 37, 300},  {64, 256, 130}, {1, 1100, 1000}, {2, 1536, 700}};
     int levels = 3;
     for (int lv = 0; lv < levels; lv++) {
@@ -142,9 +142,9 @@ TEST(matmul)
     }
     vl3__cpu_set_simd(-1);
     /* the sgemm path refuses too little scratch */
-    float x[9 * 4] = {0}, y[9 * 4];
+    float x[33 * 4] = {0}, y[33 * 4];
     uint16_t w[4 * 4] = {0};
-    ASSERT(ops->matmul(c, y, x, w, NULL, 9, 4, 4, 0, NULL, 0) < 0);
+    ASSERT(ops->matmul(c, y, x, w, NULL, 33, 4, 4, 0, NULL, 0) < 0);
     ops->free(c);
     return 0;
 }
