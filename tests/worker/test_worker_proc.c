@@ -489,14 +489,16 @@ TEST(proc_answer_equals_vl3_run)
 {
     struct proc p;
     ASSERT_OK(start(&p, "[generate]\nseed = 5"));
-    char a[1200];
+    char a[1200], b[1200];
     path(a, sizeof(a), "a.mp4");
-    const char *ids[2] = {"greedy", "sampled"};
-    static struct outcome o[2];
+    path(b, sizeof(b), "b.mp4");
+    const char *ids[3] = {"greedy", "sampled", "windows"};
+    static struct outcome o[3];
     memset(o, 0, sizeof(o));
     ASSERT_OK(send_job_t(&p, "greedy", a, 0, 1, 0, 10));
     ASSERT_OK(send_job_t(&p, "sampled", a, 0, 1, 0.8, 16));
-    ASSERT_OK(collect(&p, ids, 2, o, 180));
+    ASSERT_OK(send_job_t(&p, "windows", b, 3.0, 1, 0.8, 8));
+    ASSERT_OK(collect(&p, ids, 3, o, 180));
     close(p.in);
     ASSERT_EQ(wait_exit(&p, 30), 0);
     finish(&p);
@@ -520,6 +522,22 @@ TEST(proc_answer_equals_vl3_run)
     }
     /* the sampled answer is real text, not only the whitespace greedy collapses to here */
     ASSERT_LT(strspn(o[1].answer[0], " \t\n"), strlen(o[1].answer[0]));
+    /* each window of a windowed job = `vl3 run --window W --window-index k` */
+    ASSERT(o[2].got_done);
+    ASSERT_EQ(o[2].n, 2);
+    for (int k = 0; k < 2; k++) {
+        static char wa[8192];
+        const char *got;
+        ASSERT_OK(find_answer(&o[2], 0, k, &got));
+        ASSERT_EQ(test_sh(wa, sizeof(wa),
+                          "'%s/vl3' run --model '%s/model' --video '%s' --fps 1 --max-frames 8 "
+                          "--window 3 --window-index %d --task caption --temperature 0.8 "
+                          "--seed 5 --max-new-tokens 8 2>/dev/null", bin, dir, b, k), 0);
+        size_t n = strlen(wa);
+        if (n > 0 && wa[n - 1] == '\n')
+            wa[n - 1] = 0;
+        ASSERT_STR_EQ(got, wa);
+    }
     return 0;
 }
 
