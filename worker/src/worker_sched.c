@@ -74,6 +74,8 @@ int worker_sched_submit(struct worker_sched *s, struct worker_seq *q)
     q->rc = 0;
     q->stopped_by_eos = 0;
     q->max_batch = 0;
+    q->prefill_ms = 0;
+    q->t_start_ns = vl3_time_ns(); /* reset when it starts; covers failing while waiting */
     q->slot = -1;
     q->next = NULL;
     if (s->tail)
@@ -102,9 +104,9 @@ static void finish(struct worker_sched *s, struct worker_seq *q)
         s->n_active--;
     }
     q->generate_ms = (double)(vl3_time_ns() - q->t_start_ns) / 1e6 - q->prefill_ms;
+    int32_t *out = q->out; /* the callback may free the memory q lives in */
     s->done(s->user, q);
-    free(q->out);
-    q->out = NULL;
+    free(out);
 }
 
 static int is_stop(const struct worker_lm *lm, int32_t id)
