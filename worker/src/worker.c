@@ -274,6 +274,8 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
         vl3_error_set(reterr, rc, "out of memory for the scheduler");
         goto fail;
     }
+    if (w->sched)
+        worker_sched_set_alive(w->sched, worker_engine_seq_alive);
     *ret = w;
     return 0;
 fail:

@@ -16,6 +16,7 @@
 struct worker_sched {
     struct worker_lm *lm;
     worker_seq_done_cb done;
+    worker_seq_alive_cb alive;
     void *user;
     struct worker_seq *head, *tail; /* waiting */
     struct worker_seq **slot;       /* [n_slots] active or NULL */
@@ -61,6 +62,11 @@ void worker_sched_free(struct worker_sched *s)
     free(s->b_out);
     free(s->b_seq);
     free(s);
+}
+
+void worker_sched_set_alive(struct worker_sched *s, worker_seq_alive_cb alive)
+{
+    s->alive = alive;
 }
 
 int worker_sched_submit(struct worker_sched *s, struct worker_seq *q)
@@ -195,6 +201,11 @@ int worker_sched_step(struct worker_sched *s)
         fail_all(s, rc, &err);
         return rc;
     }
+    for (int i = 0; s->alive && i < s->lm->n_slots; i++)
+        if (s->slot[i] && !s->alive(s->user, s->slot[i])) {
+            s->slot[i]->rc = vl3_error_set(&s->slot[i]->err, -ECANCELED, "answer cancelled");
+            finish(s, s->slot[i]);
+        }
     int n = 0;
     for (int i = 0; i < s->lm->n_slots; i++)
         if (s->slot[i]) {
