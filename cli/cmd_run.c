@@ -221,7 +221,7 @@ static const struct run_opt {
     int (*set)(struct run_opts *o, const char *arg);
 } opts[] = {
     {"model", 1, "DIR", "checkpoint directory (required)", opt_model},
-    {"prompt", 1, "TEXT", "the user message (required)", opt_prompt},
+    {"prompt", 1, "TEXT", "the user message (or, with --task, the task's template)", opt_prompt},
     {"system-prompt", 1, "MODE", "default | none | TEXT: system turn (default: none)", opt_system},
     {"greedy", 0, NULL, "argmax decoding, no repetition penalty unless given", opt_greedy},
     {"repetition-penalty", 1, "X", "HF repetition penalty (> 0; 1 = off)", opt_rp},
@@ -257,8 +257,8 @@ static const struct run_opt {
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vl3 run --model DIR --prompt TEXT [options]\n"
-               "       vl3 run --model DIR (--image FILE | --frames DIR|LIST) (--task T | --prompt "
-               "TEXT) [options]\n\n"
+               "       vl3 run --model DIR (--image FILE | --frames DIR|LIST | --video FILE) (--task "
+               "T | --prompt TEXT) [options]\n\n"
                "Run one prompt through the model (chat template around TEXT, after the image or "
                "frames if any) and print the answer.\n\n");
     for (size_t i = 0; i < N_OPTS; i++) {

@@ -96,6 +96,7 @@ struct vl3d {
     int sigints, exit_code, hard_exit;
     int pg_connected;
     int ready;
+    uint64_t seen_commit_failures;
 };
 
 static void job_step(struct djob *dj);
@@ -119,6 +120,8 @@ static void dj_clear_results(struct djob *dj)
 static void dj_free(struct djob *dj)
 {
     struct vl3d *d = dj->d;
+    vl3_log_debug("job released job=%s state=%d sv_state=%d orphaned=%d", dj->job->id, dj->state,
+                  dj->sv.state, dj->orphaned);
     if (dj->prev)
         dj->prev->next = dj->next;
     else
@@ -149,6 +152,17 @@ static void commit_partition(struct vl3d *d, const char *topic, int32_t partitio
 
 static void commit_all(struct vl3d *d)
 {
+    if (d->kafka) {
+        /* a commit failed since the last round: send every partition's point again (commits are
+         * only marked sent, so without this an unchanged point would never be retried) */
+        struct kafka_stats ks;
+        kafka_get_stats(d->kafka, &ks);
+        if (ks.commit_failures != d->seen_commit_failures) {
+            d->seen_commit_failures = ks.commit_failures;
+            for (size_t i = 0; i < d->offsets.nparts; i++)
+                d->offsets.parts[i].committed = -1;
+        }
+    }
     for (size_t i = 0; i < d->offsets.nparts; i++)
         commit_partition(d, d->offsets.parts[i].topic, d->offsets.parts[i].partition);
 }
@@ -774,8 +788,10 @@ static void maybe_drain_done(struct vl3d *d)
     if (!d->draining || d->drain_done)
         return;
     for (struct djob *dj = d->jobs; dj; dj = dj->next)
-        if (!dj->orphaned)
+        if (!dj->orphaned) {
+            vl3_log_debug("drain: waiting for job=%s state=%d", dj->job->id, dj->state);
             return;
+        }
     if (d->ndlq > 0)
         return;
     /* only orphans left: jobs whose PostgreSQL call or worker has yet to report; they no longer
@@ -805,7 +821,8 @@ void vl3d_stop(struct vl3d *d)
     /* queued (not yet running) jobs are handed back to Kafka */
     for (struct djob *dj = d->jobs, *next; dj; dj = next) {
         next = dj->next;
-        if (dj->state == DJ_WORKING && dj->sv_active && d->sv &&
+        /* only queued ones: supervise_cancel() on a running job would discard its results */
+        if (dj->state == DJ_WORKING && dj->sv_active && d->sv && dj->sv.state == SV_JOB_QUEUED &&
             supervise_cancel(d->sv, &dj->sv) == 1) {
             dj->sv_active = 0;
             dj->orphaned = 1;

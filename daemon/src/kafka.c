@@ -61,7 +61,14 @@ static uint64_t now_ns(void)
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf)
 {
     (void)rk;
-    /* librdkafka's own chatter stays at INFO and below; our code logs the failures it handles */
+    /* one property list feeds both handles: consumer-only properties on the producer are
+     * expected, not worth a warning */
+    if (strcmp(fac, "CONFWARN") == 0 && strstr(buf, "consumer property"))
+        level = VL3_LOG_DEBUG;
+    /* failures also reach error_cb, which logs them once (rate-limited): librdkafka's own
+     * lines stay at INFO, configuration warnings excepted */
+    if (strcmp(fac, "CONFWARN") != 0 && level < VL3_LOG_INFO)
+        level = VL3_LOG_INFO;
     vl3_log(level < VL3_LOG_WARNING ? VL3_LOG_WARNING : level, "librdkafka %s: %s", fac, buf);
 }
 

@@ -109,9 +109,12 @@ struct vl3__backend_ops {
      * Activations are f32, row-major, device memory. Shapes use the letters of model.h. */
 
     /* y = x W^T (+ b) (+ y if accumulate). x (T, in) row stride in; W (out, in) in the backend's
-     * weight format; b (out) f32 or NULL; y (T, out). y must not alias x. */
+     * weight format; b (out) f32 or NULL; y (T, out). y must not alias x. work: scratch of
+     * matmul_work_size(in) bytes from the caller's arena (work_bytes checked). */
     int (*matmul)(void *ctx, void *y, const void *x, const void *w, const void *b, int T, int in,
-                  int out, int accumulate);
+                  int out, int accumulate, void *work, size_t work_bytes);
+    /* Scratch bytes matmul needs for inputs of width up to max_in. */
+    size_t (*matmul_work_size)(void *ctx, int max_in);
     /* y = w * x / sqrt(mean(x^2) + eps) per row; x, y (T, C) (may alias), w (C) f32. */
     int (*rmsnorm)(void *ctx, void *y, const void *x, const void *w, int T, int C, float eps);
     /* In-place rotate-half RoPE on n_heads heads of head_dim D in each row of x (T, stride floats

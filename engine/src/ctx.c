@@ -77,12 +77,17 @@ int vl3_ctx_new(const vl3_model *model, const vl3_ctx_params *params, vl3_ctx **
     size_t HD = (size_t)hp->n_heads * hp->head_dim, I = (size_t)hp->intermediate;
     size_t kv_bytes = (size_t)hp->n_layers * c->n_seq * (size_t)c->n_ctx * c->kv_dim * 4;
     c->work_bytes = c->ops->attention_work_size(c->bctx, c->rows, c->n_ctx, hp->n_heads);
+    int max_in = hp->intermediate > hp->hidden ? hp->intermediate : hp->hidden;
+    if ((int)HD > max_in)
+        max_in = (int)HD;
+    c->mm_work_bytes = c->ops->matmul_work_size(c->bctx, max_in);
 #define A64(n) (((n) + 63) & ~(size_t)63)
     size_t sizes[] = {kv_bytes,         kv_bytes,     R * C * 4,     R * C * 4,
                       R * c->qkv_dim * 4, R * HD * 4, R * 2 * I * 4, R * I * 4,
-                      (size_t)c->n_seq * V * 4, R * 4, R * 4,     c->work_bytes};
+                      (size_t)c->n_seq * V * 4, R * 4, R * 4,     c->work_bytes, c->mm_work_bytes};
     void **slots[] = {&c->k_cache, &c->v_cache, &c->x,      &c->xn,  &c->qkv, &c->att,
-                      &c->gu,      &c->act,     &c->logits, &c->ids, &c->pos, &c->work};
+                      &c->gu,      &c->act,     &c->logits, &c->ids, &c->pos, &c->work,
+                      &c->mm_work};
     size_t total = 0;
     for (size_t i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++)
         total += A64(sizes[i]);

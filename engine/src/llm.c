@@ -21,6 +21,8 @@
             return vl3_error_set(reterr, r_, "backend op failed: %s", #expr);                      \
     } while (0)
 
+#define MMW ctx->mm_work, ctx->mm_work_bytes
+
 static void *off(void *p, size_t bytes)
 {
     return (char *)p + bytes;
@@ -51,7 +53,7 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_seqs, const float *vis_da
         void *kc = off(ctx->k_cache, (size_t)l * cache_layer);
         void *vc = off(ctx->v_cache, (size_t)l * cache_layer);
         TRY(ops->rmsnorm(b, ctx->xn, ctx->x, L->attn_norm, T, C, hp->rms_eps));
-        TRY(ops->matmul(b, ctx->qkv, ctx->xn, L->wqkv, L->bqkv, T, C, qkvd, 0));
+        TRY(ops->matmul(b, ctx->qkv, ctx->xn, L->wqkv, L->bqkv, T, C, qkvd, 0, MMW));
         TRY(ops->rope(b, ctx->qkv, T, qkvd, H, D, ctx->pos, hp->rope_theta));
         TRY(ops->rope(b, off(ctx->qkv, (size_t)HD * 4), T, qkvd, Hkv, D, ctx->pos,
                       hp->rope_theta));
@@ -84,11 +86,11 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_seqs, const float *vis_da
             .work_bytes = ctx->work_bytes,
         };
         TRY(ops->attention(b, &aa));
-        TRY(ops->matmul(b, ctx->x, ctx->att, L->wo, NULL, T, HD, C, 1));
+        TRY(ops->matmul(b, ctx->x, ctx->att, L->wo, NULL, T, HD, C, 1, MMW));
         TRY(ops->rmsnorm(b, ctx->xn, ctx->x, L->ffn_norm, T, C, hp->rms_eps));
-        TRY(ops->matmul(b, ctx->gu, ctx->xn, L->w_gu, NULL, T, C, 2 * I, 0));
+        TRY(ops->matmul(b, ctx->gu, ctx->xn, L->w_gu, NULL, T, C, 2 * I, 0, MMW));
         TRY(ops->silu_mul(b, ctx->act, ctx->gu, T, I));
-        TRY(ops->matmul(b, ctx->x, ctx->act, L->w_down, NULL, T, I, C, 1));
+        TRY(ops->matmul(b, ctx->x, ctx->act, L->w_down, NULL, T, I, C, 1, MMW));
     }
     for (int i = 0; i < n_seqs; i++) {
         const struct vl3__attn_seq *as = &ctx->aseqs[i];
@@ -99,7 +101,7 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_seqs, const float *vis_da
                                off(ctx->x, (size_t)last * C * 4), 0, 1, (size_t)C * 4));
     }
     TRY(ops->rmsnorm(b, ctx->xn, ctx->x, w->norm, n_seqs, C, hp->rms_eps));
-    TRY(ops->matmul(b, ctx->logits, ctx->xn, w->lm_head, NULL, n_seqs, C, V, 0));
+    TRY(ops->matmul(b, ctx->logits, ctx->xn, w->lm_head, NULL, n_seqs, C, V, 0, MMW));
     TRY(ops->download(b, ctx->logits_host, ctx->logits, (size_t)n_seqs * V * 4));
     return 0;
 }

@@ -59,6 +59,8 @@ struct vl3_ctx {
     void *pos;       /* (rows) int32 */
     void *work;      /* attention scratch */
     size_t work_bytes;
+    void *mm_work;   /* matmul scratch */
+    size_t mm_work_bytes;
     /* host state */
     float *logits_host;          /* (n_seq, V) */
     int32_t *ids_host, *pos_host; /* (rows) */

@@ -2,12 +2,10 @@
  * context, and convert/upload the LLM weights into one device slab (struct vl3__llm_bweights,
  * llm.h). The vision encoder keeps its own copy (vision.c).
  *
- * On the CPU the weights become f32 (bf16 widening is exact). Why f32 and not bf16 computed on
- * the fly: prefill is compute-bound and goes through OpenBLAS sgemm, which needs f32 operands;
- * decode is memory-bound and reading f32 doubles the bytes per token, but an f32 sgemv runs near
- * the memory bandwidth while a hand-written bf16 gemv would have to beat OpenBLAS at it; `vl3
- * bench llm` reports the f32 floor and what bf16 would give. AUTO means CPU until the CUDA
- * backend implements the LLM ops; an explicit CUDA request is refused. */
+ * On the CPU the matrices stay bf16 (the checkpoint dtype, copied as is; f32/f16 sources are
+ * rounded) and the vectors become f32: see engine/backend/cpu/matmul.c for the measurement
+ * behind that choice (the decode step is memory-bound; bf16 halves its bytes). AUTO means CPU
+ * until the CUDA backend implements the LLM ops; an explicit CUDA request is refused. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>

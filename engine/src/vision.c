@@ -9,6 +9,9 @@
  * then the projector Linear -> erf GELU -> Linear on the kept merged tokens only (DiffFP drops
  * rows after the encoder, so projecting only kept rows gives the same rows with less work).
  *
+ * Input: pixel_values are rounded to bf16 first by default, as the reference model casts them
+ * to its bf16 dtype before the encoder (vl3_vision_set_bf16_input).
+ *
  * Weights: the encoder keeps an f32 copy of the vision and projector weights (converted from the
  * checkpoint's bf16/f16/f32) in one slab. The CPU backend computes in f32, not in the reference's
  * bf16 (a documented numeric difference). Scratch activations are allocated per call, sized by the
@@ -33,6 +36,7 @@ struct vl3_vision {
     const struct vl3__vision_ops *ops;
     void *ops_ctx;
     int C, L, H, D, I, K, out_dim;
+    int bf16_input; /* round pixel_values to bf16 first (reference behaviour) */
     float eps, theta;
     float *slab;
     size_t slab_used, slab_cap;
@@ -163,6 +167,7 @@ int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_
     v->eps = hp->ln_eps > 0 ? hp->ln_eps : 1e-6f;
     v->theta = hp->rope_theta > 0 ? hp->rope_theta : 10000.0f;
     v->out_dim = model->llm.hidden;
+    v->bf16_input = 1;
     int64_t C = v->C, I = v->I, Dl = v->out_dim;
     int64_t per_layer = 4 * C + 4 * (C * C + C) + 2 * C * I + I + C;
     v->slab_cap = (size_t)(C * v->K + C + per_layer * v->L + 2 * C + Dl * C + Dl + Dl * Dl + Dl);
@@ -221,6 +226,23 @@ void vl3_vision_free(vl3_vision *v)
     free(v);
 }
 
+void vl3_vision_set_bf16_input(vl3_vision *v, int on)
+{
+    if (v)
+        v->bf16_input = on != 0;
+}
+
+/* Round to the nearest bf16 (ties to even), as torch's float32 -> bfloat16 cast. */
+static float round_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u)
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
 int vl3_vision_out_dim(const vl3_vision *v)
 {
     return v ? v->out_dim : -EINVAL;
@@ -273,8 +295,10 @@ int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_m
     float *mlp = malloc(sizeof(float) * (size_t)(P * I));
     int32_t *pr = malloc(sizeof(int32_t) * (size_t)P), *pc = malloc(sizeof(int32_t) * (size_t)P);
     int64_t *cu = malloc(sizeof(int64_t) * (size_t)(n_frames + 1));
-    float *z = NULL;
-    if (!h || !x || !q || !k || !vv || !mlp || !pr || !pc || !cu) {
+    float *z = NULL, *pix = NULL;
+    if (v->bf16_input)
+        pix = malloc(sizeof(float) * (size_t)(P * v->K));
+    if (!h || !x || !q || !k || !vv || !mlp || !pr || !pc || !cu || (v->bf16_input && !pix)) {
         rc = vl3_error_set(reterr, -ENOMEM, "out of memory for %lld patches", (long long)P);
         goto out;
     }
@@ -297,7 +321,13 @@ int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_m
         }
     }
 
-    TRY(op->linear(cx, b->pixel_values, v->patch_w, v->patch_b, h, P, v->K, (int)C));
+    const float *input = b->pixel_values;
+    if (pix) {
+        for (int64_t i = 0; i < P * v->K; i++)
+            pix[i] = round_bf16(b->pixel_values[i]);
+        input = pix;
+    }
+    TRY(op->linear(cx, input, v->patch_w, v->patch_b, h, P, v->K, (int)C));
     for (int l = 0; l < v->L; l++) {
         const struct vlayer *ly = &v->layers[l];
         TRY(op->layernorm(cx, h, ly->ln1_w, ly->ln1_b, x, P, (int)C, v->eps));
@@ -356,6 +386,7 @@ out:
     if (rc < 0 && reterr && reterr->code != rc)
         vl3_error_set(reterr, rc, "vision encoder failed: %s", vl3_strerror(rc));
     free(z);
+    free(pix);
     free(h);
     free(x);
     free(q);

@@ -7,7 +7,7 @@
  *   "fail":  answer ERROR code "decode", not retryable
  *   "retry": answer ERROR code "resource", retryable, on attempt 1; results afterwards
  *   "flaky": SIGKILL itself on attempt 1, results afterwards
- *   "slow":  take 1.5 s, sending PROGRESS and answering pings meanwhile
+ *   "slow":  take 3 s, sending PROGRESS and answering pings meanwhile
  * and from the environment: FAKE_WORKER_DELAY_MS (time per job, default 0; pings answered),
  * FAKE_WORKER_LOG (append "pid job attempt" lines, to count executions). */
 #include <errno.h>
@@ -156,7 +156,7 @@ static void run_job(const struct vl3_proto_job *j)
     const char *d = getenv("FAKE_WORKER_DELAY_MS");
     double delay = d ? atof(d) : 0;
     if (strstr(in, "slow"))
-        delay += 1500;
+        delay += 3000;
     if (delay > 0)
         busy_wait(delay, j->job_id);
     int windows = j->sampling.window_s > 0 ? 2 : 1;

@@ -32,6 +32,9 @@ start_env() {
     --topic jobs:4 --topic dlq:1 >/dev/null || fail "kafka mock did not start"
   "$S/tests/harness/pg-harness" start "$T/pg" >/dev/null || fail "postgres did not start"
   BOOT=$(cat "$T/kafka/bootstrap"); PGC=$(cat "$T/pg/conninfo")
+  # the harness runs PostgreSQL with synchronous_commit=off (fast tests); the daemon's session
+  # turns it back on: with it off, a crash loses commits already acknowledged, and no daemon
+  # can then be exactly-once (docs/operations.md)
 }
 
 # write_conf NAME METRICS_PORT [extra lines...]
@@ -49,7 +52,7 @@ property.session.timeout.ms = 6000
 property.heartbeat.interval.ms = 500
 property.topic.metadata.refresh.interval.ms = 1000
 [pg]
-conninfo = $PGC
+conninfo = "$PGC options='-c synchronous_commit=on'"
 [workers]
 count = ${WORKERS:-3}
 path = $BIN/fake-worker
@@ -153,7 +156,7 @@ scenario_exactly_once() {
   start_env
   local N=300
   produce e "$N"
-  write_conf d1 $((20000 + RANDOM % 20000))
+  write_conf d1 $((20000 + RANDOM % 20000)) "[kafka]" "max_in_flight = 16"
   export FAKE_WORKER_DELAY_MS=15 FAKE_WORKER_LOG="$T/exec.log"
   start_daemon d1
   wait_done 40 60
@@ -168,6 +171,8 @@ scenario_exactly_once() {
   wait_done "$N" 120
   stop_daemon d1
   check_exactly_once e "$N"
+  grep -q "pausing consumption: 16 jobs in flight" "$T/d1.log" || fail "no backpressure pause"
+  grep -q "resuming consumption" "$T/d1.log" || fail "no resume after backpressure"
   grep -q "worker exited worker=.* signal=9" "$T/d1.log" || fail "the worker kill was not seen"
   local execs; execs=$(wc -l < "$T/exec.log")
   log "worker executions: $execs for $N jobs (redone after the kills; answers still once)"
@@ -192,8 +197,10 @@ scenario_dlq_poison() {
   produce_raw p4 '{"id": "flaky-ok", "input": "/m/flaky.mp4", "tasks": ["caption"]}'
   produce_raw p5 '{"id": "retry-ok", "input": "/m/retry.mp4", "tasks": ["ocr"]}'
   produce_raw p6 '{"id": "windows", "input": "/m/w.mp4", "tasks": ["ocr"], "sampling": {"window": 5}}'
+  produce_raw p7 '{"id": "slow-ok", "input": "/m/slow.mp4", "tasks": ["ocr"]}'
   start_daemon d1
-  wait_ge "select count(*) from jobs where status in ('done','failed')" 26 60
+  wait_ge "select count(*) from jobs where status in ('done','failed')" 27 60
+  [ "$(sql "select status from jobs where job_id='slow-ok'")" = done ] || fail "a slow job that reports progress was treated as hung"
   check_exactly_once g 20
   [ "$(sql "select status from jobs where job_id='poison-crash'")" = failed ] || fail "crash job not failed"
   sql "select last_error from jobs where job_id='poison-crash'" | grep -q poison || fail "crash job reason"
@@ -304,12 +311,12 @@ while True:
 PY
   PIDS+=($!)
   for _ in $(seq 1 50); do [ -S "$T/notify.sock" ] && break; sleep 0.1; done
-  NOTIFY_SOCKET="$T/notify.sock" start_daemon d1
+  NOTIFY_SOCKET="$T/notify.sock" WATCHDOG_USEC=400000 start_daemon d1
   for _ in $(seq 1 50); do grep -q READY=1 "$T/notify.txt" && break; sleep 0.1; done
   grep -q READY=1 "$T/notify.txt" || fail "no READY=1"
   # a broken file: the old configuration stays
   cp "$T/d1.conf" "$T/d1.conf.good"
-  echo "jobs.max_attempts = many" >> "$T/d1.conf"
+  printf '[jobs]\nmax_attempts = many\n' >> "$T/d1.conf"
   kill -HUP "$(daemon_pid d1)"
   for _ in $(seq 1 50); do grep -q "could not reload" "$T/d1.log" && break; sleep 0.1; done
   grep -q 'could not reload configuration, keeping the old one: .*d1.conf:[0-9]*: invalid integer for "jobs.max_attempts"' "$T/d1.log" || fail "bad reload not reported with file:line"
@@ -327,12 +334,13 @@ PY
   sleep 0.3
   grep -q STOPPING=1 "$T/notify.txt" || fail "no STOPPING=1"
   grep -q "STATUS=" "$T/notify.txt" || fail "no STATUS="
+  grep -q "WATCHDOG=1" "$T/notify.txt" || fail "no WATCHDOG=1 with WATCHDOG_USEC set"
   log "notifications: $(tr '\n' ' ' < "$T/notify.txt")"
 }
 
 scenario_second_sigint() {
   start_env
-  write_conf d1 $((20000 + RANDOM % 20000)) "shutdown_timeout = 60s"
+  write_conf d1 $((20000 + RANDOM % 20000))
   export FAKE_WORKER_DELAY_MS=100000
   produce s 3
   start_daemon d1
@@ -345,6 +353,56 @@ scenario_second_sigint() {
   kill -0 "$pid" 2>/dev/null && fail "second SIGINT did not exit"
   wait "$pid"; local rc=$?
   [ "$rc" = 130 ] || fail "second SIGINT exit status $rc, want 130"
+}
+
+scenario_drain() {
+  # SIGTERM with jobs running: running ones finish and are stored, queued ones are handed back
+  # (not committed), exit 0; a restart finishes the rest, each job answered once
+  start_env
+  WORKERS=2
+  write_conf d1 $((20000 + RANDOM % 20000))
+  export FAKE_WORKER_DELAY_MS=2000
+  produce dr 6
+  start_daemon d1
+  wait_ge "select count(*) from jobs where status='running'" 2 30
+  sleep 0.3
+  log "SIGTERM with $(sql "select count(*) from jobs where status='running'") running"
+  stop_daemon d1
+  local d; d=$(done_count)
+  [ "$d" -ge 2 ] || fail "running jobs were not finished during the drain ($d done)"
+  [ "$d" -lt 6 ] || fail "all jobs done: the drain test did not catch jobs in flight"
+  grep -q "stopping: draining" "$T/d1.log" || fail "no drain"
+  export FAKE_WORKER_DELAY_MS=0
+  start_daemon d1
+  wait_done 6 60
+  stop_daemon d1
+  check_exactly_once dr 6
+}
+
+scenario_enqueue() {
+  # unreachable brokers: a clear error, exit 1, within the probe timeout
+  local out rc
+  out=$("$BIN/vl3" enqueue -b 127.0.0.1:1 "$S/tests/daemon/it.sh" 2>&1); rc=$?
+  [ "$rc" = 1 ] || fail "unreachable broker: exit $rc"
+  echo "$out" | grep -q "could not reach the kafka brokers" || fail "unreachable broker message: $out"
+  start_env
+  mkdir -p "$T/media/a/b"
+  for i in $(seq 1 30); do touch "$T/media/a/v$i.mp4"; done
+  for i in $(seq 1 10); do touch "$T/media/a/b/i$i.jpg"; done
+  touch "$T/media/a/readme.txt" "$T/media/top.mkv"
+  "$BIN/vl3" enqueue -r -b "$BOOT" -T jobs --tasks caption,qa -q "who?" "$T/media" > "$T/enqueue.out" 2>&1 \
+    || { cat "$T/enqueue.out" >&2; fail "vl3 enqueue failed"; }
+  grep -q 'enqueued 41 jobs to "jobs"' "$T/enqueue.out" || fail "enqueue summary: $(cat "$T/enqueue.out")"
+  write_conf d1 $((20000 + RANDOM % 20000))
+  start_daemon d1
+  wait_done 41 60
+  stop_daemon d1
+  local good; good=$(sql "select count(*) from results r join jobs j using (job_id)
+      where (r.task = 'caption' and r.answer = 'caption of ' || j.path || ' w0')
+         or (r.task = 'qa' and r.answer = 'qa of ' || j.path || ' q=who? w0')")
+  [ "$good" = 82 ] || fail "$good correct answers for 41 enqueued files, want 82"
+  [ "$(sql "select count(*) from jobs where path like '%readme.txt'")" = 0 ] || fail "non-media file enqueued"
+  [ "$(sql "select count(*) from jobs where job_id like 'jobs:%'")" = 41 ] || fail "derived job ids"
 }
 
 "scenario_$SCEN" || fail "scenario returned $?"

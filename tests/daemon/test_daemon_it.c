@@ -21,3 +21,5 @@ TEST(it_broker_down) { return scenario("broker_down"); }
 TEST(it_rebalance_join_leave) { return scenario("rebalance"); }
 TEST(it_reload_and_notify) { return scenario("reload_notify"); }
 TEST(it_second_sigint_exits) { return scenario("second_sigint"); }
+TEST(it_enqueue_cli) { return scenario("enqueue"); }
+TEST(it_graceful_drain) { return scenario("drain"); }

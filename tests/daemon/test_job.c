@@ -2,6 +2,7 @@
  * the field, unknown fields ignored, deterministic derived ids, size and policy limits. */
 #include "job.h"
 #include "test.h"
+#include "vl3/util.h"
 
 static int parse(const char *s, struct job **j, vl3_error *e)
 {
@@ -153,5 +154,40 @@ TEST(job_policy_limits)
     memset(big, ' ', sizeof(big));
     ASSERT_EQ(job_parse(big, sizeof(big), "t", 0, 0, &pol, &j, &e), VL3_E_LIMIT);
     ASSERT(j == NULL);
+    return 0;
+}
+
+/* the documented examples: valid ones parse, invalid-*.json fail naming the field */
+TEST(job_schema_examples)
+{
+    static const struct {
+        const char *file;
+        int code;
+        const char *want; /* substring of the error, or of the id */
+    } ex[] = {
+        {"caption-ocr.json", 0, "t:0:7"},
+        {"qa-windows.json", 0, "lecture-17-q1"},
+        {"image.json", 0, "scan-0042"},
+        {"invalid-wrong-type.json", VL3_E_FORMAT, "field \"sampling.fps\" must be a number"},
+        {"invalid-missing-question.json", VL3_E_FORMAT, "field \"tasks[0].question\" is required"},
+    };
+    for (size_t i = 0; i < sizeof(ex) / sizeof(ex[0]); i++) {
+        char path[4096], *buf = NULL;
+        size_t len;
+        snprintf(path, sizeof(path), "%s/schema/examples/%s", test_source_dir(), ex[i].file);
+        vl3_error e = {0};
+        ASSERT_OK_E(vl3_file_read(path, 1 << 20, &buf, &len, &e), &e);
+        struct job *j = NULL;
+        int r = job_parse(buf, len, "t", 0, 7, NULL, &j, &e);
+        free(buf);
+        if (r != ex[i].code)
+            TEST__FAIL("%s: got %d (%s), want %d", ex[i].file, r, e.msg, ex[i].code);
+        if (r == 0) {
+            ASSERT_STR_EQ(j->id, ex[i].want);
+            job_free(j);
+        } else {
+            ASSERT_STR_CONTAINS(e.msg, ex[i].want);
+        }
+    }
     return 0;
 }

@@ -66,7 +66,8 @@ static int make_db(const char *name, char *out, size_t len)
 }
 
 /* Run sql and copy the first value (or "" / "(null)") into out; returns -1 on error. */
-static int sql1(const char *conninfo, char *out, size_t len, const char *fmt, ...)
+__attribute__((format(printf, 4, 5))) static int sql1(const char *conninfo, char *out, size_t len,
+                                                     const char *fmt, ...)
 {
     char sql[4096];
     va_list ap;

@@ -9,7 +9,7 @@ Image.open(p).convert('RGB'), the resize rule of simple_batched_resize / batched
 multiply, cast to float32) and normalize ((x - 0.5) / 0.5 in float32), and the merge-aware patch
 flattening (t, gh/m, gw/m, m, m, C, 14, 14).
 
-Usage: pil_ref.py OUTDIR [images|rules]
+Usage: pil_ref.py OUTDIR [images|rules]   or   pil_ref.py pv IMAGE OUT
 With "rules", only rules.txt is written: random calls through the resize rules (simple, mixed,
 native smart_resize) with the Python results.
 With "images", only the images are written, plus images.txt listing "file width height" and
@@ -173,6 +173,14 @@ def run_case(outdir, idx, items):
 
 
 def main():
+    if sys.argv[1] == "pv":  # pil_ref.py pv IMAGE OUT: one image's pixel_values (merge 1)
+        im = Image.open(sys.argv[2]).convert("RGB")
+        w, h = im.size
+        (th, tw), = py_resize_simple([(h, w)], [1], PATCH)
+        r = np.asarray(im.resize((tw, th), resample=Image.BICUBIC), dtype=np.uint8)
+        pv, _ = patchify([normalize(r)], 1)
+        pv.astype("<f4").tofile(sys.argv[3])
+        return
     outdir = sys.argv[1]
     os.makedirs(outdir, exist_ok=True)
     if len(sys.argv) > 2 and sys.argv[2] == "rules":

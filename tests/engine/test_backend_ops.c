@@ -77,32 +77,74 @@ static void *cpu_ctx(void)
     return c;
 }
 
+void vl3__cpu_set_simd(int level);
+
+/* bf16 copy of f32 values (the backend's weight format) and the values it holds, widened. */
+static uint16_t *to_weights(void *c, const float *f, size_t n, float *ret_exact)
+{
+    uint16_t *w = malloc(n * 2);
+    if (ops->weight_convert(c, w, f, VL3__DTYPE_F32, n) < 0)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)w[i] << 16;
+        memcpy(&ret_exact[i], &u, 4);
+    }
+    return w;
+}
+
 TEST(matmul)
 {
     void *c = cpu_ctx();
     ASSERT(c);
-    static const int shapes[][3] = {{1, 64, 48}, {1, 129, 33}, {5, 37, 70}, {64, 256, 130}};
-    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
-        for (int variant = 0; variant < 3; variant++) { /* 0 plain, 1 bias, 2 bias + accumulate */
-            int T = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
-            float *x = randv((size_t)T * in, 1), *w = randv((size_t)out * in, 1);
-            float *b = randv((size_t)out, 1), *y = randv((size_t)T * out, 1);
-            double *want = malloc(sizeof(double) * T * out);
-            for (int t = 0; t < T; t++)
-                for (int o = 0; o < out; o++) {
-                    double s = variant == 2 ? y[t * out + o] : 0;
-                    if (variant)
-                        s += b[o];
-                    for (int i = 0; i < in; i++)
-                        s += (double)x[t * in + i] * w[o * in + i];
-                    want[t * out + o] = s;
-                }
-            ASSERT_OK(ops->matmul(c, y, x, w, variant ? b : NULL, T, in, out, variant == 2));
-            int bad = check("matmul", y, want, (size_t)T * out);
-            free(x), free(w), free(b), free(y), free(want);
-            if (bad)
-                TEST__FAIL("matmul T=%d in=%d out=%d variant %d", T, in, out, variant);
-        }
+    /* T <= 32 goes through the bf16 kernel (groups of 8 rows) (threads split the rows when T*in*out >= 2^20),
+     * larger T through the widened sgemm blocks; in not a multiple of 8/16/32 tests the tails */
+    static const int shapes[][3] = {{1, 64, 48},   {1, 129, 33},  {3, 37, 70},  {8, 200, 17}, {19, 45, 23}, {32, 64, 40}, {33, 64, 40},
+                                    {9, 37, 300},  {64, 256, 130}, {1, 1100, 1000}, {2, 1536, 700}};
+    int levels = 3;
+    for (int lv = 0; lv < levels; lv++) {
+#if defined(__x86_64__)
+        __builtin_cpu_init();
+        if ((lv == 2 && !__builtin_cpu_supports("avx512f")) ||
+            (lv == 1 && !(__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))))
+            continue;
+#else
+        if (lv > 0)
+            continue;
+#endif
+        vl3__cpu_set_simd(lv);
+        for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++)
+            for (int variant = 0; variant < 3; variant++) { /* plain, bias, bias + accumulate */
+                int T = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+                float *x = randv((size_t)T * in, 1), *wf = randv((size_t)out * in, 1);
+                float *b = randv((size_t)out, 1), *y = randv((size_t)T * out, 1);
+                float *we = malloc(sizeof(float) * (size_t)out * in);
+                uint16_t *w = to_weights(c, wf, (size_t)out * in, we);
+                double *want = malloc(sizeof(double) * T * out);
+                size_t wb = ops->matmul_work_size(c, in);
+                void *work = malloc(wb);
+                for (int t = 0; t < T; t++)
+                    for (int o = 0; o < out; o++) {
+                        double s = variant == 2 ? y[t * out + o] : 0;
+                        if (variant)
+                            s += b[o];
+                        for (int i = 0; i < in; i++)
+                            s += (double)x[t * in + i] * we[(size_t)o * in + i];
+                        want[t * out + o] = s;
+                    }
+                ASSERT_OK(ops->matmul(c, y, x, w, variant ? b : NULL, T, in, out, variant == 2,
+                                      work, wb));
+                int bad = check("matmul", y, want, (size_t)T * out);
+                free(x), free(wf), free(we), free(w), free(b), free(y), free(want), free(work);
+                if (bad)
+                    TEST__FAIL("matmul simd %d T=%d in=%d out=%d variant %d", lv, T, in, out,
+                               variant);
+            }
+    }
+    vl3__cpu_set_simd(-1);
+    /* the sgemm path refuses too little scratch */
+    float x[33 * 4] = {0}, y[33 * 4];
+    uint16_t w[4 * 4] = {0};
+    ASSERT(ops->matmul(c, y, x, w, NULL, 33, 4, 4, 0, NULL, 0) < 0);
     ops->free(c);
     return 0;
 }
@@ -282,15 +324,16 @@ TEST(silu_mul_add_embed)
         wa[i] = (double)(a[i] + b[i]); /* one f32 rounding, as the op */
     ASSERT_OK(ops->add(c, y, a, b, 100));
     ASSERT(!check("add", y, wa, 100));
-    float *table = randv((size_t)V * C, 1), e[4 * 5];
+    float *table = randv((size_t)V * C, 1), *exact = malloc(sizeof(float) * V * C), e[4 * 5];
+    uint16_t *tw = to_weights(c, table, (size_t)V * C, exact);
     int32_t ids[4] = {10, 0, 3, 10};
     double we[20];
     for (int t = 0; t < 4; t++)
         for (int i = 0; i < C; i++)
-            we[t * C + i] = table[ids[t] * C + i];
-    ASSERT_OK(ops->embed(c, e, table, ids, 4, C));
+            we[t * C + i] = exact[ids[t] * C + i];
+    ASSERT_OK(ops->embed(c, e, tw, ids, 4, C));
     ASSERT(!check("embed", e, we, 20));
-    free(gu), free(out), free(want), free(a), free(b), free(table);
+    free(gu), free(out), free(want), free(a), free(b), free(table), free(exact), free(tw);
     ops->free(c);
     return 0;
 }
@@ -319,26 +362,29 @@ TEST(argmax_copy_rows)
 TEST(weight_convert)
 {
     void *c = cpu_ctx();
-    ASSERT_EQ(ops->weight_dtype(c), VL3__DTYPE_F32);
-    ASSERT_EQ(ops->weight_bytes(c, 10), 40);
-    /* bf16: 1.0, -2.0, 0.15625 (exact), smallest subnormal; f16: 1.0, -2.0, 2^-24, +inf, 65504 */
-    uint16_t bf[4] = {0x3f80, 0xc000, 0x3e20, 0x0001};
+    ASSERT_EQ(ops->weight_dtype(c), VL3__DTYPE_BF16);
+    ASSERT_EQ(ops->weight_bytes(c, 10), 20);
+    /* bf16 is copied as is */
+    uint16_t bf[4] = {0x3f80, 0xc000, 0x3e20, 0x0001}, got[6];
+    ASSERT_OK(ops->weight_convert(c, got, bf, VL3__DTYPE_BF16, 4));
+    ASSERT_MEM_EQ(got, bf, sizeof(bf));
+    /* f16 -> bf16: 1.0, -2.0, 2^-24 (0x3380), +inf, 65504 (rounds to 65536 = 0x4780) */
     uint16_t hf[5] = {0x3c00, 0xc000, 0x0001, 0x7c00, 0x7bff};
-    float out[5];
-    ASSERT_OK(ops->weight_convert(c, out, bf, VL3__DTYPE_BF16, 4));
-    ASSERT_EQ(out[0], 1.0);
-    ASSERT_EQ(out[1], -2.0);
-    ASSERT_NEAR(out[2], 0.15625, 0);
-    ASSERT_NEAR(out[3], ldexp(1.0, -133), 0);
-    ASSERT_OK(ops->weight_convert(c, out, hf, VL3__DTYPE_F16, 5));
-    ASSERT_EQ(out[0], 1.0);
-    ASSERT_EQ(out[1], -2.0);
-    ASSERT_NEAR(out[2], ldexp(1.0, -24), 0);
-    ASSERT(isinf(out[3]) && out[3] > 0);
-    ASSERT_NEAR(out[4], 65504.0, 0);
-    ASSERT(ops->weight_convert(c, out, hf, VL3__DTYPE_I64, 1) < 0);
+    uint16_t want_h[5] = {0x3f80, 0xc000, 0x3380, 0x7f80, 0x4780};
+    ASSERT_OK(ops->weight_convert(c, got, hf, VL3__DTYPE_F16, 5));
+    ASSERT_MEM_EQ(got, want_h, sizeof(want_h));
+    /* f32 -> bf16, round to nearest even: 1 + 2^-8 is a tie (rounds down to 1.0), 1 + 3*2^-8
+     * a tie rounding up to 1 + 2^-6, 1 + 2^-8 + 2^-20 rounds up; NaN stays NaN */
+    float f[4] = {1.0f + 0x1p-8f, 1.0f + 3 * 0x1p-8f, 1.0f + 0x1p-8f + 0x1p-20f, NAN};
+    ASSERT_OK(ops->weight_convert(c, got, f, VL3__DTYPE_F32, 4));
+    ASSERT_EQ(got[0], 0x3f80);
+    ASSERT_EQ(got[1], 0x3f82);
+    ASSERT_EQ(got[2], 0x3f81);
+    ASSERT((got[3] & 0x7f80) == 0x7f80 && (got[3] & 0x7f));
+    ASSERT(ops->weight_convert(c, got, hf, VL3__DTYPE_I64, 1) < 0);
     ASSERT(ops->supports(c, VL3__OP_ATTENTION, VL3__DTYPE_F32));
-    ASSERT(!ops->supports(c, VL3__OP_MATMUL, VL3__DTYPE_BF16));
+    ASSERT(ops->supports(c, VL3__OP_MATMUL, VL3__DTYPE_BF16));
+    ASSERT(!ops->supports(c, VL3__OP_MATMUL, VL3__DTYPE_F32));
     ops->free(c);
     return 0;
 }

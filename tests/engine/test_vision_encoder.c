@@ -81,8 +81,14 @@ static double *ref_encode(const vl3_model *m, const vl3_pixel_batch *b, int64_t 
            *k = calloc(P * C, 8), *v = calloc(P * C, 8), *a = calloc(P * C, 8),
            *f = calloc(P * I, 8), *xin = calloc(P * K, 8);
     int *pr = calloc(P, 4), *pc = calloc(P, 4), *blk = calloc(P, 4);
-    for (int64_t i = 0; i < P * K; i++)
-        xin[i] = b->pixel_values[i];
+    for (int64_t i = 0; i < P * K; i++) { /* the model's bf16 cast of pixel_values */
+        float pv = b->pixel_values[i];
+        uint32_t u;
+        memcpy(&u, &pv, 4);
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+        memcpy(&pv, &u, 4);
+        xin[i] = pv;
+    }
     int64_t row = 0, fr = 0, ntok = 0;
     for (int i = 0; i < b->n_items; i++) {
         const vl3_vision_grid *g = &b->grids[i];
@@ -245,6 +251,12 @@ static int check_layout(int native)
            (long long)b.n_patches, (long long)ntok, maxerr, maxref);
     ASSERT(maxref > 1e-3);
     ASSERT_LE(maxerr, 1e-5 * maxref); /* f32 vs double over 2 layers */
+
+    /* without the bf16 input cast the rows differ (the cast is really applied) */
+    vl3_vision_set_bf16_input(v, 0);
+    ASSERT_OK(vl3_vision_encode(v, &b, NULL, out2, &err));
+    vl3_vision_set_bf16_input(v, 1);
+    ASSERT(memcmp(out, out2, sizeof(float) * ntok * Dl) != 0);
 
     /* deterministic */
     ASSERT_OK(vl3_vision_encode(v, &b, NULL, out2, &err));

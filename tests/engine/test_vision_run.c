@@ -142,6 +142,17 @@ static int run_layout(int native)
     int64_t nv = 0;
     if (check_dump(d1, pa, pb, 1, &nv))
         return 1;
+    /* the CLI's pixel_values (FFmpeg decode + preprocessing) equal PIL's, bit for bit */
+    if (test_sh(NULL, 0, "/usr/bin/python3 -c 'import PIL, numpy' 2>/dev/null") == 0) {
+        ASSERT_EQ(sh("/usr/bin/python3 %s/tests/engine/pil_ref.py pv %s/img.png %s/pil.pv",
+                     test_source_dir(), dir, dir), 0);
+        char *a = NULL, *b = NULL;
+        size_t la = file_size(d1, "pixel_values.f32", &a), lb = file_size(dir, "pil.pv", &b);
+        ASSERT_EQ(la, lb);
+        ASSERT_MEM_EQ(a, b, la);
+        free(a);
+        free(b);
+    }
     /* deterministic: the default sampling is seeded; the vision rows are bit-identical */
     ASSERT(files_equal(d1, d2, "vision_out.f32"));
     ASSERT(files_equal(d1, d2, "pixel_values.f32"));

@@ -86,7 +86,8 @@ void media_policy_default(struct media_policy *p)
 }
 
 /* FFmpeg's own messages go to our log at debug level (once per process). */
-static void av_log_cb(void *avcl, int level, const char *fmt, va_list vl)
+__attribute__((format(printf, 3, 0))) static void av_log_cb(void *avcl, int level,
+                                                             const char *fmt, va_list vl)
 {
     (void)avcl;
     if (level > AV_LOG_WARNING || VL3_LOG_DEBUG > vl3__log_max_level)

@@ -607,7 +607,7 @@ static size_t plan_segments(const struct plan *pl, const unsigned char *need, si
     for (size_t i = 0; i < pl->n && pl->f[i].pts < pl->keys[0]; i++)
         if (need[i])
             return 0;
-    size_t target = (want + 4 * (size_t)threads - 1) / (4 * (size_t)threads);
+    size_t target = (want + 16 * (size_t)threads - 1) / (16 * (size_t)threads);
     struct seg *segs = calloc(pl->nkeys, sizeof(*segs));
     if (!segs)
         return 0;

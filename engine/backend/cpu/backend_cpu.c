@@ -28,6 +28,11 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
     return 0;
 }
 
+int vl3__cpu_threads(void *ctx)
+{
+    return ctx ? ((struct cpu_ctx *)ctx)->n_threads : 1;
+}
+
 static void cpu_free(void *ctx)
 {
     free(ctx);
@@ -44,10 +49,12 @@ static int cpu_device_name(int device, char *buf, size_t len)
     return 0;
 }
 
-/* LLM ops: f32 activations and weights (weights of other dtypes are converted at load). */
+/* LLM ops: f32 activations; matmul and embedding weights bf16 (converted at load). */
 static int cpu_supports(void *ctx, enum vl3__op op, int dtype)
 {
     (void)ctx;
+    if (op == VL3__OP_MATMUL || op == VL3__OP_EMBED)
+        return dtype == VL3__DTYPE_BF16;
     return op <= VL3__OP_COPY_ROWS && dtype == VL3__DTYPE_F32;
 }
 
@@ -70,6 +77,7 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .weight_convert = vl3__cpu_weight_convert,
     /* LLM layer ops */
     .matmul = vl3__cpu_matmul,
+    .matmul_work_size = vl3__cpu_matmul_work_size,
     .rmsnorm = vl3__cpu_rmsnorm,
     .rope = vl3__cpu_rope,
     .attention = vl3__cpu_attention,

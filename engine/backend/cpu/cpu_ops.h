@@ -19,7 +19,13 @@ float vl3__cpu_f16_to_f32(uint16_t h);
 
 /* matmul.c */
 int vl3__cpu_matmul(void *ctx, void *y, const void *x, const void *w, const void *b, int T,
-                    int in, int out, int accumulate);
+                    int in, int out, int accumulate, void *work, size_t work_bytes);
+size_t vl3__cpu_matmul_work_size(void *ctx, int max_in);
+
+/* backend_cpu.c: the context's thread count */
+int vl3__cpu_threads(void *ctx);
+/* Round an f32 to bf16 (nearest even; NaN stays NaN). */
+uint16_t vl3__cpu_f32_to_bf16(float f);
 
 /* norm.c */
 int vl3__cpu_rmsnorm(void *ctx, void *y, const void *x, const void *w, int T, int C, float eps);

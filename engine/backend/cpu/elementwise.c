@@ -1,4 +1,4 @@
-/* elementwise.c: the small LLM ops: SwiGLU (silu(gate) * up), add, embedding gather (f32 table),
+/* elementwise.c: the small LLM ops: SwiGLU (silu(gate) * up), add, embedding gather (bf16 table),
  * row argmax and strided row copies (KV-cache writes). Single-threaded: they are a small share of
  * the time next to the matrix products. */
 #include <math.h>
@@ -34,10 +34,13 @@ int vl3__cpu_embed(void *ctx, void *out_, const void *table_, const void *ids_, 
 {
     (void)ctx;
     float *out = out_;
-    const float *table = table_;
+    const uint16_t *table = table_; /* bf16 weight format */
     const int32_t *ids = ids_;
-    for (int t = 0; t < T; t++)
-        memcpy(out + (size_t)t * C, table + (size_t)ids[t] * C, (size_t)C * sizeof(float));
+    for (int t = 0; t < T; t++) {
+        const uint16_t *row = table + (size_t)ids[t] * C;
+        for (int c = 0; c < C; c++)
+            out[(size_t)t * C + c] = vl3__cpu_bf16_to_f32(row[c]);
+    }
     return 0;
 }
 

@@ -1,6 +1,7 @@
 /* mem.c: CPU backend memory: "device" memory is 64-byte aligned host memory, transfers are
- * memcpy, synchronize is a no-op. Matmul weights are kept in f32: checkpoint bf16/f16 values are
- * widened once at load (exact), so prefill and decode go straight to OpenBLAS sgemm/sgemv. */
+ * memcpy, synchronize is a no-op. Matmul and embedding weights are kept in bf16, the dtype of
+ * the released checkpoints (copied as is; f32/f16 sources are rounded to nearest even): the
+ * decode step is memory-bound and reads half the bytes of f32 (see matmul.c). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,13 +54,23 @@ int vl3__cpu_synchronize(void *ctx)
 int vl3__cpu_weight_dtype(void *ctx)
 {
     (void)ctx;
-    return VL3__DTYPE_F32;
+    return VL3__DTYPE_BF16;
 }
 
 size_t vl3__cpu_weight_bytes(void *ctx, size_t n)
 {
     (void)ctx;
-    return n * sizeof(float);
+    return n * sizeof(uint16_t);
+}
+
+uint16_t vl3__cpu_f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
 }
 
 float vl3__cpu_bf16_to_f32(uint16_t h)
@@ -99,19 +110,20 @@ float vl3__cpu_f16_to_f32(uint16_t h)
 int vl3__cpu_weight_convert(void *ctx, void *dst, const void *src_host, int src_dtype, size_t n)
 {
     (void)ctx;
-    float *d = dst;
+    uint16_t *d = dst;
     const uint16_t *h = src_host;
+    const float *f = src_host;
     switch (src_dtype) {
     case VL3__DTYPE_F32:
-        memmove(d, src_host, n * sizeof(float));
+        for (size_t i = 0; i < n; i++)
+            d[i] = vl3__cpu_f32_to_bf16(f[i]);
         return 0;
     case VL3__DTYPE_BF16:
-        for (size_t i = 0; i < n; i++)
-            d[i] = vl3__cpu_bf16_to_f32(h[i]);
+        memmove(d, h, n * sizeof(uint16_t));
         return 0;
     case VL3__DTYPE_F16:
         for (size_t i = 0; i < n; i++)
-            d[i] = vl3__cpu_f16_to_f32(h[i]);
+            d[i] = vl3__cpu_f32_to_bf16(vl3__cpu_f16_to_f32(h[i]));
         return 0;
     default:
         return VL3_E_UNSUPPORTED;

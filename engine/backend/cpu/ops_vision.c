@@ -3,8 +3,9 @@
  * These are the reference the CUDA vision ops will be checked against. Matrix products go through
  * OpenBLAS (cblas_sgemm); everything else is plain loops. Attention runs per block (one image or
  * one video frame, cu_seqlens) and per head: scores = q k^T (sgemm over strided head slices),
- * row softmax in float with max subtraction, then scores v (sgemm). Scratch for the largest
- * block's scores is allocated per call (the encoder is not on the decode hot path). */
+ * row softmax in float with max subtraction, then scores v (sgemm), in chunks of query rows.
+ * Scratch for one chunk's scores is allocated per call (the encoder is not on the decode hot
+ * path). */
 #include <cblas.h>
 #include <errno.h>
 #include <math.h>
@@ -80,6 +81,10 @@ static int cpu_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *
     return 0;
 }
 
+/* Query rows per chunk: bounds the score scratch to ATTN_ROWS x block length (a 1080p image is
+ * one block of 10,549 patches; a full score matrix would take 445 MB). */
+#define ATTN_ROWS 128
+
 static int cpu_attention_blocks(void *ctx, const float *q, const float *k, const float *v,
                                 float *out, const int64_t *cu, int n_blocks, int H, int D)
 {
@@ -92,7 +97,7 @@ static int cpu_attention_blocks(void *ctx, const float *q, const float *k, const
     }
     if (maxn == 0)
         return 0;
-    float *s = malloc(sizeof(float) * (size_t)maxn * (size_t)maxn);
+    float *s = malloc(sizeof(float) * (size_t)(maxn < ATTN_ROWS ? maxn : ATTN_ROWS) * (size_t)maxn);
     if (!s)
         return -ENOMEM;
     int ld = H * D;
@@ -100,28 +105,29 @@ static int cpu_attention_blocks(void *ctx, const float *q, const float *k, const
     for (int bi = 0; bi < n_blocks; bi++) {
         int64_t r0 = cu[bi];
         int n = (int)(cu[bi + 1] - r0);
-        if (n == 0)
-            continue;
         for (int h = 0; h < H; h++) {
-            const float *qh = q + r0 * ld + h * D, *kh = k + r0 * ld + h * D;
-            const float *vh = v + r0 * ld + h * D;
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, n, D, scale, qh, ld, kh, ld,
-                        0.0f, s, n);
-            for (int i = 0; i < n; i++) {
-                float *row = s + (size_t)i * n, mx = row[0];
-                for (int j = 1; j < n; j++)
-                    mx = row[j] > mx ? row[j] : mx;
-                float sum = 0.0f;
-                for (int j = 0; j < n; j++) {
-                    row[j] = expf(row[j] - mx);
-                    sum += row[j];
+            const float *kh = k + r0 * ld + h * D, *vh = v + r0 * ld + h * D;
+            for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
+                int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;
+                const float *qh = q + (r0 + i0) * ld + h * D;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, n, D, scale, qh, ld, kh,
+                            ld, 0.0f, s, n);
+                for (int i = 0; i < R; i++) {
+                    float *row = s + (size_t)i * n, mx = row[0];
+                    for (int j = 1; j < n; j++)
+                        mx = row[j] > mx ? row[j] : mx;
+                    float sum = 0.0f;
+                    for (int j = 0; j < n; j++) {
+                        row[j] = expf(row[j] - mx);
+                        sum += row[j];
+                    }
+                    float invs = 1.0f / sum;
+                    for (int j = 0; j < n; j++)
+                        row[j] *= invs;
                 }
-                float invs = 1.0f / sum;
-                for (int j = 0; j < n; j++)
-                    row[j] *= invs;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, D, n, 1.0f, s, n, vh, ld,
+                            0.0f, out + (r0 + i0) * ld + h * D, ld);
             }
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, D, n, 1.0f, s, n, vh, ld,
-                        0.0f, out + r0 * ld + h * D, ld);
         }
     }
     free(s);

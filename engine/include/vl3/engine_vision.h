@@ -235,6 +235,11 @@ typedef struct vl3_vision vl3_vision;
 int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_error *reterr);
 void vl3_vision_free(vl3_vision *v);
 
+/* Whether the encoder rounds pixel_values to bf16 before the patch embedding, as the reference
+ * does (the model casts pixel_values to the checkpoint's bf16 dtype). Default 1; 0 feeds the
+ * float32 values unchanged. */
+void vl3_vision_set_bf16_input(vl3_vision *v, int on);
+
 /* Hidden width of the projector rows (the LLM hidden size). */
 int vl3_vision_out_dim(const vl3_vision *v);
 
