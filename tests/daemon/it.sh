@@ -384,6 +384,22 @@ scenario_drain() {
   check_exactly_once dr 6
 }
 
+# not a CTest case: `tests/daemon/it.sh build . throughput` prints the daemon's job rate with
+# instant fake workers (Kafka + two PostgreSQL statements per job, no model)
+scenario_throughput() {
+  start_env
+  local N=${N:-2000}
+  WORKERS=4 LOGLEVEL=notice write_conf d1 $((20000 + RANDOM % 20000)) "[kafka]" "max_in_flight = 256"
+  produce t "$N"
+  local t0; t0=$(date +%s.%N)
+  start_daemon d1
+  wait_done "$N" 300
+  local t1; t1=$(date +%s.%N)
+  stop_daemon d1
+  check_exactly_once t "$N"
+  log "throughput: $N jobs in $(echo "$t1 - $t0" | bc) s (including ~3 s group join): $(echo "$N / ($t1 - $t0)" | bc) jobs/s"
+}
+
 scenario_enqueue() {
   # unreachable brokers: a clear error, exit 1, within the probe timeout
   local out rc
