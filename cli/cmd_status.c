@@ -16,11 +16,12 @@
 static void usage(FILE *f)
 {
     fprintf(f, "usage: vl3 status [--conninfo STR | -c vl3d.conf] [--watch SECONDS]\n\n"
-               "Shows job counts by status, throughput (jobs/min over the last 10 minutes) and the\n"
-               "most recent failures, from PostgreSQL.\n\n"
+               "Shows job counts by status, throughput (jobs/min over the last 10 minutes)\n"
+               "and the most recent failures, from PostgreSQL.\n\n"
                "  --conninfo STR     libpq connection string\n"
                "  -c, --config FILE  take pg.conninfo from this vl3d configuration file\n"
-               "                     (default: /etc/vl3/vl3d.conf if it exists, else \"dbname=vl3\")\n"
+               "                     (default: /etc/vl3/vl3d.conf if it exists,\n"
+               "                     else \"dbname=vl3\")\n"
                "  -w, --watch SECS   refresh every SECS seconds until interrupted\n"
                "  -h, --help         show this help\n");
 }

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "daemon_conf.h"
+#include "pg.h"
 #include "vl3/util.h"
 
 #define MIGRATE_MAX_FILES 1000
@@ -31,10 +32,7 @@ struct mfile {
 
 static int pq_err(vl3_error *reterr, const char *prefix, const char *msg)
 {
-    size_t n = msg ? strlen(msg) : 0;
-    while (n > 0 && msg[n - 1] == '\n')
-        n--;
-    return vl3_error_set(reterr, VL3_E_PG, "%s%.*s", prefix, (int)n, msg ? msg : "");
+    return pg_error_set(reterr, prefix, msg);
 }
 
 /* Run a command; on failure set reterr with prefix + server message. */

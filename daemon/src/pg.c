@@ -103,7 +103,7 @@ pg_conn_options pg_conn_options_default(void)
 /* libpq messages end in "\n" and may span lines ("...failed: Connection refused\n\tIs the server
  * running..."); ours are single lines without the newline, so every run of whitespace becomes
  * one space. */
-static void set_pq_error(vl3_error *err, const char *prefix, const char *msg)
+int pg_error_set(vl3_error *err, const char *prefix, const char *msg)
 {
     char flat[VL3_ERROR_MSG_MAX];
     size_t n = 0;
@@ -120,7 +120,13 @@ static void set_pq_error(vl3_error *err, const char *prefix, const char *msg)
             flat[n++] = *p;
     }
     flat[n] = '\0';
-    vl3_error_set(err, VL3_E_PG, "%s%s", prefix, n ? flat : "unknown libpq error");
+    return vl3_error_set(err, VL3_E_PG, "%s%s", prefix ? prefix : "",
+                         n ? flat : "unknown libpq error");
+}
+
+static void set_pq_error(vl3_error *err, const char *prefix, const char *msg)
+{
+    (void)pg_error_set(err, prefix, msg);
 }
 
 /* "250ms" or "2.5s", for log lines. */
@@ -130,6 +136,17 @@ static const char *fmt_delay(char *buf, size_t len, uint64_t ms)
         snprintf(buf, len, "%llums", (unsigned long long)ms);
     else
         snprintf(buf, len, "%.1fs", (double)ms / 1000.0);
+    return buf;
+}
+
+/* The stable key=value tail of log lines (STYLE B6): where we connect(ed). */
+static const char *where(const pg_conn *c, char *buf, size_t len)
+{
+    const char *host = c->pq ? PQhost(c->pq) : NULL;
+    const char *port = c->pq ? PQport(c->pq) : NULL;
+    const char *db = c->pq ? PQdb(c->pq) : NULL;
+    snprintf(buf, len, "host=%s port=%s dbname=%s", host && *host ? host : "-",
+             port && *port ? port : "-", db && *db ? db : "-");
     return buf;
 }
 
@@ -330,7 +347,9 @@ static void on_timer(uv_timer_t *t)
 static void attempt_failed(pg_conn *c, const char *msg)
 {
     vl3_error err = {0};
+    char w[256];
     set_pq_error(&err, "", msg);
+    where(c, w, sizeof(w));
     uv_timer_stop(&c->timer);
     pq_drop(c);
     c->failures++;
@@ -341,16 +360,17 @@ static void attempt_failed(pg_conn *c, const char *msg)
     if (!c->warned || now - c->last_warn_ms >= c->opts.log_interval_ms) {
         if (c->suppressed)
             vl3_log_warning("could not connect to PostgreSQL: %s, retrying in %s (%u similar "
-                            "messages suppressed)",
-                            err.msg, d, c->suppressed);
+                            "messages suppressed) %s",
+                            err.msg, d, c->suppressed, w);
         else
-            vl3_log_warning("could not connect to PostgreSQL: %s, retrying in %s", err.msg, d);
+            vl3_log_warning("could not connect to PostgreSQL: %s, retrying in %s %s", err.msg, d,
+                            w);
         c->warned = 1;
         c->last_warn_ms = now;
         c->suppressed = 0;
     } else {
         c->suppressed++;
-        vl3_log_debug("could not connect to PostgreSQL: %s, retrying in %s", err.msg, d);
+        vl3_log_debug("could not connect to PostgreSQL: %s, retrying in %s %s", err.msg, d, w);
     }
     set_state(c, PG_STATE_DISCONNECTED);
     uv_timer_start(&c->timer, on_timer, delay, 0);
@@ -365,7 +385,8 @@ static void conn_lost(pg_conn *c, const char *msg)
     char sqlstate[6] = "";
     set_pq_error(&lost, "connection to PostgreSQL lost: ", msg);
     c->stats.disconnects++;
-    vl3_log_warning("%s, reconnecting", lost.msg);
+    char w[256];
+    vl3_log_warning("%s, reconnecting %s", lost.msg, where(c, w, sizeof(w)));
     struct stmt *s = c->inflight;
     c->inflight = NULL;
     if (s && c->result && PQresultStatus(c->result) == PGRES_FATAL_ERROR) {
@@ -440,10 +461,12 @@ static void connected(pg_conn *c)
         attempt_failed(c, PQerrorMessage(c->pq));
         return;
     }
+    char w[256];
+    where(c, w, sizeof(w));
     if (c->ever_connected || c->failures > 0)
-        vl3_log_notice("connected to PostgreSQL after %u failed attempts", c->failures);
+        vl3_log_notice("connected to PostgreSQL after %u failed attempts %s", c->failures, w);
     else
-        vl3_log_info("connected to PostgreSQL");
+        vl3_log_info("connected to PostgreSQL %s", w);
     c->ever_connected = 1;
     c->failures = 0;
     c->warned = 0;
@@ -502,6 +525,8 @@ static void notice_processor(void *arg, const char *message)
 static void connect_start(pg_conn *c)
 {
     set_state(c, PG_STATE_CONNECTING);
+    if (c->closing) /* the state callback closed the adapter */
+        return;
     c->pq = PQconnectStart(c->conninfo);
     if (!c->pq) {
         attempt_failed(c, "out of memory");

@@ -118,6 +118,12 @@ typedef void (*pg_close_cb)(void *user);
  * for their callbacks (pg_conn_get_stats().queued + in_flight == 0) before closing. */
 void pg_conn_close(pg_conn *conn, pg_close_cb cb, void *user);
 
+/* THE conversion of a libpq message (PQerrorMessage, PQresultErrorMessage) to our form: sets
+ * reterr to VL3_E_PG with prefix + the message on one line (whitespace runs, libpq's "\n\t"
+ * included, become one space; no trailing newline). Also used by the blocking users of libpq
+ * (migrate.c, store.c's status reads). Returns VL3_E_PG. */
+int pg_error_set(vl3_error *reterr, const char *prefix, const char *libpq_msg);
+
 /* Human text of a state ("connected"). */
 const char *pg_state_name(enum pg_state state);
 

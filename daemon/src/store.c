@@ -23,7 +23,7 @@ struct call {
     int kind; /* CALL_* */
 };
 
-enum { CALL_STARTED, CALL_DONE, CALL_FAILED };
+enum { CALL_QUEUED, CALL_STARTED, CALL_DONE, CALL_FAILED };
 
 static const char *const status_names[] = {"queued", "running", "retrying", "done", "failed"};
 
@@ -54,6 +54,11 @@ static void on_reply(void *user, const pg_reply *reply)
             const char *inserted = pg_reply_value(reply, 0, 1);
             out.already_done = updated && strcmp(updated, "0") == 0;
             out.rows = inserted ? strtoll(inserted, NULL, 10) : 0;
+        } else if (call->kind == CALL_QUEUED) {
+            const char *inserted = pg_reply_value(reply, 0, 0);
+            const char *done = pg_reply_value(reply, 0, 1);
+            out.rows = inserted && strcmp(inserted, "t") == 0;
+            out.already_done = done && strcmp(done, "t") == 0;
         } else {
             out.already_done = reply->nrows == 0;
             out.rows = reply->nrows;
@@ -170,13 +175,37 @@ int store_job_started(pg_conn *pg, const store_job *job, store_cb cb, void *user
     return send_call(pg, CALL_STARTED, sql_started, n, p, cb, user, reterr);
 }
 
+static const char sql_queued[] =
+    "WITH ins AS ("
+    "  INSERT INTO jobs (" JOB_COLS ", status, attempts, enqueued_at) "
+    "  VALUES ($1, $2, $3, $4::integer, $5::bigint, $6, $7, 'queued', 0, "
+    "          COALESCE(to_timestamp($8::double precision), now())) "
+    "  ON CONFLICT (job_id) DO NOTHING RETURNING 1"
+    ") "
+    "SELECT EXISTS (SELECT 1 FROM ins), "
+    "       EXISTS (SELECT 1 FROM jobs WHERE job_id = $1 AND status = 'done')";
+
+int store_job_queued(pg_conn *pg, const store_job *job, store_cb cb, void *user,
+                     vl3_error *reterr)
+{
+    VL3_RETURN_IF(!pg, -EINVAL);
+    int r = check_job(job, reterr);
+    if (r < 0)
+        return r;
+    struct numbuf nb = {0};
+    const char *p[8];
+    int n = job_params(job, &nb, p);
+    return send_call(pg, CALL_QUEUED, sql_queued, n, p, cb, user, reterr);
+}
+
 static const char sql_failed[] =
     "INSERT INTO jobs AS j (" JOB_COLS ", status, attempts, enqueued_at, last_error, finished_at) "
     "VALUES ($1, $2, $3, $4::integer, $5::bigint, $6, $7, "
     "        CASE WHEN $10::boolean THEN 'failed' ELSE 'retrying' END, 1, "
     "        COALESCE(to_timestamp($8::double precision), now()), $9, "
     "        CASE WHEN $10::boolean THEN now() END) "
-    "ON CONFLICT (job_id) DO UPDATE SET status = EXCLUDED.status, last_error = EXCLUDED.last_error, "
+    "ON CONFLICT (job_id) DO UPDATE SET status = EXCLUDED.status, "
+    "    last_error = EXCLUDED.last_error, "
     "    finished_at = EXCLUDED.finished_at, updated_at = now(), "
     "    worker = COALESCE(EXCLUDED.worker, j.worker), path = COALESCE(EXCLUDED.path, j.path) "
     "WHERE j.status <> 'done' "
@@ -355,10 +384,9 @@ int store_job_done(pg_conn *pg, const store_job *job, const store_video *video,
 
 static int pq_fail(vl3_error *reterr, const char *what, const char *msg)
 {
-    size_t n = msg ? strlen(msg) : 0;
-    while (n > 0 && msg[n - 1] == '\n')
-        n--;
-    return vl3_error_set(reterr, VL3_E_PG, "%s: %.*s", what, (int)n, msg ? msg : "");
+    char prefix[160];
+    snprintf(prefix, sizeof(prefix), "%s: ", what);
+    return pg_error_set(reterr, prefix, msg);
 }
 
 static const char sql_status_counts[] = "SELECT status, count(*) FROM jobs GROUP BY status";

@@ -85,6 +85,12 @@ typedef struct store_outcome {
 
 typedef void (*store_cb)(void *user, const store_outcome *out);
 
+/* Record a job as received and waiting ('queued', attempts 0) if it is not known yet; an
+ * existing row is left alone (already_done tells whether it is 'done'; rows = 1 when inserted).
+ * Optional: store_job_started() creates the row too. Returns like store_job_started(). */
+int store_job_queued(pg_conn *pg, const store_job *job, store_cb cb, void *user,
+                     vl3_error *reterr);
+
 /* Mark job started: insert or update the job row with status 'running', attempts + 1,
  * started_at = now(), worker and source position. No change when the job is 'done'
  * (already_done = 1). Returns 0 (cb will be called), or an error from pg_query() (cb not

@@ -365,6 +365,17 @@ TEST(store_idempotent_results)
     store_job job = {.job_id = "job-1", .topic = "vl3.jobs", .partition = 2, .offset = 41,
                      .path = test_video.path, .model = "videollama3-2b", .worker = "w0"};
     struct sres s = {0};
+    ASSERT_OK_E(store_job_queued(pg, &job, on_s, &s, &err), &err);
+    ASSERT_EQ(store_call_wait(&loop, &s), 0);
+    ASSERT_EQ(s.out.code, 0);
+    ASSERT_EQ(s.out.rows, 1);
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM jobs WHERE status = 'queued' AND attempts = 0"),
+              1);
+    memset(&s, 0, sizeof(s));
+    ASSERT_OK_E(store_job_queued(pg, &job, on_s, &s, &err), &err);
+    ASSERT_EQ(store_call_wait(&loop, &s), 0);
+    ASSERT_EQ(s.out.rows, 0); /* known already: left alone */
+    memset(&s, 0, sizeof(s));
     ASSERT_OK_E(store_job_started(pg, &job, on_s, &s, &err), &err);
     ASSERT_EQ(store_call_wait(&loop, &s), 0);
     ASSERT_EQ(s.out.code, 0);
@@ -383,7 +394,13 @@ TEST(store_idempotent_results)
     ASSERT_EQ(s.out.already_done, 0);
     ASSERT_EQ(s.out.rows, 3);
 
-    /* redelivery: started again changes nothing, done again inserts and replaces nothing */
+    /* redelivery: queued/started again change nothing, done again inserts and replaces
+     * nothing */
+    memset(&s, 0, sizeof(s));
+    ASSERT_OK_E(store_job_queued(pg, &job, on_s, &s, &err), &err);
+    ASSERT_EQ(store_call_wait(&loop, &s), 0);
+    ASSERT_EQ(s.out.rows, 0);
+    ASSERT_EQ(s.out.already_done, 1);
     memset(&s, 0, sizeof(s));
     ASSERT_OK_E(store_job_started(pg, &job, on_s, &s, &err), &err);
     ASSERT_EQ(store_call_wait(&loop, &s), 0);
@@ -540,6 +557,22 @@ TEST(cli_status_and_db_status)
     ASSERT_STR_CONTAINS(out, "0.20 jobs/min over the last 10 min (2 done)");
     ASSERT_STR_CONTAINS(out, "j5  attempts=3  /v/x.mp4");
     ASSERT_STR_CONTAINS(out, "worker killed by signal 9");
+    /* the connection string from a vl3d config file */
+    char conf[4200];
+    snprintf(conf, sizeof(conf), "%s/vl3d.conf", test_tmpdir());
+    FILE *f = fopen(conf, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "# test\n[pg]\nconninfo = \"%s\"\n", ci);
+    fclose(f);
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3' db status -c '%s' 2>&1", bin, conf), 0);
+    ASSERT_STR_CONTAINS(out, "0001  0001_init");
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3' status -c '%s' --conninfo x 2>&1", bin, conf),
+              2);
+    /* --watch repeats (at 0 s and 1 s within 1.6 s) */
+    ASSERT_EQ(test_sh(out, sizeof(out), "timeout 1.6 '%s/vl3' status -c '%s' --watch 1 2>&1 | "
+                      "grep -c '^--- .* (every 1s)$'", bin, conf),
+              0);
+    ASSERT_STR_EQ(out, "2\n");
     /* unreachable server: exit 1 and libpq's reason */
     ASSERT_EQ(test_sh(out, sizeof(out),
                       "'%s/vl3' status --conninfo 'host=127.0.0.1 port=1 connect_timeout=2' 2>&1",
@@ -609,5 +642,54 @@ TEST(store_done_throughput)
     ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM results"), TP_JOBS * 4);
     ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM jobs WHERE status = 'done'"), TP_JOBS);
     ASSERT_GT(TP_JOBS / secs, 20);
+    return 0;
+}
+
+/* Two daemons finishing the same job at once (a rebalance): one statement wins, the other finds
+ * the job done; one set of answers, never a mix. */
+static struct sres conc[2];
+
+TEST(store_concurrent_done)
+{
+    char ci[1024], v[256];
+    ASSERT_EQ(make_db("concdone", ci, sizeof(ci)), 0);
+    vl3_error err = {0};
+    ASSERT_OK_E(migrate_db(ci, &err), &err);
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    pg_conn *a = NULL, *b = NULL;
+    ASSERT_OK(open_conn(&loop, ci, &a));
+    ASSERT_OK(open_conn(&loop, ci, &b));
+    static const char *const ans_a[3] = {"from A", "from A", "from A"};
+    static const char *const ans_b[3] = {"from B", "from B", "from B"};
+    store_result ra[3], rb[3];
+    fill_results(ra, ans_a);
+    fill_results(rb, ans_b);
+    store_job job = {.job_id = "job-c", .partition = 0, .offset = 7};
+    int total = 0;
+    for (int round = 0; round < 5; round++) { /* a few rounds to vary the interleaving */
+        char id[32];
+        snprintf(id, sizeof(id), "job-c%d", round);
+        job.job_id = id;
+        memset(conc, 0, sizeof(conc));
+        ASSERT_OK_E(store_job_done(a, &job, &test_video, ra, 3, on_s, &conc[0], &err), &err);
+        ASSERT_OK_E(store_job_done(b, &job, &test_video, rb, 3, on_s, &conc[1], &err), &err);
+        ASSERT_EQ(run_until(&loop, &conc[0].done, 10.0), 0);
+        ASSERT_EQ(run_until(&loop, &conc[1].done, 10.0), 0);
+        ASSERT_EQ(conc[0].out.code, 0);
+        ASSERT_EQ(conc[1].out.code, 0);
+        ASSERT_EQ(conc[0].out.already_done + conc[1].out.already_done, 1);
+        ASSERT_EQ(conc[0].out.rows + conc[1].out.rows, 3);
+        total += 3;
+        ASSERT_EQ(sql1(ci, v, sizeof(v), "SELECT count(DISTINCT answer) || '|' || count(*) FROM "
+                                         "results WHERE job_id = '%s'", id),
+                  0);
+        ASSERT_STR_EQ(v, "1|3");
+    }
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM results"), total);
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM videos"), 1);
+    closed_flag = 0;
+    pg_conn_close(a, NULL, NULL);
+    ASSERT_EQ(close_all(&loop, b), 0);
     return 0;
 }

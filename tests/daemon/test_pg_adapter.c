@@ -6,11 +6,14 @@
  * statements queued during the outage run after reconnection exactly once, in order. Every case
  * ends with uv_loop_close() == 0. */
 #include <errno.h>
+#include <fcntl.h>
 #include <libpq-fe.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "pg.h"
 #include "test.h"
+#include "vl3/log.h"
 
 static int ad_make_db(const char *name, char *out, size_t len)
 {
@@ -25,9 +28,6 @@ static int ad_make_db(const char *name, char *out, size_t len)
     }
     fclose(f);
     base[strcspn(base, "\n")] = '\0';
-    char sql[256];
-    snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS a_%s_%d; CREATE DATABASE a_%s_%d", name,
-             (int)getpid(), name, (int)getpid());
     if (test_sh(NULL, 0, "psql '%s' -XAq -c 'DROP DATABASE IF EXISTS a_%s_%d' -c 'CREATE "
                 "DATABASE a_%s_%d' >/dev/null 2>&1",
                 base, name, (int)getpid(), name, (int)getpid()) != 0)
@@ -241,7 +241,23 @@ TEST(pg_adapter_unreachable_retries)
     pg_conn_options bad = ad_opts("host=127.0.0.1 nonsense");
     ASSERT_EQ(pg_conn_new(&loop, &bad, &pg, &err), VL3_E_PG);
     ASSERT_STR_CONTAINS(err.msg, "invalid PostgreSQL connection string");
-    /* port 1 refuses: the adapter keeps trying with backoff, statements wait */
+    /* closing while the first attempt is in progress leaves nothing behind */
+    pg_conn_options quick = ad_opts("host=127.0.0.1 port=1 dbname=x");
+    ASSERT_OK_E(pg_conn_new(&loop, &quick, &pg, &err), &err);
+    ASSERT_EQ(pg_conn_state(pg), PG_STATE_CONNECTING);
+    ASSERT_EQ(ad_close(&loop, pg), 0);
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    /* port 1 refuses: the adapter keeps trying with backoff, statements wait; the log gets one
+     * WARNING, the other attempts go to DEBUG (stderr captured in a file meanwhile) */
+    char logpath[4096], out[8192];
+    snprintf(logpath, sizeof(logpath), "%s/unreachable.log", test_tmpdir());
+    fflush(stderr);
+    int saved = dup(2);
+    int fd = open(logpath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    ASSERT(saved >= 0 && fd >= 0);
+    dup2(fd, 2);
+    close(fd);
+    vl3_log_set_level(VL3_LOG_DEBUG);
     memset(ad_states, 0, sizeof(ad_states));
     pg_conn_options o = ad_opts("host=127.0.0.1 port=1 dbname=x");
     o.on_state = ad_on_state;
@@ -251,6 +267,18 @@ TEST(pg_adapter_unreachable_retries)
     memset(&rec, 0, sizeof(rec));
     ASSERT_OK(ad_query(pg, &rec, tags, 0, "SELECT 1", 0, NULL));
     ad_run_for(&loop, 700);
+    vl3_log_set_level(VL3_LOG_INFO);
+    dup2(saved, 2);
+    close(saved);
+    ASSERT_EQ(test_sh(out, sizeof(out),
+                      "grep -c '^<4>could not connect to PostgreSQL: .*port 1 failed: Connection "
+                      "refused.*retrying in [0-9]*ms host=127.0.0.1 port=1 dbname=x$' %s",
+                      logpath),
+              0);
+    ASSERT_STR_EQ(out, "1\n");
+    ASSERT_EQ(test_sh(out, sizeof(out), "grep -c '^<7>could not connect to PostgreSQL' %s",
+                      logpath), 0);
+    ASSERT_EQ(atoi(out), ad_states[PG_STATE_CONNECTING] - 1);
     ASSERT_EQ(rec.n, 0);
     ASSERT_EQ(pg_conn_state(pg), PG_STATE_DISCONNECTED);
     /* backoff 50, 100, 200, 400 ms (each jittered to [d/2, d]): between 3 and 14 attempts */
@@ -372,5 +400,42 @@ TEST(pg_adapter_survives_restart)
               0);
     ASSERT_STR_EQ(out, "20|20|0|19\n");
     ASSERT_EQ(test_sh(NULL, 0, "'%s' stop '%s'", harness, dir), 0);
+    return 0;
+}
+
+/* A callback may close the adapter: the rest is cancelled, nothing runs after, the loop closes. */
+static pg_conn *cic_pg;
+static void cic_close_cb(void *user, const pg_reply *r)
+{
+    ad_cb(user, r);
+    pg_conn_close(cic_pg, ad_on_closed, NULL);
+}
+
+TEST(pg_adapter_close_in_callback)
+{
+    char ci[1024];
+    ASSERT_EQ(ad_make_db("closecb", ci, sizeof(ci)), 0);
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    pg_conn_options o = ad_opts(ci);
+    vl3_error err = {0};
+    ASSERT_OK_E(pg_conn_new(&loop, &o, &cic_pg, &err), &err);
+    static struct ad_rec rec;
+    static struct ad_tag tags[3];
+    memset(&rec, 0, sizeof(rec));
+    for (int i = 0; i < 3; i++) {
+        tags[i].rec = &rec;
+        tags[i].tag = i;
+        ASSERT_OK(pg_query(cic_pg, "SELECT 1", 0, NULL, i == 0 ? cic_close_cb : ad_cb, &tags[i],
+                           &err));
+    }
+    ad_closed = 0;
+    uv_run(&loop, UV_RUN_DEFAULT); /* returns when the adapter's handles are closed */
+    ASSERT_EQ(ad_closed, 1);
+    ASSERT_EQ(rec.n, 3);
+    ASSERT_EQ(rec.code[0], 0);
+    ASSERT_EQ(rec.code[1], -ECANCELED);
+    ASSERT_EQ(rec.code[2], -ECANCELED);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
     return 0;
 }
