@@ -3,6 +3,10 @@
 
 #include <stddef.h>
 
+#include "media.h"
+
+static const char *const sample_mode_names[] = {"exact", "fast", NULL};
+
 #define OPT(name, type, field, def, min, max, flags, help)                                         \
     {name, type, offsetof(struct worker_conf, field), def, min, max, NULL, flags, help}
 
@@ -29,7 +33,48 @@ const vl3_conf_option worker_conf_table[] = {
         VL3_CONF_RESTART, "wall time allowed to decode one input"),
     OPT("memory_budget", VL3_CONF_SIZE, memory_budget, "8G", 1 << 20, 1e15, VL3_CONF_RESTART,
         "most memory the worker holds for queued frames and activations"),
+    OPT("jobs.max_queued", VL3_CONF_INT, max_queued_jobs, "16", 1, 4096, VL3_CONF_RESTART,
+        "jobs accepted and not finished; more are refused with a retryable error"),
+    OPT("jobs.decode_parallel", VL3_CONF_INT, decode_jobs, "2", 1, 256, VL3_CONF_RESTART,
+        "jobs decoded at once (each with decode_threads decoder threads)"),
+    OPT("batch.vision_frames", VL3_CONF_INT, vision_batch_frames, "256", 1, 1e6, VL3_CONF_RESTART,
+        "most frames (of any jobs) one vision-encoder call takes"),
+    OPT("batch.vision_wait", VL3_CONF_DURATION, vision_batch_wait_ms, "20ms", 0, 10000,
+        VL3_CONF_RESTART, "how long the encoder waits for frames of other jobs to batch with"),
+    OPT("batch.max_sequences", VL3_CONF_INT, max_sequences, "8", 1, 1024, VL3_CONF_RESTART,
+        "answers generated together (continuous batching slots)"),
+    OPT("batch.n_ctx", VL3_CONF_INT, n_ctx, "0", 0, 1 << 20, VL3_CONF_RESTART,
+        "tokens per generation slot (0 = the engine default)"),
+    OPT("generate.max_new_tokens", VL3_CONF_INT, max_new_tokens, "512", 1, 1 << 20,
+        VL3_CONF_RESTART, "answer length limit when a job does not set one"),
+    OPT("generate.seed", VL3_CONF_INT, seed, "-1", -1, 9.0e15, VL3_CONF_RESTART,
+        "sampling seed of every answer (-1 = derived from the job id, task and window)"),
+    OPT("task.caption", VL3_CONF_STRING, task_text[0], "", 0, 0, VL3_CONF_RESTART,
+        "instruction override for caption ({media}; empty = built-in)"),
+    OPT("task.ocr", VL3_CONF_STRING, task_text[1], "", 0, 0, VL3_CONF_RESTART,
+        "instruction override for ocr"),
+    OPT("task.chart_qa", VL3_CONF_STRING, task_text[2], "", 0, 0, VL3_CONF_RESTART,
+        "instruction override for chart_qa ({question} required)"),
+    OPT("task.qa", VL3_CONF_STRING, task_text[3], "", 0, 0, VL3_CONF_RESTART,
+        "instruction override for qa ({question} required)"),
     OPT("log.level", VL3_CONF_STRING, log_level, "info", 0, 0, VL3_CONF_RESTART,
         "err, warning, notice, info or debug"),
+    /* media */
+    {"media.formats", VL3_CONF_STRING, offsetof(struct worker_conf, media_formats),
+     MEDIA_FORMATS_DEFAULT, 0, 0, NULL, VL3_CONF_RESTART,
+     "comma-separated demuxers a job may use (never add hls, concat, image2, dash)"},
+    OPT("media.max_decoded_frames", VL3_CONF_INT, max_decoded_frames, "20000000", 1, 1e12,
+        VL3_CONF_RESTART, "most frames decoded from one input"),
+    OPT("media.max_decode_errors", VL3_CONF_INT, max_decode_errors, "0", -1, 1e9,
+        VL3_CONF_RESTART, "damaged packets tolerated per input (-1 = any, like the ffmpeg CLI)"),
+    OPT("media.fps", VL3_CONF_DOUBLE, sample_fps, "1", 0.001, 1000, VL3_CONF_RESTART,
+        "default sampling rate in frames per second"),
+    OPT("media.frames_per_window", VL3_CONF_INT, frames_per_window, "180", 1, 1e6,
+        VL3_CONF_RESTART, "default most frames kept per window (uniformly subsampled)"),
+    OPT("media.window", VL3_CONF_DURATION, window_ms, "180s", 0, 1e10, VL3_CONF_RESTART,
+        "default window length, each sampled on its own (0 = the whole video at once)"),
+    {"media.sample_mode", VL3_CONF_ENUM, offsetof(struct worker_conf, sample_mode), "fast", 0, 0,
+     sample_mode_names, VL3_CONF_RESTART,
+     "exact (the official sampler's frames) or fast (within one frame, decodes less)"},
     {0},
 };

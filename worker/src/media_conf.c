@@ -1,0 +1,33 @@
+/* media_conf.c: map the worker configuration onto media_policy and sample_params. */
+#include "media_conf.h"
+
+#include <math.h>
+
+void media_conf_policy(const struct worker_conf *c, struct media_policy *pol)
+{
+    media_policy_default(pol);
+    pol->max_file_size = c->max_file_size;
+    pol->max_duration_ms = c->max_duration_ms;
+    pol->max_pixels = c->max_pixels;
+    pol->max_frames = c->max_decoded_frames;
+    pol->decode_timeout_ms = c->decode_timeout_ms;
+    pol->threads = (int)c->decode_threads;
+    pol->max_decode_errors = c->max_decode_errors;
+    pol->formats = c->media_formats;
+}
+
+void media_conf_sample_params(const struct worker_conf *c, struct sample_params *p)
+{
+    sample_params_default(p);
+    if (c->sample_fps == floor(c->sample_fps)) {
+        p->fps_num = (int)c->sample_fps;
+        p->fps_den = 1;
+    } else {
+        p->fps_num = (int)llround(c->sample_fps * 1000);
+        p->fps_den = 1000;
+    }
+    p->max_frames = c->frames_per_window;
+    p->window_s = (double)c->window_ms / 1000.0;
+    p->max_bytes = c->memory_budget;
+    p->mode = c->sample_mode == SAMPLE_MODE_FAST ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
+}
