@@ -651,3 +651,47 @@ TEST(proc_check_config)
     ASSERT_STR_CONTAINS(out, "is valid");
     return 0;
 }
+
+/* SIGTERM drains: the accepted job is still answered, a later one refused, then exit 0 while
+ * stdin is still open (systemd signals vl3d's whole control group during its drain). */
+TEST(proc_sigterm_drains)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, NULL));
+    char a[1200];
+    path(a, sizeof(a), "a.mp4");
+    ASSERT_OK(send_job_t(&p, "before", a, 0, 2, 0.8, 24));
+    struct vl3_proto_ping ping = {1};
+    uint8_t *pb;
+    size_t pl;
+    ASSERT_OK(vl3_proto_encode_ping(&ping, &pb, &pl, NULL));
+    ASSERT_OK(send_raw(&p, pb, pl));
+    free(pb);
+    vl3_proto_msg m;
+    int busy = 0;
+    for (;;) { /* the PONG names the job: it is in progress when the signal comes */
+        ASSERT_EQ(next(&p, &m, 10000), 1);
+        int t = m.type;
+        if (t == VL3_PROTO_PONG)
+            busy = m.u.pong.job_id && strcmp(m.u.pong.job_id, "before") == 0;
+        vl3_proto_msg_free(&m);
+        if (t == VL3_PROTO_PONG)
+            break;
+    }
+    ASSERT(busy);
+    ASSERT_EQ(kill(p.pid, SIGTERM), 0);
+    usleep(20000);
+    ASSERT_OK(send_job(&p, "after", a, 0, 1));
+    const char *ids[2] = {"before", "after"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(collect(&p, ids, 2, o, 120));
+    ASSERT(o[0].got_done || llm_missing(&o[0]));
+    ASSERT(o[1].got_error);
+    ASSERT_EQ(o[1].err_code, VL3_PERR_RESOURCE);
+    ASSERT_EQ(o[1].err_retry, 1);
+    ASSERT_STR_CONTAINS(o[1].err_msg, "stopping");
+    ASSERT_EQ(wait_exit(&p, 30), 0); /* stdin still open */
+    finish(&p);
+    return 0;
+}

@@ -37,6 +37,12 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
                vl3_error *reterr);
 void worker_free(struct worker *w);
 
+/* Ask a running worker_run to drain: new jobs are refused (retryable "resource"), accepted ones
+ * are answered, then worker_run returns WORKER_EXIT_OK even if stdin is still open. Only sets a
+ * flag: async-signal-safe (main calls it from its SIGTERM/SIGINT handler, because systemd
+ * signals the whole control group while vl3d drains and still wants the answers). */
+void worker_request_stop(void);
+
 /* Serve the protocol on in_fd/out_fd until EOF (or a fatal condition). Sends HELLO first.
  * Returns a WORKER_EXIT_* status. */
 int worker_run(struct worker *w, int in_fd, int out_fd);
