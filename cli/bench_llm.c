@@ -106,6 +106,7 @@ static void usage(FILE *f)
                "  --prompt-tokens N    prefill length (default 128)\n"
                "  --gen-tokens N       decode steps (default 32)\n"
                "  --threads N          CPU threads (default: all)\n"
+               "  --batch B            also time decode steps of B sequences at once\n"
                "  -h, --help           this help\n");
 }
 
@@ -123,11 +124,12 @@ static int parse_pos(const char *s, int *ret)
 int bench_llm(int argc, char **argv)
 {
     const char *model_dir = NULL;
-    int random_2b = 0, layers = 0, n_prompt = 128, n_gen = 32, threads = 0;
+    int random_2b = 0, layers = 0, n_prompt = 128, n_gen = 32, threads = 0, batch = 1;
     static const struct option lo[] = {
         {"model", required_argument, NULL, 'm'}, {"random-2b", no_argument, NULL, 'r'},
         {"layers", required_argument, NULL, 'L'}, {"prompt-tokens", required_argument, NULL, 'p'},
         {"gen-tokens", required_argument, NULL, 'g'}, {"threads", required_argument, NULL, 't'},
+        {"batch", required_argument, NULL, 'b'},
         {"help", no_argument, NULL, 'h'},         {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -141,6 +143,7 @@ int bench_llm(int argc, char **argv)
         case 'p': bad = parse_pos(optarg, &n_prompt); break;
         case 'g': bad = parse_pos(optarg, &n_gen); break;
         case 't': bad = parse_pos(optarg, &threads); break;
+        case 'b': bad = parse_pos(optarg, &batch); break;
         case 'h': usage(stdout); return CLI_EXIT_OK;
         default:
             fprintf(stderr, "vl3 bench llm: unknown option \"%s\"\n", argv[optind - 1]);
@@ -223,6 +226,36 @@ int bench_llm(int argc, char **argv)
             goto fail_run;
     double decode_s = vl3_time_s() - t0;
 
+    /* batched decode: B sequences with short prompts, one decode step advances all of them */
+    double batch_s = 0;
+    int b_prompt = n_prompt < 16 ? n_prompt : 16;
+    if (batch > 1) {
+        vl3_ctx *bctx = NULL;
+        vl3_ctx_params bp = vl3_ctx_params_default();
+        bp.n_ctx = b_prompt + n_gen;
+        bp.n_seq = batch;
+        bp.n_batch = b_prompt;
+        int *seqs = malloc(sizeof(int) * (size_t)batch);
+        int32_t *tok = malloc(sizeof(int32_t) * (size_t)batch);
+        r = seqs && tok ? vl3_ctx_new(m, &bp, &bctx, &err) : -ENOMEM;
+        for (int b = 0; r >= 0 && b < batch; b++) {
+            seqs[b] = b;
+            r = vl3_prefill(bctx, b, ids + b % 4, b_prompt, NULL, NULL, &err);
+        }
+        t0 = vl3_time_s();
+        for (int i = 0; r >= 0 && i < n_gen; i++) {
+            for (int b = 0; b < batch; b++)
+                tok[b] = ids[(b + i) % (n_prompt + n_gen)];
+            r = vl3_decode_step(bctx, seqs, tok, batch, NULL, &err);
+        }
+        batch_s = vl3_time_s() - t0;
+        vl3_ctx_free(bctx);
+        free(seqs);
+        free(tok);
+        if (r < 0)
+            goto fail_run;
+    }
+
     /* FLOPs and bytes (spec §12) */
     double C = sh.hidden, HD = (double)sh.n_heads * sh.head_dim;
     double KVD = (double)sh.n_kv_heads * sh.head_dim, I = sh.intermediate, V = sh.vocab;
@@ -258,6 +291,15 @@ int bench_llm(int argc, char **argv)
     printf("%-8s %8d %10.4f %12.2f %12.2f %14.2f %13.1f%%\n", "decode", n_gen, decode_s,
            dec_tok_s, dec_flop / decode_s / 1e9, floor_s > 0 ? 1 / floor_s : 0,
            floor_s > 0 ? 100.0 * dec_tok_s * floor_s : 0);
+    if (batch > 1)
+        printf("%-8s %8d %10.4f %12.2f %12.2f %14s %14s\n", "decode", batch * n_gen, batch_s,
+               batch * n_gen / batch_s,
+               batch * n_gen * (flop_tok + flop_head + flop_att_tok * (b_prompt + n_gen / 2.0)) /
+                   batch_s / 1e9,
+               "-", "-");
+    if (batch > 1)
+        printf("(second decode row: %d sequences per step, prompts of %d tokens; tokens/s counts "
+               "every sequence)\n", batch, b_prompt);
     printf("\nper token: %.3f GFLOP matmuls + %.3f GFLOP lm_head + %.0f FLOP x ctx attention\n",
            flop_tok / 1e9, flop_head / 1e9, flop_att_tok);
     printf("decode bytes per token: weights %.3f GB (bf16) + KV %.2f MB (f32, avg ctx %.0f); "

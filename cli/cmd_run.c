@@ -4,7 +4,8 @@
  *           [--repetition-penalty X] [--max-new-tokens N] [--temperature X] [--top-k N]
  *           [--top-p X] [--seed N] [--threads N] [--dump DIR]
  *   vl3 run --model DIR (--image FILE | --frames DIR|LIST | --video FILE [--fps F]
- *           [--max-frames N]) (--task T [--question Q] | --prompt TEXT)
+ *           [--max-frames N] [--sampling exact|fast] [--window SECONDS [--window-index K]])
+ *           (--task T [--question Q] | --prompt TEXT)
  *           [--difffp-threshold X] [--difffp-bf16] [--no-difffp] ...
  *
  * Visual inputs (Engine II): --image decodes one image (FFmpeg, as PIL's convert('RGB')),
@@ -74,6 +75,9 @@ struct run_opts {
     /* visual inputs (Engine II) */
     const char *image, *frames, *question, *video;
     int fps, max_frames;
+    int sampling_fast;     /* --sampling fast */
+    double window;         /* --window seconds, 0 = whole video */
+    int window_index;      /* --window-index: which window answers (as the worker's window k) */
     int task; /* -1 = none */
     int have_difffp_threshold, difffp_bf16, no_difffp;
     float difffp_threshold;
@@ -174,6 +178,27 @@ static int opt_max_frames(struct run_opts *o, const char *a)
 {
     return parse_int(a, 1, 100000, &o->max_frames);
 }
+static int opt_sampling(struct run_opts *o, const char *a)
+{
+    if (strcmp(a, "exact") != 0 && strcmp(a, "fast") != 0)
+        return -EINVAL;
+    o->sampling_fast = strcmp(a, "fast") == 0;
+    return 0;
+}
+static int opt_window(struct run_opts *o, const char *a)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(a, &end);
+    if (errno || end == a || *end || !(v > 0 && v <= 1e7))
+        return -EINVAL;
+    o->window = v;
+    return 0;
+}
+static int opt_window_index(struct run_opts *o, const char *a)
+{
+    return parse_int(a, 0, 1000000, &o->window_index);
+}
 static int opt_difffp_bf16(struct run_opts *o, const char *a) { (void)a; o->difffp_bf16 = 1; return 0; }
 static int opt_no_difffp(struct run_opts *o, const char *a) { (void)a; o->no_difffp = 1; return 0; }
 
@@ -215,6 +240,11 @@ static const struct run_opt {
     {"fps", 1, "F", "video sampling rate in frames per second (default 1)", opt_fps},
     {"max-frames", 1, "N", "most video frames (default 180, uniform subsampling)",
      opt_max_frames},
+    {"sampling", 1, "MODE", "exact | fast: video frame choice (default exact; same frames)",
+     opt_sampling},
+    {"window", 1, "SECONDS", "sample the video in windows of SECONDS, as vl3-worker jobs do",
+     opt_window},
+    {"window-index", 1, "K", "with --window: answer for window K (default 0)", opt_window_index},
     {"task", 1, "T", "caption | ocr | chart_qa | qa: instruction from docs/tasks.md", opt_task},
     {"question", 1, "TEXT", "the question of chart_qa / qa", opt_question},
     {"difffp-threshold", 1, "X", "DiffFP threshold (default 0.1; 0 keeps every token)",
@@ -403,20 +433,27 @@ static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3
     sp.fps_num = o->fps > 0 ? o->fps : 1;
     sp.fps_den = 1;
     sp.max_frames = o->max_frames > 0 ? o->max_frames : 180;
+    sp.mode = o->sampling_fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
+    sp.window_s = o->window; /* max_frames then applies per window, as in the worker */
     r = sample_video(in, &sp, &rv->video, err);
     media_close(in);
     if (r < 0)
         return r;
-    rv->n = (int)rv->video->n;
-    rv->views = calloc((size_t)rv->n, sizeof(*rv->views));
-    rv->video_ts = calloc((size_t)rv->n, sizeof(double));
+    rv->views = calloc(rv->video->n ? rv->video->n : 1, sizeof(*rv->views));
+    rv->video_ts = calloc(rv->video->n ? rv->video->n : 1, sizeof(double));
     if (!rv->views || !rv->video_ts)
         return vl3_error_set(err, -ENOMEM, "out of memory");
-    for (int i = 0; i < rv->n; i++) {
-        rv->views[i] = (vl3_image){rv->video->frames[i].rgb, rv->video->width, rv->video->height,
-                                   (size_t)rv->video->width * 3};
-        rv->video_ts[i] = rv->video->frames[i].timestamp;
+    rv->n = 0;
+    for (size_t i = 0; i < rv->video->n; i++) {
+        if (o->window > 0 && rv->video->frames[i].window != o->window_index)
+            continue; /* one window: the frames a worker job's window k sees */
+        rv->views[rv->n] = (vl3_image){rv->video->frames[i].rgb, rv->video->width,
+                                       rv->video->height, (size_t)rv->video->width * 3};
+        rv->video_ts[rv->n++] = rv->video->frames[i].timestamp;
     }
+    if (rv->n == 0)
+        return vl3_error_set(err, -EINVAL, "window %d of \"%s\" has no frames (%d windows)",
+                             o->window_index, o->video, rv->video->n_windows);
     rv->item = (vl3_vision_item){rv->views, rv->n, rv->video_ts, 1, 0};
     return 0;
 }

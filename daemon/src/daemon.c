@@ -706,7 +706,7 @@ static void on_handle_closed(uv_handle_t *h)
     struct vl3d *d = h->data;
     if (--d->handles_open == 0) {
         d->closed = 1;
-        vl3_log_info("vl3d stopped");
+        vl3_log_notice("vl3d stopped");
     }
 }
 

@@ -1,6 +1,6 @@
 # Daemon tests (helper "daemon"). Unit: protocol codec, job parsing, offset tracker.
 vl3_test(NAME test-daemon SOURCES daemon/test_proto.c daemon/test_job.c daemon/test_offsets.c
-  daemon/test_daemon_conf.c
+  daemon/test_daemon_conf.c daemon/test_supervise.c
   LIBS vl3daemon LABELS unit TIMEOUT 60)
 
 # A worker that speaks the protocol with deterministic answers and failure knobs (tests only).

@@ -22,6 +22,7 @@
 #include "vl3/proto.h"
 
 static vl3_proto_reader rd;
+static int eof_seen; /* stdin closed: finish the current job, then exit (the protocol's stop) */
 
 static void write_all(const uint8_t *b, size_t n)
 {
@@ -56,14 +57,21 @@ static double now_ms(void)
 /* read whatever is there (waiting up to ms), answer pings; returns 0 at EOF */
 static int pump(int ms, const char *busy_job)
 {
+    if (eof_seen) {
+        if (ms > 0)
+            (void)poll(NULL, 0, ms);
+        return 0;
+    }
     struct pollfd p = {STDIN_FILENO, POLLIN, 0};
     int r = poll(&p, 1, ms);
     if (r <= 0)
         return 1;
     uint8_t buf[65536];
     ssize_t n = read(STDIN_FILENO, buf, sizeof(buf));
-    if (n == 0)
+    if (n == 0) {
+        eof_seen = 1;
         return 0;
+    }
     if (n < 0)
         return errno == EINTR || errno == EAGAIN;
     if (vl3_proto_reader_feed(&rd, buf, (size_t)n) < 0)
@@ -107,8 +115,7 @@ static void busy_wait(double ms, const char *job)
     vl3_proto_msg m;
     while (now_ms() < end) {
         double left = end - now_ms();
-        if (!pump(left > 200 ? 200 : (int)left + 1, job))
-            exit(0);
+        (void)pump(left > 200 ? 200 : (int)left + 1, job);
         /* frames other than pings while busy are not expected from the daemon; keep them */
         while (rd.len - rd.off >= VL3_PROTO_HEADER_SIZE) {
             /* peek: only consume pings, leave a job for later */

@@ -42,6 +42,7 @@ decode_threads = 1
 roots = $FX
 [generate]
 max_new_tokens = 8
+seed = 5
 [log]
 level = info
 CONF
@@ -70,7 +71,7 @@ level = info
 CONF
 
 {
-  echo "w1:{\"id\":\"w1\",\"input\":\"$FX/a.mp4\",\"tasks\":[\"caption\",{\"kind\":\"qa\",\"question\":\"What is shown?\"}],\"sampling\":{\"fps\":1,\"max_frames\":8,\"mode\":\"exact\"}}"
+  echo "w1:{\"id\":\"w1\",\"input\":\"$FX/a.mp4\",\"tasks\":[\"caption\",{\"kind\":\"qa\",\"question\":\"What is shown?\"}],\"sampling\":{\"fps\":1,\"max_frames\":8,\"mode\":\"exact\"},\"limits\":{\"temperature\":0.8,\"max_new_tokens\":12}}"
   echo "w2:{\"id\":\"w2\",\"input\":\"$FX/b.mp4\",\"tasks\":[\"caption\",\"ocr\"],\"sampling\":{\"fps\":1,\"max_frames\":8,\"mode\":\"exact\",\"window\":3}}"
   echo "w3:{\"id\":\"w3\",\"input\":\"$FX/corrupt.mp4\",\"tasks\":[\"caption\"]}"
 } > "$T/produce.txt"
@@ -102,6 +103,13 @@ sql "select last_error from jobs where job_id='w3'" | grep -qi "decode\|invalid\
 [ "$(sql "select count(*) from results where job_id='w1' and task='qa' and question='What is shown?'")" = 1 ] \
   || fail "w1 qa row missing"
 sql "select job_id, task, window_idx, start_s, end_s, generated_tokens, left(answer, 40) from results order by 1,2,3" >&2
+
+# the stored answer is exactly what `vl3 run` says for the same video, task and sampling
+want=$("$BIN/vl3" run --model "$FX/model" --video "$FX/a.mp4" --fps 1 --max-frames 8 --task caption \
+  --temperature 0.8 --seed 5 --max-new-tokens 12 2>/dev/null | od -An -tx1 | tr -d ' \n')
+want=${want%0a}  # vl3 run ends the answer with a newline
+got=$(sql "select encode(convert_to(answer, 'UTF8'), 'hex') from results where job_id='w1' and task='caption'")
+[ -n "$want" ] && [ "$got" = "$want" ] || fail "w1 caption differs from vl3 run: db=$got run=$want"
 
 kill -TERM "$DPID"
 for _ in $(seq 1 300); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done

@@ -132,6 +132,8 @@ static int send_raw(struct proc *p, const uint8_t *b, size_t n)
     return 0;
 }
 
+static int job_mode = VL3_SAMPLING_EXACT;
+
 static int send_job_t(struct proc *p, const char *id, const char *input, double window, int kinds,
                       double temperature, int max_new)
 {
@@ -142,7 +144,7 @@ static int send_job_t(struct proc *p, const char *id, const char *input, double 
     j.tasks[j.ntasks++] = (struct vl3_proto_task){VL3_TASK_CAPTION, NULL};
     if (kinds > 1)
         j.tasks[j.ntasks++] = (struct vl3_proto_task){VL3_TASK_QA, "What moves?"};
-    j.sampling = (struct vl3_proto_sampling){1.0, 8, VL3_SAMPLING_EXACT, window};
+    j.sampling = (struct vl3_proto_sampling){1.0, 8, job_mode, window};
     j.max_new_tokens = max_new;
     j.temperature = temperature;
     j.attempt = 1;
@@ -489,14 +491,16 @@ TEST(proc_answer_equals_vl3_run)
 {
     struct proc p;
     ASSERT_OK(start(&p, "[generate]\nseed = 5"));
-    char a[1200];
+    char a[1200], b[1200];
     path(a, sizeof(a), "a.mp4");
-    const char *ids[2] = {"greedy", "sampled"};
-    static struct outcome o[2];
+    path(b, sizeof(b), "b.mp4");
+    const char *ids[3] = {"greedy", "sampled", "windows"};
+    static struct outcome o[3];
     memset(o, 0, sizeof(o));
     ASSERT_OK(send_job_t(&p, "greedy", a, 0, 1, 0, 10));
     ASSERT_OK(send_job_t(&p, "sampled", a, 0, 1, 0.8, 16));
-    ASSERT_OK(collect(&p, ids, 2, o, 180));
+    ASSERT_OK(send_job_t(&p, "windows", b, 3.0, 1, 0.8, 8));
+    ASSERT_OK(collect(&p, ids, 3, o, 180));
     close(p.in);
     ASSERT_EQ(wait_exit(&p, 30), 0);
     finish(&p);
@@ -520,6 +524,22 @@ TEST(proc_answer_equals_vl3_run)
     }
     /* the sampled answer is real text, not only the whitespace greedy collapses to here */
     ASSERT_LT(strspn(o[1].answer[0], " \t\n"), strlen(o[1].answer[0]));
+    /* each window of a windowed job = `vl3 run --window W --window-index k` */
+    ASSERT(o[2].got_done);
+    ASSERT_EQ(o[2].n, 2);
+    for (int k = 0; k < 2; k++) {
+        static char wa[8192];
+        const char *got;
+        ASSERT_OK(find_answer(&o[2], 0, k, &got));
+        ASSERT_EQ(test_sh(wa, sizeof(wa),
+                          "'%s/vl3' run --model '%s/model' --video '%s' --fps 1 --max-frames 8 "
+                          "--window 3 --window-index %d --task caption --temperature 0.8 "
+                          "--seed 5 --max-new-tokens 8 2>/dev/null", bin, dir, b, k), 0);
+        size_t n = strlen(wa);
+        if (n > 0 && wa[n - 1] == '\n')
+            wa[n - 1] = 0;
+        ASSERT_STR_EQ(got, wa);
+    }
     return 0;
 }
 
@@ -555,6 +575,123 @@ TEST(proc_memory_budget_refuses_oversized)
     ASSERT(o[1].got_done || llm_missing(&o[1]));
     close(p.in);
     ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    return 0;
+}
+
+/* Fast sampling (keyframe seeks, loop filter skipped on unseen frames: pixels may differ
+ * slightly from exact) through the whole worker: each answer equals `vl3 run --sampling fast`
+ * on the same window, and the frame counts match the exact job's. */
+TEST(proc_fast_sampling_equals_vl3_run)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "[generate]\nseed = 3"));
+    char b[1200];
+    path(b, sizeof(b), "b.mp4");
+    const char *ids[2] = {"exact", "fast"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    job_mode = VL3_SAMPLING_EXACT;
+    ASSERT_OK(send_job_t(&p, "exact", b, 3.0, 2, 0.8, 10));
+    job_mode = VL3_SAMPLING_FAST;
+    ASSERT_OK(send_job_t(&p, "fast", b, 3.0, 2, 0.8, 10));
+    job_mode = VL3_SAMPLING_EXACT;
+    ASSERT_OK(collect(&p, ids, 2, o, 180));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(o[0].got_done && o[1].got_done);
+    ASSERT_EQ(o[0].n, 4);
+    ASSERT_EQ(o[1].n, 4);
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    for (int k = 0; k < 4; k++) {
+        const char *x;
+        ASSERT_OK(find_answer(&o[0], o[1].task[k], o[1].window[k], &x));
+        ASSERT_EQ(o[1].tokens_total[k], o[0].tokens_total[k]); /* same frames, same sizes */
+        static char want[8192];
+        ASSERT_EQ(test_sh(want, sizeof(want),
+                          "'%s/vl3' run --model '%s/model' --video '%s' --fps 1 --max-frames 8 "
+                          "--sampling fast --window 3 --window-index %d %s --temperature 0.8 "
+                          "--seed 3 --max-new-tokens 10 2>/dev/null",
+                          bin, dir, b, o[1].window[k],
+                          o[1].task[k] == 0 ? "--task caption"
+                                            : "--task qa --question 'What moves?'"), 0);
+        size_t n = strlen(want);
+        if (n > 0 && want[n - 1] == '\n')
+            want[n - 1] = 0;
+        ASSERT_STR_EQ(o[1].answer[k], want);
+    }
+    return 0;
+}
+
+/* --check-config validates the worker's options and cites file:line and the option. */
+TEST(proc_check_config)
+{
+    ASSERT_OK(fixtures());
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    char out[4096];
+    snprintf(conf_path, sizeof(conf_path), "%s/bad.conf", test_tmpdir());
+    FILE *f = fopen(conf_path, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "model = %s/model\n[batch]\nmax_sequences = 0\n", dir);
+    fclose(f);
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --check-config -c '%s' 2>&1", bin,
+                      conf_path), 1);
+    ASSERT_STR_CONTAINS(out, "bad.conf:3");
+    ASSERT_STR_CONTAINS(out, "max_sequences");
+    f = fopen(conf_path, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "model = %s/model\n[batch]\nmax_sequences = 4\nvision_wait = 5ms\n"
+               "[task]\ncaption = Summarise this {media}.\n", dir);
+    fclose(f);
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --check-config -c '%s' 2>&1", bin,
+                      conf_path), 0);
+    ASSERT_STR_CONTAINS(out, "is valid");
+    return 0;
+}
+
+/* SIGTERM drains: the accepted job is still answered, a later one refused, then exit 0 while
+ * stdin is still open (systemd signals vl3d's whole control group during its drain). */
+TEST(proc_sigterm_drains)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, NULL));
+    char a[1200];
+    path(a, sizeof(a), "a.mp4");
+    ASSERT_OK(send_job_t(&p, "before", a, 0, 2, 0.8, 24));
+    struct vl3_proto_ping ping = {1};
+    uint8_t *pb;
+    size_t pl;
+    ASSERT_OK(vl3_proto_encode_ping(&ping, &pb, &pl, NULL));
+    ASSERT_OK(send_raw(&p, pb, pl));
+    free(pb);
+    vl3_proto_msg m;
+    int busy = 0;
+    for (;;) { /* the PONG names the job: it is in progress when the signal comes */
+        ASSERT_EQ(next(&p, &m, 10000), 1);
+        int t = m.type;
+        if (t == VL3_PROTO_PONG)
+            busy = m.u.pong.job_id && strcmp(m.u.pong.job_id, "before") == 0;
+        vl3_proto_msg_free(&m);
+        if (t == VL3_PROTO_PONG)
+            break;
+    }
+    ASSERT(busy);
+    ASSERT_EQ(kill(p.pid, SIGTERM), 0);
+    usleep(20000);
+    ASSERT_OK(send_job(&p, "after", a, 0, 1));
+    const char *ids[2] = {"before", "after"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(collect(&p, ids, 2, o, 120));
+    ASSERT(o[0].got_done || llm_missing(&o[0]));
+    ASSERT(o[1].got_error);
+    ASSERT_EQ(o[1].err_code, VL3_PERR_RESOURCE);
+    ASSERT_EQ(o[1].err_retry, 1);
+    ASSERT_STR_CONTAINS(o[1].err_msg, "stopping");
+    ASSERT_EQ(wait_exit(&p, 30), 0); /* stdin still open */
     finish(&p);
     return 0;
 }

@@ -293,3 +293,37 @@ TEST(budget_waits_and_refuses)
     worker_budget_deinit(&b);
     return 0;
 }
+
+static int alive_even(void *user, const struct worker_seq *q)
+{
+    struct run *r = user;
+    return (int)(q - r->seq) % 2 == 0; /* odd ones are cancelled */
+}
+
+TEST(sched_cancel_dead_sequences)
+{
+    static struct run r;
+    struct fake f = {0};
+    setup(&r);
+    struct worker_lm lm = {&fake_ops, &f, 4, 0, {-1}, 1};
+    struct worker_sched *s = NULL;
+    ASSERT_OK(worker_sched_new(&lm, on_done, &r, &s));
+    worker_sched_set_alive(s, alive_even);
+    for (int i = 0; i < 6; i++)
+        ASSERT_OK(worker_sched_submit(s, &r.seq[i]));
+    while (worker_sched_step(s) > 0)
+        ;
+    worker_sched_free(s);
+    ASSERT_EQ(f.bad_feed, 0);
+    for (int i = 0; i < 6; i++) {
+        ASSERT_EQ(r.done[i], 1);
+        if (i % 2) {
+            ASSERT_EQ(r.rc[i], -ECANCELED);
+            ASSERT_LE(r.n_out[i], 1); /* only the token sampled at prefill */
+        } else {
+            ASSERT_EQ(r.rc[i], 0);
+            ASSERT_EQ(r.n_out[i], r.seq[i].max_new_tokens);
+        }
+    }
+    return 0;
+}

@@ -3,11 +3,13 @@
  * main parses the options and configuration, loads the model, and runs the pipeline of worker.h
  * until stdin closes. Logs go to stderr only (stdout carries frames). Exit statuses: 0 stdin
  * closed and every accepted job answered; 1 bad command line or configuration; 70 software error
- * (protocol violation, model that cannot be loaded); 75 temporary failure (device fault). */
+ * (protocol violation, model that cannot be loaded); 75 temporary failure (device fault).
+ * SIGTERM/SIGINT drain: accepted jobs are answered, new ones refused, then exit 0. */
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "vl3/engine.h"
@@ -17,6 +19,12 @@
 
 static const char *arg_config = NULL;
 static int arg_check_config = 0;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    worker_request_stop();
+}
 
 static void help(void)
 {
@@ -70,6 +78,13 @@ int main(int argc, char **argv)
         vl3_log_set_level(level);
     vl3_log_set_ident("vl3-worker");
     signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    (void)sigaction(SIGTERM, &sa, NULL);
+    (void)sigaction(SIGINT, &sa, NULL);
     int status = WORKER_EXIT_SOFTWARE;
     vl3_model *model = NULL;
     struct worker *w = NULL;

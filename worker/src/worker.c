@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +24,14 @@
 
 #define READ_CHUNK 65536
 #define POLL_MS 200
+
+/* set from a signal handler (worker_request_stop); read by the reader loop */
+static volatile sig_atomic_t stop_requested;
+
+void worker_request_stop(void)
+{
+    stop_requested = 1;
+}
 
 /* ---- jobs ---- */
 
@@ -188,7 +197,9 @@ static void admit_job(void *user, const struct worker_job_req *m)
     for (struct worker_job *p = w->jobs; p; p = p->next_all)
         dup |= strcmp(p->id, m->job_id) == 0;
     pthread_mutex_unlock(&w->lock);
-    if (dup) {
+    if (stop_requested) {
+        rc = vl3_error_set(&err, -EBUSY, "worker stopping");
+    } else if (dup) {
         rc = vl3_error_set(&err, -EINVAL, "job \"%s\" is already in progress", m->job_id);
     } else if (n >= w->conf->max_queued_jobs) {
         rc = vl3_error_set(&err, -EBUSY, "worker busy: %d jobs in progress (jobs.max_queued)", n);
@@ -274,6 +285,8 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
         vl3_error_set(reterr, rc, "out of memory for the scheduler");
         goto fail;
     }
+    if (w->sched)
+        worker_sched_set_alive(w->sched, worker_engine_seq_alive);
     *ret = w;
     return 0;
 fail:
@@ -364,6 +377,15 @@ int worker_run(struct worker *w, int in_fd, int out_fd)
         if (fatal) {
             status = WORKER_EXIT_TEMPFAIL;
             break;
+        }
+        if (stop_requested) {
+            pthread_mutex_lock(&w->lock);
+            int left = w->n_jobs;
+            pthread_mutex_unlock(&w->lock);
+            if (left == 0) {
+                vl3_log_info("stop requested and every accepted job answered, exiting");
+                break;
+            }
         }
         struct pollfd p = {in_fd, POLLIN, 0};
         int pr = poll(&p, 1, POLL_MS);

@@ -4,7 +4,7 @@
  *   reader (the caller of worker_run): reads frames from the daemon, answers PING at once, checks
  *     and admits JOB frames (jobs.max_queued bounds them; beyond it a retryable "resource" error),
  *     and on EOF waits for the accepted jobs to finish, then returns;
- *   decode threads (decode_threads): confine the path, decode and sample the video (one window
+ *   decode threads (jobs.decode_parallel): confine the path, decode and sample the video (one window
  *     or several), reserve memory_budget for its frames, preprocess and DiffFP-mask each window,
  *     and queue the windows for the engine;
  *   the engine thread: encodes queued windows of any jobs together in one vision-encoder call
@@ -30,11 +30,18 @@ enum {
 };
 
 /* Create the pipeline over model (borrowed; must outlive the worker) with conf (borrowed
- * likewise). lm_required 0 lets the worker run without a language model (jobs then fail with
- * "unsupported" after vision). Returns 0, -ENOMEM or the engine's codes. */
+ * likewise): the vision encoder, and the language model with batch.max_sequences slots. A build
+ * without the engine's LLM API still runs (jobs then fail with "unsupported" after vision).
+ * Returns 0, -ENOMEM, VL3_E_FORMAT (model without tokenizer) or the engine's codes. */
 int worker_new(const struct worker_conf *conf, const vl3_model *model, struct worker **ret,
                vl3_error *reterr);
 void worker_free(struct worker *w);
+
+/* Ask a running worker_run to drain: new jobs are refused (retryable "resource"), accepted ones
+ * are answered, then worker_run returns WORKER_EXIT_OK even if stdin is still open. Only sets a
+ * flag: async-signal-safe (main calls it from its SIGTERM/SIGINT handler, because systemd
+ * signals the whole control group while vl3d drains and still wants the answers). */
+void worker_request_stop(void);
 
 /* Serve the protocol on in_fd/out_fd until EOF (or a fatal condition). Sends HELLO first.
  * Returns a WORKER_EXIT_* status. */

@@ -50,8 +50,9 @@ static int64_t estimate_bytes(const struct media_info *mi, const struct sample_p
         frames = sp->max_frames > 0 ? sp->max_frames : 1024;
     }
     int64_t px = (int64_t)mi->width * mi->height;
-    /* RGB24 frames + float pixel values of at most the same area (resizing keeps the area
-     * within the token budget; a generous 4 bytes x 3 channels per pixel) */
+    /* RGB24 frames + float pixel values of about the same area (4 bytes x 3 channels per
+     * pixel). Resizing usually shrinks; when it enlarges tiny frames, run_job accounts the true
+     * size once the windows are preprocessed. */
     return frames * px * 3 + frames * px * 12;
 }
 

@@ -307,6 +307,14 @@ unlock:
     pthread_mutex_unlock(&w->lock);
 }
 
+int worker_engine_seq_alive(void *user, const struct worker_seq *q)
+{
+    (void)user;
+    const struct worker_gen *g = q->user;
+    /* job->rc is written only by this thread once the job's windows are queued */
+    return g->unit->job->rc == 0;
+}
+
 /* Encode and submit a set of units; units whose job failed are dropped. */
 static void process_units(struct worker *w, struct worker_unit *units, int frames)
 {

@@ -113,6 +113,8 @@ void *worker_decode_main(void *arg);
 void *worker_engine_main(void *arg);
 /* the scheduler's callback (worker_engine.c); user is the worker */
 void worker_engine_seq_done(void *user, struct worker_seq *seq);
+/* the scheduler's liveness question (worker_engine.c): 0 once the sequence's job failed */
+int worker_engine_seq_alive(void *user, const struct worker_seq *seq);
 
 /* Record a failure for job (first one wins). Caller holds w->lock. */
 void worker_job_fail_locked(struct worker_job *job, int rc, const vl3_error *err);

@@ -92,6 +92,11 @@ int worker_sched_new(struct worker_lm *lm, worker_seq_done_cb done, void *user,
                      struct worker_sched **ret);
 void worker_sched_free(struct worker_sched *s);
 
+/* Asked before each decode step for every active sequence (same user as the done callback):
+ * returning 0 ends the sequence at once with rc -ECANCELED (its job failed elsewhere). */
+typedef int (*worker_seq_alive_cb)(void *user, const struct worker_seq *seq);
+void worker_sched_set_alive(struct worker_sched *s, worker_seq_alive_cb alive);
+
 /* Queue seq (borrowed until its done callback). Allocates its output buffer. 0, -ENOMEM, -EINVAL. */
 int worker_sched_submit(struct worker_sched *s, struct worker_seq *seq);
 

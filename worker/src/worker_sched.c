@@ -16,6 +16,7 @@
 struct worker_sched {
     struct worker_lm *lm;
     worker_seq_done_cb done;
+    worker_seq_alive_cb alive;
     void *user;
     struct worker_seq *head, *tail; /* waiting */
     struct worker_seq **slot;       /* [n_slots] active or NULL */
@@ -63,6 +64,11 @@ void worker_sched_free(struct worker_sched *s)
     free(s);
 }
 
+void worker_sched_set_alive(struct worker_sched *s, worker_seq_alive_cb alive)
+{
+    s->alive = alive;
+}
+
 int worker_sched_submit(struct worker_sched *s, struct worker_seq *q)
 {
     if (!q || q->max_new_tokens <= 0 || q->n_ids <= 0 || !q->ids)
@@ -74,6 +80,8 @@ int worker_sched_submit(struct worker_sched *s, struct worker_seq *q)
     q->rc = 0;
     q->stopped_by_eos = 0;
     q->max_batch = 0;
+    q->prefill_ms = 0;
+    q->t_start_ns = vl3_time_ns(); /* reset when it starts; covers failing while waiting */
     q->slot = -1;
     q->next = NULL;
     if (s->tail)
@@ -102,9 +110,9 @@ static void finish(struct worker_sched *s, struct worker_seq *q)
         s->n_active--;
     }
     q->generate_ms = (double)(vl3_time_ns() - q->t_start_ns) / 1e6 - q->prefill_ms;
+    int32_t *out = q->out; /* the callback may free the memory q lives in */
     s->done(s->user, q);
-    free(q->out);
-    q->out = NULL;
+    free(out);
 }
 
 static int is_stop(const struct worker_lm *lm, int32_t id)
@@ -193,6 +201,11 @@ int worker_sched_step(struct worker_sched *s)
         fail_all(s, rc, &err);
         return rc;
     }
+    for (int i = 0; s->alive && i < s->lm->n_slots; i++)
+        if (s->slot[i] && !s->alive(s->user, s->slot[i])) {
+            s->slot[i]->rc = vl3_error_set(&s->slot[i]->err, -ECANCELED, "answer cancelled");
+            finish(s, s->slot[i]);
+        }
     int n = 0;
     for (int i = 0; i < s->lm->n_slots; i++)
         if (s->slot[i]) {

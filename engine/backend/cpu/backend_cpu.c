@@ -49,12 +49,15 @@ static int cpu_device_name(int device, char *buf, size_t len)
     return 0;
 }
 
-/* LLM ops: f32 activations; matmul and embedding weights bf16 (converted at load). */
+/* LLM ops: f32 activations; matmul and embedding weights bf16 (converted at load). Vision ops
+ * (vl3__cpu_vision_ops): f32. */
 static int cpu_supports(void *ctx, enum vl3__op op, int dtype)
 {
     (void)ctx;
     if (op == VL3__OP_MATMUL || op == VL3__OP_EMBED)
         return dtype == VL3__DTYPE_BF16;
+    if (op >= VL3__OP_VISION_LINEAR && op < VL3__OP_COUNT)
+        return dtype == VL3__DTYPE_F32;
     return op <= VL3__OP_COPY_ROWS && dtype == VL3__DTYPE_F32;
 }
 
