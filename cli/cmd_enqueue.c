@@ -1,15 +1,321 @@
-/* cmd_enqueue.c: `vl3 enqueue`. Placeholder until its issue lands: answers --help and otherwise says
- * that the command is not available in this build (exit 1). */
+/* cmd_enqueue.c: `vl3 enqueue FILE|DIR...`: produce one job message per video or image file to
+ * the jobs topic (docs/jobs.md). Directories are scanned (recursively with --recursive) for
+ * known video/image extensions; files named explicitly are taken whatever their extension.
+ * Messages are keyed by the absolute path (one file always lands in the same partition) and
+ * carry no "id", so each enqueue is a new job (the daemon derives the id from the offset).
+ * The brokers are probed first so an unreachable cluster gives one clear error; the command
+ * then waits for every delivery report and exits 1 if any failed. A progress line is drawn on
+ * stderr when it is a terminal. */
+#include <dirent.h>
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
+#include "daemon_conf.h"
+#include "kafka.h"
+#include "vl3/conf.h"
+#include "vl3/proto.h"
+
+static const char *const video_ext[] = {"mp4", "mkv", "mov", "avi", "webm", "m4v", "mpg", "mpeg",
+                                        "ts",  "wmv", "flv", "3gp", "mxf", NULL};
+static const char *const image_ext[] = {"jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff",
+                                        NULL};
+
+struct paths {
+    char **v;
+    size_t n, cap;
+};
+
+static int media_ext(const char *name)
+{
+    const char *dot = strrchr(name, '.');
+    if (!dot)
+        return 0;
+    for (int i = 0; video_ext[i]; i++)
+        if (strcasecmp(dot + 1, video_ext[i]) == 0)
+            return 1;
+    for (int i = 0; image_ext[i]; i++)
+        if (strcasecmp(dot + 1, image_ext[i]) == 0)
+            return 1;
+    return 0;
+}
+
+static int paths_add(struct paths *p, const char *s)
+{
+    if (p->n == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 64;
+        char **nv = realloc(p->v, cap * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        p->v = nv;
+        p->cap = cap;
+    }
+    if (!(p->v[p->n] = strdup(s)))
+        return -ENOMEM;
+    p->n++;
+    return 0;
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* scan dir (absolute); recurse into subdirectories when recursive; symlinks are not followed */
+static int scan_dir(const char *dir, int recursive, struct paths *out)
+{
+    DIR *d = opendir(dir);
+    if (!d) {
+        fprintf(stderr, "vl3 enqueue: could not open directory \"%s\": %s\n", dir,
+                strerror(errno));
+        return -errno;
+    }
+    struct paths local = {0};
+    struct dirent *e;
+    int r = 0;
+    while ((e = readdir(d))) {
+        if (e->d_name[0] == '.')
+            continue; /* ., .., hidden files */
+        char path[PATH_MAX];
+        if (snprintf(path, sizeof(path), "%s/%s", dir, e->d_name) >= (int)sizeof(path))
+            continue;
+        struct stat st;
+        if (lstat(path, &st) < 0)
+            continue;
+        if (S_ISDIR(st.st_mode)) {
+            if (recursive && (r = scan_dir(path, 1, out)) == -ENOMEM)
+                break;
+            r = 0;
+        } else if (S_ISREG(st.st_mode) && media_ext(e->d_name)) {
+            if ((r = paths_add(&local, path)) < 0)
+                break;
+        }
+    }
+    closedir(d);
+    qsort(local.v, local.n, sizeof(*local.v), cmp_str); /* deterministic order */
+    for (size_t i = 0; i < local.n; i++) {
+        if (r == 0)
+            r = paths_add(out, local.v[i]);
+        free(local.v[i]);
+    }
+    free(local.v);
+    return r;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+            "usage: vl3 enqueue [options] FILE|DIR...\n\n"
+            "Produce one indexing job per video or image file to the jobs topic.\n\n"
+            "  -r, --recursive       scan directories recursively\n"
+            "  -t, --tasks LIST      comma-separated: caption, ocr, chart_qa, qa (default caption)\n"
+            "  -q, --question Q      question for the qa and chart_qa tasks\n"
+            "      --fps F           frames sampled per second (default 1)\n"
+            "      --max-frames N    at most N frames per window (default 64)\n"
+            "      --window S        window length in seconds (0 = whole input, default)\n"
+            "      --mode M          sampling mode: fast or exact (default fast)\n"
+            "      --priority P      0 (lowest) to 9 (default 5)\n"
+            "  -b, --brokers B       bootstrap brokers (default: kafka.brokers of the config)\n"
+            "  -T, --topic T         jobs topic (default: kafka.topic of the config)\n"
+            "  -c, --config FILE     read brokers, topic and kafka properties from vl3d.conf\n"
+            "  -n, --dry-run         print the messages instead of producing them\n"
+            "  -h, --help            show this help\n");
+}
+
+static int build_tasks(json_t *arr, const char *list, const char *question)
+{
+    char buf[512];
+    snprintf(buf, sizeof(buf), "%s", list);
+    char *save = NULL;
+    for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int k = vl3_task_kind_parse(t);
+        if (k < 0) {
+            fprintf(stderr, "vl3 enqueue: unknown task \"%s\" (caption, ocr, chart_qa, qa)\n", t);
+            return -EINVAL;
+        }
+        if (k == VL3_TASK_QA || k == VL3_TASK_CHART_QA) {
+            if (!question || !*question) {
+                fprintf(stderr, "vl3 enqueue: task \"%s\" needs --question\n", t);
+                return -EINVAL;
+            }
+            json_array_append_new(arr, json_pack("{s:s, s:s}", "kind", t, "question", question));
+        } else {
+            json_array_append_new(arr, json_string(t));
+        }
+    }
+    if (json_array_size(arr) == 0) {
+        fprintf(stderr, "vl3 enqueue: --tasks is empty\n");
+        return -EINVAL;
+    }
+    return 0;
+}
+
+static int parse_num(const char *opt, const char *s, double min, double max, double *ret)
+{
+    if (vl3_parse_double(s, ret) < 0 || *ret < min || *ret > max) {
+        fprintf(stderr, "vl3 enqueue: invalid %s \"%s\" (want %g to %g)\n", opt, s, min, max);
+        return -EINVAL;
+    }
+    return 0;
+}
 
 int cmd_enqueue(int argc, char **argv)
 {
-    if (cli_wants_help(argc, argv)) {
-        printf("usage: vl3 enqueue [options]\n\n(not implemented yet in this version)\n");
-        return CLI_EXIT_OK;
+    static const struct option opts[] = {
+        {"recursive", no_argument, NULL, 'r'},   {"tasks", required_argument, NULL, 't'},
+        {"question", required_argument, NULL, 'q'}, {"fps", required_argument, NULL, 'F'},
+        {"max-frames", required_argument, NULL, 'M'}, {"window", required_argument, NULL, 'W'},
+        {"mode", required_argument, NULL, 'm'},  {"priority", required_argument, NULL, 'P'},
+        {"brokers", required_argument, NULL, 'b'}, {"topic", required_argument, NULL, 'T'},
+        {"config", required_argument, NULL, 'c'}, {"dry-run", no_argument, NULL, 'n'},
+        {"help", no_argument, NULL, 'h'},        {0},
+    };
+    int recursive = 0, dry = 0, rc = CLI_EXIT_FAIL;
+    const char *tasks = "caption", *question = NULL, *brokers = NULL, *topic = NULL,
+               *config = NULL, *mode = "fast";
+    double fps = 1, max_frames = 64, window = 0, priority = 5;
+    int c;
+    optind = 1;
+    while ((c = getopt_long(argc, argv, "rt:q:b:T:c:nh", opts, NULL)) != -1) {
+        switch (c) {
+        case 'r': recursive = 1; break;
+        case 't': tasks = optarg; break;
+        case 'q': question = optarg; break;
+        case 'F':
+            if (parse_num("--fps", optarg, 1e-3, 1000, &fps) < 0)
+                return CLI_EXIT_USAGE;
+            break;
+        case 'M':
+            if (parse_num("--max-frames", optarg, 1, 1000000, &max_frames) < 0)
+                return CLI_EXIT_USAGE;
+            break;
+        case 'W':
+            if (parse_num("--window", optarg, 0, 1e7, &window) < 0)
+                return CLI_EXIT_USAGE;
+            break;
+        case 'P':
+            if (parse_num("--priority", optarg, 0, 9, &priority) < 0)
+                return CLI_EXIT_USAGE;
+            break;
+        case 'm':
+            if (vl3_sampling_mode_parse(optarg) < 0) {
+                fprintf(stderr, "vl3 enqueue: --mode must be fast or exact\n");
+                return CLI_EXIT_USAGE;
+            }
+            mode = optarg;
+            break;
+        case 'b': brokers = optarg; break;
+        case 'T': topic = optarg; break;
+        case 'c': config = optarg; break;
+        case 'n': dry = 1; break;
+        case 'h': usage(stdout); return CLI_EXIT_OK;
+        default: usage(stderr); return CLI_EXIT_USAGE;
+        }
     }
-    fprintf(stderr, "vl3 enqueue: not implemented yet in this version\n");
-    return CLI_EXIT_FAIL;
+    if (optind >= argc) {
+        usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (max_frames != (double)(int64_t)max_frames) {
+        fprintf(stderr, "vl3 enqueue: --max-frames must be an integer\n");
+        return CLI_EXIT_USAGE;
+    }
+    struct daemon_conf conf;
+    vl3_error err = {0};
+    if (daemon_conf_load(&conf, config, &err) < 0) {
+        fprintf(stderr, "vl3 enqueue: %s\n", err.msg);
+        return CLI_EXIT_FAIL;
+    }
+    if (!brokers)
+        brokers = conf.kafka_brokers;
+    if (!topic)
+        topic = conf.kafka_topic;
+
+    json_t *tarr = json_array();
+    struct paths files = {0};
+    struct kafka_producer *prod = NULL;
+    if (build_tasks(tarr, tasks, question) < 0) {
+        rc = CLI_EXIT_USAGE;
+        goto out;
+    }
+    for (int i = optind; i < argc; i++) {
+        char abs[PATH_MAX];
+        struct stat st;
+        if (!realpath(argv[i], abs) || stat(abs, &st) < 0) {
+            fprintf(stderr, "vl3 enqueue: cannot access \"%s\": %s\n", argv[i], strerror(errno));
+            goto out;
+        }
+        if (S_ISDIR(st.st_mode)) {
+            if (scan_dir(abs, recursive, &files) == -ENOMEM)
+                goto out;
+        } else if (paths_add(&files, abs) < 0) {
+            goto out;
+        }
+    }
+    if (files.n == 0) {
+        fprintf(stderr, "vl3 enqueue: no video or image files found\n");
+        goto out;
+    }
+    if (!dry) {
+        if (kafka_producer_new(brokers, (const char *const *)conf.kafka_props, &prod, &err) < 0 ||
+            kafka_producer_probe(prod, topic, 5000, &err) < 0) {
+            fprintf(stderr, "vl3 enqueue: %s (brokers \"%s\")\n", err.msg, brokers);
+            goto out;
+        }
+    }
+    int tty = isatty(STDERR_FILENO) && !dry;
+    for (size_t i = 0; i < files.n; i++) {
+        json_t *j = json_pack("{s:s, s:O, s:{s:f, s:I, s:s, s:f}, s:I}", "input", files.v[i],
+                              "tasks", tarr, "sampling", "fps", fps, "max_frames",
+                              (json_int_t)max_frames, "mode", mode, "window", window, "priority",
+                              (json_int_t)priority);
+        char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+        json_decref(j);
+        if (!s) {
+            fprintf(stderr, "vl3 enqueue: out of memory\n");
+            goto out;
+        }
+        int r = 0;
+        if (dry)
+            printf("%s\n", s);
+        else
+            r = kafka_producer_send(prod, topic, files.v[i], strlen(files.v[i]), s, strlen(s),
+                                    &err);
+        free(s);
+        if (r < 0) {
+            fprintf(stderr, "%svl3 enqueue: %s\n", tty ? "\n" : "", err.msg);
+            goto out;
+        }
+        if (tty && (i % 64 == 0 || i + 1 == files.n))
+            fprintf(stderr, "\rproduced %zu/%zu", i + 1, files.n);
+    }
+    if (!dry) {
+        if (tty)
+            fprintf(stderr, "\nwaiting for delivery reports...");
+        int failed = kafka_producer_flush(prod, 60000, &err);
+        if (tty)
+            fprintf(stderr, "\n");
+        if (failed != 0) {
+            fprintf(stderr, "vl3 enqueue: %s\n", err.msg);
+            goto out;
+        }
+        printf("enqueued %zu jobs to \"%s\"\n", files.n, topic);
+    }
+    rc = CLI_EXIT_OK;
+out:
+    kafka_producer_free(prod);
+    for (size_t i = 0; i < files.n; i++)
+        free(files.v[i]);
+    free(files.v);
+    json_decref(tarr);
+    daemon_conf_free(&conf);
+    return rc;
 }

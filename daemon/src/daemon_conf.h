@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "vl3/conf.h"
+#include "vl3/err.h"
 
 struct daemon_conf {
     char *kafka_brokers;
@@ -24,8 +25,24 @@ struct daemon_conf {
     int64_t shutdown_timeout_ms;
     char *metrics_listen;
     char *log_level;
+    char *input_roots;
+    int64_t max_message_bytes;
+    int64_t max_frames_cap;
+    int64_t ping_interval_ms;
+    int64_t startup_timeout_ms;
+    int64_t commit_interval_ms;
+    /* librdkafka properties passed through ("name=value", NULL-terminated, owned): from
+     * `kafka.property.<name> = value` lines and from a `[kafka.properties]` section. Not part of
+     * the table; released by daemon_conf_free(). */
+    char **kafka_props;
 };
 
 extern const vl3_conf_option daemon_conf_table[];
+
+/* Defaults, then path parsed over them (path may be NULL: defaults only). On error the struct
+ * holds nothing (freed). Errors cite file:line. Returns 0, -errno or VL3_E_CONFIG. */
+int daemon_conf_load(struct daemon_conf *conf, const char *path, vl3_error *reterr);
+/* Release everything conf owns; accepts a zeroed struct. */
+void daemon_conf_free(struct daemon_conf *conf);
 
 #endif

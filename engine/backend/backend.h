@@ -17,6 +17,57 @@
 
 typedef struct vl3__backend_ops vl3__backend_ops;
 
+/* Ops a backend may or may not implement (supports(op, dtype) answers per op and dtype). */
+enum vl3__op {
+    /* LLM (Engine I) */
+    VL3__OP_MATMUL,
+    VL3__OP_RMSNORM,
+    VL3__OP_ROPE,
+    VL3__OP_ATTENTION,
+    VL3__OP_SILU_MUL,
+    VL3__OP_ADD,
+    VL3__OP_EMBED,
+    VL3__OP_ARGMAX,
+    VL3__OP_COPY_ROWS,
+    /* vision (Engine II): the slots of struct vl3__vision_ops */
+    VL3__OP_VISION_LINEAR,
+    VL3__OP_VISION_LAYERNORM,
+    VL3__OP_VISION_ROPE2D,
+    VL3__OP_VISION_ATTENTION_BLOCKS,
+    VL3__OP_VISION_GELU_TANH,
+    VL3__OP_VISION_GELU_ERF,
+    VL3__OP_VISION_ADD,
+    VL3__OP_VISION_DOWNSAMPLE,
+
+    VL3__OP_COUNT
+};
+
+/* One sequence's share of an attention call: its queries are rows [q_row, q_row + n_q) of q and
+ * out; query i sits at position n_past + i and attends causally to cache rows 0..n_past + i.
+ * k, v: this layer's cache of the sequence, (n_ctx, Hkv*D) f32 device memory, token-major, rows
+ * 0..n_past + n_q - 1 already written (the new tokens included). */
+struct vl3__attn_seq {
+    int q_row;
+    int n_q;
+    int n_past;
+    const void *k; /* (n_ctx, Hkv*D) f32, device */
+    const void *v; /* (n_ctx, Hkv*D) f32, device */
+};
+
+/* Arguments of one attention call (one layer, several sequences). Host struct; the pointers in it
+ * are device pointers. GQA: query head h reads kv head h / (n_heads / n_kv_heads). */
+struct vl3__attn_args {
+    void *out;            /* (T, H*D) f32, row stride out_stride floats */
+    const void *q;        /* (T, H*D) f32, row stride q_stride floats (already rotated) */
+    int q_stride, out_stride;
+    int n_heads, n_kv_heads, head_dim;
+    float scale;          /* 1/sqrt(D) */
+    const struct vl3__attn_seq *seqs; /* [n_seqs], host memory */
+    int n_seqs;
+    void *work;           /* scratch from the caller's arena, attention_work_size() bytes */
+    size_t work_bytes;
+};
+
 struct vl3__backend_ops {
     const char *name;
     int abi;
@@ -28,13 +79,105 @@ struct vl3__backend_ops {
     /* Describe device `device` in buf (name, memory). */
     int (*device_name)(int device, char *buf, size_t len);
 
-    /* ---- memory and weights (Engine I) ---- */
+    /* ---- memory and weights (Engine I) ----
+     * Device pointers are opaque on the host: never dereferenced, but byte offsets may be added
+     * (char arithmetic) to address inside an allocation. On the CPU they are host pointers.
+     * Ops are asynchronous with respect to the host where the device allows; download and
+     * synchronize order them. Every op returns 0 or a negative code. */
 
-    /* ---- LLM layer ops (Engine I) ---- */
+    /* Allocate nbytes of device memory (one slab or arena; callers sub-allocate). */
+    int (*alloc)(void *ctx, size_t nbytes, void **ret_ptr, vl3_error *reterr);
+    /* Free what alloc returned (NULL is a no-op). */
+    void (*dealloc)(void *ctx, void *ptr);
+    /* Host -> device copy of n bytes. */
+    int (*upload)(void *ctx, void *dst, const void *src_host, size_t n);
+    /* Device -> host copy of n bytes; the data is complete on return. */
+    int (*download)(void *ctx, void *dst_host, const void *src, size_t n);
+    /* Wait for all queued work. */
+    int (*synchronize)(void *ctx);
+    /* Whether op is implemented for activations/weights of dtype. */
+    int (*supports)(void *ctx, enum vl3__op op, int dtype);
+    /* The dtype the backend keeps matmul weights in (enum vl3__dtype of model.h). */
+    int (*weight_dtype)(void *ctx);
+    /* Bytes that n elements take in the backend's weight format. */
+    size_t (*weight_bytes)(void *ctx, size_t n);
+    /* Convert n host elements of dtype src_dtype (checkpoint bytes: f32, f16 or bf16) into the
+     * backend's weight format at device address dst. */
+    int (*weight_convert)(void *ctx, void *dst, const void *src_host, int src_dtype, size_t n);
+
+    /* ---- LLM layer ops (Engine I) ----
+     * Activations are f32, row-major, device memory. Shapes use the letters of model.h. */
+
+    /* y = x W^T (+ b) (+ y if accumulate). x (T, in) row stride in; W (out, in) in the backend's
+     * weight format; b (out) f32 or NULL; y (T, out). y must not alias x. work: scratch of
+     * matmul_work_size(in) bytes from the caller's arena (work_bytes checked). */
+    int (*matmul)(void *ctx, void *y, const void *x, const void *w, const void *b, int T, int in,
+                  int out, int accumulate, void *work, size_t work_bytes);
+    /* Scratch bytes matmul needs for inputs of width up to max_in. */
+    size_t (*matmul_work_size)(void *ctx, int max_in);
+    /* y = w * x / sqrt(mean(x^2) + eps) per row; x, y (T, C) (may alias), w (C) f32. */
+    int (*rmsnorm)(void *ctx, void *y, const void *x, const void *w, int T, int C, float eps);
+    /* In-place rotate-half RoPE on n_heads heads of head_dim D in each row of x (T, stride floats
+     * per row; heads contiguous from the row start): pairs (i, i + D/2), angle pos[t] * theta^(-2i/D).
+     * pos: (T) int32, device. */
+    int (*rope)(void *ctx, void *x, int T, int stride, int n_heads, int D, const void *pos,
+                float theta);
+    /* Causal GQA attention over per-sequence KV caches (struct vl3__attn_args above). */
+    int (*attention)(void *ctx, const struct vl3__attn_args *a);
+    /* Scratch bytes attention needs for at most max_q query rows per sequence and n_ctx cache rows. */
+    size_t (*attention_work_size)(void *ctx, int max_q, int n_ctx, int n_heads);
+    /* out (T, I) = silu(gu[:, :I]) * gu[:, I:], gu (T, 2I), I = n_inter (gate then up, as fused by the loader). */
+    int (*silu_mul)(void *ctx, void *out, const void *gu, int T, int n_inter);
+    /* y = a + b over n f32 elements (y may alias a or b). */
+    int (*add)(void *ctx, void *y, const void *a, const void *b, size_t n);
+    /* out (T, C) f32 = rows ids[t] of table (V, C) in the backend's weight format; ids (T) int32
+     * device, each in [0, V) (checked by the caller). */
+    int (*embed)(void *ctx, void *out, const void *table, const void *ids, int T, int C);
+    /* ret_host[r] = argmax over x (R, n) row r (first maximum wins); written to host memory. */
+    int (*argmax)(void *ctx, int32_t *ret_host, const void *x, int R, int n);
+    /* Copy n_rows rows of row_bytes from src (row stride src_stride bytes) to dst (dst_stride). */
+    int (*copy_rows)(void *ctx, void *dst, size_t dst_stride, const void *src, size_t src_stride,
+                     int n_rows, size_t row_bytes);
 
     /* ---- vision layer ops (Engine II) ---- */
 
+    /* The vision encoder's ops (see struct vl3__vision_ops below); NULL = use the CPU ops. */
+    const struct vl3__vision_ops *vision;
 };
+
+/* ---- vision layer ops (Engine II) -----------------------------------------------------------
+ * f32 row-major tensors in the backend's memory (host memory for the CPU backend). Shapes use
+ * the letters of engine/src/model.h: P patches (rows), K = 588, C width, H heads, D head dim,
+ * I MLP width. Weights are [out, in] (y = x W^T + b). All ops return 0 or a negative code. */
+struct vl3__vision_ops {
+    /* y (P, out) = x (P, in) W^T (out, in) + b (out; NULL = none). Patch embedding is this op
+     * with in = K (the conv kernel flattened channel, row, column). */
+    int (*linear)(void *ctx, const float *x, const float *w, const float *b, float *y, int64_t P,
+                  int in, int out);
+    /* y = (x - mean) / sqrt(var + eps) * w + b per row of C (biased variance); y may be x. */
+    int (*layernorm)(void *ctx, const float *x, const float *w, const float *b, float *y,
+                     int64_t P, int C, float eps);
+    /* 2D RoPE in place on x (P, H*D) (q or k): D/4 row then D/4 column frequencies
+     * inv[k] = theta^(-4k/D), angle phi (D/2) = (r*inv, c*inv), rotate-half pairs (i, i + D/2). */
+    int (*rope2d)(void *ctx, float *x, const int32_t *pos_r, const int32_t *pos_c, int64_t P,
+                  int H, int D, float theta);
+    /* Block-diagonal non-causal attention: rows [cu[b], cu[b+1]) attend only among themselves.
+     * q, k, v, out are (P, H*D); softmax(q k^T / sqrt(D)) v per head. */
+    int (*attention_blocks)(void *ctx, const float *q, const float *k, const float *v, float *out,
+                            const int64_t *cu, int n_blocks, int H, int D);
+    /* In place: tanh GELU (gelu_pytorch_tanh) / exact erf GELU (nn.GELU()). */
+    int (*gelu_tanh)(void *ctx, float *x, int64_t n);
+    int (*gelu_erf)(void *ctx, float *x, int64_t n);
+    /* y += x (n values). */
+    int (*add)(void *ctx, float *y, const float *x, int64_t n);
+    /* Spatial downsample of one frame in merge-block order: x (gh*gw, C) -> y (gh/m*gw/m, C):
+     * m = 1 copies, m = 2 averages each 4 consecutive rows (= bilinear halving, align_corners
+     * False). */
+    int (*downsample)(void *ctx, const float *x, float *y, int gh, int gw, int m, int C);
+};
+
+/* The CPU implementation of the vision ops (engine/backend/cpu/ops_vision*.c). ctx may be NULL. */
+extern const struct vl3__vision_ops vl3__cpu_vision_ops;
 
 /* Entry point exported by libvl3cuda.so. */
 typedef const vl3__backend_ops *(*vl3__backend_entry_fn)(void);

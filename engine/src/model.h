@@ -18,14 +18,31 @@
 
 #include "vl3/engine.h"
 
+/* Element types of the safetensors format (the model itself uses BF16/F16/F32 only). */
 enum vl3__dtype {
     VL3__DTYPE_F32,
     VL3__DTYPE_F16,
     VL3__DTYPE_BF16,
     VL3__DTYPE_I32,
     VL3__DTYPE_I64,
+    VL3__DTYPE_F64,
+    VL3__DTYPE_I8,
+    VL3__DTYPE_U8,
+    VL3__DTYPE_BOOL,
+    VL3__DTYPE_I16,
+    VL3__DTYPE_U16,
+    VL3__DTYPE_U32,
+    VL3__DTYPE_U64,
+    VL3__DTYPE_F8_E4M3,
+    VL3__DTYPE_F8_E5M2,
     VL3__DTYPE_COUNT
 };
+
+/* Bytes per element, the safetensors name ("BF16") and our short name ("bf16");
+ * defined in safetensors.c. */
+size_t vl3__dtype_size(enum vl3__dtype t);
+const char *vl3__dtype_st_name(enum vl3__dtype t);
+const char *vl3__dtype_name(enum vl3__dtype t);
 
 #define VL3__MAX_DIMS 4
 
@@ -34,7 +51,8 @@ typedef struct vl3__tensor {
     enum vl3__dtype dtype;
     int ndim;
     int64_t shape[VL3__MAX_DIMS];
-    const void *data;      /* host bytes (mmapped file or owned), row-major */
+    const void *data;      /* host bytes (mmapped file or owned), row-major; the loader
+                              guarantees alignment to the element size */
     size_t nbytes;
 } vl3__tensor;
 
@@ -58,6 +76,12 @@ struct vl3__llm_hparams {
     int tie_embeddings;    /* lm_head shares embed_tokens */
 };
 
+/* Hard limits the config parser enforces so that shape arithmetic cannot overflow. */
+#define VL3__MAX_HIDDEN (1 << 16)
+#define VL3__MAX_LAYERS 512
+#define VL3__MAX_VOCAB (1 << 22)
+#define VL3__MAX_INTERMEDIATE (1 << 18)
+
 struct vl3__vision_hparams {
     int hidden;            /* 1152 */
     int n_layers;          /* 27 */
@@ -66,11 +90,23 @@ struct vl3__vision_hparams {
     int patch_size;        /* 14 */
     int channels;          /* 3 */
     float ln_eps;          /* 1e-6 */
-    float rope_theta;      /* 10000 */
+    float rope_theta;      /* 10000 (not in config.json; fixed by the architecture) */
+};
+
+/* Everything config.json says (both layouts), as parsed by model_config.c. */
+struct vl3__config {
+    enum vl3__layout layout;
+    struct vl3__llm_hparams llm;
+    struct vl3__vision_hparams vision;
+    int use_token_compression; /* remote: use_token_compression (default 1); native: 1 */
+    int image_token_id;        /* remote image_token_index (151665); native image_token_id */
+    int video_token_id;        /* native video_token_id (151656); remote: = image_token_id */
+    int bos_id, eos_id;        /* config bos_token_id / eos_token_id (-1 when absent) */
 };
 
 /* Preprocessor settings (preprocessor_config.json / processor_config.json). */
 struct vl3__preproc {
+    int present;           /* 1 when preprocessor_config.json was found (else defaults) */
     int patch_size;        /* 14 */
     int image_merge;       /* 1 */
     int video_merge;       /* 2 */
@@ -78,10 +114,17 @@ struct vl3__preproc {
     int max_tokens;        /* 16384 merged tokens */
     float mean[3], std[3]; /* 0.5 */
     float rescale;         /* 1/255 */
+    int resample;          /* 3 = bicubic */
+    int do_convert_rgb;    /* 1 */
+    int fps;               /* 1 (processor_config.json) */
+    int max_frames;        /* 128 (processor default; README/eval use 180) */
 };
 
-/* Generation defaults (generation_config.json). */
+/* Generation defaults (generation_config.json; spec section 8 values when the file is absent:
+ * do_sample 1, temperature 0.7, top_p 0.8, top_k 20, repetition_penalty 1.1, eos [151645,
+ * 151643], pad 151643, bos 151643). */
 struct vl3__gen_defaults {
+    int present;           /* 1 when generation_config.json was found */
     int do_sample;
     float temperature, top_p, repetition_penalty;
     int top_k;
@@ -116,6 +159,7 @@ struct vl3__weights {
     struct vl3__llm_layer *layers;    /* [n_layers] */
     vl3__tensor norm;                 /* (C) */
     vl3__tensor lm_head;              /* (V, C); same data as embed when tied */
+    int lm_head_tied;                 /* 1 when lm_head is a copy of the embed view */
     /* vision */
     vl3__tensor patch_w;              /* (Cv, 3, 14, 14) == (Cv, K) */
     vl3__tensor patch_b;              /* (Cv) */
@@ -134,6 +178,8 @@ struct vl3__special_ids {
     int image_pad;   /* <|image_pad|> 151655 (native image placeholder) */
     int video_pad;   /* <|video_pad|> 151656 (native video placeholder) */
     int image;       /* <image> 151665 (remote placeholder for images and frames) */
+    int image_token; /* placeholder ids the layout uses for images / video frames: */
+    int video_token; /*   remote 151665 / 151665, native 151655 / 151656 (config values) */
 };
 
 /* The loaded model: immutable after vl3_model_load, shared read-only by contexts.
@@ -141,6 +187,7 @@ struct vl3__special_ids {
 struct vl3_model {
     enum vl3__layout layout;
     char *dir;                          /* checkpoint directory (owned) */
+    struct vl3__config cfg;             /* config.json as parsed (llm/vision copied below) */
     struct vl3__llm_hparams llm;
     struct vl3__vision_hparams vision;
     struct vl3__preproc pre;
@@ -155,5 +202,36 @@ struct vl3_model {
     void *backend_weights;              /* owned by the backend (e.g. f32 slab on CPU) */
     void *priv;                         /* loader-private */
 };
+
+/* ---- config parsing (model_config.c) ---- */
+
+/* Layout names: "remote"/"native" and model_type "videollama3_qwen2"/"video_llama_3". */
+const char *vl3__layout_name(enum vl3__layout l);
+const char *vl3__layout_model_type(enum vl3__layout l);
+
+/* Parse <dir>/config.json of either layout into *ret (validated: positive sizes within the
+ * VL3__MAX_* limits, heads dividing widths, vision head dim divisible by 4). Errors:
+ * -errno, VL3_E_FORMAT (bad JSON or types, naming the file and field), VL3_E_CONFIG
+ * (inconsistent values), VL3_E_UNSUPPORTED (rope_scaling, sliding window, other projector or
+ * activation). */
+int vl3__config_load(const char *dir, struct vl3__config *ret, vl3_error *reterr);
+/* Same from a buffer (name is used in messages). */
+int vl3__config_parse(const char *name, const char *buf, size_t len, struct vl3__config *ret,
+                      vl3_error *reterr);
+/* generation_config.json; defaults (section 8) when the file is absent. */
+int vl3__gen_defaults_load(const char *dir, struct vl3__gen_defaults *ret, vl3_error *reterr);
+void vl3__gen_defaults_init(struct vl3__gen_defaults *g);
+/* preprocessor_config.json (+ processor_config.json when present); defaults when absent. */
+int vl3__preproc_load(const char *dir, struct vl3__preproc *ret, vl3_error *reterr);
+void vl3__preproc_init(struct vl3__preproc *p);
+
+/* ---- backend setup (model_backend.c) ---- */
+
+struct vl3_model_params;
+/* Pick the backend for p->backend, create its context in m->ops / m->backend_ctx (and, later,
+ * convert/upload the weights into m->backend_weights). Called once at the end of
+ * vl3_model_load; undone by vl3__model_backend_free. */
+int vl3__model_backend_init(vl3_model *m, const struct vl3_model_params *p, vl3_error *reterr);
+void vl3__model_backend_free(vl3_model *m);
 
 #endif

@@ -11,4 +11,6 @@ endif()
 if(VL3_FUZZ)
   # coverage feedback from the code under test
   target_compile_options(vl3worker PRIVATE -fsanitize=fuzzer-no-link)
+  # every program linking the instrumented library needs the coverage runtime
+  target_link_options(vl3worker INTERFACE -fsanitize=fuzzer-no-link)
 endif()

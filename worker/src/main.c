@@ -1,15 +1,30 @@
 /* main.c: vl3-worker entry point. One worker owns one GPU (or the CPU); it is started by vl3d
- * and talks to it over the framed protocol of schema/worker-protocol.md on stdin/stdout. */
+ * and talks to it over the framed protocol of common/include/vl3/proto.h on stdin/stdout.
+ * main parses the options and configuration, loads the model, and runs the pipeline of worker.h
+ * until stdin closes. Logs go to stderr only (stdout carries frames). Exit statuses: 0 stdin
+ * closed and every accepted job answered; 1 bad command line or configuration; 70 software error
+ * (protocol violation, model that cannot be loaded); 75 temporary failure (device fault).
+ * SIGTERM/SIGINT drain: accepted jobs are answered, new ones refused, then exit 0. */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "vl3/engine.h"
 #include "vl3/log.h"
+#include "worker.h"
 #include "worker_conf.h"
 
 static const char *arg_config = NULL;
 static int arg_check_config = 0;
+
+static void on_stop_signal(int sig)
+{
+    (void)sig;
+    worker_request_stop();
+}
 
 static void help(void)
 {
@@ -19,7 +34,9 @@ static void help(void)
            "  -c, --config FILE   configuration file\n"
            "      --check-config  parse and validate the configuration, then exit\n"
            "  -h, --help          show this help\n"
-           "      --version       show the version\n");
+           "      --version       show the version\n\n"
+           "Exit status: 0 stdin closed and every job answered, 1 usage or configuration error,\n"
+           "70 software error (protocol, model), 75 temporary failure (device fault).\n");
 }
 
 int main(int argc, char **argv)
@@ -56,7 +73,54 @@ int main(int argc, char **argv)
         vl3_conf_free_strings(worker_conf_table, &conf);
         return 0;
     }
-    vl3_log_err("the worker protocol loop is not implemented yet in this version");
+    int level = vl3_log_level_parse(conf.log_level);
+    if (level >= 0)
+        vl3_log_set_level(level);
+    vl3_log_set_ident("vl3-worker");
+    signal(SIGPIPE, SIG_IGN);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART;
+    sigemptyset(&sa.sa_mask);
+    (void)sigaction(SIGTERM, &sa, NULL);
+    (void)sigaction(SIGINT, &sa, NULL);
+    int status = WORKER_EXIT_SOFTWARE;
+    vl3_model *model = NULL;
+    struct worker *w = NULL;
+    vl3_model_params mp = vl3_model_params_default();
+    mp.dir = conf.model;
+    mp.device = (int)conf.device;
+    mp.n_threads = (int)conf.threads;
+    r = vl3_backend_kind_parse(conf.backend);
+    if (r < 0 || !conf.model[0]) {
+        vl3_log_err(!conf.model[0] ? "no model configured (option \"model\")"
+                                   : "invalid backend \"%s\"", conf.backend);
+        status = WORKER_EXIT_USAGE;
+        goto out;
+    }
+    mp.backend = (enum vl3_backend_kind)r;
+    if ((r = vl3_model_load(&mp, &model, &err)) < 0) {
+        vl3_log_err("could not load model \"%s\": %s", conf.model, vl3_error_text(&err, r));
+        status = r == VL3_E_CUDA_FATAL || r == VL3_E_CUDA ? WORKER_EXIT_TEMPFAIL
+                                                          : WORKER_EXIT_SOFTWARE;
+        goto out;
+    }
+    if ((r = worker_new(&conf, model, &w, &err)) < 0) {
+        vl3_log_err("could not start the worker: %s", vl3_error_text(&err, r));
+        goto out;
+    }
+    status = worker_run(w, STDIN_FILENO, STDOUT_FILENO);
+    if (status == WORKER_EXIT_OK) {
+        worker_free(w);
+        vl3_model_free(model);
+        vl3_conf_free_strings(worker_conf_table, &conf);
+    }
+    /* other statuses: threads may still be inside the engine; exiting releases everything */
+    return status;
+out:
+    worker_free(w);
+    vl3_model_free(model);
     vl3_conf_free_strings(worker_conf_table, &conf);
-    return 1;
+    return status;
 }

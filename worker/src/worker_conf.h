@@ -20,6 +20,16 @@ struct worker_conf {
     int64_t decode_timeout_ms;
     int64_t memory_budget;
     char *log_level;
+    /* job pipeline and batching (worker*.c) */
+    int64_t max_queued_jobs;     /* jobs accepted but not finished; more are refused */
+    int64_t decode_jobs;         /* jobs decoded at once (decode threads of the pipeline) */
+    int64_t vision_batch_frames; /* most frames one vision-encoder call takes (across jobs) */
+    int64_t vision_batch_wait_ms; /* how long the encoder waits for more frames to batch */
+    int64_t max_sequences;       /* generation slots decoded together (continuous batching) */
+    int64_t n_ctx;               /* tokens per generation slot (0 = engine default) */
+    int64_t max_new_tokens;      /* answer length when a job does not say */
+    int64_t seed;                /* sampling seed; -1 = derived from job id, task, window */
+    char *task_text[4];          /* instruction overrides per task ("" = built-in) */
     /* media (worker/src/media*.c, sample.c) */
     char *media_formats;           /* demuxers a job may use */
     int64_t max_decoded_frames;    /* frames decoded from one input */

@@ -41,7 +41,8 @@ const char *vl3_strerror(int code);
 /* Record code and a printf-style message in reterr (which may be NULL). Returns code. */
 int vl3_error_set(vl3_error *reterr, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-int vl3_error_setv(vl3_error *reterr, int code, const char *fmt, va_list ap);
+int vl3_error_setv(vl3_error *reterr, int code, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 
 /* Prefix an existing message with more context ("loading \"x\": <old>"). Returns reterr->code. */
 int vl3_error_prefix(vl3_error *reterr, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -1,11 +1,16 @@
 /* backend_cpu.c: the plain-C CPU backend (the reference every other backend is checked against).
  * f32 compute; matrix products through OpenBLAS. Ops are added per family in this directory. */
 #include "backend.h"
+#include "cpu_ops.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 
 #include "vl3/util.h"
+
+#include <cblas.h>
+
+#include "model.h"
 
 struct cpu_ctx {
     int n_threads;
@@ -17,8 +22,15 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
     if (!c)
         return vl3_error_set(reterr, -12 /* ENOMEM */, "out of memory");
     c->n_threads = n_threads > 0 ? n_threads : vl3_cpu_count();
+    /* OpenBLAS's thread count is process-wide: the last backend created sets it. */
+    openblas_set_num_threads(c->n_threads);
     *ret_ctx = c;
     return 0;
+}
+
+int vl3__cpu_threads(void *ctx)
+{
+    return ctx ? ((struct cpu_ctx *)ctx)->n_threads : 1;
 }
 
 static void cpu_free(void *ctx)
@@ -37,6 +49,18 @@ static int cpu_device_name(int device, char *buf, size_t len)
     return 0;
 }
 
+/* LLM ops: f32 activations; matmul and embedding weights bf16 (converted at load). Vision ops
+ * (vl3__cpu_vision_ops): f32. */
+static int cpu_supports(void *ctx, enum vl3__op op, int dtype)
+{
+    (void)ctx;
+    if (op == VL3__OP_MATMUL || op == VL3__OP_EMBED)
+        return dtype == VL3__DTYPE_BF16;
+    if (op >= VL3__OP_VISION_LINEAR && op < VL3__OP_COUNT)
+        return dtype == VL3__DTYPE_F32;
+    return op <= VL3__OP_COPY_ROWS && dtype == VL3__DTYPE_F32;
+}
+
 const vl3__backend_ops vl3__backend_cpu_ops = {
     .name = "cpu",
     .abi = VL3__BACKEND_ABI,
@@ -44,4 +68,26 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .free = cpu_free,
     .device_count = cpu_device_count,
     .device_name = cpu_device_name,
+    /* memory and weights (mem.c) */
+    .alloc = vl3__cpu_alloc,
+    .dealloc = vl3__cpu_dealloc,
+    .upload = vl3__cpu_upload,
+    .download = vl3__cpu_download,
+    .synchronize = vl3__cpu_synchronize,
+    .supports = cpu_supports,
+    .weight_dtype = vl3__cpu_weight_dtype,
+    .weight_bytes = vl3__cpu_weight_bytes,
+    .weight_convert = vl3__cpu_weight_convert,
+    /* LLM layer ops */
+    .matmul = vl3__cpu_matmul,
+    .matmul_work_size = vl3__cpu_matmul_work_size,
+    .rmsnorm = vl3__cpu_rmsnorm,
+    .rope = vl3__cpu_rope,
+    .attention = vl3__cpu_attention,
+    .attention_work_size = vl3__cpu_attention_work_size,
+    .silu_mul = vl3__cpu_silu_mul,
+    .add = vl3__cpu_add,
+    .embed = vl3__cpu_embed,
+    .argmax = vl3__cpu_argmax,
+    .copy_rows = vl3__cpu_copy_rows,
 };

@@ -1,0 +1,49 @@
+/* cpu_ops.h: prototypes of the CPU backend's ops, one .c file per op family in this directory,
+ * gathered into the vtable by backend_cpu.c. Internal to engine/backend/cpu. */
+#ifndef VL3_CPU_OPS_H
+#define VL3_CPU_OPS_H
+
+#include "backend.h"
+
+/* mem.c: memory, transfers, weight conversion */
+int vl3__cpu_alloc(void *ctx, size_t nbytes, void **ret_ptr, vl3_error *reterr);
+void vl3__cpu_dealloc(void *ctx, void *ptr);
+int vl3__cpu_upload(void *ctx, void *dst, const void *src_host, size_t n);
+int vl3__cpu_download(void *ctx, void *dst_host, const void *src, size_t n);
+int vl3__cpu_synchronize(void *ctx);
+int vl3__cpu_weight_dtype(void *ctx);
+size_t vl3__cpu_weight_bytes(void *ctx, size_t n);
+int vl3__cpu_weight_convert(void *ctx, void *dst, const void *src_host, int src_dtype, size_t n);
+float vl3__cpu_bf16_to_f32(uint16_t h);
+float vl3__cpu_f16_to_f32(uint16_t h);
+
+/* matmul.c */
+int vl3__cpu_matmul(void *ctx, void *y, const void *x, const void *w, const void *b, int T,
+                    int in, int out, int accumulate, void *work, size_t work_bytes);
+size_t vl3__cpu_matmul_work_size(void *ctx, int max_in);
+
+/* backend_cpu.c: the context's thread count */
+int vl3__cpu_threads(void *ctx);
+/* Round an f32 to bf16 (nearest even; NaN stays NaN). */
+uint16_t vl3__cpu_f32_to_bf16(float f);
+
+/* norm.c */
+int vl3__cpu_rmsnorm(void *ctx, void *y, const void *x, const void *w, int T, int C, float eps);
+
+/* rope.c */
+int vl3__cpu_rope(void *ctx, void *x, int T, int stride, int n_heads, int D, const void *pos,
+                  float theta);
+
+/* attention.c */
+int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a);
+size_t vl3__cpu_attention_work_size(void *ctx, int max_q, int n_ctx, int n_heads);
+
+/* elementwise.c: silu_mul, add, embed, argmax, copy_rows */
+int vl3__cpu_silu_mul(void *ctx, void *out, const void *gu, int T, int n_inter);
+int vl3__cpu_add(void *ctx, void *y, const void *a, const void *b, size_t n);
+int vl3__cpu_embed(void *ctx, void *out, const void *table, const void *ids, int T, int C);
+int vl3__cpu_argmax(void *ctx, int32_t *ret_host, const void *x, int R, int n);
+int vl3__cpu_copy_rows(void *ctx, void *dst, size_t dst_stride, const void *src, size_t src_stride,
+                       int n_rows, size_t row_bytes);
+
+#endif

@@ -1,0 +1,131 @@
+/* mem.c: CPU backend memory: "device" memory is 64-byte aligned host memory, transfers are
+ * memcpy, synchronize is a no-op. Matmul and embedding weights are kept in bf16, the dtype of
+ * the released checkpoints (copied as is; f32/f16 sources are rounded to nearest even): the
+ * decode step is memory-bound and reads half the bytes of f32 (see matmul.c). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+#include "model.h"
+
+#define CPU_ALIGN 64 /* cache line; also AVX-512 friendly */
+
+int vl3__cpu_alloc(void *ctx, size_t nbytes, void **ret_ptr, vl3_error *reterr)
+{
+    (void)ctx;
+    void *p = NULL;
+    size_t n = (nbytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
+    if (n < nbytes || posix_memalign(&p, CPU_ALIGN, n ? n : CPU_ALIGN) != 0)
+        return vl3_error_set(reterr, -ENOMEM, "could not allocate %zu bytes of CPU memory",
+                             nbytes);
+    *ret_ptr = p;
+    return 0;
+}
+
+void vl3__cpu_dealloc(void *ctx, void *ptr)
+{
+    (void)ctx;
+    free(ptr);
+}
+
+int vl3__cpu_upload(void *ctx, void *dst, const void *src_host, size_t n)
+{
+    (void)ctx;
+    if (n)
+        memmove(dst, src_host, n);
+    return 0;
+}
+
+int vl3__cpu_download(void *ctx, void *dst_host, const void *src, size_t n)
+{
+    (void)ctx;
+    if (n)
+        memmove(dst_host, src, n);
+    return 0;
+}
+
+int vl3__cpu_synchronize(void *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
+int vl3__cpu_weight_dtype(void *ctx)
+{
+    (void)ctx;
+    return VL3__DTYPE_BF16;
+}
+
+size_t vl3__cpu_weight_bytes(void *ctx, size_t n)
+{
+    (void)ctx;
+    return n * sizeof(uint16_t);
+}
+
+uint16_t vl3__cpu_f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+float vl3__cpu_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+float vl3__cpu_f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31;
+    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal: normalise */
+            exp = 127 - 15 + 1;
+            while (!(man & 0x400)) {
+                man <<= 1;
+                exp--;
+            }
+            man &= 0x3ff;
+            u = sign | (exp << 23) | (man << 13);
+        }
+    } else if (exp == 0x1f) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+int vl3__cpu_weight_convert(void *ctx, void *dst, const void *src_host, int src_dtype, size_t n)
+{
+    (void)ctx;
+    uint16_t *d = dst;
+    const uint16_t *h = src_host;
+    const float *f = src_host;
+    switch (src_dtype) {
+    case VL3__DTYPE_F32:
+        for (size_t i = 0; i < n; i++)
+            d[i] = vl3__cpu_f32_to_bf16(f[i]);
+        return 0;
+    case VL3__DTYPE_BF16:
+        memmove(d, h, n * sizeof(uint16_t));
+        return 0;
+    case VL3__DTYPE_F16:
+        for (size_t i = 0; i < n; i++)
+            d[i] = vl3__cpu_f32_to_bf16(vl3__cpu_f16_to_f32(h[i]));
+        return 0;
+    default:
+        return VL3_E_UNSUPPORTED;
+    }
+}

@@ -1,0 +1,188 @@
+/* ops_vision.c: CPU (f32) implementations of the vision encoder ops (backend.h, vision section).
+ *
+ * These are the reference the CUDA vision ops will be checked against. Matrix products go through
+ * OpenBLAS (cblas_sgemm); everything else is plain loops. Attention runs per block (one image or
+ * one video frame, cu_seqlens) and per head: scores = q k^T (sgemm over strided head slices),
+ * row softmax in float with max subtraction, then scores v (sgemm), in chunks of query rows.
+ * Scratch for one chunk's scores is allocated per call (the encoder is not on the decode hot
+ * path). */
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+
+static int cpu_linear(void *ctx, const float *x, const float *w, const float *b, float *y,
+                      int64_t P, int in, int out)
+{
+    if (P <= 0)
+        return 0;
+    if (b) {
+        for (int64_t p = 0; p < P; p++)
+            memcpy(y + p * out, b, sizeof(float) * (size_t)out);
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)P, out, in, 1.0f, x, in, w, in,
+                b ? 1.0f : 0.0f, y, out);
+    return 0;
+}
+
+static int cpu_layernorm(void *ctx, const float *x, const float *w, const float *b, float *y,
+                         int64_t P, int C, float eps)
+{
+    for (int64_t p = 0; p < P; p++) {
+        const float *xr = x + p * C;
+        float *yr = y + p * C;
+        double mean = 0.0, var = 0.0;
+        for (int i = 0; i < C; i++)
+            mean += xr[i];
+        mean /= C;
+        for (int i = 0; i < C; i++) {
+            double d = xr[i] - mean;
+            var += d * d;
+        }
+        var /= C;
+        float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
+        for (int i = 0; i < C; i++)
+            yr[i] = (xr[i] - m) * inv * w[i] + b[i];
+    }
+    return 0;
+}
+
+static int cpu_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *pos_c, int64_t P,
+                      int H, int D, float theta)
+{
+    if (D % 4 != 0 || D > 1024)
+        return -EINVAL;
+    int q = D / 4, half = D / 2;
+    double inv[256];
+    for (int k = 0; k < q; k++)
+        inv[k] = pow((double)theta, -(double)(2 * k) / (double)half);
+    for (int64_t p = 0; p < P; p++) {
+        float cs[512], sn[512];
+        for (int k = 0; k < q; k++) {
+            /* angles in float32 as the reference (fp32 freqs * positions) */
+            float ar = (float)pos_r[p] * (float)inv[k], ac = (float)pos_c[p] * (float)inv[k];
+            cs[k] = cosf(ar);
+            sn[k] = sinf(ar);
+            cs[q + k] = cosf(ac);
+            sn[q + k] = sinf(ac);
+        }
+        for (int h = 0; h < H; h++) {
+            float *v = x + (p * H + h) * D;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], bb = v[i + half];
+                v[i] = a * cs[i] - bb * sn[i];
+                v[i + half] = bb * cs[i] + a * sn[i];
+            }
+        }
+    }
+    return 0;
+}
+
+/* Query rows per chunk: bounds the score scratch to ATTN_ROWS x block length (a 1080p image is
+ * one block of 10,549 patches; a full score matrix would take 445 MB). */
+#define ATTN_ROWS 128
+
+static int cpu_attention_blocks(void *ctx, const float *q, const float *k, const float *v,
+                                float *out, const int64_t *cu, int n_blocks, int H, int D)
+{
+    int64_t maxn = 0;
+    for (int bi = 0; bi < n_blocks; bi++) {
+        if (cu[bi + 1] < cu[bi])
+            return -EINVAL;
+        if (cu[bi + 1] - cu[bi] > maxn)
+            maxn = cu[bi + 1] - cu[bi];
+    }
+    if (maxn == 0)
+        return 0;
+    float *s = malloc(sizeof(float) * (size_t)(maxn < ATTN_ROWS ? maxn : ATTN_ROWS) * (size_t)maxn);
+    if (!s)
+        return -ENOMEM;
+    int ld = H * D;
+    float scale = 1.0f / sqrtf((float)D);
+    for (int bi = 0; bi < n_blocks; bi++) {
+        int64_t r0 = cu[bi];
+        int n = (int)(cu[bi + 1] - r0);
+        for (int h = 0; h < H; h++) {
+            const float *kh = k + r0 * ld + h * D, *vh = v + r0 * ld + h * D;
+            for (int i0 = 0; i0 < n; i0 += ATTN_ROWS) {
+                int R = n - i0 < ATTN_ROWS ? n - i0 : ATTN_ROWS;
+                const float *qh = q + (r0 + i0) * ld + h * D;
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, n, D, scale, qh, ld, kh,
+                            ld, 0.0f, s, n);
+                for (int i = 0; i < R; i++) {
+                    float *row = s + (size_t)i * n, mx = row[0];
+                    for (int j = 1; j < n; j++)
+                        mx = row[j] > mx ? row[j] : mx;
+                    float sum = 0.0f;
+                    for (int j = 0; j < n; j++) {
+                        row[j] = expf(row[j] - mx);
+                        sum += row[j];
+                    }
+                    float invs = 1.0f / sum;
+                    for (int j = 0; j < n; j++)
+                        row[j] *= invs;
+                }
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, R, D, n, 1.0f, s, n, vh, ld,
+                            0.0f, out + (r0 + i0) * ld + h * D, ld);
+            }
+        }
+    }
+    free(s);
+    return 0;
+}
+
+static int cpu_gelu_tanh(void *ctx, float *x, int64_t n)
+{
+    const float c = 0.7978845608028654f; /* sqrt(2/pi) */
+    for (int64_t i = 0; i < n; i++) {
+        float v = x[i];
+        x[i] = 0.5f * v * (1.0f + tanhf(c * (v + 0.044715f * v * v * v)));
+    }
+    return 0;
+}
+
+static int cpu_gelu_erf(void *ctx, float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
+    return 0;
+}
+
+static int cpu_add(void *ctx, float *y, const float *x, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++)
+        y[i] += x[i];
+    return 0;
+}
+
+static int cpu_downsample(void *ctx, const float *x, float *y, int gh, int gw, int m, int C)
+{
+    if (m == 1) {
+        memcpy(y, x, sizeof(float) * (size_t)gh * gw * C);
+        return 0;
+    }
+    if (m != 2 || gh % 2 || gw % 2)
+        return -EINVAL;
+    int64_t n = (int64_t)(gh / 2) * (gw / 2);
+    for (int64_t t = 0; t < n; t++) {
+        const float *a = x + t * 4 * C;
+        float *o = y + t * C;
+        for (int i = 0; i < C; i++)
+            o[i] = ((a[i] + a[C + i]) + (a[2 * C + i] + a[3 * C + i])) * 0.25f;
+    }
+    return 0;
+}
+
+const struct vl3__vision_ops vl3__cpu_vision_ops = {
+    .linear = cpu_linear,
+    .layernorm = cpu_layernorm,
+    .rope2d = cpu_rope2d,
+    .attention_blocks = cpu_attention_blocks,
+    .gelu_tanh = cpu_gelu_tanh,
+    .gelu_erf = cpu_gelu_erf,
+    .add = cpu_add,
+    .downsample = cpu_downsample,
+};

@@ -1,0 +1,40 @@
+/* rope.c: rotate-half rotary embedding (Qwen2 / HF layout): for each head, pairs (i, i + D/2) are
+ * rotated by pos * inv_freq[i], inv_freq[i] = theta^(-2i/D). Like transformers, inv_freq and the
+ * angle are computed in f32 (so positions far from 0 round the same way) and cos/sin from that. */
+#include <math.h>
+
+#include "cpu_ops.h"
+
+#define ROPE_MAX_HALF 256 /* head_dim up to 512 */
+
+int vl3__cpu_rope(void *ctx, void *x_, int T, int stride, int n_heads, int D, const void *pos_,
+                  float theta)
+{
+    (void)ctx;
+    float *x = x_;
+    const int32_t *pos = pos_;
+    int half = D / 2;
+    float inv[ROPE_MAX_HALF], c[ROPE_MAX_HALF], s[ROPE_MAX_HALF];
+    if (D % 2 || half > ROPE_MAX_HALF)
+        return -22 /* EINVAL */;
+    for (int i = 0; i < half; i++)
+        inv[i] = (float)(1.0 / pow((double)theta, (double)(2 * i) / D));
+    for (int t = 0; t < T; t++) {
+        float p = (float)pos[t];
+        for (int i = 0; i < half; i++) {
+            float a = p * inv[i];
+            c[i] = cosf(a);
+            s[i] = sinf(a);
+        }
+        float *row = x + (size_t)t * stride;
+        for (int h = 0; h < n_heads; h++) {
+            float *v = row + (size_t)h * D;
+            for (int i = 0; i < half; i++) {
+                float x0 = v[i], x1 = v[i + half];
+                v[i] = x0 * c[i] - x1 * s[i];
+                v[i + half] = x1 * c[i] + x0 * s[i];
+            }
+        }
+    }
+    return 0;
+}

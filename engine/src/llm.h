@@ -1,0 +1,79 @@
+/* llm.h: internal structures of the LLM forward pass shared by model_backend.c (weight upload),
+ * ctx.c (contexts, arena), llm.c (forward) and generate.c. Included only inside engine/src.
+ *
+ * Backend weights: one device slab per model holding every LLM matrix in the backend's weight
+ * format and every vector (norm weights, biases) in f32. q/k/v are fused into one (Hq+2Hkv)*D x C
+ * matrix with one bias, gate/up into one 2I x C matrix (gate rows first), so a layer is four
+ * matrix products. */
+#ifndef VL3_LLM_H
+#define VL3_LLM_H
+
+#include "backend.h"
+#include "model.h"
+
+struct vl3__llm_blayer {
+    void *attn_norm; /* (C) f32 */
+    void *wqkv;      /* ((H+2Hkv)*D, C) weight format: wq rows, then wk, then wv */
+    void *bqkv;      /* ((H+2Hkv)*D) f32 */
+    void *wo;        /* (C, H*D) weight format */
+    void *ffn_norm;  /* (C) f32 */
+    void *w_gu;      /* (2I, C) weight format: gate rows, then up */
+    void *w_down;    /* (C, I) weight format */
+};
+
+struct vl3__llm_bweights {
+    void *slab;      /* the one device allocation (owned) */
+    size_t slab_bytes;
+    void *embed;     /* (V, C) weight format */
+    void *lm_head;   /* (V, C) weight format; == embed when tied */
+    void *norm;      /* (C) f32 */
+    struct vl3__llm_blayer *layers; /* [L], host array (owned) */
+};
+
+/* Convert/upload the LLM weights of m (host views in m->w) into m->backend_weights on m->ops.
+ * Returns 0, -ENOMEM, VL3_E_UNSUPPORTED (a dtype the backend cannot convert). */
+int vl3__llm_weights_upload(vl3_model *m, vl3_error *reterr);
+void vl3__llm_weights_free(vl3_model *m);
+
+/* The context (ctx.c). Device pointers are opaque (see backend.h). */
+struct vl3_ctx {
+    const vl3_model *model;
+    const vl3__backend_ops *ops;
+    void *bctx;
+    int n_ctx, n_seq, n_batch;
+    int rows;          /* activation rows: max(n_batch, n_seq) */
+    int qkv_dim;       /* (H + 2 Hkv) * D */
+    int kv_dim;        /* Hkv * D */
+    /* device arena */
+    void *arena;
+    size_t arena_bytes;
+    void *k_cache, *v_cache; /* (L, n_seq, n_ctx, kv_dim) f32 each */
+    void *x;         /* (rows, C) residual stream */
+    void *xn;        /* (rows, C) normalised */
+    void *qkv;       /* (rows, qkv_dim) */
+    void *att;       /* (rows, H*D) */
+    void *gu;        /* (rows, 2I) */
+    void *act;       /* (rows, I) */
+    void *logits;    /* (n_seq, V) */
+    void *ids;       /* (rows) int32 */
+    void *pos;       /* (rows) int32 */
+    void *work;      /* attention scratch */
+    size_t work_bytes;
+    void *mm_work;   /* matmul scratch */
+    size_t mm_work_bytes;
+    /* host state */
+    float *logits_host;          /* (n_seq, V) */
+    int32_t *ids_host, *pos_host; /* (rows) */
+    struct vl3__attn_seq *aseqs;  /* [n_seq] */
+    int *seq_len;                 /* [n_seq] tokens in each slot */
+    int *batch_seq;               /* [n_seq] scratch: slot of each batch entry */
+};
+
+/* One forward over a batch already staged in ctx->ids_host/pos_host: n_seqs sequences
+ * batch_seq[i] with their rows [aseqs[i].q_row, + n_q); vis rows (may be NULL) overwrite
+ * embeddings at chunk rows vis_rows[j] - vis_off from vis_data rows (n_vis, C). Appends K/V, advances seq_len and
+ * writes the last row's logits of each sequence to ctx->logits_host rows 0..n_seqs-1. */
+int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_seqs, const float *vis_data,
+                     const int64_t *vis_rows, int n_vis, int64_t vis_off, vl3_error *reterr);
+
+#endif

@@ -1,0 +1,400 @@
+/* vision.c: the vision encoder forward (spec §4), written once against the vision ops of the
+ * backend vtable (backend.h), over a whole batch of items at once.
+ *
+ * Input: pixel_values (P, 588) of any number of images and video frames (several requests may be
+ * batched), their grids and merge sizes. Steps: patch embedding (a Linear on the flattened 14x14x3
+ * patch), per-token 2D RoPE positions from the true patch row/column (the rows are in merge-block
+ * order), cu_seqlens with one block per image and per video frame (no attention across frames),
+ * L pre-LN layers, post LayerNorm, per-frame downsample (identity for m = 1, 2x2 mean for m = 2),
+ * then the projector Linear -> erf GELU -> Linear on the kept merged tokens only (DiffFP drops
+ * rows after the encoder, so projecting only kept rows gives the same rows with less work).
+ *
+ * Input: pixel_values are rounded to bf16 first by default, as the reference model casts them
+ * to its bf16 dtype before the encoder (vl3_vision_set_bf16_input).
+ *
+ * Weights: the encoder keeps an f32 copy of the vision and projector weights (converted from the
+ * checkpoint's bf16/f16/f32) in one slab. The CPU backend computes in f32, not in the reference's
+ * bf16 (a documented numeric difference). Scratch activations are allocated per call, sized by the
+ * batch (the encoder is not on the decode hot path). */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "model.h"
+#include "preprocess.h"
+#include "vl3/util.h"
+
+struct vlayer {
+    float *ln1_w, *ln1_b, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *ln2_w, *ln2_b;
+    float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+};
+
+struct vl3_vision {
+    const vl3_model *model;
+    const struct vl3__vision_ops *ops;
+    void *ops_ctx;
+    int C, L, H, D, I, K, out_dim;
+    int bf16_input; /* round pixel_values to bf16 first (reference behaviour) */
+    float eps, theta;
+    float *slab;
+    size_t slab_used, slab_cap;
+    float *patch_w, *patch_b, *post_w, *post_b, *p1_w, *p1_b, *p2_w, *p2_b;
+    struct vlayer *layers;
+};
+
+void vl3_preprocess_params_from_model(const vl3_model *model, vl3_preprocess_params *p)
+{
+    vl3_preprocess_params_default(p);
+    if (!model)
+        return;
+    const struct vl3__preproc *pre = &model->pre;
+    if (pre->patch_size > 0)
+        p->patch_size = pre->patch_size;
+    if (pre->image_merge > 0)
+        p->image_merge = pre->image_merge;
+    if (pre->video_merge > 0)
+        p->video_merge = pre->video_merge;
+    if (pre->min_tokens > 0)
+        p->min_tokens = pre->min_tokens;
+    if (pre->max_tokens > 0)
+        p->max_tokens = pre->max_tokens;
+    for (int c = 0; c < 3; c++) {
+        p->mean[c] = pre->mean[c];
+        p->std[c] = pre->std[c] > 0 ? pre->std[c] : 0.5f;
+    }
+    /* the loader keeps rescale as float; the processor multiplies by the double 1/255 */
+    if (pre->rescale > 0)
+        p->rescale = fabs(pre->rescale - 1.0 / 255.0) < 1e-9 ? 1.0 / 255.0 : (double)pre->rescale;
+    if (model->layout == VL3__LAYOUT_NATIVE) {
+        int64_t f = (int64_t)p->patch_size * p->image_merge;
+        p->rule = VL3_RESIZE_NATIVE;
+        p->native_image_min_pixels = (int64_t)p->min_tokens * f * f;
+        p->native_image_max_pixels = (int64_t)p->max_tokens * f * f;
+    }
+}
+
+static float half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 31, man = h & 1023, u;
+    if (exp == 0) {
+        if (man == 0) {
+            u = sign;
+        } else { /* subnormal */
+            float f = (float)man / 1024.0f / 16384.0f;
+            return sign ? -f : f;
+        }
+    } else if (exp == 31) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 112) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* Copy tensor t (n elements expected) into the slab as f32; returns the copy or NULL. */
+static float *take(struct vl3_vision *v, const vl3__tensor *t, int64_t n, vl3_error *reterr,
+                   int *rc)
+{
+    if (*rc < 0)
+        return NULL;
+    int64_t have = t->data ? 1 : 0;
+    for (int i = 0; have && i < t->ndim; i++)
+        have *= t->shape[i];
+    if (!t->data || have != n) {
+        *rc = vl3_error_set(reterr, VL3_E_FORMAT, "vision tensor \"%s\" is missing or has %lld "
+                                                  "elements, expected %lld",
+                            t->name ? t->name : "?", (long long)have, (long long)n);
+        return NULL;
+    }
+    if (v->slab_used + (size_t)n > v->slab_cap) {
+        *rc = vl3_error_set(reterr, VL3_E_FORMAT, "vision weights exceed the expected size");
+        return NULL;
+    }
+    float *dst = v->slab + v->slab_used;
+    v->slab_used += (size_t)n;
+    const uint8_t *src = t->data;
+    for (int64_t i = 0; i < n; i++) {
+        switch (t->dtype) {
+        case VL3__DTYPE_F32:
+            memcpy(&dst[i], src + 4 * i, 4);
+            break;
+        case VL3__DTYPE_BF16: {
+            uint16_t b;
+            memcpy(&b, src + 2 * i, 2);
+            uint32_t u = (uint32_t)b << 16;
+            memcpy(&dst[i], &u, 4);
+            break;
+        }
+        case VL3__DTYPE_F16: {
+            uint16_t b;
+            memcpy(&b, src + 2 * i, 2);
+            dst[i] = half_to_float(b);
+            break;
+        }
+        default:
+            *rc = vl3_error_set(reterr, VL3_E_FORMAT, "vision tensor \"%s\" has dtype %s",
+                                t->name ? t->name : "?", vl3__dtype_name(t->dtype));
+            return NULL;
+        }
+    }
+    return dst;
+}
+
+int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_error *reterr)
+{
+    if (!model || !ret)
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    const struct vl3__vision_hparams *hp = &model->vision;
+    if (hp->hidden <= 0 || hp->n_heads <= 0 || hp->hidden % hp->n_heads ||
+        (hp->hidden / hp->n_heads) % 4 || hp->n_layers <= 0 || !model->w.vlayers)
+        return vl3_error_set(reterr, VL3_E_FORMAT, "the model has no usable vision encoder");
+    vl3_vision *v = calloc(1, sizeof(*v));
+    if (!v)
+        return vl3_error_set(reterr, -ENOMEM, "out of memory");
+    v->model = model;
+    v->ops = model->ops && model->ops->vision ? model->ops->vision : &vl3__cpu_vision_ops;
+    v->ops_ctx = model->ops && model->ops->vision ? model->backend_ctx : NULL;
+    v->C = hp->hidden;
+    v->L = hp->n_layers;
+    v->H = hp->n_heads;
+    v->D = hp->hidden / hp->n_heads;
+    v->I = hp->intermediate;
+    v->K = hp->channels * hp->patch_size * hp->patch_size;
+    v->eps = hp->ln_eps > 0 ? hp->ln_eps : 1e-6f;
+    v->theta = hp->rope_theta > 0 ? hp->rope_theta : 10000.0f;
+    v->out_dim = model->llm.hidden;
+    v->bf16_input = 1;
+    int64_t C = v->C, I = v->I, Dl = v->out_dim;
+    int64_t per_layer = 4 * C + 4 * (C * C + C) + 2 * C * I + I + C;
+    v->slab_cap = (size_t)(C * v->K + C + per_layer * v->L + 2 * C + Dl * C + Dl + Dl * Dl + Dl);
+    v->slab = malloc(sizeof(float) * v->slab_cap);
+    v->layers = calloc((size_t)v->L, sizeof(*v->layers));
+    int rc = 0;
+    if (!v->slab || !v->layers) {
+        rc = vl3_error_set(reterr, -ENOMEM, "out of memory for the vision weights");
+        goto fail;
+    }
+    const struct vl3__weights *w = &model->w;
+    v->patch_w = take(v, &w->patch_w, C * v->K, reterr, &rc);
+    v->patch_b = take(v, &w->patch_b, C, reterr, &rc);
+    for (int l = 0; l < v->L; l++) {
+        const struct vl3__vision_layer *s = &w->vlayers[l];
+        struct vlayer *d = &v->layers[l];
+        d->ln1_w = take(v, &s->ln1_w, C, reterr, &rc);
+        d->ln1_b = take(v, &s->ln1_b, C, reterr, &rc);
+        d->wq = take(v, &s->wq, C * C, reterr, &rc);
+        d->bq = take(v, &s->bq, C, reterr, &rc);
+        d->wk = take(v, &s->wk, C * C, reterr, &rc);
+        d->bk = take(v, &s->bk, C, reterr, &rc);
+        d->wv = take(v, &s->wv, C * C, reterr, &rc);
+        d->bv = take(v, &s->bv, C, reterr, &rc);
+        d->wo = take(v, &s->wo, C * C, reterr, &rc);
+        d->bo = take(v, &s->bo, C, reterr, &rc);
+        d->ln2_w = take(v, &s->ln2_w, C, reterr, &rc);
+        d->ln2_b = take(v, &s->ln2_b, C, reterr, &rc);
+        d->fc1_w = take(v, &s->fc1_w, I * C, reterr, &rc);
+        d->fc1_b = take(v, &s->fc1_b, I, reterr, &rc);
+        d->fc2_w = take(v, &s->fc2_w, C * I, reterr, &rc);
+        d->fc2_b = take(v, &s->fc2_b, C, reterr, &rc);
+    }
+    v->post_w = take(v, &w->post_ln_w, C, reterr, &rc);
+    v->post_b = take(v, &w->post_ln_b, C, reterr, &rc);
+    v->p1_w = take(v, &w->proj_w1, Dl * C, reterr, &rc);
+    v->p1_b = take(v, &w->proj_b1, Dl, reterr, &rc);
+    v->p2_w = take(v, &w->proj_w2, Dl * Dl, reterr, &rc);
+    v->p2_b = take(v, &w->proj_b2, Dl, reterr, &rc);
+    if (rc < 0)
+        goto fail;
+    (void)n_threads; /* OpenBLAS uses its own thread pool (OPENBLAS_NUM_THREADS) */
+    *ret = v;
+    return 0;
+fail:
+    vl3_vision_free(v);
+    return rc;
+}
+
+void vl3_vision_free(vl3_vision *v)
+{
+    if (!v)
+        return;
+    free(v->slab);
+    free(v->layers);
+    free(v);
+}
+
+void vl3_vision_set_bf16_input(vl3_vision *v, int on)
+{
+    if (v)
+        v->bf16_input = on != 0;
+}
+
+/* Round to the nearest bf16 (ties to even), as torch's float32 -> bfloat16 cast. */
+static float round_bf16(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    if ((u & 0x7f800000u) != 0x7f800000u)
+        u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+int vl3_vision_out_dim(const vl3_vision *v)
+{
+    return v ? v->out_dim : -EINVAL;
+}
+
+#define TRY(x)                                                                                     \
+    do {                                                                                           \
+        if ((rc = (x)) < 0)                                                                        \
+            goto out;                                                                              \
+    } while (0)
+
+int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_mask *mask,
+                      float *out, vl3_error *reterr)
+{
+    if (!v || !b || !out || (b->n_patches > 0 && !b->pixel_values))
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    if (b->patch_dim != v->K)
+        return vl3_error_set(reterr, -EINVAL, "pixel_values have %d values per patch, the encoder "
+                                              "expects %d",
+                             b->patch_dim, v->K);
+    const struct vl3__vision_ops *op = v->ops;
+    void *cx = v->ops_ctx;
+    int64_t P = b->n_patches, n_frames = 0, n_tok = 0, check = 0;
+    for (int i = 0; i < b->n_items; i++) {
+        const vl3_vision_grid *g = &b->grids[i];
+        if (g->t <= 0 || g->h <= 0 || g->w <= 0 || g->merge <= 0 || g->h % g->merge ||
+            g->w % g->merge)
+            return vl3_error_set(reterr, -EINVAL, "invalid grid for item %d", i);
+        n_frames += g->t;
+        n_tok += (int64_t)g->t * vl3_vision_grid_tokens_per_frame(g);
+        check += (int64_t)g->t * g->h * g->w;
+    }
+    if (check != P)
+        return vl3_error_set(reterr, -EINVAL, "grids cover %lld patches, pixel_values hold %lld",
+                             (long long)check, (long long)P);
+    if (mask && mask->n_tokens != n_tok)
+        return vl3_error_set(reterr, -EINVAL, "token mask covers %lld tokens, the batch has %lld",
+                             (long long)mask->n_tokens, (long long)n_tok);
+    int64_t n_kept = mask ? mask->n_kept : n_tok;
+    if (P == 0)
+        return 0;
+
+    int rc = -ENOMEM;
+    const int64_t C = v->C, I = v->I, Dl = v->out_dim;
+    float *h = malloc(sizeof(float) * (size_t)(P * C));
+    float *x = malloc(sizeof(float) * (size_t)(P * C));
+    float *q = malloc(sizeof(float) * (size_t)(P * C));
+    float *k = malloc(sizeof(float) * (size_t)(P * C));
+    float *vv = malloc(sizeof(float) * (size_t)(P * C));
+    float *mlp = malloc(sizeof(float) * (size_t)(P * I));
+    int32_t *pr = malloc(sizeof(int32_t) * (size_t)P), *pc = malloc(sizeof(int32_t) * (size_t)P);
+    int64_t *cu = malloc(sizeof(int64_t) * (size_t)(n_frames + 1));
+    float *z = NULL, *pix = NULL;
+    if (v->bf16_input)
+        pix = malloc(sizeof(float) * (size_t)(P * v->K));
+    if (!h || !x || !q || !k || !vv || !mlp || !pr || !pc || !cu || (v->bf16_input && !pix)) {
+        rc = vl3_error_set(reterr, -ENOMEM, "out of memory for %lld patches", (long long)P);
+        goto out;
+    }
+    /* positions (true row/column of each row in merge-block order) and per-frame blocks */
+    int64_t row = 0, fr = 0;
+    cu[0] = 0;
+    for (int i = 0; i < b->n_items; i++) {
+        const vl3_vision_grid *g = &b->grids[i];
+        int m = g->merge;
+        for (int t = 0; t < g->t; t++) {
+            for (int bh = 0; bh < g->h / m; bh++)
+                for (int bw = 0; bw < g->w / m; bw++)
+                    for (int mh = 0; mh < m; mh++)
+                        for (int mw = 0; mw < m; mw++, row++) {
+                            pr[row] = bh * m + mh;
+                            pc[row] = bw * m + mw;
+                        }
+            cu[fr + 1] = cu[fr] + (int64_t)g->h * g->w;
+            fr++;
+        }
+    }
+
+    const float *input = b->pixel_values;
+    if (pix) {
+        for (int64_t i = 0; i < P * v->K; i++)
+            pix[i] = round_bf16(b->pixel_values[i]);
+        input = pix;
+    }
+    TRY(op->linear(cx, input, v->patch_w, v->patch_b, h, P, v->K, (int)C));
+    for (int l = 0; l < v->L; l++) {
+        const struct vlayer *ly = &v->layers[l];
+        TRY(op->layernorm(cx, h, ly->ln1_w, ly->ln1_b, x, P, (int)C, v->eps));
+        TRY(op->linear(cx, x, ly->wq, ly->bq, q, P, (int)C, (int)C));
+        TRY(op->linear(cx, x, ly->wk, ly->bk, k, P, (int)C, (int)C));
+        TRY(op->linear(cx, x, ly->wv, ly->bv, vv, P, (int)C, (int)C));
+        TRY(op->rope2d(cx, q, pr, pc, P, v->H, v->D, v->theta));
+        TRY(op->rope2d(cx, k, pr, pc, P, v->H, v->D, v->theta));
+        TRY(op->attention_blocks(cx, q, k, vv, x, cu, (int)n_frames, v->H, v->D));
+        TRY(op->linear(cx, x, ly->wo, ly->bo, q, P, (int)C, (int)C));
+        TRY(op->add(cx, h, q, P * C));
+        TRY(op->layernorm(cx, h, ly->ln2_w, ly->ln2_b, x, P, (int)C, v->eps));
+        TRY(op->linear(cx, x, ly->fc1_w, ly->fc1_b, mlp, P, (int)C, (int)I));
+        TRY(op->gelu_tanh(cx, mlp, P * I));
+        TRY(op->linear(cx, mlp, ly->fc2_w, ly->fc2_b, q, P, (int)I, (int)C));
+        TRY(op->add(cx, h, q, P * C));
+    }
+    TRY(op->layernorm(cx, h, v->post_w, v->post_b, x, P, (int)C, v->eps));
+
+    /* downsample frame by frame into h (n_tok rows), then gather the kept rows into q */
+    row = 0;
+    int64_t tok = 0;
+    for (int i = 0; i < b->n_items; i++) {
+        const vl3_vision_grid *g = &b->grids[i];
+        for (int t = 0; t < g->t; t++) {
+            TRY(op->downsample(cx, x + row * C, h + tok * C, g->h, g->w, g->merge, (int)C));
+            row += (int64_t)g->h * g->w;
+            tok += vl3_vision_grid_tokens_per_frame(g);
+        }
+    }
+    const float *y = h;
+    if (mask) {
+        int64_t kept = 0;
+        for (int64_t t = 0; t < n_tok; t++)
+            if (mask->keep[t])
+                memcpy(q + (kept++) * C, h + t * C, sizeof(float) * (size_t)C);
+        if (kept != n_kept) {
+            rc = vl3_error_set(reterr, -EINVAL, "token mask keeps %lld tokens, it says %lld",
+                               (long long)kept, (long long)n_kept);
+            goto out;
+        }
+        y = q;
+    }
+    if (n_kept > 0) {
+        z = malloc(sizeof(float) * (size_t)(n_kept * Dl));
+        if (!z) {
+            rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
+            goto out;
+        }
+        TRY(op->linear(cx, y, v->p1_w, v->p1_b, z, n_kept, (int)C, (int)Dl));
+        TRY(op->gelu_erf(cx, z, n_kept * Dl));
+        TRY(op->linear(cx, z, v->p2_w, v->p2_b, out, n_kept, (int)Dl, (int)Dl));
+    }
+    rc = 0;
+out:
+    if (rc < 0 && reterr && reterr->code != rc)
+        vl3_error_set(reterr, rc, "vision encoder failed: %s", vl3_strerror(rc));
+    free(z);
+    free(pix);
+    free(h);
+    free(x);
+    free(q);
+    free(k);
+    free(vv);
+    free(mlp);
+    free(pr);
+    free(pc);
+    free(cu);
+    return rc;
+}

@@ -1,0 +1,430 @@
+#!/usr/bin/env bash
+# it.sh: vl3d integration scenarios (called by test_daemon_it.c, one scenario per CTest case).
+#   it.sh BUILD_DIR SOURCE_DIR SCENARIO
+# Each scenario starts its own Kafka mock cluster (3 brokers, topic jobs with 4 partitions,
+# dlq with 1; control FIFO for faults) and its own throwaway PostgreSQL, runs vl3d with the
+# fake worker, and checks the database. Every wait has a deadline; teardown kills what it
+# started. Exit 0 = pass; anything else prints the reason and the daemon logs.
+set -uo pipefail
+B=${1:?build dir}; S=${2:?source dir}; SCEN=${3:?scenario}
+BIN=$B/bin
+T=$(mktemp -d /tmp/vl3d-it-XXXXXX)
+chmod 755 "$T"
+PIDS=()
+
+log() { echo "[it $SCEN $(date +%T)] $*" >&2; }
+fail() {
+  log "FAIL: $*"
+  for f in "$T"/*.log; do [ -f "$f" ] && { echo "---- $f (last 40 lines)" >&2; tail -n 40 "$f" >&2; }; done
+  exit 1
+}
+teardown() {
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  pkill -9 -P $$ 2>/dev/null || true
+  "$S/tests/harness/kafka-harness" stop "$T/kafka" >/dev/null 2>&1
+  "$S/tests/harness/pg-harness" stop "$T/pg" >/dev/null 2>&1
+  [ -n "${VL3_TEST_KEEP:-}" ] || rm -rf "$T"
+}
+trap teardown EXIT
+
+start_env() {
+  "$S/tests/harness/kafka-harness" start "$T/kafka" "$BIN/kafka-mock" --brokers 3 \
+    --topic jobs:4 --topic dlq:1 >/dev/null || fail "kafka mock did not start"
+  "$S/tests/harness/pg-harness" start "$T/pg" >/dev/null || fail "postgres did not start"
+  BOOT=$(cat "$T/kafka/bootstrap"); PGC=$(cat "$T/pg/conninfo")
+  # the harness runs PostgreSQL with synchronous_commit=off (fast tests); the daemon's session
+  # turns it back on: with it off, a crash loses commits already acknowledged, and no daemon
+  # can then be exactly-once (docs/operations.md)
+}
+
+# write_conf NAME METRICS_PORT [extra lines...]
+write_conf() {
+  local name=$1 port=$2; shift 2
+  cat > "$T/$name.conf" <<CONF
+shutdown_timeout = 20s
+[kafka]
+brokers = $BOOT
+topic = jobs
+group = vl3d-it
+dlq_topic = dlq
+commit_interval = 200ms
+property.session.timeout.ms = 6000
+property.heartbeat.interval.ms = 500
+property.topic.metadata.refresh.interval.ms = 1000
+[pg]
+conninfo = "$PGC options='-c synchronous_commit=on'"
+[workers]
+count = ${WORKERS:-3}
+path = $BIN/fake-worker
+ping_interval = 300ms
+[jobs]
+timeout = 2s
+max_attempts = 2
+[metrics]
+listen = 127.0.0.1:$port
+[log]
+level = ${LOGLEVEL:-info}
+CONF
+  for l in "$@"; do echo "$l" >> "$T/$name.conf"; done
+}
+
+start_daemon() { # NAME
+  setsid "$BIN/vl3d" -c "$T/$1.conf" >> "$T/$1.log" 2>&1 &
+  echo $! > "$T/$1.pid"; PIDS+=($!)
+}
+daemon_pid() { cat "$T/$1.pid"; }
+
+# stop_daemon NAME: SIGTERM, must exit 0 within 40 s having closed everything
+stop_daemon() {
+  local pid; pid=$(daemon_pid "$1")
+  kill -TERM "$pid" 2>/dev/null || fail "$1 is not running"
+  for _ in $(seq 1 400); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && fail "$1 did not stop within 40 s"
+  wait "$pid"; local rc=$?
+  [ "$rc" -eq 0 ] || fail "$1 exited with $rc after SIGTERM"
+  grep -q "vl3d stopped" "$T/$1.log" || fail "$1 did not close cleanly"
+  grep -q "event loop not empty" "$T/$1.log" && fail "$1: uv_loop_close failed"
+  return 0
+}
+
+# produce PREFIX N [INPUT_FMT]: N job messages keyed by id (spread over the partitions)
+produce() {
+  local prefix=$1 n=$2 i
+  for i in $(seq 1 "$n"); do
+    echo "$prefix$i:{\"id\":\"$prefix$i\",\"input\":\"/m/$prefix$i.mp4\",\"tasks\":[\"caption\",{\"kind\":\"qa\",\"question\":\"who?\"}]}"
+  done > "$T/produce.txt"
+  kcat -b "$BOOT" -P -t jobs -K: -l "$T/produce.txt" || fail "kcat could not produce"
+}
+produce_raw() { # KEY PAYLOAD
+  printf '%s\n' "$2" | kcat -b "$BOOT" -P -t jobs -k "$1" || fail "kcat could not produce"
+}
+
+sql() { psql "$PGC" -XAtqc "$1" 2>/dev/null; }
+done_count() { sql "select count(*) from jobs where status='done'" || echo 0; }
+
+# wait_sql QUERY VALUE TIMEOUT_S: until QUERY returns >= VALUE
+wait_ge() {
+  local q=$1 v=$2 t=$3 got=0
+  for _ in $(seq 1 $((t * 5))); do
+    got=$(sql "$q"); got=${got:-0}
+    [ "$got" -ge "$v" ] && return 0
+    sleep 0.2
+  done
+  fail "timeout after ${t}s waiting for [$q] >= $v (got $got)"
+}
+wait_done() { wait_ge "select count(*) from jobs where status='done'" "$1" "$2"; }
+
+metric() { # PORT NAME
+  curl -s "http://127.0.0.1:$1/metrics" | awk -v n="$2" '$1==n {print $2}'
+}
+
+# check_exactly_once PREFIX N: every job done once, with exactly its two correct answers
+check_exactly_once() {
+  local p=$1 n=$2
+  local done; done=$(sql "select count(*) from jobs where job_id like '$p%' and status='done'")
+  [ "$done" = "$n" ] || fail "$done of $n jobs done"
+  local rows; rows=$(sql "select count(*) from results where job_id like '$p%'")
+  [ "$rows" = "$((2 * n))" ] || fail "$rows result rows, want $((2 * n))"
+  local good; good=$(sql "select count(*) from results r join jobs j using (job_id)
+      where r.job_id like '$p%' and r.window_idx = 0 and
+      ((r.task = 'caption' and r.question = '' and r.answer = 'caption of ' || j.path || ' w0') or
+       (r.task = 'qa' and r.question = 'who?' and r.answer = 'qa of ' || j.path || ' q=who? w0'))")
+  [ "$good" = "$((2 * n))" ] || fail "$good correct answers, want $((2 * n))"
+  local per; per=$(sql "select count(*) from (select job_id from results where job_id like '$p%'
+      group by job_id having count(*) <> 2) x")
+  [ "$per" = "0" ] || fail "$per jobs without exactly two answers"
+  local missing; missing=$(sql "select count(*) from generate_series(1, $n) i
+      where not exists (select 1 from jobs where job_id = '$p' || i and status = 'done')")
+  [ "$missing" = "0" ] || fail "$missing job ids missing"
+  log "exactly once: $n jobs, $rows answers, all correct"
+}
+
+# after a clean stop, a fresh daemon must find every offset committed: nothing consumed
+check_committed() { # PORT
+  write_conf recheck "$1"
+  start_daemon recheck
+  wait_ge "select 1" 1 5
+  sleep 7 # group join ~3 s plus fetch
+  local c; c=$(metric "$1" vl3_jobs_consumed_total)
+  [ "${c:-x}" = "0" ] || fail "restarted daemon consumed ${c:-?} messages: offsets not committed"
+  stop_daemon recheck
+}
+
+worker_pids() { pgrep -P "$(daemon_pid "$1")" 2>/dev/null; }
+
+scenario_exactly_once() {
+  start_env
+  local N=300
+  produce e "$N"
+  write_conf d1 $((20000 + RANDOM % 20000)) "[kafka]" "max_in_flight = 16"
+  export FAKE_WORKER_DELAY_MS=15 FAKE_WORKER_LOG="$T/exec.log"
+  start_daemon d1
+  wait_done 40 60
+  local w; w=$(worker_pids d1 | head -n1)
+  [ -n "$w" ] || fail "no worker found"
+  log "kill -9 worker $w"; kill -9 "$w"
+  wait_done 150 90
+  log "kill -9 daemon $(daemon_pid d1) at $(done_count) done"
+  kill -9 "$(daemon_pid d1)"
+  sleep 0.5
+  start_daemon d1
+  wait_done "$N" 120
+  stop_daemon d1
+  check_exactly_once e "$N"
+  grep -q "pausing consumption: 16 jobs in flight" "$T/d1.log" || fail "no backpressure pause"
+  grep -q "resuming consumption" "$T/d1.log" || fail "no resume after backpressure"
+  grep -q "worker exited worker=.* signal=9" "$T/d1.log" || fail "the worker kill was not seen"
+  local execs; execs=$(wc -l < "$T/exec.log")
+  log "worker executions: $execs for $N jobs (redone after the kills; answers still once)"
+  [ "$execs" -ge "$N" ] || fail "fewer executions than jobs"
+  check_committed $((20000 + RANDOM % 20000))
+}
+
+scenario_dlq_poison() {
+  start_env
+  WORKERS=2
+  local port=$((20000 + RANDOM % 20000))
+  write_conf d1 "$port" "[jobs]" "input_roots = /m" "max_frames = 500"
+  produce g 20
+  produce_raw bad1 '{"input": "/m/x.mp4", "tasks": ["caption"'
+  produce_raw bad2 '{"input": 42, "tasks": ["caption"]}'
+  produce_raw bad3 '{"input": "/m/y.mp4", "tasks": ["juggle"]}'
+  produce_raw bad4 '{"input": "/etc/passwd", "tasks": ["ocr"]}'
+  produce_raw bad5 '{"input": "/m/z.mp4", "tasks": ["ocr"], "sampling": {"max_frames": 100000}}'
+  produce_raw p1 '{"id": "poison-crash", "input": "/m/crash.mp4", "tasks": ["caption"]}'
+  produce_raw p2 '{"id": "poison-hang", "input": "/m/hang.mp4", "tasks": ["caption"]}'
+  produce_raw p3 '{"id": "bad-decode", "input": "/m/fail.mp4", "tasks": ["caption"]}'
+  produce_raw p4 '{"id": "flaky-ok", "input": "/m/flaky.mp4", "tasks": ["caption"]}'
+  produce_raw p5 '{"id": "retry-ok", "input": "/m/retry.mp4", "tasks": ["ocr"]}'
+  produce_raw p6 '{"id": "windows", "input": "/m/w.mp4", "tasks": ["ocr"], "sampling": {"window": 5}}'
+  produce_raw p7 '{"id": "slow-ok", "input": "/m/slow.mp4", "tasks": ["ocr"]}'
+  start_daemon d1
+  wait_ge "select count(*) from jobs where status in ('done','failed')" 27 60
+  [ "$(sql "select status from jobs where job_id='slow-ok'")" = done ] || fail "a slow job that reports progress was treated as hung"
+  check_exactly_once g 20
+  [ "$(sql "select status from jobs where job_id='poison-crash'")" = failed ] || fail "crash job not failed"
+  sql "select last_error from jobs where job_id='poison-crash'" | grep -q poison || fail "crash job reason"
+  [ "$(sql "select status from jobs where job_id='poison-hang'")" = failed ] || fail "hang job not failed"
+  sql "select last_error from jobs where job_id='poison-hang'" | grep -q hung || fail "hang job reason"
+  [ "$(sql "select status||last_error from jobs where job_id='bad-decode'")" = "faileddecode: could not decode (fake)" ] || fail "decode failure"
+  [ "$(sql "select status from jobs where job_id='flaky-ok'")" = done ] || fail "flaky job not retried to done"
+  [ "$(sql "select status from jobs where job_id='retry-ok'")" = "done" ] || fail "retryable error not retried to done"
+  [ "$(metric "$port" vl3_jobs_retried_total)" -ge 1 ] || fail "metrics: retried"
+  [ "$(sql "select count(*) from results where job_id='windows'")" = 2 ] || fail "windows"
+  [ "$(sql "select string_agg(start_s||'-'||end_s, ',' order by window_idx) from results where job_id='windows'")" = "0-5,5-10" ] || fail "window bounds"
+  kcat -b "$BOOT" -C -t dlq -e -q -f '%k|%h|%s\n' > "$T/dlq.txt" 2>/dev/null
+  [ "$(grep -c . "$T/dlq.txt")" = 5 ] || { cat "$T/dlq.txt" >&2; fail "want 5 dead letters"; }
+  grep -q 'vl3-error=invalid JSON' "$T/dlq.txt" || fail "dlq: malformed JSON reason"
+  grep -q 'vl3-error=field "input" must be a string' "$T/dlq.txt" || fail "dlq: wrong type reason"
+  grep -q 'unknown task \\"juggle\\"\|unknown task "juggle"' "$T/dlq.txt" || fail "dlq: unknown task"
+  grep -q 'outside the allowed roots' "$T/dlq.txt" || fail "dlq: policy reason"
+  grep -q 'sampling.max_frames' "$T/dlq.txt" || fail "dlq: limit reason"
+  grep -q 'vl3-topic=jobs,vl3-partition=[0-3],vl3-offset=[0-9]' "$T/dlq.txt" || fail "dlq: origin headers"
+  [ "$(metric "$port" vl3_jobs_dead_lettered_total)" = 5 ] || fail "metrics: dead letters"
+  [ "$(metric "$port" vl3_jobs_poisoned_total)" = 2 ] || fail "metrics: poisoned"
+  [ "$(metric "$port" vl3_worker_hangs_total)" -ge 2 ] || fail "metrics: hangs"
+  curl -s "http://127.0.0.1:$port/metrics" | grep -q 'vl3_stage_seconds_bucket{stage="generate",le="0.005"}' || fail "metrics: histogram"
+  stop_daemon d1
+}
+
+scenario_pg_restart() {
+  start_env
+  local N=150
+  produce r "$N"
+  write_conf d1 $((20000 + RANDOM % 20000))
+  export FAKE_WORKER_DELAY_MS=20
+  start_daemon d1
+  wait_done 30 60
+  local bindir; bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+  local as=(); [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
+  log "stopping postgres at $(done_count) done"
+  "${as[@]}" "$bindir/pg_ctl" -D "$T/pg/data" -m immediate -w stop >/dev/null || fail "pg stop"
+  sleep 4
+  "${as[@]}" "$bindir/pg_ctl" -D "$T/pg/data" -l "$T/pg/log" -w -t 30 \
+    -o "-p $(cat "$T/pg/port") -k $T/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
+    || fail "pg start"
+  log "postgres back"
+  wait_done "$N" 120
+  stop_daemon d1
+  check_exactly_once r "$N"
+  grep -q "postgresql connection lost" "$T/d1.log" || fail "the outage was not seen"
+}
+
+scenario_broker_down() {
+  start_env
+  local N=150
+  produce b "$N"
+  write_conf d1 $((20000 + RANDOM % 20000))
+  export FAKE_WORKER_DELAY_MS=20
+  start_daemon d1
+  wait_done 30 60
+  log "broker 1 down at $(done_count) done"
+  echo "down 1" > "$T/kafka/control"
+  sleep 6
+  echo "up 1" > "$T/kafka/control"
+  log "broker 1 up at $(done_count) done"
+  wait_done "$N" 120
+  stop_daemon d1
+  check_exactly_once b "$N"
+}
+
+scenario_rebalance() {
+  start_env
+  local N=240
+  produce c "$N"
+  write_conf d1 $((20000 + RANDOM % 10000))
+  write_conf d2 $((30000 + RANDOM % 10000))
+  export FAKE_WORKER_DELAY_MS=100
+  WORKERS=2
+  start_daemon d1
+  wait_done 20 60
+  log "second daemon joins at $(done_count) done"
+  start_daemon d2
+  for _ in $(seq 1 300); do grep -q "partition assigned" "$T/d2.log" && break; sleep 0.1; done
+  grep -q "partition assigned" "$T/d2.log" || fail "d2 never got partitions"
+  log "second daemon has partitions at $(done_count) done"
+  local half=$(( $(done_count) + 30 ))
+  wait_done "$half" 60
+  grep -q "job done" "$T/d2.log" || fail "d2 did no work"
+  log "second daemon leaves at $(done_count) done"
+  stop_daemon d2
+  [ "$(done_count)" -lt "$N" ] || fail "all done before d2 left: the leave was not exercised"
+  wait_done "$N" 120
+  stop_daemon d1
+  check_exactly_once c "$N"
+  [ "$(grep -c 'partition revoked' "$T/d1.log")" -ge 1 ] || fail "d1 saw no revocation"
+}
+
+scenario_reload_notify() {
+  start_env
+  local port=$((20000 + RANDOM % 20000))
+  write_conf d1 "$port"
+  # a notify socket: systemd's protocol, read by python (a datagram per notification)
+  /usr/bin/python3 - "$T/notify.sock" > "$T/notify.txt" 2>&1 <<'PY' &
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+s.bind(sys.argv[1])
+s.settimeout(60)
+while True:
+    try:
+        m = s.recv(4096).decode()
+    except socket.timeout:
+        break
+    print(m.replace("\n", " | "), flush=True)
+    if "STOPPING=1" in m:
+        break
+PY
+  PIDS+=($!)
+  for _ in $(seq 1 50); do [ -S "$T/notify.sock" ] && break; sleep 0.1; done
+  NOTIFY_SOCKET="$T/notify.sock" WATCHDOG_USEC=400000 start_daemon d1
+  for _ in $(seq 1 50); do grep -q READY=1 "$T/notify.txt" && break; sleep 0.1; done
+  grep -q READY=1 "$T/notify.txt" || fail "no READY=1"
+  # a broken file: the old configuration stays
+  cp "$T/d1.conf" "$T/d1.conf.good"
+  printf '[jobs]\nmax_attempts = many\n' >> "$T/d1.conf"
+  kill -HUP "$(daemon_pid d1)"
+  for _ in $(seq 1 50); do grep -q "could not reload" "$T/d1.log" && break; sleep 0.1; done
+  grep -q 'could not reload configuration, keeping the old one: .*d1.conf:[0-9]*: invalid integer for "jobs.max_attempts"' "$T/d1.log" || fail "bad reload not reported with file:line"
+  # a good one: reloadable applied, restart-only refused
+  sed -e 's/^level = info/level = debug/' -e 's/^count = 3/count = 5/' "$T/d1.conf.good" > "$T/d1.conf"
+  kill -HUP "$(daemon_pid d1)"
+  for _ in $(seq 1 50); do grep -q "configuration reloaded" "$T/d1.log" && break; sleep 0.1; done
+  grep -q 'reloaded "log.level"' "$T/d1.log" || fail "log.level not reloaded"
+  grep -q 'changing "workers.count" requires restart, ignoring' "$T/d1.log" || fail "restart option not refused"
+  kill -0 "$(daemon_pid d1)" || fail "daemon died on reload"
+  produce h 5
+  wait_done 5 30
+  grep -q "<7>" "$T/d1.log" || fail "debug level not in effect after reload"
+  stop_daemon d1
+  sleep 0.3
+  grep -q STOPPING=1 "$T/notify.txt" || fail "no STOPPING=1"
+  grep -q "STATUS=" "$T/notify.txt" || fail "no STATUS="
+  grep -q "WATCHDOG=1" "$T/notify.txt" || fail "no WATCHDOG=1 with WATCHDOG_USEC set"
+  log "notifications: $(tr '\n' ' ' < "$T/notify.txt")"
+}
+
+scenario_second_sigint() {
+  start_env
+  write_conf d1 $((20000 + RANDOM % 20000))
+  export FAKE_WORKER_DELAY_MS=100000
+  produce s 3
+  start_daemon d1
+  wait_ge "select count(*) from jobs where status='running'" 1 30
+  local pid; pid=$(daemon_pid d1)
+  kill -INT "$pid"; sleep 0.5
+  kill -0 "$pid" || fail "first SIGINT should drain, not exit"
+  kill -INT "$pid"
+  for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  kill -0 "$pid" 2>/dev/null && fail "second SIGINT did not exit"
+  wait "$pid"; local rc=$?
+  [ "$rc" = 130 ] || fail "second SIGINT exit status $rc, want 130"
+}
+
+scenario_drain() {
+  # SIGTERM with jobs running: running ones finish and are stored, queued ones are handed back
+  # (not committed), exit 0; a restart finishes the rest, each job answered once
+  start_env
+  WORKERS=2
+  write_conf d1 $((20000 + RANDOM % 20000))
+  export FAKE_WORKER_DELAY_MS=2000
+  produce dr 6
+  start_daemon d1
+  wait_ge "select count(*) from jobs where status='running'" 2 30
+  sleep 0.3
+  log "SIGTERM with $(sql "select count(*) from jobs where status='running'") running"
+  stop_daemon d1
+  local d; d=$(done_count)
+  [ "$d" -ge 2 ] || fail "running jobs were not finished during the drain ($d done)"
+  [ "$d" -lt 6 ] || fail "all jobs done: the drain test did not catch jobs in flight"
+  grep -q "stopping: draining" "$T/d1.log" || fail "no drain"
+  export FAKE_WORKER_DELAY_MS=0
+  start_daemon d1
+  wait_done 6 60
+  stop_daemon d1
+  check_exactly_once dr 6
+}
+
+# not a CTest case: `tests/daemon/it.sh build . throughput` prints the daemon's job rate with
+# instant fake workers (Kafka + two PostgreSQL statements per job, no model)
+scenario_throughput() {
+  start_env
+  local N=${N:-2000}
+  WORKERS=4 LOGLEVEL=notice write_conf d1 $((20000 + RANDOM % 20000)) "[kafka]" "max_in_flight = 256"
+  produce t "$N"
+  local t0; t0=$(date +%s.%N)
+  start_daemon d1
+  wait_done "$N" 300
+  local t1; t1=$(date +%s.%N)
+  stop_daemon d1
+  check_exactly_once t "$N"
+  log "throughput: $N jobs in $(echo "$t1 - $t0" | bc) s (including ~3 s group join): $(echo "$N / ($t1 - $t0)" | bc) jobs/s"
+}
+
+scenario_enqueue() {
+  # unreachable brokers: a clear error, exit 1, within the probe timeout
+  local out rc
+  out=$("$BIN/vl3" enqueue -b 127.0.0.1:1 "$S/tests/daemon/it.sh" 2>&1); rc=$?
+  [ "$rc" = 1 ] || fail "unreachable broker: exit $rc"
+  echo "$out" | grep -q "could not reach the kafka brokers" || fail "unreachable broker message: $out"
+  start_env
+  mkdir -p "$T/media/a/b"
+  for i in $(seq 1 30); do touch "$T/media/a/v$i.mp4"; done
+  for i in $(seq 1 10); do touch "$T/media/a/b/i$i.jpg"; done
+  touch "$T/media/a/readme.txt" "$T/media/top.mkv"
+  "$BIN/vl3" enqueue -r -b "$BOOT" -T jobs --tasks caption,qa -q "who?" "$T/media" > "$T/enqueue.out" 2>&1 \
+    || { cat "$T/enqueue.out" >&2; fail "vl3 enqueue failed"; }
+  grep -q 'enqueued 41 jobs to "jobs"' "$T/enqueue.out" || fail "enqueue summary: $(cat "$T/enqueue.out")"
+  write_conf d1 $((20000 + RANDOM % 20000))
+  start_daemon d1
+  wait_done 41 60
+  stop_daemon d1
+  local good; good=$(sql "select count(*) from results r join jobs j using (job_id)
+      where (r.task = 'caption' and r.answer = 'caption of ' || j.path || ' w0')
+         or (r.task = 'qa' and r.answer = 'qa of ' || j.path || ' q=who? w0')")
+  [ "$good" = 82 ] || fail "$good correct answers for 41 enqueued files, want 82"
+  [ "$(sql "select count(*) from jobs where path like '%readme.txt'")" = 0 ] || fail "non-media file enqueued"
+  [ "$(sql "select count(*) from jobs where job_id like 'jobs:%'")" = 41 ] || fail "derived job ids"
+}
+
+"scenario_$SCEN" || fail "scenario returned $?"
+log "PASS"

@@ -1,0 +1,25 @@
+/* test_daemon_it.c: vl3d integration cases. Each runs one scenario of tests/daemon/it.sh, which
+ * starts its own Kafka mock cluster and PostgreSQL, runs vl3d with the fake worker and checks the
+ * database (every job answered exactly once after worker/daemon kills, PostgreSQL restart,
+ * broker down, rebalance; dead letters with reasons; poison jobs; reload; sd_notify). */
+#include "test.h"
+
+static int scenario(const char *name)
+{
+    if (test_sh(NULL, 0, "command -v kcat >/dev/null && command -v psql >/dev/null") != 0)
+        SKIP("kcat or psql missing");
+    int r = test_sh(NULL, 0, "'%s/tests/daemon/it.sh' '%s' '%s' %s 1>&2", test_source_dir(),
+                    test_build_dir(), test_source_dir(), name);
+    ASSERT_EQ(r, 0);
+    return 0;
+}
+
+TEST(it_exactly_once_worker_and_daemon_kill) { return scenario("exactly_once"); }
+TEST(it_dead_letters_and_poison) { return scenario("dlq_poison"); }
+TEST(it_postgres_restart) { return scenario("pg_restart"); }
+TEST(it_broker_down) { return scenario("broker_down"); }
+TEST(it_rebalance_join_leave) { return scenario("rebalance"); }
+TEST(it_reload_and_notify) { return scenario("reload_notify"); }
+TEST(it_second_sigint_exits) { return scenario("second_sigint"); }
+TEST(it_enqueue_cli) { return scenario("enqueue"); }
+TEST(it_graceful_drain) { return scenario("drain"); }

@@ -1,0 +1,15 @@
+# Engine I (LLM): CPU backend ops against double-precision references, the decoder forward
+# against a double-precision implementation on tiny random models, KV cache / batching
+# equivalences, the sampler, `vl3 run`. White-box cases include engine/src and engine/backend.
+vl3_test(NAME test-backend-ops SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_backend_ops.c
+  LIBS vl3engine LABELS unit TIMEOUT 60)
+target_include_directories(test-backend-ops PRIVATE ${CMAKE_SOURCE_DIR}/engine/src
+  ${CMAKE_SOURCE_DIR}/engine/backend)
+file(GLOB VL3_TEST_LLM_SOURCES CONFIGURE_DEPENDS ${CMAKE_CURRENT_LIST_DIR}/test_llm*.c)
+if(VL3_TEST_LLM_SOURCES)
+  vl3_test(NAME test-llm SOURCES ${VL3_TEST_LLM_SOURCES}
+    LIBS vl3engine LABELS unit TIMEOUT 120)
+  target_include_directories(test-llm PRIVATE ${CMAKE_SOURCE_DIR}/engine/src
+    ${CMAKE_SOURCE_DIR}/engine/backend)
+  add_dependencies(test-llm vl3)
+endif()

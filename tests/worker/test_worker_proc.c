@@ -1,0 +1,697 @@
+/* test_worker_proc.c: the real vl3-worker process on a tiny random model and generated clips,
+ * driven over its stdin/stdout exactly as vl3d drives it.
+ *
+ * Checked: HELLO first, PING answered while idle and while busy, EOF -> exit 0 after answering;
+ * a path outside the media roots and a corrupt file fail their job only (ERROR "input" /
+ * "decode", not retryable) and the next job is served; a broken frame -> ERROR without job id
+ * and exit 70; jobs beyond jobs.max_queued are refused with a retryable "resource" error;
+ * windows of one job and of concurrent jobs share vision-encoder calls (batch sizes in the log
+ * and in RESULT stats); with the engine's LLM present, concurrent jobs give the same answers as
+ * the same jobs run one at a time, and their decode steps are batched. */
+#include <errno.h>
+#include <fcntl.h>
+#include <jansson.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "test.h"
+#include "vl3/proto.h"
+
+static char dir[1024];  /* shared fixtures: model, clips */
+static char conf_path[1200], log_path[1200];
+
+static int fixtures(void)
+{
+    snprintf(dir, sizeof(dir), "%s/worker-test", test_build_dir());
+    char ready[1100];
+    snprintf(ready, sizeof(ready), "%s/ready", dir);
+    if (access(ready, F_OK) == 0)
+        return 0;
+    const char *tmp = test_tmpdir();
+    int r = test_sh(NULL, 0,
+                    "set -e; d='%s/fx'; mkdir -p \"$d\"; "
+                    "'%s/vl3' model tiny --out \"$d/model\" --seed 7 >/dev/null; "
+                    "'%s/tools/gen_sample_video.sh' \"$d/a.mp4\" 4 160x120; "
+                    "'%s/tools/gen_sample_video.sh' \"$d/b.mp4\" 6 128x96; "
+                    "'%s/tools/gen_sample_video.sh' \"$d/c.mp4\" 3 96x96; "
+                    "head -c 20000 /dev/urandom > \"$d/corrupt.mp4\"; "
+                    "printf '\\0\\0\\0\\x20ftypisom' | cat - \"$d/corrupt.mp4\" > \"$d/bad.mp4\"; "
+                    "touch \"$d/ready\"; mv -T \"$d\" '%s' 2>/dev/null || true",
+                    tmp, getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".", test_source_dir(),
+                    test_source_dir(), test_source_dir(), dir);
+    if (r != 0)
+        return -1;
+    return access(ready, F_OK) == 0 ? 0 : -1;
+}
+
+static int write_conf(const char *extra)
+{
+    snprintf(conf_path, sizeof(conf_path), "%s/worker.conf", test_tmpdir());
+    snprintf(log_path, sizeof(log_path), "%s/worker.log", test_tmpdir());
+    FILE *f = fopen(conf_path, "w");
+    if (!f)
+        return -1;
+    /* extra: section lines ("[x]\n...") go last, top-level keys before the first section */
+    int top = extra && extra[0] != '[';
+    fprintf(f, "model = %s/model\nbackend = cpu\nthreads = 1\ndecode_threads = 2\n%s\n"
+               "[media]\nroots = %s\n[log]\nlevel = info\n%s\n",
+            dir, top ? extra : "", dir, extra && !top ? extra : "");
+    fclose(f);
+    return 0;
+}
+
+struct proc {
+    pid_t pid;
+    int in, out; /* our ends */
+    vl3_proto_reader rd;
+};
+
+static int spawn(struct proc *p)
+{
+    int a[2], b[2];
+    if (pipe2(a, O_CLOEXEC) < 0 || pipe2(b, O_CLOEXEC) < 0)
+        return -1;
+    char bin[1100];
+    snprintf(bin, sizeof(bin), "%s/vl3-worker",
+             getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".");
+    p->pid = fork();
+    if (p->pid == 0) {
+        dup2(a[0], 0);
+        dup2(b[1], 1);
+        int lf = open(log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        if (lf >= 0)
+            dup2(lf, 2);
+        execl(bin, bin, "--config", conf_path, (char *)NULL);
+        _exit(127);
+    }
+    close(a[0]);
+    close(b[1]);
+    p->in = a[1];
+    p->out = b[0];
+    vl3_proto_reader_init(&p->rd);
+    signal(SIGPIPE, SIG_IGN);
+    return p->pid > 0 ? 0 : -1;
+}
+
+/* next message within ms; 1 got one, 0 timeout, -1 EOF/error */
+static int next(struct proc *p, vl3_proto_msg *m, int ms)
+{
+    for (;;) {
+        vl3_proto_frame f;
+        vl3_error e = {0};
+        int r = vl3_proto_reader_next(&p->rd, &f, &e);
+        if (r < 0)
+            return -1;
+        if (r == 1)
+            return vl3_proto_msg_parse(&f, m, &e) < 0 ? -1 : 1;
+        struct pollfd pf = {p->out, POLLIN, 0};
+        if (poll(&pf, 1, ms) <= 0)
+            return 0;
+        uint8_t buf[65536];
+        ssize_t n = read(p->out, buf, sizeof(buf));
+        if (n <= 0)
+            return -1;
+        if (vl3_proto_reader_feed(&p->rd, buf, (size_t)n) < 0)
+            return -1;
+    }
+}
+
+static int send_raw(struct proc *p, const uint8_t *b, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(p->in, b, n);
+        if (w < 0)
+            return -1;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+static int job_mode = VL3_SAMPLING_EXACT;
+
+static int send_job_t(struct proc *p, const char *id, const char *input, double window, int kinds,
+                      double temperature, int max_new)
+{
+    struct vl3_proto_job j = {0};
+    j.job_id = id;
+    j.input = input;
+    j.ntasks = 0;
+    j.tasks[j.ntasks++] = (struct vl3_proto_task){VL3_TASK_CAPTION, NULL};
+    if (kinds > 1)
+        j.tasks[j.ntasks++] = (struct vl3_proto_task){VL3_TASK_QA, "What moves?"};
+    j.sampling = (struct vl3_proto_sampling){1.0, 8, job_mode, window};
+    j.max_new_tokens = max_new;
+    j.temperature = temperature;
+    j.attempt = 1;
+    uint8_t *b;
+    size_t l;
+    if (vl3_proto_encode_job(&j, &b, &l, NULL) < 0)
+        return -1;
+    int r = send_raw(p, b, l);
+    free(b);
+    return r;
+}
+
+static int send_job(struct proc *p, const char *id, const char *input, double window, int kinds)
+{
+    return send_job_t(p, id, input, window, kinds, 0, 6);
+}
+
+static int wait_exit(struct proc *p, int secs)
+{
+    for (int i = 0; i < secs * 20; i++) {
+        int st;
+        if (waitpid(p->pid, &st, WNOHANG) == p->pid)
+            return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        usleep(50000);
+    }
+    kill(p->pid, SIGKILL);
+    waitpid(p->pid, NULL, 0);
+    return -1;
+}
+
+static void finish(struct proc *p)
+{
+    close(p->in);
+    close(p->out);
+    vl3_proto_reader_deinit(&p->rd);
+}
+
+/* Outcome of one job: its answers (task, window) or its error. */
+#define MAXA 32
+struct outcome {
+    int got_done, got_error, err_code, err_retry;
+    char err_msg[512];
+    int n;
+    int task[MAXA], window[MAXA];
+    char answer[MAXA][512];
+    int64_t batch_size[MAXA], vision_windows[MAXA], tokens_kept[MAXA], tokens_total[MAXA];
+};
+
+static int pongs_busy; /* PONGs naming a job in progress */
+
+/* Read frames until every job in ids[n] has ended; pings are answered inline by the worker,
+ * other frames (progress) are ignored. */
+static int collect(struct proc *p, const char **ids, int n, struct outcome *out, int secs)
+{
+    int left = n;
+    double deadline = time(NULL) + secs;
+    while (left > 0 && time(NULL) < deadline) {
+        vl3_proto_msg m;
+        int r = next(p, &m, 1000);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            continue;
+        const char *jid = m.type == VL3_PROTO_RESULT ? m.u.result.job_id
+                          : m.type == VL3_PROTO_DONE ? m.u.done.job_id
+                          : m.type == VL3_PROTO_ERROR ? m.u.error.job_id : NULL;
+        if (m.type == VL3_PROTO_PONG && m.u.pong.job_id)
+            pongs_busy++;
+        int k = -1;
+        for (int i = 0; jid && i < n; i++)
+            if (strcmp(ids[i], jid) == 0)
+                k = i;
+        if (k >= 0) {
+            struct outcome *o = &out[k];
+            if (m.type == VL3_PROTO_RESULT && o->n < MAXA) {
+                o->task[o->n] = (int)m.u.result.task;
+                o->window[o->n] = (int)m.u.result.window;
+                snprintf(o->answer[o->n], sizeof(o->answer[0]), "%s", m.u.result.answer);
+                o->batch_size[o->n] = m.u.result.stats.batch_size;
+                json_t *st = json_object_get(m.root, "stats");
+                o->vision_windows[o->n] = json_integer_value(json_object_get(st, "vision_batch_windows"));
+                o->tokens_kept[o->n] = json_integer_value(json_object_get(st, "tokens_kept"));
+                o->tokens_total[o->n] = json_integer_value(json_object_get(st, "tokens_total"));
+                o->n++;
+            } else if (m.type == VL3_PROTO_DONE) {
+                o->got_done = 1;
+                left--;
+            } else if (m.type == VL3_PROTO_ERROR) {
+                o->got_error = 1;
+                o->err_code = m.u.error.code;
+                o->err_retry = m.u.error.retryable;
+                snprintf(o->err_msg, sizeof(o->err_msg), "%s", m.u.error.message);
+                left--;
+            }
+        }
+        vl3_proto_msg_free(&m);
+    }
+    return left == 0 ? 0 : -1;
+}
+
+static int start(struct proc *p, const char *extra)
+{
+    if (fixtures() < 0 || write_conf(extra) < 0 || spawn(p) < 0)
+        return -1;
+    vl3_proto_msg m;
+    if (next(p, &m, 60000) != 1)
+        return -1;
+    int ok = m.type == VL3_PROTO_HELLO && m.u.hello.proto == VL3_PROTO_VERSION;
+    vl3_proto_msg_free(&m);
+    return ok ? 0 : -1;
+}
+
+/* Whether the worker could answer (an LLM in this build): a valid job either answers or fails
+ * with "unsupported" naming the language model. */
+static int llm_missing(const struct outcome *o)
+{
+    return o->got_error && o->err_code == VL3_PERR_UNSUPPORTED && strstr(o->err_msg, "language model");
+}
+
+static int log_has(const char *needle)
+{
+    return test_sh(NULL, 0, "grep -q -- '%s' '%s'", needle, log_path) == 0;
+}
+
+static void path(char *buf, size_t n, const char *name)
+{
+    snprintf(buf, n, "%s/%s", dir, name);
+}
+
+TEST(proc_hello_ping_eof)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, NULL));
+    struct vl3_proto_ping ping = {42};
+    uint8_t *b;
+    size_t l;
+    ASSERT_OK(vl3_proto_encode_ping(&ping, &b, &l, NULL));
+    ASSERT_OK(send_raw(&p, b, l));
+    free(b);
+    vl3_proto_msg m;
+    ASSERT_EQ(next(&p, &m, 10000), 1);
+    ASSERT_EQ(m.type, VL3_PROTO_PONG);
+    ASSERT_EQ(m.u.pong.seq, 42);
+    ASSERT(m.u.pong.job_id == NULL);
+    vl3_proto_msg_free(&m);
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 20), 0);
+    ASSERT_EQ(next(&p, &m, 100), -1); /* nothing more, EOF */
+    finish(&p);
+    return 0;
+}
+
+TEST(proc_errors_keep_serving)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, NULL));
+    char bad[1200], corrupt[1200], good[1200];
+    path(bad, sizeof(bad), "bad.mp4");
+    path(corrupt, sizeof(corrupt), "corrupt.mp4");
+    path(good, sizeof(good), "a.mp4");
+    const char *ids[4] = {"outside", "bad", "corrupt", "good"};
+    ASSERT_OK(send_job(&p, "outside", "/etc/hostname", 0, 1));
+    ASSERT_OK(send_job(&p, "bad", bad, 0, 1));
+    ASSERT_OK(send_job(&p, "corrupt", corrupt, 0, 1));
+    ASSERT_OK(send_job(&p, "good", good, 0, 2));
+    static struct outcome o[4];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(collect(&p, ids, 4, o, 120));
+    ASSERT(o[0].got_error && o[0].err_code == VL3_PERR_INPUT && !o[0].err_retry);
+    ASSERT_STR_CONTAINS(o[0].err_msg, "/etc/hostname");
+    for (int i = 1; i <= 2; i++) {
+        ASSERT(o[i].got_error);
+        ASSERT(o[i].err_code == VL3_PERR_DECODE || o[i].err_code == VL3_PERR_INPUT);
+        ASSERT(!o[i].err_retry);
+    }
+    if (llm_missing(&o[3])) {
+        fprintf(stderr, "note: no LLM in this build; the good job failed after vision: %s\n",
+                o[3].err_msg);
+        ASSERT(log_has("vision batch windows="));
+    } else {
+        ASSERT(o[3].got_done);
+        ASSERT_EQ(o[3].n, 2); /* caption + qa, one window */
+        ASSERT_GT(o[3].tokens_total[0], 0);
+        ASSERT_LE(o[3].tokens_kept[0], o[3].tokens_total[0]);
+    }
+    /* still serving after the failures */
+    const char *id2[1] = {"again"};
+    ASSERT_OK(send_job(&p, "again", good, 0, 1));
+    static struct outcome o2[1];
+    memset(o2, 0, sizeof(o2));
+    ASSERT_OK(collect(&p, id2, 1, o2, 60));
+    ASSERT(o2[0].got_done || llm_missing(&o2[0]));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    return 0;
+}
+
+TEST(proc_protocol_violation_exits_70)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, NULL));
+    const uint8_t junk[8] = {'X', 1, 2, 0, 0, 0, 0, 0};
+    ASSERT_OK(send_raw(&p, junk, sizeof(junk)));
+    vl3_proto_msg m;
+    ASSERT_EQ(next(&p, &m, 10000), 1);
+    ASSERT_EQ(m.type, VL3_PROTO_ERROR);
+    ASSERT(m.u.error.job_id == NULL);
+    ASSERT_EQ(m.u.error.code, VL3_PERR_PROTOCOL);
+    ASSERT_STR_CONTAINS(m.u.error.message, "magic");
+    vl3_proto_msg_free(&m);
+    ASSERT_EQ(wait_exit(&p, 20), 70);
+    finish(&p);
+    return 0;
+}
+
+TEST(proc_busy_refused_retryable)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "[jobs]\nmax_queued = 1"));
+    char a[1200];
+    path(a, sizeof(a), "b.mp4");
+    /* both frames in one write: the second arrives while the first is decoding */
+    ASSERT_OK(send_job(&p, "first", a, 0, 1));
+    ASSERT_OK(send_job(&p, "second", a, 0, 1));
+    struct vl3_proto_ping ping = {9};
+    uint8_t *pb;
+    size_t pl;
+    ASSERT_OK(vl3_proto_encode_ping(&ping, &pb, &pl, NULL));
+    ASSERT_OK(send_raw(&p, pb, pl)); /* answered at once, naming the job in progress */
+    free(pb);
+    pongs_busy = 0;
+    const char *ids[2] = {"first", "second"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(collect(&p, ids, 2, o, 120));
+    ASSERT(o[1].got_error);
+    ASSERT_EQ(o[1].err_code, VL3_PERR_RESOURCE);
+    ASSERT_EQ(o[1].err_retry, 1);
+    ASSERT(o[0].got_done || llm_missing(&o[0]));
+    ASSERT_EQ(pongs_busy, 1);
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    return 0;
+}
+
+/* Three jobs (one with two windows) sent together: their windows share vision calls. */
+TEST(proc_concurrent_jobs_share_vision_batches)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "[batch]\nvision_wait = 500ms\nvision_frames = 64\nmax_sequences = 8"));
+    char a[1200], b[1200], c[1200];
+    path(a, sizeof(a), "a.mp4");
+    path(b, sizeof(b), "b.mp4");
+    path(c, sizeof(c), "c.mp4");
+    ASSERT_OK(send_job(&p, "ja", a, 0, 2));
+    ASSERT_OK(send_job(&p, "jb", b, 3.0, 2));
+    ASSERT_OK(send_job(&p, "jc", c, 0, 2));
+    const char *ids[3] = {"ja", "jb", "jc"};
+    static struct outcome o[3];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(collect(&p, ids, 3, o, 180));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    /* the log shows encoder calls over several windows (4 windows in all, 2 decode threads) */
+    ASSERT_EQ(test_sh(NULL, 0, "grep -Eq 'vision batch windows=([2-9]|[1-9][0-9])' '%s'",
+                      log_path), 0);
+    if (llm_missing(&o[0]))
+        return 0;
+    for (int i = 0; i < 3; i++)
+        ASSERT(o[i].got_done);
+    ASSERT_EQ(o[1].n, 4); /* 2 tasks x 2 windows */
+    int64_t vis = 0, dec = 0;
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < o[i].n; k++) {
+            vis = o[i].vision_windows[k] > vis ? o[i].vision_windows[k] : vis;
+            dec = o[i].batch_size[k] > dec ? o[i].batch_size[k] : dec;
+        }
+    ASSERT_GT(vis, 1);
+    ASSERT_GT(dec, 1);
+    return 0;
+}
+
+static int find_answer(const struct outcome *o, int task, int window, const char **ret)
+{
+    for (int i = 0; i < o->n; i++)
+        if (o->task[i] == task && o->window[i] == window) {
+            *ret = o->answer[i];
+            return 0;
+        }
+    return -1;
+}
+
+/* The same jobs run concurrently (batched) and one at a time give the same greedy answers. */
+TEST(proc_batched_answers_equal_serial)
+{
+    char a[1200], b[1200], c[1200];
+    static struct outcome con[3], ser[3];
+    memset(con, 0, sizeof(con));
+    memset(ser, 0, sizeof(ser));
+    const char *ids[3] = {"ja", "jb", "jc"};
+    struct proc p;
+    ASSERT_OK(start(&p, "[batch]\nvision_wait = 500ms\nmax_sequences = 8"));
+    path(a, sizeof(a), "a.mp4");
+    path(b, sizeof(b), "b.mp4");
+    path(c, sizeof(c), "c.mp4");
+    const char *in[3] = {a, b, c};
+    double win[3] = {0, 3.0, 0};
+    for (int i = 0; i < 3; i++)
+        ASSERT_OK(send_job_t(&p, ids[i], in[i], win[i], 2, 0.8, 12));
+    ASSERT_OK(collect(&p, ids, 3, con, 180));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    if (llm_missing(&con[0]))
+        SKIP("this build has no language model: %s", con[0].err_msg);
+    ASSERT_OK(start(&p, "[batch]\nvision_wait = 0\nmax_sequences = 1\nvision_frames = 1"));
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(send_job_t(&p, ids[i], in[i], win[i], 2, 0.8, 12));
+        ASSERT_OK(collect(&p, &ids[i], 1, &ser[i], 180));
+    }
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    for (int i = 0; i < 3; i++) {
+        ASSERT(con[i].got_done && ser[i].got_done);
+        ASSERT_EQ(con[i].n, ser[i].n);
+        for (int k = 0; k < ser[i].n; k++) {
+            const char *x;
+            ASSERT_EQ(ser[i].batch_size[k], 1);
+            ASSERT_OK(find_answer(&con[i], ser[i].task[k], ser[i].window[k], &x));
+            ASSERT_STR_EQ(x, ser[i].answer[k]);
+        }
+    }
+    /* sampled answers differ between jobs, so equality above is not trivial */
+    ASSERT(strcmp(ser[0].answer[0], ser[2].answer[0]) != 0);
+    return 0;
+}
+
+/* A job's answer equals `vl3 run` on the same video: greedy, and sampling with one seed. */
+TEST(proc_answer_equals_vl3_run)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "[generate]\nseed = 5"));
+    char a[1200], b[1200];
+    path(a, sizeof(a), "a.mp4");
+    path(b, sizeof(b), "b.mp4");
+    const char *ids[3] = {"greedy", "sampled", "windows"};
+    static struct outcome o[3];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job_t(&p, "greedy", a, 0, 1, 0, 10));
+    ASSERT_OK(send_job_t(&p, "sampled", a, 0, 1, 0.8, 16));
+    ASSERT_OK(send_job_t(&p, "windows", b, 3.0, 1, 0.8, 8));
+    ASSERT_OK(collect(&p, ids, 3, o, 180));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(o[0].got_done && o[1].got_done);
+    ASSERT_EQ(o[0].n, 1);
+    ASSERT_EQ(o[1].n, 1);
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    static char want[2][8192];
+    const char *args[2] = {"--greedy --max-new-tokens 10",
+                           "--temperature 0.8 --seed 5 --max-new-tokens 16"};
+    for (int i = 0; i < 2; i++) {
+        ASSERT_EQ(test_sh(want[i], sizeof(want[i]),
+                          "'%s/vl3' run --model '%s/model' --video '%s' --fps 1 --max-frames 8 "
+                          "--task caption %s 2>/dev/null", bin, dir, a, args[i]), 0);
+        size_t n = strlen(want[i]);
+        if (n > 0 && want[i][n - 1] == '\n')
+            want[i][n - 1] = 0; /* vl3 run ends the answer with a newline */
+        ASSERT_STR_EQ(o[i].answer[0], want[i]);
+    }
+    /* the sampled answer is real text, not only the whitespace greedy collapses to here */
+    ASSERT_LT(strspn(o[1].answer[0], " \t\n"), strlen(o[1].answer[0]));
+    /* each window of a windowed job = `vl3 run --window W --window-index k` */
+    ASSERT(o[2].got_done);
+    ASSERT_EQ(o[2].n, 2);
+    for (int k = 0; k < 2; k++) {
+        static char wa[8192];
+        const char *got;
+        ASSERT_OK(find_answer(&o[2], 0, k, &got));
+        ASSERT_EQ(test_sh(wa, sizeof(wa),
+                          "'%s/vl3' run --model '%s/model' --video '%s' --fps 1 --max-frames 8 "
+                          "--window 3 --window-index %d --task caption --temperature 0.8 "
+                          "--seed 5 --max-new-tokens 8 2>/dev/null", bin, dir, b, k), 0);
+        size_t n = strlen(wa);
+        if (n > 0 && wa[n - 1] == '\n')
+            wa[n - 1] = 0;
+        ASSERT_STR_EQ(got, wa);
+    }
+    return 0;
+}
+
+/* vl3d (Kafka mock + PostgreSQL) drives this worker end to end (tests/worker/test_worker_e2e.sh). */
+TEST(e2e_daemon_drives_real_worker)
+{
+    if (test_sh(NULL, 0, "command -v kcat >/dev/null && command -v psql >/dev/null") != 0)
+        SKIP("kcat or psql missing");
+    ASSERT_OK(fixtures());
+    int r = test_sh(NULL, 0, "'%s/tests/worker/test_worker_e2e.sh' '%s' '%s' '%s' 1>&2",
+                    test_source_dir(), test_build_dir(), test_source_dir(), dir);
+    ASSERT_EQ(r, 0);
+    return 0;
+}
+
+/* A job whose frames could never fit memory_budget is refused; the worker keeps serving. */
+TEST(proc_memory_budget_refuses_oversized)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "memory_budget = 1M"));
+    char big[1200], small[1200];
+    path(big, sizeof(big), "a.mp4");   /* 160x120: ~1.7 MB of frames and pixel values */
+    path(small, sizeof(small), "c.mp4"); /* 96x96, 3 s: under 1 MB */
+    const char *ids[2] = {"big", "small"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job(&p, "big", big, 0, 1));
+    ASSERT_OK(send_job(&p, "small", small, 0, 1));
+    ASSERT_OK(collect(&p, ids, 2, o, 120));
+    ASSERT(o[0].got_error);
+    ASSERT_STR_CONTAINS(o[0].err_msg, "memory_budget");
+    ASSERT_EQ(o[0].err_retry, 0);
+    ASSERT(o[1].got_done || llm_missing(&o[1]));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    return 0;
+}
+
+/* Fast sampling (keyframe seeks, loop filter skipped on unseen frames: pixels may differ
+ * slightly from exact) through the whole worker: each answer equals `vl3 run --sampling fast`
+ * on the same window, and the frame counts match the exact job's. */
+TEST(proc_fast_sampling_equals_vl3_run)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "[generate]\nseed = 3"));
+    char b[1200];
+    path(b, sizeof(b), "b.mp4");
+    const char *ids[2] = {"exact", "fast"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    job_mode = VL3_SAMPLING_EXACT;
+    ASSERT_OK(send_job_t(&p, "exact", b, 3.0, 2, 0.8, 10));
+    job_mode = VL3_SAMPLING_FAST;
+    ASSERT_OK(send_job_t(&p, "fast", b, 3.0, 2, 0.8, 10));
+    job_mode = VL3_SAMPLING_EXACT;
+    ASSERT_OK(collect(&p, ids, 2, o, 180));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(o[0].got_done && o[1].got_done);
+    ASSERT_EQ(o[0].n, 4);
+    ASSERT_EQ(o[1].n, 4);
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    for (int k = 0; k < 4; k++) {
+        const char *x;
+        ASSERT_OK(find_answer(&o[0], o[1].task[k], o[1].window[k], &x));
+        ASSERT_EQ(o[1].tokens_total[k], o[0].tokens_total[k]); /* same frames, same sizes */
+        static char want[8192];
+        ASSERT_EQ(test_sh(want, sizeof(want),
+                          "'%s/vl3' run --model '%s/model' --video '%s' --fps 1 --max-frames 8 "
+                          "--sampling fast --window 3 --window-index %d %s --temperature 0.8 "
+                          "--seed 3 --max-new-tokens 10 2>/dev/null",
+                          bin, dir, b, o[1].window[k],
+                          o[1].task[k] == 0 ? "--task caption"
+                                            : "--task qa --question 'What moves?'"), 0);
+        size_t n = strlen(want);
+        if (n > 0 && want[n - 1] == '\n')
+            want[n - 1] = 0;
+        ASSERT_STR_EQ(o[1].answer[k], want);
+    }
+    return 0;
+}
+
+/* --check-config validates the worker's options and cites file:line and the option. */
+TEST(proc_check_config)
+{
+    ASSERT_OK(fixtures());
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    char out[4096];
+    snprintf(conf_path, sizeof(conf_path), "%s/bad.conf", test_tmpdir());
+    FILE *f = fopen(conf_path, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "model = %s/model\n[batch]\nmax_sequences = 0\n", dir);
+    fclose(f);
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --check-config -c '%s' 2>&1", bin,
+                      conf_path), 1);
+    ASSERT_STR_CONTAINS(out, "bad.conf:3");
+    ASSERT_STR_CONTAINS(out, "max_sequences");
+    f = fopen(conf_path, "w");
+    ASSERT(f != NULL);
+    fprintf(f, "model = %s/model\n[batch]\nmax_sequences = 4\nvision_wait = 5ms\n"
+               "[task]\ncaption = Summarise this {media}.\n", dir);
+    fclose(f);
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --check-config -c '%s' 2>&1", bin,
+                      conf_path), 0);
+    ASSERT_STR_CONTAINS(out, "is valid");
+    return 0;
+}
+
+/* SIGTERM drains: the accepted job is still answered, a later one refused, then exit 0 while
+ * stdin is still open (systemd signals vl3d's whole control group during its drain). */
+TEST(proc_sigterm_drains)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, NULL));
+    char a[1200];
+    path(a, sizeof(a), "a.mp4");
+    ASSERT_OK(send_job_t(&p, "before", a, 0, 2, 0.8, 24));
+    struct vl3_proto_ping ping = {1};
+    uint8_t *pb;
+    size_t pl;
+    ASSERT_OK(vl3_proto_encode_ping(&ping, &pb, &pl, NULL));
+    ASSERT_OK(send_raw(&p, pb, pl));
+    free(pb);
+    vl3_proto_msg m;
+    int busy = 0;
+    for (;;) { /* the PONG names the job: it is in progress when the signal comes */
+        ASSERT_EQ(next(&p, &m, 10000), 1);
+        int t = m.type;
+        if (t == VL3_PROTO_PONG)
+            busy = m.u.pong.job_id && strcmp(m.u.pong.job_id, "before") == 0;
+        vl3_proto_msg_free(&m);
+        if (t == VL3_PROTO_PONG)
+            break;
+    }
+    ASSERT(busy);
+    ASSERT_EQ(kill(p.pid, SIGTERM), 0);
+    usleep(20000);
+    ASSERT_OK(send_job(&p, "after", a, 0, 1));
+    const char *ids[2] = {"before", "after"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(collect(&p, ids, 2, o, 120));
+    ASSERT(o[0].got_done || llm_missing(&o[0]));
+    ASSERT(o[1].got_error);
+    ASSERT_EQ(o[1].err_code, VL3_PERR_RESOURCE);
+    ASSERT_EQ(o[1].err_retry, 1);
+    ASSERT_STR_CONTAINS(o[1].err_msg, "stopping");
+    ASSERT_EQ(wait_exit(&p, 30), 0); /* stdin still open */
+    finish(&p);
+    return 0;
+}

@@ -1,0 +1,30 @@
+/* worker_budget.h: the worker's memory budget (memory_budget): bytes reserved for decoded
+ * frames, pixel values and visual rows of queued work. A reservation waits while the budget is
+ * full (back-pressure on the decode threads) and is refused at once when it could never fit. */
+#ifndef VL3_WORKER_BUDGET_H
+#define VL3_WORKER_BUDGET_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "vl3/err.h"
+
+struct worker_budget {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int64_t total, used, peak;
+    int closed;
+};
+
+int worker_budget_init(struct worker_budget *b, int64_t total);
+void worker_budget_deinit(struct worker_budget *b);
+/* Reserve n bytes, waiting for room. Returns 0, VL3_E_LIMIT (n > total: never fits),
+ * -ECANCELED (closed while waiting). */
+int worker_budget_reserve(struct worker_budget *b, int64_t n, vl3_error *reterr);
+/* Give back n bytes (n <= what the caller holds). */
+void worker_budget_release(struct worker_budget *b, int64_t n);
+/* Wake every waiter with -ECANCELED. */
+void worker_budget_close(struct worker_budget *b);
+int64_t worker_budget_used(struct worker_budget *b);
+
+#endif

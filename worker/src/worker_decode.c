@@ -1,0 +1,207 @@
+/* worker_decode.c: the decode threads. Each takes a job, opens its input under the media roots
+ * (paths.h), estimates the frames' memory and reserves it in the budget, samples the video
+ * (sample.h; windows give one set of frames each), preprocesses and DiffFP-masks every window
+ * on its own (the window is one request, as `vl3 run` would make it), shrinks the reservation to
+ * what the queued windows hold, and hands the windows to the engine thread. Any failure fails
+ * the job only. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "media.h"
+#include "media_conf.h"
+#include "paths.h"
+#include "vl3/log.h"
+#include "vl3/util.h"
+#include "worker_internal.h"
+
+#define PATCH_FLOATS 588 /* 3 * 14 * 14 values per patch */
+
+static struct worker_job *next_job(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    while (!w->jobq_head && !w->stopping)
+        pthread_cond_wait(&w->cond_jobs, &w->lock);
+    struct worker_job *j = w->jobq_head;
+    if (j) {
+        w->jobq_head = j->next_q;
+        if (!w->jobq_head)
+            w->jobq_tail = NULL;
+        w->decoding++;
+    }
+    pthread_mutex_unlock(&w->lock);
+    return j;
+}
+
+/* Upper bound of the bytes sampling will hold for frames plus their pixel values. */
+static int64_t estimate_bytes(const struct media_info *mi, const struct sample_params *sp)
+{
+    double fps = (double)sp->fps_num / sp->fps_den;
+    double dur = mi->duration_us != MEDIA_NOPTS && mi->duration_us > 0 ? mi->duration_us / 1e6 : 0;
+    int64_t frames;
+    if (dur > 0) {
+        frames = (int64_t)(dur * fps) + 2;
+        int64_t windows = sp->window_s > 0 ? (int64_t)ceil(dur / sp->window_s) + 1 : 1;
+        if (sp->max_frames > 0 && frames > sp->max_frames * windows)
+            frames = sp->max_frames * windows;
+    } else {
+        frames = sp->max_frames > 0 ? sp->max_frames : 1024;
+    }
+    int64_t px = (int64_t)mi->width * mi->height;
+    /* RGB24 frames + float pixel values of about the same area (4 bytes x 3 channels per
+     * pixel). Resizing usually shrinks; when it enlarges tiny frames, run_job accounts the true
+     * size once the windows are preprocessed. */
+    return frames * px * 3 + frames * px * 12;
+}
+
+static int make_units(struct worker *w, struct worker_job *job, const struct sample_result *sr,
+                      struct worker_unit **ret_head, vl3_error *err)
+{
+    int rc = 0;
+    struct worker_unit *head = NULL, **tail = &head;
+    vl3_image *imgs = calloc(sr->n ? sr->n : 1, sizeof(*imgs));
+    if (!imgs)
+        return vl3_error_set(err, -ENOMEM, "out of memory");
+    for (int win = 0; win < sr->n_windows; win++) {
+        int n = 0;
+        double lo = 0, hi = 0;
+        struct worker_unit *u = calloc(1, sizeof(*u));
+        if (!u || !(u->timestamps = malloc(sizeof(double) * (sr->n ? sr->n : 1)))) {
+            free(u);
+            rc = vl3_error_set(err, -ENOMEM, "out of memory");
+            goto fail;
+        }
+        for (size_t i = 0; i < sr->n; i++) {
+            if (sr->frames[i].window != win)
+                continue;
+            imgs[n] = (vl3_image){sr->frames[i].rgb, sr->width, sr->height, (size_t)sr->width * 3};
+            u->timestamps[n] = sr->frames[i].timestamp;
+            if (n == 0)
+                lo = sr->frames[i].timestamp;
+            hi = sr->frames[i].timestamp;
+            n++;
+        }
+        if (n == 0) { /* a window without frames has nothing to answer */
+            free(u->timestamps);
+            free(u);
+            continue;
+        }
+        u->job = job;
+        u->window = win;
+        u->n_frames = n;
+        /* the window's stretch, ending with its last frame's sampling interval */
+        u->t_start = job->sp.window_s > 0 ? win * job->sp.window_s : lo;
+        u->t_end = hi + (double)job->sp.fps_den / job->sp.fps_num;
+        if (job->sp.window_s > 0 && u->t_end > (win + 1) * job->sp.window_s)
+            u->t_end = (win + 1) * job->sp.window_s;
+        *tail = u;
+        tail = &u->next;
+        vl3_vision_item item = {imgs, n, u->timestamps, 1, 0};
+        uint64_t t0 = vl3_time_ns();
+        if ((rc = vl3_vision_preprocess(&w->mm.pre, &item, 1, &u->batch, err)) < 0)
+            goto fail;
+        rc = w->mm.difffp.enabled ? vl3_difffp_mask(&w->mm.difffp, &u->batch, &u->mask, err)
+                                  : vl3_token_mask_all(&u->batch, &u->mask, err);
+        if (rc < 0)
+            goto fail;
+        u->preprocess_ms = (double)(vl3_time_ns() - t0) / 1e6;
+        u->reserved = u->batch.n_patches * u->batch.patch_dim * (int64_t)sizeof(float);
+    }
+    free(imgs);
+    *ret_head = head;
+    return 0;
+fail:
+    free(imgs);
+    while (head) {
+        struct worker_unit *nx = head->next;
+        worker_unit_free(w, head);
+        head = nx;
+    }
+    return rc;
+}
+
+static int run_job(struct worker *w, struct worker_job *job, struct worker_unit **ret_units,
+                   vl3_error *err)
+{
+    const struct worker_conf *c = w->conf;
+    int fd = -1, rc;
+    media_input *m = NULL;
+    struct sample_result *sr = NULL;
+    int64_t reserved = 0;
+    uint64_t t0 = vl3_time_ns();
+    if ((rc = paths_open(c->roots, job->input, &fd, NULL, err)) < 0)
+        return rc;
+    struct media_policy pol;
+    media_conf_policy(c, &pol);
+    if ((rc = media_open_fd(fd, job->input, &pol, &m, err)) < 0)
+        return rc; /* fd closed by media_open_fd */
+    int64_t need = estimate_bytes(media_get_info(m), &job->sp);
+    if ((rc = worker_budget_reserve(&w->budget, need, err)) < 0)
+        goto out;
+    reserved = need;
+    if ((rc = sample_video(m, &job->sp, &sr, err)) < 0)
+        goto out;
+    job->frames_decoded = sr->frames_decoded;
+    job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
+    media_close(m);
+    m = NULL;
+    if ((rc = make_units(w, job, sr, ret_units, err)) < 0)
+        goto out;
+    /* the units now hold only pixel values: keep their share, give back the frames' */
+    int64_t keep = 0;
+    for (struct worker_unit *u = *ret_units; u; u = u->next)
+        keep += u->reserved;
+    if (keep > reserved) { /* estimate was low: account the truth (may exceed briefly) */
+        pthread_mutex_lock(&w->budget.lock);
+        w->budget.used += keep - reserved;
+        pthread_mutex_unlock(&w->budget.lock);
+    } else {
+        worker_budget_release(&w->budget, reserved - keep);
+    }
+    reserved = 0;
+    vl3_log_debug("decoded job=%s frames=%zu windows=%d decoded=%lld ms=%.1f", job->id, sr->n,
+                  sr->n_windows, (long long)sr->frames_decoded, job->decode_ms);
+out:
+    worker_budget_release(&w->budget, reserved);
+    sample_result_free(sr);
+    media_close(m);
+    return rc;
+}
+
+void *worker_decode_main(void *arg)
+{
+    struct worker *w = arg;
+    struct worker_job *job;
+    while ((job = next_job(w))) {
+        vl3_error err = {0};
+        struct worker_unit *units = NULL;
+        (void)worker_send_progress(&w->out, job->id, "decode", 0, 1);
+        int rc = run_job(w, job, &units, &err);
+        pthread_mutex_lock(&w->lock);
+        w->decoding--;
+        if (rc < 0) {
+            worker_job_fail_locked(job, rc, &err);
+        } else if (!units) {
+            vl3_error_set(&err, VL3_E_DECODE, "no frames sampled from \"%s\"", job->input);
+            worker_job_fail_locked(job, VL3_E_DECODE, &err);
+        }
+        while (units) {
+            struct worker_unit *u = units;
+            units = u->next;
+            u->next = NULL;
+            job->pending++;
+            if (w->unitq_tail)
+                w->unitq_tail->next = u;
+            else
+                w->unitq_head = u;
+            w->unitq_tail = u;
+            w->unitq_frames += u->n_frames;
+        }
+        pthread_cond_signal(&w->cond_engine);
+        worker_job_unref_locked(w, job); /* the decode stage's reference */
+        pthread_mutex_unlock(&w->lock);
+    }
+    return NULL;
+}

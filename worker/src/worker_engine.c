@@ -1,0 +1,403 @@
+/* worker_engine.c: the engine thread. It owns the vision encoder and the generation scheduler.
+ * Each turn it takes queued windows (of any jobs) up to batch.vision_frames frames, waiting up to
+ * batch.vision_wait for more while decode threads are busy and nothing is generating, encodes
+ * them in ONE vision-encoder call (per-frame attention keeps windows independent), builds one
+ * prompt per window x task, submits them to the scheduler, and runs one scheduler step (new
+ * prompts join, every active sequence advances by one token). Finished answers are attached to
+ * their job; a job's last answer sends its frames. */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "vl3/log.h"
+#include "vl3/util.h"
+#include "worker_internal.h"
+
+static uint64_t seed_of(const char *s, int task, int window)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (; *s; s++)
+        h = (h ^ (uint8_t)*s) * 1099511628211ull;
+    return h ^ ((uint64_t)task << 32) ^ (uint64_t)window;
+}
+
+/* Take windows for one encoder call. Caller holds the lock. */
+static struct worker_unit *take_units(struct worker *w, int *ret_frames)
+{
+    int64_t maxf = w->conf->vision_batch_frames;
+    struct worker_unit *head = NULL, **tail = &head;
+    int frames = 0;
+    while (w->unitq_head) {
+        struct worker_unit *u = w->unitq_head;
+        if (head && frames + u->n_frames > maxf)
+            break;
+        w->unitq_head = u->next;
+        if (!w->unitq_head)
+            w->unitq_tail = NULL;
+        w->unitq_frames -= u->n_frames;
+        u->next = NULL;
+        *tail = u;
+        tail = &u->next;
+        frames += u->n_frames;
+    }
+    *ret_frames = frames;
+    return head;
+}
+
+static void timed_wait(struct worker *w, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    (void)pthread_cond_timedwait(&w->cond_engine, &w->lock, &ts);
+}
+
+/* Concatenate the units' batches and masks (borrowed) into one call's batch and mask. */
+static int concat(struct worker_unit *units, int n, vl3_pixel_batch *b, vl3_token_mask *m)
+{
+    int64_t P = 0, T = 0;
+    int F = 0;
+    for (struct worker_unit *u = units; u; u = u->next) {
+        P += u->batch.n_patches;
+        T += u->mask.n_tokens;
+        F += u->mask.n_frames;
+    }
+    int K = units->batch.patch_dim;
+    b->pixel_values = malloc(sizeof(float) * (size_t)(P ? P : 1) * (size_t)K);
+    b->grids = malloc(sizeof(vl3_vision_grid) * (size_t)n);
+    b->resized_hw = malloc(sizeof(int) * 2 * (size_t)n);
+    m->keep = malloc((size_t)(T ? T : 1));
+    m->kept_per_frame = malloc(sizeof(int) * (size_t)(F ? F : 1));
+    m->total_per_frame = malloc(sizeof(int) * (size_t)(F ? F : 1));
+    if (!b->pixel_values || !b->grids || !b->resized_hw || !m->keep || !m->kept_per_frame ||
+        !m->total_per_frame)
+        return -ENOMEM;
+    b->patch_dim = K;
+    for (struct worker_unit *u = units; u; u = u->next) {
+        memcpy(b->pixel_values + b->n_patches * K, u->batch.pixel_values,
+               sizeof(float) * (size_t)u->batch.n_patches * (size_t)K);
+        b->n_patches += u->batch.n_patches;
+        for (int i = 0; i < u->batch.n_items; i++) {
+            b->grids[b->n_items] = u->batch.grids[i];
+            b->resized_hw[2 * b->n_items] = u->batch.resized_hw[2 * i];
+            b->resized_hw[2 * b->n_items + 1] = u->batch.resized_hw[2 * i + 1];
+            b->n_items++;
+        }
+        memcpy(m->keep + m->n_tokens, u->mask.keep, (size_t)u->mask.n_tokens);
+        memcpy(m->kept_per_frame + m->n_frames, u->mask.kept_per_frame,
+               sizeof(int) * (size_t)u->mask.n_frames);
+        memcpy(m->total_per_frame + m->n_frames, u->mask.total_per_frame,
+               sizeof(int) * (size_t)u->mask.n_frames);
+        m->n_tokens += u->mask.n_tokens;
+        m->n_kept += u->mask.n_kept;
+        m->n_frames += u->mask.n_frames;
+    }
+    return 0;
+}
+
+/* Encode every unit (one call) into u->visual. */
+static int encode_units(struct worker *w, struct worker_unit *units, int n, int frames,
+                        vl3_error *err)
+{
+    int hidden = vl3_vision_out_dim(w->vision);
+    for (struct worker_unit *u = units; u; u = u->next) {
+        u->visual = malloc(sizeof(float) * (size_t)(u->mask.n_kept ? u->mask.n_kept : 1) *
+                           (size_t)hidden);
+        if (!u->visual)
+            return vl3_error_set(err, -ENOMEM, "out of memory for visual rows");
+    }
+    uint64_t t0 = vl3_time_ns();
+    int rc;
+    if (n == 1) {
+        rc = vl3_vision_encode(w->vision, &units->batch, &units->mask, units->visual, err);
+    } else {
+        vl3_pixel_batch b = {0};
+        vl3_token_mask m = {0};
+        float *rows = NULL;
+        rc = concat(units, n, &b, &m);
+        if (rc == 0 && !(rows = malloc(sizeof(float) * (size_t)(m.n_kept ? m.n_kept : 1) *
+                                       (size_t)hidden)))
+            rc = -ENOMEM;
+        if (rc < 0)
+            vl3_error_set(err, rc, "out of memory for a vision batch of %d frames", frames);
+        else
+            rc = vl3_vision_encode(w->vision, &b, &m, rows, err);
+        if (rc == 0) {
+            int64_t off = 0;
+            for (struct worker_unit *u = units; u; u = u->next) {
+                memcpy(u->visual, rows + off * hidden,
+                       sizeof(float) * (size_t)u->mask.n_kept * (size_t)hidden);
+                off += u->mask.n_kept;
+            }
+        }
+        free(rows);
+        vl3_pixel_batch_deinit(&b);
+        vl3_token_mask_deinit(&m);
+    }
+    double ms = (double)(vl3_time_ns() - t0) / 1e6;
+    w->vision_calls++;
+    if (frames > w->vision_frames_max)
+        w->vision_frames_max = frames;
+    if (n > w->vision_units_max)
+        w->vision_units_max = n;
+    vl3_log_info("vision batch windows=%d frames=%d ms=%.1f", n, frames, ms);
+    for (struct worker_unit *u = units; u; u = u->next) {
+        u->vision_ms = ms;
+        u->vision_batch_frames = frames;
+        u->vision_batch_units = n;
+    }
+    return rc;
+}
+
+static int submit_prompts(struct worker *w, struct worker_unit *u, vl3_error *err)
+{
+    struct worker_job *job = u->job;
+    int hidden = vl3_vision_out_dim(w->vision);
+    if (!w->lm)
+        return vl3_error_set(err, VL3_E_UNSUPPORTED,
+                             "this worker has no language model to answer with");
+    struct worker_gen **gens = calloc((size_t)job->ntasks, sizeof(*gens));
+    if (!gens)
+        return vl3_error_set(err, -ENOMEM, "out of memory");
+    int rc = 0, t;
+    for (t = 0; t < job->ntasks; t++) {
+        struct worker_gen *g = gens[t] = calloc(1, sizeof(*g));
+        char *text = NULL;
+        if (!g) {
+            rc = vl3_error_set(err, -ENOMEM, "out of memory");
+            goto fail;
+        }
+        g->unit = u;
+        g->task = t;
+        if ((rc = vl3_task_instruction((enum vl3_task)job->kinds[t], &w->texts,
+                                       job->questions[t], "video", &text, err)) < 0)
+            goto fail;
+        vl3_prompt_params pp = w->mm.prompt;
+        pp.user_text = text;
+        vl3_vision_item item = {NULL, u->n_frames, u->timestamps, 1, 0};
+        rc = vl3_prompt_build(&pp, w->tok, &item, u->batch.grids, 1, &u->mask, &g->prompt, err);
+        free(text);
+        if (rc < 0)
+            goto fail;
+        if (g->prompt.n_visual != u->mask.n_kept) {
+            rc = vl3_error_set(err, VL3_E_FORMAT, "the prompt has %lld placeholders for %lld "
+                               "visual rows", (long long)g->prompt.n_visual,
+                               (long long)u->mask.n_kept);
+            goto fail;
+        }
+        struct worker_seq *q = &g->seq;
+        q->ids = g->prompt.ids;
+        q->n_ids = (int)g->prompt.n_ids;
+        q->visual = u->visual;
+        q->visual_pos = g->prompt.visual_pos;
+        q->n_visual = (int)g->prompt.n_visual;
+        q->visual_dim = hidden;
+        q->max_new_tokens = (int)(job->max_new_tokens > 0 ? job->max_new_tokens
+                                                          : w->conf->max_new_tokens);
+        q->temperature = (float)job->temperature;
+        q->seed = w->conf->seed >= 0 ? (uint64_t)w->conf->seed : seed_of(job->id, t, u->window);
+        q->user = g;
+    }
+    for (t = 0; t < job->ntasks; t++) {
+        if ((rc = worker_sched_submit(w->sched, &gens[t]->seq)) < 0) {
+            /* the ones already submitted finish normally; fail the rest */
+            vl3_error_set(err, rc, "could not queue an answer");
+            for (int k = t; k < job->ntasks; k++) {
+                vl3_prompt_deinit(&gens[k]->prompt);
+                free(gens[k]);
+            }
+            u->seqs_left = t;
+            free(gens);
+            return rc;
+        }
+    }
+    u->seqs_left = job->ntasks;
+    free(gens);
+    return 0;
+fail:
+    for (int k = 0; k < job->ntasks; k++)
+        if (gens[k]) {
+            vl3_prompt_deinit(&gens[k]->prompt);
+            free(gens[k]);
+        }
+    free(gens);
+    return rc;
+}
+
+static int count_pruned_frames(const vl3_token_mask *m)
+{
+    int n = 0;
+    for (int i = 0; i < m->n_frames; i++)
+        n += m->kept_per_frame[i] < m->total_per_frame[i];
+    return n;
+}
+
+/* Scheduler callback: one answer is finished (or failed). */
+void worker_engine_seq_done(void *user, struct worker_seq *q)
+{
+    struct worker *w = user;
+    struct worker_gen *g = q->user;
+    struct worker_unit *u = g->unit;
+    struct worker_job *job = u->job;
+    char *text = NULL;
+    size_t len = 0;
+    vl3_error err = {0};
+    int rc = q->rc;
+    if (rc < 0) {
+        err = q->err;
+    } else if ((rc = vl3_tokenizer_decode(w->tok, q->out, (size_t)q->n_out, 1, NULL, 0, &len,
+                                          &err)) >= 0) {
+        if (!(text = malloc(len + 1)))
+            rc = vl3_error_set(&err, -ENOMEM, "out of memory");
+        else
+            rc = vl3_tokenizer_decode(w->tok, q->out, (size_t)q->n_out, 1, text, len + 1, &len,
+                                      &err);
+    }
+    pthread_mutex_lock(&w->lock);
+    if (rc < 0) {
+        if (rc == VL3_E_CUDA_FATAL)
+            w->fatal = 1;
+        worker_job_fail_locked(job, rc, &err);
+    } else if (!job->rc) {
+        if (job->n_answers == job->cap_answers) {
+            int cap = job->cap_answers ? 2 * job->cap_answers : 8;
+            struct worker_answer *na = realloc(job->answers, sizeof(*na) * (size_t)cap);
+            if (!na) {
+                vl3_error_set(&err, -ENOMEM, "out of memory");
+                worker_job_fail_locked(job, -ENOMEM, &err);
+                goto unlock;
+            }
+            job->answers = na;
+            job->cap_answers = cap;
+        }
+        struct worker_answer *a = &job->answers[job->n_answers++];
+        memset(a, 0, sizeof(*a));
+        a->task = g->task;
+        a->window = u->window;
+        a->t_start = u->t_start;
+        a->t_end = u->t_end;
+        a->answer = text;
+        text = NULL;
+        a->stats = (struct worker_stats){job->frames_decoded, count_pruned_frames(&u->mask),
+                                         q->n_out, q->max_batch, job->decode_ms, u->vision_ms,
+                                         q->prefill_ms, q->generate_ms, u->mask.n_tokens,
+                                         u->mask.n_kept, q->n_ids, u->vision_batch_frames,
+                                         u->vision_batch_units};
+        vl3_log_info("answered job=%s task=%d window=%d prompt_tokens=%d generated=%d "
+                     "decode_batch=%d vision_batch_frames=%d vision_batch_windows=%d "
+                     "tokens_kept=%lld/%lld",
+                     job->id, g->task, u->window, q->n_ids, q->n_out, q->max_batch,
+                     u->vision_batch_frames, u->vision_batch_units, (long long)u->mask.n_kept,
+                     (long long)u->mask.n_tokens);
+    }
+unlock:
+    free(text);
+    vl3_prompt_deinit(&g->prompt);
+    free(g);
+    if (--u->seqs_left == 0) {
+        worker_unit_free(w, u);
+        worker_job_unref_locked(w, job);
+    }
+    pthread_mutex_unlock(&w->lock);
+}
+
+int worker_engine_seq_alive(void *user, const struct worker_seq *q)
+{
+    (void)user;
+    const struct worker_gen *g = q->user;
+    /* job->rc is written only by this thread once the job's windows are queued */
+    return g->unit->job->rc == 0;
+}
+
+/* Encode and submit a set of units; units whose job failed are dropped. */
+static void process_units(struct worker *w, struct worker_unit *units, int frames)
+{
+    int n = 0;
+    for (struct worker_unit *u = units; u; u = u->next)
+        n++;
+    vl3_error err = {0};
+    int rc = encode_units(w, units, n, frames, &err);
+    while (units) {
+        struct worker_unit *u = units;
+        units = u->next;
+        u->next = NULL;
+        vl3_error e2 = err;
+        int r = rc;
+        if (r == 0) {
+            (void)worker_send_progress(&w->out, u->job->id, "generate", 0, u->job->ntasks);
+            r = submit_prompts(w, u, &e2);
+        }
+        pthread_mutex_lock(&w->lock);
+        if (r < 0) {
+            if (r == VL3_E_CUDA_FATAL)
+                w->fatal = 1;
+            worker_job_fail_locked(u->job, r, &e2);
+        }
+        if (u->seqs_left == 0) { /* else its sequences free it when they finish */
+            struct worker_job *job = u->job;
+            worker_unit_free(w, u);
+            worker_job_unref_locked(w, job);
+        }
+        pthread_mutex_unlock(&w->lock);
+    }
+}
+
+static int sched_pending(const struct worker *w)
+{
+    return w->sched ? worker_sched_pending(w->sched) : 0;
+}
+
+void *worker_engine_main(void *arg)
+{
+    struct worker *w = arg;
+    for (;;) {
+        int busy = sched_pending(w) > 0;
+        pthread_mutex_lock(&w->lock);
+        while (!w->unitq_head && !busy && !w->stopping)
+            pthread_cond_wait(&w->cond_engine, &w->lock);
+        if (w->stopping && !w->unitq_head && !busy) {
+            pthread_mutex_unlock(&w->lock);
+            break;
+        }
+        /* batching window: nothing to decode meanwhile, more frames are on their way */
+        if (w->unitq_head && !busy && w->unitq_frames < w->conf->vision_batch_frames &&
+            (w->decoding > 0 || w->jobq_head) && w->conf->vision_batch_wait_ms > 0)
+            timed_wait(w, w->conf->vision_batch_wait_ms);
+        int frames = 0;
+        struct worker_unit *units = take_units(w, &frames);
+        /* drop windows of jobs that already failed */
+        struct worker_unit *keep = NULL, **kt = &keep;
+        while (units) {
+            struct worker_unit *u = units;
+            units = u->next;
+            u->next = NULL;
+            if (u->job->rc) {
+                frames -= u->n_frames;
+                struct worker_job *job = u->job;
+                worker_unit_free(w, u);
+                worker_job_unref_locked(w, job);
+            } else {
+                *kt = u;
+                kt = &u->next;
+            }
+        }
+        pthread_mutex_unlock(&w->lock);
+        if (keep)
+            process_units(w, keep, frames);
+        if (sched_pending(w) > 0) {
+            int rc = worker_sched_step(w->sched);
+            if (rc == VL3_E_CUDA_FATAL) {
+                pthread_mutex_lock(&w->lock);
+                w->fatal = 1;
+                pthread_mutex_unlock(&w->lock);
+            }
+        }
+    }
+    return NULL;
+}

@@ -1,0 +1,128 @@
+/* worker_internal.h: the structures shared by worker.c (reader), worker_decode.c (decode
+ * threads) and worker_engine.c (engine thread). Not a public header.
+ *
+ * Locking: w->lock guards the job list, the job queue, the window queue, every job's counters
+ * and answers, and the flags; decode and engine threads hold it only to move things between
+ * queues. Engine-owned state (vision, scheduler, lm) is touched by the engine thread only. */
+#ifndef VL3_WORKER_INTERNAL_H
+#define VL3_WORKER_INTERNAL_H
+
+#include <pthread.h>
+#include <stdint.h>
+
+#include "sample.h"
+#include "vl3/engine.h"
+#include "worker.h"
+#include "worker_budget.h"
+#include "worker_io.h"
+#include "worker_lm.h"
+
+struct worker_answer {
+    int task, window;
+    double t_start, t_end;
+    char *answer; /* owned */
+    struct worker_stats stats;
+};
+
+struct worker_job {
+    struct worker_job *next_all; /* w->jobs */
+    struct worker_job *next_q;   /* w->jobq */
+    char *id, *input;
+    int ntasks;
+    int kinds[WORKER_MAX_TASKS];      /* enum vl3_task */
+    char *questions[WORKER_MAX_TASKS];
+    struct sample_params sp;
+    int64_t max_new_tokens;
+    double temperature;
+    int attempt;
+    /* progress, under w->lock */
+    int pending;         /* 1 for the decode stage + one per window not yet answered */
+    int rc;              /* first failure, 0 if none */
+    vl3_error err;
+    struct worker_answer *answers; /* [n_answers] */
+    int n_answers, cap_answers;
+    /* statistics */
+    int64_t frames_decoded;
+    double decode_ms;
+    uint64_t t_received_ns;
+};
+
+/* One window of one job, preprocessed and waiting for (or done with) the vision encoder. */
+struct worker_unit {
+    struct worker_unit *next;
+    struct worker_job *job;
+    int window;
+    double t_start, t_end;
+    int n_frames;
+    double *timestamps;     /* [n_frames] owned */
+    vl3_pixel_batch batch;
+    vl3_token_mask mask;
+    int64_t reserved;       /* bytes held in the memory budget */
+    float *visual;          /* (mask.n_kept, hidden) after encoding, owned */
+    int seqs_left;          /* sequences of this window not finished */
+    double preprocess_ms, vision_ms;
+    int vision_batch_frames, vision_batch_units;
+};
+
+/* One answer being generated: a window x task. */
+struct worker_gen {
+    struct worker_seq seq;
+    struct worker_unit *unit;
+    int task;
+    vl3_prompt prompt;
+};
+
+struct worker {
+    const struct worker_conf *conf;
+    const vl3_model *model;
+    const vl3_tokenizer *tok;
+    vl3_mm_params mm;
+    vl3_task_texts texts;
+    struct worker_out out;
+    struct worker_budget budget;
+
+    pthread_mutex_t lock;
+    pthread_cond_t cond_jobs;   /* decode threads: a job was queued, or stopping */
+    pthread_cond_t cond_engine; /* engine thread: a window was queued, or stopping */
+    pthread_cond_t cond_idle;   /* reader: a job finished */
+    struct worker_job *jobs;    /* accepted, not finished */
+    int n_jobs;
+    struct worker_job *jobq_head, *jobq_tail; /* waiting for a decode thread */
+    struct worker_unit *unitq_head, *unitq_tail; /* waiting for the encoder */
+    int unitq_frames;
+    int decoding;               /* jobs inside decode threads */
+    int sync_ready, budget_ready;
+    int stopping;
+    int fatal;                  /* a device fault: exit 75 */
+
+    pthread_t *decoders;
+    int n_decoders;
+    pthread_t engine;
+    int engine_started;
+
+    /* engine thread only */
+    vl3_vision *vision;
+    struct worker_lm *lm;
+    struct worker_sched *sched;
+    int64_t vision_calls, vision_frames_max, vision_units_max;
+};
+
+/* decode thread body (worker_decode.c) */
+void *worker_decode_main(void *arg);
+/* engine thread body (worker_engine.c) */
+void *worker_engine_main(void *arg);
+/* the scheduler's callback (worker_engine.c); user is the worker */
+void worker_engine_seq_done(void *user, struct worker_seq *seq);
+/* the scheduler's liveness question (worker_engine.c): 0 once the sequence's job failed */
+int worker_engine_seq_alive(void *user, const struct worker_seq *seq);
+
+/* Record a failure for job (first one wins). Caller holds w->lock. */
+void worker_job_fail_locked(struct worker_job *job, int rc, const vl3_error *err);
+/* Drop one pending reference of job; at zero the job's frames are sent and it is freed.
+ * Caller holds w->lock (released and retaken around the sending). */
+void worker_job_unref_locked(struct worker *w, struct worker_job *job);
+
+/* Free a unit (not linked anywhere) and release its budget. */
+void worker_unit_free(struct worker *w, struct worker_unit *u);
+
+#endif

@@ -1,0 +1,281 @@
+/* worker_io.c: frame input and output for vl3-worker (see worker_io.h).
+ *
+ * Every output frame is built completely in memory with the proto.h encoders, then written with
+ * one locked loop of write(2), so a frame is never split by another thread's frame. A failed
+ * write marks the output broken: the daemon has gone away, and the reader sees EOF and exits.
+ * The extra statistics of a RESULT are added by re-parsing the encoded JSON, extending "stats"
+ * and framing it again (the encoder has checked every standard field). */
+#include "worker_io.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "vl3/proto.h"
+
+_Static_assert(WORKER_MAX_TASKS == VL3_PROTO_MAX_TASKS, "task limit differs from the protocol");
+
+int worker_out_init(struct worker_out *o, int fd)
+{
+    memset(o, 0, sizeof(*o));
+    o->fd = fd;
+    return -pthread_mutex_init(&o->lock, NULL);
+}
+
+void worker_out_deinit(struct worker_out *o)
+{
+    if (o)
+        pthread_mutex_destroy(&o->lock);
+}
+
+int worker_out_write(struct worker_out *o, const uint8_t *buf, size_t len)
+{
+    int rc = 0;
+    pthread_mutex_lock(&o->lock);
+    if (o->broken) {
+        rc = -EPIPE;
+        goto out;
+    }
+    while (len > 0) {
+        ssize_t w = write(o->fd, buf, len);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            rc = -errno;
+            o->broken = 1;
+            goto out;
+        }
+        buf += w;
+        len -= (size_t)w;
+    }
+out:
+    pthread_mutex_unlock(&o->lock);
+    return rc;
+}
+
+static int send_built(struct worker_out *o, int rc, uint8_t *buf, size_t len)
+{
+    if (rc < 0)
+        return rc;
+    rc = worker_out_write(o, buf, len);
+    free(buf);
+    return rc;
+}
+
+int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid)
+{
+    struct vl3_proto_hello m = {VL3_PROTO_VERSION, version, backend, pid};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = vl3_proto_encode_hello(&m, &buf, &len, NULL); /* before reading buf/len */
+    return send_built(o, rc, buf, len);
+}
+
+int worker_send_pong(struct worker_out *o, int64_t seq, const char *job_id)
+{
+    struct vl3_proto_pong m = {seq, job_id};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = vl3_proto_encode_pong(&m, &buf, &len, NULL); /* before reading buf/len */
+    return send_built(o, rc, buf, len);
+}
+
+int worker_send_progress(struct worker_out *o, const char *job_id, const char *stage,
+                         int64_t done, int64_t total)
+{
+    struct vl3_proto_progress m = {job_id, stage, done, total};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = vl3_proto_encode_progress(&m, &buf, &len, NULL); /* before reading buf/len */
+    return send_built(o, rc, buf, len);
+}
+
+int worker_send_done(struct worker_out *o, const char *job_id, int64_t results)
+{
+    struct vl3_proto_done m = {job_id, results};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = vl3_proto_encode_done(&m, &buf, &len, NULL); /* before reading buf/len */
+    return send_built(o, rc, buf, len);
+}
+
+static int add_extra(uint8_t **buf, size_t *len, const struct worker_stats *x)
+{
+    json_error_t je;
+    json_t *root = json_loadb((const char *)*buf + VL3_PROTO_HEADER_SIZE,
+                              *len - VL3_PROTO_HEADER_SIZE, 0, &je);
+    if (!root)
+        return -EINVAL;
+    int rc = -ENOMEM;
+    json_t *st = json_object_get(root, "stats");
+    if (!st) {
+        st = json_object();
+        if (!st || json_object_set_new(root, "stats", st) < 0)
+            goto out;
+    }
+    if (json_object_set_new(st, "tokens_total", json_integer(x->tokens_total)) < 0 ||
+        json_object_set_new(st, "tokens_kept", json_integer(x->tokens_kept)) < 0 ||
+        json_object_set_new(st, "prompt_tokens", json_integer(x->prompt_tokens)) < 0 ||
+        json_object_set_new(st, "vision_batch_frames", json_integer(x->vision_batch_frames)) < 0 ||
+        json_object_set_new(st, "vision_batch_windows", json_integer(x->vision_batch_windows)) < 0)
+        goto out;
+    char *s = json_dumps(root, JSON_COMPACT);
+    if (!s)
+        goto out;
+    uint8_t *nb = NULL;
+    size_t nl = 0;
+    rc = vl3_proto_frame_build(VL3_PROTO_RESULT, s, strlen(s), &nb, &nl, NULL);
+    free(s);
+    if (rc < 0)
+        goto out;
+    free(*buf);
+    *buf = nb;
+    *len = nl;
+out:
+    json_decref(root);
+    return rc;
+}
+
+int worker_send_result(struct worker_out *o, const struct worker_result *r)
+{
+    const struct worker_stats *s = &r->stats;
+    struct vl3_proto_result m = {r->job_id, r->task, r->window, r->t_start, r->t_end, r->answer,
+                                 {s->frames_decoded, s->frames_pruned, s->tokens_generated,
+                                  s->batch_size, s->decode_ms, s->vision_ms, s->prefill_ms,
+                                  s->generate_ms}};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = vl3_proto_encode_result(&m, &buf, &len, NULL);
+    if (rc < 0)
+        return rc;
+    if ((rc = add_extra(&buf, &len, s)) < 0) {
+        free(buf);
+        return rc;
+    }
+    return send_built(o, 0, buf, len);
+}
+
+static int errcode(int code, int *ret_retryable)
+{
+    int retry = 0, e;
+    switch (code) {
+    case VL3_E_POLICY:
+    case VL3_E_LIMIT:
+    case -EINVAL:
+    case -ENOENT:
+    case -EACCES:
+    case -ENOTDIR:
+    case -ELOOP:
+    case -EISDIR:
+    case -ENAMETOOLONG: e = VL3_PERR_INPUT; break;
+    case -EIO: e = VL3_PERR_INPUT, retry = 1; break;
+    case VL3_E_DECODE: e = VL3_PERR_DECODE; break;
+    case VL3_E_UNSUPPORTED: e = VL3_PERR_UNSUPPORTED; break;
+    case -ENOMEM:
+    case -EAGAIN:
+    case -EBUSY: e = VL3_PERR_RESOURCE, retry = 1; break;
+    case VL3_E_CUDA:
+    case VL3_E_CUDA_FATAL: e = VL3_PERR_DEVICE, retry = 1; break;
+    case VL3_E_PROTO: e = VL3_PERR_PROTOCOL; break;
+    default: e = VL3_PERR_INTERNAL; break;
+    }
+    if (ret_retryable)
+        *ret_retryable = retry;
+    return e;
+}
+
+const char *worker_errcode(int code, int *ret_retryable)
+{
+    return vl3_proto_errcode_name(errcode(code, ret_retryable));
+}
+
+int worker_send_error(struct worker_out *o, const char *job_id, int code, const char *message,
+                      const char **ret_code_name, int *ret_retryable)
+{
+    int retry = 0;
+    struct vl3_proto_error m = {job_id, errcode(code, &retry), 0, message};
+    m.retryable = retry;
+    if (ret_code_name)
+        *ret_code_name = vl3_proto_errcode_name(m.code);
+    if (ret_retryable)
+        *ret_retryable = retry;
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    int rc = vl3_proto_encode_error(&m, &buf, &len, NULL); /* before reading buf/len */
+    return send_built(o, rc, buf, len);
+}
+
+/* ---- input ---- */
+
+struct worker_in {
+    vl3_proto_reader rd;
+};
+
+worker_in *worker_in_new(void)
+{
+    worker_in *in = malloc(sizeof(*in));
+    if (in)
+        vl3_proto_reader_init(&in->rd);
+    return in;
+}
+
+void worker_in_free(worker_in *in)
+{
+    if (!in)
+        return;
+    vl3_proto_reader_deinit(&in->rd);
+    free(in);
+}
+
+size_t worker_in_buffered(const worker_in *in)
+{
+    return in->rd.len - in->rd.off;
+}
+
+int worker_in_feed(worker_in *in, const void *buf, size_t n, const struct worker_in_ops *ops,
+                   vl3_error *reterr)
+{
+    int r = vl3_proto_reader_feed(&in->rd, buf, n);
+    if (r < 0)
+        return vl3_error_set(reterr, r, "could not buffer a frame");
+    vl3_proto_frame f;
+    while ((r = vl3_proto_reader_next(&in->rd, &f, reterr)) == 1) {
+        vl3_proto_msg m;
+        if ((r = vl3_proto_msg_parse(&f, &m, reterr)) < 0) {
+            in->rd.broken = 1;
+            return r;
+        }
+        if (m.type == VL3_PROTO_PING) {
+            ops->on_ping(ops->user, m.u.ping.seq);
+        } else if (m.type == VL3_PROTO_JOB) {
+            const struct vl3_proto_job *j = &m.u.job;
+            struct worker_job_req q = {0};
+            q.job_id = j->job_id;
+            q.input = j->input;
+            q.ntasks = j->ntasks;
+            for (int i = 0; i < j->ntasks; i++) {
+                q.tasks[i].kind = vl3_task_kind_name(j->tasks[i].kind);
+                q.tasks[i].question = j->tasks[i].question;
+            }
+            q.fps = j->sampling.fps;
+            q.max_frames = j->sampling.max_frames;
+            q.fast = j->sampling.mode == VL3_SAMPLING_FAST;
+            q.window_s = j->sampling.window_s;
+            q.max_new_tokens = j->max_new_tokens;
+            q.temperature = j->temperature;
+            q.attempt = j->attempt;
+            ops->on_job(ops->user, &q);
+        } else {
+            r = vl3_error_set(reterr, VL3_E_PROTO, "unexpected %s frame from the daemon",
+                              vl3_proto_type_name(m.type));
+            vl3_proto_msg_free(&m);
+            in->rd.broken = 1;
+            return r;
+        }
+        vl3_proto_msg_free(&m);
+    }
+    return r < 0 ? r : 0;
+}

@@ -1,0 +1,104 @@
+/* worker_io.h: the worker's side of the daemon protocol (common/include/vl3/proto.h).
+ *
+ * Output: whole frames written to one descriptor (stdout) from any thread, one frame at a time
+ * under a lock, so frames of different threads never interleave. Input: a frame reader that
+ * turns the daemon's bytes into calls (JOB, PING). This header does not include vl3/proto.h:
+ * proto.h and the engine header both define VL3_TASK_* enumerators, so the worker keeps every
+ * protocol type inside worker_io.c and passes neutral structs across. */
+#ifndef VL3_WORKER_IO_H
+#define VL3_WORKER_IO_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "vl3/err.h"
+
+#define WORKER_MAX_TASKS 16 /* == VL3_PROTO_MAX_TASKS (checked in worker_io.c) */
+
+struct worker_out {
+    int fd;
+    pthread_mutex_t lock;
+    int broken; /* a write failed (the daemon is gone): later sends fail at once */
+};
+
+/* Statistics of one answer. The first group maps to the protocol's stats fields; the second is
+ * sent as additional stats fields (the protocol ignores unknown fields). */
+struct worker_stats {
+    int64_t frames_decoded, frames_pruned, tokens_generated, batch_size;
+    double decode_ms, vision_ms, prefill_ms, generate_ms;
+    int64_t tokens_total, tokens_kept; /* visual tokens before / after DiffFP */
+    int64_t prompt_tokens;
+    int64_t vision_batch_frames;  /* frames in the vision-encoder call that served the window */
+    int64_t vision_batch_windows; /* windows (of any jobs) in that call */
+};
+
+struct worker_result {
+    const char *job_id;
+    int task, window;
+    double t_start, t_end;
+    const char *answer;
+    struct worker_stats stats;
+};
+
+int worker_out_init(struct worker_out *o, int fd);
+void worker_out_deinit(struct worker_out *o);
+/* Write buf[len] (borrowed) as one unit. Returns 0 or -errno (EPIPE when the reader is gone). */
+int worker_out_write(struct worker_out *o, const uint8_t *buf, size_t len);
+
+/* Encode and send one frame; strings are borrowed. Return 0 or a negative code. */
+int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid);
+int worker_send_pong(struct worker_out *o, int64_t seq, const char *job_id /* or NULL */);
+int worker_send_progress(struct worker_out *o, const char *job_id, const char *stage,
+                         int64_t done, int64_t total);
+int worker_send_done(struct worker_out *o, const char *job_id, int64_t results);
+int worker_send_result(struct worker_out *o, const struct worker_result *r);
+/* An ERROR for job_id (NULL: the worker itself) from a vl3 code: the protocol's code and
+ * retryability come from worker_errcode. *ret_code_name (may be NULL) gets the wire name. */
+int worker_send_error(struct worker_out *o, const char *job_id, int code, const char *message,
+                      const char **ret_code_name, int *ret_retryable);
+
+/* Error class of a vl3/system code: the protocol's error code name and whether retrying may
+ * help. Device faults (VL3_E_CUDA_FATAL) are "device", retryable. */
+const char *worker_errcode(int code, int *ret_retryable);
+
+/* ---- input ---- */
+
+struct worker_task_req {
+    const char *kind;     /* "caption", "ocr", "chart_qa", "qa" */
+    const char *question; /* NULL when none */
+};
+
+/* A JOB frame, strings borrowed for the duration of the callback. */
+struct worker_job_req {
+    const char *job_id, *input;
+    int ntasks;
+    struct worker_task_req tasks[WORKER_MAX_TASKS];
+    double fps;
+    int64_t max_frames;
+    int fast;        /* sampling mode "fast" */
+    double window_s; /* 0 = none requested */
+    int64_t max_new_tokens;
+    double temperature;
+    int attempt;
+};
+
+struct worker_in_ops {
+    void (*on_job)(void *user, const struct worker_job_req *job);
+    void (*on_ping)(void *user, int64_t seq);
+    void *user;
+};
+
+typedef struct worker_in worker_in;
+
+/* A frame reader (returned owned; free with worker_in_free). NULL on OOM. */
+worker_in *worker_in_new(void);
+void worker_in_free(worker_in *in);
+/* Feed bytes (borrowed) and dispatch every complete frame. Returns 0, or VL3_E_PROTO / -ENOMEM
+ * (the stream is then broken for good; reterr says why). */
+int worker_in_feed(worker_in *in, const void *buf, size_t n, const struct worker_in_ops *ops,
+                   vl3_error *reterr);
+/* Bytes of an incomplete frame still buffered. */
+size_t worker_in_buffered(const worker_in *in);
+
+#endif
