@@ -551,7 +551,17 @@ TEST(refuses_concat_list)
 {
     const char *p = write_tmp("list.ffconcat", "ffconcat version 1.0\nfile '/etc/passwd'\n");
     ASSERT(p);
-    return expect_refusal(p, VL3_E_POLICY, "\"concat\"");
+    if (expect_refusal(p, VL3_E_POLICY, "\"concat\""))
+        return 1;
+    /* Even where the configuration allows concat, its safe mode refuses absolute paths. */
+    struct media_policy pol;
+    media_policy_default(&pol);
+    pol.formats = "mov,concat";
+    media_input *m = NULL;
+    vl3_error err = {0};
+    ASSERT_EQ(open_file(p, &pol, &m, &err), VL3_E_DECODE);
+    ASSERT_STR_CONTAINS(err.msg, "Operation not permitted");
+    return 0;
 }
 
 TEST(refuses_huge_frame_header)
