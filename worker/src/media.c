@@ -10,6 +10,7 @@
 #include "media.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <fcntl.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -100,13 +101,16 @@ __attribute__((format(printf, 3, 0))) static void av_log_cb(void *avcl, int leve
     vl3_log_debug("ffmpeg: %s", line);
 }
 
+static void media_log_setup(void)
+{
+    av_log_set_callback(av_log_cb);
+}
+
+/* Once per process, safe when several decode threads open their first input together. */
 static void media_global_init(void)
 {
-    static int done;
-    if (!done) {
-        av_log_set_callback(av_log_cb);
-        done = 1;
-    }
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    (void)pthread_once(&once, media_log_setup);
 }
 
 /* --- error conversion (the one place AVERROR codes become ours) --------------------------- */
