@@ -384,6 +384,120 @@ scenario_drain() {
   check_exactly_once dr 6
 }
 
+# The failures of the scenarios above, one after another in one run, with REAL vl3-worker
+# processes on a tiny model instead of the fake: kill -9 of a worker, kill -9 of the daemon and a
+# restart, PostgreSQL stopped and started, a broker down and up, a second daemon joining and
+# leaving. Every job must end done exactly once, and every answer must equal what `vl3 run` says
+# for the same clip and task (seeded sampling at temperature 1, so the six clip/task answers
+# differ and an answer stored under the wrong job would show).
+scenario_real_workers() {
+  start_env
+  local N=${N:-300} M="$T/media" c t
+  mkdir -p "$M"
+  "$BIN/vl3" model tiny --out "$T/model" --seed 7 >/dev/null || fail "vl3 model tiny failed"
+  "$S/tools/gen_sample_video.sh" "$M/a.mp4" 3 96x96 || fail "clip a"
+  "$S/tools/gen_sample_video.sh" "$M/b.mp4" 4 128x96 || fail "clip b"
+  "$S/tools/gen_sample_video.sh" "$M/c.mp4" 2 64x64 || fail "clip c"
+  cat > "$T/worker.conf" <<CONF
+model = $T/model
+backend = cpu
+threads = 1
+decode_threads = 1
+[media]
+roots = $M
+[generate]
+seed = 5
+[log]
+level = info
+CONF
+  "$BIN/vl3-worker" --config "$T/worker.conf" --check-config >/dev/null || fail "worker config invalid"
+  # the expected answers, from vl3 run (its trailing newline dropped)
+  sql "create table it_want (path text, task text, answer text)" >/dev/null
+  for c in a b c; do
+    for t in caption qa; do
+      local hex
+      hex=$("$BIN/vl3" run --model "$T/model" --video "$M/$c.mp4" --fps 1 --max-frames 8 \
+        --task "$t" --question "who?" --temperature 1 --seed 5 --max-new-tokens 8 2>/dev/null \
+        | od -An -tx1 | tr -d ' \n')
+      hex=${hex%0a}
+      [ -n "$hex" ] || fail "vl3 run gave no answer for $c $t"
+      sql "insert into it_want values ('$M/$c.mp4', '$t', convert_from(decode('$hex', 'hex'), 'UTF8'))" \
+        >/dev/null || fail "could not store the expected answer"
+    done
+  done
+  [ "$(sql "select count(distinct answer) from it_want")" = 6 ] || fail "the six expected answers are not distinct"
+  # jobs rw1..rw$1 .. rw$2 to the topic, cycling over the three clips
+  produce_rw() {
+    local clips=(a b c) i
+    for i in $(seq "$1" "$2"); do
+      echo "rw$i:{\"id\":\"rw$i\",\"input\":\"$M/${clips[i % 3]}.mp4\",\"tasks\":[\"caption\",{\"kind\":\"qa\",\"question\":\"who?\"}],\"sampling\":{\"fps\":1,\"max_frames\":8,\"mode\":\"exact\"},\"limits\":{\"temperature\":1,\"max_new_tokens\":8}}"
+    done > "$T/produce.txt"
+    kcat -b "$BOOT" -P -t jobs -K: -l "$T/produce.txt" || fail "kcat could not produce"
+  }
+  # the first half meets the worker kill, daemon kill, PostgreSQL and broker outages; the second
+  # half is produced once the second daemon holds partitions, so both daemons share it
+  local half=$((N / 2))
+  produce_rw 1 "$half"
+  local real=("[workers]" "path = $BIN/vl3-worker" "config = $T/worker.conf" "ping_interval = 500ms"
+    "[jobs]" "timeout = 60s" "max_attempts = 3" "[kafka]" "max_in_flight = 8")
+  WORKERS=2 write_conf d1 $((20000 + RANDOM % 10000)) "${real[@]}"
+  WORKERS=1 write_conf d2 $((30000 + RANDOM % 10000)) "${real[@]}"
+  start_daemon d1
+  wait_done $((half * 10 / 100)) 90
+  local w; w=$(pgrep -P "$(daemon_pid d1)" -f vl3-worker | head -n1)
+  [ -n "$w" ] || fail "no vl3-worker found"
+  log "kill -9 worker $w at $(done_count) done"; kill -9 "$w"
+  wait_done $((half * 25 / 100)) 90
+  log "kill -9 daemon at $(done_count) done"; kill -9 "$(daemon_pid d1)"
+  sleep 0.5
+  start_daemon d1
+  wait_done $((half * 40 / 100)) 90
+  local bindir; bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+  local as=(); [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
+  log "stopping postgres at $(done_count) done"
+  "${as[@]}" "$bindir/pg_ctl" -D "$T/pg/data" -m immediate -w stop >/dev/null || fail "pg stop"
+  sleep 3
+  "${as[@]}" "$bindir/pg_ctl" -D "$T/pg/data" -l "$T/pg/log" -w -t 30 \
+    -o "-p $(cat "$T/pg/port") -k $T/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
+    || fail "pg start"
+  wait_done $((half * 55 / 100)) 90
+  log "broker 1 down at $(done_count) done"
+  echo "down 1" > "$T/kafka/control"
+  sleep 5
+  echo "up 1" > "$T/kafka/control"
+  wait_done "$half" 90
+  log "second daemon joins at $(done_count) done"
+  start_daemon d2
+  for _ in $(seq 1 300); do grep -q "partition assigned" "$T/d2.log" && break; sleep 0.1; done
+  grep -q "partition assigned" "$T/d2.log" || fail "d2 never got partitions"
+  produce_rw $((half + 1)) "$N"
+  for _ in $(seq 1 300); do grep -q "job done" "$T/d2.log" && break; sleep 0.1; done
+  grep -q "job done" "$T/d2.log" || fail "d2 did no work"
+  log "second daemon leaves at $(done_count) done"
+  stop_daemon d2
+  [ "$(done_count)" -lt "$N" ] || fail "all done before d2 left: the leave was not exercised"
+  wait_done "$N" 180
+  stop_daemon d1
+  local done; done=$(sql "select count(*) from jobs where job_id like 'rw%' and status='done'")
+  [ "$done" = "$N" ] || fail "$done of $N jobs done"
+  local rows; rows=$(sql "select count(*) from results where job_id like 'rw%'")
+  [ "$rows" = "$((2 * N))" ] || fail "$rows result rows, want $((2 * N))"
+  local good; good=$(sql "select count(*) from results r join jobs j using (job_id)
+      join it_want w on w.path = j.path and w.task = r.task
+      where r.job_id like 'rw%' and r.window_idx = 0 and r.answer = w.answer and
+      r.question = case r.task when 'qa' then 'who?' else '' end")
+  [ "$good" = "$((2 * N))" ] || {
+    sql "select r.job_id, r.task, j.path, encode(convert_to(r.answer, 'UTF8'), 'hex') from results r
+         join jobs j using (job_id) join it_want w on w.path = j.path and w.task = r.task
+         where r.answer <> w.answer limit 5" >&2
+    fail "$good answers equal vl3 run's, want $((2 * N))"; }
+  grep -q "worker exited worker=.* signal=9" "$T/d1.log" || fail "the worker kill was not seen"
+  grep -q "postgresql connection lost" "$T/d1.log" || fail "the database outage was not seen"
+  grep -q "vision batch" "$T/d1.log" || fail "no vision batch in the worker log"
+  log "exactly once with real workers: $N jobs, $rows answers, all equal to vl3 run"
+  check_committed $((20000 + RANDOM % 20000))
+}
+
 # not a CTest case: `tests/daemon/it.sh build . throughput` prints the daemon's job rate with
 # instant fake workers (Kafka + two PostgreSQL statements per job, no model)
 scenario_throughput() {

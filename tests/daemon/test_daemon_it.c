@@ -1,7 +1,8 @@
 /* test_daemon_it.c: vl3d integration cases. Each runs one scenario of tests/daemon/it.sh, which
  * starts its own Kafka mock cluster and PostgreSQL, runs vl3d with the fake worker and checks the
  * database (every job answered exactly once after worker/daemon kills, PostgreSQL restart,
- * broker down, rebalance; dead letters with reasons; poison jobs; reload; sd_notify). */
+ * broker down, rebalance; dead letters with reasons; poison jobs; reload; sd_notify), and the same
+ * failures in one run with real vl3-worker processes on a tiny model. */
 #include "test.h"
 
 static int scenario(const char *name)
@@ -23,3 +24,4 @@ TEST(it_reload_and_notify) { return scenario("reload_notify"); }
 TEST(it_second_sigint_exits) { return scenario("second_sigint"); }
 TEST(it_enqueue_cli) { return scenario("enqueue"); }
 TEST(it_graceful_drain) { return scenario("drain"); }
+TEST(it_real_workers_every_failure) { return scenario("real_workers"); }
