@@ -1,10 +1,12 @@
 /* prompt.c: the chat template (spec §7) with expanded and pruned placeholders.
  *
  * The template is rendered as a list of pieces: literal text and runs of placeholder tokens.
- * Rendering concatenates them (the run written as its token string repeated); building tokenizes
- * every text piece separately and appends the placeholder ids directly, recording their
- * positions. Both give the same ids because the tokenizer matches added tokens (placeholders
- * included) before BPE, so text between placeholders is always encoded on its own (§7.2).
+ * Rendering concatenates them (the run written as its token string repeated); building gathers
+ * the text between two placeholder runs and tokenizes it in one call, then appends the
+ * placeholder ids directly, recording their positions. That gives the ids of tokenizing the whole
+ * rendered text, as the reference processor does (§7.2): the tokenizer matches added tokens
+ * (placeholders included) before BPE, so text never merges across a placeholder, while pieces
+ * between placeholders must be encoded together ("user\n" + "\nHi" is 271 for "\n\n", not 198 198).
  *
  * One user turn: visual items first (images "<image>\n", videos "Time X.Xs:<image>," per frame and
  * "\n" after the last), then the instruction text. Remote flavour uses <image> for images and
@@ -205,6 +207,7 @@ struct id_sink {
     int64_t *pos;
     int64_t n_pos, cap_pos;
     vl3_error *err;
+    struct sbuf pending; /* text since the last placeholder run, not yet tokenized */
 };
 
 static int ids_reserve(struct id_sink *s, int64_t extra)
@@ -225,8 +228,18 @@ static int ids_reserve(struct id_sink *s, int64_t extra)
 static int is_text(struct sink *k, const char *t, size_t n)
 {
     struct id_sink *s = (struct id_sink *)k;
+    sb_add(&s->pending, t, n);
+    return s->pending.oom ? -ENOMEM : 0;
+}
+
+/* Tokenize the pending text in one call and append its ids. */
+static int is_flush(struct id_sink *s)
+{
+    const char *t = s->pending.s;
+    size_t n = s->pending.len;
     if (n == 0)
         return 0;
+    s->pending.len = 0;
     size_t got = 0;
     int rc = ids_reserve(s, (int64_t)n + 16);
     if (rc < 0)
@@ -252,7 +265,10 @@ static int is_run(struct sink *k, const char *token, int count)
     int id = vl3_tokenizer_token_id(s->tok, token);
     if (id < 0)
         return vl3_error_set(s->err, VL3_E_FORMAT, "the tokenizer has no \"%s\" token", token);
-    int rc = ids_reserve(s, count);
+    int rc = is_flush(s);
+    if (rc < 0)
+        return rc;
+    rc = ids_reserve(s, count);
     if (rc < 0)
         return rc;
     if (s->n_pos + count > s->cap_pos) {
@@ -279,11 +295,14 @@ int vl3_prompt_build(const vl3_prompt_params *p, const vl3_tokenizer *tok,
     if (!p || !tok || !ret || n_items < 0 || (n_items > 0 && (!items || !grids)))
         return vl3_error_set(reterr, -EINVAL, "invalid arguments");
     vl3_prompt out = {0};
-    struct id_sink s = {{is_text, is_run}, tok, NULL, 0, 0, NULL, 0, 0, reterr};
+    struct id_sink s = {{is_text, is_run}, tok, NULL, 0, 0, NULL, 0, 0, reterr, {0}};
     int rc = vl3_prompt_render(p, items, grids, n_items, mask, &out.text, reterr);
     if (rc < 0)
         return rc;
     rc = render(p, items, grids, n_items, mask, &s.base, reterr);
+    if (rc == 0)
+        rc = is_flush(&s);
+    free(s.pending.s);
     if (rc < 0) {
         free(out.text);
         free(s.ids);

@@ -247,8 +247,24 @@ TEST(prompt_ids_remote_readme)
     ASSERT_OK(vl3_tokenizer_encode(tok, pr.text, strlen(pr.text), whole, 4096, &n, &err));
     ASSERT_EQ((int64_t)n, pr.n_ids);
     ASSERT_MEM_EQ(whole, pr.ids, n * sizeof(int32_t));
-    free(whole);
     vl3_prompt_deinit(&pr);
+    /* texts that merge with the template's own text ("user\n" + "\nHi" holds "\n\n" = 271):
+     * still the ids of the whole rendered text, with and without visual items */
+    static const char *const texts[] = {"\nHi", "\n\n  spaced out  \n", " leading", "\r\nx"};
+    for (size_t i = 0; i < VL3_ARRAY_SIZE(texts); i++)
+        for (int with_video = 0; with_video < 2; with_video++) {
+            p.user_text = texts[i];
+            p.system = VL3_SYSTEM_CUSTOM;
+            p.system_text = texts[(i + 1) % VL3_ARRAY_SIZE(texts)];
+            ASSERT_OK_E(vl3_prompt_build(&p, tok, with_video ? &vid : NULL, with_video ? &vg : NULL,
+                                         with_video, with_video ? &mask : NULL, &pr, &err),
+                        &err);
+            ASSERT_OK(vl3_tokenizer_encode(tok, pr.text, strlen(pr.text), whole, 4096, &n, &err));
+            ASSERT_EQ((int64_t)n, pr.n_ids);
+            ASSERT_MEM_EQ(whole, pr.ids, n * sizeof(int32_t));
+            vl3_prompt_deinit(&pr);
+        }
+    free(whole);
     vl3_model_free(m);
     return 0;
 }
