@@ -38,6 +38,8 @@ static int fixtures(void)
                     "'%s/tools/gen_sample_video.sh' \"$d/a.mp4\" 4 160x120; "
                     "'%s/tools/gen_sample_video.sh' \"$d/b.mp4\" 6 128x96; "
                     "'%s/tools/gen_sample_video.sh' \"$d/c.mp4\" 3 96x96; "
+                    "ffmpeg -v error -f lavfi -i testsrc2=s=150x100 -frames:v 1 \"$d/img.png\"; "
+                    "ffmpeg -v error -f lavfi -i smptebars=s=90x120 -frames:v 1 \"$d/img.jpg\"; "
                     "head -c 20000 /dev/urandom > \"$d/corrupt.mp4\"; "
                     "printf '\\0\\0\\0\\x20ftypisom' | cat - \"$d/corrupt.mp4\" > \"$d/bad.mp4\"; "
                     "touch \"$d/ready\"; mv -T \"$d\" '%s' 2>/dev/null || true",
@@ -540,6 +542,48 @@ TEST(proc_answer_equals_vl3_run)
             wa[n - 1] = 0;
         ASSERT_STR_EQ(got, wa);
     }
+    return 0;
+}
+
+/* An image job (PNG, JPEG) is answered as `vl3 run --image` answers: one frame, image prompt. */
+TEST(proc_image_answer_equals_vl3_run)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "[generate]\nseed = 5"));
+    char png[1200], jpg[1200];
+    path(png, sizeof(png), "img.png");
+    path(jpg, sizeof(jpg), "img.jpg");
+    const char *ids[2] = {"png", "jpg"}, *in[2] = {png, jpg};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    for (int i = 0; i < 2; i++)
+        ASSERT_OK(send_job_t(&p, ids[i], in[i], 0, 2, 0.8, 12));
+    ASSERT_OK(collect(&p, ids, 2, o, 180));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    static char want[8192];
+    for (int i = 0; i < 2; i++) {
+        ASSERT(o[i].got_done);
+        ASSERT_EQ(o[i].n, 2);
+        static const char *const task[2] = {"--task caption", "--task qa --question 'What moves?'"};
+        for (int k = 0; k < 2; k++) {
+            const char *got;
+            ASSERT_OK(find_answer(&o[i], k, 0, &got));
+            ASSERT_EQ(test_sh(want, sizeof(want),
+                              "'%s/vl3' run --model '%s/model' --image '%s' %s --temperature 0.8 "
+                              "--seed 5 --max-new-tokens 12 2>/dev/null", bin, dir, in[i], task[k]),
+                      0);
+            size_t n = strlen(want);
+            if (n > 0 && want[n - 1] == '\n')
+                want[n - 1] = 0;
+            ASSERT_STR_EQ(got, want);
+        }
+    }
+    ASSERT(strcmp(o[0].answer[0], o[1].answer[0]) != 0);
     return 0;
 }
 

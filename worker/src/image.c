@@ -1,7 +1,9 @@
 /* image.c: image files and decoded frames -> RGB24 matching PIL's convert('RGB').
  *
- * Decoding goes through libavformat (image2 / *_pipe demuxers, format probed from the content)
- * and libavcodec (png, mjpeg, webp, ...); the first video frame is taken. Conversion to RGB:
+ * Decoding goes through the worker's media adapter (media.c) under the image policy: only the
+ * still-image demuxers of MEDIA_IMAGE_FORMATS (png, jpeg, webp, bmp, tiff; format probed from the
+ * content, the file read through its descriptor, so the same path serves untrusted job inputs);
+ * the first frame is taken. Conversion to RGB:
  *   - RGB24 / RGBA / BGRA / ARGB / ABGR / RGB0...: copy R, G, B (alpha dropped, no compositing:
  *     PIL's RGBA->RGB also just drops alpha);
  *   - PAL8: palette expanded (palette alpha ignored, as PIL's P->RGB);
@@ -22,6 +24,7 @@
 #include "image.h"
 
 #include <ctype.h>
+#include <fcntl.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -37,6 +40,7 @@
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
 
+#include "media.h"
 #include "vl3/util.h"
 
 void image_rgb_free(image_rgb *im)
@@ -211,109 +215,30 @@ static int convert(const AVFrame *f, int still, image_rgb *ret, vl3_error *reter
     return 0;
 }
 
-int image_from_avframe(const AVFrame *f, image_rgb *ret, vl3_error *reterr)
+int image_from_avframe(const AVFrame *f, int still, image_rgb *ret, vl3_error *reterr)
 {
-    return convert(f, 0, ret, reterr);
-}
-
-static int av_err(vl3_error *reterr, int code, int averr, const char *what, const char *path)
-{
-    char buf[AV_ERROR_MAX_STRING_SIZE];
-    av_strerror(averr, buf, sizeof(buf));
-    return vl3_error_set(reterr, code, "could not %s \"%s\": %s", what, path, buf);
+    return convert(f, still, ret, reterr);
 }
 
 int image_load(const char *path, int64_t max_pixels, image_rgb *ret, vl3_error *reterr)
 {
-    AVFormatContext *fc = NULL;
-    AVCodecContext *cc = NULL;
-    AVPacket *pkt = NULL;
-    AVFrame *fr = NULL;
-    int rc, r;
     if (!path || !ret)
         return vl3_error_set(reterr, -EINVAL, "invalid arguments");
-    if ((r = avformat_open_input(&fc, path, NULL, NULL)) < 0)
-        return av_err(reterr, r == AVERROR(ENOENT) ? -ENOENT : VL3_E_DECODE, r, "open image",
-                      path);
-    if ((r = avformat_find_stream_info(fc, NULL)) < 0) {
-        rc = av_err(reterr, VL3_E_DECODE, r, "read image", path);
-        goto out;
-    }
-    int si = av_find_best_stream(fc, AVMEDIA_TYPE_VIDEO, -1, -1, NULL, 0);
-    if (si < 0) {
-        rc = vl3_error_set(reterr, VL3_E_DECODE, "could not read image \"%s\": no image stream",
-                           path);
-        goto out;
-    }
-    const AVCodecParameters *par = fc->streams[si]->codecpar;
-    const AVCodec *codec = avcodec_find_decoder(par->codec_id);
-    if (!codec) {
-        rc = vl3_error_set(reterr, VL3_E_DECODE, "could not read image \"%s\": no decoder for %s",
-                           path, avcodec_get_name(par->codec_id));
-        goto out;
-    }
-    if (max_pixels > 0 && (int64_t)par->width * par->height > max_pixels) {
-        rc = vl3_error_set(reterr, VL3_E_LIMIT, "image \"%s\" is %dx%d, above the %lld pixel limit",
-                           path, par->width, par->height, (long long)max_pixels);
-        goto out;
-    }
-    cc = avcodec_alloc_context3(codec);
-    pkt = av_packet_alloc();
-    fr = av_frame_alloc();
-    if (!cc || !pkt || !fr) {
-        rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
-        goto out;
-    }
-    if ((r = avcodec_parameters_to_context(cc, par)) < 0 || (r = avcodec_open2(cc, codec, NULL)) < 0) {
-        rc = av_err(reterr, VL3_E_DECODE, r, "open the decoder for", path);
-        goto out;
-    }
-    int got = 0, eof = 0;
-    while (!got) {
-        if (!eof) {
-            r = av_read_frame(fc, pkt);
-            if (r == AVERROR_EOF) {
-                eof = 1;
-                r = avcodec_send_packet(cc, NULL);
-            } else if (r < 0) {
-                rc = av_err(reterr, VL3_E_DECODE, r, "read image", path);
-                goto out;
-            } else {
-                if (pkt->stream_index == si)
-                    r = avcodec_send_packet(cc, pkt);
-                av_packet_unref(pkt);
-            }
-            if (r < 0 && r != AVERROR(EAGAIN) && r != AVERROR_EOF) {
-                rc = av_err(reterr, VL3_E_DECODE, r, "decode image", path);
-                goto out;
-            }
-        }
-        r = avcodec_receive_frame(cc, fr);
-        if (r == 0) {
-            got = 1;
-        } else if (r == AVERROR_EOF || (eof && r == AVERROR(EAGAIN))) {
-            rc = vl3_error_set(reterr, VL3_E_DECODE, "could not decode image \"%s\": no frame",
-                               path);
-            goto out;
-        } else if (r != AVERROR(EAGAIN)) {
-            rc = av_err(reterr, VL3_E_DECODE, r, "decode image", path);
-            goto out;
-        }
-    }
-    if (max_pixels > 0 && (int64_t)fr->width * fr->height > max_pixels) {
-        rc = vl3_error_set(reterr, VL3_E_LIMIT, "image \"%s\" is %dx%d, above the %lld pixel limit",
-                           path, fr->width, fr->height, (long long)max_pixels);
-        goto out;
-    }
-    rc = convert(fr, 1, ret, reterr);
-    if (rc < 0)
-        vl3_error_prefix(reterr, "image \"%s\"", path);
-out:
-    av_frame_free(&fr);
-    av_packet_free(&pkt);
-    avcodec_free_context(&cc);
-    avformat_close_input(&fc);
-    return rc;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return vl3_error_set(reterr, -errno, "could not open image \"%s\": %s", path,
+                             strerror(errno));
+    struct media_policy pol;
+    media_policy_default(&pol);
+    pol.formats = MEDIA_IMAGE_FORMATS;
+    pol.max_pixels = max_pixels;
+    pol.threads = 1;
+    media_input *m = NULL;
+    int r = media_open_fd(fd, path, &pol, &m, reterr); /* fd closed by media_close */
+    if (r == 0)
+        r = media_read_image(m, ret, reterr);
+    media_close(m);
+    return r;
 }
 
 /* ---- frame sequences from still images ---- */

@@ -17,17 +17,19 @@ typedef struct image_rgb {
     size_t stride;
 } image_rgb;
 
-/* Decode the first frame of an image file (PNG, JPEG, WebP, ... through libavformat/libavcodec)
+/* Decode the first frame of an image file (PNG, JPEG, WebP, BMP, TIFF: MEDIA_IMAGE_FORMATS)
  * into *ret (owned; free with image_rgb_free). max_pixels > 0 refuses larger images with
- * VL3_E_LIMIT before allocating. Returns 0, -errno (open), VL3_E_DECODE (not a decodable image),
- * VL3_E_UNSUPPORTED (pixel format without an RGB rule), VL3_E_LIMIT, -ENOMEM. */
+ * VL3_E_LIMIT before allocating. Returns 0, -errno (open), VL3_E_POLICY (not one of those
+ * formats), VL3_E_DECODE (not a decodable image), VL3_E_UNSUPPORTED (pixel format without an RGB
+ * rule), VL3_E_LIMIT, -ENOMEM. */
 int image_load(const char *path, int64_t max_pixels, image_rgb *ret, vl3_error *reterr);
 
-/* Convert a decoded frame (borrowed) to RGB24 into *ret (owned). The same path serves video
- * frames (media decoding) and still images: palette, grey, grey+alpha, RGB(A) and 16-bit RGB
- * formats are converted exactly as PIL; YUV formats go through libswscale with the settings of
- * the ffmpeg CLI's rgb24 output. Returns 0, VL3_E_UNSUPPORTED, -ENOMEM. */
-int image_from_avframe(const struct AVFrame *f, image_rgb *ret, vl3_error *reterr);
+/* Convert a decoded frame (borrowed) to RGB24 into *ret (owned). Palette, grey, grey+alpha,
+ * RGB(A) and 16-bit RGB formats are converted exactly as PIL. YUV formats go through libswscale:
+ * still = 0 with the settings of the ffmpeg CLI's rgb24 output (video frames), still = 1 with
+ * the settings measured closest to libjpeg/libwebp (still images). Returns 0,
+ * VL3_E_UNSUPPORTED, -ENOMEM. */
+int image_from_avframe(const struct AVFrame *f, int still, image_rgb *ret, vl3_error *reterr);
 
 void image_rgb_free(image_rgb *im);
 

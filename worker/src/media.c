@@ -29,6 +29,7 @@
 #include <libavutil/pixdesc.h>
 #include <libswscale/swscale.h>
 
+#include "image.h"
 #include "vl3/log.h"
 #include "vl3/util.h"
 
@@ -288,6 +289,12 @@ static int open_common(media_input *m, vl3_error *reterr)
 
     /* Probe first so a refused demuxer gets a message naming it. */
     r = av_probe_input_buffer2(m->pb, &ifmt, m->name, m->fmt, 0, 0);
+    /* image2 claims still images by their file extension, but it opens files by name pattern
+     * and is never allowed: probe the content alone, which names the one-picture demuxer */
+    if (r >= 0 && ifmt && strcmp(ifmt->name, "image2") == 0 && !timed_out(m)) {
+        ifmt = NULL; /* the prober returns at once while it holds a format */
+        r = av_probe_input_buffer2(m->pb, &ifmt, NULL, m->fmt, 0, 0);
+    }
     if (timed_out(m))
         return timeout_fail(m, reterr);
     if (r < 0 || !ifmt)
@@ -398,6 +405,7 @@ static int open_common(media_input *m, vl3_error *reterr)
     in->threads = m->dec->thread_count;
     in->indexed = avformat_index_get_entries_count(st) > 0;
     copy_name(in->format, sizeof(in->format), m->fmt->iformat->name);
+    in->is_image = name_listed(m->fmt->iformat->name, MEDIA_IMAGE_FORMATS);
     copy_name(in->codec, sizeof(in->codec), codec->name);
     const char *pf = av_get_pix_fmt_name(par->format);
     snprintf(in->pix_fmt, sizeof(in->pix_fmt), "%s", pf ? pf : "unknown");
@@ -827,6 +835,21 @@ static int ensure_sws(media_input *m, const AVFrame *f, vl3_error *reterr)
     if (!m->rgb_tmp)
         return vl3_error_set(reterr, -ENOMEM, "out of memory converting \"%s\"", m->name);
     return 0;
+}
+
+int media_read_image(media_input *m, struct image_rgb *ret, vl3_error *reterr)
+{
+    media_pic *pic = media_pic_new();
+    if (!pic)
+        return vl3_error_set(reterr, -ENOMEM, "out of memory");
+    int r = media_decode_next(m, pic, reterr);
+    if (r == 0)
+        r = vl3_error_set(reterr, VL3_E_DECODE, "could not decode image \"%s\": no frame",
+                          m->name);
+    if (r > 0 && (r = image_from_avframe(pic->frame, 1, ret, reterr)) < 0)
+        vl3_error_prefix(reterr, "image \"%s\"", m->name);
+    media_pic_free(pic);
+    return r < 0 ? r : 0;
 }
 
 int media_pic_to_rgb(media_input *m, const media_pic *pic, uint8_t *dst, vl3_error *reterr)

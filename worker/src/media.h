@@ -18,9 +18,14 @@
 
 #define MEDIA_NOPTS INT64_MIN
 
+/* Still-image demuxers: each reads one picture from the input it is given (unlike image2, which
+ * opens files by name pattern). An input they recognise is an image job (media_info.is_image). */
+#define MEDIA_IMAGE_FORMATS "png_pipe,jpeg_pipe,webp_pipe,bmp_pipe,tiff_pipe"
+
 /* The default demuxers a job may use: single-file containers that never open other files. */
 #define MEDIA_FORMATS_DEFAULT                                                                      \
-    "mov,matroska,avi,mpegts,mpeg,flv,ogg,ivf,asf,nut,yuv4mpegpipe,h264,hevc,m4v,obu"
+    "mov,matroska,avi,mpegts,mpeg,flv,ogg,ivf,asf,nut,yuv4mpegpipe,h264,hevc,m4v,obu," \
+    MEDIA_IMAGE_FORMATS
 
 struct media_policy {
     int64_t max_file_size;      /* bytes; 0 = no limit */
@@ -48,6 +53,7 @@ struct media_info {
     int64_t nb_frames;             /* frame count from the header, 0 if unknown */
     int threads;                   /* decoder threads in use */
     int indexed;                   /* the demuxer has a seek index (keyframe seeks are cheap) */
+    int is_image;                  /* a still image (demuxer in MEDIA_IMAGE_FORMATS) */
     char format[32];               /* demuxer name */
     char codec[32];                /* decoder name */
     char pix_fmt[32];              /* decoded pixel format */
@@ -137,6 +143,12 @@ int media_decode_next(media_input *m, media_pic *pic, vl3_error *reterr);
 /* Convert pic to tightly packed RGB24 at the displayed size (info.width x info.height, rotation
  * applied) into dst, which holds width*height*3 bytes (borrowed). Returns 0 or a negative code. */
 int media_pic_to_rgb(media_input *m, const media_pic *pic, uint8_t *dst, vl3_error *reterr);
+
+/* Decode the first frame of a still image (media_info.is_image) and convert it as PIL's
+ * convert('RGB') would (image.h) into *ret (owned; image_rgb_free). Returns 0, VL3_E_DECODE (no
+ * frame), VL3_E_UNSUPPORTED (pixel format), VL3_E_LIMIT, -ENOMEM. */
+struct image_rgb;
+int media_read_image(media_input *m, struct image_rgb *ret, vl3_error *reterr);
 
 /* Frames decoded so far and pictures converted so far (statistics). */
 int64_t media_frames_decoded(const media_input *m);

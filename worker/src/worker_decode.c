@@ -2,14 +2,16 @@
  * (paths.h), estimates the frames' memory and reserves it in the budget, samples the video
  * (sample.h; windows give one set of frames each), preprocesses and DiffFP-masks every window
  * on its own (the window is one request, as `vl3 run` would make it), shrinks the reservation to
- * what the queued windows hold, and hands the windows to the engine thread. Any failure fails
- * the job only. */
+ * what the queued windows hold, and hands the windows to the engine thread. A still image
+ * (media_info.is_image) is one unit of one frame, preprocessed as an image, as `vl3 run --image`
+ * does. Any failure fails the job only. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "image.h"
 #include "media.h"
 #include "media_conf.h"
 #include "paths.h"
@@ -56,6 +58,44 @@ static int64_t estimate_bytes(const struct media_info *mi, const struct sample_p
     return frames * px * 3 + frames * px * 12;
 }
 
+/* Preprocess one unit's visual item and mask its tokens (DiffFP, or all kept). */
+static int unit_prepare(struct worker *w, struct worker_unit *u, const vl3_vision_item *item,
+                        vl3_error *err)
+{
+    uint64_t t0 = vl3_time_ns();
+    int rc = vl3_vision_preprocess(&w->mm.pre, item, 1, &u->batch, err);
+    if (rc < 0)
+        return rc;
+    rc = w->mm.difffp.enabled ? vl3_difffp_mask(&w->mm.difffp, &u->batch, &u->mask, err)
+                              : vl3_token_mask_all(&u->batch, &u->mask, err);
+    if (rc < 0)
+        return rc;
+    u->preprocess_ms = (double)(vl3_time_ns() - t0) / 1e6;
+    u->reserved = u->batch.n_patches * u->batch.patch_dim * (int64_t)sizeof(float);
+    return 0;
+}
+
+/* The one unit of a still image. */
+static int make_image_unit(struct worker *w, struct worker_job *job, const image_rgb *im,
+                           struct worker_unit **ret_head, vl3_error *err)
+{
+    struct worker_unit *u = calloc(1, sizeof(*u));
+    if (!u)
+        return vl3_error_set(err, -ENOMEM, "out of memory");
+    u->job = job;
+    u->n_frames = 1;
+    u->is_image = 1;
+    vl3_image view = image_rgb_view(im);
+    vl3_vision_item item = {&view, 1, NULL, 0, 0};
+    int rc = unit_prepare(w, u, &item, err);
+    if (rc < 0) {
+        worker_unit_free(w, u);
+        return rc;
+    }
+    *ret_head = u;
+    return 0;
+}
+
 static int make_units(struct worker *w, struct worker_job *job, const struct sample_result *sr,
                       struct worker_unit **ret_head, vl3_error *err)
 {
@@ -99,15 +139,8 @@ static int make_units(struct worker *w, struct worker_job *job, const struct sam
         *tail = u;
         tail = &u->next;
         vl3_vision_item item = {imgs, n, u->timestamps, 1, 0};
-        uint64_t t0 = vl3_time_ns();
-        if ((rc = vl3_vision_preprocess(&w->mm.pre, &item, 1, &u->batch, err)) < 0)
+        if ((rc = unit_prepare(w, u, &item, err)) < 0)
             goto fail;
-        rc = w->mm.difffp.enabled ? vl3_difffp_mask(&w->mm.difffp, &u->batch, &u->mask, err)
-                                  : vl3_token_mask_all(&u->batch, &u->mask, err);
-        if (rc < 0)
-            goto fail;
-        u->preprocess_ms = (double)(vl3_time_ns() - t0) / 1e6;
-        u->reserved = u->batch.n_patches * u->batch.patch_dim * (int64_t)sizeof(float);
     }
     free(imgs);
     *ret_head = head;
@@ -137,17 +170,33 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
     media_conf_policy(c, &pol);
     if ((rc = media_open_fd(fd, job->input, &pol, &m, err)) < 0)
         return rc; /* fd closed by media_open_fd */
-    int64_t need = estimate_bytes(media_get_info(m), &job->sp);
+    const struct media_info *mi = media_get_info(m);
+    int is_image = mi->is_image;
+    /* an image: its RGB picture plus float pixel values of about the same area */
+    int64_t need = is_image ? (int64_t)mi->width * mi->height * 15 : estimate_bytes(mi, &job->sp);
     if ((rc = worker_budget_reserve(&w->budget, need, err)) < 0)
         goto out;
     reserved = need;
-    if ((rc = sample_video(m, &job->sp, &sr, err)) < 0)
-        goto out;
-    job->frames_decoded = sr->frames_decoded;
-    job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
-    media_close(m);
-    m = NULL;
-    if ((rc = make_units(w, job, sr, ret_units, err)) < 0)
+    if (is_image) {
+        image_rgb im = {0};
+        if ((rc = media_read_image(m, &im, err)) < 0)
+            goto out;
+        job->frames_decoded = 1;
+        job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
+        media_close(m);
+        m = NULL;
+        rc = make_image_unit(w, job, &im, ret_units, err);
+        image_rgb_free(&im);
+    } else {
+        if ((rc = sample_video(m, &job->sp, &sr, err)) < 0)
+            goto out;
+        job->frames_decoded = sr->frames_decoded;
+        job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
+        media_close(m);
+        m = NULL;
+        rc = make_units(w, job, sr, ret_units, err);
+    }
+    if (rc < 0)
         goto out;
     /* the units now hold only pixel values: keep their share, give back the frames' */
     int64_t keep = 0;
@@ -161,8 +210,9 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
         worker_budget_release(&w->budget, reserved - keep);
     }
     reserved = 0;
-    vl3_log_debug("decoded job=%s frames=%zu windows=%d decoded=%lld ms=%.1f", job->id, sr->n,
-                  sr->n_windows, (long long)sr->frames_decoded, job->decode_ms);
+    vl3_log_debug("decoded job=%s frames=%zu windows=%d decoded=%lld ms=%.1f", job->id,
+                  sr ? sr->n : 1, sr ? sr->n_windows : 1, (long long)job->frames_decoded,
+                  job->decode_ms);
 out:
     worker_budget_release(&w->budget, reserved);
     sample_result_free(sr);

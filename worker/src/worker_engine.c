@@ -176,11 +176,12 @@ static int submit_prompts(struct worker *w, struct worker_unit *u, vl3_error *er
         g->unit = u;
         g->task = t;
         if ((rc = vl3_task_instruction((enum vl3_task)job->kinds[t], &w->texts,
-                                       job->questions[t], "video", &text, err)) < 0)
+                                       job->questions[t], u->is_image ? "image" : "video",
+                                       &text, err)) < 0)
             goto fail;
         vl3_prompt_params pp = w->mm.prompt;
         pp.user_text = text;
-        vl3_vision_item item = {NULL, u->n_frames, u->timestamps, 1, 0};
+        vl3_vision_item item = {NULL, u->n_frames, u->timestamps, !u->is_image, 0};
         rc = vl3_prompt_build(&pp, w->tok, &item, u->batch.grids, 1, &u->mask, &g->prompt, err);
         free(text);
         if (rc < 0)

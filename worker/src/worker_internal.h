@@ -54,7 +54,8 @@ struct worker_unit {
     int window;
     double t_start, t_end;
     int n_frames;
-    double *timestamps;     /* [n_frames] owned */
+    int is_image;           /* a still image (one frame, no timestamps), not video frames */
+    double *timestamps;     /* [n_frames] owned; NULL for an image */
     vl3_pixel_batch batch;
     vl3_token_mask mask;
     int64_t reserved;       /* bytes held in the memory budget */
