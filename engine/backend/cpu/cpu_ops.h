@@ -27,6 +27,12 @@ int vl3__cpu_threads(void *ctx);
 /* Round an f32 to bf16 (nearest even; NaN stays NaN). */
 uint16_t vl3__cpu_f32_to_bf16(float f);
 
+/* rope.c: the rotary frequency 1 / theta^(i2 / dim) for the even index i2 = 2i, computed in
+ * float32 step by step as the reference builds its inv_freq buffer (transformers Qwen2 and the
+ * vision encoder's VisionRotaryEmbedding: 1.0 / (theta ** (arange(0, dim, 2).float() / dim))).
+ * A double computation rounds once and differs from it by 1-3 ulp in about half the entries. */
+float vl3__cpu_rope_inv_freq(float theta, int i2, int dim);
+
 /* norm.c */
 int vl3__cpu_rmsnorm(void *ctx, void *y, const void *x, const void *w, int T, int C, float eps);
 

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "cpu_ops.h"
 
 static int cpu_linear(void *ctx, const float *x, const float *w, const float *b, float *y,
                       int64_t P, int in, int out)
@@ -56,14 +57,14 @@ static int cpu_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *
     if (D % 4 != 0 || D > 1024)
         return -EINVAL;
     int q = D / 4, half = D / 2;
-    double inv[256];
+    float inv[256]; /* the reference's float32 inv_freq over the D/2 rotary dims */
     for (int k = 0; k < q; k++)
-        inv[k] = pow((double)theta, -(double)(2 * k) / (double)half);
+        inv[k] = vl3__cpu_rope_inv_freq(theta, 2 * k, half);
     for (int64_t p = 0; p < P; p++) {
         float cs[512], sn[512];
         for (int k = 0; k < q; k++) {
             /* angles in float32 as the reference (fp32 freqs * positions) */
-            float ar = (float)pos_r[p] * (float)inv[k], ac = (float)pos_c[p] * (float)inv[k];
+            float ar = (float)pos_r[p] * inv[k], ac = (float)pos_c[p] * inv[k];
             cs[k] = cosf(ar);
             sn[k] = sinf(ar);
             cs[q + k] = cosf(ac);

@@ -7,6 +7,12 @@
 
 #define ROPE_MAX_HALF 256 /* head_dim up to 512 */
 
+float vl3__cpu_rope_inv_freq(float theta, int i2, int dim)
+{
+    float e = (float)i2 / (float)dim;
+    return 1.0f / powf(theta, e);
+}
+
 int vl3__cpu_rope(void *ctx, void *x_, int T, int stride, int n_heads, int D, const void *pos_,
                   float theta)
 {
@@ -18,7 +24,7 @@ int vl3__cpu_rope(void *ctx, void *x_, int T, int stride, int n_heads, int D, co
     if (D % 2 || half > ROPE_MAX_HALF)
         return -22 /* EINVAL */;
     for (int i = 0; i < half; i++)
-        inv[i] = (float)(1.0 / pow((double)theta, (double)(2 * i) / D));
+        inv[i] = vl3__cpu_rope_inv_freq(theta, 2 * i, D);
     for (int t = 0; t < T; t++) {
         float p = (float)pos[t];
         for (int i = 0; i < half; i++) {
