@@ -349,6 +349,26 @@ static int parse_job(const json_t *o, struct vl3_proto_job *m, vl3_error *reterr
     return parse_sampling(s, &m->sampling, reterr);
 }
 
+static int parse_media(const json_t *o, struct vl3_proto_media *m, vl3_error *reterr)
+{
+    int r;
+    memset(m, 0, sizeof(*m));
+    if (!o || json_is_null(o))
+        return 0;
+    if (!json_is_object(o))
+        return PERR("field \"media\" must be an object");
+    if ((r = get_i64(o, "size", "media.size", 1, 0, I64_MAX_SANE, &m->size, reterr)) < 0 ||
+        (r = get_i64(o, "mtime", "media.mtime", 0, 0, I64_MAX_SANE, &m->mtime_s, reterr)) < 0 ||
+        (r = get_num(o, "duration", "media.duration", 0, 0, 1e9, &m->duration_s, reterr)) < 0 ||
+        (r = get_i64(o, "width", "media.width", 0, 0, 1 << 20, &m->width, reterr)) < 0 ||
+        (r = get_i64(o, "height", "media.height", 0, 0, 1 << 20, &m->height, reterr)) < 0 ||
+        (r = get_num(o, "fps", "media.fps", 0, 0, 1e6, &m->fps, reterr)) < 0 ||
+        (r = get_str(o, "codec", "media.codec", 0, 64, 1, &m->codec, reterr)) < 0)
+        return r;
+    m->present = 1;
+    return 0;
+}
+
 static int parse_stats(const json_t *o, struct vl3_proto_stats *s, vl3_error *reterr)
 {
     int r;
@@ -421,7 +441,7 @@ static int parse_payload(int type, const json_t *o, vl3_proto_msg *m, vl3_error 
         if ((r = get_str(o, "job", "job", 1, VL3_PROTO_MAX_ID, 1, &p->job_id, reterr)) < 0 ||
             (r = get_i64(o, "results", "results", 1, 0, 100000000, &p->results, reterr)) < 0)
             return r;
-        return 0;
+        return parse_media(json_object_get(o, "media"), &p->media, reterr);
     }
     case VL3_PROTO_ERROR: {
         struct vl3_proto_error *p = &m->u.error;
@@ -616,6 +636,20 @@ int vl3_proto_encode_done(const struct vl3_proto_done *m, uint8_t **ret, size_t 
     if (o) {
         set_str(o, "job", m->job_id);
         json_object_set_new(o, "results", json_integer(m->results));
+        const struct vl3_proto_media *md = &m->media;
+        json_t *mo = md->present ? json_object() : NULL;
+        if (mo) {
+            json_object_set_new(mo, "size", json_integer(md->size));
+            json_object_set_new(mo, "mtime", json_integer(md->mtime_s));
+            if (md->duration_s > 0)
+                json_object_set_new(mo, "duration", json_real(md->duration_s));
+            json_object_set_new(mo, "width", json_integer(md->width));
+            json_object_set_new(mo, "height", json_integer(md->height));
+            if (md->fps > 0)
+                json_object_set_new(mo, "fps", json_real(md->fps));
+            set_str(mo, "codec", md->codec);
+            json_object_set_new(o, "media", mo);
+        }
     }
     return encode(VL3_PROTO_DONE, o, ret, ret_len, reterr);
 }

@@ -58,6 +58,8 @@ struct djob {
     char **strs; /* owned answer copies, one per res */
     size_t nres, capres;
     char *fail_reason;
+    int has_video;       /* the worker described the input (DONE.media) */
+    store_video video;   /* path borrowed from job, codec owned */
     int retries;
     uint64_t retry_at_ns, retry_ms;
     uint64_t taken_ns, dispatched_ns, store_ns;
@@ -133,6 +135,7 @@ static void dj_free(struct djob *dj)
     free(dj->res);
     free(dj->strs);
     free(dj->fail_reason);
+    free((char *)dj->video.codec);
     job_free(dj->job);
     free(dj);
     maybe_backpressure(d);
@@ -342,7 +345,8 @@ static void job_step(struct djob *dj)
     case DJ_STARTING: r = store_job_started(d->pg, &sj, on_started_stored, dj, &e); break;
     case DJ_STORING:
         dj->store_ns = now_ns();
-        r = store_job_done(d->pg, &sj, NULL, dj->res, dj->nres, on_done_stored, dj, &e);
+        r = store_job_done(d->pg, &sj, dj->has_video ? &dj->video : NULL, dj->res, dj->nres,
+                           on_done_stored, dj, &e);
         break;
     case DJ_FAILING:
         r = store_job_failed(d->pg, &sj, dj->fail_reason, 1, on_failed_stored, dj, &e);
@@ -463,6 +467,19 @@ static void sv_done(void *user, struct sv_job *s, const struct vl3_proto_done *d
     if (dn->results != (int64_t)dj->nres)
         vl3_log_warning("worker announced %" PRId64 " results, received %zu job=%s", dn->results,
                         dj->nres, dj->job->id);
+    const struct vl3_proto_media *md = &dn->media;
+    free((char *)dj->video.codec);
+    dj->has_video = md->present;
+    dj->video = (store_video){
+        .path = dj->job->input,
+        .size = md->size,
+        .mtime_s = md->mtime_s,
+        .duration_s = md->duration_s > 0 ? md->duration_s : -1,
+        .width = (int)md->width,
+        .height = (int)md->height,
+        .fps = md->fps,
+        .codec = md->present && md->codec ? strdup(md->codec) : NULL, /* NULL on OOM: unknown */
+    };
     dj->retry_ms = 0;
     dj->retries = 0;
     dj->state = DJ_STORING;

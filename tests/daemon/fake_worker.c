@@ -180,7 +180,7 @@ static void run_job(const struct vl3_proto_job *j)
             send_and_free(vl3_proto_encode_result(&r, &b, &l, NULL), &b, &l);
             n++;
         }
-    struct vl3_proto_done dn = {j->job_id, n};
+    struct vl3_proto_done dn = {j->job_id, n, {0}}; /* no media: the paths are made up */
     send_and_free(vl3_proto_encode_done(&dn, &b, &l, NULL), &b, &l);
 }
 

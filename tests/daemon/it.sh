@@ -491,6 +491,17 @@ CONF
          join jobs j using (job_id) join it_want w on w.path = j.path and w.task = r.task
          where r.answer <> w.answer limit 5" >&2
     fail "$good answers equal vl3 run's, want $((2 * N))"; }
+  # the videos table: one row per clip (redeliveries upsert it), probe info from the worker
+  [ "$(sql "select count(*) from videos")" = 3 ] || fail "want 3 videos: $(sql "select path from videos")"
+  for c in a b c; do
+    local want_row; want_row="$(stat -c %s "$M/$c.mp4")|$(ffprobe -v error -select_streams v:0 \
+      -show_entries stream=width,height -of csv=p=0:s=x "$M/$c.mp4")|h264"
+    local got_row; got_row=$(sql "select size_bytes||'|'||width||'x'||height||'|'||codec from videos
+      where path = '$M/$c.mp4' and duration_s > 0 and fps > 0")
+    [ "$got_row" = "$want_row" ] || fail "videos row of $c: got [$got_row], want [$want_row]"
+  done
+  [ "$(sql "select count(*) from jobs j join videos v using (video_id) where j.job_id like 'rw%'
+      and v.path = j.path")" = "$N" ] || fail "jobs not linked to their video"
   grep -q "worker exited worker=.* signal=9" "$T/d1.log" || fail "the worker kill was not seen"
   grep -q "postgresql connection lost" "$T/d1.log" || fail "the database outage was not seen"
   grep -q "vision batch" "$T/d1.log" || fail "no vision batch in the worker log"

@@ -67,7 +67,7 @@ TEST(proto_stream_bytewise)
     struct vl3_proto_progress p = {"j", "decode", 3, 10};
     struct vl3_proto_result res = {"j", 1, 4, 10.0, 20.5, "a dog on a \"sofa\"\n",
                                    {7, 3, 12, 2, 1.5, 2.5, 3.5, 4.5}};
-    struct vl3_proto_done d = {"j", 5};
+    struct vl3_proto_done d = {"j", 5, {1, 123456, 1700000000, 12.5, 320, 240, 29.97, "h264"}};
     struct vl3_proto_error er = {"j", VL3_PERR_DECODE, 0, "could not decode"};
     struct vl3_proto_pong pg = {99, NULL};
     ASSERT_OK_E(vl3_proto_encode_hello(&h, &parts[0], &lens[0], &e), &e);
@@ -117,6 +117,14 @@ TEST(proto_stream_bytewise)
             case 3:
                 ASSERT_EQ(m.type, VL3_PROTO_DONE);
                 ASSERT_EQ(m.u.done.results, 5);
+                ASSERT(m.u.done.media.present);
+                ASSERT_EQ(m.u.done.media.size, 123456);
+                ASSERT_EQ(m.u.done.media.mtime_s, 1700000000);
+                ASSERT_NEAR(m.u.done.media.duration_s, 12.5, 0);
+                ASSERT_EQ(m.u.done.media.width, 320);
+                ASSERT_EQ(m.u.done.media.height, 240);
+                ASSERT_NEAR(m.u.done.media.fps, 29.97, 0);
+                ASSERT_STR_EQ(m.u.done.media.codec, "h264");
                 break;
             case 4:
                 ASSERT_EQ(m.type, VL3_PROTO_ERROR);
@@ -249,6 +257,14 @@ TEST(proto_bad_payloads)
          "unknown value"},
         {VL3_PROTO_ERROR, "{\"code\":\"decode\",\"retryable\":1,\"message\":\"m\"}",
          "field \"retryable\" must be a boolean"},
+        {VL3_PROTO_DONE, "{\"job\":\"j\",\"results\":1,\"media\":[]}",
+         "field \"media\" must be an object"},
+        {VL3_PROTO_DONE, "{\"job\":\"j\",\"results\":1,\"media\":{\"width\":2}}",
+         "field \"media.size\" is missing"},
+        {VL3_PROTO_DONE, "{\"job\":\"j\",\"results\":1,\"media\":{\"size\":-1}}",
+         "media.size\" out of range"},
+        {VL3_PROTO_DONE, "{\"job\":\"j\",\"results\":1,\"media\":{\"size\":1,\"codec\":7}}",
+         "field \"media.codec\" must be a string"},
         {VL3_PROTO_PING, "{\"seq\":1.5}", "field \"seq\" must be an integer"},
         {VL3_PROTO_PONG, "{}", "field \"seq\" is missing"},
     };

@@ -39,7 +39,8 @@ TEST(io_frames_parse_with_extra_stats)
     struct worker_result r = {"job-1", 1, 2, 3.0, 6.0, "a cat",
                               {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 96, 72, 133, 13, 3}};
     ASSERT_OK(worker_send_result(&o, &r));
-    ASSERT_OK(worker_send_done(&o, "job-1", 1));
+    struct worker_media md = {1, 4096, 1700000000, 0, 150, 100, 0, "png"}; /* an image */
+    ASSERT_OK(worker_send_done(&o, "job-1", 1, &md));
     const char *code = NULL;
     int retry = -1;
     ASSERT_OK(worker_send_error(&o, "job-2", VL3_E_DECODE, "could not decode", &code, &retry));
@@ -71,6 +72,11 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_EQ(json_integer_value(json_object_get(st, "vision_batch_windows")), 3);
     ASSERT_EQ(m[2].type, VL3_PROTO_DONE);
     ASSERT_EQ(m[2].u.done.results, 1);
+    ASSERT(m[2].u.done.media.present);
+    ASSERT_EQ(m[2].u.done.media.size, 4096);
+    ASSERT_EQ(m[2].u.done.media.width, 150);
+    ASSERT_STR_EQ(m[2].u.done.media.codec, "png");
+    ASSERT(json_object_get(json_object_get(m[2].root, "media"), "duration") == NULL);
     ASSERT_EQ(m[3].type, VL3_PROTO_ERROR);
     ASSERT_EQ(m[3].u.error.code, VL3_PERR_DECODE);
     ASSERT_EQ(m[3].u.error.retryable, 0);
@@ -147,7 +153,7 @@ TEST(io_reader_dispatch_and_refuse)
     ASSERT_OK(vl3_proto_encode_job(&j, &b1, &l1, NULL));
     struct vl3_proto_ping pg = {77};
     ASSERT_OK(vl3_proto_encode_ping(&pg, &b2, &l2, NULL));
-    struct vl3_proto_done dn = {"j7", 0};
+    struct vl3_proto_done dn = {"j7", 0, {0}};
     ASSERT_OK(vl3_proto_encode_done(&dn, &b3, &l3, NULL));
     struct seen s = {0};
     const struct worker_in_ops ops = {on_job, on_ping, &s};

@@ -98,7 +98,7 @@ static void job_send(struct worker *w, struct worker_job *j)
                                   a->stats};
         (void)worker_send_result(&w->out, &r);
     }
-    (void)worker_send_done(&w->out, j->id, j->n_answers);
+    (void)worker_send_done(&w->out, j->id, j->n_answers, &j->media);
     vl3_log_info("job done job=%s results=%d frames_decoded=%lld ms=%.1f", j->id, j->n_answers,
                  (long long)j->frames_decoded, total_ms);
 }

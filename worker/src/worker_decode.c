@@ -8,7 +8,9 @@
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "image.h"
@@ -166,11 +168,23 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
     uint64_t t0 = vl3_time_ns();
     if ((rc = paths_open(c->roots, job->input, &fd, NULL, err)) < 0)
         return rc;
+    struct stat st;
+    int have_stat = fstat(fd, &st) == 0;
     struct media_policy pol;
     media_conf_policy(c, &pol);
     if ((rc = media_open_fd(fd, job->input, &pol, &m, err)) < 0)
         return rc; /* fd closed by media_open_fd */
     const struct media_info *mi = media_get_info(m);
+    if (have_stat) {
+        struct worker_media *md = &job->media;
+        *md = (struct worker_media){.present = 1, .size = st.st_size, .mtime_s = st.st_mtime,
+                                    .width = mi->width, .height = mi->height};
+        if (!mi->is_image && mi->duration_us != MEDIA_NOPTS && mi->duration_us > 0)
+            md->duration_s = (double)mi->duration_us / 1e6;
+        if (!mi->is_image && mi->fps_num > 0 && mi->fps_den > 0)
+            md->fps = (double)mi->fps_num / mi->fps_den;
+        snprintf(md->codec, sizeof(md->codec), "%s", mi->codec);
+    }
     int is_image = mi->is_image;
     /* an image: its RGB picture plus float pixel values of about the same area */
     int64_t need = is_image ? (int64_t)mi->width * mi->height * 15 : estimate_bytes(mi, &job->sp);

@@ -41,6 +41,7 @@ struct worker_job {
     vl3_error err;
     struct worker_answer *answers; /* [n_answers] */
     int n_answers, cap_answers;
+    struct worker_media media; /* the input file, set by the decode stage */
     /* statistics */
     int64_t frames_decoded;
     double decode_ms;

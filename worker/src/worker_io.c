@@ -93,9 +93,14 @@ int worker_send_progress(struct worker_out *o, const char *job_id, const char *s
     return send_built(o, rc, buf, len);
 }
 
-int worker_send_done(struct worker_out *o, const char *job_id, int64_t results)
+int worker_send_done(struct worker_out *o, const char *job_id, int64_t results,
+                     const struct worker_media *media)
 {
-    struct vl3_proto_done m = {job_id, results};
+    struct vl3_proto_done m = {job_id, results, {0}};
+    if (media && media->present)
+        m.media = (struct vl3_proto_media){1, media->size, media->mtime_s, media->duration_s,
+                                           media->width, media->height, media->fps,
+                                           media->codec[0] ? media->codec : NULL};
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_done(&m, &buf, &len, NULL); /* before reading buf/len */

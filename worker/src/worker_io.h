@@ -51,7 +51,18 @@ int worker_send_hello(struct worker_out *o, const char *version, const char *bac
 int worker_send_pong(struct worker_out *o, int64_t seq, const char *job_id /* or NULL */);
 int worker_send_progress(struct worker_out *o, const char *job_id, const char *stage,
                          int64_t done, int64_t total);
-int worker_send_done(struct worker_out *o, const char *job_id, int64_t results);
+/* The input file as the decode stage saw it, sent with DONE (the daemon's videos table). */
+struct worker_media {
+    int present;     /* 0: nothing known (DONE goes without "media") */
+    int64_t size;    /* bytes */
+    int64_t mtime_s; /* modification time, seconds since the epoch */
+    double duration_s; /* container duration, 0 = unknown or a still image */
+    int width, height; /* displayed size */
+    double fps;        /* average frame rate, 0 = unknown */
+    char codec[32];    /* decoder name */
+};
+int worker_send_done(struct worker_out *o, const char *job_id, int64_t results,
+                     const struct worker_media *media /* may be NULL */);
 int worker_send_result(struct worker_out *o, const struct worker_result *r);
 /* An ERROR for job_id (NULL: the worker itself) from a vl3 code: the protocol's code and
  * retryability come from worker_errcode. *ret_code_name (may be NULL) gets the wire name. */

@@ -140,9 +140,22 @@ struct vl3_proto_result {
     struct vl3_proto_stats stats;
 };
 
+/* What the worker learned about the input file while decoding it (DONE.media, optional; the
+ * daemon stores it in the videos table). Zero means unknown for every field but `present`. */
+struct vl3_proto_media {
+    int present;          /* the DONE frame carries a "media" object */
+    int64_t size;         /* bytes (required inside "media") */
+    int64_t mtime_s;      /* modification time, seconds since the epoch */
+    double duration_s;    /* container duration (0 for still images and when unknown) */
+    int64_t width, height; /* displayed size */
+    double fps;           /* average frame rate */
+    const char *codec;    /* decoder name, e.g. "h264" or "png" */
+};
+
 struct vl3_proto_done {
     const char *job_id;
     int64_t results; /* how many RESULT frames the job produced */
+    struct vl3_proto_media media;
 };
 
 struct vl3_proto_error {
