@@ -152,6 +152,19 @@ check_committed() { # PORT
 
 worker_pids() { pgrep -P "$(daemon_pid "$1")" 2>/dev/null; }
 
+# pg_bounce SECONDS: PostgreSQL stopped as by a crash (immediate), down SECONDS, started again
+pg_bounce() {
+  local bindir; bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
+  local as=(); [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
+  log "stopping postgres at $(done_count) done"
+  "${as[@]}" "$bindir/pg_ctl" -D "$T/pg/data" -m immediate -w stop >/dev/null || fail "pg stop"
+  sleep "$1"
+  "${as[@]}" "$bindir/pg_ctl" -D "$T/pg/data" -l "$T/pg/log" -w -t 30 \
+    -o "-p $(cat "$T/pg/port") -k $T/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
+    || fail "pg start"
+  log "postgres back"
+}
+
 scenario_exactly_once() {
   start_env
   local N=300
@@ -235,15 +248,7 @@ scenario_pg_restart() {
   export FAKE_WORKER_DELAY_MS=20
   start_daemon d1
   wait_done 30 60
-  local bindir; bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
-  local as=(); [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
-  log "stopping postgres at $(done_count) done"
-  "${as[@]}" "$bindir/pg_ctl" -D "$T/pg/data" -m immediate -w stop >/dev/null || fail "pg stop"
-  sleep 4
-  "${as[@]}" "$bindir/pg_ctl" -D "$T/pg/data" -l "$T/pg/log" -w -t 30 \
-    -o "-p $(cat "$T/pg/port") -k $T/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
-    || fail "pg start"
-  log "postgres back"
+  pg_bounce 4
   wait_done "$N" 120
   stop_daemon d1
   check_exactly_once r "$N"
@@ -452,14 +457,7 @@ CONF
   sleep 0.5
   start_daemon d1
   wait_done $((half * 40 / 100)) 90
-  local bindir; bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
-  local as=(); [ "$(id -u)" -eq 0 ] && as=(runuser -u postgres --)
-  log "stopping postgres at $(done_count) done"
-  "${as[@]}" "$bindir/pg_ctl" -D "$T/pg/data" -m immediate -w stop >/dev/null || fail "pg stop"
-  sleep 3
-  "${as[@]}" "$bindir/pg_ctl" -D "$T/pg/data" -l "$T/pg/log" -w -t 30 \
-    -o "-p $(cat "$T/pg/port") -k $T/pg -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null \
-    || fail "pg start"
+  pg_bounce 3
   wait_done $((half * 55 / 100)) 90
   log "broker 1 down at $(done_count) done"
   echo "down 1" > "$T/kafka/control"

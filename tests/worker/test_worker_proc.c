@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -432,6 +433,25 @@ TEST(proc_concurrent_jobs_share_vision_batches)
     return 0;
 }
 
+/* What `vl3 run --model <fixture model> ARGS...` prints (stderr dropped), without the newline
+ * that ends its answer, into out[size]. Returns test_sh's exit status. */
+static int vl3_run_answer(char *out, size_t size, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int vl3_run_answer(char *out, size_t size, const char *fmt, ...)
+{
+    char args[4096];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(args, sizeof(args), fmt, ap);
+    va_end(ap);
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    int r = test_sh(out, size, "'%s/vl3' run --model '%s/model' %s 2>/dev/null", bin, dir, args);
+    size_t n = strlen(out);
+    if (n > 0 && out[n - 1] == '\n')
+        out[n - 1] = 0;
+    return r;
+}
+
 static int find_answer(const struct outcome *o, int task, int window, const char **ret)
 {
     for (int i = 0; i < o->n; i++)
@@ -511,17 +531,13 @@ TEST(proc_answer_equals_vl3_run)
     ASSERT(o[0].got_done && o[1].got_done);
     ASSERT_EQ(o[0].n, 1);
     ASSERT_EQ(o[1].n, 1);
-    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
     static char want[2][8192];
     const char *args[2] = {"--greedy --max-new-tokens 10",
                            "--temperature 0.8 --seed 5 --max-new-tokens 16"};
     for (int i = 0; i < 2; i++) {
-        ASSERT_EQ(test_sh(want[i], sizeof(want[i]),
-                          "'%s/vl3' run --model '%s/model' --video '%s' --fps 1 --max-frames 8 "
-                          "--task caption %s 2>/dev/null", bin, dir, a, args[i]), 0);
-        size_t n = strlen(want[i]);
-        if (n > 0 && want[i][n - 1] == '\n')
-            want[i][n - 1] = 0; /* vl3 run ends the answer with a newline */
+        ASSERT_EQ(vl3_run_answer(want[i], sizeof(want[i]),
+                                 "--video '%s' --fps 1 --max-frames 8 --task caption %s", a,
+                                 args[i]), 0);
         ASSERT_STR_EQ(o[i].answer[0], want[i]);
     }
     /* the sampled answer is real text, not only the whitespace greedy collapses to here */
@@ -533,13 +549,10 @@ TEST(proc_answer_equals_vl3_run)
         static char wa[8192];
         const char *got;
         ASSERT_OK(find_answer(&o[2], 0, k, &got));
-        ASSERT_EQ(test_sh(wa, sizeof(wa),
-                          "'%s/vl3' run --model '%s/model' --video '%s' --fps 1 --max-frames 8 "
-                          "--window 3 --window-index %d --task caption --temperature 0.8 "
-                          "--seed 5 --max-new-tokens 8 2>/dev/null", bin, dir, b, k), 0);
-        size_t n = strlen(wa);
-        if (n > 0 && wa[n - 1] == '\n')
-            wa[n - 1] = 0;
+        ASSERT_EQ(vl3_run_answer(wa, sizeof(wa),
+                                 "--video '%s' --fps 1 --max-frames 8 --window 3 --window-index %d "
+                                 "--task caption --temperature 0.8 --seed 5 --max-new-tokens 8",
+                                 b, k), 0);
         ASSERT_STR_EQ(got, wa);
     }
     return 0;
@@ -564,7 +577,6 @@ TEST(proc_image_answer_equals_vl3_run)
     finish(&p);
     if (llm_missing(&o[0]))
         SKIP("this build has no language model: %s", o[0].err_msg);
-    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
     static char want[8192];
     for (int i = 0; i < 2; i++) {
         ASSERT(o[i].got_done);
@@ -573,13 +585,9 @@ TEST(proc_image_answer_equals_vl3_run)
         for (int k = 0; k < 2; k++) {
             const char *got;
             ASSERT_OK(find_answer(&o[i], k, 0, &got));
-            ASSERT_EQ(test_sh(want, sizeof(want),
-                              "'%s/vl3' run --model '%s/model' --image '%s' %s --temperature 0.8 "
-                              "--seed 5 --max-new-tokens 12 2>/dev/null", bin, dir, in[i], task[k]),
-                      0);
-            size_t n = strlen(want);
-            if (n > 0 && want[n - 1] == '\n')
-                want[n - 1] = 0;
+            ASSERT_EQ(vl3_run_answer(want, sizeof(want),
+                                     "--image '%s' %s --temperature 0.8 --seed 5 "
+                                     "--max-new-tokens 12", in[i], task[k]), 0);
             ASSERT_STR_EQ(got, want);
         }
     }
@@ -649,22 +657,17 @@ TEST(proc_fast_sampling_equals_vl3_run)
     ASSERT(o[0].got_done && o[1].got_done);
     ASSERT_EQ(o[0].n, 4);
     ASSERT_EQ(o[1].n, 4);
-    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
     for (int k = 0; k < 4; k++) {
         const char *x;
         ASSERT_OK(find_answer(&o[0], o[1].task[k], o[1].window[k], &x));
         ASSERT_EQ(o[1].tokens_total[k], o[0].tokens_total[k]); /* same frames, same sizes */
         static char want[8192];
-        ASSERT_EQ(test_sh(want, sizeof(want),
-                          "'%s/vl3' run --model '%s/model' --video '%s' --fps 1 --max-frames 8 "
-                          "--sampling fast --window 3 --window-index %d %s --temperature 0.8 "
-                          "--seed 3 --max-new-tokens 10 2>/dev/null",
-                          bin, dir, b, o[1].window[k],
-                          o[1].task[k] == 0 ? "--task caption"
-                                            : "--task qa --question 'What moves?'"), 0);
-        size_t n = strlen(want);
-        if (n > 0 && want[n - 1] == '\n')
-            want[n - 1] = 0;
+        ASSERT_EQ(vl3_run_answer(want, sizeof(want),
+                                 "--video '%s' --fps 1 --max-frames 8 --sampling fast --window 3 "
+                                 "--window-index %d %s --temperature 0.8 --seed 3 "
+                                 "--max-new-tokens 10", b, o[1].window[k],
+                                 o[1].task[k] == 0 ? "--task caption"
+                                                   : "--task qa --question 'What moves?'"), 0);
         ASSERT_STR_EQ(o[1].answer[k], want);
     }
     return 0;
