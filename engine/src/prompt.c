@@ -11,9 +11,10 @@
  * One user turn: visual items first (images "<image>\n", videos "Time X.Xs:<image>," per frame and
  * "\n" after the last), then the instruction text. Remote flavour uses <image> for images and
  * frames; native uses <|image_pad|> / <|video_pad|>. Each placeholder stands for the merged grid
- * of its image/frame, minus the tokens DiffFP dropped. Timestamps print as Python
- * str(round(x, 1)), which equals "%.1f" for ordinary timestamps. */
+ * of its image/frame, minus the tokens DiffFP dropped. Timestamps print with one decimal, rounded
+ * as each flavour's reference rounds them (fmt_time). */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -86,8 +87,14 @@ static int emit_text(struct sink *k, const char *t)
     return k->text(k, t, strlen(t));
 }
 
-static void fmt_time(char *buf, size_t len, double ts)
+/* "X.X" of a frame timestamp. Remote flavour: the hub template applies Jinja's round(1) to the
+ * processor's numpy float64 timestamps, which is numpy.round: rint(x * 10) / 10, ties to even on
+ * the scaled value (0.35 -> "0.4", 1.05 -> "1.0"), then str(). Native flavour: Python's "{:.1f}",
+ * correctly rounded like printf (0.35 -> "0.3", 1.05 -> "1.1"). They differ only at such ties. */
+static void fmt_time(char *buf, size_t len, double ts, int numpy_round)
 {
+    if (numpy_round)
+        ts = nearbyint(ts * 10.0) / 10.0;
     snprintf(buf, len, "%.1f", ts);
 }
 
@@ -127,7 +134,8 @@ static int render(const vl3_prompt_params *p, const vl3_vision_item *items,
             int n = mask ? mask->kept_per_frame[frame] : per_frame;
             if (it->is_video) {
                 if (it->timestamps) {
-                    fmt_time(tbuf, sizeof(tbuf), it->timestamps[f]);
+                    fmt_time(tbuf, sizeof(tbuf), it->timestamps[f],
+                             p->flavour == VL3_PROMPT_REMOTE);
                     if ((rc = emit_text(k, "Time ")) < 0 || (rc = emit_text(k, tbuf)) < 0 ||
                         (rc = emit_text(k, "s:")) < 0)
                         return rc;
@@ -137,7 +145,7 @@ static int render(const vl3_prompt_params *p, const vl3_vision_item *items,
                     return rc;
             } else {
                 if (it->timestamps) {
-                    fmt_time(tbuf, sizeof(tbuf), it->timestamps[0]);
+                    fmt_time(tbuf, sizeof(tbuf), it->timestamps[0], 0);
                     if ((rc = emit_text(k, "Time ")) < 0 || (rc = emit_text(k, tbuf)) < 0 ||
                         (rc = emit_text(k, "s: ")) < 0)
                         return rc;

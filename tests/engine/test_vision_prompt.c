@@ -50,6 +50,46 @@ TEST(prompt_examples_verbatim)
     return 0;
 }
 
+/* Frame labels round as the references do (independent check with Debian's numpy): remote =
+ * Jinja round(1) | string on numpy float64 timestamps; native = Python's "{:.1f}". Ties at the
+ * second decimal tell them apart. */
+TEST(prompt_timestamp_rounding)
+{
+    static const double ts[] = {0.05, 0.15, 0.25, 0.35, 1.05, 2.45, 12.35, 10.0 / 3, 7.0, 0.0};
+    enum { N = sizeof(ts) / sizeof(ts[0]) };
+    char want[2][1024], cmd[2048];
+    int off = snprintf(cmd, sizeof(cmd), "/usr/bin/python3 -c 'import numpy as np; t=[");
+    for (int i = 0; i < N; i++)
+        off += snprintf(cmd + off, sizeof(cmd) - (size_t)off, "%.17g,", ts[i]);
+    snprintf(cmd + off, sizeof(cmd) - (size_t)off,
+             "]; print(\",\".join(\"Time \"+str(round(np.float64(x),1))+\"s:<image>\" for x in t));"
+             " print(\",\".join(\"Time {:.1f}s:<|video_pad|>\".format(x) for x in t))' 2>/dev/null");
+    char out[2048];
+    if (test_sh(out, sizeof(out), "%s", cmd) != 0)
+        SKIP("/usr/bin/python3 with numpy is not available");
+    char *nl = strchr(out, '\n');
+    ASSERT(nl != NULL);
+    *nl = 0;
+    snprintf(want[0], sizeof(want[0]), "%s\n", out);
+    snprintf(want[1], sizeof(want[1]), "%s", nl + 1);
+    vl3_image im[N];
+    for (int i = 0; i < N; i++)
+        im[i] = (vl3_image){px, 1, 1, 3};
+    vl3_vision_item vid = {im, N, ts, 1, 0};
+    vl3_vision_grid vg = {N, 2, 2, 2};
+    for (int native = 0; native < 2; native++) {
+        vl3_prompt_params p;
+        vl3_prompt_params_default(&p);
+        p.flavour = native ? VL3_PROMPT_NATIVE : VL3_PROMPT_REMOTE;
+        char *s = NULL;
+        ASSERT_OK(vl3_prompt_render(&p, &vid, &vg, 1, NULL, &s, NULL));
+        ASSERT_STR_CONTAINS(s, want[native]);
+        free(s);
+    }
+    ASSERT(strcmp(want[0], want[1]) != 0); /* the ties do differ between the two */
+    return 0;
+}
+
 static int count(const char *s, const char *needle)
 {
     int n = 0;

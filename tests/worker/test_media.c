@@ -122,6 +122,25 @@ static int cli_reference(const char *path, const char *fps, uint8_t **ret, size_
 
 static int last_segments; /* segments the last check_exact decoded in parallel */
 
+/* The reference's frame labels, numpy.arange(start, ..., 1 / F)[:n] with F = fn / fd, from
+ * Debian's numpy; where it is missing, numpy's fill rule written here: start + i * delta with
+ * delta = (start + 1/F) - start. */
+static void reference_labels(double start, int fn, int fd, size_t n, double *out)
+{
+    static char buf[1 << 16];
+    double step = 1.0 / ((double)fn / fd), delta = (start + step) - start;
+    for (size_t i = 0; i < n; i++)
+        out[i] = start + (double)i * delta;
+    if (n > 2000 || test_sh(buf, sizeof(buf),
+                            "/usr/bin/python3 -c 'import numpy as np; F = %d / %d; print(\" \".join("
+                            "repr(float(x)) for x in np.arange(%.17g, %.17g + (%zu + 2) / F, 1 / F)"
+                            "[:%zu]))' 2>/dev/null", fn, fd, start, start, n, n) != 0)
+        return;
+    char *p = buf;
+    for (size_t i = 0; i < n; i++)
+        out[i] = strtod(p, &p);
+}
+
 /* Exact mode equals the CLI: frame count, every byte, labels. Returns 0 or fails. */
 static int check_exact(const char *path, int fn, int fd, const char *fps)
 {
@@ -142,6 +161,9 @@ static int check_exact(const char *path, int fn, int fd, const char *fps)
     ASSERT_EQ(ref_len % fsize, 0);
     ASSERT_EQ(res->n, ref_len / fsize);
     ASSERT_GT(res->n, 0);
+    double *labels = malloc(sizeof(double) * res->n);
+    ASSERT(labels != NULL);
+    reference_labels(start, fn, fd, res->n, labels);
     for (size_t i = 0; i < res->n; i++) {
         const uint8_t *a = res->frames[i].rgb, *b = ref + i * fsize;
         size_t diff = 0;
@@ -154,11 +176,12 @@ static int check_exact(const char *path, int fn, int fd, const char *fps)
         if (diff)
             TEST__FAIL("frame %zu: %zu of %zu bytes differ from the CLI (max %d)", i, diff, fsize,
                        maxd);
-        double want = start + (double)i / ((double)fn / fd);
-        if (res->frames[i].timestamp != want)
-            TEST__FAIL("frame %zu: label %.9f, want %.9f", i, res->frames[i].timestamp, want);
+        if (res->frames[i].timestamp != labels[i])
+            TEST__FAIL("frame %zu: label %.17g, want %.17g", i, res->frames[i].timestamp,
+                       labels[i]);
         ASSERT_EQ(res->frames[i].index, (int64_t)i);
     }
+    free(labels);
     sample_result_free(res);
     free(ref);
     return 0;
@@ -347,16 +370,20 @@ TEST(max_frames_subsampling)
     ASSERT_EQ(res->n, 13);
     ASSERT_EQ(res->subsampled, 1);
     char out[4096];
+    /* the reference's indices (floor of linspace) and labels (numpy.arange(start, ..., 1/fps)) */
     ASSERT_EQ(test_sh(out, sizeof(out),
-                      "/usr/bin/python3 -c 'import numpy as np; print(\" \".join(map(str, "
-                      "np.linspace(0, %zu - 1, 13).astype(int))))'",
-                      total), 0);
-    char *p = out;
+                      "/usr/bin/python3 -c 'import numpy as np; i = np.linspace(0, %zu - 1, "
+                      "13).astype(int); t = np.arange(%.17g, %.17g + (%zu + 2) / 5, 1 / 5); "
+                      "print(\" \".join(map(str, i))); print(\" \".join(repr(float(t[k])) for k in i))'",
+                      total, start, start, total), 0);
+    char *p = out, *q = strchr(out, '\n');
+    ASSERT(q != NULL);
     for (size_t i = 0; i < res->n; i++) {
         long long k = strtoll(p, &p, 10);
+        double t = strtod(q, &q);
         ASSERT_EQ(res->frames[i].index, k);
         ASSERT_MEM_EQ(res->frames[i].rgb, ref + (size_t)k * fsize, fsize);
-        ASSERT(res->frames[i].timestamp == start + (double)k / 5.0);
+        ASSERT(res->frames[i].timestamp == t);
     }
     sample_result_free(res);
     free(ref);

@@ -920,11 +920,15 @@ again:
     res->frames_decoded = media_frames_decoded(m) + par_decoded;
     res->predicted = pl.predictable;
     res->segments = r == 0 ? segments : 0;
+    /* numpy.arange(start_time, ..., 1 / fps)[k], as the reference labels frames: numpy fills
+     * start + k * delta with delta = (start + step) - start, which can differ from the step in
+     * its last bit (and so round differently at a tie of the prompt's one decimal) */
+    double ts_step = 1.0 / ((double)p->fps_num / p->fps_den);
+    double ts_delta = (res->start_time + ts_step) - res->start_time;
     for (size_t i = 0; i < n_kept; i++) {
         struct sample_frame *f = &res->frames[i];
         f->rgb = dst[o[i].frame];
-        /* python: start_time + k / fps */
-        f->timestamp = res->start_time + (double)o[i].k / ((double)p->fps_num / p->fps_den);
+        f->timestamp = res->start_time + (double)o[i].k * ts_delta;
         f->index = o[i].k;
         f->src_pts = pl.f[o[i].frame].pts;
         f->window = o[i].window;
