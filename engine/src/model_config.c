@@ -523,6 +523,22 @@ int vl3__preproc_load(const char *dir, struct vl3__preproc *ret, vl3_error *rete
             goto out;
         int64_t unit = (int64_t)p.patch_size * p.patch_size * p.image_merge * p.image_merge;
         int px;
+        /* current transformers saves the budgets as size {shortest_edge, longest_edge} (pixels);
+         * min_pixels / max_pixels, when present, override them (VideoLlama3ImageProcessor) */
+        json_t *size = json_object_get(o, "size");
+        if (json_is_object(size)) {
+            struct rd rs = {path, "size.", reterr};
+            if (json_object_get(size, "shortest_edge") &&
+                (r = get_int(&rs, size, "shortest_edge", 0, 0, 1, INT_MAX, &px)) >= 0)
+                p.min_tokens = (int)VL3_MAX(1, px / unit);
+            if (r < 0)
+                goto out;
+            if (json_object_get(size, "longest_edge") &&
+                (r = get_int(&rs, size, "longest_edge", 0, 0, 1, INT_MAX, &px)) >= 0)
+                p.max_tokens = (int)VL3_MAX(1, px / unit);
+            if (r < 0)
+                goto out;
+        }
         if (json_object_get(o, "min_pixels") &&
             (r = get_int(&rd, o, "min_pixels", 0, 0, 1, INT_MAX, &px)) >= 0)
             p.min_tokens = (int)VL3_MAX(1, px / unit);

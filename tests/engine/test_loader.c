@@ -208,6 +208,30 @@ TEST(tiny_native_untied)
     ASSERT_EQ(m->pre.min_tokens, 16);
     ASSERT_EQ(m->pre.max_tokens, 16384);
     vl3_model_free(m);
+    /* budgets saved as size {shortest_edge, longest_edge} by current transformers; min_pixels /
+     * max_pixels override them, as in VideoLlama3ImageProcessor.__init__ */
+    char pre[PATH_MAX + 32];
+    snprintf(pre, sizeof(pre), "%s/preprocessor_config.json", dir);
+    static const char *const cfgs[] = {
+        "{\"image_processor_type\": \"VideoLlama3ImageProcessor\", \"patch_size\": 14, "
+        "\"merge_size\": 1, \"size\": {\"shortest_edge\": 3136, \"longest_edge\": 1003520}}",
+        "{\"patch_size\": 14, \"merge_size\": 1, \"min_pixels\": 6272, "
+        "\"size\": {\"shortest_edge\": 3136, \"longest_edge\": 1003520}}",
+        "{\"patch_size\": 14, \"size\": {\"longest_edge\": \"big\"}}"};
+    const int want_min[] = {16, 32}, want_max[] = {5120, 5120};
+    for (int i = 0; i < 3; i++) {
+        ASSERT_OK(vl3_file_write(pre, cfgs[i], strlen(cfgs[i]), NULL));
+        int lr = load(dir, 1, &m, &e);
+        if (i == 2) {
+            ASSERT(lr < 0);
+            ASSERT_STR_CONTAINS(e.msg, "size.longest_edge");
+            continue;
+        }
+        ASSERT_OK_E(lr, &e);
+        ASSERT_EQ(m->pre.min_tokens, want_min[i]);
+        ASSERT_EQ(m->pre.max_tokens, want_max[i]);
+        vl3_model_free(m);
+    }
     return r;
 }
 
