@@ -118,6 +118,10 @@ struct vl3__preproc {
     int do_convert_rgb;    /* 1 */
     int fps;               /* 1 (processor_config.json) */
     int max_frames;        /* 128 (processor default; README/eval use 180) */
+    /* native video_preprocessor_config.json: pixel budgets (-1 = the transformers class
+     * defaults) and use_token_compression (-1 = not said: config.json decides) */
+    int64_t video_min_pixels, video_max_pixels;
+    int video_token_compression;
 };
 
 /* Generation defaults (generation_config.json; spec section 8 values when the file is absent:

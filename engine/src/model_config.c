@@ -468,6 +468,8 @@ void vl3__preproc_init(struct vl3__preproc *p)
         p->mean[i] = p->std[i] = 0.5f;
     p->rescale = 1.0f / 255.0f;
     p->resample = 3;
+    p->video_min_pixels = p->video_max_pixels = -1;
+    p->video_token_compression = -1;
     p->do_convert_rgb = 1;
     p->fps = 1;
     p->max_frames = 128;
@@ -491,6 +493,31 @@ static int get_vec3(const struct rd *rd, const json_t *o, const char *key, float
             return vl3_error_set(rd->err, VL3_E_FORMAT, "\"%s\": field \"%s\" must be 3 numbers",
                                  rd->file, key);
         v[i] = (float)json_number_value(e);
+    }
+    return 0;
+}
+
+/* Pixel budgets of a transformers-native processor config: size {shortest_edge, longest_edge},
+ * overridden by min_pixels / max_pixels when present (VideoLlama3ImageProcessor and
+ * VideoLlama3VideoProcessor __init__). Leaves *min_px / *max_px alone where the file is silent. */
+static int get_pixel_budget(const char *path, const json_t *o, int64_t *min_px, int64_t *max_px,
+                            vl3_error *reterr)
+{
+    static const char *const keys[2][2] = {{"shortest_edge", "longest_edge"},
+                                           {"min_pixels", "max_pixels"}};
+    const json_t *size = json_object_get(o, "size");
+    const json_t *src[2] = {json_is_object(size) ? size : NULL, o};
+    int64_t *dst[2] = {min_px, max_px};
+    for (int s = 0; s < 2; s++) {
+        struct rd rd = {path, s == 0 ? "size." : "", reterr};
+        for (int k = 0; k < 2 && src[s]; k++) {
+            int px, r;
+            if (!json_object_get(src[s], keys[s][k]))
+                continue;
+            if ((r = get_int(&rd, src[s], keys[s][k], 0, 0, 1, INT_MAX, &px)) < 0)
+                return r;
+            *dst[k] = px;
+        }
     }
     return 0;
 }
@@ -522,33 +549,13 @@ int vl3__preproc_load(const char *dir, struct vl3__preproc *ret, vl3_error *rete
         if ((r = get_int(&rd, o, "merge_size", 0, p.image_merge, 1, 8, &p.image_merge)) < 0)
             goto out;
         int64_t unit = (int64_t)p.patch_size * p.patch_size * p.image_merge * p.image_merge;
-        int px;
-        /* current transformers saves the budgets as size {shortest_edge, longest_edge} (pixels);
-         * min_pixels / max_pixels, when present, override them (VideoLlama3ImageProcessor) */
-        json_t *size = json_object_get(o, "size");
-        if (json_is_object(size)) {
-            struct rd rs = {path, "size.", reterr};
-            if (json_object_get(size, "shortest_edge") &&
-                (r = get_int(&rs, size, "shortest_edge", 0, 0, 1, INT_MAX, &px)) >= 0)
-                p.min_tokens = (int)VL3_MAX(1, px / unit);
-            if (r < 0)
-                goto out;
-            if (json_object_get(size, "longest_edge") &&
-                (r = get_int(&rs, size, "longest_edge", 0, 0, 1, INT_MAX, &px)) >= 0)
-                p.max_tokens = (int)VL3_MAX(1, px / unit);
-            if (r < 0)
-                goto out;
-        }
-        if (json_object_get(o, "min_pixels") &&
-            (r = get_int(&rd, o, "min_pixels", 0, 0, 1, INT_MAX, &px)) >= 0)
-            p.min_tokens = (int)VL3_MAX(1, px / unit);
-        if (r < 0)
+        int64_t min_px = -1, max_px = -1;
+        if ((r = get_pixel_budget(path, o, &min_px, &max_px, reterr)) < 0)
             goto out;
-        if (json_object_get(o, "max_pixels") &&
-            (r = get_int(&rd, o, "max_pixels", 0, 0, 1, INT_MAX, &px)) >= 0)
-            p.max_tokens = (int)VL3_MAX(1, px / unit);
-        if (r < 0)
-            goto out;
+        if (min_px >= 0)
+            p.min_tokens = (int)VL3_MAX(1, min_px / unit);
+        if (max_px >= 0)
+            p.max_tokens = (int)VL3_MAX(1, max_px / unit);
         for (int i = 0; i < 3; i++)
             if (!(p.std[i] > 0)) {
                 r = vl3_error_set(reterr, VL3_E_CONFIG, "\"%s\": image_std must be positive", path);
@@ -567,6 +574,27 @@ int vl3__preproc_load(const char *dir, struct vl3__preproc *ret, vl3_error *rete
             (r = get_int(&rd, o, "fps", 0, p.fps, 1, 1000, &p.fps)) < 0 ||
             (r = get_int(&rd, o, "max_frames", 0, p.max_frames, 1, 1 << 20, &p.max_frames)) < 0)
             goto out;
+        json_decref(o);
+        o = NULL;
+    }
+    /* native layout: the video processor's own budgets, merge size and DiffFP switch */
+    r = load_optional(dir, "video_preprocessor_config.json", path, sizeof(path), &o, reterr);
+    if (r < 0)
+        return r;
+    if (o) {
+        struct rd rd = {path, "", reterr};
+        if ((r = get_pixel_budget(path, o, &p.video_min_pixels, &p.video_max_pixels, reterr)) < 0 ||
+            (r = get_int(&rd, o, "merge_size", 0, p.video_merge, 1, 8, &p.video_merge)) < 0)
+            goto out;
+        if (json_object_get(o, "use_token_compression") &&
+            (r = get_bool(&rd, o, "use_token_compression", 1, &p.video_token_compression)) < 0)
+            goto out;
+        if (p.video_min_pixels > 0 && p.video_max_pixels > 0 &&
+            p.video_min_pixels > p.video_max_pixels) {
+            r = vl3_error_set(reterr, VL3_E_CONFIG, "\"%s\": min pixels %lld exceed max pixels %lld",
+                              path, (long long)p.video_min_pixels, (long long)p.video_max_pixels);
+            goto out;
+        }
     }
     if (p.min_tokens > p.max_tokens) {
         r = vl3_error_set(reterr, VL3_E_CONFIG, "\"%s\": min_tokens %d exceeds max_tokens %d",

@@ -413,6 +413,8 @@ int vl3_model_load(const vl3_model_params *p, vl3_model **ret, vl3_error *reterr
     m->llm = m->cfg.llm;
     m->vision = m->cfg.vision;
     m->use_token_compression = m->cfg.use_token_compression;
+    if (m->layout == VL3__LAYOUT_NATIVE && m->pre.video_token_compression >= 0)
+        m->use_token_compression = m->pre.video_token_compression;
     if (m->pre.present && m->pre.patch_size != m->vision.patch_size) {
         r = vl3_error_set(reterr, VL3_E_CONFIG,
                           "\"%s\": preprocessor patch_size %d differs from the encoder's %d",

@@ -74,6 +74,10 @@ void vl3_preprocess_params_from_model(const vl3_model *model, vl3_preprocess_par
         p->rule = VL3_RESIZE_NATIVE;
         p->native_image_min_pixels = (int64_t)p->min_tokens * f * f;
         p->native_image_max_pixels = (int64_t)p->max_tokens * f * f;
+        if (pre->video_min_pixels >= 0)
+            p->native_video_min_pixels = pre->video_min_pixels;
+        if (pre->video_max_pixels >= 0)
+            p->native_video_max_pixels = pre->video_max_pixels;
     }
 }
 

@@ -16,7 +16,7 @@ void vl3_mm_params_default(const vl3_model *model, vl3_mm_params *p)
     vl3_difffp_params_default(&p->difffp);
     vl3_prompt_params_default(&p->prompt);
     if (model) {
-        p->difffp.enabled = model->use_token_compression || model->cfg.use_token_compression;
+        p->difffp.enabled = model->use_token_compression;
         p->prompt.flavour =
             model->layout == VL3__LAYOUT_NATIVE ? VL3_PROMPT_NATIVE : VL3_PROMPT_REMOTE;
     }

@@ -232,6 +232,27 @@ TEST(tiny_native_untied)
         ASSERT_EQ(m->pre.max_tokens, want_max[i]);
         vl3_model_free(m);
     }
+    /* the native video processor's own file: budgets (size, then min/max_pixels), merge size
+     * and use_token_compression (DiffFP) reach the request defaults */
+    ASSERT_OK(vl3_file_write(pre, cfgs[0], strlen(cfgs[0]), NULL));
+    snprintf(pre, sizeof(pre), "%s/video_preprocessor_config.json", dir);
+    const char *vcfg = "{\"merge_size\": 2, \"use_token_compression\": false, \"max_pixels\": 401408,"
+                       " \"size\": {\"shortest_edge\": 50176, \"longest_edge\": 301056}}";
+    ASSERT_OK(vl3_file_write(pre, vcfg, strlen(vcfg), NULL));
+    ASSERT_OK_E(load(dir, 1, &m, &e), &e);
+    ASSERT_EQ(m->pre.video_min_pixels, 50176);
+    ASSERT_EQ(m->pre.video_max_pixels, 401408);
+    ASSERT_EQ(m->use_token_compression, 0);
+    vl3_mm_params mm;
+    vl3_mm_params_default(m, &mm);
+    ASSERT_EQ(mm.difffp.enabled, 0);
+    ASSERT_EQ(mm.pre.native_video_min_pixels, 50176);
+    ASSERT_EQ(mm.pre.native_video_max_pixels, 401408);
+    vl3_model_free(m);
+    vcfg = "{\"min_pixels\": 900000, \"max_pixels\": 1000}";
+    ASSERT_OK(vl3_file_write(pre, vcfg, strlen(vcfg), NULL));
+    ASSERT(load(dir, 1, &m, &e) < 0);
+    ASSERT_STR_CONTAINS(e.msg, "video_preprocessor_config.json");
     return r;
 }
 
