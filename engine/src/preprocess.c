@@ -229,6 +229,18 @@ out:
 void vl3__norm_lut(const vl3_preprocess_params *p, int c, float lut[256])
 {
     float mean = p->mean[c], std = p->std[c];
+    if (p->rule == VL3_RESIZE_NATIVE) {
+        /* transformers' fast processors fuse rescale into normalize: mean and std become
+         * float32 tensors times 1/rescale, then (u - mean') / std' in float32. Equal to the
+         * two-step table after bf16 rounding, not always before (DiffFP works in float32). */
+        volatile float m = (float)(mean * (float)(1.0 / p->rescale));
+        volatile float s = (float)(std * (float)(1.0 / p->rescale));
+        for (int u = 0; u < 256; u++) {
+            volatile float d = (float)u - m;
+            lut[u] = d / s;
+        }
+        return;
+    }
     for (int u = 0; u < 256; u++) {
         volatile float x = (float)((double)u * p->rescale); /* float64 multiply, cast */
         volatile float d = x - mean;                        /* float32 arithmetic */

@@ -9,7 +9,7 @@ Image.open(p).convert('RGB'), the resize rule of simple_batched_resize / batched
 multiply, cast to float32) and normalize ((x - 0.5) / 0.5 in float32), and the merge-aware patch
 flattening (t, gh/m, gw/m, m, m, C, 14, 14).
 
-Usage: pil_ref.py OUTDIR [images|rules]   or   pil_ref.py pv IMAGE OUT
+Usage: pil_ref.py OUTDIR [images|rules]   or   pil_ref.py pv IMAGE OUT [native]
 With "rules", only rules.txt is written: random calls through the resize rules (simple, mixed,
 native smart_resize) with the Python results.
 With "images", only the images are written, plus images.txt listing "file width height" and
@@ -123,7 +123,13 @@ def write_rules(path):
                                           " ".join("%d %d" % o for o in out)))
 
 
-def normalize(u8):
+def normalize(u8, native=False):
+    if native:
+        # transformers' fast processors fold the rescale into the normalisation: float32 mean and
+        # std times 1/rescale_factor, then (u - mean) / std in float32
+        mean = np.array([0.5, 0.5, 0.5], dtype=np.float32) * np.float32(1 / (1 / 255))
+        std = np.array([0.5, 0.5, 0.5], dtype=np.float32) * np.float32(1 / (1 / 255))
+        return (u8.astype(np.float32) - mean) / std
     x = (u8.astype(np.float64) * (1 / 255)).astype(np.float32)
     mean = np.array([0.5, 0.5, 0.5], dtype=np.float32)
     std = np.array([0.5, 0.5, 0.5], dtype=np.float32)
@@ -173,12 +179,16 @@ def run_case(outdir, idx, items):
 
 
 def main():
-    if sys.argv[1] == "pv":  # pil_ref.py pv IMAGE OUT: one image's pixel_values (merge 1)
+    if sys.argv[1] == "pv":  # pil_ref.py pv IMAGE OUT [native]: one image's pixel_values (merge 1)
+        native = len(sys.argv) > 4 and sys.argv[4] == "native"
         im = Image.open(sys.argv[2]).convert("RGB")
         w, h = im.size
-        (th, tw), = py_resize_simple([(h, w)], [1], PATCH)
+        if native:
+            th, tw = py_smart_resize(h, w, PATCH, 3136, 3211264)
+        else:
+            (th, tw), = py_resize_simple([(h, w)], [1], PATCH)
         r = np.asarray(im.resize((tw, th), resample=Image.BICUBIC), dtype=np.uint8)
-        pv, _ = patchify([normalize(r)], 1)
+        pv, _ = patchify([normalize(r, native)], 1)
         pv.astype("<f4").tofile(sys.argv[3])
         return
     outdir = sys.argv[1]

@@ -144,8 +144,8 @@ static int run_layout(int native)
         return 1;
     /* the CLI's pixel_values (FFmpeg decode + preprocessing) equal PIL's, bit for bit */
     if (test_sh(NULL, 0, "/usr/bin/python3 -c 'import PIL, numpy' 2>/dev/null") == 0) {
-        ASSERT_EQ(sh("/usr/bin/python3 %s/tests/engine/pil_ref.py pv %s/img.png %s/pil.pv",
-                     test_source_dir(), dir, dir), 0);
+        ASSERT_EQ(sh("/usr/bin/python3 %s/tests/engine/pil_ref.py pv %s/img.png %s/pil.pv %s",
+                     test_source_dir(), dir, dir, native ? "native" : ""), 0);
         char *a = NULL, *b = NULL;
         size_t la = file_size(d1, "pixel_values.f32", &a), lb = file_size(dir, "pil.pv", &b);
         ASSERT_EQ(la, lb);
