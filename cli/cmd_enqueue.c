@@ -123,6 +123,8 @@ static void usage(FILE *f)
             "      --window S        window length in seconds (0 = whole input, default)\n"
             "      --mode M          sampling mode: fast or exact (default fast)\n"
             "      --priority P      0 (lowest) to 9 (default 5)\n"
+            "      --max-new-tokens N  answer length limit (default: the worker's)\n"
+            "      --temperature X   sampling temperature, 0 = greedy (default 0)\n"
             "  -b, --brokers B       bootstrap brokers (default: kafka.brokers of the config)\n"
             "  -T, --topic T         jobs topic (default: kafka.topic of the config)\n"
             "  -c, --config FILE     read brokers, topic and kafka properties from vl3d.conf\n"
@@ -174,6 +176,8 @@ int cmd_enqueue(int argc, char **argv)
         {"question", required_argument, NULL, 'q'}, {"fps", required_argument, NULL, 'F'},
         {"max-frames", required_argument, NULL, 'M'}, {"window", required_argument, NULL, 'W'},
         {"mode", required_argument, NULL, 'm'},  {"priority", required_argument, NULL, 'P'},
+        {"max-new-tokens", required_argument, NULL, 'N'},
+        {"temperature", required_argument, NULL, 'K'},
         {"brokers", required_argument, NULL, 'b'}, {"topic", required_argument, NULL, 'T'},
         {"config", required_argument, NULL, 'c'}, {"dry-run", no_argument, NULL, 'n'},
         {"help", no_argument, NULL, 'h'},        {0},
@@ -181,7 +185,7 @@ int cmd_enqueue(int argc, char **argv)
     int recursive = 0, dry = 0, rc = CLI_EXIT_FAIL;
     const char *tasks = "caption", *question = NULL, *brokers = NULL, *topic = NULL,
                *config = NULL, *mode = "fast";
-    double fps = 1, max_frames = 64, window = 0, priority = 5;
+    double fps = 1, max_frames = 64, window = 0, priority = 5, max_new = -1, temperature = -1;
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "rt:q:b:T:c:nh", opts, NULL)) != -1) {
@@ -205,6 +209,14 @@ int cmd_enqueue(int argc, char **argv)
             if (parse_num("--priority", optarg, 0, 9, &priority) < 0)
                 return CLI_EXIT_USAGE;
             break;
+        case 'N':
+            if (parse_num("--max-new-tokens", optarg, 0, 1000000, &max_new) < 0)
+                return CLI_EXIT_USAGE;
+            break;
+        case 'K':
+            if (parse_num("--temperature", optarg, 0, 10, &temperature) < 0)
+                return CLI_EXIT_USAGE;
+            break;
         case 'm':
             if (vl3_sampling_mode_parse(optarg) < 0) {
                 fprintf(stderr, "vl3 enqueue: --mode must be fast or exact\n");
@@ -224,8 +236,9 @@ int cmd_enqueue(int argc, char **argv)
         usage(stderr);
         return CLI_EXIT_USAGE;
     }
-    if (max_frames != (double)(int64_t)max_frames) {
-        fprintf(stderr, "vl3 enqueue: --max-frames must be an integer\n");
+    if (max_frames != (double)(int64_t)max_frames ||
+        (max_new >= 0 && max_new != (double)(int64_t)max_new)) {
+        fprintf(stderr, "vl3 enqueue: --max-frames and --max-new-tokens must be integers\n");
         return CLI_EXIT_USAGE;
     }
     struct daemon_conf conf;
@@ -277,6 +290,14 @@ int cmd_enqueue(int argc, char **argv)
                               "tasks", tarr, "sampling", "fps", fps, "max_frames",
                               (json_int_t)max_frames, "mode", mode, "window", window, "priority",
                               (json_int_t)priority);
+        if (j && (max_new >= 0 || temperature >= 0)) {
+            json_t *lim = json_object();
+            if (max_new >= 0)
+                json_object_set_new(lim, "max_new_tokens", json_integer((json_int_t)max_new));
+            if (temperature >= 0)
+                json_object_set_new(lim, "temperature", json_real(temperature));
+            json_object_set_new(j, "limits", lim);
+        }
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
         if (!s) {

@@ -529,6 +529,10 @@ scenario_enqueue() {
   out=$("$BIN/vl3" enqueue -b 127.0.0.1:1 "$S/tests/daemon/it.sh" 2>&1); rc=$?
   [ "$rc" = 1 ] || fail "unreachable broker: exit $rc"
   echo "$out" | grep -q "could not reach the kafka brokers" || fail "unreachable broker message: $out"
+  # generation limits go into the message's "limits" object (dry run: printed, not produced)
+  out=$("$BIN/vl3" enqueue -n --temperature 0.5 --max-new-tokens 32 "$S/tests/daemon/it.sh") \
+    || fail "vl3 enqueue --dry-run failed"
+  echo "$out" | grep -q '"limits":{"max_new_tokens":32,"temperature":0.5}' || fail "limits: $out"
   start_env
   mkdir -p "$T/media/a/b"
   for i in $(seq 1 30); do touch "$T/media/a/v$i.mp4"; done
