@@ -152,6 +152,12 @@ check_committed() { # PORT
 
 worker_pids() { pgrep -P "$(daemon_pid "$1")" 2>/dev/null; }
 
+# wait_log FILE PATTERN SECONDS WHAT: until FILE has a line matching PATTERN, or fail with WHAT
+wait_log() {
+  for _ in $(seq 1 $(($3 * 10))); do grep -qs "$2" "$1" && return 0; sleep 0.1; done
+  fail "$4"
+}
+
 # pg_bounce SECONDS: PostgreSQL stopped as by a crash (immediate), down SECONDS, started again
 pg_bounce() {
   local bindir; bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n1)
@@ -285,8 +291,7 @@ scenario_rebalance() {
   wait_done 20 60
   log "second daemon joins at $(done_count) done"
   start_daemon d2
-  for _ in $(seq 1 300); do grep -q "partition assigned" "$T/d2.log" && break; sleep 0.1; done
-  grep -q "partition assigned" "$T/d2.log" || fail "d2 never got partitions"
+  wait_log "$T/d2.log" "partition assigned" 30 "d2 never got partitions"
   log "second daemon has partitions at $(done_count) done"
   local half=$(( $(done_count) + 30 ))
   wait_done "$half" 60
@@ -322,8 +327,7 @@ PY
   PIDS+=($!)
   for _ in $(seq 1 50); do [ -S "$T/notify.sock" ] && break; sleep 0.1; done
   NOTIFY_SOCKET="$T/notify.sock" WATCHDOG_USEC=400000 start_daemon d1
-  for _ in $(seq 1 50); do grep -q READY=1 "$T/notify.txt" && break; sleep 0.1; done
-  grep -q READY=1 "$T/notify.txt" || fail "no READY=1"
+  wait_log "$T/notify.txt" READY=1 5 "no READY=1"
   # a broken file: the old configuration stays
   cp "$T/d1.conf" "$T/d1.conf.good"
   printf '[jobs]\nmax_attempts = many\n' >> "$T/d1.conf"
@@ -466,11 +470,9 @@ CONF
   wait_done "$half" 90
   log "second daemon joins at $(done_count) done"
   start_daemon d2
-  for _ in $(seq 1 300); do grep -q "partition assigned" "$T/d2.log" && break; sleep 0.1; done
-  grep -q "partition assigned" "$T/d2.log" || fail "d2 never got partitions"
+  wait_log "$T/d2.log" "partition assigned" 30 "d2 never got partitions"
   produce_rw $((half + 1)) "$N"
-  for _ in $(seq 1 300); do grep -q "job done" "$T/d2.log" && break; sleep 0.1; done
-  grep -q "job done" "$T/d2.log" || fail "d2 did no work"
+  wait_log "$T/d2.log" "job done" 30 "d2 did no work"
   log "second daemon leaves at $(done_count) done"
   stop_daemon d2
   [ "$(done_count)" -lt "$N" ] || fail "all done before d2 left: the leave was not exercised"
