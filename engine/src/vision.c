@@ -301,7 +301,7 @@ int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_m
     float *mlp = malloc(sizeof(float) * (size_t)(P * I));
     int32_t *pr = malloc(sizeof(int32_t) * (size_t)P), *pc = malloc(sizeof(int32_t) * (size_t)P);
     int64_t *cu = malloc(sizeof(int64_t) * (size_t)(n_frames + 1));
-    float *z = NULL, *pix = NULL;
+    float *z = NULL, *pix = NULL, *proj = NULL;
     if (v->bf16_input)
         pix = malloc(sizeof(float) * (size_t)(P * v->K));
     if (!h || !x || !q || !k || !vv || !mlp || !pr || !pc || !cu || (v->bf16_input && !pix)) {
@@ -364,38 +364,36 @@ int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_m
             tok += vl3_vision_grid_tokens_per_frame(g);
         }
     }
-    /* projector on all n_tok rows (z, then proj), then the kept rows into out */
+    /* projector on all n_tok rows (into out directly when nothing is pruned), then the kept
+     * rows into out */
     z = malloc(sizeof(float) * (size_t)(n_tok * Dl));
-    float *proj = mask ? malloc(sizeof(float) * (size_t)(n_tok * Dl)) : out;
-    if (!z || !proj) {
-        if (proj != out)
-            free(proj);
+    if (mask)
+        proj = malloc(sizeof(float) * (size_t)(n_tok * Dl));
+    if (!z || (mask && !proj)) {
         rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
         goto out;
     }
-    rc = op->linear(cx, h, v->p1_w, v->p1_b, z, n_tok, (int)C, (int)Dl);
-    if (rc >= 0)
-        rc = op->gelu_erf(cx, z, n_tok * Dl);
-    if (rc >= 0)
-        rc = op->linear(cx, z, v->p2_w, v->p2_b, proj, n_tok, (int)Dl, (int)Dl);
-    if (rc >= 0 && mask) {
+    float *y = mask ? proj : out;
+    TRY(op->linear(cx, h, v->p1_w, v->p1_b, z, n_tok, (int)C, (int)Dl));
+    TRY(op->gelu_erf(cx, z, n_tok * Dl));
+    TRY(op->linear(cx, z, v->p2_w, v->p2_b, y, n_tok, (int)Dl, (int)Dl));
+    if (mask) {
         int64_t kept = 0;
         for (int64_t t = 0; t < n_tok; t++)
             if (mask->keep[t] && kept++ < n_kept)
                 memcpy(out + (kept - 1) * Dl, proj + t * Dl, sizeof(float) * (size_t)Dl);
-        if (kept != n_kept)
+        if (kept != n_kept) {
             rc = vl3_error_set(reterr, -EINVAL, "token mask keeps %lld tokens, it says %lld",
                                (long long)kept, (long long)n_kept);
+            goto out;
+        }
     }
-    if (proj != out)
-        free(proj);
-    if (rc < 0)
-        goto out;
     rc = 0;
 out:
     if (rc < 0 && reterr && reterr->code != rc)
         vl3_error_set(reterr, rc, "vision encoder failed: %s", vl3_strerror(rc));
     free(z);
+    free(proj);
     free(pix);
     free(h);
     free(x);

@@ -11,11 +11,9 @@
  *   - MONOBLACK / MONOWHITE (PIL "1"): 0 or 255;
  *   - RGB48 / RGBA64 (16-bit PNG): the high byte, as PIL's 16-bit RGB unpacker;
  *   - GRAY16 (PIL mode "I" for 16-bit grey PNG): value clamped to 0..255, as PIL's I->RGB;
- *   - YUV and anything else: libswscale at the same size. Video frames (image_from_avframe):
- *     SWS_BICUBIC without accurate-rounding flags, which reproduces the ffmpeg CLI's
- *     `-pix_fmt rgb24` bytes (spec §16). Still images (image_load): bilinear full-resolution
- *     chroma, accurate rounding, centred chroma siting and full range for yuvj*, measured closest
- *     to libjpeg/libwebp.
+ *   - YUV and anything else: libswscale at the same size with bilinear full-resolution chroma,
+ *     accurate rounding, centred chroma siting and full range for yuvj*, measured closest to
+ *     libjpeg/libwebp. (Video frames are converted by media.c as the ffmpeg CLI does.)
  * JPEG and lossy WebP are therefore NOT bit-exact with PIL: libjpeg / libwebp use their own
  * (fancy) chroma upsampling and fixed-point YCbCr->RGB, FFmpeg's decoders output YUV that swscale
  * converts; tests bound the difference instead.
@@ -158,9 +156,7 @@ static enum AVPixelFormat unj(enum AVPixelFormat f, int *full)
     }
 }
 
-/* still = 1: closest to libjpeg/libwebp (bilinear chroma at full resolution, accurate rounding,
- * centred chroma as JPEG/WebP store it). still = 0: the ffmpeg CLI's rgb24 conversion. */
-static int convert(const AVFrame *f, int still, image_rgb *ret, vl3_error *reterr)
+int image_from_avframe(const AVFrame *f, image_rgb *ret, vl3_error *reterr)
 {
     image_rgb im = {0};
     if (!f || !ret || f->width <= 0 || f->height <= 0)
@@ -173,33 +169,25 @@ static int convert(const AVFrame *f, int still, image_rgb *ret, vl3_error *reter
         return 0;
     }
     int full = 0;
-    enum AVPixelFormat src = f->format;
-    if (still)
-        src = unj(src, &full);
-    struct SwsContext *sws = NULL;
+    enum AVPixelFormat src = unj(f->format, &full);
     const AVPixFmtDescriptor *desc = av_pix_fmt_desc_get(src);
     /* centred chroma (JPEG, WebP) only means something for subsampled planes */
     int hpos = desc && desc->log2_chroma_w ? 128 : 0, vpos = desc && desc->log2_chroma_h ? 128 : 0;
-    if (still) {
-        sws = sws_alloc_context();
-        if (sws && (av_opt_set_int(sws, "srcw", f->width, 0) < 0 ||
-                    av_opt_set_int(sws, "srch", f->height, 0) < 0 ||
-                    av_opt_set_int(sws, "src_format", src, 0) < 0 ||
-                    av_opt_set_int(sws, "dstw", f->width, 0) < 0 ||
-                    av_opt_set_int(sws, "dsth", f->height, 0) < 0 ||
-                    av_opt_set_int(sws, "dst_format", AV_PIX_FMT_RGB24, 0) < 0 ||
-                    av_opt_set_int(sws, "sws_flags", SWS_BILINEAR | SWS_ACCURATE_RND |
-                                   SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP, 0) < 0 ||
-                    av_opt_set_int(sws, "src_range", full, 0) < 0 ||
-                    av_opt_set_int(sws, "src_h_chr_pos", hpos, 0) < 0 ||
-                    av_opt_set_int(sws, "src_v_chr_pos", vpos, 0) < 0 ||
-                    sws_init_context(sws, NULL, NULL) < 0)) {
-            sws_freeContext(sws);
-            sws = NULL;
-        }
-    } else {
-        sws = sws_getContext(f->width, f->height, src, f->width, f->height, AV_PIX_FMT_RGB24,
-                             SWS_BICUBIC, NULL, NULL, NULL);
+    struct SwsContext *sws = sws_alloc_context();
+    if (sws && (av_opt_set_int(sws, "srcw", f->width, 0) < 0 ||
+                av_opt_set_int(sws, "srch", f->height, 0) < 0 ||
+                av_opt_set_int(sws, "src_format", src, 0) < 0 ||
+                av_opt_set_int(sws, "dstw", f->width, 0) < 0 ||
+                av_opt_set_int(sws, "dsth", f->height, 0) < 0 ||
+                av_opt_set_int(sws, "dst_format", AV_PIX_FMT_RGB24, 0) < 0 ||
+                av_opt_set_int(sws, "sws_flags", SWS_BILINEAR | SWS_ACCURATE_RND |
+                               SWS_FULL_CHR_H_INT | SWS_FULL_CHR_H_INP, 0) < 0 ||
+                av_opt_set_int(sws, "src_range", full, 0) < 0 ||
+                av_opt_set_int(sws, "src_h_chr_pos", hpos, 0) < 0 ||
+                av_opt_set_int(sws, "src_v_chr_pos", vpos, 0) < 0 ||
+                sws_init_context(sws, NULL, NULL) < 0)) {
+        sws_freeContext(sws);
+        sws = NULL;
     }
     if (!sws) {
         const char *name = av_get_pix_fmt_name(f->format);
@@ -213,11 +201,6 @@ static int convert(const AVFrame *f, int still, image_rgb *ret, vl3_error *reter
     sws_freeContext(sws);
     *ret = im;
     return 0;
-}
-
-int image_from_avframe(const AVFrame *f, int still, image_rgb *ret, vl3_error *reterr)
-{
-    return convert(f, still, ret, reterr);
 }
 
 int image_load(const char *path, int64_t max_pixels, image_rgb *ret, vl3_error *reterr)

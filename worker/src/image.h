@@ -24,12 +24,11 @@ typedef struct image_rgb {
  * rule), VL3_E_LIMIT, -ENOMEM. */
 int image_load(const char *path, int64_t max_pixels, image_rgb *ret, vl3_error *reterr);
 
-/* Convert a decoded frame (borrowed) to RGB24 into *ret (owned). Palette, grey, grey+alpha,
- * RGB(A) and 16-bit RGB formats are converted exactly as PIL. YUV formats go through libswscale:
- * still = 0 with the settings of the ffmpeg CLI's rgb24 output (video frames), still = 1 with
- * the settings measured closest to libjpeg/libwebp (still images). Returns 0,
- * VL3_E_UNSUPPORTED, -ENOMEM. */
-int image_from_avframe(const struct AVFrame *f, int still, image_rgb *ret, vl3_error *reterr);
+/* Convert a decoded still image (borrowed) to RGB24 into *ret (owned). Palette, grey,
+ * grey+alpha, RGB(A) and 16-bit RGB formats are converted exactly as PIL; YUV formats go through
+ * libswscale with the settings measured closest to libjpeg/libwebp. (Video frames are converted
+ * by media_pic_to_rgb as the ffmpeg CLI does.) Returns 0, VL3_E_UNSUPPORTED, -ENOMEM. */
+int image_from_avframe(const struct AVFrame *f, image_rgb *ret, vl3_error *reterr);
 
 void image_rgb_free(image_rgb *im);
 

@@ -846,7 +846,7 @@ int media_read_image(media_input *m, struct image_rgb *ret, vl3_error *reterr)
     if (r == 0)
         r = vl3_error_set(reterr, VL3_E_DECODE, "could not decode image \"%s\": no frame",
                           m->name);
-    if (r > 0 && (r = image_from_avframe(pic->frame, 1, ret, reterr)) < 0)
+    if (r > 0 && (r = image_from_avframe(pic->frame, ret, reterr)) < 0)
         vl3_error_prefix(reterr, "image \"%s\"", m->name);
     media_pic_free(pic);
     return r < 0 ? r : 0;
