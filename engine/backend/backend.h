@@ -12,8 +12,9 @@
 
 #include "vl3/err.h"
 
-/* ABI version of the vtable; the CUDA module exports the same number or is refused. */
-#define VL3__BACKEND_ABI 1
+/* ABI version of the vtable; the CUDA module exports the same number or is refused.
+ * 2: paged KV cache (kv_store, attention over block tables), activation dtype, scatter_rows. */
+#define VL3__BACKEND_ABI 2
 
 typedef struct vl3__backend_ops vl3__backend_ops;
 
@@ -29,6 +30,8 @@ enum vl3__op {
     VL3__OP_EMBED,
     VL3__OP_ARGMAX,
     VL3__OP_COPY_ROWS,
+    VL3__OP_KV_STORE,
+    VL3__OP_SCATTER_ROWS,
     /* vision (Engine II): the slots of struct vl3__vision_ops */
     VL3__OP_VISION_LINEAR,
     VL3__OP_VISION_LAYERNORM,
@@ -42,28 +45,43 @@ enum vl3__op {
     VL3__OP_COUNT
 };
 
+/* ---- the paged KV cache ---------------------------------------------------------------------
+ * Every context owns one pool of n_pages pages per layer for K and one for V. A page holds
+ * page_size consecutive token rows of Hkv*D values in the backend's activation dtype:
+ * pool (L, n_pages, page_size, Hkv*D). A sequence's block table lists, for its token block i
+ * (tokens [i*page_size, (i+1)*page_size)), the page that holds it, so sequences of different
+ * lengths share one pool, and sequences forked from a common prefix share the prefix's pages
+ * (engine/src/ctx.c keeps the reference counts; pages are never written once shared). A token
+ * at position p of a sequence lives in slot pages[p / page_size] * page_size + p % page_size. */
+
 /* One sequence's share of an attention call: its queries are rows [q_row, q_row + n_q) of q and
- * out; query i sits at position n_past + i and attends causally to cache rows 0..n_past + i.
- * k, v: this layer's cache of the sequence, (n_ctx, Hkv*D) f32 device memory, token-major, rows
- * 0..n_past + n_q - 1 already written (the new tokens included). */
+ * out; query i sits at position n_past + i and attends causally to the sequence's cache rows
+ * 0..n_past + i (the new tokens' rows already stored with kv_store). */
 struct vl3__attn_seq {
     int q_row;
     int n_q;
     int n_past;
-    const void *k; /* (n_ctx, Hkv*D) f32, device */
-    const void *v; /* (n_ctx, Hkv*D) f32, device */
+    const int32_t *pages; /* block table, host memory: >= ceil((n_past + n_q) / page_size) */
 };
 
-/* Arguments of one attention call (one layer, several sequences). Host struct; the pointers in it
- * are device pointers. GQA: query head h reads kv head h / (n_heads / n_kv_heads). */
+/* Arguments of one attention call (one layer, several sequences, prefill chunks and decode
+ * tokens mixed). Host struct; q, out, k_pages, v_pages, tables_dev are device pointers.
+ * GQA: query head h reads kv head h / (n_heads / n_kv_heads). */
 struct vl3__attn_args {
-    void *out;            /* (T, H*D) f32, row stride out_stride floats */
-    const void *q;        /* (T, H*D) f32, row stride q_stride floats (already rotated) */
+    void *out;            /* (T, H*D) activation dtype, row stride out_stride elements */
+    const void *q;        /* (T, H*D) activation dtype, row stride q_stride (already rotated) */
     int q_stride, out_stride;
     int n_heads, n_kv_heads, head_dim;
     float scale;          /* 1/sqrt(D) */
+    const void *k_pages;  /* this layer's K pool (n_pages, page_size, Hkv*D) */
+    const void *v_pages;  /* this layer's V pool */
+    int page_size;
     const struct vl3__attn_seq *seqs; /* [n_seqs], host memory */
     int n_seqs;
+    /* the same descriptors in device memory for backends whose kernels read them there:
+     * (n_seqs, 4) int32 rows {q_row, n_q, n_past, 0} and (n_seqs, max_pages) block tables */
+    const void *seqs_dev, *tables_dev;
+    int max_pages;
     void *work;           /* scratch from the caller's arena, attention_work_size() bytes */
     size_t work_bytes;
 };
@@ -97,6 +115,9 @@ struct vl3__backend_ops {
     int (*synchronize)(void *ctx);
     /* Whether op is implemented for activations/weights of dtype. */
     int (*supports)(void *ctx, enum vl3__op op, int dtype);
+    /* The dtype of LLM activations and of the KV cache (enum vl3__dtype: F32 on the CPU, BF16
+     * on CUDA). Vectors (norm weights, biases) stay f32 on every backend. */
+    int (*act_dtype)(void *ctx);
     /* The dtype the backend keeps matmul weights in (enum vl3__dtype of model.h). */
     int (*weight_dtype)(void *ctx);
     /* Bytes that n elements take in the backend's weight format. */
@@ -106,7 +127,8 @@ struct vl3__backend_ops {
     int (*weight_convert)(void *ctx, void *dst, const void *src_host, int src_dtype, size_t n);
 
     /* ---- LLM layer ops (Engine I) ----
-     * Activations are f32, row-major, device memory. Shapes use the letters of model.h. */
+     * Activations are in act_dtype, row-major, device memory. Shapes use the letters of model.h.
+     * Ops are queued in order on the context's stream; only argmax and download wait. */
 
     /* y = x W^T (+ b) (+ y if accumulate). x (T, in) row stride in; W (out, in) in the backend's
      * weight format; b (out) f32 or NULL; y (T, out). y must not alias x. work: scratch of
@@ -122,10 +144,19 @@ struct vl3__backend_ops {
      * pos: (T) int32, device. */
     int (*rope)(void *ctx, void *x, int T, int stride, int n_heads, int D, const void *pos,
                 float theta);
-    /* Causal GQA attention over per-sequence KV caches (struct vl3__attn_args above). */
+    /* Store the k and v rows of T new tokens into the paged pools: row t of qkv (stride
+     * qkv_stride elements) holds k at element k_off and v at v_off (kv_dim each); slots (T)
+     * int32 device: the pool slot of each token (see the paged KV cache above). */
+    int (*kv_store)(void *ctx, void *k_pages, void *v_pages, const void *qkv, int qkv_stride,
+                    int k_off, int v_off, int kv_dim, const void *slots, int T);
+    /* Causal GQA attention over the paged cache (struct vl3__attn_args above). */
     int (*attention)(void *ctx, const struct vl3__attn_args *a);
     /* Scratch bytes attention needs for at most max_q query rows per sequence and n_ctx cache rows. */
     size_t (*attention_work_size)(void *ctx, int max_q, int n_ctx, int n_heads);
+    /* dst rows idx[j] (j < n; idx (n) int32 device) = src row j, src (n, C) f32 device (the
+     * visual rows staged by the caller), converted to the activation dtype: the projector rows
+     * replace placeholder embeddings in one op. */
+    int (*scatter_rows)(void *ctx, void *dst, const void *src, const void *idx, int n, int C);
     /* out (T, I) = silu(gu[:, :I]) * gu[:, I:], gu (T, 2I), I = n_inter (gate then up, as fused by the loader). */
     int (*silu_mul)(void *ctx, void *out, const void *gu, int T, int n_inter);
     /* y = a + b over n f32 elements (y may alias a or b). */

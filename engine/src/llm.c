@@ -5,11 +5,14 @@
  * causal GQA attention over the cache; x += att Wo^T; xn = RMSNorm(x); x += (silu(gate) * up)
  * Wdown^T. Then the final RMSNorm and the lm_head on the last row of each sequence only.
  *
- * A batch is either one sequence's chunk of T prompt tokens (prefill) or one token of each of B
- * sequences (decode): the matrix products run once over all rows, attention once per layer with a
- * descriptor per sequence. Everything lives in the ctx arena; nothing is allocated here. */
+ * A batch mixes runs of several sequences: prefill chunks of many tokens and single decode tokens
+ * (vl3_decode, ctx.c). The matrix products run once over all rows; the new k/v rows go into the
+ * paged KV pool in one kv_store per layer; attention runs once per layer with a descriptor and a
+ * block table per run. Everything lives in the ctx arena; nothing is allocated here, and the
+ * host waits only for the logits download at the end. */
 #include <errno.h>
 #include <math.h>
+#include <string.h>
 
 #include "llm.h"
 #include "vl3/engine.h"
@@ -28,8 +31,8 @@ static void *off(void *p, size_t bytes)
     return (char *)p + bytes;
 }
 
-int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_seqs, const float *vis_data,
-                     const int64_t *vis_rows, int n_vis, int64_t vis_off, vl3_error *reterr)
+int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_runs, const float *vis_rows, int n_vis,
+                     vl3_error *reterr)
 {
     const vl3__backend_ops *ops = ctx->ops;
     void *b = ctx->bctx;
@@ -38,39 +41,39 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_seqs, const float *vis_da
     const struct vl3__llm_bweights *w = m->backend_weights;
     int C = hp->hidden, H = hp->n_heads, Hkv = hp->n_kv_heads, D = hp->head_dim;
     int I = hp->intermediate, V = hp->vocab, HD = H * D, kvd = ctx->kv_dim, qkvd = ctx->qkv_dim;
-    size_t cache_seq = (size_t)ctx->n_ctx * kvd * 4;             /* bytes of one slot */
-    size_t cache_layer = cache_seq * (size_t)ctx->n_seq;         /* bytes of one layer */
+    size_t asz = ctx->asz;
+    size_t pool_layer = (size_t)ctx->n_pages * ctx->page_size * kvd * asz; /* bytes per layer */
+    int mp = ctx->max_pages;
 
+    /* stage the batch: ids, positions, slots, descriptors and block tables (one upload each) */
+    for (int i = 0; i < n_runs; i++) {
+        const struct vl3__attn_seq *as = &ctx->aseqs[i];
+        int32_t *d = ctx->seqs_host + 4 * i;
+        d[0] = as->q_row, d[1] = as->n_q, d[2] = as->n_past, d[3] = 0;
+        memcpy(ctx->tables_host + (size_t)i * mp, as->pages, sizeof(int32_t) * (size_t)mp);
+    }
     TRY(ops->upload(b, ctx->ids, ctx->ids_host, (size_t)T * 4));
     TRY(ops->upload(b, ctx->pos, ctx->pos_host, (size_t)T * 4));
+    TRY(ops->upload(b, ctx->slots, ctx->slots_host, (size_t)T * 4));
+    TRY(ops->upload(b, ctx->seqs_dev, ctx->seqs_host, (size_t)n_runs * 16));
+    TRY(ops->upload(b, ctx->tables_dev, ctx->tables_host, (size_t)n_runs * mp * 4));
     TRY(ops->embed(b, ctx->x, w->embed, ctx->ids, T, C));
-    for (int j = 0; j < n_vis; j++)
-        TRY(ops->upload(b, off(ctx->x, (size_t)(vis_rows[j] - vis_off) * C * 4),
-                        vis_data + (size_t)j * C, (size_t)C * 4));
+    if (n_vis > 0) {
+        TRY(ops->upload(b, ctx->vis, vis_rows, (size_t)n_vis * C * 4));
+        TRY(ops->upload(b, ctx->vis_idx, ctx->vis_idx_host, (size_t)n_vis * 4));
+        TRY(ops->scatter_rows(b, ctx->x, ctx->vis, ctx->vis_idx, n_vis, C));
+    }
 
     for (int l = 0; l < hp->n_layers; l++) {
         const struct vl3__llm_blayer *L = &w->layers[l];
-        void *kc = off(ctx->k_cache, (size_t)l * cache_layer);
-        void *vc = off(ctx->v_cache, (size_t)l * cache_layer);
+        void *kp = off(ctx->k_pool, (size_t)l * pool_layer);
+        void *vp = off(ctx->v_pool, (size_t)l * pool_layer);
         TRY(ops->rmsnorm(b, ctx->xn, ctx->x, L->attn_norm, T, C, hp->rms_eps));
         TRY(ops->matmul(b, ctx->qkv, ctx->xn, L->wqkv, L->bqkv, T, C, qkvd, 0, MMW));
         TRY(ops->rope(b, ctx->qkv, T, qkvd, H, D, ctx->pos, hp->rope_theta));
-        TRY(ops->rope(b, off(ctx->qkv, (size_t)HD * 4), T, qkvd, Hkv, D, ctx->pos,
+        TRY(ops->rope(b, off(ctx->qkv, (size_t)HD * asz), T, qkvd, Hkv, D, ctx->pos,
                       hp->rope_theta));
-        for (int i = 0; i < n_seqs; i++) {
-            struct vl3__attn_seq *as = &ctx->aseqs[i];
-            int s = ctx->batch_seq[i], past = ctx->seq_len[s];
-            size_t dst = (size_t)s * cache_seq + (size_t)past * kvd * 4;
-            size_t src = (size_t)as->q_row * qkvd * 4;
-            TRY(ops->copy_rows(b, off(kc, dst), (size_t)kvd * 4, off(ctx->qkv, src + (size_t)HD * 4),
-                               (size_t)qkvd * 4, as->n_q, (size_t)kvd * 4));
-            TRY(ops->copy_rows(b, off(vc, dst), (size_t)kvd * 4,
-                               off(ctx->qkv, src + (size_t)(HD + kvd) * 4), (size_t)qkvd * 4,
-                               as->n_q, (size_t)kvd * 4));
-            as->n_past = past;
-            as->k = off(kc, (size_t)s * cache_seq);
-            as->v = off(vc, (size_t)s * cache_seq);
-        }
+        TRY(ops->kv_store(b, kp, vp, ctx->qkv, qkvd, HD, HD + kvd, kvd, ctx->slots, T));
         struct vl3__attn_args aa = {
             .out = ctx->att,
             .q = ctx->qkv,
@@ -80,8 +83,14 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_seqs, const float *vis_da
             .n_kv_heads = Hkv,
             .head_dim = D,
             .scale = (float)(1.0 / sqrt((double)D)),
+            .k_pages = kp,
+            .v_pages = vp,
+            .page_size = ctx->page_size,
             .seqs = ctx->aseqs,
-            .n_seqs = n_seqs,
+            .n_seqs = n_runs,
+            .seqs_dev = ctx->seqs_dev,
+            .tables_dev = ctx->tables_dev,
+            .max_pages = mp,
             .work = ctx->work,
             .work_bytes = ctx->work_bytes,
         };
@@ -92,16 +101,16 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_seqs, const float *vis_da
         TRY(ops->silu_mul(b, ctx->act, ctx->gu, T, I));
         TRY(ops->matmul(b, ctx->x, ctx->act, L->w_down, NULL, T, I, C, 1, MMW));
     }
-    for (int i = 0; i < n_seqs; i++) {
+    for (int i = 0; i < n_runs; i++) {
         const struct vl3__attn_seq *as = &ctx->aseqs[i];
         ctx->seq_len[ctx->batch_seq[i]] += as->n_q;
         int last = as->q_row + as->n_q - 1;
         if (last != i)
-            TRY(ops->copy_rows(b, off(ctx->x, (size_t)i * C * 4), 0,
-                               off(ctx->x, (size_t)last * C * 4), 0, 1, (size_t)C * 4));
+            TRY(ops->copy_rows(b, off(ctx->x, (size_t)i * C * asz), 0,
+                               off(ctx->x, (size_t)last * C * asz), 0, 1, (size_t)C * asz));
     }
-    TRY(ops->rmsnorm(b, ctx->xn, ctx->x, w->norm, n_seqs, C, hp->rms_eps));
-    TRY(ops->matmul(b, ctx->logits, ctx->xn, w->lm_head, NULL, n_seqs, C, V, 0, MMW));
-    TRY(ops->download(b, ctx->logits_host, ctx->logits, (size_t)n_seqs * V * 4));
+    TRY(ops->rmsnorm(b, ctx->xn, ctx->x, w->norm, n_runs, C, hp->rms_eps));
+    TRY(ops->matmul(b, ctx->logits, ctx->xn, w->lm_head, NULL, n_runs, C, V, 0, MMW));
+    TRY(ops->download(b, ctx->logits_host, ctx->logits, (size_t)n_runs * V * 4));
     return 0;
 }

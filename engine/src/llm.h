@@ -44,36 +44,53 @@ struct vl3_ctx {
     int rows;          /* activation rows: max(n_batch, n_seq) */
     int qkv_dim;       /* (H + 2 Hkv) * D */
     int kv_dim;        /* Hkv * D */
+    size_t asz;        /* bytes per activation element (the backend's act_dtype) */
+    /* paged KV cache (backend.h): pools (L, n_pages, page_size, kv_dim) in act dtype */
+    int page_size, n_pages, max_pages; /* max_pages: block-table entries per sequence */
     /* device arena */
     void *arena;
     size_t arena_bytes;
-    void *k_cache, *v_cache; /* (L, n_seq, n_ctx, kv_dim) f32 each */
+    void *k_pool, *v_pool;
     void *x;         /* (rows, C) residual stream */
     void *xn;        /* (rows, C) normalised */
     void *qkv;       /* (rows, qkv_dim) */
     void *att;       /* (rows, H*D) */
     void *gu;        /* (rows, 2I) */
     void *act;       /* (rows, I) */
-    void *logits;    /* (n_seq, V) */
+    void *logits;    /* (n_seq, V) f32 */
     void *ids;       /* (rows) int32 */
     void *pos;       /* (rows) int32 */
+    void *slots;     /* (rows) int32: pool slot of each new token */
+    void *vis;       /* (rows, C) f32 staged visual rows */
+    void *vis_idx;   /* (rows) int32 batch rows the visual rows replace */
+    void *seqs_dev;  /* (n_seq, 4) int32 attention descriptors */
+    void *tables_dev; /* (n_seq, max_pages) int32 block tables of the batch's sequences */
     void *work;      /* attention scratch */
     size_t work_bytes;
     void *mm_work;   /* matmul scratch */
     size_t mm_work_bytes;
     /* host state */
     float *logits_host;          /* (n_seq, V) */
-    int32_t *ids_host, *pos_host; /* (rows) */
+    int32_t *ids_host, *pos_host, *slots_host, *vis_idx_host; /* (rows) */
+    int32_t *seqs_host;           /* (n_seq, 4) */
+    int32_t *tables_host;         /* (n_seq, max_pages) batch copy */
     struct vl3__attn_seq *aseqs;  /* [n_seq] */
-    int *seq_len;                 /* [n_seq] tokens in each slot */
-    int *batch_seq;               /* [n_seq] scratch: slot of each batch entry */
+    int *seq_len;                 /* [n_seq] tokens in each sequence */
+    int *seq_pages;               /* [n_seq] pages held by each sequence */
+    int32_t *table;               /* (n_seq, max_pages) block table of each sequence */
+    int *batch_seq;               /* [n_seq] scratch: sequence of each batch run */
+    int *one_host;                /* [n_seq] all 1: token counts of a decode step */
+    int *page_ref;                /* [n_pages] sequences holding each page (0 = free) */
+    int32_t *free_pages;          /* [n_pages] stack of free pages */
+    int n_free;
 };
 
-/* One forward over a batch already staged in ctx->ids_host/pos_host: n_seqs sequences
- * batch_seq[i] with their rows [aseqs[i].q_row, + n_q); vis rows (may be NULL) overwrite
- * embeddings at chunk rows vis_rows[j] - vis_off from vis_data rows (n_vis, C). Appends K/V, advances seq_len and
- * writes the last row's logits of each sequence to ctx->logits_host rows 0..n_seqs-1. */
-int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_seqs, const float *vis_data,
-                     const int64_t *vis_rows, int n_vis, int64_t vis_off, vl3_error *reterr);
+/* One forward over a batch already staged in the ctx: ids_host/pos_host/slots_host (T rows),
+ * n_runs sequence runs batch_seq[i] with their rows aseqs[i] (q_row, n_q, n_past, pages), and
+ * n_vis visual rows vis_rows (n_vis, C) f32 host replacing the embeddings of rows
+ * vis_idx_host[j]. Pages for the new tokens are in place. Stores K/V, advances seq_len and writes
+ * the last row's logits of each run to ctx->logits_host rows 0..n_runs-1. */
+int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_runs, const float *vis_rows, int n_vis,
+                     vl3_error *reterr);
 
 #endif

@@ -239,68 +239,146 @@ static void attn_ref(double *out, int ostride, const float *q, int qstride, cons
     free(p);
 }
 
+/* A paged pool holding contiguous k and v (n_ctx, kvd) of one or more sequences: the pages of
+ * sequence j are a scrambled permutation (so a kernel that assumes contiguous pages fails). */
+struct paged {
+    float *k, *v;      /* (n_pages, ps, kvd) */
+    int32_t *tables;   /* (n_seqs, mp) */
+    int ps, mp;
+};
+
+static void paged_make(struct paged *pg, float *const *ks, float *const *vs, int n_seqs,
+                       int n_ctx, int kvd, int ps)
+{
+    int mp = (n_ctx + ps - 1) / ps, np = mp * n_seqs;
+    pg->ps = ps, pg->mp = mp;
+    pg->k = calloc((size_t)np * ps * kvd, sizeof(float));
+    pg->v = calloc((size_t)np * ps * kvd, sizeof(float));
+    pg->tables = malloc(sizeof(int32_t) * (size_t)np);
+    for (int i = 0; i < np; i++)
+        pg->tables[i] = (int32_t)((i * 7 + 3) % np); /* 7 is coprime with the sizes used */
+    for (int j = 0; j < n_seqs; j++)
+        for (int t = 0; t < n_ctx; t++) {
+            size_t slot = (size_t)pg->tables[j * mp + t / ps] * ps + t % ps;
+            memcpy(pg->k + slot * kvd, ks[j] + (size_t)t * kvd, sizeof(float) * kvd);
+            memcpy(pg->v + slot * kvd, vs[j] + (size_t)t * kvd, sizeof(float) * kvd);
+        }
+}
+
+static void paged_free(struct paged *pg)
+{
+    free(pg->k), free(pg->v), free(pg->tables);
+}
+
 TEST(attention)
 {
     void *c = cpu_ctx();
     /* prefill of one sequence (several query blocks, with and without history), then a decode
-     * batch of three sequences of different lengths */
+     * batch of three sequences of different lengths; pages of 16 and 7 tokens */
     static const struct { int H, Hkv, D; } hs[] = {{4, 2, 16}, {6, 2, 8}, {12, 2, 128}};
     for (size_t hi = 0; hi < 3; hi++) {
-        int H = hs[hi].H, Hkv = hs[hi].Hkv, D = hs[hi].D, kvd = Hkv * D, n_ctx = 200;
-        int qstride = (H + 2 * Hkv) * D; /* the fused qkv layout */
-        size_t work = ops->attention_work_size(c, 150, n_ctx, H);
-        float *wk = malloc(work);
-        static const int pre[][2] = {{150, 0}, {70, 45}, {1, 0}}; /* n_q, n_past */
-        for (int pi = 0; pi < 3; pi++) {
-            int nq = pre[pi][0], np = pre[pi][1];
-            float *q = randv((size_t)nq * qstride, 1), *k = randv((size_t)n_ctx * kvd, 1);
-            float *v = randv((size_t)n_ctx * kvd, 1), *out = malloc(4 * (size_t)nq * H * D);
-            double *want = malloc(sizeof(double) * nq * H * D);
-            attn_ref(want, H * D, q, qstride, k, v, nq, np, H, Hkv, D);
-            struct vl3__attn_seq sq = {.q_row = 0, .n_q = nq, .n_past = np, .k = k, .v = v};
+        for (int ps = 7; ps <= 16; ps += 9) {
+            int H = hs[hi].H, Hkv = hs[hi].Hkv, D = hs[hi].D, kvd = Hkv * D, n_ctx = 200;
+            int qstride = (H + 2 * Hkv) * D; /* the fused qkv layout */
+            size_t work = ops->attention_work_size(c, 150, n_ctx, H);
+            float *wk = malloc(work);
+            static const int pre[][2] = {{150, 0}, {70, 45}, {1, 0}}; /* n_q, n_past */
+            for (int pi = 0; pi < 3; pi++) {
+                int nq = pre[pi][0], np = pre[pi][1];
+                float *q = randv((size_t)nq * qstride, 1), *k = randv((size_t)n_ctx * kvd, 1);
+                float *v = randv((size_t)n_ctx * kvd, 1), *out = malloc(4 * (size_t)nq * H * D);
+                double *want = malloc(sizeof(double) * nq * H * D);
+                attn_ref(want, H * D, q, qstride, k, v, nq, np, H, Hkv, D);
+                struct paged pg;
+                paged_make(&pg, &k, &v, 1, n_ctx, kvd, ps);
+                struct vl3__attn_seq sq = {.q_row = 0, .n_q = nq, .n_past = np,
+                                           .pages = pg.tables};
+                struct vl3__attn_args a = {.out = out, .q = q, .q_stride = qstride,
+                                           .out_stride = H * D, .n_heads = H, .n_kv_heads = Hkv,
+                                           .head_dim = D, .scale = 1.0f / sqrtf((float)D),
+                                           .k_pages = pg.k, .v_pages = pg.v, .page_size = ps,
+                                           .seqs = &sq, .n_seqs = 1, .work = wk,
+                                           .work_bytes = work};
+                ASSERT_OK(ops->attention(c, &a));
+                int bad = check("attention", out, want, (size_t)nq * H * D);
+                paged_free(&pg);
+                free(q), free(k), free(v), free(out), free(want);
+                if (bad)
+                    TEST__FAIL("attention H=%d Hkv=%d D=%d n_q=%d n_past=%d page=%d", H, Hkv, D,
+                               nq, np, ps);
+            }
+            /* decode batch */
+            int B = 3, past[3] = {0, 17, 199};
+            float *q = randv((size_t)B * qstride, 1), *out = malloc(4 * (size_t)B * H * D);
+            float *ks[3], *vs[3];
+            double *want = malloc(sizeof(double) * B * H * D);
+            for (int b = 0; b < B; b++) {
+                ks[b] = randv((size_t)n_ctx * kvd, 1);
+                vs[b] = randv((size_t)n_ctx * kvd, 1);
+                attn_ref(want + b * H * D, H * D, q + b * qstride, qstride, ks[b], vs[b], 1,
+                         past[b], H, Hkv, D);
+            }
+            struct paged pg;
+            paged_make(&pg, ks, vs, B, n_ctx, kvd, ps);
+            struct vl3__attn_seq sq[3];
+            for (int b = 0; b < B; b++)
+                sq[b] = (struct vl3__attn_seq){b, 1, past[b], pg.tables + b * pg.mp};
             struct vl3__attn_args a = {.out = out, .q = q, .q_stride = qstride,
                                        .out_stride = H * D, .n_heads = H, .n_kv_heads = Hkv,
                                        .head_dim = D, .scale = 1.0f / sqrtf((float)D),
-                                       .seqs = &sq, .n_seqs = 1, .work = wk, .work_bytes = work};
+                                       .k_pages = pg.k, .v_pages = pg.v, .page_size = ps,
+                                       .seqs = sq, .n_seqs = B, .work = wk, .work_bytes = work};
             ASSERT_OK(ops->attention(c, &a));
-            int bad = check("attention", out, want, (size_t)nq * H * D);
-            free(q), free(k), free(v), free(out), free(want);
+            int bad = check("attention", out, want, (size_t)B * H * D);
+            for (int b = 0; b < B; b++)
+                free(ks[b]), free(vs[b]);
+            paged_free(&pg);
+            free(q), free(out), free(want), free(wk);
             if (bad)
-                TEST__FAIL("attention H=%d Hkv=%d D=%d n_q=%d n_past=%d", H, Hkv, D, nq, np);
+                TEST__FAIL("attention decode batch H=%d page=%d", H, ps);
         }
-        /* decode batch */
-        int B = 3, past[3] = {0, 17, 199};
-        float *q = randv((size_t)B * qstride, 1), *out = malloc(4 * (size_t)B * H * D);
-        float *kv[3][2];
-        double *want = malloc(sizeof(double) * B * H * D);
-        struct vl3__attn_seq sq[3];
-        for (int b = 0; b < B; b++) {
-            kv[b][0] = randv((size_t)n_ctx * kvd, 1);
-            kv[b][1] = randv((size_t)n_ctx * kvd, 1);
-            sq[b] = (struct vl3__attn_seq){b, 1, past[b], kv[b][0], kv[b][1]};
-            attn_ref(want + b * H * D, H * D, q + b * qstride, qstride, kv[b][0], kv[b][1], 1,
-                     past[b], H, Hkv, D);
-        }
-        struct vl3__attn_args a = {.out = out, .q = q, .q_stride = qstride, .out_stride = H * D,
-                                   .n_heads = H, .n_kv_heads = Hkv, .head_dim = D,
-                                   .scale = 1.0f / sqrtf((float)D), .seqs = sq, .n_seqs = B,
-                                   .work = wk, .work_bytes = work};
-        ASSERT_OK(ops->attention(c, &a));
-        int bad = check("attention", out, want, (size_t)B * H * D);
-        for (int b = 0; b < B; b++)
-            free(kv[b][0]), free(kv[b][1]);
-        free(q), free(out), free(want), free(wk);
-        if (bad)
-            TEST__FAIL("attention decode batch H=%d", H);
     }
     /* too little scratch is refused, not overrun */
     float q1[16], k1[16], v1[16], o1[16], w1[4];
+    int32_t t1[1] = {0};
     memset(q1, 0, sizeof(q1)), memset(k1, 0, sizeof(k1)), memset(v1, 0, sizeof(v1));
-    struct vl3__attn_seq s1 = {0, 1, 0, k1, v1};
+    struct vl3__attn_seq s1 = {0, 1, 0, t1};
     struct vl3__attn_args a1 = {.out = o1, .q = q1, .q_stride = 16, .out_stride = 16,
                                 .n_heads = 2, .n_kv_heads = 1, .head_dim = 8, .scale = 1,
+                                .k_pages = k1, .v_pages = v1, .page_size = 1,
                                 .seqs = &s1, .n_seqs = 1, .work = w1, .work_bytes = 0};
     ASSERT(ops->attention(c, &a1) < 0);
+    ops->free(c);
+    return 0;
+}
+
+TEST(kv_store_scatter_rows)
+{
+    void *c = cpu_ctx();
+    int T = 5, kvd = 6, qs = 20, k_off = 8, v_off = 14, n_slots = 12;
+    float *qkv = randv((size_t)T * qs, 1);
+    float *K = calloc((size_t)n_slots * kvd, sizeof(float));
+    float *V = calloc((size_t)n_slots * kvd, sizeof(float));
+    int32_t slots[5] = {11, 0, 5, 6, 3};
+    ASSERT_OK(ops->kv_store(c, K, V, qkv, qs, k_off, v_off, kvd, slots, T));
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < kvd; d++) {
+            ASSERT(K[slots[t] * kvd + d] == qkv[t * qs + k_off + d]);
+            ASSERT(V[slots[t] * kvd + d] == qkv[t * qs + v_off + d]);
+        }
+    for (int d = 0; d < kvd; d++) /* untouched slot stays zero */
+        ASSERT(K[1 * kvd + d] == 0.0f && V[1 * kvd + d] == 0.0f);
+    int C = 4;
+    float *x = randv((size_t)T * C, 1), *src = randv((size_t)2 * C, 1), before[20];
+    memcpy(before, x, sizeof(before));
+    int32_t idx[2] = {1, 4};
+    ASSERT_OK(ops->scatter_rows(c, x, src, idx, 2, C));
+    for (int t = 0; t < T; t++)
+        for (int d = 0; d < C; d++) {
+            float want = t == 1 ? src[d] : t == 4 ? src[C + d] : before[t * C + d];
+            ASSERT(x[t * C + d] == want);
+        }
+    free(qkv), free(K), free(V), free(x), free(src);
     ops->free(c);
     return 0;
 }

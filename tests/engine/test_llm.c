@@ -375,6 +375,142 @@ TEST(visual_rows_replace_embeddings)
     return 0;
 }
 
+/* Shared-prefix KV pages: sequences forked from a prefilled prefix (pages shared, the partly
+ * filled last page copied on write) give the reference logits of prefix + their own suffix, and
+ * the prefix's pages are held once. */
+TEST(fork_shares_prefix_pages)
+{
+    vl3_llm_shape sh = tiny_shape(1);
+    struct tmodel tm;
+    ASSERT_OK(tmodel_make(&tm, &sh, 29));
+    enum { P = 21, S = 9, B = 3 };
+    int32_t ids[B][P + S];
+    make_ids(ids[0], P + S, sh.vocab, 41);
+    for (int b = 1; b < B; b++) {
+        memcpy(ids[b], ids[0], sizeof(int32_t) * P);
+        make_ids(ids[b] + P, S, sh.vocab, 50 + b);
+    }
+    vl3_ctx_params cp = vl3_ctx_params_default();
+    cp.n_ctx = 64;
+    cp.n_seq = B;
+    cp.page_size = 8; /* the prefix ends inside its third page */
+    vl3_ctx *ctx;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_ctx_new(tm.m, &cp, &ctx, &err), &err);
+    int free0 = vl3_ctx_free_pages(ctx);
+    ASSERT_EQ(free0, B * 8);
+    ASSERT_OK_E(vl3_prefill(ctx, 0, ids[0], P, NULL, NULL, &err), &err);
+    ASSERT_EQ(vl3_ctx_free_pages(ctx), free0 - 3);
+    for (int b = 1; b < B; b++)
+        ASSERT_OK(vl3_ctx_seq_fork(ctx, 0, b));
+    ASSERT_EQ(vl3_ctx_seq_len(ctx, 2), P);
+    ASSERT_EQ(vl3_ctx_free_pages(ctx), free0 - 3); /* forks take no pages */
+    for (int b = B - 1; b >= 0; b--) { /* the forks first: the source's pages must not change */
+        const float *lg;
+        ASSERT_OK_E(vl3_prefill(ctx, b, ids[b] + P, S, NULL, &lg, &err), &err);
+        double *want = ref_forward(tm.m, ids[b], P + S, NULL, NULL, 0);
+        double e = rel_l2(lg, want + (size_t)(P + S - 1) * sh.vocab, sh.vocab);
+        free(want);
+        if (e > REL_L2_TOL)
+            TEST__FAIL("sequence %d after the shared prefix: rel_l2 %.3g", b, e);
+    }
+    /* 3 shared prefix pages (2 full + the copied third), each sequence 2 own pages (its copy of
+     * page 3 and page 4) */
+    ASSERT_EQ(vl3_ctx_free_pages(ctx), free0 - 2 - B * 2);
+    vl3_ctx_reset(ctx);
+    ASSERT_EQ(vl3_ctx_free_pages(ctx), free0);
+    ASSERT_EQ(vl3_ctx_seq_fork(ctx, 0, B), -EINVAL);
+    vl3_ctx_free(ctx);
+    tmodel_free(&tm);
+    return 0;
+}
+
+/* A mixed batch (a prefill chunk of one sequence beside decode tokens of two others) gives the
+ * logits of separate calls. */
+TEST(mixed_batch_matches_separate_calls)
+{
+    vl3_llm_shape sh = tiny_shape(0);
+    struct tmodel tm;
+    ASSERT_OK(tmodel_make(&tm, &sh, 31));
+    int32_t a[12], b[7], c[5];
+    make_ids(a, 12, sh.vocab, 61);
+    make_ids(b, 7, sh.vocab, 62);
+    make_ids(c, 5, sh.vocab, 63);
+    vl3_ctx_params cp = vl3_ctx_params_default();
+    cp.n_ctx = 32;
+    cp.n_seq = 3;
+    cp.page_size = 4;
+    vl3_ctx *ctx;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_ctx_new(tm.m, &cp, &ctx, &err), &err);
+    ASSERT_OK_E(vl3_prefill(ctx, 1, b, 6, NULL, NULL, &err), &err);
+    ASSERT_OK_E(vl3_prefill(ctx, 2, c, 4, NULL, NULL, &err), &err);
+    /* one batch: sequence 2 decodes c[4], sequence 0 prefills a[0..12), sequence 1 decodes b[6] */
+    int32_t ids[14];
+    ids[0] = c[4];
+    memcpy(ids + 1, a, sizeof(a));
+    ids[13] = b[6];
+    int seqs[3] = {2, 0, 1}, counts[3] = {1, 12, 1};
+    vl3_batch bt = {.n_tokens = 14, .ids = ids, .n_seqs = 3, .seq = seqs, .n_seq_tokens = counts};
+    const float *lg;
+    ASSERT_OK_E(vl3_decode(ctx, &bt, &lg, &err), &err);
+    const int32_t *full[3] = {c, a, b};
+    int len[3] = {5, 12, 7};
+    for (int i = 0; i < 3; i++) {
+        double *want = ref_forward(tm.m, full[i], len[i], NULL, NULL, 0);
+        double e = rel_l2(lg + (size_t)i * sh.vocab, want + (size_t)(len[i] - 1) * sh.vocab,
+                          sh.vocab);
+        free(want);
+        if (e > REL_L2_TOL)
+            TEST__FAIL("run %d (sequence %d): rel_l2 %.3g", i, seqs[i], e);
+    }
+    ASSERT_EQ(vl3_ctx_seq_len(ctx, 0), 12);
+    ASSERT_EQ(vl3_ctx_seq_len(ctx, 1), 7);
+    ASSERT_EQ(vl3_ctx_seq_len(ctx, 2), 5);
+    /* counts that do not add up, a repeated sequence: refused */
+    counts[1] = 11;
+    ASSERT_EQ(vl3_decode(ctx, &bt, &lg, &err), -EINVAL);
+    counts[1] = 12;
+    seqs[2] = 2;
+    ASSERT_EQ(vl3_decode(ctx, &bt, &lg, &err), -EINVAL);
+    vl3_ctx_free(ctx);
+    tmodel_free(&tm);
+    return 0;
+}
+
+/* A pool smaller than every sequence full at once: a batch that needs more pages than are free
+ * is refused with VL3_E_LIMIT and changes nothing; freeing a sequence makes room. */
+TEST(kv_pool_exhaustion_refused)
+{
+    vl3_llm_shape sh = tiny_shape(1);
+    struct tmodel tm;
+    ASSERT_OK(tmodel_make(&tm, &sh, 37));
+    vl3_ctx_params cp = vl3_ctx_params_default();
+    cp.n_ctx = 32;
+    cp.n_seq = 3;
+    cp.page_size = 8;
+    cp.n_pages = 5;
+    vl3_ctx *ctx;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_ctx_new(tm.m, &cp, &ctx, &err), &err);
+    int32_t ids[32];
+    make_ids(ids, 32, sh.vocab, 71);
+    ASSERT_OK_E(vl3_prefill(ctx, 0, ids, 20, NULL, NULL, &err), &err); /* 3 pages */
+    ASSERT_EQ(vl3_prefill(ctx, 1, ids, 17, NULL, NULL, &err), VL3_E_LIMIT); /* needs 3 */
+    ASSERT_STR_CONTAINS(err.msg, "KV cache is full");
+    ASSERT_EQ(vl3_ctx_seq_len(ctx, 1), 0);
+    ASSERT_EQ(vl3_ctx_free_pages(ctx), 2);
+    ASSERT_OK_E(vl3_prefill(ctx, 1, ids, 16, NULL, NULL, &err), &err); /* exactly 2 */
+    ASSERT_OK(vl3_ctx_seq_reset(ctx, 0));
+    ASSERT_EQ(vl3_ctx_free_pages(ctx), 3);
+    cp.n_pages = 3; /* fewer than one full sequence needs */
+    vl3_ctx *bad = NULL;
+    ASSERT_EQ(vl3_ctx_new(tm.m, &cp, &bad, &err), -EINVAL);
+    vl3_ctx_free(ctx);
+    tmodel_free(&tm);
+    return 0;
+}
+
 TEST(context_limits)
 {
     vl3_llm_shape sh = tiny_shape(1);

@@ -1,13 +1,16 @@
-/* attention.c: causal GQA attention over per-sequence KV caches, f32, through OpenBLAS.
+/* attention.c: causal GQA attention over the paged KV cache, f32, through OpenBLAS; and kv_store,
+ * the write of new k/v rows into their pages.
  *
- * One sequence at a time. A decode step (one query) handles a whole GQA group per sgemm: the
- * group's query heads are contiguous in the row, so they form a (group, D) matrix against the kv
- * head's keys. Prefill goes head by head in blocks of ATTN_QB query rows: scores (qb, nk) =
- * Q K^T * scale, causal mask, row softmax (max-subtracted, f32 exp with a double sum), then
- * out = P V. The scores live in the caller's scratch (attention_work_size), so nothing is
- * allocated here. */
+ * One sequence at a time. Scores are computed page by page: the keys of one page are
+ * page_size contiguous rows, so Q K^T of a page is one sgemm writing that page's columns of the
+ * score block; the softmax runs over the whole row (max-subtracted, f32 exp with a double sum);
+ * out = P V accumulates one sgemm per page. A decode step (one query) handles a whole GQA group
+ * per sgemm: the group's query heads are contiguous in the row, so they form a (group, D)
+ * matrix against the kv head's keys. Prefill goes head by head in blocks of ATTN_QB query rows.
+ * The scores live in the caller's scratch (attention_work_size), so nothing is allocated here. */
 #include <cblas.h>
 #include <math.h>
+#include <string.h>
 
 #include "cpu_ops.h"
 
@@ -19,6 +22,22 @@ size_t vl3__cpu_attention_work_size(void *ctx, int max_q, int n_ctx, int n_heads
     (void)max_q;
     size_t rows = ATTN_QB > n_heads ? ATTN_QB : (size_t)n_heads;
     return rows * (size_t)n_ctx * sizeof(float);
+}
+
+int vl3__cpu_kv_store(void *ctx, void *k_pages, void *v_pages, const void *qkv_, int qkv_stride,
+                      int k_off, int v_off, int kv_dim, const void *slots_, int T)
+{
+    (void)ctx;
+    const float *qkv = qkv_;
+    const int32_t *slots = slots_;
+    float *K = k_pages, *V = v_pages;
+    for (int t = 0; t < T; t++) {
+        const float *row = qkv + (size_t)t * qkv_stride;
+        size_t dst = (size_t)slots[t] * kv_dim;
+        memcpy(K + dst, row + k_off, sizeof(float) * (size_t)kv_dim);
+        memcpy(V + dst, row + v_off, sizeof(float) * (size_t)kv_dim);
+    }
+    return 0;
 }
 
 /* Softmax of row[0..n) in place with the scale already applied; entries >= n_valid are zeroed. */
@@ -40,32 +59,57 @@ static void softmax_causal(float *row, int n_valid, int n)
         row[j] = 0.0f;
 }
 
+/* S (m, nk) = scale * Qm (m, D; row stride ldq) K^T over the sequence's pages, kv head g. */
+static void scores(float *S, const float *Qm, int ldq, int m, int nk, float scale,
+                   const struct vl3__attn_args *a, const int32_t *pages, int g)
+{
+    int ps = a->page_size, D = a->head_dim, kvs = a->n_kv_heads * D;
+    const float *Kp = a->k_pages;
+    for (int j0 = 0, bi = 0; j0 < nk; j0 += ps, bi++) {
+        int n = nk - j0 < ps ? nk - j0 : ps;
+        const float *K = Kp + (size_t)pages[bi] * ps * kvs + (size_t)g * D;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, m, n, D, scale, Qm, ldq, K, kvs,
+                    0.0f, S + j0, nk);
+    }
+}
+
+/* Om (m, D; row stride ldo) = S (m, nk) V over the sequence's pages, kv head g. */
+static void weighted(float *Om, int ldo, const float *S, int m, int nk,
+                     const struct vl3__attn_args *a, const int32_t *pages, int g)
+{
+    int ps = a->page_size, D = a->head_dim, kvs = a->n_kv_heads * D;
+    const float *Vp = a->v_pages;
+    for (int j0 = 0, bi = 0; j0 < nk; j0 += ps, bi++) {
+        int n = nk - j0 < ps ? nk - j0 : ps;
+        const float *V = Vp + (size_t)pages[bi] * ps * kvs + (size_t)g * D;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, m, D, n, 1.0f, S + j0, nk, V, kvs,
+                    j0 ? 1.0f : 0.0f, Om, ldo);
+    }
+}
+
 int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
 {
     (void)ctx;
     int H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim;
-    if (H <= 0 || Hkv <= 0 || H % Hkv || D <= 0)
+    if (H <= 0 || Hkv <= 0 || H % Hkv || D <= 0 || a->page_size <= 0)
         return -22 /* EINVAL */;
-    int grp = H / Hkv, kvs = Hkv * D;
+    int grp = H / Hkv;
     float *S = a->work;
     for (int si = 0; si < a->n_seqs; si++) {
         const struct vl3__attn_seq *sq = &a->seqs[si];
-        const float *K = sq->k, *V = sq->v;
         const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride;
         float *O = (float *)a->out + (size_t)sq->q_row * a->out_stride;
         if ((size_t)(ATTN_QB > H ? ATTN_QB : H) * (size_t)(sq->n_past + sq->n_q) * sizeof(float) >
-            a->work_bytes)
+                a->work_bytes ||
+            !sq->pages)
             return -22;
         if (sq->n_q == 1) {
             int nk = sq->n_past + 1;
             for (int g = 0; g < Hkv; g++) {
-                const float *qg = Q + (size_t)g * grp * D;
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, grp, nk, D, a->scale, qg, D,
-                            K + (size_t)g * D, kvs, 0.0f, S, nk);
+                scores(S, Q + (size_t)g * grp * D, D, grp, nk, a->scale, a, sq->pages, g);
                 for (int r = 0; r < grp; r++)
                     softmax_causal(S + (size_t)r * nk, nk, nk);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, grp, D, nk, 1.0f, S, nk,
-                            V + (size_t)g * D, kvs, 0.0f, O + (size_t)g * grp * D, D);
+                weighted(O + (size_t)g * grp * D, D, S, grp, nk, a, sq->pages, g);
             }
             continue;
         }
@@ -74,14 +118,12 @@ int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
             for (int i0 = 0; i0 < sq->n_q; i0 += ATTN_QB) {
                 int qb = sq->n_q - i0 < ATTN_QB ? sq->n_q - i0 : ATTN_QB;
                 int nk = sq->n_past + i0 + qb; /* keys seen by the block's last row */
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, qb, nk, D, a->scale,
-                            Q + (size_t)i0 * a->q_stride + (size_t)h * D, a->q_stride,
-                            K + (size_t)g * D, kvs, 0.0f, S, nk);
+                scores(S, Q + (size_t)i0 * a->q_stride + (size_t)h * D, a->q_stride, qb, nk,
+                       a->scale, a, sq->pages, g);
                 for (int r = 0; r < qb; r++)
                     softmax_causal(S + (size_t)r * nk, sq->n_past + i0 + r + 1, nk);
-                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, qb, D, nk, 1.0f, S, nk,
-                            V + (size_t)g * D, kvs, 0.0f,
-                            O + (size_t)i0 * a->out_stride + (size_t)h * D, a->out_stride);
+                weighted(O + (size_t)i0 * a->out_stride + (size_t)h * D, a->out_stride, S, qb,
+                         nk, a, sq->pages, g);
             }
         }
     }

@@ -51,6 +51,12 @@ static int cpu_device_name(int device, char *buf, size_t len)
 
 /* LLM ops: f32 activations; matmul and embedding weights bf16 (converted at load). Vision ops
  * (vl3__cpu_vision_ops): f32. */
+static int cpu_act_dtype(void *ctx)
+{
+    (void)ctx;
+    return VL3__DTYPE_F32;
+}
+
 static int cpu_supports(void *ctx, enum vl3__op op, int dtype)
 {
     (void)ctx;
@@ -58,7 +64,7 @@ static int cpu_supports(void *ctx, enum vl3__op op, int dtype)
         return dtype == VL3__DTYPE_BF16;
     if (op >= VL3__OP_VISION_LINEAR && op < VL3__OP_COUNT)
         return dtype == VL3__DTYPE_F32;
-    return op <= VL3__OP_COPY_ROWS && dtype == VL3__DTYPE_F32;
+    return op <= VL3__OP_SCATTER_ROWS && dtype == VL3__DTYPE_F32;
 }
 
 const vl3__backend_ops vl3__backend_cpu_ops = {
@@ -75,6 +81,7 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .download = vl3__cpu_download,
     .synchronize = vl3__cpu_synchronize,
     .supports = cpu_supports,
+    .act_dtype = cpu_act_dtype,
     .weight_dtype = vl3__cpu_weight_dtype,
     .weight_bytes = vl3__cpu_weight_bytes,
     .weight_convert = vl3__cpu_weight_convert,
@@ -83,6 +90,7 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .matmul_work_size = vl3__cpu_matmul_work_size,
     .rmsnorm = vl3__cpu_rmsnorm,
     .rope = vl3__cpu_rope,
+    .kv_store = vl3__cpu_kv_store,
     .attention = vl3__cpu_attention,
     .attention_work_size = vl3__cpu_attention_work_size,
     .silu_mul = vl3__cpu_silu_mul,
@@ -90,4 +98,5 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .embed = vl3__cpu_embed,
     .argmax = vl3__cpu_argmax,
     .copy_rows = vl3__cpu_copy_rows,
+    .scatter_rows = vl3__cpu_scatter_rows,
 };

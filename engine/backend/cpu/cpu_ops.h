@@ -42,6 +42,8 @@ int vl3__cpu_rope(void *ctx, void *x, int T, int stride, int n_heads, int D, con
 
 /* attention.c */
 int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a);
+int vl3__cpu_kv_store(void *ctx, void *k_pages, void *v_pages, const void *qkv, int qkv_stride,
+                      int k_off, int v_off, int kv_dim, const void *slots, int T);
 size_t vl3__cpu_attention_work_size(void *ctx, int max_q, int n_ctx, int n_heads);
 
 /* elementwise.c: silu_mul, add, embed, argmax, copy_rows */
@@ -51,5 +53,6 @@ int vl3__cpu_embed(void *ctx, void *out, const void *table, const void *ids, int
 int vl3__cpu_argmax(void *ctx, int32_t *ret_host, const void *x, int R, int n);
 int vl3__cpu_copy_rows(void *ctx, void *dst, size_t dst_stride, const void *src, size_t src_stride,
                        int n_rows, size_t row_bytes);
+int vl3__cpu_scatter_rows(void *ctx, void *dst, const void *src, const void *idx, int n, int C);
 
 #endif

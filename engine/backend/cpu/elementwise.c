@@ -1,5 +1,5 @@
 /* elementwise.c: the small LLM ops: SwiGLU (silu(gate) * up), add, embedding gather (bf16 table),
- * row argmax and strided row copies (KV-cache writes). Single-threaded: they are a small share of
+ * row argmax, strided row copies and the visual-row scatter. Single-threaded: they are a small share of
  * the time next to the matrix products. */
 #include <math.h>
 #include <string.h>
@@ -67,5 +67,16 @@ int vl3__cpu_copy_rows(void *ctx, void *dst_, size_t dst_stride, const void *src
     const char *src = src_;
     for (int r = 0; r < n_rows; r++)
         memmove(dst + (size_t)r * dst_stride, src + (size_t)r * src_stride, row_bytes);
+    return 0;
+}
+
+int vl3__cpu_scatter_rows(void *ctx, void *dst_, const void *src_, const void *idx_, int n, int C)
+{
+    (void)ctx;
+    float *dst = dst_;
+    const float *src = src_;
+    const int32_t *idx = idx_;
+    for (int j = 0; j < n; j++)
+        memcpy(dst + (size_t)idx[j] * C, src + (size_t)j * C, sizeof(float) * (size_t)C);
     return 0;
 }

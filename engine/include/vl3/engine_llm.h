@@ -31,11 +31,14 @@ typedef struct vl3_sampler vl3_sampler;
 typedef struct vl3_ctx_params {
     int n_ctx;   /* tokens per sequence (KV cache rows per slot); 0 = min(8192, model max) */
     int n_seq;   /* sequences (KV slots) in the context; also the largest decode batch */
-    int n_batch; /* most tokens one prefill forward processes at once (longer prompts are
-                    processed in chunks of n_batch); sizes the activation arena */
+    int n_batch; /* most tokens one forward processes at once (longer prompts are processed in
+                    chunks of n_batch); sizes the activation arena */
+    int page_size; /* tokens per KV-cache page; 0 = 64 */
+    int n_pages;   /* pages in the KV pool shared by all sequences; 0 = enough for every
+                      sequence to hold n_ctx tokens at once */
 } vl3_ctx_params;
 
-/* n_ctx 0 (model-derived), n_seq 1, n_batch 512. */
+/* n_ctx 0 (model-derived), n_seq 1, n_batch 512, page_size 64, n_pages 0. */
 vl3_ctx_params vl3_ctx_params_default(void);
 
 /* Create a context over model (borrowed: it must outlive the ctx). params may be NULL (defaults).
@@ -47,8 +50,14 @@ int vl3_ctx_new(const vl3_model *model, const vl3_ctx_params *params, vl3_ctx **
 void vl3_ctx_free(vl3_ctx *ctx);
 /* Empty every sequence of the context (no memory is released). */
 void vl3_ctx_reset(vl3_ctx *ctx);
-/* Empty one sequence. Returns 0 or -EINVAL for a bad slot. */
+/* Empty one sequence (its KV pages go back to the pool). Returns 0 or -EINVAL for a bad slot. */
 int vl3_ctx_seq_reset(vl3_ctx *ctx, int seq);
+/* Make sequence dst a copy of sequence src (dst is emptied first) that shares src's KV pages: a
+ * common prefix (the visual tokens of a window asked several questions) is prefilled once.
+ * Appending to either copies a shared, partly filled last page first. Returns 0 or -EINVAL. */
+int vl3_ctx_seq_fork(vl3_ctx *ctx, int src, int dst);
+/* Free pages in the KV pool. */
+int vl3_ctx_free_pages(const vl3_ctx *ctx);
 /* Tokens held by sequence seq (its next position), or -EINVAL. */
 int vl3_ctx_seq_len(const vl3_ctx *ctx, int seq);
 /* Rows of a logits vector (the model's embedding rows V; larger than the tokenizer vocabulary). */
@@ -72,6 +81,26 @@ typedef struct vl3_visual_rows {
  * (the sequence would exceed n_ctx; the ctx is unchanged); backend errors. */
 int vl3_prefill(vl3_ctx *ctx, int seq, const int32_t *ids, int n_ids, const vl3_visual_rows *vis,
                 const float **ret_logits, vl3_error *reterr);
+
+/* A batch in the style of llama.cpp's llama_batch: runs of tokens of several sequences (prefill
+ * chunks and single decode tokens mixed), so admitting a prompt does not stall running decodes. */
+typedef struct vl3_batch {
+    int n_tokens;               /* total tokens, <= max(n_batch, n_seq) of the ctx */
+    const int32_t *ids;         /* [n_tokens]: the runs one after another */
+    int n_seqs;                 /* runs */
+    const int *seq;             /* [n_seqs] distinct sequences */
+    const int *n_seq_tokens;    /* [n_seqs] tokens of each run (>= 1), appended to that sequence */
+    const float *visual;        /* (n_visual, visual_dim) f32 host rows, or NULL */
+    const int32_t *visual_index; /* [n_visual] batch token indices they replace, increasing */
+    int n_visual;
+    int visual_dim;             /* the LLM width */
+} vl3_batch;
+
+/* Run one batch. *ret_logits (may be NULL): (n_seqs, V) f32, row i the logits of run i's last
+ * token, borrowed until the next call. Returns 0; -EINVAL (bad batch); VL3_E_LIMIT (a sequence
+ * would exceed n_ctx, or the KV pool has too few free pages; the ctx is unchanged); backend
+ * errors. */
+int vl3_decode(vl3_ctx *ctx, const vl3_batch *b, const float **ret_logits, vl3_error *reterr);
 
 /* Advance n distinct sequences seqs[i] by one token ids[i] each, in one batch (n <= n_seq).
  * *ret_logits (may be NULL): (n, V) f32, row i for seqs[i], borrowed until the next call.
