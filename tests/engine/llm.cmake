@@ -13,3 +13,8 @@ if(VL3_TEST_LLM_SOURCES)
     ${CMAKE_SOURCE_DIR}/engine/backend)
   add_dependencies(test-llm vl3)
 endif()
+# The CUDA backend's matrix-product descriptors executed on the host (cuBLASLt semantics).
+vl3_test(NAME test-gemm-desc SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_gemm_desc.c
+  LIBS vl3engine LABELS "unit;cuda-emu" TIMEOUT 60)
+target_include_directories(test-gemm-desc PRIVATE ${CMAKE_SOURCE_DIR}/engine/src
+  ${CMAKE_SOURCE_DIR}/engine/backend)
