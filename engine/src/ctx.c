@@ -23,7 +23,9 @@
 
 #define CTX_DEFAULT_N_CTX 8192
 #define CTX_MAX_SEQ 4096
-#define CTX_DEFAULT_PAGE 64 /* tokens per KV page: large enough for sgemm-sized page products */
+#define CTX_DEFAULT_PAGE 256 /* tokens per KV page: the CPU runs one sgemm per page and kv head, so
+                              * pages must be large enough for the call overhead not to matter in
+                              * decode (a 7k-token prompt: 28 pages) */
 
 vl3_ctx_params vl3_ctx_params_default(void)
 {
@@ -78,7 +80,7 @@ int vl3_ctx_new(const vl3_model *model, const vl3_ctx_params *params, vl3_ctx **
     if (p.n_batch > p.n_ctx)
         p.n_batch = p.n_ctx;
     if (p.page_size == 0)
-        p.page_size = CTX_DEFAULT_PAGE;
+        p.page_size = p.n_ctx < CTX_DEFAULT_PAGE ? p.n_ctx : CTX_DEFAULT_PAGE;
     if (p.page_size < 1 || p.page_size > 4096)
         return vl3_error_set(reterr, -EINVAL, "page_size %d out of range 1..4096", p.page_size);
     int max_pages = (p.n_ctx + p.page_size - 1) / p.page_size;

@@ -33,12 +33,12 @@ typedef struct vl3_ctx_params {
     int n_seq;   /* sequences (KV slots) in the context; also the largest decode batch */
     int n_batch; /* most tokens one forward processes at once (longer prompts are processed in
                     chunks of n_batch); sizes the activation arena */
-    int page_size; /* tokens per KV-cache page; 0 = 64 */
+    int page_size; /* tokens per KV-cache page; 0 = min(256, n_ctx) */
     int n_pages;   /* pages in the KV pool shared by all sequences; 0 = enough for every
                       sequence to hold n_ctx tokens at once */
 } vl3_ctx_params;
 
-/* n_ctx 0 (model-derived), n_seq 1, n_batch 512, page_size 64, n_pages 0. */
+/* n_ctx 0 (model-derived), n_seq 1, n_batch 512, page_size 256, n_pages 0. */
 vl3_ctx_params vl3_ctx_params_default(void);
 
 /* Create a context over model (borrowed: it must outlive the ctx). params may be NULL (defaults).
