@@ -555,5 +555,8 @@ scenario_enqueue() {
   [ "$(sql "select count(*) from jobs where job_id like 'jobs:%'")" = 41 ] || fail "derived job ids"
 }
 
+# scenarios kept in their own files (tests/daemon/scenarios/*.sh) use the helpers above
+for f in "$S"/tests/daemon/scenarios/*.sh; do . "$f"; done
+
 "scenario_$SCEN" || fail "scenario returned $?"
 log "PASS"

@@ -25,3 +25,6 @@ TEST(it_second_sigint_exits) { return scenario("second_sigint"); }
 TEST(it_enqueue_cli) { return scenario("enqueue"); }
 TEST(it_graceful_drain) { return scenario("drain"); }
 TEST(it_real_workers_every_failure) { return scenario("real_workers"); }
+/* issue 14: many jobs, hostile inputs mixed with good ones, faults during the run; reports done,
+ * failed, dead-lettered, lost (must be 0) and duplicated (must be 0) */
+TEST(it_chaos_hostile_and_faults) { return scenario("chaos"); }
