@@ -742,3 +742,66 @@ TEST(proc_sigterm_drains)
     finish(&p);
     return 0;
 }
+
+/* A worker does not outlive its parent (issue 14 item 10): a shell starts it with a FIFO as its
+ * stdin (held open by the test, so the worker sees no EOF) and is then killed with SIGKILL; the
+ * worker must be gone within 3 s instead of idling (or computing) on. */
+TEST(proc_dies_with_parent)
+{
+    if (fixtures() < 0 || write_conf(NULL) < 0)
+        return 1;
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    char fifo[1200], pidf[1200];
+    snprintf(fifo, sizeof(fifo), "%s/stdin.fifo", test_tmpdir());
+    snprintf(pidf, sizeof(pidf), "%s/worker.pid", test_tmpdir());
+    ASSERT(mkfifo(fifo, 0600) == 0);
+    int keep = open(fifo, O_RDWR | O_CLOEXEC); /* a writer, so the worker never reads EOF */
+    ASSERT(keep >= 0);
+    pid_t sh = fork();
+    ASSERT(sh >= 0);
+    if (sh == 0) {
+        execl("/bin/sh", "sh", "-c",
+              "\"$0\"/vl3-worker --config \"$1\" < \"$2\" > /dev/null 2>> \"$1.log\" & "
+              "echo $! > \"$3\"; wait",
+              bin, conf_path, fifo, pidf, (char *)NULL);
+        _exit(127);
+    }
+    pid_t w = 0;
+    for (int i = 0; i < 100 && w <= 0; i++) { /* the pid file, then a live worker */
+        FILE *f = fopen(pidf, "r");
+        if (f) {
+            if (fscanf(f, "%d", &w) != 1)
+                w = 0;
+            fclose(f);
+        }
+        usleep(50000);
+    }
+    ASSERT(w > 0);
+    usleep(500000); /* past its start-up (model load) */
+    ASSERT_EQ(kill(w, 0), 0);
+    ASSERT_EQ(kill(sh, SIGKILL), 0);
+    (void)waitpid(sh, NULL, 0);
+    int gone = 0;
+    for (int i = 0; i < 30 && !gone; i++) {
+        gone = kill(w, 0) < 0 && errno == ESRCH;
+        if (!gone) {
+            char st[64];
+            snprintf(st, sizeof(st), "/proc/%d/stat", (int)w);
+            FILE *f = fopen(st, "r"); /* a zombie waiting for init counts as gone */
+            char state = 0;
+            if (f) {
+                if (fscanf(f, "%*d %*s %c", &state) != 1)
+                    state = 0;
+                fclose(f);
+            }
+            gone = state == 'Z';
+        }
+        if (!gone)
+            usleep(100000);
+    }
+    if (!gone)
+        kill(w, SIGKILL);
+    close(keep);
+    ASSERT(gone);
+    return 0;
+}

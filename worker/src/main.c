@@ -4,9 +4,13 @@
  * until stdin closes. Logs go to stderr only (stdout carries frames). Exit statuses: 0 stdin
  * closed and every accepted job answered; 1 bad command line or configuration; 70 software error
  * (protocol violation, model that cannot be loaded); 75 temporary failure (device fault).
- * SIGTERM/SIGINT drain: accepted jobs are answered, new ones refused, then exit 0. */
+ * SIGTERM/SIGINT drain: accepted jobs are answered, new ones refused, then exit 0.
+ * A worker never outlives its parent (vl3d): the kernel sends it SIGKILL when the parent dies
+ * (PR_SET_PDEATHSIG), so a killed daemon's workers do not go on computing answers nobody will
+ * read beside the restarted daemon's workers. */
 #include <getopt.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,8 +43,18 @@ static void help(void)
            "70 software error (protocol, model), 75 temporary failure (device fault).\n");
 }
 
+/* Die with the parent. The parent may already have died between our fork and this call; then
+ * we were reparented and getppid() changed. */
+static void die_with_parent(void)
+{
+    pid_t parent = getppid();
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0 || getppid() != parent)
+        _exit(WORKER_EXIT_TEMPFAIL);
+}
+
 int main(int argc, char **argv)
 {
+    die_with_parent();
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, 'C'},
