@@ -73,6 +73,9 @@ struct dlq_item {
     int64_t offset;
     void *payload;
     size_t len;
+    void *key;     /* the original key (NULL = none) */
+    size_t key_len;
+    void *headers; /* the original headers (owned copy, kafka_headers_copy), or NULL */
     char *reason;
     int orphaned;
 };
@@ -557,6 +560,8 @@ static void dlq_free(struct dlq_item *q)
     d->ndlq--;
     free(q->topic);
     free(q->payload);
+    free(q->key);
+    kafka_headers_free(q->headers);
     free(q->reason);
     free(q);
     maybe_backpressure(d);
@@ -585,7 +590,11 @@ static void on_dlq_delivered(void *user, int code, const char *errtext)
 
 static void dlq_send(struct dlq_item *q)
 {
-    struct kafka_msg km = {q->topic, q->partition, q->offset, q->payload, q->len};
+    /* the headers copy is handed to the producer; each retry sends a fresh copy */
+    struct kafka_msg orig = {q->topic, q->partition, q->offset, q->payload, q->len, q->key,
+                             q->key_len, q->headers};
+    struct kafka_msg km = orig;
+    km.headers = kafka_headers_copy(&orig);
     vl3_error e = {0};
     if (kafka_dlq_produce(q->d->kafka, &km, q->reason, on_dlq_delivered, q, &e) < 0) {
         vl3_log_err("%s topic=%s partition=%" PRId32 " offset=%" PRId64, e.msg, q->topic,
@@ -628,9 +637,16 @@ static void on_message(void *user, const struct kafka_msg *m)
             q->topic = strdup(m->topic);
             q->payload = malloc(m->len ? m->len : 1);
             q->reason = strdup(e.msg);
-            if (!q->topic || !q->payload || !q->reason) {
+            if (m->key && (q->key = malloc(m->key_len ? m->key_len : 1)))
+                memcpy(q->key, m->key, m->key_len);
+            q->key_len = m->key_len;
+            q->headers = kafka_headers_copy(m);
+            if (!q->topic || !q->payload || !q->reason || (m->key && !q->key) ||
+                (m->headers && !q->headers)) {
                 free(q->topic);
                 free(q->payload);
+                free(q->key);
+                kafka_headers_free(q->headers);
                 free(q->reason);
                 free(q);
                 q = NULL;

@@ -205,8 +205,11 @@ static void serve_consumer(struct kafka *k)
                 error_cb(k->consumer, m->err, rd_kafka_message_errstr(m), k);
         } else if (!k->closing) {
             k->stats.consumed++;
+            rd_kafka_headers_t *hdrs = NULL;
+            if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+                hdrs = NULL;
             struct kafka_msg km = {rd_kafka_topic_name(m->rkt), m->partition, m->offset,
-                                   m->payload, m->len};
+                                   m->payload, m->len, m->key, m->key_len, hdrs};
             if (k->cb.on_message)
                 k->cb.on_message(k->cb.user, &km);
         }
@@ -502,29 +505,55 @@ void kafka_commit_flush(struct kafka *k)
     }
 }
 
+void *kafka_headers_copy(const struct kafka_msg *m)
+{
+    return m && m->headers ? rd_kafka_headers_copy((const rd_kafka_headers_t *)m->headers) : NULL;
+}
+
+void kafka_headers_free(void *headers)
+{
+    if (headers)
+        rd_kafka_headers_destroy(headers);
+}
+
 int kafka_dlq_produce(struct kafka *k, const struct kafka_msg *orig, const char *reason,
                       kafka_dlq_cb cb, void *user, vl3_error *reterr)
 {
+    /* orig->headers is an owned copy (kafka_headers_copy) that this call takes, or NULL */
+    rd_kafka_headers_t *h = orig->headers ? orig->headers : rd_kafka_headers_new(5);
     struct {
         kafka_dlq_cb cb;
         void *user;
     } *ctx = malloc(sizeof(*ctx));
-    if (!ctx)
+    if (!ctx || !h) {
+        free(ctx);
+        if (h)
+            rd_kafka_headers_destroy(h);
         return vl3_error_set(reterr, -ENOMEM, "out of memory");
+    }
     ctx->cb = cb;
     ctx->user = user;
-    char part[16], off[32];
+    char part[16], off[32], size[32];
     snprintf(part, sizeof(part), "%" PRId32, orig->partition);
     snprintf(off, sizeof(off), "%" PRId64, orig->offset);
+    snprintf(size, sizeof(size), "%zu", orig->len);
+    size_t len = orig->len;
+    (void)rd_kafka_header_add(h, "vl3-error", -1, reason, -1);
+    (void)rd_kafka_header_add(h, "vl3-topic", -1, orig->topic, -1);
+    (void)rd_kafka_header_add(h, "vl3-partition", -1, part, -1);
+    (void)rd_kafka_header_add(h, "vl3-offset", -1, off, -1);
+    if (len > KAFKA_DLQ_MAX_PAYLOAD) { /* never too large to dead-letter */
+        len = KAFKA_DLQ_MAX_PAYLOAD;
+        (void)rd_kafka_header_add(h, "vl3-truncated", -1, "1", -1);
+        (void)rd_kafka_header_add(h, "vl3-original-size", -1, size, -1);
+    }
     rd_kafka_resp_err_t e = rd_kafka_producev(
         k->producer, RD_KAFKA_V_TOPIC(k->dlq_topic), RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY),
-        RD_KAFKA_V_VALUE((void *)orig->payload, orig->len),
-        RD_KAFKA_V_HEADER("vl3-error", reason, (ssize_t)strlen(reason)),
-        RD_KAFKA_V_HEADER("vl3-topic", orig->topic, (ssize_t)strlen(orig->topic)),
-        RD_KAFKA_V_HEADER("vl3-partition", part, (ssize_t)strlen(part)),
-        RD_KAFKA_V_HEADER("vl3-offset", off, (ssize_t)strlen(off)), RD_KAFKA_V_OPAQUE(ctx),
-        RD_KAFKA_V_END);
+        RD_KAFKA_V_KEY((void *)orig->key, orig->key ? orig->key_len : 0),
+        RD_KAFKA_V_VALUE((void *)orig->payload, len), RD_KAFKA_V_HEADERS(h),
+        RD_KAFKA_V_OPAQUE(ctx), RD_KAFKA_V_END);
     if (e) {
+        rd_kafka_headers_destroy(h); /* not taken on failure */
         free(ctx);
         return vl3_error_set(reterr, VL3_E_KAFKA, "could not produce to \"%s\": %s", k->dlq_topic,
                              rd_kafka_err2str(e));

@@ -29,7 +29,22 @@ struct kafka_msg {
     int64_t offset;
     const void *payload; /* borrowed for the duration of the callback */
     size_t len;
+    const void *key;     /* the message key (NULL when none), borrowed like payload */
+    size_t key_len;
+    void *headers;       /* the message's headers, opaque to callers: borrowed during the
+                            callback; kafka_headers_copy keeps them longer */
 };
+
+/* An owned copy of a message's headers (NULL when it has none or on out of memory), for a dead
+ * letter produced after the consume callback returned; release with kafka_headers_free unless
+ * passed to kafka_dlq_produce, which takes it. */
+void *kafka_headers_copy(const struct kafka_msg *m);
+void kafka_headers_free(void *headers);
+
+/* Dead letters carry at most this many payload bytes (the producer's message.max.bytes is 1 MB,
+ * less room for the key and headers); a longer payload is cut and the record gets the headers
+ * vl3-truncated=1 and vl3-original-size=<bytes>. */
+#define KAFKA_DLQ_MAX_PAYLOAD (900 * 1000)
 
 struct kafka_callbacks {
     /* A message was consumed. The daemon must eventually mark its offset done. */

@@ -28,3 +28,5 @@ TEST(it_real_workers_every_failure) { return scenario("real_workers"); }
 /* issue 14: many jobs, hostile inputs mixed with good ones, faults during the run; reports done,
  * failed, dead-lettered, lost (must be 0) and duplicated (must be 0) */
 TEST(it_chaos_hostile_and_faults) { return scenario("chaos"); }
+/* issue 14: dead letters keep key and headers; an oversized message is dead-lettered truncated */
+TEST(it_dead_letters_keep_key_and_oversized) { return scenario("dlq_keys"); }
