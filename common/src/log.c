@@ -1,5 +1,8 @@
 /* log.c: stderr logger with syslog "<N>" prefixes (journald form). One write(2) per line so lines
- * from several threads or processes sharing stderr do not interleave. */
+ * from several threads or processes sharing stderr do not interleave. Control characters in the
+ * message (a newline, an escape) are written as \xNN: text that came from a job (a path, an id,
+ * a parser's excerpt of a message) can never end the record and forge another one ("\n<0>..."
+ * would be an emergency record to journald). */
 #include "vl3/log.h"
 
 #include <errno.h>
@@ -64,13 +67,27 @@ void vl3__log(int level, const char *fmt, ...)
     }
     if (log_ident)
         n += (size_t)snprintf(line + n, sizeof(line) - n, "%s: ", log_ident);
+    char msg[2048];
     va_list ap;
     va_start(ap, fmt);
-    int w = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+    int w = vsnprintf(msg, sizeof(msg), fmt, ap);
     va_end(ap);
     if (w < 0)
         w = 0;
-    n += (size_t)w;
+    if ((size_t)w >= sizeof(msg))
+        w = (int)sizeof(msg) - 1;
+    static const char hex[] = "0123456789abcdef";
+    for (int i = 0; i < w && n < sizeof(line) - 6; i++) {
+        unsigned char c = (unsigned char)msg[i];
+        if (c < 0x20 || c == 0x7f) {
+            line[n++] = '\\';
+            line[n++] = 'x';
+            line[n++] = hex[c >> 4];
+            line[n++] = hex[c & 15];
+        } else {
+            line[n++] = (char)c;
+        }
+    }
     if (n > sizeof(line) - 2)
         n = sizeof(line) - 2;
     line[n++] = '\n';

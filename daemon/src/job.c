@@ -39,6 +39,28 @@ static int id_ok(const char *s)
     return 1;
 }
 
+/* Whether an explicit id looks like a derived one ("<topic>:<partition>:<offset>", both numbers
+ * decimal): such an id could be taken by a later message's derived id, whose job would then be
+ * computed and discarded as already done, so explicit ids of that form are refused. */
+static int id_is_derived_form(const char *s)
+{
+    const char *c2 = strrchr(s, ':');
+    if (!c2 || c2 == s || !c2[1])
+        return 0;
+    const char *c1 = c2 - 1;
+    while (c1 > s && *c1 != ':')
+        c1--;
+    if (*c1 != ':' || c1 == s || c1 + 1 == c2)
+        return 0;
+    for (const char *p = c1 + 1; p < c2; p++)
+        if (*p < '0' || *p > '9')
+            return 0;
+    for (const char *p = c2 + 1; *p; p++)
+        if (*p < '0' || *p > '9')
+            return 0;
+    return 1;
+}
+
 static int input_allowed(const char *input, const char *roots)
 {
     if (!roots || !*roots)
@@ -181,6 +203,11 @@ int job_parse(const void *payload, size_t len, const char *topic, int32_t partit
             r = FERR("field \"id\" must be 1 to %d printable bytes", VL3_PROTO_MAX_ID);
             goto fail;
         }
+        if (id_is_derived_form(id)) {
+            r = FERR("field \"id\" has the form \"<topic>:<partition>:<offset>\" reserved for "
+                     "the ids of messages without one");
+            goto fail;
+        }
         snprintf(j->id, sizeof(j->id), "%s", id);
     } else {
         job_derive_id(j->topic, partition, offset, j->id, sizeof(j->id));
@@ -193,6 +220,10 @@ int job_parse(const void *payload, size_t len, const char *topic, int32_t partit
     }
     if (r < 0)
         goto fail;
+    if (!id_ok(j->input)) {
+        r = FERR("field \"input\" must not contain control characters");
+        goto fail;
+    }
     if (j->input[0] != '/' || strlen(j->input) > VL3_PROTO_MAX_PATH) {
         r = FERR("field \"input\" must be an absolute path of at most %d bytes",
                  VL3_PROTO_MAX_PATH);

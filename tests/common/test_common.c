@@ -1,5 +1,7 @@
 /* test_common.c: unit tests of libvl3common: error codes, config parser, JSON getters, utils. */
 #include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stddef.h>
 #include <unistd.h>
 
@@ -219,5 +221,30 @@ TEST(log_levels_parse)
     ASSERT_EQ(vl3_log_level_parse("error"), VL3_LOG_ERR);
     ASSERT_EQ(vl3_log_level_parse("5"), 5);
     ASSERT_EQ(vl3_log_level_parse("loud"), -EINVAL);
+    return 0;
+}
+
+/* A logged message with a newline and other control characters stays one record: "\n<0>" from
+ * a job's text cannot forge an emergency record (issue 14 item 11). */
+TEST(log_escapes_control_characters)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/log.txt", test_tmpdir());
+    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0600);
+    ASSERT(fd >= 0);
+    int saved = dup(STDERR_FILENO);
+    ASSERT(saved >= 0 && dup2(fd, STDERR_FILENO) == STDERR_FILENO);
+    vl3_log_set_format(1, 0);
+    vl3_log_notice("bad input \"%s\"", "/m/a.mp4\n<0>forged\x1b[2J\x7f");
+    dup2(saved, STDERR_FILENO);
+    close(saved);
+    close(fd);
+    char buf[512];
+    FILE *f = fopen(path, "r");
+    ASSERT(f != NULL);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    ASSERT_STR_EQ(buf, "<5>bad input \"/m/a.mp4\\x0a<0>forged\\x1b[2J\\x7f\"\n");
     return 0;
 }

@@ -119,6 +119,15 @@ TEST(job_rejects_with_field_named)
          VL3_E_FORMAT, "limits.max_new_tokens"},
         {"{\"input\":\"/a/../etc/passwd\",\"tasks\":[\"ocr\"]}", VL3_E_POLICY, ".."},
         {"{\"input\":\"/a\",\"input\":\"/b\",\"tasks\":[\"ocr\"]}", VL3_E_FORMAT, "duplicate"},
+        /* issue 14: control characters in input (journal forgery), derived-id namespace */
+        {"{\"input\":\"/m/a\\n<0>forged.mp4\",\"tasks\":[\"ocr\"]}", VL3_E_FORMAT,
+         "field \"input\" must not contain control characters"},
+        {"{\"input\":\"/m/a\\u001b[2J.mp4\",\"tasks\":[\"ocr\"]}", VL3_E_FORMAT,
+         "control characters"},
+        {"{\"input\":\"/a\",\"tasks\":[\"ocr\"],\"id\":\"vl3.jobs:3:1240\"}", VL3_E_FORMAT,
+         "reserved"},
+        {"{\"input\":\"/a\",\"tasks\":[\"ocr\"],\"id\":\"a:b:0:7\"}", VL3_E_FORMAT,
+         "reserved"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct job *j = NULL;
@@ -131,6 +140,30 @@ TEST(job_rejects_with_field_named)
             TEST__FAIL("case %zu: \"%s\" lacks \"%s\"", i, e.msg, cases[i].want);
         ASSERT(j == NULL);
     }
+    return 0;
+}
+
+/* ids that only resemble the derived form stay allowed */
+TEST(job_explicit_ids_outside_the_derived_namespace)
+{
+    static const char *ok[] = {"x:1", "x:1:y", ":1:2", "x::2", "x:1:", "clip-7", "a:b:c"};
+    for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+        char json[200];
+        snprintf(json, sizeof(json), "{\"input\":\"/a\",\"tasks\":[\"ocr\"],\"id\":\"%s\"}", ok[i]);
+        struct job *j = NULL;
+        vl3_error e = {0};
+        int r = parse(json, &j, &e);
+        if (r != 0)
+            TEST__FAIL("id \"%s\" refused: %s", ok[i], e.msg);
+        ASSERT_STR_EQ(j->id, ok[i]);
+        job_free(j);
+    }
+    /* the derived id of this message keeps its form */
+    struct job *j = NULL;
+    vl3_error e = {0};
+    ASSERT_OK_E(parse("{\"input\":\"/a\",\"tasks\":[\"ocr\"]}", &j, &e), &e);
+    ASSERT_STR_EQ(j->id, "vl3.jobs:3:1234");
+    job_free(j);
     return 0;
 }
 
