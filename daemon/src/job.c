@@ -143,6 +143,7 @@ static int parse_sampling(json_t *s, struct job *j, const struct job_policy *pol
     NAMED(vl3_json_get_int(s, "max_frames", &mf, &e), "max_frames");
     NAMED(vl3_json_get_string(s, "mode", &mode, &e), "mode");
     NAMED(vl3_json_get_number(s, "window", &j->sampling.window_s, &e), "window");
+    j->sampling.window_set = json_object_get(s, "window") != NULL;
 #undef NAMED
     if (!(j->sampling.fps > 0 && j->sampling.fps <= 1000))
         return FERR("field \"sampling.fps\" must be in (0, 1000]");

@@ -19,7 +19,8 @@ TEST(proto_job_roundtrip)
         .job_id = "job-1", .input = "/data/a b.mp4", .ntasks = 3,
         .tasks = {{VL3_TASK_CAPTION, NULL}, {VL3_TASK_QA, "what colour is the car?"},
                   {VL3_TASK_CHART_QA, "max value?"}},
-        .sampling = {.fps = 0.5, .max_frames = 32, .mode = VL3_SAMPLING_EXACT, .window_s = 30},
+        .sampling = {.fps = 0.5, .max_frames = 32, .mode = VL3_SAMPLING_EXACT, .window_s = 30,
+                     .window_set = 1},
         .max_new_tokens = 77, .temperature = 0.25, .attempt = 2};
     uint8_t *buf;
     size_t len;
@@ -47,6 +48,7 @@ TEST(proto_job_roundtrip)
     ASSERT_EQ(m.u.job.sampling.max_frames, 32);
     ASSERT_EQ(m.u.job.sampling.mode, VL3_SAMPLING_EXACT);
     ASSERT_NEAR(m.u.job.sampling.window_s, 30, 0);
+    ASSERT_EQ(m.u.job.sampling.window_set, 1);
     ASSERT_EQ(m.u.job.max_new_tokens, 77);
     ASSERT_NEAR(m.u.job.temperature, 0.25, 0);
     ASSERT_EQ(m.u.job.attempt, 2);

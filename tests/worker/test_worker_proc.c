@@ -147,7 +147,9 @@ static int send_job_t(struct proc *p, const char *id, const char *input, double 
     j.tasks[j.ntasks++] = (struct vl3_proto_task){VL3_TASK_CAPTION, NULL};
     if (kinds > 1)
         j.tasks[j.ntasks++] = (struct vl3_proto_task){VL3_TASK_QA, "What moves?"};
-    j.sampling = (struct vl3_proto_sampling){1.0, 8, job_mode, window};
+    /* window < 0: none requested (the worker's media.window applies) */
+    j.sampling = (struct vl3_proto_sampling){1.0, 8, job_mode, window < 0 ? 0 : window,
+                                             window >= 0};
     j.max_new_tokens = max_new;
     j.temperature = temperature;
     j.attempt = 1;
@@ -803,5 +805,28 @@ TEST(proc_dies_with_parent)
         kill(w, SIGKILL);
     close(keep);
     ASSERT(gone);
+    return 0;
+}
+
+/* sampling.window = 0 means one window over the whole input; no window means the worker's
+ * media.window (issue 14 item 12). The 4-s clip, media.window 2 s: 1 window vs 2. */
+TEST(proc_window_zero_is_one_window)
+{
+    struct proc p;
+    if (fixtures() < 0 || start(&p, "[media]\nwindow = 2s") < 0)
+        return 1;
+    char a[1200];
+    path(a, sizeof(a), "a.mp4");
+    ASSERT_OK(send_job(&p, "w-zero", a, 0, 1));
+    ASSERT_OK(send_job(&p, "w-unset", a, -1, 1));
+    const char *ids[2] = {"w-zero", "w-unset"};
+    struct outcome o[2];
+    ASSERT_OK(collect(&p, ids, 2, o, 120));
+    finish(&p);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no LLM");
+    ASSERT(o[0].got_done && o[1].got_done);
+    ASSERT_EQ(o[0].n, 1);
+    ASSERT_EQ(o[1].n, 2);
     return 0;
 }

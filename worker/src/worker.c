@@ -172,7 +172,7 @@ static int job_from_msg(struct worker *w, const struct worker_job_req *m, struct
     j->sp.max_frames = m->max_frames;
     if (j->sp.max_frames > w->conf->max_frames)
         j->sp.max_frames = w->conf->max_frames;
-    if (m->window_s > 0)
+    if (m->window_set) /* 0 = one window over the whole input, as docs/jobs.md says */
         j->sp.window_s = m->window_s;
     j->sp.mode = m->fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
     j->max_new_tokens = m->max_new_tokens;
