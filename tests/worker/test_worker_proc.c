@@ -21,6 +21,7 @@
 
 #include "test.h"
 #include "vl3/proto.h"
+#include "vl3/util.h"
 
 static char dir[1024];  /* shared fixtures: model, clips */
 static char conf_path[1200], log_path[1200];
@@ -136,6 +137,7 @@ static int send_raw(struct proc *p, const uint8_t *b, size_t n)
 }
 
 static int job_mode = VL3_SAMPLING_EXACT;
+static double job_fps = 1.0, job_max_frames = 8;
 
 static int send_job_t(struct proc *p, const char *id, const char *input, double window, int kinds,
                       double temperature, int max_new)
@@ -148,7 +150,8 @@ static int send_job_t(struct proc *p, const char *id, const char *input, double 
     if (kinds > 1)
         j.tasks[j.ntasks++] = (struct vl3_proto_task){VL3_TASK_QA, "What moves?"};
     /* window < 0: none requested (the worker's media.window applies) */
-    j.sampling = (struct vl3_proto_sampling){1.0, 8, job_mode, window < 0 ? 0 : window,
+    j.sampling = (struct vl3_proto_sampling){job_fps, (int64_t)job_max_frames, job_mode,
+                                             window < 0 ? 0 : window,
                                              window >= 0};
     j.max_new_tokens = max_new;
     j.temperature = temperature;
@@ -828,5 +831,61 @@ TEST(proc_window_zero_is_one_window)
     ASSERT(o[0].got_done && o[1].got_done);
     ASSERT_EQ(o[0].n, 1);
     ASSERT_EQ(o[1].n, 2);
+    return 0;
+}
+
+/* The worker's peak resident memory in kB (VmHWM), or -1. */
+static long vm_hwm_kb(pid_t pid)
+{
+    char fn[64], line[256];
+    snprintf(fn, sizeof(fn), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(fn, "r");
+    long kb = -1;
+    while (f && fgets(line, sizeof(line), f))
+        if (sscanf(line, "VmHWM: %ld kB", &kb) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kb;
+}
+
+/* Per-job bounds (issue 14 items 1 and 13): the 162-byte job of 25 fps in windows of 0.04 s on a
+ * 2-hour clip is refused before decoding (media.max_windows), as is a job sampling more frames
+ * in all its windows than media.max_frames; the worker stays small and serves the next job. */
+TEST(proc_job_bounds_refused_up_front)
+{
+    struct proc p;
+    if (fixtures() < 0)
+        return 1;
+    char a[1200], lng[1200];
+    path(a, sizeof(a), "a.mp4");
+    snprintf(lng, sizeof(lng), "%s/long.mp4", dir);
+    if (access(lng, F_OK) != 0)
+        ASSERT_EQ(test_sh(NULL, 0, "ffmpeg -v error -y -stream_loop 1799 -i '%s' -c copy "
+                          "'%s.tmp.mp4' && mv '%s.tmp.mp4' '%s'", a, lng, lng, lng), 0);
+    ASSERT_OK(start(&p, "[media]\nmax_frames = 100\nmax_windows = 1000"));
+    job_fps = 25, job_max_frames = 1;
+    uint64_t t0 = vl3_time_ns();
+    ASSERT_OK(send_job(&p, "hostile", lng, 0.04, 1));
+    job_fps = 1, job_max_frames = 8;
+    ASSERT_OK(send_job(&p, "too-many-frames", lng, 60, 1)); /* 120 windows x 8 > 100 */
+    ASSERT_OK(send_job(&p, "fine", a, -1, 1));
+    const char *ids[3] = {"hostile", "too-many-frames", "fine"};
+    static struct outcome o[3];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(collect(&p, ids, 3, o, 120));
+    double secs = (double)(vl3_time_ns() - t0) / 1e9;
+    long hwm = vm_hwm_kb(p.pid);
+    ASSERT(o[0].got_error && !o[0].err_retry);
+    ASSERT_STR_CONTAINS(o[0].err_msg, "media.max_windows");
+    ASSERT(o[1].got_error && !o[1].err_retry);
+    ASSERT_STR_CONTAINS(o[1].err_msg, "media.max_frames");
+    ASSERT(o[2].got_done || llm_missing(&o[2]));
+    fprintf(stderr, "refused in %.2f s, worker VmHWM %ld kB\n", secs, hwm);
+    ASSERT(secs < 20);
+    ASSERT(hwm > 0 && hwm < 400 * 1024);
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
     return 0;
 }

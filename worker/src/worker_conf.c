@@ -28,7 +28,12 @@ const vl3_conf_option worker_conf_table[] = {
     OPT("media.max_pixels", VL3_CONF_INT, max_pixels, "67108864", 1, 1e10, VL3_CONF_RESTART,
         "largest frame (width x height) accepted"),
     OPT("media.max_frames", VL3_CONF_INT, max_frames, "100000", 1, 1e9, VL3_CONF_RESTART,
-        "most sampled frames per job"),
+        "most sampled frames per job (all windows together); a job that would sample more is "
+        "refused before decoding"),
+    OPT("media.max_windows", VL3_CONF_INT, max_windows, "10000", 1, 1e9, VL3_CONF_RESTART,
+        "most windows per job; a job that would make more is refused before decoding"),
+    OPT("media.max_answers", VL3_CONF_INT, max_answers, "20000", 1, 1e9, VL3_CONF_RESTART,
+        "most answers (windows x tasks) per job; a job that would give more is refused"),
     OPT("media.decode_timeout", VL3_CONF_DURATION, decode_timeout_ms, "10min", 1000, 1e9,
         VL3_CONF_RESTART, "wall time allowed to decode one input"),
     OPT("memory_budget", VL3_CONF_SIZE, memory_budget, "8G", 1 << 20, 1e15, VL3_CONF_RESTART,

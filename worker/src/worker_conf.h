@@ -16,7 +16,9 @@ struct worker_conf {
     int64_t max_file_size;
     int64_t max_duration_ms;
     int64_t max_pixels;
-    int64_t max_frames;
+    int64_t max_frames;   /* sampled frames per job, all windows together */
+    int64_t max_windows;  /* windows per job */
+    int64_t max_answers;  /* answers (windows x tasks) per job */
     int64_t decode_timeout_ms;
     int64_t memory_budget;
     char *log_level;
