@@ -889,3 +889,36 @@ TEST(proc_job_bounds_refused_up_front)
     finish(&p);
     return 0;
 }
+
+/* A small image that decodes to a huge frame is refused before its frame is allocated (issue 14
+ * item 6): an 8000x8000 PNG (a few hundred kB; 192 MB as RGB) against media.max_pixels 1M. The
+ * worker's peak memory stays far below one such frame, and the next job is served. */
+TEST(proc_image_pixels_checked_before_decode)
+{
+    struct proc p;
+    if (fixtures() < 0)
+        return 1;
+    char big[1200], img[1200];
+    snprintf(big, sizeof(big), "%s/big.png", dir);
+    path(img, sizeof(img), "img.png");
+    if (access(big, F_OK) != 0)
+        ASSERT_EQ(test_sh(NULL, 0, "ffmpeg -v error -y -f lavfi -i color=c=black:s=8000x8000 "
+                          "-frames:v 1 '%s.tmp.png' && mv '%s.tmp.png' '%s'", big, big, big), 0);
+    ASSERT_OK(start(&p, "[media]\nmax_pixels = 1000000"));
+    ASSERT_OK(send_job(&p, "big", big, -1, 1));
+    ASSERT_OK(send_job(&p, "small", img, -1, 1));
+    const char *ids[2] = {"big", "small"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(collect(&p, ids, 2, o, 120));
+    long hwm = vm_hwm_kb(p.pid);
+    fprintf(stderr, "big: %s; worker VmHWM %ld kB\n", o[0].err_msg, hwm);
+    ASSERT(o[0].got_error && !o[0].err_retry);
+    ASSERT_STR_CONTAINS(o[0].err_msg, "max_pixels");
+    ASSERT(o[1].got_done || llm_missing(&o[1]));
+    ASSERT(hwm > 0 && hwm < 150 * 1024);
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    return 0;
+}

@@ -329,7 +329,21 @@ static int open_common(media_input *m, vl3_error *reterr)
                                  "frame size %dx%d of \"%s\" exceeds media.max_pixels (%lld)",
                                  cp->width, cp->height, m->name, (long long)pol->max_pixels);
     }
-    r = avformat_find_stream_info(m->fmt, NULL);
+    /* find_stream_info decodes a frame of each stream to learn what the header did not say
+     * (an image demuxer's dimensions): its decoders get media.max_pixels too, so a small PNG
+     * claiming 16000x16000 is refused before its 700 MB frame is allocated. */
+    AVDictionary **sopts = NULL;
+    unsigned ns = m->fmt->nb_streams;
+    if (pol->max_pixels > 0 && ns > 0) {
+        if (!(sopts = av_calloc(ns, sizeof(*sopts))))
+            return vl3_error_set(reterr, -ENOMEM, "out of memory");
+        for (unsigned i = 0; i < ns; i++)
+            (void)av_dict_set_int(&sopts[i], "max_pixels", pol->max_pixels, 0);
+    }
+    r = avformat_find_stream_info(m->fmt, sopts);
+    for (unsigned i = 0; sopts && i < ns; i++)
+        av_dict_free(&sopts[i]);
+    av_freep(&sopts);
     if (timed_out(m))
         return timeout_fail(m, reterr);
     if (r < 0)
@@ -347,6 +361,10 @@ static int open_common(media_input *m, vl3_error *reterr)
 
     AVStream *st = m->fmt->streams[m->stream];
     AVCodecParameters *par = st->codecpar;
+    if ((par->width <= 0 || par->height <= 0) && pol->max_pixels > 0)
+        return vl3_error_set(reterr, VL3_E_LIMIT, "the frame size of \"%s\" is not in its "
+                             "header and its first frame does not decode within "
+                             "media.max_pixels (%lld)", m->name, (long long)pol->max_pixels);
     if (par->width <= 0 || par->height <= 0)
         return vl3_error_set(reterr, VL3_E_DECODE, "video stream of \"%s\" has no frame size",
                              m->name);
