@@ -249,14 +249,21 @@ static void pq_drop(pg_conn *c)
     }
 }
 
-static int sqlstate_retryable(const char *st)
+/* Only errors that retrying the same statement can never fix are permanent: the data itself
+ * (class 22, data exception: an answer PostgreSQL cannot store), an integrity violation (23),
+ * an unsupported feature (0A) and a statement the schema does not match (42, syntax or access
+ * rule) except 42501 (insufficient privilege: an operator can grant it). Everything else, read-only
+ * transactions (25006: failover to a standby, a disk-full read-only switch), a cancelled
+ * statement (57014), a lock not available (55P03), connection and resource errors, waits and
+ * retries with backoff, the answers kept. */
+int pg_sqlstate_retryable(const char *st)
 {
     if (!st || strlen(st) != 5)
-        return 0;
-    return strncmp(st, "08", 2) == 0 ||    /* connection exception */
-           strncmp(st, "40", 2) == 0 ||    /* serialization failure, deadlock */
-           strncmp(st, "53", 2) == 0 ||    /* insufficient resources */
-           strncmp(st, "57P0", 4) == 0;    /* admin/crash shutdown, cannot connect now */
+        return 1; /* no SQLSTATE: a client-side or connection failure */
+    if (strcmp(st, "42501") == 0)
+        return 1;
+    return !(strncmp(st, "22", 2) == 0 || strncmp(st, "23", 2) == 0 ||
+             strncmp(st, "0A", 2) == 0 || strncmp(st, "42", 2) == 0);
 }
 
 /* Call a statement's callback with reply and free the statement. */
@@ -305,7 +312,7 @@ static void inflight_complete(pg_conn *c)
             reply.code = VL3_E_PG;
             if (state)
                 snprintf(reply.sqlstate, sizeof(reply.sqlstate), "%s", state);
-            reply.retryable = sqlstate_retryable(state) || !c->pq ||
+            reply.retryable = pg_sqlstate_retryable(state) || !c->pq ||
                               PQstatus(c->pq) == CONNECTION_BAD;
         }
     }

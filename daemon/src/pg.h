@@ -52,6 +52,11 @@ const char *pg_reply_value(const pg_reply *reply, int row, int col);
 /* Column index of name, or -1. */
 int pg_reply_col(const pg_reply *reply, const char *name);
 
+/* Whether a statement that failed with SQLSTATE st (NULL = none) may succeed when retried:
+ * everything but data exceptions (22), integrity violations (23), unsupported features (0A) and
+ * syntax or access-rule errors (42) other than 42501 (insufficient privilege). */
+int pg_sqlstate_retryable(const char *st);
+
 /* Called once per statement, on the loop thread. */
 typedef void (*pg_query_cb)(void *user, const pg_reply *reply);
 

@@ -30,3 +30,5 @@ TEST(it_real_workers_every_failure) { return scenario("real_workers"); }
 TEST(it_chaos_hostile_and_faults) { return scenario("chaos"); }
 /* issue 14: dead letters keep key and headers; an oversized message is dead-lettered truncated */
 TEST(it_dead_letters_keep_key_and_oversized) { return scenario("dlq_keys"); }
+/* issue 14: a read-only database delays jobs and fails none */
+TEST(it_readonly_database_retried) { return scenario("readonly"); }

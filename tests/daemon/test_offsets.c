@@ -3,6 +3,7 @@
 #include <errno.h>
 
 #include "offsets.h"
+#include "pg.h"
 #include "test.h"
 
 TEST(offsets_low_water_mark)
@@ -110,5 +111,21 @@ TEST(offsets_random_against_model)
     }
     ASSERT_EQ(offsets_commit_point(&o, "t", 0), N);
     offsets_deinit(&o);
+    return 0;
+}
+
+/* Which PostgreSQL errors may fail a job (issue 14 item 2): only those retrying can never fix. */
+TEST(pg_sqlstates_retried_unless_permanent)
+{
+    static const char *retried[] = {"25006", "57014", "55P03", "42501", "08006", "40001",
+                                    "53100", "57P01", "XX000", NULL};
+    static const char *permanent[] = {"22021", "22001", "23505", "0A000", "42601", "42P01"};
+    for (int i = 0; retried[i]; i++)
+        if (!pg_sqlstate_retryable(retried[i]))
+            TEST__FAIL("SQLSTATE %s is treated as permanent", retried[i]);
+    ASSERT(pg_sqlstate_retryable(NULL));
+    for (size_t i = 0; i < sizeof(permanent) / sizeof(permanent[0]); i++)
+        if (pg_sqlstate_retryable(permanent[i]))
+            TEST__FAIL("SQLSTATE %s is retried forever", permanent[i]);
     return 0;
 }
