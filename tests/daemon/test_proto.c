@@ -291,7 +291,7 @@ TEST(proto_encoder_refuses_invalid)
     vl3_error e = {0};
     struct vl3_proto_job j = {.job_id = "a", .input = "relative.mp4", .ntasks = 1,
                               .tasks = {{VL3_TASK_CAPTION, NULL}},
-                              .sampling = {1, 8, VL3_SAMPLING_FAST, 0}};
+                              .sampling = {1, 8, VL3_SAMPLING_FAST, 0, 1}};
     ASSERT_EQ(vl3_proto_encode_job(&j, &buf, &len, &e), VL3_E_PROTO);
     ASSERT(buf == NULL);
     j.input = "/ok.mp4";
