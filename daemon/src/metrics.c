@@ -1,8 +1,11 @@
 /* metrics.c: Prometheus text exposition (version 0.0.4) over a tiny HTTP/1.0 responder.
  * Each connection reads until the end of the request headers (at most 8 KiB), answers with the
  * whole body and closes. Connections are few (one scraper), each owns its handle and is freed
- * in its close callback; the server frees itself when the listener and every connection are
- * closed. */
+ * in its close callback; the server frees itself when the listener, the sweep timer and every
+ * connection are closed. Any local process can connect, so connections are bounded: at most
+ * METRICS_MAX_CONNS at once (more are closed as soon as they are accepted), and a sweep timer
+ * closes every connection older than METRICS_CONN_TIMEOUT_MS (idle or half-sent requests), so
+ * they cannot exhaust the daemon's descriptors. */
 #include "metrics.h"
 
 #include <errno.h>
@@ -164,8 +167,13 @@ int metrics_render(const struct metrics *m, char **ret, size_t *ret_len)
 
 /* ---- server ---- */
 
+#define METRICS_MAX_CONNS 64          /* connections at once; a scraper needs one */
+#define METRICS_CONN_TIMEOUT_MS 5000  /* a connection lives at most this long */
+
 struct metrics_server {
     uv_tcp_t listener;
+    uv_timer_t sweep;
+    int n_conns;
     struct metrics *m;
     int handles_open;
     int stopping;
@@ -177,6 +185,7 @@ struct mconn {
     uv_write_t wr;
     struct metrics_server *srv;
     struct mconn *next, *prev;
+    uint64_t t_accept; /* uv_now at accept */
     char req[8192];
     size_t reqlen;
     char *resp;
@@ -199,6 +208,7 @@ static void on_conn_closed(uv_handle_t *h)
         s->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
+    s->n_conns--;
     free(c->resp);
     free(c);
     server_release(s);
@@ -280,21 +290,33 @@ static void on_connection(uv_stream_t *l, int status)
     if (!c)
         return;
     c->srv = s;
+    c->t_accept = uv_now(l->loop);
     uv_tcp_init(l->loop, &c->tcp);
     c->tcp.data = c;
     s->handles_open++;
+    s->n_conns++;
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;
     s->conns = c;
-    if (uv_accept(l, (uv_stream_t *)&c->tcp) < 0 ||
+    if (uv_accept(l, (uv_stream_t *)&c->tcp) < 0 || s->n_conns > METRICS_MAX_CONNS ||
         uv_read_start((uv_stream_t *)&c->tcp, on_conn_alloc, on_conn_read) < 0)
-        conn_close(c);
+        conn_close(c); /* accepted and closed: the backlog does not fill up either */
 }
 
 static void on_listener_closed(uv_handle_t *h)
 {
     server_release(h->data);
+}
+
+/* Close every connection older than METRICS_CONN_TIMEOUT_MS. */
+static void on_sweep(uv_timer_t *t)
+{
+    struct metrics_server *s = t->data;
+    uint64_t now = uv_now(t->loop);
+    for (struct mconn *c = s->conns; c; c = c->next)
+        if (now - c->t_accept >= METRICS_CONN_TIMEOUT_MS)
+            conn_close(c);
 }
 
 int metrics_server_start(uv_loop_t *loop, const char *listen, struct metrics *m,
@@ -327,14 +349,19 @@ int metrics_server_start(uv_loop_t *loop, const char *listen, struct metrics *m,
     s->m = m;
     uv_tcp_init(loop, &s->listener);
     s->listener.data = s;
-    s->handles_open = 1;
+    uv_timer_init(loop, &s->sweep);
+    s->sweep.data = s;
+    s->handles_open = 2;
     int r = uv_tcp_bind(&s->listener, (const struct sockaddr *)&ss, 0);
     if (r == 0)
         r = uv_listen((uv_stream_t *)&s->listener, 16, on_connection);
     if (r < 0) {
+        uv_close((uv_handle_t *)&s->sweep, on_listener_closed);
         uv_close((uv_handle_t *)&s->listener, on_listener_closed);
         return vl3_error_set(reterr, r, "could not listen on \"%s\": %s", listen, uv_strerror(r));
     }
+    (void)uv_timer_start(&s->sweep, on_sweep, METRICS_CONN_TIMEOUT_MS / 5,
+                         METRICS_CONN_TIMEOUT_MS / 5);
     *ret = s;
     return 0;
 }
@@ -346,5 +373,6 @@ void metrics_server_stop(struct metrics_server *s)
     s->stopping = 1;
     for (struct mconn *c = s->conns; c; c = c->next)
         conn_close(c);
+    uv_close((uv_handle_t *)&s->sweep, on_listener_closed);
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
 }

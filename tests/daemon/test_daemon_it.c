@@ -32,3 +32,5 @@ TEST(it_chaos_hostile_and_faults) { return scenario("chaos"); }
 TEST(it_dead_letters_keep_key_and_oversized) { return scenario("dlq_keys"); }
 /* issue 14: a read-only database delays jobs and fails none */
 TEST(it_readonly_database_retried) { return scenario("readonly"); }
+/* issue 14: idle and half-sent metrics connections are capped and timed out */
+TEST(it_metrics_connections_bounded) { return scenario("metrics_conns"); }
