@@ -88,6 +88,48 @@ TEST(io_frames_parse_with_extra_stats)
     return 0;
 }
 
+/* The worker sends only what the protocol allows (issue 14 item 7): a window of an MPEG-TS that
+ * starts at a negative timestamp is clamped to t >= 0, and an answer over the 64 KiB text limit
+ * is cut at a character boundary instead of the frame being refused (or the daemon killing the
+ * worker as a protocol violator). */
+TEST(io_result_fits_the_protocol)
+{
+    int p[2];
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    struct worker_out o;
+    ASSERT_OK(worker_out_init(&o, p[1]));
+    ASSERT(fcntl(p[1], F_SETPIPE_SZ, 1 << 20) > 0); /* the frames fit before we read them */
+    size_t n = VL3_PROTO_MAX_TEXT + 1001; /* "é" is 2 bytes: the cut must not split one */
+    char *big = malloc(n + 1);
+    ASSERT(big != NULL);
+    big[0] = 'x';
+    for (size_t i = 1; i + 1 < n; i += 2)
+        big[i] = (char)0xc3, big[i + 1] = (char)0xa9;
+    big[n] = '\0';
+    struct worker_result r = {"job-ts", 0, 0, -10.0, -8.5, big, {0}};
+    ASSERT_OK(worker_send_result(&o, &r));
+    struct worker_result r2 = {"job-ts", 0, 1, -0.5, 1.5, "ok", {0}};
+    ASSERT_OK(worker_send_result(&o, &r2));
+    close(p[1]);
+    vl3_proto_msg m[2];
+    ASSERT_EQ(read_frames(p[0], m, 2), 2);
+    close(p[0]);
+    ASSERT_NEAR(m[0].u.result.t_start, 0, 0);
+    ASSERT_NEAR(m[0].u.result.t_end, 0, 0);
+    size_t got = strlen(m[0].u.result.answer);
+    ASSERT_LE(got, VL3_PROTO_MAX_TEXT);
+    ASSERT_GT(got, VL3_PROTO_MAX_TEXT - 2);
+    ASSERT_MEM_EQ(m[0].u.result.answer, big, got);
+    ASSERT_EQ(got % 2, 1); /* 'x' + whole 2-byte characters */
+    ASSERT_NEAR(m[1].u.result.t_start, 0, 0);
+    ASSERT_NEAR(m[1].u.result.t_end, 1.5, 0);
+    for (int i = 0; i < 2; i++)
+        vl3_proto_msg_free(&m[i]);
+    free(big);
+    worker_out_deinit(&o);
+    return 0;
+}
+
 TEST(io_error_classes)
 {
     static const struct {

@@ -144,16 +144,45 @@ out:
     return rc;
 }
 
+/* The text the protocol allows: at most VL3_PROTO_MAX_TEXT bytes, cut at a UTF-8 character
+ * boundary. Returns text itself or a truncated copy in *ret_owned (freed by the caller; NULL when
+ * no copy was needed or memory ran out, then text is returned cut at nothing: the encoder will
+ * refuse it). */
+static const char *fit_text(const char *text, char **ret_owned)
+{
+    *ret_owned = NULL;
+    size_t n = text ? strlen(text) : 0;
+    if (n <= VL3_PROTO_MAX_TEXT)
+        return text;
+    size_t cut = VL3_PROTO_MAX_TEXT;
+    while (cut > 0 && ((unsigned char)text[cut] & 0xc0) == 0x80)
+        cut--; /* text[cut] starts a character: keep the bytes before it */
+    char *c = malloc(cut + 1);
+    if (!c)
+        return text;
+    memcpy(c, text, cut);
+    c[cut] = '\0';
+    *ret_owned = c;
+    return c;
+}
+
 int worker_send_result(struct worker_out *o, const struct worker_result *r)
 {
     const struct worker_stats *s = &r->stats;
-    struct vl3_proto_result m = {r->job_id, r->task, r->window, r->t_start, r->t_end, r->answer,
+    /* Only what the protocol allows (schema/worker-protocol.md): times >= 0 and in order (an
+     * MPEG-TS may start at a negative timestamp), an answer of at most VL3_PROTO_MAX_TEXT bytes
+     * (limits.max_new_tokens allows longer ones; the stored answer is cut). */
+    double t0 = r->t_start > 0 ? r->t_start : 0, t1 = r->t_end > t0 ? r->t_end : t0;
+    char *cut = NULL;
+    const char *answer = fit_text(r->answer, &cut);
+    struct vl3_proto_result m = {r->job_id, r->task, r->window, t0, t1, answer,
                                  {s->frames_decoded, s->frames_pruned, s->tokens_generated,
                                   s->batch_size, s->decode_ms, s->vision_ms, s->prefill_ms,
                                   s->generate_ms}};
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_result(&m, &buf, &len, NULL);
+    free(cut);
     if (rc < 0)
         return rc;
     if ((rc = add_extra(&buf, &len, s)) < 0) {
@@ -201,7 +230,8 @@ int worker_send_error(struct worker_out *o, const char *job_id, int code, const 
                       const char **ret_code_name, int *ret_retryable)
 {
     int retry = 0;
-    struct vl3_proto_error m = {job_id, errcode(code, &retry), 0, message};
+    char *cut = NULL;
+    struct vl3_proto_error m = {job_id, errcode(code, &retry), 0, fit_text(message, &cut)};
     m.retryable = retry;
     if (ret_code_name)
         *ret_code_name = vl3_proto_errcode_name(m.code);
@@ -210,6 +240,7 @@ int worker_send_error(struct worker_out *o, const char *job_id, int code, const 
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_error(&m, &buf, &len, NULL); /* before reading buf/len */
+    free(cut);
     return send_built(o, rc, buf, len);
 }
 
