@@ -55,6 +55,16 @@ template <int with_barrier> __global__ void self_exchange_kernel(float *out, con
     out[t] = s[(t + 1) % SELF_THREADS];
 }
 
+/* the exchange inside one warp, ordered by __syncwarp() */
+__global__ void self_warp_exchange_kernel(float *out, const float *x)
+{
+    __shared__ float s[32];
+    const int t = threadIdx.x;
+    s[t] = x[t];
+    __syncwarp();
+    out[t] = s[(t + 1) % 32];
+}
+
 /* out = x reversed through blockDim.x floats of dynamic shared memory. */
 __global__ void self_dyn_reverse_kernel(float *out, const float *x)
 {
@@ -102,6 +112,7 @@ int self_warp(float *xor_sum, float *down_sum, float *bcast, float *up, unsigned
               int *any, int *all, const float *x);
 int self_exchange(float *out, const float *x, int with_barrier);
 int self_dyn_reverse(float *out, const float *x, int n);
+int self_warp_exchange(float *out, const float *x);
 int self_deadlock(float *out, int mode);
 int self_oob(float *out, int n);
 int self_launch_bad_config(void);
@@ -127,6 +138,12 @@ int self_exchange(float *out, const float *x, int with_barrier)
         VL3_LAUNCH(self_exchange_kernel<1>, 1, SELF_THREADS, 0, nullptr, out, x);
     else
         VL3_LAUNCH(self_exchange_kernel<0>, 1, SELF_THREADS, 0, nullptr, out, x);
+    return cudaGetLastError();
+}
+
+int self_warp_exchange(float *out, const float *x)
+{
+    VL3_LAUNCH(self_warp_exchange_kernel, 1, 32, 0, nullptr, out, x);
     return cudaGetLastError();
 }
 

@@ -255,6 +255,7 @@ int self_warp(float *xor_sum, float *down_sum, float *bcast, float *up, unsigned
               int *any, int *all, const float *x);
 int self_exchange(float *out, const float *x, int with_barrier);
 int self_dyn_reverse(float *out, const float *x, int n);
+int self_warp_exchange(float *out, const float *x);
 int self_deadlock(float *out, int mode);
 int self_oob(float *out, int n);
 int self_launch_bad_config(void);
@@ -327,6 +328,10 @@ TEST(emu_missing_barrier_shows)
     }
     /* without the barrier thread t reads its neighbour's slot before the neighbour wrote it */
     ASSERT_GT(wrong, 100);
+    /* inside one warp __syncwarp() orders it */
+    ASSERT_EQ(self_warp_exchange(good, x), 0);
+    for (int i = 0; i < 32; i++)
+        ASSERT_EQ(good[i], x[(i + 1) % 32]);
     return 0;
 }
 

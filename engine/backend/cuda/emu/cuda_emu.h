@@ -188,6 +188,9 @@ template <typename T> static inline T vl3_emu_unbits(uint64_t b)
     ((unsigned)vl3_emu_warp(VL3_EMU_BALLOT, (mask), (pred) ? 1u : 0u, 0, 32, __FILE__, __LINE__))
 #define __any_sync(mask, pred)                                                                     \
     ((int)vl3_emu_warp(VL3_EMU_ANY, (mask), (pred) ? 1u : 0u, 0, 32, __FILE__, __LINE__))
+#define __syncwarp(...)                                                                            \
+    ((void)vl3_emu_warp(VL3_EMU_BALLOT, (0xffffffffu __VA_OPT__(* 0 + (__VA_ARGS__))), 0u, 0, 32,  \
+                        __FILE__, __LINE__))
 #define __all_sync(mask, pred)                                                                     \
     ((int)vl3_emu_warp(VL3_EMU_ALL, (mask), (pred) ? 1u : 0u, 0, 32, __FILE__, __LINE__))
 
