@@ -99,6 +99,30 @@ __global__ void self_deadlock_kernel(float *out, int mode)
     out[t] = v;
 }
 
+/* Per warp w of the block: d_w = a_w b_w + c_w for 16x16 tiles (a row-major bf16, b bf16 in
+ * BLayout, c and d row-major f32). With row_scale, the accumulator is then scaled per row through
+ * fragment.x[] assuming the sm_80 accumulator layout (row = lane / 4 + 8 * ((e >> 1) & 1)),
+ * which the emulator's scrambled layout must break. */
+template <typename BLayout>
+__global__ void self_wmma_kernel(float *d, const __nv_bfloat16 *a, const __nv_bfloat16 *b,
+                                 const float *c, const float *row_scale)
+{
+    using namespace nvcuda;
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32;
+    wmma::fragment<wmma::matrix_a, 16, 16, 16, __nv_bfloat16, wmma::row_major> fa;
+    wmma::fragment<wmma::matrix_b, 16, 16, 16, __nv_bfloat16, BLayout> fb;
+    wmma::fragment<wmma::accumulator, 16, 16, 16, float> fc;
+    wmma::fill_fragment(fc, 0.0f);
+    wmma::load_matrix_sync(fa, a + w * 256, 16);
+    wmma::load_matrix_sync(fb, b + w * 256, 16);
+    wmma::load_matrix_sync(fc, c + w * 256, 16, wmma::mem_row_major);
+    wmma::mma_sync(fc, fa, fb, fc);
+    if (row_scale)
+        for (int e = 0; e < fc.num_elements; e++)
+            fc.x[e] *= row_scale[lane / 4 + 8 * ((e >> 1) & 1)];
+    wmma::store_matrix_sync(d + w * 256, fc, 16, wmma::mem_row_major);
+}
+
 /* writes one float past the end of out[n] */
 __global__ void self_oob_kernel(float *out, int n)
 {
@@ -114,6 +138,8 @@ int self_exchange(float *out, const float *x, int with_barrier);
 int self_dyn_reverse(float *out, const float *x, int n);
 int self_warp_exchange(float *out, const float *x);
 int self_deadlock(float *out, int mode);
+int self_wmma(float *d, const uint16_t *a, const uint16_t *b, const float *c, int b_col_major,
+              const float *row_scale, int warps);
 int self_oob(float *out, int n);
 int self_launch_bad_config(void);
 }
@@ -156,6 +182,20 @@ int self_dyn_reverse(float *out, const float *x, int n)
 int self_deadlock(float *out, int mode)
 {
     VL3_LAUNCH(self_deadlock_kernel, 1, 64, 0, nullptr, out, mode);
+    return cudaGetLastError();
+}
+
+int self_wmma(float *d, const uint16_t *a, const uint16_t *b, const float *c, int b_col_major,
+              const float *row_scale, int warps)
+{
+    const __nv_bfloat16 *ab = reinterpret_cast<const __nv_bfloat16 *>(a);
+    const __nv_bfloat16 *bb = reinterpret_cast<const __nv_bfloat16 *>(b);
+    if (b_col_major)
+        VL3_LAUNCH(self_wmma_kernel<nvcuda::wmma::col_major>, 1, 32 * warps, 0, nullptr, d, ab, bb,
+                   c, row_scale);
+    else
+        VL3_LAUNCH(self_wmma_kernel<nvcuda::wmma::row_major>, 1, 32 * warps, 0, nullptr, d, ab, bb,
+                   c, row_scale);
     return cudaGetLastError();
 }
 

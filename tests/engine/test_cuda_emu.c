@@ -257,6 +257,8 @@ int self_exchange(float *out, const float *x, int with_barrier);
 int self_dyn_reverse(float *out, const float *x, int n);
 int self_warp_exchange(float *out, const float *x);
 int self_deadlock(float *out, int mode);
+int self_wmma(float *d, const uint16_t *a, const uint16_t *b, const float *c, int b_col_major,
+              const float *row_scale, int warps);
 int self_oob(float *out, int n);
 int self_launch_bad_config(void);
 
@@ -352,6 +354,43 @@ TEST(emu_launch_errors)
     ASSERT_EQ(cudaGetLastError(), cudaSuccess); /* reading the error clears it */
     ASSERT_STR_EQ(cudaGetErrorString(cudaErrorInvalidConfiguration),
                   "invalid configuration argument");
+    return 0;
+}
+
+TEST(emu_wmma)
+{
+    enum { W = 2, N = W * 256 };
+    uint16_t a[N], b[N];
+    float c[N], d[N], scale[16];
+    for (int i = 0; i < N; i++) {
+        a[i] = vl3__cpu_f32_to_bf16((float)urand());
+        b[i] = vl3__cpu_f32_to_bf16((float)urand());
+        c[i] = (float)urand();
+    }
+    for (int r = 0; r < 16; r++)
+        scale[r] = (float)(r + 2);
+    for (int col_major = 0; col_major < 2; col_major++) {
+        ASSERT_EQ(self_wmma(d, a, b, c, col_major, NULL, W), 0);
+        for (int w = 0; w < W; w++)
+            for (int r = 0; r < 16; r++)
+                for (int n = 0; n < 16; n++) {
+                    double want = c[w * 256 + r * 16 + n];
+                    for (int k = 0; k < 16; k++) {
+                        int ib = col_major ? n * 16 + k : k * 16 + n;
+                        want += (double)vl3__cpu_bf16_to_f32(a[w * 256 + r * 16 + k]) *
+                                vl3__cpu_bf16_to_f32(b[w * 256 + ib]);
+                    }
+                    ASSERT_NEAR(d[w * 256 + r * 16 + n], want, 1e-5);
+                }
+    }
+    /* code that assumes the hardware's accumulator layout gets wrong rows here */
+    float good[N];
+    ASSERT_EQ(self_wmma(good, a, b, c, 0, NULL, W), 0);
+    ASSERT_EQ(self_wmma(d, a, b, c, 0, scale, W), 0);
+    int wrong = 0;
+    for (int i = 0; i < N; i++)
+        wrong += fabsf(d[i] - good[i] * scale[(i % 256) / 16]) > 1e-4f * (fabsf(d[i]) + 1.0f);
+    ASSERT_GT(wrong, N / 2);
     return 0;
 }
 

@@ -16,6 +16,8 @@
  *  - atomics (trivial: fibers never preempt each other), math (rsqrtf, __expf, __fdividef, ...;
  *    computed with libm, so results differ from the GPU's in the last bits), __nv_bfloat16 with
  *    __float2bfloat16 (round to nearest even) and __bfloat162float;
+ *  - nvcuda::wmma 16x16x16 fragments (bf16/f32 -> f32) with a deliberately scrambled element
+ *    layout, so that code depending on the hardware's fragment layout breaks here;
  *  - VL3_LAUNCH(kernel, grid, block, shmem, stream, args...) (kernel<<<...>>>(args) under nvcc)
  *    and VL3_DYN_SHARED(type, name) for `extern __shared__ type name[]` of shmem bytes;
  *  - the runtime subset the backend uses (cudaMalloc = malloc, so AddressSanitizer sees
@@ -265,6 +267,131 @@ static inline float __bfloat162float(__nv_bfloat16 h)
     memcpy(&f, &u, 4);
     return f;
 }
+
+/* nvcuda::wmma, 16x16x16 only (bf16 or f32 inputs, f32 accumulator). Each lane holds 8 elements
+ * of a fragment; element e of lane l is the matrix element number perm(8l + e) in row-major
+ * order, with perm a scrambled permutation unlike any GPU's layout, so that code which touches
+ * fragment.x[] assuming a particular hardware layout gives wrong results here. mma_sync is a
+ * warp rendezvous: lanes publish their fragments, each computes its own elements, and a second
+ * rendezvous keeps the inputs alive until every lane has read them. */
+namespace nvcuda {
+namespace wmma {
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+static inline int vl3_emu_wmma_perm(int k) /* lane-element slot -> row-major index, 0..255 */
+{
+    return (k * 37 + 11) & 255;
+}
+static inline int vl3_emu_wmma_slot(int idx) /* the inverse: 37 * 173 = 1 (mod 256) */
+{
+    return ((idx - 11) * 173) & 255;
+}
+static inline float vl3_emu_wmma_f(float v)
+{
+    return v;
+}
+static inline float vl3_emu_wmma_f(__nv_bfloat16 v)
+{
+    return __bfloat162float(v);
+}
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void> struct fragment {
+    static_assert(M == 16 && N == 16 && K == 16, "the emulator has 16x16x16 fragments only");
+    enum { num_elements = 8 };
+    T x[num_elements];
+};
+
+template <typename Use, typename T, typename L, typename V>
+static inline void fill_fragment(fragment<Use, 16, 16, 16, T, L> &f, V v)
+{
+    for (int e = 0; e < 8; e++)
+        f.x[e] = (T)v;
+}
+
+static inline int vl3_emu_lane(void)
+{
+    const struct vl3_emu_coords *c = vl3_emu_cur;
+    return (int)((c->thread_idx.z * c->block_dim.y + c->thread_idx.y) * c->block_dim.x +
+                 c->thread_idx.x) & 31;
+}
+static inline int vl3_emu_warp_id(void)
+{
+    const struct vl3_emu_coords *c = vl3_emu_cur;
+    return (int)((c->thread_idx.z * c->block_dim.y + c->thread_idx.y) * c->block_dim.x +
+                 c->thread_idx.x) >> 5;
+}
+
+template <typename T>
+static inline void vl3_emu_wmma_load(T *x, const T *p, unsigned ldm, bool col)
+{
+    const int l = vl3_emu_lane();
+    for (int e = 0; e < 8; e++) {
+        const int idx = vl3_emu_wmma_perm(8 * l + e), r = idx >> 4, c = idx & 15;
+        x[e] = col ? p[(size_t)c * ldm + r] : p[(size_t)r * ldm + c];
+    }
+}
+template <typename Use, typename T, typename L>
+static inline void load_matrix_sync(fragment<Use, 16, 16, 16, T, L> &f, const T *p, unsigned ldm)
+{
+    static_assert(!std::is_same<Use, accumulator>::value, "accumulators need a layout_t");
+    vl3_emu_wmma_load(f.x, p, ldm, std::is_same<L, col_major>::value);
+}
+template <typename T>
+static inline void load_matrix_sync(fragment<accumulator, 16, 16, 16, T, void> &f, const T *p,
+                                    unsigned ldm, layout_t layout)
+{
+    vl3_emu_wmma_load(f.x, p, ldm, layout == mem_col_major);
+}
+template <typename T>
+static inline void store_matrix_sync(T *p, const fragment<accumulator, 16, 16, 16, T, void> &f,
+                                     unsigned ldm, layout_t layout)
+{
+    const int l = vl3_emu_lane();
+    for (int e = 0; e < 8; e++) {
+        const int idx = vl3_emu_wmma_perm(8 * l + e), r = idx >> 4, c = idx & 15;
+        if (layout == mem_col_major)
+            p[(size_t)c * ldm + r] = f.x[e];
+        else
+            p[(size_t)r * ldm + c] = f.x[e];
+    }
+}
+
+/* d = a b + c over the warp. */
+template <typename TA, typename LA, typename LB>
+static inline void mma_sync(fragment<accumulator, 16, 16, 16, float, void> &d,
+                            const fragment<matrix_a, 16, 16, 16, TA, LA> &a,
+                            const fragment<matrix_b, 16, 16, 16, TA, LB> &b,
+                            const fragment<accumulator, 16, 16, 16, float, void> &c)
+{
+    static const TA *ta[32][32], *tb[32][32]; /* per (warp, lane); one block at a time */
+    static const float *tc[32][32];
+    const int l = vl3_emu_lane(), w = vl3_emu_warp_id();
+    ta[w][l] = a.x;
+    tb[w][l] = b.x;
+    tc[w][l] = c.x;
+    __syncwarp();
+    float out[8];
+    for (int e = 0; e < 8; e++) {
+        const int idx = vl3_emu_wmma_perm(8 * l + e), r = idx >> 4, col = idx & 15;
+        const int sc = vl3_emu_wmma_slot(idx);
+        float acc = tc[w][sc >> 3][sc & 7];
+        for (int k = 0; k < 16; k++) {
+            const int sa = vl3_emu_wmma_slot(r * 16 + k), sb = vl3_emu_wmma_slot(k * 16 + col);
+            acc += vl3_emu_wmma_f(ta[w][sa >> 3][sa & 7]) * vl3_emu_wmma_f(tb[w][sb >> 3][sb & 7]);
+        }
+        out[e] = acc;
+    }
+    __syncwarp();
+    for (int e = 0; e < 8; e++)
+        d.x[e] = out[e];
+}
+} /* namespace wmma */
+} /* namespace nvcuda */
 
 namespace vl3_emu {
 template <typename F> static void tramp(void *p)
