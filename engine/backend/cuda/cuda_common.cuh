@@ -1,9 +1,23 @@
 /* cuda_common.cuh: shared helpers of the CUDA backend: error conversion at the adapter
- * (cudaError_t -> VL3_E_CUDA / VL3_E_CUDA_FATAL with the statement text), launch checks. */
+ * (cudaError_t -> VL3_E_CUDA / VL3_E_CUDA_FATAL with the statement text), launch checks, and the
+ * launch macros that let every .cu file also build for the host emulator (emu/cuda_emu.h, with
+ * -DVL3_CUDA_EMU): kernels are launched with VL3_LAUNCH, never with <<<>>> directly. */
 #ifndef VL3_CUDA_COMMON_CUH
 #define VL3_CUDA_COMMON_CUH
 
+#ifdef VL3_CUDA_EMU
+#include "emu/cuda_emu.h"
+#else
 #include <cuda_runtime.h>
+
+/* kernel<<<grid, block, shmem, stream>>>(args...) */
+#define VL3_LAUNCH(kernel, grid, block, shmem, stream, ...)                                        \
+    kernel<<<(grid), (block), (shmem), (stream)>>>(__VA_ARGS__)
+/* The launch's dynamic shared memory as `type *name`. */
+#define VL3_DYN_SHARED(type, name)                                                                 \
+    extern __shared__ __align__(16) unsigned char name##_raw_[];                                   \
+    type *name = reinterpret_cast<type *>(name##_raw_)
+#endif
 
 #ifdef __cplusplus
 extern "C" {

@@ -1,8 +1,9 @@
 /* rmsnorm.cu: RMSNorm, one block per row; fp32 accumulation as the model specifies (spec §6).
- * The first CUDA op of the backend; its op test compares against the CPU op (label gpu). */
+ * Its op test compares against the CPU op (label gpu on a device, cuda-emu on the host
+ * emulator). */
 #include "rmsnorm.cuh"
 
-#include <cuda_runtime.h>
+#include "cuda_common.cuh"
 
 __global__ void rmsnorm_kernel(float *y, const float *x, const float *w, int cols, float eps)
 {
@@ -35,6 +36,6 @@ extern "C" int cuda_rmsnorm(float *y, const float *x, const float *w, int rows, 
 {
     if (rows <= 0)
         return 0;
-    rmsnorm_kernel<<<rows, 256, 0, (cudaStream_t)stream>>>(y, x, w, cols, eps);
+    VL3_LAUNCH(rmsnorm_kernel, rows, 256, 0, (cudaStream_t)stream, y, x, w, cols, eps);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }

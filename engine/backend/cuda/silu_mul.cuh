@@ -1,0 +1,15 @@
+/* silu_mul.cuh: host launcher of the SwiGLU kernel (f32). */
+#ifndef VL3_CUDA_SILU_MUL_CUH
+#define VL3_CUDA_SILU_MUL_CUH
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+/* out[t, i] = silu(gu[t, i]) * gu[t, I + i] for t < T, i < I; gu is (T, 2*I), out (T, I).
+ * Device pointers. Returns 0 or -1 (launch failure). */
+int cuda_silu_mul(float *out, const float *gu, int T, int I, void *stream);
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,9 @@
+# The CUDA backend's kernels on the host CUDA emulator (docs/cuda-emu.md), against the CPU ops,
+# and the emulator's self-tests. Needs no CUDA toolkit: built in every configuration.
+vl3_cuda_emu_sources(VL3_TEST_CUDA_EMU_GEN ${CMAKE_CURRENT_LIST_DIR}/cuda_emu_selftest.cu)
+vl3_test(NAME test-cuda-emu SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_emu.c
+  ${VL3_TEST_CUDA_EMU_GEN} LIBS vl3cuda_emu vl3engine LABELS "unit;cuda-emu" TIMEOUT 120)
+target_include_directories(test-cuda-emu PRIVATE ${CMAKE_SOURCE_DIR}/engine/backend
+  ${CMAKE_SOURCE_DIR}/engine/backend/cpu ${CMAKE_SOURCE_DIR}/engine/backend/cuda)
+target_compile_options(test-cuda-emu PRIVATE
+  $<$<COMPILE_LANGUAGE:CXX>:${VL3_CUDA_EMU_CXX_FLAGS}>)
