@@ -17,7 +17,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: vl3 model tiny --out DIR [--layout remote|native] [--seed N]\n"
-            "                      [--tokenizer DIR] [--shards N]\n"
+            "                      [--tokenizer DIR] [--shards N] [--std X]\n"
             "       vl3 model info DIR\n\n"
             "tiny  write a tiny randomly initialised VideoLLaMA3 checkpoint (bf16 safetensors,\n"
             "      config.json with the real keys, generation/preprocessor/processor configs,\n"
@@ -31,6 +31,7 @@ static void usage(FILE *f)
             "      --tokenizer DIR  copy a Qwen2 tokenizer (vocab.json, merges.txt, added-token\n"
             "                       files) and use 151936 embedding rows; without it a small\n"
             "                       byte-level BPE is built\n"
+            "      --std X          weight init standard deviation (default 0.02)\n"
             "      --shards N       split the weights into N files + model.safetensors.index.json\n"
             "info  load DIR without a backend and print layout, sizes, tensor and parameter\n"
             "      counts, bytes and special token ids.\n");
@@ -53,6 +54,7 @@ static int cmd_tiny(int argc, char **argv)
         {"out", required_argument, NULL, 'o'},    {"layout", required_argument, NULL, 'l'},
         {"seed", required_argument, NULL, 's'},   {"tokenizer", required_argument, NULL, 't'},
         {"shards", required_argument, NULL, 'n'}, {"help", no_argument, NULL, 'h'},
+        {"std", required_argument, NULL, 'd'},
         {NULL, 0, NULL, 0},
     };
     vl3_tiny_params p = vl3_tiny_params_default();
@@ -60,7 +62,7 @@ static int cmd_tiny(int argc, char **argv)
     uint64_t v;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "o:l:s:t:n:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "o:l:s:t:n:d:h", opts, NULL)) != -1) {
         switch (c) {
         case 'o':
             out = optarg;
@@ -91,6 +93,16 @@ static int cmd_tiny(int argc, char **argv)
             }
             p.n_shards = (int)v;
             break;
+        case 'd': {
+            char *end;
+            errno = 0;
+            p.std = strtod(optarg, &end);
+            if (errno || end == optarg || *end || !(p.std > 0 && p.std <= 1)) {
+                fprintf(stderr, "vl3 model tiny: --std must be in (0, 1]\n");
+                return CLI_EXIT_USAGE;
+            }
+            break;
+        }
         case 'h':
             usage(stdout);
             return CLI_EXIT_OK;

@@ -30,6 +30,7 @@ void vl3__tiny_params_default(struct vl3__tiny_params *p)
     memset(p, 0, sizeof(*p));
     p->layout = VL3__LAYOUT_REMOTE;
     p->n_shards = 1;
+    p->std = INIT_STD;
     p->hidden = 64;
     p->n_layers = 2;
     p->n_heads = 4;
@@ -85,6 +86,7 @@ struct list {
     struct vl3__st_wtensor *t;
     size_t n, cap;
     uint64_t seed;
+    double std;
     int err;
 };
 
@@ -121,7 +123,7 @@ static void add(struct list *l, enum init kind, int ndim, const int64_t *shape, 
     }
     uint64_t s = l->seed ^ name_hash(name);
     for (size_t i = 0; i < count; i++) {
-        double v = INIT_STD * normal(&s);
+        double v = l->std * normal(&s);
         d[i] = to_bf16((float)(kind == INIT_NORM_W ? 1.0 + v : v));
     }
     t->data = d;
@@ -158,7 +160,7 @@ static int build_tensors(const struct vl3__tiny_params *p, int vocab_rows, struc
     const int64_t C = p->hidden, V = vocab_rows, I = p->intermediate;
     const int64_t KVD = (int64_t)p->n_kv_heads * (p->hidden / p->n_heads);
     const int64_t Cv = p->v_hidden, Iv = p->v_intermediate, P = p->patch_size;
-    struct list l = {.seed = splitmix(&(uint64_t){p->seed})};
+    struct list l = {.seed = splitmix(&(uint64_t){p->seed}), .std = p->std};
     char f[256];
 #define F(...) (snprintf(f, sizeof(f), __VA_ARGS__), f)
 
@@ -236,7 +238,7 @@ static json_t *qwen2_keys(const struct vl3__tiny_params *p, const struct vl3__ti
                      " s:n, s:b, s:s, s:b, s:b, s:i}",
                      "attention_dropout", 0.0, "bos_token_id", tk->endoftext, "eos_token_id",
                      tk->im_end, "hidden_act", "silu", "hidden_size", p->hidden,
-                     "initializer_range", INIT_STD, "intermediate_size", p->intermediate,
+                     "initializer_range", p->std, "intermediate_size", p->intermediate,
                      "max_position_embeddings", 32768, "max_window_layers", p->n_layers,
                      "num_attention_heads", p->n_heads, "num_hidden_layers", p->n_layers,
                      "num_key_value_heads", p->n_kv_heads, "rms_norm_eps", 1e-6, "rope_scaling",
@@ -249,7 +251,7 @@ static json_t *vision_keys(const struct vl3__tiny_params *p, const char *model_t
 {
     return json_pack("{s:f, s:s, s:i, s:f, s:i, s:f, s:s, s:i, s:i, s:i, s:i}",
                      "attention_dropout", 0.0, "hidden_act", "gelu_pytorch_tanh", "hidden_size",
-                     p->v_hidden, "initializer_range", INIT_STD, "intermediate_size",
+                     p->v_hidden, "initializer_range", p->std, "intermediate_size",
                      p->v_intermediate, "layer_norm_eps", 1e-6, "model_type", model_type,
                      "num_attention_heads", p->v_heads, "num_channels", 3, "num_hidden_layers",
                      p->v_layers, "patch_size", p->patch_size);
@@ -410,5 +412,7 @@ int vl3_model_write_tiny(const char *out_dir, const vl3_tiny_params *params, vl3
     p.seed = params->seed;
     p.tokenizer_dir = params->tokenizer_dir;
     p.n_shards = params->n_shards;
+    if (params->std > 0)
+        p.std = params->std;
     return vl3__tiny_write(out_dir, &p, reterr);
 }

@@ -19,6 +19,7 @@ struct vl3__tiny_params {
     uint64_t seed;
     const char *tokenizer_dir;   /* NULL: build a small BPE; else copy a Qwen2 tokenizer */
     int n_shards;                /* 1: model.safetensors; >1: shards + index.json */
+    double std;                  /* init standard deviation (default 0.02) */
     /* LLM */
     int hidden, n_layers, n_heads, n_kv_heads, intermediate;
     double rope_theta;

@@ -99,6 +99,7 @@ typedef struct vl3_tiny_params {
                                   directory to copy (vocab.json, merges.txt, added-token files);
                                   the embedding then has 151936 rows (borrowed) */
     int n_shards;              /* 1: model.safetensors; >1: shards + model.safetensors.index.json */
+    double std;                /* weight init standard deviation; 0: 0.02 (initializer_range) */
 } vl3_tiny_params;
 
 /* Defaults: remote, seed 0, own tokenizer, 1 shard. */
