@@ -22,7 +22,7 @@ TEST(binaries_answer_help_and_version)
         ASSERT_STR_CONTAINS(out, VL3_VERSION);
     }
     static const char *const subs[] = {"run", "tokenize", "model", "enqueue", "status", "db",
-                                       "bench"};
+                                       "bench", "search"};
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         ASSERT_EQ(test_sh(out, sizeof(out), "%s/vl3 %s --help", bin_dir(), subs[i]), 0);
         ASSERT_STR_CONTAINS(out, "usage: vl3 ");

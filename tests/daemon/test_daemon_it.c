@@ -23,5 +23,6 @@ TEST(it_rebalance_join_leave) { return scenario("rebalance"); }
 TEST(it_reload_and_notify) { return scenario("reload_notify"); }
 TEST(it_second_sigint_exits) { return scenario("second_sigint"); }
 TEST(it_enqueue_cli) { return scenario("enqueue"); }
+TEST(it_archive_incremental_search_status) { return scenario("archive"); }
 TEST(it_graceful_drain) { return scenario("drain"); }
 TEST(it_real_workers_every_failure) { return scenario("real_workers"); }
