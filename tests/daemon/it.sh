@@ -630,5 +630,63 @@ scenario_archive() {
   stop_daemon d1
 }
 
+# the archive workflow with real vl3-worker processes on a tiny model: a tree enqueued twice is
+# answered once, a touched clip alone again; a word of a stored answer is found by vl3 search with
+# its window's time range
+scenario_archive_real() {
+  start_env
+  local M="$T/media"
+  mkdir -p "$M/sub"
+  "$BIN/vl3" model tiny --out "$T/model" --seed 7 >/dev/null || fail "vl3 model tiny failed"
+  "$S/tools/gen_sample_video.sh" "$M/a.mp4" 3 96x96 || fail "clip a"
+  "$S/tools/gen_sample_video.sh" "$M/sub/b.mp4" 3 64x64 || fail "clip b"
+  cat > "$T/worker.conf" <<CONF
+model = $T/model
+backend = cpu
+threads = 1
+decode_threads = 1
+[media]
+roots = $M
+[generate]
+seed = 5
+[log]
+level = info
+CONF
+  WORKERS=2 write_conf d1 $((20000 + RANDOM % 20000)) "[workers]" "path = $BIN/vl3-worker" \
+    "config = $T/worker.conf" "[jobs]" "timeout = 60s"
+  local E=("$BIN/vl3" enqueue -c "$T/d1.conf" -r --window 2 --fps 1 --max-frames 4
+           --max-new-tokens 24 --temperature 1 --tasks caption)
+  "${E[@]}" "$M" > "$T/e1.out" 2>&1 || fail "enqueue 1: $(cat "$T/e1.out")"
+  grep -q 'enqueued 2 jobs' "$T/e1.out" || fail "enqueue 1: $(cat "$T/e1.out")"
+  start_daemon d1
+  wait_done 2 120
+  [ "$(sql "select count(*) from results")" = 4 ] || fail "results: $(sql "select count(*) from results")"
+  "${E[@]}" "$M" > "$T/e2.out" 2>&1 || fail "enqueue 2: $(cat "$T/e2.out")"
+  grep -q 'enqueued 0 jobs .* 2 already done' "$T/e2.out" || fail "enqueue 2: $(cat "$T/e2.out")"
+  touch -d '2001-02-03 04:05:06' "$M/sub/b.mp4"
+  "${E[@]}" "$M" > "$T/e3.out" 2>&1 || fail "enqueue 3: $(cat "$T/e3.out")"
+  grep -q 'enqueued 1 jobs .* 1 already done' "$T/e3.out" || fail "enqueue 3: $(cat "$T/e3.out")"
+  wait_done 3 120
+  [ "$(sql "select count(*) from jobs")" = 3 ] || fail "jobs after the touch"
+  [ "$(sql "select count(*) from jobs where path = '$M/sub/b.mp4'")" = 2 ] || fail "b not redone"
+  [ "$(sql "select count(*) from results")" = 6 ] || fail "results after the touch"
+  # a word of the stored answer of a.mp4's second window (2 s to 3 s)
+  local word
+  word=$(sql "select word from ts_stat(\$q\$select answer_tsv from results r join jobs j
+              using (job_id) where j.path = '$M/a.mp4' and r.window_idx = 1\$q\$)
+              where word ~ '^[[:alnum:]]{2,}\$' order by word limit 1")
+  [ -n "$word" ] || fail "no plain word in the answer: $(psql "$PGC" -XAtqc "select window_idx, answer, answer_tsv from results" 2>&1)"
+  local out
+  out=$("$BIN/vl3" search -c "$T/d1.conf" --path "$M/a.mp4" --limit 100 "$word") \
+    || fail "vl3 search failed"
+  echo "$out" | grep -qF "$M/a.mp4  00:00:02-00:00:03  caption" \
+    || fail "search [$word]: $out (answers: $(sql "select window_idx, answer from results"))"
+  "$BIN/vl3" search -c "$T/d1.conf" --json --limit 100 "$word" > "$T/s.json" || fail "search --json"
+  python3 -c 'import json,sys; h=json.load(open(sys.argv[1])); assert any(x["time_range"] == "00:00:02-00:00:03" and x["path"].endswith("/a.mp4") for x in h)' "$T/s.json" \
+    || fail "search --json: $(cat "$T/s.json")"
+  log "searched [$word]: $(echo "$out" | head -n 2 | tr '\n' ' ')"
+  stop_daemon d1
+}
+
 "scenario_$SCEN" || fail "scenario returned $?"
 log "PASS"
