@@ -201,7 +201,8 @@ static int job_id_make(const char *path, const struct stat *st, const json_t *re
     return 0;
 }
 
-/* The ids of ids[] that are done in PostgreSQL: done[i] = 1. One query with an array. */
+/* The ids of ids[] that are done in PostgreSQL: done[i] = 1. One query with a jsonb array,
+ * answered by positions (no quadratic matching here). */
 static int done_ids_load(const char *conninfo, char **ids, size_t n, char *done)
 {
     PGconn *pq = PQconnectdb(conninfo);
@@ -222,8 +223,9 @@ static int done_ids_load(const char *conninfo, char **ids, size_t n, char *done)
     }
     const char *p[1] = {s};
     res = PQexecParams(pq,
-                       "SELECT job_id FROM jobs WHERE status = 'done' AND job_id IN "
-                       "(SELECT jsonb_array_elements_text($1::jsonb))",
+                       "SELECT x.ord FROM jsonb_array_elements_text($1::jsonb) "
+                       "       WITH ORDINALITY AS x(id, ord) "
+                       "  JOIN jobs j ON j.job_id = x.id AND j.status = 'done'",
                        1, NULL, p, NULL, NULL, 0);
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
     if (state && strcmp(state, "42P01") == 0)
@@ -234,12 +236,9 @@ static int done_ids_load(const char *conninfo, char **ids, size_t n, char *done)
         goto out;
     }
     for (int row = 0; row < PQntuples(res); row++) {
-        const char *id = PQgetvalue(res, row, 0);
-        for (size_t i = 0; i < n; i++)
-            if (!done[i] && strcmp(ids[i], id) == 0) {
-                done[i] = 1;
-                break;
-            }
+        long long ord = atoll(PQgetvalue(res, row, 0)); /* 1-based index into ids */
+        if (ord >= 1 && (size_t)ord <= n)
+            done[ord - 1] = 1;
     }
 out:
     PQclear(res);
