@@ -5,7 +5,8 @@
  * Each job carries a deterministic "id": "f:" + XXH3-128 of the file version (absolute path,
  * size, mtime) and the request (tasks, sampling, limits), so enqueueing the same tree again is a
  * no-op for files already done (the daemon never redoes a done id) and picks up new or changed
- * files; with a database (--config / --conninfo) ids already done are not even sent. --force
+ * files; with a database (--config / --conninfo) ids already done are not even sent (when it
+ * cannot be reached, everything is sent and vl3d skips the done ids). --force
  * adds a nonce to the id. Every run has a batch id, printed at start and put in each job.
  * The brokers are probed first so an unreachable cluster gives one clear error; the command
  * then waits for every delivery report and exits 1 if any failed. Progress (scanned, enqueued,
@@ -423,7 +424,7 @@ int cmd_enqueue(int argc, char **argv)
             goto out;
         }
         if (done_ids_load(conninfo, ids, files.n, done) < 0)
-            goto out;
+            fprintf(stderr, "vl3 enqueue: sending every file; vl3d skips the ids already done\n");
     }
     if (!dry) {
         if (kafka_producer_new(brokers, (const char *const *)conf.kafka_props, &prod, &err) < 0 ||

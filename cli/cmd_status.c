@@ -81,6 +81,9 @@ static int print_batches(const char *conninfo)
         goto out;
     }
     res = PQexec(pq, sql_batches);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (state && strcmp(state, "42P01") == 0)
+        goto out; /* a database before 0003_archive.sql: no batches to show */
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         fprintf(stderr, "vl3 status: could not read batch_progress: %s", PQerrorMessage(pq));
         r = -1;
