@@ -623,10 +623,20 @@ scenario_archive() {
   [ "$got" = "$want" ] && [ "$got" -gt 0 ] || fail "search --json: $got hits, want $want"
   "$BIN/vl3" search -c "$T/d1.conf" zzzqqqnothing > "$T/s0.out" 2>&1 || fail "empty search failed"
   grep -q "no answer matches" "$T/s0.out" || fail "empty search: $(cat "$T/s0.out")"
+  # a file that fails: its batch shows it with the reason
+  touch "$T/media/x_fail.mp4"
+  "${E[@]}" "$T/media" > "$T/e6.out" 2>&1 || fail "enqueue 6: $(cat "$T/e6.out")"
+  grep -q 'enqueued 1 jobs .* 4 already done' "$T/e6.out" || fail "enqueue 6: $(cat "$T/e6.out")"
+  wait_ge "select count(*) from jobs where status = 'failed'" 1 30
+  local b6; b6=$(sed -n 's/^batch \([^:]*\):.*/\1/p' "$T/e6.out")
   # status per batch
   out=$("$BIN/vl3" status -c "$T/d1.conf") || fail "status: $out"
+  echo "$out" | grep -q "^  $b6  1 total, 0 done, 1 failed, 0 pending" || fail "status batch $b6: $out"
+  echo "$out" | grep -A1 "^      failed  $T/media/x_fail.mp4" | grep -q "could not decode" \
+    || fail "status failed file: $out"
   local b1; b1=$(sed -n 's/^batch \([^:]*\):.*/\1/p' "$T/e1.out")
   echo "$out" | grep -q "^  $b1 .*4 done, 0 failed, 0 pending" || fail "status batch $b1: $out"
+  log "status: $out"
   stop_daemon d1
 }
 
