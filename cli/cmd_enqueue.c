@@ -261,7 +261,7 @@ static void progress(size_t scanned, size_t total, size_t sent, size_t skipped, 
     double dt = now_s() - t0;
     double rate = dt > 0 ? scanned / dt : 0;
     double eta = rate > 0 ? (total - scanned) / rate : 0;
-    fprintf(stderr, "\r%zu/%zu files, %zu enqueued, %zu skipped (done), %.0f files/s, ETA %.0fs ",
+    fprintf(stderr, "\r\033[K%zu/%zu files, %zu enqueued, %zu skipped (done), %.0f files/s, ETA %.0fs ",
             scanned, total, sent, skipped, rate, eta);
 }
 
@@ -387,6 +387,7 @@ int cmd_enqueue(int argc, char **argv)
         strftime(ts, sizeof(ts), "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
         snprintf(batch, sizeof(batch), "b%s-%ld", ts, (long)getpid());
     }
+    fprintf(stderr, "batch %s: %zu files\n", batch, files.n);
     req = json_pack("{s:O, s:{s:f, s:I, s:s, s:f}}", "tasks", tarr, "sampling", "fps", fps,
                     "max_frames", (json_int_t)max_frames, "mode", mode, "window", window);
     if (req && (max_new >= 0 || temperature >= 0)) {
@@ -403,9 +404,15 @@ int cmd_enqueue(int argc, char **argv)
         fprintf(stderr, "vl3 enqueue: out of memory\n");
         goto out;
     }
+    int tty = isatty(STDERR_FILENO) && !dry;
+    double t0 = now_s(), tlast = 0;
     for (size_t i = 0; i < files.n; i++) {
         struct stat st;
         char id[64];
+        if (tty && now_s() - tlast > 0.2) {
+            tlast = now_s();
+            fprintf(stderr, "\rscanned %zu/%zu files", i, files.n);
+        }
         if (stat(files.v[i], &st) < 0) {
             fprintf(stderr, "vl3 enqueue: cannot access \"%s\": %s\n", files.v[i],
                     strerror(errno));
@@ -417,6 +424,8 @@ int cmd_enqueue(int argc, char **argv)
             goto out;
         }
     }
+    if (tty)
+        fprintf(stderr, "\r\033[K"); /* the scan line is erased: the send line follows */
     if (conninfo_arg || config) {
         int r = migrate_conninfo_resolve(conninfo_arg, config, &conninfo, &err);
         if (r < 0) {
@@ -433,10 +442,9 @@ int cmd_enqueue(int argc, char **argv)
             goto out;
         }
     }
-    fprintf(stderr, "batch %s: %zu files\n", batch, files.n);
-    int tty = isatty(STDERR_FILENO) && !dry;
     size_t sent = 0, skipped = 0;
-    double t0 = now_s(), tlast = 0;
+    t0 = now_s();
+    tlast = 0;
     for (size_t i = 0; i < files.n; i++) {
         if (done[i]) {
             skipped++;
