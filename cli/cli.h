@@ -13,6 +13,7 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_enqueue(int argc, char **argv);
 int cmd_status(int argc, char **argv);
+int cmd_search(int argc, char **argv);
 int cmd_db(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 

@@ -1,26 +1,35 @@
 /* cmd_enqueue.c: `vl3 enqueue FILE|DIR...`: produce one job message per video or image file to
  * the jobs topic (docs/jobs.md). Directories are scanned (recursively with --recursive) for
  * known video/image extensions; files named explicitly are taken whatever their extension.
- * Messages are keyed by the absolute path (one file always lands in the same partition) and
- * carry no "id", so each enqueue is a new job (the daemon derives the id from the offset).
+ * Messages are keyed by the absolute path (one file always lands in the same partition).
+ * Each job carries a deterministic "id": "f:" + XXH3-128 of the file version (absolute path,
+ * size, mtime) and the request (tasks, sampling, limits), so enqueueing the same tree again is a
+ * no-op for files already done (the daemon never redoes a done id) and picks up new or changed
+ * files; with a database (--config / --conninfo) ids already done are not even sent (when it
+ * cannot be reached, everything is sent and vl3d skips the done ids). --force
+ * adds a nonce to the id. Every run has a batch id, printed at start and put in each job.
  * The brokers are probed first so an unreachable cluster gives one clear error; the command
- * then waits for every delivery report and exits 1 if any failed. A progress line is drawn on
- * stderr when it is a terminal. */
+ * then waits for every delivery report and exits 1 if any failed. Progress (scanned, enqueued,
+ * skipped, rate, ETA) is drawn on one line of stderr when it is a terminal. */
 #include <dirent.h>
 #include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
+#include <libpq-fe.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "cli.h"
 #include "daemon_conf.h"
 #include "kafka.h"
+#include "migrate.h"
 #include "vl3/conf.h"
 #include "vl3/proto.h"
 
@@ -127,8 +136,12 @@ static void usage(FILE *f)
             "      --temperature X   sampling temperature, 0 = greedy (default 0)\n"
             "  -b, --brokers B       bootstrap brokers (default: kafka.brokers of the config)\n"
             "  -T, --topic T         jobs topic (default: kafka.topic of the config)\n"
-            "  -c, --config FILE     read brokers, topic and kafka properties from vl3d.conf\n"
-            "  -n, --dry-run         print the messages instead of producing them\n"
+            "  -c, --config FILE     read brokers, topic, kafka properties and pg.conninfo from\n"
+            "                        vl3d.conf; jobs already done in PostgreSQL are not sent\n"
+            "      --conninfo STR    PostgreSQL to ask for jobs already done (libpq string)\n"
+            "  -f, --force           redo files already done (a new id nonce)\n"
+            "  -n, --dry-run         print what would be enqueued (the messages) and what is\n"
+            "                        already done, produce nothing\n"
             "  -h, --help            show this help\n");
 }
 
@@ -169,6 +182,89 @@ static int parse_num(const char *opt, const char *s, double min, double max, dou
     return 0;
 }
 
+/* "f:" + XXH3-128 hex of the file version and the request (canonical JSON, sorted keys).
+ * nonce is "" or, for --force, the batch id. */
+static int job_id_make(const char *path, const struct stat *st, const json_t *req,
+                       const char *nonce, char *buf, size_t size)
+{
+    json_t *k = json_pack("{s:s, s:I, s:I, s:I, s:O, s:s}", "input", path, "size",
+                          (json_int_t)st->st_size, "mtime_s", (json_int_t)st->st_mtim.tv_sec,
+                          "mtime_ns", (json_int_t)st->st_mtim.tv_nsec, "request", req, "nonce",
+                          nonce);
+    char *s = k ? json_dumps(k, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(k);
+    if (!s)
+        return -ENOMEM;
+    XXH128_hash_t h = XXH3_128bits(s, strlen(s));
+    free(s);
+    snprintf(buf, size, "f:%016llx%016llx", (unsigned long long)h.high64,
+             (unsigned long long)h.low64);
+    return 0;
+}
+
+/* The ids of ids[] that are done in PostgreSQL: done[i] = 1. One query with a jsonb array,
+ * answered by positions (no quadratic matching here). */
+static int done_ids_load(const char *conninfo, char **ids, size_t n, char *done)
+{
+    PGconn *pq = PQconnectdb(conninfo);
+    json_t *arr = json_array();
+    char *s = NULL;
+    PGresult *res = NULL;
+    int r = 0;
+    if (PQstatus(pq) != CONNECTION_OK) {
+        fprintf(stderr, "vl3 enqueue: could not connect to PostgreSQL: %s", PQerrorMessage(pq));
+        r = -EIO;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(arr, json_string(ids[i]));
+    if (!(s = json_dumps(arr, JSON_COMPACT))) {
+        r = -ENOMEM;
+        goto out;
+    }
+    const char *p[1] = {s};
+    res = PQexecParams(pq,
+                       "SELECT x.ord FROM jsonb_array_elements_text($1::jsonb) "
+                       "       WITH ORDINALITY AS x(id, ord) "
+                       "  JOIN jobs j ON j.job_id = x.id AND j.status = 'done'",
+                       1, NULL, p, NULL, NULL, 0);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    if (state && strcmp(state, "42P01") == 0)
+        goto out; /* no jobs table yet (vl3d never ran): nothing is done */
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "vl3 enqueue: could not read done jobs: %s", PQerrorMessage(pq));
+        r = -EIO;
+        goto out;
+    }
+    for (int row = 0; row < PQntuples(res); row++) {
+        long long ord = atoll(PQgetvalue(res, row, 0)); /* 1-based index into ids */
+        if (ord >= 1 && (size_t)ord <= n)
+            done[ord - 1] = 1;
+    }
+out:
+    PQclear(res);
+    free(s);
+    json_decref(arr);
+    PQfinish(pq);
+    return r;
+}
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void progress(size_t scanned, size_t total, size_t sent, size_t skipped, double t0)
+{
+    double dt = now_s() - t0;
+    double rate = dt > 0 ? scanned / dt : 0;
+    double eta = rate > 0 ? (total - scanned) / rate : 0;
+    fprintf(stderr, "\r\033[K%zu/%zu files, %zu enqueued, %zu skipped (done), %.0f files/s, ETA %.0fs ",
+            scanned, total, sent, skipped, rate, eta);
+}
+
 int cmd_enqueue(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -180,15 +276,17 @@ int cmd_enqueue(int argc, char **argv)
         {"temperature", required_argument, NULL, 'K'},
         {"brokers", required_argument, NULL, 'b'}, {"topic", required_argument, NULL, 'T'},
         {"config", required_argument, NULL, 'c'}, {"dry-run", no_argument, NULL, 'n'},
+        {"conninfo", required_argument, NULL, 'C'}, {"force", no_argument, NULL, 'f'},
         {"help", no_argument, NULL, 'h'},        {0},
     };
-    int recursive = 0, dry = 0, rc = CLI_EXIT_FAIL;
+    int recursive = 0, dry = 0, force = 0, rc = CLI_EXIT_FAIL;
+    const char *conninfo_arg = NULL;
     const char *tasks = "caption", *question = NULL, *brokers = NULL, *topic = NULL,
                *config = NULL, *mode = "fast";
     double fps = 1, max_frames = 64, window = 0, priority = 5, max_new = -1, temperature = -1;
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "rt:q:b:T:c:nh", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "rt:q:b:T:c:nfh", opts, NULL)) != -1) {
         switch (c) {
         case 'r': recursive = 1; break;
         case 't': tasks = optarg; break;
@@ -228,6 +326,8 @@ int cmd_enqueue(int argc, char **argv)
         case 'T': topic = optarg; break;
         case 'c': config = optarg; break;
         case 'n': dry = 1; break;
+        case 'f': force = 1; break;
+        case 'C': conninfo_arg = optarg; break;
         case 'h': usage(stdout); return CLI_EXIT_OK;
         default: usage(stderr); return CLI_EXIT_USAGE;
         }
@@ -252,8 +352,9 @@ int cmd_enqueue(int argc, char **argv)
     if (!topic)
         topic = conf.kafka_topic;
 
-    json_t *tarr = json_array();
+    json_t *tarr = json_array(), *req = NULL;
     struct paths files = {0};
+    char **ids = NULL, *done = NULL, *conninfo = NULL;
     struct kafka_producer *prod = NULL;
     if (build_tasks(tarr, tasks, question) < 0) {
         rc = CLI_EXIT_USAGE;
@@ -277,6 +378,63 @@ int cmd_enqueue(int argc, char **argv)
         fprintf(stderr, "vl3 enqueue: no video or image files found\n");
         goto out;
     }
+    /* the batch id: UTC time of the run and the pid, e.g. "b20261205T163512Z-4242" */
+    char batch[64];
+    {
+        time_t now = time(NULL);
+        struct tm tm;
+        char ts[32];
+        strftime(ts, sizeof(ts), "%Y%m%dT%H%M%SZ", gmtime_r(&now, &tm));
+        snprintf(batch, sizeof(batch), "b%s-%ld", ts, (long)getpid());
+    }
+    fprintf(stderr, "batch %s: %zu files\n", batch, files.n);
+    req = json_pack("{s:O, s:{s:f, s:I, s:s, s:f}}", "tasks", tarr, "sampling", "fps", fps,
+                    "max_frames", (json_int_t)max_frames, "mode", mode, "window", window);
+    if (req && (max_new >= 0 || temperature >= 0)) {
+        json_t *lim = json_object();
+        if (max_new >= 0)
+            json_object_set_new(lim, "max_new_tokens", json_integer((json_int_t)max_new));
+        if (temperature >= 0)
+            json_object_set_new(lim, "temperature", json_real(temperature));
+        json_object_set_new(req, "limits", lim);
+    }
+    ids = calloc(files.n, sizeof(*ids));
+    done = calloc(files.n, 1);
+    if (!req || !ids || !done) {
+        fprintf(stderr, "vl3 enqueue: out of memory\n");
+        goto out;
+    }
+    int tty = isatty(STDERR_FILENO) && !dry;
+    double t0 = now_s(), tlast = 0;
+    for (size_t i = 0; i < files.n; i++) {
+        struct stat st;
+        char id[64];
+        if (tty && now_s() - tlast > 0.2) {
+            tlast = now_s();
+            fprintf(stderr, "\rscanned %zu/%zu files", i, files.n);
+        }
+        if (stat(files.v[i], &st) < 0) {
+            fprintf(stderr, "vl3 enqueue: cannot access \"%s\": %s\n", files.v[i],
+                    strerror(errno));
+            goto out;
+        }
+        if (job_id_make(files.v[i], &st, req, force ? batch : "", id, sizeof(id)) < 0 ||
+            !(ids[i] = strdup(id))) {
+            fprintf(stderr, "vl3 enqueue: out of memory\n");
+            goto out;
+        }
+    }
+    if (tty)
+        fprintf(stderr, "\r\033[K"); /* the scan line is erased: the send line follows */
+    if (conninfo_arg || config) {
+        int r = migrate_conninfo_resolve(conninfo_arg, config, &conninfo, &err);
+        if (r < 0) {
+            fprintf(stderr, "vl3 enqueue: %s\n", vl3_error_text(&err, r));
+            goto out;
+        }
+        if (done_ids_load(conninfo, ids, files.n, done) < 0)
+            fprintf(stderr, "vl3 enqueue: sending every file; vl3d skips the ids already done\n");
+    }
     if (!dry) {
         if (kafka_producer_new(brokers, (const char *const *)conf.kafka_props, &prod, &err) < 0 ||
             kafka_producer_probe(prod, topic, 5000, &err) < 0) {
@@ -284,19 +442,22 @@ int cmd_enqueue(int argc, char **argv)
             goto out;
         }
     }
-    int tty = isatty(STDERR_FILENO) && !dry;
+    size_t sent = 0, skipped = 0;
+    t0 = now_s();
+    tlast = 0;
     for (size_t i = 0; i < files.n; i++) {
-        json_t *j = json_pack("{s:s, s:O, s:{s:f, s:I, s:s, s:f}, s:I}", "input", files.v[i],
-                              "tasks", tarr, "sampling", "fps", fps, "max_frames",
-                              (json_int_t)max_frames, "mode", mode, "window", window, "priority",
-                              (json_int_t)priority);
-        if (j && (max_new >= 0 || temperature >= 0)) {
-            json_t *lim = json_object();
-            if (max_new >= 0)
-                json_object_set_new(lim, "max_new_tokens", json_integer((json_int_t)max_new));
-            if (temperature >= 0)
-                json_object_set_new(lim, "temperature", json_real(temperature));
-            json_object_set_new(j, "limits", lim);
+        if (done[i]) {
+            skipped++;
+            if (dry)
+                printf("already done: %s %s\n", ids[i], files.v[i]);
+            continue;
+        }
+        json_t *j = json_deep_copy(req);
+        if (j) {
+            json_object_set_new(j, "id", json_string(ids[i]));
+            json_object_set_new(j, "input", json_string(files.v[i]));
+            json_object_set_new(j, "batch", json_string(batch));
+            json_object_set_new(j, "priority", json_integer((json_int_t)priority));
         }
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
@@ -315,9 +476,14 @@ int cmd_enqueue(int argc, char **argv)
             fprintf(stderr, "%svl3 enqueue: %s\n", tty ? "\n" : "", err.msg);
             goto out;
         }
-        if (tty && (i % 64 == 0 || i + 1 == files.n))
-            fprintf(stderr, "\rproduced %zu/%zu", i + 1, files.n);
+        sent++;
+        if (tty && (now_s() - tlast > 0.2 || i + 1 == files.n)) {
+            tlast = now_s();
+            progress(i + 1, files.n, sent, skipped, t0);
+        }
     }
+    if (tty)
+        progress(files.n, files.n, sent, skipped, t0);
     if (!dry) {
         if (tty)
             fprintf(stderr, "\nwaiting for delivery reports...");
@@ -328,14 +494,24 @@ int cmd_enqueue(int argc, char **argv)
             fprintf(stderr, "vl3 enqueue: %s\n", err.msg);
             goto out;
         }
-        printf("enqueued %zu jobs to \"%s\"\n", files.n, topic);
+        printf("enqueued %zu jobs to \"%s\" (batch %s), %zu already done, %.1f s\n", sent, topic,
+               batch, skipped, now_s() - t0);
+    } else {
+        fprintf(stderr, "dry run: would enqueue %zu jobs, %zu already done\n", sent, skipped);
     }
     rc = CLI_EXIT_OK;
 out:
     kafka_producer_free(prod);
-    for (size_t i = 0; i < files.n; i++)
+    for (size_t i = 0; i < files.n; i++) {
         free(files.v[i]);
+        if (ids)
+            free(ids[i]);
+    }
     free(files.v);
+    free(ids);
+    free(done);
+    free(conninfo);
+    json_decref(req);
     json_decref(tarr);
     daemon_conf_free(&conf);
     return rc;

@@ -1,5 +1,5 @@
 /* main.c: the vl3 command-line tool: runs one video locally, tokenizes, makes tiny models,
- * enqueues archives, reports status, migrates the database and benchmarks. One table maps
+ * enqueues archives, reports status, searches the answers, migrates the database and benchmarks. One table maps
  * subcommand names to their cmd_* functions. */
 #include <stdio.h>
 #include <string.h>
@@ -19,6 +19,7 @@ static const struct subcommand subcommands[] = {
     {"model", cmd_model, "model utilities: make a tiny random model, inspect a checkpoint"},
     {"enqueue", cmd_enqueue, "produce indexing jobs for files or directory trees to Kafka"},
     {"status", cmd_status, "show job counts and throughput from PostgreSQL"},
+    {"search", cmd_search, "full-text search over the answers, with file and time range"},
     {"db", cmd_db, "database utilities: apply migrations"},
     {"bench", cmd_bench, "benchmarks: llm, decode"},
 };

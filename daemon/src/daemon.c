@@ -226,6 +226,7 @@ static store_job dj_store_job(const struct djob *dj)
                     .path = dj->job->input,
                     .model = NULL,
                     .worker = NULL,
+                    .batch = dj->job->batch,
                     .enqueued_at = 0};
     return sj;
 }

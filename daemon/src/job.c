@@ -214,6 +214,13 @@ int job_parse(const void *payload, size_t len, const char *topic, int32_t partit
         job_derive_id(j->topic, partition, offset, j->id, sizeof(j->id));
         j->id_derived = 1;
     }
+    r = vl3_json_get_string(j->root, "batch", &j->batch, reterr);
+    if (r < 0 && r != -ENOENT)
+        goto fail;
+    if (j->batch && (!id_ok(j->batch) || strlen(j->batch) > JOB_MAX_BATCH)) {
+        r = FERR("field \"batch\" must be 1 to %d printable bytes", JOB_MAX_BATCH);
+        goto fail;
+    }
     r = vl3_json_get_string(j->root, "input", &j->input, reterr);
     if (r == -ENOENT) {
         r = FERR("field \"input\" is missing");

@@ -16,6 +16,7 @@
 
 #define JOB_MAX_BYTES_DEFAULT (64 * 1024)
 #define JOB_PRIORITY_DEFAULT 5
+#define JOB_MAX_BATCH 64 /* bytes of the optional "batch" field */
 
 struct job_policy {
     size_t max_bytes;        /* larger payloads are refused (0 = JOB_MAX_BYTES_DEFAULT) */
@@ -28,6 +29,7 @@ struct job {
     char id[VL3_PROTO_MAX_ID + 1];
     int id_derived;     /* 1 when id came from topic/partition/offset */
     const char *input;  /* borrowed from root */
+    const char *batch;  /* enqueue batch id (borrowed from root), or NULL */
     int ntasks;
     struct vl3_proto_task tasks[VL3_PROTO_MAX_TASKS]; /* questions borrowed from root */
     struct vl3_proto_sampling sampling;

@@ -393,14 +393,12 @@ int migrate_conninfo_resolve(const char *conninfo_arg, const char *config_path,
     }
     if (!config_path && access(MIGRATE_DEFAULT_CONFIG, R_OK) == 0)
         config_path = MIGRATE_DEFAULT_CONFIG;
+    /* daemon_conf_load, not the bare table: it also takes the kafka property lines */
     struct daemon_conf conf;
-    memset(&conf, 0, sizeof(conf));
-    int r = vl3_conf_defaults(daemon_conf_table, &conf, reterr);
-    if (r == 0 && config_path)
-        r = vl3_conf_load(daemon_conf_table, &conf, config_path, reterr);
+    int r = daemon_conf_load(&conf, config_path, reterr);
     if (r == 0)
         out = strdup(conf.pg_conninfo ? conf.pg_conninfo : "");
-    vl3_conf_free_strings(daemon_conf_table, &conf);
+    daemon_conf_free(&conf);
     if (r < 0)
         return r;
 done:

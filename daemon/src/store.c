@@ -128,16 +128,16 @@ static const char *empty_null(const char *s)
 #define JOB_COLS "job_id, path, src_topic, src_partition, src_offset, model, worker"
 
 static const char sql_started[] =
-    "INSERT INTO jobs AS j (" JOB_COLS ", status, attempts, enqueued_at, started_at) "
+    "INSERT INTO jobs AS j (" JOB_COLS ", status, attempts, enqueued_at, started_at, batch) "
     "VALUES ($1, $2, $3, $4::integer, $5::bigint, $6, $7, 'running', 1, "
-    "        COALESCE(to_timestamp($8::double precision), now()), now()) "
+    "        COALESCE(to_timestamp($8::double precision), now()), now(), $9) "
     "ON CONFLICT (job_id) DO UPDATE SET status = 'running', attempts = j.attempts + 1, "
     "    started_at = now(), finished_at = NULL, updated_at = now(), "
     "    worker = COALESCE(EXCLUDED.worker, j.worker), path = COALESCE(EXCLUDED.path, j.path), "
     "    src_topic = COALESCE(EXCLUDED.src_topic, j.src_topic), "
     "    src_partition = COALESCE(EXCLUDED.src_partition, j.src_partition), "
     "    src_offset = COALESCE(EXCLUDED.src_offset, j.src_offset), "
-    "    model = COALESCE(EXCLUDED.model, j.model) "
+    "    model = COALESCE(EXCLUDED.model, j.model), batch = COALESCE(EXCLUDED.batch, j.batch) "
     "WHERE j.status <> 'done' "
     "RETURNING attempts";
 
@@ -170,8 +170,9 @@ int store_job_started(pg_conn *pg, const store_job *job, store_cb cb, void *user
     if (r < 0)
         return r;
     struct numbuf nb = {0};
-    const char *p[8];
+    const char *p[9];
     int n = job_params(job, &nb, p);
+    p[n++] = empty_null(job->batch);
     return send_call(pg, CALL_STARTED, sql_started, n, p, cb, user, reterr);
 }
 
@@ -199,11 +200,12 @@ int store_job_queued(pg_conn *pg, const store_job *job, store_cb cb, void *user,
 }
 
 static const char sql_failed[] =
-    "INSERT INTO jobs AS j (" JOB_COLS ", status, attempts, enqueued_at, last_error, finished_at) "
+    "INSERT INTO jobs AS j (" JOB_COLS ", status, attempts, enqueued_at, last_error, finished_at,"
+    "                       batch) "
     "VALUES ($1, $2, $3, $4::integer, $5::bigint, $6, $7, "
     "        CASE WHEN $10::boolean THEN 'failed' ELSE 'retrying' END, 1, "
     "        COALESCE(to_timestamp($8::double precision), now()), $9, "
-    "        CASE WHEN $10::boolean THEN now() END) "
+    "        CASE WHEN $10::boolean THEN now() END, $11) "
     "ON CONFLICT (job_id) DO UPDATE SET status = EXCLUDED.status, "
     "    last_error = EXCLUDED.last_error, "
     "    finished_at = EXCLUDED.finished_at, updated_at = now(), "
@@ -219,11 +221,12 @@ int store_job_failed(pg_conn *pg, const store_job *job, const char *reason, int 
     if (r < 0)
         return r;
     struct numbuf nb = {0};
-    const char *p[10];
+    const char *p[11];
     job_params(job, &nb, p);
     p[8] = reason && *reason ? reason : "unknown error";
     p[9] = permanent ? "true" : "false";
-    return send_call(pg, CALL_FAILED, sql_failed, 10, p, cb, user, reterr);
+    p[10] = empty_null(job->batch);
+    return send_call(pg, CALL_FAILED, sql_failed, 11, p, cb, user, reterr);
 }
 
 static const char sql_done[] =

@@ -57,6 +57,7 @@ typedef struct store_job {
     const char *path;   /* the video path the job names, or NULL */
     const char *model;  /* model name/revision the job asks for, or NULL */
     const char *worker; /* worker that runs it (e.g. "vl3-worker[0]"), or NULL */
+    const char *batch;  /* enqueue batch id (jobs.batch), or NULL */
     double enqueued_at; /* producer timestamp, seconds since the epoch; <= 0 = now() */
 } store_job;
 

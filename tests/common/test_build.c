@@ -22,7 +22,7 @@ TEST(binaries_answer_help_and_version)
         ASSERT_STR_CONTAINS(out, VL3_VERSION);
     }
     static const char *const subs[] = {"run", "tokenize", "model", "enqueue", "status", "db",
-                                       "bench"};
+                                       "bench", "search"};
     for (size_t i = 0; i < sizeof(subs) / sizeof(subs[0]); i++) {
         ASSERT_EQ(test_sh(out, sizeof(out), "%s/vl3 %s --help", bin_dir(), subs[i]), 0);
         ASSERT_STR_CONTAINS(out, "usage: vl3 ");
@@ -84,5 +84,37 @@ TEST(cuda_module_matches_build_option)
 #else
     ASSERT(access(path, F_OK) != 0);
 #endif
+    return 0;
+}
+
+/* tools/grafana/vl3d.json parses, and every vl3_* metric its queries use is one metrics.c
+ * exports (histogram series _bucket/_sum/_count map to the histogram's name) */
+TEST(grafana_dashboard_uses_exported_metrics)
+{
+    char out[4096];
+    const char *src = test_source_dir();
+    if (test_sh(NULL, 0, "command -v python3 >/dev/null") != 0)
+        SKIP("python3 missing");
+    ASSERT_EQ(test_sh(out, sizeof(out), "python3 -m json.tool '%s/tools/grafana/vl3d.json' "
+                                        ">/dev/null 2>&1 && echo parsed", src),
+              0);
+    ASSERT_STR_CONTAINS(out, "parsed");
+    /* names used by the queries, one per line */
+#define DASHBOARD_NAMES                                                                            \
+    "python3 -c 'import json,re,sys; d=json.load(open(sys.argv[1])); "                            \
+    "print(\"\\n\".join(sorted({re.sub(\"_(bucket|sum|count)$\",\"\",m) "                         \
+    "for p in d[\"panels\"] for t in p[\"targets\"] "                                            \
+    "for m in re.findall(\"vl3_[a-z_]+\", t[\"expr\"])})))' "                                     \
+    "'%s/tools/grafana/vl3d.json'"
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd), DASHBOARD_NAMES, src);
+    ASSERT_EQ(test_sh(out, sizeof(out), "%s | wc -l", cmd), 0);
+    ASSERT_EQ(atoi(out) >= 20, 1); /* the dashboard covers most of the exported metrics */
+    ASSERT_EQ(test_sh(out, sizeof(out),
+                      "%s | while read -r m; do grep -q \"\\\"$m\\\"\" '%s/daemon/src/metrics.c' "
+                      "|| echo \"missing $m\"; done",
+                      cmd, src),
+              0);
+    ASSERT_STR_EQ(out, "");
     return 0;
 }

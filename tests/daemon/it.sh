@@ -552,7 +552,150 @@ scenario_enqueue() {
          or (r.task = 'qa' and r.answer = 'qa of ' || j.path || ' q=who? w0')")
   [ "$good" = 82 ] || fail "$good correct answers for 41 enqueued files, want 82"
   [ "$(sql "select count(*) from jobs where path like '%readme.txt'")" = 0 ] || fail "non-media file enqueued"
-  [ "$(sql "select count(*) from jobs where job_id like 'jobs:%'")" = 41 ] || fail "derived job ids"
+  [ "$(sql "select count(*) from jobs where job_id like 'f:%' and batch like 'b%'")" = 41 ] \
+    || fail "enqueue job ids and batch"
+}
+
+# the archive workflow: incremental enqueue (same tree twice = each file once, a touched file
+# re-indexed alone), --dry-run, vl3 search (text and --json), vl3 status per batch
+scenario_archive() {
+  start_env
+  mkdir -p "$T/media/sub"
+  for i in 1 2 3; do touch "$T/media/v$i.mp4"; done
+  touch "$T/media/sub/p1.jpg"
+  write_conf d1 $((20000 + RANDOM % 20000))
+  local E=("$BIN/vl3" enqueue -c "$T/d1.conf" -r --window 65 --tasks caption,qa -q "who?")
+  local out
+  out=$("${E[@]}" -n "$T/media" 2>&1) || fail "dry run: $out"
+  [ "$(echo "$out" | grep -c '^{"tasks"')" = 4 ] || fail "dry run before: $out"
+  echo "$out" | grep -q "would enqueue 4 jobs, 0 already done" || fail "dry run summary: $out"
+  [ "$(sql "select count(*) from jobs")" = "" ] || fail "the dry run created jobs"
+  "${E[@]}" "$T/media" > "$T/e1.out" 2>&1 || fail "enqueue 1: $(cat "$T/e1.out")"
+  grep -q 'enqueued 4 jobs to "jobs"' "$T/e1.out" || fail "enqueue 1: $(cat "$T/e1.out")"
+  start_daemon d1
+  wait_done 4 60
+  [ "$(sql "select count(*) from results")" = 16 ] || fail "results after the first run"
+  # second run with the database: nothing sent
+  out=$("${E[@]}" -n "$T/media" 2>&1) || fail "dry run 2: $out"
+  [ "$(echo "$out" | grep -c '^already done: f:')" = 4 ] || fail "dry run after: $out"
+  echo "$out" | grep -q "would enqueue 0 jobs, 4 already done" || fail "dry run 2 summary: $out"
+  "${E[@]}" "$T/media" > "$T/e2.out" 2>&1 || fail "enqueue 2: $(cat "$T/e2.out")"
+  grep -q 'enqueued 0 jobs .* 4 already done' "$T/e2.out" || fail "enqueue 2: $(cat "$T/e2.out")"
+  # without the database: the same ids are sent, and vl3d skips them as done
+  "$BIN/vl3" enqueue -b "$BOOT" -T jobs -r --window 65 --tasks caption,qa -q "who?" "$T/media" \
+    > "$T/e3.out" 2>&1 || fail "enqueue 3: $(cat "$T/e3.out")"
+  grep -q 'enqueued 4 jobs' "$T/e3.out" || fail "enqueue 3: $(cat "$T/e3.out")"
+  local port; port=$(awk -F: '/^listen/ {print $2}' "$T/d1.conf")
+  for _ in $(seq 1 100); do
+    [ "$(metric "$port" vl3_jobs_consumed_total)" = 8 ] && break; sleep 0.2
+  done
+  [ "$(metric "$port" vl3_jobs_consumed_total)" = 8 ] || fail "the resent jobs were not consumed"
+  sleep 1
+  [ "$(sql "select count(*) from jobs")" = 4 ] || fail "jobs after resending done ids"
+  [ "$(sql "select count(*) from results")" = 16 ] || fail "results after resending done ids"
+  # a changed file (mtime) is re-indexed, alone
+  touch -d '2001-02-03 04:05:06' "$T/media/v2.mp4"
+  "${E[@]}" "$T/media" > "$T/e4.out" 2>&1 || fail "enqueue 4: $(cat "$T/e4.out")"
+  grep -q 'enqueued 1 jobs .* 3 already done' "$T/e4.out" || fail "enqueue 4: $(cat "$T/e4.out")"
+  wait_done 5 60
+  [ "$(sql "select count(*) from results")" = 20 ] || fail "results after the touch"
+  [ "$(sql "select count(*) from jobs where path = '$T/media/v2.mp4'")" = 2 ] || fail "v2 jobs"
+  [ "$(sql "select count(distinct batch) from jobs")" = 2 ] || fail "batches"
+  # --force redoes everything under new ids
+  "${E[@]}" -n --force "$T/media" > "$T/e5.out" 2>&1 || fail "force: $(cat "$T/e5.out")"
+  grep -q "would enqueue 4 jobs, 0 already done" "$T/e5.out" || fail "force: $(cat "$T/e5.out")"
+  # search: a word of one stored answer, restricted to its file and task
+  local row word path task range
+  row=$(sql "select (tsvector_to_array(answer_tsv))[1], path, task, time_range from search_hits_all
+             where window_idx = 1 and task = 'qa' order by path limit 1")
+  IFS='|' read -r word path task range <<< "$row"
+  [ "$range" = "00:01:05-00:02:10" ] || fail "time range of window 1: $row"
+  out=$("$BIN/vl3" search -c "$T/d1.conf" --task "$task" --path "*/$(basename "$path")" "$word") \
+    || fail "vl3 search failed"
+  echo "$out" | grep -qF "$path  00:01:05-00:02:10  qa: who?" || fail "search: [$word] $out"
+  echo "$out" | grep -qF "$path  00:00:00-00:01:05  qa: who?" || fail "search window 0: $out"
+  echo "$out" | grep -q '\[\[' || fail "search snippet not marked: $out"
+  [ "$(echo "$out" | grep -c "^/")" = 2 ] || fail "search hits: $out"
+  local want; want=$(sql "select count(*) from search_hits('$word')")
+  "$BIN/vl3" search -c "$T/d1.conf" --json --limit 1000 "$word" > "$T/s.json" || fail "search --json"
+  local got; got=$(python3 -c 'import json,sys; h=json.load(open(sys.argv[1])); print(len(h)); assert all("time_range" in x and "snippet" in x for x in h)' "$T/s.json") \
+    || fail "search --json does not parse: $(head -c 300 "$T/s.json")"
+  [ "$got" = "$want" ] && [ "$got" -gt 0 ] || fail "search --json: $got hits, want $want"
+  "$BIN/vl3" search -c "$T/d1.conf" zzzqqqnothing > "$T/s0.out" 2>&1 || fail "empty search failed"
+  grep -q "no answer matches" "$T/s0.out" || fail "empty search: $(cat "$T/s0.out")"
+  # a file that fails: its batch shows it with the reason
+  touch "$T/media/x_fail.mp4"
+  "${E[@]}" "$T/media" > "$T/e6.out" 2>&1 || fail "enqueue 6: $(cat "$T/e6.out")"
+  grep -q 'enqueued 1 jobs .* 4 already done' "$T/e6.out" || fail "enqueue 6: $(cat "$T/e6.out")"
+  wait_ge "select count(*) from jobs where status = 'failed'" 1 30
+  local b6; b6=$(sed -n 's/^batch \([^:]*\):.*/\1/p' "$T/e6.out")
+  # status per batch
+  out=$("$BIN/vl3" status -c "$T/d1.conf") || fail "status: $out"
+  echo "$out" | grep -q "^  $b6  1 total, 0 done, 1 failed, 0 pending" || fail "status batch $b6: $out"
+  echo "$out" | grep -A1 "^      failed  $T/media/x_fail.mp4" | grep -q "could not decode" \
+    || fail "status failed file: $out"
+  local b1; b1=$(sed -n 's/^batch \([^:]*\):.*/\1/p' "$T/e1.out")
+  echo "$out" | grep -q "^  $b1 .*4 done, 0 failed, 0 pending" || fail "status batch $b1: $out"
+  log "status: $out"
+  stop_daemon d1
+}
+
+# the archive workflow with real vl3-worker processes on a tiny model: a tree enqueued twice is
+# answered once, a touched clip alone again; a word of a stored answer is found by vl3 search with
+# its window's time range
+scenario_archive_real() {
+  start_env
+  local M="$T/media"
+  mkdir -p "$M/sub"
+  "$BIN/vl3" model tiny --out "$T/model" --seed 7 >/dev/null || fail "vl3 model tiny failed"
+  "$S/tools/gen_sample_video.sh" "$M/a.mp4" 3 96x96 || fail "clip a"
+  "$S/tools/gen_sample_video.sh" "$M/sub/b.mp4" 3 64x64 || fail "clip b"
+  cat > "$T/worker.conf" <<CONF
+model = $T/model
+backend = cpu
+threads = 1
+decode_threads = 1
+[media]
+roots = $M
+[generate]
+seed = 5
+[log]
+level = info
+CONF
+  WORKERS=2 write_conf d1 $((20000 + RANDOM % 20000)) "[workers]" "path = $BIN/vl3-worker" \
+    "config = $T/worker.conf" "[jobs]" "timeout = 60s"
+  local E=("$BIN/vl3" enqueue -c "$T/d1.conf" -r --window 2 --fps 1 --max-frames 4
+           --max-new-tokens 24 --temperature 1 --tasks caption)
+  "${E[@]}" "$M" > "$T/e1.out" 2>&1 || fail "enqueue 1: $(cat "$T/e1.out")"
+  grep -q 'enqueued 2 jobs' "$T/e1.out" || fail "enqueue 1: $(cat "$T/e1.out")"
+  start_daemon d1
+  wait_done 2 120
+  [ "$(sql "select count(*) from results")" = 4 ] || fail "results: $(sql "select count(*) from results")"
+  "${E[@]}" "$M" > "$T/e2.out" 2>&1 || fail "enqueue 2: $(cat "$T/e2.out")"
+  grep -q 'enqueued 0 jobs .* 2 already done' "$T/e2.out" || fail "enqueue 2: $(cat "$T/e2.out")"
+  touch -d '2001-02-03 04:05:06' "$M/sub/b.mp4"
+  "${E[@]}" "$M" > "$T/e3.out" 2>&1 || fail "enqueue 3: $(cat "$T/e3.out")"
+  grep -q 'enqueued 1 jobs .* 1 already done' "$T/e3.out" || fail "enqueue 3: $(cat "$T/e3.out")"
+  wait_done 3 120
+  [ "$(sql "select count(*) from jobs")" = 3 ] || fail "jobs after the touch"
+  [ "$(sql "select count(*) from jobs where path = '$M/sub/b.mp4'")" = 2 ] || fail "b not redone"
+  [ "$(sql "select count(*) from results")" = 6 ] || fail "results after the touch"
+  # a word of the stored answer of a.mp4's second window (2 s to 3 s)
+  local word
+  word=$(sql "select word from ts_stat(\$q\$select answer_tsv from results r join jobs j
+              using (job_id) where j.path = '$M/a.mp4' and r.window_idx = 1\$q\$)
+              where word ~ '^[[:alnum:]]{2,}\$' order by word limit 1")
+  [ -n "$word" ] || fail "no plain word in the answer: $(psql "$PGC" -XAtqc "select window_idx, answer, answer_tsv from results" 2>&1)"
+  local out
+  out=$("$BIN/vl3" search -c "$T/d1.conf" --path "$M/a.mp4" --limit 100 "$word") \
+    || fail "vl3 search failed"
+  echo "$out" | grep -qF "$M/a.mp4  00:00:02-00:00:03  caption" \
+    || fail "search [$word]: $out (answers: $(sql "select window_idx, answer from results"))"
+  "$BIN/vl3" search -c "$T/d1.conf" --json --limit 100 "$word" > "$T/s.json" || fail "search --json"
+  python3 -c 'import json,sys; h=json.load(open(sys.argv[1])); assert any(x["time_range"] == "00:00:02-00:00:03" and x["path"].endswith("/a.mp4") for x in h)' "$T/s.json" \
+    || fail "search --json: $(cat "$T/s.json")"
+  log "searched [$word]: $(echo "$out" | head -n 2 | tr '\n' ' ')"
+  stop_daemon d1
 }
 
 # scenarios kept in their own files (tests/daemon/scenarios/*.sh) use the helpers above

@@ -2,7 +2,8 @@
  * starts its own Kafka mock cluster and PostgreSQL, runs vl3d with the fake worker and checks the
  * database (every job answered exactly once after worker/daemon kills, PostgreSQL restart,
  * broker down, rebalance; dead letters with reasons; poison jobs; reload; sd_notify), and the same
- * failures in one run with real vl3-worker processes on a tiny model. */
+ * failures in one run with real vl3-worker processes on a tiny model; the archive workflow
+ * (incremental enqueue, --dry-run, vl3 search, vl3 status per batch) with fake and real workers. */
 #include "test.h"
 
 static int scenario(const char *name)
@@ -23,6 +24,8 @@ TEST(it_rebalance_join_leave) { return scenario("rebalance"); }
 TEST(it_reload_and_notify) { return scenario("reload_notify"); }
 TEST(it_second_sigint_exits) { return scenario("second_sigint"); }
 TEST(it_enqueue_cli) { return scenario("enqueue"); }
+TEST(it_archive_incremental_search_status) { return scenario("archive"); }
+TEST(it_archive_real_workers_search) { return scenario("archive_real"); }
 TEST(it_graceful_drain) { return scenario("drain"); }
 TEST(it_real_workers_every_failure) { return scenario("real_workers"); }
 /* issue 14: many jobs, hostile inputs mixed with good ones, faults during the run; reports done,

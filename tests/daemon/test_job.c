@@ -224,3 +224,32 @@ TEST(job_schema_examples)
     }
     return 0;
 }
+
+TEST(job_batch_field)
+{
+    struct job *j = NULL;
+    vl3_error e = {0};
+    ASSERT_OK_E(parse("{\"input\":\"/v.mp4\",\"tasks\":[\"ocr\"],\"batch\":\"b20261205T1-7\"}", &j,
+                      &e),
+                &e);
+    ASSERT_STR_EQ(j->batch, "b20261205T1-7");
+    job_free(j);
+    j = NULL;
+    ASSERT_OK_E(parse("{\"input\":\"/v.mp4\",\"tasks\":[\"ocr\"]}", &j, &e), &e);
+    ASSERT_EQ(j->batch == NULL, 1);
+    job_free(j);
+    j = NULL;
+    static const char *const bad[] = {
+        "{\"input\":\"/v.mp4\",\"tasks\":[\"ocr\"],\"batch\":\"\"}",
+        "{\"input\":\"/v.mp4\",\"tasks\":[\"ocr\"],\"batch\":7}",
+        "{\"input\":\"/v.mp4\",\"tasks\":[\"ocr\"],\"batch\":\"a\\nb\"}",
+        "{\"input\":\"/v.mp4\",\"tasks\":[\"ocr\"],\"batch\":"
+        "\"0123456789012345678901234567890123456789012345678901234567890123456789\"}",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        memset(&e, 0, sizeof(e));
+        ASSERT_EQ(parse(bad[i], &j, &e), VL3_E_FORMAT);
+        ASSERT_STR_CONTAINS(e.msg, "batch");
+    }
+    return 0;
+}
