@@ -23,6 +23,7 @@
 #include "kafka.h"
 #include "vl3/conf.h"
 #include "vl3/proto.h"
+#include "vl3/sampling_defaults.h"
 
 static const char *const video_ext[] = {"mp4", "mkv", "mov", "avi", "webm", "m4v", "mpg", "mpeg",
                                         "ts",  "wmv", "flv", "3gp", "mxf", NULL};
@@ -119,8 +120,9 @@ static void usage(FILE *f)
             "  -t, --tasks LIST      comma-separated: caption, ocr, chart_qa, qa (default caption)\n"
             "  -q, --question Q      question for the qa and chart_qa tasks\n"
             "      --fps F           frames sampled per second (default 1)\n"
-            "      --max-frames N    at most N frames per window (default 64)\n"
-            "      --window S        window length in seconds (0 = whole input, default)\n"
+            "      --max-frames N    at most N frames per window (default 180)\n"
+            "      --window S        window length in seconds (default max-frames / fps: the\n"
+            "                        whole input at F; 0 = one window, subsampled)\n"
             "      --mode M          sampling mode: fast or exact (default fast)\n"
             "      --priority P      0 (lowest) to 9 (default 5)\n"
             "      --max-new-tokens N  answer length limit (default: the worker's)\n"
@@ -185,7 +187,8 @@ int cmd_enqueue(int argc, char **argv)
     int recursive = 0, dry = 0, rc = CLI_EXIT_FAIL;
     const char *tasks = "caption", *question = NULL, *brokers = NULL, *topic = NULL,
                *config = NULL, *mode = "fast";
-    double fps = 1, max_frames = 64, window = 0, priority = 5, max_new = -1, temperature = -1;
+    double fps = VL3_SAMPLING_FPS_DEFAULT, max_frames = VL3_SAMPLING_MAX_FRAMES_DEFAULT;
+    double window = -1, priority = 5, max_new = -1, temperature = -1; /* window -1: not sent */
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "rt:q:b:T:c:nh", opts, NULL)) != -1) {
@@ -286,10 +289,12 @@ int cmd_enqueue(int argc, char **argv)
     }
     int tty = isatty(STDERR_FILENO) && !dry;
     for (size_t i = 0; i < files.n; i++) {
-        json_t *j = json_pack("{s:s, s:O, s:{s:f, s:I, s:s, s:f}, s:I}", "input", files.v[i],
+        json_t *j = json_pack("{s:s, s:O, s:{s:f, s:I, s:s}, s:I}", "input", files.v[i],
                               "tasks", tarr, "sampling", "fps", fps, "max_frames",
-                              (json_int_t)max_frames, "mode", mode, "window", window, "priority",
+                              (json_int_t)max_frames, "mode", mode, "priority",
                               (json_int_t)priority);
+        if (j && window >= 0) /* absent: the daemon's default, max_frames / fps */
+            json_object_set_new(json_object_get(j, "sampling"), "window", json_real(window));
         if (j && (max_new >= 0 || temperature >= 0)) {
             json_t *lim = json_object();
             if (max_new >= 0)

@@ -861,8 +861,7 @@ TEST(config_media_options)
     memset(&c, 0, sizeof(c));
     ASSERT_OK_E(vl3_conf_defaults(worker_conf_table, &c, &err), &err);
     ASSERT_EQ(c.sample_mode, SAMPLE_MODE_FAST);
-    ASSERT_EQ(c.window_ms, 180000);
-    ASSERT_EQ(c.frames_per_window, 180);
+    ASSERT_EQ(c.max_frames, 100000);
     ASSERT_STR_EQ(c.media_formats, MEDIA_FORMATS_DEFAULT);
     /* the example file documents the same values and parses */
     snprintf(path, sizeof(path), "%s/config/vl3-worker.conf.example", test_source_dir());
@@ -870,8 +869,9 @@ TEST(config_media_options)
     ASSERT_STR_EQ(c.media_formats, MEDIA_FORMATS_DEFAULT);
     ASSERT_EQ(c.max_decode_errors, 0);
     ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.sample_mode", "exact", &err), &err);
-    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.fps", "0.5", &err), &err);
-    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.window", "0", &err), &err);
+    /* rate, frames per window and windows come with each job, not from the worker */
+    ASSERT(vl3_conf_set(worker_conf_table, &c, "media.window", "0", &err) < 0);
+    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.max_frames", "500", &err), &err);
     ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.max_decode_errors", "-1", &err), &err);
     ASSERT(vl3_conf_set(worker_conf_table, &c, "media.sample_mode", "sloppy", &err) < 0);
 
@@ -884,9 +884,11 @@ TEST(config_media_options)
     ASSERT_EQ(pol.max_pixels, c.max_pixels);
     ASSERT(pol.formats == c.media_formats);
     ASSERT_EQ(sp.mode, SAMPLE_MODE_EXACT);
-    ASSERT_EQ(sp.fps_num * 2, sp.fps_den);
+    ASSERT_EQ(sp.fps_num, 1);
+    ASSERT_EQ(sp.fps_den, 1);
     ASSERT(sp.window_s == 0);
     ASSERT_EQ(sp.max_frames, 180);
+    ASSERT_EQ(sp.max_total, 500); /* media.max_frames: per job */
     ASSERT_EQ(sp.max_bytes, c.memory_budget);
     vl3_conf_free_strings(worker_conf_table, &c);
     return 0;

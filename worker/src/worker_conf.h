@@ -16,7 +16,7 @@ struct worker_conf {
     int64_t max_file_size;
     int64_t max_duration_ms;
     int64_t max_pixels;
-    int64_t max_frames;
+    int64_t max_frames;   /* most sampled frames per job, all windows together */
     int64_t decode_timeout_ms;
     int64_t memory_budget;
     char *log_level;
@@ -34,9 +34,6 @@ struct worker_conf {
     char *media_formats;           /* demuxers a job may use */
     int64_t max_decoded_frames;    /* frames decoded from one input */
     int64_t max_decode_errors;     /* damaged packets tolerated (-1 = any) */
-    double sample_fps;             /* default sampling rate F */
-    int64_t frames_per_window;     /* default max_frames per window (official: 180) */
-    int64_t window_ms;             /* default window length; 0 = the whole video at once */
     int sample_mode;               /* enum sample_mode: exact or fast */
 };
 
