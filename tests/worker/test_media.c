@@ -422,6 +422,66 @@ TEST(windows_sample_each_stretch)
     return 0;
 }
 
+/* window_s = 0: one window over the whole video, subsampled to max_frames (the official rule). */
+TEST(window_zero_is_one_window)
+{
+    const char *path = clip("longgop.mp4"); /* 9.5 s */
+    ASSERT(path);
+    media_input *m = NULL;
+    vl3_error err = {0};
+    struct sample_params p;
+    sample_params_default(&p);
+    ASSERT(p.window_s == 0);
+    p.fps_num = 4;
+    p.max_frames = 5;
+    struct sample_result *res = NULL;
+    ASSERT_OK_E(open_file(path, NULL, &m, &err), &err);
+    ASSERT_OK_E(sample_video(m, &p, &res, &err), &err);
+    media_close(m);
+    ASSERT_EQ(res->n_sampled, 38);
+    ASSERT_EQ(res->n_windows, 1);
+    ASSERT_EQ(res->n, 5);
+    ASSERT(res->subsampled);
+    int64_t idx[5];
+    sample_linspace_floor(38, 5, idx);
+    for (int j = 0; j < 5; j++) {
+        ASSERT_EQ(res->frames[j].window, 0);
+        ASSERT_EQ(res->frames[j].index, idx[j]);
+    }
+    ASSERT_EQ(res->frames[4].index, 37); /* reaches the end of the video */
+    sample_result_free(res);
+    return 0;
+}
+
+/* max_total (media.max_frames) bounds the frames kept over all windows of a job: a job keeping
+ * more is refused after planning, before any frame is decoded; exactly max_total is fine. */
+TEST(max_total_is_per_job)
+{
+    const char *path = clip("longgop.mp4"); /* 9.5 s */
+    ASSERT(path);
+    vl3_error err = {0};
+    struct sample_params p;
+    sample_params_default(&p);
+    p.fps_num = 4;
+    p.max_frames = 5;
+    p.window_s = 3.0; /* 5 + 5 + 5 + 2 = 17 frames kept in 4 windows */
+    p.max_total = 16; /* each window is below it: only the job's total exceeds it */
+    media_input *m = NULL;
+    struct sample_result *res = NULL;
+    ASSERT_OK_E(open_file(path, NULL, &m, &err), &err);
+    ASSERT_EQ(sample_video(m, &p, &res, &err), VL3_E_LIMIT);
+    ASSERT(strstr(err.msg, "17 frames in 4 windows") && strstr(err.msg, "16 frames allowed per job"));
+    ASSERT_EQ(media_frames_decoded(m), 0); /* refused before decoding */
+    media_close(m);
+    p.max_total = 17;
+    ASSERT_OK_E(open_file(path, NULL, &m, &err), &err);
+    ASSERT_OK_E(sample_video(m, &p, &res, &err), &err);
+    media_close(m);
+    ASSERT_EQ(res->n, 17);
+    sample_result_free(res);
+    return 0;
+}
+
 /* --- fast mode -------------------------------------------------------------------------------------- */
 
 static double psnr(const uint8_t *a, const uint8_t *b, size_t n)
