@@ -32,6 +32,7 @@
 #include "migrate.h"
 #include "vl3/conf.h"
 #include "vl3/proto.h"
+#include "vl3/sampling_defaults.h"
 
 static const char *const video_ext[] = {"mp4", "mkv", "mov", "avi", "webm", "m4v", "mpg", "mpeg",
                                         "ts",  "wmv", "flv", "3gp", "mxf", NULL};
@@ -128,8 +129,9 @@ static void usage(FILE *f)
             "  -t, --tasks LIST      comma-separated: caption, ocr, chart_qa, qa (default caption)\n"
             "  -q, --question Q      question for the qa and chart_qa tasks\n"
             "      --fps F           frames sampled per second (default 1)\n"
-            "      --max-frames N    at most N frames per window (default 64)\n"
-            "      --window S        window length in seconds (0 = whole input, default)\n"
+            "      --max-frames N    at most N frames per window (default 180)\n"
+            "      --window S        window length in seconds (default max-frames / fps: the\n"
+            "                        whole input at F; 0 = one window, subsampled)\n"
             "      --mode M          sampling mode: fast or exact (default fast)\n"
             "      --priority P      0 (lowest) to 9 (default 5)\n"
             "      --max-new-tokens N  answer length limit (default: the worker's)\n"
@@ -283,7 +285,8 @@ int cmd_enqueue(int argc, char **argv)
     const char *conninfo_arg = NULL;
     const char *tasks = "caption", *question = NULL, *brokers = NULL, *topic = NULL,
                *config = NULL, *mode = "fast";
-    double fps = 1, max_frames = 64, window = 0, priority = 5, max_new = -1, temperature = -1;
+    double fps = VL3_SAMPLING_FPS_DEFAULT, max_frames = VL3_SAMPLING_MAX_FRAMES_DEFAULT;
+    double window = -1, priority = 5, max_new = -1, temperature = -1; /* window -1: not sent */
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "rt:q:b:T:c:nfh", opts, NULL)) != -1) {
@@ -388,8 +391,10 @@ int cmd_enqueue(int argc, char **argv)
         snprintf(batch, sizeof(batch), "b%s-%ld", ts, (long)getpid());
     }
     fprintf(stderr, "batch %s: %zu files\n", batch, files.n);
-    req = json_pack("{s:O, s:{s:f, s:I, s:s, s:f}}", "tasks", tarr, "sampling", "fps", fps,
-                    "max_frames", (json_int_t)max_frames, "mode", mode, "window", window);
+    req = json_pack("{s:O, s:{s:f, s:I, s:s}}", "tasks", tarr, "sampling", "fps", fps,
+                    "max_frames", (json_int_t)max_frames, "mode", mode);
+    if (req && window >= 0) /* absent: the daemon's default, max_frames / fps */
+        json_object_set_new(json_object_get(req, "sampling"), "window", json_real(window));
     if (req && (max_new >= 0 || temperature >= 0)) {
         json_t *lim = json_object();
         if (max_new >= 0)

@@ -57,6 +57,7 @@
 #include "media.h"
 #include "sample.h"
 #include "vl3/engine.h"
+#include "vl3/sampling_defaults.h"
 #include "vl3/util.h"
 
 /* ---- options ------------------------------------------------------------------------------- */
@@ -432,7 +433,7 @@ static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3
     sample_params_default(&sp);
     sp.fps_num = o->fps > 0 ? o->fps : 1;
     sp.fps_den = 1;
-    sp.max_frames = o->max_frames > 0 ? o->max_frames : 180;
+    sp.max_frames = o->max_frames > 0 ? o->max_frames : VL3_SAMPLING_MAX_FRAMES_DEFAULT;
     sp.mode = o->sampling_fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
     sp.window_s = o->window; /* max_frames then applies per window, as in the worker */
     r = sample_video(in, &sp, &rv->video, err);

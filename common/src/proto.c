@@ -391,7 +391,11 @@ static int parse_stats(const json_t *o, struct vl3_proto_stats *s, vl3_error *re
         (r = get_num(o, "prefill_ms", "stats.prefill_ms", 0, 0, 1e12, &s->prefill_ms, reterr)) <
             0 ||
         (r = get_num(o, "generate_ms", "stats.generate_ms", 0, 0, 1e12, &s->generate_ms,
-                     reterr)) < 0)
+                     reterr)) < 0 ||
+        (r = get_i64(o, "frames_sampled", "stats.frames_sampled", 0, 0, I64_MAX_SANE,
+                     &s->frames_sampled, reterr)) < 0 ||
+        (r = get_num(o, "sample_interval_s", "stats.sample_interval_s", 0, 0, 1e9,
+                     &s->sample_interval_s, reterr)) < 0)
         return r;
     return 0;
 }
@@ -626,6 +630,8 @@ int vl3_proto_encode_result(const struct vl3_proto_result *m, uint8_t **ret, siz
         json_object_set_new(st, "vision_ms", json_real(s->vision_ms));
         json_object_set_new(st, "prefill_ms", json_real(s->prefill_ms));
         json_object_set_new(st, "generate_ms", json_real(s->generate_ms));
+        json_object_set_new(st, "frames_sampled", json_integer(s->frames_sampled));
+        json_object_set_new(st, "sample_interval_s", json_real(s->sample_interval_s));
         json_object_set_new(o, "stats", st);
     }
     return encode(VL3_PROTO_RESULT, o, ret, ret_len, reterr);

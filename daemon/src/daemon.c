@@ -449,6 +449,8 @@ static void sv_result(void *user, struct sv_job *s, const struct vl3_proto_resul
         .prefill_ms = st->prefill_ms,
         .decode_ms = st->generate_ms,
         .total_ms = st->decode_ms + st->vision_ms + st->prefill_ms + st->generate_ms,
+        .frames_sampled = (int)(st->frames_sampled < INT_MAX ? st->frames_sampled : -1),
+        .sample_interval_s = st->sample_interval_s,
     };
     dj->nres++;
     d->m.frames_decoded += (uint64_t)st->frames_decoded;

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "vl3/json.h"
+#include "vl3/sampling_defaults.h"
 
 #define FERR(...) vl3_error_set(reterr, VL3_E_FORMAT, __VA_ARGS__)
 
@@ -128,6 +129,8 @@ static int parse_sampling(json_t *s, struct job *j, const struct job_policy *pol
 {
     char name[64];
     int64_t mf = j->sampling.max_frames;
+    double window = 0;
+    int have_window = s && json_object_get(s, "window") != NULL; /* absent: max_frames / fps */
     const char *mode = NULL;
     vl3_error e = {0};
 #define NAMED(call, field)                                                                         \
@@ -142,8 +145,7 @@ static int parse_sampling(json_t *s, struct job *j, const struct job_policy *pol
     NAMED(vl3_json_get_number(s, "fps", &j->sampling.fps, &e), "fps");
     NAMED(vl3_json_get_int(s, "max_frames", &mf, &e), "max_frames");
     NAMED(vl3_json_get_string(s, "mode", &mode, &e), "mode");
-    NAMED(vl3_json_get_number(s, "window", &j->sampling.window_s, &e), "window");
-    j->sampling.window_set = json_object_get(s, "window") != NULL;
+    NAMED(vl3_json_get_number(s, "window", &window, &e), "window");
 #undef NAMED
     if (!(j->sampling.fps > 0 && j->sampling.fps <= 1000))
         return FERR("field \"sampling.fps\" must be in (0, 1000]");
@@ -160,8 +162,11 @@ static int parse_sampling(json_t *s, struct job *j, const struct job_policy *pol
             return FERR("field \"sampling.mode\" must be \"fast\" or \"exact\"");
         j->sampling.mode = m;
     }
-    if (!(j->sampling.window_s >= 0 && j->sampling.window_s <= 1e7))
+    if (!have_window)
+        window = vl3_sampling_window_default(j->sampling.fps, mf);
+    else if (!(window >= 0 && window <= 1e7))
         return FERR("field \"sampling.window\" must be in [0, 10000000] seconds");
+    j->sampling.window_s = window;
     return 0;
 }
 
@@ -179,7 +184,8 @@ int job_parse(const void *payload, size_t len, const char *topic, int32_t partit
     j->partition = partition;
     j->offset = offset;
     j->priority = JOB_PRIORITY_DEFAULT;
-    j->sampling = (struct vl3_proto_sampling){.fps = 1.0, .max_frames = 64,
+    j->sampling = (struct vl3_proto_sampling){.fps = VL3_SAMPLING_FPS_DEFAULT,
+                                              .max_frames = VL3_SAMPLING_MAX_FRAMES_DEFAULT,
                                               .mode = VL3_SAMPLING_FAST, .window_s = 0};
     if (!(j->topic = strdup(topic ? topic : ""))) {
         r = vl3_error_set(reterr, -ENOMEM, "out of memory");
@@ -261,6 +267,10 @@ int job_parse(const void *payload, size_t len, const char *topic, int32_t partit
         goto fail;
     if (r == 0 && (r = parse_sampling(s, j, pol, reterr)) < 0)
         goto fail;
+    if (r == -ENOENT) /* default sampling: windows of max_frames / fps seconds */
+        j->sampling.window_s = vl3_sampling_window_default(j->sampling.fps,
+                                                           j->sampling.max_frames);
+    j->sampling.window_set = 1; /* resolved here: the worker always gets the window */
     int64_t prio = JOB_PRIORITY_DEFAULT;
     r = vl3_json_get_int(j->root, "priority", &prio, reterr);
     if (r < 0 && r != -ENOENT)

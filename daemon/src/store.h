@@ -72,6 +72,8 @@ typedef struct store_result {
     int prompt_tokens, generated_tokens;         /* < 0 = unknown */
     int visual_tokens_kept, visual_tokens_total; /* after / before DiffFP pruning; < 0 = unknown */
     double vision_ms, prefill_ms, decode_ms, total_ms; /* < 0 = unknown */
+    int frames_sampled;       /* frames the model saw for this window; <= 0 = unknown */
+    double sample_interval_s; /* window duration / frames_sampled; <= 0 = unknown or image */
 } store_result;
 
 /* The outcome of one store call, valid only during the callback (borrowed). */

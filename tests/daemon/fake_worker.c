@@ -11,6 +11,7 @@
  * and from the environment: FAKE_WORKER_DELAY_MS (time per job, default 0; pings answered),
  * FAKE_WORKER_LOG (append "pid job attempt" lines, to count executions). */
 #include <errno.h>
+#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -166,7 +167,11 @@ static void run_job(const struct vl3_proto_job *j)
         delay += 3000;
     if (delay > 0)
         busy_wait(delay, j->job_id);
-    int windows = j->sampling.window_s > 0 ? 2 : 1;
+    /* every input is a made-up 10-s video: windows of W seconds cut it in ceil(10 / W) */
+    double W = j->sampling.window_s, dur = 10;
+    int windows = W > 0 && W < dur ? (int)ceil(dur / W) : 1;
+    if (windows > 16)
+        windows = 16;
     int n = 0;
     for (int t = 0; t < j->ntasks; t++)
         for (int w = 0; w < windows; w++) {
@@ -174,9 +179,17 @@ static void run_job(const struct vl3_proto_job *j)
             const char *q = j->tasks[t].question;
             snprintf(answer, sizeof(answer), "%s of %s%s%s w%d", vl3_task_kind_name(j->tasks[t].kind),
                      in, q ? " q=" : "", q ? q : "", w);
-            struct vl3_proto_result r = {j->job_id, t, w, w * j->sampling.window_s,
-                                         (w + 1) * j->sampling.window_s, answer,
-                                         {j->sampling.max_frames, 1, 5, 1, 2.0, 3.0, 4.0, 5.0}};
+            double t0 = windows > 1 ? w * W : 0, t1 = windows > 1 ? (w + 1) * W : dur;
+            if (t1 > dur)
+                t1 = dur;
+            int64_t fs = (int64_t)ceil((t1 - t0) * j->sampling.fps); /* frames in the window */
+            if (fs > j->sampling.max_frames)
+                fs = j->sampling.max_frames;
+            if (fs < 1)
+                fs = 1;
+            struct vl3_proto_result r = {j->job_id, t, w, t0, t1, answer,
+                                         {j->sampling.max_frames, 1, 5, 1, 2.0, 3.0, 4.0, 5.0,
+                                          fs, (t1 - t0) / (double)fs}};
             send_and_free(vl3_proto_encode_result(&r, &b, &l, NULL), &b, &l);
             n++;
         }

@@ -58,11 +58,22 @@ TEST(job_defaults_and_derived_id)
     ASSERT_EQ(a->id_derived, 1);
     ASSERT_STR_EQ(a->id, b->id); /* same place, same id: redeliveries dedup */
     ASSERT_NEAR(a->sampling.fps, 1.0, 0);
-    ASSERT_EQ(a->sampling.max_frames, 64);
+    ASSERT_EQ(a->sampling.max_frames, 180);
+    ASSERT_NEAR(a->sampling.window_s, 180.0, 0); /* windows of max_frames / fps seconds */
     ASSERT_EQ(a->sampling.mode, VL3_SAMPLING_FAST);
     ASSERT_EQ(a->priority, JOB_PRIORITY_DEFAULT);
     job_free(a);
     job_free(b);
+    /* window absent: max_frames / fps; window 0 stays 0 (one window over the whole video) */
+    ASSERT_OK_E(parse("{\"input\":\"/v\",\"tasks\":[\"ocr\"],\"sampling\":{\"fps\":2,"
+                      "\"max_frames\":30}}", &a, &e), &e);
+    ASSERT_NEAR(a->sampling.window_s, 15.0, 1e-12);
+    job_free(a);
+    ASSERT_OK_E(parse("{\"input\":\"/v\",\"tasks\":[\"ocr\"],\"sampling\":{\"window\":0}}",
+                      &a, &e), &e);
+    ASSERT_NEAR(a->sampling.window_s, 0.0, 0);
+    ASSERT_EQ(a->sampling.max_frames, 180);
+    job_free(a);
     char id1[300], id2[300], id3[300];
     job_derive_id("t", 0, 5, id1, sizeof(id1));
     job_derive_id("t", 0, 6, id2, sizeof(id2));

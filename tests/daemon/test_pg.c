@@ -342,6 +342,9 @@ static void fill_results(store_result *r, const char *const answers[3])
     r[1].task = "caption"; r[1].window_idx = 1; r[1].start_s = 10; r[1].end_s = 20;
     r[2].task = "qa"; r[2].question = "Is it night?"; r[2].window_idx = 0; r[2].start_s = 0;
     r[2].end_s = 20;
+    r[0].frames_sampled = 10; r[0].sample_interval_s = 1.0; /* every second of the window */
+    r[1].frames_sampled = 4; r[1].sample_interval_s = 2.5;  /* a subsampled window */
+    /* r[2]: unknown (0) -> NULL */
 }
 
 static int store_call_wait(uv_loop_t *loop, struct sres *s)
@@ -394,6 +397,13 @@ TEST(store_idempotent_results)
     ASSERT_EQ(s.out.code, 0);
     ASSERT_EQ(s.out.already_done, 0);
     ASSERT_EQ(s.out.rows, 3);
+    /* coverage columns (0002_coverage.sql): stored as given, unknown as NULL */
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM results WHERE window_idx = 0 AND task = 'caption'"
+                            " AND frames_sampled = 10 AND sample_interval_s = 1.0"), 1);
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM results WHERE window_idx = 1"
+                            " AND frames_sampled = 4 AND sample_interval_s = 2.5"), 1);
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM results WHERE task = 'qa'"
+                            " AND frames_sampled IS NULL AND sample_interval_s IS NULL"), 1);
 
     /* redelivery: queued/started again change nothing, done again inserts and replaces
      * nothing */

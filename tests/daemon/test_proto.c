@@ -68,7 +68,7 @@ TEST(proto_stream_bytewise)
     struct vl3_proto_hello h = {VL3_PROTO_VERSION, "fake 1", "cpu", 42};
     struct vl3_proto_progress p = {"j", "decode", 3, 10};
     struct vl3_proto_result res = {"j", 1, 4, 10.0, 20.5, "a dog on a \"sofa\"\n",
-                                   {7, 3, 12, 2, 1.5, 2.5, 3.5, 4.5}};
+                                   {7, 3, 12, 2, 1.5, 2.5, 3.5, 4.5, 41, 0.25}};
     struct vl3_proto_done d = {"j", 5, {1, 123456, 1700000000, 12.5, 320, 240, 29.97, "h264"}};
     struct vl3_proto_error er = {"j", VL3_PERR_DECODE, 0, "could not decode"};
     struct vl3_proto_pong pg = {99, NULL};
@@ -115,6 +115,8 @@ TEST(proto_stream_bytewise)
                 ASSERT_EQ(m.u.result.stats.frames_decoded, 7);
                 ASSERT_EQ(m.u.result.stats.tokens_generated, 12);
                 ASSERT_NEAR(m.u.result.stats.generate_ms, 4.5, 0);
+                ASSERT_EQ(m.u.result.stats.frames_sampled, 41);
+                ASSERT_NEAR(m.u.result.stats.sample_interval_s, 0.25, 0);
                 break;
             case 3:
                 ASSERT_EQ(m.type, VL3_PROTO_DONE);

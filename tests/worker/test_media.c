@@ -422,6 +422,66 @@ TEST(windows_sample_each_stretch)
     return 0;
 }
 
+/* window_s = 0: one window over the whole video, subsampled to max_frames (the official rule). */
+TEST(window_zero_is_one_window)
+{
+    const char *path = clip("longgop.mp4"); /* 9.5 s */
+    ASSERT(path);
+    media_input *m = NULL;
+    vl3_error err = {0};
+    struct sample_params p;
+    sample_params_default(&p);
+    ASSERT(p.window_s == 0);
+    p.fps_num = 4;
+    p.max_frames = 5;
+    struct sample_result *res = NULL;
+    ASSERT_OK_E(open_file(path, NULL, &m, &err), &err);
+    ASSERT_OK_E(sample_video(m, &p, &res, &err), &err);
+    media_close(m);
+    ASSERT_EQ(res->n_sampled, 38);
+    ASSERT_EQ(res->n_windows, 1);
+    ASSERT_EQ(res->n, 5);
+    ASSERT(res->subsampled);
+    int64_t idx[5];
+    sample_linspace_floor(38, 5, idx);
+    for (int j = 0; j < 5; j++) {
+        ASSERT_EQ(res->frames[j].window, 0);
+        ASSERT_EQ(res->frames[j].index, idx[j]);
+    }
+    ASSERT_EQ(res->frames[4].index, 37); /* reaches the end of the video */
+    sample_result_free(res);
+    return 0;
+}
+
+/* max_total (media.max_frames) bounds the frames kept over all windows of a job: a job keeping
+ * more is refused after planning, before any frame is decoded; exactly max_total is fine. */
+TEST(max_total_is_per_job)
+{
+    const char *path = clip("longgop.mp4"); /* 9.5 s */
+    ASSERT(path);
+    vl3_error err = {0};
+    struct sample_params p;
+    sample_params_default(&p);
+    p.fps_num = 4;
+    p.max_frames = 5;
+    p.window_s = 3.0; /* 5 + 5 + 5 + 2 = 17 frames kept in 4 windows */
+    p.max_total = 16; /* each window is below it: only the job's total exceeds it */
+    media_input *m = NULL;
+    struct sample_result *res = NULL;
+    ASSERT_OK_E(open_file(path, NULL, &m, &err), &err);
+    ASSERT_EQ(sample_video(m, &p, &res, &err), VL3_E_LIMIT);
+    ASSERT(strstr(err.msg, "17 frames in 4 windows") && strstr(err.msg, "16 frames allowed per job"));
+    ASSERT_EQ(media_frames_decoded(m), 0); /* refused before decoding */
+    media_close(m);
+    p.max_total = 17;
+    ASSERT_OK_E(open_file(path, NULL, &m, &err), &err);
+    ASSERT_OK_E(sample_video(m, &p, &res, &err), &err);
+    media_close(m);
+    ASSERT_EQ(res->n, 17);
+    sample_result_free(res);
+    return 0;
+}
+
 /* --- fast mode -------------------------------------------------------------------------------------- */
 
 static double psnr(const uint8_t *a, const uint8_t *b, size_t n)
@@ -861,8 +921,7 @@ TEST(config_media_options)
     memset(&c, 0, sizeof(c));
     ASSERT_OK_E(vl3_conf_defaults(worker_conf_table, &c, &err), &err);
     ASSERT_EQ(c.sample_mode, SAMPLE_MODE_FAST);
-    ASSERT_EQ(c.window_ms, 180000);
-    ASSERT_EQ(c.frames_per_window, 180);
+    ASSERT_EQ(c.max_frames, 100000);
     ASSERT_STR_EQ(c.media_formats, MEDIA_FORMATS_DEFAULT);
     /* the example file documents the same values and parses */
     snprintf(path, sizeof(path), "%s/config/vl3-worker.conf.example", test_source_dir());
@@ -870,8 +929,9 @@ TEST(config_media_options)
     ASSERT_STR_EQ(c.media_formats, MEDIA_FORMATS_DEFAULT);
     ASSERT_EQ(c.max_decode_errors, 0);
     ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.sample_mode", "exact", &err), &err);
-    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.fps", "0.5", &err), &err);
-    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.window", "0", &err), &err);
+    /* rate, frames per window and windows come with each job, not from the worker */
+    ASSERT(vl3_conf_set(worker_conf_table, &c, "media.window", "0", &err) < 0);
+    ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.max_frames", "500", &err), &err);
     ASSERT_OK_E(vl3_conf_set(worker_conf_table, &c, "media.max_decode_errors", "-1", &err), &err);
     ASSERT(vl3_conf_set(worker_conf_table, &c, "media.sample_mode", "sloppy", &err) < 0);
 
@@ -884,9 +944,11 @@ TEST(config_media_options)
     ASSERT_EQ(pol.max_pixels, c.max_pixels);
     ASSERT(pol.formats == c.media_formats);
     ASSERT_EQ(sp.mode, SAMPLE_MODE_EXACT);
-    ASSERT_EQ(sp.fps_num * 2, sp.fps_den);
+    ASSERT_EQ(sp.fps_num, 1);
+    ASSERT_EQ(sp.fps_den, 1);
     ASSERT(sp.window_s == 0);
     ASSERT_EQ(sp.max_frames, 180);
+    ASSERT_EQ(sp.max_total, 500); /* media.max_frames: per job */
     ASSERT_EQ(sp.max_bytes, c.memory_budget);
     vl3_conf_free_strings(worker_conf_table, &c);
     return 0;

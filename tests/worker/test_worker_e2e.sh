@@ -2,9 +2,12 @@
 # test_worker_e2e.sh: vl3d drives the REAL vl3-worker on a tiny model, end to end:
 #   Kafka mock -> vl3d -> vl3-worker (decode, DiffFP, vision, LLM) -> PostgreSQL.
 #   test_worker_e2e.sh BUILD_DIR SOURCE_DIR FIXTURE_DIR
-# FIXTURE_DIR holds model/ (vl3 model tiny) and the clips of test_worker_proc.c. Three jobs: a
-# caption+qa job, a windowed job (2 windows x 2 tasks), and a corrupt video, which must end
-# 'failed' with the worker's decode error while the other two end 'done' with their answers.
+# FIXTURE_DIR holds model/ (vl3 model tiny) and the clips of test_worker_proc.c. Four jobs: a
+# caption+qa job, a windowed job (2 windows x 2 tasks), a corrupt video, which must end
+# 'failed' with the worker's decode error while the others end 'done' with their answers, and a
+# generated 10-minute clip enqueued by `vl3 enqueue` with the default sampling, which must be
+# covered end to end: windows 0-180, 180-360, 360-540, 540-600 s with 180, 180, 180 and 60
+# frames sampled, 1 s apart.
 # Every wait has a deadline; teardown stops what it started. Exit 0 = pass.
 set -uo pipefail
 B=${1:?build dir}; S=${2:?source dir}; FX=${3:?fixture dir}
@@ -33,13 +36,21 @@ trap teardown EXIT
 BOOT=$(cat "$T/kafka/bootstrap"); PGC=$(cat "$T/pg/conninfo")
 sql() { psql "$PGC" -XAtqc "$1" 2>/dev/null; }
 
+# 10 minutes of 160x120 video: 10 s encoded once, looped with stream copy
+mkdir -p "$T/media"; chmod 755 "$T/media"
+ffmpeg -hide_banner -loglevel error -y -f lavfi -t 10 -i testsrc2=size=160x120:rate=10 \
+  -c:v libx264 -pix_fmt yuv420p -g 10 -bf 0 "$T/ten.mp4" || fail "could not encode the clip"
+ffmpeg -hide_banner -loglevel error -y -stream_loop 59 -i "$T/ten.mp4" -c copy "$T/media/long.mp4" \
+  || fail "could not loop the clip"
+chmod 644 "$T/media/long.mp4"
+
 cat > "$T/worker.conf" <<CONF
 model = $FX/model
 backend = cpu
 threads = 1
 decode_threads = 1
 [media]
-roots = $FX
+roots = $FX:$T/media
 [generate]
 max_new_tokens = 8
 seed = 5
@@ -76,6 +87,9 @@ CONF
   echo "w3:{\"id\":\"w3\",\"input\":\"$FX/corrupt.mp4\",\"tasks\":[\"caption\"]}"
 } > "$T/produce.txt"
 kcat -b "$BOOT" -P -t jobs -K: -l "$T/produce.txt" || fail "kcat could not produce"
+# the long clip with every sampling default (no --fps, --max-frames or --window)
+"$BIN/vl3" enqueue -c "$T/vl3d.conf" --tasks caption "$T/media/long.mp4" > "$T/enqueue.log" 2>&1 \
+  || fail "vl3 enqueue failed: $(cat "$T/enqueue.log")"
 
 setsid "$BIN/vl3d" -c "$T/vl3d.conf" >> "$T/vl3d.log" 2>&1 &
 DPID=$!
@@ -83,7 +97,7 @@ DPID=$!
 ok=0
 for _ in $(seq 1 600); do
   d=$(sql "select count(*) from jobs where status='done'"); f=$(sql "select count(*) from jobs where status='failed'")
-  [ "${d:-0}" -ge 2 ] && [ "${f:-0}" -ge 1 ] && { ok=1; break; }
+  [ "${d:-0}" -ge 3 ] && [ "${f:-0}" -ge 1 ] && { ok=1; break; }
   kill -0 "$DPID" 2>/dev/null || fail "vl3d exited"
   sleep 0.2
 done
@@ -102,7 +116,16 @@ sql "select last_error from jobs where job_id='w3'" | grep -qi "decode\|invalid\
   || fail "results without generated tokens"
 [ "$(sql "select count(*) from results where job_id='w1' and task='qa' and question='What is shown?'")" = 1 ] \
   || fail "w1 qa row missing"
-sql "select job_id, task, window_idx, start_s, end_s, generated_tokens, left(answer, 40) from results order by 1,2,3" >&2
+sql "select job_id, task, window_idx, start_s, end_s, frames_sampled, sample_interval_s, generated_tokens, left(answer, 40) from results order by 1,2,3" >&2
+
+# the default sampling covers the 10-minute clip end to end: one row per 180-s window
+long=$(sql "select string_agg(r.window_idx||':'||r.start_s||'-'||r.end_s||':'||r.frames_sampled||':'||r.sample_interval_s, ',' order by r.window_idx)
+            from results r join jobs j using (job_id) where j.path = '$T/media/long.mp4' and j.status = 'done'")
+[ "$long" = "0:0-180:180:1,1:180-360:180:1,2:360-540:180:1,3:540-600:60:1" ] \
+  || fail "the 10-minute clip is not covered by 4 windows at 1 fps: $long"
+# every window of every job says how densely it was sampled: w2's 3-s windows hold 3 frames
+[ "$(sql "select count(*) from results where job_id='w2' and frames_sampled = 3 and sample_interval_s = 1")" = 4 ] \
+  || fail "w2 rows lack frames_sampled/sample_interval_s"
 
 # the stored answer is exactly what `vl3 run` says for the same video, task and sampling
 want=$("$BIN/vl3" run --model "$FX/model" --video "$FX/a.mp4" --fps 1 --max-frames 8 --task caption \
@@ -118,4 +141,4 @@ wait "$DPID"; rc=$?; DPID=
 [ "$rc" -eq 0 ] || fail "vl3d exited with $rc"
 grep -q "worker ready" "$T/vl3d.log" || fail "the worker never said hello"
 grep -q "vision batch" "$T/vl3d.log" || fail "no vision batch in the worker log"
-log "ok: 2 jobs done with 6 answers, the corrupt one failed"
+log "ok: 3 jobs done (6 answers + 4 windows of the 10-minute clip), the corrupt one failed"

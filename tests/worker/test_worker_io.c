@@ -37,7 +37,7 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_OK(worker_out_init(&o, p[1]));
     ASSERT_OK(worker_send_hello(&o, "vl3-worker test", "cpu", 1234));
     struct worker_result r = {"job-1", 1, 2, 3.0, 6.0, "a cat",
-                              {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 96, 72, 133, 13, 3}};
+                              {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 3, 1.0, 96, 72, 133, 13, 3}};
     ASSERT_OK(worker_send_result(&o, &r));
     struct worker_media md = {1, 4096, 1700000000, 0, 150, 100, 0, "png"}; /* an image */
     ASSERT_OK(worker_send_done(&o, "job-1", 1, &md));
@@ -64,6 +64,8 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_EQ(m[1].u.result.stats.tokens_generated, 7);
     ASSERT_EQ(m[1].u.result.stats.batch_size, 4);
     ASSERT_NEAR(m[1].u.result.stats.generate_ms, 4.5, 1e-12);
+    ASSERT_EQ(m[1].u.result.stats.frames_sampled, 3);
+    ASSERT_NEAR(m[1].u.result.stats.sample_interval_s, 1.0, 0);
     json_t *st = json_object_get(m[1].root, "stats");
     ASSERT_EQ(json_integer_value(json_object_get(st, "tokens_total")), 96);
     ASSERT_EQ(json_integer_value(json_object_get(st, "tokens_kept")), 72);

@@ -199,6 +199,8 @@ struct outcome {
     int task[MAXA], window[MAXA];
     char answer[MAXA][512];
     int64_t batch_size[MAXA], vision_windows[MAXA], tokens_kept[MAXA], tokens_total[MAXA];
+    int64_t frames_sampled[MAXA];
+    double sample_interval[MAXA];
 };
 
 static int pongs_busy; /* PONGs naming a job in progress */
@@ -232,6 +234,8 @@ static int collect(struct proc *p, const char **ids, int n, struct outcome *out,
                 o->window[o->n] = (int)m.u.result.window;
                 snprintf(o->answer[o->n], sizeof(o->answer[0]), "%s", m.u.result.answer);
                 o->batch_size[o->n] = m.u.result.stats.batch_size;
+                o->frames_sampled[o->n] = m.u.result.stats.frames_sampled;
+                o->sample_interval[o->n] = m.u.result.stats.sample_interval_s;
                 json_t *st = json_object_get(m.root, "stats");
                 o->vision_windows[o->n] = json_integer_value(json_object_get(st, "vision_batch_windows"));
                 o->tokens_kept[o->n] = json_integer_value(json_object_get(st, "tokens_kept"));
@@ -636,6 +640,40 @@ TEST(proc_memory_budget_refuses_oversized)
     return 0;
 }
 
+/* media.max_frames bounds the frames of a whole job (all windows together): b.mp4 (6 s) in
+ * 3-s windows keeps 3 + 3 frames, each window under the limit of 5 but not the job, so it is
+ * refused (not retryable, the reason names the counts) before decoding; a.mp4 (4 s) as one window
+ * keeps 4 and is answered, each result saying how many frames it saw and how far apart. */
+TEST(proc_max_frames_per_job)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "[media]\nmax_frames = 5"));
+    char over[1200], under[1200];
+    path(over, sizeof(over), "b.mp4");
+    path(under, sizeof(under), "a.mp4");
+    const char *ids[2] = {"over", "under"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job(&p, "over", over, 3.0, 1));
+    ASSERT_OK(send_job(&p, "under", under, 0, 1));
+    ASSERT_OK(collect(&p, ids, 2, o, 120));
+    ASSERT(o[0].got_error);
+    ASSERT_EQ(o[0].err_code, VL3_PERR_INPUT);
+    ASSERT_EQ(o[0].err_retry, 0);
+    ASSERT_STR_CONTAINS(o[0].err_msg, "6 frames in 2 windows");
+    ASSERT_STR_CONTAINS(o[0].err_msg, "media.max_frames");
+    ASSERT(o[1].got_done || llm_missing(&o[1]));
+    if (o[1].got_done) {
+        ASSERT_EQ(o[1].n, 1);
+        ASSERT_EQ(o[1].frames_sampled[0], 4);
+        ASSERT_NEAR(o[1].sample_interval[0], 1.0, 1e-9);
+    }
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    return 0;
+}
+
 /* Fast sampling (keyframe seeks, loop filter skipped on unseen frames: pixels may differ
  * slightly from exact) through the whole worker: each answer equals `vl3 run --sampling fast`
  * on the same window, and the frame counts match the exact job's. */
@@ -811,17 +849,17 @@ TEST(proc_dies_with_parent)
     return 0;
 }
 
-/* sampling.window = 0 means one window over the whole input; no window means the worker's
- * media.window (issue 14 item 12). The 4-s clip, media.window 2 s: 1 window vs 2. */
+/* sampling.window = 0 means one window over the whole input (issue 14 item 12), however long
+ * the input: the 4-s clip gives 1 window at window 0 and 2 at window 2 s. */
 TEST(proc_window_zero_is_one_window)
 {
     struct proc p;
-    if (fixtures() < 0 || start(&p, "[media]\nwindow = 2s") < 0)
+    if (fixtures() < 0 || start(&p, NULL) < 0)
         return 1;
     char a[1200];
     path(a, sizeof(a), "a.mp4");
     ASSERT_OK(send_job(&p, "w-zero", a, 0, 1));
-    ASSERT_OK(send_job(&p, "w-unset", a, -1, 1));
+    ASSERT_OK(send_job(&p, "w-unset", a, 2, 1));
     const char *ids[2] = {"w-zero", "w-unset"};
     struct outcome o[2];
     ASSERT_OK(collect(&p, ids, 2, o, 120));

@@ -1,8 +1,6 @@
 /* media_conf.c: map the worker configuration onto media_policy and sample_params. */
 #include "media_conf.h"
 
-#include <math.h>
-
 void media_conf_policy(const struct worker_conf *c, struct media_policy *pol)
 {
     media_policy_default(pol);
@@ -18,16 +16,8 @@ void media_conf_policy(const struct worker_conf *c, struct media_policy *pol)
 
 void media_conf_sample_params(const struct worker_conf *c, struct sample_params *p)
 {
-    sample_params_default(p);
-    if (c->sample_fps == floor(c->sample_fps)) {
-        p->fps_num = (int)c->sample_fps;
-        p->fps_den = 1;
-    } else {
-        p->fps_num = (int)llround(c->sample_fps * 1000);
-        p->fps_den = 1000;
-    }
-    p->max_frames = c->frames_per_window;
-    p->window_s = (double)c->window_ms / 1000.0;
+    sample_params_default(p); /* rate, frames and windows come with each job */
+    p->max_total = c->max_frames;
     p->max_bytes = c->memory_budget;
     p->mode = c->sample_mode == SAMPLE_MODE_FAST ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
 }

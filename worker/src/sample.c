@@ -23,6 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "vl3/sampling_defaults.h"
 #include "vl3/util.h"
 
 typedef __int128 i128;
@@ -55,7 +56,10 @@ struct out {
 
 void sample_params_default(struct sample_params *p)
 {
-    *p = (struct sample_params){.fps_num = 1, .fps_den = 1, .max_frames = 180, .window_s = 0,
+    /* the official sampler: one window over the whole video (jobs get their windows from the
+     * daemon: sampling.window, default max_frames / fps) */
+    *p = (struct sample_params){.fps_num = (int)VL3_SAMPLING_FPS_DEFAULT, .fps_den = 1,
+                                .max_frames = VL3_SAMPLING_MAX_FRAMES_DEFAULT, .window_s = 0,
                                 .mode = SAMPLE_MODE_EXACT};
 }
 
@@ -831,6 +835,14 @@ again:
     }
     if ((r = subsample(p, o, n_out, &n_kept, &windows, &sub)) < 0) {
         vl3_error_set(reterr, r, "out of memory");
+        goto fail;
+    }
+    if (p->max_total > 0 && (int64_t)n_kept > p->max_total) {
+        r = vl3_error_set(reterr, VL3_E_LIMIT,
+                          "sampling keeps %zu frames in %d windows, more than the %lld frames "
+                          "allowed per job (media.max_frames); ask for a lower fps or fewer "
+                          "frames per window",
+                          n_kept, windows, (long long)p->max_total);
         goto fail;
     }
 

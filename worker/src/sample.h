@@ -29,6 +29,8 @@ struct sample_params {
     double window_s;       /* window length in seconds; 0 = the whole video is one window */
     enum sample_mode mode;
     int64_t max_bytes;     /* most bytes of RGB pictures held for the result; 0 = no limit */
+    int64_t max_total;     /* most frames kept over all windows; 0 = no limit (checked after
+                            * planning, before any frame is decoded for the result) */
 };
 
 void sample_params_default(struct sample_params *p);
@@ -58,7 +60,8 @@ struct sample_result {
 
 /* Sample m (borrowed; its read position is consumed) into a new result (returned owned; free
  * with sample_result_free). Returns 0 or a negative code with reterr set (media's codes,
- * VL3_E_DECODE for a video without frames, VL3_E_LIMIT, -ENOMEM). */
+ * VL3_E_DECODE for a video without frames, VL3_E_LIMIT (also when more than max_total frames
+ * would be kept), -ENOMEM). */
 int sample_video(media_input *m, const struct sample_params *p, struct sample_result **ret_result,
                  vl3_error *reterr);
 void sample_result_free(struct sample_result *r);

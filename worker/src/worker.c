@@ -167,13 +167,10 @@ static int job_from_msg(struct worker *w, const struct worker_job_req *m, struct
         job_free(j);
         return vl3_error_set(err, -EINVAL, "job has no tasks");
     }
-    media_conf_sample_params(w->conf, &j->sp); /* defaults: media.window, memory budget */
+    media_conf_sample_params(w->conf, &j->sp); /* media.max_frames per job, memory budget */
     fps_fraction(m->fps, &j->sp.fps_num, &j->sp.fps_den);
-    j->sp.max_frames = m->max_frames;
-    if (j->sp.max_frames > w->conf->max_frames)
-        j->sp.max_frames = w->conf->max_frames;
-    if (m->window_set) /* 0 = one window over the whole input, as docs/jobs.md says */
-        j->sp.window_s = m->window_s;
+    j->sp.max_frames = m->max_frames; /* per window */
+    j->sp.window_s = m->window_s;     /* 0 = one window over the whole video */
     j->sp.mode = m->fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
     j->max_new_tokens = m->max_new_tokens;
     j->temperature = m->temperature;

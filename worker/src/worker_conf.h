@@ -36,9 +36,6 @@ struct worker_conf {
     char *media_formats;           /* demuxers a job may use */
     int64_t max_decoded_frames;    /* frames decoded from one input */
     int64_t max_decode_errors;     /* damaged packets tolerated (-1 = any) */
-    double sample_fps;             /* default sampling rate F */
-    int64_t frames_per_window;     /* default max_frames per window (official: 180) */
-    int64_t window_ms;             /* default window length; 0 = the whole video at once */
     int sample_mode;               /* enum sample_mode: exact or fast */
 };
 

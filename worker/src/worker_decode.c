@@ -53,6 +53,8 @@ static int64_t estimate_bytes(const struct media_info *mi, const struct sample_p
     } else {
         frames = sp->max_frames > 0 ? sp->max_frames : 1024;
     }
+    if (sp->max_total > 0 && frames > sp->max_total)
+        frames = sp->max_total; /* more is refused by sample_video before decoding */
     int64_t px = (int64_t)mi->width * mi->height;
     /* RGB24 frames + float pixel values of about the same area (4 bytes x 3 channels per
      * pixel). Resizing usually shrinks; when it enlarges tiny frames, run_job accounts the true

@@ -287,9 +287,12 @@ void worker_engine_seq_done(void *user, struct worker_seq *q)
         text = NULL;
         a->stats = (struct worker_stats){job->frames_decoded, count_pruned_frames(&u->mask),
                                          q->n_out, q->max_batch, job->decode_ms, u->vision_ms,
-                                         q->prefill_ms, q->generate_ms, u->mask.n_tokens,
-                                         u->mask.n_kept, q->n_ids, u->vision_batch_frames,
-                                         u->vision_batch_units};
+                                         q->prefill_ms, q->generate_ms, u->n_frames,
+                                         u->is_image || u->n_frames <= 0
+                                             ? 0
+                                             : (u->t_end - u->t_start) / u->n_frames,
+                                         u->mask.n_tokens, u->mask.n_kept, q->n_ids,
+                                         u->vision_batch_frames, u->vision_batch_units};
         vl3_log_info("answered job=%s task=%d window=%d prompt_tokens=%d generated=%d "
                      "decode_batch=%d vision_batch_frames=%d vision_batch_windows=%d "
                      "tokens_kept=%lld/%lld",

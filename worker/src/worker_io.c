@@ -178,7 +178,7 @@ int worker_send_result(struct worker_out *o, const struct worker_result *r)
     struct vl3_proto_result m = {r->job_id, r->task, r->window, t0, t1, answer,
                                  {s->frames_decoded, s->frames_pruned, s->tokens_generated,
                                   s->batch_size, s->decode_ms, s->vision_ms, s->prefill_ms,
-                                  s->generate_ms}};
+                                  s->generate_ms, s->frames_sampled, s->sample_interval_s}};
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_result(&m, &buf, &len, NULL);

@@ -27,6 +27,8 @@ struct worker_out {
 struct worker_stats {
     int64_t frames_decoded, frames_pruned, tokens_generated, batch_size;
     double decode_ms, vision_ms, prefill_ms, generate_ms;
+    int64_t frames_sampled;   /* frames of the window the model saw (1 for an image) */
+    double sample_interval_s; /* window duration / frames_sampled (0 for an image) */
     int64_t tokens_total, tokens_kept; /* visual tokens before / after DiffFP */
     int64_t prompt_tokens;
     int64_t vision_batch_frames;  /* frames in the vision-encoder call that served the window */

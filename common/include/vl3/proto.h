@@ -131,6 +131,8 @@ struct vl3_proto_progress {
 struct vl3_proto_stats {
     int64_t frames_decoded, frames_pruned, tokens_generated, batch_size;
     double decode_ms, vision_ms, prefill_ms, generate_ms;
+    int64_t frames_sampled;   /* frames the model saw for this window (1 for an image) */
+    double sample_interval_s; /* window duration / frames_sampled (0 for an image) */
 };
 
 struct vl3_proto_result {
