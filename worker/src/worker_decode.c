@@ -163,7 +163,8 @@ fail:
  * windows (media.max_windows), answers = windows x tasks (media.max_answers) and sampled frames
  * of all windows together (media.max_frames). A 162-byte job asking for 25 fps in windows of
  * 0.04 s on a 2-hour clip would otherwise prepare 180,000 windows. Needs the duration; inputs
- * without one are bounded per window and by media.max_decoded_frames. */
+ * without one are bounded per window and by media.max_decoded_frames. The frames of all windows
+ * (media.max_frames) are counted exactly by the sampling plan, before the decode pass. */
 static int check_job_bounds(const struct worker_conf *c, const struct media_info *mi,
                             const struct worker_job *job, vl3_error *err)
 {
@@ -172,9 +173,7 @@ static int check_job_bounds(const struct worker_conf *c, const struct media_info
     const struct sample_params *sp = &job->sp;
     double dur = (double)mi->duration_us / 1e6, fps = (double)sp->fps_num / sp->fps_den;
     double windows = sp->window_s > 0 ? ceil(dur / sp->window_s) : 1;
-    double frames = floor(dur * fps) + 1;
-    if (sp->max_frames > 0 && frames > windows * (double)sp->max_frames)
-        frames = windows * (double)sp->max_frames;
+    (void)fps;
     double answers = windows * job->ntasks;
     if (windows > (double)c->max_windows)
         return vl3_error_set(err, VL3_E_LIMIT, "the job would make %.0f windows of %.3g s over "
@@ -184,10 +183,7 @@ static int check_job_bounds(const struct worker_conf *c, const struct media_info
         return vl3_error_set(err, VL3_E_LIMIT, "the job would give %.0f answers (%.0f windows x "
                              "%d tasks), above media.max_answers %lld", answers, windows,
                              job->ntasks, (long long)c->max_answers);
-    if (frames > (double)c->max_frames)
-        return vl3_error_set(err, VL3_E_LIMIT, "the job would sample %.0f frames, above "
-                             "media.max_frames %lld per job", frames, (long long)c->max_frames);
-    return 0;
+    return 0; /* frames over all windows: counted exactly by sampling's plan (max_total) */
 }
 
 static int run_job(struct worker *w, struct worker_job *job, struct worker_unit **ret_units,
