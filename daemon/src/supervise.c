@@ -39,6 +39,9 @@ struct sv_worker {
     int kill_reason; /* 0 none, 1 hung, 2 protocol, 3 stop */
     int completed_jobs;
     int pid;
+    /* a RESULT of the running job was well framed but out of range: the job fails with this
+     * reason when it ends; the stream is still in sync, so the worker is kept */
+    char job_bad[512];
 };
 
 struct supervise {
@@ -246,19 +249,23 @@ static void handle_msg(struct sv_worker *w, const vl3_proto_msg *m)
     }
     (void)jid;
     if (m->type == VL3_PROTO_RESULT) {
-        if (!j->cancelled)
+        if (!j->cancelled && !w->job_bad[0])
             sv->ops.on_result(sv->ops.user, j, &m->u.result);
         return;
     }
     detach_job(w);
     j->state = SV_JOB_FINISHED;
     job_finished_ok(w);
-    if (j->cancelled)
+    if (j->cancelled) {
         sv->ops.on_abandoned(sv->ops.user, j);
-    else if (m->type == VL3_PROTO_DONE)
+    } else if (w->job_bad[0]) {
+        struct vl3_proto_error bad = {"", VL3_PERR_INTERNAL, 0, w->job_bad};
+        sv->ops.on_error(sv->ops.user, j, &bad);
+    } else if (m->type == VL3_PROTO_DONE)
         sv->ops.on_done(sv->ops.user, j, &m->u.done);
     else
         sv->ops.on_error(sv->ops.user, j, &m->u.error);
+    w->job_bad[0] = 0;
     dispatch(sv);
 }
 
@@ -292,6 +299,15 @@ static void on_read(uv_stream_t *s, ssize_t n, const uv_buf_t *buf)
         w->last_frame_ns = now_ns();
         vl3_proto_msg m;
         if (vl3_proto_msg_parse(&f, &m, &e) < 0) {
+            if (f.type == VL3_PROTO_RESULT && w->job && !w->job->cancelled) {
+                /* one job's answer out of range: fail that job with the reason, keep the worker */
+                vl3_log_warning("worker sent an invalid result worker=%d pid=%d: %s", w->idx,
+                                w->pid, e.msg);
+                if (!w->job_bad[0])
+                    snprintf(w->job_bad, sizeof(w->job_bad), "worker sent an invalid result: %s",
+                             e.msg);
+                continue;
+            }
             r = VL3_E_PROTO;
             break;
         }

@@ -8,6 +8,8 @@
  *   "retry": answer ERROR code "resource", retryable, on attempt 1; results afterwards
  *   "flaky": SIGKILL itself on attempt 1, results afterwards
  *   "slow":  take 3 s, sending PROGRESS and answering pings meanwhile
+ *   "badresult": first send a well-framed RESULT with t_start < 0 (out of the protocol's range),
+ *            then the normal results
  * and from the environment: FAKE_WORKER_DELAY_MS (time per job, default 0; pings answered),
  * FAKE_WORKER_LOG (append "pid job attempt" lines, to count executions). */
 #include <errno.h>
@@ -167,6 +169,13 @@ static void run_job(const struct vl3_proto_job *j)
         delay += 3000;
     if (delay > 0)
         busy_wait(delay, j->job_id);
+    if (strstr(in, "badresult")) {
+        char bad[512];
+        int bl = snprintf(bad, sizeof(bad), "{\"job\": \"%s\", \"task\": 0, \"window\": 0, "
+                          "\"t_start\": -5.0, \"t_end\": 1.0, \"answer\": \"x\"}", j->job_id);
+        send_and_free(vl3_proto_frame_build(VL3_PROTO_RESULT, bad, (size_t)bl, &b, &l, NULL), &b,
+                      &l);
+    }
     /* every input is a made-up 10-s video: windows of W seconds cut it in ceil(10 / W) */
     double W = j->sampling.window_s, dur = 10;
     int windows = W > 0 && W < dur ? (int)ceil(dur / W) : 1;

@@ -64,6 +64,7 @@ static void t_error(void *user, struct sv_job *s, const struct vl3_proto_error *
     (void)user;
     struct tjob *j = (struct tjob *)s;
     j->errors++;
+    snprintf(j->reason, sizeof(j->reason), "%s", e->message);
     if (e->retryable) { /* the caller decides: retry once, as the daemon does */
         supervise_retry(C.sv, s);
         return;
@@ -190,5 +191,43 @@ TEST(supervise_stop_lets_running_job_finish)
     ASSERT_EQ(jobs[0].results, 2);
     ASSERT_EQ(cancel_result, 1); /* the queued job was handed back */
     ASSERT_EQ(jobs[1].done + jobs[1].abandoned + jobs[1].poisoned, 0);
+    return 0;
+}
+
+/* A well-framed RESULT out of the protocol's range (t_start < 0) fails only its job, with the
+ * parser's reason, through on_error; the worker is not killed (no kill counted, not poison) and
+ * serves the next job. */
+TEST(supervise_bad_result_fails_job_not_worker)
+{
+    char worker[4096];
+    snprintf(worker, sizeof(worker), "%s/bin/fake-worker", test_build_dir());
+    struct tjob jobs[] = {{.id = "bad", .input = "/m/badresult.mp4"},
+                          {.id = "next", .input = "/m/next.mp4"}};
+    memset(&C, 0, sizeof(C));
+    C.jobs = jobs;
+    C.njobs = 2;
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    struct supervise_options so = {.path = worker, .config = "", .count = 1, .max_attempts = 2,
+                                   .job_timeout_ms = 5000, .startup_timeout_ms = 5000,
+                                   .ping_interval_ms = 200};
+    struct supervise_ops ops = {t_encode, t_result,    t_done,    t_error,
+                                t_poison, t_abandoned, t_stopped, NULL};
+    vl3_error e = {0};
+    ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
+    for (int i = 0; i < C.njobs; i++)
+        supervise_submit(C.sv, &jobs[i].sv);
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(C.stopped, 1);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    ASSERT_EQ(jobs[0].errors, 1);
+    ASSERT_EQ(jobs[0].poisoned, 0);
+    ASSERT_EQ(jobs[0].done, 0);
+    ASSERT_EQ(jobs[0].sv.kills, 0);
+    ASSERT_EQ(jobs[0].sv.attempts, 1);
+    ASSERT_STR_CONTAINS(jobs[0].reason, "t_start");
+    ASSERT_EQ(jobs[1].done, 1);
+    ASSERT_EQ(jobs[1].results, 2);
+    ASSERT_EQ(jobs[1].sv.kills, 0);
     return 0;
 }
