@@ -1058,6 +1058,7 @@ int vl3d_start(uv_loop_t *loop, struct daemon_conf *conf, const char *conf_path,
                                    .count = (int)d->conf.workers,
                                    .max_attempts = (int)d->conf.max_attempts,
                                    .job_timeout_ms = (uint64_t)d->conf.job_timeout_ms,
+                                   .stall_timeout_ms = (uint64_t)d->conf.stall_timeout_ms,
                                    .startup_timeout_ms = (uint64_t)d->conf.startup_timeout_ms,
                                    .ping_interval_ms = (uint64_t)d->conf.ping_interval_ms};
     struct supervise_ops sops = {sv_encode, sv_result,    sv_done,    sv_error,

@@ -22,6 +22,7 @@ struct daemon_conf {
     char *worker_config;
     int64_t max_attempts;
     int64_t job_timeout_ms;
+    int64_t stall_timeout_ms;
     int64_t shutdown_timeout_ms;
     char *metrics_listen;
     char *log_level;

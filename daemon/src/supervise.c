@@ -34,9 +34,10 @@ struct sv_worker {
     vl3_proto_reader rd;
     struct sv_job *job;
     uint64_t started_ns, last_frame_ns, last_ping_ns;
+    uint64_t last_progress_ns; /* last frame of the running job (progress, tokens, result) */
     int64_t ping_seq;
     uint64_t backoff_ms;
-    int kill_reason; /* 0 none, 1 hung, 2 protocol, 3 stop */
+    int kill_reason; /* 0 none, 1 hung, 2 protocol, 3 stop, 4 stalled */
     int completed_jobs;
     int pid;
     /* a RESULT of the running job was well framed but out of range: the job fails with this
@@ -179,6 +180,7 @@ static void dispatch(struct supervise *sv)
         w->job = j;
         w->state = W_BUSY;
         w->last_frame_ns = now_ns();
+        w->last_progress_ns = w->last_frame_ns;
         sv->st.dispatched++;
         sv->st.busy++;
         if (send_frame(w, buf, len) < 0)
@@ -222,10 +224,16 @@ static void handle_msg(struct sv_worker *w, const vl3_proto_msg *m)
             dispatch(sv);
         }
         return;
-    case VL3_PROTO_PONG:
+    case VL3_PROTO_PONG: return; /* activity only (last_frame_ns already updated) */
     case VL3_PROTO_PROGRESS:
-    case VL3_PROTO_TOKENS: return; /* activity only (last_frame_ns already updated) */
-    case VL3_PROTO_RESULT: jid = m->u.result.job_id; break;
+    case VL3_PROTO_TOKENS:
+        if (j)
+            w->last_progress_ns = now_ns(); /* the job moves (see stall_timeout) */
+        return;
+    case VL3_PROTO_RESULT:
+        jid = m->u.result.job_id;
+        w->last_progress_ns = now_ns();
+        break;
     case VL3_PROTO_DONE: jid = m->u.done.job_id; break;
     case VL3_PROTO_ERROR:
         jid = m->u.error.job_id;
@@ -377,7 +385,10 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
     int level = sv->stopping && status == 0 ? VL3_LOG_INFO : VL3_LOG_WARNING;
     vl3_log(level, "worker exited worker=%d pid=%d status=%lld signal=%d%s", w->idx, w->pid,
             (long long)status, sig,
-            w->kill_reason == 1 ? " (hung)" : w->kill_reason == 2 ? " (protocol)" : "");
+            w->kill_reason == 1   ? " (hung)"
+            : w->kill_reason == 2 ? " (protocol)"
+            : w->kill_reason == 4 ? " (stalled)"
+                                  : "");
     struct sv_job *j = detach_job(w);
     if (j) {
         if (j->cancelled || sv->stopping) {
@@ -394,7 +405,10 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
                 char reason[160];
                 snprintf(reason, sizeof(reason),
                          "poison: %d attempts ended with the worker %s (last: status %lld signal %d)",
-                         j->kills, w->kill_reason == 1 ? "hung" : "killed or crashed",
+                         j->kills,
+                         w->kill_reason == 1   ? "hung"
+                         : w->kill_reason == 4 ? "stalled"
+                                               : "killed or crashed",
                          (long long)status, sig);
                 sv->st.poisoned++;
                 j->state = SV_JOB_FINISHED;
@@ -486,6 +500,14 @@ static void on_tick(uv_timer_t *t)
                         (unsigned long long)(hang_ns / 1000000), w->idx, w->pid,
                         w->job ? w->job->attempts : 0);
             kill_worker(w, 1);
+            sv->st.killed_hung++;
+        } else if (w->state == W_BUSY && sv->opts.stall_timeout_ms &&
+                   now - w->last_progress_ns > sv->opts.stall_timeout_ms * 1000000ull) {
+            vl3_log_err("worker stalled: its job made no progress for %llums though it answers "
+                        "pings worker=%d pid=%d job_attempt=%d, killing it",
+                        (unsigned long long)sv->opts.stall_timeout_ms, w->idx, w->pid,
+                        w->job ? w->job->attempts : 0);
+            kill_worker(w, 4);
             sv->st.killed_hung++;
         } else if ((w->state == W_BUSY || w->state == W_IDLE) && now - w->last_ping_ns > ping_ns) {
             w->last_ping_ns = now;

@@ -59,6 +59,9 @@ struct supervise_options {
     uint64_t job_timeout_ms;
     uint64_t startup_timeout_ms; /* hello deadline (0 = 120 s) */
     uint64_t ping_interval_ms;   /* 0 = 5 s */
+    /* a busy worker whose job sent no progress (progress, tokens, result) for this long is
+     * killed as stalled, even if it answers pings (0 = off) */
+    uint64_t stall_timeout_ms;
 };
 
 struct supervise_stats {

@@ -8,6 +8,7 @@
  *   "retry": answer ERROR code "resource", retryable, on attempt 1; results afterwards
  *   "flaky": SIGKILL itself on attempt 1, results afterwards
  *   "slow":  take 3 s, sending PROGRESS and answering pings meanwhile
+ *   "stall": answer pings for ever but never progress (a worker stuck in compute)
  *   "badresult": first send a well-framed RESULT with t_start < 0 (out of the protocol's range),
  *            then the normal results
  * and from the environment: FAKE_WORKER_DELAY_MS (time per job, default 0; pings answered),
@@ -112,6 +113,8 @@ static int next_msg(vl3_proto_msg *m, const char *busy_job)
     }
 }
 
+static int no_progress; /* "stall": answer pings, send no progress */
+
 static void busy_wait(double ms, const char *job)
 {
     double end = now_ms() + ms;
@@ -128,6 +131,8 @@ static void busy_wait(double ms, const char *job)
                 break;
             vl3_proto_msg_free(&m); /* unreachable: pings are answered inside */
         }
+        if (no_progress)
+            continue;
         struct vl3_proto_progress p = {job, "generate", 1, 2};
         uint8_t *b;
         size_t l;
@@ -151,6 +156,10 @@ static void run_job(const struct vl3_proto_job *j)
     if (strstr(in, "hang"))
         for (;;)
             pause();
+    if (strstr(in, "stall")) {
+        no_progress = 1;
+        busy_wait(1e12, j->job_id);
+    }
     uint8_t *b;
     size_t l;
     if (strstr(in, "fail")) {

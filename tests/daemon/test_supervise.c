@@ -231,3 +231,41 @@ TEST(supervise_bad_result_fails_job_not_worker)
     ASSERT_EQ(jobs[1].sv.kills, 0);
     return 0;
 }
+
+/* Liveness comes from the job's progress: a worker that answers pings but whose job never
+ * progresses is killed after stall_timeout (long before jobs.timeout), on each attempt, and the
+ * job ends as poison with a "stalled" reason; a slow job that keeps sending progress frames
+ * (3 s, much longer than stall_timeout) is not touched. */
+TEST(supervise_stalled_job_killed)
+{
+    char worker[4096];
+    snprintf(worker, sizeof(worker), "%s/bin/fake-worker", test_build_dir());
+    struct tjob jobs[] = {{.id = "stall", .input = "/m/stall.mp4"},
+                          {.id = "slow", .input = "/m/slow.mp4"}};
+    memset(&C, 0, sizeof(C));
+    C.jobs = jobs;
+    C.njobs = 2;
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    struct supervise_options so = {.path = worker, .config = "", .count = 2, .max_attempts = 2,
+                                   .job_timeout_ms = 60000, .startup_timeout_ms = 5000,
+                                   .ping_interval_ms = 200, .stall_timeout_ms = 800};
+    struct supervise_ops ops = {t_encode, t_result,    t_done,    t_error,
+                                t_poison, t_abandoned, t_stopped, NULL};
+    vl3_error e = {0};
+    ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
+    for (int i = 0; i < C.njobs; i++)
+        supervise_submit(C.sv, &jobs[i].sv);
+    uint64_t t0 = uv_hrtime();
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    ASSERT_EQ(C.stopped, 1);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    ASSERT_LT(secs, 20); /* far below jobs.timeout */
+    ASSERT_EQ(jobs[0].poisoned, 1);
+    ASSERT_EQ(jobs[0].sv.kills, 2);
+    ASSERT_STR_CONTAINS(jobs[0].reason, "stalled");
+    ASSERT_EQ(jobs[1].done, 1);
+    ASSERT_EQ(jobs[1].sv.kills, 0);
+    return 0;
+}
