@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "vl3/log.h"
 
@@ -18,6 +19,28 @@
 #define BACKOFF_MAX_MS 30000
 #define STABLE_LIFE_NS (30ull * 1000000000ull)
 #define READ_CHUNK 65536
+#define MAX_ENV 128
+
+extern char **environ;
+
+/* Whether a variable of the daemon's environment may pass to a worker: only what the engine,
+ * FFmpeg and the C library need, and the VL3_* test hooks; never the daemon's credentials
+ * (PGPASSWORD, PGPASSFILE, KAFKA_*, CREDENTIALS_DIRECTORY, ...). */
+static int env_allowed(const char *kv)
+{
+    if (strncmp(kv, "VL3_PARENT_PID=", 15) == 0)
+        return 0; /* set for each spawn */
+    static const char *const exact[] = {"PATH=", "LANG=", "TZ=", "CUDA_VISIBLE_DEVICES=",
+                                        "HOME=", "TMPDIR="};
+    static const char *const prefix[] = {"LC_", "OPENBLAS_", "OMP_", "VL3_"};
+    for (size_t i = 0; i < sizeof(exact) / sizeof(exact[0]); i++)
+        if (strncmp(kv, exact[i], strlen(exact[i])) == 0)
+            return 1;
+    for (size_t i = 0; i < sizeof(prefix) / sizeof(prefix[0]); i++)
+        if (strncmp(kv, prefix[i], strlen(prefix[i])) == 0)
+            return 1;
+    return 0;
+}
 
 enum sv_worker_state { W_DOWN, W_STARTING, W_IDLE, W_BUSY, W_EXITING };
 
@@ -444,9 +467,19 @@ static void spawn_worker(struct sv_worker *w)
     stdio[1].data.stream = (uv_stream_t *)&w->out;
     stdio[2].flags = UV_INHERIT_FD;
     stdio[2].data.fd = 2;
+    char *env[MAX_ENV + 2];
+    int ne = 0;
+    for (char **e = environ; e && *e && ne < MAX_ENV; e++)
+        if (env_allowed(*e))
+            env[ne++] = *e;
+    char ppid[32]; /* lets the worker check it was not reparented before its prctl */
+    snprintf(ppid, sizeof(ppid), "VL3_PARENT_PID=%d", (int)getpid());
+    env[ne++] = ppid;
+    env[ne] = NULL;
     uv_process_options_t po = {0};
     po.file = sv->opts.path;
     po.args = args;
+    po.env = env;
     po.exit_cb = on_exit_cb;
     po.stdio_count = 3;
     po.stdio = stdio;

@@ -11,8 +11,8 @@
  *   "stall": answer pings for ever but never progress (a worker stuck in compute)
  *   "badresult": first send a well-framed RESULT with t_start < 0 (out of the protocol's range),
  *            then the normal results
- * and from the environment: FAKE_WORKER_DELAY_MS (time per job, default 0; pings answered),
- * FAKE_WORKER_LOG (append "pid job attempt" lines, to count executions). */
+ * and from the environment: VL3_FAKE_WORKER_DELAY_MS (time per job, default 0; pings answered),
+ * VL3_FAKE_WORKER_LOG (append "pid job attempt" lines, to count executions). */
 #include <errno.h>
 #include <math.h>
 #include <poll.h>
@@ -143,7 +143,7 @@ static void busy_wait(double ms, const char *job)
 static void run_job(const struct vl3_proto_job *j)
 {
     const char *in = j->input;
-    const char *log = getenv("FAKE_WORKER_LOG");
+    const char *log = getenv("VL3_FAKE_WORKER_LOG");
     if (log && *log) {
         FILE *f = fopen(log, "a");
         if (f) {
@@ -156,6 +156,15 @@ static void run_job(const struct vl3_proto_job *j)
     if (strstr(in, "hang"))
         for (;;)
             pause();
+    if (strstr(in, "environ")) { /* append our environment, one variable a line, to the log */
+        const char *lg = getenv("VL3_FAKE_WORKER_LOG");
+        FILE *f = lg ? fopen(lg, "a") : NULL;
+        extern char **environ;
+        for (char **e = environ; f && *e; e++)
+            fprintf(f, "env %s\n", *e);
+        if (f)
+            fclose(f);
+    }
     if (strstr(in, "stall")) {
         no_progress = 1;
         busy_wait(1e12, j->job_id);
@@ -172,7 +181,7 @@ static void run_job(const struct vl3_proto_job *j)
         send_and_free(vl3_proto_encode_error(&e, &b, &l, NULL), &b, &l);
         return;
     }
-    const char *d = getenv("FAKE_WORKER_DELAY_MS");
+    const char *d = getenv("VL3_FAKE_WORKER_DELAY_MS");
     double delay = d ? atof(d) : 0;
     if (strstr(in, "slow"))
         delay += 3000;

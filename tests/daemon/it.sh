@@ -176,7 +176,7 @@ scenario_exactly_once() {
   local N=300
   produce e "$N"
   write_conf d1 $((20000 + RANDOM % 20000)) "[kafka]" "max_in_flight = 16"
-  export FAKE_WORKER_DELAY_MS=15 FAKE_WORKER_LOG="$T/exec.log"
+  export VL3_FAKE_WORKER_DELAY_MS=15 VL3_FAKE_WORKER_LOG="$T/exec.log"
   start_daemon d1
   wait_done 40 60
   local w; w=$(worker_pids d1 | head -n1)
@@ -251,7 +251,7 @@ scenario_pg_restart() {
   local N=150
   produce r "$N"
   write_conf d1 $((20000 + RANDOM % 20000))
-  export FAKE_WORKER_DELAY_MS=20
+  export VL3_FAKE_WORKER_DELAY_MS=20
   start_daemon d1
   wait_done 30 60
   pg_bounce 4
@@ -266,7 +266,7 @@ scenario_broker_down() {
   local N=150
   produce b "$N"
   write_conf d1 $((20000 + RANDOM % 20000))
-  export FAKE_WORKER_DELAY_MS=20
+  export VL3_FAKE_WORKER_DELAY_MS=20
   start_daemon d1
   wait_done 30 60
   log "broker 1 down at $(done_count) done"
@@ -285,7 +285,7 @@ scenario_rebalance() {
   produce c "$N"
   write_conf d1 $((20000 + RANDOM % 10000))
   write_conf d2 $((30000 + RANDOM % 10000))
-  export FAKE_WORKER_DELAY_MS=100
+  export VL3_FAKE_WORKER_DELAY_MS=100
   WORKERS=2
   start_daemon d1
   wait_done 20 60
@@ -355,7 +355,7 @@ PY
 scenario_second_sigint() {
   start_env
   write_conf d1 $((20000 + RANDOM % 20000))
-  export FAKE_WORKER_DELAY_MS=100000
+  export VL3_FAKE_WORKER_DELAY_MS=100000
   produce s 3
   start_daemon d1
   wait_ge "select count(*) from jobs where status='running'" 1 30
@@ -375,7 +375,7 @@ scenario_drain() {
   start_env
   WORKERS=2
   write_conf d1 $((20000 + RANDOM % 20000))
-  export FAKE_WORKER_DELAY_MS=2000
+  export VL3_FAKE_WORKER_DELAY_MS=2000
   produce dr 6
   start_daemon d1
   wait_ge "select count(*) from jobs where status='running'" 2 30
@@ -386,7 +386,7 @@ scenario_drain() {
   [ "$d" -ge 2 ] || fail "running jobs were not finished during the drain ($d done)"
   [ "$d" -lt 6 ] || fail "all jobs done: the drain test did not catch jobs in flight"
   grep -q "stopping: draining" "$T/d1.log" || fail "no drain"
-  export FAKE_WORKER_DELAY_MS=0
+  export VL3_FAKE_WORKER_DELAY_MS=0
   start_daemon d1
   wait_done 6 60
   stop_daemon d1

@@ -4,7 +4,10 @@
  * reported to the caller, and stop leaves nothing on the loop (uv_loop_close() == 0). */
 #include <uv.h>
 
+#include <unistd.h>
+
 #include "supervise.h"
+#include "vl3/util.h"
 #include "test.h"
 
 struct tjob {
@@ -164,7 +167,7 @@ TEST(supervise_stop_lets_running_job_finish)
 {
     char worker[4096];
     snprintf(worker, sizeof(worker), "%s/bin/fake-worker", test_build_dir());
-    setenv("FAKE_WORKER_DELAY_MS", "600", 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "600", 1);
     struct tjob jobs[] = {{.id = "r", .input = "/m/r.mp4"}, {.id = "q", .input = "/m/q.mp4"}};
     memset(&C, 0, sizeof(C));
     C.jobs = jobs;
@@ -184,7 +187,7 @@ TEST(supervise_stop_lets_running_job_finish)
     t.data = &jobs[1];
     uv_timer_start(&t, on_stop_timer, 300, 0);
     ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
-    unsetenv("FAKE_WORKER_DELAY_MS");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
     ASSERT_EQ(C.stopped, 1);
     ASSERT_EQ(uv_loop_close(&loop), 0);
     ASSERT_EQ(jobs[0].done, 1);
@@ -267,5 +270,55 @@ TEST(supervise_stalled_job_killed)
     ASSERT_STR_CONTAINS(jobs[0].reason, "stalled");
     ASSERT_EQ(jobs[1].done, 1);
     ASSERT_EQ(jobs[1].sv.kills, 0);
+    return 0;
+}
+
+/* Workers get a scrubbed environment: the daemon's secrets (PostgreSQL password and password
+ * file, Kafka settings, systemd credentials) never reach them; PATH, the VL3_* hooks and the
+ * parent pid do. */
+TEST(supervise_worker_env_scrubbed)
+{
+    char worker[4096], log[4096];
+    snprintf(worker, sizeof(worker), "%s/bin/fake-worker", test_build_dir());
+    snprintf(log, sizeof(log), "%s/env.log", test_tmpdir());
+    setenv("PGPASSWORD", "s3cret-pg", 1);
+    setenv("PGPASSFILE", "/etc/secret-pgpass", 1);
+    setenv("KAFKA_SASL_PASSWORD", "s3cret-kafka", 1);
+    setenv("CREDENTIALS_DIRECTORY", "/run/credentials/vl3d", 1);
+    setenv("VL3_FAKE_WORKER_LOG", log, 1);
+    struct tjob jobs[] = {{.id = "env", .input = "/m/environ.mp4"}};
+    memset(&C, 0, sizeof(C));
+    C.jobs = jobs;
+    C.njobs = 1;
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    struct supervise_options so = {.path = worker, .config = "", .count = 1, .max_attempts = 2,
+                                   .job_timeout_ms = 5000, .startup_timeout_ms = 5000,
+                                   .ping_interval_ms = 200};
+    struct supervise_ops ops = {t_encode, t_result,    t_done,    t_error,
+                                t_poison, t_abandoned, t_stopped, NULL};
+    vl3_error e = {0};
+    ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
+    supervise_submit(C.sv, &jobs[0].sv);
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    unsetenv("PGPASSWORD");
+    unsetenv("PGPASSFILE");
+    unsetenv("KAFKA_SASL_PASSWORD");
+    unsetenv("CREDENTIALS_DIRECTORY");
+    unsetenv("VL3_FAKE_WORKER_LOG");
+    ASSERT_EQ(jobs[0].done, 1);
+    char *text = NULL;
+    size_t len = 0;
+    ASSERT_OK(vl3_file_read(log, 1 << 20, &text, &len, NULL));
+    ASSERT_STR_CONTAINS(text, "env PATH=");
+    ASSERT_STR_CONTAINS(text, "env VL3_FAKE_WORKER_LOG=");
+    char want[64];
+    snprintf(want, sizeof(want), "env VL3_PARENT_PID=%d\n", (int)getpid());
+    ASSERT_STR_CONTAINS(text, want);
+    int leaked = strstr(text, "PGPASSWORD") || strstr(text, "PGPASSFILE") ||
+                 strstr(text, "KAFKA_") || strstr(text, "CREDENTIALS_DIRECTORY");
+    free(text);
+    ASSERT(!leaked);
     return 0;
 }
