@@ -960,3 +960,24 @@ TEST(proc_image_pixels_checked_before_decode)
     finish(&p);
     return 0;
 }
+
+/* The worker runs sandboxed: /proc/<pid>/status shows NoNewPrivs 1 and a seccomp filter
+ * (Seccomp 2), and socket(AF_INET) inside it fails with EACCES (VL3_TEST_SOCKET hook). */
+TEST(proc_sandboxed_no_network)
+{
+    setenv("VL3_TEST_SOCKET", "1", 1);
+    struct proc p;
+    int r = start(&p, NULL);
+    unsetenv("VL3_TEST_SOCKET");
+    ASSERT_OK(r);
+    char st[8192] = {0};
+    ASSERT_EQ(test_sh(st, sizeof(st), "grep -E '^(NoNewPrivs|Seccomp):' /proc/%d/status",
+                      (int)p.pid), 0);
+    ASSERT(strstr(st, "NoNewPrivs:\t1") != NULL);
+    ASSERT(strstr(st, "Seccomp:\t2") != NULL);
+    ASSERT(log_has("VL3_TEST_SOCKET: socket(AF_INET) Permission denied"));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 20), 0);
+    finish(&p);
+    return 0;
+}

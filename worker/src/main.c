@@ -7,10 +7,20 @@
  * SIGTERM/SIGINT drain: accepted jobs are answered, new ones refused, then exit 0.
  * A worker never outlives its parent (vl3d): the kernel sends it SIGKILL when the parent dies
  * (PR_SET_PDEATHSIG), so a killed daemon's workers do not go on computing answers nobody will
- * read beside the restarted daemon's workers. */
+ * read beside the restarted daemon's workers.
+ * Sandbox: no new privileges (PR_SET_NO_NEW_PRIVS) and a seccomp filter that makes socket(2) fail
+ * with EACCES for every family but AF_UNIX, so a worker (which parses untrusted media) cannot
+ * reach the network; vl3d also gives it a scrubbed environment without the daemon's secrets. */
+#include <errno.h>
 #include <getopt.h>
+#include <linux/audit.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
 #include <signal.h>
+#include <stddef.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -52,6 +62,55 @@ static void die_with_parent(void)
         _exit(WORKER_EXIT_TEMPFAIL);
 }
 
+#if defined(__x86_64__)
+#define SANDBOX_ARCH AUDIT_ARCH_X86_64
+#elif defined(__aarch64__)
+#define SANDBOX_ARCH AUDIT_ARCH_AARCH64
+#endif
+
+/* No new privileges; socket(2) other than AF_UNIX fails with EACCES. 0 or -errno. */
+static int sandbox(void)
+{
+    if (prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) < 0)
+        return -errno;
+#ifdef SANDBOX_ARCH
+    struct sock_filter f[] = {
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, arch)),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, SANDBOX_ARCH, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EACCES & SECCOMP_RET_DATA)),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, nr)),
+#if defined(__x86_64__)
+        /* x32 system calls (the 0x40000000 bit) are not used by us: refuse them */
+        BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, 0x40000000, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EACCES & SECCOMP_RET_DATA)),
+#endif
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_socket, 1, 0),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(struct seccomp_data, args[0])),
+        BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AF_UNIX, 0, 1),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+        BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ERRNO | (EACCES & SECCOMP_RET_DATA)),
+    };
+    struct sock_fprog prog = {(unsigned short)(sizeof(f) / sizeof(f[0])), f};
+    if (prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog, 0, 0) < 0)
+        return -errno;
+#endif
+    return 0;
+}
+
+/* Test hook: VL3_TEST_SOCKET=1 logs what socket(AF_INET) gives inside the sandbox. */
+static void test_socket(void)
+{
+    const char *v = getenv("VL3_TEST_SOCKET");
+    if (!v || strcmp(v, "1") != 0)
+        return;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int e = errno;
+    vl3_log_warning("VL3_TEST_SOCKET: socket(AF_INET) %s", fd >= 0 ? "succeeded" : strerror(e));
+    if (fd >= 0)
+        close(fd);
+}
+
 int main(int argc, char **argv)
 {
     die_with_parent();
@@ -91,6 +150,12 @@ int main(int argc, char **argv)
     if (level >= 0)
         vl3_log_set_level(level);
     vl3_log_set_ident("vl3-worker");
+    if ((r = sandbox()) < 0) {
+        vl3_log_err("could not install the sandbox: %s", strerror(-r));
+        vl3_conf_free_strings(worker_conf_table, &conf);
+        return WORKER_EXIT_SOFTWARE;
+    }
+    test_socket();
     signal(SIGPIPE, SIG_IGN);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));
