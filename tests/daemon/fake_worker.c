@@ -195,7 +195,9 @@ static void run_job(const struct vl3_proto_job *j)
                       &l);
     }
     /* every input is a made-up 10-s video: windows of W seconds cut it in ceil(10 / W) */
-    double W = j->sampling.window_s, dur = 10;
+    /* VL3_FAKE_WORKER_DURATION: the made-up video's length in seconds (default 10) */
+    const char *denv = getenv("VL3_FAKE_WORKER_DURATION");
+    double W = j->sampling.window_s, dur = denv && atof(denv) > 0 ? atof(denv) : 10;
     int windows = W > 0 && W < dur ? (int)ceil(dur / W) : 1;
     if (windows > 16)
         windows = 16;

@@ -565,6 +565,7 @@ scenario_archive() {
   touch "$T/media/sub/p1.jpg"
   write_conf d1 $((20000 + RANDOM % 20000))
   local E=("$BIN/vl3" enqueue -c "$T/d1.conf" -r --window 65 --tasks caption,qa -q "who?")
+  export VL3_FAKE_WORKER_DURATION=130 # two 65-s windows per file
   local out
   out=$("${E[@]}" -n "$T/media" 2>&1) || fail "dry run: $out"
   [ "$(echo "$out" | grep -c '^{"tasks"')" = 4 ] || fail "dry run before: $out"
