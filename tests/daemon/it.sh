@@ -68,6 +68,23 @@ CONF
   for l in "$@"; do echo "$l" >> "$T/$name.conf"; done
 }
 
+# write_worker_conf MEDIA_DIR: $T/worker.conf for real vl3-worker processes on the tiny model
+# in $T/model (one thread, seeded sampling), media confined to MEDIA_DIR
+write_worker_conf() {
+  cat > "$T/worker.conf" <<CONF
+model = $T/model
+backend = cpu
+threads = 1
+decode_threads = 1
+[media]
+roots = $1
+[generate]
+seed = 5
+[log]
+level = info
+CONF
+}
+
 start_daemon() { # NAME
   setsid "$BIN/vl3d" -c "$T/$1.conf" >> "$T/$1.log" 2>&1 &
   echo $! > "$T/$1.pid"; PIDS+=($!)
@@ -407,18 +424,7 @@ scenario_real_workers() {
   "$S/tools/gen_sample_video.sh" "$M/a.mp4" 3 96x96 || fail "clip a"
   "$S/tools/gen_sample_video.sh" "$M/b.mp4" 4 128x96 || fail "clip b"
   "$S/tools/gen_sample_video.sh" "$M/c.mp4" 2 64x64 || fail "clip c"
-  cat > "$T/worker.conf" <<CONF
-model = $T/model
-backend = cpu
-threads = 1
-decode_threads = 1
-[media]
-roots = $M
-[generate]
-seed = 5
-[log]
-level = info
-CONF
+  write_worker_conf "$M"
   "$BIN/vl3-worker" --config "$T/worker.conf" --check-config >/dev/null || fail "worker config invalid"
   # the expected answers, from vl3 run (its trailing newline dropped)
   sql "create table it_want (path text, task text, answer text)" >/dev/null
@@ -651,18 +657,7 @@ scenario_archive_real() {
   "$BIN/vl3" model tiny --out "$T/model" --seed 7 >/dev/null || fail "vl3 model tiny failed"
   "$S/tools/gen_sample_video.sh" "$M/a.mp4" 3 96x96 || fail "clip a"
   "$S/tools/gen_sample_video.sh" "$M/sub/b.mp4" 3 64x64 || fail "clip b"
-  cat > "$T/worker.conf" <<CONF
-model = $T/model
-backend = cpu
-threads = 1
-decode_threads = 1
-[media]
-roots = $M
-[generate]
-seed = 5
-[log]
-level = info
-CONF
+  write_worker_conf "$M"
   WORKERS=2 write_conf d1 $((20000 + RANDOM % 20000)) "[workers]" "path = $BIN/vl3-worker" \
     "config = $T/worker.conf" "[jobs]" "timeout = 60s"
   local E=("$BIN/vl3" enqueue -c "$T/d1.conf" -r --window 2 --fps 1 --max-frames 4

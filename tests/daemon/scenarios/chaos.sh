@@ -28,18 +28,7 @@ scenario_chaos() {
   printf 'P6\n99999 99999\n255\n' > "$M/liar.ppm"                    # a header that lies
   mkdir -p "$T/outside" && cp "$M/a.mp4" "$T/outside/secret.mp4"
   ln -s "$T/outside/secret.mp4" "$M/link.mp4"                        # a way out of the root
-  cat > "$T/worker.conf" <<CONF
-model = $T/model
-backend = cpu
-threads = 1
-decode_threads = 1
-[media]
-roots = $M
-[generate]
-seed = 5
-[log]
-level = info
-CONF
+  write_worker_conf "$M"
   local clips=(a.mp4 b.mp4 c.mp4 d.png) good="" hostile=""
   for i in $(seq 1 "$N"); do
     echo "ch$i:{\"id\":\"ch$i\",\"input\":\"$M/${clips[i % 4]}\",\"tasks\":[\"caption\",{\"kind\":\"qa\",\"question\":\"what?\"}],\"sampling\":{\"fps\":1,\"max_frames\":4},\"limits\":{\"max_new_tokens\":6}}"
