@@ -41,7 +41,7 @@ const vl3_conf_option daemon_conf_table[] = {
         "attempts that killed or hung a worker before a job is failed as poison"),
     OPT("jobs.timeout", VL3_CONF_DURATION, job_timeout_ms, "30min", 1000, 86400000.0 * 7,
         VL3_CONF_RELOADABLE, "wall time after which a job is considered hung"),
-    OPT("jobs.stall_timeout", VL3_CONF_DURATION, stall_timeout_ms, "10min", 0, 86400000.0,
+    OPT("jobs.stall_timeout", VL3_CONF_DURATION, stall_timeout_ms, "1h", 0, 86400000.0,
         VL3_CONF_RESTART, "a job with no progress frame for this long (pings answered or not) "
         "has its worker killed as stalled (0 = off)"),
     OPT("shutdown_timeout", VL3_CONF_DURATION, shutdown_timeout_ms, "60s", 0, 3600000,
