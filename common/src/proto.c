@@ -291,7 +291,6 @@ static int parse_sampling(const json_t *o, struct vl3_proto_sampling *s, vl3_err
                      reterr)) < 0 ||
         (r = get_num(o, "window", "sampling.window", 0, 0, 1e7, &s->window_s, reterr)) < 0)
         return r;
-    s->window_set = json_object_get(o, "window") != NULL;
     const char *mode;
     if ((r = get_str(o, "mode", "sampling.mode", 1, 16, 1, &mode, reterr)) < 0)
         return r;
@@ -583,8 +582,7 @@ int vl3_proto_encode_job(const struct vl3_proto_job *m, uint8_t **ret, size_t *r
         json_object_set_new(s, "max_frames", json_integer(m->sampling.max_frames));
         const char *mn = vl3_sampling_mode_name(m->sampling.mode);
         json_object_set_new(s, "mode", mn ? json_string(mn) : json_integer(m->sampling.mode));
-        if (m->sampling.window_set)
-            json_object_set_new(s, "window", json_real(m->sampling.window_s));
+        json_object_set_new(s, "window", json_real(m->sampling.window_s));
         json_object_set_new(o, "sampling", s);
         if (m->max_new_tokens)
             json_object_set_new(o, "max_new_tokens", json_integer(m->max_new_tokens));

@@ -270,7 +270,6 @@ int job_parse(const void *payload, size_t len, const char *topic, int32_t partit
     if (r == -ENOENT) /* default sampling: windows of max_frames / fps seconds */
         j->sampling.window_s = vl3_sampling_window_default(j->sampling.fps,
                                                            j->sampling.max_frames);
-    j->sampling.window_set = 1; /* resolved here: the worker always gets the window */
     int64_t prio = JOB_PRIORITY_DEFAULT;
     r = vl3_json_get_int(j->root, "priority", &prio, reterr);
     if (r < 0 && r != -ENOENT)

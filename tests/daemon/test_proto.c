@@ -19,8 +19,7 @@ TEST(proto_job_roundtrip)
         .job_id = "job-1", .input = "/data/a b.mp4", .ntasks = 3,
         .tasks = {{VL3_TASK_CAPTION, NULL}, {VL3_TASK_QA, "what colour is the car?"},
                   {VL3_TASK_CHART_QA, "max value?"}},
-        .sampling = {.fps = 0.5, .max_frames = 32, .mode = VL3_SAMPLING_EXACT, .window_s = 30,
-                     .window_set = 1},
+        .sampling = {.fps = 0.5, .max_frames = 32, .mode = VL3_SAMPLING_EXACT, .window_s = 30},
         .max_new_tokens = 77, .temperature = 0.25, .attempt = 2};
     uint8_t *buf;
     size_t len;
@@ -48,7 +47,6 @@ TEST(proto_job_roundtrip)
     ASSERT_EQ(m.u.job.sampling.max_frames, 32);
     ASSERT_EQ(m.u.job.sampling.mode, VL3_SAMPLING_EXACT);
     ASSERT_NEAR(m.u.job.sampling.window_s, 30, 0);
-    ASSERT_EQ(m.u.job.sampling.window_set, 1);
     ASSERT_EQ(m.u.job.max_new_tokens, 77);
     ASSERT_NEAR(m.u.job.temperature, 0.25, 0);
     ASSERT_EQ(m.u.job.attempt, 2);
@@ -293,7 +291,7 @@ TEST(proto_encoder_refuses_invalid)
     vl3_error e = {0};
     struct vl3_proto_job j = {.job_id = "a", .input = "relative.mp4", .ntasks = 1,
                               .tasks = {{VL3_TASK_CAPTION, NULL}},
-                              .sampling = {1, 8, VL3_SAMPLING_FAST, 0, 1}};
+                              .sampling = {1, 8, VL3_SAMPLING_FAST, 0}};
     ASSERT_EQ(vl3_proto_encode_job(&j, &buf, &len, &e), VL3_E_PROTO);
     ASSERT(buf == NULL);
     j.input = "/ok.mp4";

@@ -31,7 +31,7 @@ static int t_encode(void *user, struct sv_job *s, int attempt, uint8_t **buf, si
     struct tjob *j = (struct tjob *)s;
     struct vl3_proto_job pj = {.job_id = j->id, .input = j->input, .ntasks = 2,
                                .tasks = {{VL3_TASK_CAPTION, NULL}, {VL3_TASK_QA, "why?"}},
-                               .sampling = {1, 4, VL3_SAMPLING_FAST, 0, 0}, .attempt = attempt};
+                               .sampling = {1, 4, VL3_SAMPLING_FAST, 0}, .attempt = attempt};
     return vl3_proto_encode_job(&pj, buf, len, NULL);
 }
 

@@ -191,7 +191,7 @@ TEST(io_reader_dispatch_and_refuse)
     j.ntasks = 2;
     j.tasks[0] = (struct vl3_proto_task){VL3_TASK_OCR, NULL};
     j.tasks[1] = (struct vl3_proto_task){VL3_TASK_QA, "why?"};
-    j.sampling = (struct vl3_proto_sampling){0.5, 16, VL3_SAMPLING_FAST, 30, 1};
+    j.sampling = (struct vl3_proto_sampling){0.5, 16, VL3_SAMPLING_FAST, 30};
     uint8_t *b1, *b2, *b3;
     size_t l1, l2, l3;
     ASSERT_OK(vl3_proto_encode_job(&j, &b1, &l1, NULL));

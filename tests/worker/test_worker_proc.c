@@ -149,10 +149,7 @@ static int send_job_t(struct proc *p, const char *id, const char *input, double 
     j.tasks[j.ntasks++] = (struct vl3_proto_task){VL3_TASK_CAPTION, NULL};
     if (kinds > 1)
         j.tasks[j.ntasks++] = (struct vl3_proto_task){VL3_TASK_QA, "What moves?"};
-    /* window < 0: none requested (the worker's media.window applies) */
-    j.sampling = (struct vl3_proto_sampling){job_fps, (int64_t)job_max_frames, job_mode,
-                                             window < 0 ? 0 : window,
-                                             window >= 0};
+    j.sampling = (struct vl3_proto_sampling){job_fps, (int64_t)job_max_frames, job_mode, window};
     j.max_new_tokens = max_new;
     j.temperature = temperature;
     j.attempt = 1;
@@ -907,7 +904,7 @@ TEST(proc_job_bounds_refused_up_front)
     ASSERT_OK(send_job(&p, "hostile", lng, 0.04, 1));
     job_fps = 1, job_max_frames = 8;
     ASSERT_OK(send_job(&p, "too-many-frames", lng, 60, 1)); /* 120 windows x 8 > 100 */
-    ASSERT_OK(send_job(&p, "fine", a, -1, 1));
+    ASSERT_OK(send_job(&p, "fine", a, 0, 1));
     const char *ids[3] = {"hostile", "too-many-frames", "fine"};
     static struct outcome o[3];
     memset(o, 0, sizeof(o));
@@ -943,8 +940,8 @@ TEST(proc_image_pixels_checked_before_decode)
         ASSERT_EQ(test_sh(NULL, 0, "ffmpeg -v error -y -f lavfi -i color=c=black:s=8000x8000 "
                           "-frames:v 1 '%s.tmp.png' && mv '%s.tmp.png' '%s'", big, big, big), 0);
     ASSERT_OK(start(&p, "[media]\nmax_pixels = 1000000"));
-    ASSERT_OK(send_job(&p, "big", big, -1, 1));
-    ASSERT_OK(send_job(&p, "small", img, -1, 1));
+    ASSERT_OK(send_job(&p, "big", big, 0, 1));
+    ASSERT_OK(send_job(&p, "small", img, 0, 1));
     const char *ids[2] = {"big", "small"};
     static struct outcome o[2];
     memset(o, 0, sizeof(o));

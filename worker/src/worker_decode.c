@@ -171,9 +171,8 @@ static int check_job_bounds(const struct worker_conf *c, const struct media_info
     if (mi->is_image || mi->duration_us == MEDIA_NOPTS || mi->duration_us <= 0)
         return 0;
     const struct sample_params *sp = &job->sp;
-    double dur = (double)mi->duration_us / 1e6, fps = (double)sp->fps_num / sp->fps_den;
+    double dur = (double)mi->duration_us / 1e6;
     double windows = sp->window_s > 0 ? ceil(dur / sp->window_s) : 1;
-    (void)fps;
     double answers = windows * job->ntasks;
     if (windows > (double)c->max_windows)
         return vl3_error_set(err, VL3_E_LIMIT, "the job would make %.0f windows of %.3g s over "

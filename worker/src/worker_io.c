@@ -300,7 +300,6 @@ int worker_in_feed(worker_in *in, const void *buf, size_t n, const struct worker
             q.max_frames = j->sampling.max_frames;
             q.fast = j->sampling.mode == VL3_SAMPLING_FAST;
             q.window_s = j->sampling.window_s;
-            q.window_set = j->sampling.window_set;
             q.max_new_tokens = j->max_new_tokens;
             q.temperature = j->temperature;
             q.attempt = j->attempt;

@@ -90,8 +90,7 @@ struct worker_job_req {
     double fps;
     int64_t max_frames;
     int fast;        /* sampling mode "fast" */
-    double window_s; /* with window_set: 0 = the whole input is one window */
-    int window_set;  /* 0: no window requested (media.window applies) */
+    double window_s; /* 0 = the whole input is one window */
     int64_t max_new_tokens;
     double temperature;
     int attempt;

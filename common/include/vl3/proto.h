@@ -99,8 +99,6 @@ struct vl3_proto_sampling {
     int64_t max_frames; /* >= 1 */
     int mode;           /* enum vl3_sampling_mode */
     double window_s;    /* 0 = the whole input is one window */
-    int window_set;     /* 0: the job gave no window (the field is left out of the frame, and
-                           the worker applies its media.window default) */
 };
 
 struct vl3_proto_job {
