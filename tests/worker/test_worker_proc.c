@@ -958,6 +958,60 @@ TEST(proc_image_pixels_checked_before_decode)
     return 0;
 }
 
+/* Generate input name in the fixture dir with ffmpeg args ffargs (once; kept between runs). */
+static int gen_input(char *buf, size_t n, const char *name, const char *ffargs)
+{
+    path(buf, n, name);
+    if (access(buf, F_OK) == 0)
+        return 0;
+    return test_sh(NULL, 0, "ffmpeg -v error -y %s '%s.tmp.%s' && mv '%s.tmp.%s' '%s'", ffargs,
+                   buf, strrchr(name, '.') + 1, buf, strrchr(name, '.') + 1, buf);
+}
+
+/* The "decoded" log line's numbers for job id: budget peak, memory_budget, largest window, all
+ * windows' bytes. */
+static int decoded_stats(const char *id, long long *peak, long long *total, long long *wmax,
+                         long long *wsum)
+{
+    char out[512];
+    if (test_sh(out, sizeof(out), "grep -o 'decoded job=%s .*' '%s' | tail -1", id, log_path) != 0)
+        return -1;
+    const char *p = strstr(out, "window_bytes_max=");
+    if (!p || sscanf(p, "window_bytes_max=%lld window_bytes_sum=%lld budget_peak=%lld "
+                        "memory_budget=%lld", wmax, wsum, peak, total) != 4)
+        return -1;
+    return 0;
+}
+
+/* A job of many windows whose pixel values together pass memory_budget several times completes:
+ * the decode thread waits for the engine before preparing more, so the budget's peak stays
+ * within memory_budget plus one window. */
+TEST(proc_windows_stream_through_budget)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "memory_budget = 3M"));
+    char clip[1200];
+    ASSERT_OK(gen_input(clip, sizeof(clip), "w30.mp4",
+                        "-f lavfi -i testsrc2=s=160x120:r=5 -t 30 -c:v libx264 -pix_fmt yuv420p"));
+    const char *ids[1] = {"many"};
+    static struct outcome o[1];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job(&p, "many", clip, 1.0, 1));
+    ASSERT_OK(collect(&p, ids, 1, o, 240));
+    ASSERT(o[0].got_done || llm_missing(&o[0]));
+    if (o[0].got_done)
+        ASSERT(o[0].n >= 25);
+    long long peak, total, wmax, wsum;
+    ASSERT_OK(decoded_stats("many", &peak, &total, &wmax, &wsum));
+    ASSERT_EQ(total, 3 << 20);
+    ASSERT(wsum > 2 * total); /* all windows at once would not fit */
+    ASSERT(peak <= total + wmax);
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    return 0;
+}
+
 /* The worker runs sandboxed: /proc/<pid>/status shows NoNewPrivs 1 and a seccomp filter
  * (Seccomp 2), and socket(AF_INET) inside it fails with EACCES (VL3_TEST_SOCKET hook). */
 TEST(proc_sandboxed_no_network)

@@ -53,6 +53,8 @@ void worker_unit_free(struct worker *w, struct worker_unit *u)
 {
     if (!u)
         return;
+    if (u->queued)
+        u->job->queued_bytes -= u->reserved; /* before the release wakes the decode thread */
     worker_budget_release(&w->budget, u->reserved);
     vl3_pixel_batch_deinit(&u->batch);
     vl3_token_mask_deinit(&u->mask);

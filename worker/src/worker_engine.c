@@ -313,10 +313,13 @@ unlock:
 
 int worker_engine_seq_alive(void *user, const struct worker_seq *q)
 {
-    (void)user;
+    struct worker *w = user;
     const struct worker_gen *g = q->user;
-    /* job->rc is written only by this thread once the job's windows are queued */
-    return g->unit->job->rc == 0;
+    /* the decode thread (a later window failed) and the time limit write job->rc too */
+    pthread_mutex_lock(&w->lock);
+    int alive = g->unit->job->rc == 0;
+    pthread_mutex_unlock(&w->lock);
+    return alive;
 }
 
 /* Encode and submit a set of units; units whose job failed are dropped. */

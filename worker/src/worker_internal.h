@@ -45,6 +45,7 @@ struct worker_job {
     /* statistics */
     int64_t frames_decoded;
     double decode_ms;
+    _Atomic int64_t queued_bytes; /* budget bytes of this job's windows handed to the engine */
     uint64_t t_received_ns;
 };
 
@@ -60,6 +61,7 @@ struct worker_unit {
     vl3_pixel_batch batch;
     vl3_token_mask mask;
     int64_t reserved;       /* bytes held in the memory budget */
+    int queued;             /* handed to the engine: reserved counts in job->queued_bytes */
     float *visual;          /* (mask.n_kept, hidden) after encoding, owned */
     int seqs_left;          /* sequences of this window not finished */
     double preprocess_ms, vision_ms;
