@@ -1032,3 +1032,38 @@ TEST(proc_sandboxed_no_network)
     finish(&p);
     return 0;
 }
+
+/* A job running past jobs.max_wall fails with a reason saying so; its windows are dropped and
+ * the worker answers the next job. */
+TEST(proc_job_wall_limit)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "[jobs]\nmax_wall = 1s"));
+    char clip[1200], small[1200];
+    ASSERT_OK(gen_input(clip, sizeof(clip), "w30.mp4",
+                        "-f lavfi -i testsrc2=s=160x120:r=5 -t 30 -c:v libx264 -pix_fmt yuv420p"));
+    path(small, sizeof(small), "c.mp4");
+    const char *ids[1] = {"slow"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    /* 30 windows x 2 tasks x up to 2000 tokens: far more than a second on the CPU */
+    ASSERT_OK(send_job_t(&p, "slow", clip, 1.0, 2, 0, 2000));
+    time_t t0 = time(NULL);
+    ASSERT_OK(collect(&p, ids, 1, o, 120));
+    if (llm_missing(&o[0])) {
+        finish(&p);
+        return 0;
+    }
+    ASSERT(o[0].got_error);
+    ASSERT_STR_CONTAINS(o[0].err_msg, "exceeded its time limit");
+    ASSERT_STR_CONTAINS(o[0].err_msg, "jobs.max_wall");
+    ASSERT(time(NULL) - t0 <= 10);
+    const char *id2[1] = {"next"};
+    ASSERT_OK(send_job(&p, "next", small, 0, 1));
+    ASSERT_OK(collect(&p, id2, 1, &o[1], 60));
+    ASSERT(o[1].got_done);
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    return 0;
+}

@@ -165,7 +165,7 @@ static int make_units(struct worker *w, struct worker_job *job, const struct sam
             break;
         }
         pthread_mutex_lock(&w->lock);
-        int failed = job->rc != 0; /* e.g. its time limit passed: stop preparing */
+        int failed = worker_job_overdue_locked(w, job, vl3_time_ns()); /* or failed otherwise */
         pthread_mutex_unlock(&w->lock);
         if (failed)
             break;
@@ -254,6 +254,12 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
     int have_stat = fstat(fd, &st_) == 0;
     struct media_policy pol;
     media_conf_policy(c, &pol);
+    /* decoding ends by the job's time limit too */
+    int64_t left_ms = c->max_wall_ms - (int64_t)((vl3_time_ns() - job->t_received_ns) / 1000000);
+    if (left_ms < 1)
+        left_ms = 1;
+    if (pol.decode_timeout_ms <= 0 || pol.decode_timeout_ms > left_ms)
+        pol.decode_timeout_ms = left_ms;
     if ((rc = media_open_fd(fd, job->input, &pol, &m, err)) < 0)
         return rc; /* fd closed by media_open_fd */
     const struct media_info *mi = media_get_info(m);
@@ -319,6 +325,7 @@ void *worker_decode_main(void *arg)
         int rc = run_job(w, job, &st, &err);
         pthread_mutex_lock(&w->lock);
         w->decoding--;
+        (void)worker_job_overdue_locked(w, job, vl3_time_ns()); /* its reason wins */
         if (rc < 0) {
             worker_job_fail_locked(job, rc, &err);
         } else if (st.units == 0 && !job->rc) {
