@@ -18,3 +18,8 @@ vl3_test(NAME test-gemm-desc SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_gemm_desc.c
   LIBS vl3engine LABELS "unit;cuda-emu" TIMEOUT 60)
 target_include_directories(test-gemm-desc PRIVATE ${CMAKE_SOURCE_DIR}/engine/src
   ${CMAKE_SOURCE_DIR}/engine/backend)
+# The AMX bf16 attention kernels against a double-precision attention on bf16-rounded inputs.
+vl3_test(NAME test-attention-amx SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_attention_amx.c
+  LIBS vl3engine LABELS unit TIMEOUT 120)
+target_include_directories(test-attention-amx PRIVATE ${CMAKE_SOURCE_DIR}/engine/src
+  ${CMAKE_SOURCE_DIR}/engine/backend ${CMAKE_SOURCE_DIR}/engine/backend/cpu)

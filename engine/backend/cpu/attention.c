@@ -10,6 +10,7 @@
  * The scores live in the caller's scratch (attention_work_size), so nothing is allocated here. */
 #include <cblas.h>
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -87,7 +88,7 @@ static void weighted(float *Om, int ldo, const float *S, int m, int nk,
     }
 }
 
-int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
+int vl3__cpu_attention_f32(void *ctx, const struct vl3__attn_args *a)
 {
     (void)ctx;
     int H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim;
@@ -128,4 +129,39 @@ int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
         }
     }
     return 0;
+}
+
+#define AMX_MIN_Q 16 /* a sequence with fewer new queries (decode) stays on the f32 path */
+
+int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
+{
+    if (!vl3__cpu_attn_amx(ctx))
+        return vl3__cpu_attention_f32(ctx, a);
+    /* prefill chunks on the AMX tiles, decode tokens (memory-bound) on the f32 path */
+    struct vl3__attn_seq *big = malloc(sizeof(*big) * (size_t)(a->n_seqs + 1));
+    struct vl3__attn_seq *small = malloc(sizeof(*small) * (size_t)(a->n_seqs + 1));
+    if (!big || !small) {
+        free(big), free(small);
+        return -12 /* ENOMEM */;
+    }
+    int nb = 0, ns = 0, rc = 0;
+    for (int i = 0; i < a->n_seqs; i++) {
+        if (a->seqs[i].n_q >= AMX_MIN_Q)
+            big[nb++] = a->seqs[i];
+        else
+            small[ns++] = a->seqs[i];
+    }
+    struct vl3__attn_args sub = *a;
+    if (nb) {
+        sub.seqs = big;
+        sub.n_seqs = nb;
+        rc = vl3__cpu_attention_amx(ctx, &sub);
+    }
+    if (rc == 0 && ns) {
+        sub.seqs = small;
+        sub.n_seqs = ns;
+        rc = vl3__cpu_attention_f32(ctx, &sub);
+    }
+    free(big), free(small);
+    return rc;
 }

@@ -5,6 +5,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "vl3/util.h"
 
@@ -14,6 +15,7 @@
 
 struct cpu_ctx {
     int n_threads;
+    int attn_amx; /* attention on AMX tiles in bf16 (attention_amx.c) */
 };
 
 static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr)
@@ -22,6 +24,10 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
     if (!c)
         return vl3_error_set(reterr, -12 /* ENOMEM */, "out of memory");
     c->n_threads = n_threads > 0 ? n_threads : vl3_cpu_count();
+    /* VL3_CPU_ATTENTION=amx: attention in bf16 on AMX tiles where the CPU has them (the f32
+     * path stays the default: it is the numerical oracle) */
+    const char *attn = getenv("VL3_CPU_ATTENTION");
+    c->attn_amx = attn && strcmp(attn, "amx") == 0 && vl3__cpu_amx_available();
     /* OpenBLAS's thread count is process-wide: the last backend created sets it. */
     openblas_set_num_threads(c->n_threads);
     *ret_ctx = c;
@@ -31,6 +37,11 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
 int vl3__cpu_threads(void *ctx)
 {
     return ctx ? ((struct cpu_ctx *)ctx)->n_threads : 1;
+}
+
+int vl3__cpu_attn_amx(void *ctx)
+{
+    return ctx ? ((struct cpu_ctx *)ctx)->attn_amx : 0;
 }
 
 static void cpu_free(void *ctx)
@@ -99,4 +110,6 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .argmax = vl3__cpu_argmax,
     .copy_rows = vl3__cpu_copy_rows,
     .scatter_rows = vl3__cpu_scatter_rows,
+    /* vision ops get this backend's context (threads, attention mode) */
+    .vision = &vl3__cpu_vision_ops,
 };

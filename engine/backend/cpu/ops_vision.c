@@ -89,6 +89,8 @@ static int cpu_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *
 static int cpu_attention_blocks(void *ctx, const float *q, const float *k, const float *v,
                                 float *out, const int64_t *cu, int n_blocks, int H, int D)
 {
+    if (vl3__cpu_attn_amx(ctx))
+        return vl3__cpu_attention_blocks_amx(ctx, q, k, v, out, cu, n_blocks, H, D);
     int64_t maxn = 0;
     for (int bi = 0; bi < n_blocks; bi++) {
         if (cu[bi + 1] < cu[bi])
