@@ -135,7 +135,7 @@ int vl3__cpu_attention_f32(void *ctx, const struct vl3__attn_args *a)
 
 int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
 {
-    if (!vl3__cpu_attn_amx(ctx))
+    if (!vl3__cpu_bf16_mode(ctx) || !vl3__cpu_amx_available())
         return vl3__cpu_attention_f32(ctx, a);
     /* prefill chunks on the AMX tiles, decode tokens (memory-bound) on the f32 path */
     struct vl3__attn_seq *big = malloc(sizeof(*big) * (size_t)(a->n_seqs + 1));

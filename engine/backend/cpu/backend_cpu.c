@@ -15,7 +15,7 @@
 
 struct cpu_ctx {
     int n_threads;
-    int attn_amx; /* attention on AMX tiles in bf16 (attention_amx.c) */
+    int bf16; /* bf16 mode: AMX attention, vectorised activations (not the f32 oracle) */
 };
 
 static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr)
@@ -24,10 +24,10 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
     if (!c)
         return vl3_error_set(reterr, -12 /* ENOMEM */, "out of memory");
     c->n_threads = n_threads > 0 ? n_threads : vl3_cpu_count();
-    /* VL3_CPU_ATTENTION=amx: attention in bf16 on AMX tiles where the CPU has them (the f32
-     * path stays the default: it is the numerical oracle) */
-    const char *attn = getenv("VL3_CPU_ATTENTION");
-    c->attn_amx = attn && strcmp(attn, "amx") == 0 && vl3__cpu_amx_available();
+    /* VL3_CPU_PRECISION=bf16: attention in bf16 on AMX tiles where the CPU has them and the
+     * activations on AVX-512 polynomials; f32 (the default) stays the numerical oracle */
+    const char *prec = getenv("VL3_CPU_PRECISION");
+    c->bf16 = prec && strcmp(prec, "bf16") == 0;
     /* OpenBLAS's thread count is process-wide: the last backend created sets it. */
     openblas_set_num_threads(c->n_threads);
     *ret_ctx = c;
@@ -39,9 +39,9 @@ int vl3__cpu_threads(void *ctx)
     return ctx ? ((struct cpu_ctx *)ctx)->n_threads : 1;
 }
 
-int vl3__cpu_attn_amx(void *ctx)
+int vl3__cpu_bf16_mode(void *ctx)
 {
-    return ctx ? ((struct cpu_ctx *)ctx)->attn_amx : 0;
+    return ctx ? ((struct cpu_ctx *)ctx)->bf16 : 0;
 }
 
 static void cpu_free(void *ctx)
@@ -110,6 +110,6 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .argmax = vl3__cpu_argmax,
     .copy_rows = vl3__cpu_copy_rows,
     .scatter_rows = vl3__cpu_scatter_rows,
-    /* vision ops get this backend's context (threads, attention mode) */
+    /* vision ops get this backend's context (threads, precision mode) */
     .vision = &vl3__cpu_vision_ops,
 };
