@@ -20,8 +20,8 @@ target_include_directories(test-gemm-desc PRIVATE ${CMAKE_SOURCE_DIR}/engine/src
   ${CMAKE_SOURCE_DIR}/engine/backend)
 # The CPU backend's bf16 mode: AMX attention and AVX-512 activations against double references,
 # and `vl3 run` in bf16 mode against f32 mode on a tiny model.
-vl3_test(NAME test-cpu-bf16 SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cpu_bf16.c
+vl3_test(NAME test-cpu-attn-bf16 SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cpu_attention_bf16.c
   LIBS vl3engine LABELS unit TIMEOUT 180)
-add_dependencies(test-cpu-bf16 vl3)
-target_include_directories(test-cpu-bf16 PRIVATE ${CMAKE_SOURCE_DIR}/engine/src
+add_dependencies(test-cpu-attn-bf16 vl3)
+target_include_directories(test-cpu-attn-bf16 PRIVATE ${CMAKE_SOURCE_DIR}/engine/src
   ${CMAKE_SOURCE_DIR}/engine/backend ${CMAKE_SOURCE_DIR}/engine/backend/cpu)

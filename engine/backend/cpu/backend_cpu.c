@@ -24,9 +24,9 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
     if (!c)
         return vl3_error_set(reterr, -12 /* ENOMEM */, "out of memory");
     c->n_threads = n_threads > 0 ? n_threads : vl3_cpu_count();
-    /* VL3_CPU_PRECISION=bf16: attention in bf16 on AMX tiles where the CPU has them and the
+    /* VL3_PRECISION=bf16: attention in bf16 on AMX tiles where the CPU has them and the
      * activations on AVX-512 polynomials; f32 (the default) stays the numerical oracle */
-    const char *prec = getenv("VL3_CPU_PRECISION");
+    const char *prec = getenv("VL3_PRECISION");
     c->bf16 = prec && strcmp(prec, "bf16") == 0;
     /* OpenBLAS's thread count is process-wide: the last backend created sets it. */
     openblas_set_num_threads(c->n_threads);

@@ -22,7 +22,7 @@ int vl3__cpu_matmul(void *ctx, void *y, const void *x, const void *w, const void
                     int in, int out, int accumulate, void *work, size_t work_bytes);
 size_t vl3__cpu_matmul_work_size(void *ctx, int max_in);
 
-/* backend_cpu.c: the context's thread count; whether it runs in bf16 mode (VL3_CPU_PRECISION) */
+/* backend_cpu.c: the context's thread count; whether it runs in bf16 mode (VL3_PRECISION) */
 int vl3__cpu_threads(void *ctx);
 int vl3__cpu_bf16_mode(void *ctx);
 /* Round an f32 to bf16 (nearest even; NaN stays NaN). */

@@ -1,4 +1,5 @@
-/* test_cpu_bf16.c: the CPU backend's bf16 mode (VL3_CPU_PRECISION=bf16).
+/* test_cpu_attention_bf16.c: attention and activations of the CPU backend's bf16 mode
+ * (VL3_PRECISION=bf16).
  *
  * 1. The AMX attention kernels (engine/backend/cpu/attention_amx.c) against a double-precision
  * attention written here on the same bf16-rounded inputs (q * scale, k, v rounded to nearest
@@ -267,7 +268,7 @@ TEST(run_bf16_mode_matches_f32_mode)
     ASSERT_EQ(test_sh(NULL, 0, "'%s/vl3' model tiny --out '%s/m' --layout native --std 0.1 "
                       "--tokenizer '%s/data/qwen2.5-tokenizer' >/dev/null", bin, tmp, shared), 0);
     for (int mode = 0; mode < 2; mode++)
-        ASSERT_EQ(test_sh(NULL, 0, "VL3_CPU_PRECISION=%s '%s/vl3' run --model '%s/m' --video "
+        ASSERT_EQ(test_sh(NULL, 0, "VL3_PRECISION=%s '%s/vl3' run --model '%s/m' --video "
                           "'%s/data/media/frog.mp4' --max-frames 16 --task caption --greedy "
                           "--max-new-tokens 16 --dump '%s/d%d' >/dev/null 2>&1",
                           mode ? "bf16" : "f32", bin, tmp, shared, tmp, mode), 0);
