@@ -3,6 +3,7 @@
 #include "backend.h"
 #include "cpu_ops.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,8 +16,32 @@
 
 struct cpu_ctx {
     int n_threads;
-    int bf16; /* bf16 mode: AMX attention, vectorised activations (not the f32 oracle) */
+    int precision; /* enum vl3__cpu_precision */
 };
+
+int vl3__cpu_precision_parse(const char *s)
+{
+    if (!s)
+        return -EINVAL;
+    if (strcmp(s, "f32") == 0)
+        return VL3__CPU_PREC_F32;
+    if (strcmp(s, "bf16") == 0)
+        return VL3__CPU_PREC_BF16;
+    if (strcmp(s, "auto") == 0)
+        return vl3__cpu_bf16_native() ? VL3__CPU_PREC_BF16 : VL3__CPU_PREC_F32;
+    return -EINVAL;
+}
+
+int vl3__cpu_precision(void *ctx)
+{
+    return ctx ? ((struct cpu_ctx *)ctx)->precision : VL3__CPU_PREC_F32;
+}
+
+void vl3__cpu_set_precision(void *ctx, int precision)
+{
+    if (ctx)
+        ((struct cpu_ctx *)ctx)->precision = precision;
+}
 
 static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr)
 {
@@ -24,10 +49,14 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
     if (!c)
         return vl3_error_set(reterr, -12 /* ENOMEM */, "out of memory");
     c->n_threads = n_threads > 0 ? n_threads : vl3_cpu_count();
-    /* VL3_PRECISION=bf16: attention in bf16 on AMX tiles where the CPU has them and the
-     * activations on AVX-512 polynomials; f32 (the default) stays the numerical oracle */
     const char *prec = getenv("VL3_PRECISION");
-    c->bf16 = prec && strcmp(prec, "bf16") == 0;
+    int p = prec && *prec ? vl3__cpu_precision_parse(prec) : VL3__CPU_PREC_F32;
+    if (p < 0) {
+        free(c);
+        return vl3_error_set(reterr, -EINVAL, "invalid VL3_PRECISION \"%s\" (f32, bf16 or auto)",
+                             prec);
+    }
+    c->precision = p;
     /* OpenBLAS's thread count is process-wide: the last backend created sets it. */
     openblas_set_num_threads(c->n_threads);
     *ret_ctx = c;
@@ -41,7 +70,7 @@ int vl3__cpu_threads(void *ctx)
 
 int vl3__cpu_bf16_mode(void *ctx)
 {
-    return ctx ? ((struct cpu_ctx *)ctx)->bf16 : 0;
+    return vl3__cpu_precision(ctx) == VL3__CPU_PREC_BF16;
 }
 
 static void cpu_free(void *ctx)

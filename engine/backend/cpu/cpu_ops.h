@@ -21,6 +21,45 @@ float vl3__cpu_f16_to_f32(uint16_t h);
 int vl3__cpu_matmul(void *ctx, void *y, const void *x, const void *w, const void *b, int T,
                     int in, int out, int accumulate, void *work, size_t work_bytes);
 size_t vl3__cpu_matmul_work_size(void *ctx, int max_in);
+/* The f32 product alone (bias folded by the caller; simd 0 = C, 1 = AVX2, 2 = AVX-512) and its
+ * scratch: the f32 precision mode, exactly the numerics the oracle tests pin. */
+int vl3__cpu_matmul_f32(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
+                        int out, int acc, int simd, void *work, size_t work_bytes);
+size_t vl3__cpu_matmul_f32_work_size(int max_in);
+
+/* Precision modes of the CPU backend (backend_cpu.c): f32 (today's numerics, the oracle) or bf16
+ * (x rounded to bf16 before each weight product, f32 accumulation: gemm_bf16.c). Chosen at init
+ * from VL3_PRECISION=f32|bf16|auto (auto = bf16 where the CPU has AVX512-BF16 or AMX; unset =
+ * f32). */
+enum vl3__cpu_precision { VL3__CPU_PREC_F32, VL3__CPU_PREC_BF16 };
+int vl3__cpu_precision(void *ctx);
+void vl3__cpu_set_precision(void *ctx, int precision);
+/* Parse "f32" / "bf16" / "auto" (auto resolved against this CPU); -EINVAL otherwise. */
+int vl3__cpu_precision_parse(const char *s);
+
+/* gemm_bf16.c: instruction-set paths of the bf16 product */
+enum vl3__cpu_isa {
+    VL3__CPU_ISA_C,
+    VL3__CPU_ISA_AVX2,
+    VL3__CPU_ISA_AVX512,
+    VL3__CPU_ISA_AVX512BF16,
+    VL3__CPU_ISA_AMX,
+    VL3__CPU_ISA_COUNT
+};
+const char *vl3__cpu_isa_name(int isa);
+int vl3__cpu_isa_parse(const char *s);
+/* Whether this CPU (and kernel, for AMX) can run the path. */
+int vl3__cpu_isa_supported(int isa);
+/* The path in use: forced by vl3__cpu_set_isa (-1 = not forced), else VL3_CPU_ISA when
+ * supported, else the best supported. */
+int vl3__cpu_isa(void);
+void vl3__cpu_set_isa(int isa);
+/* Whether the CPU computes bf16 products natively (AVX512-BF16 or AMX). */
+int vl3__cpu_bf16_native(void);
+/* y (T, out) [+]= bf16(x) W^T with f32 sums; isa < 0 = vl3__cpu_isa(). work: the size below. */
+int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
+                       int out, int acc, int isa, void *work, size_t work_bytes);
+size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in);
 
 /* backend_cpu.c: the context's thread count; whether it runs in bf16 mode (VL3_PRECISION) */
 int vl3__cpu_threads(void *ctx);

@@ -1,0 +1,248 @@
+/* test_cpu_bf16.c: the CPU backend's bf16 precision mode (engine/backend/cpu/gemm_bf16.c).
+ *
+ * gemm_<isa>: each instruction-set path forced in turn (cases of paths this CPU or kernel cannot
+ * run exit 77) through the backend's matmul op in bf16 mode, against a double-precision sum
+ * computed here from the same bf16-rounded inputs (x rounded to nearest even, W as stored), over
+ * shapes with edge sizes (not multiples of 4/16/32, token counts around the 16/32/512 blocks)
+ * and the 2B widths 1536 / 8960 at small row counts; plain, bias, bias + accumulate.
+ * Tolerance: |got - want| <= 2e-5 * sum_k |x_k w_k| (+ |y0| + |b|): f32 accumulation of n
+ * products in any order errs by ~sqrt(n) * 6e-8 of that sum (<= 6e-6 for n = 8960); an indexing
+ * or layout error, or truncating x instead of rounding it, errs by 1e-3 .. 1 of it.
+ *
+ * tiny_greedy_bf16_vs_f32: a small random Qwen2 model run greedily for 16 steps in f32 mode and
+ * in bf16 mode (prefill on the AMX / dot paths, decode on the dot path): the tokens must be
+ * equal, except that the chains may part where the f32 top-2 logit gap is smaller than twice the
+ * largest logit difference of the two modes at that step (a bf16-sized flip); until then every
+ * step's logits agree within relative L2 BF16_REL_L2. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cpu_ops.h"
+#include "llm.h"
+#include "model.h"
+#include "test.h"
+#include "vl3/engine.h"
+
+#define GEMM_TOL 2e-5
+#define BF16_REL_L2 3e-2
+
+static const vl3__backend_ops *ops = &vl3__backend_cpu_ops;
+static uint64_t rng_state = 7;
+
+static double urand(void) /* U(-1, 1) */
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
+}
+
+static float *randv(size_t n)
+{
+    float *v = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)urand();
+    return v;
+}
+
+static double bf16_value(float f)
+{
+    return (double)vl3__cpu_bf16_to_f32(vl3__cpu_f32_to_bf16(f));
+}
+
+static int gemm_case(int isa)
+{
+    if (!vl3__cpu_isa_supported(isa)) {
+        fprintf(stderr, "SKIP: this CPU cannot run the %s path\n", vl3__cpu_isa_name(isa));
+        return TEST_SKIP_CODE;
+    }
+    static const int shapes[][3] = {
+        {1, 64, 48},    {1, 129, 33},   {3, 37, 70},    {4, 31, 5},     {5, 600, 17},
+        {15, 100, 33},  {16, 64, 32},   {17, 588, 47},  {31, 1152, 40}, {32, 96, 64},
+        {33, 64, 40},   {48, 4304, 70}, {100, 257, 130}, {1, 1536, 1536}, {3, 1536, 8960},
+        {2, 8960, 1536}, {40, 1536, 300}, {513, 96, 50}, {600, 33, 20},  {64, 8960, 36}};
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    vl3__cpu_set_isa(isa);
+    ASSERT_EQ(vl3__cpu_isa(), isa);
+    int fails = 0;
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]) && !fails; si++)
+        for (int variant = 0; variant < 3 && !fails; variant++) {
+            int T = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+            float *x = randv((size_t)T * in), *wf = randv((size_t)out * in);
+            float *b = randv((size_t)out), *y = randv((size_t)T * out);
+            uint16_t *w = malloc((size_t)out * in * 2);
+            ASSERT_OK(ops->weight_convert(c, w, wf, VL3__DTYPE_F32, (size_t)out * in));
+            double *want = malloc(sizeof(double) * T * out), *mag = malloc(sizeof(double) * T * out);
+            double *xr = malloc(sizeof(double) * T * in);
+            for (size_t i = 0; i < (size_t)T * in; i++)
+                xr[i] = bf16_value(x[i]);
+            for (int t = 0; t < T; t++)
+                for (int o = 0; o < out; o++) {
+                    double s = variant == 2 ? y[t * out + o] : 0, m = fabs(s);
+                    if (variant) {
+                        s += b[o];
+                        m += fabs(b[o]);
+                    }
+                    for (int i = 0; i < in; i++) {
+                        double p = xr[(size_t)t * in + i] *
+                                   vl3__cpu_bf16_to_f32(w[(size_t)o * in + i]);
+                        s += p;
+                        m += fabs(p);
+                    }
+                    want[t * out + o] = s;
+                    mag[t * out + o] = m;
+                }
+            size_t wb = ops->matmul_work_size(c, in);
+            void *work = malloc(wb);
+            ASSERT_OK(ops->matmul(c, y, x, w, variant ? b : NULL, T, in, out, variant == 2, work,
+                                  wb));
+            double worst = 0;
+            size_t wi = 0;
+            for (size_t i = 0; i < (size_t)T * out; i++) {
+                double e = fabs(y[i] - want[i]) / mag[i];
+                if (!(e <= worst)) {
+                    worst = e;
+                    wi = i;
+                }
+            }
+            if (!(worst <= GEMM_TOL)) {
+                fprintf(stderr, "FAIL %s T=%d in=%d out=%d variant %d: [%zu] got %.9g want %.9g "
+                        "(error %.3g of sum|xw|, tol %.1g)\n", vl3__cpu_isa_name(isa), T, in, out,
+                        variant, wi, y[wi], want[wi], worst, GEMM_TOL);
+                fails++;
+            }
+            free(x), free(wf), free(b), free(y), free(w), free(want), free(mag), free(xr);
+            free(work);
+        }
+    /* too little scratch is refused */
+    float xs[4] = {0}, ys[4];
+    uint16_t ws[4] = {0};
+    ASSERT(ops->matmul(c, ys, xs, ws, NULL, 1, 4, 1, 0, NULL, 0) < 0);
+    vl3__cpu_set_isa(-1);
+    ops->free(c);
+    return fails ? 1 : 0;
+}
+
+TEST(gemm_c) { return gemm_case(VL3__CPU_ISA_C); }
+TEST(gemm_avx2) { return gemm_case(VL3__CPU_ISA_AVX2); }
+TEST(gemm_avx512) { return gemm_case(VL3__CPU_ISA_AVX512); }
+TEST(gemm_avx512bf16) { return gemm_case(VL3__CPU_ISA_AVX512BF16); }
+TEST(gemm_amx) { return gemm_case(VL3__CPU_ISA_AMX); }
+
+/* bf16 rounding of x: nearest even on ties, NaN kept (the f32 values below are exact ties). */
+TEST(round_nearest_even)
+{
+    ASSERT_EQ(vl3__cpu_f32_to_bf16(1.00390625f), 0x3f80);  /* 1 + 2^-8: tie, even down */
+    ASSERT_EQ(vl3__cpu_f32_to_bf16(1.01171875f), 0x3f82);  /* 1 + 3*2^-8: tie, even up */
+    ASSERT_EQ(vl3__cpu_f32_to_bf16(-1.01171875f), 0xbf82);
+    ASSERT((vl3__cpu_f32_to_bf16(NAN) & 0x7fc0) == 0x7fc0);
+    return 0;
+}
+
+int vl3__model_random(const vl3_llm_shape *sh, uint64_t seed, int alias_layers, void **ret_host,
+                      vl3_model **ret, vl3_error *reterr);
+
+static int make_model(vl3_model **ret_m, void **ret_host, int precision)
+{
+    vl3_llm_shape sh = {.hidden = 256, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
+                        .head_dim = 64, .intermediate = 704, .vocab = 301,
+                        .max_positions = 512, .rope_theta = 10000.f, .rms_eps = 1e-6f,
+                        .tied = 1};
+    vl3_error err = {0};
+    int r = vl3__model_random(&sh, 99, 0, ret_host, ret_m, &err);
+    if (r < 0)
+        return r;
+    vl3_model_params p = vl3_model_params_default();
+    p.backend = VL3_BACKEND_CPU;
+    p.n_threads = 2;
+    r = vl3__model_backend_init(*ret_m, &p, &err);
+    if (r < 0)
+        return r;
+    vl3__cpu_set_precision((*ret_m)->backend_ctx, precision);
+    return 0;
+}
+
+static int argmax2(const float *v, int n, int *ret_second)
+{
+    int a = 0, b = -1;
+    for (int i = 1; i < n; i++) {
+        if (v[i] > v[a]) {
+            b = a;
+            a = i;
+        } else if (b < 0 || v[i] > v[b]) {
+            b = i;
+        }
+    }
+    *ret_second = b;
+    return a;
+}
+
+TEST(tiny_greedy_bf16_vs_f32)
+{
+    vl3_model *m[2];
+    void *host[2];
+    vl3_ctx *ctx[2];
+    vl3_error err = {0};
+    ASSERT_OK(make_model(&m[0], &host[0], VL3__CPU_PREC_F32));
+    ASSERT_OK(make_model(&m[1], &host[1], VL3__CPU_PREC_BF16));
+    for (int k = 0; k < 2; k++)
+        ASSERT_OK_E(vl3_ctx_new(m[k], NULL, &ctx[k], &err), &err);
+    int V = 301, n_prompt = 40;
+    int32_t prompt[40], tok[2];
+    for (int i = 0; i < n_prompt; i++)
+        prompt[i] = (int32_t)((i * 37 + 11) % V);
+    float *lg[2];
+    for (int k = 0; k < 2; k++)
+        lg[k] = malloc(sizeof(float) * V);
+    int steps_equal = 0, parted = 0;
+    for (int step = 0; step < 16; step++) {
+        for (int k = 0; k < 2; k++) {
+            const float *l;
+            int seq = 0;
+            if (step == 0)
+                ASSERT_OK_E(vl3_prefill(ctx[k], 0, prompt, n_prompt, NULL, &l, &err), &err);
+            else
+                ASSERT_OK_E(vl3_decode_step(ctx[k], &seq, &tok[k], 1, &l, &err), &err);
+            memcpy(lg[k], l, sizeof(float) * V);
+        }
+        double num = 0, den = 0, maxd = 0;
+        for (int i = 0; i < V; i++) {
+            double d = (double)lg[1][i] - lg[0][i];
+            num += d * d;
+            den += (double)lg[0][i] * lg[0][i];
+            if (fabs(d) > maxd)
+                maxd = fabs(d);
+        }
+        double rel = sqrt(num / den);
+        if (!(rel <= BF16_REL_L2))
+            TEST__FAIL("step %d: logits rel L2 %.3g > %.3g", step, rel, BF16_REL_L2);
+        int s0, s1;
+        tok[0] = argmax2(lg[0], V, &s0);
+        tok[1] = argmax2(lg[1], V, &s1);
+        if (step == 0 && rel == 0)
+            TEST__FAIL("bf16 mode gave the f32 logits bit for bit: the bf16 path did not run");
+        if (tok[0] != tok[1]) {
+            double gap = lg[0][tok[0]] - lg[0][s0];
+            fprintf(stderr, "step %d: tokens part (%d vs %d), f32 top-2 gap %.3g, max logit "
+                    "difference %.3g\n", step, tok[0], tok[1], gap, maxd);
+            if (!(gap <= 2 * maxd))
+                TEST__FAIL("tokens differ at step %d beyond the bf16 tolerance", step);
+            parted = 1;
+            break;
+        }
+        steps_equal++;
+    }
+    fprintf(stderr, "%d of 16 greedy steps equal%s\n", steps_equal, parted ? " (then parted)" : "");
+    for (int k = 0; k < 2; k++) {
+        free(lg[k]);
+        vl3_ctx_free(ctx[k]);
+        vl3_model_free(m[k]);
+        free(host[k]);
+    }
+    return 0;
+}
