@@ -19,8 +19,9 @@
  * polynomials give.
  *
  * 3. `vl3 run` on a tiny native model (std 0.1) over a 16-frame clip in bf16 mode against f32
- * mode: greedy tokens identical, logits within rel-L2 5e-3 (measured 4e-4: attention rounds q,
- * k, v and P to bf16; on these shapes a wrong mask or scale moves the logits by order 1). */
+ * mode: greedy tokens identical, logits within rel-L2 2e-2 (measured 4e-4 with bf16 attention
+ * alone, 3.6e-3 with the bf16 matrix products too, which round every activation entering a
+ * weight product; on these shapes a wrong mask or scale moves the logits by order 1). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -292,7 +293,7 @@ TEST(run_bf16_mode_matches_f32_mode)
     double rel = sqrt(e2 / w2);
     fprintf(stderr, "  bf16 vs f32 mode: logits rel-L2 %.3g over %zu, %zu tokens equal\n", rel, n0,
             g0);
-    ASSERT(rel <= 5e-3);
+    ASSERT(rel <= 2e-2);
     ASSERT(rel > 0); /* bf16 mode really ran a different path */
     free(l0), free(l1), free(t0), free(t1);
     return 0;
