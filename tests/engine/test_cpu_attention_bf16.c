@@ -21,7 +21,10 @@
  * 3. `vl3 run` on a tiny native model (std 0.1) over a 16-frame clip in bf16 mode against f32
  * mode: greedy tokens identical, logits within rel-L2 2e-2 (measured 4e-4 with bf16 attention
  * alone, 3.6e-3 with the bf16 matrix products too, which round every activation entering a
- * weight product; on these shapes a wrong mask or scale moves the logits by order 1). */
+ * weight product; on these shapes a wrong mask or scale moves the logits by order 1).
+ *
+ * 4. The row-parallel small ops (rmsnorm, rope, add; layernorm, rope2d, vision add) give the same
+ * bits on 1 and 3 threads. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -296,5 +299,49 @@ TEST(run_bf16_mode_matches_f32_mode)
     ASSERT(rel <= 2e-2);
     ASSERT(rel > 0); /* bf16 mode really ran a different path */
     free(l0), free(l1), free(t0), free(t1);
+    return 0;
+}
+
+/* The row-parallel small ops (parallel.c) give bit-identical results on 1 and 3 threads, at
+ * sizes large enough to split: rmsnorm, rope, add (LLM), layernorm, rope2d, add (vision). */
+TEST(row_parallel_ops_equal_single_thread)
+{
+    void *c1 = NULL, *c3 = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 1, &c1, NULL));
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 3, &c3, NULL));
+    const struct vl3__vision_ops *vo = &vl3__cpu_vision_ops;
+    int T = 1001, C = 1536, D = 128, H = 12;
+    size_t n = (size_t)T * C;
+    float *x = randv(n), *w = randv(C), *b = randv(C), *y1 = malloc(4 * n), *y3 = malloc(4 * n);
+    int32_t *pos = malloc(sizeof(int32_t) * T), *pc = malloc(sizeof(int32_t) * T);
+    for (int t = 0; t < T; t++)
+        pos[t] = t * 3 + 1, pc[t] = t % 37;
+    /* rmsnorm */
+    ASSERT_OK(vl3__backend_cpu_ops.rmsnorm(c1, y1, x, w, T, C, 1e-6f));
+    ASSERT_OK(vl3__backend_cpu_ops.rmsnorm(c3, y3, x, w, T, C, 1e-6f));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    /* rope on 12 heads of 128 */
+    memcpy(y1, x, 4 * n), memcpy(y3, x, 4 * n);
+    ASSERT_OK(vl3__backend_cpu_ops.rope(c1, y1, T, C, H, D, pos, 1e6f));
+    ASSERT_OK(vl3__backend_cpu_ops.rope(c3, y3, T, C, H, D, pos, 1e6f));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    ASSERT(memcmp(y1, x, 4 * n) != 0);
+    /* add */
+    ASSERT_OK(vl3__backend_cpu_ops.add(c1, y1, x, y1, n));
+    ASSERT_OK(vl3__backend_cpu_ops.add(c3, y3, x, y3, n));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    /* vision: layernorm, rope2d (16 heads of 96), add */
+    ASSERT_OK(vo->layernorm(c1, x, w, b, y1, T, C, 1e-6f));
+    ASSERT_OK(vo->layernorm(c3, x, w, b, y3, T, C, 1e-6f));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    ASSERT_OK(vo->rope2d(c1, y1, pos, pc, T, 16, 96, 1e4f));
+    ASSERT_OK(vo->rope2d(c3, y3, pos, pc, T, 16, 96, 1e4f));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    ASSERT_OK(vo->add(c1, y1, x, (int64_t)n));
+    ASSERT_OK(vo->add(c3, y3, x, (int64_t)n));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    free(x), free(w), free(b), free(y1), free(y3), free(pos), free(pc);
+    vl3__backend_cpu_ops.free(c1);
+    vl3__backend_cpu_ops.free(c3);
     return 0;
 }

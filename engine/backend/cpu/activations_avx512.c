@@ -9,12 +9,10 @@
  * inside the bf16 rounding this mode already accepts. The f32 mode keeps the libm versions. */
 #include <errno.h>
 #include <math.h>
-#include <pthread.h>
 #include <stdint.h>
 
 #include "cpu_ops.h"
 
-#define MAX_THREADS 64
 #define MIN_PER_THREAD 65536 /* values below which a call stays on one thread */
 
 #if defined(__x86_64__) && defined(__GNUC__)
@@ -98,50 +96,21 @@ __attribute__((target(ACT_TARGET))) static void silu_rows(float *out, const floa
     }
 }
 
-struct act_job {
-    int kind; /* 0 gelu, 1 silu_mul */
+struct act_args {
     float *x;
     const float *gu;
     int I;
-    int64_t lo, hi;
 };
 
-static void *act_run(void *arg)
+static void gelu_part(void *arg, int64_t lo, int64_t hi)
 {
-    struct act_job *j = arg;
-    if (j->kind == 0)
-        gelu_range(j->x, j->lo, j->hi);
-    else
-        silu_rows(j->x, j->gu, j->I, j->lo, j->hi);
-    return NULL;
+    gelu_range(((struct act_args *)arg)->x, lo, hi);
 }
 
-/* Split [0, n) (values for gelu, rows for silu) over the context's threads. */
-static void act_parallel(void *ctx, struct act_job proto, int64_t n, int64_t work_per_item)
+static void silu_part(void *arg, int64_t lo, int64_t hi)
 {
-    int nt = vl3__cpu_threads(ctx);
-    int64_t by_size = n * work_per_item / MIN_PER_THREAD;
-    if (nt > by_size)
-        nt = by_size > 1 ? (int)by_size : 1;
-    if (nt > MAX_THREADS)
-        nt = MAX_THREADS;
-    struct act_job jobs[MAX_THREADS];
-    pthread_t th[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int k = 0; k < nt; k++) {
-        jobs[k] = proto;
-        jobs[k].lo = n * k / nt;
-        jobs[k].hi = n * (k + 1) / nt;
-        if (k > 0)
-            started[k] = pthread_create(&th[k], NULL, act_run, &jobs[k]) == 0;
-    }
-    act_run(&jobs[0]);
-    for (int k = 1; k < nt; k++) {
-        if (started[k])
-            pthread_join(th[k], NULL);
-        else
-            act_run(&jobs[k]); /* no thread: do its share here */
-    }
+    struct act_args *a = arg;
+    silu_rows(a->x, a->gu, a->I, lo, hi);
 }
 #endif
 
@@ -149,7 +118,8 @@ int vl3__cpu_gelu_tanh_fast(void *ctx, float *x, int64_t n)
 {
 #ifdef ACT_BUILD
     if (have_avx512()) {
-        act_parallel(ctx, (struct act_job){0, x, NULL, 0, 0, 0}, n, 1);
+        struct act_args a = {x, NULL, 0};
+        vl3__cpu_parallel(ctx, n, MIN_PER_THREAD, gelu_part, &a);
         return 0;
     }
 #endif
@@ -161,7 +131,8 @@ int vl3__cpu_silu_mul_fast(void *ctx, float *out, const float *gu, int T, int n_
 {
 #ifdef ACT_BUILD
     if (have_avx512()) {
-        act_parallel(ctx, (struct act_job){1, out, gu, n_inter, 0, 0}, T, n_inter);
+        struct act_args a = {out, gu, n_inter};
+        vl3__cpu_parallel(ctx, T, MIN_PER_THREAD / (n_inter > 0 ? n_inter : 1) + 1, silu_part, &a);
         return 0;
     }
 #endif

@@ -97,6 +97,12 @@ int vl3__cpu_attention_blocks_amx(void *ctx, const float *q, const float *k, con
 /* Measured TDPBF16PS throughput of n_threads threads in GFLOP/s (0 without AMX): the roof. */
 double vl3__cpu_amx_peak_gflops(int n_threads);
 
+/* parallel.c: fn(arg, lo, hi) over [0, n) split across the context's threads, at least
+ * min_per_thread units each (fewer: inline). Ranges are contiguous and computed as one loop would. */
+typedef void (*vl3__cpu_range_fn)(void *arg, int64_t lo, int64_t hi);
+void vl3__cpu_parallel(void *ctx, int64_t n, int64_t min_per_thread, vl3__cpu_range_fn fn,
+                       void *arg);
+
 /* activations_avx512.c: bf16 mode's tanh GELU and SwiGLU (-ENOTSUP without AVX-512) */
 int vl3__cpu_gelu_tanh_fast(void *ctx, float *x, int64_t n);
 int vl3__cpu_silu_mul_fast(void *ctx, float *out, const float *gu, int T, int n_inter);
