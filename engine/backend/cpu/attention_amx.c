@@ -46,12 +46,11 @@
 #define KB 32           /* keys per block */
 #define MAX_THREADS 64
 
+#ifdef AMX_BUILD
 static inline size_t round_up(size_t x, size_t m)
 {
     return (x + m - 1) / m * m;
 }
-
-#ifdef AMX_BUILD
 
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
