@@ -108,6 +108,9 @@ TEST(amx_llm_attention_paged)
     void *c = NULL;
     ASSERT_OK(vl3__backend_cpu_ops.init(0, 2, &c, NULL));
     static const struct { int H, Hkv, D; } hs[] = {{4, 2, 16}, {6, 2, 72}, {12, 2, 128}};
+    /* qscale 24: scores spread over tens, so the running max moves past its slack across key
+     * blocks and the rescaling is exercised */
+    for (int qscale = 1; qscale <= 24; qscale += 23)
     for (size_t hi = 0; hi < sizeof(hs) / sizeof(hs[0]); hi++)
         for (int ps = 7; ps <= 16; ps += 9) {
             int H = hs[hi].H, Hkv = hs[hi].Hkv, D = hs[hi].D, kvd = Hkv * D, grp = H / Hkv;
@@ -129,6 +132,8 @@ TEST(amx_llm_attention_paged)
             for (int i = 0; i < n_pages; i++)
                 tables[i] = (int32_t)((i * 7 + 3) % n_pages); /* scrambled pages */
             float *q = randv((size_t)T * qstride), *out = calloc((size_t)T * H * D, 4);
+            for (size_t i = 0; i < (size_t)T * qstride; i++)
+                q[i] *= (float)qscale;
             double *want = malloc(sizeof(double) * (size_t)T * H * D);
             struct vl3__attn_seq sq[NS];
             int row = 0;
@@ -157,7 +162,8 @@ TEST(amx_llm_attention_paged)
                                        .n_seqs = NS};
             ASSERT_OK(vl3__cpu_attention_amx(c, &a));
             char what[96];
-            snprintf(what, sizeof(what), "llm H=%d Hkv=%d D=%d page=%d", H, Hkv, D, ps);
+            snprintf(what, sizeof(what), "llm H=%d Hkv=%d D=%d page=%d qscale=%d", H, Hkv, D, ps,
+                     qscale);
             int bad = check(what, out, want, (size_t)T * H * D);
             free(kpool), free(vpool), free(tables), free(q), free(out), free(want);
             if (bad)

@@ -6,7 +6,8 @@
  * pass); the f32 path (attention.c: OpenBLAS sgemm on a score block, scalar expf) runs it at a few
  * tens of GFLOP/s. Here, per head and block of 32 queries, keys go by blocks of 32: S = Q K^T on
  * four 16x16 f32 accumulator tiles (TDPBF16PS over the head dim in chunks of 32), an online
- * softmax on AVX-512 (running max and sum per row, the output rescaled only when the max moves),
+ * softmax on AVX-512 (running max and sum per row; the max moves only when a score passes it by
+ * MAX_SLACK, and only then is the output rescaled),
  * and O += P V on tiles; no score matrix beyond one 32x32 block ever exists. Q (with the 1/sqrt(D)
  * scale folded in), K and V are rounded to bf16 (nearest even), as the official bf16 model holds
  * them; P is rounded to bf16 before P V, as a bf16 flash kernel does. The head dim is padded with
@@ -44,6 +45,7 @@
 
 #define QB 32           /* queries per block (two tile rows of 16) */
 #define KB 32           /* keys per block */
+#define MAX_SLACK 8.0f  /* how far a score may pass the running max before the max moves */
 #define MAX_THREADS 64
 
 #ifdef AMX_BUILD
@@ -177,7 +179,8 @@ struct head_args {
 struct block_scratch {
     float S[QB * KB] __attribute__((aligned(64)));
     uint16_t P[QB * KB] __attribute__((aligned(64)));
-    float m[QB], l[QB];
+    float l[QB][16] __attribute__((aligned(64))); /* per row: 16 partial sums of P */
+    float m[QB];
 };
 
 __attribute__((target(AMX_TARGET))) static void head_block(const struct head_args *h, int q0,
@@ -189,7 +192,7 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
     memset(O, 0, sizeof(float) * QB * (size_t)Dp);
     for (int i = 0; i < QB; i++) {
         sc->m[i] = -INFINITY;
-        sc->l[i] = 0.0f;
+        memset(sc->l[i], 0, sizeof(sc->l[i]));
     }
     int kend = h->nk;
     if (h->causal) {
@@ -231,8 +234,15 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
             __m512 ninf = _mm512_set1_ps(-INFINITY);
             s0 = _mm512_mask_blend_ps(m0, ninf, s0);
             s1 = _mm512_mask_blend_ps(m1, ninf, s1);
-            float bmax = _mm512_reduce_max_ps(_mm512_max_ps(s0, s1));
-            float mold = sc->m[i], mnew = bmax > mold ? bmax : mold;
+            /* the running max moves only when a score passes it by MAX_SLACK (exp(s - m) stays
+             * below e^MAX_SLACK, far inside f32 and bf16), so most rows skip the horizontal max */
+            float mold = sc->m[i], mnew = mold;
+            __m512 smax = _mm512_max_ps(s0, s1);
+            if (mold == -INFINITY ||
+                _mm512_cmp_ps_mask(smax, _mm512_set1_ps(mold + MAX_SLACK), _CMP_GT_OQ)) {
+                float bmax = _mm512_reduce_max_ps(smax);
+                mnew = bmax > mold ? bmax : mold;
+            }
             __m512 p0, p1;
             if (mnew == -INFINITY) {
                 p0 = p1 = _mm512_setzero_ps();
@@ -243,23 +253,24 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
                 p0 = _mm512_maskz_mov_ps(m0, p0);
                 p1 = _mm512_maskz_mov_ps(m1, p1);
             }
-            /* P rounded to bf16; the row sum from the rounded values, as P V sees them */
+            /* P rounded to bf16; the row sum from the rounded values, as P V sees them, kept as
+             * 16 partial sums (one horizontal add per row at the end) */
             __m512bh pb = _mm512_cvtne2ps_pbh(p1, p0);
             _mm512_storeu_si512(sc->P + i * KB, (__m512i)pb);
             __m512i pw = (__m512i)pb;
             __m512 r0 = _mm512_castsi512_ps(_mm512_slli_epi32(pw, 16));
             __m512 r1 = _mm512_castsi512_ps(_mm512_and_si512(pw, _mm512_set1_epi32((int)0xffff0000)));
-            float psum = _mm512_reduce_add_ps(_mm512_add_ps(r0, r1));
+            __m512 lv = _mm512_load_ps(sc->l[i]);
             if (mnew > mold && mold != -INFINITY) {
                 float alpha = expf(mold - mnew);
-                sc->l[i] *= alpha;
                 __m512 av = _mm512_set1_ps(alpha);
+                lv = _mm512_mul_ps(lv, av);
                 float *o = O + (size_t)i * Dp;
                 for (int d = 0; d < Dp; d += 16)
                     _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), av));
             }
             sc->m[i] = mnew;
-            sc->l[i] += psum;
+            _mm512_store_ps(sc->l[i], _mm512_add_ps(lv, _mm512_add_ps(r0, r1)));
         }
         /* O += P V */
         _tile_loadd(4, sc->P, KB * 2);
@@ -277,7 +288,8 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
     }
     int rows = h->nq - q0 < QB ? h->nq - q0 : QB;
     for (int i = 0; i < rows; i++) {
-        float inv = sc->l[i] > 0 ? 1.0f / sc->l[i] : 0.0f;
+        float l = _mm512_reduce_add_ps(_mm512_load_ps(sc->l[i]));
+        float inv = l > 0 ? 1.0f / l : 0.0f;
         float *dst = h->out + (size_t)(q0 + i) * h->ldo;
         const float *o = O + (size_t)i * Dp;
         for (int d = 0; d < h->D; d++)
