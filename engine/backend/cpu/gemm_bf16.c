@@ -231,17 +231,17 @@ static void run_jobs(struct gemm_job *jobs, int nt)
         const uint16_t *w, size_t ws, const uint16_t *x, size_t xs, int K, float *o, int os)     \
     {                                                                                              \
         __m512 acc[RN][TN];                                                                        \
-        for (int r = 0; r < RN; r++)                                                               \
-            for (int t = 0; t < TN; t++)                                                           \
+        _Pragma("GCC unroll 4") for (int r = 0; r < RN; r++)                                       \
+            _Pragma("GCC unroll 4") for (int t = 0; t < TN; t++)                                   \
                 acc[r][t] = _mm512_setzero_ps();                                                   \
         int kf = K & ~31, k = 0;                                                                   \
         for (; k < kf; k += 32) {                                                                  \
             __m512i wv[RN];                                                                        \
-            for (int r = 0; r < RN; r++)                                                           \
+            _Pragma("GCC unroll 4") for (int r = 0; r < RN; r++)                                   \
                 wv[r] = _mm512_loadu_si512((const void *)(w + r * ws + k));                        \
-            for (int t = 0; t < TN; t++) {                                                         \
+            _Pragma("GCC unroll 4") for (int t = 0; t < TN; t++) {                                 \
                 __m512i xv = _mm512_loadu_si512((const void *)(x + t * xs + k));                   \
-                for (int r = 0; r < RN; r++)                                                       \
+                _Pragma("GCC unroll 4") for (int r = 0; r < RN; r++)                               \
                     acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv[r], (__m512bh)xv);        \
             }                                                                                      \
         }                                                                                          \
