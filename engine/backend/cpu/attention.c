@@ -13,6 +13,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops.h"
@@ -147,7 +148,7 @@ static int attn_threads(void *ctx)
     return nt < 1 ? 1 : nt > ATTN_MAX_THREADS ? ATTN_MAX_THREADS : nt;
 }
 
-int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
+int vl3__cpu_attention_f32(void *ctx, const struct vl3__attn_args *a)
 {
     int H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim;
     if (H <= 0 || Hkv <= 0 || H % Hkv || D <= 0 || a->page_size <= 0)
@@ -177,4 +178,39 @@ int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
         }
     }
     return 0;
+}
+
+#define AMX_MIN_Q 16 /* a sequence with fewer new queries (decode) stays on the f32 path */
+
+int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
+{
+    if (!vl3__cpu_bf16_mode(ctx) || !vl3__cpu_amx_available())
+        return vl3__cpu_attention_f32(ctx, a);
+    /* prefill chunks on the AMX tiles, decode tokens (memory-bound) on the f32 path */
+    struct vl3__attn_seq *big = malloc(sizeof(*big) * (size_t)(a->n_seqs + 1));
+    struct vl3__attn_seq *small = malloc(sizeof(*small) * (size_t)(a->n_seqs + 1));
+    if (!big || !small) {
+        free(big), free(small);
+        return -12 /* ENOMEM */;
+    }
+    int nb = 0, ns = 0, rc = 0;
+    for (int i = 0; i < a->n_seqs; i++) {
+        if (a->seqs[i].n_q >= AMX_MIN_Q)
+            big[nb++] = a->seqs[i];
+        else
+            small[ns++] = a->seqs[i];
+    }
+    struct vl3__attn_args sub = *a;
+    if (nb) {
+        sub.seqs = big;
+        sub.n_seqs = nb;
+        rc = vl3__cpu_attention_amx(ctx, &sub);
+    }
+    if (rc == 0 && ns) {
+        sub.seqs = small;
+        sub.n_seqs = ns;
+        rc = vl3__cpu_attention_f32(ctx, &sub);
+    }
+    free(big), free(small);
+    return rc;
 }

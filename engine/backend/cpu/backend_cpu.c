@@ -77,6 +77,11 @@ int vl3__cpu_threads(void *ctx)
     return ctx ? ((struct cpu_ctx *)ctx)->n_threads : 1;
 }
 
+int vl3__cpu_bf16_mode(void *ctx)
+{
+    return vl3__cpu_precision(ctx) == VL3__CPU_PREC_BF16;
+}
+
 static void cpu_free(void *ctx)
 {
     free(ctx);
@@ -143,4 +148,6 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .argmax = vl3__cpu_argmax,
     .copy_rows = vl3__cpu_copy_rows,
     .scatter_rows = vl3__cpu_scatter_rows,
+    /* vision ops get this backend's context (threads, precision mode) */
+    .vision = &vl3__cpu_vision_ops,
 };

@@ -61,8 +61,9 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
                        int out, int acc, int isa, void *work, size_t work_bytes);
 size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in);
 
-/* backend_cpu.c: the context's thread count */
+/* backend_cpu.c: the context's thread count; whether it runs in bf16 mode (VL3_PRECISION) */
 int vl3__cpu_threads(void *ctx);
+int vl3__cpu_bf16_mode(void *ctx);
 /* Round an f32 to bf16 (nearest even; NaN stays NaN). */
 uint16_t vl3__cpu_f32_to_bf16(float f);
 
@@ -79,11 +80,26 @@ int vl3__cpu_rmsnorm(void *ctx, void *y, const void *x, const void *w, int T, in
 int vl3__cpu_rope(void *ctx, void *x, int T, int stride, int n_heads, int D, const void *pos,
                   float theta);
 
-/* attention.c */
+/* attention.c: vl3__cpu_attention runs prefill chunks on AMX in bf16 mode where the CPU has it,
+ * everything else on the f32 path */
 int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a);
+int vl3__cpu_attention_f32(void *ctx, const struct vl3__attn_args *a);
 int vl3__cpu_kv_store(void *ctx, void *k_pages, void *v_pages, const void *qkv, int qkv_stride,
                       int k_off, int v_off, int kv_dim, const void *slots, int T);
 size_t vl3__cpu_attention_work_size(void *ctx, int max_q, int n_ctx, int n_heads);
+
+/* attention_amx.c: the same attention (and the vision encoder's block attention) on AMX tiles in
+ * bf16 with f32 accumulation. -ENOTSUP when the CPU or kernel lacks AMX-BF16. */
+int vl3__cpu_amx_available(void);
+int vl3__cpu_attention_amx(void *ctx, const struct vl3__attn_args *a);
+int vl3__cpu_attention_blocks_amx(void *ctx, const float *q, const float *k, const float *v,
+                                  float *out, const int64_t *cu, int n_blocks, int H, int D);
+/* Measured TDPBF16PS throughput of n_threads threads in GFLOP/s (0 without AMX): the roof. */
+double vl3__cpu_amx_peak_gflops(int n_threads);
+
+/* activations_avx512.c: bf16 mode's tanh GELU and SwiGLU (-ENOTSUP without AVX-512) */
+int vl3__cpu_gelu_tanh_fast(void *ctx, float *x, int64_t n);
+int vl3__cpu_silu_mul_fast(void *ctx, float *out, const float *gu, int T, int n_inter);
 
 /* elementwise.c: silu_mul, add, embed, argmax, copy_rows */
 int vl3__cpu_silu_mul(void *ctx, void *out, const void *gu, int T, int n_inter);

@@ -8,9 +8,10 @@
 
 int vl3__cpu_silu_mul(void *ctx, void *out_, const void *gu_, int T, int n_inter)
 {
-    (void)ctx;
     float *out = out_;
     const float *gu = gu_;
+    if (vl3__cpu_bf16_mode(ctx) && vl3__cpu_silu_mul_fast(ctx, out, gu, T, n_inter) == 0)
+        return 0;
     for (int t = 0; t < T; t++) {
         const float *g = gu + (size_t)t * 2 * n_inter, *u = g + n_inter;
         float *o = out + (size_t)t * n_inter;

@@ -89,6 +89,8 @@ static int cpu_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *
 static int cpu_attention_blocks(void *ctx, const float *q, const float *k, const float *v,
                                 float *out, const int64_t *cu, int n_blocks, int H, int D)
 {
+    if (vl3__cpu_bf16_mode(ctx) && vl3__cpu_amx_available())
+        return vl3__cpu_attention_blocks_amx(ctx, q, k, v, out, cu, n_blocks, H, D);
     int64_t maxn = 0;
     for (int bi = 0; bi < n_blocks; bi++) {
         if (cu[bi + 1] < cu[bi])
@@ -137,6 +139,8 @@ static int cpu_attention_blocks(void *ctx, const float *q, const float *k, const
 
 static int cpu_gelu_tanh(void *ctx, float *x, int64_t n)
 {
+    if (vl3__cpu_bf16_mode(ctx) && vl3__cpu_gelu_tanh_fast(ctx, x, n) == 0)
+        return 0;
     const float c = 0.7978845608028654f; /* sqrt(2/pi) */
     for (int64_t i = 0; i < n; i++) {
         float v = x[i];
