@@ -395,3 +395,44 @@ TEST(bench_prefill)
     free(host);
     return 0;
 }
+
+/* A bf16 checkpoint loaded on the CPU backend: the single-tensor matrices (embedding, o_proj,
+ * down_proj) and gate+up (adjacent in the file) are used where they lie in the mapping, so the
+ * slab holds only what had to be fused or converted (q/k/v, the f32 vectors). */
+TEST(weights_mapped_in_place)
+{
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/tiny_mapped", test_tmpdir());
+    vl3_error err = {0};
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+    vl3_model_params p = vl3_model_params_default();
+    p.dir = dir;
+    p.backend = VL3_BACKEND_CPU;
+    p.n_threads = 2;
+    vl3_model *m;
+    ASSERT_OK_E(vl3_model_load(&p, &m, &err), &err);
+    const struct vl3__llm_bweights *bw = m->backend_weights;
+    ASSERT(bw->embed == m->w.embed.data);
+    int n_gu = 0;
+    for (int l = 0; l < m->llm.n_layers; l++) {
+        const struct vl3__llm_layer *hl = &m->w.layers[l];
+        ASSERT(bw->layers[l].wo == hl->wo.data);
+        ASSERT(bw->layers[l].w_down == hl->w_down.data);
+        if ((const char *)hl->w_gate.data + hl->w_gate.nbytes == hl->w_up.data) {
+            ASSERT(bw->layers[l].w_gu == hl->w_gate.data);
+            n_gu++;
+        } else {
+            ASSERT(bw->layers[l].w_gu != hl->w_gate.data);
+        }
+        ASSERT(bw->layers[l].wqkv != hl->wq.data); /* q, k, v are not adjacent: fused copy */
+    }
+    fprintf(stderr, "gate+up in place in %d of %d layers; slab %zu bytes\n", n_gu,
+            m->llm.n_layers, bw->slab_bytes);
+    size_t all = m->w.embed.nbytes;
+    for (int l = 0; l < m->llm.n_layers; l++)
+        all += m->w.layers[l].wo.nbytes + m->w.layers[l].w_down.nbytes;
+    ASSERT(bw->slab_bytes < all); /* the mapped matrices are not in the slab */
+    vl3_model_free(m);
+    return 0;
+}
