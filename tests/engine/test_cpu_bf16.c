@@ -436,3 +436,39 @@ TEST(weights_mapped_in_place)
     vl3_model_free(m);
     return 0;
 }
+
+/* The vision encoder's linear op in bf16 mode (f32 weights rounded per call) against double sums
+ * of the rounded x and W plus the bias, at the encoder's widths (patch embedding K = 588, C 1152,
+ * I 4304) and odd row counts; same tolerance as the GEMM cases. */
+TEST(vision_linear_bf16)
+{
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    static const int shapes[][3] = {{37, 588, 1152}, {5, 1152, 1152}, {70, 1152, 4304},
+                                    {19, 4304, 1152}, {1, 33, 7}};
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int P = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+        float *x = randv((size_t)P * in), *w = randv((size_t)out * in), *b = randv(out);
+        float *y = malloc(sizeof(float) * P * out);
+        ASSERT_OK(vl3__cpu_vision_ops.linear(c, x, w, b, y, P, in, out));
+        double worst = 0;
+        for (int p = 0; p < P; p++)
+            for (int o = 0; o < out; o++) {
+                double s = b[o], m = fabs(b[o]);
+                for (int i = 0; i < in; i++) {
+                    double t = bf16_value(x[(size_t)p * in + i]) * bf16_value(w[(size_t)o * in + i]);
+                    s += t;
+                    m += fabs(t);
+                }
+                double e = fabs(y[(size_t)p * out + o] - s) / m;
+                worst = e > worst || e != e ? e : worst;
+            }
+        free(x), free(w), free(b), free(y);
+        if (!(worst <= GEMM_TOL))
+            TEST__FAIL("vision linear P=%d in=%d out=%d: error %.3g of sum|xw| (tol %.1g)", P, in,
+                       out, worst, GEMM_TOL);
+    }
+    ops->free(c);
+    return 0;
+}
