@@ -24,6 +24,7 @@
 #include "model.h"
 #include "test.h"
 #include "vl3/engine.h"
+#include "vl3/util.h"
 
 #define GEMM_TOL 2e-5
 #define BF16_REL_L2 3e-2
@@ -244,5 +245,230 @@ TEST(tiny_greedy_bf16_vs_f32)
         vl3_model_free(m[k]);
         free(host[k]);
     }
+    return 0;
+}
+
+/* ---- timing (skipped unless VL3_BENCH is set) ----------------------------------------------
+ * GFLOP/s of each path at the 2B LLM's prefill shapes (T = 391 tokens: a 384x191 text page) and
+ * the decode GB/s (T = 1: weight bytes / time) beside f32 mode (matmul.c: OpenBLAS sgemm on
+ * widened W for T > 32, the AVX-512 widening kernel for T <= 32), 2 threads. */
+static double bench_one(void *c, int isa, int prec, int T, int in, int out, int reps)
+{
+    float *x = randv((size_t)T * in), *y = malloc(sizeof(float) * T * out);
+    uint16_t *w = malloc((size_t)out * in * 2);
+    for (size_t i = 0; i < (size_t)out * in; i++)
+        w[i] = vl3__cpu_f32_to_bf16((float)urand() * 0.05f);
+    vl3__cpu_set_precision(c, prec);
+    vl3__cpu_set_isa(isa);
+    size_t wb = ops->matmul_work_size(c, in);
+    void *work = malloc(wb);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = vl3_time_s();
+        if (ops->matmul(c, y, x, w, NULL, T, in, out, 0, work, wb) < 0)
+            return -1;
+        double dt = vl3_time_s() - t0;
+        best = dt < best ? dt : best;
+    }
+    free(x), free(y), free(w), free(work);
+    vl3__cpu_set_isa(-1);
+    return best;
+}
+
+TEST(bench_gemm)
+{
+    if (!getenv("VL3_BENCH")) {
+        fprintf(stderr, "SKIP: set VL3_BENCH=1 to time the GEMM paths\n");
+        return TEST_SKIP_CODE;
+    }
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    static const int shapes[][3] = {{391, 1536, 2048}, {391, 1536, 17920}, {391, 8960, 1536},
+                                    {1, 1536, 17920},  {1, 8960, 1536},    {4, 1536, 17920}};
+    printf("%-6s %-6s %-6s %-22s %10s %10s %10s\n", "T", "in", "out", "path", "ms", "GFLOP/s",
+           "W GB/s");
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int T = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+        for (int p = -1; p < VL3__CPU_ISA_COUNT; p++) {
+            if (p >= 0 && !vl3__cpu_isa_supported(p))
+                continue;
+            if (p >= 0 && p < VL3__CPU_ISA_AVX512)
+                continue; /* the scalar/AVX2 fallbacks: not interesting on this machine */
+            double dt = bench_one(c, p < 0 ? -1 : p, p < 0 ? VL3__CPU_PREC_F32 : VL3__CPU_PREC_BF16,
+                                  T, in, out, T > 32 ? 3 : 10);
+            char name[32];
+            snprintf(name, sizeof(name), "%s", p < 0 ? "f32 mode" : vl3__cpu_isa_name(p));
+            if (p >= 0)
+                snprintf(name, sizeof(name), "bf16 %s", vl3__cpu_isa_name(p));
+            printf("%-6d %-6d %-6d %-22s %10.3f %10.1f %10.2f\n", T, in, out, name, dt * 1e3,
+                   2.0 * T * in * out / dt / 1e9, 2.0 * in * out / dt / 1e9);
+            fflush(stdout);
+        }
+    }
+    /* decode: T = 1 over 16 gate/up-sized matrices (880 MB, beyond the L3), each read once per
+     * pass as a decode step reads every layer's weights */
+    enum { NMAT = 16 };
+    int in = 1536, out = 17920;
+    uint16_t *wm[NMAT];
+    for (int i = 0; i < NMAT; i++) {
+        wm[i] = malloc((size_t)out * in * 2);
+        if (!wm[i])
+            TEST__FAIL("out of memory");
+        memset(wm[i], 0x3c, (size_t)out * in * 2);
+    }
+    float *x = randv(in), *y = malloc(sizeof(float) * out);
+    printf("\ndecode T=1, %d x (%d x %d) bf16 = %.0f MB per pass\n", NMAT, out, in,
+           NMAT * 2.0 * in * out / 1e6);
+    for (int p = -1; p < VL3__CPU_ISA_COUNT; p++) {
+        if ((p >= 0 && !vl3__cpu_isa_supported(p)) || (p >= 0 && p < VL3__CPU_ISA_AVX512))
+            continue;
+        vl3__cpu_set_precision(c, p < 0 ? VL3__CPU_PREC_F32 : VL3__CPU_PREC_BF16);
+        vl3__cpu_set_isa(p);
+        size_t wb = ops->matmul_work_size(c, in);
+        void *work = malloc(wb);
+        double best = 1e30;
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = vl3_time_s();
+            for (int i = 0; i < NMAT; i++)
+                ASSERT_OK(ops->matmul(c, y, x, wm[i], NULL, 1, in, out, 0, work, wb));
+            double dt = vl3_time_s() - t0;
+            best = dt < best ? dt : best;
+        }
+        printf("%-22s %8.2f ms/pass %8.2f GB/s\n", p < 0 ? "f32 mode" : vl3__cpu_isa_name(p),
+               best * 1e3, NMAT * 2.0 * in * out / best / 1e9);
+        fflush(stdout);
+        free(work);
+    }
+    vl3__cpu_set_isa(-1);
+    for (int i = 0; i < NMAT; i++)
+        free(wm[i]);
+    free(x), free(y);
+    ops->free(c);
+    return 0;
+}
+
+/* Prefill of T = 391 tokens (a 384x191 text page) through 4 layers of the 2B LLM shape, random
+ * weights, f32 vs bf16 mode: the second and third passes timed (the first touches the arena). */
+TEST(bench_prefill)
+{
+    if (!getenv("VL3_BENCH")) {
+        fprintf(stderr, "SKIP: set VL3_BENCH=1 to time the prefill\n");
+        return TEST_SKIP_CODE;
+    }
+    vl3_llm_shape sh = vl3_llm_shape_2b();
+    sh.n_layers = getenv("VL3_BENCH_LAYERS") ? atoi(getenv("VL3_BENCH_LAYERS")) : 4;
+    int T = getenv("VL3_BENCH_TOKENS") ? atoi(getenv("VL3_BENCH_TOKENS")) : 391;
+    vl3_model *m;
+    void *host;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3__model_random(&sh, 5, 1, &host, &m, &err), &err);
+    vl3_model_params p = vl3_model_params_default();
+    p.backend = VL3_BACKEND_CPU;
+    p.n_threads = 2;
+    ASSERT_OK_E(vl3__model_backend_init(m, &p, &err), &err);
+    int32_t *ids = malloc(sizeof(int32_t) * T);
+    for (int i = 0; i < T; i++)
+        ids[i] = (i * 7919) % sh.vocab;
+    for (int prec = 0; prec < 2; prec++) {
+        vl3__cpu_set_precision(m->backend_ctx, prec);
+        vl3_ctx *ctx;
+        vl3_ctx_params cp = vl3_ctx_params_default();
+        cp.n_ctx = T + 8;
+        cp.n_batch = T;
+        ASSERT_OK_E(vl3_ctx_new(m, &cp, &ctx, &err), &err);
+        double best = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            vl3_ctx_reset(ctx);
+            double t0 = vl3_time_s();
+            ASSERT_OK_E(vl3_prefill(ctx, 0, ids, T, NULL, NULL, &err), &err);
+            double dt = vl3_time_s() - t0;
+            if (rep > 0 && dt < best)
+                best = dt;
+        }
+        printf("prefill %d tokens, %d layers, %s mode: %.3f s (%.1f tokens/s)\n", T, sh.n_layers,
+               prec ? "bf16" : "f32", best, T / best);
+        fflush(stdout);
+        vl3_ctx_free(ctx);
+    }
+    free(ids);
+    vl3_model_free(m);
+    free(host);
+    return 0;
+}
+
+/* A bf16 checkpoint loaded on the CPU backend: the single-tensor matrices (embedding, o_proj,
+ * down_proj) and gate+up (adjacent in the file) are used where they lie in the mapping, so the
+ * slab holds only what had to be fused or converted (q/k/v, the f32 vectors). */
+TEST(weights_mapped_in_place)
+{
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/tiny_mapped", test_tmpdir());
+    vl3_error err = {0};
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+    vl3_model_params p = vl3_model_params_default();
+    p.dir = dir;
+    p.backend = VL3_BACKEND_CPU;
+    p.n_threads = 2;
+    vl3_model *m;
+    ASSERT_OK_E(vl3_model_load(&p, &m, &err), &err);
+    const struct vl3__llm_bweights *bw = m->backend_weights;
+    ASSERT(bw->embed == m->w.embed.data);
+    int n_gu = 0;
+    for (int l = 0; l < m->llm.n_layers; l++) {
+        const struct vl3__llm_layer *hl = &m->w.layers[l];
+        ASSERT(bw->layers[l].wo == hl->wo.data);
+        ASSERT(bw->layers[l].w_down == hl->w_down.data);
+        if ((const char *)hl->w_gate.data + hl->w_gate.nbytes == hl->w_up.data) {
+            ASSERT(bw->layers[l].w_gu == hl->w_gate.data);
+            n_gu++;
+        } else {
+            ASSERT(bw->layers[l].w_gu != hl->w_gate.data);
+        }
+        ASSERT(bw->layers[l].wqkv != hl->wq.data); /* q, k, v are not adjacent: fused copy */
+    }
+    fprintf(stderr, "gate+up in place in %d of %d layers; slab %zu bytes\n", n_gu,
+            m->llm.n_layers, bw->slab_bytes);
+    size_t all = m->w.embed.nbytes;
+    for (int l = 0; l < m->llm.n_layers; l++)
+        all += m->w.layers[l].wo.nbytes + m->w.layers[l].w_down.nbytes;
+    ASSERT(bw->slab_bytes < all); /* the mapped matrices are not in the slab */
+    vl3_model_free(m);
+    return 0;
+}
+
+/* The vision encoder's linear op in bf16 mode (f32 weights rounded per call) against double sums
+ * of the rounded x and W plus the bias, at the encoder's widths (patch embedding K = 588, C 1152,
+ * I 4304) and odd row counts; same tolerance as the GEMM cases. */
+TEST(vision_linear_bf16)
+{
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    static const int shapes[][3] = {{37, 588, 1152}, {5, 1152, 1152}, {70, 1152, 4304},
+                                    {19, 4304, 1152}, {1, 33, 7}};
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int P = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+        float *x = randv((size_t)P * in), *w = randv((size_t)out * in), *b = randv(out);
+        float *y = malloc(sizeof(float) * P * out);
+        ASSERT_OK(vl3__cpu_vision_ops.linear(c, x, w, b, y, P, in, out));
+        double worst = 0;
+        for (int p = 0; p < P; p++)
+            for (int o = 0; o < out; o++) {
+                double s = b[o], m = fabs(b[o]);
+                for (int i = 0; i < in; i++) {
+                    double t = bf16_value(x[(size_t)p * in + i]) * bf16_value(w[(size_t)o * in + i]);
+                    s += t;
+                    m += fabs(t);
+                }
+                double e = fabs(y[(size_t)p * out + o] - s) / m;
+                worst = e > worst || e != e ? e : worst;
+            }
+        free(x), free(w), free(b), free(y);
+        if (!(worst <= GEMM_TOL))
+            TEST__FAIL("vision linear P=%d in=%d out=%d: error %.3g of sum|xw| (tol %.1g)", P, in,
+                       out, worst, GEMM_TOL);
+    }
+    ops->free(c);
     return 0;
 }

@@ -37,10 +37,20 @@ int vl3__cpu_precision(void *ctx)
     return ctx ? ((struct cpu_ctx *)ctx)->precision : VL3__CPU_PREC_F32;
 }
 
+/* OpenBLAS's thread count is process-wide: the last backend created (or switched) sets it. In
+ * bf16 mode our own threads split every product and attention (OpenBLAS's idle workers would
+ * otherwise spin beside them), so OpenBLAS gets one thread. */
+static void set_blas_threads(const struct cpu_ctx *c)
+{
+    openblas_set_num_threads(c->precision == VL3__CPU_PREC_BF16 ? 1 : c->n_threads);
+}
+
 void vl3__cpu_set_precision(void *ctx, int precision)
 {
-    if (ctx)
+    if (ctx) {
         ((struct cpu_ctx *)ctx)->precision = precision;
+        set_blas_threads(ctx);
+    }
 }
 
 static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr)
@@ -57,8 +67,7 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
                              prec);
     }
     c->precision = p;
-    /* OpenBLAS's thread count is process-wide: the last backend created sets it. */
-    openblas_set_num_threads(c->n_threads);
+    set_blas_threads(c);
     *ret_ctx = c;
     return 0;
 }

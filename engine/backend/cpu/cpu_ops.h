@@ -60,6 +60,10 @@ int vl3__cpu_bf16_native(void);
 int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
                        int out, int acc, int isa, void *work, size_t work_bytes);
 size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in);
+/* The vision encoder's linear op in bf16 mode: y (P, out) = bf16(x) bf16(W)^T + b with f32 W
+ * (out, in) rounded per call (threads), f32 sums. */
+int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float *b, float *y,
+                         int64_t P, int in, int out);
 
 /* backend_cpu.c: the context's thread count; whether it runs in bf16 mode (VL3_PRECISION) */
 int vl3__cpu_threads(void *ctx);

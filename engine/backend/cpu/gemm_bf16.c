@@ -231,17 +231,17 @@ static void run_jobs(struct gemm_job *jobs, int nt)
         const uint16_t *w, size_t ws, const uint16_t *x, size_t xs, int K, float *o, int os)     \
     {                                                                                              \
         __m512 acc[RN][TN];                                                                        \
-        for (int r = 0; r < RN; r++)                                                               \
-            for (int t = 0; t < TN; t++)                                                           \
+        _Pragma("GCC unroll 4") for (int r = 0; r < RN; r++)                                       \
+            _Pragma("GCC unroll 4") for (int t = 0; t < TN; t++)                                   \
                 acc[r][t] = _mm512_setzero_ps();                                                   \
         int kf = K & ~31, k = 0;                                                                   \
         for (; k < kf; k += 32) {                                                                  \
             __m512i wv[RN];                                                                        \
-            for (int r = 0; r < RN; r++)                                                           \
+            _Pragma("GCC unroll 4") for (int r = 0; r < RN; r++)                                   \
                 wv[r] = _mm512_loadu_si512((const void *)(w + r * ws + k));                        \
-            for (int t = 0; t < TN; t++) {                                                         \
+            _Pragma("GCC unroll 4") for (int t = 0; t < TN; t++) {                                 \
                 __m512i xv = _mm512_loadu_si512((const void *)(x + t * xs + k));                   \
-                for (int r = 0; r < RN; r++)                                                       \
+                _Pragma("GCC unroll 4") for (int r = 0; r < RN; r++)                               \
                     acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv[r], (__m512bh)xv);        \
             }                                                                                      \
         }                                                                                          \
@@ -527,4 +527,68 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
 #else
     return VL3_E_UNSUPPORTED;
 #endif
+}
+
+/* ---- f32 weights (the vision encoder's): rounded to bf16 per call ---------------------------- */
+
+struct conv_job {
+    uint16_t *dst;
+    const float *src;
+    size_t n;
+    int isa;
+};
+
+static void *conv_run(void *arg)
+{
+    const struct conv_job *j = arg;
+    size_t i = 0;
+#ifdef GEMM_X86
+    if (j->isa >= VL3__CPU_ISA_AVX512)
+        for (; i + 32 <= j->n; i += 32)
+            round_row_avx512(j->dst + i, j->src + i, 32, 32);
+#endif
+    for (; i < j->n; i++)
+        j->dst[i] = vl3__cpu_f32_to_bf16(j->src[i]);
+    return NULL;
+}
+
+int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float *b, float *y,
+                         int64_t P, int in, int out)
+{
+    if (P <= 0)
+        return 0;
+    if (P > INT32_MAX || in <= 0 || out <= 0)
+        return -EINVAL;
+    size_t n = (size_t)in * out, wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
+    uint16_t *wbf = malloc(n * 2);
+    void *work = malloc(wb);
+    if (!wbf || !work) {
+        free(wbf);
+        free(work);
+        return -ENOMEM;
+    }
+    int isa = vl3__cpu_isa(), nt = thread_count(ctx, (double)n * 64, out);
+    struct conv_job cj[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int k = 0; k < nt; k++) {
+        size_t r0 = (size_t)out * k / nt, r1 = (size_t)out * (k + 1) / nt;
+        cj[k] = (struct conv_job){wbf + r0 * in, w + r0 * in, (r1 - r0) * in, isa};
+    }
+    for (int k = 1; k < nt; k++)
+        started[k] = pthread_create(&th[k], NULL, conv_run, &cj[k]) == 0;
+    conv_run(&cj[0]);
+    for (int k = 1; k < nt; k++) {
+        if (started[k])
+            pthread_join(th[k], NULL);
+        else
+            conv_run(&cj[k]);
+    }
+    if (b)
+        for (int64_t p = 0; p < P; p++)
+            memcpy(y + p * out, b, sizeof(float) * (size_t)out);
+    int r = vl3__cpu_gemm_bf16(ctx, y, x, wbf, (int)P, in, out, b != NULL, -1, work, wb);
+    free(wbf);
+    free(work);
+    return r;
 }

@@ -1,9 +1,10 @@
 /* ops_vision.c: CPU (f32) implementations of the vision encoder ops (backend.h, vision section).
  *
  * These are the reference the CUDA vision ops will be checked against. Matrix products go through
- * OpenBLAS (cblas_sgemm); norms, RoPE and adds are row loops split over the context's threads
- * (parallel.c; results do not depend on the split). In bf16 mode attention runs on AMX tiles
- * (attention_amx.c) and the tanh GELU on AVX-512 (activations_avx512.c). Attention runs per block (one image or
+ * OpenBLAS (cblas_sgemm), in bf16 mode the bf16 GEMM (gemm_bf16.c, weights rounded per call);
+ * norms, RoPE and adds are row loops split over the context's threads (parallel.c; results do
+ * not depend on the split). In bf16 mode attention runs on AMX tiles (attention_amx.c) and the
+ * tanh GELU on AVX-512 (activations_avx512.c). The f32 attention runs per block (one image or
  * one video frame, cu_seqlens) and per head: scores = q k^T (sgemm over strided head slices),
  * row softmax in float with max subtraction, then scores v (sgemm), in chunks of query rows.
  * Scratch for one chunk's scores is allocated per call (the encoder is not on the decode hot
@@ -22,6 +23,8 @@ static int cpu_linear(void *ctx, const float *x, const float *w, const float *b,
 {
     if (P <= 0)
         return 0;
+    if (vl3__cpu_bf16_mode(ctx))
+        return vl3__cpu_linear_bf16(ctx, x, w, b, y, P, in, out);
     if (b) {
         for (int64_t p = 0; p < P; p++)
             memcpy(y + p * out, b, sizeof(float) * (size_t)out);
