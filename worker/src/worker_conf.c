@@ -14,6 +14,9 @@ const vl3_conf_option worker_conf_table[] = {
     OPT("model", VL3_CONF_STRING, model, "", 0, 0, VL3_CONF_RESTART, "model checkpoint directory"),
     OPT("backend", VL3_CONF_STRING, backend, "auto", 0, 0, VL3_CONF_RESTART,
         "engine backend: auto, cpu or cuda"),
+    OPT("precision", VL3_CONF_STRING, precision, "auto", 0, 0, VL3_CONF_RESTART,
+        "CPU arithmetic: auto (bf16 where the CPU has AMX or AVX512-BF16), bf16 or f32 (the "
+        "numerical oracle); the VL3_PRECISION environment variable wins when set"),
     OPT("device", VL3_CONF_INT, device, "0", 0, 64, VL3_CONF_RESTART, "GPU index"),
     OPT("threads", VL3_CONF_INT, threads, "0", 0, 1024, VL3_CONF_RESTART,
         "CPU inference threads (0 = all cores)"),
