@@ -418,3 +418,206 @@ TEST(tc_server_stopped_during_write)
     ASSERT_EQ(again, 1);       /* back: the entry from before is there */
     return 0;
 }
+
+/* ---- vl3 run --cache: a hit equals the cold path, bit for bit ------------------------------- */
+
+__attribute__((format(printf, 1, 2))) static int sh(const char *fmt, ...)
+{
+    char cmd[8192], out[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    int rc = test_sh(out, sizeof(out), "%s", cmd);
+    if (rc != 0)
+        fprintf(stderr, "command failed (%d): %s\n%s\n", rc, cmd, out);
+    return rc;
+}
+
+static int files_equal(const char *d1, const char *d2, const char *name)
+{
+    char p1[1200], p2[1200];
+    char *a = NULL, *b = NULL;
+    size_t la = 0, lb = 0;
+    snprintf(p1, sizeof(p1), "%s/%s", d1, name);
+    snprintf(p2, sizeof(p2), "%s/%s", d2, name);
+    int eq = vl3_file_read(p1, (size_t)1 << 30, &a, &la, NULL) == 0 &&
+             vl3_file_read(p2, (size_t)1 << 30, &b, &lb, NULL) == 0 && la == lb && la > 0 &&
+             memcmp(a, b, la) == 0;
+    if (!eq)
+        fprintf(stderr, "%s differs between %s and %s\n", name, d1, d2);
+    free(a);
+    free(b);
+    return eq;
+}
+
+/* meta.json's "cache" (and cache_key into key when not NULL); "" when unreadable. */
+static const char *cache_of(const char *dump, char *key, size_t keylen)
+{
+    static char state[16];
+    char path[1200], *text = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof(path), "%s/meta.json", dump);
+    state[0] = '\0';
+    if (vl3_file_read(path, 1 << 24, &text, &len, NULL) < 0)
+        return state;
+    const char *c = strstr(text, "\"cache\": \"");
+    if (c)
+        sscanf(c + 10, "%15[a-z]", state);
+    const char *k = strstr(text, "\"cache_key\": \"");
+    if (k && key)
+        snprintf(key, keylen, "%.32s", k + 14);
+    free(text);
+    return state;
+}
+
+/* The cold run (no cache) and two cached runs of one request: miss then hit, all three with the
+ * same logits, tokens, ids and rows. args: the input and request options. */
+static int cold_miss_hit(const char *run, const char *ci, const char *dir, const char *name,
+                         const char *args)
+{
+    char d0[1200], d1[1200], d2[1200];
+    snprintf(d0, sizeof(d0), "%s/%s_cold", dir, name);
+    snprintf(d1, sizeof(d1), "%s/%s_miss", dir, name);
+    snprintf(d2, sizeof(d2), "%s/%s_hit", dir, name);
+    ASSERT_EQ(sh("%s %s --dump %s >/dev/null", run, args, d0), 0);
+    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, args, ci, d1), 0);
+    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, args, ci, d2), 0);
+    ASSERT_STR_EQ(cache_of(d0, NULL, 0), "off");
+    ASSERT_STR_EQ(cache_of(d1, NULL, 0), "miss");
+    ASSERT_STR_EQ(cache_of(d2, NULL, 0), "hit");
+    const char *files[] = {"logits.f32", "generated.i32", "input_ids.i32", "vision_out.f32"};
+    for (int i = 0; i < 4; i++) {
+        ASSERT(files_equal(d0, d1, files[i]));
+        ASSERT(files_equal(d0, d2, files[i]));
+    }
+    char p[1300];
+    snprintf(p, sizeof(p), "%s/pixel_values.f32", d2);
+    ASSERT(access(p, F_OK) != 0); /* the hit decoded nothing */
+    return 0;
+}
+
+static int run_cache_layout(int native)
+{
+    const char *bin = getenv("VL3_BIN_DIR");
+    if (!bin)
+        SKIP("VL3_BIN_DIR is not set");
+    if (test_sh(NULL, 0, "ffmpeg -version >/dev/null 2>&1") != 0)
+        SKIP("ffmpeg CLI is not available");
+    char dir[1024], ci[1024], ci2[1024], run[4096], run2[4096];
+    snprintf(dir, sizeof(dir), "%s/tcrun%d", test_tmpdir(), native);
+    ASSERT_EQ(make_db(native ? "runn" : "runr", 1, ci, sizeof(ci)), 0);
+    ASSERT_EQ(make_db(native ? "evn" : "evr", 1, ci2, sizeof(ci2)), 0);
+    const char *layout = native ? "native" : "remote";
+    ASSERT_EQ(sh("rm -rf %s && mkdir -p %s && %s/vl3 model tiny --out %s/m --layout %s >/dev/null"
+                 " && %s/vl3 model tiny --out %s/m2 --layout %s --seed 1 >/dev/null",
+                 dir, dir, bin, dir, layout, bin, dir, layout), 0);
+    ASSERT_EQ(sh("cd %s && ffmpeg -v error -f lavfi -i testsrc=s=200x150:r=1 -frames:v 1 img.png"
+                 " && ffmpeg -v error -f lavfi -i testsrc2=s=160x120:r=10 -t 4 -c:v mpeg4 -y "
+                 "clip.mp4 && ffmpeg -v error -f lavfi -i smptebars=s=160x120:r=10 -t 4 -c:v "
+                 "mpeg4 -y other.mp4", dir), 0);
+    snprintf(run, sizeof(run), "%s/vl3 run --model %s/m --greedy --max-new-tokens 4 --threads 1",
+             bin, dir);
+    snprintf(run2, sizeof(run2), "%s/vl3 run --model %s/m2 --greedy --max-new-tokens 4 "
+             "--threads 1", bin, dir);
+    char a[2048];
+    /* an image, a video, a window of a video */
+    snprintf(a, sizeof(a), "--image %s/img.png --task caption", dir);
+    if (cold_miss_hit(run, ci, dir, "img", a))
+        return 1;
+    snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --max-frames 6 --task caption", dir);
+    if (cold_miss_hit(run, ci, dir, "vid", a))
+        return 1;
+    snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --window 2 --window-index 1 --task "
+             "caption", dir);
+    if (cold_miss_hit(run, ci, dir, "win", a))
+        return 1;
+
+    /* key sensitivity: another question or task hits; any keyed parameter misses */
+    struct {
+        const char *name, *runner, *args, *want;
+    } cases[] = {
+        {"q1", run, "--fps 2 --max-frames 6 --task qa --question 'What moves?'", "hit"},
+        {"q2", run, "--fps 2 --max-frames 6 --task ocr", "hit"},
+        {"fps", run, "--fps 1 --max-frames 6 --task caption", "miss"},
+        {"maxf", run, "--fps 2 --max-frames 5 --task caption", "miss"},
+        {"win0", run, "--fps 2 --window 2 --window-index 0 --task caption", "miss"},
+        {"winlen", run, "--fps 2 --window 3 --window-index 1 --task caption", "miss"},
+        {"difffp", run, "--fps 2 --max-frames 6 --no-difffp --task caption", "miss"},
+        {"thr", run, "--fps 2 --max-frames 6 --difffp-threshold 0.2 --task caption", "miss"},
+        {"model", run2, "--fps 2 --max-frames 6 --task caption", "miss"},
+        {"model_again", run2, "--fps 2 --max-frames 6 --task qa --question 'Why?'", "hit"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char d[1200];
+        snprintf(d, sizeof(d), "%s/k_%s", dir, cases[i].name);
+        ASSERT_EQ(sh("%s --video %s/clip.mp4 %s --cache '%s' --dump %s >/dev/null",
+                     cases[i].runner, dir, cases[i].args, ci, d), 0);
+        if (strcmp(cache_of(d, NULL, 0), cases[i].want) != 0)
+            TEST__FAIL("case %s: cache %s, expected %s", cases[i].name, cache_of(d, NULL, 0),
+                       cases[i].want);
+    }
+
+    /* a damaged chunk: the run recomputes (same answer as cold), the entry is replaced */
+    char key[40] = "", d[1200], cold[1200];
+    snprintf(d, sizeof(d), "%s/img_hit", dir);
+    cache_of(d, key, sizeof(key));
+    ASSERT_EQ(strlen(key), 32);
+    ASSERT_EQ(sqlv(ci, "UPDATE token_cache_chunks SET data = set_byte(data, length(data) - 3, "
+                       "get_byte(data, length(data) - 3) # 16) WHERE key = '%s'", key),
+              1);
+    snprintf(a, sizeof(a), "--image %s/img.png --task caption", dir);
+    snprintf(d, sizeof(d), "%s/img_damaged", dir);
+    snprintf(cold, sizeof(cold), "%s/img_cold", dir);
+    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null 2>&1", run, a, ci, d), 0);
+    ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
+    ASSERT(files_equal(cold, d, "logits.f32"));
+    ASSERT(files_equal(cold, d, "generated.i32"));
+    ASSERT_EQ(sqlv(ci, "SELECT value FROM token_cache_counters WHERE name = 'corrupt'"), 1);
+    snprintf(d, sizeof(d), "%s/img_after", dir);
+    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
+    ASSERT_STR_EQ(cache_of(d, NULL, 0), "hit");
+    ASSERT(files_equal(cold, d, "logits.f32"));
+
+    /* the file replaced at the same path misses; the same bytes touched again hit */
+    snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --max-frames 6 --task caption", dir);
+    ASSERT_EQ(sh("touch %s/clip.mp4", dir), 0);
+    snprintf(d, sizeof(d), "%s/touched", dir);
+    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
+    ASSERT_STR_EQ(cache_of(d, NULL, 0), "hit");
+    ASSERT_EQ(sh("cp %s/other.mp4 %s/clip.mp4", dir, dir), 0);
+    snprintf(d, sizeof(d), "%s/replaced", dir);
+    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
+    ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
+
+    /* eviction under a small budget (a database of its own): room for one window's entry */
+    snprintf(a, sizeof(a), "--video %s/other.mp4 --fps 2 --window 2 --task caption", dir);
+    snprintf(d, sizeof(d), "%s/ev0", dir);
+    ASSERT_EQ(sh("%s %s --window-index 0 --cache '%s' --dump %s >/dev/null", run, a, ci2, d), 0);
+    long long one = sqlv(ci2, "SELECT bytes FROM token_cache_entries");
+    ASSERT_GT(one, 0);
+    snprintf(d, sizeof(d), "%s/ev1", dir);
+    ASSERT_EQ(sh("%s %s --window-index 1 --cache '%s' --cache-budget %lld --dump %s >/dev/null",
+                 run, a, ci2, one * 3 / 2, d), 0);
+    ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
+    ASSERT_EQ(sqlv(ci2, "SELECT count(*) FROM token_cache_entries"), 1);
+    ASSERT_EQ(sqlv(ci2, "SELECT value FROM token_cache_counters WHERE name = 'evictions'"), 1);
+    snprintf(d, sizeof(d), "%s/ev2", dir);
+    ASSERT_EQ(sh("%s %s --window-index 1 --cache '%s' --dump %s >/dev/null", run, a, ci2, d), 0);
+    ASSERT_STR_EQ(cache_of(d, NULL, 0), "hit");
+    snprintf(d, sizeof(d), "%s/ev3", dir);
+    ASSERT_EQ(sh("%s %s --window-index 0 --cache '%s' --dump %s >/dev/null", run, a, ci2, d), 0);
+    ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss"); /* evicted */
+
+    /* the server unreachable: the run answers as the cold path does */
+    snprintf(a, sizeof(a), "--image %s/img.png --task caption", dir);
+    snprintf(d, sizeof(d), "%s/down", dir);
+    ASSERT_EQ(sh("%s %s --cache 'host=127.0.0.1 port=1 dbname=x' --dump %s >/dev/null 2>&1", run,
+                 a, d), 0);
+    ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
+    ASSERT(files_equal(cold, d, "logits.f32"));
+    return 0;
+}
+
+TEST(run_cache_tiny_remote) { return run_cache_layout(0); }
+TEST(run_cache_tiny_native) { return run_cache_layout(1); }
