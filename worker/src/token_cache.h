@@ -81,9 +81,20 @@ int tcache_lookup(tcache *tc, const char *key, vl3_visual_tokens *ret);
  * entry exists already, it alone exceeds the budget, or the server failed; logged). */
 int tcache_store(tcache *tc, const char *key, const char *descr, const vl3_visual_tokens *vt);
 
+/* Small opaque values (the worker's window lists): stored bytes as they are, the caller checks
+ * them. get: 1 found (*ret owned), 0 miss; put: 1 stored, 0 not. A caller that finds a value
+ * damaged deletes it with tcache_drop_damaged (logged and counted). */
+int tcache_get_blob(tcache *tc, const char *key, uint8_t **ret, size_t *ret_len);
+int tcache_put_blob(tcache *tc, const char *key, const char *descr, const uint8_t *blob,
+                    size_t len);
+void tcache_drop_damaged(tcache *tc, const char *key, const char *why);
+
 /* Delete one entry (refresh). 0, or 0 after logging a failure. */
 int tcache_forget(tcache *tc, const char *key);
 
 void tcache_get_stats(tcache *tc, struct tcache_stats *ret);
+
+/* Connect now if not connected: 1 connected, 0 not (logged). */
+int tcache_ping(tcache *tc);
 
 #endif

@@ -98,6 +98,14 @@ static PGconn *conn(tcache *tc)
     return pq;
 }
 
+int tcache_ping(tcache *tc)
+{
+    pthread_mutex_lock(&tc->lock);
+    int ok = conn(tc) != NULL;
+    pthread_mutex_unlock(&tc->lock);
+    return ok;
+}
+
 /* Log a failed statement once, count it, and drop a broken connection. Caller holds the lock. */
 static void failed(tcache *tc, const char *what, PGresult *res)
 {
@@ -157,17 +165,16 @@ static void drop_corrupt(tcache *tc, const char *key, const char *why)
     PQclear(res);
 }
 
-int tcache_lookup(tcache *tc, const char *key, vl3_visual_tokens *ret)
+/* Read key's stored bytes into *ret_blob (owned). 1 found, 0 absent or failed (counted as a miss
+ * by the caller). A structurally damaged entry (chunk rows) is deleted here. Caller holds the
+ * lock. */
+static int get_blob(tcache *tc, const char *key, uint8_t **ret_blob, size_t *ret_len)
 {
-    if (!tc || !key || !ret)
-        return 0;
     uint8_t *blob = NULL;
     size_t len = 0;
-    int found = 0;
-    pthread_mutex_lock(&tc->lock);
     PGconn *pq = conn(tc);
     if (!pq)
-        goto miss;
+        return 0;
     const char *p[1] = {key};
     PGresult *res = PQexecParams(pq,
                                  "SELECT e.bytes, e.n_chunks, c.seq, c.data "
@@ -178,12 +185,12 @@ int tcache_lookup(tcache *tc, const char *key, vl3_visual_tokens *ret)
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
         failed(tc, "looking up an entry", res);
         PQclear(res);
-        goto miss;
+        return 0;
     }
     int n = PQntuples(res);
     if (n == 0) {
         PQclear(res);
-        goto miss;
+        return 0;
     }
     int64_t bytes = be64(PQgetvalue(res, 0, 0));
     int64_t n_chunks = be32(PQgetvalue(res, 0, 1));
@@ -194,7 +201,7 @@ int tcache_lookup(tcache *tc, const char *key, vl3_visual_tokens *ret)
         PQclear(res);
         tc->st.errors++;
         vl3_log_warning("token cache: out of memory for an entry of %lld bytes", (long long)bytes);
-        goto miss;
+        return 0;
     } else {
         for (int i = 0; i < n && !why; i++) {
             int32_t seq = be32(PQgetvalue(res, i, 2));
@@ -209,9 +216,39 @@ int tcache_lookup(tcache *tc, const char *key, vl3_visual_tokens *ret)
     }
     PQclear(res);
     if (why) {
+        free(blob);
         drop_corrupt(tc, key, why);
-        goto miss;
+        return 0;
     }
+    *ret_blob = blob;
+    *ret_len = len;
+    return 1;
+}
+
+/* Mark key used (LRU). Caller holds the lock. */
+static void touch(tcache *tc, const char *key)
+{
+    PGconn *pq = conn(tc);
+    if (!pq)
+        return;
+    const char *p[1] = {key};
+    PGresult *u = PQexecParams(pq, "UPDATE token_cache_entries SET last_used = now(), "
+                                   "hits = hits + 1 WHERE key = $1",
+                               1, NULL, p, NULL, NULL, 0);
+    if (PQresultStatus(u) != PGRES_COMMAND_OK)
+        failed(tc, "marking an entry used", u);
+    PQclear(u);
+}
+
+int tcache_lookup(tcache *tc, const char *key, vl3_visual_tokens *ret)
+{
+    if (!tc || !key || !ret)
+        return 0;
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    pthread_mutex_lock(&tc->lock);
+    if (!get_blob(tc, key, &blob, &len))
+        goto miss;
     pthread_mutex_unlock(&tc->lock);
 
     vl3_error err = {0};
@@ -225,24 +262,38 @@ int tcache_lookup(tcache *tc, const char *key, vl3_visual_tokens *ret)
     tc->st.hits++;
     tc->st.bytes_read += (int64_t)len;
     tc->st.raw_read += (int64_t)(vt.n_rows * vt.dim * 4);
-    if ((pq = conn(tc))) {
-        PGresult *u = PQexecParams(pq, "UPDATE token_cache_entries SET last_used = now(), "
-                                       "hits = hits + 1 WHERE key = $1",
-                                   1, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(u) != PGRES_COMMAND_OK)
-            failed(tc, "marking an entry used", u);
-        PQclear(u);
-    }
+    touch(tc, key);
     pthread_mutex_unlock(&tc->lock);
     free(blob);
     *ret = vt;
-    found = 1;
-    return found;
+    return 1;
 miss:
     tc->st.misses++;
     pthread_mutex_unlock(&tc->lock);
     free(blob);
     return 0;
+}
+
+int tcache_get_blob(tcache *tc, const char *key, uint8_t **ret, size_t *ret_len)
+{
+    if (!tc || !key || !ret || !ret_len)
+        return 0;
+    pthread_mutex_lock(&tc->lock);
+    int found = get_blob(tc, key, ret, ret_len);
+    if (found)
+        touch(tc, key);
+    pthread_mutex_unlock(&tc->lock);
+    return found;
+}
+
+/* The caller found the blob of key damaged: delete and count it. */
+void tcache_drop_damaged(tcache *tc, const char *key, const char *why)
+{
+    if (!tc || !key)
+        return;
+    pthread_mutex_lock(&tc->lock);
+    drop_corrupt(tc, key, why);
+    pthread_mutex_unlock(&tc->lock);
 }
 
 static int exec_ok(tcache *tc, const char *what, PGresult *res, ExecStatusType want)
@@ -280,20 +331,11 @@ static void evict(tcache *tc, PGconn *pq)
     PQclear(res);
 }
 
-int tcache_store(tcache *tc, const char *key, const char *descr, const vl3_visual_tokens *vt)
+/* Store blob under key, then evict beyond the budget. 1 stored, 0 not. raw_bytes and n_rows
+ * describe the decoded entry. */
+static int put_blob(tcache *tc, const char *key, const char *descr, const uint8_t *blob,
+                    size_t len, size_t raw_bytes, int64_t n_rows)
 {
-    if (!tc || !key || !vt)
-        return 0;
-    uint8_t *blob = NULL;
-    size_t len = 0;
-    vl3_vt_encode_stats st;
-    vl3_error err = {0};
-    int rc = vl3_visual_tokens_encode(vt, NULL, &blob, &len, &st, &err);
-    if (rc < 0) {
-        vl3_log_warning("token cache: could not serialize the visual tokens: %s",
-                        vl3_error_text(&err, rc));
-        return 0;
-    }
     int stored = 0;
     pthread_mutex_lock(&tc->lock);
     if (tc->budget > 0 && (int64_t)len > tc->budget) {
@@ -309,9 +351,9 @@ int tcache_store(tcache *tc, const char *key, const char *descr, const vl3_visua
     int n_pieces = (int)((len + PIECE_BYTES - 1) / PIECE_BYTES);
     char sb[32], rb[32], nb[16], nr[32];
     snprintf(sb, sizeof(sb), "%zu", len);
-    snprintf(rb, sizeof(rb), "%zu", st.raw_bytes);
+    snprintf(rb, sizeof(rb), "%zu", raw_bytes);
     snprintf(nb, sizeof(nb), "%d", n_pieces);
-    snprintf(nr, sizeof(nr), "%lld", (long long)vt->n_rows);
+    snprintf(nr, sizeof(nr), "%lld", (long long)n_rows);
     const char *ep[6] = {key, descr ? descr : "", sb, rb, nb, nr};
     PGresult *res = PQexecParams(pq,
                                  "INSERT INTO token_cache_entries "
@@ -343,7 +385,7 @@ int tcache_store(tcache *tc, const char *key, const char *descr, const vl3_visua
     stored = 1;
     tc->st.stores++;
     tc->st.bytes_written += (int64_t)len;
-    tc->st.raw_written += (int64_t)st.row_bytes;
+    tc->st.raw_written += (int64_t)raw_bytes;
     if (tc->budget > 0)
         evict(tc, pq);
     goto out;
@@ -352,8 +394,34 @@ rollback:
         PQclear(PQexec(tc->pq, "ROLLBACK"));
 out:
     pthread_mutex_unlock(&tc->lock);
+    return stored;
+}
+
+int tcache_store(tcache *tc, const char *key, const char *descr, const vl3_visual_tokens *vt)
+{
+    if (!tc || !key || !vt)
+        return 0;
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    vl3_vt_encode_stats st;
+    vl3_error err = {0};
+    int rc = vl3_visual_tokens_encode(vt, NULL, &blob, &len, &st, &err);
+    if (rc < 0) {
+        vl3_log_warning("token cache: could not serialize the visual tokens: %s",
+                        vl3_error_text(&err, rc));
+        return 0;
+    }
+    int stored = put_blob(tc, key, descr, blob, len, st.row_bytes, vt->n_rows);
     free(blob);
     return stored;
+}
+
+int tcache_put_blob(tcache *tc, const char *key, const char *descr, const uint8_t *blob,
+                    size_t len)
+{
+    if (!tc || !key || !blob || !len)
+        return 0;
+    return put_blob(tc, key, descr, blob, len, len, 0);
 }
 
 int tcache_forget(tcache *tc, const char *key)

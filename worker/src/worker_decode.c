@@ -18,6 +18,7 @@
 #include "media_conf.h"
 #include "paths.h"
 #include "vl3/log.h"
+#include "worker_cache.h"
 #include "vl3/util.h"
 #include "worker_internal.h"
 
@@ -81,8 +82,14 @@ static int unit_prepare(struct worker *w, struct worker_unit *u, const vl3_visio
 
 /* The one unit of a still image. */
 static int make_image_unit(struct worker *w, struct worker_job *job, const image_rgb *im,
-                           struct worker_unit **ret_head, vl3_error *err)
+                           struct worker_cache_plan *plan, struct worker_unit **ret_head,
+                           vl3_error *err)
 {
+    if (plan && plan->n > 0 && plan->hit[0]) { /* token cache hit: no preprocessing */
+        if (worker_cache_unit(w, job, plan, 0, ret_head) < 0)
+            return vl3_error_set(err, -ENOMEM, "out of memory");
+        return 0;
+    }
     struct worker_unit *u = calloc(1, sizeof(*u));
     if (!u)
         return vl3_error_set(err, -ENOMEM, "out of memory");
@@ -96,12 +103,15 @@ static int make_image_unit(struct worker *w, struct worker_job *job, const image
         worker_unit_free(w, u);
         return rc;
     }
+    if (plan)
+        worker_cache_miss(w, job, plan, u);
     *ret_head = u;
     return 0;
 }
 
 static int make_units(struct worker *w, struct worker_job *job, const struct sample_result *sr,
-                      struct worker_unit **ret_head, vl3_error *err)
+                      struct worker_cache_plan *plan, struct worker_unit **ret_head,
+                      vl3_error *err)
 {
     int rc = 0;
     struct worker_unit *head = NULL, **tail = &head;
@@ -140,11 +150,23 @@ static int make_units(struct worker *w, struct worker_job *job, const struct sam
         u->t_end = hi + (double)job->sp.fps_den / job->sp.fps_num;
         if (job->sp.window_s > 0 && u->t_end > (win + 1) * job->sp.window_s)
             u->t_end = (win + 1) * job->sp.window_s;
+        if (plan && win < plan->n && plan->hit[win]) { /* token cache hit: no preprocessing */
+            worker_unit_free(w, u);
+            if ((rc = worker_cache_unit(w, job, plan, win, &u)) < 0) {
+                rc = vl3_error_set(err, rc, "out of memory");
+                goto fail;
+            }
+            *tail = u;
+            tail = &u->next;
+            continue;
+        }
         *tail = u;
         tail = &u->next;
         vl3_vision_item item = {imgs, n, u->timestamps, 1, 0};
         if ((rc = unit_prepare(w, u, &item, err)) < 0)
             goto fail;
+        if (plan)
+            worker_cache_miss(w, job, plan, u);
     }
     free(imgs);
     *ret_head = head;
@@ -193,11 +215,15 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
     media_input *m = NULL;
     struct sample_result *sr = NULL;
     int64_t reserved = 0;
+    struct worker_cache_plan plan = {0};
     uint64_t t0 = vl3_time_ns();
     if ((rc = paths_open(c->roots, job->input, &fd, NULL, err)) < 0)
         return rc;
     struct stat st;
     int have_stat = fstat(fd, &st) == 0;
+    char fp[TCACHE_FINGERPRINT_LEN] = "";
+    int use_cache = w->tcache && job->cache != WORKER_CACHE_OFF && have_stat &&
+                    worker_cache_fingerprint(w, job->input, fd, &st, fp) == 0;
     struct media_policy pol;
     media_conf_policy(c, &pol);
     if ((rc = media_open_fd(fd, job->input, &pol, &m, err)) < 0)
@@ -212,10 +238,34 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
         if (!mi->is_image && mi->fps_num > 0 && mi->fps_den > 0)
             md->fps = (double)mi->fps_num / mi->fps_den;
         snprintf(md->codec, sizeof(md->codec), "%s", mi->codec);
+        if (use_cache)
+            snprintf(md->fingerprint, sizeof(md->fingerprint), "%s", fp);
     }
     int is_image = mi->is_image;
     if ((rc = check_job_bounds(c, mi, job, err)) < 0)
         goto out;
+    if (use_cache && worker_cache_plan(w, job, fp, is_image, &plan) < 0)
+        use_cache = 0;
+    if (use_cache && worker_cache_plan_complete(&plan)) {
+        /* every window is cached: nothing to decode */
+        struct worker_unit **tail = ret_units;
+        for (int i = 0; i < plan.n_windows; i++) {
+            if ((rc = worker_cache_unit(w, job, &plan, plan.windows[i], tail)) < 0) {
+                rc = vl3_error_set(err, rc, "out of memory");
+                while (*ret_units) {
+                    struct worker_unit *nx = (*ret_units)->next;
+                    worker_unit_free(w, *ret_units);
+                    *ret_units = nx;
+                }
+                goto out;
+            }
+            tail = &(*tail)->next;
+        }
+        job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
+        vl3_log_debug("token cache answered every window job=%s windows=%d", job->id,
+                      plan.n_windows);
+        goto out;
+    }
     /* an image: its RGB picture plus float pixel values of about the same area */
     int64_t need = is_image ? (int64_t)mi->width * mi->height * 15 : estimate_bytes(mi, &job->sp);
     if ((rc = worker_budget_reserve(&w->budget, need, err)) < 0)
@@ -229,7 +279,7 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
         job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
         media_close(m);
         m = NULL;
-        rc = make_image_unit(w, job, &im, ret_units, err);
+        rc = make_image_unit(w, job, &im, use_cache ? &plan : NULL, ret_units, err);
         image_rgb_free(&im);
     } else {
         if ((rc = sample_video(m, &job->sp, &sr, err)) < 0)
@@ -238,7 +288,9 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
         job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
         media_close(m);
         m = NULL;
-        rc = make_units(w, job, sr, ret_units, err);
+        rc = make_units(w, job, sr, use_cache ? &plan : NULL, ret_units, err);
+        if (rc == 0 && use_cache)
+            worker_cache_store_windows(w, job, &plan, *ret_units);
     }
     if (rc < 0)
         goto out;
@@ -258,6 +310,7 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
                   sr ? sr->n : 1, sr ? sr->n_windows : 1, (long long)job->frames_decoded,
                   job->decode_ms);
 out:
+    worker_cache_plan_free(&plan);
     worker_budget_release(&w->budget, reserved);
     sample_result_free(sr);
     media_close(m);
