@@ -20,6 +20,7 @@ int cmd_bench(int argc, char **argv);
 int bench_llm(int argc, char **argv);
 int bench_tokenize(int argc, char **argv);
 int bench_decode(int argc, char **argv);
+int bench_cache(int argc, char **argv);
 
 /* Whether argv holds -h/--help anywhere before "--". */
 int cli_wants_help(int argc, char **argv);
