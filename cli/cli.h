@@ -12,6 +12,7 @@ int cmd_run(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_enqueue(int argc, char **argv);
+int cmd_ask(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_db(int argc, char **argv);
