@@ -58,6 +58,7 @@ void worker_unit_free(struct worker *w, struct worker_unit *u)
     worker_budget_release(&w->budget, u->reserved);
     vl3_pixel_batch_deinit(&u->batch);
     vl3_token_mask_deinit(&u->mask);
+    free(u->key_descr);
     free(u->timestamps);
     free(u->visual);
     free(u);
@@ -191,6 +192,7 @@ static int job_from_msg(struct worker *w, const struct worker_job_req *m, struct
     j->max_new_tokens = m->max_new_tokens;
     j->temperature = m->temperature;
     j->attempt = m->attempt;
+    j->cache = m->cache;
     j->pending = 1;
     j->t_received_ns = vl3_time_ns();
     *ret = j;
@@ -287,6 +289,14 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
     w->budget_ready = 1;
     if ((rc = vl3_vision_new(model, (int)conf->threads, &w->vision, reterr)) < 0)
         goto fail;
+    if (conf->cache_conninfo && conf->cache_conninfo[0] &&
+        ((rc = vl3_model_vision_identity(model, w->vision_identity)) < 0 ||
+         (rc = tcache_open(conf->cache_conninfo, conf->cache_budget, &w->tcache, reterr)) < 0))
+        goto fail;
+    if (w->tcache && !tcache_ping(w->tcache))
+        vl3_log_warning("the token cache is unreachable; jobs run without it until it answers "
+                        "(the worker's sandbox allows Unix-domain sockets only: give "
+                        "cache.conninfo a host that is a socket directory)");
     vl3_error lmerr = {0};
     rc = worker_lm_engine_new(model, (int)conf->max_sequences, (int)conf->n_ctx, &w->lm, &lmerr);
     if (rc == VL3_E_UNSUPPORTED) {
@@ -314,6 +324,16 @@ void worker_free(struct worker *w)
     worker_sched_free(w->sched);
     worker_lm_free(w->lm);
     vl3_vision_free(w->vision);
+    if (w->tcache) {
+        struct tcache_stats st;
+        tcache_get_stats(w->tcache, &st);
+        vl3_log_info("token cache hits=%lld misses=%lld stores=%lld bytes_read=%lld "
+                     "bytes_written=%lld evictions=%lld corrupt=%lld errors=%lld",
+                     (long long)st.hits, (long long)st.misses, (long long)st.stores,
+                     (long long)st.bytes_read, (long long)st.bytes_written,
+                     (long long)st.evictions, (long long)st.corrupt, (long long)st.errors);
+        tcache_close(w->tcache);
+    }
     free(w->decoders);
     if (w->budget_ready)
         worker_budget_deinit(&w->budget);

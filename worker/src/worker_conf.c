@@ -80,5 +80,10 @@ const vl3_conf_option worker_conf_table[] = {
     {"media.sample_mode", VL3_CONF_ENUM, offsetof(struct worker_conf, sample_mode), "fast", 0, 0,
      sample_mode_names, VL3_CONF_RESTART,
      "exact (the official sampler's frames) or fast (within one frame, decodes less)"},
+    OPT("cache.conninfo", VL3_CONF_STRING, cache_conninfo, "", 0, 0, VL3_CONF_RESTART,
+        "PostgreSQL connection of the token cache (empty = no cache; docs/token-cache.md)"),
+    OPT("cache.budget", VL3_CONF_SIZE, cache_budget, "0", 0, 1e15, VL3_CONF_RESTART,
+        "most stored bytes of the token cache; least recently used entries beyond it are "
+        "evicted (0 = no limit)"),
     {0},
 };

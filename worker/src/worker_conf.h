@@ -39,6 +39,9 @@ struct worker_conf {
     int64_t max_decoded_frames;    /* frames decoded from one input */
     int64_t max_decode_errors;     /* damaged packets tolerated (-1 = any) */
     int sample_mode;               /* enum sample_mode: exact or fast */
+    /* token cache (token_cache.h) */
+    char *cache_conninfo;          /* "" = no cache */
+    int64_t cache_budget;          /* stored bytes; 0 = no limit */
 };
 
 extern const vl3_conf_option worker_conf_table[];

@@ -19,6 +19,7 @@
 #include "media_conf.h"
 #include "paths.h"
 #include "vl3/log.h"
+#include "worker_cache.h"
 #include "vl3/util.h"
 #include "worker_internal.h"
 
@@ -110,14 +111,29 @@ static int unit_fits(struct worker *w, const struct worker_job *job, const struc
                          (long long)w->budget.total);
 }
 
-/* Per-job statistics of the windows streamed to the engine. */
+/* Per-job statistics of the windows streamed to the engine, and their indices (the token
+ * cache's window list). */
 struct stream_stats {
     int units;
     int64_t max_bytes, sum_bytes;
+    int *wins, n_wins, cap_wins;
+    int wins_lost; /* out of memory for the list: none is stored */
 };
 
 static void stream_count(struct stream_stats *st, const struct worker_unit *u)
 {
+    if (!st->wins_lost && st->n_wins == st->cap_wins) {
+        int cap = st->cap_wins ? 2 * st->cap_wins : 16;
+        int *nw = realloc(st->wins, sizeof(int) * (size_t)cap);
+        if (nw) {
+            st->wins = nw;
+            st->cap_wins = cap;
+        } else {
+            st->wins_lost = 1;
+        }
+    }
+    if (!st->wins_lost)
+        st->wins[st->n_wins++] = u->window;
     st->units++;
     st->sum_bytes += u->reserved;
     if (u->reserved > st->max_bytes)
@@ -126,8 +142,17 @@ static void stream_count(struct stream_stats *st, const struct worker_unit *u)
 
 /* The one unit of a still image, queued. */
 static int make_image_unit(struct worker *w, struct worker_job *job, const image_rgb *im,
-                           int64_t held, struct stream_stats *st, vl3_error *err)
+                           int64_t held, struct stream_stats *st,
+                           struct worker_cache_plan *plan, vl3_error *err)
 {
+    if (plan && plan->n > 0 && plan->hit[0]) { /* token cache hit: no preprocessing */
+        struct worker_unit *cu = NULL;
+        if (worker_cache_unit(w, job, plan, 0, &cu) < 0)
+            return vl3_error_set(err, -ENOMEM, "out of memory");
+        stream_count(st, cu);
+        queue_unit(w, job, cu);
+        return 0;
+    }
     struct worker_unit *u = calloc(1, sizeof(*u));
     if (!u)
         return vl3_error_set(err, -ENOMEM, "out of memory");
@@ -143,6 +168,8 @@ static int make_image_unit(struct worker *w, struct worker_job *job, const image
         worker_unit_free(w, u);
         return rc;
     }
+    if (plan)
+        worker_cache_miss(w, job, plan, u);
     stream_count(st, u);
     queue_unit(w, job, u);
     return 0;
@@ -153,7 +180,8 @@ static int make_image_unit(struct worker *w, struct worker_job *job, const image
  * their bytes back, so prepared-but-unconsumed windows stay within memory_budget (passing it by
  * at most one window). held: the budget bytes of the job's sampled frames. */
 static int make_units(struct worker *w, struct worker_job *job, const struct sample_result *sr,
-                      int64_t held, struct stream_stats *st, vl3_error *err)
+                      int64_t held, struct stream_stats *st, struct worker_cache_plan *plan,
+                      vl3_error *err)
 {
     int rc = 0;
     vl3_image *imgs = calloc(sr->n ? sr->n : 1, sizeof(*imgs));
@@ -200,12 +228,24 @@ static int make_units(struct worker *w, struct worker_job *job, const struct sam
         u->t_end = hi + (double)job->sp.fps_den / job->sp.fps_num;
         if (job->sp.window_s > 0 && u->t_end > (win + 1) * job->sp.window_s)
             u->t_end = (win + 1) * job->sp.window_s;
+        if (plan && win < plan->n && plan->hit[win]) { /* token cache hit: no preprocessing */
+            worker_unit_free(w, u);
+            if ((rc = worker_cache_unit(w, job, plan, win, &u)) < 0) {
+                rc = vl3_error_set(err, rc, "out of memory");
+                break;
+            }
+            stream_count(st, u);
+            queue_unit(w, job, u);
+            continue;
+        }
         vl3_vision_item item = {imgs, n, u->timestamps, 1, 0};
         if ((rc = unit_prepare(w, u, &item, err)) < 0 ||
             (rc = unit_fits(w, job, u, held, err)) < 0) {
             worker_unit_free(w, u);
             break;
         }
+        if (plan)
+            worker_cache_miss(w, job, plan, u);
         stream_count(st, u);
         queue_unit(w, job, u);
     }
@@ -247,11 +287,15 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
     media_input *m = NULL;
     struct sample_result *sr = NULL;
     int64_t reserved = 0;
+    struct worker_cache_plan plan = {0};
     uint64_t t0 = vl3_time_ns();
     if ((rc = paths_open(c->roots, job->input, &fd, NULL, err)) < 0)
         return rc;
     struct stat st_;
     int have_stat = fstat(fd, &st_) == 0;
+    char fp[TCACHE_FINGERPRINT_LEN] = "";
+    int use_cache = w->tcache && job->cache != WORKER_CACHE_OFF && have_stat &&
+                    worker_cache_fingerprint(w, job->input, fd, &st_, fp) == 0;
     struct media_policy pol;
     media_conf_policy(c, &pol);
     /* decoding ends by the job's time limit too */
@@ -272,10 +316,30 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
         if (!mi->is_image && mi->fps_num > 0 && mi->fps_den > 0)
             md->fps = (double)mi->fps_num / mi->fps_den;
         snprintf(md->codec, sizeof(md->codec), "%s", mi->codec);
+        if (use_cache)
+            snprintf(md->fingerprint, sizeof(md->fingerprint), "%s", fp);
     }
     int is_image = mi->is_image;
     if ((rc = check_job_bounds(c, mi, job, err)) < 0)
         goto out;
+    if (use_cache && worker_cache_plan(w, job, fp, is_image, &plan) < 0)
+        use_cache = 0;
+    if (use_cache && worker_cache_plan_complete(&plan)) {
+        /* every window is cached: nothing to decode */
+        for (int i = 0; i < plan.n_windows; i++) {
+            struct worker_unit *u = NULL;
+            if ((rc = worker_cache_unit(w, job, &plan, plan.windows[i], &u)) < 0) {
+                rc = vl3_error_set(err, rc, "out of memory");
+                goto out;
+            }
+            stream_count(st, u);
+            queue_unit(w, job, u);
+        }
+        job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
+        vl3_log_debug("token cache answered every window job=%s windows=%d", job->id,
+                      plan.n_windows);
+        goto out;
+    }
     /* the decoded RGB pictures; each window's pixel values are charged as it is prepared */
     int64_t need = is_image ? (int64_t)mi->width * mi->height * 3 : estimate_bytes(mi, &job->sp);
     if ((rc = worker_budget_reserve(&w->budget, need, err)) < 0)
@@ -289,7 +353,7 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
         job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
         media_close(m);
         m = NULL;
-        rc = make_image_unit(w, job, &im, reserved, st, err);
+        rc = make_image_unit(w, job, &im, reserved, st, use_cache ? &plan : NULL, err);
         image_rgb_free(&im);
     } else {
         if ((rc = sample_video(m, &job->sp, &sr, err)) < 0)
@@ -298,7 +362,9 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
         job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
         media_close(m);
         m = NULL;
-        rc = make_units(w, job, sr, reserved, st, err);
+        rc = make_units(w, job, sr, reserved, st, use_cache ? &plan : NULL, err);
+        if (rc == 0 && use_cache && !st->wins_lost)
+            worker_cache_store_windows(w, job, &plan, st->wins, st->n_wins);
     }
     if (rc < 0)
         goto out;
@@ -308,6 +374,7 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
                  job->decode_ms, (long long)st->max_bytes, (long long)st->sum_bytes,
                  (long long)worker_budget_peak(&w->budget), (long long)w->budget.total);
 out:
+    worker_cache_plan_free(&plan);
     worker_budget_release(&w->budget, reserved);
     sample_result_free(sr);
     media_close(m);
@@ -323,6 +390,7 @@ void *worker_decode_main(void *arg)
         struct stream_stats st = {0};
         (void)worker_send_progress(&w->out, job->id, "decode", 0, 1);
         int rc = run_job(w, job, &st, &err);
+        free(st.wins);
         pthread_mutex_lock(&w->lock);
         w->decoding--;
         (void)worker_job_overdue_locked(w, job, vl3_time_ns()); /* its reason wins */

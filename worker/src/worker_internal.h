@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "sample.h"
+#include "token_cache.h"
 #include "vl3/engine.h"
 #include "worker.h"
 #include "worker_budget.h"
@@ -35,6 +36,7 @@ struct worker_job {
     int64_t max_new_tokens;
     double temperature;
     int attempt;
+    int cache;           /* WORKER_CACHE_* (the job's "cache" field) */
     /* progress, under w->lock */
     int pending;         /* 1 for the decode stage + one per window not yet answered */
     int rc;              /* first failure, 0 if none */
@@ -66,7 +68,14 @@ struct worker_unit {
     int seqs_left;          /* sequences of this window not finished */
     double preprocess_ms, vision_ms;
     int vision_batch_frames, vision_batch_units;
+    /* token cache: 0 not used, 1 miss (key set: stored after encoding), 2 hit (visual set) */
+    int cache;
+    char key[33];
+    char *key_descr;        /* owned */
 };
+
+/* The job's use of the token cache (== enum vl3_cache_mode of the protocol). */
+enum { WORKER_CACHE_USE, WORKER_CACHE_REFRESH, WORKER_CACHE_OFF };
 
 /* One answer being generated: a window x task. */
 struct worker_gen {
@@ -103,6 +112,16 @@ struct worker {
     int n_decoders;
     pthread_t engine;
     int engine_started;
+
+    /* token cache (NULL when cache.conninfo is empty); thread-safe */
+    tcache *tcache;
+    char vision_identity[33];
+    struct worker_fp_memo {     /* content fingerprints by file version, under lock */
+        char path[256];
+        int64_t dev, ino, size, mtime_ns, ctime_ns;
+        char fp[TCACHE_FINGERPRINT_LEN];
+    } fp_memo[32];
+    int fp_memo_next;
 
     /* engine thread only */
     vl3_vision *vision;
