@@ -235,7 +235,18 @@ static inline float rsqrtf(float x)
 {
     return 1.0f / sqrtf(x);
 }
-/* __expf and __logf: glibc declares and exports them (= expf, logf). */
+/* __expf and __logf: glibc's math.h declares them but current libm exports neither, so they
+ * map onto expf and logf here. */
+static inline float vl3_emu_expf(float x)
+{
+    return expf(x);
+}
+static inline float vl3_emu_logf(float x)
+{
+    return logf(x);
+}
+#define __expf vl3_emu_expf
+#define __logf vl3_emu_logf
 static inline float __fdividef(float a, float b)
 {
     return a / b;
