@@ -7,3 +7,10 @@ target_include_directories(test-cuda-emu PRIVATE ${CMAKE_SOURCE_DIR}/engine/back
   ${CMAKE_SOURCE_DIR}/engine/backend/cpu ${CMAKE_SOURCE_DIR}/engine/backend/cuda)
 target_compile_options(test-cuda-emu PRIVATE
   $<$<COMPILE_LANGUAGE:CXX>:${VL3_CUDA_EMU_CXX_FLAGS}>)
+
+# The emulated CUDA backend ("cuda-emu", bf16) op by op against the CPU backend, through the
+# backend vtable, over a grid of shapes (tests/engine/test_cuda_backend.c).
+vl3_test(NAME test-cuda-backend SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_backend.c
+  LIBS vl3engine LABELS "unit;cuda-emu" TIMEOUT 300)
+target_include_directories(test-cuda-backend PRIVATE ${CMAKE_SOURCE_DIR}/engine/backend
+  ${CMAKE_SOURCE_DIR}/engine/backend/cpu ${CMAKE_SOURCE_DIR}/engine/src)
