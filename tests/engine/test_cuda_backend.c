@@ -160,7 +160,7 @@ static int check(const char *op, const char *shape, const float *got, const floa
     return fail;
 }
 
-/* ---- LLM ops ---------------------------------------------------------------------------------- */
+/* ---- LLM ops --------------------------------------------------------------------------------- */
 
 TEST(op_matmul)
 {
@@ -367,7 +367,7 @@ TEST(op_embed_scatter_copy_argmax)
     return 0;
 }
 
-/* ---- paged KV cache: kv_store and attention --------------------------------------------------- */
+/* ---- paged KV cache: kv_store and attention -------------------------------------------------- */
 
 struct seq_spec {
     int n_q, n_past;
@@ -479,7 +479,7 @@ TEST(op_attention_paged)
     return 0;
 }
 
-/* ---- vision ops (f32) ------------------------------------------------------------------------- */
+/* ---- vision ops (f32) ------------------------------------------------------------------------ */
 
 TEST(op_vision)
 {
@@ -493,7 +493,8 @@ TEST(op_vision)
     for (size_t s = 0; s < N_OF(lin); s++) {
         int P = lin[s][0], in = lin[s][1], out = lin[s][2];
         float *x = randv((size_t)P * in, 1.0, 0), *w = randv((size_t)out * in, 0.05, 0);
-        float *b = lin[s][3] ? randv((size_t)out, 0.5, 0) : NULL, *want = malloc((size_t)P * out * 4);
+        float *b = lin[s][3] ? randv((size_t)out, 0.5, 0) : NULL;
+        float *want = malloc((size_t)P * out * 4);
         ASSERT_OK(cv->linear(NULL, x, w, b, want, P, in, out));
         float *ex = edev(x, (size_t)P * in * 4), *ew = edev(w, (size_t)out * in * 4);
         float *eb = b ? edev(b, (size_t)out * 4) : NULL, *ey = edev(NULL, (size_t)P * out * 4);
@@ -554,7 +555,8 @@ TEST(op_vision)
         size_t n = (size_t)P * H * D;
         char shape[64];
         snprintf(shape, sizeof(shape), "P%lld H%d D%d blocks%d", (long long)P, H, D, nb);
-        int32_t *pr = malloc(sizeof(int32_t) * (size_t)P), *pc = malloc(sizeof(int32_t) * (size_t)P);
+        int32_t *pr = malloc(sizeof(int32_t) * (size_t)P);
+        int32_t *pc = malloc(sizeof(int32_t) * (size_t)P);
         for (int64_t p = 0; p < P; p++)
             pr[p] = (int32_t)(p / 6), pc[p] = (int32_t)(p % 6 * 3);
         float *q = randv(n, 2.0, 0), *k = randv(n, 2.0, 0), *v = randv(n, 1.0, 0);
@@ -563,7 +565,8 @@ TEST(op_vision)
         ASSERT_OK(cv->rope2d(NULL, wq, pr, pc, P, H, D, 10000.0f));
         float *eq = edev(q, n * 4), *ek = edev(k, n * 4), *evv = edev(v, n * 4);
         float *eo = edev(NULL, n * 4);
-        int32_t *epr = edev(pr, sizeof(int32_t) * (size_t)P), *epc = edev(pc, sizeof(int32_t) * (size_t)P);
+        int32_t *epr = edev(pr, sizeof(int32_t) * (size_t)P);
+        int32_t *epc = edev(pc, sizeof(int32_t) * (size_t)P);
         int64_t *ecu = edev(at[s].cu, sizeof(int64_t) * (size_t)(nb + 1));
         ASSERT_OK(ev->rope2d(ectx, eq, epr, epc, P, H, D, 10000.0f));
         float *got = eget_f32(eq, n);

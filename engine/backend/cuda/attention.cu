@@ -4,12 +4,13 @@
  *  - the vision encoder's non-causal attention over cu_seqlens blocks (f32, one block of rows
  *    per frame or image).
  *
- * One CUDA block per (query row, head), ATT_WARPS warps. The query (pre-scaled) sits in shared
- * memory. Each warp takes tiles of 32 keys in turn (tile w, w + ATT_WARPS, ...); lane i scores
- * key base + i against the query, the warp's running maximum and sum are updated (online
- * softmax), the tile's probabilities go through shared memory, and each lane accumulates the
- * output dims lane, lane + 32, ... over the tile's V rows. At the end the warps' partial states
- * (max, sum, output) are merged through shared memory. Head dims up to 32 * ATT_MAXR.
+ * One CUDA block per (query row, head), up to ATT_WARPS warps (fewer for short rows). The
+ * query (pre-scaled) sits in shared memory. Each warp takes tiles of 32 keys in turn (tile w,
+ * w + n_warps, ...); lane i scores key base + i against the query, the warp's running maximum
+ * and sum are updated (online softmax), the tile's probabilities go through shared memory, and
+ * each lane accumulates the output dims lane, lane + 32, ... over the tile's V rows. At the end
+ * the warps' partial states (max, sum, output) are merged through shared memory. Head dims up
+ * to 32 * ATT_MAXR.
  *
  * This is the correctness-first kernel (key reads are one row per lane, not coalesced across
  * lanes); a tensor-core (wmma) version tiled over query rows is the next step for prefill. */
@@ -17,8 +18,7 @@
 
 #include "dtype.cuh"
 
-#define ATT_WARPS 4
-#define ATT_THREADS (32 * ATT_WARPS)
+#define ATT_WARPS 4 /* at most; fewer when the longest row has fewer keys (att_threads) */
 #define ATT_MAXR 8 /* head_dim <= 256 */
 
 /* Key j of a paged sequence: the element offset of its kv-head slice in the pool. */
@@ -45,6 +45,13 @@ struct block_keys {
 static size_t att_shmem(int D)
 {
     return sizeof(float) * ((size_t)D + ATT_WARPS * 32 + (size_t)ATT_WARPS * D + 2 * ATT_WARPS);
+}
+
+/* One warp per 32 keys of the longest row, at most ATT_WARPS. */
+static unsigned att_threads(int64_t max_keys)
+{
+    int64_t w = (max_keys + 31) / 32;
+    return 32u * (unsigned)(w < 1 ? 1 : (w > ATT_WARPS ? ATT_WARPS : w));
 }
 
 static __device__ __forceinline__ float att_warp_max(float v)
@@ -76,12 +83,12 @@ static __device__ void att_row(T *out_row, const T *q_row, const T *K, const T *
     for (int d = threadIdx.x; d < D; d += blockDim.x)
         qs[d] = vl3_ld(q_row, d) * scale;
     __syncthreads();
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     float m = -INFINITY, l = 0.f, acc[ATT_MAXR];
     for (int r = 0; r < ATT_MAXR; r++)
         acc[r] = 0.f;
     float *pw = ps + warp * 32;
-    for (int base = warp * 32; base < n_keys; base += ATT_WARPS * 32) {
+    for (int base = warp * 32; base < n_keys; base += n_warps * 32) {
         const int j = base + lane;
         float s = -INFINITY;
         if (j < n_keys) {
@@ -124,16 +131,16 @@ static __device__ void att_row(T *out_row, const T *q_row, const T *K, const T *
     }
     __syncthreads();
     float M = -INFINITY;
-    for (int w = 0; w < ATT_WARPS; w++)
+    for (int w = 0; w < n_warps; w++)
         M = fmaxf(M, ms[w]);
     float L = 0.f;
-    for (int w = 0; w < ATT_WARPS; w++)
+    for (int w = 0; w < n_warps; w++)
         if (ms[w] > -INFINITY)
             L += ls[w] * __expf(ms[w] - M);
     const float inv = 1.0f / L;
     for (int d = threadIdx.x; d < D; d += blockDim.x) {
         float o = 0.f;
-        for (int w = 0; w < ATT_WARPS; w++)
+        for (int w = 0; w < n_warps; w++)
             if (ms[w] > -INFINITY)
                 o += accs[w * D + d] * __expf(ms[w] - M);
         vl3_st(out_row, d, o * inv);
@@ -165,7 +172,8 @@ extern "C" int cuda_attention_paged_bf16(void *out, const void *q, int q_stride,
                                          int n_heads, int n_kv_heads, int D, float scale,
                                          const void *k_pages, const void *v_pages, int page_size,
                                          const int32_t *seqs_dev, const int32_t *tables_dev,
-                                         int max_pages, int n_seqs, int n_rows, void *stream)
+                                         int max_pages, int n_seqs, int n_rows, int max_keys,
+                                         void *stream)
 {
     if (n_heads <= 0 || n_kv_heads <= 0 || n_heads % n_kv_heads || D <= 0 ||
         D > 32 * ATT_MAXR || page_size <= 0 || max_pages <= 0)
@@ -173,7 +181,8 @@ extern "C" int cuda_attention_paged_bf16(void *out, const void *q, int q_stride,
     if (n_rows <= 0 || n_seqs <= 0)
         return 0;
     dim3 grid((unsigned)n_rows, (unsigned)n_heads);
-    VL3_LAUNCH(attention_paged_kernel, grid, ATT_THREADS, att_shmem(D), (cudaStream_t)stream,
+    VL3_LAUNCH(attention_paged_kernel, grid, att_threads(max_keys), att_shmem(D),
+               (cudaStream_t)stream,
                (vl3_bf16 *)out, (const vl3_bf16 *)q, q_stride, out_stride, n_heads, n_kv_heads,
                D, scale, (const vl3_bf16 *)k_pages, (const vl3_bf16 *)v_pages, page_size,
                seqs_dev, tables_dev, max_pages, n_seqs);
@@ -204,15 +213,19 @@ __global__ void attention_blocks_kernel(const float *q, const float *k, const fl
 }
 
 extern "C" int cuda_attention_blocks(const float *q, const float *k, const float *v, float *out,
-                                     const int64_t *cu, int n_blocks, int64_t P, int H, int D,
-                                     void *stream)
+                                     const int64_t *cu, const int64_t *cu_host, int n_blocks,
+                                     int64_t P, int H, int D, void *stream)
 {
     if (H <= 0 || D <= 0 || D > 32 * ATT_MAXR || n_blocks < 0 || P < 0 || P > 0x7fffffff)
         return -22;
     if (P == 0 || n_blocks == 0)
         return 0;
+    int64_t max_keys = 0;
+    for (int b = 0; b < n_blocks; b++)
+        if (cu_host[b + 1] - cu_host[b] > max_keys)
+            max_keys = cu_host[b + 1] - cu_host[b];
     dim3 grid((unsigned)P, (unsigned)H);
-    VL3_LAUNCH(attention_blocks_kernel, grid, ATT_THREADS, att_shmem(D), (cudaStream_t)stream, q,
-               k, v, out, cu, n_blocks, H, D, 1.0f / sqrtf((float)D));
+    VL3_LAUNCH(attention_blocks_kernel, grid, att_threads(max_keys), att_shmem(D),
+               (cudaStream_t)stream, q, k, v, out, cu, n_blocks, H, D, 1.0f / sqrtf((float)D));
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }

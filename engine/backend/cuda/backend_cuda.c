@@ -341,7 +341,7 @@ static size_t cuda_matmul_work_size(void *ctx, int max_in)
     return 0; /* cuBLASLt's workspace belongs to the context */
 }
 
-/* ---- LLM layer ops ----------------------------------------------------------------------------- */
+/* ---- LLM layer ops --------------------------------------------------------------------------- */
 
 static int cuda_rmsnorm_op(void *ctx, void *y, const void *x, const void *w, int T, int C,
                            float eps)
@@ -371,14 +371,19 @@ static int cuda_attention_op(void *ctx, const struct vl3__attn_args *a)
     struct cuda_ctx *c = ctx;
     if (!a->seqs_dev || !a->tables_dev)
         return -EINVAL;
-    int n_rows = 0;
-    for (int i = 0; i < a->n_seqs; i++)
-        if (a->seqs[i].q_row + a->seqs[i].n_q > n_rows)
-            n_rows = a->seqs[i].q_row + a->seqs[i].n_q;
+    int n_rows = 0, max_keys = 0;
+    for (int i = 0; i < a->n_seqs; i++) {
+        const struct vl3__attn_seq *s = &a->seqs[i];
+        if (s->q_row + s->n_q > n_rows)
+            n_rows = s->q_row + s->n_q;
+        if (s->n_past + s->n_q > max_keys)
+            max_keys = s->n_past + s->n_q;
+    }
     return k_rc(cuda_attention_paged_bf16(a->out, a->q, a->q_stride, a->out_stride, a->n_heads,
                                           a->n_kv_heads, a->head_dim, a->scale, a->k_pages,
                                           a->v_pages, a->page_size, a->seqs_dev, a->tables_dev,
-                                          a->max_pages, a->n_seqs, n_rows, c->stream));
+                                          a->max_pages, a->n_seqs, n_rows, max_keys,
+                                          c->stream));
 }
 
 static size_t cuda_attention_work_size(void *ctx, int max_q, int n_ctx, int n_heads)
@@ -440,7 +445,7 @@ static int cuda_copy_rows_op(void *ctx, void *dst, size_t dst_stride, const void
     return k_rc(cuda_copy_rows(dst, dst_stride, src, src_stride, n_rows, row_bytes, c->stream));
 }
 
-/* ---- vision ops (f32; emulated backend only, see the head of this file) -------------------- */
+/* ---- vision ops (f32; emulated backend only, see the head of this file) ---------------------- */
 
 #ifdef VL3_CUDA_EMU
 static int v_linear(void *ctx, const float *x, const float *w, const float *b, float *y,
@@ -477,7 +482,9 @@ static int v_attention_blocks(void *ctx, const float *q, const float *k, const f
     for (int i = 0; i < n_blocks; i++)
         if (cu[i + 1] < cu[i])
             return -EINVAL;
-    return k_rc(cuda_attention_blocks(q, k, v, out, cu, n_blocks, cu[n_blocks], H, D, c->stream));
+    /* device memory is host memory here: cu serves as both */
+    return k_rc(cuda_attention_blocks(q, k, v, out, cu, cu, n_blocks, cu[n_blocks], H, D,
+                                      c->stream));
 }
 
 static int v_gelu_tanh(void *ctx, float *x, int64_t n)

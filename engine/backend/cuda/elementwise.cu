@@ -62,8 +62,9 @@ extern "C" int cuda_embed_bf16(void *out, const void *table, const int32_t *ids,
 {
     if (T <= 0 || C <= 0)
         return 0;
-    dim3 grid((unsigned)(C + ELT_THREADS - 1) / ELT_THREADS, (unsigned)T);
-    VL3_LAUNCH(embed_kernel<vl3_bf16>, grid, ELT_THREADS, 0, (cudaStream_t)stream,
+    const unsigned nt = vl3__cuda_threads(C, ELT_THREADS);
+    dim3 grid((unsigned)(C + nt - 1) / nt, (unsigned)T);
+    VL3_LAUNCH(embed_kernel<vl3_bf16>, grid, nt, 0, (cudaStream_t)stream,
                (vl3_bf16 *)out, (const vl3_bf16 *)table, ids, C);
     return LAUNCH_OK();
 }
@@ -82,8 +83,9 @@ extern "C" int cuda_scatter_rows_bf16(void *dst, const float *src, const int32_t
 {
     if (n <= 0 || C <= 0)
         return 0;
-    dim3 grid((unsigned)(C + ELT_THREADS - 1) / ELT_THREADS, (unsigned)n);
-    VL3_LAUNCH(scatter_rows_kernel, grid, ELT_THREADS, 0, (cudaStream_t)stream, (vl3_bf16 *)dst,
+    const unsigned nt = vl3__cuda_threads(C, ELT_THREADS);
+    dim3 grid((unsigned)(C + nt - 1) / nt, (unsigned)n);
+    VL3_LAUNCH(scatter_rows_kernel, grid, nt, 0, (cudaStream_t)stream, (vl3_bf16 *)dst,
                src, idx, C);
     return LAUNCH_OK();
 }
@@ -107,7 +109,8 @@ extern "C" int cuda_kv_store_bf16(void *k_pages, void *v_pages, const void *qkv,
 {
     if (T <= 0 || kv_dim <= 0)
         return 0;
-    VL3_LAUNCH(kv_store_kernel<vl3_bf16>, (unsigned)T, 128, 0, (cudaStream_t)stream,
+    VL3_LAUNCH(kv_store_kernel<vl3_bf16>, (unsigned)T, vl3__cuda_threads(kv_dim, 128), 0,
+               (cudaStream_t)stream,
                (vl3_bf16 *)k_pages, (vl3_bf16 *)v_pages, (const vl3_bf16 *)qkv, qkv_stride,
                k_off, v_off, kv_dim, slots);
     return LAUNCH_OK();
@@ -131,10 +134,12 @@ extern "C" int cuda_copy_rows(void *dst, size_t dst_stride, const void *src, siz
         return 0;
     uintptr_t a = (uintptr_t)dst | (uintptr_t)src | dst_stride | src_stride | row_bytes;
     if (a % 4 == 0)
-        VL3_LAUNCH(copy_rows_kernel<uint32_t>, (unsigned)n_rows, 256, 0, (cudaStream_t)stream,
+        VL3_LAUNCH(copy_rows_kernel<uint32_t>, (unsigned)n_rows,
+                   vl3__cuda_threads((long long)(row_bytes / 4), 256), 0, (cudaStream_t)stream,
                    (char *)dst, dst_stride, (const char *)src, src_stride, row_bytes / 4);
     else
-        VL3_LAUNCH(copy_rows_kernel<unsigned char>, (unsigned)n_rows, 256, 0,
+        VL3_LAUNCH(copy_rows_kernel<unsigned char>, (unsigned)n_rows,
+                   vl3__cuda_threads((long long)row_bytes, 256), 0,
                    (cudaStream_t)stream, (char *)dst, dst_stride, (const char *)src, src_stride,
                    row_bytes);
     return LAUNCH_OK();
@@ -189,7 +194,7 @@ extern "C" int cuda_downsample(const float *x, float *y, int gh, int gw, int m, 
     if (m != 2 || gh % 2 || gw % 2)
         return -22;
     int64_t n_out = (int64_t)(gh / 2) * (gw / 2);
-    VL3_LAUNCH(downsample2_kernel, elt_blocks(n_out * C), ELT_THREADS, 0, (cudaStream_t)stream, x,
-               y, n_out, C);
+    VL3_LAUNCH(downsample2_kernel, elt_blocks(n_out * C), ELT_THREADS, 0, (cudaStream_t)stream,
+               x, y, n_out, C);
     return LAUNCH_OK();
 }

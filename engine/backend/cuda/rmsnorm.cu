@@ -40,7 +40,8 @@ extern "C" int cuda_rmsnorm(float *y, const float *x, const float *w, int rows, 
 {
     if (rows <= 0)
         return 0;
-    VL3_LAUNCH(rmsnorm_kernel<float>, rows, 256, 0, (cudaStream_t)stream, y, x, w, cols, eps);
+    VL3_LAUNCH(rmsnorm_kernel<float>, rows, vl3__cuda_threads(cols, 256), 0, (cudaStream_t)stream,
+               y, x, w, cols, eps);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
@@ -49,7 +50,7 @@ extern "C" int cuda_rmsnorm_bf16(void *y, const void *x, const float *w, int row
 {
     if (rows <= 0)
         return 0;
-    VL3_LAUNCH(rmsnorm_kernel<vl3_bf16>, rows, 256, 0, (cudaStream_t)stream, (vl3_bf16 *)y,
-               (const vl3_bf16 *)x, w, cols, eps);
+    VL3_LAUNCH(rmsnorm_kernel<vl3_bf16>, rows, vl3__cuda_threads(cols, 256), 0,
+               (cudaStream_t)stream, (vl3_bf16 *)y, (const vl3_bf16 *)x, w, cols, eps);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }

@@ -32,8 +32,8 @@ extern "C" int cuda_rope(float *x, int T, int stride, int n_heads, int D, const 
         return -22;
     if (T <= 0 || n_heads <= 0 || D <= 0)
         return 0;
-    VL3_LAUNCH(rope_kernel<float>, T, 128, 0, (cudaStream_t)stream, x, stride, n_heads, D, pos,
-               theta);
+    VL3_LAUNCH(rope_kernel<float>, T, vl3__cuda_threads((long long)n_heads * D / 2, 128), 0,
+               (cudaStream_t)stream, x, stride, n_heads, D, pos, theta);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
@@ -44,8 +44,8 @@ extern "C" int cuda_rope_bf16(void *x, int T, int stride, int n_heads, int D, co
         return -22;
     if (T <= 0 || n_heads <= 0 || D <= 0)
         return 0;
-    VL3_LAUNCH(rope_kernel<vl3_bf16>, T, 128, 0, (cudaStream_t)stream, (vl3_bf16 *)x, stride,
-               n_heads, D, pos, theta);
+    VL3_LAUNCH(rope_kernel<vl3_bf16>, T, vl3__cuda_threads((long long)n_heads * D / 2, 128), 0,
+               (cudaStream_t)stream, (vl3_bf16 *)x, stride, n_heads, D, pos, theta);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
@@ -77,7 +77,7 @@ extern "C" int cuda_rope2d(float *x, const int32_t *pos_r, const int32_t *pos_c,
         return -22;
     if (P == 0 || H <= 0)
         return 0;
-    VL3_LAUNCH(rope2d_kernel, (unsigned)P, 128, 0, (cudaStream_t)stream, x, pos_r, pos_c, H, D,
-               theta);
+    VL3_LAUNCH(rope2d_kernel, (unsigned)P, vl3__cuda_threads((long long)H * D / 2, 128), 0,
+               (cudaStream_t)stream, x, pos_r, pos_c, H, D, theta);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }

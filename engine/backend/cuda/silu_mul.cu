@@ -19,8 +19,9 @@ extern "C" int cuda_silu_mul(float *out, const float *gu, int T, int I, void *st
 {
     if (T <= 0 || I <= 0)
         return 0;
-    dim3 grid((unsigned)(I + 255) / 256, (unsigned)T);
-    VL3_LAUNCH(silu_mul_kernel<float>, grid, 256, 0, (cudaStream_t)stream, out, gu, I);
+    const unsigned nt = vl3__cuda_threads(I, 256);
+    dim3 grid((unsigned)(I + nt - 1) / nt, (unsigned)T);
+    VL3_LAUNCH(silu_mul_kernel<float>, grid, nt, 0, (cudaStream_t)stream, out, gu, I);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
 
@@ -28,8 +29,9 @@ extern "C" int cuda_silu_mul_bf16(void *out, const void *gu, int T, int I, void 
 {
     if (T <= 0 || I <= 0)
         return 0;
-    dim3 grid((unsigned)(I + 255) / 256, (unsigned)T);
-    VL3_LAUNCH(silu_mul_kernel<vl3_bf16>, grid, 256, 0, (cudaStream_t)stream, (vl3_bf16 *)out,
+    const unsigned nt = vl3__cuda_threads(I, 256);
+    dim3 grid((unsigned)(I + nt - 1) / nt, (unsigned)T);
+    VL3_LAUNCH(silu_mul_kernel<vl3_bf16>, grid, nt, 0, (cudaStream_t)stream, (vl3_bf16 *)out,
                (const vl3_bf16 *)gu, I);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }
