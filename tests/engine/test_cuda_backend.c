@@ -14,6 +14,7 @@
  *  - f32 ops (matmul_f32, the vision ops): NMSE <= 1e-10 (summation order only).
  * The measured NMSE of each case is printed (stderr) so a drift shows before it fails. */
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -854,5 +855,58 @@ TEST(e2e_run_image_video_match_cpu)
                 return 1;
         }
     }
+    return 0;
+}
+
+/* Kernels launched from two host threads at once (the worker runs the vision encoder and the
+ * decoder in different threads): each thread's blocks keep their own shared memory. */
+struct thread_job {
+    int C, T, fails;
+    uint64_t seed;
+};
+
+static void *norm_thread(void *arg)
+{
+    struct thread_job *j = arg;
+    size_t n = (size_t)j->T * j->C;
+    float *x = malloc(n * 4), *w = malloc((size_t)j->C * 4), *want = malloc(n * 4);
+    uint64_t s = j->seed;
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        x[i] = rb((float)((double)(s >> 40) / (double)(1 << 24) * 4.0 - 2.0));
+    }
+    for (int c = 0; c < j->C; c++)
+        w[c] = 1.0f + 0.001f * (float)c;
+    cpu->rmsnorm(cctx, want, x, w, j->T, j->C, 1e-6f);
+    void *ex = edev_bf16(x, n), *ey = edev(NULL, n * 2), *ew = edev(w, (size_t)j->C * 4);
+    for (int it = 0; it < 30 && !j->fails; it++) {
+        if (emu->rmsnorm(ectx, ey, ex, ew, j->T, j->C, 1e-6f) < 0) {
+            j->fails++;
+            break;
+        }
+        float *got = eget_bf16(ey, n);
+        for (size_t i = 0; i < n; i++)
+            if (fabsf(got[i] - want[i]) > 0.01f * fabsf(want[i]) + 1e-3f) {
+                j->fails++;
+                break;
+            }
+        free(got);
+    }
+    emu->dealloc(ectx, ex), emu->dealloc(ectx, ey), emu->dealloc(ectx, ew);
+    free(x), free(w), free(want);
+    return NULL;
+}
+
+TEST(emu_kernels_from_two_threads)
+{
+    ASSERT_OK(setup());
+    struct thread_job j[2] = {{1536, 16, 0, 1}, {64, 40, 0, 2}};
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        ASSERT_EQ(pthread_create(&t[i], NULL, norm_thread, &j[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    ASSERT_EQ(j[0].fails, 0);
+    ASSERT_EQ(j[1].fails, 0);
     return 0;
 }
