@@ -13,7 +13,7 @@ static const char *const sample_mode_names[] = {"exact", "fast", NULL};
 const vl3_conf_option worker_conf_table[] = {
     OPT("model", VL3_CONF_STRING, model, "", 0, 0, VL3_CONF_RESTART, "model checkpoint directory"),
     OPT("backend", VL3_CONF_STRING, backend, "auto", 0, 0, VL3_CONF_RESTART,
-        "engine backend: auto, cpu or cuda"),
+        "engine backend: auto, cpu, cuda or cuda-emu (CUDA kernels on the host emulator)"),
     OPT("device", VL3_CONF_INT, device, "0", 0, 64, VL3_CONF_RESTART, "GPU index"),
     OPT("threads", VL3_CONF_INT, threads, "0", 0, 1024, VL3_CONF_RESTART,
         "CPU inference threads (0 = all cores)"),

@@ -8,7 +8,7 @@
 
 struct worker_conf {
     char *model;          /* checkpoint directory */
-    char *backend;        /* auto | cpu | cuda */
+    char *backend;        /* auto | cpu | cuda | cuda-emu */
     int64_t device;       /* GPU index */
     int64_t threads;      /* CPU threads (0 = all cores) */
     int64_t decode_threads;
