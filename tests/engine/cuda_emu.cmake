@@ -14,3 +14,15 @@ vl3_test(NAME test-cuda-backend SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cuda_back
   LIBS vl3engine LABELS "unit;cuda-emu" TIMEOUT 300)
 target_include_directories(test-cuda-backend PRIVATE ${CMAKE_SOURCE_DIR}/engine/backend
   ${CMAKE_SOURCE_DIR}/engine/backend/cpu ${CMAKE_SOURCE_DIR}/engine/src)
+
+# Label gpu: the same cases on the real libvl3cuda.so (VL3_TEST_BACKEND=cuda); each skips (77)
+# without the module or a device. tools/gpu-check runs them on a lent GPU machine.
+file(STRINGS ${CMAKE_CURRENT_LIST_DIR}/test_cuda_backend.c vl3_gpu_cases
+  REGEX "^TEST\\([a-z0-9_]+\\)")
+foreach(line ${vl3_gpu_cases})
+  string(REGEX REPLACE "^TEST\\(([a-z0-9_]+)\\).*" "\\1" case "${line}")
+  add_test(NAME gpu/test-cuda-backend/${case} COMMAND test-cuda-backend ${case})
+  set_tests_properties(gpu/test-cuda-backend/${case} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77
+    TIMEOUT 300 ENVIRONMENT
+    "VL3_TEST_BACKEND=cuda;VL3_BIN_DIR=${CMAKE_BINARY_DIR}/bin;VL3_FIXTURE_DIR=${CMAKE_BINARY_DIR}/fixtures")
+endforeach()

@@ -1,7 +1,9 @@
 /* test_cuda_backend.c: every op of the backend interface on the emulated CUDA backend ("cuda-emu":
  * the .cu kernels on the host CUDA emulator, bf16 activations) against the CPU backend (the
  * oracle, f32 activations), on seeded random inputs over a grid of shapes: edge sizes (1, 31, 33,
- * odd head dims and page sizes) and the real 2B and 7B widths at small row counts.
+ * odd head dims and page sizes) and the real 2B and 7B widths at small row counts; then the tiny
+ * models end to end. With VL3_TEST_BACKEND=cuda (ctest label gpu, tests gpu/test-cuda-backend/CASE)
+ * the same cases run on the real libvl3cuda.so and a device, and skip (77) without one.
  *
  * Inputs are drawn as bf16-representable values, so both backends start from the same numbers;
  * the CPU result is then the f32 oracle. Tolerances (tol_table), per op:
@@ -38,22 +40,51 @@ static const struct {
     {"v_downsample", 0},
 };
 
+/* The backend under test: the emulated one, or with VL3_TEST_BACKEND=cuda (ctest label gpu) the
+ * real libvl3cuda.so on a device. Every helper goes through the vtable (device memory from its
+ * alloc, transfers with upload/download), so the same cases run on both. */
 static const vl3__backend_ops *cpu = &vl3__backend_cpu_ops;
 static const vl3__backend_ops *emu = &vl3__backend_cuda_emu_ops;
 static void *cctx, *ectx;
+static int real_gpu;                   /* testing the real module */
+static const char *dev_name = "cuda-emu"; /* the backend's name for vl3 run / model params */
+static enum vl3_backend_kind dev_kind = VL3_BACKEND_CUDA_EMU;
+static vl3_error skip_why;
 static uint64_t rng_state = 1234;
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
+/* 0, 1 (skip: no device for the gpu label, reason in skip_why) or -1. */
 static int setup(void)
 {
     vl3_error err = {0};
+    const char *want = getenv("VL3_TEST_BACKEND");
+    if (want && strcmp(want, "cuda") == 0 && !real_gpu) {
+        const vl3__backend_ops *ops = vl3__backend_cuda_load(&skip_why);
+        if (!ops)
+            return 1;
+        if (ops->device_count() <= 0) {
+            vl3_error_set(&skip_why, VL3_E_UNSUPPORTED, "no CUDA device");
+            return 1;
+        }
+        emu = ops, real_gpu = 1, dev_name = "cuda", dev_kind = VL3_BACKEND_CUDA;
+    }
     if (!cctx && cpu->init(0, 1, &cctx, &err) < 0)
         return -1;
-    if (!ectx && emu->init(0, 1, &ectx, &err) < 0)
+    if (!ectx && emu->init(0, 1, &ectx, &err) < 0) {
+        fprintf(stderr, "%s: %s\n", emu->name, err.msg);
         return -1;
+    }
     return 0;
 }
+
+#define SETUP()                                                                                    \
+    do {                                                                                           \
+        int s_ = setup();                                                                          \
+        if (s_ == 1)                                                                               \
+            SKIP("the real CUDA backend is not usable here: %s", skip_why.msg);                    \
+        ASSERT_OK(s_);                                                                             \
+    } while (0)
 
 static double urand(void) /* U(-1, 1) */
 {
@@ -167,7 +198,7 @@ static int check(const char *op, const char *shape, const float *got, const floa
 
 TEST(op_matmul)
 {
-    ASSERT_OK(setup());
+    SETUP();
     /* {T, in, out, bias, accumulate}: edges, both CPU paths (T <= 32 bf16 kernel, T > 32 sgemm),
      * 2B qkv / down, 7B qkv / down at small T */
     static const int shapes[][5] = {
@@ -220,7 +251,7 @@ static const int row_counts[] = {1, 3};
 
 TEST(op_rmsnorm_silu_add)
 {
-    ASSERT_OK(setup());
+    SETUP();
     int fails = 0;
     for (size_t a = 0; a < N_OF(widths); a++)
         for (size_t r = 0; r < N_OF(row_counts); r++) {
@@ -262,7 +293,7 @@ TEST(op_rmsnorm_silu_add)
 
 TEST(op_rope)
 {
-    ASSERT_OK(setup());
+    SETUP();
     /* {T, n_heads, D, extra stride}: q heads inside a wider qkv row, as llm.c rotates them */
     static const int shapes[][4] = {{1, 1, 2, 0}, {3, 4, 16, 32}, {5, 12, 128, 512},
                                     {2, 28, 128, 1024}, {3, 3, 80, 7}};
@@ -292,7 +323,7 @@ TEST(op_rope)
 
 TEST(op_embed_scatter_copy_argmax)
 {
-    ASSERT_OK(setup());
+    SETUP();
     int fails = 0;
     static const int cs[] = {1, 33, 1536, 3584};
     for (size_t a = 0; a < N_OF(cs); a++) {
@@ -465,7 +496,7 @@ static int attention_case(int H, int Hkv, int D, int ps, const struct seq_spec *
 
 TEST(op_attention_paged)
 {
-    ASSERT_OK(setup());
+    SETUP();
     static const struct seq_spec mixed[] = {{5, 0}, {1, 40}, {7, 19}};
     static const struct seq_spec one_decode[] = {{1, 0}};
     static const struct seq_spec long_decode[] = {{1, 300}, {2, 129}};
@@ -486,8 +517,10 @@ TEST(op_attention_paged)
 
 TEST(op_vision)
 {
-    ASSERT_OK(setup());
+    SETUP();
     const struct vl3__vision_ops *cv = &vl3__cpu_vision_ops, *ev = emu->vision;
+    if (real_gpu && !ev)
+        SKIP("the real module runs the vision encoder on the CPU ops (vision.c keeps host memory)");
     ASSERT(ev);
     int fails = 0;
     /* linear: {P, in, out, bias}: patch embedding (588), the tiny width, 2B vision widths */
@@ -605,18 +638,19 @@ TEST(op_vision)
 /* The vtable is complete and says what it supports. */
 TEST(vtable_complete)
 {
-    ASSERT_OK(setup());
-    ASSERT_STR_EQ(emu->name, "cuda-emu");
+    SETUP();
+    ASSERT_STR_EQ(emu->name, dev_name);
     ASSERT_EQ(emu->abi, VL3__BACKEND_ABI);
     ASSERT(emu->alloc && emu->dealloc && emu->upload && emu->download && emu->synchronize &&
            emu->supports && emu->act_dtype && emu->weight_dtype && emu->weight_bytes &&
            emu->weight_convert && emu->matmul && emu->matmul_work_size && emu->rmsnorm &&
            emu->rope && emu->kv_store && emu->attention && emu->attention_work_size &&
            emu->scatter_rows && emu->silu_mul && emu->add && emu->embed && emu->argmax &&
-           emu->copy_rows && emu->vision && emu->matmul_f32);
+           emu->copy_rows && (emu->vision || real_gpu) && emu->matmul_f32);
     ASSERT_EQ(emu->act_dtype(ectx), VL3__DTYPE_BF16);
-    ASSERT_EQ(emu->device_count(), 1);
-    for (int op = 0; op < VL3__OP_COUNT; op++)
+    if (!real_gpu)
+        ASSERT_EQ(emu->device_count(), 1);
+    for (int op = 0; op < (real_gpu ? VL3__OP_VISION_LINEAR : VL3__OP_COUNT); op++)
         ASSERT(emu->supports(ectx, (enum vl3__op)op,
                              op >= VL3__OP_VISION_LINEAR || op == VL3__OP_ARGMAX
                                  ? VL3__DTYPE_F32
@@ -702,7 +736,7 @@ static int llm_batches(int native)
     for (int b = 0; b < 2; b++) {
         vl3_model_params mp = vl3_model_params_default();
         mp.dir = dir;
-        mp.backend = b ? VL3_BACKEND_CUDA_EMU : VL3_BACKEND_CPU;
+        mp.backend = b ? dev_kind : VL3_BACKEND_CPU;
         mp.n_threads = 1;
         ASSERT_OK_E(vl3_model_load(&mp, &m[b], &err), &err);
         ASSERT_OK_E(vl3_ctx_new(m[b], &cp, &ctx[b], &err), &err);
@@ -766,6 +800,7 @@ static int llm_batches(int native)
 
 TEST(e2e_llm_batches_match_cpu)
 {
+    SETUP();
     if (llm_batches(0))
         return 1;
     return llm_batches(1);
@@ -796,7 +831,7 @@ static int run_pair(const char *dir, const char *model, const char *input, const
         ASSERT_EQ(test_sh(NULL, 0,
                           "%s/vl3 run --model %s %s --task caption --greedy --max-new-tokens 10 "
                           "--threads 1 --backend %s --dump %s >/dev/null",
-                          bin, model, input, b ? "cuda-emu" : "cpu", dump[b]),
+                          bin, model, input, b ? dev_name : "cpu", dump[b]),
                   0);
         snprintf(path, sizeof(path), "%s/generated.i32", dump[b]);
         ASSERT_OK(read_all(path, &gen[b], &gen_n[b]));
@@ -805,7 +840,9 @@ static int run_pair(const char *dir, const char *model, const char *input, const
     }
     snprintf(path, sizeof(path), "%s/meta.json", dump[1]);
     ASSERT_OK(read_all(path, &meta, &meta_n));
-    ASSERT_STR_CONTAINS((char *)meta, "\"backend\": \"cuda-emu\"");
+    char want_backend[64];
+    snprintf(want_backend, sizeof(want_backend), "\"backend\": \"%s\"", dev_name);
+    ASSERT_STR_CONTAINS((char *)meta, want_backend);
     ASSERT_EQ(lg_n[0], lg_n[1]);
     double e = rel_l2f(lg[1], lg[0], (int)(lg_n[0] / 4));
     fprintf(stderr, "%s: %zu tokens, prompt logits rel_l2 %.3g (bound %.2g)\n", tag, gen_n[0] / 4,
@@ -827,6 +864,7 @@ static int run_pair(const char *dir, const char *model, const char *input, const
  * LLM with the CPU's tokens fed to both. */
 TEST(e2e_run_image_video_match_cpu)
 {
+    SETUP();
     const char *bin = getenv("VL3_BIN_DIR");
     if (!bin)
         SKIP("VL3_BIN_DIR is not set");
@@ -899,7 +937,7 @@ static void *norm_thread(void *arg)
 
 TEST(emu_kernels_from_two_threads)
 {
-    ASSERT_OK(setup());
+    SETUP();
     struct thread_job j[2] = {{1536, 16, 0, 1}, {64, 40, 0, 2}};
     pthread_t t[2];
     for (int i = 0; i < 2; i++)
