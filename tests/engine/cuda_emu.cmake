@@ -26,3 +26,7 @@ foreach(line ${vl3_gpu_cases})
     TIMEOUT 300 ENVIRONMENT
     "VL3_TEST_BACKEND=cuda;VL3_BIN_DIR=${CMAKE_BINARY_DIR}/bin;VL3_FIXTURE_DIR=${CMAKE_BINARY_DIR}/fixtures")
 endforeach()
+if(VL3_HAVE_CUDA)
+  target_compile_definitions(test-cuda-backend PRIVATE VL3_TEST_HAVE_CUDA=1)
+  add_dependencies(test-cuda-backend vl3cuda)
+endif()

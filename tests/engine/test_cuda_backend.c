@@ -948,3 +948,25 @@ TEST(emu_kernels_from_two_threads)
     ASSERT_EQ(j[1].fails, 0);
     return 0;
 }
+
+/* In a build with the CUDA module (VL3_CUDA=ON/AUTO with nvcc), libvl3cuda.so loads with every
+ * symbol resolved (RTLD_NOW), has the engine's ABI and answers device_count without a driver
+ * (0 here). Found missing: cublasGetStatusName is in libcublas, which the module does not link. */
+TEST(real_module_loads)
+{
+#ifdef VL3_TEST_HAVE_CUDA
+    vl3_error err = {0};
+    const vl3__backend_ops *ops = vl3__backend_cuda_load(&err);
+    if (!ops)
+        TEST__FAIL("libvl3cuda.so does not load: %s", err.msg);
+    ASSERT_STR_EQ(ops->name, "cuda");
+    ASSERT_EQ(ops->abi, VL3__BACKEND_ABI);
+    int n = ops->device_count();
+    ASSERT_GE(n, 0);
+    fprintf(stderr, "libvl3cuda.so loaded, %d device(s)\n", n);
+    ASSERT(ops->matmul && ops->attention && ops->matmul_f32 && !ops->vision);
+    return 0;
+#else
+    SKIP("this build has no CUDA module (VL3_CUDA=OFF or no nvcc)");
+#endif
+}
