@@ -2,7 +2,7 @@
  *
  *   vl3 run --model DIR --prompt TEXT [--system-prompt default|none|TEXT] [--greedy]
  *           [--repetition-penalty X] [--max-new-tokens N] [--temperature X] [--top-k N]
- *           [--top-p X] [--seed N] [--threads N] [--dump DIR]
+ *           [--top-p X] [--seed N] [--threads N] [--backend NAME] [--dump DIR]
  *   vl3 run --model DIR (--image FILE | --frames DIR|LIST | --video FILE [--fps F]
  *           [--max-frames N] [--sampling exact|fast] [--window SECONDS [--window-index K]])
  *           (--task T [--question Q] | --prompt TEXT)
@@ -81,6 +81,7 @@ struct run_opts {
     int greedy;
     int max_new_tokens;                  /* 0 = default */
     int threads;
+    int backend;                         /* enum vl3_backend_kind, default AUTO */
     int have_temperature, have_top_k, have_top_p, have_rp, have_seed;
     float temperature, top_p, rp;
     int top_k;
@@ -197,6 +198,15 @@ static int opt_precision(struct run_opts *o, const char *a)
     return 0;
 }
 
+static int opt_backend(struct run_opts *o, const char *a)
+{
+    int k = vl3_backend_kind_parse(a);
+    if (k < 0)
+        return -EINVAL;
+    o->backend = k;
+    return 0;
+}
+
 static int opt_image(struct run_opts *o, const char *a) { o->image = a; return 0; }
 static int opt_frames(struct run_opts *o, const char *a) { o->frames = a; return 0; }
 static int opt_question(struct run_opts *o, const char *a) { o->question = a; return 0; }
@@ -286,6 +296,8 @@ static const struct run_opt {
     {"threads", 1, "N", "CPU threads (default: all)", opt_threads},
     {"precision", 1, "P", "bf16 | f32 | auto: CPU arithmetic (default auto: bf16 where the CPU "
      "has AVX512-BF16 or AMX; VL3_PRECISION when set)", opt_precision},
+    {"backend", 1, "NAME", "auto | cpu | cuda | cuda-emu (default auto: cuda when a device is "
+     "there, else cpu; cuda-emu: the CUDA kernels on the host emulator, slow)", opt_backend},
     {"dump", 1, "DIR", "write input_ids.i32, logits.f32, generated.i32, meta.json", opt_dump},
     {"image", 1, "FILE", "an image (PNG, JPEG, WebP, ...) before the instruction", opt_image},
     {"frames", 1, "DIR|LIST", "video frames: images named with timestamps, or a list file",
@@ -751,6 +763,7 @@ int cmd_run(int argc, char **argv)
     vl3_model_params mp = vl3_model_params_default();
     mp.dir = o.model;
     mp.n_threads = o.threads;
+    mp.backend = (enum vl3_backend_kind)o.backend;
     if ((r = vl3_model_load(&mp, &m, &err)) < 0) {
         fprintf(stderr, "vl3 run: could not load model \"%s\": %s\n", o.model,
                 vl3_error_text(&err, r));

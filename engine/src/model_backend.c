@@ -5,8 +5,9 @@
  * On the CPU the matrices stay bf16 (the checkpoint dtype: used in place in the loader's
  * mappings where the parts of a fused matrix lie contiguous, else copied; f32/f16 sources are
  * rounded) and the vectors become f32: see engine/backend/cpu/matmul.c for the measurement
- * behind that choice (the decode step is memory-bound; bf16 halves its bytes). AUTO means CPU
- * until the CUDA backend implements the LLM ops; an explicit CUDA request is refused. */
+ * behind that choice (the decode step is memory-bound; bf16 halves its bytes). AUTO means CUDA
+ * when libvl3cuda.so loads and sees the device, else the CPU; CUDA_EMU is the CUDA backend's
+ * kernels on the host emulator (vl3__backend_cuda_emu_ops, always linked). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -236,14 +237,26 @@ void vl3__llm_weights_free(vl3_model *m)
 int vl3__model_backend_init(vl3_model *m, const vl3_model_params *p, vl3_error *reterr)
 {
     const vl3__backend_ops *ops;
+    vl3_error why = {0};
     switch (p->backend) {
     case VL3_BACKEND_AUTO:
+        /* CUDA when the module loads and sees a device, else the CPU */
+        ops = vl3__backend_cuda_load(&why);
+        if (!ops || ops->device_count() <= p->device)
+            ops = &vl3__backend_cpu_ops;
+        break;
     case VL3_BACKEND_CPU:
         ops = &vl3__backend_cpu_ops;
         break;
     case VL3_BACKEND_CUDA:
-        return vl3_error_set(reterr, VL3_E_UNSUPPORTED,
-                             "the CUDA backend cannot run models in this build yet");
+        ops = vl3__backend_cuda_load(&why);
+        if (!ops)
+            return vl3_error_set(reterr, VL3_E_UNSUPPORTED, "the CUDA backend is not available: "
+                                 "%s", why.msg);
+        break;
+    case VL3_BACKEND_CUDA_EMU:
+        ops = &vl3__backend_cuda_emu_ops;
+        break;
     default:
         return vl3_error_set(reterr, -EINVAL, "unknown backend kind %d", (int)p->backend);
     }

@@ -1161,3 +1161,44 @@ TEST(proc_token_cache)
     ASSERT_STR_EQ(ans, w1);
     return 0;
 }
+
+/* backend = cuda-emu: the worker starts on the emulated CUDA backend (the CUDA kernels on the
+ * host emulator), says so in HELLO, and answers an image job as `vl3 run --backend cuda-emu`
+ * does; `--backend NAME` overrides the setting, an unknown name is a usage error (exit 1). */
+TEST(proc_cuda_emu_backend_answers)
+{
+    struct proc p;
+    ASSERT_OK(fixtures());
+    ASSERT_OK(write_conf("backend = cuda-emu"));
+    ASSERT_OK(spawn(&p));
+    vl3_proto_msg m;
+    ASSERT_EQ(next(&p, &m, 60000), 1);
+    ASSERT_EQ(m.type, VL3_PROTO_HELLO);
+    ASSERT_STR_EQ(m.u.hello.backend, "cuda-emu");
+    vl3_proto_msg_free(&m);
+    char png[1200];
+    path(png, sizeof(png), "img.png");
+    const char *ids[1] = {"emu"};
+    static struct outcome o[1];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job_t(&p, "emu", png, 0, 1, 0, 8));
+    ASSERT_OK(collect(&p, ids, 1, o, 240));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(o[0].got_done);
+    ASSERT_EQ(o[0].n, 1);
+    static char want[8192];
+    ASSERT_EQ(vl3_run_answer(want, sizeof(want),
+                             "--image '%s' --task caption --greedy --max-new-tokens 8 "
+                             "--backend cuda-emu", png), 0);
+    ASSERT_STR_EQ(o[0].answer[0], want);
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    ASSERT_EQ(test_sh(NULL, 0, "'%s/vl3-worker' --config '%s' --backend nope </dev/null "
+                      "2>'%s/bad_backend.log'", bin, conf_path, test_tmpdir()), 1);
+    ASSERT_EQ(test_sh(NULL, 0, "grep -q 'invalid backend \"nope\"' '%s/bad_backend.log'",
+                      test_tmpdir()), 0);
+    return 0;
+}

@@ -32,6 +32,7 @@
 #include "worker_conf.h"
 
 static const char *arg_config = NULL;
+static const char *arg_backend = NULL; /* --backend: overrides the setting "backend" */
 static int arg_check_config = 0;
 
 static void on_stop_signal(int sig)
@@ -47,6 +48,8 @@ static void help(void)
            "vl3d, speaking the framed protocol of schema/worker-protocol.md on stdin/stdout.\n\n"
            "  -c, --config FILE   configuration file\n"
            "      --check-config  parse and validate the configuration, then exit\n"
+           "      --backend NAME  engine backend, overriding the setting \"backend\": auto, cpu,\n"
+           "                      cuda or cuda-emu (the CUDA kernels on the host emulator)\n"
            "  -h, --help          show this help\n"
            "      --version       show the version\n\n"
            "Exit status: 0 stdin closed and every job answered, 1 usage or configuration error,\n"
@@ -117,6 +120,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, 'C'},
+        {"backend", required_argument, NULL, 'B'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {0},
@@ -126,6 +130,7 @@ int main(int argc, char **argv)
         switch (c) {
         case 'c': arg_config = optarg; break;
         case 'C': arg_check_config = 1; break;
+        case 'B': arg_backend = optarg; break;
         case 'h': help(); return 0;
         case 'V': printf("vl3-worker %s (engine %s)\n", VL3_VERSION, vl3_engine_version()); return 0;
         default: return 2;
@@ -136,6 +141,8 @@ int main(int argc, char **argv)
     int r = vl3_conf_defaults(worker_conf_table, &conf, &err);
     if (r == 0 && arg_config)
         r = vl3_conf_load(worker_conf_table, &conf, arg_config, &err);
+    if (r == 0 && arg_backend)
+        r = vl3_conf_set(worker_conf_table, &conf, "backend", arg_backend, &err);
     if (r < 0) {
         vl3_log_err("%s", vl3_error_text(&err, r));
         vl3_conf_free_strings(worker_conf_table, &conf);

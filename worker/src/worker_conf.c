@@ -13,7 +13,7 @@ static const char *const sample_mode_names[] = {"exact", "fast", NULL};
 const vl3_conf_option worker_conf_table[] = {
     OPT("model", VL3_CONF_STRING, model, "", 0, 0, VL3_CONF_RESTART, "model checkpoint directory"),
     OPT("backend", VL3_CONF_STRING, backend, "auto", 0, 0, VL3_CONF_RESTART,
-        "engine backend: auto, cpu or cuda"),
+        "engine backend: auto, cpu, cuda or cuda-emu (CUDA kernels on the host emulator)"),
     OPT("precision", VL3_CONF_STRING, precision, "auto", 0, 0, VL3_CONF_RESTART,
         "CPU arithmetic: auto (bf16 where the CPU has AMX or AVX512-BF16), bf16 or f32 (the "
         "numerical oracle); the VL3_PRECISION environment variable wins when set"),

@@ -8,7 +8,7 @@
 
 struct worker_conf {
     char *model;          /* checkpoint directory */
-    char *backend;        /* auto | cpu | cuda */
+    char *backend;        /* auto | cpu | cuda | cuda-emu */
     char *precision;      /* auto | bf16 | f32: the CPU backend's arithmetic (VL3_PRECISION) */
     int64_t device;       /* GPU index */
     int64_t threads;      /* CPU threads (0 = all cores) */
