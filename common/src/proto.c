@@ -394,7 +394,21 @@ static int parse_stats(const json_t *o, struct vl3_proto_stats *s, vl3_error *re
         (r = get_i64(o, "frames_sampled", "stats.frames_sampled", 0, 0, I64_MAX_SANE,
                      &s->frames_sampled, reterr)) < 0 ||
         (r = get_num(o, "sample_interval_s", "stats.sample_interval_s", 0, 0, 1e9,
-                     &s->sample_interval_s, reterr)) < 0)
+                     &s->sample_interval_s, reterr)) < 0 ||
+        (r = get_i64(o, "tokens_total", "stats.tokens_total", 0, 0, I64_MAX_SANE,
+                     &s->tokens_total, reterr)) < 0 ||
+        (r = get_i64(o, "tokens_kept", "stats.tokens_kept", 0, 0, I64_MAX_SANE, &s->tokens_kept,
+                     reterr)) < 0 ||
+        (r = get_i64(o, "prompt_tokens", "stats.prompt_tokens", 0, 0, I64_MAX_SANE,
+                     &s->prompt_tokens, reterr)) < 0 ||
+        (r = get_i64(o, "vision_batch_frames", "stats.vision_batch_frames", 0, 0, I64_MAX_SANE,
+                     &s->vision_batch_frames, reterr)) < 0 ||
+        (r = get_i64(o, "vision_batch_windows", "stats.vision_batch_windows", 0, 0,
+                     I64_MAX_SANE, &s->vision_batch_windows, reterr)) < 0 ||
+        (r = get_i64(o, "vision_batch_jobs", "stats.vision_batch_jobs", 0, 0, I64_MAX_SANE,
+                     &s->vision_batch_jobs, reterr)) < 0 ||
+        (r = get_i64(o, "decode_step_jobs", "stats.decode_step_jobs", 0, 0, I64_MAX_SANE,
+                     &s->decode_step_jobs, reterr)) < 0)
         return r;
     return 0;
 }
@@ -630,6 +644,19 @@ int vl3_proto_encode_result(const struct vl3_proto_result *m, uint8_t **ret, siz
         json_object_set_new(st, "generate_ms", json_real(s->generate_ms));
         json_object_set_new(st, "frames_sampled", json_integer(s->frames_sampled));
         json_object_set_new(st, "sample_interval_s", json_real(s->sample_interval_s));
+        const struct {
+            const char *k;
+            int64_t v;
+        } opt[] = {{"tokens_total", s->tokens_total},
+                   {"tokens_kept", s->tokens_kept},
+                   {"prompt_tokens", s->prompt_tokens},
+                   {"vision_batch_frames", s->vision_batch_frames},
+                   {"vision_batch_windows", s->vision_batch_windows},
+                   {"vision_batch_jobs", s->vision_batch_jobs},
+                   {"decode_step_jobs", s->decode_step_jobs}};
+        for (size_t i = 0; i < sizeof(opt) / sizeof(opt[0]); i++)
+            if (opt[i].v)
+                json_object_set_new(st, opt[i].k, json_integer(opt[i].v));
         json_object_set_new(o, "stats", st);
     }
     return encode(VL3_PROTO_RESULT, o, ret, ret_len, reterr);

@@ -441,10 +441,17 @@ static void sv_result(void *user, struct sv_job *s, const struct vl3_proto_resul
         .end_s = r->t_end,
         .answer = answer,
         .model = NULL,
-        .prompt_tokens = -1,
+        .prompt_tokens = st->prompt_tokens > 0 && st->prompt_tokens < INT_MAX
+                             ? (int)st->prompt_tokens
+                             : -1,
         .generated_tokens = (int)(st->tokens_generated < INT_MAX ? st->tokens_generated : -1),
-        .visual_tokens_kept = -1,
-        .visual_tokens_total = -1,
+        /* 0 of 0 is an old worker that did not say: unknown */
+        .visual_tokens_kept = st->tokens_total > 0 && st->tokens_total < INT_MAX
+                                  ? (int)st->tokens_kept
+                                  : -1,
+        .visual_tokens_total = st->tokens_total > 0 && st->tokens_total < INT_MAX
+                                   ? (int)st->tokens_total
+                                   : -1,
         .vision_ms = st->vision_ms,
         .prefill_ms = st->prefill_ms,
         .decode_ms = st->generate_ms,

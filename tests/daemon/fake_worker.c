@@ -216,9 +216,18 @@ static void run_job(const struct vl3_proto_job *j)
                 fs = j->sampling.max_frames;
             if (fs < 1)
                 fs = 1;
-            struct vl3_proto_result r = {j->job_id, t, w, t0, t1, answer,
-                                         {j->sampling.max_frames, 1, 5, 1, 2.0, 3.0, 4.0, 5.0,
-                                          fs, (t1 - t0) / (double)fs}};
+            struct vl3_proto_result r = {j->job_id, t, w, t0, t1, answer, {0}};
+            r.stats = (struct vl3_proto_stats){.frames_decoded = j->sampling.max_frames,
+                                               .frames_pruned = 1, .tokens_generated = 5,
+                                               .batch_size = 1, .decode_ms = 2.0,
+                                               .vision_ms = 3.0, .prefill_ms = 4.0,
+                                               .generate_ms = 5.0, .frames_sampled = fs,
+                                               .sample_interval_s = (t1 - t0) / (double)fs};
+            /* made-up token counts the tests recompute: 16 visual tokens a frame, 10 kept,
+             * a prompt of the kept tokens plus 20 + task */
+            r.stats.tokens_total = 16 * fs;
+            r.stats.tokens_kept = 10 * fs;
+            r.stats.prompt_tokens = 10 * fs + 20 + t;
             send_and_free(vl3_proto_encode_result(&r, &b, &l, NULL), &b, &l);
             n++;
         }

@@ -65,11 +65,20 @@ TEST(proto_stream_bytewise)
     size_t lens[6], total = 0;
     struct vl3_proto_hello h = {VL3_PROTO_VERSION, "fake 1", "cpu", 42};
     struct vl3_proto_progress p = {"j", "decode", 3, 10};
-    struct vl3_proto_result res = {"j", 1, 4, 10.0, 20.5, "a dog on a \"sofa\"\n",
-                                   {7, 3, 12, 2, 1.5, 2.5, 3.5, 4.5, 41, 0.25}};
+    struct vl3_proto_result res = {"j", 1, 4, 10.0, 20.5, "a dog on a \"sofa\"\n", {0}};
+    res.stats = (struct vl3_proto_stats){.frames_decoded = 7, .frames_pruned = 3,
+                                         .tokens_generated = 12, .batch_size = 2,
+                                         .decode_ms = 1.5, .vision_ms = 2.5, .prefill_ms = 3.5,
+                                         .generate_ms = 4.5, .frames_sampled = 41,
+                                         .sample_interval_s = 0.25};
     struct vl3_proto_done d = {"j", 5, {1, 123456, 1700000000, 12.5, 320, 240, 29.97, "h264"}};
     struct vl3_proto_error er = {"j", VL3_PERR_DECODE, 0, "could not decode"};
     struct vl3_proto_pong pg = {99, NULL};
+    res.stats.tokens_total = 640;
+    res.stats.tokens_kept = 410;
+    res.stats.prompt_tokens = 437;
+    res.stats.vision_batch_jobs = 3;
+    res.stats.decode_step_jobs = 2;
     ASSERT_OK_E(vl3_proto_encode_hello(&h, &parts[0], &lens[0], &e), &e);
     ASSERT_OK_E(vl3_proto_encode_progress(&p, &parts[1], &lens[1], &e), &e);
     ASSERT_OK_E(vl3_proto_encode_result(&res, &parts[2], &lens[2], &e), &e);
@@ -115,6 +124,12 @@ TEST(proto_stream_bytewise)
                 ASSERT_NEAR(m.u.result.stats.generate_ms, 4.5, 0);
                 ASSERT_EQ(m.u.result.stats.frames_sampled, 41);
                 ASSERT_NEAR(m.u.result.stats.sample_interval_s, 0.25, 0);
+                ASSERT_EQ(m.u.result.stats.tokens_total, 640);
+                ASSERT_EQ(m.u.result.stats.tokens_kept, 410);
+                ASSERT_EQ(m.u.result.stats.prompt_tokens, 437);
+                ASSERT_EQ(m.u.result.stats.vision_batch_jobs, 3);
+                ASSERT_EQ(m.u.result.stats.decode_step_jobs, 2);
+                ASSERT_EQ(m.u.result.stats.vision_batch_windows, 0); /* absent = 0 */
                 break;
             case 3:
                 ASSERT_EQ(m.type, VL3_PROTO_DONE);
@@ -253,6 +268,9 @@ TEST(proto_bad_payloads)
         {VL3_PROTO_RESULT, "{\"job\":\"j\",\"task\":0,\"answer\":\"x\",\"stats\":{\"batch_size\":"
                            "-1}}",
          "stats.batch_size"},
+        {VL3_PROTO_RESULT, "{\"job\":\"j\",\"task\":0,\"answer\":\"x\",\"stats\":{\"tokens_kept\":"
+                           "\"5\"}}",
+         "field \"stats.tokens_kept\" must be an integer"},
         {VL3_PROTO_RESULT, "{\"job\":\"j\",\"task\":0,\"answer\":\"x\",\"t_start\":5,\"t_end\":1}",
          "before"},
         {VL3_PROTO_ERROR, "{\"code\":\"weird\",\"retryable\":true,\"message\":\"m\"}",

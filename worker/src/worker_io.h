@@ -22,8 +22,7 @@ struct worker_out {
     int broken; /* a write failed (the daemon is gone): later sends fail at once */
 };
 
-/* Statistics of one answer. The first group maps to the protocol's stats fields; the second is
- * sent as additional stats fields (the protocol ignores unknown fields). */
+/* Statistics of one answer: the protocol's RESULT.stats fields. */
 struct worker_stats {
     int64_t frames_decoded, frames_pruned, tokens_generated, batch_size;
     double decode_ms, vision_ms, prefill_ms, generate_ms;

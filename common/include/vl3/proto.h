@@ -131,6 +131,12 @@ struct vl3_proto_stats {
     double decode_ms, vision_ms, prefill_ms, generate_ms;
     int64_t frames_sampled;   /* frames the model saw for this window (1 for an image) */
     double sample_interval_s; /* window duration / frames_sampled (0 for an image) */
+    int64_t tokens_total, tokens_kept; /* visual tokens before / after DiffFP pruning */
+    int64_t prompt_tokens;             /* prompt length, visual tokens included */
+    int64_t vision_batch_frames;  /* frames in the vision-encoder call that served the window */
+    int64_t vision_batch_windows; /* windows (of any jobs) in that call */
+    int64_t vision_batch_jobs;    /* distinct jobs in that call */
+    int64_t decode_step_jobs;     /* most distinct jobs in one decode step of this answer */
 };
 
 struct vl3_proto_result {
