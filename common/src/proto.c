@@ -413,6 +413,31 @@ static int parse_stats(const json_t *o, struct vl3_proto_stats *s, vl3_error *re
     return 0;
 }
 
+/* PONG.jobs: an array of at most VL3_PROTO_MAX_CREDITS job ids */
+static int parse_held(const json_t *a, struct vl3_proto_pong *p, vl3_error *reterr)
+{
+    p->njobs = 0;
+    if (!a || json_is_null(a))
+        return 0;
+    if (!json_is_array(a))
+        return PERR("field \"jobs\" must be an array");
+    if (json_array_size(a) > VL3_PROTO_MAX_CREDITS)
+        return PERR("field \"jobs\" holds more than %d ids", VL3_PROTO_MAX_CREDITS);
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const json_t *v = json_array_get(a, i);
+        char name[32];
+        snprintf(name, sizeof(name), "jobs[%zu]", i);
+        if (!json_is_string(v) || json_string_length(v) == 0)
+            return PERR("field \"%s\" must be a job id", name);
+        int r = check_text(name, json_string_value(v), json_string_length(v), VL3_PROTO_MAX_ID,
+                           1, reterr);
+        if (r < 0)
+            return r;
+        p->jobs[p->njobs++] = json_string_value(v);
+    }
+    return 0;
+}
+
 static int parse_payload(int type, const json_t *o, vl3_proto_msg *m, vl3_error *reterr)
 {
     int r = 0;
@@ -422,11 +447,15 @@ static int parse_payload(int type, const json_t *o, vl3_proto_msg *m, vl3_error 
         if ((r = get_i64(o, "proto", "proto", 1, 0, 255, &h->proto, reterr)) < 0 ||
             (r = get_str(o, "worker", "worker", 1, 256, 1, &h->worker, reterr)) < 0 ||
             (r = get_str(o, "backend", "backend", 0, 64, 1, &h->backend, reterr)) < 0 ||
-            (r = get_i64(o, "pid", "pid", 0, 0, INT32_MAX, &h->pid, reterr)) < 0)
+            (r = get_i64(o, "pid", "pid", 0, 0, INT32_MAX, &h->pid, reterr)) < 0 ||
+            (r = get_i64(o, "credits", "credits", 0, 1, VL3_PROTO_MAX_CREDITS, &h->credits,
+                         reterr)) < 0)
             return r;
-        if (h->proto != VL3_PROTO_VERSION)
-            return PERR("worker speaks protocol %lld, this side %u", (long long)h->proto,
-                        VL3_PROTO_VERSION);
+        if (h->proto < VL3_PROTO_LEVEL_MIN || h->proto > VL3_PROTO_LEVEL)
+            return PERR("worker speaks protocol %lld, this side %d to %d", (long long)h->proto,
+                        VL3_PROTO_LEVEL_MIN, VL3_PROTO_LEVEL);
+        if (h->proto < 2 || !json_object_get(o, "credits"))
+            h->credits = 1; /* one job at a time */
         return 0;
     }
     case VL3_PROTO_JOB: return parse_job(o, &m->u.job, reterr);
@@ -481,7 +510,7 @@ static int parse_payload(int type, const json_t *o, vl3_proto_msg *m, vl3_error 
         if ((r = get_i64(o, "seq", "seq", 1, 0, I64_MAX_SANE, &m->u.pong.seq, reterr)) < 0 ||
             (r = get_str(o, "job", "job", 0, VL3_PROTO_MAX_ID, 1, &m->u.pong.job_id, reterr)) < 0)
             return r;
-        return 0;
+        return parse_held(json_object_get(o, "jobs"), &m->u.pong, reterr);
     default: return PERR("unknown frame type %d", type);
     }
 }
@@ -569,6 +598,8 @@ int vl3_proto_encode_hello(const struct vl3_proto_hello *m, uint8_t **ret, size_
         set_str(o, "worker", m->worker);
         set_str(o, "backend", m->backend);
         json_object_set_new(o, "pid", json_integer(m->pid));
+        if (m->credits)
+            json_object_set_new(o, "credits", json_integer(m->credits));
     }
     return encode(VL3_PROTO_HELLO, o, ret, ret_len, reterr);
 }
@@ -719,6 +750,12 @@ int vl3_proto_encode_pong(const struct vl3_proto_pong *m, uint8_t **ret, size_t 
     if (o) {
         json_object_set_new(o, "seq", json_integer(m->seq));
         set_str(o, "job", m->job_id);
+        if (m->njobs > 0) {
+            json_t *a = json_array();
+            for (int i = 0; a && i < m->njobs && i < VL3_PROTO_MAX_CREDITS; i++)
+                json_array_append_new(a, json_string(m->jobs[i] ? m->jobs[i] : ""));
+            json_object_set_new(o, "jobs", a);
+        }
     }
     return encode(VL3_PROTO_PONG, o, ret, ret_len, reterr);
 }

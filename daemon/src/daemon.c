@@ -333,6 +333,7 @@ static void on_started_stored(void *user, const store_outcome *o)
     }
     dj->state = DJ_WORKING;
     dj->sv.priority = dj->job->priority;
+    dj->sv.id = dj->job->id;
     dj->sv_active = 1;
     supervise_submit(d->sv, &dj->sv);
 }
@@ -1067,7 +1068,8 @@ int vl3d_start(uv_loop_t *loop, struct daemon_conf *conf, const char *conf_path,
                                    .job_timeout_ms = (uint64_t)d->conf.job_timeout_ms,
                                    .stall_timeout_ms = (uint64_t)d->conf.stall_timeout_ms,
                                    .startup_timeout_ms = (uint64_t)d->conf.startup_timeout_ms,
-                                   .ping_interval_ms = (uint64_t)d->conf.ping_interval_ms};
+                                   .ping_interval_ms = (uint64_t)d->conf.ping_interval_ms,
+                                   .credits = (int)d->conf.worker_credits};
     struct supervise_ops sops = {sv_encode, sv_result,    sv_done,    sv_error,
                                  sv_poison, sv_abandoned, sv_stopped, d};
     if ((r = supervise_new(loop, &so, &sops, &d->sv, reterr)) < 0)

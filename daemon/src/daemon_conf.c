@@ -11,6 +11,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "vl3/proto.h"
+
 #define OPT(name, type, field, def, min, max, flags, help)                                         \
     {name, type, offsetof(struct daemon_conf, field), def, min, max, NULL, flags, help}
 
@@ -33,6 +35,9 @@ const vl3_conf_option daemon_conf_table[] = {
         "number of vl3-worker processes"),
     OPT("workers.backend", VL3_CONF_STRING, worker_backend, "auto", 0, 0, VL3_CONF_RESTART,
         "engine backend of the workers: auto, cpu or cuda"),
+    OPT("workers.credits", VL3_CONF_INT, worker_credits, "0", 0, VL3_PROTO_MAX_CREDITS,
+        VL3_CONF_RESTART,
+        "most jobs one worker holds at once (0 = as many as its hello offers; 1 = one at a time)"),
     OPT("workers.path", VL3_CONF_STRING, worker_path, "vl3-worker", 0, 0, VL3_CONF_RESTART,
         "worker executable"),
     OPT("workers.config", VL3_CONF_STRING, worker_config, "", 0, 0, VL3_CONF_RESTART,

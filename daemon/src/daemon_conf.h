@@ -18,6 +18,7 @@ struct daemon_conf {
     int migrate_on_start;
     int64_t workers;
     char *worker_backend;
+    int64_t worker_credits;
     char *worker_path;
     char *worker_config;
     int64_t max_attempts;

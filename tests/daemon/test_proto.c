@@ -63,7 +63,7 @@ TEST(proto_stream_bytewise)
     vl3_error e = {0};
     uint8_t *parts[6];
     size_t lens[6], total = 0;
-    struct vl3_proto_hello h = {VL3_PROTO_VERSION, "fake 1", "cpu", 42};
+    struct vl3_proto_hello h = {VL3_PROTO_LEVEL, "fake 1", "cpu", 42, 4};
     struct vl3_proto_progress p = {"j", "decode", 3, 10};
     struct vl3_proto_result res = {"j", 1, 4, 10.0, 20.5, "a dog on a \"sofa\"\n", {0}};
     res.stats = (struct vl3_proto_stats){.frames_decoded = 7, .frames_pruned = 3,
@@ -73,7 +73,7 @@ TEST(proto_stream_bytewise)
                                          .sample_interval_s = 0.25};
     struct vl3_proto_done d = {"j", 5, {1, 123456, 1700000000, 12.5, 320, 240, 29.97, "h264"}};
     struct vl3_proto_error er = {"j", VL3_PERR_DECODE, 0, "could not decode"};
-    struct vl3_proto_pong pg = {99, NULL};
+    struct vl3_proto_pong pg = {99, "j", 2, {"j", "k"}};
     res.stats.tokens_total = 640;
     res.stats.tokens_kept = 410;
     res.stats.prompt_tokens = 437;
@@ -107,6 +107,8 @@ TEST(proto_stream_bytewise)
                 ASSERT_EQ(m.type, VL3_PROTO_HELLO);
                 ASSERT_STR_EQ(m.u.hello.worker, "fake 1");
                 ASSERT_EQ(m.u.hello.pid, 42);
+                ASSERT_EQ(m.u.hello.proto, 2);
+                ASSERT_EQ(m.u.hello.credits, 4);
                 break;
             case 1:
                 ASSERT_EQ(m.type, VL3_PROTO_PROGRESS);
@@ -152,7 +154,9 @@ TEST(proto_stream_bytewise)
             case 5:
                 ASSERT_EQ(m.type, VL3_PROTO_PONG);
                 ASSERT_EQ(m.u.pong.seq, 99);
-                ASSERT(m.u.pong.job_id == NULL);
+                ASSERT_STR_EQ(m.u.pong.job_id, "j");
+                ASSERT_EQ(m.u.pong.njobs, 2);
+                ASSERT_STR_EQ(m.u.pong.jobs[1], "k");
                 break;
             }
             got++;
@@ -262,7 +266,9 @@ TEST(proto_bad_payloads)
          "{\"job\":\"a\",\"input\":\"/x\",\"tasks\":[{\"kind\":\"ocr\"}],\"sampling\":{\"fps\":"
          "1,\"max_frames\":0,\"mode\":\"fast\"}}",
          "sampling.max_frames\" out of range"},
-        {VL3_PROTO_HELLO, "{\"proto\":2,\"worker\":\"w\"}", "protocol 2"},
+        {VL3_PROTO_HELLO, "{\"proto\":3,\"worker\":\"w\"}", "protocol 3"},
+        {VL3_PROTO_HELLO, "{\"proto\":2,\"worker\":\"w\",\"credits\":0}", "credits"},
+        {VL3_PROTO_PONG, "{\"seq\":1,\"jobs\":[\"a\",7]}", "jobs[1]"},
         {VL3_PROTO_RESULT, "{\"job\":\"j\",\"task\":99,\"answer\":\"x\"}",
          "field \"task\" out of range"},
         {VL3_PROTO_RESULT, "{\"job\":\"j\",\"task\":0,\"answer\":\"x\",\"stats\":{\"batch_size\":"
@@ -296,6 +302,14 @@ TEST(proto_bad_payloads)
         if (!strstr(e.msg, cases[i].want))
             TEST__FAIL("case %zu: \"%s\" lacks \"%s\"", i, e.msg, cases[i].want);
     }
+    /* a level-1 hello takes one job at a time, whatever it says about credits */
+    const char *v1 = "{\"proto\":1,\"worker\":\"w\",\"credits\":8}";
+    vl3_proto_frame f = {VL3_PROTO_HELLO, (const uint8_t *)v1, strlen(v1)};
+    vl3_proto_msg hm;
+    vl3_error he = {0};
+    ASSERT_OK_E(vl3_proto_msg_parse(&f, &hm, &he), &he);
+    ASSERT_EQ(hm.u.hello.credits, 1);
+    vl3_proto_msg_free(&hm);
     /* unknown fields are ignored */
     vl3_error e = {0};
     ASSERT_OK_E(parse_json(VL3_PROTO_PONG, "{\"seq\":1,\"future\":{\"x\":[1,2]}}", &e), &e);

@@ -4,6 +4,8 @@
  * reported to the caller, and stop leaves nothing on the loop (uv_loop_close() == 0). */
 #include <uv.h>
 
+#include <signal.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "supervise.h"
@@ -90,6 +92,12 @@ static void t_abandoned(void *user, struct sv_job *s)
     ((struct tjob *)s)->abandoned++;
 }
 
+static void submit(struct tjob *j)
+{
+    j->sv.id = j->id;
+    supervise_submit(C.sv, &j->sv);
+}
+
 static void t_stopped(void *user)
 {
     (void)user;
@@ -121,7 +129,7 @@ TEST(supervise_dispatch_crash_hang_poison)
     ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
     for (int i = 0; i < C.njobs; i++) {
         jobs[i].sv.priority = i == 7 ? 9 : 5; /* d jumps the queue */
-        supervise_submit(C.sv, &jobs[i].sv);
+        submit(&jobs[i]);
     }
     uint64_t t0 = uv_hrtime();
     ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -180,8 +188,8 @@ TEST(supervise_stop_lets_running_job_finish)
                                 t_poison, t_abandoned, t_stopped, NULL};
     vl3_error e = {0};
     ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
-    supervise_submit(C.sv, &jobs[0].sv);
-    supervise_submit(C.sv, &jobs[1].sv);
+    submit(&jobs[0]);
+    submit(&jobs[1]);
     uv_timer_t t;
     uv_timer_init(&loop, &t);
     t.data = &jobs[1];
@@ -219,7 +227,7 @@ TEST(supervise_bad_result_fails_job_not_worker)
     vl3_error e = {0};
     ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
     for (int i = 0; i < C.njobs; i++)
-        supervise_submit(C.sv, &jobs[i].sv);
+        submit(&jobs[i]);
     ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ASSERT_EQ(C.stopped, 1);
     ASSERT_EQ(uv_loop_close(&loop), 0);
@@ -258,7 +266,7 @@ TEST(supervise_stalled_job_killed)
     vl3_error e = {0};
     ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
     for (int i = 0; i < C.njobs; i++)
-        supervise_submit(C.sv, &jobs[i].sv);
+        submit(&jobs[i]);
     uint64_t t0 = uv_hrtime();
     ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
     double secs = (double)(uv_hrtime() - t0) / 1e9;
@@ -299,7 +307,7 @@ TEST(supervise_worker_env_scrubbed)
                                 t_poison, t_abandoned, t_stopped, NULL};
     vl3_error e = {0};
     ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
-    supervise_submit(C.sv, &jobs[0].sv);
+    submit(&jobs[0]);
     ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ASSERT_EQ(uv_loop_close(&loop), 0);
     unsetenv("PGPASSWORD");
@@ -320,5 +328,167 @@ TEST(supervise_worker_env_scrubbed)
                  strstr(text, "KAFKA_") || strstr(text, "CREDENTIALS_DIRECTORY");
     free(text);
     ASSERT(!leaked);
+    return 0;
+}
+
+/* ---- protocol 2: credits ---- */
+
+static size_t max_running; /* most jobs held at once, seen from t_result_running */
+
+static void t_result_running(void *user, struct sv_job *s, const struct vl3_proto_result *r)
+{
+    struct supervise_stats st;
+    supervise_get_stats(C.sv, &st);
+    if (st.running > max_running)
+        max_running = st.running;
+    t_result(user, s, r);
+}
+
+static int run_credits(struct tjob *jobs, int n, int workers, int max_attempts, uv_loop_t *loop,
+                       void (*on_timer)(uv_timer_t *), uint64_t timer_ms)
+{
+    char worker[4096];
+    snprintf(worker, sizeof(worker), "%s/bin/fake-worker", test_build_dir());
+    memset(&C, 0, sizeof(C));
+    max_running = 0;
+    C.jobs = jobs;
+    C.njobs = n;
+    ASSERT_EQ(uv_loop_init(loop), 0);
+    struct supervise_options so = {.path = worker, .config = "", .count = workers,
+                                   .max_attempts = max_attempts, .job_timeout_ms = 5000,
+                                   .startup_timeout_ms = 5000, .ping_interval_ms = 100,
+                                   .stall_timeout_ms = 3000};
+    struct supervise_ops ops = {t_encode, t_result_running, t_done,    t_error,
+                                t_poison, t_abandoned,      t_stopped, NULL};
+    vl3_error e = {0};
+    ASSERT_OK_E(supervise_new(loop, &so, &ops, &C.sv, &e), &e);
+    for (int i = 0; i < n; i++)
+        submit(&jobs[i]);
+    uv_timer_t t;
+    if (on_timer) {
+        uv_timer_init(loop, &t);
+        uv_timer_start(&t, on_timer, timer_ms, 0);
+    }
+    ASSERT_EQ(uv_run(loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(C.stopped, 1);
+    ASSERT_EQ(uv_loop_close(loop), 0);
+    return 0;
+}
+
+/* One worker offering 4 credits holds 4 jobs at once: 8 jobs of 600 ms each end in about two
+ * rounds, not eight, and every answer is right. */
+TEST(supervise_credits_hold_several_jobs)
+{
+    setenv("VL3_FAKE_WORKER_CREDITS", "4", 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "600", 1);
+    struct tjob jobs[8];
+    char ids[8][16], inputs[8][32];
+    memset(jobs, 0, sizeof(jobs));
+    for (int i = 0; i < 8; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "c%d", i);
+        snprintf(inputs[i], sizeof(inputs[i]), "/m/c%d.mp4", i);
+        jobs[i].id = ids[i];
+        jobs[i].input = inputs[i];
+    }
+    uv_loop_t loop;
+    uint64_t t0 = uv_hrtime();
+    int r = run_credits(jobs, 8, 1, 2, &loop, NULL, 0);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    unsetenv("VL3_FAKE_WORKER_CREDITS");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
+    ASSERT_OK(r);
+    for (int i = 0; i < 8; i++)
+        if (jobs[i].done != 1 || jobs[i].results != 2 || jobs[i].sv.attempts != 1)
+            TEST__FAIL("job %s: done %d results %d attempts %d", jobs[i].id, jobs[i].done,
+                       jobs[i].results, jobs[i].sv.attempts);
+    ASSERT_EQ(max_running, 4);
+    ASSERT_LT(secs, 8 * 0.6); /* serially it would take 4.8 s */
+    return 0;
+}
+
+/* kill -9 the worker (the pid the fake worker logged) while it holds several jobs */
+static char kill_log[4096];
+static int killed_pid;
+
+static void kill_worker_timer(uv_timer_t *t)
+{
+    struct supervise_stats st;
+    supervise_get_stats(C.sv, &st);
+    max_running = st.running; /* held when it is killed */
+    char *text = NULL;
+    size_t len = 0;
+    if (vl3_file_read(kill_log, 1 << 20, &text, &len, NULL) == 0 && len > 0) {
+        killed_pid = atoi(text);
+        if (killed_pid > 0)
+            kill(killed_pid, SIGKILL);
+    }
+    free(text);
+    uv_close((uv_handle_t *)t, NULL);
+}
+
+/* A worker killed while holding four jobs loses none and blames none: with max_attempts 1 (one
+ * charged crash would poison a job), every job is re-run, alone, and done; no kill is counted. */
+TEST(supervise_killed_holding_several_blames_none)
+{
+    snprintf(kill_log, sizeof(kill_log), "%s/kill.log", test_tmpdir());
+    unlink(kill_log);
+    setenv("VL3_FAKE_WORKER_LOG", kill_log, 1);
+    setenv("VL3_FAKE_WORKER_CREDITS", "4", 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "800", 1);
+    struct tjob jobs[] = {{.id = "k1", .input = "/m/k1.mp4"}, {.id = "k2", .input = "/m/k2.mp4"},
+                          {.id = "k3", .input = "/m/k3.mp4"}, {.id = "k4", .input = "/m/k4.mp4"}};
+    uv_loop_t loop;
+    killed_pid = 0;
+    int r = run_credits(jobs, 4, 1, 1, &loop, kill_worker_timer, 400);
+    unsetenv("VL3_FAKE_WORKER_LOG");
+    unsetenv("VL3_FAKE_WORKER_CREDITS");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
+    ASSERT_OK(r);
+    ASSERT(killed_pid > 0);
+    for (int i = 0; i < 4; i++) {
+        struct tjob *j = &jobs[i];
+        if (j->done != 1 || j->results != 2 || j->poisoned || j->sv.kills != 0 ||
+            j->sv.attempts != 2)
+            TEST__FAIL("job %s: done %d results %d poisoned %d kills %d attempts %d", j->id,
+                       j->done, j->results, j->poisoned, j->sv.kills, j->sv.attempts);
+    }
+    ASSERT_EQ(max_running, 4);
+    return 0;
+}
+
+/* A job that crashes its worker on every attempt, dispatched with others (credits 4, two
+ * workers): the first crash blames nobody, the jobs held with it are re-run and done; the
+ * crasher then runs alone and, after max_attempts crashes alone, fails as poison. */
+TEST(supervise_crasher_fails_alone_others_complete)
+{
+    setenv("VL3_FAKE_WORKER_CREDITS", "4", 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "300", 1);
+    struct tjob jobs[] = {{.id = "g1", .input = "/m/g1.mp4"},
+                          {.id = "crash", .input = "/m/crash.mp4"},
+                          {.id = "g2", .input = "/m/g2.mp4"},
+                          {.id = "g3", .input = "/m/g3.mp4"},
+                          {.id = "g4", .input = "/m/g4.mp4"},
+                          {.id = "g5", .input = "/m/g5.mp4"},
+                          {.id = "g6", .input = "/m/g6.mp4"}};
+    int n = (int)(sizeof(jobs) / sizeof(jobs[0]));
+    uv_loop_t loop;
+    int r = run_credits(jobs, n, 2, 2, &loop, NULL, 0);
+    unsetenv("VL3_FAKE_WORKER_CREDITS");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
+    ASSERT_OK(r);
+    struct tjob *c = &jobs[1];
+    ASSERT_EQ(c->poisoned, 1);
+    ASSERT_EQ(c->done, 0);
+    ASSERT_EQ(c->sv.kills, 2);
+    ASSERT_EQ(c->sv.attempts, 3); /* once with others (not charged), twice alone */
+    ASSERT_STR_CONTAINS(c->reason, "poison: 2 attempts");
+    for (int i = 0; i < n; i++) {
+        struct tjob *j = &jobs[i];
+        if (j == c)
+            continue;
+        if (j->done != 1 || j->results != 2 || j->poisoned || j->sv.kills != 0)
+            TEST__FAIL("job %s: done %d results %d poisoned %d kills %d", j->id, j->done,
+                       j->results, j->poisoned, j->sv.kills);
+    }
     return 0;
 }

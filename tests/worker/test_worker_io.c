@@ -35,7 +35,7 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
     struct worker_out o;
     ASSERT_OK(worker_out_init(&o, p[1]));
-    ASSERT_OK(worker_send_hello(&o, "vl3-worker test", "cpu", 1234));
+    ASSERT_OK(worker_send_hello(&o, "vl3-worker test", "cpu", 1234, 6));
     struct worker_result r = {"job-1", 1, 2, 3.0, 6.0, "a cat",
                               {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 3, 1.0, 96, 72, 133, 13, 3}};
     ASSERT_OK(worker_send_result(&o, &r));
@@ -46,13 +46,15 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_OK(worker_send_error(&o, "job-2", VL3_E_DECODE, "could not decode", &code, &retry));
     ASSERT_STR_EQ(code, "decode");
     ASSERT_EQ(retry, 0);
-    ASSERT_OK(worker_send_pong(&o, 5, NULL));
+    const char *held[] = {"job-3", "job-4"};
+    ASSERT_OK(worker_send_pong(&o, 5, held, 2));
     close(p[1]);
     vl3_proto_msg m[8];
     ASSERT_EQ(read_frames(p[0], m, 8), 5);
     close(p[0]);
     ASSERT_EQ(m[0].type, VL3_PROTO_HELLO);
-    ASSERT_EQ(m[0].u.hello.proto, VL3_PROTO_VERSION);
+    ASSERT_EQ(m[0].u.hello.proto, VL3_PROTO_LEVEL);
+    ASSERT_EQ(m[0].u.hello.credits, 6);
     ASSERT_EQ(m[0].u.hello.pid, 1234);
     ASSERT_EQ(m[1].type, VL3_PROTO_RESULT);
     ASSERT_STR_EQ(m[1].u.result.job_id, "job-1");
@@ -83,7 +85,9 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_EQ(m[3].u.error.code, VL3_PERR_DECODE);
     ASSERT_EQ(m[3].u.error.retryable, 0);
     ASSERT_EQ(m[4].type, VL3_PROTO_PONG);
-    ASSERT(m[4].u.pong.job_id == NULL);
+    ASSERT_STR_EQ(m[4].u.pong.job_id, "job-3");
+    ASSERT_EQ(m[4].u.pong.njobs, 2);
+    ASSERT_STR_EQ(m[4].u.pong.jobs[1], "job-4");
     for (int i = 0; i < 5; i++)
         vl3_proto_msg_free(&m[i]);
     worker_out_deinit(&o);

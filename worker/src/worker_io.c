@@ -14,6 +14,8 @@
 #include "vl3/proto.h"
 
 _Static_assert(WORKER_MAX_TASKS == VL3_PROTO_MAX_TASKS, "task limit differs from the protocol");
+_Static_assert(WORKER_MAX_CREDITS == VL3_PROTO_MAX_CREDITS,
+               "credit limit differs from the protocol");
 
 int worker_out_init(struct worker_out *o, int fd)
 {
@@ -62,18 +64,21 @@ static int send_built(struct worker_out *o, int rc, uint8_t *buf, size_t len)
     return rc;
 }
 
-int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid)
+int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid,
+                      int credits)
 {
-    struct vl3_proto_hello m = {VL3_PROTO_VERSION, version, backend, pid};
+    struct vl3_proto_hello m = {VL3_PROTO_LEVEL, version, backend, pid, credits};
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_hello(&m, &buf, &len, NULL); /* before reading buf/len */
     return send_built(o, rc, buf, len);
 }
 
-int worker_send_pong(struct worker_out *o, int64_t seq, const char *job_id)
+int worker_send_pong(struct worker_out *o, int64_t seq, const char *const *jobs, int njobs)
 {
-    struct vl3_proto_pong m = {seq, job_id};
+    struct vl3_proto_pong m = {seq, njobs > 0 ? jobs[0] : NULL, 0, {0}};
+    for (int i = 0; i < njobs && i < VL3_PROTO_MAX_CREDITS; i++)
+        m.jobs[m.njobs++] = jobs[i];
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_pong(&m, &buf, &len, NULL); /* before reading buf/len */

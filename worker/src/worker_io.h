@@ -14,7 +14,8 @@
 
 #include "vl3/err.h"
 
-#define WORKER_MAX_TASKS 16 /* == VL3_PROTO_MAX_TASKS (checked in worker_io.c) */
+#define WORKER_MAX_TASKS 16   /* == VL3_PROTO_MAX_TASKS (checked in worker_io.c) */
+#define WORKER_MAX_CREDITS 64 /* == VL3_PROTO_MAX_CREDITS (checked in worker_io.c) */
 
 struct worker_out {
     int fd;
@@ -48,8 +49,11 @@ void worker_out_deinit(struct worker_out *o);
 int worker_out_write(struct worker_out *o, const uint8_t *buf, size_t len);
 
 /* Encode and send one frame; strings are borrowed. Return 0 or a negative code. */
-int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid);
-int worker_send_pong(struct worker_out *o, int64_t seq, const char *job_id /* or NULL */);
+/* HELLO of protocol level 2 offering credits jobs at once (1..WORKER_MAX_CREDITS) */
+int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid,
+                      int credits);
+/* PONG listing the njobs jobs held (oldest first; at most WORKER_MAX_CREDITS are listed) */
+int worker_send_pong(struct worker_out *o, int64_t seq, const char *const *jobs, int njobs);
 int worker_send_progress(struct worker_out *o, const char *job_id, const char *stage,
                          int64_t done, int64_t total);
 /* The input file as the decode stage saw it, sent with DONE (the daemon's videos table). */

@@ -28,7 +28,12 @@
 #include "vl3/err.h"
 
 #define VL3_PROTO_MAGIC 0x56u
-#define VL3_PROTO_VERSION 1u
+#define VL3_PROTO_VERSION 1u /* the frame header's version byte */
+/* Protocol levels a worker may speak (HELLO.proto): 1 = one job at a time; 2 = credits (the
+ * worker holds up to HELLO.credits jobs at once, PONG lists them). */
+#define VL3_PROTO_LEVEL_MIN 1
+#define VL3_PROTO_LEVEL 2
+#define VL3_PROTO_MAX_CREDITS 64 /* jobs one worker may hold (also PONG.jobs entries) */
 #define VL3_PROTO_HEADER_SIZE 8u
 /* Limits (bytes / counts). JSON frames are small; token frames carry a packed visual-token cache. */
 #define VL3_PROTO_MAX_JSON (1u << 20)
@@ -113,10 +118,12 @@ struct vl3_proto_job {
 };
 
 struct vl3_proto_hello {
-    int64_t proto;       /* must equal VL3_PROTO_VERSION */
+    int64_t proto;       /* VL3_PROTO_LEVEL_MIN .. VL3_PROTO_LEVEL */
     const char *worker;  /* "vl3-worker 0.1.0" */
     const char *backend; /* "cpu", "cuda", ... */
     int64_t pid;
+    int64_t credits; /* jobs the worker takes at once, 1..VL3_PROTO_MAX_CREDITS (proto 2; absent
+                      * or proto 1: 1; 0 when encoding = omitted) */
 };
 
 struct vl3_proto_progress {
@@ -179,7 +186,9 @@ struct vl3_proto_ping {
 
 struct vl3_proto_pong {
     int64_t seq;
-    const char *job_id; /* job being worked on, NULL when idle */
+    const char *job_id; /* job being worked on (the oldest held), NULL when idle */
+    int njobs;          /* proto 2: every job the worker holds (absent = 0 entries) */
+    const char *jobs[VL3_PROTO_MAX_CREDITS];
 };
 
 typedef struct vl3_proto_msg {
