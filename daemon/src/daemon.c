@@ -982,6 +982,8 @@ static void gauges(void *user, struct metrics_gauges *g)
         g->queued = st.queued;
         g->workers_busy = st.busy;
         g->workers_alive = st.alive;
+        g->jobs_held = st.running;
+        g->jobs_suspects = st.suspects;
         d->m.worker_restarts = st.restarts;
         d->m.worker_hangs = st.killed_hung;
     }

@@ -136,7 +136,11 @@ int metrics_render(const struct metrics *m, char **ret, size_t *ret_len)
         m->gauges(m->gauges_user, &g);
         gauge(&b, "vl3_jobs_in_flight", "Jobs taken from Kafka and not yet done.", g.in_flight);
         gauge(&b, "vl3_jobs_queued", "Jobs waiting for a worker.", g.queued);
-        gauge(&b, "vl3_workers_busy", "Workers running a job.", g.workers_busy);
+        gauge(&b, "vl3_workers_busy", "Workers holding at least one job.", g.workers_busy);
+        gauge(&b, "vl3_worker_jobs_held", "Jobs held by workers (up to their credits each).",
+              g.jobs_held);
+        counter(&b, "vl3_jobs_suspected_total",
+                "Jobs re-run alone because their worker died holding several.", g.jobs_suspects);
         gauge(&b, "vl3_workers_alive", "Workers that said hello and are running.",
               g.workers_alive);
         gauge(&b, "vl3_kafka_paused", "1 while consumption is paused (backpressure or drain).",

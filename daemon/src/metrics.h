@@ -30,6 +30,8 @@ struct metrics_hist {
 
 struct metrics_gauges {
     uint64_t in_flight, queued, workers_busy, workers_alive, kafka_paused, partitions;
+    uint64_t jobs_held;     /* jobs held by workers (several per worker with credits) */
+    uint64_t jobs_suspects; /* jobs re-run alone after a worker died holding several */
     uint64_t pg_queued, pg_connected;
 };
 

@@ -37,3 +37,6 @@ TEST(it_dead_letters_keep_key_and_oversized) { return scenario("dlq_keys"); }
 TEST(it_readonly_database_retried) { return scenario("readonly"); }
 /* issue 14: idle and half-sent metrics connections are capped and timed out */
 TEST(it_metrics_connections_bounded) { return scenario("metrics_conns"); }
+/* issue 10: workers holding several jobs (credits); a kill holding several blames none; a job
+ * that crashes its worker every time fails alone */
+TEST(it_credits_crash_attribution) { return scenario("credits"); }
