@@ -1071,7 +1071,10 @@ int vl3d_start(uv_loop_t *loop, struct daemon_conf *conf, const char *conf_path,
                                    .stall_timeout_ms = (uint64_t)d->conf.stall_timeout_ms,
                                    .startup_timeout_ms = (uint64_t)d->conf.startup_timeout_ms,
                                    .ping_interval_ms = (uint64_t)d->conf.ping_interval_ms,
-                                   .credits = (int)d->conf.worker_credits};
+                                   .credits = (int)d->conf.worker_credits,
+                                   .backend = d->conf.worker_backend,
+                                   .devices = d->conf.worker_devices,
+                                   .device_arg = d->conf.worker_device_via == DAEMON_DEVICE_ARG};
     struct supervise_ops sops = {sv_encode, sv_result,    sv_done,    sv_error,
                                  sv_poison, sv_abandoned, sv_stopped, d};
     if ((r = supervise_new(loop, &so, &sops, &d->sv, reterr)) < 0)

@@ -60,6 +60,7 @@ struct sv_held {
 struct sv_worker {
     struct supervise *sv;
     int idx;
+    char device[16]; /* its slot's device ("" = none given) */
     int state;
     uv_process_t proc;
     uv_pipe_t in, out; /* our ends: we write to in (child's stdin), read from out */
@@ -548,12 +549,21 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
 static void spawn_worker(struct sv_worker *w)
 {
     struct supervise *sv = w->sv;
-    char *args[5];
+    char *args[9];
     int n = 0;
     args[n++] = (char *)sv->opts.path;
     if (sv->opts.config && sv->opts.config[0]) {
         args[n++] = "--config";
         args[n++] = (char *)sv->opts.config;
+    }
+    if (sv->opts.backend && sv->opts.backend[0] && strcmp(sv->opts.backend, "auto") != 0) {
+        args[n++] = "--backend";
+        args[n++] = (char *)sv->opts.backend;
+    }
+    int dev_env = w->device[0] && !sv->opts.device_arg;
+    if (w->device[0] && sv->opts.device_arg) {
+        args[n++] = "--device";
+        args[n++] = w->device;
     }
     args[n] = NULL;
     uv_pipe_init(sv->loop, &w->in, 0);
@@ -566,10 +576,14 @@ static void spawn_worker(struct sv_worker *w)
     stdio[1].data.stream = (uv_stream_t *)&w->out;
     stdio[2].flags = UV_INHERIT_FD;
     stdio[2].data.fd = 2;
-    char *env[MAX_ENV + 2];
+    char *env[MAX_ENV + 3];
     int ne = 0;
+    char cvd[48]; /* the slot's device, replacing the daemon's own CUDA_VISIBLE_DEVICES */
+    snprintf(cvd, sizeof(cvd), "CUDA_VISIBLE_DEVICES=%s", w->device);
+    if (dev_env)
+        env[ne++] = cvd;
     for (char **e = environ; e && *e && ne < MAX_ENV; e++)
-        if (env_allowed(*e))
+        if (env_allowed(*e) && !(dev_env && strncmp(*e, "CUDA_VISIBLE_DEVICES=", 21) == 0))
             env[ne++] = *e;
     char ppid[32]; /* lets the worker check it was not reparented before its prctl */
     snprintf(ppid, sizeof(ppid), "VL3_PARENT_PID=%d", (int)getpid());
@@ -607,7 +621,8 @@ static void spawn_worker(struct sv_worker *w)
     }
     w->pid = w->proc.pid;
     w->state = W_STARTING;
-    vl3_log_info("worker started worker=%d pid=%d", w->idx, w->pid);
+    vl3_log_info("worker started worker=%d pid=%d%s%s", w->idx, w->pid,
+                 w->device[0] ? " device=" : "", w->device);
     uv_read_start((uv_stream_t *)&w->out, on_alloc, on_read);
 }
 
@@ -666,11 +681,45 @@ static void on_tick(uv_timer_t *t)
     }
 }
 
+/* The device of slot idx from the devices setting (see supervise_options) into buf. 0, or
+ * -EINVAL when the setting is malformed. */
+static int slot_device(const char *devices, int idx, char *buf, size_t size)
+{
+    buf[0] = '\0';
+    if (!devices || !devices[0])
+        return 0;
+    if (strcmp(devices, "slot") == 0) {
+        snprintf(buf, size, "%d", idx);
+        return 0;
+    }
+    int n = 0;
+    for (const char *p = devices;; p++) { /* count and check: digits separated by commas */
+        size_t len = strspn(p, "0123456789");
+        if (len == 0 || len > 4 || (p[len] != ',' && p[len] != '\0'))
+            return -EINVAL;
+        n++;
+        p += len;
+        if (!*p)
+            break;
+    }
+    const char *p = devices;
+    for (int i = 0; i < idx % n; i++)
+        p = strchr(p, ',') + 1;
+    snprintf(buf, size, "%.*s", (int)strspn(p, "0123456789"), p);
+    return 0;
+}
+
 int supervise_new(uv_loop_t *loop, const struct supervise_options *opts,
                   const struct supervise_ops *ops, struct supervise **ret, vl3_error *reterr)
 {
     if (opts->count < 1 || !opts->path || opts->max_attempts < 1 || !opts->job_timeout_ms)
         return vl3_error_set(reterr, -EINVAL, "invalid worker options");
+    char dev[16];
+    if (slot_device(opts->devices, 0, dev, sizeof(dev)) < 0)
+        return vl3_error_set(reterr, -EINVAL,
+                             "invalid workers.devices \"%s\": want \"slot\" or GPU indices "
+                             "separated by commas",
+                             opts->devices);
     struct supervise *sv = calloc(1, sizeof(*sv));
     if (!sv || !(sv->w = calloc((size_t)opts->count, sizeof(*sv->w)))) {
         free(sv);
@@ -693,6 +742,7 @@ int supervise_new(uv_loop_t *loop, const struct supervise_options *opts,
         struct sv_worker *w = &sv->w[i];
         w->sv = sv;
         w->idx = i;
+        (void)slot_device(opts->devices, i, w->device, sizeof(w->device));
         uv_timer_init(loop, &w->restart_timer);
         w->restart_timer.data = w;
         sv->handles_open++;

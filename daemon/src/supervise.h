@@ -73,6 +73,12 @@ struct supervise_options {
      * killed as stalled, even if it answers pings (0 = off) */
     uint64_t stall_timeout_ms;
     int credits; /* most jobs one worker holds (0 = what its HELLO offers) */
+    const char *backend; /* passed as --backend when non-empty and not "auto" (borrowed) */
+    /* device of each slot: NULL/"" = none, "slot" = the slot index, or a comma-separated list of
+     * GPU indices (slot i gets entry i mod n); borrowed. Given as CUDA_VISIBLE_DEVICES (replacing
+     * the daemon's own), or as --device when device_arg is set. */
+    const char *devices;
+    int device_arg;
 };
 
 struct supervise_stats {

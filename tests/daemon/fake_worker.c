@@ -38,6 +38,8 @@ struct held {
 };
 
 static vl3_proto_reader rd;
+static int g_argc; /* logged with the environment */
+static char **g_argv;
 static int eof_seen; /* stdin closed: finish the held jobs, then exit (the protocol's stop) */
 static struct held held[MAX_HELD];
 static int nheld;
@@ -159,12 +161,14 @@ static void accept_job(vl3_proto_msg *m)
     if (strstr(in, "hang"))
         for (;;)
             pause();
-    if (strstr(in, "environ")) { /* append our environment, one variable a line, to the log */
+    if (strstr(in, "environ")) { /* append our environment and arguments to the log */
         const char *lg = getenv("VL3_FAKE_WORKER_LOG");
         FILE *f = lg ? fopen(lg, "a") : NULL;
         extern char **environ;
         for (char **e = environ; f && *e; e++)
             fprintf(f, "env %s\n", *e);
+        for (int i = 1; f && i < g_argc; i++)
+            fprintf(f, "arg %s\n", g_argv[i]);
         if (f)
             fclose(f);
     }
@@ -245,8 +249,8 @@ static void pump(int ms)
 
 int main(int argc, char **argv)
 {
-    (void)argc;
-    (void)argv;
+    g_argc = argc;
+    g_argv = argv;
     signal(SIGPIPE, SIG_IGN);
     vl3_proto_reader_init(&rd);
     const char *ce = getenv("VL3_FAKE_WORKER_CREDITS");

@@ -4,6 +4,7 @@
  * reported to the caller, and stop leaves nothing on the loop (uv_loop_close() == 0). */
 #include <uv.h>
 
+#include <errno.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -490,5 +491,77 @@ TEST(supervise_crasher_fails_alone_others_complete)
             TEST__FAIL("job %s: done %d results %d poisoned %d kills %d", j->id, j->done,
                        j->results, j->poisoned, j->sv.kills);
     }
+    return 0;
+}
+
+/* ---- devices per slot ---- */
+
+static int run_devices(const char *devices, int device_arg, const char *backend, char **ret_log)
+{
+    char worker[4096], log[4096];
+    snprintf(worker, sizeof(worker), "%s/bin/fake-worker", test_build_dir());
+    snprintf(log, sizeof(log), "%s/devices.log", test_tmpdir());
+    unlink(log);
+    setenv("VL3_FAKE_WORKER_LOG", log, 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "800", 1);
+    setenv("CUDA_VISIBLE_DEVICES", "9", 1); /* the daemon's own */
+    struct tjob jobs[] = {{.id = "e0", .input = "/m/environ0.mp4"},
+                          {.id = "e1", .input = "/m/environ1.mp4"}};
+    memset(&C, 0, sizeof(C));
+    C.jobs = jobs;
+    C.njobs = 2;
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    struct supervise_options so = {.path = worker, .config = "", .count = 2, .max_attempts = 2,
+                                   .job_timeout_ms = 5000, .startup_timeout_ms = 5000,
+                                   .ping_interval_ms = 200, .backend = backend,
+                                   .devices = devices, .device_arg = device_arg};
+    struct supervise_ops ops = {t_encode, t_result,    t_done,    t_error,
+                                t_poison, t_abandoned, t_stopped, NULL};
+    vl3_error e = {0};
+    ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
+    submit(&jobs[0]);
+    submit(&jobs[1]);
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    unsetenv("VL3_FAKE_WORKER_LOG");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
+    unsetenv("CUDA_VISIBLE_DEVICES");
+    ASSERT_EQ(jobs[0].done + jobs[1].done, 2);
+    size_t len = 0;
+    ASSERT_OK(vl3_file_read(log, 1 << 20, ret_log, &len, NULL));
+    return 0;
+}
+
+/* Each worker slot gets its device: from a list as CUDA_VISIBLE_DEVICES (the daemon's own
+ * replaced), or the slot index as --device; workers.backend other than auto as --backend; a
+ * malformed list is refused. */
+TEST(supervise_devices_per_slot)
+{
+    char *text = NULL;
+    ASSERT_OK(run_devices("3,5", 0, "auto", &text));
+    int ok = strstr(text, "env CUDA_VISIBLE_DEVICES=3\n") &&
+             strstr(text, "env CUDA_VISIBLE_DEVICES=5\n") &&
+             !strstr(text, "CUDA_VISIBLE_DEVICES=9") && !strstr(text, "arg --");
+    if (!ok)
+        TEST__FAIL("env devices: %s", text);
+    free(text);
+    ASSERT_OK(run_devices("slot", 1, "cuda", &text));
+    ok = strstr(text, "arg --device\narg 0\n") && strstr(text, "arg --device\narg 1\n") &&
+         strstr(text, "arg --backend\narg cuda\n") && strstr(text, "env CUDA_VISIBLE_DEVICES=9\n");
+    if (!ok)
+        TEST__FAIL("arg devices: %s", text);
+    free(text);
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    struct supervise_options so = {.path = "/bin/true", .count = 1, .max_attempts = 1,
+                                   .job_timeout_ms = 1000, .devices = "0,,1"};
+    struct supervise_ops ops = {t_encode, t_result,    t_done,    t_error,
+                                t_poison, t_abandoned, t_stopped, NULL};
+    struct supervise *sv = NULL;
+    vl3_error e = {0};
+    ASSERT_EQ(supervise_new(&loop, &so, &ops, &sv, &e), -EINVAL);
+    ASSERT_STR_CONTAINS(e.msg, "workers.devices");
+    ASSERT_EQ(uv_loop_close(&loop), 0);
     return 0;
 }
