@@ -464,6 +464,8 @@ static void sv_result(void *user, struct sv_job *s, const struct vl3_proto_resul
     d->m.frames_decoded += (uint64_t)st->frames_decoded;
     d->m.frames_pruned += (uint64_t)st->frames_pruned;
     d->m.tokens_generated += (uint64_t)st->tokens_generated;
+    d->m.answers_vision_shared += st->vision_batch_jobs > 1;
+    d->m.answers_decode_shared += st->decode_step_jobs > 1;
     metrics_observe(&d->m.stage[METRICS_STAGE_DECODE], st->decode_ms);
     metrics_observe(&d->m.stage[METRICS_STAGE_VISION], st->vision_ms);
     metrics_observe(&d->m.stage[METRICS_STAGE_PREFILL], st->prefill_ms);

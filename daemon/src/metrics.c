@@ -128,6 +128,11 @@ int metrics_render(const struct metrics *m, char **ret, size_t *ret_len)
     counter(&b, "vl3_frames_decoded_total", "Frames decoded by the workers.", m->frames_decoded);
     counter(&b, "vl3_frames_pruned_total", "Frames pruned by DiffFP.", m->frames_pruned);
     counter(&b, "vl3_tokens_generated_total", "Tokens generated.", m->tokens_generated);
+    counter(&b, "vl3_answers_vision_batch_shared_total",
+            "Answers whose vision-encoder call also encoded windows of other jobs.",
+            m->answers_vision_shared);
+    counter(&b, "vl3_answers_decode_step_shared_total",
+            "Answers generated in decode steps shared with other jobs.", m->answers_decode_shared);
     counter(&b, "vl3_worker_restarts_total", "Worker restarts.", m->worker_restarts);
     counter(&b, "vl3_worker_hangs_total", "Workers killed as hung.", m->worker_hangs);
     counter(&b, "vl3_kafka_commits_total", "Offset commit requests.", m->commits);

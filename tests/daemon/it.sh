@@ -438,9 +438,12 @@ scenario_drain() {
 # leaving. Every job must end done exactly once, and every answer must equal what `vl3 run` says
 # for the same clip and task (seeded sampling at temperature 1, so the six clip/task answers
 # differ and an answer stored under the wrong job would show).
-scenario_real_workers() {
-  start_env
-  local N=${N:-300} M="$T/media" c t
+# real_setup: the tiny model in $T/model, clips a, b, c in $M (= $T/media), $T/worker.conf, and
+# the table it_want (path, task, answer) of what `vl3 run` answers for each clip and task
+# (seeded sampling at temperature 1, so the six answers differ)
+real_setup() {
+  M="$T/media"
+  local c t
   mkdir -p "$M"
   "$BIN/vl3" model tiny --out "$T/model" --seed 7 >/dev/null || fail "vl3 model tiny failed"
   "$S/tools/gen_sample_video.sh" "$M/a.mp4" 3 96x96 || fail "clip a"
@@ -463,6 +466,12 @@ scenario_real_workers() {
     done
   done
   [ "$(sql "select count(distinct answer) from it_want")" = 6 ] || fail "the six expected answers are not distinct"
+}
+
+scenario_real_workers() {
+  start_env
+  local N=${N:-300}
+  real_setup
   # jobs rw1..rw$1 .. rw$2 to the topic, cycling over the three clips
   produce_rw() {
     local clips=(a b c) i

@@ -37,7 +37,7 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_OK(worker_out_init(&o, p[1]));
     ASSERT_OK(worker_send_hello(&o, "vl3-worker test", "cpu", 1234, 6));
     struct worker_result r = {"job-1", 1, 2, 3.0, 6.0, "a cat",
-                              {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 3, 1.0, 96, 72, 133, 13, 3}};
+                              {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 3, 1.0, 96, 72, 133, 13, 3, 2, 2}};
     ASSERT_OK(worker_send_result(&o, &r));
     struct worker_media md = {1, 4096, 1700000000, 0, 150, 100, 0, "png"}; /* an image */
     ASSERT_OK(worker_send_done(&o, "job-1", 1, &md));
@@ -74,6 +74,10 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_EQ(json_integer_value(json_object_get(st, "prompt_tokens")), 133);
     ASSERT_EQ(json_integer_value(json_object_get(st, "vision_batch_frames")), 13);
     ASSERT_EQ(json_integer_value(json_object_get(st, "vision_batch_windows")), 3);
+    ASSERT_EQ(m[1].u.result.stats.tokens_kept, 72);
+    ASSERT_EQ(m[1].u.result.stats.prompt_tokens, 133);
+    ASSERT_EQ(m[1].u.result.stats.vision_batch_jobs, 2);
+    ASSERT_EQ(m[1].u.result.stats.decode_step_jobs, 2);
     ASSERT_EQ(m[2].type, VL3_PROTO_DONE);
     ASSERT_EQ(m[2].u.done.results, 1);
     ASSERT(m[2].u.done.media.present);

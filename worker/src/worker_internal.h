@@ -64,6 +64,7 @@ struct worker_unit {
     int seqs_left;          /* sequences of this window not finished */
     double preprocess_ms, vision_ms;
     int vision_batch_frames, vision_batch_units;
+    int vision_batch_jobs; /* distinct jobs in that vision-encoder call */
 };
 
 /* One answer being generated: a window x task. */

@@ -155,7 +155,9 @@ int worker_send_result(struct worker_out *o, const struct worker_result *r)
                                        .tokens_kept = s->tokens_kept,
                                        .prompt_tokens = s->prompt_tokens,
                                        .vision_batch_frames = s->vision_batch_frames,
-                                       .vision_batch_windows = s->vision_batch_windows};
+                                       .vision_batch_windows = s->vision_batch_windows,
+                                       .vision_batch_jobs = s->vision_batch_jobs,
+                                       .decode_step_jobs = s->decode_step_jobs};
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_result(&m, &buf, &len, NULL); /* before reading buf/len */

@@ -33,6 +33,8 @@ struct worker_stats {
     int64_t prompt_tokens;
     int64_t vision_batch_frames;  /* frames in the vision-encoder call that served the window */
     int64_t vision_batch_windows; /* windows (of any jobs) in that call */
+    int64_t vision_batch_jobs;    /* distinct jobs in that call */
+    int64_t decode_step_jobs;     /* most distinct jobs in one decode step of this answer */
 };
 
 struct worker_result {

@@ -38,3 +38,81 @@ scenario_credits() {
   log "credits: $N jobs done once after a kill holding several, crasher failed alone, $sus suspects"
   stop_daemon d1
 }
+
+# produce_real PREFIX FROM TO: jobs PREFIX<i> over the three clips of real_setup (caption + qa,
+# the sampling and limits of the expected answers)
+produce_real() {
+  local clips=(a b c) i
+  for i in $(seq "$2" "$3"); do
+    echo "$1$i:{\"id\":\"$1$i\",\"input\":\"$M/${clips[i % 3]}.mp4\",\"tasks\":[\"caption\",{\"kind\":\"qa\",\"question\":\"who?\"}],\"sampling\":{\"fps\":1,\"max_frames\":8,\"mode\":\"exact\"},\"limits\":{\"temperature\":1,\"max_new_tokens\":8}}"
+  done > "$T/produce.txt"
+  kcat -b "$BOOT" -P -t jobs -K: -l "$T/produce.txt" || fail "kcat could not produce"
+}
+
+# check_real_answers PREFIX N: N jobs done, each answer equal to vl3 run's
+check_real_answers() {
+  local done; done=$(sql "select count(*) from jobs where job_id like '$1%' and status='done'")
+  [ "$done" = "$2" ] || fail "$done of $2 jobs done"
+  local good; good=$(sql "select count(*) from results r join jobs j using (job_id)
+      join it_want w on w.path = j.path and w.task = r.task
+      where r.job_id like '$1%' and r.window_idx = 0 and r.answer = w.answer and
+      r.question = case r.task when 'qa' then 'who?' else '' end")
+  [ "$good" = "$((2 * $2))" ] || fail "$good answers equal vl3 run's, want $((2 * $2))"
+}
+
+# credits_daemon NAME PORT CREDITS: a daemon with one real worker holding up to CREDITS jobs
+credits_daemon() {
+  WORKERS=1 write_conf "$1" "$2" "[workers]" "path = $BIN/vl3-worker" "config = $T/worker.conf" \
+    "credits = $3" "ping_interval = 500ms" "[jobs]" "timeout = 60s" "max_attempts = 3" \
+    "[kafka]" "max_in_flight = 32"
+}
+
+# Real vl3-worker on the tiny model holding 8 jobs: windows of different jobs share vision
+# batches and decode steps (the worker's own counts in RESULT.stats, summed by vl3d's metrics,
+# and its log), and every answer still equals `vl3 run`'s.
+scenario_credits_real() {
+  start_env
+  real_setup
+  printf '[jobs]\ncredits = 8\nmax_queued = 16\n[batch]\nvision_wait = 300ms\n' >> "$T/worker.conf"
+  "$BIN/vl3-worker" --config "$T/worker.conf" --check-config >/dev/null || fail "worker config invalid"
+  local N=${N:-24} port=$((20000 + RANDOM % 20000))
+  credits_daemon d1 "$port" 8
+  produce_real cr 1 "$N"
+  start_daemon d1
+  wait_done "$N" 300
+  local vis dec
+  vis=$(metric "$port" vl3_answers_vision_batch_shared_total)
+  dec=$(metric "$port" vl3_answers_decode_step_shared_total)
+  stop_daemon d1
+  grep -q "worker ready worker=0 .*proto=2 credits=8" "$T/d1.log" || fail "the worker did not offer 8 credits"
+  check_real_answers cr "$N"
+  check_real_stats cr $((2 * N))
+  [ "${vis:-0}" -gt 0 ] || fail "no answer came from a vision batch shared by several jobs"
+  [ "${dec:-0}" -gt 0 ] || fail "no answer came from decode steps shared by several jobs"
+  grep -q "vision batch windows=[0-9]* jobs=[2-9]" "$T/d1.log" || fail "no mixed vision batch in the worker log"
+  log "credits 8: $N jobs equal to vl3 run; answers from shared vision batches $vis, shared decode steps $dec of $((2 * N))"
+}
+
+# not a CTest case: `N=48 tests/daemon/it.sh build . credits_bench` prints jobs per second with
+# one real worker on the tiny model at credits 1 and credits 8 (first job started to last job
+# finished, from the jobs table), answers checked against vl3 run
+scenario_credits_bench() {
+  start_env
+  real_setup
+  printf '[jobs]\ncredits = 8\nmax_queued = 16\n' >> "$T/worker.conf"
+  local N=${N:-48} c rates=""
+  for c in 1 8; do
+    local port=$((20000 + RANDOM % 20000))
+    credits_daemon "b$c" "$port" "$c"
+    produce_real "cb${c}_" 1 "$N"
+    start_daemon "b$c"
+    wait_ge "select count(*) from jobs where job_id like 'cb${c}_%' and status = 'done'" "$N" 900
+    stop_daemon "b$c"
+    check_real_answers "cb${c}_" "$N"
+    local r; r=$(sql "select round(($N / extract(epoch from max(finished_at) - min(started_at)))::numeric, 3)
+        from jobs where job_id like 'cb${c}_%'")
+    log "credits $c: $N jobs, $r jobs/s"
+    rates="$rates credits=$c:$r"
+  done
+  log "bench:$rates (one worker, threads = 1, tiny model, $(nproc) cores)"
+}
