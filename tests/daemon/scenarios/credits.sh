@@ -39,12 +39,12 @@ scenario_credits() {
   stop_daemon d1
 }
 
-# produce_real PREFIX FROM TO: jobs PREFIX<i> over the three clips of real_setup (caption + qa,
-# the sampling and limits of the expected answers)
+# produce_real PREFIX FROM TO [FPS MAX_FRAMES MAX_NEW_TOKENS]: jobs PREFIX<i> over the three
+# clips of real_setup (caption + qa; by default the sampling and limits of the expected answers)
 produce_real() {
-  local clips=(a b c) i
+  local clips=(a b c) i fps=${4:-1} mf=${5:-8} tok=${6:-8}
   for i in $(seq "$2" "$3"); do
-    echo "$1$i:{\"id\":\"$1$i\",\"input\":\"$M/${clips[i % 3]}.mp4\",\"tasks\":[\"caption\",{\"kind\":\"qa\",\"question\":\"who?\"}],\"sampling\":{\"fps\":1,\"max_frames\":8,\"mode\":\"exact\"},\"limits\":{\"temperature\":1,\"max_new_tokens\":8}}"
+    echo "$1$i:{\"id\":\"$1$i\",\"input\":\"$M/${clips[i % 3]}.mp4\",\"tasks\":[\"caption\",{\"kind\":\"qa\",\"question\":\"who?\"}],\"sampling\":{\"fps\":$fps,\"max_frames\":$mf,\"mode\":\"exact\"},\"limits\":{\"temperature\":1,\"max_new_tokens\":$tok}}"
   done > "$T/produce.txt"
   kcat -b "$BOOT" -P -t jobs -K: -l "$T/produce.txt" || fail "kcat could not produce"
 }
@@ -95,24 +95,47 @@ scenario_credits_real() {
 
 # not a CTest case: `N=48 tests/daemon/it.sh build . credits_bench` prints jobs per second with
 # one real worker on the tiny model at credits 1 and credits 8 (first job started to last job
-# finished, from the jobs table), answers checked against vl3 run
+# finished, from the jobs table). BENCH_FPS, BENCH_FRAMES, BENCH_TOKENS (default 1, 8, 8: the
+# expected answers of vl3 run, then checked) make the jobs heavier; otherwise the answers of both
+# runs are checked equal to each other (generate.seed is fixed, so a clip's answer to a task is
+# the same in every job). BENCH_ROUNDS=R (default 1) alternates the two settings R times (the
+# machine is shared: interleaving spreads its noise over both) and reports each round and the
+# mean.
 scenario_credits_bench() {
   start_env
   real_setup
   printf '[jobs]\ncredits = 8\nmax_queued = 16\n' >> "$T/worker.conf"
-  local N=${N:-48} c rates=""
+  local N=${N:-48} c rates="" fps=${BENCH_FPS:-1} mf=${BENCH_FRAMES:-8} tok=${BENCH_TOKENS:-8}
+  local round rounds=${BENCH_ROUNDS:-1} sum1=0 sum8=0
+  for round in $(seq 1 "$rounds"); do
   for c in 1 8; do
-    local port=$((20000 + RANDOM % 20000))
+    local port=$((20000 + RANDOM % 20000)) p="cb${c}_${round}_"
     credits_daemon "b$c" "$port" "$c"
-    produce_real "cb${c}_" 1 "$N"
+    produce_real "$p" 1 "$N" "$fps" "$mf" "$tok"
     start_daemon "b$c"
-    wait_ge "select count(*) from jobs where job_id like 'cb${c}_%' and status = 'done'" "$N" 900
+    wait_ge "select count(*) from jobs where job_id like '$p%' and status = 'done'" "$N" 1800
+    local vis dec
+    vis=$(metric "$port" vl3_answers_vision_batch_shared_total)
+    dec=$(metric "$port" vl3_answers_decode_step_shared_total)
     stop_daemon "b$c"
-    check_real_answers "cb${c}_" "$N"
+    if [ "$fps/$mf/$tok" = "1/8/8" ]; then
+      check_real_answers "$p" "$N"
+    else
+      [ "$(sql "select count(distinct r.answer) from results r join jobs j using (job_id)
+          where j.job_id like '$p%' group by j.path, r.task order by 1 desc limit 1")" = 1 ] \
+        || fail "credits $c: jobs on the same clip and task answered differently"
+    fi
     local r; r=$(sql "select round(($N / extract(epoch from max(finished_at) - min(started_at)))::numeric, 3)
-        from jobs where job_id like 'cb${c}_%'")
-    log "credits $c: $N jobs, $r jobs/s"
-    rates="$rates credits=$c:$r"
+        from jobs where job_id like '$p%'")
+    log "round $round credits $c: $N jobs, $r jobs/s (answers from shared vision batches ${vis:-0}, shared decode steps ${dec:-0})"
+    rates="$rates r$round/credits=$c:$r"
+    if [ "$c" = 1 ]; then sum1=$(echo "$sum1 + $r" | bc); else sum8=$(echo "$sum8 + $r" | bc); fi
+    rm -f "$T/b$c.log.old"; mv "$T/b$c.log" "$T/b$c.log.old" # a fresh log per round (stop_daemon greps it)
   done
-  log "bench:$rates (one worker, threads = 1, tiny model, $(nproc) cores)"
+  done
+  [ "$(sql "select count(*) from results r1 join jobs j1 using (job_id), results r2 join jobs j2
+      using (job_id) where j1.job_id like 'cb1_%' and j2.job_id like 'cb8_%' and j1.path = j2.path
+      and r1.task = r2.task and r1.answer <> r2.answer")" = 0 ] \
+    || fail "credits 1 and credits 8 answered differently"
+  log "bench:$rates; mean credits=1: $(echo "scale=3; $sum1 / $rounds" | bc) jobs/s, credits=8: $(echo "scale=3; $sum8 / $rounds" | bc) jobs/s (one worker, threads = 1, tiny model, fps $fps, max_frames $mf, max_new_tokens $tok, $(nproc) cores)"
 }
