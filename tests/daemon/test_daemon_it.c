@@ -43,3 +43,6 @@ TEST(it_credits_crash_attribution) { return scenario("credits"); }
 /* issue 10: a real worker holding 8 jobs mixes them in vision batches and decode steps; answers
  * equal vl3 run's */
 TEST(it_credits_real_workers_batch_across_jobs) { return scenario("credits_real"); }
+/* issue 10: a real worker killed holding several jobs loses and blames none; a crashing job
+ * fails alone */
+TEST(it_credits_real_workers_crash_attribution) { return scenario("credits_real_crash"); }

@@ -212,6 +212,13 @@ static void admit_job(void *user, const struct worker_job_req *m)
     }
     vl3_log_info("accepted job=%s input=\"%s\" tasks=%d attempt=%d", j->id, j->input, j->ntasks,
                  j->attempt);
+    /* Test hook: VL3_TEST_CRASH_INPUT=TEXT makes the worker die (SIGKILL, as a crash would end
+     * it) on accepting a job whose input contains TEXT, with the jobs it holds (a poison video) */
+    const char *crash = getenv("VL3_TEST_CRASH_INPUT");
+    if (crash && crash[0] && strstr(j->input, crash)) {
+        vl3_log_warning("VL3_TEST_CRASH_INPUT: dying on job=%s", j->id);
+        raise(SIGKILL);
+    }
     pthread_mutex_lock(&w->lock);
     j->next_all = w->jobs;
     w->jobs = j;

@@ -139,3 +139,48 @@ scenario_credits_bench() {
     || fail "credits 1 and credits 8 answered differently"
   log "bench:$rates; mean credits=1: $(echo "scale=3; $sum1 / $rounds" | bc) jobs/s, credits=8: $(echo "scale=3; $sum8 / $rounds" | bc) jobs/s (one worker, threads = 1, tiny model, fps $fps, max_frames $mf, max_new_tokens $tok, $(nproc) cores)"
 }
+
+# Real vl3-worker holding 8 jobs: kill -9 while it holds several (a long queue keeps it full)
+# loses none and charges none (its jobs re-run alone, all answers still equal vl3 run's); a job
+# that crashes its worker every time (the worker's VL3_TEST_CRASH_INPUT hook) first crashes with
+# others (charged nothing), then runs alone and fails as poison after jobs.max_attempts crashes,
+# while every other job completes.
+scenario_credits_real_crash() {
+  start_env
+  real_setup
+  cp "$M/a.mp4" "$M/poison.mp4"
+  printf '[jobs]\ncredits = 8\nmax_queued = 16\n' >> "$T/worker.conf"
+  local N=${N:-150} port=$((20000 + RANDOM % 20000))
+  credits_daemon d1 "$port" 8
+  export VL3_TEST_CRASH_INPUT=poison
+  produce_real rc 1 "$N"
+  start_daemon d1
+  local held=0
+  for _ in $(seq 1 600); do
+    held=$(metric "$port" vl3_worker_jobs_held); held=${held:-0}
+    [ "$held" -ge 4 ] && [ "$(done_count)" -ge 5 ] && break
+    sleep 0.05
+  done
+  [ "$held" -ge 4 ] || fail "the worker never held several jobs (held $held)"
+  local w; w=$(pgrep -P "$(daemon_pid d1)" -f vl3-worker | head -n1)
+  [ -n "$w" ] || fail "no vl3-worker found"
+  log "kill -9 worker $w holding $held jobs at $(done_count) done"
+  kill -9 "$w"
+  wait_done $(( $(done_count) + 10 )) 120
+  produce_raw crasher "{\"id\":\"crasher\",\"input\":\"$M/poison.mp4\",\"tasks\":[\"caption\"],\"sampling\":{\"fps\":1,\"max_frames\":8,\"mode\":\"exact\"}}"
+  wait_ge "select count(*) from jobs where status in ('done', 'failed')" $((N + 1)) 300
+  local sus; sus=$(metric "$port" vl3_jobs_suspected_total)
+  stop_daemon d1
+  [ "$(sql "select count(*) from jobs where job_id like 'rc%' and status = 'done'")" = "$N" ] \
+    || fail "not every job done: $(sql "select job_id, status, last_error from jobs where status <> 'done'")"
+  [ "$(sql "select count(*) from results where job_id like 'rc%'")" = $((2 * N)) ] || fail "result rows"
+  check_real_answers rc "$N"
+  [ "$(sql "select status from jobs where job_id = 'crasher'")" = failed ] || fail "crasher not failed"
+  sql "select last_error from jobs where job_id = 'crasher'" | grep -q "^poison: 3 attempts" \
+    || fail "crasher reason: $(sql "select last_error from jobs where job_id = 'crasher'")"
+  grep -q "dispatching suspect job=crasher alone" "$T/d1.log" || fail "the crasher never ran alone"
+  [ "$(grep -c "VL3_TEST_CRASH_INPUT: dying on job=crasher" "$T/d1.log")" -ge 4 ] \
+    || fail "the crasher did not crash once with others and three times alone"
+  [ "${sus:-0}" -ge 4 ] || fail "suspects: ${sus:-none}"
+  log "real credits: $N jobs done after a kill holding $held, crasher failed alone, $sus suspects"
+}
