@@ -92,6 +92,20 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_STR_EQ(m[4].u.pong.job_id, "job-3");
     ASSERT_EQ(m[4].u.pong.njobs, 2);
     ASSERT_STR_EQ(m[4].u.pong.jobs[1], "job-4");
+    /* one credit: a level-1 hello */
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    struct worker_out o1;
+    ASSERT_OK(worker_out_init(&o1, p[1]));
+    ASSERT_OK(worker_send_hello(&o1, "vl3-worker test", "cpu", 1234, 1));
+    close(p[1]);
+    vl3_proto_msg h1;
+    ASSERT_EQ(read_frames(p[0], &h1, 1), 1);
+    close(p[0]);
+    ASSERT_EQ(h1.u.hello.proto, 1);
+    ASSERT_EQ(h1.u.hello.credits, 1);
+    ASSERT(json_object_get(h1.root, "credits") == NULL);
+    vl3_proto_msg_free(&h1);
+    worker_out_deinit(&o1);
     for (int i = 0; i < 5; i++)
         vl3_proto_msg_free(&m[i]);
     worker_out_deinit(&o);

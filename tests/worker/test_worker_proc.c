@@ -261,8 +261,7 @@ static int start(struct proc *p, const char *extra)
     vl3_proto_msg m;
     if (next(p, &m, 60000) != 1)
         return -1;
-    int ok = m.type == VL3_PROTO_HELLO && m.u.hello.proto == VL3_PROTO_LEVEL &&
-             m.u.hello.credits >= 1;
+    int ok = m.type == VL3_PROTO_HELLO && m.u.hello.proto >= 1 && m.u.hello.credits >= 1;
     vl3_proto_msg_free(&m);
     return ok ? 0 : -1;
 }

@@ -67,7 +67,9 @@ static int send_built(struct worker_out *o, int rc, uint8_t *buf, size_t len)
 int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid,
                       int credits)
 {
-    struct vl3_proto_hello m = {VL3_PROTO_LEVEL, version, backend, pid, credits};
+    /* one credit: a level-1 hello, which a daemon that predates credits also accepts */
+    struct vl3_proto_hello m = {credits > 1 ? VL3_PROTO_LEVEL : 1, version, backend, pid,
+                                credits > 1 ? credits : 0};
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_hello(&m, &buf, &len, NULL); /* before reading buf/len */

@@ -51,7 +51,7 @@ void worker_out_deinit(struct worker_out *o);
 int worker_out_write(struct worker_out *o, const uint8_t *buf, size_t len);
 
 /* Encode and send one frame; strings are borrowed. Return 0 or a negative code. */
-/* HELLO of protocol level 2 offering credits jobs at once (1..WORKER_MAX_CREDITS) */
+/* HELLO offering credits jobs at once (1..WORKER_MAX_CREDITS): level 2, or level 1 for one */
 int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid,
                       int credits);
 /* PONG listing the njobs jobs held (oldest first; at most WORKER_MAX_CREDITS are listed) */
