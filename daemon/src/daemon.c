@@ -509,7 +509,9 @@ static void sv_error(void *user, struct sv_job *s, const struct vl3_proto_error 
     dj->sv_active = 0;
     char reason[512];
     snprintf(reason, sizeof(reason), "%s: %s", vl3_proto_errcode_name(e->code), e->message);
-    if (e->retryable && dj->sv.attempts < d->conf.max_attempts && !d->draining) {
+    /* attempts cut short by a worker that died holding it with others were not its fault */
+    int attempts = dj->sv.attempts - dj->sv.shared_deaths;
+    if (e->retryable && attempts < d->conf.max_attempts && !d->draining) {
         d->m.jobs_retried++;
         vl3_log_warning("job attempt failed job=%s attempt=%d: %s, retrying", dj->job->id,
                         dj->sv.attempts, reason);

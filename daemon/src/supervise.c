@@ -525,6 +525,7 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
             sv->ops.on_abandoned(sv->ops.user, j);
         } else if (!alone) {
             j->suspect = 1;
+            j->shared_deaths++;
             sv->st.suspects++;
             vl3_log_warning("job=%s held with %d others by a worker that %s: it runs alone next",
                             j->id, n - 1, how);
@@ -756,6 +757,7 @@ void supervise_submit(struct supervise *sv, struct sv_job *j)
 {
     j->cancelled = 0;
     j->suspect = 0;
+    j->shared_deaths = 0;
     q_insert(sv, j, 0);
     dispatch(sv);
 }

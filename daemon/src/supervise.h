@@ -44,6 +44,7 @@ struct sv_job {
     int state;                  /* enum sv_job_state */
     int cancelled;
     int suspect; /* held by a worker that died holding several jobs: the next attempt is alone */
+    int shared_deaths; /* attempts that ended so (not charged: not counted as attempts either) */
     uint64_t dispatched_ns;
     struct sv_worker *worker;
 };

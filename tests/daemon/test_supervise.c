@@ -456,7 +456,7 @@ TEST(supervise_killed_holding_several_blames_none)
     for (int i = 0; i < 4; i++) {
         struct tjob *j = &jobs[i];
         if (j->done != 1 || j->results != 2 || j->poisoned || j->sv.kills != 0 ||
-            j->sv.attempts != 2)
+            j->sv.attempts != 2 || j->sv.shared_deaths != 1)
             TEST__FAIL("job %s: done %d results %d poisoned %d kills %d attempts %d", j->id,
                        j->done, j->results, j->poisoned, j->sv.kills, j->sv.attempts);
     }
