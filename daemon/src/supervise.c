@@ -22,6 +22,7 @@
 #define STABLE_LIFE_NS (30ull * 1000000000ull)
 #define READ_CHUNK 65536
 #define MAX_ENV 128
+#define LOST_PONGS 3 /* consecutive pongs not listing a held job: the worker lost it */
 
 extern char **environ;
 
@@ -293,23 +294,37 @@ static void job_finished_ok(struct sv_worker *w)
 /* a PONG answering a ping sent after a job's dispatch should list it (protocol 2) */
 static void check_pong(struct sv_worker *w, const struct vl3_proto_pong *p)
 {
+    struct supervise *sv = w->sv;
     if (w->proto < 2)
         return;
-    for (int i = 0; i < w->nheld; i++) {
+    int lost = 0;
+    for (int i = 0; i < w->nheld;) {
         struct sv_held *h = &w->held[i];
-        if (p->seq <= h->ping_seq)
-            continue;
-        int listed = 0;
+        int listed = p->seq <= h->ping_seq; /* the ping went out before the job */
         for (int k = 0; k < p->njobs && !listed; k++)
             listed = strcmp(p->jobs[k], h->j->id) == 0;
-        if (listed) {
-            h->missing = 0;
-        } else if (++h->missing == 2) {
-            /* DONE may trail a pong sent after the worker let go of the job: twice is news */
-            vl3_log_warning("worker does not list job=%s it was given worker=%d pid=%d", h->j->id,
-                            w->idx, w->pid);
+        if (listed || ++h->missing < LOST_PONGS) {
+            h->missing = listed ? 0 : h->missing;
+            i++;
+            continue;
+        }
+        /* A DONE may trail one pong sent after the worker let go of the job, not three: the
+         * worker lost it. Not the job's fault: it runs again, uncharged; the worker stays. */
+        struct sv_job *j = detach_held(w, h);
+        vl3_log_warning("worker lost job=%s: %d pongs did not list it worker=%d pid=%d, "
+                        "re-queueing it",
+                        j->id, LOST_PONGS, w->idx, w->pid);
+        sv->st.lost++;
+        lost++;
+        if (j->cancelled) {
+            j->state = SV_JOB_FINISHED;
+            sv->ops.on_abandoned(sv->ops.user, j);
+        } else {
+            q_insert(sv, j, 1);
         }
     }
+    if (lost)
+        dispatch(sv);
 }
 
 static void handle_msg(struct sv_worker *w, const vl3_proto_msg *m)
@@ -733,7 +748,9 @@ int supervise_new(uv_loop_t *loop, const struct supervise_options *opts,
     uv_timer_init(loop, &sv->stop_timer);
     sv->tick.data = sv->stop_timer.data = sv;
     sv->handles_open = 2;
-    uint64_t tick_ms = opts->job_timeout_ms / 4;
+    uint64_t tick_ms = opts->job_timeout_ms / 4; /* also pings: not slower than ping_interval */
+    if (opts->ping_interval_ms && tick_ms > opts->ping_interval_ms)
+        tick_ms = opts->ping_interval_ms;
     if (tick_ms > 1000)
         tick_ms = 1000;
     if (tick_ms < 50)

@@ -85,6 +85,7 @@ struct supervise_options {
 struct supervise_stats {
     uint64_t spawned, exited, killed_hung, restarts, dispatched, poisoned, proto_errors;
     uint64_t suspects; /* jobs re-queued to run alone after their worker died holding several */
+    uint64_t lost;     /* jobs re-queued because their worker's pongs stopped listing them */
     size_t queued, busy, alive; /* busy: workers holding at least one job */
     size_t running;             /* jobs held by workers */
 };

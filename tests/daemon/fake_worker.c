@@ -11,6 +11,7 @@
  *   "stall": answer pings for ever but never progress (a worker stuck in compute)
  *   "badresult": first send a well-framed RESULT with t_start < 0 (out of the protocol's range),
  *            then the normal results
+ *   "lose":  on attempt 1, drop the job silently (never answered, not listed in pongs)
  * and from the environment: VL3_FAKE_WORKER_DELAY_MS (time per job, default 0; pings answered),
  * VL3_FAKE_WORKER_LOG (append "pid job attempt" lines, to count executions),
  * VL3_FAKE_WORKER_CREDITS (N > 1: say protocol 2 with N credits and hold up to N jobs at once,
@@ -179,6 +180,10 @@ static void accept_job(vl3_proto_msg *m)
     }
     if (strstr(in, "retry") && j->attempt <= 1) {
         send_error(j->job_id, VL3_PERR_RESOURCE, 1, "out of memory (fake)");
+        vl3_proto_msg_free(m);
+        return;
+    }
+    if (strstr(in, "lose") && j->attempt <= 1) {
         vl3_proto_msg_free(m);
         return;
     }

@@ -572,3 +572,31 @@ TEST(supervise_devices_per_slot)
     ASSERT_EQ(uv_loop_close(&loop), 0);
     return 0;
 }
+
+/* A level-2 worker whose pongs stop listing a job it was given (it lost it) gets the job back
+ * in the queue after three such pongs, uncharged; the worker is kept and the job done on its
+ * next attempt; the job held beside it is untouched. */
+TEST(supervise_lost_job_requeued)
+{
+    setenv("VL3_FAKE_WORKER_CREDITS", "4", 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "1500", 1);
+    struct tjob jobs[] = {{.id = "lose", .input = "/m/lose.mp4"},
+                          {.id = "keep", .input = "/m/keep.mp4"}};
+    uv_loop_t loop;
+    uint64_t t0 = uv_hrtime();
+    int r = run_credits(jobs, 2, 1, 1, &loop, NULL, 0);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    unsetenv("VL3_FAKE_WORKER_CREDITS");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
+    ASSERT_OK(r);
+    ASSERT_EQ(jobs[0].done, 1);
+    ASSERT_EQ(jobs[0].results, 2);
+    ASSERT_EQ(jobs[0].sv.attempts, 2);
+    ASSERT_EQ(jobs[0].sv.kills, 0);
+    ASSERT_EQ(jobs[1].done, 1);
+    ASSERT_EQ(jobs[1].sv.attempts, 1);
+    /* found by pongs (100 ms apart), not by the 3-s stall timer (which would have killed the
+     * worker and, the job being alone by then, charged it: kills 1, poison at max_attempts 1) */
+    ASSERT_LT(secs, 4.5);
+    return 0;
+}
