@@ -411,7 +411,21 @@ static int parse_stats(const json_t *o, struct vl3_proto_stats *s, vl3_error *re
         (r = get_i64(o, "frames_sampled", "stats.frames_sampled", 0, 0, I64_MAX_SANE,
                      &s->frames_sampled, reterr)) < 0 ||
         (r = get_num(o, "sample_interval_s", "stats.sample_interval_s", 0, 0, 1e9,
-                     &s->sample_interval_s, reterr)) < 0)
+                     &s->sample_interval_s, reterr)) < 0 ||
+        (r = get_i64(o, "tokens_total", "stats.tokens_total", 0, 0, I64_MAX_SANE,
+                     &s->tokens_total, reterr)) < 0 ||
+        (r = get_i64(o, "tokens_kept", "stats.tokens_kept", 0, 0, I64_MAX_SANE, &s->tokens_kept,
+                     reterr)) < 0 ||
+        (r = get_i64(o, "prompt_tokens", "stats.prompt_tokens", 0, 0, I64_MAX_SANE,
+                     &s->prompt_tokens, reterr)) < 0 ||
+        (r = get_i64(o, "vision_batch_frames", "stats.vision_batch_frames", 0, 0, I64_MAX_SANE,
+                     &s->vision_batch_frames, reterr)) < 0 ||
+        (r = get_i64(o, "vision_batch_windows", "stats.vision_batch_windows", 0, 0,
+                     I64_MAX_SANE, &s->vision_batch_windows, reterr)) < 0 ||
+        (r = get_i64(o, "vision_batch_jobs", "stats.vision_batch_jobs", 0, 0, I64_MAX_SANE,
+                     &s->vision_batch_jobs, reterr)) < 0 ||
+        (r = get_i64(o, "decode_step_jobs", "stats.decode_step_jobs", 0, 0, I64_MAX_SANE,
+                     &s->decode_step_jobs, reterr)) < 0)
         return r;
     const char *cache = NULL;
     if ((r = get_str(o, "cache", "stats.cache", 0, 16, 1, &cache, reterr)) < 0)
@@ -419,6 +433,31 @@ static int parse_stats(const json_t *o, struct vl3_proto_stats *s, vl3_error *re
     if (cache && strcmp(cache, "hit") != 0 && strcmp(cache, "miss") != 0)
         return PERR("field \"stats.cache\" must be \"hit\" or \"miss\"");
     s->cache = !cache ? 0 : strcmp(cache, "hit") == 0 ? 2 : 1;
+    return 0;
+}
+
+/* PONG.jobs: an array of at most VL3_PROTO_MAX_CREDITS job ids */
+static int parse_held(const json_t *a, struct vl3_proto_pong *p, vl3_error *reterr)
+{
+    p->njobs = 0;
+    if (!a || json_is_null(a))
+        return 0;
+    if (!json_is_array(a))
+        return PERR("field \"jobs\" must be an array");
+    if (json_array_size(a) > VL3_PROTO_MAX_CREDITS)
+        return PERR("field \"jobs\" holds more than %d ids", VL3_PROTO_MAX_CREDITS);
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const json_t *v = json_array_get(a, i);
+        char name[32];
+        snprintf(name, sizeof(name), "jobs[%zu]", i);
+        if (!json_is_string(v) || json_string_length(v) == 0)
+            return PERR("field \"%s\" must be a job id", name);
+        int r = check_text(name, json_string_value(v), json_string_length(v), VL3_PROTO_MAX_ID,
+                           1, reterr);
+        if (r < 0)
+            return r;
+        p->jobs[p->njobs++] = json_string_value(v);
+    }
     return 0;
 }
 
@@ -431,11 +470,15 @@ static int parse_payload(int type, const json_t *o, vl3_proto_msg *m, vl3_error 
         if ((r = get_i64(o, "proto", "proto", 1, 0, 255, &h->proto, reterr)) < 0 ||
             (r = get_str(o, "worker", "worker", 1, 256, 1, &h->worker, reterr)) < 0 ||
             (r = get_str(o, "backend", "backend", 0, 64, 1, &h->backend, reterr)) < 0 ||
-            (r = get_i64(o, "pid", "pid", 0, 0, INT32_MAX, &h->pid, reterr)) < 0)
+            (r = get_i64(o, "pid", "pid", 0, 0, INT32_MAX, &h->pid, reterr)) < 0 ||
+            (r = get_i64(o, "credits", "credits", 0, 1, VL3_PROTO_MAX_CREDITS, &h->credits,
+                         reterr)) < 0)
             return r;
-        if (h->proto != VL3_PROTO_VERSION)
-            return PERR("worker speaks protocol %lld, this side %u", (long long)h->proto,
-                        VL3_PROTO_VERSION);
+        if (h->proto < VL3_PROTO_LEVEL_MIN || h->proto > VL3_PROTO_LEVEL)
+            return PERR("worker speaks protocol %lld, this side %d to %d", (long long)h->proto,
+                        VL3_PROTO_LEVEL_MIN, VL3_PROTO_LEVEL);
+        if (h->proto < 2 || !json_object_get(o, "credits"))
+            h->credits = 1; /* one job at a time */
         return 0;
     }
     case VL3_PROTO_JOB: return parse_job(o, &m->u.job, reterr);
@@ -490,7 +533,7 @@ static int parse_payload(int type, const json_t *o, vl3_proto_msg *m, vl3_error 
         if ((r = get_i64(o, "seq", "seq", 1, 0, I64_MAX_SANE, &m->u.pong.seq, reterr)) < 0 ||
             (r = get_str(o, "job", "job", 0, VL3_PROTO_MAX_ID, 1, &m->u.pong.job_id, reterr)) < 0)
             return r;
-        return 0;
+        return parse_held(json_object_get(o, "jobs"), &m->u.pong, reterr);
     default: return PERR("unknown frame type %d", type);
     }
 }
@@ -578,6 +621,8 @@ int vl3_proto_encode_hello(const struct vl3_proto_hello *m, uint8_t **ret, size_
         set_str(o, "worker", m->worker);
         set_str(o, "backend", m->backend);
         json_object_set_new(o, "pid", json_integer(m->pid));
+        if (m->credits)
+            json_object_set_new(o, "credits", json_integer(m->credits));
     }
     return encode(VL3_PROTO_HELLO, o, ret, ret_len, reterr);
 }
@@ -657,6 +702,19 @@ int vl3_proto_encode_result(const struct vl3_proto_result *m, uint8_t **ret, siz
         json_object_set_new(st, "sample_interval_s", json_real(s->sample_interval_s));
         if (s->cache)
             set_str(st, "cache", s->cache == 2 ? "hit" : "miss");
+        const struct {
+            const char *k;
+            int64_t v;
+        } opt[] = {{"tokens_total", s->tokens_total},
+                   {"tokens_kept", s->tokens_kept},
+                   {"prompt_tokens", s->prompt_tokens},
+                   {"vision_batch_frames", s->vision_batch_frames},
+                   {"vision_batch_windows", s->vision_batch_windows},
+                   {"vision_batch_jobs", s->vision_batch_jobs},
+                   {"decode_step_jobs", s->decode_step_jobs}};
+        for (size_t i = 0; i < sizeof(opt) / sizeof(opt[0]); i++)
+            if (opt[i].v)
+                json_object_set_new(st, opt[i].k, json_integer(opt[i].v));
         json_object_set_new(o, "stats", st);
     }
     return encode(VL3_PROTO_RESULT, o, ret, ret_len, reterr);
@@ -720,6 +778,12 @@ int vl3_proto_encode_pong(const struct vl3_proto_pong *m, uint8_t **ret, size_t 
     if (o) {
         json_object_set_new(o, "seq", json_integer(m->seq));
         set_str(o, "job", m->job_id);
+        if (m->njobs > 0) {
+            json_t *a = json_array();
+            for (int i = 0; a && i < m->njobs && i < VL3_PROTO_MAX_CREDITS; i++)
+                json_array_append_new(a, json_string(m->jobs[i] ? m->jobs[i] : ""));
+            json_object_set_new(o, "jobs", a);
+        }
     }
     return encode(VL3_PROTO_PONG, o, ret, ret_len, reterr);
 }

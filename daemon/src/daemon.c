@@ -334,6 +334,7 @@ static void on_started_stored(void *user, const store_outcome *o)
     }
     dj->state = DJ_WORKING;
     dj->sv.priority = dj->job->priority;
+    dj->sv.id = dj->job->id;
     dj->sv_active = 1;
     supervise_submit(d->sv, &dj->sv);
 }
@@ -442,10 +443,17 @@ static void sv_result(void *user, struct sv_job *s, const struct vl3_proto_resul
         .end_s = r->t_end,
         .answer = answer,
         .model = NULL,
-        .prompt_tokens = -1,
+        .prompt_tokens = st->prompt_tokens > 0 && st->prompt_tokens < INT_MAX
+                             ? (int)st->prompt_tokens
+                             : -1,
         .generated_tokens = (int)(st->tokens_generated < INT_MAX ? st->tokens_generated : -1),
-        .visual_tokens_kept = -1,
-        .visual_tokens_total = -1,
+        /* 0 of 0 is an old worker that did not say: unknown */
+        .visual_tokens_kept = st->tokens_total > 0 && st->tokens_total < INT_MAX
+                                  ? (int)st->tokens_kept
+                                  : -1,
+        .visual_tokens_total = st->tokens_total > 0 && st->tokens_total < INT_MAX
+                                   ? (int)st->tokens_total
+                                   : -1,
         .vision_ms = st->vision_ms,
         .prefill_ms = st->prefill_ms,
         .decode_ms = st->generate_ms,
@@ -460,6 +468,8 @@ static void sv_result(void *user, struct sv_job *s, const struct vl3_proto_resul
     d->m.cache_hits += st->cache == 2;
     d->m.cache_misses += st->cache == 1;
     d->m.tokens_generated += (uint64_t)st->tokens_generated;
+    d->m.answers_vision_shared += st->vision_batch_jobs > 1;
+    d->m.answers_decode_shared += st->decode_step_jobs > 1;
     metrics_observe(&d->m.stage[METRICS_STAGE_DECODE], st->decode_ms);
     metrics_observe(&d->m.stage[METRICS_STAGE_VISION], st->vision_ms);
     metrics_observe(&d->m.stage[METRICS_STAGE_PREFILL], st->prefill_ms);
@@ -505,7 +515,9 @@ static void sv_error(void *user, struct sv_job *s, const struct vl3_proto_error 
     dj->sv_active = 0;
     char reason[512];
     snprintf(reason, sizeof(reason), "%s: %s", vl3_proto_errcode_name(e->code), e->message);
-    if (e->retryable && dj->sv.attempts < d->conf.max_attempts && !d->draining) {
+    /* attempts cut short by a worker that died holding it with others were not its fault */
+    int attempts = dj->sv.attempts - dj->sv.shared_deaths;
+    if (e->retryable && attempts < d->conf.max_attempts && !d->draining) {
         d->m.jobs_retried++;
         vl3_log_warning("job attempt failed job=%s attempt=%d: %s, retrying", dj->job->id,
                         dj->sv.attempts, reason);
@@ -980,6 +992,8 @@ static void gauges(void *user, struct metrics_gauges *g)
         g->queued = st.queued;
         g->workers_busy = st.busy;
         g->workers_alive = st.alive;
+        g->jobs_held = st.running;
+        g->jobs_suspects = st.suspects;
         d->m.worker_restarts = st.restarts;
         d->m.worker_hangs = st.killed_hung;
     }
@@ -1066,7 +1080,11 @@ int vl3d_start(uv_loop_t *loop, struct daemon_conf *conf, const char *conf_path,
                                    .job_timeout_ms = (uint64_t)d->conf.job_timeout_ms,
                                    .stall_timeout_ms = (uint64_t)d->conf.stall_timeout_ms,
                                    .startup_timeout_ms = (uint64_t)d->conf.startup_timeout_ms,
-                                   .ping_interval_ms = (uint64_t)d->conf.ping_interval_ms};
+                                   .ping_interval_ms = (uint64_t)d->conf.ping_interval_ms,
+                                   .credits = (int)d->conf.worker_credits,
+                                   .backend = d->conf.worker_backend,
+                                   .devices = d->conf.worker_devices,
+                                   .device_arg = d->conf.worker_device_via == DAEMON_DEVICE_ARG};
     struct supervise_ops sops = {sv_encode, sv_result,    sv_done,    sv_error,
                                  sv_poison, sv_abandoned, sv_stopped, d};
     if ((r = supervise_new(loop, &so, &sops, &d->sv, reterr)) < 0)

@@ -11,8 +11,12 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "vl3/proto.h"
+
 #define OPT(name, type, field, def, min, max, flags, help)                                         \
     {name, type, offsetof(struct daemon_conf, field), def, min, max, NULL, flags, help}
+
+static const char *const device_via_names[] = {"env", "arg", NULL};
 
 const vl3_conf_option daemon_conf_table[] = {
     OPT("kafka.brokers", VL3_CONF_STRING, kafka_brokers, "127.0.0.1:9092", 0, 0, VL3_CONF_RESTART,
@@ -32,7 +36,17 @@ const vl3_conf_option daemon_conf_table[] = {
     OPT("workers.count", VL3_CONF_INT, workers, "1", 1, 64, VL3_CONF_RESTART,
         "number of vl3-worker processes"),
     OPT("workers.backend", VL3_CONF_STRING, worker_backend, "auto", 0, 0, VL3_CONF_RESTART,
-        "engine backend of the workers: auto, cpu or cuda"),
+        "engine backend of the workers: auto (the worker's configuration decides), or a backend "
+        "passed as --backend (cpu, cuda)"),
+    OPT("workers.devices", VL3_CONF_STRING, worker_devices, "", 0, 0, VL3_CONF_RESTART,
+        "device of each worker slot: empty = none given, \"slot\" = the slot index, or a "
+        "comma-separated list of GPU indices (slot i gets entry i mod its length)"),
+    {"workers.device_via", VL3_CONF_ENUM, offsetof(struct daemon_conf, worker_device_via), "env",
+     0, 0, device_via_names, VL3_CONF_RESTART,
+     "how a slot's device reaches its worker: env (CUDA_VISIBLE_DEVICES) or arg (--device)"},
+    OPT("workers.credits", VL3_CONF_INT, worker_credits, "0", 0, VL3_PROTO_MAX_CREDITS,
+        VL3_CONF_RESTART,
+        "most jobs one worker holds at once (0 = as many as its hello offers; 1 = one at a time)"),
     OPT("workers.path", VL3_CONF_STRING, worker_path, "vl3-worker", 0, 0, VL3_CONF_RESTART,
         "worker executable"),
     OPT("workers.config", VL3_CONF_STRING, worker_config, "", 0, 0, VL3_CONF_RESTART,

@@ -8,6 +8,13 @@
 #include "vl3/conf.h"
 #include "vl3/err.h"
 
+/* how a worker slot is given its device (workers.device_via) */
+enum daemon_device_via {
+    DAEMON_DEVICE_ENV, /* CUDA_VISIBLE_DEVICES=<device> in the worker's environment */
+    DAEMON_DEVICE_ARG, /* --device <device> on its command line */
+    DAEMON_DEVICE_VIA_COUNT
+};
+
 struct daemon_conf {
     char *kafka_brokers;
     char *kafka_topic;
@@ -18,6 +25,9 @@ struct daemon_conf {
     int migrate_on_start;
     int64_t workers;
     char *worker_backend;
+    int64_t worker_credits;
+    char *worker_devices; /* "", "slot" or a comma-separated list (slot i: entry i mod n) */
+    int worker_device_via; /* enum daemon_device_via */
     char *worker_path;
     char *worker_config;
     int64_t max_attempts;

@@ -133,6 +133,11 @@ int metrics_render(const struct metrics *m, char **ret, size_t *ret_len)
             "Answers whose window missed the token cache (computed, then stored).",
             m->cache_misses);
     counter(&b, "vl3_tokens_generated_total", "Tokens generated.", m->tokens_generated);
+    counter(&b, "vl3_answers_vision_batch_shared_total",
+            "Answers whose vision-encoder call also encoded windows of other jobs.",
+            m->answers_vision_shared);
+    counter(&b, "vl3_answers_decode_step_shared_total",
+            "Answers generated in decode steps shared with other jobs.", m->answers_decode_shared);
     counter(&b, "vl3_worker_restarts_total", "Worker restarts.", m->worker_restarts);
     counter(&b, "vl3_worker_hangs_total", "Workers killed as hung.", m->worker_hangs);
     counter(&b, "vl3_kafka_commits_total", "Offset commit requests.", m->commits);
@@ -141,7 +146,11 @@ int metrics_render(const struct metrics *m, char **ret, size_t *ret_len)
         m->gauges(m->gauges_user, &g);
         gauge(&b, "vl3_jobs_in_flight", "Jobs taken from Kafka and not yet done.", g.in_flight);
         gauge(&b, "vl3_jobs_queued", "Jobs waiting for a worker.", g.queued);
-        gauge(&b, "vl3_workers_busy", "Workers running a job.", g.workers_busy);
+        gauge(&b, "vl3_workers_busy", "Workers holding at least one job.", g.workers_busy);
+        gauge(&b, "vl3_worker_jobs_held", "Jobs held by workers (up to their credits each).",
+              g.jobs_held);
+        counter(&b, "vl3_jobs_suspected_total",
+                "Jobs re-run alone because their worker died holding several.", g.jobs_suspects);
         gauge(&b, "vl3_workers_alive", "Workers that said hello and are running.",
               g.workers_alive);
         gauge(&b, "vl3_kafka_paused", "1 while consumption is paused (backpressure or drain).",

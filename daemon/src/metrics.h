@@ -30,6 +30,8 @@ struct metrics_hist {
 
 struct metrics_gauges {
     uint64_t in_flight, queued, workers_busy, workers_alive, kafka_paused, partitions;
+    uint64_t jobs_held;     /* jobs held by workers (several per worker with credits) */
+    uint64_t jobs_suspects; /* jobs re-run alone after a worker died holding several */
     uint64_t pg_queued, pg_connected;
 };
 
@@ -38,6 +40,9 @@ struct metrics {
         jobs_dead_lettered, jobs_skipped_done, jobs_abandoned, results_written;
     uint64_t frames_decoded, frames_pruned, tokens_generated;
     uint64_t cache_hits, cache_misses; /* token cache, per answer (RESULT stats.cache) */
+    /* answers whose vision-encoder call / some decode step also served other jobs (batching
+     * across jobs, from the worker's RESULT stats) */
+    uint64_t answers_vision_shared, answers_decode_shared;
     uint64_t worker_restarts, worker_hangs, commits;
     struct metrics_hist stage[METRICS_STAGE_COUNT];
     struct metrics_hist batch_size; /* buckets reused as sizes */

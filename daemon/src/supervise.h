@@ -1,13 +1,21 @@
 /* supervise.h: the vl3-worker processes of vl3d (uv_spawn, framed stdin/stdout protocol).
  *
- * The supervisor keeps workers.count workers running, dispatches queued jobs (highest priority
- * first, FIFO within a priority) to idle workers one at a time, and watches them:
+ * The supervisor keeps workers.count workers running and dispatches queued jobs (highest
+ * priority first, FIFO within a priority) to them. Each worker holds up to its credits jobs at
+ * once (HELLO.credits of protocol 2, capped by options.credits; 1 for a protocol-1 worker); a
+ * job goes to the ready worker holding the fewest. It watches them:
  *  - a worker that exits or is killed is restarted with exponential backoff (100 ms doubling to
- *    30 s, reset after a job completed or 30 s of life); its in-flight job is re-queued first in
- *    line, unless that job has already killed or hung jobs.max_attempts workers: then it is
- *    reported poison (on_poison) and never dispatched again;
- *  - a worker that sends no frame (progress, pong, result) for jobs.timeout while busy, or does
- *    not say hello within the startup timeout, is hung: SIGKILL, then as above;
+ *    30 s, reset after a job completed or 30 s of life). Its jobs are re-queued first in line.
+ *    Crash attribution: if it held one job, that job is charged (kills + 1) and reported poison
+ *    (on_poison) once it has killed or hung jobs.max_attempts workers; if it held several, none
+ *    is charged: each becomes a suspect whose next attempt runs alone (a worker holding a suspect
+ *    gets no other job, and a suspect waits for an empty worker, holding back the jobs queued
+ *    after it so that it cannot starve);
+ *  - a worker that sends no frame at all for jobs.timeout while holding jobs (silent as a
+ *    whole), or does not say hello within the startup timeout, is hung: SIGKILL, then as above;
+ *  - a held job whose own hang timer runs out (no progress, tokens or result frame of that job
+ *    for stall_timeout, the timer restarting whenever another job of the worker ends) gets its
+ *    worker killed as stalled, then as above;
  *  - a protocol violation kills the worker too (the stream cannot be resynchronised).
  * Jobs are owned by the caller, which embeds struct sv_job in its own record; every job
  * submitted ends in exactly one of on_done, on_error, on_poison, on_abandoned (after
@@ -28,12 +36,15 @@ enum sv_job_state { SV_JOB_NEW, SV_JOB_QUEUED, SV_JOB_RUNNING, SV_JOB_FINISHED }
 struct sv_worker;
 
 struct sv_job {
+    const char *id;             /* the job id frames name (borrowed; set before submit) */
     struct sv_job *next, *prev; /* queue links (internal) */
     int priority;               /* 0..9, higher first */
     int attempts;               /* dispatches so far */
     int kills;                  /* attempts that ended with the worker killed, crashed or hung */
     int state;                  /* enum sv_job_state */
     int cancelled;
+    int suspect; /* held by a worker that died holding several jobs: the next attempt is alone */
+    int shared_deaths; /* attempts that ended so (not charged: not counted as attempts either) */
     uint64_t dispatched_ns;
     struct sv_worker *worker;
 };
@@ -62,11 +73,21 @@ struct supervise_options {
     /* a busy worker whose job sent no progress (progress, tokens, result) for this long is
      * killed as stalled, even if it answers pings (0 = off) */
     uint64_t stall_timeout_ms;
+    int credits; /* most jobs one worker holds (0 = what its HELLO offers) */
+    const char *backend; /* passed as --backend when non-empty and not "auto" (borrowed) */
+    /* device of each slot: NULL/"" = none, "slot" = the slot index, or a comma-separated list of
+     * GPU indices (slot i gets entry i mod n); borrowed. Given as CUDA_VISIBLE_DEVICES (replacing
+     * the daemon's own), or as --device when device_arg is set. */
+    const char *devices;
+    int device_arg;
 };
 
 struct supervise_stats {
     uint64_t spawned, exited, killed_hung, restarts, dispatched, poisoned, proto_errors;
-    size_t queued, busy, alive;
+    uint64_t suspects; /* jobs re-queued to run alone after their worker died holding several */
+    uint64_t lost;     /* jobs re-queued because their worker's pongs stopped listing them */
+    size_t queued, busy, alive; /* busy: workers holding at least one job */
+    size_t running;             /* jobs held by workers */
 };
 
 struct supervise;

@@ -153,7 +153,29 @@ check_exactly_once() {
   local missing; missing=$(sql "select count(*) from generate_series(1, $n) i
       where not exists (select 1 from jobs where job_id = '$p' || i and status = 'done')")
   [ "$missing" = "0" ] || fail "$missing job ids missing"
+  check_fake_stats "$p" "$((2 * n))"
   log "exactly once: $n jobs, $rows answers, all correct"
+}
+
+# check_real_stats PREFIX ROWS: a real worker's token counts stored with every answer: the
+# visual tokens kept at most their total, and the prompt longer than the kept visual tokens
+check_real_stats() {
+  local st; st=$(sql "select count(*) from results where job_id like '$1%' and
+      visual_tokens_kept > 0 and visual_tokens_total >= visual_tokens_kept and
+      prompt_tokens > visual_tokens_kept and generated_tokens > 0")
+  [ "$st" = "$2" ] || fail "$st of $2 answers with token counts: $(sql "select frames_sampled,
+      visual_tokens_kept, visual_tokens_total, prompt_tokens from results
+      where job_id like '$1%' limit 3")"
+}
+
+# check_fake_stats PREFIX ROWS: the fake worker's token counts stored with every answer
+check_fake_stats() {
+  local st; st=$(sql "select count(*) from results where job_id like '$1%' and
+      visual_tokens_total = 16 * frames_sampled and visual_tokens_kept = 10 * frames_sampled and
+      prompt_tokens = 10 * frames_sampled + 20 + case task when 'qa' then 1 else 0 end")
+  [ "$st" = "$2" ] || fail "$st of $2 answers with the worker's token counts: $(sql "select
+      frames_sampled, visual_tokens_kept, visual_tokens_total, prompt_tokens from results
+      where job_id like '$1%' limit 3")"
 }
 
 # after a clean stop, a fresh daemon must find every offset committed: nothing consumed
@@ -416,9 +438,12 @@ scenario_drain() {
 # leaving. Every job must end done exactly once, and every answer must equal what `vl3 run` says
 # for the same clip and task (seeded sampling at temperature 1, so the six clip/task answers
 # differ and an answer stored under the wrong job would show).
-scenario_real_workers() {
-  start_env
-  local N=${N:-300} M="$T/media" c t
+# real_setup: the tiny model in $T/model, clips a, b, c in $M (= $T/media), $T/worker.conf, and
+# the table it_want (path, task, answer) of what `vl3 run` answers for each clip and task
+# (seeded sampling at temperature 1, so the six answers differ)
+real_setup() {
+  M="$T/media"
+  local c t
   mkdir -p "$M"
   "$BIN/vl3" model tiny --out "$T/model" --seed 7 >/dev/null || fail "vl3 model tiny failed"
   "$S/tools/gen_sample_video.sh" "$M/a.mp4" 3 96x96 || fail "clip a"
@@ -441,6 +466,12 @@ scenario_real_workers() {
     done
   done
   [ "$(sql "select count(distinct answer) from it_want")" = 6 ] || fail "the six expected answers are not distinct"
+}
+
+scenario_real_workers() {
+  start_env
+  local N=${N:-300}
+  real_setup
   # jobs rw1..rw$1 .. rw$2 to the topic, cycling over the three clips
   produce_rw() {
     local clips=(a b c) i
@@ -511,6 +542,7 @@ scenario_real_workers() {
   grep -q "worker exited worker=.* signal=9" "$T/d1.log" || fail "the worker kill was not seen"
   grep -q "postgresql connection lost" "$T/d1.log" || fail "the database outage was not seen"
   grep -q "vision batch" "$T/d1.log" || fail "no vision batch in the worker log"
+  check_real_stats "rw" "$((2 * N))"
   log "exactly once with real workers: $N jobs, $rows answers, all equal to vl3 run"
   check_committed $((20000 + RANDOM % 20000))
 }
@@ -667,6 +699,7 @@ scenario_archive_real() {
   start_daemon d1
   wait_done 2 120
   [ "$(sql "select count(*) from results")" = 4 ] || fail "results: $(sql "select count(*) from results")"
+  check_real_stats "" 4
   "${E[@]}" "$M" > "$T/e2.out" 2>&1 || fail "enqueue 2: $(cat "$T/e2.out")"
   grep -q 'enqueued 0 jobs .* 2 already done' "$T/e2.out" || fail "enqueue 2: $(cat "$T/e2.out")"
   touch -d '2001-02-03 04:05:06' "$M/sub/b.mp4"

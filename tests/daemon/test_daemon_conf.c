@@ -61,6 +61,32 @@ TEST(conf_errors_cite_file_and_line)
     return 0;
 }
 
+/* issue 10: credits and devices per slot */
+TEST(conf_workers_credits_devices)
+{
+    const char *p = write_file("w.conf", "[workers]\ncount = 4\ncredits = 8\ndevices = slot\n"
+                                         "device_via = arg\nbackend = cuda\n");
+    struct daemon_conf c;
+    vl3_error e = {0};
+    ASSERT_OK_E(daemon_conf_load(&c, p, &e), &e);
+    ASSERT_EQ(c.worker_credits, 8);
+    ASSERT_STR_EQ(c.worker_devices, "slot");
+    ASSERT_EQ(c.worker_device_via, DAEMON_DEVICE_ARG);
+    ASSERT_STR_EQ(c.worker_backend, "cuda");
+    daemon_conf_free(&c);
+    ASSERT_OK_E(daemon_conf_load(&c, NULL, &e), &e);
+    ASSERT_EQ(c.worker_credits, 0); /* the worker's offer */
+    ASSERT_EQ(c.worker_device_via, DAEMON_DEVICE_ENV);
+    daemon_conf_free(&c);
+    p = write_file("w2.conf", "[workers]\ndevice_via = pcie\n");
+    ASSERT_EQ(daemon_conf_load(&c, p, &e), VL3_E_CONFIG);
+    ASSERT_STR_CONTAINS(e.msg, "w2.conf:2");
+    p = write_file("w3.conf", "[workers]\ncredits = 65\n");
+    ASSERT_EQ(daemon_conf_load(&c, p, &e), VL3_E_CONFIG);
+    ASSERT_STR_CONTAINS(e.msg, "workers.credits");
+    return 0;
+}
+
 TEST(conf_example_is_valid)
 {
     char path[4096];

@@ -39,3 +39,12 @@ TEST(it_dead_letters_keep_key_and_oversized) { return scenario("dlq_keys"); }
 TEST(it_readonly_database_retried) { return scenario("readonly"); }
 /* issue 14: idle and half-sent metrics connections are capped and timed out */
 TEST(it_metrics_connections_bounded) { return scenario("metrics_conns"); }
+/* issue 10: workers holding several jobs (credits); a kill holding several blames none; a job
+ * that crashes its worker every time fails alone */
+TEST(it_credits_crash_attribution) { return scenario("credits"); }
+/* issue 10: a real worker holding 8 jobs mixes them in vision batches and decode steps; answers
+ * equal vl3 run's */
+TEST(it_credits_real_workers_batch_across_jobs) { return scenario("credits_real"); }
+/* issue 10: a real worker killed holding several jobs loses and blames none; a crashing job
+ * fails alone */
+TEST(it_credits_real_workers_crash_attribution) { return scenario("credits_real_crash"); }

@@ -64,14 +64,24 @@ TEST(proto_stream_bytewise)
     vl3_error e = {0};
     uint8_t *parts[6];
     size_t lens[6], total = 0;
-    struct vl3_proto_hello h = {VL3_PROTO_VERSION, "fake 1", "cpu", 42};
+    struct vl3_proto_hello h = {VL3_PROTO_LEVEL, "fake 1", "cpu", 42, 4};
     struct vl3_proto_progress p = {"j", "decode", 3, 10};
-    struct vl3_proto_result res = {"j", 1, 4, 10.0, 20.5, "a dog on a \"sofa\"\n",
-                                   {7, 3, 12, 2, 1.5, 2.5, 3.5, 4.5, 41, 0.25, 2}};
+    struct vl3_proto_result res = {"j", 1, 4, 10.0, 20.5, "a dog on a \"sofa\"\n", {0}};
+    res.stats = (struct vl3_proto_stats){.frames_decoded = 7, .frames_pruned = 3,
+                                         .tokens_generated = 12, .batch_size = 2,
+                                         .decode_ms = 1.5, .vision_ms = 2.5, .prefill_ms = 3.5,
+                                         .generate_ms = 4.5, .frames_sampled = 41,
+                                         .sample_interval_s = 0.25};
+    res.stats.cache = 2;
     struct vl3_proto_done d = {"j", 5, {1, 123456, 1700000000, 12.5, 320, 240, 29.97, "h264",
                                         "0123abcd:123456"}};
     struct vl3_proto_error er = {"j", VL3_PERR_DECODE, 0, "could not decode"};
-    struct vl3_proto_pong pg = {99, NULL};
+    struct vl3_proto_pong pg = {99, "j", 2, {"j", "k"}};
+    res.stats.tokens_total = 640;
+    res.stats.tokens_kept = 410;
+    res.stats.prompt_tokens = 437;
+    res.stats.vision_batch_jobs = 3;
+    res.stats.decode_step_jobs = 2;
     ASSERT_OK_E(vl3_proto_encode_hello(&h, &parts[0], &lens[0], &e), &e);
     ASSERT_OK_E(vl3_proto_encode_progress(&p, &parts[1], &lens[1], &e), &e);
     ASSERT_OK_E(vl3_proto_encode_result(&res, &parts[2], &lens[2], &e), &e);
@@ -100,6 +110,8 @@ TEST(proto_stream_bytewise)
                 ASSERT_EQ(m.type, VL3_PROTO_HELLO);
                 ASSERT_STR_EQ(m.u.hello.worker, "fake 1");
                 ASSERT_EQ(m.u.hello.pid, 42);
+                ASSERT_EQ(m.u.hello.proto, 2);
+                ASSERT_EQ(m.u.hello.credits, 4);
                 break;
             case 1:
                 ASSERT_EQ(m.type, VL3_PROTO_PROGRESS);
@@ -118,6 +130,12 @@ TEST(proto_stream_bytewise)
                 ASSERT_EQ(m.u.result.stats.frames_sampled, 41);
                 ASSERT_NEAR(m.u.result.stats.sample_interval_s, 0.25, 0);
                 ASSERT_EQ(m.u.result.stats.cache, 2); /* "hit" */
+                ASSERT_EQ(m.u.result.stats.tokens_total, 640);
+                ASSERT_EQ(m.u.result.stats.tokens_kept, 410);
+                ASSERT_EQ(m.u.result.stats.prompt_tokens, 437);
+                ASSERT_EQ(m.u.result.stats.vision_batch_jobs, 3);
+                ASSERT_EQ(m.u.result.stats.decode_step_jobs, 2);
+                ASSERT_EQ(m.u.result.stats.vision_batch_windows, 0); /* absent = 0 */
                 break;
             case 3:
                 ASSERT_EQ(m.type, VL3_PROTO_DONE);
@@ -141,7 +159,9 @@ TEST(proto_stream_bytewise)
             case 5:
                 ASSERT_EQ(m.type, VL3_PROTO_PONG);
                 ASSERT_EQ(m.u.pong.seq, 99);
-                ASSERT(m.u.pong.job_id == NULL);
+                ASSERT_STR_EQ(m.u.pong.job_id, "j");
+                ASSERT_EQ(m.u.pong.njobs, 2);
+                ASSERT_STR_EQ(m.u.pong.jobs[1], "k");
                 break;
             }
             got++;
@@ -251,12 +271,17 @@ TEST(proto_bad_payloads)
          "{\"job\":\"a\",\"input\":\"/x\",\"tasks\":[{\"kind\":\"ocr\"}],\"sampling\":{\"fps\":"
          "1,\"max_frames\":0,\"mode\":\"fast\"}}",
          "sampling.max_frames\" out of range"},
-        {VL3_PROTO_HELLO, "{\"proto\":2,\"worker\":\"w\"}", "protocol 2"},
+        {VL3_PROTO_HELLO, "{\"proto\":3,\"worker\":\"w\"}", "protocol 3"},
+        {VL3_PROTO_HELLO, "{\"proto\":2,\"worker\":\"w\",\"credits\":0}", "credits"},
+        {VL3_PROTO_PONG, "{\"seq\":1,\"jobs\":[\"a\",7]}", "jobs[1]"},
         {VL3_PROTO_RESULT, "{\"job\":\"j\",\"task\":99,\"answer\":\"x\"}",
          "field \"task\" out of range"},
         {VL3_PROTO_RESULT, "{\"job\":\"j\",\"task\":0,\"answer\":\"x\",\"stats\":{\"batch_size\":"
                            "-1}}",
          "stats.batch_size"},
+        {VL3_PROTO_RESULT, "{\"job\":\"j\",\"task\":0,\"answer\":\"x\",\"stats\":{\"tokens_kept\":"
+                           "\"5\"}}",
+         "field \"stats.tokens_kept\" must be an integer"},
         {VL3_PROTO_RESULT, "{\"job\":\"j\",\"task\":0,\"answer\":\"x\",\"t_start\":5,\"t_end\":1}",
          "before"},
         {VL3_PROTO_ERROR, "{\"code\":\"weird\",\"retryable\":true,\"message\":\"m\"}",
@@ -282,6 +307,14 @@ TEST(proto_bad_payloads)
         if (!strstr(e.msg, cases[i].want))
             TEST__FAIL("case %zu: \"%s\" lacks \"%s\"", i, e.msg, cases[i].want);
     }
+    /* a level-1 hello takes one job at a time, whatever it says about credits */
+    const char *v1 = "{\"proto\":1,\"worker\":\"w\",\"credits\":8}";
+    vl3_proto_frame f = {VL3_PROTO_HELLO, (const uint8_t *)v1, strlen(v1)};
+    vl3_proto_msg hm;
+    vl3_error he = {0};
+    ASSERT_OK_E(vl3_proto_msg_parse(&f, &hm, &he), &he);
+    ASSERT_EQ(hm.u.hello.credits, 1);
+    vl3_proto_msg_free(&hm);
     /* unknown fields are ignored */
     vl3_error e = {0};
     ASSERT_OK_E(parse_json(VL3_PROTO_PONG, "{\"seq\":1,\"future\":{\"x\":[1,2]}}", &e), &e);

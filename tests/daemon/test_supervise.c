@@ -4,6 +4,9 @@
  * reported to the caller, and stop leaves nothing on the loop (uv_loop_close() == 0). */
 #include <uv.h>
 
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
 #include <unistd.h>
 
 #include "supervise.h"
@@ -90,6 +93,12 @@ static void t_abandoned(void *user, struct sv_job *s)
     ((struct tjob *)s)->abandoned++;
 }
 
+static void submit(struct tjob *j)
+{
+    j->sv.id = j->id;
+    supervise_submit(C.sv, &j->sv);
+}
+
 static void t_stopped(void *user)
 {
     (void)user;
@@ -121,7 +130,7 @@ TEST(supervise_dispatch_crash_hang_poison)
     ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
     for (int i = 0; i < C.njobs; i++) {
         jobs[i].sv.priority = i == 7 ? 9 : 5; /* d jumps the queue */
-        supervise_submit(C.sv, &jobs[i].sv);
+        submit(&jobs[i]);
     }
     uint64_t t0 = uv_hrtime();
     ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
@@ -180,8 +189,8 @@ TEST(supervise_stop_lets_running_job_finish)
                                 t_poison, t_abandoned, t_stopped, NULL};
     vl3_error e = {0};
     ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
-    supervise_submit(C.sv, &jobs[0].sv);
-    supervise_submit(C.sv, &jobs[1].sv);
+    submit(&jobs[0]);
+    submit(&jobs[1]);
     uv_timer_t t;
     uv_timer_init(&loop, &t);
     t.data = &jobs[1];
@@ -219,7 +228,7 @@ TEST(supervise_bad_result_fails_job_not_worker)
     vl3_error e = {0};
     ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
     for (int i = 0; i < C.njobs; i++)
-        supervise_submit(C.sv, &jobs[i].sv);
+        submit(&jobs[i]);
     ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ASSERT_EQ(C.stopped, 1);
     ASSERT_EQ(uv_loop_close(&loop), 0);
@@ -258,7 +267,7 @@ TEST(supervise_stalled_job_killed)
     vl3_error e = {0};
     ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
     for (int i = 0; i < C.njobs; i++)
-        supervise_submit(C.sv, &jobs[i].sv);
+        submit(&jobs[i]);
     uint64_t t0 = uv_hrtime();
     ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
     double secs = (double)(uv_hrtime() - t0) / 1e9;
@@ -299,7 +308,7 @@ TEST(supervise_worker_env_scrubbed)
                                 t_poison, t_abandoned, t_stopped, NULL};
     vl3_error e = {0};
     ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
-    supervise_submit(C.sv, &jobs[0].sv);
+    submit(&jobs[0]);
     ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
     ASSERT_EQ(uv_loop_close(&loop), 0);
     unsetenv("PGPASSWORD");
@@ -320,5 +329,274 @@ TEST(supervise_worker_env_scrubbed)
                  strstr(text, "KAFKA_") || strstr(text, "CREDENTIALS_DIRECTORY");
     free(text);
     ASSERT(!leaked);
+    return 0;
+}
+
+/* ---- protocol 2: credits ---- */
+
+static size_t max_running; /* most jobs held at once, seen from t_result_running */
+
+static void t_result_running(void *user, struct sv_job *s, const struct vl3_proto_result *r)
+{
+    struct supervise_stats st;
+    supervise_get_stats(C.sv, &st);
+    if (st.running > max_running)
+        max_running = st.running;
+    t_result(user, s, r);
+}
+
+static int run_credits(struct tjob *jobs, int n, int workers, int max_attempts, uv_loop_t *loop,
+                       void (*on_timer)(uv_timer_t *), uint64_t timer_ms)
+{
+    char worker[4096];
+    snprintf(worker, sizeof(worker), "%s/bin/fake-worker", test_build_dir());
+    memset(&C, 0, sizeof(C));
+    max_running = 0;
+    C.jobs = jobs;
+    C.njobs = n;
+    ASSERT_EQ(uv_loop_init(loop), 0);
+    struct supervise_options so = {.path = worker, .config = "", .count = workers,
+                                   .max_attempts = max_attempts, .job_timeout_ms = 5000,
+                                   .startup_timeout_ms = 5000, .ping_interval_ms = 100,
+                                   .stall_timeout_ms = 3000};
+    struct supervise_ops ops = {t_encode, t_result_running, t_done,    t_error,
+                                t_poison, t_abandoned,      t_stopped, NULL};
+    vl3_error e = {0};
+    ASSERT_OK_E(supervise_new(loop, &so, &ops, &C.sv, &e), &e);
+    for (int i = 0; i < n; i++)
+        submit(&jobs[i]);
+    uv_timer_t t;
+    if (on_timer) { /* repeats until it closes itself */
+        uv_timer_init(loop, &t);
+        uv_timer_start(&t, on_timer, timer_ms, timer_ms);
+    }
+    ASSERT_EQ(uv_run(loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(C.stopped, 1);
+    ASSERT_EQ(uv_loop_close(loop), 0);
+    return 0;
+}
+
+/* One worker offering 4 credits holds 4 jobs at once: 8 jobs of 600 ms each end in about two
+ * rounds, not eight, and every answer is right. */
+TEST(supervise_credits_hold_several_jobs)
+{
+    setenv("VL3_FAKE_WORKER_CREDITS", "4", 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "600", 1);
+    struct tjob jobs[8];
+    char ids[8][16], inputs[8][32];
+    memset(jobs, 0, sizeof(jobs));
+    for (int i = 0; i < 8; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "c%d", i);
+        snprintf(inputs[i], sizeof(inputs[i]), "/m/c%d.mp4", i);
+        jobs[i].id = ids[i];
+        jobs[i].input = inputs[i];
+    }
+    uv_loop_t loop;
+    uint64_t t0 = uv_hrtime();
+    int r = run_credits(jobs, 8, 1, 2, &loop, NULL, 0);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    unsetenv("VL3_FAKE_WORKER_CREDITS");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
+    ASSERT_OK(r);
+    for (int i = 0; i < 8; i++)
+        if (jobs[i].done != 1 || jobs[i].results != 2 || jobs[i].sv.attempts != 1)
+            TEST__FAIL("job %s: done %d results %d attempts %d", jobs[i].id, jobs[i].done,
+                       jobs[i].results, jobs[i].sv.attempts);
+    ASSERT_EQ(max_running, 4);
+    ASSERT_LT(secs, 8 * 0.6); /* serially it would take 4.8 s */
+    return 0;
+}
+
+/* kill -9 the worker (the pid the fake worker logged) while it holds several jobs */
+static char kill_log[4096];
+static int killed_pid;
+
+static void kill_worker_timer(uv_timer_t *t)
+{
+    if (C.ending || !C.sv) { /* everything ended without the kill: the test fails on killed_pid */
+        uv_close((uv_handle_t *)t, NULL);
+        return;
+    }
+    struct supervise_stats st;
+    supervise_get_stats(C.sv, &st);
+    if (st.running < 4)
+        return; /* not all four held yet: look again at the next tick */
+    char *text = NULL;
+    size_t len = 0;
+    if (vl3_file_read(kill_log, 1 << 20, &text, &len, NULL) == 0 && len > 0) {
+        max_running = st.running; /* held when it is killed */
+        killed_pid = atoi(text);
+        if (killed_pid > 0)
+            kill(killed_pid, SIGKILL);
+    }
+    free(text);
+    if (killed_pid > 0)
+        uv_close((uv_handle_t *)t, NULL);
+}
+
+/* A worker killed while holding four jobs loses none and blames none: with max_attempts 1 (one
+ * charged crash would poison a job), every job is re-run, alone, and done; no kill is counted. */
+TEST(supervise_killed_holding_several_blames_none)
+{
+    snprintf(kill_log, sizeof(kill_log), "%s/kill.log", test_tmpdir());
+    unlink(kill_log);
+    setenv("VL3_FAKE_WORKER_LOG", kill_log, 1);
+    setenv("VL3_FAKE_WORKER_CREDITS", "4", 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "800", 1);
+    struct tjob jobs[] = {{.id = "k1", .input = "/m/k1.mp4"}, {.id = "k2", .input = "/m/k2.mp4"},
+                          {.id = "k3", .input = "/m/k3.mp4"}, {.id = "k4", .input = "/m/k4.mp4"}};
+    uv_loop_t loop;
+    killed_pid = 0;
+    int r = run_credits(jobs, 4, 1, 1, &loop, kill_worker_timer, 50);
+    unsetenv("VL3_FAKE_WORKER_LOG");
+    unsetenv("VL3_FAKE_WORKER_CREDITS");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
+    ASSERT_OK(r);
+    ASSERT(killed_pid > 0);
+    for (int i = 0; i < 4; i++) {
+        struct tjob *j = &jobs[i];
+        if (j->done != 1 || j->results != 2 || j->poisoned || j->sv.kills != 0 ||
+            j->sv.attempts != 2 || j->sv.shared_deaths != 1)
+            TEST__FAIL("job %s: done %d results %d poisoned %d kills %d attempts %d", j->id,
+                       j->done, j->results, j->poisoned, j->sv.kills, j->sv.attempts);
+    }
+    ASSERT_EQ(max_running, 4);
+    return 0;
+}
+
+/* A job that crashes its worker on every attempt, dispatched with others (credits 4, two
+ * workers): the first crash blames nobody, the jobs held with it are re-run and done; the
+ * crasher then runs alone and, after max_attempts crashes alone, fails as poison. */
+TEST(supervise_crasher_fails_alone_others_complete)
+{
+    setenv("VL3_FAKE_WORKER_CREDITS", "4", 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "300", 1);
+    struct tjob jobs[] = {{.id = "g1", .input = "/m/g1.mp4"},
+                          {.id = "crash", .input = "/m/crash.mp4"},
+                          {.id = "g2", .input = "/m/g2.mp4"},
+                          {.id = "g3", .input = "/m/g3.mp4"},
+                          {.id = "g4", .input = "/m/g4.mp4"},
+                          {.id = "g5", .input = "/m/g5.mp4"},
+                          {.id = "g6", .input = "/m/g6.mp4"}};
+    int n = (int)(sizeof(jobs) / sizeof(jobs[0]));
+    uv_loop_t loop;
+    int r = run_credits(jobs, n, 2, 2, &loop, NULL, 0);
+    unsetenv("VL3_FAKE_WORKER_CREDITS");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
+    ASSERT_OK(r);
+    struct tjob *c = &jobs[1];
+    ASSERT_EQ(c->poisoned, 1);
+    ASSERT_EQ(c->done, 0);
+    ASSERT_EQ(c->sv.kills, 2);
+    ASSERT_EQ(c->sv.attempts, 3); /* once with others (not charged), twice alone */
+    ASSERT_STR_CONTAINS(c->reason, "poison: 2 attempts");
+    for (int i = 0; i < n; i++) {
+        struct tjob *j = &jobs[i];
+        if (j == c)
+            continue;
+        if (j->done != 1 || j->results != 2 || j->poisoned || j->sv.kills != 0)
+            TEST__FAIL("job %s: done %d results %d poisoned %d kills %d", j->id, j->done,
+                       j->results, j->poisoned, j->sv.kills);
+    }
+    return 0;
+}
+
+/* ---- devices per slot ---- */
+
+static int run_devices(const char *devices, int device_arg, const char *backend, char **ret_log)
+{
+    char worker[4096], log[4096];
+    snprintf(worker, sizeof(worker), "%s/bin/fake-worker", test_build_dir());
+    snprintf(log, sizeof(log), "%s/devices.log", test_tmpdir());
+    unlink(log);
+    setenv("VL3_FAKE_WORKER_LOG", log, 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "800", 1);
+    setenv("CUDA_VISIBLE_DEVICES", "9", 1); /* the daemon's own */
+    struct tjob jobs[] = {{.id = "e0", .input = "/m/environ0.mp4"},
+                          {.id = "e1", .input = "/m/environ1.mp4"}};
+    memset(&C, 0, sizeof(C));
+    C.jobs = jobs;
+    C.njobs = 2;
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    struct supervise_options so = {.path = worker, .config = "", .count = 2, .max_attempts = 2,
+                                   .job_timeout_ms = 5000, .startup_timeout_ms = 5000,
+                                   .ping_interval_ms = 200, .backend = backend,
+                                   .devices = devices, .device_arg = device_arg};
+    struct supervise_ops ops = {t_encode, t_result,    t_done,    t_error,
+                                t_poison, t_abandoned, t_stopped, NULL};
+    vl3_error e = {0};
+    ASSERT_OK_E(supervise_new(&loop, &so, &ops, &C.sv, &e), &e);
+    submit(&jobs[0]);
+    submit(&jobs[1]);
+    ASSERT_EQ(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    unsetenv("VL3_FAKE_WORKER_LOG");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
+    unsetenv("CUDA_VISIBLE_DEVICES");
+    ASSERT_EQ(jobs[0].done + jobs[1].done, 2);
+    size_t len = 0;
+    ASSERT_OK(vl3_file_read(log, 1 << 20, ret_log, &len, NULL));
+    return 0;
+}
+
+/* Each worker slot gets its device: from a list as CUDA_VISIBLE_DEVICES (the daemon's own
+ * replaced), or the slot index as --device; workers.backend other than auto as --backend; a
+ * malformed list is refused. */
+TEST(supervise_devices_per_slot)
+{
+    char *text = NULL;
+    ASSERT_OK(run_devices("3,5", 0, "auto", &text));
+    int ok = strstr(text, "env CUDA_VISIBLE_DEVICES=3\n") &&
+             strstr(text, "env CUDA_VISIBLE_DEVICES=5\n") &&
+             !strstr(text, "CUDA_VISIBLE_DEVICES=9") && !strstr(text, "arg --");
+    if (!ok)
+        TEST__FAIL("env devices: %s", text);
+    free(text);
+    ASSERT_OK(run_devices("slot", 1, "cuda", &text));
+    ok = strstr(text, "arg --device\narg 0\n") && strstr(text, "arg --device\narg 1\n") &&
+         strstr(text, "arg --backend\narg cuda\n") && strstr(text, "env CUDA_VISIBLE_DEVICES=9\n");
+    if (!ok)
+        TEST__FAIL("arg devices: %s", text);
+    free(text);
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    struct supervise_options so = {.path = "/bin/true", .count = 1, .max_attempts = 1,
+                                   .job_timeout_ms = 1000, .devices = "0,,1"};
+    struct supervise_ops ops = {t_encode, t_result,    t_done,    t_error,
+                                t_poison, t_abandoned, t_stopped, NULL};
+    struct supervise *sv = NULL;
+    vl3_error e = {0};
+    ASSERT_EQ(supervise_new(&loop, &so, &ops, &sv, &e), -EINVAL);
+    ASSERT_STR_CONTAINS(e.msg, "workers.devices");
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+    return 0;
+}
+
+/* A level-2 worker whose pongs stop listing a job it was given (it lost it) gets the job back
+ * in the queue after three such pongs, uncharged; the worker is kept and the job done on its
+ * next attempt; the job held beside it is untouched. */
+TEST(supervise_lost_job_requeued)
+{
+    setenv("VL3_FAKE_WORKER_CREDITS", "4", 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "1500", 1);
+    struct tjob jobs[] = {{.id = "lose", .input = "/m/lose.mp4"},
+                          {.id = "keep", .input = "/m/keep.mp4"}};
+    uv_loop_t loop;
+    uint64_t t0 = uv_hrtime();
+    int r = run_credits(jobs, 2, 1, 1, &loop, NULL, 0);
+    double secs = (double)(uv_hrtime() - t0) / 1e9;
+    unsetenv("VL3_FAKE_WORKER_CREDITS");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
+    ASSERT_OK(r);
+    ASSERT_EQ(jobs[0].done, 1);
+    ASSERT_EQ(jobs[0].results, 2);
+    ASSERT_EQ(jobs[0].sv.attempts, 2);
+    ASSERT_EQ(jobs[0].sv.kills, 0);
+    ASSERT_EQ(jobs[1].done, 1);
+    ASSERT_EQ(jobs[1].sv.attempts, 1);
+    /* found by pongs (100 ms apart), not by the 3-s stall timer (which would have killed the
+     * worker and, the job being alone by then, charged it: kills 1, poison at max_attempts 1) */
+    ASSERT_LT(secs, 4.5);
     return 0;
 }

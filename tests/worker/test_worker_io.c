@@ -35,9 +35,9 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
     struct worker_out o;
     ASSERT_OK(worker_out_init(&o, p[1]));
-    ASSERT_OK(worker_send_hello(&o, "vl3-worker test", "cpu", 1234));
+    ASSERT_OK(worker_send_hello(&o, "vl3-worker test", "cpu", 1234, 6));
     struct worker_result r = {"job-1", 1, 2, 3.0, 6.0, "a cat",
-                              {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 3, 1.0, 96, 72, 133, 13, 3, 1}};
+                              {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 3, 1.0, 96, 72, 133, 13, 3, 2, 2, 1}};
     ASSERT_OK(worker_send_result(&o, &r));
     struct worker_media md = {1, 4096, 1700000000, 0, 150, 100, 0, "png", "ab12:4096"}; /* image */
     ASSERT_OK(worker_send_done(&o, "job-1", 1, &md));
@@ -46,13 +46,15 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_OK(worker_send_error(&o, "job-2", VL3_E_DECODE, "could not decode", &code, &retry));
     ASSERT_STR_EQ(code, "decode");
     ASSERT_EQ(retry, 0);
-    ASSERT_OK(worker_send_pong(&o, 5, NULL));
+    const char *held[] = {"job-3", "job-4"};
+    ASSERT_OK(worker_send_pong(&o, 5, held, 2));
     close(p[1]);
     vl3_proto_msg m[8];
     ASSERT_EQ(read_frames(p[0], m, 8), 5);
     close(p[0]);
     ASSERT_EQ(m[0].type, VL3_PROTO_HELLO);
-    ASSERT_EQ(m[0].u.hello.proto, VL3_PROTO_VERSION);
+    ASSERT_EQ(m[0].u.hello.proto, VL3_PROTO_LEVEL);
+    ASSERT_EQ(m[0].u.hello.credits, 6);
     ASSERT_EQ(m[0].u.hello.pid, 1234);
     ASSERT_EQ(m[1].type, VL3_PROTO_RESULT);
     ASSERT_STR_EQ(m[1].u.result.job_id, "job-1");
@@ -73,6 +75,10 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_EQ(json_integer_value(json_object_get(st, "prompt_tokens")), 133);
     ASSERT_EQ(json_integer_value(json_object_get(st, "vision_batch_frames")), 13);
     ASSERT_EQ(json_integer_value(json_object_get(st, "vision_batch_windows")), 3);
+    ASSERT_EQ(m[1].u.result.stats.tokens_kept, 72);
+    ASSERT_EQ(m[1].u.result.stats.prompt_tokens, 133);
+    ASSERT_EQ(m[1].u.result.stats.vision_batch_jobs, 2);
+    ASSERT_EQ(m[1].u.result.stats.decode_step_jobs, 2);
     ASSERT_EQ(m[2].type, VL3_PROTO_DONE);
     ASSERT_EQ(m[2].u.done.results, 1);
     ASSERT(m[2].u.done.media.present);
@@ -85,7 +91,23 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_EQ(m[3].u.error.code, VL3_PERR_DECODE);
     ASSERT_EQ(m[3].u.error.retryable, 0);
     ASSERT_EQ(m[4].type, VL3_PROTO_PONG);
-    ASSERT(m[4].u.pong.job_id == NULL);
+    ASSERT_STR_EQ(m[4].u.pong.job_id, "job-3");
+    ASSERT_EQ(m[4].u.pong.njobs, 2);
+    ASSERT_STR_EQ(m[4].u.pong.jobs[1], "job-4");
+    /* one credit: a level-1 hello */
+    ASSERT_EQ(pipe2(p, O_CLOEXEC), 0);
+    struct worker_out o1;
+    ASSERT_OK(worker_out_init(&o1, p[1]));
+    ASSERT_OK(worker_send_hello(&o1, "vl3-worker test", "cpu", 1234, 1));
+    close(p[1]);
+    vl3_proto_msg h1;
+    ASSERT_EQ(read_frames(p[0], &h1, 1), 1);
+    close(p[0]);
+    ASSERT_EQ(h1.u.hello.proto, 1);
+    ASSERT_EQ(h1.u.hello.credits, 1);
+    ASSERT(json_object_get(h1.root, "credits") == NULL);
+    vl3_proto_msg_free(&h1);
+    worker_out_deinit(&o1);
     for (int i = 0; i < 5; i++)
         vl3_proto_msg_free(&m[i]);
     worker_out_deinit(&o);

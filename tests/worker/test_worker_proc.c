@@ -267,7 +267,7 @@ static int start(struct proc *p, const char *extra)
     vl3_proto_msg m;
     if (next(p, &m, 60000) != 1)
         return -1;
-    int ok = m.type == VL3_PROTO_HELLO && m.u.hello.proto == VL3_PROTO_VERSION;
+    int ok = m.type == VL3_PROTO_HELLO && m.u.hello.proto >= 1 && m.u.hello.credits >= 1;
     vl3_proto_msg_free(&m);
     return ok ? 0 : -1;
 }
@@ -742,6 +742,15 @@ TEST(proc_check_config)
     ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --check-config -c '%s' 2>&1", bin,
                       conf_path), 0);
     ASSERT_STR_CONTAINS(out, "is valid");
+    /* vl3d's --backend / --device per slot are checked too */
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --backend cpu --device 3 --check-config "
+                      "-c '%s' 2>&1", bin, conf_path), 0);
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --backend tpu --check-config -c '%s' "
+                      "2>&1", bin, conf_path), 1);
+    ASSERT_STR_CONTAINS(out, "invalid backend \"tpu\" (--backend)");
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --device x1 --check-config -c '%s' "
+                      "2>&1", bin, conf_path), 1);
+    ASSERT_STR_CONTAINS(out, "invalid device");
     return 0;
 }
 

@@ -187,6 +187,32 @@ TEST(sched_batched_equals_alone)
     return 0;
 }
 
+/* Sequences tagged with their job (group): each learns the most distinct jobs one of its
+ * decode steps held (two jobs of two sequences each, decoded together: 2, not 4). */
+TEST(sched_groups_counted)
+{
+    static struct run r;
+    struct fake f = {0};
+    setup(&r);
+    int job_a, job_b;
+    struct worker_lm lm = {&fake_ops, &f, 4, 0, {-1}, 1};
+    struct worker_sched *s = NULL;
+    ASSERT_OK(worker_sched_new(&lm, on_done, &r, &s));
+    for (int i = 0; i < 4; i++) {
+        r.seq[i].group = i < 2 ? (const void *)&job_a : (const void *)&job_b;
+        ASSERT_OK(worker_sched_submit(s, &r.seq[i]));
+    }
+    while (worker_sched_step(s) > 0)
+        ;
+    worker_sched_free(s);
+    for (int i = 0; i < 4; i++) {
+        ASSERT_EQ(r.done[i], 1);
+        ASSERT_EQ(r.seq[i].max_groups, 2);
+        ASSERT_EQ(r.seq[i].max_batch, 4);
+    }
+    return 0;
+}
+
 TEST(sched_n_ctx_limit)
 {
     static struct run r;

@@ -32,8 +32,9 @@
 #include "worker_conf.h"
 
 static const char *arg_config = NULL;
-static const char *arg_backend = NULL; /* --backend: overrides the setting "backend" */
 static int arg_check_config = 0;
+static const char *arg_backend = NULL; /* --backend: overrides the configuration's backend */
+static const char *arg_device = NULL;  /* --device: overrides the configuration's device */
 
 static void on_stop_signal(int sig)
 {
@@ -50,6 +51,7 @@ static void help(void)
            "      --check-config  parse and validate the configuration, then exit\n"
            "      --backend NAME  engine backend, overriding the setting \"backend\": auto, cpu,\n"
            "                      cuda or cuda-emu (the CUDA kernels on the host emulator)\n"
+           "      --device N      GPU index, overriding \"device\" (vl3d gives each slot one)\n"
            "  -h, --help          show this help\n"
            "      --version       show the version\n\n"
            "Exit status: 0 stdin closed and every job answered, 1 usage or configuration error,\n"
@@ -114,6 +116,30 @@ static void test_socket(void)
         close(fd);
 }
 
+/* --backend and --device over the configuration. 0 or VL3_E_CONFIG. */
+static int apply_args(struct worker_conf *conf, vl3_error *reterr)
+{
+    if (arg_backend) {
+        if (vl3_backend_kind_parse(arg_backend) < 0)
+            return vl3_error_set(reterr, VL3_E_CONFIG, "invalid backend \"%s\" (--backend)",
+                                 arg_backend);
+        char *b = strdup(arg_backend);
+        if (!b)
+            return vl3_error_set(reterr, -ENOMEM, "out of memory");
+        free(conf->backend);
+        conf->backend = b;
+    }
+    if (arg_device) {
+        char *end;
+        long d = strtol(arg_device, &end, 10);
+        if (end == arg_device || *end || d < 0 || d > 64)
+            return vl3_error_set(reterr, VL3_E_CONFIG, "invalid device \"%s\" (--device)",
+                                 arg_device);
+        conf->device = d;
+    }
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     die_with_parent();
@@ -121,6 +147,7 @@ int main(int argc, char **argv)
         {"config", required_argument, NULL, 'c'},
         {"check-config", no_argument, NULL, 'C'},
         {"backend", required_argument, NULL, 'B'},
+        {"device", required_argument, NULL, 'D'},
         {"help", no_argument, NULL, 'h'},
         {"version", no_argument, NULL, 'V'},
         {0},
@@ -131,6 +158,7 @@ int main(int argc, char **argv)
         case 'c': arg_config = optarg; break;
         case 'C': arg_check_config = 1; break;
         case 'B': arg_backend = optarg; break;
+        case 'D': arg_device = optarg; break;
         case 'h': help(); return 0;
         case 'V': printf("vl3-worker %s (engine %s)\n", VL3_VERSION, vl3_engine_version()); return 0;
         default: return 2;
@@ -141,8 +169,8 @@ int main(int argc, char **argv)
     int r = vl3_conf_defaults(worker_conf_table, &conf, &err);
     if (r == 0 && arg_config)
         r = vl3_conf_load(worker_conf_table, &conf, arg_config, &err);
-    if (r == 0 && arg_backend)
-        r = vl3_conf_set(worker_conf_table, &conf, "backend", arg_backend, &err);
+    if (r == 0)
+        r = apply_args(&conf, &err);
     if (r < 0) {
         vl3_log_err("%s", vl3_error_text(&err, r));
         vl3_conf_free_strings(worker_conf_table, &conf);

@@ -230,6 +230,13 @@ static void admit_job(void *user, const struct worker_job_req *m)
     }
     vl3_log_info("accepted job=%s input=\"%s\" tasks=%d attempt=%d", j->id, j->input, j->ntasks,
                  j->attempt);
+    /* Test hook: VL3_TEST_CRASH_INPUT=TEXT makes the worker die (SIGKILL, as a crash would end
+     * it) on accepting a job whose input contains TEXT, with the jobs it holds (a poison video) */
+    const char *crash = getenv("VL3_TEST_CRASH_INPUT");
+    if (crash && crash[0] && strstr(j->input, crash)) {
+        vl3_log_warning("VL3_TEST_CRASH_INPUT: dying on job=%s", j->id);
+        raise(SIGKILL);
+    }
     pthread_mutex_lock(&w->lock);
     j->next_all = w->jobs;
     w->jobs = j;
@@ -243,18 +250,26 @@ static void admit_job(void *user, const struct worker_job_req *m)
     pthread_mutex_unlock(&w->lock);
 }
 
+/* PONG listing the jobs held, oldest first (copies: the list changes once the lock is gone) */
 static void answer_ping(void *user, int64_t seq)
 {
     struct worker *w = user;
-    char id[512] = "";
+    char *ids[WORKER_MAX_CREDITS];
+    int n = 0;
     pthread_mutex_lock(&w->lock);
-    const struct worker_job *oldest = NULL;
-    for (const struct worker_job *p = w->jobs; p; p = p->next_all)
-        oldest = p; /* the list is newest first */
-    if (oldest)
-        snprintf(id, sizeof(id), "%s", oldest->id);
+    for (const struct worker_job *p = w->jobs; p; p = p->next_all) {
+        if (n == WORKER_MAX_CREDITS)
+            free(ids[--n]); /* the list is newest first: keep the oldest */
+        memmove(ids + 1, ids, sizeof(ids[0]) * (size_t)n);
+        if ((ids[0] = strdup(p->id)) != NULL)
+            n++;
+        else
+            memmove(ids, ids + 1, sizeof(ids[0]) * (size_t)n);
+    }
     pthread_mutex_unlock(&w->lock);
-    (void)worker_send_pong(&w->out, seq, id[0] ? id : NULL);
+    (void)worker_send_pong(&w->out, seq, (const char *const *)ids, n);
+    for (int i = 0; i < n; i++)
+        free(ids[i]);
 }
 
 /* ---- lifecycle ---- */
@@ -399,7 +414,10 @@ int worker_run(struct worker *w, int in_fd, int out_fd)
     (void)vl3_model_get_info(w->model, &mi);
     if (start_threads(w) < 0 ||
         worker_send_hello(&w->out, "vl3-worker " VL3_VERSION, mi.backend ? mi.backend : "cpu",
-                          (int64_t)getpid()) < 0) {
+                          (int64_t)getpid(),
+                          (int)(w->conf->credits < w->conf->max_queued_jobs
+                                    ? w->conf->credits
+                                    : w->conf->max_queued_jobs)) < 0) {
         status = WORKER_EXIT_SOFTWARE;
         goto out;
     }

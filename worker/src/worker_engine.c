@@ -147,8 +147,16 @@ static int encode_units(struct worker *w, struct worker_unit *units, int n, int 
         w->vision_frames_max = frames;
     if (n > w->vision_units_max)
         w->vision_units_max = n;
-    vl3_log_info("vision batch windows=%d frames=%d ms=%.1f", n, frames, ms);
+    int jobs = 0; /* distinct jobs among the windows */
     for (struct worker_unit *u = units; u; u = u->next) {
+        int seen = 0;
+        for (struct worker_unit *v = units; v != u && !seen; v = v->next)
+            seen = v->job == u->job;
+        jobs += !seen;
+    }
+    vl3_log_info("vision batch windows=%d jobs=%d frames=%d ms=%.1f", n, jobs, frames, ms);
+    for (struct worker_unit *u = units; u; u = u->next) {
+        u->vision_batch_jobs = jobs;
         u->vision_ms = ms;
         u->vision_batch_frames = frames;
         u->vision_batch_units = n;
@@ -205,6 +213,7 @@ static int submit_prompts(struct worker *w, struct worker_unit *u, vl3_error *er
         q->temperature = (float)job->temperature;
         q->seed = w->conf->seed >= 0 ? (uint64_t)w->conf->seed : seed_of(job->id, t, u->window);
         q->user = g;
+        q->group = job;
     }
     for (t = 0; t < job->ntasks; t++) {
         if ((rc = worker_sched_submit(w->sched, &gens[t]->seq)) < 0) {
@@ -294,7 +303,7 @@ void worker_engine_seq_done(void *user, struct worker_seq *q)
                                              : (u->t_end - u->t_start) / u->n_frames,
                                          u->mask.n_tokens, u->mask.n_kept, q->n_ids,
                                          u->vision_batch_frames, u->vision_batch_units,
-                                         u->cache};
+                                         u->vision_batch_jobs, q->max_groups, u->cache};
         vl3_log_info("answered job=%s task=%d window=%d prompt_tokens=%d generated=%d "
                      "decode_batch=%d vision_batch_frames=%d vision_batch_windows=%d "
                      "tokens_kept=%lld/%lld",

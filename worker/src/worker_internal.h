@@ -72,6 +72,7 @@ struct worker_unit {
     int cache;
     char key[33];
     char *key_descr;        /* owned */
+    int vision_batch_jobs; /* distinct jobs in that vision-encoder call */
 };
 
 /* The job's use of the token cache (== enum vl3_cache_mode of the protocol). */

@@ -2,9 +2,7 @@
  *
  * Every output frame is built completely in memory with the proto.h encoders, then written with
  * one locked loop of write(2), so a frame is never split by another thread's frame. A failed
- * write marks the output broken: the daemon has gone away, and the reader sees EOF and exits.
- * The extra statistics of a RESULT are added by re-parsing the encoded JSON, extending "stats"
- * and framing it again (the encoder has checked every standard field). */
+ * write marks the output broken: the daemon has gone away, and the reader sees EOF and exits. */
 #include "worker_io.h"
 
 #include <errno.h>
@@ -12,11 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <jansson.h>
 
 #include "vl3/proto.h"
 
 _Static_assert(WORKER_MAX_TASKS == VL3_PROTO_MAX_TASKS, "task limit differs from the protocol");
+_Static_assert(WORKER_MAX_CREDITS == VL3_PROTO_MAX_CREDITS,
+               "credit limit differs from the protocol");
 
 int worker_out_init(struct worker_out *o, int fd)
 {
@@ -65,18 +64,23 @@ static int send_built(struct worker_out *o, int rc, uint8_t *buf, size_t len)
     return rc;
 }
 
-int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid)
+int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid,
+                      int credits)
 {
-    struct vl3_proto_hello m = {VL3_PROTO_VERSION, version, backend, pid};
+    /* one credit: a level-1 hello, which a daemon that predates credits also accepts */
+    struct vl3_proto_hello m = {credits > 1 ? VL3_PROTO_LEVEL : 1, version, backend, pid,
+                                credits > 1 ? credits : 0};
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_hello(&m, &buf, &len, NULL); /* before reading buf/len */
     return send_built(o, rc, buf, len);
 }
 
-int worker_send_pong(struct worker_out *o, int64_t seq, const char *job_id)
+int worker_send_pong(struct worker_out *o, int64_t seq, const char *const *jobs, int njobs)
 {
-    struct vl3_proto_pong m = {seq, job_id};
+    struct vl3_proto_pong m = {seq, njobs > 0 ? jobs[0] : NULL, 0, {0}};
+    for (int i = 0; i < njobs && i < VL3_PROTO_MAX_CREDITS; i++)
+        m.jobs[m.njobs++] = jobs[i];
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_pong(&m, &buf, &len, NULL); /* before reading buf/len */
@@ -106,43 +110,6 @@ int worker_send_done(struct worker_out *o, const char *job_id, int64_t results,
     size_t len = 0;
     int rc = vl3_proto_encode_done(&m, &buf, &len, NULL); /* before reading buf/len */
     return send_built(o, rc, buf, len);
-}
-
-static int add_extra(uint8_t **buf, size_t *len, const struct worker_stats *x)
-{
-    json_error_t je;
-    json_t *root = json_loadb((const char *)*buf + VL3_PROTO_HEADER_SIZE,
-                              *len - VL3_PROTO_HEADER_SIZE, 0, &je);
-    if (!root)
-        return -EINVAL;
-    int rc = -ENOMEM;
-    json_t *st = json_object_get(root, "stats");
-    if (!st) {
-        st = json_object();
-        if (!st || json_object_set_new(root, "stats", st) < 0)
-            goto out;
-    }
-    if (json_object_set_new(st, "tokens_total", json_integer(x->tokens_total)) < 0 ||
-        json_object_set_new(st, "tokens_kept", json_integer(x->tokens_kept)) < 0 ||
-        json_object_set_new(st, "prompt_tokens", json_integer(x->prompt_tokens)) < 0 ||
-        json_object_set_new(st, "vision_batch_frames", json_integer(x->vision_batch_frames)) < 0 ||
-        json_object_set_new(st, "vision_batch_windows", json_integer(x->vision_batch_windows)) < 0)
-        goto out;
-    char *s = json_dumps(root, JSON_COMPACT);
-    if (!s)
-        goto out;
-    uint8_t *nb = NULL;
-    size_t nl = 0;
-    rc = vl3_proto_frame_build(VL3_PROTO_RESULT, s, strlen(s), &nb, &nl, NULL);
-    free(s);
-    if (rc < 0)
-        goto out;
-    free(*buf);
-    *buf = nb;
-    *len = nl;
-out:
-    json_decref(root);
-    return rc;
 }
 
 /* The text the protocol allows: at most VL3_PROTO_MAX_TEXT bytes, cut at a UTF-8 character
@@ -176,22 +143,30 @@ int worker_send_result(struct worker_out *o, const struct worker_result *r)
     double t0 = r->t_start > 0 ? r->t_start : 0, t1 = r->t_end > t0 ? r->t_end : t0;
     char *cut = NULL;
     const char *answer = fit_text(r->answer, &cut);
-    struct vl3_proto_result m = {r->job_id, r->task, r->window, t0, t1, answer,
-                                 {s->frames_decoded, s->frames_pruned, s->tokens_generated,
-                                  s->batch_size, s->decode_ms, s->vision_ms, s->prefill_ms,
-                                  s->generate_ms, s->frames_sampled, s->sample_interval_s,
-                                  s->cache}};
+    struct vl3_proto_result m = {r->job_id, r->task, r->window, t0, t1, answer, {0}};
+    m.stats = (struct vl3_proto_stats){.frames_decoded = s->frames_decoded,
+                                       .frames_pruned = s->frames_pruned,
+                                       .tokens_generated = s->tokens_generated,
+                                       .batch_size = s->batch_size,
+                                       .decode_ms = s->decode_ms,
+                                       .vision_ms = s->vision_ms,
+                                       .prefill_ms = s->prefill_ms,
+                                       .generate_ms = s->generate_ms,
+                                       .frames_sampled = s->frames_sampled,
+                                       .sample_interval_s = s->sample_interval_s,
+                                       .tokens_total = s->tokens_total,
+                                       .tokens_kept = s->tokens_kept,
+                                       .prompt_tokens = s->prompt_tokens,
+                                       .vision_batch_frames = s->vision_batch_frames,
+                                       .vision_batch_windows = s->vision_batch_windows,
+                                       .vision_batch_jobs = s->vision_batch_jobs,
+                                       .decode_step_jobs = s->decode_step_jobs,
+                                       .cache = s->cache};
     uint8_t *buf = NULL;
     size_t len = 0;
-    int rc = vl3_proto_encode_result(&m, &buf, &len, NULL);
+    int rc = vl3_proto_encode_result(&m, &buf, &len, NULL); /* before reading buf/len */
     free(cut);
-    if (rc < 0)
-        return rc;
-    if ((rc = add_extra(&buf, &len, s)) < 0) {
-        free(buf);
-        return rc;
-    }
-    return send_built(o, 0, buf, len);
+    return send_built(o, rc, buf, len);
 }
 
 static int errcode(int code, int *ret_retryable)

@@ -14,7 +14,8 @@
 
 #include "vl3/err.h"
 
-#define WORKER_MAX_TASKS 16 /* == VL3_PROTO_MAX_TASKS (checked in worker_io.c) */
+#define WORKER_MAX_TASKS 16   /* == VL3_PROTO_MAX_TASKS (checked in worker_io.c) */
+#define WORKER_MAX_CREDITS 64 /* == VL3_PROTO_MAX_CREDITS (checked in worker_io.c) */
 
 struct worker_out {
     int fd;
@@ -22,8 +23,7 @@ struct worker_out {
     int broken; /* a write failed (the daemon is gone): later sends fail at once */
 };
 
-/* Statistics of one answer. The first group maps to the protocol's stats fields; the second is
- * sent as additional stats fields (the protocol ignores unknown fields). */
+/* Statistics of one answer: the protocol's RESULT.stats fields. */
 struct worker_stats {
     int64_t frames_decoded, frames_pruned, tokens_generated, batch_size;
     double decode_ms, vision_ms, prefill_ms, generate_ms;
@@ -33,6 +33,8 @@ struct worker_stats {
     int64_t prompt_tokens;
     int64_t vision_batch_frames;  /* frames in the vision-encoder call that served the window */
     int64_t vision_batch_windows; /* windows (of any jobs) in that call */
+    int64_t vision_batch_jobs;    /* distinct jobs in that call */
+    int64_t decode_step_jobs;     /* most distinct jobs in one decode step of this answer */
     int cache;                    /* token cache: 0 not used, 1 miss, 2 hit */
 };
 
@@ -50,8 +52,11 @@ void worker_out_deinit(struct worker_out *o);
 int worker_out_write(struct worker_out *o, const uint8_t *buf, size_t len);
 
 /* Encode and send one frame; strings are borrowed. Return 0 or a negative code. */
-int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid);
-int worker_send_pong(struct worker_out *o, int64_t seq, const char *job_id /* or NULL */);
+/* HELLO offering credits jobs at once (1..WORKER_MAX_CREDITS): level 2, or level 1 for one */
+int worker_send_hello(struct worker_out *o, const char *version, const char *backend, int64_t pid,
+                      int credits);
+/* PONG listing the njobs jobs held (oldest first; at most WORKER_MAX_CREDITS are listed) */
+int worker_send_pong(struct worker_out *o, int64_t seq, const char *const *jobs, int njobs);
 int worker_send_progress(struct worker_out *o, const char *job_id, const char *stage,
                          int64_t done, int64_t total);
 /* The input file as the decode stage saw it, sent with DONE (the daemon's videos table). */

@@ -35,6 +35,7 @@ struct worker_seq {
     float temperature;          /* 0 = greedy */
     uint64_t seed;
     void *user;
+    const void *group; /* sequences with the same group belong together (one job's), or NULL */
     /* outcome, filled by the scheduler */
     int32_t *out;       /* generated ids (stop id excluded), owned by the scheduler until finish */
     int n_out;
@@ -42,6 +43,7 @@ struct worker_seq {
     int rc;             /* 0, or the error that ended the sequence */
     vl3_error err;
     int max_batch;      /* largest decode step the sequence took part in */
+    int max_groups;     /* most distinct groups (jobs) in one decode step it took part in */
     double prefill_ms, generate_ms;
     /* scheduler links */
     struct worker_seq *next;

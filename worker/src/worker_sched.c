@@ -80,6 +80,7 @@ int worker_sched_submit(struct worker_sched *s, struct worker_seq *q)
     q->rc = 0;
     q->stopped_by_eos = 0;
     q->max_batch = 0;
+    q->max_groups = 0;
     q->prefill_ms = 0;
     q->t_start_ns = vl3_time_ns(); /* reset when it starts; covers failing while waiting */
     q->slot = -1;
@@ -232,10 +233,19 @@ int worker_sched_step(struct worker_sched *s)
         }
         return worker_sched_pending(s);
     }
+    int groups = 0; /* distinct groups (jobs) in this step: n is small (batch.max_sequences) */
+    for (int k = 0; k < n; k++) {
+        int seen = 0;
+        for (int i = 0; i < k && !seen; i++)
+            seen = s->b_seq[i]->group && s->b_seq[i]->group == s->b_seq[k]->group;
+        groups += !seen;
+    }
     for (int k = 0; k < n; k++) {
         struct worker_seq *q = s->b_seq[k];
         if (n > q->max_batch)
             q->max_batch = n;
+        if (groups > q->max_groups)
+            q->max_groups = groups;
         if (take_token(s, q, s->b_out[k]))
             finish(s, q);
     }

@@ -28,7 +28,12 @@
 #include "vl3/err.h"
 
 #define VL3_PROTO_MAGIC 0x56u
-#define VL3_PROTO_VERSION 1u
+#define VL3_PROTO_VERSION 1u /* the frame header's version byte */
+/* Protocol levels a worker may speak (HELLO.proto): 1 = one job at a time; 2 = credits (the
+ * worker holds up to HELLO.credits jobs at once, PONG lists them). */
+#define VL3_PROTO_LEVEL_MIN 1
+#define VL3_PROTO_LEVEL 2
+#define VL3_PROTO_MAX_CREDITS 64 /* jobs one worker may hold (also PONG.jobs entries) */
 #define VL3_PROTO_HEADER_SIZE 8u
 /* Limits (bytes / counts). JSON frames are small; token frames carry a packed visual-token cache. */
 #define VL3_PROTO_MAX_JSON (1u << 20)
@@ -124,10 +129,12 @@ struct vl3_proto_job {
 };
 
 struct vl3_proto_hello {
-    int64_t proto;       /* must equal VL3_PROTO_VERSION */
+    int64_t proto;       /* VL3_PROTO_LEVEL_MIN .. VL3_PROTO_LEVEL */
     const char *worker;  /* "vl3-worker 0.1.0" */
     const char *backend; /* "cpu", "cuda", ... */
     int64_t pid;
+    int64_t credits; /* jobs the worker takes at once, 1..VL3_PROTO_MAX_CREDITS (proto 2; absent
+                      * or proto 1: 1; 0 when encoding = omitted) */
 };
 
 struct vl3_proto_progress {
@@ -143,6 +150,12 @@ struct vl3_proto_stats {
     int64_t frames_sampled;   /* frames the model saw for this window (1 for an image) */
     double sample_interval_s; /* window duration / frames_sampled (0 for an image) */
     int cache;                /* token cache: 0 not used (absent), 1 miss, 2 hit ("cache") */
+    int64_t tokens_total, tokens_kept; /* visual tokens before / after DiffFP pruning */
+    int64_t prompt_tokens;             /* prompt length, visual tokens included */
+    int64_t vision_batch_frames;  /* frames in the vision-encoder call that served the window */
+    int64_t vision_batch_windows; /* windows (of any jobs) in that call */
+    int64_t vision_batch_jobs;    /* distinct jobs in that call */
+    int64_t decode_step_jobs;     /* most distinct jobs in one decode step of this answer */
 };
 
 struct vl3_proto_result {
@@ -186,7 +199,9 @@ struct vl3_proto_ping {
 
 struct vl3_proto_pong {
     int64_t seq;
-    const char *job_id; /* job being worked on, NULL when idle */
+    const char *job_id; /* job being worked on (the oldest held), NULL when idle */
+    int njobs;          /* proto 2: every job the worker holds (absent = 0 entries) */
+    const char *jobs[VL3_PROTO_MAX_CREDITS];
 };
 
 typedef struct vl3_proto_msg {
