@@ -989,7 +989,7 @@ TEST(proc_sandboxed_no_network)
  * Unix-domain socket (the sandbox refuses network sockets): a windowed video job and an image job
  * miss, store, and give answers; the same jobs again hit every window, decode no frame and give
  * the same answers; cache "off" neither reads nor reports; `vl3 run --cache` finds the worker's
- * entries and answers the same. */
+ * entries and answers the same; with PostgreSQL stopped a job still answers (its window a miss). */
 TEST(proc_token_cache)
 {
     char pg[1100], ci[1400], extra[1600], port[32] = "";
@@ -1020,11 +1020,6 @@ TEST(proc_token_cache)
     job_cache = VL3_CACHE_OFF;
     ok2 = ok2 && send_job_t(&p, "off", b, 3.0, 1, 0, 6) == 0 && collect(&p, ids2, 3, o2, 180) == 0;
     job_cache = VL3_CACHE_USE;
-    if (started) {
-        close(p.in);
-        wait_exit(&p, 30);
-        finish(&p);
-    }
     char n_entries[32] = "", hit_answer[8192] = "";
     test_sh(n_entries, sizeof(n_entries), "psql -Atqc 'SELECT count(*) FROM "
             "token_cache_entries' '%s' 2>/dev/null || echo psql-missing", ci);
@@ -1036,8 +1031,21 @@ TEST(proc_token_cache)
     int ans_rc = vl3_run_answer(ans, sizeof(ans), "--video '%s' --fps 1 --max-frames 8 --window 3 "
                                 "--window-index 1 --task caption --greedy --max-new-tokens 6 "
                                 "--cache '%s'", b, ci);
+    /* PostgreSQL stops: a job still answers (its windows miss and are not stored) */
     test_sh(NULL, 0, "'%s/tests/harness/pg-harness' stop '%s' >/dev/null 2>&1", test_source_dir(),
             pg);
+    static struct outcome od[1];
+    memset(od, 0, sizeof(od));
+    const char *ids3[1] = {"down"};
+    char cpath[1200];
+    path(cpath, sizeof(cpath), "c.mp4");
+    int ok3 = ok2 && send_job_t(&p, "down", cpath, 0, 1, 0, 6) == 0 &&
+              collect(&p, ids3, 1, od, 180) == 0;
+    if (started) {
+        close(p.in);
+        wait_exit(&p, 30);
+        finish(&p);
+    }
     ASSERT_EQ(rc, 0);
     ASSERT(started);
     ASSERT(ok1);
@@ -1070,5 +1078,9 @@ TEST(proc_token_cache)
     const char *w1;
     ASSERT_OK(find_answer(&o[0], 0, 1, &w1));
     ASSERT_STR_EQ(ans, w1);
+    ASSERT(ok3);
+    ASSERT(od[0].got_done);
+    ASSERT_EQ(od[0].n, 1);
+    ASSERT_EQ(od[0].cache[0], 1);
     return 0;
 }
