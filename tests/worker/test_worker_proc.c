@@ -1031,6 +1031,25 @@ TEST(proc_token_cache)
     int ans_rc = vl3_run_answer(ans, sizeof(ans), "--video '%s' --fps 1 --max-frames 8 --window 3 "
                                 "--window-index 1 --task caption --greedy --max-new-tokens 6 "
                                 "--cache '%s'", b, ci);
+    /* one window's entry gone: the input is decoded, window 1 still skips the encoder (hit),
+     * window 0 is computed again (miss) and stored; then "refresh" recomputes both */
+    char deleted[32] = "";
+    test_sh(deleted, sizeof(deleted), "psql -Atqc \"WITH d AS (DELETE FROM token_cache_entries "
+            "WHERE descr LIKE '%%media=video;%%;window=0;%%' RETURNING 1) SELECT count(*) FROM "
+            "d\" '%s'", ci);
+    int del_rc = atoi(deleted) == 1 ? 0 : -1;
+    static struct outcome op[2];
+    memset(op, 0, sizeof(op));
+    const char *idp[1] = {"part"}, *idr[1] = {"ref"};
+    int okp = ok2 && send_job_t(&p, "part", b, 3.0, 1, 0, 6) == 0 &&
+              collect(&p, idp, 1, &op[0], 180) == 0;
+    job_cache = VL3_CACHE_REFRESH;
+    int okr = okp && send_job_t(&p, "ref", b, 3.0, 1, 0, 6) == 0 &&
+              collect(&p, idr, 1, &op[1], 180) == 0;
+    job_cache = VL3_CACHE_USE;
+    char n_after[32] = "";
+    test_sh(n_after, sizeof(n_after), "psql -Atqc 'SELECT count(*) FROM token_cache_entries' "
+            "'%s' 2>/dev/null", ci);
     /* PostgreSQL stops: a job still answers (its windows miss and are not stored) */
     test_sh(NULL, 0, "'%s/tests/harness/pg-harness' stop '%s' >/dev/null 2>&1", test_source_dir(),
             pg);
@@ -1078,6 +1097,23 @@ TEST(proc_token_cache)
     const char *w1;
     ASSERT_OK(find_answer(&o[0], 0, 1, &w1));
     ASSERT_STR_EQ(ans, w1);
+    ASSERT_EQ(del_rc, 0);
+    ASSERT(okp && okr);
+    ASSERT(op[0].got_done && op[1].got_done);
+    ASSERT_EQ(op[0].n, 2);
+    ASSERT_EQ(op[1].n, 2);
+    for (int k = 0; k < 2; k++) {
+        const char *x, *y;
+        ASSERT_OK(find_answer(&op[0], 0, k, &x));
+        ASSERT_OK(find_answer(&op[1], 0, k, &y));
+        ASSERT_OK(find_answer(&o[0], 0, k, &w1));
+        ASSERT_STR_EQ(x, w1);
+        ASSERT_STR_EQ(y, w1);
+        ASSERT_EQ(op[0].cache[op[0].window[0] == k ? 0 : 1], k == 0 ? 1 : 2);
+        ASSERT_EQ(op[1].cache[k], 1); /* refresh: computed again */
+    }
+    ASSERT_GT(op[0].frames_decoded[0], 0); /* partial: the input was decoded */
+    ASSERT_EQ(atoi(n_after), 4);
     ASSERT(ok3);
     ASSERT(od[0].got_done);
     ASSERT_EQ(od[0].n, 1);
