@@ -1060,9 +1060,10 @@ TEST(proc_token_cache)
     path(cpath, sizeof(cpath), "c.mp4");
     int ok3 = ok2 && send_job_t(&p, "down", cpath, 0, 1, 0, 6) == 0 &&
               collect(&p, ids3, 1, od, 180) == 0;
+    int exit_rc = -1;
     if (started) {
         close(p.in);
-        wait_exit(&p, 30);
+        exit_rc = wait_exit(&p, 30);
         finish(&p);
     }
     ASSERT_EQ(rc, 0);
@@ -1115,6 +1116,7 @@ TEST(proc_token_cache)
     ASSERT_GT(op[0].frames_decoded[0], 0); /* partial: the input was decoded */
     ASSERT_EQ(atoi(n_after), 4);
     ASSERT(ok3);
+    ASSERT_EQ(exit_rc, 0);
     ASSERT(od[0].got_done);
     ASSERT_EQ(od[0].n, 1);
     ASSERT_EQ(od[0].cache[0], 1);
