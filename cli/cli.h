@@ -21,6 +21,12 @@ int cmd_bench(int argc, char **argv);
 int bench_llm(int argc, char **argv);
 int bench_tokenize(int argc, char **argv);
 int bench_decode(int argc, char **argv);
+int bench_cpu(int argc, char **argv);
+int bench_attention(int argc, char **argv);
+
+/* bench_cpu.c: the highest honest read bandwidth in bytes/s of n_threads threads streaming a
+ * buffer of `bytes` (best of several read methods; *ret_method names it); 0 on failure. */
+double bench_read_bandwidth(int n_threads, unsigned long bytes, const char **ret_method);
 int bench_cache(int argc, char **argv);
 
 /* Whether argv holds -h/--help anywhere before "--". */

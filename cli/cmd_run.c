@@ -186,6 +186,17 @@ static int opt_threads(struct run_opts *o, const char *a)
     return parse_int(a, 1, 4096, &o->threads);
 }
 
+/* --precision: the CPU backend's arithmetic, passed to it through VL3_PRECISION (cpu_ops.h) */
+static const char *run_precision;
+static int opt_precision(struct run_opts *o, const char *a)
+{
+    (void)o;
+    if (strcmp(a, "f32") != 0 && strcmp(a, "bf16") != 0 && strcmp(a, "auto") != 0)
+        return -EINVAL;
+    run_precision = a;
+    return 0;
+}
+
 static int opt_image(struct run_opts *o, const char *a) { o->image = a; return 0; }
 static int opt_frames(struct run_opts *o, const char *a) { o->frames = a; return 0; }
 static int opt_question(struct run_opts *o, const char *a) { o->question = a; return 0; }
@@ -273,6 +284,8 @@ static const struct run_opt {
     {"top-p", 1, "X", "nucleus sampling mass in (0, 1]", opt_top_p},
     {"seed", 1, "N", "sampling RNG seed (default 0)", opt_seed},
     {"threads", 1, "N", "CPU threads (default: all)", opt_threads},
+    {"precision", 1, "P", "bf16 | f32 | auto: CPU arithmetic (default auto: bf16 where the CPU "
+     "has AVX512-BF16 or AMX; VL3_PRECISION when set)", opt_precision},
     {"dump", 1, "DIR", "write input_ids.i32, logits.f32, generated.i32, meta.json", opt_dump},
     {"image", 1, "FILE", "an image (PNG, JPEG, WebP, ...) before the instruction", opt_image},
     {"frames", 1, "DIR|LIST", "video frames: images named with timestamps, or a list file",
@@ -732,6 +745,8 @@ int cmd_run(int argc, char **argv)
     struct run_vision rv = {0};
     int visual = o.image || o.frames || o.video;
 
+    if (run_precision || !getenv("VL3_PRECISION"))
+        setenv("VL3_PRECISION", run_precision ? run_precision : "auto", 1);
     double t0 = vl3_time_s();
     vl3_model_params mp = vl3_model_params_default();
     mp.dir = o.model;

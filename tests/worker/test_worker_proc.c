@@ -964,6 +964,60 @@ TEST(proc_image_pixels_checked_before_decode)
     return 0;
 }
 
+/* Generate input name in the fixture dir with ffmpeg args ffargs (once; kept between runs). */
+static int gen_input(char *buf, size_t n, const char *name, const char *ffargs)
+{
+    path(buf, n, name);
+    if (access(buf, F_OK) == 0)
+        return 0;
+    return test_sh(NULL, 0, "ffmpeg -v error -y %s '%s.tmp.%s' && mv '%s.tmp.%s' '%s'", ffargs,
+                   buf, strrchr(name, '.') + 1, buf, strrchr(name, '.') + 1, buf);
+}
+
+/* The "decoded" log line's numbers for job id: budget peak, memory_budget, largest window, all
+ * windows' bytes. */
+static int decoded_stats(const char *id, long long *peak, long long *total, long long *wmax,
+                         long long *wsum)
+{
+    char out[512];
+    if (test_sh(out, sizeof(out), "grep -o 'decoded job=%s .*' '%s' | tail -1", id, log_path) != 0)
+        return -1;
+    const char *p = strstr(out, "window_bytes_max=");
+    if (!p || sscanf(p, "window_bytes_max=%lld window_bytes_sum=%lld budget_peak=%lld "
+                        "memory_budget=%lld", wmax, wsum, peak, total) != 4)
+        return -1;
+    return 0;
+}
+
+/* A job of many windows whose pixel values together pass memory_budget several times completes:
+ * the decode thread waits for the engine before preparing more, so the budget's peak stays
+ * within memory_budget plus one window. */
+TEST(proc_windows_stream_through_budget)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "memory_budget = 3M"));
+    char clip[1200];
+    ASSERT_OK(gen_input(clip, sizeof(clip), "w30.mp4",
+                        "-f lavfi -i testsrc2=s=160x120:r=5 -t 30 -c:v libx264 -pix_fmt yuv420p"));
+    const char *ids[1] = {"many"};
+    static struct outcome o[1];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job(&p, "many", clip, 1.0, 1));
+    ASSERT_OK(collect(&p, ids, 1, o, 240));
+    ASSERT(o[0].got_done || llm_missing(&o[0]));
+    if (o[0].got_done)
+        ASSERT(o[0].n >= 25);
+    long long peak, total, wmax, wsum;
+    ASSERT_OK(decoded_stats("many", &peak, &total, &wmax, &wsum));
+    ASSERT_EQ(total, 3 << 20);
+    ASSERT(wsum > 2 * total); /* all windows at once would not fit */
+    ASSERT(peak <= total + wmax);
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    return 0;
+}
+
 /* The worker runs sandboxed: /proc/<pid>/status shows NoNewPrivs 1 and a seccomp filter
  * (Seccomp 2), and socket(AF_INET) inside it fails with EACCES (VL3_TEST_SOCKET hook). */
 TEST(proc_sandboxed_no_network)
@@ -981,6 +1035,41 @@ TEST(proc_sandboxed_no_network)
     ASSERT(log_has("VL3_TEST_SOCKET: socket(AF_INET) Permission denied"));
     close(p.in);
     ASSERT_EQ(wait_exit(&p, 20), 0);
+    finish(&p);
+    return 0;
+}
+
+/* A job running past jobs.max_wall fails with a reason saying so; its windows are dropped and
+ * the worker answers the next job. */
+TEST(proc_job_wall_limit)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "[jobs]\nmax_wall = 1s"));
+    char clip[1200], small[1200];
+    ASSERT_OK(gen_input(clip, sizeof(clip), "w30.mp4",
+                        "-f lavfi -i testsrc2=s=160x120:r=5 -t 30 -c:v libx264 -pix_fmt yuv420p"));
+    path(small, sizeof(small), "c.mp4");
+    const char *ids[1] = {"slow"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    /* 30 windows x 2 tasks x up to 2000 tokens: far more than a second on the CPU */
+    ASSERT_OK(send_job_t(&p, "slow", clip, 1.0, 2, 0, 2000));
+    time_t t0 = time(NULL);
+    ASSERT_OK(collect(&p, ids, 1, o, 120));
+    if (llm_missing(&o[0])) {
+        finish(&p);
+        return 0;
+    }
+    ASSERT(o[0].got_error);
+    ASSERT_STR_CONTAINS(o[0].err_msg, "exceeded its time limit");
+    ASSERT_STR_CONTAINS(o[0].err_msg, "jobs.max_wall");
+    ASSERT(time(NULL) - t0 <= 10);
+    const char *id2[1] = {"next"};
+    ASSERT_OK(send_job(&p, "next", small, 0, 1));
+    ASSERT_OK(collect(&p, id2, 1, &o[1], 60));
+    ASSERT(o[1].got_done);
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
     finish(&p);
     return 0;
 }

@@ -53,6 +53,8 @@ void worker_unit_free(struct worker *w, struct worker_unit *u)
 {
     if (!u)
         return;
+    if (u->queued)
+        u->job->queued_bytes -= u->reserved; /* before the release wakes the decode thread */
     worker_budget_release(&w->budget, u->reserved);
     vl3_pixel_batch_deinit(&u->batch);
     vl3_token_mask_deinit(&u->mask);
@@ -70,6 +72,20 @@ void worker_job_fail_locked(struct worker_job *job, int rc, const vl3_error *err
     job->err = *err;
     if (!job->err.msg[0])
         vl3_error_set(&job->err, rc, "%s", vl3_strerror(rc));
+}
+
+int worker_job_overdue_locked(struct worker *w, struct worker_job *job, uint64_t now)
+{
+    if (job->rc)
+        return 1;
+    uint64_t limit_ns = (uint64_t)w->conf->max_wall_ms * 1000000ull;
+    if (now - job->t_received_ns <= limit_ns)
+        return 0;
+    vl3_error err = {0};
+    vl3_error_set(&err, VL3_E_LIMIT, "job exceeded its time limit (jobs.max_wall %lld ms)",
+                  (long long)w->conf->max_wall_ms);
+    worker_job_fail_locked(job, VL3_E_LIMIT, &err);
+    return 1;
 }
 
 static int answer_cmp(const void *a, const void *b)

@@ -241,19 +241,17 @@ void worker_cache_miss(struct worker *w, const struct worker_job *job,
 }
 
 void worker_cache_store_windows(struct worker *w, const struct worker_job *job,
-                                const struct worker_cache_plan *p, const struct worker_unit *units)
+                                const struct worker_cache_plan *p, const int *wins, int n)
 {
     char text[65536], lkey[33];
     char *descr = NULL;
-    int n = 0, len;
-    for (const struct worker_unit *u = units; u; u = u->next)
-        n++;
+    int len;
     if (n == 0 || p->is_image || key_of(w, job, p->fp, 0, -1, lkey, &descr) < 0)
         return;
     len = snprintf(text, sizeof(text), "vl3-windows 1 n=%d w=", n);
-    for (const struct worker_unit *u = units; u && len < (int)sizeof(text) - 64; u = u->next)
-        len += snprintf(text + len, sizeof(text) - (size_t)len, "%d%s", u->window,
-                        u->next ? "," : "");
+    for (int i = 0; i < n && len < (int)sizeof(text) - 64; i++)
+        len += snprintf(text + len, sizeof(text) - (size_t)len, "%d%s", wins[i],
+                        i + 1 < n ? "," : "");
     if (len >= (int)sizeof(text) - 64) {
         free(descr);
         return; /* too many windows to list: the input is always decoded */

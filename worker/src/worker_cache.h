@@ -45,10 +45,9 @@ int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_ca
 void worker_cache_miss(struct worker *w, const struct worker_job *job,
                        const struct worker_cache_plan *p, struct worker_unit *u);
 
-/* Store the list of the windows of a decoded input (units: every window, in order). */
+/* Store the list of the windows of a decoded input (wins: the n window indices, in order). */
 void worker_cache_store_windows(struct worker *w, const struct worker_job *job,
-                                const struct worker_cache_plan *p,
-                                const struct worker_unit *units);
+                                const struct worker_cache_plan *p, const int *wins, int n);
 
 /* After encoding (engine thread): store a missed unit's visual tokens. */
 void worker_cache_store_unit(struct worker *w, struct worker_unit *u, int hidden);

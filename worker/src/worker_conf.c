@@ -14,6 +14,9 @@ const vl3_conf_option worker_conf_table[] = {
     OPT("model", VL3_CONF_STRING, model, "", 0, 0, VL3_CONF_RESTART, "model checkpoint directory"),
     OPT("backend", VL3_CONF_STRING, backend, "auto", 0, 0, VL3_CONF_RESTART,
         "engine backend: auto, cpu or cuda"),
+    OPT("precision", VL3_CONF_STRING, precision, "auto", 0, 0, VL3_CONF_RESTART,
+        "CPU arithmetic: auto (bf16 where the CPU has AMX or AVX512-BF16), bf16 or f32 (the "
+        "numerical oracle); the VL3_PRECISION environment variable wins when set"),
     OPT("device", VL3_CONF_INT, device, "0", 0, 64, VL3_CONF_RESTART, "GPU index"),
     OPT("threads", VL3_CONF_INT, threads, "0", 0, 1024, VL3_CONF_RESTART,
         "CPU inference threads (0 = all cores)"),
@@ -40,6 +43,8 @@ const vl3_conf_option worker_conf_table[] = {
         "most memory the worker holds for queued frames and activations"),
     OPT("jobs.max_queued", VL3_CONF_INT, max_queued_jobs, "16", 1, 4096, VL3_CONF_RESTART,
         "jobs accepted and not finished; more are refused with a retryable error"),
+    OPT("jobs.max_wall", VL3_CONF_DURATION, max_wall_ms, "2h", 1, 1e10, VL3_CONF_RESTART,
+        "wall time a job may take from its arrival; then it fails and its memory is freed"),
     OPT("jobs.decode_parallel", VL3_CONF_INT, decode_jobs, "2", 1, 256, VL3_CONF_RESTART,
         "jobs decoded at once (each with decode_threads decoder threads)"),
     OPT("batch.vision_frames", VL3_CONF_INT, vision_batch_frames, "256", 1, 1e6, VL3_CONF_RESTART,

@@ -264,10 +264,13 @@ unlock:
 
 int worker_engine_seq_alive(void *user, const struct worker_seq *q)
 {
-    (void)user;
+    struct worker *w = user;
     const struct worker_gen *g = q->user;
-    /* job->rc is written only by this thread once the job's windows are queued */
-    return g->unit->job->rc == 0;
+    /* the decode thread (a later window failed) and the time limit write job->rc too */
+    pthread_mutex_lock(&w->lock);
+    int alive = g->unit->job->rc == 0;
+    pthread_mutex_unlock(&w->lock);
+    return alive;
 }
 
 /* Encode and submit a set of units; units whose job failed are dropped. Units the token cache
@@ -344,6 +347,11 @@ void *worker_engine_main(void *arg)
             pthread_mutex_unlock(&w->lock);
             break;
         }
+        /* jobs past jobs.max_wall fail: their queued windows are dropped below, their
+         * sequences cancelled by the scheduler (worker_engine_seq_alive) */
+        uint64_t now = vl3_time_ns();
+        for (struct worker_job *j = w->jobs; j; j = j->next_all)
+            (void)worker_job_overdue_locked(w, j, now);
         /* batching window: nothing to decode meanwhile, more frames are on their way */
         if (w->unitq_head && !busy && w->unitq_frames < w->conf->vision_batch_frames &&
             (w->decoding > 0 || w->jobq_head) && w->conf->vision_batch_wait_ms > 0)

@@ -47,6 +47,7 @@ struct worker_job {
     /* statistics */
     int64_t frames_decoded;
     double decode_ms;
+    _Atomic int64_t queued_bytes; /* budget bytes of this job's windows handed to the engine */
     uint64_t t_received_ns;
 };
 
@@ -62,6 +63,7 @@ struct worker_unit {
     vl3_pixel_batch batch;
     vl3_token_mask mask;
     int64_t reserved;       /* bytes held in the memory budget */
+    int queued;             /* handed to the engine: reserved counts in job->queued_bytes */
     float *visual;          /* (mask.n_kept, hidden) after encoding, owned */
     int seqs_left;          /* sequences of this window not finished */
     double preprocess_ms, vision_ms;
@@ -139,6 +141,9 @@ int worker_engine_seq_alive(void *user, const struct worker_seq *seq);
 
 /* Record a failure for job (first one wins). Caller holds w->lock. */
 void worker_job_fail_locked(struct worker_job *job, int rc, const vl3_error *err);
+/* Fail job if it has run past jobs.max_wall at now (vl3_time_ns); returns 1 if it has failed
+ * (for this or any earlier reason). Caller holds w->lock. */
+int worker_job_overdue_locked(struct worker *w, struct worker_job *job, uint64_t now);
 /* Drop one pending reference of job; at zero the job's frames are sent and it is freed.
  * Caller holds w->lock (released and retaken around the sending). */
 void worker_job_unref_locked(struct worker *w, struct worker_job *job);
