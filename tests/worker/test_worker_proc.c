@@ -1211,3 +1211,77 @@ TEST(proc_token_cache)
     ASSERT_EQ(od[0].cache[0], 1);
     return 0;
 }
+
+/* Two worker processes race on the same keys: both get the same windowed job at once, both miss
+ * and store; the cache keeps one whole entry per key (2 windows + the window list), both answer
+ * the same, and a third job afterwards hits every window. */
+TEST(proc_token_cache_two_workers)
+{
+    char pg[1100], ci[1400], extra[1600], port[32] = "";
+    snprintf(pg, sizeof(pg), "%s/tcpg2", test_tmpdir());
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    if (fixtures() < 0)
+        return 1;
+    ASSERT_EQ(test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null "
+                      "2>&1 && cat '%s/port'", test_source_dir(), pg, pg), 0);
+    port[strcspn(port, "\n")] = '\0';
+    snprintf(ci, sizeof(ci), "host=%s port=%s dbname=vl3 user=postgres", pg, port);
+    int rc = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir '%s/schema' "
+                     ">/dev/null", bin, ci, test_source_dir());
+    snprintf(extra, sizeof(extra), "[cache]\nconninfo = %s", ci);
+    char b[1200];
+    path(b, sizeof(b), "b.mp4");
+    static struct outcome o[3];
+    memset(o, 0, sizeof(o));
+    struct proc p1, p2;
+    int s1 = rc == 0 && start(&p1, extra) == 0, s2 = s1 && start(&p2, extra) == 0;
+    const char *i1[1] = {"r1"}, *i2[1] = {"r2"}, *i3[1] = {"r3"};
+    int ok = s2 && send_job_t(&p1, "r1", b, 3.0, 1, 0, 6) == 0 &&
+             send_job_t(&p2, "r2", b, 3.0, 1, 0, 6) == 0 && collect(&p1, i1, 1, &o[0], 180) == 0 &&
+             collect(&p2, i2, 1, &o[1], 180) == 0;
+    char entries[32] = "", chunks_ok[32] = "";
+    test_sh(entries, sizeof(entries), "psql -Atqc 'SELECT count(*) FROM token_cache_entries' "
+            "'%s'", ci);
+    test_sh(chunks_ok, sizeof(chunks_ok), "psql -Atqc 'SELECT count(*) FROM token_cache_entries "
+            "e WHERE n_chunks = (SELECT count(*) FROM token_cache_chunks c WHERE c.key = e.key)' "
+            "'%s'", ci);
+    int ok3 = ok && send_job_t(&p1, "r3", b, 3.0, 1, 0, 6) == 0 &&
+              collect(&p1, i3, 1, &o[2], 180) == 0;
+    int e1 = -1, e2 = -1;
+    if (s1) {
+        close(p1.in);
+        e1 = wait_exit(&p1, 30);
+        finish(&p1);
+    }
+    if (s2) {
+        close(p2.in);
+        e2 = wait_exit(&p2, 30);
+        finish(&p2);
+    }
+    test_sh(NULL, 0, "'%s/tests/harness/pg-harness' stop '%s' >/dev/null 2>&1", test_source_dir(),
+            pg);
+    ASSERT_EQ(rc, 0);
+    ASSERT(s1 && s2);
+    ASSERT(ok);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(ok3);
+    ASSERT_EQ(e1, 0);
+    ASSERT_EQ(e2, 0);
+    ASSERT_EQ(atoi(entries), 3);
+    ASSERT_EQ(atoi(chunks_ok), 3); /* every entry whole */
+    for (int j = 0; j < 3; j++) {
+        ASSERT(o[j].got_done);
+        ASSERT_EQ(o[j].n, 2);
+    }
+    for (int k = 0; k < 2; k++) {
+        const char *a, *x, *y;
+        ASSERT_OK(find_answer(&o[0], 0, k, &a));
+        ASSERT_OK(find_answer(&o[1], 0, k, &x));
+        ASSERT_OK(find_answer(&o[2], 0, k, &y));
+        ASSERT_STR_EQ(x, a);
+        ASSERT_STR_EQ(y, a);
+        ASSERT_EQ(o[2].cache[k], 2);
+    }
+    return 0;
+}
