@@ -630,13 +630,19 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
         rv->cache_lookup_s = vl3_time_s() - t0;
     }
     if (strcmp(rv->cache_state, "hit") == 0) {
+        vl3_model_info mi;
+        vl3_model_get_info(m, &mi);
+        if (rv->vt.n_items != 1 || rv->vt.dtype != VL3_VT_DTYPE_F32 ||
+            rv->vt.dim != mi.llm_hidden) { /* never used: recomputed (and not stored) */
+            fprintf(stderr, "vl3 run: the cached entry holds %d items of dtype %d and width %d "
+                            "(the model's LLM is %d wide); recomputing\n", rv->vt.n_items,
+                    (int)rv->vt.dtype, rv->vt.dim, mi.llm_hidden);
+            vl3_visual_tokens_deinit(&rv->vt);
+            rv->cache_state = "miss";
+            goto cold;
+        }
         vl3_vision_item it;
         vl3_visual_tokens_items(&rv->vt, &it);
-        if (rv->vt.n_items != 1 || rv->vt.dtype != VL3_VT_DTYPE_F32) {
-            r = vl3_error_set(err, VL3_E_FORMAT, "the cached entry holds %d items of dtype %d",
-                              rv->vt.n_items, (int)rv->vt.dtype);
-            goto out;
-        }
         r = vl3_prompt_build(&rv->mp.prompt, tok, &it, rv->vt.grids, 1, &rv->vt.mask,
                              &rv->mm.prompt, err);
         if (r == 0 && rv->mm.prompt.n_visual != rv->vt.n_rows)
@@ -645,6 +651,7 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
                               (long long)rv->vt.n_rows);
         goto out;
     }
+cold:
     if ((r = run_vision_cold(rv, o, m, tok, err)) < 0)
         goto out;
     if (tc) {

@@ -174,8 +174,10 @@ lookup:;
         if (key_of(w, job, fp, is_image, k, key, NULL) < 0)
             continue;
         if (tcache_lookup(w->tcache, key, &p.vt[k]) == 1) {
+            vl3_model_info mi;
+            vl3_model_get_info(w->model, &mi);
             if (p.vt[k].n_items == 1 && p.vt[k].dtype == VL3_VT_DTYPE_F32 &&
-                (!is_image || p.vt[k].mask.n_frames == 1)) {
+                p.vt[k].dim == mi.llm_hidden && (!is_image || p.vt[k].mask.n_frames == 1)) {
                 p.hit[k] = 1;
                 p.n_hits++;
             } else {
