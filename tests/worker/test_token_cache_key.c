@@ -58,6 +58,7 @@ TEST(key_sensitivity)
     CHANGED(f.kp.model_identity = "00112233445566778899aabbccddeef0");
     CHANGED(f.kp.content = "abc:11");
     CHANGED(f.kp.media = TCACHE_MEDIA_IMAGE);
+    CHANGED(f.kp.media = TCACHE_MEDIA_FRAMES);
     CHANGED(f.kp.window = 1);
     CHANGED(f.kp.bf16_input = 0);
     CHANGED(f.kp.decoder = "ffmpeg-cuda");

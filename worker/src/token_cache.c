@@ -98,6 +98,8 @@ int tcache_key(const struct tcache_key_params *p, char ret_key[33], char **ret_d
     add(&b, "flavour=%d;", (int)p->mm->prompt.flavour);
     if (p->media == TCACHE_MEDIA_IMAGE) {
         add(&b, "media=image;");
+    } else if (p->media == TCACHE_MEDIA_FRAMES) {
+        add(&b, "media=frames;");
     } else {
         const struct sample_params *sp = p->sp;
         add(&b, "media=video;sampling=%s;fps=%d/%d;max_frames=%lld;window_s=%.17g;window=%d;",

@@ -20,6 +20,7 @@
 #include "vl3/log.h"
 #include "vl3/util.h"
 #include "media_conf.h"
+#include "worker_cache.h"
 #include "worker_internal.h"
 
 #define READ_CHUNK 65536
@@ -308,6 +309,10 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
         ((rc = vl3_model_vision_identity(model, w->vision_identity)) < 0 ||
          (rc = tcache_open(conf->cache_conninfo, conf->cache_budget, &w->tcache, reterr)) < 0))
         goto fail;
+    if (w->tcache && (rc = worker_cache_writer_start(w)) < 0) {
+        vl3_error_set(reterr, rc, "could not start the token cache writer");
+        goto fail;
+    }
     if (w->tcache && !tcache_ping(w->tcache))
         vl3_log_warning("the token cache is unreachable; jobs run without it until it answers "
                         "(the worker's sandbox allows Unix-domain sockets only: give "
@@ -339,6 +344,7 @@ void worker_free(struct worker *w)
     worker_sched_free(w->sched);
     worker_lm_free(w->lm);
     vl3_vision_free(w->vision);
+    worker_cache_writer_stop(w);
     if (w->tcache) {
         struct tcache_stats st;
         tcache_get_stats(w->tcache, &st);

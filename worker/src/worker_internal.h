@@ -116,6 +116,7 @@ struct worker {
 
     /* token cache (NULL when cache.conninfo is empty); thread-safe */
     tcache *tcache;
+    struct worker_cache_writer *cache_writer; /* stores off the engine thread (worker_cache.c) */
     char vision_identity[33];
     struct worker_fp_memo {     /* content fingerprints by file version, under lock */
         char path[256];
