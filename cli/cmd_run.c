@@ -418,7 +418,8 @@ static void run_vision_free(struct run_vision *rv)
 }
 
 /* Sample a video file as the official loader does (worker/src/sample.c, exact mode). */
-static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3_error *err)
+static int run_vision_video(struct run_vision *rv, const struct run_opts *o, int native,
+                            vl3_error *err)
 {
     int fd = open(o->video, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -436,6 +437,7 @@ static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3
     sp.max_frames = o->max_frames > 0 ? o->max_frames : VL3_SAMPLING_MAX_FRAMES_DEFAULT;
     sp.mode = o->sampling_fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
     sp.window_s = o->window; /* max_frames then applies per window, as in the worker */
+    sp.native = native;      /* native layout: transformers' sampler (sample.h) */
     r = sample_video(in, &sp, &rv->video, err);
     media_close(in);
     if (r < 0)
@@ -466,7 +468,7 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
 {
     int r;
     if (o->video) {
-        if ((r = run_vision_video(rv, o, err)) < 0)
+        if ((r = run_vision_video(rv, o, pp->flavour == VL3_PROMPT_NATIVE, err)) < 0)
             return r;
         goto prepare;
     }

@@ -48,6 +48,9 @@ def main():
     src = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     shared = os.environ.get("VL3_SHARED_DIR", os.path.join(src, "..", "shared"))
     qtok = os.path.join(shared, "data", "qwen2.5-tokenizer")
+    media = os.path.join(shared, "data", "media")
+    extra_path = os.path.join(fix, "model_extra.json")
+    model_extra = json.load(open(extra_path)) if os.path.exists(extra_path) else {}
     os.makedirs(work, exist_ok=True)
     models = {}
 
@@ -57,6 +60,9 @@ def main():
             extra = ["--tokenizer", qtok] if qwen else []
             subprocess.run([vl3, "model", "tiny", "--out", m] + tiny + extra, check=True,
                            stdout=subprocess.DEVNULL)
+            for fn, content in model_extra.items():
+                with open(os.path.join(m, fn), "w") as f:
+                    json.dump(content, f, indent=2)
             models[qwen] = m
         return models[qwen]
 
@@ -71,16 +77,30 @@ def main():
         if case.get("qwen_tokenizer") and not os.path.isdir(qtok):
             print(f"skip {name}: {qtok} is not available")
             continue
+        args = list(case["vl3_args"])
+        if "--video" in args:
+            i = args.index("--video") + 1
+            if args[i].startswith("media:"):
+                args[i] = os.path.join(media, args[i][6:])
+                if not os.path.exists(args[i]):
+                    print(f"skip {name}: {args[i]} is not available")
+                    continue
+            else:
+                args[i] = os.path.join(d, args[i])
+        if "--image" in args:
+            i = args.index("--image") + 1
+            args[i] = os.path.join(d, args[i])
         model = model_for(bool(case.get("qwen_tokenizer")))
         ran += 1
         out = os.path.join(work, name)
-        args = [os.path.join(d, a) if a == "input.png" else a for a in case["vl3_args"]]
         cmd = [vl3, "run", "--model", model, "--greedy", "--max-new-tokens",
                str(case["max_new_tokens"]), "--dump", out] + args
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         meta = json.load(open(os.path.join(out, "meta.json")))
         msgs = []
         known = KNOWN.get(name)
+        if not known and "--video" in args:
+            known = "resize"  # the native video processor resizes with torchvision too
         for f, shape in case["files"].items():
             if known == "alpha" and f != "input_ids.i32":
                 continue
@@ -110,6 +130,14 @@ def main():
                     msgs.append(f"{f}: rel L2 {e:.3g} > {tol}")
                 elif known:
                     print(f"     {f}: rel L2 {e:.3g} (known: {known})")
+        vis = meta.get("vision") or {}
+        if "kept_per_frame" in case and vis.get("kept_per_frame") != case["kept_per_frame"]:
+            msgs.append(f"kept tokens per frame: ours {vis.get('kept_per_frame')} != golden "
+                        f"{case['kept_per_frame']}")
+        if "timestamps_text" in case:
+            ours = ["%.1f" % t for t in vis.get("timestamps", [])]
+            if ours != case["timestamps_text"]:
+                msgs.append(f"timestamps: ours {ours} != golden {case['timestamps_text']}")
         print(("FAIL " if msgs else "ok   ") + name + (f" (known: {known})" if known else ""))
         for m in msgs:
             print("     " + m)
