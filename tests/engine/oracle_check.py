@@ -26,6 +26,9 @@ RESIZE = {"pixel_max_abs": 1.0 / 127.5 + 1e-6, "pixel_frac": 0.01, "tol": 5e-3}
 KNOWN = {"photo_64x48": "resize", "odd_37x211": "resize", "textpage_caption": "resize",
          "textpage_ocr": "resize", "gray_chart_qa": "resize", "rgba_qa": "alpha",
          "qwen_ocr": "resize"}
+# f32_pixels: the remote float32 path feeds the vision tower unrounded pixel_values; vl3 rounds
+# them to bf16 in every mode (as the bf16 checkpoints do): vision_out and logits move by ~1e-3,
+# pixel_values and ids must still be exact.
 SKIP = 77
 
 
@@ -51,10 +54,26 @@ def main():
     media = os.path.join(shared, "data", "media")
     extra_path = os.path.join(fix, "model_extra.json")
     model_extra = json.load(open(extra_path)) if os.path.exists(extra_path) else {}
+    # remote (DAMO) goldens: r_* cases with "layout": "remote" (tools/oracle/gen_remote.py)
+    rreadme = os.path.join(fix, "README_remote.md")
+    rtiny = (re.search(r"tiny model: `vl3 model tiny ([^`]*)`", open(rreadme).read())
+             .group(1).split() if os.path.exists(rreadme) else [])
+    rextra_path = os.path.join(fix, "model_extra_remote.json")
+    rextra = json.load(open(rextra_path)) if os.path.exists(rextra_path) else {}
     os.makedirs(work, exist_ok=True)
     models = {}
 
-    def model_for(qwen):
+    def model_for(qwen, remote=False):
+        if remote:
+            if "remote" not in models:
+                m = os.path.join(work, "tiny-remote")
+                subprocess.run([vl3, "model", "tiny", "--out", m] + rtiny, check=True,
+                               stdout=subprocess.DEVNULL)
+                for fn, content in rextra.items():
+                    with open(os.path.join(m, fn), "w") as f:
+                        json.dump(content, f, indent=2)
+                models["remote"] = m
+            return models["remote"]
         if qwen not in models:
             m = os.path.join(work, "tiny-native-qwen" if qwen else "tiny-native")
             extra = ["--tokenizer", qtok] if qwen else []
@@ -90,7 +109,8 @@ def main():
         if "--image" in args:
             i = args.index("--image") + 1
             args[i] = os.path.join(d, args[i])
-        model = model_for(bool(case.get("qwen_tokenizer")))
+        remote = case.get("layout") == "remote"
+        model = model_for(bool(case.get("qwen_tokenizer")), remote)
         ran += 1
         out = os.path.join(work, name)
         cmd = [vl3, "run", "--model", model, "--greedy", "--max-new-tokens",
@@ -99,12 +119,14 @@ def main():
         meta = json.load(open(os.path.join(out, "meta.json")))
         msgs = []
         known = KNOWN.get(name)
-        if not known and "--video" in args:
+        if not known and remote and case.get("path") == "f32":
+            known = "f32_pixels"
+        elif not known and "--video" in args and not remote:
             known = "resize"  # the native video processor resizes with torchvision too
         for f, shape in case["files"].items():
             if known == "alpha" and f != "input_ids.i32":
                 continue
-            tol = RESIZE["tol"] if known == "resize" else TOL
+            tol = RESIZE["tol"] if known in ("resize", "f32_pixels") else TOL
             dt = "<i4" if f.endswith(".i32") else "<f4"
             g = load_gold(d, f, dt)
             o = np.fromfile(os.path.join(out, f), dtype=dt)

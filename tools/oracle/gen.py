@@ -25,7 +25,6 @@ import PIL
 import torch
 import transformers
 from PIL import Image, ImageDraw
-from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
 
 TINY_ARGS = ["--layout", "native", "--seed", "3", "--std", "0.1"]
 MAX_NEW = 8
@@ -194,6 +193,8 @@ def all_cases(media_dir):
 
 
 def main():
+    # imported here: gen_remote.py (transformers 4.46) imports this file's inputs
+    from transformers import AutoProcessor, VideoLlama3ForConditionalGeneration
     ap = argparse.ArgumentParser()
     ap.add_argument("--vl3", default="build/bin/vl3")
     ap.add_argument("--out", default="tests/fixtures/oracle")
@@ -300,6 +301,7 @@ def main():
             g = gen[0, ids.shape[0]:].numpy()
             eos = model.generation_config.eos_token_id
             eos = set(eos if isinstance(eos, list) else [eos])
+            case["stop_ids"] = sorted(eos)
             # generate() pads after an early stop: keep up to and including the first stop id
             keep = []
             for t in g.tolist():
@@ -333,7 +335,8 @@ def main():
         f.write("- pixel_values are rounded to bf16 before the vision tower (as the bf16 checkpoints"
                 " do); the dumped pixel_values are the processor's float32 output\n")
         f.write(f"- greedy: do_sample=False, repetition_penalty 1, max_new_tokens {MAX_NEW}, "
-                "stop ids [151643, 151645]\n- video cases named media:X use ../shared/data/media/X"
+                "stop ids: the generation config's eos_token_id (stop_ids in case.json)\n"
+                "- video cases named media:X use ../shared/data/media/X"
                 " (skipped without it); the others' clips are committed (made by ffmpeg, CLIPS in"
                 " gen.py)\n\n| case | vl3 run args | prompt ids | generated |\n"
                 "|---|---|---|---|\n")
