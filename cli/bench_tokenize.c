@@ -180,7 +180,8 @@ static int find_ref(const char *given, struct refsel *r)
         js[2] = buf;
     }
     for (int i = 0; i < 3; i++)
-        if (js[i] && *js[i] && dir_has(js[i], "node_modules/@huggingface/tokenizers/package.json")) {
+        if (js[i] && *js[i] &&
+            dir_has(js[i], "node_modules/@huggingface/tokenizers/package.json")) {
             snprintf(r->ref, sizeof(r->ref), "%s", js[i]);
             return r->kind = 'j';
         }

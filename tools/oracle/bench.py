@@ -44,6 +44,7 @@ def main():
     ap.add_argument("--video", default="../shared/data/media/frog.mp4")
     ap.add_argument("--fps", type=int, default=2)
     ap.add_argument("--skip", default="", help="comma list of inputs to skip (image,video)")
+    ap.add_argument("--no-warmup", action="store_true", help="no untimed first run (2B sizes)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     work = tempfile.mkdtemp(prefix="vl3-oracle-bench-")
@@ -83,7 +84,7 @@ def main():
             continue
         best_hf = best_vl3 = float("inf")
         info = ""
-        for rep in range(a.repeats + 1):
+        for rep in range(a.repeats + (0 if a.no_warmup else 1)):
             # transformers
             t0 = time.perf_counter()
             x = make()
@@ -105,7 +106,7 @@ def main():
             t_vl3 = time.perf_counter() - t0
             meta = json.load(open(os.path.join(dump, "meta.json")))
             t_vl3 -= meta["timings"]["load_s"]
-            if rep == 0:
+            if rep == 0 and not a.no_warmup:
                 continue  # warm-up
             best_hf = min(best_hf, t_hf)
             best_vl3 = min(best_vl3, t_vl3)
