@@ -499,6 +499,13 @@ static void run_vision_free(struct run_vision *rv)
 }
 
 /* The video sampling of the options (as the worker's job would sample). */
+/* Native-layout models sample video with transformers' sampler (sample.h). */
+static int model_is_native(const vl3_model *m)
+{
+    vl3_model_info info;
+    return vl3_model_get_info(m, &info) == 0 && strcmp(info.layout, "native") == 0;
+}
+
 static void run_sample_params(const struct run_opts *o, struct sample_params *sp)
 {
     sample_params_default(sp);
@@ -510,7 +517,8 @@ static void run_sample_params(const struct run_opts *o, struct sample_params *sp
 }
 
 /* Sample a video file as the official loader does (worker/src/sample.c, exact mode). */
-static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3_error *err)
+static int run_vision_video(struct run_vision *rv, const struct run_opts *o, int native,
+                            vl3_error *err)
 {
     int fd = open(o->video, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -523,6 +531,8 @@ static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3
         return r;
     struct sample_params sp;
     run_sample_params(o, &sp);
+    /* native layout, one window: transformers' sampler (sample.h); windows sample as the worker */
+    sp.native = native && o->window <= 0;
     r = sample_video(in, &sp, &rv->video, err);
     media_close(in);
     if (r < 0)
@@ -597,12 +607,16 @@ static int run_cache_key(struct run_vision *rv, const struct run_opts *o, const 
         return vl3_error_set(err, r, "could not identify the model's vision weights");
     struct sample_params sp;
     run_sample_params(o, &sp);
+    sp.native = model_is_native(m) && o->window <= 0; /* as run_vision_video */
+    vl3_model_info info;
+    if ((r = vl3_model_get_info(m, &info)) < 0)
+        return vl3_error_set(err, r, "could not describe the model");
     struct tcache_key_params kp = {ident, fp,
                                    o->video    ? TCACHE_MEDIA_VIDEO
                                    : o->frames ? TCACHE_MEDIA_FRAMES
                                                : TCACHE_MEDIA_IMAGE,
                                    o->video ? &sp : NULL, o->window > 0 ? o->window_index : 0,
-                                   &rv->mp, 1, "ffmpeg-sw", "cpu-f32"};
+                                   &rv->mp, 1, "ffmpeg-sw", info.compute};
     if ((r = tcache_key(&kp, rv->key, &rv->key_descr)) < 0)
         return vl3_error_set(err, r, "could not make the cache key");
     return 0;
@@ -614,7 +628,7 @@ static int run_vision_cold(struct run_vision *rv, const struct run_opts *o, cons
 {
     int r;
     if (o->video) {
-        if ((r = run_vision_video(rv, o, err)) < 0)
+        if ((r = run_vision_video(rv, o, model_is_native(m), err)) < 0)
             return r;
         goto prepare;
     }

@@ -67,6 +67,7 @@ TEST(key_sensitivity)
     CHANGED(f.sp.fps_den = 2);
     CHANGED(f.sp.max_frames = 179);
     CHANGED(f.sp.window_s = 65);
+    CHANGED(f.sp.native = 1);
     CHANGED(f.sp.mode = f.sp.mode == SAMPLE_MODE_FAST ? SAMPLE_MODE_EXACT : SAMPLE_MODE_FAST);
     CHANGED(f.mm.pre.rule = VL3_RESIZE_NATIVE);
     CHANGED(f.mm.pre.max_tokens = 1000);

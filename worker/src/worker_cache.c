@@ -67,7 +67,7 @@ static int key_of(struct worker *w, const struct worker_job *job, const char *fp
     struct tcache_key_params kp = {w->vision_identity, fp,
                                    is_image ? TCACHE_MEDIA_IMAGE : TCACHE_MEDIA_VIDEO,
                                    is_image ? NULL : &job->sp, window, &w->mm, 1, "ffmpeg-sw",
-                                   "cpu-f32"};
+                                   w->compute};
     return tcache_key(&kp, key, descr);
 }
 
