@@ -153,7 +153,7 @@ static int build_tasks(json_t *arr, const char *list, const char *question)
     snprintf(buf, sizeof(buf), "%s", list);
     char *save = NULL;
     for (char *t = strtok_r(buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        int k = vl3_task_kind_parse(t);
+        int k = vl3_task_parse(t);
         if (k < 0) {
             fprintf(stderr, "vl3 enqueue: unknown task \"%s\" (caption, ocr, chart_qa, qa)\n", t);
             return -EINVAL;

@@ -12,7 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const task_names[VL3_TASK_KIND_COUNT] = {"caption", "ocr", "chart_qa", "qa"};
 static const char *const mode_names[VL3_SAMPLING_MODE_COUNT] = {"fast", "exact"};
 static const char *const type_names[VL3_PROTO_TYPE_COUNT] = {
     NULL, "hello", "job", "progress", "result", "done", "error", "tokens", "ping", "pong"};
@@ -29,14 +28,6 @@ static int name_parse(const char *const *names, int n, const char *s)
     return -EINVAL;
 }
 
-const char *vl3_task_kind_name(int k)
-{
-    return k >= 0 && k < VL3_TASK_KIND_COUNT ? task_names[k] : NULL;
-}
-int vl3_task_kind_parse(const char *s)
-{
-    return name_parse(task_names, VL3_TASK_KIND_COUNT, s);
-}
 const char *vl3_sampling_mode_name(int m)
 {
     return m >= 0 && m < VL3_SAMPLING_MODE_COUNT ? mode_names[m] : NULL;
@@ -347,7 +338,7 @@ static int parse_job(const json_t *o, struct vl3_proto_job *m, vl3_error *reterr
         snprintf(name, sizeof(name), "tasks[%zu].kind", i);
         if ((r = get_str(t, "kind", name, 1, 32, 1, &kind, reterr)) < 0)
             return r;
-        m->tasks[i].kind = vl3_task_kind_parse(kind);
+        m->tasks[i].kind = vl3_task_parse(kind);
         if (m->tasks[i].kind < 0)
             return PERR("field \"%s\" has unknown task \"%s\"", name, kind);
         snprintf(name, sizeof(name), "tasks[%zu].question", i);
@@ -639,7 +630,7 @@ int vl3_proto_encode_job(const struct vl3_proto_job *m, uint8_t **ret, size_t *r
         json_t *tasks = json_array();
         for (int i = 0; i < m->ntasks; i++) {
             json_t *t = json_object();
-            const char *kn = vl3_task_kind_name(m->tasks[i].kind);
+            const char *kn = vl3_task_name(m->tasks[i].kind);
             json_object_set_new(t, "kind", kn ? json_string(kn) : json_integer(m->tasks[i].kind));
             set_str(t, "question", m->tasks[i].question);
             json_array_append_new(tasks, t);

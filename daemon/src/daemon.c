@@ -415,7 +415,7 @@ static void sv_result(void *user, struct sv_job *s, const struct vl3_proto_resul
     }
     for (size_t i = 0; i < dj->nres; i++) /* one answer per (task, window) */
         if (dj->res[i].window_idx == (int)r->window &&
-            strcmp(dj->res[i].task, vl3_task_kind_name(dj->job->tasks[r->task].kind)) == 0 &&
+            strcmp(dj->res[i].task, vl3_task_name(dj->job->tasks[r->task].kind)) == 0 &&
             dj->res[i].question == dj->job->tasks[r->task].question)
             return;
     if (dj->nres == dj->capres) {
@@ -436,7 +436,7 @@ static void sv_result(void *user, struct sv_job *s, const struct vl3_proto_resul
     const struct vl3_proto_stats *st = &r->stats;
     dj->strs[dj->nres] = answer;
     dj->res[dj->nres] = (store_result){
-        .task = vl3_task_kind_name(dj->job->tasks[r->task].kind),
+        .task = vl3_task_name(dj->job->tasks[r->task].kind),
         .question = dj->job->tasks[r->task].question,
         .window_idx = (int)r->window,
         .start_s = r->t_start,

@@ -107,7 +107,7 @@ static int parse_tasks(json_t *arr, struct job *j, vl3_error *reterr)
         } else {
             return FERR("field \"tasks[%zu]\" must be a string or an object", i);
         }
-        int k = vl3_task_kind_parse(kind);
+        int k = vl3_task_parse(kind);
         if (k < 0)
             return FERR("field \"tasks[%zu]\" has unknown task \"%s\" (caption, ocr, chart_qa, qa)",
                         i, kind);

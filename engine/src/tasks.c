@@ -8,42 +8,18 @@
 
 #include "vl3/engine.h"
 
-static const struct {
-    const char *name;
-    const char *text;
-    int needs_question;
-} tasks[VL3_TASK_COUNT] = {
-    [VL3_TASK_CAPTION] = {"caption", "Describe this {media} in detail.", 0},
-    [VL3_TASK_OCR] = {"ocr",
-                      "Read all the text in this {media}. Output the text exactly as it appears, "
-                      "one line per line of text.",
-                      0},
-    [VL3_TASK_CHART_QA] = {"chart_qa",
-                           "{question}\nAnswer the question using a single word or phrase.", 1},
-    [VL3_TASK_QA] = {"qa", "{question}", 1},
+/* instruction texts of the catalogue's tasks (vl3/tasks.h) */
+static const char *const texts[VL3_TASK_COUNT] = {
+    [VL3_TASK_CAPTION] = "Describe this {media} in detail.",
+    [VL3_TASK_OCR] = "Read all the text in this {media}. Output the text exactly as it appears, "
+                     "one line per line of text.",
+    [VL3_TASK_CHART_QA] = "{question}\nAnswer the question using a single word or phrase.",
+    [VL3_TASK_QA] = "{question}",
 };
-
-const char *vl3_task_name(enum vl3_task task)
-{
-    return (unsigned)task < VL3_TASK_COUNT ? tasks[task].name : "unknown";
-}
-
-int vl3_task_parse(const char *name)
-{
-    for (int i = 0; name && i < VL3_TASK_COUNT; i++)
-        if (strcmp(name, tasks[i].name) == 0)
-            return i;
-    return -EINVAL;
-}
 
 const char *vl3_task_default_text(enum vl3_task task)
 {
-    return (unsigned)task < VL3_TASK_COUNT ? tasks[task].text : NULL;
-}
-
-int vl3_task_needs_question(enum vl3_task task)
-{
-    return (unsigned)task < VL3_TASK_COUNT && tasks[task].needs_question;
+    return (unsigned)task < VL3_TASK_COUNT ? texts[task] : NULL;
 }
 
 int vl3_task_instruction(enum vl3_task task, const vl3_task_texts *overrides, const char *question,
@@ -51,11 +27,12 @@ int vl3_task_instruction(enum vl3_task task, const vl3_task_texts *overrides, co
 {
     if ((unsigned)task >= VL3_TASK_COUNT || !ret)
         return vl3_error_set(reterr, -EINVAL, "unknown task %d", (int)task);
-    const char *tmpl = overrides && overrides->text[task] ? overrides->text[task] : tasks[task].text;
+    const char *tmpl = overrides && overrides->text[task] ? overrides->text[task] : texts[task];
     if (!media)
         media = "image";
-    if (tasks[task].needs_question && (!question || !question[0]))
-        return vl3_error_set(reterr, -EINVAL, "task \"%s\" needs a question", tasks[task].name);
+    if (vl3_task_needs_question(task) && (!question || !question[0]))
+        return vl3_error_set(reterr, -EINVAL, "task \"%s\" needs a question",
+                             vl3_task_name(task));
     /* size: every placeholder replaced by the longer of its values */
     size_t qlen = question ? strlen(question) : 0, mlen = strlen(media);
     size_t cap = strlen(tmpl) + 1, n_ph = 0;
@@ -71,7 +48,7 @@ int vl3_task_instruction(enum vl3_task task, const vl3_task_texts *overrides, co
                 free(out);
                 return vl3_error_set(reterr, -EINVAL,
                                      "task \"%s\" text uses {question} but none was given",
-                                     tasks[task].name);
+                                     vl3_task_name(task));
             }
             memcpy(o, question, qlen);
             o += qlen;

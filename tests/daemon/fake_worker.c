@@ -120,7 +120,7 @@ static void answer(const struct vl3_proto_job *j)
         for (int w = 0; w < windows; w++) {
             char text[8192];
             const char *q = j->tasks[t].question;
-            snprintf(text, sizeof(text), "%s of %s%s%s w%d", vl3_task_kind_name(j->tasks[t].kind),
+            snprintf(text, sizeof(text), "%s of %s%s%s w%d", vl3_task_name(j->tasks[t].kind),
                      in, q ? " q=" : "", q ? q : "", w);
             double t0 = windows > 1 ? w * W : 0, t1 = windows > 1 ? (w + 1) * W : dur;
             if (t1 > dur)

@@ -270,7 +270,7 @@ int worker_in_feed(worker_in *in, const void *buf, size_t n, const struct worker
             q.input = j->input;
             q.ntasks = j->ntasks;
             for (int i = 0; i < j->ntasks; i++) {
-                q.tasks[i].kind = vl3_task_kind_name(j->tasks[i].kind);
+                q.tasks[i].kind = vl3_task_name(j->tasks[i].kind);
                 q.tasks[i].question = j->tasks[i].question;
             }
             q.fps = j->sampling.fps;

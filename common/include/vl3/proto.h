@@ -26,6 +26,7 @@
 #include <stdint.h>
 
 #include "vl3/err.h"
+#include "vl3/tasks.h"
 
 #define VL3_PROTO_MAGIC 0x56u
 #define VL3_PROTO_VERSION 1u /* the frame header's version byte */
@@ -56,13 +57,7 @@ enum vl3_proto_type {
     VL3_PROTO_TYPE_COUNT
 };
 
-enum vl3_task_kind {
-    VL3_TASK_CAPTION,
-    VL3_TASK_OCR,
-    VL3_TASK_CHART_QA, /* needs a question */
-    VL3_TASK_QA,       /* needs a question */
-    VL3_TASK_KIND_COUNT
-};
+/* A task's kind is enum vl3_task of the one catalogue, vl3/tasks.h. */
 
 enum vl3_sampling_mode {
     VL3_SAMPLING_FAST,  /* keyframe-friendly sampling, may skip non-reference frames */
@@ -91,8 +86,6 @@ enum vl3_proto_errcode {
 };
 
 /* Strings of the enums above; NULL when out of range. *_parse return the value or -EINVAL. */
-const char *vl3_task_kind_name(int kind);
-int vl3_task_kind_parse(const char *s);
 const char *vl3_sampling_mode_name(int mode);
 int vl3_sampling_mode_parse(const char *s);
 const char *vl3_cache_mode_name(int mode);
@@ -105,7 +98,7 @@ int vl3_proto_errcode_parse(const char *s);
  * vl3_proto_msg's JSON tree when decoding (valid until vl3_proto_msg_free()). ---- */
 
 struct vl3_proto_task {
-    int kind;             /* enum vl3_task_kind */
+    int kind;             /* enum vl3_task (vl3/tasks.h) */
     const char *question; /* NULL for caption/ocr */
 };
 

@@ -16,6 +16,7 @@
 #include <stdint.h>
 
 #include "vl3/err.h"
+#include "vl3/tasks.h"
 
 #ifdef __cplusplus
 extern "C" {
@@ -160,17 +161,8 @@ enum vl3_system_mode {
     VL3_SYSTEM_MODE_COUNT
 };
 
-enum vl3_task {
-    VL3_TASK_CAPTION,
-    VL3_TASK_OCR,
-    VL3_TASK_CHART_QA, /* needs a question */
-    VL3_TASK_QA,       /* the question is the whole instruction */
-    VL3_TASK_COUNT
-};
-
-/* Name <-> task ("caption", "ocr", "chart_qa", "qa"); parse returns the task or -EINVAL. */
-const char *vl3_task_name(enum vl3_task task);
-int vl3_task_parse(const char *name);
+/* Tasks (enum vl3_task, their names and vl3_task_needs_question) are the one catalogue of
+ * vl3/tasks.h, shared with the protocol; the engine adds their instruction texts. */
 
 /* Per-task instruction texts. Overrides are borrowed strings (NULL = built-in text, see
  * docs/tasks.md and engine/src/tasks.c). A text may contain "{question}" (the request's question)
@@ -181,9 +173,6 @@ typedef struct vl3_task_texts {
 
 /* The built-in instruction template of a task (never NULL for a valid task). */
 const char *vl3_task_default_text(enum vl3_task task);
-
-/* Whether the task needs a question (chart_qa, qa). */
-int vl3_task_needs_question(enum vl3_task task);
 
 /* The instruction for a task (override when set, else the built-in text) with {question} and
  * {media} substituted (media: "image" or "video"; NULL = "image"). Returns an owned string in
