@@ -11,8 +11,8 @@
 /* instruction texts of the catalogue's tasks (vl3/tasks.h) */
 static const char *const texts[VL3_TASK_COUNT] = {
     [VL3_TASK_CAPTION] = "Describe this {media} in detail.",
-    [VL3_TASK_OCR] = "Read all the text in this {media}. Output the text exactly as it appears, "
-                     "one line per line of text.",
+    [VL3_TASK_OCR] = ("Read all the text in this {media}. Output the text exactly as it appears, "
+                      "one line per line of text."),
     [VL3_TASK_CHART_QA] = "{question}\nAnswer the question using a single word or phrase.",
     [VL3_TASK_QA] = "{question}",
 };
