@@ -970,3 +970,29 @@ TEST(real_module_loads)
     SKIP("this build has no CUDA module (VL3_CUDA=OFF or no nvcc)");
 #endif
 }
+
+/* A sticky device fault (the emulator's injected illegal address) makes the failing op and every
+ * later op return VL3_E_CUDA_FATAL, which the worker turns into exit status 75. */
+void vl3_emu_fault_after(long n);
+
+TEST(emu_sticky_fault_is_fatal)
+{
+    SETUP();
+    if (real_gpu)
+        SKIP("fault injection is the emulator's");
+    int C = 64, T = 2;
+    float *x = randv((size_t)T * C, 1.0, 1), *w = randv((size_t)C, 1.0, 0), back[128];
+    void *ex = edev_bf16(x, (size_t)T * C), *ew = edev(w, (size_t)C * 4);
+    vl3_emu_fault_after(2);
+    ASSERT_EQ(emu->rmsnorm(ectx, ex, ex, ew, T, C, 1e-6f), 0);
+    ASSERT_EQ(emu->rmsnorm(ectx, ex, ex, ew, T, C, 1e-6f), VL3_E_CUDA_FATAL);
+    ASSERT_EQ(emu->silu_mul(ectx, ex, ex, 1, 8), VL3_E_CUDA_FATAL);
+    ASSERT_EQ(emu->download(ectx, back, ex, 16), VL3_E_CUDA_FATAL);
+    ASSERT_EQ(emu->synchronize(ectx), VL3_E_CUDA_FATAL);
+    vl3_emu_fault_after(0); /* a fresh device for the cases after this one */
+    ASSERT_EQ(emu->rmsnorm(ectx, ex, ex, ew, T, C, 1e-6f), 0);
+    ASSERT_EQ(emu->download(ectx, back, ex, 16), 0);
+    emu->dealloc(ectx, ex), emu->dealloc(ectx, ew);
+    free(x), free(w);
+    return 0;
+}
