@@ -117,8 +117,11 @@ int vl3__llm_weights_upload(vl3_model *m, vl3_error *reterr)
     size_t embed_b = ALIGN_UP(ops->weight_bytes(bctx, V * C));
     size_t total = embed_b * (tied ? 1 : 2) + L * (wb_layer + vb_layer) + ALIGN_UP(C * 4);
     r = ops->alloc(bctx, total, &bw->slab, reterr);
-    if (r < 0)
+    if (r < 0) {
+        vl3_error_prefix(reterr, "could not allocate the LLM weights (%zu bytes on the %s backend)",
+                         total, ops->name);
         goto fail;
+    }
     bw->slab_bytes = total;
     char *p = bw->slab;
 #define TAKE(dst, nbytes)                                                                          \

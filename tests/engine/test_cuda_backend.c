@@ -965,6 +965,24 @@ TEST(real_module_loads)
     ASSERT_GE(n, 0);
     fprintf(stderr, "libvl3cuda.so loaded, %d device(s)\n", n);
     ASSERT(ops->matmul && ops->attention && ops->matmul_f32 && !ops->vision);
+    if (n == 0) {
+        /* no device: auto picks the CPU, an explicit cuda request is refused with the reason */
+        char dir[1024];
+        snprintf(dir, sizeof(dir), "%s/tiny_auto", test_tmpdir());
+        vl3_tiny_params tp = vl3_tiny_params_default();
+        ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+        vl3_model_params mp = vl3_model_params_default();
+        mp.dir = dir;
+        vl3_model *m;
+        ASSERT_OK_E(vl3_model_load(&mp, &m, &err), &err);
+        vl3_model_info info;
+        ASSERT_OK(vl3_model_get_info(m, &info));
+        ASSERT_STR_EQ(info.backend, "cpu");
+        vl3_model_free(m);
+        mp.backend = VL3_BACKEND_CUDA;
+        ASSERT_EQ(vl3_model_load(&mp, &m, &err), VL3_E_UNSUPPORTED);
+        ASSERT_STR_CONTAINS(err.msg, "CUDA device 0 not present");
+    }
     return 0;
 #else
     SKIP("this build has no CUDA module (VL3_CUDA=OFF or no nvcc)");
