@@ -35,6 +35,7 @@
 #include "rmsnorm.cuh"
 #include "rope.cuh"
 #include "silu_mul.cuh"
+#include "vl3/log.h"
 
 #ifndef VL3_CUDA_EMU
 /* gemm_cublaslt.c */
@@ -301,7 +302,12 @@ static int run_gemm(struct cuda_ctx *c, const struct vl3__gemm_desc *d, const vo
     (void)c;
     return vl3__gemm_host(d, A, B, C, bias);
 #else
-    return vl3__lt_matmul(c->lt, d, A, B, C, bias, c->stream, NULL);
+    vl3_error err = {0};
+    int r = vl3__lt_matmul(c->lt, d, A, B, C, bias, c->stream, &err);
+    if (r < 0) /* the vtable has no error text: log cuBLASLt's */
+        vl3_log_err("CUDA backend: %dx%dx%d matrix product failed: %s", d->m, d->n, d->k,
+                    err.msg);
+    return r;
 #endif
 }
 
