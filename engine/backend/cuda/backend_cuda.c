@@ -188,9 +188,11 @@ static int cuda_upload(void *ctx, void *dst, const void *src_host, size_t n)
     struct cuda_ctx *c = ctx;
     if (!n)
         return 0;
-    /* the host buffer may be reused as soon as we return: copy, then wait for the copy */
-    int r = cu_rc(cudaMemcpyAsync(dst, src_host, n, cudaMemcpyHostToDevice, c->stream));
-    return r < 0 ? r : cu_rc(cudaStreamSynchronize(c->stream));
+    /* The caller may reuse src_host as soon as we return. From pageable memory (every host
+     * buffer of the engine: malloc, mmap) cudaMemcpyAsync returns only once the source bytes
+     * are staged into pinned memory or copied (CUDA's "API synchronization behavior"), so no
+     * stream wait is needed here. Pinned host buffers would need one. */
+    return cu_rc(cudaMemcpyAsync(dst, src_host, n, cudaMemcpyHostToDevice, c->stream));
 }
 
 static int cuda_download(void *ctx, void *dst_host, const void *src, size_t n)
