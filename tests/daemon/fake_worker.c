@@ -218,7 +218,7 @@ static void run_job(const struct vl3_proto_job *j)
                 fs = 1;
             struct vl3_proto_result r = {j->job_id, t, w, t0, t1, answer,
                                          {j->sampling.max_frames, 1, 5, 1, 2.0, 3.0, 4.0, 5.0,
-                                          fs, (t1 - t0) / (double)fs}};
+                                          fs, (t1 - t0) / (double)fs, 0}};
             send_and_free(vl3_proto_encode_result(&r, &b, &l, NULL), &b, &l);
             n++;
         }

@@ -20,7 +20,7 @@ TEST(proto_job_roundtrip)
         .tasks = {{VL3_TASK_CAPTION, NULL}, {VL3_TASK_QA, "what colour is the car?"},
                   {VL3_TASK_CHART_QA, "max value?"}},
         .sampling = {.fps = 0.5, .max_frames = 32, .mode = VL3_SAMPLING_EXACT, .window_s = 30},
-        .max_new_tokens = 77, .temperature = 0.25, .attempt = 2};
+        .max_new_tokens = 77, .temperature = 0.25, .attempt = 2, .cache = VL3_CACHE_REFRESH};
     uint8_t *buf;
     size_t len;
     vl3_error e = {0};
@@ -50,6 +50,7 @@ TEST(proto_job_roundtrip)
     ASSERT_EQ(m.u.job.max_new_tokens, 77);
     ASSERT_NEAR(m.u.job.temperature, 0.25, 0);
     ASSERT_EQ(m.u.job.attempt, 2);
+    ASSERT_EQ(m.u.job.cache, VL3_CACHE_REFRESH);
     vl3_proto_msg_free(&m);
     ASSERT_EQ(vl3_proto_reader_next(&r, &f, &e), 0); /* nothing left */
     vl3_proto_reader_deinit(&r);
@@ -66,8 +67,9 @@ TEST(proto_stream_bytewise)
     struct vl3_proto_hello h = {VL3_PROTO_VERSION, "fake 1", "cpu", 42};
     struct vl3_proto_progress p = {"j", "decode", 3, 10};
     struct vl3_proto_result res = {"j", 1, 4, 10.0, 20.5, "a dog on a \"sofa\"\n",
-                                   {7, 3, 12, 2, 1.5, 2.5, 3.5, 4.5, 41, 0.25}};
-    struct vl3_proto_done d = {"j", 5, {1, 123456, 1700000000, 12.5, 320, 240, 29.97, "h264"}};
+                                   {7, 3, 12, 2, 1.5, 2.5, 3.5, 4.5, 41, 0.25, 2}};
+    struct vl3_proto_done d = {"j", 5, {1, 123456, 1700000000, 12.5, 320, 240, 29.97, "h264",
+                                        "0123abcd:123456"}};
     struct vl3_proto_error er = {"j", VL3_PERR_DECODE, 0, "could not decode"};
     struct vl3_proto_pong pg = {99, NULL};
     ASSERT_OK_E(vl3_proto_encode_hello(&h, &parts[0], &lens[0], &e), &e);
@@ -115,6 +117,7 @@ TEST(proto_stream_bytewise)
                 ASSERT_NEAR(m.u.result.stats.generate_ms, 4.5, 0);
                 ASSERT_EQ(m.u.result.stats.frames_sampled, 41);
                 ASSERT_NEAR(m.u.result.stats.sample_interval_s, 0.25, 0);
+                ASSERT_EQ(m.u.result.stats.cache, 2); /* "hit" */
                 break;
             case 3:
                 ASSERT_EQ(m.type, VL3_PROTO_DONE);
@@ -127,6 +130,7 @@ TEST(proto_stream_bytewise)
                 ASSERT_EQ(m.u.done.media.height, 240);
                 ASSERT_NEAR(m.u.done.media.fps, 29.97, 0);
                 ASSERT_STR_EQ(m.u.done.media.codec, "h264");
+                ASSERT_STR_EQ(m.u.done.media.fingerprint, "0123abcd:123456");
                 break;
             case 4:
                 ASSERT_EQ(m.type, VL3_PROTO_ERROR);

@@ -186,6 +186,15 @@ int main(int argc, char **argv)
         goto out;
     }
     mp.backend = (enum vl3_backend_kind)r;
+    if (strcmp(conf.precision, "auto") != 0 && strcmp(conf.precision, "bf16") != 0 &&
+        strcmp(conf.precision, "f32") != 0) {
+        vl3_log_err("invalid precision \"%s\" (auto, bf16 or f32)", conf.precision);
+        status = WORKER_EXIT_USAGE;
+        goto out;
+    }
+    /* the CPU backend reads its arithmetic from VL3_PRECISION when it starts */
+    if (!getenv("VL3_PRECISION"))
+        setenv("VL3_PRECISION", conf.precision, 1);
     if ((r = vl3_model_load(&mp, &model, &err)) < 0) {
         vl3_log_err("could not load model \"%s\": %s", conf.model, vl3_error_text(&err, r));
         status = r == VL3_E_CUDA_FATAL || r == VL3_E_CUDA ? WORKER_EXIT_TEMPFAIL

@@ -100,7 +100,8 @@ int worker_send_done(struct worker_out *o, const char *job_id, int64_t results,
     if (media && media->present)
         m.media = (struct vl3_proto_media){1, media->size, media->mtime_s, media->duration_s,
                                            media->width, media->height, media->fps,
-                                           media->codec[0] ? media->codec : NULL};
+                                           media->codec[0] ? media->codec : NULL,
+                                           media->fingerprint[0] ? media->fingerprint : NULL};
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_done(&m, &buf, &len, NULL); /* before reading buf/len */
@@ -178,7 +179,8 @@ int worker_send_result(struct worker_out *o, const struct worker_result *r)
     struct vl3_proto_result m = {r->job_id, r->task, r->window, t0, t1, answer,
                                  {s->frames_decoded, s->frames_pruned, s->tokens_generated,
                                   s->batch_size, s->decode_ms, s->vision_ms, s->prefill_ms,
-                                  s->generate_ms, s->frames_sampled, s->sample_interval_s}};
+                                  s->generate_ms, s->frames_sampled, s->sample_interval_s,
+                                  s->cache}};
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_result(&m, &buf, &len, NULL);
@@ -303,6 +305,7 @@ int worker_in_feed(worker_in *in, const void *buf, size_t n, const struct worker
             q.max_new_tokens = j->max_new_tokens;
             q.temperature = j->temperature;
             q.attempt = j->attempt;
+            q.cache = j->cache;
             ops->on_job(ops->user, &q);
         } else {
             r = vl3_error_set(reterr, VL3_E_PROTO, "unexpected %s frame from the daemon",
