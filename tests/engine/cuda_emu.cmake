@@ -24,7 +24,7 @@ foreach(line ${vl3_gpu_cases})
   add_test(NAME gpu/test-cuda-backend/${case} COMMAND test-cuda-backend ${case})
   set_tests_properties(gpu/test-cuda-backend/${case} PROPERTIES LABELS gpu SKIP_RETURN_CODE 77
     TIMEOUT 300 ENVIRONMENT
-    "VL3_TEST_BACKEND=cuda;VL3_BIN_DIR=${CMAKE_BINARY_DIR}/bin;VL3_FIXTURE_DIR=${CMAKE_BINARY_DIR}/fixtures")
+    "VL3_TEST_BACKEND=cuda;VL3_PRECISION=f32;VL3_BIN_DIR=${CMAKE_BINARY_DIR}/bin;VL3_FIXTURE_DIR=${CMAKE_BINARY_DIR}/fixtures")
 endforeach()
 if(VL3_HAVE_CUDA)
   target_compile_definitions(test-cuda-backend PRIVATE VL3_TEST_HAVE_CUDA=1)

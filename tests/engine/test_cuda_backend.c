@@ -805,7 +805,7 @@ static int run_pair(const char *dir, const char *model, const char *input, const
         snprintf(dump[b], sizeof(dump[b]), "%s/dump_%s_%d", dir, tag, b);
         ASSERT_EQ(test_sh(NULL, 0,
                           "%s/vl3 run --model %s %s --task caption --greedy --max-new-tokens 10 "
-                          "--threads 1 --backend %s --dump %s >/dev/null",
+                          "--threads 1 --precision f32 --backend %s --dump %s >/dev/null",
                           bin, model, input, b ? dev_name : "cpu", dump[b]),
                   0);
         snprintf(path, sizeof(path), "%s/generated.i32", dump[b]);
