@@ -183,7 +183,8 @@ struct vl3__backend_ops {
 };
 
 /* ---- vision layer ops (Engine II) -----------------------------------------------------------
- * f32 row-major tensors in the backend's memory (host memory for the CPU backend). Shapes use
+ * f32 row-major tensors in host memory (vision.c keeps the encoder there; the CUDA backend
+ * stages each op's tensors through device buffers). Shapes use
  * the letters of engine/src/model.h: P patches (rows), K = 588, C width, H heads, D head dim,
  * I MLP width. Weights are [out, in] (y = x W^T + b). All ops return 0 or a negative code. */
 struct vl3__vision_ops {

@@ -145,8 +145,11 @@ int vl3__llm_weights_upload(vl3_model *m, vl3_error *reterr)
                  ALIGN_UP(qkv * 4);
     }
     r = ops->alloc(bctx, total, &bw->slab, reterr);
-    if (r < 0)
+    if (r < 0) {
+        vl3_error_prefix(reterr, "could not allocate the LLM weights (%zu bytes on the %s backend)",
+                         total, ops->name);
         goto fail;
+    }
     bw->slab_bytes = total;
     char *p = bw->slab;
 #define TAKE(dst, nbytes)                                                                          \

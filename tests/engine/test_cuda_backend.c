@@ -518,9 +518,8 @@ TEST(op_attention_paged)
 TEST(op_vision)
 {
     SETUP();
+    /* vision ops take host tensors (vision.c keeps them there); the CUDA backend stages them */
     const struct vl3__vision_ops *cv = &vl3__cpu_vision_ops, *ev = emu->vision;
-    if (real_gpu && !ev)
-        SKIP("the real module runs the vision encoder on the CPU ops (vision.c keeps host memory)");
     ASSERT(ev);
     int fails = 0;
     /* linear: {P, in, out, bias}: patch embedding (588), the tiny width, 2B vision widths */
@@ -532,15 +531,11 @@ TEST(op_vision)
         float *b = lin[s][3] ? randv((size_t)out, 0.5, 0) : NULL;
         float *want = malloc((size_t)P * out * 4);
         ASSERT_OK(cv->linear(NULL, x, w, b, want, P, in, out));
-        float *ex = edev(x, (size_t)P * in * 4), *ew = edev(w, (size_t)out * in * 4);
-        float *eb = b ? edev(b, (size_t)out * 4) : NULL, *ey = edev(NULL, (size_t)P * out * 4);
-        ASSERT_OK(ev->linear(ectx, ex, ew, eb, ey, P, in, out));
-        float *got = eget_f32(ey, (size_t)P * out);
+        float *got = malloc((size_t)P * out * 4);
+        ASSERT_OK(ev->linear(ectx, x, w, b, got, P, in, out));
         char shape[64];
         snprintf(shape, sizeof(shape), "P%d in%d out%d%s", P, in, out, b ? " +b" : "");
         fails += check("v_linear", shape, got, want, (size_t)P * out, 0);
-        emu->dealloc(ectx, ex), emu->dealloc(ectx, ew), emu->dealloc(ectx, eb);
-        emu->dealloc(ectx, ey);
         free(x), free(w), free(b), free(want), free(got);
     }
     /* layernorm, gelus, add over widths */
@@ -555,29 +550,21 @@ TEST(op_vision)
             x[i] += 2.0f; /* a large mean */
         float *want = malloc(n * 4);
         ASSERT_OK(cv->layernorm(NULL, x, w, b, want, P, C, 1e-6f));
-        float *ex = edev(x, n * 4), *ew = edev(w, (size_t)C * 4), *eb = edev(b, (size_t)C * 4);
-        float *ey = edev(NULL, n * 4);
-        ASSERT_OK(ev->layernorm(ectx, ex, ew, eb, ey, P, C, 1e-6f));
-        float *got = eget_f32(ey, n);
+        float *got = malloc(n * 4);
+        ASSERT_OK(ev->layernorm(ectx, x, w, b, got, P, C, 1e-6f));
         fails += check("v_layernorm", shape, got, want, n, 0);
-        free(got);
         for (int erf_form = 0; erf_form < 2; erf_form++) {
             memcpy(want, x, n * 4);
-            emu->upload(ectx, ey, x, n * 4);
+            memcpy(got, x, n * 4);
             ASSERT_OK((erf_form ? cv->gelu_erf : cv->gelu_tanh)(NULL, want, (int64_t)n));
-            ASSERT_OK((erf_form ? ev->gelu_erf : ev->gelu_tanh)(ectx, ey, (int64_t)n));
-            got = eget_f32(ey, n);
+            ASSERT_OK((erf_form ? ev->gelu_erf : ev->gelu_tanh)(ectx, got, (int64_t)n));
             fails += check(erf_form ? "v_gelu_erf" : "v_gelu_tanh", shape, got, want, n, 0);
-            free(got);
         }
         memcpy(want, x, n * 4);
-        emu->upload(ectx, ey, x, n * 4);
+        memcpy(got, x, n * 4);
         ASSERT_OK(cv->add(NULL, want, b, C));
-        ASSERT_OK(ev->add(ectx, ey, eb, C));
-        got = eget_f32(ey, n);
+        ASSERT_OK(ev->add(ectx, got, b, C));
         fails += check("v_add", shape, got, want, n, 0);
-        emu->dealloc(ectx, ex), emu->dealloc(ectx, ew), emu->dealloc(ectx, eb);
-        emu->dealloc(ectx, ey);
         free(x), free(w), free(b), free(want), free(got);
     }
     /* rope2d and attention over cu_seqlens blocks (an empty block included) */
@@ -599,23 +586,13 @@ TEST(op_vision)
         float *wq = malloc(n * 4), *want = malloc(n * 4);
         memcpy(wq, q, n * 4);
         ASSERT_OK(cv->rope2d(NULL, wq, pr, pc, P, H, D, 10000.0f));
-        float *eq = edev(q, n * 4), *ek = edev(k, n * 4), *evv = edev(v, n * 4);
-        float *eo = edev(NULL, n * 4);
-        int32_t *epr = edev(pr, sizeof(int32_t) * (size_t)P);
-        int32_t *epc = edev(pc, sizeof(int32_t) * (size_t)P);
-        int64_t *ecu = edev(at[s].cu, sizeof(int64_t) * (size_t)(nb + 1));
-        ASSERT_OK(ev->rope2d(ectx, eq, epr, epc, P, H, D, 10000.0f));
-        float *got = eget_f32(eq, n);
+        float *got = malloc(n * 4);
+        memcpy(got, q, n * 4);
+        ASSERT_OK(ev->rope2d(ectx, got, pr, pc, P, H, D, 10000.0f));
         fails += check("v_rope2d", shape, got, wq, n, 0);
-        free(got);
         ASSERT_OK(cv->attention_blocks(NULL, q, k, v, want, at[s].cu, nb, H, D));
-        emu->upload(ectx, eq, q, n * 4);
-        ASSERT_OK(ev->attention_blocks(ectx, eq, ek, evv, eo, ecu, nb, H, D));
-        got = eget_f32(eo, n);
+        ASSERT_OK(ev->attention_blocks(ectx, q, k, v, got, at[s].cu, nb, H, D));
         fails += check("v_attention", shape, got, want, n, 0);
-        emu->dealloc(ectx, eq), emu->dealloc(ectx, ek), emu->dealloc(ectx, evv);
-        emu->dealloc(ectx, eo), emu->dealloc(ectx, epr), emu->dealloc(ectx, epc);
-        emu->dealloc(ectx, ecu);
         free(pr), free(pc), free(q), free(k), free(v), free(wq), free(want), free(got);
     }
     /* downsample: m = 2 averages merge blocks, m = 1 copies */
@@ -624,11 +601,9 @@ TEST(op_vision)
         size_t n = (size_t)gh * gw * C, no = n / ((size_t)m * m);
         float *x = randv(n, 1.0, 0), *want = malloc(no * 4);
         ASSERT_OK(cv->downsample(NULL, x, want, gh, gw, m, C));
-        float *ex = edev(x, n * 4), *ey = edev(NULL, no * 4);
-        ASSERT_OK(ev->downsample(ectx, ex, ey, gh, gw, m, C));
-        float *got = eget_f32(ey, no);
+        float *got = malloc(no * 4);
+        ASSERT_OK(ev->downsample(ectx, x, got, gh, gw, m, C));
         fails += check("v_downsample", m == 1 ? "4x6 m1 C33" : "4x6 m2 C33", got, want, no, 0);
-        emu->dealloc(ectx, ex), emu->dealloc(ectx, ey);
         free(x), free(want), free(got);
     }
     ASSERT_EQ(fails, 0);
@@ -646,11 +621,11 @@ TEST(vtable_complete)
            emu->weight_convert && emu->matmul && emu->matmul_work_size && emu->rmsnorm &&
            emu->rope && emu->kv_store && emu->attention && emu->attention_work_size &&
            emu->scatter_rows && emu->silu_mul && emu->add && emu->embed && emu->argmax &&
-           emu->copy_rows && (emu->vision || real_gpu) && emu->matmul_f32);
+           emu->copy_rows && emu->vision && emu->matmul_f32);
     ASSERT_EQ(emu->act_dtype(ectx), VL3__DTYPE_BF16);
     if (!real_gpu)
         ASSERT_EQ(emu->device_count(), 1);
-    for (int op = 0; op < (real_gpu ? VL3__OP_VISION_LINEAR : VL3__OP_COUNT); op++)
+    for (int op = 0; op < VL3__OP_COUNT; op++)
         ASSERT(emu->supports(ectx, (enum vl3__op)op,
                              op >= VL3__OP_VISION_LINEAR || op == VL3__OP_ARGMAX
                                  ? VL3__DTYPE_F32
@@ -830,7 +805,7 @@ static int run_pair(const char *dir, const char *model, const char *input, const
         snprintf(dump[b], sizeof(dump[b]), "%s/dump_%s_%d", dir, tag, b);
         ASSERT_EQ(test_sh(NULL, 0,
                           "%s/vl3 run --model %s %s --task caption --greedy --max-new-tokens 10 "
-                          "--threads 1 --backend %s --dump %s >/dev/null",
+                          "--threads 1 --precision f32 --backend %s --dump %s >/dev/null",
                           bin, model, input, b ? dev_name : "cpu", dump[b]),
                   0);
         snprintf(path, sizeof(path), "%s/generated.i32", dump[b]);
@@ -950,8 +925,8 @@ TEST(emu_kernels_from_two_threads)
 }
 
 /* In a build with the CUDA module (VL3_CUDA=ON/AUTO with nvcc), libvl3cuda.so loads with every
- * symbol resolved (RTLD_NOW), has the engine's ABI and answers device_count without a driver
- * (0 here). Found missing: cublasGetStatusName is in libcublas, which the module does not link. */
+ * symbol resolved (RTLD_NOW), has the engine's ABI, a complete vtable (vision ops included) and
+ * answers device_count without a driver (0 here). Found missing: cublasGetStatusName is in libcublas, which the module does not link. */
 TEST(real_module_loads)
 {
 #ifdef VL3_TEST_HAVE_CUDA
@@ -964,9 +939,53 @@ TEST(real_module_loads)
     int n = ops->device_count();
     ASSERT_GE(n, 0);
     fprintf(stderr, "libvl3cuda.so loaded, %d device(s)\n", n);
-    ASSERT(ops->matmul && ops->attention && ops->matmul_f32 && !ops->vision);
+    ASSERT(ops->matmul && ops->attention && ops->matmul_f32 && ops->vision);
+    if (n == 0) {
+        /* no device: auto picks the CPU, an explicit cuda request is refused with the reason */
+        char dir[1024];
+        snprintf(dir, sizeof(dir), "%s/tiny_auto", test_tmpdir());
+        vl3_tiny_params tp = vl3_tiny_params_default();
+        ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+        vl3_model_params mp = vl3_model_params_default();
+        mp.dir = dir;
+        vl3_model *m;
+        ASSERT_OK_E(vl3_model_load(&mp, &m, &err), &err);
+        vl3_model_info info;
+        ASSERT_OK(vl3_model_get_info(m, &info));
+        ASSERT_STR_EQ(info.backend, "cpu");
+        vl3_model_free(m);
+        mp.backend = VL3_BACKEND_CUDA;
+        ASSERT_EQ(vl3_model_load(&mp, &m, &err), VL3_E_UNSUPPORTED);
+        ASSERT_STR_CONTAINS(err.msg, "CUDA device 0 not present");
+    }
     return 0;
 #else
     SKIP("this build has no CUDA module (VL3_CUDA=OFF or no nvcc)");
 #endif
+}
+
+/* A sticky device fault (the emulator's injected illegal address) makes the failing op and every
+ * later op return VL3_E_CUDA_FATAL, which the worker turns into exit status 75. */
+void vl3_emu_fault_after(long n);
+
+TEST(emu_sticky_fault_is_fatal)
+{
+    SETUP();
+    if (real_gpu)
+        SKIP("fault injection is the emulator's");
+    int C = 64, T = 2;
+    float *x = randv((size_t)T * C, 1.0, 1), *w = randv((size_t)C, 1.0, 0), back[128];
+    void *ex = edev_bf16(x, (size_t)T * C), *ew = edev(w, (size_t)C * 4);
+    vl3_emu_fault_after(2);
+    ASSERT_EQ(emu->rmsnorm(ectx, ex, ex, ew, T, C, 1e-6f), 0);
+    ASSERT_EQ(emu->rmsnorm(ectx, ex, ex, ew, T, C, 1e-6f), VL3_E_CUDA_FATAL);
+    ASSERT_EQ(emu->silu_mul(ectx, ex, ex, 1, 8), VL3_E_CUDA_FATAL);
+    ASSERT_EQ(emu->download(ectx, back, ex, 16), VL3_E_CUDA_FATAL);
+    ASSERT_EQ(emu->synchronize(ectx), VL3_E_CUDA_FATAL);
+    vl3_emu_fault_after(0); /* a fresh device for the cases after this one */
+    ASSERT_EQ(emu->rmsnorm(ectx, ex, ex, ew, T, C, 1e-6f), 0);
+    ASSERT_EQ(emu->download(ectx, back, ex, 16), 0);
+    emu->dealloc(ectx, ex), emu->dealloc(ectx, ew);
+    free(x), free(w);
+    return 0;
 }

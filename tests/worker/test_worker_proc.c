@@ -1335,3 +1335,45 @@ TEST(proc_cuda_emu_backend_answers)
                       test_tmpdir()), 0);
     return 0;
 }
+
+/* A sticky device fault (the CUDA emulator's injected illegal address at the first kernel
+ * launch) fails the job as a device error and ends the worker with exit status 75, so that vl3d
+ * restarts it. */
+TEST(proc_cuda_emu_device_fault_exits_75)
+{
+    struct proc p;
+    ASSERT_OK(fixtures());
+    ASSERT_OK(write_conf("backend = cuda-emu"));
+    setenv("VL3_CUDA_EMU_FAULT", "1", 1);
+    int r = spawn(&p);
+    unsetenv("VL3_CUDA_EMU_FAULT");
+    ASSERT_OK(r);
+    vl3_proto_msg m;
+    ASSERT_EQ(next(&p, &m, 60000), 1);
+    ASSERT_EQ(m.type, VL3_PROTO_HELLO);
+    vl3_proto_msg_free(&m);
+    char png[1200];
+    path(png, sizeof(png), "img.png");
+    ASSERT_OK(send_job_t(&p, "fault", png, 0, 1, 0, 8));
+    int job_err = -1, worker_err = -1;
+    for (int i = 0; i < 200 && (job_err < 0 || worker_err < 0); i++) {
+        int got = next(&p, &m, 1000);
+        if (got < 0)
+            break;
+        if (got == 0)
+            continue;
+        if (m.type == VL3_PROTO_ERROR) {
+            if (m.u.error.job_id && strcmp(m.u.error.job_id, "fault") == 0)
+                job_err = (int)m.u.error.code;
+            else if (!m.u.error.job_id)
+                worker_err = (int)m.u.error.code;
+        }
+        vl3_proto_msg_free(&m);
+    }
+    ASSERT_EQ(job_err, VL3_PERR_DEVICE);
+    ASSERT_EQ(worker_err, VL3_PERR_DEVICE);
+    ASSERT_EQ(wait_exit(&p, 30), 75);
+    finish(&p);
+    ASSERT(log_has("device fault"));
+    return 0;
+}

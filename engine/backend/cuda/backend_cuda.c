@@ -9,12 +9,11 @@
  *
  * dtypes: LLM activations and the paged KV cache bf16; matmul/embedding weights bf16; norm
  * weights and biases f32; matmul accumulates in f32 (cuBLASLt CUBLAS_COMPUTE_32F, or the host
- * path's f32 sum); logits (matmul_f32) and argmax's input f32. The vision ops (f32, backend.h)
- * are wired on the emulated backend only: vision.c keeps its tensors in host memory, which is
- * device memory there but not on a GPU, so the real module leaves `vision` NULL (CPU vision ops)
- * until the encoder allocates through the backend.
+ * path's f32 sum); logits (matmul_f32) and argmax's input f32. The vision ops are f32 on host
+ * tensors (backend.h); they stage them through device buffers per op (see the vision section).
  * A machine without a driver reports 0 devices (cudaGetDeviceCount fails with error 35). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +34,7 @@
 #include "rmsnorm.cuh"
 #include "rope.cuh"
 #include "silu_mul.cuh"
+#include "vl3/log.h"
 
 #ifndef VL3_CUDA_EMU
 /* gemm_cublaslt.c */
@@ -48,12 +48,16 @@ int vl3__lt_matmul(struct vl3__lt *lt, const struct vl3__gemm_desc *d, const voi
 #endif
 
 #define CONVERT_CHUNK (1u << 22) /* elements converted per host staging buffer */
+#define VISION_STAGES 5            /* device buffers of the vision ops (ST_A .. ST_OUT) */
 
 struct cuda_ctx {
     int device;
     cudaStream_t stream;
     int32_t *argmax_dev; /* device scratch for argmax results */
     int argmax_cap;
+    pthread_mutex_t vision_lock; /* the staging buffers of the vision ops */
+    void *stage[VISION_STAGES];
+    size_t stage_cap[VISION_STAGES];
 #ifndef VL3_CUDA_EMU
     struct vl3__lt *lt;
 #endif
@@ -118,6 +122,10 @@ static void cuda_free(void *ctx)
 #endif
     if (c->argmax_dev)
         (void)cudaFree(c->argmax_dev);
+    for (int i = 0; i < VISION_STAGES; i++)
+        if (c->stage[i])
+            (void)cudaFree(c->stage[i]);
+    pthread_mutex_destroy(&c->vision_lock);
     if (c->stream)
         (void)cudaStreamDestroy(c->stream);
     free(c);
@@ -132,6 +140,7 @@ static int cuda_init(int device, int n_threads, void **ret_ctx, vl3_error *reter
     if (!c)
         return vl3_error_set(reterr, -ENOMEM, "out of memory");
     c->device = device;
+    pthread_mutex_init(&c->vision_lock, NULL);
     cudaError_t e = cudaSetDevice(device);
     if (e == cudaSuccess)
         e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
@@ -179,9 +188,11 @@ static int cuda_upload(void *ctx, void *dst, const void *src_host, size_t n)
     struct cuda_ctx *c = ctx;
     if (!n)
         return 0;
-    /* the host buffer may be reused as soon as we return: copy, then wait for the copy */
-    int r = cu_rc(cudaMemcpyAsync(dst, src_host, n, cudaMemcpyHostToDevice, c->stream));
-    return r < 0 ? r : cu_rc(cudaStreamSynchronize(c->stream));
+    /* The caller may reuse src_host as soon as we return. From pageable memory (every host
+     * buffer of the engine: malloc, mmap) cudaMemcpyAsync returns only once the source bytes
+     * are staged into pinned memory or copied (CUDA's "API synchronization behavior"), so no
+     * stream wait is needed here. Pinned host buffers would need one. */
+    return cu_rc(cudaMemcpyAsync(dst, src_host, n, cudaMemcpyHostToDevice, c->stream));
 }
 
 static int cuda_download(void *ctx, void *dst_host, const void *src, size_t n)
@@ -280,13 +291,8 @@ static int cuda_supports(void *ctx, enum vl3__op op, int dtype)
     (void)ctx;
     if (op == VL3__OP_MATMUL || op == VL3__OP_EMBED)
         return dtype == VL3__DTYPE_BF16;
-    if (op >= VL3__OP_VISION_LINEAR && op < VL3__OP_COUNT) {
-#ifdef VL3_CUDA_EMU
+    if (op >= VL3__OP_VISION_LINEAR && op < VL3__OP_COUNT)
         return dtype == VL3__DTYPE_F32;
-#else
-        return 0;
-#endif
-    }
     if (op == VL3__OP_ARGMAX)
         return dtype == VL3__DTYPE_F32;
     return op <= VL3__OP_SCATTER_ROWS && dtype == VL3__DTYPE_BF16;
@@ -301,7 +307,12 @@ static int run_gemm(struct cuda_ctx *c, const struct vl3__gemm_desc *d, const vo
     (void)c;
     return vl3__gemm_host(d, A, B, C, bias);
 #else
-    return vl3__lt_matmul(c->lt, d, A, B, C, bias, c->stream, NULL);
+    vl3_error err = {0};
+    int r = vl3__lt_matmul(c->lt, d, A, B, C, bias, c->stream, &err);
+    if (r < 0) /* the vtable has no error text: log cuBLASLt's */
+        vl3_log_err("CUDA backend: %dx%dx%d matrix product failed: %s", d->m, d->n, d->k,
+                    err.msg);
+    return r;
 #endif
 }
 
@@ -445,32 +456,118 @@ static int cuda_copy_rows_op(void *ctx, void *dst, size_t dst_stride, const void
     return k_rc(cuda_copy_rows(dst, dst_stride, src, src_stride, n_rows, row_bytes, c->stream));
 }
 
-/* ---- vision ops (f32; emulated backend only, see the head of this file) ---------------------- */
+/* ---- vision ops (f32) -------------------------------------------------------------------------
+ * vision.c keeps the encoder's weights and activations in host memory (struct vl3__vision_ops
+ * takes host float pointers). Until it allocates through the backend, each op stages its host
+ * tensors through device buffers of the context (grown as needed, under vision_lock): upload the
+ * inputs, run the kernel or product, download the output. The same code runs in both builds, so
+ * CI exercises the staging too. The cost is PCIe traffic per op (weights included), small next
+ * to the encoder on the CPU. */
 
-#ifdef VL3_CUDA_EMU
+enum { ST_A, ST_B, ST_C, ST_D, ST_OUT }; /* < VISION_STAGES */
+
+/* Device buffer i of at least n bytes (contents undefined), or NULL. */
+static void *stage(struct cuda_ctx *c, int i, size_t n)
+{
+    if (n > c->stage_cap[i]) {
+        if (c->stage[i])
+            (void)cudaFree(c->stage[i]);
+        c->stage[i] = NULL;
+        c->stage_cap[i] = 0;
+        size_t cap = n < (1u << 20) ? (1u << 20) : n;
+        if (cudaMalloc(&c->stage[i], cap) != cudaSuccess) {
+            (void)cudaGetLastError();
+            return NULL;
+        }
+        c->stage_cap[i] = cap;
+    }
+    return c->stage[i];
+}
+
+/* Device buffer i holding a copy of n host bytes (NULL host: NULL, no buffer). */
+static int stage_in(struct cuda_ctx *c, int i, const void *host, size_t n, void **ret)
+{
+    *ret = NULL;
+    if (!host)
+        return 0;
+    void *d = stage(c, i, n);
+    if (!d)
+        return -ENOMEM;
+    *ret = d;
+    return cuda_upload(c, d, host, n);
+}
+
+#define V_BEGIN(c)                                                                                 \
+    int r = 0;                                                                                     \
+    pthread_mutex_lock(&(c)->vision_lock)
+#define V_TRY(expr)                                                                                \
+    do {                                                                                           \
+        if ((r = (expr)) < 0)                                                                      \
+            goto out;                                                                              \
+    } while (0)
+#define V_END(c)                                                                                   \
+    out:                                                                                           \
+    pthread_mutex_unlock(&(c)->vision_lock);                                                      \
+    return r
+
 static int v_linear(void *ctx, const float *x, const float *w, const float *b, float *y,
                     int64_t P, int in, int out)
 {
-    if (P > 0x7fffffff)
+    struct cuda_ctx *c = ctx;
+    if (P > 0x7fffffff || P < 0 || in <= 0 || out <= 0)
         return -EINVAL;
-    return linear(ctx, y, x, w, b, (int)P, in, out, 0, VL3__GEMM_F32, VL3__GEMM_F32,
-                  VL3__GEMM_F32);
+    if (P == 0)
+        return 0;
+    size_t ny = (size_t)P * out * 4;
+    void *dx, *dw, *db, *dy;
+    V_BEGIN(c);
+    V_TRY(stage_in(c, ST_A, x, (size_t)P * in * 4, &dx));
+    V_TRY(stage_in(c, ST_B, w, (size_t)out * in * 4, &dw));
+    V_TRY(stage_in(c, ST_C, b, (size_t)out * 4, &db));
+    V_TRY((dy = stage(c, ST_OUT, ny)) ? 0 : -ENOMEM);
+    V_TRY(linear(c, dy, dx, dw, db, (int)P, in, out, 0, VL3__GEMM_F32, VL3__GEMM_F32,
+                 VL3__GEMM_F32));
+    V_TRY(cuda_download(c, y, dy, ny));
+    V_END(c);
 }
 
 static int v_layernorm(void *ctx, const float *x, const float *w, const float *b, float *y,
                        int64_t P, int C, float eps)
 {
     struct cuda_ctx *c = ctx;
-    if (P > 0x7fffffff)
+    if (P > 0x7fffffff || P < 0 || C <= 0)
         return -EINVAL;
-    return k_rc(cuda_layernorm(y, x, w, b, (int)P, C, eps, c->stream));
+    if (P == 0)
+        return 0;
+    size_t n = (size_t)P * C * 4;
+    void *dx, *dw, *db, *dy;
+    V_BEGIN(c);
+    V_TRY(stage_in(c, ST_A, x, n, &dx));
+    V_TRY(stage_in(c, ST_B, w, (size_t)C * 4, &dw));
+    V_TRY(stage_in(c, ST_C, b, (size_t)C * 4, &db));
+    V_TRY((dy = stage(c, ST_OUT, n)) ? 0 : -ENOMEM);
+    V_TRY(k_rc(cuda_layernorm(dy, dx, dw, db, (int)P, C, eps, c->stream)));
+    V_TRY(cuda_download(c, y, dy, n));
+    V_END(c);
 }
 
 static int v_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *pos_c, int64_t P,
                     int H, int D, float theta)
 {
     struct cuda_ctx *c = ctx;
-    return k_rc(cuda_rope2d(x, pos_r, pos_c, P, H, D, theta, c->stream));
+    if (P < 0 || H < 0 || D <= 0)
+        return -EINVAL;
+    if (P == 0 || H == 0)
+        return 0;
+    size_t n = (size_t)P * H * D * 4;
+    void *dx, *dr, *dc;
+    V_BEGIN(c);
+    V_TRY(stage_in(c, ST_A, x, n, &dx));
+    V_TRY(stage_in(c, ST_B, pos_r, (size_t)P * 4, &dr));
+    V_TRY(stage_in(c, ST_C, pos_c, (size_t)P * 4, &dc));
+    V_TRY(k_rc(cuda_rope2d(dx, dr, dc, P, H, D, theta, c->stream)));
+    V_TRY(cuda_download(c, x, dx, n));
+    V_END(c);
 }
 
 static int v_attention_blocks(void *ctx, const float *q, const float *k, const float *v,
@@ -479,36 +576,79 @@ static int v_attention_blocks(void *ctx, const float *q, const float *k, const f
     struct cuda_ctx *c = ctx;
     if (n_blocks <= 0)
         return 0;
+    if (cu[0] != 0)
+        return -EINVAL;
     for (int i = 0; i < n_blocks; i++)
         if (cu[i + 1] < cu[i])
             return -EINVAL;
-    /* device memory is host memory here: cu serves as both */
-    return k_rc(cuda_attention_blocks(q, k, v, out, cu, cu, n_blocks, cu[n_blocks], H, D,
-                                      c->stream));
+    int64_t P = cu[n_blocks];
+    if (P == 0)
+        return 0;
+    size_t n = (size_t)P * H * D * 4;
+    void *dq, *dk, *dv, *dcu, *dout;
+    V_BEGIN(c);
+    V_TRY(stage_in(c, ST_A, q, n, &dq));
+    V_TRY(stage_in(c, ST_B, k, n, &dk));
+    V_TRY(stage_in(c, ST_C, v, n, &dv));
+    V_TRY(stage_in(c, ST_D, cu, sizeof(int64_t) * (size_t)(n_blocks + 1), &dcu));
+    V_TRY((dout = stage(c, ST_OUT, n)) ? 0 : -ENOMEM);
+    V_TRY(k_rc(cuda_attention_blocks(dq, dk, dv, dout, dcu, cu, n_blocks, P, H, D, c->stream)));
+    V_TRY(cuda_download(c, out, dout, n));
+    V_END(c);
+}
+
+static int v_gelu(void *ctx, float *x, int64_t n, int erf_form)
+{
+    struct cuda_ctx *c = ctx;
+    if (n <= 0)
+        return 0;
+    void *dx;
+    V_BEGIN(c);
+    V_TRY(stage_in(c, ST_A, x, (size_t)n * 4, &dx));
+    V_TRY(k_rc(cuda_gelu(dx, n, erf_form, c->stream)));
+    V_TRY(cuda_download(c, x, dx, (size_t)n * 4));
+    V_END(c);
 }
 
 static int v_gelu_tanh(void *ctx, float *x, int64_t n)
 {
-    struct cuda_ctx *c = ctx;
-    return k_rc(cuda_gelu(x, n, 0, c->stream));
+    return v_gelu(ctx, x, n, 0);
 }
 
 static int v_gelu_erf(void *ctx, float *x, int64_t n)
 {
-    struct cuda_ctx *c = ctx;
-    return k_rc(cuda_gelu(x, n, 1, c->stream));
+    return v_gelu(ctx, x, n, 1);
 }
 
 static int v_add(void *ctx, float *y, const float *x, int64_t n)
 {
     struct cuda_ctx *c = ctx;
-    return k_rc(cuda_add_f32(y, y, x, n, c->stream));
+    if (n <= 0)
+        return 0;
+    void *dy, *dx;
+    V_BEGIN(c);
+    V_TRY(stage_in(c, ST_A, y, (size_t)n * 4, &dy));
+    V_TRY(stage_in(c, ST_B, x, (size_t)n * 4, &dx));
+    V_TRY(k_rc(cuda_add_f32(dy, dy, dx, n, c->stream)));
+    V_TRY(cuda_download(c, y, dy, (size_t)n * 4));
+    V_END(c);
 }
 
 static int v_downsample(void *ctx, const float *x, float *y, int gh, int gw, int m, int C)
 {
     struct cuda_ctx *c = ctx;
-    return k_rc(cuda_downsample(x, y, gh, gw, m, C, c->stream));
+    if (gh <= 0 || gw <= 0 || C <= 0)
+        return 0;
+    if (m != 1 && (m != 2 || gh % 2 || gw % 2))
+        return -EINVAL;
+    size_t n = (size_t)gh * gw * C * 4, no = n / ((size_t)m * m);
+    void *dx, *dy;
+    V_BEGIN(c);
+    V_TRY(stage_in(c, ST_A, x, n, &dx));
+    V_TRY((dy = stage(c, ST_OUT, no)) ? 0 : -ENOMEM);
+    V_TRY(k_rc(cuda_downsample(dx, dy, gh, gw, m, C, c->stream)));
+    V_TRY(cuda_download(c, y, dy, no));
+    V_END(c);
 }
 
 static const struct vl3__vision_ops cuda_vision_ops = {
@@ -521,7 +661,6 @@ static const struct vl3__vision_ops cuda_vision_ops = {
     .add = v_add,
     .downsample = v_downsample,
 };
-#endif
 
 #ifdef VL3_CUDA_EMU
 const vl3__backend_ops vl3__backend_cuda_emu_ops = {
@@ -558,9 +697,7 @@ static const vl3__backend_ops cuda_ops = {
     .embed = cuda_embed_op,
     .argmax = cuda_argmax_op,
     .copy_rows = cuda_copy_rows_op,
-#ifdef VL3_CUDA_EMU
     .vision = &cuda_vision_ops,
-#endif
     .matmul_f32 = cuda_matmul_f32,
 };
 

@@ -23,7 +23,7 @@ extern "C" {
 /* How to load a model. Fill with vl3_model_params_default() and change fields. */
 typedef struct vl3_model_params {
     const char *dir;                /* checkpoint directory (borrowed during the call) */
-    enum vl3_backend_kind backend;  /* default VL3_BACKEND_AUTO (today: the CPU backend) */
+    enum vl3_backend_kind backend;  /* default VL3_BACKEND_AUTO: CUDA with a device, else CPU */
     int device;                     /* device index for GPU backends; default 0 */
     int n_threads;                  /* CPU threads; 0 = all online CPUs */
     /* Tokenizer policy: 1 (default) loads the tokenizer from dir; a tokenizer build that answers
@@ -63,7 +63,7 @@ typedef struct vl3_model_info {
     const char *layout;      /* "remote" or "native" */
     const char *model_type;  /* "videollama3_qwen2" or "video_llama_3" */
     const char *dtype;       /* weight dtype as stored: "bf16", "f16", "f32" or "mixed" */
-    const char *backend;     /* backend name ("cpu"), or "none" when loaded with no_backend */
+    const char *backend;     /* backend name ("cpu", "cuda", "cuda-emu"); "none" with no_backend */
     const char *compute;     /* backend and arithmetic: "cpu-f32", "cpu-bf16", "cuda-bf16",
                               * "cuda-emu-bf16" or "none": results are bit-identical only within
                               * one (the token cache keys on it) */

@@ -347,10 +347,51 @@ static void run_block(struct launch *L)
     }
 }
 
+/* ---- device faults (tests) -------------------------------------------------------------------
+ * The fault_at-th kernel launch of the process fails with cudaErrorIllegalAddress, which then
+ * sticks as on a real device: every later launch, copy, synchronize and cudaGetLastError of every
+ * thread returns it. Armed by vl3_emu_fault_after or, at the first launch, VL3_CUDA_EMU_FAULT=N. */
+static pthread_once_t fault_once = PTHREAD_ONCE_INIT;
+static long fault_at, n_launches; /* atomic */
+static int sticky;                /* atomic cudaError_t */
+
+static void fault_env(void)
+{
+    const char *v = getenv("VL3_CUDA_EMU_FAULT");
+    if (v && *v)
+        __atomic_store_n(&fault_at, strtol(v, NULL, 10), __ATOMIC_SEQ_CST);
+}
+
+void vl3_emu_fault_after(long n)
+{
+    pthread_once(&fault_once, fault_env);
+    __atomic_store_n(&n_launches, 0, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&fault_at, n, __ATOMIC_SEQ_CST);
+    __atomic_store_n(&sticky, (int)cudaSuccess, __ATOMIC_SEQ_CST); /* a fresh device */
+    last_error = cudaSuccess;
+}
+
+/* The sticky error, or cudaSuccess. */
+static cudaError_t sticky_error(void)
+{
+    return (cudaError_t)__atomic_load_n(&sticky, __ATOMIC_SEQ_CST);
+}
+
 void vl3_emu_launch(struct vl3_emu_dim3 grid, struct vl3_emu_dim3 block, size_t shmem,
                     cudaStream_t stream, void (*fn)(void *), void *arg)
 {
     (void)stream;
+    pthread_once(&fault_once, fault_env);
+    if (sticky_error() != cudaSuccess) {
+        last_error = sticky_error();
+        return;
+    }
+    long at = __atomic_load_n(&fault_at, __ATOMIC_SEQ_CST);
+    if (at > 0 && __atomic_add_fetch(&n_launches, 1, __ATOMIC_SEQ_CST) == at) {
+        __atomic_store_n(&sticky, (int)cudaErrorIllegalAddress, __ATOMIC_SEQ_CST);
+        last_error = cudaErrorIllegalAddress;
+        return;
+    }
     uint64_t nt = (uint64_t)block.x * block.y * block.z;
     if (cur_launch)
         emu_die("kernel launched from inside a kernel", __FILE__, __LINE__);
@@ -426,6 +467,8 @@ cudaError_t vl3_emu_cudaFree(void *p)
 
 cudaError_t vl3_emu_cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
 {
+    if (sticky_error() != cudaSuccess)
+        return last_error = sticky_error();
     if ((unsigned)kind > cudaMemcpyDefault)
         return last_error = cudaErrorInvalidValue;
     if (n)
@@ -442,6 +485,8 @@ cudaError_t vl3_emu_cudaMemcpyAsync(void *dst, const void *src, size_t n,
 
 cudaError_t vl3_emu_cudaMemset(void *p, int value, size_t n)
 {
+    if (sticky_error() != cudaSuccess)
+        return last_error = sticky_error();
     if (n)
         memset(p, value, n);
     return cudaSuccess;
@@ -477,24 +522,24 @@ cudaError_t vl3_emu_cudaStreamDestroy(cudaStream_t s)
 cudaError_t vl3_emu_cudaStreamSynchronize(cudaStream_t s)
 {
     (void)s; /* launches run to completion */
-    return cudaSuccess;
+    return sticky_error();
 }
 
 cudaError_t vl3_emu_cudaDeviceSynchronize(void)
 {
-    return cudaSuccess;
+    return sticky_error();
 }
 
 cudaError_t vl3_emu_cudaGetLastError(void)
 {
     cudaError_t e = last_error;
-    last_error = cudaSuccess;
-    return e;
+    last_error = sticky_error(); /* a sticky error is never cleared */
+    return e != cudaSuccess ? e : sticky_error();
 }
 
 cudaError_t vl3_emu_cudaPeekAtLastError(void)
 {
-    return last_error;
+    return last_error != cudaSuccess ? last_error : sticky_error();
 }
 
 const char *vl3_emu_cudaGetErrorString(cudaError_t e)
@@ -510,6 +555,8 @@ const char *vl3_emu_cudaGetErrorString(cudaError_t e)
         return "invalid configuration argument";
     case cudaErrorInvalidDevice:
         return "invalid device ordinal";
+    case cudaErrorIllegalAddress:
+        return "an illegal memory access was encountered";
     default:
         return "unknown error (cuda-emu)";
     }

@@ -92,6 +92,12 @@ cudaError_t vl3_emu_cudaPeekAtLastError(void);
 const char *vl3_emu_cudaGetErrorString(cudaError_t e);
 cudaError_t vl3_emu_cudaGetDeviceCount(int *ret_n);
 cudaError_t vl3_emu_cudaSetDevice(int device);
+/* Tests: the n-th kernel launch from now (n >= 1; 0 = off) fails with cudaErrorIllegalAddress,
+ * which then sticks for the whole process as on a real device (every later launch, copy,
+ * synchronize and cudaGetLastError returns it). The call also clears an earlier sticky error
+ * (a fresh device). VL3_CUDA_EMU_FAULT=N arms it from the environment, counting from the
+ * process's first launch. */
+void vl3_emu_fault_after(long n);
 
 #define cudaMalloc vl3_emu_cudaMalloc
 #define cudaFree vl3_emu_cudaFree
