@@ -6,8 +6,8 @@ it is absent and only such cases were asked for, the exit status is 77 (skipped)
 cases whose clip is in ../shared/data/media when that is absent. Regenerates the tiny models with
 the arguments of the generators (read from README.md / README_remote.md, plus the files of
 model_extra*.json), runs each case's `vl3 run` with --greedy --dump and checks: input_ids and
-generated ids identical; pixel_values bit-exact; vision_out and logits within relative L2 1e-5; kept tokens per frame and the timestamps' text for
-videos. Known differences (KNOWN, f32_pixels) are bounded instead. numpy only (no torch).
+generated ids identical; pixel_values bit-exact; vision_out and logits within relative L2
+1e-5; kept tokens per frame and the timestamps' text for videos. Known differences (KNOWN, f32_pixels) are bounded instead. numpy only (no torch).
 Exit 0 = all pass.
 """
 import gzip
