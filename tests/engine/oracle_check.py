@@ -2,10 +2,13 @@
 
 Usage: oracle_check.py VL3 FIXTURES WORKDIR [CASE...]. Cases marked qwen_tokenizer use the real
 Qwen2.5 tokenizer from $VL3_SHARED_DIR/data/qwen2.5-tokenizer (default <source>/../shared); when
-it is absent and only such cases were asked for, the exit status is 77 (skipped). Regenerates the tiny model with the
-arguments of tools/oracle/gen.py (read from the README's line), runs each case's `vl3 run` with
---greedy --dump and checks: input_ids and generated ids identical; pixel_values bit-exact;
-vision_out and logits within relative L2 1e-5. numpy only (no torch). Exit 0 = all pass.
+it is absent and only such cases were asked for, the exit status is 77 (skipped); so are video
+cases whose clip is in ../shared/data/media when that is absent. Regenerates the tiny models with
+the arguments of the generators (read from README.md / README_remote.md, plus the files of
+model_extra*.json), runs each case's `vl3 run` with --greedy --dump and checks: input_ids and
+generated ids identical; pixel_values bit-exact; vision_out and logits within relative L2
+1e-5; kept tokens per frame and the timestamps' text for videos. Known differences (KNOWN, f32_pixels) are bounded instead. numpy only (no torch).
+Exit 0 = all pass.
 """
 import gzip
 import json
@@ -62,15 +65,17 @@ def main():
 
     def model_for(qwen, remote=False):
         if remote:
-            if "remote" not in models:
-                m = os.path.join(work, "tiny-remote")
-                subprocess.run([vl3, "model", "tiny", "--out", m] + rtiny, check=True,
+            key = ("remote", qwen)
+            if key not in models:
+                m = os.path.join(work, "tiny-remote-qwen" if qwen else "tiny-remote")
+                extra = ["--tokenizer", qtok] if qwen else []
+                subprocess.run([vl3, "model", "tiny", "--out", m] + rtiny + extra, check=True,
                                stdout=subprocess.DEVNULL)
                 for fn, content in rextra.items():
                     with open(os.path.join(m, fn), "w") as f:
                         json.dump(content, f, indent=2)
-                models["remote"] = m
-            return models["remote"]
+                models[key] = m
+            return models[key]
         if qwen not in models:
             m = os.path.join(work, "tiny-native-qwen" if qwen else "tiny-native")
             extra = ["--tokenizer", qtok] if qwen else []
@@ -134,8 +139,9 @@ def main():
             elif f == "pixel_values.f32":
                 if not np.array_equal(o.view("<u4"), g.view("<u4")):
                     ulp = np.abs(o.view("<i4").astype(np.int64) - g.view("<i4").astype(np.int64))
+                    mx = float(np.abs(o - g).max())
                     msgs.append(f"{f}: not bit-exact: {int((ulp > 0).sum())}/{o.size} differ, "
-                                f"max {int(ulp.max())} ulp, max abs {float(np.abs(o - g).max()):.3g}")
+                                f"max {int(ulp.max())} ulp, max abs {mx:.3g}")
             else:
                 e = rel_l2(o, g)
                 if not e <= tol:

@@ -1,14 +1,15 @@
 """tools/oracle/gen_remote.py: golden dumps from the DAMO-NLP-SG/VideoLLaMA3 remote code.
 
-Run through `tools/oracle/gen --remote` inside tools/oracle/.venv-remote (transformers 4.46.3,
-torch 2.4, the repository's inference/transformers_api files in .venv-remote/damo, put there by
+Run through `tools/oracle/gen [--remote-only]` inside tools/oracle/.venv-remote (transformers
+4.46.3, torch 2.4, the repository's inference/transformers_api files in .venv-remote/damo, put there by
 tools/oracle/setup). Writes tests/fixtures/oracle/r_<case>/ in the same format as gen.py.
 
 The tiny remote checkpoint (`vl3 model tiny`, default layout) gets the DAMO .py files beside its
 config (as on the hub, loaded with trust_remote_code) and the preprocessor_config.json of
 model_extra_remote.json (smaller token budgets, so that the goldens stay small; vl3 reads the
-same file). The checkpoint has no chat template: CHAT_TEMPLATE below is written from the spec
-(§7.1) and given to the processor, which then runs the README's path:
+same file), plus padding_side in its tokenizer_config.json (add_padding_side). The r_qwen_*
+cases use the real Qwen2.5 tokenizer (ids and greedy ids only). The checkpoint has no chat
+template: CHAT_TEMPLATE below is written from the spec (§7.1) and given to the processor, which then runs the README's path:
 processor(conversation=..., add_system_prompt=..., add_generation_prompt=True), its own image
 loading (PIL convert('RGB')) and video loading (ffmpeg fps=F:round=down, max_frames).
 
@@ -69,18 +70,24 @@ CHAT_TEMPLATE = (
 
 def remote_preproc(model_dir):
     """vl3's remote preprocessor_config.json with small token budgets (min 4, max 64 merged
-    tokens per call), so that video goldens stay small, and its tokenizer_config.json with
-    padding_side."""
+    tokens per call), so that video goldens stay small."""
     with open(os.path.join(model_dir, "preprocessor_config.json")) as f:
         pre = json.load(f)
     pre["min_tokens"] = 4
     pre["max_tokens"] = 64
-    # the hub's tokenizer_config.json has padding_side (the DAMO processor pops it from the
-    # text kwargs it takes from the tokenizer's init kwargs; KeyError without it)
-    with open(os.path.join(model_dir, "tokenizer_config.json")) as f:
+    return {"preprocessor_config.json": pre}
+
+
+def add_padding_side(model_dir):
+    """The hub's tokenizer_config.json has padding_side; the DAMO processor pops it from the text
+    kwargs it takes from the tokenizer's init kwargs (KeyError without it). vl3 ignores it, so
+    the check does not need it."""
+    path = os.path.join(model_dir, "tokenizer_config.json")
+    with open(path) as f:
         tok = json.load(f)
     tok["padding_side"] = "right"
-    return {"preprocessor_config.json": pre, "tokenizer_config.json": tok}
+    with open(path, "w") as f:
+        json.dump(tok, f, indent=2, ensure_ascii=False)
 
 
 def varlen_attention(q, k, v, cu_q, cu_k, max_q, max_k):
@@ -157,10 +164,17 @@ def cases():
                          "args": ["--prompt", q, "--system-prompt", "default"], "text": q,
                          "system": True},
     }
+    # the real Qwen2.5 tokenizer (skipped without ../shared): ids and greedy ids, no logits
+    out["qwen_text_system"] = {"kind": "text", "args": ["--prompt", G.QWEN_TEXT,
+                                                        "--system-prompt", "default"],
+                               "text": G.QWEN_TEXT, "system": True, "qwen": True}
+    out["qwen_v_rabbit_caption"] = {"kind": "video", "video": "media:rabbit320.mp4", "fps": 1,
+                                    "max_frames": 180, "args": ["--task", "caption"],
+                                    "text": G.VCAPTION, "qwen": True}
     # both paths for every case with pixels; text cases once
     res = {}
     for n, c in out.items():
-        if c["kind"] == "text":
+        if c["kind"] == "text" or c.get("qwen"):
             res["r_" + n] = dict(c, path="readme")
         else:
             res["r_" + n] = dict(c, path="readme")
@@ -176,6 +190,7 @@ def main():
     ap.add_argument("--damo", default=os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                                    ".venv-remote", "damo"))
     ap.add_argument("--media", default="../shared/data/media")
+    ap.add_argument("--qwen-tokenizer", default="../shared/data/qwen2.5-tokenizer")
     ap.add_argument("--no-fix", action="store_true",
                     help="run the GitHub copy as it is (see fix_reference; for the docs only)")
     ap.add_argument("cases", nargs="*")
@@ -185,32 +200,46 @@ def main():
               "VL3_DAMO_SRC): remote goldens not regenerated", file=sys.stderr)
         return 0
     torch.manual_seed(0)
-    md = os.path.join(a.work, "tiny-remote")
     os.makedirs(a.work, exist_ok=True)
-    subprocess.run([a.vl3, "model", "tiny", "--out", md] + TINY_ARGS, check=True)
-    extra = remote_preproc(md)
-    with open(os.path.join(a.out, "model_extra_remote.json"), "w") as f:
-        json.dump(extra, f, indent=2, sort_keys=True)
-        f.write("\n")
-    for fn, content in extra.items():
-        with open(os.path.join(md, fn), "w") as f:
-            json.dump(content, f, indent=2)
-    for fn in os.listdir(a.damo):
-        if fn.endswith(".py"):
-            shutil.copy(os.path.join(a.damo, fn), os.path.join(md, fn))
-    proc = AutoProcessor.from_pretrained(md, trust_remote_code=True, chat_template=CHAT_TEMPLATE)
-    model = AutoModelForCausalLM.from_pretrained(md, trust_remote_code=True,
-                                                 torch_dtype=torch.float32,
-                                                 attn_implementation="eager").eval()
-    if not a.no_fix:
-        fix_reference(model, proc)
-    image_token = model.config.image_token_index
-    orig_mask = model._get_compression_mask
-    eos = model.generation_config.eos_token_id
-    eos = set(eos if isinstance(eos, list) else [eos])
+    extra = None
+    loaded = {}
+
+    def load(qwen):
+        """(processor, model, image token, the model's own _get_compression_mask, stop ids)"""
+        nonlocal extra
+        md = os.path.join(a.work, "tiny-remote-qwen" if qwen else "tiny-remote")
+        targs = ["--tokenizer", a.qwen_tokenizer] if qwen else []
+        subprocess.run([a.vl3, "model", "tiny", "--out", md] + TINY_ARGS + targs, check=True)
+        if extra is None:
+            extra = remote_preproc(md)
+        for fn, content in extra.items():
+            with open(os.path.join(md, fn), "w") as f:
+                json.dump(content, f, indent=2)
+        add_padding_side(md)
+        for fn in os.listdir(a.damo):
+            if fn.endswith(".py"):
+                shutil.copy(os.path.join(a.damo, fn), os.path.join(md, fn))
+        proc = AutoProcessor.from_pretrained(md, trust_remote_code=True,
+                                             chat_template=CHAT_TEMPLATE)
+        model = AutoModelForCausalLM.from_pretrained(md, trust_remote_code=True,
+                                                     torch_dtype=torch.float32,
+                                                     attn_implementation="eager").eval()
+        if not a.no_fix:
+            fix_reference(model, proc)
+        eos = model.generation_config.eos_token_id
+        eos = set(eos if isinstance(eos, list) else [eos])
+        return proc, model, model.config.image_token_index, model._get_compression_mask, eos
+
     for name, c in cases().items():
         if a.cases and name not in a.cases:
             continue
+        qwen = bool(c.get("qwen"))
+        if qwen and not os.path.isdir(a.qwen_tokenizer):
+            print(f"skip {name}: {a.qwen_tokenizer} is not available", file=sys.stderr)
+            continue
+        if qwen not in loaded:
+            loaded[qwen] = load(qwen)
+        proc, model, image_token, orig_mask, eos = loaded[qwen]
         d = os.path.join(a.out, name)
         kind = c["kind"]
         content = []
@@ -244,7 +273,7 @@ def main():
         readme = c["path"] == "readme"
         if readme:
             vl3_args += ["--difffp-bf16"] if kind == "video" else []
-        case = {"max_new_tokens": G.MAX_NEW, "files": {}, "qwen_tokenizer": False,
+        case = {"max_new_tokens": G.MAX_NEW, "files": {}, "qwen_tokenizer": qwen,
                 "layout": "remote", "path": c["path"], "vl3_args": vl3_args + c["args"]}
         ids = inputs["input_ids"]
         with torch.no_grad():
@@ -292,8 +321,9 @@ def main():
             case["files"]["input_ids.i32"] = [int(kept_ids.shape[0])]
             out = model(**kw)
             lg = out.logits[0, -1].float().numpy()
-            G.save(os.path.join(d, "logits.f32"), lg, "<f4")
-            case["files"]["logits.f32"] = [int(lg.shape[0])]
+            if not qwen:  # 151936 rows would make the golden too big
+                G.save(os.path.join(d, "logits.f32"), lg, "<f4")
+                case["files"]["logits.f32"] = [int(lg.shape[0])]
             gen = model.generate(**kw, do_sample=False, max_new_tokens=G.MAX_NEW,
                                  repetition_penalty=1.0, temperature=None, top_k=None,
                                  top_p=None)
@@ -304,22 +334,31 @@ def main():
                     break
             G.save(os.path.join(d, "generated.i32"), np.array(keepg), "<i4")
             case["files"]["generated.i32"] = [len(keepg)]
+            case["stop_ids"] = sorted(eos)
         case["prompt_text"] = proc.tokenizer.decode(kept_ids)
         with open(os.path.join(d, "case.json"), "w") as f:
             json.dump(case, f, indent=2, sort_keys=True, ensure_ascii=False)
             f.write("\n")
         print(f"{name}: {len(kept_ids)} prompt ids, generated {keepg}", file=sys.stderr)
+    if extra is not None:
+        with open(os.path.join(a.out, "model_extra_remote.json"), "w") as f:
+            json.dump(extra, f, indent=2, sort_keys=True)
+            f.write("\n")
     with open(os.path.join(a.out, "README_remote.md"), "w") as f:
         f.write("# Remote oracle goldens (r_*)\n\nGenerated by `tools/oracle/setup remote &&"
-                " tools/oracle/gen --remote` (tools/oracle/gen_remote.py) from the DAMO-NLP-SG/"
+                " tools/oracle/gen --remote-only` (tools/oracle/gen_remote.py) from the"
+                " DAMO-NLP-SG/"
                 "VideoLLaMA3 inference/transformers_api code (sha256 in tools/oracle/damo.sha256),"
                 " float32 on the CPU, eager attention.\n\n")
         f.write(f"- tiny model: `vl3 model tiny {' '.join(TINY_ARGS)}` + the DAMO .py files +"
-                " model_extra_remote.json\n")
+                " model_extra_remote.json (+ padding_side in tokenizer_config.json, which vl3"
+                " ignores); the r_qwen_* cases add `--tokenizer ../shared/data/qwen2.5-tokenizer`"
+                " (ids and greedy ids only)\n")
         f.write(f"- python {sys.version.split()[0]}, torch {torch.__version__}, transformers "
                 f"{transformers.__version__}, numpy {np.__version__}, Pillow {PIL.__version__}\n")
         f.write(f"- greedy: do_sample=False, repetition_penalty 1, max_new_tokens {G.MAX_NEW}, "
-                f"stop ids {sorted(eos)}\n- `_f32` cases: float32 pixel_values; the others: bf16"
+                "stop ids: the generation config's eos_token_id (stop_ids in case.json)\n"
+                "- `_f32` cases: float32 pixel_values; the others: bf16"
                 " pixel_values (README), DiffFP on the bf16 tensor, the rest in float32 on the"
                 " bf16-rounded values\n")
     return 0
