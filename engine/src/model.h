@@ -224,9 +224,12 @@ int vl3__config_load(const char *dir, struct vl3__config *ret, vl3_error *reterr
 /* Same from a buffer (name is used in messages). */
 int vl3__config_parse(const char *name, const char *buf, size_t len, struct vl3__config *ret,
                       vl3_error *reterr);
-/* generation_config.json; defaults (section 8) when the file is absent. */
+/* generation_config.json; the hub file's values (section 8) until it is read. When the file is
+ * absent, the loader applies vl3__gen_defaults_from_config: transformers' defaults without the
+ * file (greedy, stop on config.json's eos_token_id only). */
 int vl3__gen_defaults_load(const char *dir, struct vl3__gen_defaults *ret, vl3_error *reterr);
 void vl3__gen_defaults_init(struct vl3__gen_defaults *g);
+void vl3__gen_defaults_from_config(struct vl3__gen_defaults *g, const struct vl3__config *c);
 /* preprocessor_config.json (+ processor_config.json when present); defaults when absent. */
 int vl3__preproc_load(const char *dir, struct vl3__preproc *ret, vl3_error *reterr);
 void vl3__preproc_init(struct vl3__preproc *p);

@@ -373,6 +373,26 @@ void vl3__gen_defaults_init(struct vl3__gen_defaults *g)
     g->bos_id = 151643;
 }
 
+void vl3__gen_defaults_from_config(struct vl3__gen_defaults *g, const struct vl3__config *c)
+{
+    /* what transformers does without generation_config.json (both flavours load through
+     * from_pretrained): GenerationConfig.from_model_config(config), i.e. GenerationConfig's own
+     * defaults (greedy, temperature 1, top_p 1, top_k 50, no repetition penalty) and the
+     * config's eos (and bos) ids; generate pads with eos */
+    g->do_sample = 0;
+    g->temperature = 1.0f;
+    g->top_p = 1.0f;
+    g->top_k = 50;
+    g->repetition_penalty = 1.0f;
+    g->n_eos = 0;
+    if (c->eos_id >= 0)
+        g->eos_ids[g->n_eos++] = c->eos_id;
+    if (c->bos_id >= 0)
+        g->bos_id = c->bos_id;
+    if (g->n_eos)
+        g->pad_id = g->eos_ids[0];
+}
+
 /* Load dir/file as a JSON object; *ret = NULL (and 0) when the file does not exist. */
 static int load_optional(const char *dir, const char *file, char *path, size_t plen, json_t **ret,
                          vl3_error *reterr)

@@ -410,6 +410,8 @@ int vl3_model_load(const vl3_model_params *p, vl3_model **ret, vl3_error *reterr
         (r = vl3__gen_defaults_load(p->dir, &m->gen, reterr)) < 0 ||
         (r = vl3__preproc_load(p->dir, &m->pre, reterr)) < 0)
         goto fail;
+    if (!m->gen.present)
+        vl3__gen_defaults_from_config(&m->gen, &m->cfg);
     m->layout = m->cfg.layout;
     m->llm = m->cfg.llm;
     m->vision = m->cfg.vision;

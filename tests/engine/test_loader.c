@@ -470,7 +470,8 @@ TEST(qwen_tokenizer_copy)
     return 0;
 }
 
-/* generation_config.json absent: the section 8 defaults; preprocessor files absent: 1.4. */
+/* generation_config.json absent: transformers' defaults from config.json (greedy, its eos only);
+ * preprocessor files absent: 1.4. */
 TEST(config_defaults_when_absent)
 {
     char dir[PATH_MAX], path[PATH_MAX + 64];
@@ -483,14 +484,17 @@ TEST(config_defaults_when_absent)
     vl3_model *m = NULL;
     vl3_error e = {0};
     ASSERT_OK_E(load(dir, 1, &m, &e), &e);
+    /* transformers without the file: GenerationConfig.from_model_config(config) */
     ASSERT_EQ(m->gen.present, 0);
-    ASSERT_EQ(m->gen.do_sample, 1);
-    ASSERT_NEAR(m->gen.temperature, 0.7, 1e-6);
-    ASSERT_NEAR(m->gen.top_p, 0.8, 1e-6);
-    ASSERT_EQ(m->gen.top_k, 20);
-    ASSERT_NEAR(m->gen.repetition_penalty, 1.1, 1e-6);
-    ASSERT_EQ(m->gen.eos_ids[0], 151645);
-    ASSERT_EQ(m->gen.eos_ids[1], 151643);
+    ASSERT_EQ(m->gen.do_sample, 0);
+    ASSERT_NEAR(m->gen.temperature, 1.0, 1e-6);
+    ASSERT_NEAR(m->gen.top_p, 1.0, 1e-6);
+    ASSERT_EQ(m->gen.top_k, 50);
+    ASSERT_NEAR(m->gen.repetition_penalty, 1.0, 1e-6);
+    ASSERT_EQ(m->gen.n_eos, 1);
+    ASSERT_EQ(m->gen.eos_ids[0], m->cfg.eos_id);
+    ASSERT_GE(m->cfg.eos_id, 0);
+    ASSERT_EQ(m->gen.pad_id, m->cfg.eos_id);
     ASSERT_EQ(m->pre.present, 0);
     ASSERT_EQ(m->pre.patch_size, 14);
     ASSERT_EQ(m->pre.image_merge, 1);
