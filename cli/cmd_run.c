@@ -626,9 +626,9 @@ static int run_cache_key(struct run_vision *rv, const struct run_opts *o, const 
 static int run_vision_cold(struct run_vision *rv, const struct run_opts *o, const vl3_model *m,
                            const vl3_tokenizer *tok, vl3_error *err)
 {
-    int r;
+    int r, native = model_is_native(m);
     if (o->video) {
-        if ((r = run_vision_video(rv, o, model_is_native(m), err)) < 0)
+        if ((r = run_vision_video(rv, o, native, err)) < 0)
             return r;
         goto prepare;
     }
@@ -646,6 +646,8 @@ static int run_vision_cold(struct run_vision *rv, const struct run_opts *o, cons
     for (int i = 0; i < rv->n; i++) {
         if ((r = image_load(o->frames ? rv->frames.paths[i] : o->image, 0, &rv->imgs[i], err)) < 0)
             return r;
+        if (native) /* transformers' convert_to_rgb: alpha composited onto white */
+            image_rgb_composite_white(&rv->imgs[i]);
         rv->views[i] = image_rgb_view(&rv->imgs[i]);
     }
     rv->item = (vl3_vision_item){rv->views, rv->n, o->frames ? rv->frames.timestamps : NULL,

@@ -5,9 +5,10 @@
  * content, the file read through its descriptor, so the same path serves untrusted job inputs);
  * the first frame is taken. Conversion to RGB:
  *   - RGB24 / RGBA / BGRA / ARGB / ABGR / RGB0...: copy R, G, B (alpha dropped, no compositing:
- *     PIL's RGBA->RGB also just drops alpha);
+ *     PIL's RGBA->RGB also just drops alpha); the alpha plane is kept beside them for the native
+ *     flavour, which composites onto white (image_rgb_composite_white);
  *   - PAL8: palette expanded (palette alpha ignored, as PIL's P->RGB);
- *   - GRAY8 and YA8 (PIL "L"/"LA"): grey replicated into R, G, B;
+ *   - GRAY8 and YA8 (PIL "L"/"LA"): grey replicated into R, G, B (YA8's alpha kept too);
  *   - MONOBLACK / MONOWHITE (PIL "1"): 0 or 255;
  *   - RGB48 / RGBA64 (16-bit PNG): the high byte, as PIL's 16-bit RGB unpacker;
  *   - GRAY16 (PIL mode "I" for 16-bit grey PNG): value clamped to 0..255, as PIL's I->RGB;
@@ -46,7 +47,30 @@ void image_rgb_free(image_rgb *im)
     if (!im)
         return;
     free(im->data);
+    free(im->alpha);
     memset(im, 0, sizeof(*im));
+}
+
+void image_rgb_composite_white(image_rgb *im)
+{
+    if (!im->alpha)
+        return;
+    /* PIL AlphaComposite.c with dst = opaque white: outa255 = 255 * 255, so coef1 = a << 7 and
+     * coef2 = (255 - a) << 7 exactly; out = SHIFTFORDIV255(c * coef1 + 255 * coef2 + (0x80 << 7))
+     * >> 7, SHIFTFORDIV255(x) = ((x >> 8) + x) >> 8 */
+    for (int y = 0; y < im->height; y++) {
+        uint8_t *d = im->data + (size_t)y * im->stride;
+        const uint8_t *al = im->alpha + (size_t)y * im->width;
+        for (int x = 0; x < im->width; x++, d += 3) {
+            uint32_t a = al[x], coef1 = a << 7, coef2 = (255 - a) << 7;
+            for (int c = 0; c < 3; c++) {
+                uint32_t t = d[c] * coef1 + 255 * coef2 + (0x80 << 7);
+                d[c] = (uint8_t)((((t >> 8) + t) >> 8) >> 7);
+            }
+        }
+    }
+    free(im->alpha);
+    im->alpha = NULL;
 }
 
 vl3_image image_rgb_view(const image_rgb *im)
@@ -69,27 +93,38 @@ static uint16_t rd16(const uint8_t *p, int be)
     return be ? (uint16_t)(p[0] << 8 | p[1]) : (uint16_t)(p[1] << 8 | p[0]);
 }
 
-/* Exact conversions; returns 1 when handled, 0 when the format needs swscale. */
+/* Exact conversions; returns 1 when handled, 0 when the format needs swscale, -ENOMEM. */
 static int convert_exact(const AVFrame *f, image_rgb *im)
 {
     enum AVPixelFormat fmt = f->format;
     int w = f->width, h = f->height;
-    int ri = -1, gi = -1, bi = -1, bpp = 0;
+    int ri = -1, gi = -1, bi = -1, ai = -1, bpp = 0;
     switch (fmt) {
     case AV_PIX_FMT_RGB24: ri = 0, gi = 1, bi = 2, bpp = 3; break;
     case AV_PIX_FMT_BGR24: ri = 2, gi = 1, bi = 0, bpp = 3; break;
-    case AV_PIX_FMT_RGBA: case AV_PIX_FMT_RGB0: ri = 0, gi = 1, bi = 2, bpp = 4; break;
-    case AV_PIX_FMT_BGRA: case AV_PIX_FMT_BGR0: ri = 2, gi = 1, bi = 0, bpp = 4; break;
-    case AV_PIX_FMT_ARGB: case AV_PIX_FMT_0RGB: ri = 1, gi = 2, bi = 3, bpp = 4; break;
-    case AV_PIX_FMT_ABGR: case AV_PIX_FMT_0BGR: ri = 3, gi = 2, bi = 1, bpp = 4; break;
+    case AV_PIX_FMT_RGBA: ai = 3; /* fall through */
+    case AV_PIX_FMT_RGB0: ri = 0, gi = 1, bi = 2, bpp = 4; break;
+    case AV_PIX_FMT_BGRA: ai = 3; /* fall through */
+    case AV_PIX_FMT_BGR0: ri = 2, gi = 1, bi = 0, bpp = 4; break;
+    case AV_PIX_FMT_ARGB: ai = 0; /* fall through */
+    case AV_PIX_FMT_0RGB: ri = 1, gi = 2, bi = 3, bpp = 4; break;
+    case AV_PIX_FMT_ABGR: ai = 0; /* fall through */
+    case AV_PIX_FMT_0BGR: ri = 3, gi = 2, bi = 1, bpp = 4; break;
+    case AV_PIX_FMT_YA8: ai = 1; break;
     default: break;
     }
+    if (ai >= 0 && !(im->alpha = malloc((size_t)w * (size_t)h)))
+        return -ENOMEM;
     for (int y = 0; y < h; y++) {
         const uint8_t *s = f->data[0] + (ptrdiff_t)y * f->linesize[0];
         uint8_t *d = im->data + (size_t)y * im->stride;
+        uint8_t *al = im->alpha ? im->alpha + (size_t)y * w : NULL;
         if (bpp) {
-            for (int x = 0; x < w; x++, s += bpp, d += 3)
+            for (int x = 0; x < w; x++, s += bpp, d += 3) {
                 d[0] = s[ri], d[1] = s[gi], d[2] = s[bi];
+                if (al)
+                    al[x] = s[ai];
+            }
             continue;
         }
         switch (fmt) {
@@ -106,8 +141,10 @@ static int convert_exact(const AVFrame *f, image_rgb *im)
                 d[0] = d[1] = d[2] = s[x];
             break;
         case AV_PIX_FMT_YA8:
-            for (int x = 0; x < w; x++, d += 3)
+            for (int x = 0; x < w; x++, d += 3) {
                 d[0] = d[1] = d[2] = s[2 * x];
+                al[x] = s[2 * x + 1];
+            }
             break;
         case AV_PIX_FMT_MONOBLACK:
         case AV_PIX_FMT_MONOWHITE:
@@ -164,7 +201,13 @@ int image_from_avframe(const AVFrame *f, image_rgb *ret, vl3_error *reterr)
     if (alloc_rgb(&im, f->width, f->height) < 0)
         return vl3_error_set(reterr, -ENOMEM, "out of memory for a %dx%d image", f->width,
                              f->height);
-    if (convert_exact(f, &im)) {
+    int exact = convert_exact(f, &im);
+    if (exact < 0) {
+        image_rgb_free(&im);
+        return vl3_error_set(reterr, -ENOMEM, "out of memory for a %dx%d image", f->width,
+                             f->height);
+    }
+    if (exact) {
         *ret = im;
         return 0;
     }

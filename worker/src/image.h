@@ -10,12 +10,21 @@
 
 struct AVFrame;
 
-/* An owned RGB24 image (R,G,B per pixel, rows `stride` bytes apart). */
+/* An owned RGB24 image (R,G,B per pixel, rows `stride` bytes apart). alpha: the source's 8-bit
+ * alpha plane (width x height) when it had one (RGBA family, grey + alpha), else NULL; the RGB
+ * values are those of convert('RGB'), which drops alpha. */
 typedef struct image_rgb {
     uint8_t *data;
     int width, height;
     size_t stride;
+    uint8_t *alpha;
 } image_rgb;
+
+/* Composite an image with alpha onto opaque white, as transformers' convert_to_rgb does
+ * (PIL Image.alpha_composite over a white RGBA background, then RGB: PIL's integer formula, so
+ * the bytes are PIL's), and drop the alpha plane. No-op without alpha. The native (transformers)
+ * flavour does this; the DAMO processor's convert('RGB') keeps the RGB values as decoded. */
+void image_rgb_composite_white(image_rgb *im);
 
 /* Decode the first frame of an image file (PNG, JPEG, WebP, BMP, TIFF: MEDIA_IMAGE_FORMATS)
  * into *ret (owned; free with image_rgb_free). max_pixels > 0 refuses larger images with

@@ -191,7 +191,7 @@ static int job_from_msg(struct worker *w, const struct worker_job_req *m, struct
     j->sp.window_s = m->window_s;     /* 0 = one window over the whole video */
     j->sp.mode = m->fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
     /* a native-layout model's one-window job samples as transformers' processor (vl3 run too) */
-    j->sp.native = w->native_sampler && j->sp.window_s <= 0;
+    j->sp.native = w->native_flavour && j->sp.window_s <= 0;
     j->max_new_tokens = m->max_new_tokens;
     j->temperature = m->temperature;
     j->attempt = m->attempt;
@@ -312,7 +312,7 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
         vl3_error_set(reterr, rc, "could not describe the model");
         goto fail;
     }
-    w->native_sampler = strcmp(info.layout, "native") == 0;
+    w->native_flavour = strcmp(info.layout, "native") == 0;
     w->compute = info.compute;
     if (conf->cache_conninfo && conf->cache_conninfo[0] &&
         ((rc = vl3_model_vision_identity(model, w->vision_identity)) < 0 ||

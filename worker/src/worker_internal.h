@@ -118,7 +118,8 @@ struct worker {
     tcache *tcache;
     struct worker_cache_writer *cache_writer; /* stores off the engine thread (worker_cache.c) */
     char vision_identity[33];
-    int native_sampler;  /* native-layout model: one-window jobs sample as transformers does */
+    int native_flavour;  /* native-layout model: one-window jobs sample as transformers does and
+                          * images with alpha are composited onto white */
     const char *compute; /* vl3_model_info.compute: the token cache keys on it */
     struct worker_fp_memo {     /* content fingerprints by file version, under lock */
         char path[256];
