@@ -12,6 +12,7 @@ int cmd_run(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_model(int argc, char **argv);
 int cmd_enqueue(int argc, char **argv);
+int cmd_ask(int argc, char **argv);
 int cmd_status(int argc, char **argv);
 int cmd_search(int argc, char **argv);
 int cmd_db(int argc, char **argv);
@@ -20,6 +21,13 @@ int cmd_bench(int argc, char **argv);
 int bench_llm(int argc, char **argv);
 int bench_tokenize(int argc, char **argv);
 int bench_decode(int argc, char **argv);
+int bench_cpu(int argc, char **argv);
+int bench_attention(int argc, char **argv);
+
+/* bench_cpu.c: the highest honest read bandwidth in bytes/s of n_threads threads streaming a
+ * buffer of `bytes` (best of several read methods; *ret_method names it); 0 on failure. */
+double bench_read_bandwidth(int n_threads, unsigned long bytes, const char **ret_method);
+int bench_cache(int argc, char **argv);
 
 /* Whether argv holds -h/--help anywhere before "--". */
 int cli_wants_help(int argc, char **argv);

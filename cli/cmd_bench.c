@@ -14,6 +14,8 @@ static const struct {
     {"llm", bench_llm, "prefill and decode tokens/s of a model, with the memory-traffic floor"},
     {"tokenize", bench_tokenize, "tokenizer throughput against the reference implementation"},
     {"decode", bench_decode, "video decode + sampling against the ffmpeg CLI"},
+    {"attention", bench_attention, "CPU attention kernels: f32 sgemm vs AMX bf16 (vs torch SDPA)"},
+    {"cache", bench_cache, "token cache: entry size and speed, cached re-query against cold"},
 };
 
 int cmd_bench(int argc, char **argv)

@@ -17,7 +17,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: vl3 model tiny --out DIR [--layout remote|native] [--seed N]\n"
-            "                      [--tokenizer DIR] [--shards N] [--std X]\n"
+            "                      [--tokenizer DIR] [--shards N] [--std X] [--size 2b]\n"
             "       vl3 model info DIR\n\n"
             "tiny  write a tiny randomly initialised VideoLLaMA3 checkpoint (bf16 safetensors,\n"
             "      config.json with the real keys, generation/preprocessor/processor configs,\n"
@@ -33,6 +33,8 @@ static void usage(FILE *f)
             "                       byte-level BPE is built\n"
             "      --std X          weight init standard deviation (default 0.02)\n"
             "      --shards N       split the weights into N files + model.safetensors.index.json\n"
+            "      --size 2b        the 2B's sizes (LLM 1536 x 28 layers, vision 1152 x 27):\n"
+            "                       a ~4 GB random checkpoint for benchmarks\n"
             "info  load DIR without a backend and print layout, sizes, tensor and parameter\n"
             "      counts, bytes and special token ids.\n");
 }
@@ -54,7 +56,7 @@ static int cmd_tiny(int argc, char **argv)
         {"out", required_argument, NULL, 'o'},    {"layout", required_argument, NULL, 'l'},
         {"seed", required_argument, NULL, 's'},   {"tokenizer", required_argument, NULL, 't'},
         {"shards", required_argument, NULL, 'n'}, {"help", no_argument, NULL, 'h'},
-        {"std", required_argument, NULL, 'd'},
+        {"std", required_argument, NULL, 'd'},    {"size", required_argument, NULL, 'z'},
         {NULL, 0, NULL, 0},
     };
     vl3_tiny_params p = vl3_tiny_params_default();
@@ -103,6 +105,13 @@ static int cmd_tiny(int argc, char **argv)
             }
             break;
         }
+        case 'z':
+            if (strcmp(optarg, "2b") != 0 && strcmp(optarg, "tiny") != 0) {
+                fprintf(stderr, "vl3 model tiny: --size must be \"tiny\" or \"2b\"\n");
+                return CLI_EXIT_USAGE;
+            }
+            p.full_2b = strcmp(optarg, "2b") == 0;
+            break;
         case 'h':
             usage(stdout);
             return CLI_EXIT_OK;

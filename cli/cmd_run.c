@@ -2,7 +2,7 @@
  *
  *   vl3 run --model DIR --prompt TEXT [--system-prompt default|none|TEXT] [--greedy]
  *           [--repetition-penalty X] [--max-new-tokens N] [--temperature X] [--top-k N]
- *           [--top-p X] [--seed N] [--threads N] [--dump DIR]
+ *           [--top-p X] [--seed N] [--threads N] [--backend NAME] [--dump DIR]
  *   vl3 run --model DIR (--image FILE | --frames DIR|LIST | --video FILE [--fps F]
  *           [--max-frames N] [--sampling exact|fast] [--window SECONDS [--window-index K]])
  *           (--task T [--question Q] | --prompt TEXT)
@@ -35,6 +35,15 @@
  *   vision_out.f32   float32 [n_visual, C]   the projector rows fed to the LLM (after DiffFP)
  *   meta.json "vision": per item its grid [t, h, w] (patches), merge size, resized [h, w],
  *   timestamps, kept and total tokens per frame, DiffFP settings, visual positions count
+ *   meta.json "cache": "hit", "miss" or "off" (and with --cache the key and its timings)
+ *
+ * --cache CONNINFO (worker/src/token_cache.h, docs/token-cache.md): the visual tokens of the
+ * image or video window (a vl3_visual_tokens object, the hand-off between the media half and the
+ * LLM) are looked up in PostgreSQL before anything is decoded; a hit skips decoding, DiffFP and
+ * the vision encoder and builds the prompt from the cached grids, timestamps and keep mask (no
+ * pixel_values.f32 is dumped then); a miss runs the cold path and stores the object. The cold
+ * path's LLM reads the same object, so a hit's logits and tokens equal the cold path's bit for
+ * bit. --frames inputs are not cached.
  *
  * Options live in one table (opts[]): a row names the option, whether it takes an argument, its
  * help line and the function that stores it, so other inputs (--image, --video, ...) are one row
@@ -51,14 +60,17 @@
 #include <string.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "cli.h"
 #include "image.h"
 #include "media.h"
 #include "sample.h"
+#include "token_cache.h"
 #include "vl3/engine.h"
 #include "vl3/sampling_defaults.h"
 #include "vl3/util.h"
+#include "vl3/visual_tokens.h"
 
 /* ---- options ------------------------------------------------------------------------------- */
 
@@ -69,6 +81,7 @@ struct run_opts {
     int greedy;
     int max_new_tokens;                  /* 0 = default */
     int threads;
+    int backend;                         /* enum vl3_backend_kind, default AUTO */
     int have_temperature, have_top_k, have_top_p, have_rp, have_seed;
     float temperature, top_p, rp;
     int top_k;
@@ -82,6 +95,10 @@ struct run_opts {
     int task; /* -1 = none */
     int have_difffp_threshold, difffp_bf16, no_difffp;
     float difffp_threshold;
+    /* token cache (worker/src/token_cache.h) */
+    const char *cache;     /* conninfo; NULL = off */
+    int64_t cache_budget;  /* stored bytes, 0 = no limit */
+    int cache_refresh;     /* recompute and replace the entry */
 };
 
 static int parse_int(const char *s, long lo, long hi, int *ret)
@@ -170,6 +187,26 @@ static int opt_threads(struct run_opts *o, const char *a)
     return parse_int(a, 1, 4096, &o->threads);
 }
 
+/* --precision: the CPU backend's arithmetic, passed to it through VL3_PRECISION (cpu_ops.h) */
+static const char *run_precision;
+static int opt_precision(struct run_opts *o, const char *a)
+{
+    (void)o;
+    if (strcmp(a, "f32") != 0 && strcmp(a, "bf16") != 0 && strcmp(a, "auto") != 0)
+        return -EINVAL;
+    run_precision = a;
+    return 0;
+}
+
+static int opt_backend(struct run_opts *o, const char *a)
+{
+    int k = vl3_backend_kind_parse(a);
+    if (k < 0)
+        return -EINVAL;
+    o->backend = k;
+    return 0;
+}
+
 static int opt_image(struct run_opts *o, const char *a) { o->image = a; return 0; }
 static int opt_frames(struct run_opts *o, const char *a) { o->frames = a; return 0; }
 static int opt_question(struct run_opts *o, const char *a) { o->question = a; return 0; }
@@ -203,6 +240,31 @@ static int opt_window_index(struct run_opts *o, const char *a)
 static int opt_difffp_bf16(struct run_opts *o, const char *a) { (void)a; o->difffp_bf16 = 1; return 0; }
 static int opt_no_difffp(struct run_opts *o, const char *a) { (void)a; o->no_difffp = 1; return 0; }
 
+static int opt_cache(struct run_opts *o, const char *a) { o->cache = a; return 0; }
+static int opt_cache_refresh(struct run_opts *o, const char *a)
+{
+    (void)a;
+    o->cache_refresh = 1;
+    return 0;
+}
+static int opt_cache_budget(struct run_opts *o, const char *a)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(a, &end);
+    double mul = 1;
+    if (*end == 'K' || *end == 'k')
+        mul = 1024.0, end++;
+    else if (*end == 'M')
+        mul = 1024.0 * 1024, end++;
+    else if (*end == 'G')
+        mul = 1024.0 * 1024 * 1024, end++;
+    if (errno || end == a || *end || !(v >= 0) || v * mul > 9e18)
+        return -EINVAL;
+    o->cache_budget = (int64_t)(v * mul);
+    return 0;
+}
+
 static int opt_task(struct run_opts *o, const char *a)
 {
     o->task = vl3_task_parse(a);
@@ -232,6 +294,10 @@ static const struct run_opt {
     {"top-p", 1, "X", "nucleus sampling mass in (0, 1]", opt_top_p},
     {"seed", 1, "N", "sampling RNG seed (default 0)", opt_seed},
     {"threads", 1, "N", "CPU threads (default: all)", opt_threads},
+    {"precision", 1, "P", "bf16 | f32 | auto: CPU arithmetic (default auto: bf16 where the CPU "
+     "has AVX512-BF16 or AMX; VL3_PRECISION when set)", opt_precision},
+    {"backend", 1, "NAME", "auto | cpu | cuda | cuda-emu (default auto: cuda when a device is "
+     "there, else cpu; cuda-emu: the CUDA kernels on the host emulator, slow)", opt_backend},
     {"dump", 1, "DIR", "write input_ids.i32, logits.f32, generated.i32, meta.json", opt_dump},
     {"image", 1, "FILE", "an image (PNG, JPEG, WebP, ...) before the instruction", opt_image},
     {"frames", 1, "DIR|LIST", "video frames: images named with timestamps, or a list file",
@@ -252,6 +318,12 @@ static const struct run_opt {
      opt_difffp_threshold},
     {"difffp-bf16", 0, NULL, "DiffFP on bf16-rounded pixels (DAMO README path)", opt_difffp_bf16},
     {"no-difffp", 0, NULL, "keep every visual token", opt_no_difffp},
+    {"cache", 1, "CONNINFO", "token cache in PostgreSQL: reuse an image's or a video window's "
+     "visual tokens (skips decoding and the encoder), store them on a miss", opt_cache},
+    {"cache-budget", 1, "SIZE", "with --cache: evict least recently used entries beyond SIZE "
+     "bytes (K, M, G suffixes; default 0 = no limit)", opt_cache_budget},
+    {"cache-refresh", 0, NULL, "with --cache: recompute and replace the cached entry",
+     opt_cache_refresh},
 };
 #define N_OPTS (sizeof(opts) / sizeof(opts[0]))
 
@@ -401,11 +473,19 @@ struct run_vision {
     vl3_vision_item item;
     vl3_vision *enc;
     vl3_mm_params mp;
-    vl3_mm_input mm;
+    vl3_mm_input mm;       /* the cold path's results (pixel values for dumps) */
+    vl3_visual_tokens vt;  /* what the LLM consumes: from the cold path or from the cache */
+    /* token cache */
+    const char *cache_state; /* "off", "hit" or "miss" */
+    char key[33];
+    char *key_descr;
+    double cache_lookup_s, cache_store_s;
 };
 
 static void run_vision_free(struct run_vision *rv)
 {
+    vl3_visual_tokens_deinit(&rv->vt);
+    free(rv->key_descr);
     vl3_mm_input_deinit(&rv->mm);
     vl3_vision_free(rv->enc);
     for (int i = 0; rv->imgs && i < rv->n; i++)
@@ -415,6 +495,17 @@ static void run_vision_free(struct run_vision *rv)
     image_frames_free(&rv->frames);
     sample_result_free(rv->video);
     free(rv->video_ts);
+}
+
+/* The video sampling of the options (as the worker's job would sample). */
+static void run_sample_params(const struct run_opts *o, struct sample_params *sp)
+{
+    sample_params_default(sp);
+    sp->fps_num = o->fps > 0 ? o->fps : 1;
+    sp->fps_den = 1;
+    sp->max_frames = o->max_frames > 0 ? o->max_frames : VL3_SAMPLING_MAX_FRAMES_DEFAULT;
+    sp->mode = o->sampling_fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
+    sp->window_s = o->window; /* max_frames then applies per window, as in the worker */
 }
 
 /* Sample a video file as the official loader does (worker/src/sample.c, exact mode). */
@@ -430,12 +521,7 @@ static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3
     if (r < 0)
         return r;
     struct sample_params sp;
-    sample_params_default(&sp);
-    sp.fps_num = o->fps > 0 ? o->fps : 1;
-    sp.fps_den = 1;
-    sp.max_frames = o->max_frames > 0 ? o->max_frames : VL3_SAMPLING_MAX_FRAMES_DEFAULT;
-    sp.mode = o->sampling_fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
-    sp.window_s = o->window; /* max_frames then applies per window, as in the worker */
+    run_sample_params(o, &sp);
     r = sample_video(in, &sp, &rv->video, err);
     media_close(in);
     if (r < 0)
@@ -459,10 +545,35 @@ static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3
     return 0;
 }
 
-/* Decode the image / frames, then vl3_mm_prepare. user_text is borrowed. */
-static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, const vl3_model *m,
-                              const vl3_tokenizer *tok, const vl3_prompt_params *pp,
-                              vl3_error *err)
+/* The cache key of the request (image or video window). Returns 0, or < 0 when the key cannot
+ * be made (the cache is then off for this run). */
+static int run_cache_key(struct run_vision *rv, const struct run_opts *o, const vl3_model *m,
+                         vl3_error *err)
+{
+    const char *path = o->video ? o->video : o->image;
+    char fp[TCACHE_FINGERPRINT_LEN], ident[33];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return vl3_error_set(err, -errno, "could not open \"%s\": %s", path, strerror(errno));
+    int r = tcache_fingerprint_fd(fd, fp, err);
+    close(fd);
+    if (r < 0)
+        return r;
+    if ((r = vl3_model_vision_identity(m, ident)) < 0)
+        return vl3_error_set(err, r, "could not identify the model's vision weights");
+    struct sample_params sp;
+    run_sample_params(o, &sp);
+    struct tcache_key_params kp = {ident, fp, o->video ? TCACHE_MEDIA_VIDEO : TCACHE_MEDIA_IMAGE,
+                                   o->video ? &sp : NULL, o->window > 0 ? o->window_index : 0,
+                                   &rv->mp, 1, "ffmpeg-sw", "cpu-f32"};
+    if ((r = tcache_key(&kp, rv->key, &rv->key_descr)) < 0)
+        return vl3_error_set(err, r, "could not make the cache key");
+    return 0;
+}
+
+/* Decode the image / frames / video and run vl3_mm_prepare (the cold path). */
+static int run_vision_cold(struct run_vision *rv, const struct run_opts *o, const vl3_model *m,
+                           const vl3_tokenizer *tok, vl3_error *err)
 {
     int r;
     if (o->video) {
@@ -489,6 +600,20 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
     rv->item = (vl3_vision_item){rv->views, rv->n, o->frames ? rv->frames.timestamps : NULL,
                                  o->frames != NULL, 0};
 prepare:
+    if ((r = vl3_vision_new(m, o->threads, &rv->enc, err)) < 0)
+        return r;
+    if ((r = vl3_mm_prepare(rv->enc, tok, &rv->mp, &rv->item, 1, &rv->mm, err)) < 0)
+        return r;
+    return vl3_visual_tokens_from_mm(&rv->mm, &rv->item, 1, &rv->vt, err);
+}
+
+/* The visual tokens and the prompt of the request: from the token cache when --cache has them,
+ * else the cold path (stored on a miss). The prompt goes to rv->mm.prompt. pp is borrowed. */
+static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, const vl3_model *m,
+                              const vl3_tokenizer *tok, const vl3_prompt_params *pp,
+                              vl3_error *err)
+{
+    int r;
     vl3_mm_params_default(m, &rv->mp);
     rv->mp.prompt = *pp;
     if (o->no_difffp)
@@ -497,18 +622,60 @@ prepare:
         rv->mp.difffp.threshold = o->difffp_threshold;
     if (o->difffp_bf16)
         rv->mp.difffp.dtype = VL3_DIFFFP_BF16;
-    if ((r = vl3_vision_new(m, o->threads, &rv->enc, err)) < 0)
-        return r;
-    return vl3_mm_prepare(rv->enc, tok, &rv->mp, &rv->item, 1, &rv->mm, err);
+    rv->cache_state = "off";
+    tcache *tc = NULL;
+    if (o->cache && o->frames) {
+        fprintf(stderr, "vl3 run: the token cache does not keep --frames inputs; cache off\n");
+    } else if (o->cache) {
+        vl3_error e2 = {0};
+        if ((r = run_cache_key(rv, o, m, &e2)) < 0 ||
+            (r = tcache_open(o->cache, o->cache_budget, &tc, &e2)) < 0)
+            fprintf(stderr, "vl3 run: token cache off: %s\n", vl3_error_text(&e2, r));
+    }
+    if (tc) {
+        double t0 = vl3_time_s();
+        rv->cache_state = "miss";
+        if (o->cache_refresh)
+            tcache_forget(tc, rv->key);
+        else if (tcache_lookup(tc, rv->key, &rv->vt) == 1)
+            rv->cache_state = "hit";
+        rv->cache_lookup_s = vl3_time_s() - t0;
+    }
+    if (strcmp(rv->cache_state, "hit") == 0) {
+        vl3_vision_item it;
+        vl3_visual_tokens_items(&rv->vt, &it);
+        if (rv->vt.n_items != 1 || rv->vt.dtype != VL3_VT_DTYPE_F32) {
+            r = vl3_error_set(err, VL3_E_FORMAT, "the cached entry holds %d items of dtype %d",
+                              rv->vt.n_items, (int)rv->vt.dtype);
+            goto out;
+        }
+        r = vl3_prompt_build(&rv->mp.prompt, tok, &it, rv->vt.grids, 1, &rv->vt.mask,
+                             &rv->mm.prompt, err);
+        if (r == 0 && rv->mm.prompt.n_visual != rv->vt.n_rows)
+            r = vl3_error_set(err, VL3_E_FORMAT, "the prompt has %lld placeholders for %lld "
+                              "cached rows", (long long)rv->mm.prompt.n_visual,
+                              (long long)rv->vt.n_rows);
+        goto out;
+    }
+    if ((r = run_vision_cold(rv, o, m, tok, err)) < 0)
+        goto out;
+    if (tc) {
+        double t0 = vl3_time_s();
+        tcache_store(tc, rv->key, rv->key_descr, &rv->vt);
+        rv->cache_store_s = vl3_time_s() - t0;
+    }
+out:
+    tcache_close(tc);
+    return r;
 }
 
 static void run_vision_stats(const struct run_vision *rv, FILE *f)
 {
-    const vl3_token_mask *k = &rv->mm.mask;
-    const vl3_vision_grid *g = &rv->mm.batch.grids[0];
+    const vl3_token_mask *k = &rv->vt.mask;
+    const vl3_vision_grid *g = &rv->vt.grids[0];
     fprintf(f, "vision: %d frame(s), grid %dx%d patches, merge %d, %lld patches, %.2f s "
                "preprocess, %.2f s encode\n",
-            g->t, g->h, g->w, g->merge, (long long)rv->mm.batch.n_patches, rv->mm.t_preprocess,
+            g->t, g->h, g->w, g->merge, (long long)rv->vt.n_patches, rv->mm.t_preprocess,
             rv->mm.t_encode);
     fprintf(f, "difffp: %s, kept %lld of %lld tokens (%.1f%%); per frame:",
             rv->mp.difffp.enabled ? "on" : "off", (long long)k->n_kept, (long long)k->n_tokens,
@@ -516,34 +683,37 @@ static void run_vision_stats(const struct run_vision *rv, FILE *f)
     for (int i = 0; i < k->n_frames; i++)
         fprintf(f, " %d/%d", k->kept_per_frame[i], k->total_per_frame[i]);
     fputc('\n', f);
+    if (strcmp(rv->cache_state, "off") != 0)
+        fprintf(f, "cache: %s, key %s, lookup %.3f s, store %.3f s\n", rv->cache_state, rv->key,
+                rv->cache_lookup_s, rv->cache_store_s);
 }
 
 static json_t *run_vision_meta(const struct run_vision *rv, int64_t n_visual)
 {
-    const vl3_mm_input *mm = &rv->mm;
+    const vl3_visual_tokens *vt = &rv->vt;
     json_t *items = json_array(), *kept = json_array(), *total = json_array(),
            *ts = json_array();
-    for (int i = 0; i < mm->batch.n_items; i++) {
-        const vl3_vision_grid *g = &mm->batch.grids[i];
+    for (int i = 0; i < vt->n_items; i++) {
+        const vl3_vision_grid *g = &vt->grids[i];
         json_array_append_new(
             items, json_pack("{s:[i,i,i], s:i, s:[i,i], s:b}", "grid", g->t, g->h, g->w, "merge",
-                             g->merge, "resized", mm->batch.resized_hw[2 * i],
-                             mm->batch.resized_hw[2 * i + 1], "is_video", rv->item.is_video));
+                             g->merge, "resized", vt->resized_hw[2 * i],
+                             vt->resized_hw[2 * i + 1], "is_video", vt->is_video[i]));
     }
-    for (int i = 0; i < mm->mask.n_frames; i++) {
-        json_array_append_new(kept, json_integer(mm->mask.kept_per_frame[i]));
-        json_array_append_new(total, json_integer(mm->mask.total_per_frame[i]));
+    for (int i = 0; i < vt->mask.n_frames; i++) {
+        json_array_append_new(kept, json_integer(vt->mask.kept_per_frame[i]));
+        json_array_append_new(total, json_integer(vt->mask.total_per_frame[i]));
     }
-    for (int i = 0; rv->item.timestamps && i < rv->item.n_frames; i++)
-        json_array_append_new(ts, json_real(rv->item.timestamps[i]));
+    for (int i = 0; vt->has_timestamps[0] && i < vt->mask.n_frames; i++)
+        json_array_append_new(ts, json_real(vt->timestamps[i]));
     return json_pack("{s:o, s:o, s:o, s:o, s:I, s:I, s:I, s:{s:b, s:f, s:s}, s:f, s:f}", "items",
                      items, "timestamps", ts, "kept_per_frame", kept, "total_per_frame", total,
-                     "n_patches", (json_int_t)mm->batch.n_patches, "n_tokens",
-                     (json_int_t)mm->mask.n_tokens, "n_visual", (json_int_t)n_visual,
+                     "n_patches", (json_int_t)vt->n_patches, "n_tokens",
+                     (json_int_t)vt->mask.n_tokens, "n_visual", (json_int_t)n_visual,
                      "difffp", "enabled", rv->mp.difffp.enabled, "threshold",
                      (double)rv->mp.difffp.threshold, "dtype",
                      rv->mp.difffp.dtype == VL3_DIFFFP_BF16 ? "bf16" : "f32", "preprocess_s",
-                     mm->t_preprocess, "encode_s", mm->t_encode);
+                     rv->mm.t_preprocess, "encode_s", rv->mm.t_encode);
 }
 
 /* ---- run ----------------------------------------------------------------------------------- */
@@ -587,10 +757,13 @@ int cmd_run(int argc, char **argv)
     struct run_vision rv = {0};
     int visual = o.image || o.frames || o.video;
 
+    if (run_precision || !getenv("VL3_PRECISION"))
+        setenv("VL3_PRECISION", run_precision ? run_precision : "auto", 1);
     double t0 = vl3_time_s();
     vl3_model_params mp = vl3_model_params_default();
     mp.dir = o.model;
     mp.n_threads = o.threads;
+    mp.backend = (enum vl3_backend_kind)o.backend;
     if ((r = vl3_model_load(&mp, &m, &err)) < 0) {
         fprintf(stderr, "vl3 run: could not load model \"%s\": %s\n", o.model,
                 vl3_error_text(&err, r));
@@ -682,7 +855,8 @@ int cmd_run(int argc, char **argv)
         gp.prompt_logits = logits;
     }
     vl3_gen_result res;
-    vl3_visual_rows vis = {rv.mm.visual, prompt.visual_pos, (int)prompt.n_visual, rv.mm.hidden};
+    vl3_visual_rows vis = {vl3_visual_tokens_f32(&rv.vt), prompt.visual_pos, (int)prompt.n_visual,
+                           rv.vt.dim};
     r = vl3_generate(ctx, prompt.ids, (int)prompt.n_ids, visual ? &vis : NULL, &gp, on_token, &gen,
                      &res, &err);
     if (r < 0) {
@@ -739,12 +913,22 @@ int cmd_run(int argc, char **argv)
         json_object_set_new(dump.meta, "timings", t);
         json_object_set_new(dump.meta, "sampling", s);
         int64_t s_pv[2] = {rv.mm.batch.n_patches, rv.mm.batch.patch_dim};
-        int64_t s_vo[2] = {prompt.n_visual, rv.mm.hidden};
+        int64_t s_vo[2] = {prompt.n_visual, rv.vt.dim};
         if (visual) {
-            dump_add(&dump, "pixel_values.f32", "float32", rv.mm.batch.pixel_values, 4, 2, s_pv);
+            /* pixel values exist on the cold path only: a cache hit never decodes */
+            if (rv.mm.batch.pixel_values)
+                dump_add(&dump, "pixel_values.f32", "float32", rv.mm.batch.pixel_values, 4, 2,
+                         s_pv);
             dump_add(&dump, "vision_out.f32", "float32",
-                     rv.mm.visual ? (void *)rv.mm.visual : (void *)"", 4, 2, s_vo);
+                     rv.vt.rows && rv.vt.n_rows ? rv.vt.rows : (void *)"", 4, 2, s_vo);
             json_object_set_new(dump.meta, "vision", run_vision_meta(&rv, prompt.n_visual));
+        }
+        json_object_set_new(dump.meta, "cache",
+                            json_string(visual && rv.cache_state ? rv.cache_state : "off"));
+        if (visual && strcmp(rv.cache_state, "off") != 0) {
+            json_object_set_new(dump.meta, "cache_key", json_string(rv.key));
+            json_object_set_new(dump.meta, "cache_lookup_s", json_real(rv.cache_lookup_s));
+            json_object_set_new(dump.meta, "cache_store_s", json_real(rv.cache_store_s));
         }
         if ((r = dump_write(o.dump, &dump, &err)) < 0) {
             fprintf(stderr, "vl3 run: could not write the dump: %s\n", vl3_error_text(&err, r));

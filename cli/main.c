@@ -18,6 +18,7 @@ static const struct subcommand subcommands[] = {
     {"tokenize", cmd_tokenize, "encode text to token ids (or decode ids to text)"},
     {"model", cmd_model, "model utilities: make a tiny random model, inspect a checkpoint"},
     {"enqueue", cmd_enqueue, "produce indexing jobs for files or directory trees to Kafka"},
+    {"ask", cmd_ask, "ask one question about a file through vl3d and print the answer"},
     {"status", cmd_status, "show job counts and throughput from PostgreSQL"},
     {"search", cmd_search, "full-text search over the answers, with file and time range"},
     {"db", cmd_db, "database utilities: apply migrations"},

@@ -45,6 +45,15 @@ int vl3_sampling_mode_parse(const char *s)
 {
     return name_parse(mode_names, VL3_SAMPLING_MODE_COUNT, s);
 }
+static const char *const cache_names[] = {"use", "refresh", "off"};
+const char *vl3_cache_mode_name(int m)
+{
+    return m >= 0 && m < VL3_CACHE_MODE_COUNT ? cache_names[m] : NULL;
+}
+int vl3_cache_mode_parse(const char *s)
+{
+    return name_parse(cache_names, VL3_CACHE_MODE_COUNT, s);
+}
 const char *vl3_proto_type_name(int t)
 {
     return t > 0 && t < VL3_PROTO_TYPE_COUNT ? type_names[t] : NULL;
@@ -313,6 +322,12 @@ static int parse_job(const json_t *o, struct vl3_proto_job *m, vl3_error *reterr
         (r = get_i64(o, "attempt", "attempt", 0, 0, 1000, &attempt, reterr)) < 0)
         return r;
     m->attempt = (int)attempt;
+    const char *cache = NULL;
+    if ((r = get_str(o, "cache", "cache", 0, 16, 1, &cache, reterr)) < 0)
+        return r;
+    m->cache = cache ? vl3_cache_mode_parse(cache) : VL3_CACHE_USE;
+    if (m->cache < 0)
+        return PERR("field \"cache\" must be \"use\", \"refresh\" or \"off\"");
     json_t *tasks = json_object_get(o, "tasks");
     if (!tasks)
         return PERR("field \"tasks\" is missing");
@@ -363,7 +378,9 @@ static int parse_media(const json_t *o, struct vl3_proto_media *m, vl3_error *re
         (r = get_i64(o, "width", "media.width", 0, 0, 1 << 20, &m->width, reterr)) < 0 ||
         (r = get_i64(o, "height", "media.height", 0, 0, 1 << 20, &m->height, reterr)) < 0 ||
         (r = get_num(o, "fps", "media.fps", 0, 0, 1e6, &m->fps, reterr)) < 0 ||
-        (r = get_str(o, "codec", "media.codec", 0, 64, 1, &m->codec, reterr)) < 0)
+        (r = get_str(o, "codec", "media.codec", 0, 64, 1, &m->codec, reterr)) < 0 ||
+        (r = get_str(o, "fingerprint", "media.fingerprint", 0, 128, 1, &m->fingerprint,
+                     reterr)) < 0)
         return r;
     m->present = 1;
     return 0;
@@ -410,6 +427,12 @@ static int parse_stats(const json_t *o, struct vl3_proto_stats *s, vl3_error *re
         (r = get_i64(o, "decode_step_jobs", "stats.decode_step_jobs", 0, 0, I64_MAX_SANE,
                      &s->decode_step_jobs, reterr)) < 0)
         return r;
+    const char *cache = NULL;
+    if ((r = get_str(o, "cache", "stats.cache", 0, 16, 1, &cache, reterr)) < 0)
+        return r;
+    if (cache && strcmp(cache, "hit") != 0 && strcmp(cache, "miss") != 0)
+        return PERR("field \"stats.cache\" must be \"hit\" or \"miss\"");
+    s->cache = !cache ? 0 : strcmp(cache, "hit") == 0 ? 2 : 1;
     return 0;
 }
 
@@ -635,6 +658,8 @@ int vl3_proto_encode_job(const struct vl3_proto_job *m, uint8_t **ret, size_t *r
             json_object_set_new(o, "temperature", json_real(m->temperature));
         if (m->attempt)
             json_object_set_new(o, "attempt", json_integer(m->attempt));
+        if (m->cache != VL3_CACHE_USE && vl3_cache_mode_name(m->cache))
+            set_str(o, "cache", vl3_cache_mode_name(m->cache));
     }
     return encode(VL3_PROTO_JOB, o, ret, ret_len, reterr);
 }
@@ -675,6 +700,8 @@ int vl3_proto_encode_result(const struct vl3_proto_result *m, uint8_t **ret, siz
         json_object_set_new(st, "generate_ms", json_real(s->generate_ms));
         json_object_set_new(st, "frames_sampled", json_integer(s->frames_sampled));
         json_object_set_new(st, "sample_interval_s", json_real(s->sample_interval_s));
+        if (s->cache)
+            set_str(st, "cache", s->cache == 2 ? "hit" : "miss");
         const struct {
             const char *k;
             int64_t v;
@@ -712,6 +739,7 @@ int vl3_proto_encode_done(const struct vl3_proto_done *m, uint8_t **ret, size_t 
             if (md->fps > 0)
                 json_object_set_new(mo, "fps", json_real(md->fps));
             set_str(mo, "codec", md->codec);
+            set_str(mo, "fingerprint", md->fingerprint);
             json_object_set_new(o, "media", mo);
         }
     }

@@ -139,6 +139,7 @@ static void dj_free(struct djob *dj)
     free(dj->strs);
     free(dj->fail_reason);
     free((char *)dj->video.codec);
+    free((char *)dj->video.fingerprint);
     job_free(dj->job);
     free(dj);
     maybe_backpressure(d);
@@ -459,10 +460,13 @@ static void sv_result(void *user, struct sv_job *s, const struct vl3_proto_resul
         .total_ms = st->decode_ms + st->vision_ms + st->prefill_ms + st->generate_ms,
         .frames_sampled = (int)(st->frames_sampled < INT_MAX ? st->frames_sampled : -1),
         .sample_interval_s = st->sample_interval_s,
+        .cache_hit = st->cache == 2 ? 1 : st->cache == 1 ? 0 : -1,
     };
     dj->nres++;
     d->m.frames_decoded += (uint64_t)st->frames_decoded;
     d->m.frames_pruned += (uint64_t)st->frames_pruned;
+    d->m.cache_hits += st->cache == 2;
+    d->m.cache_misses += st->cache == 1;
     d->m.tokens_generated += (uint64_t)st->tokens_generated;
     d->m.answers_vision_shared += st->vision_batch_jobs > 1;
     d->m.answers_decode_shared += st->decode_step_jobs > 1;
@@ -485,6 +489,7 @@ static void sv_done(void *user, struct sv_job *s, const struct vl3_proto_done *d
                         dj->nres, dj->job->id);
     const struct vl3_proto_media *md = &dn->media;
     free((char *)dj->video.codec);
+    free((char *)dj->video.fingerprint);
     dj->has_video = md->present;
     dj->video = (store_video){
         .path = dj->job->input,
@@ -495,6 +500,7 @@ static void sv_done(void *user, struct sv_job *s, const struct vl3_proto_done *d
         .height = (int)md->height,
         .fps = md->fps,
         .codec = md->present && md->codec ? strdup(md->codec) : NULL, /* NULL on OOM: unknown */
+        .fingerprint = md->present && md->fingerprint ? strdup(md->fingerprint) : NULL,
     };
     dj->retry_ms = 0;
     dj->retries = 0;

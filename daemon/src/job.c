@@ -279,6 +279,15 @@ int job_parse(const void *payload, size_t len, const char *topic, int32_t partit
         goto fail;
     }
     j->priority = (int)prio;
+    const char *cache = NULL;
+    r = vl3_json_get_string(j->root, "cache", &cache, reterr);
+    if (r < 0 && r != -ENOENT)
+        goto fail;
+    j->cache = r == -ENOENT ? VL3_CACHE_USE : vl3_cache_mode_parse(cache);
+    if (j->cache < 0) {
+        r = FERR("field \"cache\" must be \"use\", \"refresh\" or \"off\"");
+        goto fail;
+    }
     json_t *lim;
     r = vl3_json_get_object(j->root, "limits", &lim, reterr);
     if (r < 0 && r != -ENOENT)
@@ -322,6 +331,7 @@ void job_to_proto(const struct job *j, int attempt, struct vl3_proto_job *p)
     p->max_new_tokens = j->max_new_tokens;
     p->temperature = j->temperature;
     p->attempt = attempt;
+    p->cache = j->cache;
 }
 
 void job_free(struct job *j)

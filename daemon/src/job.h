@@ -36,6 +36,7 @@ struct job {
     int priority;           /* 0 (lowest) .. 9 */
     int64_t max_new_tokens; /* 0 = worker default */
     double temperature;
+    int cache;              /* enum vl3_cache_mode ("cache": use, refresh, off) */
     /* where it came from */
     char *topic; /* owned */
     int32_t partition;

@@ -127,6 +127,11 @@ int metrics_render(const struct metrics *m, char **ret, size_t *ret_len)
     counter(&b, "vl3_results_written_total", "Result rows inserted.", m->results_written);
     counter(&b, "vl3_frames_decoded_total", "Frames decoded by the workers.", m->frames_decoded);
     counter(&b, "vl3_frames_pruned_total", "Frames pruned by DiffFP.", m->frames_pruned);
+    counter(&b, "vl3_token_cache_hits_total",
+            "Answers whose window's visual tokens came from the token cache.", m->cache_hits);
+    counter(&b, "vl3_token_cache_misses_total",
+            "Answers whose window missed the token cache (computed, then stored).",
+            m->cache_misses);
     counter(&b, "vl3_tokens_generated_total", "Tokens generated.", m->tokens_generated);
     counter(&b, "vl3_answers_vision_batch_shared_total",
             "Answers whose vision-encoder call also encoded windows of other jobs.",

@@ -42,6 +42,7 @@ struct metrics {
     /* answers whose vision-encoder call / some decode step also served other jobs (batching
      * across jobs, from the worker's RESULT stats) */
     uint64_t answers_vision_shared, answers_decode_shared;
+    uint64_t cache_hits, cache_misses; /* token cache, per answer (RESULT stats.cache) */
     uint64_t worker_restarts, worker_hangs, commits;
     struct metrics_hist stage[METRICS_STAGE_COUNT];
     struct metrics_hist batch_size; /* buckets reused as sizes */

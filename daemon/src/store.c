@@ -261,18 +261,18 @@ static const char sql_done[] =
     "  INSERT INTO results (job_id, video_id, task, question, window_idx, start_s, end_s, answer,"
     "                       model, prompt_tokens, generated_tokens, visual_tokens_kept,"
     "                       visual_tokens_total, vision_ms, prefill_ms, decode_ms, total_ms,"
-    "                       frames_sampled, sample_interval_s)"
+    "                       frames_sampled, sample_interval_s, cache_hit)"
     "  SELECT j.job_id, j.video_id, x.task, COALESCE(x.question, ''), x.window_idx, x.start_s,"
     "         x.end_s, x.answer, COALESCE(x.model, j.model), x.prompt_tokens, x.generated_tokens,"
     "         x.visual_tokens_kept, x.visual_tokens_total, x.vision_ms, x.prefill_ms,"
-    "         x.decode_ms, x.total_ms, x.frames_sampled, x.sample_interval_s"
+    "         x.decode_ms, x.total_ms, x.frames_sampled, x.sample_interval_s, x.cache_hit"
     "  FROM j CROSS JOIN jsonb_to_recordset($18::jsonb) AS x(task text, question text,"
     "       window_idx integer, start_s double precision, end_s double precision, answer text,"
     "       model text, prompt_tokens integer, generated_tokens integer,"
     "       visual_tokens_kept integer, visual_tokens_total integer,"
     "       vision_ms double precision, prefill_ms double precision,"
     "       decode_ms double precision, total_ms double precision, frames_sampled integer,"
-    "       sample_interval_s double precision)"
+    "       sample_interval_s double precision, cache_hit boolean)"
     "  ON CONFLICT (job_id, task, question, window_idx) DO NOTHING"
     "  RETURNING 1"
     ")"
@@ -341,7 +341,9 @@ static int results_json(const store_result *res, size_t n, char **ret, vl3_error
                                                       : json_null()) < 0 ||
             json_object_set_new(o, "sample_interval_s",
                                 x->sample_interval_s > 0 ? jnum_real(x->sample_interval_s)
-                                                         : json_null()) < 0)
+                                                         : json_null()) < 0 ||
+            json_object_set_new(o, "cache_hit",
+                                x->cache_hit < 0 ? json_null() : json_boolean(x->cache_hit)) < 0)
             goto oom;
     }
     *ret = json_dumps(arr, JSON_COMPACT);

@@ -74,6 +74,7 @@ typedef struct store_result {
     double vision_ms, prefill_ms, decode_ms, total_ms; /* < 0 = unknown */
     int frames_sampled;       /* frames the model saw for this window; <= 0 = unknown */
     double sample_interval_s; /* window duration / frames_sampled; <= 0 = unknown or image */
+    int cache_hit;            /* token cache answered: 1 yes, 0 no (a miss), < 0 not used */
 } store_result;
 
 /* The outcome of one store call, valid only during the callback (borrowed). */

@@ -159,12 +159,13 @@ struct vl3__backend_ops {
     int (*scatter_rows)(void *ctx, void *dst, const void *src, const void *idx, int n, int C);
     /* out (T, I) = silu(gu[:, :I]) * gu[:, I:], gu (T, 2I), I = n_inter (gate then up, as fused by the loader). */
     int (*silu_mul)(void *ctx, void *out, const void *gu, int T, int n_inter);
-    /* y = a + b over n f32 elements (y may alias a or b). */
+    /* y = a + b over n elements of the activation dtype (y may alias a or b). */
     int (*add)(void *ctx, void *y, const void *a, const void *b, size_t n);
-    /* out (T, C) f32 = rows ids[t] of table (V, C) in the backend's weight format; ids (T) int32
-     * device, each in [0, V) (checked by the caller). */
+    /* out (T, C) activations = rows ids[t] of table (V, C) in the backend's weight format;
+     * ids (T) int32 device, each in [0, V) (checked by the caller). */
     int (*embed)(void *ctx, void *out, const void *table, const void *ids, int T, int C);
-    /* ret_host[r] = argmax over x (R, n) row r (first maximum wins); written to host memory. */
+    /* ret_host[r] = argmax over x (R, n) f32 row r (the logits; first maximum wins); written to
+     * host memory. */
     int (*argmax)(void *ctx, int32_t *ret_host, const void *x, int R, int n);
     /* Copy n_rows rows of row_bytes from src (row stride src_stride bytes) to dst (dst_stride). */
     int (*copy_rows)(void *ctx, void *dst, size_t dst_stride, const void *src, size_t src_stride,
@@ -174,6 +175,11 @@ struct vl3__backend_ops {
 
     /* The vision encoder's ops (see struct vl3__vision_ops below); NULL = use the CPU ops. */
     const struct vl3__vision_ops *vision;
+
+    /* As matmul, but y is f32 whatever act_dtype is (the logits, downloaded as f32; argmax reads
+     * f32 rows). NULL on backends whose act_dtype is F32 (matmul serves). */
+    int (*matmul_f32)(void *ctx, void *y, const void *x, const void *w, const void *b, int T,
+                      int in, int out, int accumulate, void *work, size_t work_bytes);
 };
 
 /* ---- vision layer ops (Engine II) -----------------------------------------------------------
@@ -217,6 +223,11 @@ typedef const vl3__backend_ops *(*vl3__backend_entry_fn)(void);
 
 /* The always-present CPU backend. */
 extern const vl3__backend_ops vl3__backend_cpu_ops;
+
+/* The CUDA backend's kernels on the host CUDA emulator (engine/backend/cuda/backend_cuda.c built
+ * with VL3_CUDA_EMU; docs/cuda-emu.md): bf16 activations, host memory as device memory. Slow; for
+ * CI and for running the GPU code path without a GPU. */
+extern const vl3__backend_ops vl3__backend_cuda_emu_ops;
 
 /* Load the CUDA module (once, thread-safe). Returns its ops or NULL with the reason in reterr. */
 const vl3__backend_ops *vl3__backend_cuda_load(vl3_error *reterr);

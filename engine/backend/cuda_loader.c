@@ -2,7 +2,9 @@
  *
  * The module links cudart/cuBLASLt; the engine does not, so vl3 and vl3-worker start on machines
  * without CUDA libraries and fall back to the CPU. Search order: $VL3_CUDA_MODULE, the directory
- * of the running executable, the install libdir (VL3_MODULE_DIR), then the loader's path. */
+ * of the running executable, the install libdir (VL3_MODULE_DIR), then the loader's path. The
+ * first module file found is the one loaded: when it fails to load (a missing CUDA library, an
+ * undefined symbol), that is the reason reported. */
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
@@ -46,14 +48,14 @@ static void cuda_load_once(void)
             char *slash = strrchr(path, '/');
             if (slash && (size_t)(slash - path) + sizeof("/" VL3__CUDA_MODULE) < sizeof(path)) {
                 strcpy(slash, "/" VL3__CUDA_MODULE);
-                if (access(path, F_OK) == 0)
-                    h = try_open(path);
+                if (access(path, F_OK) == 0 && !(h = try_open(path)))
+                    return; /* the module is there but does not load: say why, not "not found" */
             }
         }
         if (!h) {
             snprintf(path, sizeof(path), "%s/%s", VL3_MODULE_DIR, VL3__CUDA_MODULE);
-            if (access(path, F_OK) == 0)
-                h = try_open(path);
+            if (access(path, F_OK) == 0 && !(h = try_open(path)))
+                return;
         }
         if (!h)
             h = try_open(VL3__CUDA_MODULE);

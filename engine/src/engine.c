@@ -5,7 +5,8 @@
 #include "backend.h"
 #include "vl3/engine.h"
 
-static const char *const backend_names[VL3_BACKEND_KIND_COUNT] = {"auto", "cpu", "cuda"};
+static const char *const backend_names[VL3_BACKEND_KIND_COUNT] = {"auto", "cpu", "cuda",
+                                                                  "cuda-emu"};
 
 const char *vl3_backend_kind_name(enum vl3_backend_kind kind)
 {

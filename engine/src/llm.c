@@ -110,7 +110,9 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_runs, const float *vis_ro
                                off(ctx->x, (size_t)last * C * asz), 0, 1, (size_t)C * asz));
     }
     TRY(ops->rmsnorm(b, ctx->xn, ctx->x, w->norm, n_runs, C, hp->rms_eps));
-    TRY(ops->matmul(b, ctx->logits, ctx->xn, w->lm_head, NULL, n_runs, C, V, 0, MMW));
+    /* the logits are f32 on every backend (matmul_f32 where activations are not f32) */
+    TRY((ops->matmul_f32 ? ops->matmul_f32 : ops->matmul)(b, ctx->logits, ctx->xn, w->lm_head,
+                                                          NULL, n_runs, C, V, 0, MMW));
     TRY(ops->download(b, ctx->logits_host, ctx->logits, (size_t)n_runs * V * 4));
     return 0;
 }

@@ -199,6 +199,8 @@ struct vl3_model {
     struct vl3__special_ids ids;
     int use_token_compression;          /* DiffFP on by default when set */
     struct vl3__weights w;              /* host views (mmapped checkpoint bytes) */
+    int host_views_kept;                /* 1: w's bytes live as long as the model (the loader's
+                                           mappings), so a backend may use them in place */
     vl3_tokenizer *tokenizer;           /* owned */
     /* backend: the ops, its context, and the backend's compute copy of the weights */
     const struct vl3__backend_ops *ops;

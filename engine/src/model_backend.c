@@ -2,10 +2,12 @@
  * context, and convert/upload the LLM weights into one device slab (struct vl3__llm_bweights,
  * llm.h). The vision encoder keeps its own copy (vision.c).
  *
- * On the CPU the matrices stay bf16 (the checkpoint dtype, copied as is; f32/f16 sources are
+ * On the CPU the matrices stay bf16 (the checkpoint dtype: used in place in the loader's
+ * mappings where the parts of a fused matrix lie contiguous, else copied; f32/f16 sources are
  * rounded) and the vectors become f32: see engine/backend/cpu/matmul.c for the measurement
- * behind that choice (the decode step is memory-bound; bf16 halves its bytes). AUTO means CPU
- * until the CUDA backend implements the LLM ops; an explicit CUDA request is refused. */
+ * behind that choice (the decode step is memory-bound; bf16 halves its bytes). AUTO means CUDA
+ * when libvl3cuda.so loads and sees the device, else the CPU; CUDA_EMU is the CUDA backend's
+ * kernels on the host emulator (vl3__backend_cuda_emu_ops, always linked). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +90,27 @@ static int put_matrix(const vl3__backend_ops *ops, void *bctx, void *dst, const 
                  : 0;
 }
 
+/* Whether the matrix made of t0 (then t1, t2 right after it in memory, when given) can be used
+ * where it lies: the backend keeps weights in host memory in the tensors' dtype (the CPU backend
+ * and bf16 checkpoints), the bytes live as long as the model (the loader's mappings), and the
+ * parts are contiguous. Such matrices are neither copied nor converted: a 2B checkpoint in the
+ * page cache loads without reading its 3 GB. */
+static int in_place(const vl3_model *m, const vl3__tensor *t0, const vl3__tensor *t1,
+                    const vl3__tensor *t2)
+{
+    if (!m->host_views_kept || m->ops != &vl3__backend_cpu_ops ||
+        m->ops->weight_dtype(m->backend_ctx) != VL3__DTYPE_BF16)
+        return 0;
+    const vl3__tensor *t[3] = {t0, t1, t2};
+    for (int i = 0; i < 3 && t[i]; i++) {
+        if (t[i]->dtype != VL3__DTYPE_BF16 || !t[i]->data)
+            return 0;
+        if (i > 0 && (const char *)t[i - 1]->data + t[i - 1]->nbytes != t[i]->data)
+            return 0;
+    }
+    return 1;
+}
+
 int vl3__llm_weights_upload(vl3_model *m, vl3_error *reterr)
 {
     const vl3__backend_ops *ops = m->ops;
@@ -106,15 +129,21 @@ int vl3__llm_weights_upload(vl3_model *m, vl3_error *reterr)
         free(bw);
         return vl3_error_set(reterr, -ENOMEM, "out of memory");
     }
-    /* Layout: matrices first (weight format), then f32 vectors; every piece 64-byte aligned. */
+    /* Layout: matrices first (weight format), then f32 vectors; every piece 64-byte aligned.
+     * Matrices used in place (mapped_views) take no slab space. */
 #define ALIGN_UP(n) (((n) + 63) & ~(size_t)63)
-    size_t wb_layer = ALIGN_UP(ops->weight_bytes(bctx, qkv * C)) +
-                      ALIGN_UP(ops->weight_bytes(bctx, C * hd)) +
-                      ALIGN_UP(ops->weight_bytes(bctx, 2 * I * C)) +
-                      ALIGN_UP(ops->weight_bytes(bctx, C * I));
-    size_t vb_layer = ALIGN_UP(C * 4) * 2 + ALIGN_UP(qkv * 4);
-    size_t embed_b = ALIGN_UP(ops->weight_bytes(bctx, V * C));
-    size_t total = embed_b * (tied ? 1 : 2) + L * (wb_layer + vb_layer) + ALIGN_UP(C * 4);
+#define MAT_BYTES(inplace, n) ((inplace) ? 0 : ALIGN_UP(ops->weight_bytes(bctx, (n))))
+    size_t total = MAT_BYTES(in_place(m, &m->w.embed, NULL, NULL), V * C) +
+                   (tied ? 0 : MAT_BYTES(in_place(m, &m->w.lm_head, NULL, NULL), V * C)) +
+                   ALIGN_UP(C * 4);
+    for (size_t l = 0; l < L; l++) {
+        const struct vl3__llm_layer *hl = &m->w.layers[l];
+        total += MAT_BYTES(in_place(m, &hl->wq, &hl->wk, &hl->wv), qkv * C) +
+                 MAT_BYTES(in_place(m, &hl->wo, NULL, NULL), C * hd) +
+                 MAT_BYTES(in_place(m, &hl->w_gate, &hl->w_up, NULL), 2 * I * C) +
+                 MAT_BYTES(in_place(m, &hl->w_down, NULL, NULL), C * I) + ALIGN_UP(C * 4) * 2 +
+                 ALIGN_UP(qkv * 4);
+    }
     r = ops->alloc(bctx, total, &bw->slab, reterr);
     if (r < 0)
         goto fail;
@@ -125,33 +154,46 @@ int vl3__llm_weights_upload(vl3_model *m, vl3_error *reterr)
         (dst) = p;                                                                                 \
         p += ALIGN_UP(nbytes);                                                                     \
     } while (0)
-    TAKE(bw->embed, ops->weight_bytes(bctx, V * C));
-    if ((r = put_matrix(ops, bctx, bw->embed, &m->w.embed, reterr)) < 0)
+/* dst = the first tensor's bytes when in place, else a slab piece */
+#define PLACE(dst, nbytes, t0, t1, t2)                                                             \
+    do {                                                                                           \
+        if (in_place(m, (t0), (t1), (t2)))                                                         \
+            (dst) = (void *)(t0)->data;                                                            \
+        else                                                                                       \
+            TAKE(dst, ops->weight_bytes(bctx, (nbytes)));                                          \
+    } while (0)
+    PLACE(bw->embed, V * C, &m->w.embed, NULL, NULL);
+    if (bw->embed != m->w.embed.data &&
+        (r = put_matrix(ops, bctx, bw->embed, &m->w.embed, reterr)) < 0)
         goto fail;
     if (tied) {
         bw->lm_head = bw->embed;
     } else {
-        TAKE(bw->lm_head, ops->weight_bytes(bctx, V * C));
-        if ((r = put_matrix(ops, bctx, bw->lm_head, &m->w.lm_head, reterr)) < 0)
+        PLACE(bw->lm_head, V * C, &m->w.lm_head, NULL, NULL);
+        if (bw->lm_head != m->w.lm_head.data &&
+            (r = put_matrix(ops, bctx, bw->lm_head, &m->w.lm_head, reterr)) < 0)
             goto fail;
     }
     for (size_t l = 0; l < L; l++) {
         const struct vl3__llm_layer *hl = &m->w.layers[l];
         struct vl3__llm_blayer *bl = &bw->layers[l];
-        TAKE(bl->wqkv, ops->weight_bytes(bctx, qkv * C));
-        TAKE(bl->wo, ops->weight_bytes(bctx, C * hd));
-        TAKE(bl->w_gu, ops->weight_bytes(bctx, 2 * I * C));
-        TAKE(bl->w_down, ops->weight_bytes(bctx, C * I));
+        PLACE(bl->wqkv, qkv * C, &hl->wq, &hl->wk, &hl->wv);
+        PLACE(bl->wo, C * hd, &hl->wo, NULL, NULL);
+        PLACE(bl->w_gu, 2 * I * C, &hl->w_gate, &hl->w_up, NULL);
+        PLACE(bl->w_down, C * I, &hl->w_down, NULL, NULL);
         size_t q_b = ops->weight_bytes(bctx, hd * C);
         size_t k_b = ops->weight_bytes(bctx, (size_t)hp->n_kv_heads * D * C);
         size_t g_b = ops->weight_bytes(bctx, I * C);
-        if ((r = put_matrix(ops, bctx, bl->wqkv, &hl->wq, reterr)) < 0 ||
-            (r = put_matrix(ops, bctx, (char *)bl->wqkv + q_b, &hl->wk, reterr)) < 0 ||
-            (r = put_matrix(ops, bctx, (char *)bl->wqkv + q_b + k_b, &hl->wv, reterr)) < 0 ||
-            (r = put_matrix(ops, bctx, bl->wo, &hl->wo, reterr)) < 0 ||
-            (r = put_matrix(ops, bctx, bl->w_gu, &hl->w_gate, reterr)) < 0 ||
-            (r = put_matrix(ops, bctx, (char *)bl->w_gu + g_b, &hl->w_up, reterr)) < 0 ||
-            (r = put_matrix(ops, bctx, bl->w_down, &hl->w_down, reterr)) < 0)
+        if ((bl->wqkv != hl->wq.data &&
+             ((r = put_matrix(ops, bctx, bl->wqkv, &hl->wq, reterr)) < 0 ||
+              (r = put_matrix(ops, bctx, (char *)bl->wqkv + q_b, &hl->wk, reterr)) < 0 ||
+              (r = put_matrix(ops, bctx, (char *)bl->wqkv + q_b + k_b, &hl->wv, reterr)) < 0)) ||
+            (bl->wo != hl->wo.data && (r = put_matrix(ops, bctx, bl->wo, &hl->wo, reterr)) < 0) ||
+            (bl->w_gu != hl->w_gate.data &&
+             ((r = put_matrix(ops, bctx, bl->w_gu, &hl->w_gate, reterr)) < 0 ||
+              (r = put_matrix(ops, bctx, (char *)bl->w_gu + g_b, &hl->w_up, reterr)) < 0)) ||
+            (bl->w_down != hl->w_down.data &&
+             (r = put_matrix(ops, bctx, bl->w_down, &hl->w_down, reterr)) < 0))
             goto fail;
         TAKE(bl->attn_norm, C * 4);
         TAKE(bl->ffn_norm, C * 4);
@@ -167,7 +209,9 @@ int vl3__llm_weights_upload(vl3_model *m, vl3_error *reterr)
     TAKE(bw->norm, C * 4);
     if ((r = put_vector(ops, bctx, bw->norm, &m->w.norm, reterr)) < 0)
         goto fail;
+#undef PLACE
 #undef TAKE
+#undef MAT_BYTES
 #undef ALIGN_UP
     m->backend_weights = bw;
     return 0;
@@ -193,14 +237,26 @@ void vl3__llm_weights_free(vl3_model *m)
 int vl3__model_backend_init(vl3_model *m, const vl3_model_params *p, vl3_error *reterr)
 {
     const vl3__backend_ops *ops;
+    vl3_error why = {0};
     switch (p->backend) {
     case VL3_BACKEND_AUTO:
+        /* CUDA when the module loads and sees a device, else the CPU */
+        ops = vl3__backend_cuda_load(&why);
+        if (!ops || ops->device_count() <= p->device)
+            ops = &vl3__backend_cpu_ops;
+        break;
     case VL3_BACKEND_CPU:
         ops = &vl3__backend_cpu_ops;
         break;
     case VL3_BACKEND_CUDA:
-        return vl3_error_set(reterr, VL3_E_UNSUPPORTED,
-                             "the CUDA backend cannot run models in this build yet");
+        ops = vl3__backend_cuda_load(&why);
+        if (!ops)
+            return vl3_error_set(reterr, VL3_E_UNSUPPORTED, "the CUDA backend is not available: "
+                                 "%s", why.msg);
+        break;
+    case VL3_BACKEND_CUDA_EMU:
+        ops = &vl3__backend_cuda_emu_ops;
+        break;
     default:
         return vl3_error_set(reterr, -EINVAL, "unknown backend kind %d", (int)p->backend);
     }

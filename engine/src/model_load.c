@@ -462,6 +462,7 @@ int vl3_model_load(const vl3_model_params *p, vl3_model **ret, vl3_error *reterr
     }
     if ((r = resolve_ids(m, reterr)) < 0)
         goto fail;
+    m->host_views_kept = 1; /* the mappings are freed with the model */
     if (!p->no_backend && (r = vl3__model_backend_init(m, p, reterr)) < 0)
         goto fail;
     *ret = m;

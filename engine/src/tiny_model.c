@@ -414,5 +414,16 @@ int vl3_model_write_tiny(const char *out_dir, const vl3_tiny_params *params, vl3
     p.n_shards = params->n_shards;
     if (params->std > 0)
         p.std = params->std;
+    if (params->full_2b) {
+        p.hidden = 1536;
+        p.n_layers = 28;
+        p.n_heads = 12;
+        p.n_kv_heads = 2;
+        p.intermediate = 8960;
+        p.v_hidden = 1152;
+        p.v_layers = 27;
+        p.v_heads = 16;
+        p.v_intermediate = 4304;
+    }
     return vl3__tiny_write(out_dir, &p, reterr);
 }

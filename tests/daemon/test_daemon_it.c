@@ -28,6 +28,8 @@ TEST(it_archive_incremental_search_status) { return scenario("archive"); }
 TEST(it_archive_real_workers_search) { return scenario("archive_real"); }
 TEST(it_graceful_drain) { return scenario("drain"); }
 TEST(it_real_workers_every_failure) { return scenario("real_workers"); }
+/* issue 11: vl3 ask through vl3d and real workers, the token cache answering repeated questions */
+TEST(it_ask_token_cache) { return scenario("token_cache"); }
 /* issue 14: many jobs, hostile inputs mixed with good ones, faults during the run; reports done,
  * failed, dead-lettered, lost (must be 0) and duplicated (must be 0) */
 TEST(it_chaos_hostile_and_faults) { return scenario("chaos"); }

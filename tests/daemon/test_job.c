@@ -264,3 +264,32 @@ TEST(job_batch_field)
     }
     return 0;
 }
+
+/* "cache": use (default), refresh, off; anything else is refused naming the field; the mode
+ * reaches the worker's JOB frame. */
+TEST(job_cache_field)
+{
+    const char *modes[3] = {"use", "refresh", "off"};
+    vl3_error e = {0};
+    struct job *j = NULL;
+    struct vl3_proto_job p;
+    ASSERT_OK_E(parse("{\"input\":\"/m/a.mp4\",\"tasks\":[{\"kind\":\"caption\"}]}", &j, &e), &e);
+    ASSERT_EQ(j->cache, VL3_CACHE_USE);
+    job_free(j);
+    for (int i = 0; i < 3; i++) {
+        char s[256];
+        snprintf(s, sizeof(s), "{\"input\":\"/m/a.mp4\",\"tasks\":[{\"kind\":\"caption\"}],"
+                               "\"cache\":\"%s\"}", modes[i]);
+        ASSERT_OK_E(parse(s, &j, &e), &e);
+        ASSERT_EQ(j->cache, i);
+        job_to_proto(j, 1, &p);
+        ASSERT_EQ(p.cache, i);
+        job_free(j);
+    }
+    ASSERT_EQ(parse("{\"input\":\"/m/a.mp4\",\"tasks\":[{\"kind\":\"caption\"}],\"cache\":\"yes\"}",
+                    &j, &e), VL3_E_FORMAT);
+    ASSERT_STR_CONTAINS(e.msg, "cache");
+    ASSERT_EQ(parse("{\"input\":\"/m/a.mp4\",\"tasks\":[{\"kind\":\"caption\"}],\"cache\":1}", &j,
+                    &e), VL3_E_FORMAT);
+    return 0;
+}

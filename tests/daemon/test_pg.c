@@ -345,6 +345,10 @@ static void fill_results(store_result *r, const char *const answers[3])
     r[0].frames_sampled = 10; r[0].sample_interval_s = 1.0; /* every second of the window */
     r[1].frames_sampled = 4; r[1].sample_interval_s = 2.5;  /* a subsampled window */
     /* r[2]: unknown (0) -> NULL */
+    /* token cache (0004_token_cache.sql): hit, miss, not used -> true, false, NULL */
+    r[0].cache_hit = 1;
+    r[1].cache_hit = 0;
+    r[2].cache_hit = -1;
 }
 
 static int store_call_wait(uv_loop_t *loop, struct sres *s)
@@ -404,6 +408,13 @@ TEST(store_idempotent_results)
                             " AND frames_sampled = 4 AND sample_interval_s = 2.5"), 1);
     ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM results WHERE task = 'qa'"
                             " AND frames_sampled IS NULL AND sample_interval_s IS NULL"), 1);
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM results WHERE window_idx = 0 AND task = "
+                            "'caption' AND cache_hit"), 1);
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM results WHERE window_idx = 1 AND "
+                            "cache_hit = false"), 1);
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM results WHERE task = 'qa' AND cache_hit IS "
+                            "NULL"), 1);
+    ASSERT_EQ(sql_count(ci, "SELECT count(*) FROM videos WHERE fingerprint = 'ab12cd34'"), 1);
 
     /* redelivery: queued/started again change nothing, done again inserts and replaces
      * nothing */

@@ -20,7 +20,7 @@ TEST(proto_job_roundtrip)
         .tasks = {{VL3_TASK_CAPTION, NULL}, {VL3_TASK_QA, "what colour is the car?"},
                   {VL3_TASK_CHART_QA, "max value?"}},
         .sampling = {.fps = 0.5, .max_frames = 32, .mode = VL3_SAMPLING_EXACT, .window_s = 30},
-        .max_new_tokens = 77, .temperature = 0.25, .attempt = 2};
+        .max_new_tokens = 77, .temperature = 0.25, .attempt = 2, .cache = VL3_CACHE_REFRESH};
     uint8_t *buf;
     size_t len;
     vl3_error e = {0};
@@ -50,6 +50,7 @@ TEST(proto_job_roundtrip)
     ASSERT_EQ(m.u.job.max_new_tokens, 77);
     ASSERT_NEAR(m.u.job.temperature, 0.25, 0);
     ASSERT_EQ(m.u.job.attempt, 2);
+    ASSERT_EQ(m.u.job.cache, VL3_CACHE_REFRESH);
     vl3_proto_msg_free(&m);
     ASSERT_EQ(vl3_proto_reader_next(&r, &f, &e), 0); /* nothing left */
     vl3_proto_reader_deinit(&r);
@@ -71,7 +72,9 @@ TEST(proto_stream_bytewise)
                                          .decode_ms = 1.5, .vision_ms = 2.5, .prefill_ms = 3.5,
                                          .generate_ms = 4.5, .frames_sampled = 41,
                                          .sample_interval_s = 0.25};
-    struct vl3_proto_done d = {"j", 5, {1, 123456, 1700000000, 12.5, 320, 240, 29.97, "h264"}};
+    res.stats.cache = 2;
+    struct vl3_proto_done d = {"j", 5, {1, 123456, 1700000000, 12.5, 320, 240, 29.97, "h264",
+                                        "0123abcd:123456"}};
     struct vl3_proto_error er = {"j", VL3_PERR_DECODE, 0, "could not decode"};
     struct vl3_proto_pong pg = {99, "j", 2, {"j", "k"}};
     res.stats.tokens_total = 640;
@@ -132,6 +135,7 @@ TEST(proto_stream_bytewise)
                 ASSERT_EQ(m.u.result.stats.vision_batch_jobs, 3);
                 ASSERT_EQ(m.u.result.stats.decode_step_jobs, 2);
                 ASSERT_EQ(m.u.result.stats.vision_batch_windows, 0); /* absent = 0 */
+                ASSERT_EQ(m.u.result.stats.cache, 2); /* "hit" */
                 break;
             case 3:
                 ASSERT_EQ(m.type, VL3_PROTO_DONE);
@@ -144,6 +148,7 @@ TEST(proto_stream_bytewise)
                 ASSERT_EQ(m.u.done.media.height, 240);
                 ASSERT_NEAR(m.u.done.media.fps, 29.97, 0);
                 ASSERT_STR_EQ(m.u.done.media.codec, "h264");
+                ASSERT_STR_EQ(m.u.done.media.fingerprint, "0123abcd:123456");
                 break;
             case 4:
                 ASSERT_EQ(m.type, VL3_PROTO_ERROR);

@@ -18,3 +18,10 @@ vl3_test(NAME test-gemm-desc SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_gemm_desc.c
   LIBS vl3engine LABELS "unit;cuda-emu" TIMEOUT 60)
 target_include_directories(test-gemm-desc PRIVATE ${CMAKE_SOURCE_DIR}/engine/src
   ${CMAKE_SOURCE_DIR}/engine/backend)
+# The CPU backend's bf16 mode: AMX attention and AVX-512 activations against double references,
+# and `vl3 run` in bf16 mode against f32 mode on a tiny model.
+vl3_test(NAME test-cpu-attn-bf16 SOURCES ${CMAKE_CURRENT_LIST_DIR}/test_cpu_attention_bf16.c
+  LIBS vl3engine LABELS unit TIMEOUT 180)
+add_dependencies(test-cpu-attn-bf16 vl3)
+target_include_directories(test-cpu-attn-bf16 PRIVATE ${CMAKE_SOURCE_DIR}/engine/src
+  ${CMAKE_SOURCE_DIR}/engine/backend ${CMAKE_SOURCE_DIR}/engine/backend/cpu)

@@ -37,9 +37,9 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_OK(worker_out_init(&o, p[1]));
     ASSERT_OK(worker_send_hello(&o, "vl3-worker test", "cpu", 1234, 6));
     struct worker_result r = {"job-1", 1, 2, 3.0, 6.0, "a cat",
-                              {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 3, 1.0, 96, 72, 133, 13, 3, 2, 2}};
+                              {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 3, 1.0, 96, 72, 133, 13, 3, 1, 2, 2}};
     ASSERT_OK(worker_send_result(&o, &r));
-    struct worker_media md = {1, 4096, 1700000000, 0, 150, 100, 0, "png"}; /* an image */
+    struct worker_media md = {1, 4096, 1700000000, 0, 150, 100, 0, "png", "ab12:4096"}; /* image */
     ASSERT_OK(worker_send_done(&o, "job-1", 1, &md));
     const char *code = NULL;
     int retry = -1;
@@ -68,6 +68,7 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_NEAR(m[1].u.result.stats.generate_ms, 4.5, 1e-12);
     ASSERT_EQ(m[1].u.result.stats.frames_sampled, 3);
     ASSERT_NEAR(m[1].u.result.stats.sample_interval_s, 1.0, 0);
+    ASSERT_EQ(m[1].u.result.stats.cache, 1); /* "miss" */
     json_t *st = json_object_get(m[1].root, "stats");
     ASSERT_EQ(json_integer_value(json_object_get(st, "tokens_total")), 96);
     ASSERT_EQ(json_integer_value(json_object_get(st, "tokens_kept")), 72);
@@ -84,6 +85,7 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_EQ(m[2].u.done.media.size, 4096);
     ASSERT_EQ(m[2].u.done.media.width, 150);
     ASSERT_STR_EQ(m[2].u.done.media.codec, "png");
+    ASSERT_STR_EQ(m[2].u.done.media.fingerprint, "ab12:4096");
     ASSERT(json_object_get(json_object_get(m[2].root, "media"), "duration") == NULL);
     ASSERT_EQ(m[3].type, VL3_PROTO_ERROR);
     ASSERT_EQ(m[3].u.error.code, VL3_PERR_DECODE);

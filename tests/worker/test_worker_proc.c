@@ -137,6 +137,7 @@ static int send_raw(struct proc *p, const uint8_t *b, size_t n)
 }
 
 static int job_mode = VL3_SAMPLING_EXACT;
+static int job_cache = VL3_CACHE_USE;
 static double job_fps = 1.0, job_max_frames = 8;
 
 static int send_job_t(struct proc *p, const char *id, const char *input, double window, int kinds,
@@ -153,6 +154,7 @@ static int send_job_t(struct proc *p, const char *id, const char *input, double 
     j.max_new_tokens = max_new;
     j.temperature = temperature;
     j.attempt = 1;
+    j.cache = job_cache;
     uint8_t *b;
     size_t l;
     if (vl3_proto_encode_job(&j, &b, &l, NULL) < 0)
@@ -198,6 +200,8 @@ struct outcome {
     int64_t batch_size[MAXA], vision_windows[MAXA], tokens_kept[MAXA], tokens_total[MAXA];
     int64_t frames_sampled[MAXA];
     double sample_interval[MAXA];
+    int cache[MAXA];                 /* stats "cache": 0 absent, 1 miss, 2 hit */
+    int64_t frames_decoded[MAXA];
 };
 
 static int pongs_busy; /* PONGs naming a job in progress */
@@ -233,6 +237,8 @@ static int collect(struct proc *p, const char **ids, int n, struct outcome *out,
                 o->batch_size[o->n] = m.u.result.stats.batch_size;
                 o->frames_sampled[o->n] = m.u.result.stats.frames_sampled;
                 o->sample_interval[o->n] = m.u.result.stats.sample_interval_s;
+                o->cache[o->n] = m.u.result.stats.cache;
+                o->frames_decoded[o->n] = m.u.result.stats.frames_decoded;
                 json_t *st = json_object_get(m.root, "stats");
                 o->vision_windows[o->n] = json_integer_value(json_object_get(st, "vision_batch_windows"));
                 o->tokens_kept[o->n] = json_integer_value(json_object_get(st, "tokens_kept"));
@@ -736,12 +742,9 @@ TEST(proc_check_config)
     ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --check-config -c '%s' 2>&1", bin,
                       conf_path), 0);
     ASSERT_STR_CONTAINS(out, "is valid");
-    /* vl3d's --backend / --device per slot are checked too */
+    /* vl3d's --backend / --device per slot (an unknown backend: proc_cuda_emu_backend_answers) */
     ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --backend cpu --device 3 --check-config "
                       "-c '%s' 2>&1", bin, conf_path), 0);
-    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --backend tpu --check-config -c '%s' "
-                      "2>&1", bin, conf_path), 1);
-    ASSERT_STR_CONTAINS(out, "invalid backend \"tpu\" (--backend)");
     ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --device x1 --check-config -c '%s' "
                       "2>&1", bin, conf_path), 1);
     ASSERT_STR_CONTAINS(out, "invalid device");
@@ -967,6 +970,60 @@ TEST(proc_image_pixels_checked_before_decode)
     return 0;
 }
 
+/* Generate input name in the fixture dir with ffmpeg args ffargs (once; kept between runs). */
+static int gen_input(char *buf, size_t n, const char *name, const char *ffargs)
+{
+    path(buf, n, name);
+    if (access(buf, F_OK) == 0)
+        return 0;
+    return test_sh(NULL, 0, "ffmpeg -v error -y %s '%s.tmp.%s' && mv '%s.tmp.%s' '%s'", ffargs,
+                   buf, strrchr(name, '.') + 1, buf, strrchr(name, '.') + 1, buf);
+}
+
+/* The "decoded" log line's numbers for job id: budget peak, memory_budget, largest window, all
+ * windows' bytes. */
+static int decoded_stats(const char *id, long long *peak, long long *total, long long *wmax,
+                         long long *wsum)
+{
+    char out[512];
+    if (test_sh(out, sizeof(out), "grep -o 'decoded job=%s .*' '%s' | tail -1", id, log_path) != 0)
+        return -1;
+    const char *p = strstr(out, "window_bytes_max=");
+    if (!p || sscanf(p, "window_bytes_max=%lld window_bytes_sum=%lld budget_peak=%lld "
+                        "memory_budget=%lld", wmax, wsum, peak, total) != 4)
+        return -1;
+    return 0;
+}
+
+/* A job of many windows whose pixel values together pass memory_budget several times completes:
+ * the decode thread waits for the engine before preparing more, so the budget's peak stays
+ * within memory_budget plus one window. */
+TEST(proc_windows_stream_through_budget)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "memory_budget = 3M"));
+    char clip[1200];
+    ASSERT_OK(gen_input(clip, sizeof(clip), "w30.mp4",
+                        "-f lavfi -i testsrc2=s=160x120:r=5 -t 30 -c:v libx264 -pix_fmt yuv420p"));
+    const char *ids[1] = {"many"};
+    static struct outcome o[1];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job(&p, "many", clip, 1.0, 1));
+    ASSERT_OK(collect(&p, ids, 1, o, 240));
+    ASSERT(o[0].got_done || llm_missing(&o[0]));
+    if (o[0].got_done)
+        ASSERT(o[0].n >= 25);
+    long long peak, total, wmax, wsum;
+    ASSERT_OK(decoded_stats("many", &peak, &total, &wmax, &wsum));
+    ASSERT_EQ(total, 3 << 20);
+    ASSERT(wsum > 2 * total); /* all windows at once would not fit */
+    ASSERT(peak <= total + wmax);
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    return 0;
+}
+
 /* The worker runs sandboxed: /proc/<pid>/status shows NoNewPrivs 1 and a seccomp filter
  * (Seccomp 2), and socket(AF_INET) inside it fails with EACCES (VL3_TEST_SOCKET hook). */
 TEST(proc_sandboxed_no_network)
@@ -985,5 +1042,169 @@ TEST(proc_sandboxed_no_network)
     close(p.in);
     ASSERT_EQ(wait_exit(&p, 20), 0);
     finish(&p);
+    return 0;
+}
+
+/* A job running past jobs.max_wall fails with a reason saying so; its windows are dropped and
+ * the worker answers the next job. */
+TEST(proc_job_wall_limit)
+{
+    struct proc p;
+    ASSERT_OK(start(&p, "[jobs]\nmax_wall = 1s"));
+    char clip[1200], small[1200];
+    ASSERT_OK(gen_input(clip, sizeof(clip), "w30.mp4",
+                        "-f lavfi -i testsrc2=s=160x120:r=5 -t 30 -c:v libx264 -pix_fmt yuv420p"));
+    path(small, sizeof(small), "c.mp4");
+    const char *ids[1] = {"slow"};
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    /* 30 windows x 2 tasks x up to 2000 tokens: far more than a second on the CPU */
+    ASSERT_OK(send_job_t(&p, "slow", clip, 1.0, 2, 0, 2000));
+    time_t t0 = time(NULL);
+    ASSERT_OK(collect(&p, ids, 1, o, 120));
+    if (llm_missing(&o[0])) {
+        finish(&p);
+        return 0;
+    }
+    ASSERT(o[0].got_error);
+    ASSERT_STR_CONTAINS(o[0].err_msg, "exceeded its time limit");
+    ASSERT_STR_CONTAINS(o[0].err_msg, "jobs.max_wall");
+    ASSERT(time(NULL) - t0 <= 10);
+    const char *id2[1] = {"next"};
+    ASSERT_OK(send_job(&p, "next", small, 0, 1));
+    ASSERT_OK(collect(&p, id2, 1, &o[1], 60));
+    ASSERT(o[1].got_done);
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    return 0;
+}
+
+/* The token cache (docs/token-cache.md) on a PostgreSQL of the test's own, reached over its
+ * Unix-domain socket (the sandbox refuses network sockets): a windowed video job and an image job
+ * miss, store, and give answers; the same jobs again hit every window, decode no frame and give
+ * the same answers; cache "off" neither reads nor reports; `vl3 run --cache` finds the worker's
+ * entries and answers the same. */
+TEST(proc_token_cache)
+{
+    char pg[1100], ci[1400], extra[1600], port[32] = "";
+    snprintf(pg, sizeof(pg), "%s/tcpg", test_tmpdir());
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    if (fixtures() < 0)
+        return 1;
+    ASSERT_EQ(test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null "
+                      "2>&1 && cat '%s/port'", test_source_dir(), pg, pg), 0);
+    port[strcspn(port, "\n")] = '\0';
+    snprintf(ci, sizeof(ci), "host=%s port=%s dbname=vl3 user=postgres", pg, port);
+    int rc = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir '%s/schema' "
+                     ">/dev/null", bin, ci, test_source_dir());
+    snprintf(extra, sizeof(extra), "[cache]\nconninfo = %s", ci);
+    static struct outcome o[4], o2[4];
+    memset(o, 0, sizeof(o));
+    memset(o2, 0, sizeof(o2));
+    char b[1200], img[1200];
+    path(b, sizeof(b), "b.mp4");
+    path(img, sizeof(img), "img.png");
+    struct proc p;
+    int started = rc == 0 && start(&p, extra) == 0;
+    const char *ids1[2] = {"w1", "i1"}, *ids2[3] = {"w2", "i2", "off"};
+    int ok1 = started && send_job_t(&p, "w1", b, 3.0, 1, 0, 6) == 0 &&
+              send_job_t(&p, "i1", img, 0, 1, 0, 6) == 0 && collect(&p, ids1, 2, o, 180) == 0;
+    int ok2 = ok1 && send_job_t(&p, "w2", b, 3.0, 1, 0, 6) == 0 &&
+              send_job_t(&p, "i2", img, 0, 1, 0, 6) == 0;
+    job_cache = VL3_CACHE_OFF;
+    ok2 = ok2 && send_job_t(&p, "off", b, 3.0, 1, 0, 6) == 0 && collect(&p, ids2, 3, o2, 180) == 0;
+    job_cache = VL3_CACHE_USE;
+    if (started) {
+        close(p.in);
+        wait_exit(&p, 30);
+        finish(&p);
+    }
+    char n_entries[32] = "", hit_answer[8192] = "";
+    test_sh(n_entries, sizeof(n_entries), "psql -Atqc 'SELECT count(*) FROM "
+            "token_cache_entries' '%s' 2>/dev/null || echo psql-missing", ci);
+    int run_rc = test_sh(hit_answer, sizeof(hit_answer),
+                         "'%s/vl3' run --model '%s/model' --video '%s' --fps 1 --max-frames 8 "
+                         "--window 3 --window-index 1 --task caption --greedy --max-new-tokens 6 "
+                         "--cache '%s' 2>&1 >/dev/null | grep '^cache:'", bin, dir, b, ci);
+    char ans[8192] = "";
+    int ans_rc = vl3_run_answer(ans, sizeof(ans), "--video '%s' --fps 1 --max-frames 8 --window 3 "
+                                "--window-index 1 --task caption --greedy --max-new-tokens 6 "
+                                "--cache '%s'", b, ci);
+    test_sh(NULL, 0, "'%s/tests/harness/pg-harness' stop '%s' >/dev/null 2>&1", test_source_dir(),
+            pg);
+    ASSERT_EQ(rc, 0);
+    ASSERT(started);
+    ASSERT(ok1);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(ok2);
+    ASSERT(o[0].got_done && o[1].got_done && o2[0].got_done && o2[1].got_done && o2[2].got_done);
+    ASSERT_EQ(o[0].n, 2);
+    ASSERT_EQ(o[1].n, 1);
+    for (int j = 0; j < 2; j++) {
+        ASSERT_EQ(o2[j].n, o[j].n);
+        for (int k = 0; k < o[j].n; k++) {
+            const char *x;
+            ASSERT_EQ(o[j].cache[k], 1);   /* miss */
+            ASSERT_EQ(o2[j].cache[k], 2);  /* hit */
+            ASSERT_EQ(o2[j].frames_decoded[k], 0);
+            ASSERT_OK(find_answer(&o2[j], o[j].task[k], o[j].window[k], &x));
+            ASSERT_STR_EQ(x, o[j].answer[k]);
+        }
+    }
+    ASSERT_EQ(o2[2].n, 2);
+    ASSERT_EQ(o2[2].cache[0], 0);
+    ASSERT_GT(o2[2].frames_decoded[0], 0);
+    if (strcmp(n_entries, "psql-missing\n") != 0) {
+        ASSERT_EQ(atoi(n_entries), 4); /* 2 windows, their list, the image */
+    }
+    ASSERT_EQ(run_rc, 0);
+    ASSERT_STR_CONTAINS(hit_answer, "cache: hit");
+    ASSERT_EQ(ans_rc, 0);
+    const char *w1;
+    ASSERT_OK(find_answer(&o[0], 0, 1, &w1));
+    ASSERT_STR_EQ(ans, w1);
+    return 0;
+}
+
+/* backend = cuda-emu: the worker starts on the emulated CUDA backend (the CUDA kernels on the
+ * host emulator), says so in HELLO, and answers an image job as `vl3 run --backend cuda-emu`
+ * does; `--backend NAME` overrides the setting, an unknown name is a usage error (exit 1). */
+TEST(proc_cuda_emu_backend_answers)
+{
+    struct proc p;
+    ASSERT_OK(fixtures());
+    ASSERT_OK(write_conf("backend = cuda-emu"));
+    ASSERT_OK(spawn(&p));
+    vl3_proto_msg m;
+    ASSERT_EQ(next(&p, &m, 60000), 1);
+    ASSERT_EQ(m.type, VL3_PROTO_HELLO);
+    ASSERT_STR_EQ(m.u.hello.backend, "cuda-emu");
+    vl3_proto_msg_free(&m);
+    char png[1200];
+    path(png, sizeof(png), "img.png");
+    const char *ids[1] = {"emu"};
+    static struct outcome o[1];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job_t(&p, "emu", png, 0, 1, 0, 8));
+    ASSERT_OK(collect(&p, ids, 1, o, 240));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(o[0].got_done);
+    ASSERT_EQ(o[0].n, 1);
+    static char want[8192];
+    ASSERT_EQ(vl3_run_answer(want, sizeof(want),
+                             "--image '%s' --task caption --greedy --max-new-tokens 8 "
+                             "--backend cuda-emu", png), 0);
+    ASSERT_STR_EQ(o[0].answer[0], want);
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    ASSERT_EQ(test_sh(NULL, 0, "'%s/vl3-worker' --config '%s' --backend nope </dev/null "
+                      "2>'%s/bad_backend.log'", bin, conf_path, test_tmpdir()), 1);
+    ASSERT_EQ(test_sh(NULL, 0, "grep -q 'invalid backend \"nope\"' '%s/bad_backend.log'",
+                      test_tmpdir()), 0);
     return 0;
 }

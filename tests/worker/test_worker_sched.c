@@ -320,6 +320,45 @@ TEST(budget_waits_and_refuses)
     return 0;
 }
 
+struct room_waiter {
+    struct worker_budget *b;
+    _Atomic int64_t queued;
+    int rc, done;
+};
+
+static void *wait_room(void *arg)
+{
+    struct room_waiter *x = arg;
+    x->rc = worker_budget_wait_room(x->b, &x->queued);
+    __atomic_store_n(&x->done, 1, __ATOMIC_SEQ_CST);
+    return NULL;
+}
+
+/* The decode thread's wait before preparing another window: it waits while the budget is full
+ * and some of its windows are queued, and goes on once they are consumed (released). */
+TEST(budget_wait_room_until_consumed)
+{
+    struct worker_budget b;
+    ASSERT_OK(worker_budget_init(&b, 1000));
+    static struct room_waiter x;
+    x.b = &b;
+    x.queued = 0;
+    worker_budget_charge(&b, 1200); /* full, but nothing of ours queued: no wait (no deadlock) */
+    ASSERT_OK(worker_budget_wait_room(&b, &x.queued));
+    x.queued = 300; /* 300 of the 1200 are our queued window */
+    pthread_t t;
+    ASSERT_EQ(pthread_create(&t, NULL, wait_room, &x), 0);
+    usleep(50000);
+    ASSERT_EQ(__atomic_load_n(&x.done, __ATOMIC_SEQ_CST), 0); /* full and ours queued: waits */
+    x.queued -= 300; /* the engine consumed it (worker_unit_free order) */
+    worker_budget_release(&b, 300);
+    pthread_join(t, NULL);
+    ASSERT_EQ(x.rc, 0);
+    ASSERT_EQ(worker_budget_peak(&b), 1200);
+    worker_budget_deinit(&b);
+    return 0;
+}
+
 static int alive_even(void *user, const struct worker_seq *q)
 {
     struct run *r = user;

@@ -32,8 +32,8 @@
 #include "worker_conf.h"
 
 static const char *arg_config = NULL;
+static const char *arg_backend = NULL; /* --backend: overrides the setting "backend" */
 static int arg_check_config = 0;
-static const char *arg_backend = NULL; /* --backend: overrides the configuration's backend */
 static const char *arg_device = NULL;  /* --device: overrides the configuration's device */
 
 static void on_stop_signal(int sig)
@@ -49,7 +49,8 @@ static void help(void)
            "vl3d, speaking the framed protocol of schema/worker-protocol.md on stdin/stdout.\n\n"
            "  -c, --config FILE   configuration file\n"
            "      --check-config  parse and validate the configuration, then exit\n"
-           "      --backend NAME  engine backend (auto, cpu, cuda), overriding \"backend\"\n"
+           "      --backend NAME  engine backend, overriding the setting \"backend\": auto, cpu,\n"
+           "                      cuda or cuda-emu (the CUDA kernels on the host emulator)\n"
            "      --device N      GPU index, overriding \"device\" (vl3d gives each slot one)\n"
            "  -h, --help          show this help\n"
            "      --version       show the version\n\n"
@@ -115,19 +116,9 @@ static void test_socket(void)
         close(fd);
 }
 
-/* --backend and --device over the configuration. 0 or VL3_E_CONFIG. */
-static int apply_args(struct worker_conf *conf, vl3_error *reterr)
+/* --device over the configuration. 0 or VL3_E_CONFIG. */
+static int apply_device(struct worker_conf *conf, vl3_error *reterr)
 {
-    if (arg_backend) {
-        if (vl3_backend_kind_parse(arg_backend) < 0)
-            return vl3_error_set(reterr, VL3_E_CONFIG, "invalid backend \"%s\" (--backend)",
-                                 arg_backend);
-        char *b = strdup(arg_backend);
-        if (!b)
-            return vl3_error_set(reterr, -ENOMEM, "out of memory");
-        free(conf->backend);
-        conf->backend = b;
-    }
     if (arg_device) {
         char *end;
         long d = strtol(arg_device, &end, 10);
@@ -168,8 +159,10 @@ int main(int argc, char **argv)
     int r = vl3_conf_defaults(worker_conf_table, &conf, &err);
     if (r == 0 && arg_config)
         r = vl3_conf_load(worker_conf_table, &conf, arg_config, &err);
+    if (r == 0 && arg_backend)
+        r = vl3_conf_set(worker_conf_table, &conf, "backend", arg_backend, &err);
     if (r == 0)
-        r = apply_args(&conf, &err);
+        r = apply_device(&conf, &err);
     if (r < 0) {
         vl3_log_err("%s", vl3_error_text(&err, r));
         vl3_conf_free_strings(worker_conf_table, &conf);
@@ -213,6 +206,15 @@ int main(int argc, char **argv)
         goto out;
     }
     mp.backend = (enum vl3_backend_kind)r;
+    if (strcmp(conf.precision, "auto") != 0 && strcmp(conf.precision, "bf16") != 0 &&
+        strcmp(conf.precision, "f32") != 0) {
+        vl3_log_err("invalid precision \"%s\" (auto, bf16 or f32)", conf.precision);
+        status = WORKER_EXIT_USAGE;
+        goto out;
+    }
+    /* the CPU backend reads its arithmetic from VL3_PRECISION when it starts */
+    if (!getenv("VL3_PRECISION"))
+        setenv("VL3_PRECISION", conf.precision, 1);
     if ((r = vl3_model_load(&mp, &model, &err)) < 0) {
         vl3_log_err("could not load model \"%s\": %s", conf.model, vl3_error_text(&err, r));
         status = r == VL3_E_CUDA_FATAL || r == VL3_E_CUDA ? WORKER_EXIT_TEMPFAIL

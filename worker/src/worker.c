@@ -53,9 +53,12 @@ void worker_unit_free(struct worker *w, struct worker_unit *u)
 {
     if (!u)
         return;
+    if (u->queued)
+        u->job->queued_bytes -= u->reserved; /* before the release wakes the decode thread */
     worker_budget_release(&w->budget, u->reserved);
     vl3_pixel_batch_deinit(&u->batch);
     vl3_token_mask_deinit(&u->mask);
+    free(u->key_descr);
     free(u->timestamps);
     free(u->visual);
     free(u);
@@ -69,6 +72,20 @@ void worker_job_fail_locked(struct worker_job *job, int rc, const vl3_error *err
     job->err = *err;
     if (!job->err.msg[0])
         vl3_error_set(&job->err, rc, "%s", vl3_strerror(rc));
+}
+
+int worker_job_overdue_locked(struct worker *w, struct worker_job *job, uint64_t now)
+{
+    if (job->rc)
+        return 1;
+    uint64_t limit_ns = (uint64_t)w->conf->max_wall_ms * 1000000ull;
+    if (now - job->t_received_ns <= limit_ns)
+        return 0;
+    vl3_error err = {0};
+    vl3_error_set(&err, VL3_E_LIMIT, "job exceeded its time limit (jobs.max_wall %lld ms)",
+                  (long long)w->conf->max_wall_ms);
+    worker_job_fail_locked(job, VL3_E_LIMIT, &err);
+    return 1;
 }
 
 static int answer_cmp(const void *a, const void *b)
@@ -175,6 +192,7 @@ static int job_from_msg(struct worker *w, const struct worker_job_req *m, struct
     j->max_new_tokens = m->max_new_tokens;
     j->temperature = m->temperature;
     j->attempt = m->attempt;
+    j->cache = m->cache;
     j->pending = 1;
     j->t_received_ns = vl3_time_ns();
     *ret = j;
@@ -286,6 +304,14 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
     w->budget_ready = 1;
     if ((rc = vl3_vision_new(model, (int)conf->threads, &w->vision, reterr)) < 0)
         goto fail;
+    if (conf->cache_conninfo && conf->cache_conninfo[0] &&
+        ((rc = vl3_model_vision_identity(model, w->vision_identity)) < 0 ||
+         (rc = tcache_open(conf->cache_conninfo, conf->cache_budget, &w->tcache, reterr)) < 0))
+        goto fail;
+    if (w->tcache && !tcache_ping(w->tcache))
+        vl3_log_warning("the token cache is unreachable; jobs run without it until it answers "
+                        "(the worker's sandbox allows Unix-domain sockets only: give "
+                        "cache.conninfo a host that is a socket directory)");
     vl3_error lmerr = {0};
     rc = worker_lm_engine_new(model, (int)conf->max_sequences, (int)conf->n_ctx, &w->lm, &lmerr);
     if (rc == VL3_E_UNSUPPORTED) {
@@ -313,6 +339,16 @@ void worker_free(struct worker *w)
     worker_sched_free(w->sched);
     worker_lm_free(w->lm);
     vl3_vision_free(w->vision);
+    if (w->tcache) {
+        struct tcache_stats st;
+        tcache_get_stats(w->tcache, &st);
+        vl3_log_info("token cache hits=%lld misses=%lld stores=%lld bytes_read=%lld "
+                     "bytes_written=%lld evictions=%lld corrupt=%lld errors=%lld",
+                     (long long)st.hits, (long long)st.misses, (long long)st.stores,
+                     (long long)st.bytes_read, (long long)st.bytes_written,
+                     (long long)st.evictions, (long long)st.corrupt, (long long)st.errors);
+        tcache_close(w->tcache);
+    }
     free(w->decoders);
     if (w->budget_ready)
         worker_budget_deinit(&w->budget);

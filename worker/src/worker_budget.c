@@ -47,6 +47,25 @@ int worker_budget_reserve(struct worker_budget *b, int64_t n, vl3_error *reterr)
     return rc;
 }
 
+void worker_budget_charge(struct worker_budget *b, int64_t n)
+{
+    pthread_mutex_lock(&b->lock);
+    b->used += n;
+    if (b->used > b->peak)
+        b->peak = b->used;
+    pthread_mutex_unlock(&b->lock);
+}
+
+int worker_budget_wait_room(struct worker_budget *b, const _Atomic int64_t *queued)
+{
+    pthread_mutex_lock(&b->lock);
+    while (!b->closed && b->used >= b->total && *queued > 0)
+        pthread_cond_wait(&b->cond, &b->lock);
+    int rc = b->closed ? -ECANCELED : 0;
+    pthread_mutex_unlock(&b->lock);
+    return rc;
+}
+
 void worker_budget_release(struct worker_budget *b, int64_t n)
 {
     if (n <= 0)
@@ -71,4 +90,12 @@ int64_t worker_budget_used(struct worker_budget *b)
     int64_t u = b->used;
     pthread_mutex_unlock(&b->lock);
     return u;
+}
+
+int64_t worker_budget_peak(struct worker_budget *b)
+{
+    pthread_mutex_lock(&b->lock);
+    int64_t p = b->peak;
+    pthread_mutex_unlock(&b->lock);
+    return p;
 }

@@ -21,10 +21,16 @@ void worker_budget_deinit(struct worker_budget *b);
 /* Reserve n bytes, waiting for room. Returns 0, VL3_E_LIMIT (n > total: never fits),
  * -ECANCELED (closed while waiting). */
 int worker_budget_reserve(struct worker_budget *b, int64_t n, vl3_error *reterr);
+/* Account n bytes already allocated, without waiting (the total may be passed by this much). */
+void worker_budget_charge(struct worker_budget *b, int64_t n);
+/* Wait while the budget is full and *queued (bytes the caller handed on, which their consumer
+ * gives back) is above zero. Returns 0, or -ECANCELED once closed. */
+int worker_budget_wait_room(struct worker_budget *b, const _Atomic int64_t *queued);
 /* Give back n bytes (n <= what the caller holds). */
 void worker_budget_release(struct worker_budget *b, int64_t n);
 /* Wake every waiter with -ECANCELED. */
 void worker_budget_close(struct worker_budget *b);
 int64_t worker_budget_used(struct worker_budget *b);
+int64_t worker_budget_peak(struct worker_budget *b);
 
 #endif

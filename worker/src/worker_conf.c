@@ -13,7 +13,10 @@ static const char *const sample_mode_names[] = {"exact", "fast", NULL};
 const vl3_conf_option worker_conf_table[] = {
     OPT("model", VL3_CONF_STRING, model, "", 0, 0, VL3_CONF_RESTART, "model checkpoint directory"),
     OPT("backend", VL3_CONF_STRING, backend, "auto", 0, 0, VL3_CONF_RESTART,
-        "engine backend: auto, cpu or cuda"),
+        "engine backend: auto, cpu, cuda or cuda-emu (CUDA kernels on the host emulator)"),
+    OPT("precision", VL3_CONF_STRING, precision, "auto", 0, 0, VL3_CONF_RESTART,
+        "CPU arithmetic: auto (bf16 where the CPU has AMX or AVX512-BF16), bf16 or f32 (the "
+        "numerical oracle); the VL3_PRECISION environment variable wins when set"),
     OPT("device", VL3_CONF_INT, device, "0", 0, 64, VL3_CONF_RESTART, "GPU index"),
     OPT("threads", VL3_CONF_INT, threads, "0", 0, 1024, VL3_CONF_RESTART,
         "CPU inference threads (0 = all cores)"),
@@ -44,6 +47,8 @@ const vl3_conf_option worker_conf_table[] = {
         "jobs the daemon may hand this worker at once (its hello's credits; at most "
         "jobs.max_queued); their windows share vision batches and decode steps, 1 = one job at "
         "a time"),
+    OPT("jobs.max_wall", VL3_CONF_DURATION, max_wall_ms, "2h", 1, 1e10, VL3_CONF_RESTART,
+        "wall time a job may take from its arrival; then it fails and its memory is freed"),
     OPT("jobs.decode_parallel", VL3_CONF_INT, decode_jobs, "2", 1, 256, VL3_CONF_RESTART,
         "jobs decoded at once (each with decode_threads decoder threads)"),
     OPT("batch.vision_frames", VL3_CONF_INT, vision_batch_frames, "256", 1, 1e6, VL3_CONF_RESTART,
@@ -79,5 +84,10 @@ const vl3_conf_option worker_conf_table[] = {
     {"media.sample_mode", VL3_CONF_ENUM, offsetof(struct worker_conf, sample_mode), "fast", 0, 0,
      sample_mode_names, VL3_CONF_RESTART,
      "exact (the official sampler's frames) or fast (within one frame, decodes less)"},
+    OPT("cache.conninfo", VL3_CONF_STRING, cache_conninfo, "", 0, 0, VL3_CONF_RESTART,
+        "PostgreSQL connection of the token cache (empty = no cache; docs/token-cache.md)"),
+    OPT("cache.budget", VL3_CONF_SIZE, cache_budget, "0", 0, 1e15, VL3_CONF_RESTART,
+        "most stored bytes of the token cache; least recently used entries beyond it are "
+        "evicted (0 = no limit)"),
     {0},
 };

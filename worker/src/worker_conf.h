@@ -8,7 +8,8 @@
 
 struct worker_conf {
     char *model;          /* checkpoint directory */
-    char *backend;        /* auto | cpu | cuda */
+    char *backend;        /* auto | cpu | cuda | cuda-emu */
+    char *precision;      /* auto | bf16 | f32: the CPU backend's arithmetic (VL3_PRECISION) */
     int64_t device;       /* GPU index */
     int64_t threads;      /* CPU threads (0 = all cores) */
     int64_t decode_threads;
@@ -25,6 +26,7 @@ struct worker_conf {
     /* job pipeline and batching (worker*.c) */
     int64_t max_queued_jobs;     /* jobs accepted but not finished; more are refused */
     int64_t credits;             /* jobs the daemon may send at once (HELLO.credits) */
+    int64_t max_wall_ms;         /* wall time from a job's arrival to its end */
     int64_t decode_jobs;         /* jobs decoded at once (decode threads of the pipeline) */
     int64_t vision_batch_frames; /* most frames one vision-encoder call takes (across jobs) */
     int64_t vision_batch_wait_ms; /* how long the encoder waits for more frames to batch */
@@ -38,6 +40,9 @@ struct worker_conf {
     int64_t max_decoded_frames;    /* frames decoded from one input */
     int64_t max_decode_errors;     /* damaged packets tolerated (-1 = any) */
     int sample_mode;               /* enum sample_mode: exact or fast */
+    /* token cache (token_cache.h) */
+    char *cache_conninfo;          /* "" = no cache */
+    int64_t cache_budget;          /* stored bytes; 0 = no limit */
 };
 
 extern const vl3_conf_option worker_conf_table[];

@@ -1,8 +1,9 @@
 /* worker_decode.c: the decode threads. Each takes a job, opens its input under the media roots
- * (paths.h), estimates the frames' memory and reserves it in the budget, samples the video
- * (sample.h; windows give one set of frames each), preprocesses and DiffFP-masks every window
- * on its own (the window is one request, as `vl3 run` would make it), shrinks the reservation to
- * what the queued windows hold, and hands the windows to the engine thread. A still image
+ * (paths.h), refuses it up front when its windows, answers or frames pass the jobs.* limits,
+ * reserves the sampled frames' memory in the budget, samples the video (sample.h; windows give
+ * one set of frames each), then preprocesses and DiffFP-masks one window at a time (the window
+ * is one request, as `vl3 run` would make it) and hands each to the engine thread at once,
+ * waiting before the next while the budget is full. A still image
  * (media_info.is_image) is one unit of one frame, preprocessed as an image, as `vl3 run --image`
  * does. Any failure fails the job only. */
 #include <errno.h>
@@ -18,6 +19,7 @@
 #include "media_conf.h"
 #include "paths.h"
 #include "vl3/log.h"
+#include "worker_cache.h"
 #include "vl3/util.h"
 #include "worker_internal.h"
 
@@ -39,7 +41,7 @@ static struct worker_job *next_job(struct worker *w)
     return j;
 }
 
-/* Upper bound of the bytes sampling will hold for frames plus their pixel values. */
+/* Upper bound of the bytes sampling will hold for the sampled frames. */
 static int64_t estimate_bytes(const struct media_info *mi, const struct sample_params *sp)
 {
     double fps = (double)sp->fps_num / sp->fps_den;
@@ -56,10 +58,8 @@ static int64_t estimate_bytes(const struct media_info *mi, const struct sample_p
     if (sp->max_total > 0 && frames > sp->max_total)
         frames = sp->max_total; /* more is refused by sample_video before decoding */
     int64_t px = (int64_t)mi->width * mi->height;
-    /* RGB24 frames + float pixel values of about the same area (4 bytes x 3 channels per
-     * pixel). Resizing usually shrinks; when it enlarges tiny frames, run_job accounts the true
-     * size once the windows are preprocessed. */
-    return frames * px * 3 + frames * px * 12;
+    /* RGB24 frames; each window's float pixel values are charged when it is prepared */
+    return frames * px * 3;
 }
 
 /* Preprocess one unit's visual item and mask its tokens (DiffFP, or all kept). */
@@ -79,10 +79,80 @@ static int unit_prepare(struct worker *w, struct worker_unit *u, const vl3_visio
     return 0;
 }
 
-/* The one unit of a still image. */
-static int make_image_unit(struct worker *w, struct worker_job *job, const image_rgb *im,
-                           struct worker_unit **ret_head, vl3_error *err)
+/* Hand a prepared unit to the engine thread: its bytes count in the budget (charged without
+ * waiting: room was awaited before it was prepared) and in the job's queued bytes. */
+static void queue_unit(struct worker *w, struct worker_job *job, struct worker_unit *u)
 {
+    worker_budget_charge(&w->budget, u->reserved);
+    pthread_mutex_lock(&w->lock);
+    job->pending++;
+    u->queued = 1;
+    job->queued_bytes += u->reserved;
+    if (w->unitq_tail)
+        w->unitq_tail->next = u;
+    else
+        w->unitq_head = u;
+    w->unitq_tail = u;
+    w->unitq_frames += u->n_frames;
+    pthread_cond_signal(&w->cond_engine);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Refuse a unit that could never fit beside the job's frames (held) in memory_budget. */
+static int unit_fits(struct worker *w, const struct worker_job *job, const struct worker_unit *u,
+                     int64_t held, vl3_error *err)
+{
+    if (u->reserved + held <= w->budget.total)
+        return 0;
+    return vl3_error_set(err, VL3_E_LIMIT,
+                         "window %d of \"%s\" needs %lld bytes of pixel values besides %lld bytes "
+                         "of frames, more than memory_budget %lld",
+                         u->window, job->input, (long long)u->reserved, (long long)held,
+                         (long long)w->budget.total);
+}
+
+/* Per-job statistics of the windows streamed to the engine, and their indices (the token
+ * cache's window list). */
+struct stream_stats {
+    int units;
+    int64_t max_bytes, sum_bytes;
+    int *wins, n_wins, cap_wins;
+    int wins_lost; /* out of memory for the list: none is stored */
+};
+
+static void stream_count(struct stream_stats *st, const struct worker_unit *u)
+{
+    if (!st->wins_lost && st->n_wins == st->cap_wins) {
+        int cap = st->cap_wins ? 2 * st->cap_wins : 16;
+        int *nw = realloc(st->wins, sizeof(int) * (size_t)cap);
+        if (nw) {
+            st->wins = nw;
+            st->cap_wins = cap;
+        } else {
+            st->wins_lost = 1;
+        }
+    }
+    if (!st->wins_lost)
+        st->wins[st->n_wins++] = u->window;
+    st->units++;
+    st->sum_bytes += u->reserved;
+    if (u->reserved > st->max_bytes)
+        st->max_bytes = u->reserved;
+}
+
+/* The one unit of a still image, queued. */
+static int make_image_unit(struct worker *w, struct worker_job *job, const image_rgb *im,
+                           int64_t held, struct stream_stats *st,
+                           struct worker_cache_plan *plan, vl3_error *err)
+{
+    if (plan && plan->n > 0 && plan->hit[0]) { /* token cache hit: no preprocessing */
+        struct worker_unit *cu = NULL;
+        if (worker_cache_unit(w, job, plan, 0, &cu) < 0)
+            return vl3_error_set(err, -ENOMEM, "out of memory");
+        stream_count(st, cu);
+        queue_unit(w, job, cu);
+        return 0;
+    }
     struct worker_unit *u = calloc(1, sizeof(*u));
     if (!u)
         return vl3_error_set(err, -ENOMEM, "out of memory");
@@ -92,30 +162,48 @@ static int make_image_unit(struct worker *w, struct worker_job *job, const image
     vl3_image view = image_rgb_view(im);
     vl3_vision_item item = {&view, 1, NULL, 0, 0};
     int rc = unit_prepare(w, u, &item, err);
+    if (rc >= 0)
+        rc = unit_fits(w, job, u, held, err);
     if (rc < 0) {
         worker_unit_free(w, u);
         return rc;
     }
-    *ret_head = u;
+    if (plan)
+        worker_cache_miss(w, job, plan, u);
+    stream_count(st, u);
+    queue_unit(w, job, u);
     return 0;
 }
 
+/* Prepare and queue the windows one at a time. Before preparing each, wait while the budget is
+ * full and earlier windows of this job are still queued: the engine consumes them and gives
+ * their bytes back, so prepared-but-unconsumed windows stay within memory_budget (passing it by
+ * at most one window). held: the budget bytes of the job's sampled frames. */
 static int make_units(struct worker *w, struct worker_job *job, const struct sample_result *sr,
-                      struct worker_unit **ret_head, vl3_error *err)
+                      int64_t held, struct stream_stats *st, struct worker_cache_plan *plan,
+                      vl3_error *err)
 {
     int rc = 0;
-    struct worker_unit *head = NULL, **tail = &head;
     vl3_image *imgs = calloc(sr->n ? sr->n : 1, sizeof(*imgs));
     if (!imgs)
         return vl3_error_set(err, -ENOMEM, "out of memory");
     for (int win = 0; win < sr->n_windows; win++) {
+        if ((rc = worker_budget_wait_room(&w->budget, &job->queued_bytes)) < 0) {
+            vl3_error_set(err, rc, "worker stopping");
+            break;
+        }
+        pthread_mutex_lock(&w->lock);
+        int failed = worker_job_overdue_locked(w, job, vl3_time_ns()); /* or failed otherwise */
+        pthread_mutex_unlock(&w->lock);
+        if (failed)
+            break;
         int n = 0;
         double lo = 0, hi = 0;
         struct worker_unit *u = calloc(1, sizeof(*u));
         if (!u || !(u->timestamps = malloc(sizeof(double) * (sr->n ? sr->n : 1)))) {
             free(u);
             rc = vl3_error_set(err, -ENOMEM, "out of memory");
-            goto fail;
+            break;
         }
         for (size_t i = 0; i < sr->n; i++) {
             if (sr->frames[i].window != win)
@@ -140,22 +228,28 @@ static int make_units(struct worker *w, struct worker_job *job, const struct sam
         u->t_end = hi + (double)job->sp.fps_den / job->sp.fps_num;
         if (job->sp.window_s > 0 && u->t_end > (win + 1) * job->sp.window_s)
             u->t_end = (win + 1) * job->sp.window_s;
-        *tail = u;
-        tail = &u->next;
+        if (plan && win < plan->n && plan->hit[win]) { /* token cache hit: no preprocessing */
+            worker_unit_free(w, u);
+            if ((rc = worker_cache_unit(w, job, plan, win, &u)) < 0) {
+                rc = vl3_error_set(err, rc, "out of memory");
+                break;
+            }
+            stream_count(st, u);
+            queue_unit(w, job, u);
+            continue;
+        }
         vl3_vision_item item = {imgs, n, u->timestamps, 1, 0};
-        if ((rc = unit_prepare(w, u, &item, err)) < 0)
-            goto fail;
+        if ((rc = unit_prepare(w, u, &item, err)) < 0 ||
+            (rc = unit_fits(w, job, u, held, err)) < 0) {
+            worker_unit_free(w, u);
+            break;
+        }
+        if (plan)
+            worker_cache_miss(w, job, plan, u);
+        stream_count(st, u);
+        queue_unit(w, job, u);
     }
     free(imgs);
-    *ret_head = head;
-    return 0;
-fail:
-    free(imgs);
-    while (head) {
-        struct worker_unit *nx = head->next;
-        worker_unit_free(w, head);
-        head = nx;
-    }
     return rc;
 }
 
@@ -185,7 +279,7 @@ static int check_job_bounds(const struct worker_conf *c, const struct media_info
     return 0; /* frames over all windows: counted exactly by sampling's plan (max_total) */
 }
 
-static int run_job(struct worker *w, struct worker_job *job, struct worker_unit **ret_units,
+static int run_job(struct worker *w, struct worker_job *job, struct stream_stats *st,
                    vl3_error *err)
 {
     const struct worker_conf *c = w->conf;
@@ -193,31 +287,61 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
     media_input *m = NULL;
     struct sample_result *sr = NULL;
     int64_t reserved = 0;
+    struct worker_cache_plan plan = {0};
     uint64_t t0 = vl3_time_ns();
     if ((rc = paths_open(c->roots, job->input, &fd, NULL, err)) < 0)
         return rc;
-    struct stat st;
-    int have_stat = fstat(fd, &st) == 0;
+    struct stat st_;
+    int have_stat = fstat(fd, &st_) == 0;
+    char fp[TCACHE_FINGERPRINT_LEN] = "";
+    int use_cache = w->tcache && job->cache != WORKER_CACHE_OFF && have_stat &&
+                    worker_cache_fingerprint(w, job->input, fd, &st_, fp) == 0;
     struct media_policy pol;
     media_conf_policy(c, &pol);
+    /* decoding ends by the job's time limit too */
+    int64_t left_ms = c->max_wall_ms - (int64_t)((vl3_time_ns() - job->t_received_ns) / 1000000);
+    if (left_ms < 1)
+        left_ms = 1;
+    if (pol.decode_timeout_ms <= 0 || pol.decode_timeout_ms > left_ms)
+        pol.decode_timeout_ms = left_ms;
     if ((rc = media_open_fd(fd, job->input, &pol, &m, err)) < 0)
         return rc; /* fd closed by media_open_fd */
     const struct media_info *mi = media_get_info(m);
     if (have_stat) {
         struct worker_media *md = &job->media;
-        *md = (struct worker_media){.present = 1, .size = st.st_size, .mtime_s = st.st_mtime,
+        *md = (struct worker_media){.present = 1, .size = st_.st_size, .mtime_s = st_.st_mtime,
                                     .width = mi->width, .height = mi->height};
         if (!mi->is_image && mi->duration_us != MEDIA_NOPTS && mi->duration_us > 0)
             md->duration_s = (double)mi->duration_us / 1e6;
         if (!mi->is_image && mi->fps_num > 0 && mi->fps_den > 0)
             md->fps = (double)mi->fps_num / mi->fps_den;
         snprintf(md->codec, sizeof(md->codec), "%s", mi->codec);
+        if (use_cache)
+            snprintf(md->fingerprint, sizeof(md->fingerprint), "%s", fp);
     }
     int is_image = mi->is_image;
     if ((rc = check_job_bounds(c, mi, job, err)) < 0)
         goto out;
-    /* an image: its RGB picture plus float pixel values of about the same area */
-    int64_t need = is_image ? (int64_t)mi->width * mi->height * 15 : estimate_bytes(mi, &job->sp);
+    if (use_cache && worker_cache_plan(w, job, fp, is_image, &plan) < 0)
+        use_cache = 0;
+    if (use_cache && worker_cache_plan_complete(&plan)) {
+        /* every window is cached: nothing to decode */
+        for (int i = 0; i < plan.n_windows; i++) {
+            struct worker_unit *u = NULL;
+            if ((rc = worker_cache_unit(w, job, &plan, plan.windows[i], &u)) < 0) {
+                rc = vl3_error_set(err, rc, "out of memory");
+                goto out;
+            }
+            stream_count(st, u);
+            queue_unit(w, job, u);
+        }
+        job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
+        vl3_log_debug("token cache answered every window job=%s windows=%d", job->id,
+                      plan.n_windows);
+        goto out;
+    }
+    /* the decoded RGB pictures; each window's pixel values are charged as it is prepared */
+    int64_t need = is_image ? (int64_t)mi->width * mi->height * 3 : estimate_bytes(mi, &job->sp);
     if ((rc = worker_budget_reserve(&w->budget, need, err)) < 0)
         goto out;
     reserved = need;
@@ -229,7 +353,7 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
         job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
         media_close(m);
         m = NULL;
-        rc = make_image_unit(w, job, &im, ret_units, err);
+        rc = make_image_unit(w, job, &im, reserved, st, use_cache ? &plan : NULL, err);
         image_rgb_free(&im);
     } else {
         if ((rc = sample_video(m, &job->sp, &sr, err)) < 0)
@@ -238,26 +362,19 @@ static int run_job(struct worker *w, struct worker_job *job, struct worker_unit 
         job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
         media_close(m);
         m = NULL;
-        rc = make_units(w, job, sr, ret_units, err);
+        rc = make_units(w, job, sr, reserved, st, use_cache ? &plan : NULL, err);
+        if (rc == 0 && use_cache && !st->wins_lost)
+            worker_cache_store_windows(w, job, &plan, st->wins, st->n_wins);
     }
     if (rc < 0)
         goto out;
-    /* the units now hold only pixel values: keep their share, give back the frames' */
-    int64_t keep = 0;
-    for (struct worker_unit *u = *ret_units; u; u = u->next)
-        keep += u->reserved;
-    if (keep > reserved) { /* estimate was low: account the truth (may exceed briefly) */
-        pthread_mutex_lock(&w->budget.lock);
-        w->budget.used += keep - reserved;
-        pthread_mutex_unlock(&w->budget.lock);
-    } else {
-        worker_budget_release(&w->budget, reserved - keep);
-    }
-    reserved = 0;
-    vl3_log_debug("decoded job=%s frames=%zu windows=%d decoded=%lld ms=%.1f", job->id,
-                  sr ? sr->n : 1, sr ? sr->n_windows : 1, (long long)job->frames_decoded,
-                  job->decode_ms);
+    vl3_log_info("decoded job=%s frames=%zu windows=%d decoded=%lld ms=%.1f window_bytes_max=%lld "
+                 "window_bytes_sum=%lld budget_peak=%lld memory_budget=%lld",
+                 job->id, sr ? sr->n : 1, st->units, (long long)job->frames_decoded,
+                 job->decode_ms, (long long)st->max_bytes, (long long)st->sum_bytes,
+                 (long long)worker_budget_peak(&w->budget), (long long)w->budget.total);
 out:
+    worker_cache_plan_free(&plan);
     worker_budget_release(&w->budget, reserved);
     sample_result_free(sr);
     media_close(m);
@@ -270,28 +387,18 @@ void *worker_decode_main(void *arg)
     struct worker_job *job;
     while ((job = next_job(w))) {
         vl3_error err = {0};
-        struct worker_unit *units = NULL;
+        struct stream_stats st = {0};
         (void)worker_send_progress(&w->out, job->id, "decode", 0, 1);
-        int rc = run_job(w, job, &units, &err);
+        int rc = run_job(w, job, &st, &err);
+        free(st.wins);
         pthread_mutex_lock(&w->lock);
         w->decoding--;
+        (void)worker_job_overdue_locked(w, job, vl3_time_ns()); /* its reason wins */
         if (rc < 0) {
             worker_job_fail_locked(job, rc, &err);
-        } else if (!units) {
+        } else if (st.units == 0 && !job->rc) {
             vl3_error_set(&err, VL3_E_DECODE, "no frames sampled from \"%s\"", job->input);
             worker_job_fail_locked(job, VL3_E_DECODE, &err);
-        }
-        while (units) {
-            struct worker_unit *u = units;
-            units = u->next;
-            u->next = NULL;
-            job->pending++;
-            if (w->unitq_tail)
-                w->unitq_tail->next = u;
-            else
-                w->unitq_head = u;
-            w->unitq_tail = u;
-            w->unitq_frames += u->n_frames;
         }
         pthread_cond_signal(&w->cond_engine);
         worker_job_unref_locked(w, job); /* the decode stage's reference */

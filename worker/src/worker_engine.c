@@ -12,6 +12,7 @@
 
 #include "vl3/log.h"
 #include "vl3/util.h"
+#include "worker_cache.h"
 #include "worker_internal.h"
 
 static uint64_t seed_of(const char *s, int task, int window)
@@ -302,7 +303,8 @@ void worker_engine_seq_done(void *user, struct worker_seq *q)
                                              : (u->t_end - u->t_start) / u->n_frames,
                                          u->mask.n_tokens, u->mask.n_kept, q->n_ids,
                                          u->vision_batch_frames, u->vision_batch_units,
-                                         u->vision_batch_jobs, q->max_groups};
+                                         u->cache, u->vision_batch_jobs,
+                                         q->max_groups};
         vl3_log_info("answered job=%s task=%d window=%d prompt_tokens=%d generated=%d "
                      "decode_batch=%d vision_batch_frames=%d vision_batch_windows=%d "
                      "tokens_kept=%lld/%lld",
@@ -323,26 +325,53 @@ unlock:
 
 int worker_engine_seq_alive(void *user, const struct worker_seq *q)
 {
-    (void)user;
+    struct worker *w = user;
     const struct worker_gen *g = q->user;
-    /* job->rc is written only by this thread once the job's windows are queued */
-    return g->unit->job->rc == 0;
+    /* the decode thread (a later window failed) and the time limit write job->rc too */
+    pthread_mutex_lock(&w->lock);
+    int alive = g->unit->job->rc == 0;
+    pthread_mutex_unlock(&w->lock);
+    return alive;
 }
 
-/* Encode and submit a set of units; units whose job failed are dropped. */
+/* Encode and submit a set of units; units whose job failed are dropped. Units the token cache
+ * answered (cache 2: rows already there) skip the encoder; the encoded ones that missed are
+ * stored. */
 static void process_units(struct worker *w, struct worker_unit *units, int frames)
 {
+    struct worker_unit *todo = NULL, **tt = &todo, *hits = NULL, **ht = &hits;
     int n = 0;
-    for (struct worker_unit *u = units; u; u = u->next)
-        n++;
+    while (units) {
+        struct worker_unit *u = units;
+        units = u->next;
+        u->next = NULL;
+        if (u->cache == 2) {
+            frames -= u->n_frames;
+            *ht = u;
+            ht = &u->next;
+        } else {
+            *tt = u;
+            tt = &u->next;
+            n++;
+        }
+    }
     vl3_error err = {0};
-    int rc = encode_units(w, units, n, frames, &err);
+    int rc = todo ? encode_units(w, todo, n, frames, &err) : 0;
+    if (rc == 0)
+        for (struct worker_unit *u = todo; u; u = u->next)
+            worker_cache_store_unit(w, u, vl3_vision_out_dim(w->vision));
+    /* the hits go last: they never see an encoder failure */
+    *tt = hits;
+    units = todo ? todo : hits;
+    int n_todo = n;
     while (units) {
         struct worker_unit *u = units;
         units = u->next;
         u->next = NULL;
         vl3_error e2 = err;
-        int r = rc;
+        int r = n_todo-- > 0 ? rc : 0;
+        if (r == 0 && u->cache == 2)
+            e2 = (vl3_error){0};
         if (r == 0) {
             (void)worker_send_progress(&w->out, u->job->id, "generate", 0, u->job->ntasks);
             r = submit_prompts(w, u, &e2);
@@ -379,6 +408,11 @@ void *worker_engine_main(void *arg)
             pthread_mutex_unlock(&w->lock);
             break;
         }
+        /* jobs past jobs.max_wall fail: their queued windows are dropped below, their
+         * sequences cancelled by the scheduler (worker_engine_seq_alive) */
+        uint64_t now = vl3_time_ns();
+        for (struct worker_job *j = w->jobs; j; j = j->next_all)
+            (void)worker_job_overdue_locked(w, j, now);
         /* batching window: nothing to decode meanwhile, more frames are on their way */
         if (w->unitq_head && !busy && w->unitq_frames < w->conf->vision_batch_frames &&
             (w->decoding > 0 || w->jobq_head) && w->conf->vision_batch_wait_ms > 0)

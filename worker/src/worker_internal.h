@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "sample.h"
+#include "token_cache.h"
 #include "vl3/engine.h"
 #include "worker.h"
 #include "worker_budget.h"
@@ -35,6 +36,7 @@ struct worker_job {
     int64_t max_new_tokens;
     double temperature;
     int attempt;
+    int cache;           /* WORKER_CACHE_* (the job's "cache" field) */
     /* progress, under w->lock */
     int pending;         /* 1 for the decode stage + one per window not yet answered */
     int rc;              /* first failure, 0 if none */
@@ -45,6 +47,7 @@ struct worker_job {
     /* statistics */
     int64_t frames_decoded;
     double decode_ms;
+    _Atomic int64_t queued_bytes; /* budget bytes of this job's windows handed to the engine */
     uint64_t t_received_ns;
 };
 
@@ -60,12 +63,20 @@ struct worker_unit {
     vl3_pixel_batch batch;
     vl3_token_mask mask;
     int64_t reserved;       /* bytes held in the memory budget */
+    int queued;             /* handed to the engine: reserved counts in job->queued_bytes */
     float *visual;          /* (mask.n_kept, hidden) after encoding, owned */
     int seqs_left;          /* sequences of this window not finished */
     double preprocess_ms, vision_ms;
     int vision_batch_frames, vision_batch_units;
     int vision_batch_jobs; /* distinct jobs in that vision-encoder call */
+    /* token cache: 0 not used, 1 miss (key set: stored after encoding), 2 hit (visual set) */
+    int cache;
+    char key[33];
+    char *key_descr;        /* owned */
 };
+
+/* The job's use of the token cache (== enum vl3_cache_mode of the protocol). */
+enum { WORKER_CACHE_USE, WORKER_CACHE_REFRESH, WORKER_CACHE_OFF };
 
 /* One answer being generated: a window x task. */
 struct worker_gen {
@@ -103,6 +114,16 @@ struct worker {
     pthread_t engine;
     int engine_started;
 
+    /* token cache (NULL when cache.conninfo is empty); thread-safe */
+    tcache *tcache;
+    char vision_identity[33];
+    struct worker_fp_memo {     /* content fingerprints by file version, under lock */
+        char path[256];
+        int64_t dev, ino, size, mtime_ns, ctime_ns;
+        char fp[TCACHE_FINGERPRINT_LEN];
+    } fp_memo[32];
+    int fp_memo_next;
+
     /* engine thread only */
     vl3_vision *vision;
     struct worker_lm *lm;
@@ -121,6 +142,9 @@ int worker_engine_seq_alive(void *user, const struct worker_seq *seq);
 
 /* Record a failure for job (first one wins). Caller holds w->lock. */
 void worker_job_fail_locked(struct worker_job *job, int rc, const vl3_error *err);
+/* Fail job if it has run past jobs.max_wall at now (vl3_time_ns); returns 1 if it has failed
+ * (for this or any earlier reason). Caller holds w->lock. */
+int worker_job_overdue_locked(struct worker *w, struct worker_job *job, uint64_t now);
 /* Drop one pending reference of job; at zero the job's frames are sent and it is freed.
  * Caller holds w->lock (released and retaken around the sending). */
 void worker_job_unref_locked(struct worker *w, struct worker_job *job);

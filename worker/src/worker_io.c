@@ -104,7 +104,8 @@ int worker_send_done(struct worker_out *o, const char *job_id, int64_t results,
     if (media && media->present)
         m.media = (struct vl3_proto_media){1, media->size, media->mtime_s, media->duration_s,
                                            media->width, media->height, media->fps,
-                                           media->codec[0] ? media->codec : NULL};
+                                           media->codec[0] ? media->codec : NULL,
+                                           media->fingerprint[0] ? media->fingerprint : NULL};
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_done(&m, &buf, &len, NULL); /* before reading buf/len */
@@ -153,6 +154,7 @@ int worker_send_result(struct worker_out *o, const struct worker_result *r)
                                        .generate_ms = s->generate_ms,
                                        .frames_sampled = s->frames_sampled,
                                        .sample_interval_s = s->sample_interval_s,
+                                       .cache = s->cache,
                                        .tokens_total = s->tokens_total,
                                        .tokens_kept = s->tokens_kept,
                                        .prompt_tokens = s->prompt_tokens,
@@ -278,6 +280,7 @@ int worker_in_feed(worker_in *in, const void *buf, size_t n, const struct worker
             q.max_new_tokens = j->max_new_tokens;
             q.temperature = j->temperature;
             q.attempt = j->attempt;
+            q.cache = j->cache;
             ops->on_job(ops->user, &q);
         } else {
             r = vl3_error_set(reterr, VL3_E_PROTO, "unexpected %s frame from the daemon",

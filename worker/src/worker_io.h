@@ -33,6 +33,7 @@ struct worker_stats {
     int64_t prompt_tokens;
     int64_t vision_batch_frames;  /* frames in the vision-encoder call that served the window */
     int64_t vision_batch_windows; /* windows (of any jobs) in that call */
+    int cache;                    /* token cache: 0 not used, 1 miss, 2 hit */
     int64_t vision_batch_jobs;    /* distinct jobs in that call */
     int64_t decode_step_jobs;     /* most distinct jobs in one decode step of this answer */
 };
@@ -67,6 +68,7 @@ struct worker_media {
     int width, height; /* displayed size */
     double fps;        /* average frame rate, 0 = unknown */
     char codec[32];    /* decoder name */
+    char fingerprint[64]; /* content hash (token cache), "" when not computed */
 };
 int worker_send_done(struct worker_out *o, const char *job_id, int64_t results,
                      const struct worker_media *media /* may be NULL */);
@@ -99,6 +101,7 @@ struct worker_job_req {
     int64_t max_new_tokens;
     double temperature;
     int attempt;
+    int cache; /* enum vl3_cache_mode: 0 use, 1 refresh, 2 off */
 };
 
 struct worker_in_ops {

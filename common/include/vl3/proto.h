@@ -70,6 +70,14 @@ enum vl3_sampling_mode {
     VL3_SAMPLING_MODE_COUNT
 };
 
+/* How a job uses the token cache (JOB "cache"; docs/token-cache.md). */
+enum vl3_cache_mode {
+    VL3_CACHE_USE,     /* default: look up each window, store misses */
+    VL3_CACHE_REFRESH, /* recompute every window and replace its entry */
+    VL3_CACHE_OFF,     /* neither read nor write */
+    VL3_CACHE_MODE_COUNT
+};
+
 /* Error codes a worker reports (ERROR.code), stable strings on the wire. */
 enum vl3_proto_errcode {
     VL3_PERR_INTERNAL,    /* "internal" */
@@ -87,6 +95,8 @@ const char *vl3_task_kind_name(int kind);
 int vl3_task_kind_parse(const char *s);
 const char *vl3_sampling_mode_name(int mode);
 int vl3_sampling_mode_parse(const char *s);
+const char *vl3_cache_mode_name(int mode);
+int vl3_cache_mode_parse(const char *s);
 const char *vl3_proto_type_name(int type);
 const char *vl3_proto_errcode_name(int code);
 int vl3_proto_errcode_parse(const char *s);
@@ -115,6 +125,7 @@ struct vl3_proto_job {
     int64_t max_new_tokens; /* 0 = worker default */
     double temperature;     /* 0 = greedy */
     int attempt;            /* 1-based, informational */
+    int cache;              /* enum vl3_cache_mode ("cache", absent = use) */
 };
 
 struct vl3_proto_hello {
@@ -138,6 +149,7 @@ struct vl3_proto_stats {
     double decode_ms, vision_ms, prefill_ms, generate_ms;
     int64_t frames_sampled;   /* frames the model saw for this window (1 for an image) */
     double sample_interval_s; /* window duration / frames_sampled (0 for an image) */
+    int cache;                /* token cache: 0 not used (absent), 1 miss, 2 hit ("cache") */
     int64_t tokens_total, tokens_kept; /* visual tokens before / after DiffFP pruning */
     int64_t prompt_tokens;             /* prompt length, visual tokens included */
     int64_t vision_batch_frames;  /* frames in the vision-encoder call that served the window */
@@ -165,6 +177,7 @@ struct vl3_proto_media {
     int64_t width, height; /* displayed size */
     double fps;           /* average frame rate */
     const char *codec;    /* decoder name, e.g. "h264" or "png" */
+    const char *fingerprint; /* content hash of the file (token cache), NULL when unknown */
 };
 
 struct vl3_proto_done {

@@ -7,21 +7,27 @@
  * out = P V accumulates one sgemm per page. A decode step (one query) handles a whole GQA group
  * per sgemm: the group's query heads are contiguous in the row, so they form a (group, D)
  * matrix against the kv head's keys. Prefill goes head by head in blocks of ATTN_QB query rows.
- * The scores live in the caller's scratch (attention_work_size), so nothing is allocated here. */
+ * The scores live in the caller's scratch (attention_work_size), so nothing is allocated here.
+ * In bf16 mode the heads of a sequence are split over the context's threads (one score slice
+ * each) and OpenBLAS runs single-threaded; f32 mode keeps one thread here and threaded sgemm. */
 #include <cblas.h>
 #include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cpu_ops.h"
 
 #define ATTN_QB 64 /* query rows per prefill block: bounds the scratch to QB * n_ctx floats */
+#define ATTN_MAX_THREADS 64
+
+static int attn_threads(void *ctx);
 
 size_t vl3__cpu_attention_work_size(void *ctx, int max_q, int n_ctx, int n_heads)
 {
-    (void)ctx;
     (void)max_q;
     size_t rows = ATTN_QB > n_heads ? ATTN_QB : (size_t)n_heads;
-    return rows * (size_t)n_ctx * sizeof(float);
+    return rows * (size_t)n_ctx * sizeof(float) * (size_t)attn_threads(ctx);
 }
 
 int vl3__cpu_kv_store(void *ctx, void *k_pages, void *v_pages, const void *qkv_, int qkv_stride,
@@ -87,45 +93,124 @@ static void weighted(float *Om, int ldo, const float *S, int m, int nk,
     }
 }
 
-int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
+/* One thread's share of a sequence: query heads [u0, u1) (prefill) or kv heads [u0, u1) (a
+ * decode query), scores in its own slice S of the scratch. */
+struct attn_job {
+    const struct vl3__attn_args *a;
+    const struct vl3__attn_seq *sq;
+    float *S;
+    int u0, u1;
+};
+
+static void *attn_run(void *arg)
 {
-    (void)ctx;
+    const struct attn_job *j = arg;
+    const struct vl3__attn_args *a = j->a;
+    const struct vl3__attn_seq *sq = j->sq;
+    int H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim, grp = H / Hkv;
+    const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride;
+    float *O = (float *)a->out + (size_t)sq->q_row * a->out_stride;
+    float *S = j->S;
+    if (sq->n_q == 1) {
+        int nk = sq->n_past + 1;
+        for (int g = j->u0; g < j->u1; g++) {
+            scores(S, Q + (size_t)g * grp * D, D, grp, nk, a->scale, a, sq->pages, g);
+            for (int r = 0; r < grp; r++)
+                softmax_causal(S + (size_t)r * nk, nk, nk);
+            weighted(O + (size_t)g * grp * D, D, S, grp, nk, a, sq->pages, g);
+        }
+        return NULL;
+    }
+    for (int h = j->u0; h < j->u1; h++) {
+        int g = h / grp;
+        for (int i0 = 0; i0 < sq->n_q; i0 += ATTN_QB) {
+            int qb = sq->n_q - i0 < ATTN_QB ? sq->n_q - i0 : ATTN_QB;
+            int nk = sq->n_past + i0 + qb; /* keys seen by the block's last row */
+            scores(S, Q + (size_t)i0 * a->q_stride + (size_t)h * D, a->q_stride, qb, nk,
+                   a->scale, a, sq->pages, g);
+            for (int r = 0; r < qb; r++)
+                softmax_causal(S + (size_t)r * nk, sq->n_past + i0 + r + 1, nk);
+            weighted(O + (size_t)i0 * a->out_stride + (size_t)h * D, a->out_stride, S, qb,
+                     nk, a, sq->pages, g);
+        }
+    }
+    return NULL;
+}
+
+/* Threads that split a sequence's heads: 1 in f32 mode (OpenBLAS threads each sgemm, the
+ * numerics the oracle tests pin), the context's threads in bf16 mode (OpenBLAS runs on one thread
+ * there, see backend_cpu.c). */
+static int attn_threads(void *ctx)
+{
+    if (vl3__cpu_precision(ctx) != VL3__CPU_PREC_BF16)
+        return 1;
+    int nt = vl3__cpu_threads(ctx);
+    return nt < 1 ? 1 : nt > ATTN_MAX_THREADS ? ATTN_MAX_THREADS : nt;
+}
+
+int vl3__cpu_attention_f32(void *ctx, const struct vl3__attn_args *a)
+{
     int H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim;
     if (H <= 0 || Hkv <= 0 || H % Hkv || D <= 0 || a->page_size <= 0)
         return -22 /* EINVAL */;
-    int grp = H / Hkv;
-    float *S = a->work;
+    int nt_max = attn_threads(ctx);
     for (int si = 0; si < a->n_seqs; si++) {
         const struct vl3__attn_seq *sq = &a->seqs[si];
-        const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride;
-        float *O = (float *)a->out + (size_t)sq->q_row * a->out_stride;
-        if ((size_t)(ATTN_QB > H ? ATTN_QB : H) * (size_t)(sq->n_past + sq->n_q) * sizeof(float) >
-                a->work_bytes ||
-            !sq->pages)
+        size_t slice = (size_t)(ATTN_QB > H ? ATTN_QB : H) * (size_t)(sq->n_past + sq->n_q);
+        int units = sq->n_q == 1 ? Hkv : H;
+        int nt = nt_max < units ? nt_max : units;
+        if (slice * sizeof(float) * (size_t)nt > a->work_bytes || !sq->pages)
             return -22;
-        if (sq->n_q == 1) {
-            int nk = sq->n_past + 1;
-            for (int g = 0; g < Hkv; g++) {
-                scores(S, Q + (size_t)g * grp * D, D, grp, nk, a->scale, a, sq->pages, g);
-                for (int r = 0; r < grp; r++)
-                    softmax_causal(S + (size_t)r * nk, nk, nk);
-                weighted(O + (size_t)g * grp * D, D, S, grp, nk, a, sq->pages, g);
-            }
-            continue;
-        }
-        for (int h = 0; h < H; h++) {
-            int g = h / grp;
-            for (int i0 = 0; i0 < sq->n_q; i0 += ATTN_QB) {
-                int qb = sq->n_q - i0 < ATTN_QB ? sq->n_q - i0 : ATTN_QB;
-                int nk = sq->n_past + i0 + qb; /* keys seen by the block's last row */
-                scores(S, Q + (size_t)i0 * a->q_stride + (size_t)h * D, a->q_stride, qb, nk,
-                       a->scale, a, sq->pages, g);
-                for (int r = 0; r < qb; r++)
-                    softmax_causal(S + (size_t)r * nk, sq->n_past + i0 + r + 1, nk);
-                weighted(O + (size_t)i0 * a->out_stride + (size_t)h * D, a->out_stride, S, qb,
-                         nk, a, sq->pages, g);
-            }
+        struct attn_job jobs[ATTN_MAX_THREADS];
+        pthread_t th[ATTN_MAX_THREADS];
+        int started[ATTN_MAX_THREADS] = {0};
+        for (int k = 0; k < nt; k++)
+            jobs[k] = (struct attn_job){a, sq, (float *)a->work + slice * (size_t)k,
+                                        units * k / nt, units * (k + 1) / nt};
+        for (int k = 1; k < nt; k++)
+            started[k] = pthread_create(&th[k], NULL, attn_run, &jobs[k]) == 0;
+        attn_run(&jobs[0]);
+        for (int k = 1; k < nt; k++) {
+            if (started[k])
+                pthread_join(th[k], NULL);
+            else
+                attn_run(&jobs[k]);
         }
     }
     return 0;
+}
+
+#define AMX_MIN_Q 16 /* a sequence with fewer new queries (decode) stays on the f32 path */
+
+int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
+{
+    if (!vl3__cpu_bf16_mode(ctx) || !vl3__cpu_amx_available())
+        return vl3__cpu_attention_f32(ctx, a);
+    /* prefill chunks on the AMX tiles, decode tokens (memory-bound) on the f32 path */
+    struct vl3__attn_seq *big = malloc(sizeof(*big) * (size_t)(a->n_seqs + 1));
+    struct vl3__attn_seq *small = malloc(sizeof(*small) * (size_t)(a->n_seqs + 1));
+    if (!big || !small) {
+        free(big), free(small);
+        return -12 /* ENOMEM */;
+    }
+    int nb = 0, ns = 0, rc = 0;
+    for (int i = 0; i < a->n_seqs; i++) {
+        if (a->seqs[i].n_q >= AMX_MIN_Q)
+            big[nb++] = a->seqs[i];
+        else
+            small[ns++] = a->seqs[i];
+    }
+    struct vl3__attn_args sub = *a;
+    if (nb) {
+        sub.seqs = big;
+        sub.n_seqs = nb;
+        rc = vl3__cpu_attention_amx(ctx, &sub);
+    }
+    if (rc == 0 && ns) {
+        sub.seqs = small;
+        sub.n_seqs = ns;
+        rc = vl3__cpu_attention_f32(ctx, &sub);
+    }
+    free(big), free(small);
+    return rc;
 }

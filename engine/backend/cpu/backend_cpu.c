@@ -3,8 +3,10 @@
 #include "backend.h"
 #include "cpu_ops.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "vl3/util.h"
 
@@ -14,7 +16,42 @@
 
 struct cpu_ctx {
     int n_threads;
+    int precision; /* enum vl3__cpu_precision */
 };
+
+int vl3__cpu_precision_parse(const char *s)
+{
+    if (!s)
+        return -EINVAL;
+    if (strcmp(s, "f32") == 0)
+        return VL3__CPU_PREC_F32;
+    if (strcmp(s, "bf16") == 0)
+        return VL3__CPU_PREC_BF16;
+    if (strcmp(s, "auto") == 0)
+        return vl3__cpu_bf16_native() ? VL3__CPU_PREC_BF16 : VL3__CPU_PREC_F32;
+    return -EINVAL;
+}
+
+int vl3__cpu_precision(void *ctx)
+{
+    return ctx ? ((struct cpu_ctx *)ctx)->precision : VL3__CPU_PREC_F32;
+}
+
+/* OpenBLAS's thread count is process-wide: the last backend created (or switched) sets it. In
+ * bf16 mode our own threads split every product and attention (OpenBLAS's idle workers would
+ * otherwise spin beside them), so OpenBLAS gets one thread. */
+static void set_blas_threads(const struct cpu_ctx *c)
+{
+    openblas_set_num_threads(c->precision == VL3__CPU_PREC_BF16 ? 1 : c->n_threads);
+}
+
+void vl3__cpu_set_precision(void *ctx, int precision)
+{
+    if (ctx) {
+        ((struct cpu_ctx *)ctx)->precision = precision;
+        set_blas_threads(ctx);
+    }
+}
 
 static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr)
 {
@@ -22,8 +59,15 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
     if (!c)
         return vl3_error_set(reterr, -12 /* ENOMEM */, "out of memory");
     c->n_threads = n_threads > 0 ? n_threads : vl3_cpu_count();
-    /* OpenBLAS's thread count is process-wide: the last backend created sets it. */
-    openblas_set_num_threads(c->n_threads);
+    const char *prec = getenv("VL3_PRECISION");
+    int p = prec && *prec ? vl3__cpu_precision_parse(prec) : VL3__CPU_PREC_F32;
+    if (p < 0) {
+        free(c);
+        return vl3_error_set(reterr, -EINVAL, "invalid VL3_PRECISION \"%s\" (f32, bf16 or auto)",
+                             prec);
+    }
+    c->precision = p;
+    set_blas_threads(c);
     *ret_ctx = c;
     return 0;
 }
@@ -31,6 +75,11 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
 int vl3__cpu_threads(void *ctx)
 {
     return ctx ? ((struct cpu_ctx *)ctx)->n_threads : 1;
+}
+
+int vl3__cpu_bf16_mode(void *ctx)
+{
+    return vl3__cpu_precision(ctx) == VL3__CPU_PREC_BF16;
 }
 
 static void cpu_free(void *ctx)
@@ -99,4 +148,6 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .argmax = vl3__cpu_argmax,
     .copy_rows = vl3__cpu_copy_rows,
     .scatter_rows = vl3__cpu_scatter_rows,
+    /* vision ops get this backend's context (threads, precision mode) */
+    .vision = &vl3__cpu_vision_ops,
 };

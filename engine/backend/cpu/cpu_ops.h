@@ -21,9 +21,53 @@ float vl3__cpu_f16_to_f32(uint16_t h);
 int vl3__cpu_matmul(void *ctx, void *y, const void *x, const void *w, const void *b, int T,
                     int in, int out, int accumulate, void *work, size_t work_bytes);
 size_t vl3__cpu_matmul_work_size(void *ctx, int max_in);
+/* The f32 product alone (bias folded by the caller; simd 0 = C, 1 = AVX2, 2 = AVX-512) and its
+ * scratch: the f32 precision mode, exactly the numerics the oracle tests pin. */
+int vl3__cpu_matmul_f32(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
+                        int out, int acc, int simd, void *work, size_t work_bytes);
+size_t vl3__cpu_matmul_f32_work_size(int max_in);
 
-/* backend_cpu.c: the context's thread count */
+/* Precision modes of the CPU backend (backend_cpu.c): f32 (today's numerics, the oracle) or bf16
+ * (x rounded to bf16 before each weight product, f32 accumulation: gemm_bf16.c). Chosen at init
+ * from VL3_PRECISION=f32|bf16|auto (auto = bf16 where the CPU has AVX512-BF16 or AMX; unset =
+ * f32). */
+enum vl3__cpu_precision { VL3__CPU_PREC_F32, VL3__CPU_PREC_BF16 };
+int vl3__cpu_precision(void *ctx);
+void vl3__cpu_set_precision(void *ctx, int precision);
+/* Parse "f32" / "bf16" / "auto" (auto resolved against this CPU); -EINVAL otherwise. */
+int vl3__cpu_precision_parse(const char *s);
+
+/* gemm_bf16.c: instruction-set paths of the bf16 product */
+enum vl3__cpu_isa {
+    VL3__CPU_ISA_C,
+    VL3__CPU_ISA_AVX2,
+    VL3__CPU_ISA_AVX512,
+    VL3__CPU_ISA_AVX512BF16,
+    VL3__CPU_ISA_AMX,
+    VL3__CPU_ISA_COUNT
+};
+const char *vl3__cpu_isa_name(int isa);
+int vl3__cpu_isa_parse(const char *s);
+/* Whether this CPU (and kernel, for AMX) can run the path. */
+int vl3__cpu_isa_supported(int isa);
+/* The path in use: forced by vl3__cpu_set_isa (-1 = not forced), else VL3_CPU_ISA when
+ * supported, else the best supported. */
+int vl3__cpu_isa(void);
+void vl3__cpu_set_isa(int isa);
+/* Whether the CPU computes bf16 products natively (AVX512-BF16 or AMX). */
+int vl3__cpu_bf16_native(void);
+/* y (T, out) [+]= bf16(x) W^T with f32 sums; isa < 0 = vl3__cpu_isa(). work: the size below. */
+int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
+                       int out, int acc, int isa, void *work, size_t work_bytes);
+size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in);
+/* The vision encoder's linear op in bf16 mode: y (P, out) = bf16(x) bf16(W)^T + b with f32 W
+ * (out, in) rounded per call (threads), f32 sums. */
+int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float *b, float *y,
+                         int64_t P, int in, int out);
+
+/* backend_cpu.c: the context's thread count; whether it runs in bf16 mode (VL3_PRECISION) */
 int vl3__cpu_threads(void *ctx);
+int vl3__cpu_bf16_mode(void *ctx);
 /* Round an f32 to bf16 (nearest even; NaN stays NaN). */
 uint16_t vl3__cpu_f32_to_bf16(float f);
 
@@ -40,11 +84,32 @@ int vl3__cpu_rmsnorm(void *ctx, void *y, const void *x, const void *w, int T, in
 int vl3__cpu_rope(void *ctx, void *x, int T, int stride, int n_heads, int D, const void *pos,
                   float theta);
 
-/* attention.c */
+/* attention.c: vl3__cpu_attention runs prefill chunks on AMX in bf16 mode where the CPU has it,
+ * everything else on the f32 path */
 int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a);
+int vl3__cpu_attention_f32(void *ctx, const struct vl3__attn_args *a);
 int vl3__cpu_kv_store(void *ctx, void *k_pages, void *v_pages, const void *qkv, int qkv_stride,
                       int k_off, int v_off, int kv_dim, const void *slots, int T);
 size_t vl3__cpu_attention_work_size(void *ctx, int max_q, int n_ctx, int n_heads);
+
+/* attention_amx.c: the same attention (and the vision encoder's block attention) on AMX tiles in
+ * bf16 with f32 accumulation. -ENOTSUP when the CPU or kernel lacks AMX-BF16. */
+int vl3__cpu_amx_available(void);
+int vl3__cpu_attention_amx(void *ctx, const struct vl3__attn_args *a);
+int vl3__cpu_attention_blocks_amx(void *ctx, const float *q, const float *k, const float *v,
+                                  float *out, const int64_t *cu, int n_blocks, int H, int D);
+/* Measured TDPBF16PS throughput of n_threads threads in GFLOP/s (0 without AMX): the roof. */
+double vl3__cpu_amx_peak_gflops(int n_threads);
+
+/* parallel.c: fn(arg, lo, hi) over [0, n) split across the context's threads, at least
+ * min_per_thread units each (fewer: inline). Ranges are contiguous and computed as one loop would. */
+typedef void (*vl3__cpu_range_fn)(void *arg, int64_t lo, int64_t hi);
+void vl3__cpu_parallel(void *ctx, int64_t n, int64_t min_per_thread, vl3__cpu_range_fn fn,
+                       void *arg);
+
+/* activations_avx512.c: bf16 mode's tanh GELU and SwiGLU (-ENOTSUP without AVX-512) */
+int vl3__cpu_gelu_tanh_fast(void *ctx, float *x, int64_t n);
+int vl3__cpu_silu_mul_fast(void *ctx, float *out, const float *gu, int T, int n_inter);
 
 /* elementwise.c: silu_mul, add, embed, argmax, copy_rows */
 int vl3__cpu_silu_mul(void *ctx, void *out, const void *gu, int T, int n_inter);

@@ -1,6 +1,7 @@
 /* elementwise.c: the small LLM ops: SwiGLU (silu(gate) * up), add, embedding gather (bf16 table),
- * row argmax, strided row copies and the visual-row scatter. Single-threaded: they are a small share of
- * the time next to the matrix products. */
+ * row argmax, strided row copies and the visual-row scatter. The add splits over the context's
+ * threads (parallel.c), the SwiGLU does in bf16 mode (activations_avx512.c); the rest are a small
+ * share of the time next to the matrix products. */
 #include <math.h>
 #include <string.h>
 
@@ -8,9 +9,10 @@
 
 int vl3__cpu_silu_mul(void *ctx, void *out_, const void *gu_, int T, int n_inter)
 {
-    (void)ctx;
     float *out = out_;
     const float *gu = gu_;
+    if (vl3__cpu_bf16_mode(ctx) && vl3__cpu_silu_mul_fast(ctx, out, gu, T, n_inter) == 0)
+        return 0;
     for (int t = 0; t < T; t++) {
         const float *g = gu + (size_t)t * 2 * n_inter, *u = g + n_inter;
         float *o = out + (size_t)t * n_inter;
@@ -20,13 +22,22 @@ int vl3__cpu_silu_mul(void *ctx, void *out_, const void *gu_, int T, int n_inter
     return 0;
 }
 
-int vl3__cpu_add(void *ctx, void *y_, const void *a_, const void *b_, size_t n)
+struct add_args {
+    float *y;
+    const float *a, *b;
+};
+
+static void add_range(void *arg, int64_t lo, int64_t hi)
 {
-    (void)ctx;
-    float *y = y_;
-    const float *a = a_, *b = b_;
-    for (size_t i = 0; i < n; i++)
-        y[i] = a[i] + b[i];
+    const struct add_args *p = arg;
+    for (int64_t i = lo; i < hi; i++)
+        p->y[i] = p->a[i] + p->b[i];
+}
+
+int vl3__cpu_add(void *ctx, void *y, const void *a, const void *b, size_t n)
+{
+    struct add_args p = {y, a, b};
+    vl3__cpu_parallel(ctx, (int64_t)n, 1 << 18, add_range, &p);
     return 0;
 }
 

@@ -200,9 +200,14 @@ static void *rows_run(void *arg) {
   return NULL;
 }
 
-size_t vl3__cpu_matmul_work_size(void *ctx, int max_in) {
-  (void)ctx;
+size_t vl3__cpu_matmul_f32_work_size(int max_in) {
   return (size_t)ROW_BLOCK * (size_t)(max_in > 0 ? max_in : 0) * sizeof(float);
+}
+
+size_t vl3__cpu_matmul_work_size(void *ctx, int max_in) {
+  if (vl3__cpu_precision(ctx) == VL3__CPU_PREC_BF16)
+    return vl3__cpu_gemm_bf16_work_size(ctx, max_in);
+  return vl3__cpu_matmul_f32_work_size(max_in);
 }
 
 int vl3__cpu_matmul(void *ctx, void *y_, const void *x_, const void *w_,
@@ -228,6 +233,18 @@ int vl3__cpu_matmul(void *ctx, void *y_, const void *x_, const void *w_,
     }
     acc = 1;
   }
+  if (vl3__cpu_precision(ctx) == VL3__CPU_PREC_BF16)
+    return vl3__cpu_gemm_bf16(ctx, y, x, w, T, in, out, acc, -1, work,
+                              work_bytes);
+  return vl3__cpu_matmul_f32(ctx, y, x, w, T, in, out, acc, simd_level(), work,
+                             work_bytes);
+}
+
+/* The f32 product (the f32 precision mode, and the bf16 mode's fallback on
+ * rounded inputs): bias already folded into y (acc set); simd 0/1/2. */
+int vl3__cpu_matmul_f32(void *ctx, float *y, const float *x, const uint16_t *w,
+                        int T, int in, int out, int acc, int simd, void *work,
+                        size_t work_bytes) {
   if (T <= SMALL_T) {
     int nt = vl3__cpu_threads(ctx);
     double macs = (double)T * in * out;
@@ -237,7 +254,6 @@ int vl3__cpu_matmul(void *ctx, void *y_, const void *x_, const void *w_,
       nt = 1;
     if (nt > out)
       nt = out;
-    int simd = simd_level();
     struct mm_job jobs[MAX_THREADS];
     pthread_t th[MAX_THREADS];
     int started[MAX_THREADS] = {0};
@@ -263,7 +279,7 @@ int vl3__cpu_matmul(void *ctx, void *y_, const void *x_, const void *w_,
     }
     return 0;
   }
-  if (!work || work_bytes < vl3__cpu_matmul_work_size(ctx, in))
+  if (!work || work_bytes < vl3__cpu_matmul_f32_work_size(in))
     return -EINVAL;
   float *wf = work;
   for (int o0 = 0; o0 < out; o0 += ROW_BLOCK) {

@@ -1,7 +1,10 @@
 /* ops_vision.c: CPU (f32) implementations of the vision encoder ops (backend.h, vision section).
  *
  * These are the reference the CUDA vision ops will be checked against. Matrix products go through
- * OpenBLAS (cblas_sgemm); everything else is plain loops. Attention runs per block (one image or
+ * OpenBLAS (cblas_sgemm), in bf16 mode the bf16 GEMM (gemm_bf16.c, weights rounded per call);
+ * norms, RoPE and adds are row loops split over the context's threads (parallel.c; results do
+ * not depend on the split). In bf16 mode attention runs on AMX tiles (attention_amx.c) and the
+ * tanh GELU on AVX-512 (activations_avx512.c). The f32 attention runs per block (one image or
  * one video frame, cu_seqlens) and per head: scores = q k^T (sgemm over strided head slices),
  * row softmax in float with max subtraction, then scores v (sgemm), in chunks of query rows.
  * Scratch for one chunk's scores is allocated per call (the encoder is not on the decode hot
@@ -20,6 +23,8 @@ static int cpu_linear(void *ctx, const float *x, const float *w, const float *b,
 {
     if (P <= 0)
         return 0;
+    if (vl3__cpu_bf16_mode(ctx))
+        return vl3__cpu_linear_bf16(ctx, x, w, b, y, P, in, out);
     if (b) {
         for (int64_t p = 0; p < P; p++)
             memcpy(y + p * out, b, sizeof(float) * (size_t)out);
@@ -29,10 +34,20 @@ static int cpu_linear(void *ctx, const float *x, const float *w, const float *b,
     return 0;
 }
 
-static int cpu_layernorm(void *ctx, const float *x, const float *w, const float *b, float *y,
-                         int64_t P, int C, float eps)
+struct ln_args {
+    const float *x, *w, *b;
+    float *y;
+    int C;
+    float eps;
+};
+
+static void ln_rows(void *arg, int64_t p0, int64_t p1)
 {
-    for (int64_t p = 0; p < P; p++) {
+    const struct ln_args *a = arg;
+    const float *x = a->x, *w = a->w, *b = a->b;
+    float *y = a->y;
+    int C = a->C;
+    for (int64_t p = p0; p < p1; p++) {
         const float *xr = x + p * C;
         float *yr = y + p * C;
         double mean = 0.0, var = 0.0;
@@ -44,11 +59,51 @@ static int cpu_layernorm(void *ctx, const float *x, const float *w, const float 
             var += d * d;
         }
         var /= C;
-        float inv = (float)(1.0 / sqrt(var + eps)), m = (float)mean;
+        float inv = (float)(1.0 / sqrt(var + a->eps)), m = (float)mean;
         for (int i = 0; i < C; i++)
             yr[i] = (xr[i] - m) * inv * w[i] + b[i];
     }
+}
+
+static int cpu_layernorm(void *ctx, const float *x, const float *w, const float *b, float *y,
+                         int64_t P, int C, float eps)
+{
+    struct ln_args a = {x, w, b, y, C, eps};
+    vl3__cpu_parallel(ctx, P, 65536 / (C > 0 ? C : 1) + 1, ln_rows, &a);
     return 0;
+}
+
+struct rope2d_args {
+    float *x;
+    const int32_t *pos_r, *pos_c;
+    int H, D;
+    const float *inv;
+};
+
+static void rope2d_rows(void *arg, int64_t p0, int64_t p1)
+{
+    const struct rope2d_args *ra = arg;
+    int D = ra->D, H = ra->H, q = D / 4, half = D / 2;
+    const float *inv = ra->inv;
+    for (int64_t p = p0; p < p1; p++) {
+        float cs[512], sn[512];
+        for (int k = 0; k < q; k++) {
+            /* angles in float32 as the reference (fp32 freqs * positions) */
+            float ar = (float)ra->pos_r[p] * inv[k], ac = (float)ra->pos_c[p] * inv[k];
+            cs[k] = cosf(ar);
+            sn[k] = sinf(ar);
+            cs[q + k] = cosf(ac);
+            sn[q + k] = sinf(ac);
+        }
+        for (int h = 0; h < H; h++) {
+            float *v = ra->x + (p * H + h) * D;
+            for (int i = 0; i < half; i++) {
+                float a = v[i], bb = v[i + half];
+                v[i] = a * cs[i] - bb * sn[i];
+                v[i + half] = bb * cs[i] + a * sn[i];
+            }
+        }
+    }
 }
 
 static int cpu_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *pos_c, int64_t P,
@@ -60,25 +115,8 @@ static int cpu_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *
     float inv[256]; /* the reference's float32 inv_freq over the D/2 rotary dims */
     for (int k = 0; k < q; k++)
         inv[k] = vl3__cpu_rope_inv_freq(theta, 2 * k, half);
-    for (int64_t p = 0; p < P; p++) {
-        float cs[512], sn[512];
-        for (int k = 0; k < q; k++) {
-            /* angles in float32 as the reference (fp32 freqs * positions) */
-            float ar = (float)pos_r[p] * inv[k], ac = (float)pos_c[p] * inv[k];
-            cs[k] = cosf(ar);
-            sn[k] = sinf(ar);
-            cs[q + k] = cosf(ac);
-            sn[q + k] = sinf(ac);
-        }
-        for (int h = 0; h < H; h++) {
-            float *v = x + (p * H + h) * D;
-            for (int i = 0; i < half; i++) {
-                float a = v[i], bb = v[i + half];
-                v[i] = a * cs[i] - bb * sn[i];
-                v[i + half] = bb * cs[i] + a * sn[i];
-            }
-        }
-    }
+    struct rope2d_args a = {x, pos_r, pos_c, H, D, inv};
+    vl3__cpu_parallel(ctx, P, 256, rope2d_rows, &a);
     return 0;
 }
 
@@ -89,6 +127,8 @@ static int cpu_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *
 static int cpu_attention_blocks(void *ctx, const float *q, const float *k, const float *v,
                                 float *out, const int64_t *cu, int n_blocks, int H, int D)
 {
+    if (vl3__cpu_bf16_mode(ctx) && vl3__cpu_amx_available())
+        return vl3__cpu_attention_blocks_amx(ctx, q, k, v, out, cu, n_blocks, H, D);
     int64_t maxn = 0;
     for (int bi = 0; bi < n_blocks; bi++) {
         if (cu[bi + 1] < cu[bi])
@@ -137,6 +177,8 @@ static int cpu_attention_blocks(void *ctx, const float *q, const float *k, const
 
 static int cpu_gelu_tanh(void *ctx, float *x, int64_t n)
 {
+    if (vl3__cpu_bf16_mode(ctx) && vl3__cpu_gelu_tanh_fast(ctx, x, n) == 0)
+        return 0;
     const float c = 0.7978845608028654f; /* sqrt(2/pi) */
     for (int64_t i = 0; i < n; i++) {
         float v = x[i];
@@ -152,10 +194,22 @@ static int cpu_gelu_erf(void *ctx, float *x, int64_t n)
     return 0;
 }
 
+struct vadd_args {
+    float *y;
+    const float *x;
+};
+
+static void vadd_range(void *arg, int64_t lo, int64_t hi)
+{
+    const struct vadd_args *a = arg;
+    for (int64_t i = lo; i < hi; i++)
+        a->y[i] += a->x[i];
+}
+
 static int cpu_add(void *ctx, float *y, const float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        y[i] += x[i];
+    struct vadd_args a = {y, x};
+    vl3__cpu_parallel(ctx, n, 1 << 18, vadd_range, &a);
     return 0;
 }
 

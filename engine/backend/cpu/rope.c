@@ -1,6 +1,7 @@
 /* rope.c: rotate-half rotary embedding (Qwen2 / HF layout): for each head, pairs (i, i + D/2) are
  * rotated by pos * inv_freq[i], inv_freq[i] = theta^(-2i/D). Like transformers, inv_freq and the
- * angle are computed in f32 (so positions far from 0 round the same way) and cos/sin from that. */
+ * angle are computed in f32 (so positions far from 0 round the same way) and cos/sin from that.
+ * Rows split over the context's threads (parallel.c) when there are many. */
 #include <math.h>
 
 #include "cpu_ops.h"
@@ -13,19 +14,22 @@ float vl3__cpu_rope_inv_freq(float theta, int i2, int dim)
     return 1.0f / powf(theta, e);
 }
 
-int vl3__cpu_rope(void *ctx, void *x_, int T, int stride, int n_heads, int D, const void *pos_,
-                  float theta)
+struct rope_args {
+    float *x;
+    const int32_t *pos;
+    int stride, n_heads, D;
+    const float *inv;
+};
+
+static void rope_rows(void *arg, int64_t t0, int64_t t1)
 {
-    (void)ctx;
-    float *x = x_;
-    const int32_t *pos = pos_;
-    int half = D / 2;
-    float inv[ROPE_MAX_HALF], c[ROPE_MAX_HALF], s[ROPE_MAX_HALF];
-    if (D % 2 || half > ROPE_MAX_HALF)
-        return -22 /* EINVAL */;
-    for (int i = 0; i < half; i++)
-        inv[i] = vl3__cpu_rope_inv_freq(theta, 2 * i, D);
-    for (int t = 0; t < T; t++) {
+    const struct rope_args *ra = arg;
+    float *x = ra->x;
+    const int32_t *pos = ra->pos;
+    const float *inv = ra->inv;
+    int stride = ra->stride, n_heads = ra->n_heads, D = ra->D, half = D / 2;
+    float c[ROPE_MAX_HALF], s[ROPE_MAX_HALF];
+    for (int64_t t = t0; t < t1; t++) {
         float p = (float)pos[t];
         for (int i = 0; i < half; i++) {
             float a = p * inv[i];
@@ -42,5 +46,18 @@ int vl3__cpu_rope(void *ctx, void *x_, int T, int stride, int n_heads, int D, co
             }
         }
     }
+}
+
+int vl3__cpu_rope(void *ctx, void *x, int T, int stride, int n_heads, int D, const void *pos,
+                  float theta)
+{
+    int half = D / 2;
+    float inv[ROPE_MAX_HALF];
+    if (D % 2 || half > ROPE_MAX_HALF)
+        return -22 /* EINVAL */;
+    for (int i = 0; i < half; i++)
+        inv[i] = vl3__cpu_rope_inv_freq(theta, 2 * i, D);
+    struct rope_args a = {x, pos, stride, n_heads, D, inv};
+    vl3__cpu_parallel(ctx, T, 256, rope_rows, &a);
     return 0;
 }

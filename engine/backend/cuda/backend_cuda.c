@@ -1,16 +1,86 @@
-/* backend_cuda.c: the CUDA backend's vtable, exported from libvl3cuda.so as
- * vl3_cuda_backend_ops(). The only C file that calls the extern "C" launchers of *.cuh.
+/* backend_cuda.c: the CUDA backend's vtable, built twice from this one file:
+ *  - into libvl3cuda.so (nvcc toolchain, real CUDA runtime, matrix products on cuBLASLt through
+ *    gemm_cublaslt.c), exported as vl3_cuda_backend_ops() and loaded with dlopen;
+ *  - with -DVL3_CUDA_EMU into libvl3cuda_emu (linked into the engine) as the "cuda-emu" backend
+ *    vl3__backend_cuda_emu_ops: the same kernels compiled for the host against the CUDA
+ *    emulator (emu/cuda_emu.h, docs/cuda-emu.md), device memory = host memory, matrix products
+ *    on the host execution path of the same gemm descriptors (gemm_desc.c).
+ * The only C file that calls the extern "C" launchers of *.cuh.
+ *
+ * dtypes: LLM activations and the paged KV cache bf16; matmul/embedding weights bf16; norm
+ * weights and biases f32; matmul accumulates in f32 (cuBLASLt CUBLAS_COMPUTE_32F, or the host
+ * path's f32 sum); logits (matmul_f32) and argmax's input f32. The vision ops (f32, backend.h)
+ * are wired on the emulated backend only: vision.c keeps its tensors in host memory, which is
+ * device memory there but not on a GPU, so the real module leaves `vision` NULL (CPU vision ops)
+ * until the encoder allocates through the backend.
  * A machine without a driver reports 0 devices (cudaGetDeviceCount fails with error 35). */
-#include <cuda_runtime.h>
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
+#ifdef VL3_CUDA_EMU
+#include "emu/cuda_emu.h"
+#else
+#include <cuda_runtime.h>
+#endif
+
+#include "argmax.cuh"
+#include "attention.cuh"
 #include "backend.h"
+#include "elementwise.cuh"
+#include "gemm_desc.h"
+#include "layernorm.cuh"
+#include "model.h"
+#include "rmsnorm.cuh"
+#include "rope.cuh"
+#include "silu_mul.cuh"
+
+#ifndef VL3_CUDA_EMU
+/* gemm_cublaslt.c */
+struct vl3__lt;
+int vl3__lt_new(size_t ws_bytes, struct vl3__lt **ret, vl3_error *reterr);
+void vl3__lt_free(struct vl3__lt *lt);
+int vl3__lt_matmul(struct vl3__lt *lt, const struct vl3__gemm_desc *d, const void *A,
+                   const void *B, void *C, const float *bias, cudaStream_t stream,
+                   vl3_error *reterr);
+#define LT_WORKSPACE (32u << 20) /* cuBLASLt workspace: 32 MiB, as NVIDIA suggests for Hopper */
+#endif
+
+#define CONVERT_CHUNK (1u << 22) /* elements converted per host staging buffer */
 
 struct cuda_ctx {
     int device;
     cudaStream_t stream;
+    int32_t *argmax_dev; /* device scratch for argmax results */
+    int argmax_cap;
+#ifndef VL3_CUDA_EMU
+    struct vl3__lt *lt;
+#endif
 };
+
+/* cudaError_t -> 0 or a negative code; a sticky error (the context is lost) is VL3_E_CUDA_FATAL. */
+static int cu_rc(cudaError_t e)
+{
+    if (e == cudaSuccess)
+        return 0;
+    if (e == cudaErrorIllegalAddress || e == cudaErrorLaunchFailure ||
+        e == cudaErrorHardwareStackError || e == cudaErrorIllegalInstruction ||
+        e == cudaErrorMisalignedAddress || e == cudaErrorInvalidPc ||
+        e == cudaErrorECCUncorrectable)
+        return VL3_E_CUDA_FATAL;
+    return VL3_E_CUDA;
+}
+
+/* A launcher's answer: -1 (launch failure) becomes the runtime's error. */
+static int k_rc(int r)
+{
+    if (r == -1) {
+        int e = cu_rc(cudaGetLastError());
+        return e < 0 ? e : VL3_E_CUDA;
+    }
+    return r;
+}
 
 static int cuda_device_count(void)
 {
@@ -24,32 +94,18 @@ static int cuda_device_count(void)
 
 static int cuda_device_name(int device, char *buf, size_t len)
 {
+#ifdef VL3_CUDA_EMU
+    (void)device;
+    snprintf(buf, len, "cuda-emu (host emulation of the CUDA execution model)");
+    return 0;
+#else
     struct cudaDeviceProp p;
     if (cudaGetDeviceProperties(&p, device) != cudaSuccess)
         return VL3_E_CUDA;
     snprintf(buf, len, "%s (sm_%d%d, %.1f GiB)", p.name, p.major, p.minor,
              (double)p.totalGlobalMem / (1024.0 * 1024.0 * 1024.0));
     return 0;
-}
-
-static int cuda_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr)
-{
-    if (cuda_device_count() <= device)
-        return vl3_error_set(reterr, VL3_E_UNSUPPORTED, "CUDA device %d not present", device);
-    struct cuda_ctx *c = calloc(1, sizeof(*c));
-    if (!c)
-        return vl3_error_set(reterr, -12, "out of memory");
-    c->device = device;
-    cudaError_t e = cudaSetDevice(device);
-    if (e == cudaSuccess)
-        e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
-    if (e != cudaSuccess) {
-        free(c);
-        return vl3_error_set(reterr, VL3_E_CUDA, "could not initialise CUDA device %d: %s", device,
-                             cudaGetErrorString(e));
-    }
-    *ret_ctx = c;
-    return 0;
+#endif
 }
 
 static void cuda_free(void *ctx)
@@ -57,22 +113,461 @@ static void cuda_free(void *ctx)
     struct cuda_ctx *c = ctx;
     if (!c)
         return;
+#ifndef VL3_CUDA_EMU
+    vl3__lt_free(c->lt);
+#endif
+    if (c->argmax_dev)
+        (void)cudaFree(c->argmax_dev);
     if (c->stream)
         (void)cudaStreamDestroy(c->stream);
     free(c);
 }
 
+static int cuda_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr)
+{
+    (void)n_threads;
+    if (device < 0 || cuda_device_count() <= device)
+        return vl3_error_set(reterr, VL3_E_UNSUPPORTED, "CUDA device %d not present", device);
+    struct cuda_ctx *c = calloc(1, sizeof(*c));
+    if (!c)
+        return vl3_error_set(reterr, -ENOMEM, "out of memory");
+    c->device = device;
+    cudaError_t e = cudaSetDevice(device);
+    if (e == cudaSuccess)
+        e = cudaStreamCreateWithFlags(&c->stream, cudaStreamNonBlocking);
+    if (e != cudaSuccess) {
+        cuda_free(c);
+        return vl3_error_set(reterr, cu_rc(e), "could not initialise CUDA device %d: %s", device,
+                             cudaGetErrorString(e));
+    }
+#ifndef VL3_CUDA_EMU
+    int r = vl3__lt_new(LT_WORKSPACE, &c->lt, reterr);
+    if (r < 0) {
+        cuda_free(c);
+        return r;
+    }
+#endif
+    *ret_ctx = c;
+    return 0;
+}
+
+/* ---- memory and weights ---------------------------------------------------------------------- */
+
+static int cuda_alloc(void *ctx, size_t nbytes, void **ret_ptr, vl3_error *reterr)
+{
+    (void)ctx;
+    void *p = NULL;
+    cudaError_t e = cudaMalloc(&p, nbytes ? nbytes : 1);
+    if (e != cudaSuccess) {
+        (void)cudaGetLastError();
+        return vl3_error_set(reterr, -ENOMEM, "could not allocate %zu bytes of CUDA device "
+                             "memory: %s", nbytes, cudaGetErrorString(e));
+    }
+    *ret_ptr = p;
+    return 0;
+}
+
+static void cuda_dealloc(void *ctx, void *ptr)
+{
+    (void)ctx;
+    if (ptr)
+        (void)cudaFree(ptr);
+}
+
+static int cuda_upload(void *ctx, void *dst, const void *src_host, size_t n)
+{
+    struct cuda_ctx *c = ctx;
+    if (!n)
+        return 0;
+    /* the host buffer may be reused as soon as we return: copy, then wait for the copy */
+    int r = cu_rc(cudaMemcpyAsync(dst, src_host, n, cudaMemcpyHostToDevice, c->stream));
+    return r < 0 ? r : cu_rc(cudaStreamSynchronize(c->stream));
+}
+
+static int cuda_download(void *ctx, void *dst_host, const void *src, size_t n)
+{
+    struct cuda_ctx *c = ctx;
+    if (!n)
+        return 0;
+    int r = cu_rc(cudaMemcpyAsync(dst_host, src, n, cudaMemcpyDeviceToHost, c->stream));
+    return r < 0 ? r : cu_rc(cudaStreamSynchronize(c->stream));
+}
+
+static int cuda_synchronize(void *ctx)
+{
+    struct cuda_ctx *c = ctx;
+    return cu_rc(cudaStreamSynchronize(c->stream));
+}
+
+static int cuda_act_dtype(void *ctx)
+{
+    (void)ctx;
+    return VL3__DTYPE_BF16;
+}
+
+static int cuda_weight_dtype(void *ctx)
+{
+    (void)ctx;
+    return VL3__DTYPE_BF16;
+}
+
+static size_t cuda_weight_bytes(void *ctx, size_t n)
+{
+    (void)ctx;
+    return n * sizeof(uint16_t);
+}
+
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
+}
+
+static float f16_to_f32(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+    if (exp == 0 && man == 0) {
+        u = sign;
+    } else if (exp == 0) { /* subnormal: normalise */
+        exp = 127 - 15 + 1;
+        while (!(man & 0x400)) {
+            man <<= 1;
+            exp--;
+        }
+        u = sign | (exp << 23) | ((man & 0x3ff) << 13);
+    } else if (exp == 0x1f) {
+        u = sign | 0x7f800000u | (man << 13);
+    } else {
+        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
+    }
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
+/* Checkpoint bytes (f32, f16 or bf16) -> bf16 in device memory, through a host staging buffer
+ * of CONVERT_CHUNK elements (bf16 sources are uploaded as they are). */
+static int cuda_weight_convert(void *ctx, void *dst, const void *src_host, int src_dtype,
+                               size_t n)
+{
+    if (src_dtype == VL3__DTYPE_BF16)
+        return cuda_upload(ctx, dst, src_host, n * sizeof(uint16_t));
+    if (src_dtype != VL3__DTYPE_F32 && src_dtype != VL3__DTYPE_F16)
+        return VL3_E_UNSUPPORTED;
+    size_t chunk = n < CONVERT_CHUNK ? n : CONVERT_CHUNK;
+    uint16_t *tmp = malloc((chunk ? chunk : 1) * sizeof(uint16_t));
+    if (!tmp)
+        return -ENOMEM;
+    int r = 0;
+    for (size_t i0 = 0; i0 < n && r == 0; i0 += chunk) {
+        size_t m = n - i0 < chunk ? n - i0 : chunk;
+        for (size_t i = 0; i < m; i++)
+            tmp[i] = src_dtype == VL3__DTYPE_F32
+                         ? f32_to_bf16(((const float *)src_host)[i0 + i])
+                         : f32_to_bf16(f16_to_f32(((const uint16_t *)src_host)[i0 + i]));
+        r = cuda_upload(ctx, (char *)dst + i0 * sizeof(uint16_t), tmp, m * sizeof(uint16_t));
+    }
+    free(tmp);
+    return r;
+}
+
+static int cuda_supports(void *ctx, enum vl3__op op, int dtype)
+{
+    (void)ctx;
+    if (op == VL3__OP_MATMUL || op == VL3__OP_EMBED)
+        return dtype == VL3__DTYPE_BF16;
+    if (op >= VL3__OP_VISION_LINEAR && op < VL3__OP_COUNT) {
+#ifdef VL3_CUDA_EMU
+        return dtype == VL3__DTYPE_F32;
+#else
+        return 0;
+#endif
+    }
+    if (op == VL3__OP_ARGMAX)
+        return dtype == VL3__DTYPE_F32;
+    return op <= VL3__OP_SCATTER_ROWS && dtype == VL3__DTYPE_BF16;
+}
+
+/* ---- matrix products ------------------------------------------------------------------------- */
+
+static int run_gemm(struct cuda_ctx *c, const struct vl3__gemm_desc *d, const void *A,
+                    const void *B, void *C, const float *bias)
+{
+#ifdef VL3_CUDA_EMU
+    (void)c;
+    return vl3__gemm_host(d, A, B, C, bias);
+#else
+    return vl3__lt_matmul(c->lt, d, A, B, C, bias, c->stream, NULL);
+#endif
+}
+
+static int linear(struct cuda_ctx *c, void *y, const void *x, const void *w, const float *b,
+                  int T, int in, int out, int accumulate, enum vl3__gemm_type io_type,
+                  enum vl3__gemm_type w_type, enum vl3__gemm_type y_type)
+{
+    if (T <= 0)
+        return 0;
+    struct vl3__gemm_desc d;
+    int r = vl3__gemm_plan_linear(&d, T, in, out, accumulate,
+                                  b ? VL3__GEMM_EPI_BIAS : VL3__GEMM_EPI_NONE, w_type, io_type,
+                                  y_type);
+    return r < 0 ? r : run_gemm(c, &d, w, x, y, b);
+}
+
+static int cuda_matmul(void *ctx, void *y, const void *x, const void *w, const void *b, int T,
+                       int in, int out, int accumulate, void *work, size_t work_bytes)
+{
+    (void)work, (void)work_bytes;
+    return linear(ctx, y, x, w, b, T, in, out, accumulate, VL3__GEMM_BF16, VL3__GEMM_BF16,
+                  VL3__GEMM_BF16);
+}
+
+/* As matmul with an f32 y (the logits). */
+static int cuda_matmul_f32(void *ctx, void *y, const void *x, const void *w, const void *b, int T,
+                           int in, int out, int accumulate, void *work, size_t work_bytes)
+{
+    (void)work, (void)work_bytes;
+    return linear(ctx, y, x, w, b, T, in, out, accumulate, VL3__GEMM_BF16, VL3__GEMM_BF16,
+                  VL3__GEMM_F32);
+}
+
+static size_t cuda_matmul_work_size(void *ctx, int max_in)
+{
+    (void)ctx, (void)max_in;
+    return 0; /* cuBLASLt's workspace belongs to the context */
+}
+
+/* ---- LLM layer ops --------------------------------------------------------------------------- */
+
+static int cuda_rmsnorm_op(void *ctx, void *y, const void *x, const void *w, int T, int C,
+                           float eps)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_rmsnorm_bf16(y, x, w, T, C, eps, c->stream));
+}
+
+static int cuda_rope_op(void *ctx, void *x, int T, int stride, int n_heads, int D, const void *pos,
+                        float theta)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_rope_bf16(x, T, stride, n_heads, D, pos, theta, c->stream));
+}
+
+static int cuda_kv_store_op(void *ctx, void *k_pages, void *v_pages, const void *qkv,
+                            int qkv_stride, int k_off, int v_off, int kv_dim, const void *slots,
+                            int T)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_kv_store_bf16(k_pages, v_pages, qkv, qkv_stride, k_off, v_off, kv_dim, slots,
+                                   T, c->stream));
+}
+
+static int cuda_attention_op(void *ctx, const struct vl3__attn_args *a)
+{
+    struct cuda_ctx *c = ctx;
+    if (!a->seqs_dev || !a->tables_dev)
+        return -EINVAL;
+    int n_rows = 0, max_keys = 0;
+    for (int i = 0; i < a->n_seqs; i++) {
+        const struct vl3__attn_seq *s = &a->seqs[i];
+        if (s->q_row + s->n_q > n_rows)
+            n_rows = s->q_row + s->n_q;
+        if (s->n_past + s->n_q > max_keys)
+            max_keys = s->n_past + s->n_q;
+    }
+    return k_rc(cuda_attention_paged_bf16(a->out, a->q, a->q_stride, a->out_stride, a->n_heads,
+                                          a->n_kv_heads, a->head_dim, a->scale, a->k_pages,
+                                          a->v_pages, a->page_size, a->seqs_dev, a->tables_dev,
+                                          a->max_pages, a->n_seqs, n_rows, max_keys,
+                                          c->stream));
+}
+
+static size_t cuda_attention_work_size(void *ctx, int max_q, int n_ctx, int n_heads)
+{
+    (void)ctx, (void)max_q, (void)n_ctx, (void)n_heads;
+    return 0; /* flash style: no score matrix */
+}
+
+static int cuda_scatter_rows_op(void *ctx, void *dst, const void *src, const void *idx, int n,
+                                int C)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_scatter_rows_bf16(dst, src, idx, n, C, c->stream));
+}
+
+static int cuda_silu_mul_op(void *ctx, void *out, const void *gu, int T, int n_inter)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_silu_mul_bf16(out, gu, T, n_inter, c->stream));
+}
+
+static int cuda_add_op(void *ctx, void *y, const void *a, const void *b, size_t n)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_add_bf16(y, a, b, (int64_t)n, c->stream));
+}
+
+static int cuda_embed_op(void *ctx, void *out, const void *table, const void *ids, int T, int C)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_embed_bf16(out, table, ids, T, C, c->stream));
+}
+
+static int cuda_argmax_op(void *ctx, int32_t *ret_host, const void *x, int R, int n)
+{
+    struct cuda_ctx *c = ctx;
+    if (R <= 0)
+        return 0;
+    if (R > c->argmax_cap) {
+        if (c->argmax_dev)
+            (void)cudaFree(c->argmax_dev);
+        c->argmax_dev = NULL;
+        c->argmax_cap = 0;
+        int r = cu_rc(cudaMalloc((void **)&c->argmax_dev, (size_t)R * sizeof(int32_t)));
+        if (r < 0)
+            return r;
+        c->argmax_cap = R;
+    }
+    int r = k_rc(cuda_argmax(c->argmax_dev, x, R, n, c->stream));
+    return r < 0 ? r : cuda_download(ctx, ret_host, c->argmax_dev, (size_t)R * sizeof(int32_t));
+}
+
+static int cuda_copy_rows_op(void *ctx, void *dst, size_t dst_stride, const void *src,
+                             size_t src_stride, int n_rows, size_t row_bytes)
+{
+    struct cuda_ctx *c = ctx;
+    if (n_rows > 1 && (!dst_stride || !src_stride)) /* stride 0 only makes sense for one row */
+        return -EINVAL;
+    return k_rc(cuda_copy_rows(dst, dst_stride, src, src_stride, n_rows, row_bytes, c->stream));
+}
+
+/* ---- vision ops (f32; emulated backend only, see the head of this file) ---------------------- */
+
+#ifdef VL3_CUDA_EMU
+static int v_linear(void *ctx, const float *x, const float *w, const float *b, float *y,
+                    int64_t P, int in, int out)
+{
+    if (P > 0x7fffffff)
+        return -EINVAL;
+    return linear(ctx, y, x, w, b, (int)P, in, out, 0, VL3__GEMM_F32, VL3__GEMM_F32,
+                  VL3__GEMM_F32);
+}
+
+static int v_layernorm(void *ctx, const float *x, const float *w, const float *b, float *y,
+                       int64_t P, int C, float eps)
+{
+    struct cuda_ctx *c = ctx;
+    if (P > 0x7fffffff)
+        return -EINVAL;
+    return k_rc(cuda_layernorm(y, x, w, b, (int)P, C, eps, c->stream));
+}
+
+static int v_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *pos_c, int64_t P,
+                    int H, int D, float theta)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_rope2d(x, pos_r, pos_c, P, H, D, theta, c->stream));
+}
+
+static int v_attention_blocks(void *ctx, const float *q, const float *k, const float *v,
+                              float *out, const int64_t *cu, int n_blocks, int H, int D)
+{
+    struct cuda_ctx *c = ctx;
+    if (n_blocks <= 0)
+        return 0;
+    for (int i = 0; i < n_blocks; i++)
+        if (cu[i + 1] < cu[i])
+            return -EINVAL;
+    /* device memory is host memory here: cu serves as both */
+    return k_rc(cuda_attention_blocks(q, k, v, out, cu, cu, n_blocks, cu[n_blocks], H, D,
+                                      c->stream));
+}
+
+static int v_gelu_tanh(void *ctx, float *x, int64_t n)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_gelu(x, n, 0, c->stream));
+}
+
+static int v_gelu_erf(void *ctx, float *x, int64_t n)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_gelu(x, n, 1, c->stream));
+}
+
+static int v_add(void *ctx, float *y, const float *x, int64_t n)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_add_f32(y, y, x, n, c->stream));
+}
+
+static int v_downsample(void *ctx, const float *x, float *y, int gh, int gw, int m, int C)
+{
+    struct cuda_ctx *c = ctx;
+    return k_rc(cuda_downsample(x, y, gh, gw, m, C, c->stream));
+}
+
+static const struct vl3__vision_ops cuda_vision_ops = {
+    .linear = v_linear,
+    .layernorm = v_layernorm,
+    .rope2d = v_rope2d,
+    .attention_blocks = v_attention_blocks,
+    .gelu_tanh = v_gelu_tanh,
+    .gelu_erf = v_gelu_erf,
+    .add = v_add,
+    .downsample = v_downsample,
+};
+#endif
+
+#ifdef VL3_CUDA_EMU
+const vl3__backend_ops vl3__backend_cuda_emu_ops = {
+    .name = "cuda-emu",
+#else
 static const vl3__backend_ops cuda_ops = {
     .name = "cuda",
+#endif
     .abi = VL3__BACKEND_ABI,
     .init = cuda_init,
     .free = cuda_free,
     .device_count = cuda_device_count,
     .device_name = cuda_device_name,
+    .alloc = cuda_alloc,
+    .dealloc = cuda_dealloc,
+    .upload = cuda_upload,
+    .download = cuda_download,
+    .synchronize = cuda_synchronize,
+    .supports = cuda_supports,
+    .act_dtype = cuda_act_dtype,
+    .weight_dtype = cuda_weight_dtype,
+    .weight_bytes = cuda_weight_bytes,
+    .weight_convert = cuda_weight_convert,
+    .matmul = cuda_matmul,
+    .matmul_work_size = cuda_matmul_work_size,
+    .rmsnorm = cuda_rmsnorm_op,
+    .rope = cuda_rope_op,
+    .kv_store = cuda_kv_store_op,
+    .attention = cuda_attention_op,
+    .attention_work_size = cuda_attention_work_size,
+    .scatter_rows = cuda_scatter_rows_op,
+    .silu_mul = cuda_silu_mul_op,
+    .add = cuda_add_op,
+    .embed = cuda_embed_op,
+    .argmax = cuda_argmax_op,
+    .copy_rows = cuda_copy_rows_op,
+#ifdef VL3_CUDA_EMU
+    .vision = &cuda_vision_ops,
+#endif
+    .matmul_f32 = cuda_matmul_f32,
 };
 
+#ifndef VL3_CUDA_EMU
 __attribute__((visibility("default"))) const vl3__backend_ops *vl3_cuda_backend_ops(void);
 const vl3__backend_ops *vl3_cuda_backend_ops(void)
 {
     return &cuda_ops;
 }
+#endif

@@ -27,6 +27,14 @@ extern "C" {
 }
 #endif
 
+/* Threads per block for n independent items: n rounded up to a whole warp, at most max_threads
+ * (a multiple of 32), so short rows do not launch idle warps. */
+static inline unsigned vl3__cuda_threads(long long n, unsigned max_threads)
+{
+    long long t = (n + 31) / 32 * 32;
+    return t < 32 ? 32u : (t > (long long)max_threads ? max_threads : (unsigned)t);
+}
+
 /* Whether err leaves the context unusable (the worker must exit and be restarted). */
 static inline int vl3__cuda_is_sticky(cudaError_t err)
 {

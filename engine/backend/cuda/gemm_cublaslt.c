@@ -25,12 +25,31 @@ int vl3__lt_matmul(struct vl3__lt *lt, const struct vl3__gemm_desc *d, const voi
                    const void *B, void *C, const float *bias, cudaStream_t stream,
                    vl3_error *reterr);
 
+/* cublasGetStatusName lives in libcublas, which this module does not link (cuBLASLt only): the
+ * names of the statuses cuBLASLt returns. */
+static const char *lt_status_name(cublasStatus_t s)
+{
+    switch (s) {
+    case CUBLAS_STATUS_SUCCESS: return "CUBLAS_STATUS_SUCCESS";
+    case CUBLAS_STATUS_NOT_INITIALIZED: return "CUBLAS_STATUS_NOT_INITIALIZED";
+    case CUBLAS_STATUS_ALLOC_FAILED: return "CUBLAS_STATUS_ALLOC_FAILED";
+    case CUBLAS_STATUS_INVALID_VALUE: return "CUBLAS_STATUS_INVALID_VALUE";
+    case CUBLAS_STATUS_ARCH_MISMATCH: return "CUBLAS_STATUS_ARCH_MISMATCH";
+    case CUBLAS_STATUS_MAPPING_ERROR: return "CUBLAS_STATUS_MAPPING_ERROR";
+    case CUBLAS_STATUS_EXECUTION_FAILED: return "CUBLAS_STATUS_EXECUTION_FAILED";
+    case CUBLAS_STATUS_INTERNAL_ERROR: return "CUBLAS_STATUS_INTERNAL_ERROR";
+    case CUBLAS_STATUS_NOT_SUPPORTED: return "CUBLAS_STATUS_NOT_SUPPORTED";
+    case CUBLAS_STATUS_LICENSE_ERROR: return "CUBLAS_STATUS_LICENSE_ERROR";
+    default: return "unknown cuBLAS status";
+    }
+}
+
 #define LT_TRY(expr)                                                                               \
     do {                                                                                           \
         cublasStatus_t s_ = (expr);                                                                \
         if (s_ != CUBLAS_STATUS_SUCCESS) {                                                         \
             rc = vl3_error_set(reterr, VL3_E_CUDA, "%s failed: %s", #expr,                         \
-                               cublasGetStatusName(s_));                                           \
+                               lt_status_name(s_));                                           \
             goto out;                                                                              \
         }                                                                                          \
     } while (0)

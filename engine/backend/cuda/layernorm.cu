@@ -29,6 +29,7 @@ extern "C" int cuda_layernorm(float *y, const float *x, const float *w, const fl
 {
     if (rows <= 0)
         return 0;
-    VL3_LAUNCH(layernorm_kernel, rows, 256, 0, (cudaStream_t)stream, y, x, w, b, cols, eps);
+    VL3_LAUNCH(layernorm_kernel, rows, vl3__cuda_threads(cols, 256), 0, (cudaStream_t)stream, y,
+               x, w, b, cols, eps);
     return cudaGetLastError() == cudaSuccess ? 0 : -1;
 }

@@ -31,10 +31,11 @@ enum vl3_backend_kind {
     VL3_BACKEND_AUTO, /* CUDA when the module loads and a device exists, else CPU */
     VL3_BACKEND_CPU,
     VL3_BACKEND_CUDA,
+    VL3_BACKEND_CUDA_EMU, /* the CUDA kernels on the host CUDA emulator (slow; tests, no GPU) */
     VL3_BACKEND_KIND_COUNT
 };
 
-/* Name of a backend kind ("auto", "cpu", "cuda"); parse returns the kind or -EINVAL. */
+/* Name of a backend kind ("auto", "cpu", "cuda", "cuda-emu"); parse returns the kind or -EINVAL. */
 const char *vl3_backend_kind_name(enum vl3_backend_kind kind);
 int vl3_backend_kind_parse(const char *name);
 

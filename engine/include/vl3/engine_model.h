@@ -100,6 +100,9 @@ typedef struct vl3_tiny_params {
                                   the embedding then has 151936 rows (borrowed) */
     int n_shards;              /* 1: model.safetensors; >1: shards + model.safetensors.index.json */
     double std;                /* weight init standard deviation; 0: 0.02 (initializer_range) */
+    int full_2b;               /* 1: the 2B's sizes instead of the tiny ones (LLM 1536 wide, 28
+                                  layers, 12/2 heads, 8960; vision 1152, 27 layers, 16 heads,
+                                  4304): a ~4 GB random checkpoint for benchmarks */
 } vl3_tiny_params;
 
 /* Defaults: remote, seed 0, own tokenizer, 1 shard. */

@@ -31,7 +31,11 @@ scenario_credits() {
     || fail "crasher reason: $(sql "select last_error from jobs where job_id = 'crasher'")"
   grep -q "worker ready worker=.*proto=2 credits=4" "$T/d1.log" || fail "no level-2 hello"
   grep -q "runs alone next" "$T/d1.log" || fail "no suspect was re-run alone"
-  grep -q "dispatching suspect job=crasher alone" "$T/d1.log" || fail "the crasher never ran alone"
+  # held with others when it crashed (the usual case), it was not charged and ran again alone;
+  # dispatched last, it may have crashed alone at once (charged: poison after one attempt)
+  if grep -q "job=crasher held with" "$T/d1.log"; then
+    grep -q "dispatching suspect job=crasher alone" "$T/d1.log" || fail "the crasher never ran alone"
+  fi
   local sus; sus=$(metric "$port" vl3_jobs_suspected_total)
   [ "${sus:-0}" -ge 2 ] || fail "suspects: ${sus:-none}"
   [ "$(metric "$port" vl3_jobs_poisoned_total)" = 1 ] || fail "want exactly one poisoned job"
@@ -155,19 +159,30 @@ scenario_credits_real_crash() {
   export VL3_TEST_CRASH_INPUT=poison
   produce_real rc 1 "$N"
   start_daemon d1
-  local held=0
-  for _ in $(seq 1 600); do
-    held=$(metric "$port" vl3_worker_jobs_held); held=${held:-0}
-    [ "$held" -ge 4 ] && [ "$(done_count)" -ge 5 ] && break
-    sleep 0.05
+  # the tiny model answers faster than vl3d feeds it, so the worker is not always full: kill it
+  # when the metric says it holds several, and again (up to 10 times) until vl3d saw it die
+  # holding several (a kill that finds one job held charges that job once of its 3 attempts)
+  local held=0 tries=0 w
+  while ! grep -q "runs alone next" "$T/d1.log"; do
+    tries=$((tries + 1))
+    [ "$tries" -le 10 ] || fail "never killed the worker while it held several jobs"
+    for _ in $(seq 1 600); do
+      held=$(metric "$port" vl3_worker_jobs_held); held=${held:-0}
+      [ "$held" -ge 3 ] && break
+      sleep 0.02
+    done
+    [ "$held" -ge 3 ] || fail "the worker never held several jobs (held $held)"
+    w=$(pgrep -P "$(daemon_pid d1)" -f vl3-worker | head -n1)
+    [ -n "$w" ] || fail "no vl3-worker found"
+    log "kill -9 worker $w holding $held jobs at $(done_count) done (try $tries)"
+    kill -9 "$w"
+    sleep 1
   done
-  [ "$held" -ge 4 ] || fail "the worker never held several jobs (held $held)"
-  local w; w=$(pgrep -P "$(daemon_pid d1)" -f vl3-worker | head -n1)
-  [ -n "$w" ] || fail "no vl3-worker found"
-  log "kill -9 worker $w holding $held jobs at $(done_count) done"
-  kill -9 "$w"
   wait_done $(( $(done_count) + 10 )) 120
+  # the crasher amid 40 more jobs, so that it usually first crashes holding company
+  produce_real rc $((N + 1)) $((N + 40))
   produce_raw crasher "{\"id\":\"crasher\",\"input\":\"$M/poison.mp4\",\"tasks\":[\"caption\"],\"sampling\":{\"fps\":1,\"max_frames\":8,\"mode\":\"exact\"}}"
+  N=$((N + 40))
   wait_ge "select count(*) from jobs where status in ('done', 'failed')" $((N + 1)) 300
   local sus; sus=$(metric "$port" vl3_jobs_suspected_total)
   stop_daemon d1
@@ -178,9 +193,16 @@ scenario_credits_real_crash() {
   [ "$(sql "select status from jobs where job_id = 'crasher'")" = failed ] || fail "crasher not failed"
   sql "select last_error from jobs where job_id = 'crasher'" | grep -q "^poison: 3 attempts" \
     || fail "crasher reason: $(sql "select last_error from jobs where job_id = 'crasher'")"
-  grep -q "dispatching suspect job=crasher alone" "$T/d1.log" || fail "the crasher never ran alone"
-  [ "$(grep -c "VL3_TEST_CRASH_INPUT: dying on job=crasher" "$T/d1.log")" -ge 4 ] \
-    || fail "the crasher did not crash once with others and three times alone"
-  [ "${sus:-0}" -ge 4 ] || fail "suspects: ${sus:-none}"
+  # held with others at its first crash, it was not charged and ran alone three more times;
+  # dispatched when nothing else was left, it crashed alone three times
+  local crashes; crashes=$(grep -c "VL3_TEST_CRASH_INPUT: dying on job=crasher" "$T/d1.log")
+  if grep -q "job=crasher held with" "$T/d1.log"; then
+    grep -q "dispatching suspect job=crasher alone" "$T/d1.log" || fail "the crasher never ran alone"
+    [ "$crashes" = 4 ] || fail "the crasher crashed $crashes times, want once with others and three times alone"
+  else
+    log "the crasher was never held with other jobs: this run shows no shared crash"
+    [ "$crashes" = 3 ] || fail "the crasher crashed $crashes times alone, want 3"
+  fi
+  [ "${sus:-0}" -ge 2 ] || fail "suspects: ${sus:-none}"
   log "real credits: $N jobs done after a kill holding $held, crasher failed alone, $sus suspects"
 }

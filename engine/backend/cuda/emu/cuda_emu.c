@@ -2,6 +2,7 @@
  * fibers, one block at a time, with barriers and warp primitives as scheduling points, deadlock
  * detection, and the runtime API subset over host memory. Single-threaded per launch; the
  * current launch lives in thread-local state. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,6 +99,25 @@ static void to_scheduler(struct fiber *f, int dying)
 #ifdef EMU_ASAN
     __sanitizer_finish_switch_fiber(f->fake_stack, NULL, NULL);
 #endif
+}
+
+/* A host thread's fiber pool and stacks go when the thread exits (the main thread's stay until
+ * the process ends, reachable from its thread-local pointer). */
+static pthread_key_t pool_key;
+static pthread_once_t pool_once = PTHREAD_ONCE_INIT;
+
+static void pool_free(void *p)
+{
+    struct fiber *fs = p;
+    for (int i = 0; i < EMU_MAX_THREADS; i++)
+        if (fs[i].stack)
+            (void)munmap(fs[i].stack - EMU_GUARD, EMU_STACK + EMU_GUARD);
+    free(fs);
+}
+
+static void pool_key_make(void)
+{
+    (void)pthread_key_create(&pool_key, pool_free);
 }
 
 static void fiber_main(void)
@@ -339,9 +359,13 @@ void vl3_emu_launch(struct vl3_emu_dim3 grid, struct vl3_emu_dim3 block, size_t 
         last_error = cudaErrorInvalidConfiguration;
         return;
     }
-    if (!pool && !(pool = calloc(EMU_MAX_THREADS, sizeof(*pool)))) {
-        last_error = cudaErrorMemoryAllocation;
-        return;
+    if (!pool) {
+        if (!(pool = calloc(EMU_MAX_THREADS, sizeof(*pool)))) {
+            last_error = cudaErrorMemoryAllocation;
+            return;
+        }
+        (void)pthread_once(&pool_once, pool_key_make);
+        (void)pthread_setspecific(pool_key, pool);
     }
     struct launch L = {.f = pool, .nthreads = (int)nt, .fn = fn, .arg = arg, .dyn_bytes = shmem};
     for (int i = 0; i < L.nthreads; i++)

@@ -3,8 +3,9 @@
  * -x c++ -DVL3_CUDA_EMU gets from this header what nvcc would provide:
  *
  *  - __global__/__device__/__host__/__forceinline__/__launch_bounds__ as no-ops, __shared__ as
- *    `static` (one block runs at a time and all its threads are fibers of one OS thread, so a
- *    static is exactly per-block shared memory; it is NOT cleared between blocks);
+ *    `static __thread` (one block runs at a time per host thread and all its threads are fibers
+ *    of that OS thread, so a thread-local static is exactly per-block shared memory, also when
+ *    several host threads launch kernels at once; it is NOT cleared between blocks);
  *  - threadIdx/blockIdx/blockDim/gridDim (the current fiber's values), warpSize;
  *  - __syncthreads(): a barrier; every thread of the block runs until it reaches it, then all go
  *    on. A barrier that can never complete (divergent __syncthreads, a thread that returned while
@@ -149,7 +150,9 @@ void *vl3_emu_dyn_shmem(void);
 #define __forceinline__ inline
 #define __noinline__
 #define __launch_bounds__(...)
-#define __shared__ static
+/* thread-local: kernels launched from several host threads at once (the worker's vision and
+ * decode threads) must not share a block's shared memory */
+#define __shared__ static __thread
 #define __constant__ static
 
 struct dim3 : vl3_emu_dim3 {
@@ -235,7 +238,18 @@ static inline float rsqrtf(float x)
 {
     return 1.0f / sqrtf(x);
 }
-/* __expf and __logf: glibc declares and exports them (= expf, logf). */
+/* __expf and __logf: glibc's math.h declares them but current libm exports neither, so they
+ * map onto expf and logf here. */
+static inline float vl3_emu_expf(float x)
+{
+    return expf(x);
+}
+static inline float vl3_emu_logf(float x)
+{
+    return logf(x);
+}
+#define __expf vl3_emu_expf
+#define __logf vl3_emu_logf
 static inline float __fdividef(float a, float b)
 {
     return a / b;

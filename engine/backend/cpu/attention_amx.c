@@ -1,0 +1,703 @@
+/* attention_amx.c: attention in the flash style on Intel AMX tiles, bf16 inputs with f32
+ * accumulation, for the CPU backend's bf16 mode: causal GQA prefill over the paged KV cache and
+ * the vision encoder's block-diagonal attention.
+ *
+ * Why: attention is a quarter of the FLOPs of a 16-frame clip (7k-token prefill, 28k-patch vision
+ * pass); the f32 path (attention.c: OpenBLAS sgemm on a score block, scalar expf) runs it at a few
+ * tens of GFLOP/s. Here, per head and block of 32 queries, keys go by blocks of 32: S = Q K^T on
+ * four 16x16 f32 accumulator tiles (TDPBF16PS over the head dim in chunks of 32), an online
+ * softmax on AVX-512 (running max and sum per row; the max moves only when a score passes it by
+ * MAX_SLACK, and only then is the output rescaled),
+ * and O += P V on tiles; no score matrix beyond one 32x32 block ever exists. Q (with the 1/sqrt(D)
+ * scale folded in), K and V are rounded to bf16 (nearest even), as the official bf16 model holds
+ * them; P is rounded to bf16 before P V, as a bf16 flash kernel does. The head dim is padded with
+ * zeros to a multiple of 32 (72 -> 96 for the vision encoder, 128 stays).
+ *
+ * Layouts (TDPBF16PS: C[m][n] += sum_k A[m][2k..2k+1] . B[k][2n..2n+1], B rows hold bf16 pairs):
+ *   Q   (rows, Dp) bf16 row-major: an A tile is 16 rows x 32 values of a head-dim chunk.
+ *   K   per 16 keys and head-dim chunk c: tile row r, pair n = key n's values 2r, 2r+1 of chunk
+ *       c (a 16x16 transpose of 32-bit words), so the B tile gives Q K^T directly.
+ *   V   per 32 keys and 16 output columns j: tile row r, pair n = (V[2r][16j+n], V[2r+1][16j+n]).
+ *   P   (32, 32) bf16 row-major: two A tiles.
+ *   O   (32, Dp) f32 row-major in L1: loaded, accumulated and stored as C tiles per key block.
+ * Keys past the end and, in causal mode, keys after a query's position are masked to -inf; padded
+ * query rows are computed and dropped.
+ *
+ * Threads: the (head, query block) items of one call are shared by the context's threads through
+ * an atomic counter; K and V are packed once per kv head (LLM) or per item (vision). Linux lends
+ * the tile state only after arch_prctl(ARCH_REQ_XCOMP_PERM); each thread loads the tile
+ * configuration and releases the tiles when done. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+#include "vl3/util.h"
+
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
+#define AMX_BUILD 1
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#define QB 32           /* queries per block (two tile rows of 16) */
+#define KB 32           /* keys per block */
+#define MAX_SLACK 8.0f  /* how far a score may pass the running max before the max moves */
+#define MAX_THREADS 64
+
+#ifdef AMX_BUILD
+static inline size_t round_up(size_t x, size_t m)
+{
+    return (x + m - 1) / m * m;
+}
+
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+#define AMX_TARGET "amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16,avx512dq,fma"
+
+static int amx_ok;
+static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
+
+/* AMX-TILE and AMX-BF16 in cpuid leaf 7, tile state enabled by the OS in XCR0 (bits 17, 18),
+ * AVX512-BF16 for the conversions, and the kernel's permission for this process. */
+static void amx_probe(void)
+{
+    unsigned a, b, c, d;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
+    int tile = (d >> 24) & 1, bf16 = (d >> 22) & 1, avx512f = (b >> 16) & 1;
+    unsigned a1, b1, c1, d1;
+    __asm__ volatile("cpuid" : "=a"(a1), "=b"(b1), "=c"(c1), "=d"(d1) : "a"(7), "c"(1));
+    int avx512bf16 = (a1 >> 5) & 1;
+    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
+    int osxsave = (c >> 27) & 1;
+    if (!(tile && bf16 && avx512f && avx512bf16 && osxsave))
+        return;
+    unsigned lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    if (((lo >> 17) & 3) != 3 || (lo & 0xe0) != 0xe0)
+        return;
+    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0)
+        return;
+    amx_ok = 1;
+}
+#endif
+
+int vl3__cpu_amx_available(void)
+{
+#ifdef AMX_BUILD
+    pthread_once(&amx_once, amx_probe);
+    return amx_ok;
+#else
+    return 0;
+#endif
+}
+
+#ifdef AMX_BUILD
+
+/* The 64-byte tile configuration (palette 1): all eight tiles 16 rows x 64 bytes. */
+struct tile_cfg {
+    uint8_t palette, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} __attribute__((aligned(64)));
+
+/* A static constant: GCC's _tile_loadconfig names only the first bytes of its operand, so a
+ * configuration built on the stack can have its stores dropped as dead. */
+static const struct tile_cfg tile_cfg_all = {
+    .palette = 1,
+    .colsb = {64, 64, 64, 64, 64, 64, 64, 64},
+    .rows = {16, 16, 16, 16, 16, 16, 16, 16},
+};
+
+__attribute__((target(AMX_TARGET))) static void tiles_on(void)
+{
+    _tile_loadconfig(&tile_cfg_all);
+}
+
+__attribute__((target(AMX_TARGET))) static void tiles_off(void)
+{
+    _tile_release();
+}
+
+/* exp(x) for x <= 0 (and -inf -> 0): x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, scalef.
+ * Relative error about 2e-7, far below the bf16 rounding P gets next. */
+__attribute__((target(AMX_TARGET))) static inline __m512 exp_ps(__m512 x)
+{
+    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.0f / 720);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+    return _mm512_scalef_ps(p, n);
+}
+
+/* f32 row of n (<= Dp) values times scale -> bf16 row of Dp (zero padded). */
+__attribute__((target(AMX_TARGET))) static void row_to_bf16(uint16_t *dst, const float *src,
+                                                           int n, int Dp, float scale)
+{
+    int i = 0;
+    __m512 s = _mm512_set1_ps(scale);
+    for (; i + 16 <= n; i += 16) {
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(src + i), s));
+        memcpy(dst + i, &h, 32);
+    }
+    if (i < n) {
+        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+        __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, src + i), s));
+        uint16_t tmp[16];
+        memcpy(tmp, &h, 32);
+        memcpy(dst + i, tmp, sizeof(uint16_t) * (size_t)(n - i));
+        i = n;
+    }
+    for (; i < Dp; i++)
+        dst[i] = 0;
+}
+
+/* One head's block of QB queries starting at query q0 of nq (packed Q of the block, QB x Dp
+ * bf16, scaled), nk keys in the packed K and V tiles. Query i sits at position q_pos0 + i; in
+ * causal mode it sees keys 0..q_pos0 + i. Writes out rows q0 + i < nq, D values each, row stride
+ * ldo floats. */
+struct head_args {
+    const uint16_t *q;  /* the block's packed queries */
+    const uint32_t *kp; /* [nk16][Dp/32][16][16] */
+    const uint16_t *vp; /* [nk32][Dp/16][16][32] */
+    int nq, nk, D, Dp, causal, q_pos0;
+    float *out;
+    size_t ldo;
+};
+
+struct block_scratch {
+    float S[QB * KB] __attribute__((aligned(64)));
+    uint16_t P[QB * KB] __attribute__((aligned(64)));
+    float l[QB][16] __attribute__((aligned(64))); /* per row: 16 partial sums of P */
+    float m[QB];
+};
+
+__attribute__((target(AMX_TARGET))) static void head_block(const struct head_args *h, int q0,
+                                                          float *O, struct block_scratch *sc)
+{
+    const int Dp = h->Dp, nc = Dp / 32, nj = Dp / 16;
+    const size_t qstride = (size_t)Dp * 2, ostride = (size_t)Dp * 4;
+    const uint16_t *Q = h->q;
+    memset(O, 0, sizeof(float) * QB * (size_t)Dp);
+    for (int i = 0; i < QB; i++) {
+        sc->m[i] = -INFINITY;
+        memset(sc->l[i], 0, sizeof(sc->l[i]));
+    }
+    int kend = h->nk;
+    if (h->causal) {
+        int last = h->q_pos0 + q0 + QB - 1 + 1; /* keys the block's last row sees */
+        if (last < kend)
+            kend = last;
+    }
+    for (int k0 = 0; k0 < kend; k0 += KB) {
+        /* S = Q K^T for 32 queries x 32 keys */
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        const uint32_t *K0 = h->kp + (size_t)(k0 / 16) * nc * 256;
+        const uint32_t *K1 = K0 + (size_t)nc * 256;
+        for (int c = 0; c < nc; c++) {
+            _tile_loadd(4, Q + c * 32, qstride);
+            _tile_loadd(5, Q + 16 * (size_t)Dp + c * 32, qstride);
+            _tile_loadd(6, K0 + (size_t)c * 256, 64);
+            _tile_loadd(7, K1 + (size_t)c * 256, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 4, 7);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        _tile_stored(0, sc->S, KB * 4);
+        _tile_stored(1, sc->S + 16, KB * 4);
+        _tile_stored(2, sc->S + 16 * KB, KB * 4);
+        _tile_stored(3, sc->S + 16 * KB + 16, KB * 4);
+        /* online softmax, row by row */
+        for (int i = 0; i < QB; i++) {
+            int lim = h->nk; /* keys < lim are visible to this row */
+            if (h->causal && h->q_pos0 + q0 + i + 1 < lim)
+                lim = h->q_pos0 + q0 + i + 1;
+            int nv = lim - k0; /* visible keys in this block: lanes [0, nv) */
+            __m512 s0 = _mm512_loadu_ps(sc->S + i * KB), s1 = _mm512_loadu_ps(sc->S + i * KB + 16);
+            __mmask16 m0 = nv >= 16 ? 0xffff : nv <= 0 ? 0 : (__mmask16)((1u << nv) - 1);
+            __mmask16 m1 = nv >= 32 ? 0xffff : nv <= 16 ? 0 : (__mmask16)((1u << (nv - 16)) - 1);
+            __m512 ninf = _mm512_set1_ps(-INFINITY);
+            s0 = _mm512_mask_blend_ps(m0, ninf, s0);
+            s1 = _mm512_mask_blend_ps(m1, ninf, s1);
+            /* the running max moves only when a score passes it by MAX_SLACK (exp(s - m) stays
+             * below e^MAX_SLACK, far inside f32 and bf16), so most rows skip the horizontal max */
+            float mold = sc->m[i], mnew = mold;
+            __m512 smax = _mm512_max_ps(s0, s1);
+            if (mold == -INFINITY ||
+                _mm512_cmp_ps_mask(smax, _mm512_set1_ps(mold + MAX_SLACK), _CMP_GT_OQ)) {
+                float bmax = _mm512_reduce_max_ps(smax);
+                mnew = bmax > mold ? bmax : mold;
+            }
+            __m512 p0, p1;
+            if (mnew == -INFINITY) {
+                p0 = p1 = _mm512_setzero_ps();
+            } else {
+                __m512 mv = _mm512_set1_ps(mnew);
+                p0 = exp_ps(_mm512_sub_ps(s0, mv));
+                p1 = exp_ps(_mm512_sub_ps(s1, mv));
+                p0 = _mm512_maskz_mov_ps(m0, p0);
+                p1 = _mm512_maskz_mov_ps(m1, p1);
+            }
+            /* P rounded to bf16; the row sum from the rounded values, as P V sees them, kept as
+             * 16 partial sums (one horizontal add per row at the end) */
+            __m512bh pb = _mm512_cvtne2ps_pbh(p1, p0);
+            _mm512_storeu_si512(sc->P + i * KB, (__m512i)pb);
+            __m512i pw = (__m512i)pb;
+            __m512 r0 = _mm512_castsi512_ps(_mm512_slli_epi32(pw, 16));
+            __m512 r1 = _mm512_castsi512_ps(_mm512_and_si512(pw, _mm512_set1_epi32((int)0xffff0000)));
+            __m512 lv = _mm512_load_ps(sc->l[i]);
+            if (mnew > mold && mold != -INFINITY) {
+                float alpha = expf(mold - mnew);
+                __m512 av = _mm512_set1_ps(alpha);
+                lv = _mm512_mul_ps(lv, av);
+                float *o = O + (size_t)i * Dp;
+                for (int d = 0; d < Dp; d += 16)
+                    _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), av));
+            }
+            sc->m[i] = mnew;
+            _mm512_store_ps(sc->l[i], _mm512_add_ps(lv, _mm512_add_ps(r0, r1)));
+        }
+        /* O += P V */
+        _tile_loadd(4, sc->P, KB * 2);
+        _tile_loadd(5, sc->P + 16 * KB, KB * 2);
+        const uint16_t *V = h->vp + (size_t)(k0 / KB) * nj * 512;
+        for (int j = 0; j < nj; j++) {
+            _tile_loadd(0, O + j * 16, ostride);
+            _tile_loadd(1, O + 16 * (size_t)Dp + j * 16, ostride);
+            _tile_loadd(6, V + (size_t)j * 512, 64);
+            _tile_dpbf16ps(0, 4, 6);
+            _tile_dpbf16ps(1, 5, 6);
+            _tile_stored(0, O + j * 16, ostride);
+            _tile_stored(1, O + 16 * (size_t)Dp + j * 16, ostride);
+        }
+    }
+    int rows = h->nq - q0 < QB ? h->nq - q0 : QB;
+    for (int i = 0; i < rows; i++) {
+        float l = _mm512_reduce_add_ps(_mm512_load_ps(sc->l[i]));
+        float inv = l > 0 ? 1.0f / l : 0.0f;
+        float *dst = h->out + (size_t)(q0 + i) * h->ldo;
+        const float *o = O + (size_t)i * Dp;
+        for (int d = 0; d < h->D; d++)
+            dst[d] = o[d] * inv;
+    }
+}
+
+/* Pack nk keys (rows of D f32 at key_row(j)) into the K and V tile layouts (zero padded to
+ * multiples of 32 keys and Dp values). tmp: nk32 * Dp bf16 scratch. */
+struct kv_src {
+    const float *k, *v;     /* base pointers */
+    size_t stride;          /* floats between consecutive keys (contiguous case) */
+    const int32_t *pages;   /* paged case: block table (NULL = contiguous) */
+    int page_size;
+};
+
+static inline size_t key_off(const struct kv_src *s, int j)
+{
+    if (!s->pages)
+        return (size_t)j * s->stride;
+    size_t slot = (size_t)s->pages[j / s->page_size] * s->page_size + (size_t)(j % s->page_size);
+    return slot * s->stride;
+}
+
+__attribute__((target(AMX_TARGET))) static void pack_kv(const struct kv_src *s, int nk, int D,
+                                                       int Dp, uint32_t *kp, uint16_t *vp,
+                                                       uint16_t *tmp)
+{
+    int nk32 = (int)round_up((size_t)nk, KB), nc = Dp / 32, nj = Dp / 16;
+    /* K: bf16 rows, then the 32-bit-word transpose per 16 keys and chunk */
+    for (int j = 0; j < nk32; j++) {
+        if (j < nk)
+            row_to_bf16(tmp + (size_t)j * Dp, s->k + key_off(s, j), D, Dp, 1.0f);
+        else
+            memset(tmp + (size_t)j * Dp, 0, sizeof(uint16_t) * (size_t)Dp);
+    }
+    const uint32_t *kw = (const uint32_t *)tmp;
+    for (int kt = 0; kt < nk32 / 16; kt++)
+        for (int c = 0; c < nc; c++) {
+            uint32_t *t = kp + ((size_t)kt * nc + c) * 256;
+            for (int r = 0; r < 16; r++)
+                for (int n = 0; n < 16; n++)
+                    t[r * 16 + n] = kw[((size_t)kt * 16 + n) * (Dp / 2) + c * 16 + r];
+        }
+    /* V: bf16 rows, then pairs of consecutive keys interleaved per 16 columns */
+    for (int j = 0; j < nk32; j++) {
+        if (j < nk)
+            row_to_bf16(tmp + (size_t)j * Dp, s->v + key_off(s, j), D, Dp, 1.0f);
+        else
+            memset(tmp + (size_t)j * Dp, 0, sizeof(uint16_t) * (size_t)Dp);
+    }
+    for (int kb = 0; kb < nk32 / KB; kb++)
+        for (int jj = 0; jj < nj; jj++) {
+            uint16_t *t = vp + ((size_t)kb * nj + jj) * 512;
+            for (int r = 0; r < 16; r++)
+                for (int n = 0; n < 16; n++) {
+                    t[r * 32 + 2 * n] = tmp[((size_t)kb * KB + 2 * r) * Dp + jj * 16 + n];
+                    t[r * 32 + 2 * n + 1] = tmp[((size_t)kb * KB + 2 * r + 1) * Dp + jj * 16 + n];
+                }
+        }
+}
+
+/* ---- the parallel driver ---- */
+
+struct item {
+    int seq, head, q0; /* q0 < 0: a packing item for kv head `head` of sequence seq */
+};
+
+struct run {
+    /* LLM */
+    const struct vl3__attn_args *a;
+    /* vision */
+    const float *vq, *vk, *vv;
+    float *vout;
+    const int64_t *cu;
+    int vision, H, D, Dp, ld;
+    /* shared */
+    struct item *items;
+    int n_items, n_pack;
+    uint32_t **kp;  /* per (seq, kv head) packed K (LLM) */
+    uint16_t **vp;
+    int err;
+    size_t max_keys;
+};
+
+/* Per-thread buffers: packed Q for one block (QB x Dp), O (QB x Dp f32), block scratch, and for
+ * the vision path packed K/V of one item; the bf16 staging rows of packing. */
+struct tls {
+    uint16_t *q;
+    float *o;
+    struct block_scratch *sc;
+    uint32_t *kp;
+    uint16_t *vp, *tmp;
+};
+
+static void tls_free(struct tls *t)
+{
+    free(t->q);
+    free(t->o);
+    free(t->sc);
+    free(t->kp);
+    free(t->vp);
+    free(t->tmp);
+}
+
+static int tls_alloc(struct tls *t, int Dp, size_t max_keys, int vision)
+{
+    memset(t, 0, sizeof(*t));
+    size_t nk32 = round_up(max_keys ? max_keys : 1, KB);
+    t->q = aligned_alloc(64, round_up(sizeof(uint16_t) * QB * (size_t)Dp, 64));
+    t->o = aligned_alloc(64, round_up(sizeof(float) * QB * (size_t)Dp, 64));
+    t->sc = aligned_alloc(64, round_up(sizeof(struct block_scratch), 64));
+    t->tmp = aligned_alloc(64, round_up(sizeof(uint16_t) * nk32 * (size_t)Dp, 64));
+    if (vision) {
+        t->kp = aligned_alloc(64, round_up(sizeof(uint16_t) * nk32 * (size_t)Dp, 64));
+        t->vp = aligned_alloc(64, round_up(sizeof(uint16_t) * nk32 * (size_t)Dp, 64));
+    }
+    if (!t->q || !t->o || !t->sc || !t->tmp || (vision && (!t->kp || !t->vp))) {
+        tls_free(t);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+__attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, struct tls *t,
+                                                            const struct item *it)
+{
+    const struct vl3__attn_args *a = r->a;
+    const struct vl3__attn_seq *sq = &a->seqs[it->seq];
+    int H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim, Dp = r->Dp, grp = H / Hkv;
+    int nk = sq->n_past + sq->n_q;
+    if (it->q0 < 0) { /* pack this sequence's kv head */
+        int g = it->head;
+        struct kv_src s = {(const float *)a->k_pages + (size_t)g * D,
+                           (const float *)a->v_pages + (size_t)g * D, (size_t)Hkv * D, sq->pages,
+                           a->page_size};
+        pack_kv(&s, nk, D, Dp, r->kp[it->seq * Hkv + g], r->vp[it->seq * Hkv + g], t->tmp);
+        return;
+    }
+    int h = it->head, g = h / grp;
+    const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride + (size_t)h * D;
+    int rows = sq->n_q - it->q0 < QB ? sq->n_q - it->q0 : QB;
+    for (int i = 0; i < QB; i++) {
+        if (i < rows)
+            row_to_bf16(t->q + (size_t)i * Dp, Q + (size_t)(it->q0 + i) * a->q_stride, D, Dp,
+                        a->scale);
+        else
+            memset(t->q + (size_t)i * Dp, 0, sizeof(uint16_t) * (size_t)Dp);
+    }
+    struct head_args ha = {t->q, r->kp[it->seq * Hkv + g],
+                           r->vp[it->seq * Hkv + g], sq->n_q, nk, D, Dp, 1, sq->n_past,
+                           (float *)a->out + (size_t)sq->q_row * a->out_stride + (size_t)h * D,
+                           (size_t)a->out_stride};
+    head_block(&ha, it->q0, t->o, t->sc);
+}
+
+__attribute__((target(AMX_TARGET))) static void run_vision_item(struct run *r, struct tls *t,
+                                                               const struct item *it)
+{
+    int b = it->seq, h = it->head, D = r->D, Dp = r->Dp;
+    int64_t r0 = r->cu[b];
+    int n = (int)(r->cu[b + 1] - r0);
+    if (it->q0 == 0) { /* the first query block of an item packs its keys (items run in order) */
+        struct kv_src s = {r->vk + (size_t)r0 * r->ld + (size_t)h * D,
+                           r->vv + (size_t)r0 * r->ld + (size_t)h * D, (size_t)r->ld, NULL, 0};
+        pack_kv(&s, n, D, Dp, t->kp, t->vp, t->tmp);
+    }
+    float scale = 1.0f / sqrtf((float)D);
+    const float *Q = r->vq + (size_t)r0 * r->ld + (size_t)h * D;
+    for (int q0 = it->q0; q0 < n; q0 += QB) {
+        int rows = n - q0 < QB ? n - q0 : QB;
+        for (int i = 0; i < QB; i++) {
+            if (i < rows)
+                row_to_bf16(t->q + (size_t)i * Dp, Q + (size_t)(q0 + i) * r->ld, D, Dp, scale);
+            else
+                memset(t->q + (size_t)i * Dp, 0, sizeof(uint16_t) * (size_t)Dp);
+        }
+        struct head_args ha = {t->q, t->kp, t->vp, n, n, D, Dp, 0, 0,
+                               r->vout + (size_t)r0 * r->ld + (size_t)h * D, (size_t)r->ld};
+        head_block(&ha, q0, t->o, t->sc);
+    }
+}
+
+/* One thread's share of items [lo, hi): taken one at a time from the shared counter. */
+struct phase {
+    struct run *r;
+    int lo, hi;
+    int next;
+};
+
+static void *phase_main(void *arg)
+{
+    struct phase *ph = arg;
+    struct run *r = ph->r;
+    struct tls t;
+    if (tls_alloc(&t, r->Dp, r->max_keys, r->vision) < 0) {
+        __atomic_store_n(&r->err, -ENOMEM, __ATOMIC_RELAXED);
+        return NULL;
+    }
+    tiles_on();
+    for (;;) {
+        int i = ph->lo + __atomic_fetch_add(&ph->next, 1, __ATOMIC_RELAXED);
+        if (i >= ph->hi)
+            break;
+        if (r->vision)
+            run_vision_item(r, &t, &r->items[i]);
+        else
+            run_llm_item(r, &t, &r->items[i]);
+    }
+    tiles_off();
+    tls_free(&t);
+    return NULL;
+}
+
+/* Run items [lo, hi) on up to n_threads threads (the calling thread is one of them). */
+static int run_phase(struct run *r, int lo, int hi, int n_threads)
+{
+    struct phase ph = {r, lo, hi, 0};
+    if (n_threads > hi - lo)
+        n_threads = hi - lo;
+    if (n_threads > MAX_THREADS)
+        n_threads = MAX_THREADS;
+    pthread_t th[MAX_THREADS];
+    int started = 0;
+    for (int k = 1; k < n_threads; k++) {
+        if (pthread_create(&th[started], NULL, phase_main, &ph) != 0)
+            break; /* the threads that exist share the work */
+        started++;
+    }
+    phase_main(&ph);
+    for (int k = 0; k < started; k++)
+        pthread_join(th[k], NULL);
+    return __atomic_load_n(&r->err, __ATOMIC_RELAXED);
+}
+
+#endif /* AMX_BUILD */
+
+int vl3__cpu_attention_amx(void *ctx, const struct vl3__attn_args *a)
+{
+#ifdef AMX_BUILD
+    if (!vl3__cpu_amx_available())
+        return -ENOTSUP;
+    int H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim;
+    if (H <= 0 || Hkv <= 0 || H % Hkv || D <= 0 || a->page_size <= 0)
+        return -EINVAL;
+    int Dp = (int)round_up((size_t)D, 32);
+    struct run r = {0};
+    r.a = a;
+    r.D = D;
+    r.Dp = Dp;
+    int n_items = 0;
+    size_t max_keys = 0;
+    for (int s = 0; s < a->n_seqs; s++) {
+        const struct vl3__attn_seq *sq = &a->seqs[s];
+        if (!sq->pages || sq->n_q < 0 || sq->n_past < 0)
+            return -EINVAL;
+        size_t nk = (size_t)sq->n_past + (size_t)sq->n_q;
+        if (nk > max_keys)
+            max_keys = nk;
+        n_items += Hkv + H * (int)((sq->n_q + QB - 1) / QB);
+    }
+    r.max_keys = max_keys;
+    int rc = -ENOMEM;
+    r.items = malloc(sizeof(*r.items) * (size_t)(n_items ? n_items : 1));
+    r.kp = calloc((size_t)a->n_seqs * Hkv + 1, sizeof(*r.kp));
+    r.vp = calloc((size_t)a->n_seqs * Hkv + 1, sizeof(*r.vp));
+    if (!r.items || !r.kp || !r.vp)
+        goto out;
+    for (int s = 0; s < a->n_seqs; s++) {
+        const struct vl3__attn_seq *sq = &a->seqs[s];
+        size_t nk32 = round_up((size_t)sq->n_past + (size_t)sq->n_q, KB);
+        for (int g = 0; g < Hkv; g++) {
+            size_t bytes = round_up(sizeof(uint16_t) * (nk32 ? nk32 : KB) * (size_t)Dp, 64);
+            r.kp[s * Hkv + g] = aligned_alloc(64, bytes);
+            r.vp[s * Hkv + g] = aligned_alloc(64, bytes);
+            if (!r.kp[s * Hkv + g] || !r.vp[s * Hkv + g])
+                goto out;
+            r.items[r.n_pack++] = (struct item){s, g, -1};
+        }
+    }
+    r.n_items = 0;
+    for (int s = 0; s < a->n_seqs; s++)
+        for (int h = 0; h < H; h++)
+            for (int q0 = 0; q0 < a->seqs[s].n_q; q0 += QB)
+                r.items[r.n_pack + r.n_items++] = (struct item){s, h, q0};
+    /* pack every kv head first, then the query blocks read them */
+    rc = run_phase(&r, 0, r.n_pack, vl3__cpu_threads(ctx));
+    if (rc == 0)
+        rc = run_phase(&r, r.n_pack, r.n_pack + r.n_items, vl3__cpu_threads(ctx));
+out:
+    if (r.kp)
+        for (int i = 0; i < a->n_seqs * Hkv; i++) {
+            free(r.kp[i]);
+            free(r.vp[i]);
+        }
+    free(r.kp);
+    free(r.vp);
+    free(r.items);
+    return rc;
+#else
+    (void)ctx;
+    (void)a;
+    return -ENOTSUP;
+#endif
+}
+
+int vl3__cpu_attention_blocks_amx(void *ctx, const float *q, const float *k, const float *v,
+                                  float *out, const int64_t *cu, int n_blocks, int H, int D)
+{
+#ifdef AMX_BUILD
+    if (!vl3__cpu_amx_available())
+        return -ENOTSUP;
+    if (H <= 0 || D <= 0 || n_blocks < 0)
+        return -EINVAL;
+    struct run r = {0};
+    r.vision = 1;
+    r.vq = q;
+    r.vk = k;
+    r.vv = v;
+    r.vout = out;
+    r.cu = cu;
+    r.H = H;
+    r.D = D;
+    r.Dp = (int)round_up((size_t)D, 32);
+    r.ld = H * D;
+    for (int b = 0; b < n_blocks; b++) {
+        if (cu[b + 1] < cu[b] || cu[b + 1] - cu[b] > (1 << 30))
+            return -EINVAL;
+        if ((size_t)(cu[b + 1] - cu[b]) > r.max_keys)
+            r.max_keys = (size_t)(cu[b + 1] - cu[b]);
+    }
+    /* one item per (block, head): its keys are packed once by the thread that takes it */
+    r.items = malloc(sizeof(*r.items) * ((size_t)n_blocks * H + 1));
+    if (!r.items)
+        return -ENOMEM;
+    for (int b = 0; b < n_blocks; b++)
+        if (cu[b + 1] > cu[b])
+            for (int h = 0; h < H; h++)
+                r.items[r.n_items++] = (struct item){b, h, 0};
+    int rc = run_phase(&r, 0, r.n_items, vl3__cpu_threads(ctx));
+    free(r.items);
+    return rc;
+#else
+    (void)ctx, (void)q, (void)k, (void)v, (void)out, (void)cu, (void)n_blocks, (void)H, (void)D;
+    return -ENOTSUP;
+#endif
+}
+
+/* ---- the machine's limit: TDPBF16PS throughput ---- */
+
+#ifdef AMX_BUILD
+struct peak_job {
+    long iters;
+    double seconds;
+};
+
+__attribute__((target(AMX_TARGET))) static void *peak_main(void *arg)
+{
+    struct peak_job *j = arg;
+    static const uint16_t zero[16 * 32] __attribute__((aligned(64)));
+    tiles_on();
+    _tile_loadd(4, zero, 64);
+    _tile_loadd(5, zero, 64);
+    _tile_loadd(6, zero, 64);
+    _tile_loadd(7, zero, 64);
+    _tile_zero(0);
+    _tile_zero(1);
+    _tile_zero(2);
+    _tile_zero(3);
+    double t0 = vl3_time_s();
+    for (long i = 0; i < j->iters; i++) {
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    j->seconds = vl3_time_s() - t0;
+    tiles_off();
+    return NULL;
+}
+#endif
+
+double vl3__cpu_amx_peak_gflops(int n_threads)
+{
+#ifdef AMX_BUILD
+    if (!vl3__cpu_amx_available())
+        return 0;
+    if (n_threads < 1)
+        n_threads = 1;
+    if (n_threads > MAX_THREADS)
+        n_threads = MAX_THREADS;
+    struct peak_job jobs[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
+    int ok[MAX_THREADS] = {0};
+    for (int k = 0; k < n_threads; k++) {
+        jobs[k] = (struct peak_job){2000000, 0};
+        ok[k] = pthread_create(&th[k], NULL, peak_main, &jobs[k]) == 0;
+    }
+    double flops = 0, worst = 0;
+    for (int k = 0; k < n_threads; k++)
+        if (ok[k]) {
+            pthread_join(th[k], NULL);
+            flops += 4.0 * jobs[k].iters * 16 * 16 * 32 * 2;
+            worst = jobs[k].seconds > worst ? jobs[k].seconds : worst;
+        }
+    return worst > 0 ? flops / worst / 1e9 : 0;
+#else
+    (void)n_threads;
+    return 0;
+#endif
+}

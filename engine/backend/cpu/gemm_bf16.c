@@ -1,0 +1,594 @@
+/* gemm_bf16.c: the bf16-compute matrix product of the CPU backend's bf16 precision mode:
+ * y (T, out) [+]= bf16(x) W^T, W (out, in) bf16 as stored, x (T, in) f32 rounded to bf16 (nearest
+ * even) as the inputs, f32 accumulation, f32 output -- what the official model computes in
+ * torch.bfloat16 on the CPU (oneDNN's AMX / AVX512-BF16 kernels).
+ *
+ * Paths, picked at run time from cpuid (the build is not -march=native) or forced with the
+ * environment variable VL3_CPU_ISA=amx|avx512bf16|avx512|avx2|c (vl3__cpu_set_isa in tests):
+ *   - amx: AMX-BF16 tiles for T >= AMX_MIN_T. A tiles are 16 weight rows x 32 k read in place
+ *     (tileloadd with the row stride: no repacking of W), B tiles are x packed once per call in
+ *     the pair-interleaved layout (16 k pairs x 16 tokens), C tiles (16 outputs x 16 tokens) are
+ *     transposed into y. Blocks of 32 outputs x 32 tokens (4 C tiles) per k step. Linux asks the
+ *     process to request the tile state (arch_prctl ARCH_REQ_XCOMP_PERM) before the first tile
+ *     instruction; when the kernel refuses, the path is reported unsupported.
+ *   - avx512bf16: vdpbf16ps dot products, 4 weight rows x 4 tokens per register block, the W
+ *     rows read once per token block straight from the weights (bf16, no widening). It is also
+ *     the small-T (decode) kernel of the amx path.
+ *   - avx512, avx2, c: the f32 kernels of matmul.c on x rounded to bf16 (exact bf16 products,
+ *     f32 sums: the same arithmetic, f32 speed). They keep bf16 mode usable everywhere.
+ * Threads split the output rows (blocks of 32 for AMX, of 4 otherwise). */
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+
+#if defined(__x86_64__)
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#define GEMM_X86 1
+#endif
+
+#define MAX_THREADS 64
+#define XCHUNK 512     /* token rows converted per pass (the work buffer holds this many) */
+#define AMX_MIN_T 16   /* below this the amx path uses the vdpbf16ps kernel */
+#define EMU_CHUNK 256  /* token rows rounded per pass on the f32-emulation paths */
+#define THREAD_MIN_MACS (1 << 20)
+
+static const char *const isa_names[VL3__CPU_ISA_COUNT] = {"c", "avx2", "avx512", "avx512bf16",
+                                                          "amx"};
+
+const char *vl3__cpu_isa_name(int isa)
+{
+    return isa >= 0 && isa < VL3__CPU_ISA_COUNT ? isa_names[isa] : "?";
+}
+
+int vl3__cpu_isa_parse(const char *s)
+{
+    for (int i = 0; i < VL3__CPU_ISA_COUNT; i++)
+        if (s && strcmp(s, isa_names[i]) == 0)
+            return i;
+    return -EINVAL;
+}
+
+/* ---- probing -------------------------------------------------------------------------------- */
+
+static int isa_ok[VL3__CPU_ISA_COUNT], isa_env = -1, isa_forced = -1;
+static pthread_once_t isa_once = PTHREAD_ONCE_INIT;
+
+#ifdef GEMM_X86
+#define ARCH_REQ_XCOMP_PERM 0x1023
+#define XFEATURE_XTILEDATA 18
+
+static uint64_t xcr0(void)
+{
+    uint32_t lo, hi;
+    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+    return ((uint64_t)hi << 32) | lo;
+}
+#endif
+
+static void isa_probe(void)
+{
+    isa_ok[VL3__CPU_ISA_C] = 1;
+#ifdef GEMM_X86
+    unsigned a, b, c, d;
+    __builtin_cpu_init();
+    isa_ok[VL3__CPU_ISA_AVX2] = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    isa_ok[VL3__CPU_ISA_AVX512] = __builtin_cpu_supports("avx512f") &&
+                                  __builtin_cpu_supports("avx512bw");
+    if (isa_ok[VL3__CPU_ISA_AVX512] && __get_cpuid_count(7, 1, &a, &b, &c, &d))
+        isa_ok[VL3__CPU_ISA_AVX512BF16] = (a >> 5) & 1;
+    if (isa_ok[VL3__CPU_ISA_AVX512BF16] && __get_cpuid_count(7, 0, &a, &b, &c, &d) &&
+        ((d >> 22) & 1) && ((d >> 24) & 1) && __get_cpuid(1, &a, &b, &c, &d) &&
+        ((c >> 27) & 1) /* OSXSAVE */ && (xcr0() & (3u << 17)) == (3u << 17))
+        /* the kernel must also grant this process the tile data state */
+        isa_ok[VL3__CPU_ISA_AMX] =
+            syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0;
+#endif
+    const char *env = getenv("VL3_CPU_ISA");
+    int e = env && *env ? vl3__cpu_isa_parse(env) : -1;
+    if (e >= 0 && isa_ok[e])
+        isa_env = e;
+}
+
+int vl3__cpu_isa_supported(int isa)
+{
+    pthread_once(&isa_once, isa_probe);
+    return isa >= 0 && isa < VL3__CPU_ISA_COUNT && isa_ok[isa];
+}
+
+void vl3__cpu_set_isa(int isa)
+{
+    __atomic_store_n(&isa_forced, isa, __ATOMIC_RELAXED);
+}
+
+int vl3__cpu_isa(void)
+{
+    pthread_once(&isa_once, isa_probe);
+    int f = __atomic_load_n(&isa_forced, __ATOMIC_RELAXED);
+    if (f >= 0 && f < VL3__CPU_ISA_COUNT && isa_ok[f])
+        return f;
+    if (isa_env >= 0)
+        return isa_env;
+    for (int i = VL3__CPU_ISA_COUNT - 1; i > 0; i--)
+        if (isa_ok[i])
+            return i;
+    return VL3__CPU_ISA_C;
+}
+
+int vl3__cpu_bf16_native(void)
+{
+    return vl3__cpu_isa_supported(VL3__CPU_ISA_AVX512BF16) ||
+           vl3__cpu_isa_supported(VL3__CPU_ISA_AMX);
+}
+
+/* ---- rounding x to bf16 --------------------------------------------------------------------- */
+
+static void round_row_c(uint16_t *dst, const float *x, int K, int Kp)
+{
+    int k = 0;
+    for (; k < K; k++)
+        dst[k] = vl3__cpu_f32_to_bf16(x[k]);
+    for (; k < Kp; k++)
+        dst[k] = 0;
+}
+
+#ifdef GEMM_X86
+/* 16 floats (masked) -> 16 bf16, nearest even, NaN kept quiet (as vl3__cpu_f32_to_bf16). */
+__attribute__((target("avx512f,avx512bw"))) static inline __m256i round16(const float *x,
+                                                                            __mmask16 m)
+{
+    __m512i u = _mm512_castps_si512(_mm512_maskz_loadu_ps(m, x));
+    __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
+    __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, _mm512_add_epi32(lsb,
+                                                   _mm512_set1_epi32(0x7fff))), 16);
+    __mmask16 nan = _mm512_cmpgt_epu32_mask(_mm512_and_si512(u, _mm512_set1_epi32(0x7fffffff)),
+                                            _mm512_set1_epi32(0x7f800000));
+    r = _mm512_mask_or_epi32(r, nan, _mm512_srli_epi32(u, 16), _mm512_set1_epi32(0x40));
+    return _mm512_cvtepi32_epi16(r);
+}
+
+static inline __mmask16 mask16(int n)
+{
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+/* 32 values from x (n valid) as 16 dwords of bf16 pairs. */
+__attribute__((target("avx512f,avx512bw"))) static inline __m512i round32(const float *x, int n)
+{
+    __m256i lo = round16(x, mask16(n)), hi = round16(x + 16, mask16(n - 16));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+}
+
+__attribute__((target("avx512f,avx512bw"))) static void round_row_avx512(uint16_t *dst,
+                                                                          const float *x, int K,
+                                                                          int Kp)
+{
+    for (int k = 0; k < Kp; k += 32)
+        _mm512_storeu_si512((void *)(dst + k), round32(x + k, K - k));
+}
+#endif
+
+/* Round rows [0, T) of x (T, K) into xb (T, Kp), zero past K. */
+static void round_rows(uint16_t *xb, const float *x, int T, int K, int Kp, int isa)
+{
+    for (int t = 0; t < T; t++) {
+#ifdef GEMM_X86
+        if (isa >= VL3__CPU_ISA_AVX512) {
+            round_row_avx512(xb + (size_t)t * Kp, x + (size_t)t * K, K, Kp);
+            continue;
+        }
+#endif
+        (void)isa;
+        round_row_c(xb + (size_t)t * Kp, x + (size_t)t * K, K, Kp);
+    }
+}
+
+/* ---- jobs and threads ----------------------------------------------------------------------- */
+
+struct gemm_job {
+    void (*fn)(const struct gemm_job *);
+    int o0, o1;         /* output rows of this job */
+    int T, K, Kp, out, acc;
+    const uint16_t *w;  /* (out, K) bf16 */
+    const uint16_t *xb; /* (T, Kp) bf16, or the AMX-packed x */
+    float *y;           /* (T, out) */
+    uint16_t *scratch;  /* per-thread: AMX edge tiles */
+};
+
+static void *job_run(void *arg)
+{
+    const struct gemm_job *j = arg;
+    j->fn(j);
+    return NULL;
+}
+
+static void run_jobs(struct gemm_job *jobs, int nt)
+{
+    pthread_t th[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int k = 1; k < nt; k++)
+        started[k] = pthread_create(&th[k], NULL, job_run, &jobs[k]) == 0;
+    job_run(&jobs[0]);
+    for (int k = 1; k < nt; k++) {
+        if (started[k])
+            pthread_join(th[k], NULL);
+        else
+            job_run(&jobs[k]); /* could not start a thread: do its share here */
+    }
+}
+
+/* ---- AVX512-BF16: vdpbf16ps dot products ---------------------------------------------------- */
+
+#ifdef GEMM_X86
+/* out[r][t] = sum_k w[r][k] x[t][k] for RN rows and TN tokens; x zero-padded to Kp. */
+#define DOT_BLOCK(RN, TN)                                                                          \
+    __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void dot_##RN##_##TN(           \
+        const uint16_t *w, size_t ws, const uint16_t *x, size_t xs, int K, float *o, int os)     \
+    {                                                                                              \
+        __m512 acc[RN][TN];                                                                        \
+        _Pragma("GCC unroll 4") for (int r = 0; r < RN; r++)                                       \
+            _Pragma("GCC unroll 4") for (int t = 0; t < TN; t++)                                   \
+                acc[r][t] = _mm512_setzero_ps();                                                   \
+        int kf = K & ~31, k = 0;                                                                   \
+        for (; k < kf; k += 32) {                                                                  \
+            __m512i wv[RN];                                                                        \
+            _Pragma("GCC unroll 4") for (int r = 0; r < RN; r++)                                   \
+                wv[r] = _mm512_loadu_si512((const void *)(w + r * ws + k));                        \
+            _Pragma("GCC unroll 4") for (int t = 0; t < TN; t++) {                                 \
+                __m512i xv = _mm512_loadu_si512((const void *)(x + t * xs + k));                   \
+                _Pragma("GCC unroll 4") for (int r = 0; r < RN; r++)                               \
+                    acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv[r], (__m512bh)xv);        \
+            }                                                                                      \
+        }                                                                                          \
+        if (k < K) {                                                                               \
+            __mmask32 m = (__mmask32)((1ull << (K - k)) - 1);                                      \
+            __m512i wv[RN];                                                                        \
+            for (int r = 0; r < RN; r++)                                                           \
+                wv[r] = _mm512_maskz_loadu_epi16(m, w + r * ws + k);                               \
+            for (int t = 0; t < TN; t++) {                                                         \
+                __m512i xv = _mm512_maskz_loadu_epi16(m, x + t * xs + k);                          \
+                for (int r = 0; r < RN; r++)                                                       \
+                    acc[r][t] = _mm512_dpbf16_ps(acc[r][t], (__m512bh)wv[r], (__m512bh)xv);        \
+            }                                                                                      \
+        }                                                                                          \
+        for (int r = 0; r < RN; r++)                                                               \
+            for (int t = 0; t < TN; t++)                                                           \
+                o[t * os + r] = _mm512_reduce_add_ps(acc[r][t]);                                   \
+    }
+DOT_BLOCK(4, 1)
+DOT_BLOCK(4, 2)
+DOT_BLOCK(4, 3)
+DOT_BLOCK(4, 4)
+DOT_BLOCK(1, 1)
+DOT_BLOCK(1, 2)
+DOT_BLOCK(1, 3)
+DOT_BLOCK(1, 4)
+
+typedef void (*dot_fn)(const uint16_t *, size_t, const uint16_t *, size_t, int, float *, int);
+static const dot_fn dot4[5] = {NULL, dot_4_1, dot_4_2, dot_4_3, dot_4_4};
+static const dot_fn dot1[5] = {NULL, dot_1_1, dot_1_2, dot_1_3, dot_1_4};
+
+static void dot_job(const struct gemm_job *j)
+{
+    float o[16];
+    for (int r0 = j->o0; r0 < j->o1; r0 += 4) {
+        int rn = j->o1 - r0 >= 4 ? 4 : 1;
+        for (int t0 = 0; t0 < j->T; t0 += 4) {
+            int tn = j->T - t0 < 4 ? j->T - t0 : 4;
+            (rn == 4 ? dot4 : dot1)[tn](j->w + (size_t)r0 * j->K, (size_t)j->K,
+                                        j->xb + (size_t)t0 * j->Kp, (size_t)j->Kp, j->K, o, 4);
+            for (int t = 0; t < tn; t++)
+                for (int r = 0; r < rn; r++) {
+                    float *y = j->y + (size_t)(t0 + t) * j->out + r0 + r;
+                    *y = j->acc ? *y + o[t * 4 + r] : o[t * 4 + r];
+                }
+        }
+        if (rn == 1)
+            r0 -= 3; /* one row done: step by one */
+    }
+}
+
+/* ---- AMX-BF16 tiles ------------------------------------------------------------------------- */
+
+struct tile_config {
+    uint8_t palette_id;
+    uint8_t start_row;
+    uint8_t reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+};
+
+/* Pack rows [0, tn) of x (stride K) as B tiles: blocks of 16 tokens (ntb, made even), per block
+ * nks tiles of 16 k pairs x 16 tokens (dword (k2, t) = bf16 pair x[t][32s + 2k2 .. +1]). */
+__attribute__((target("avx512f,avx512bw"))) static void amx_pack_x(uint32_t *xp, const float *x,
+                                                                    int tn, int K, int nks,
+                                                                    int ntb)
+{
+    uint32_t tmp[16] __attribute__((aligned(64)));
+    for (int t = 0; t < ntb * 16; t++) {
+        uint32_t *blk = xp + (size_t)(t / 16) * nks * 256 + t % 16;
+        for (int s = 0; s < nks; s++) {
+            if (t < tn)
+                _mm512_store_si512((void *)tmp, round32(x + (size_t)t * K + s * 32, K - s * 32));
+            else
+                memset(tmp, 0, sizeof(tmp));
+            uint32_t *tile = blk + (size_t)s * 256;
+            for (int k2 = 0; k2 < 16; k2++)
+                tile[k2 * 16] = tmp[k2];
+        }
+    }
+}
+
+/* One job: output blocks of 32 rows [o0, o1) (o0 a multiple of 32) for ntb token blocks.
+ * scratch: 2 * 16 * Kp bf16 (edge rows) + 2 * 16 * 32 bf16 (k tails) + 256 f32. */
+__attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_job(const struct gemm_job *j)
+{
+    struct tile_config cfg;
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.palette_id = 1;
+    for (int i = 0; i < 8; i++) {
+        cfg.colsb[i] = 64;
+        cfg.rows[i] = 16;
+    }
+    _tile_loadconfig(&cfg);
+    int K = j->K, Kp = j->Kp, nks = Kp / 32, kfull = K / 32, ntb = (j->T + 15) / 16;
+    ntb += ntb & 1;
+    uint16_t *pad[2] = {j->scratch, j->scratch + 16 * (size_t)Kp};
+    uint16_t *tail[2] = {j->scratch + 32 * (size_t)Kp, j->scratch + 32 * (size_t)Kp + 512};
+    float *cbuf = (float *)(j->scratch + 32 * (size_t)Kp + 1024);
+    const char *xp = (const char *)j->xb;
+    for (int o0 = j->o0; o0 < j->o1; o0 += 32) {
+        const char *am[2], *at[2];
+        long as[2], ats[2];
+        int rows[2];
+        for (int h = 0; h < 2; h++) {
+            int r0 = o0 + 16 * h;
+            rows[h] = j->out - r0 < 16 ? (j->out - r0 > 0 ? j->out - r0 : 0) : 16;
+            if (rows[h] == 16) {
+                am[h] = (const char *)(j->w + (size_t)r0 * K);
+                as[h] = (long)K * 2;
+                if (kfull < nks) {
+                    memset(tail[h], 0, 512 * sizeof(uint16_t));
+                    for (int r = 0; r < 16; r++)
+                        memcpy(tail[h] + r * 32, j->w + (size_t)(r0 + r) * K + kfull * 32,
+                               (size_t)(K - kfull * 32) * 2);
+                }
+                at[h] = (const char *)tail[h];
+                ats[h] = 64;
+            } else {
+                memset(pad[h], 0, 16 * (size_t)Kp * 2);
+                for (int r = 0; r < rows[h]; r++)
+                    memcpy(pad[h] + (size_t)r * Kp, j->w + (size_t)(r0 + r) * K, (size_t)K * 2);
+                am[h] = (const char *)pad[h];
+                as[h] = (long)Kp * 2;
+                at[h] = (const char *)(pad[h] + kfull * 32);
+                ats[h] = as[h];
+            }
+        }
+        for (int tb = 0; tb < ntb; tb += 2) {
+            const char *b0 = xp + (size_t)tb * nks * 1024, *b1 = b0 + (size_t)nks * 1024;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int s = 0; s < kfull; s++) {
+                _tile_loadd(4, am[0] + s * 64, as[0]);
+                _tile_loadd(6, b0 + (size_t)s * 1024, 64);
+                _tile_loadd(5, am[1] + s * 64, as[1]);
+                _tile_loadd(7, b1 + (size_t)s * 1024, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            if (kfull < nks) {
+                _tile_loadd(4, at[0], ats[0]);
+                _tile_loadd(6, b0 + (size_t)kfull * 1024, 64);
+                _tile_loadd(5, at[1], ats[1]);
+                _tile_loadd(7, b1 + (size_t)kfull * 1024, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            for (int c = 0; c < 4; c++) {
+                int h = c >> 1, t0 = (tb + (c & 1)) * 16;
+                switch (c) {
+                case 0: _tile_stored(0, cbuf, 64); break;
+                case 1: _tile_stored(1, cbuf, 64); break;
+                case 2: _tile_stored(2, cbuf, 64); break;
+                default: _tile_stored(3, cbuf, 64); break;
+                }
+                int tn = j->T - t0 < 16 ? j->T - t0 : 16;
+                for (int n = 0; n < tn; n++) {
+                    float *y = j->y + (size_t)(t0 + n) * j->out + o0 + 16 * h;
+                    if (j->acc)
+                        for (int m = 0; m < rows[h]; m++)
+                            y[m] += cbuf[m * 16 + n];
+                    else
+                        for (int m = 0; m < rows[h]; m++)
+                            y[m] = cbuf[m * 16 + n];
+                }
+            }
+        }
+    }
+    _tile_release();
+}
+#endif /* GEMM_X86 */
+
+/* ---- entry ---------------------------------------------------------------------------------- */
+
+static int kpad(int in)
+{
+    return (in + 31) & ~31;
+}
+
+size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in)
+{
+    size_t kp = (size_t)kpad(max_in > 0 ? max_in : 0), in = (size_t)(max_in > 0 ? max_in : 0);
+    size_t nt = (size_t)vl3__cpu_threads(ctx);
+    if (nt > MAX_THREADS)
+        nt = MAX_THREADS;
+    size_t native = (size_t)XCHUNK * kp * 2 + 64 + nt * ((32 * kp + 1024) * 2 + 1024 + 64);
+    size_t emu = (size_t)EMU_CHUNK * in * 4 + 64 + vl3__cpu_matmul_f32_work_size(max_in);
+    return native > emu ? native : emu;
+}
+
+static char *align64(void *p)
+{
+    return (char *)(((uintptr_t)p + 63) & ~(uintptr_t)63);
+}
+
+static int thread_count(void *ctx, double macs, int units)
+{
+    int nt = vl3__cpu_threads(ctx);
+    if (nt > MAX_THREADS)
+        nt = MAX_THREADS;
+    if (macs < THREAD_MIN_MACS || nt < 1)
+        nt = 1;
+    if (nt > units)
+        nt = units;
+    return nt > 0 ? nt : 1;
+}
+
+int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
+                       int out, int acc, int isa, void *work, size_t work_bytes)
+{
+    if (T <= 0)
+        return T < 0 ? -EINVAL : 0;
+    if (!work || work_bytes < vl3__cpu_gemm_bf16_work_size(ctx, in))
+        return -EINVAL;
+    if (isa < 0 || !vl3__cpu_isa_supported(isa))
+        isa = vl3__cpu_isa();
+    int Kp = kpad(in);
+    if (isa <= VL3__CPU_ISA_AVX512) {
+        /* f32 kernels on rounded inputs: exact bf16 x bf16 products, f32 sums */
+        float *xr = (float *)align64(work);
+        size_t xr_bytes = (size_t)EMU_CHUNK * in * 4;
+        char *rest = (char *)xr + xr_bytes;
+        size_t rest_bytes = work_bytes - (size_t)(rest - (char *)work);
+        for (int t0 = 0; t0 < T; t0 += EMU_CHUNK) {
+            int tn = T - t0 < EMU_CHUNK ? T - t0 : EMU_CHUNK;
+            const float *xs = x + (size_t)t0 * in;
+            for (size_t i = 0; i < (size_t)tn * in; i++)
+                xr[i] = vl3__cpu_bf16_to_f32(vl3__cpu_f32_to_bf16(xs[i]));
+            int r = vl3__cpu_matmul_f32(ctx, y + (size_t)t0 * out, xr, w, tn, in, out, acc,
+                                        isa == VL3__CPU_ISA_AVX512 ? 2 : isa, rest, rest_bytes);
+            if (r < 0)
+                return r;
+        }
+        return 0;
+    }
+#ifdef GEMM_X86
+    char *base = align64(work);
+    uint16_t *xb = (uint16_t *)base;
+    char *thr = base + (size_t)XCHUNK * Kp * 2;
+    size_t thr_bytes = ((32 * (size_t)Kp + 1024) * 2 + 1024 + 63) & ~(size_t)63;
+    for (int t0 = 0; t0 < T; t0 += XCHUNK) {
+        int tn = T - t0 < XCHUNK ? T - t0 : XCHUNK;
+        const float *xs = x + (size_t)t0 * in;
+        float *ys = y + (size_t)t0 * out;
+        struct gemm_job jobs[MAX_THREADS];
+        int nt;
+        if (isa == VL3__CPU_ISA_AMX && tn >= AMX_MIN_T) {
+            int ntb = (tn + 15) / 16;
+            ntb += ntb & 1;
+            amx_pack_x((uint32_t *)xb, xs, tn, in, Kp / 32, ntb);
+            int nob = (out + 31) / 32;
+            nt = thread_count(ctx, (double)tn * in * out, nob);
+            for (int k = 0; k < nt; k++) {
+                int b0 = (int)((long long)nob * k / nt), b1 = (int)((long long)nob * (k + 1) / nt);
+                jobs[k] = (struct gemm_job){.fn = amx_job, .o0 = b0 * 32,
+                                            .o1 = b1 * 32 < out ? b1 * 32 : out, .T = tn,
+                                            .K = in, .Kp = Kp, .out = out, .acc = acc, .w = w,
+                                            .xb = xb, .y = ys,
+                                            .scratch = (uint16_t *)(thr + (size_t)k * thr_bytes)};
+            }
+        } else {
+            round_rows(xb, xs, tn, in, Kp, isa);
+            int nrb = (out + 3) / 4;
+            nt = thread_count(ctx, (double)tn * in * out, nrb);
+            for (int k = 0; k < nt; k++) {
+                int b0 = (int)((long long)nrb * k / nt), b1 = (int)((long long)nrb * (k + 1) / nt);
+                jobs[k] = (struct gemm_job){.fn = dot_job, .o0 = b0 * 4,
+                                            .o1 = b1 * 4 < out ? b1 * 4 : out, .T = tn, .K = in,
+                                            .Kp = Kp, .out = out, .acc = acc, .w = w, .xb = xb,
+                                            .y = ys};
+            }
+        }
+        run_jobs(jobs, nt);
+    }
+    return 0;
+#else
+    return VL3_E_UNSUPPORTED;
+#endif
+}
+
+/* ---- f32 weights (the vision encoder's): rounded to bf16 per call ---------------------------- */
+
+struct conv_job {
+    uint16_t *dst;
+    const float *src;
+    size_t n;
+    int isa;
+};
+
+static void *conv_run(void *arg)
+{
+    const struct conv_job *j = arg;
+    size_t i = 0;
+#ifdef GEMM_X86
+    if (j->isa >= VL3__CPU_ISA_AVX512)
+        for (; i + 32 <= j->n; i += 32)
+            round_row_avx512(j->dst + i, j->src + i, 32, 32);
+#endif
+    for (; i < j->n; i++)
+        j->dst[i] = vl3__cpu_f32_to_bf16(j->src[i]);
+    return NULL;
+}
+
+int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float *b, float *y,
+                         int64_t P, int in, int out)
+{
+    if (P <= 0)
+        return 0;
+    if (P > INT32_MAX || in <= 0 || out <= 0)
+        return -EINVAL;
+    size_t n = (size_t)in * out, wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
+    uint16_t *wbf = malloc(n * 2);
+    void *work = malloc(wb);
+    if (!wbf || !work) {
+        free(wbf);
+        free(work);
+        return -ENOMEM;
+    }
+    int isa = vl3__cpu_isa(), nt = thread_count(ctx, (double)n * 64, out);
+    struct conv_job cj[MAX_THREADS];
+    pthread_t th[MAX_THREADS];
+    int started[MAX_THREADS] = {0};
+    for (int k = 0; k < nt; k++) {
+        size_t r0 = (size_t)out * k / nt, r1 = (size_t)out * (k + 1) / nt;
+        cj[k] = (struct conv_job){wbf + r0 * in, w + r0 * in, (r1 - r0) * in, isa};
+    }
+    for (int k = 1; k < nt; k++)
+        started[k] = pthread_create(&th[k], NULL, conv_run, &cj[k]) == 0;
+    conv_run(&cj[0]);
+    for (int k = 1; k < nt; k++) {
+        if (started[k])
+            pthread_join(th[k], NULL);
+        else
+            conv_run(&cj[k]);
+    }
+    if (b)
+        for (int64_t p = 0; p < P; p++)
+            memcpy(y + p * out, b, sizeof(float) * (size_t)out);
+    int r = vl3__cpu_gemm_bf16(ctx, y, x, wbf, (int)P, in, out, b != NULL, -1, work, wb);
+    free(wbf);
+    free(work);
+    return r;
+}

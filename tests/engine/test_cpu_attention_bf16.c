@@ -1,0 +1,353 @@
+/* test_cpu_attention_bf16.c: attention and activations of the CPU backend's bf16 mode
+ * (VL3_PRECISION=bf16).
+ *
+ * 1. The AMX attention kernels (engine/backend/cpu/attention_amx.c) against a double-precision
+ * attention written here on the same bf16-rounded inputs (q * scale, k, v rounded to nearest
+ * even, as the kernel rounds them).
+ * Tolerance: the kernel also rounds the softmax weights P to bf16 (relative error up to 2^-9 per
+ * weight) before P V; over random U(-1, 1) inputs that gives an NMSE near 1e-6 and max-abs
+ * errors near 1.3e-3 (measured here). The bounds below (NMSE 1e-5, max-abs 5e-3) leave room for
+ * unlucky draws and still fail any indexing, masking or rescaling mistake, whose errors are of
+ * order 0.1 to 1. Shapes: causal prefill with and without history, several sequences in one call
+ * (mixed prefill chunks and decode tokens), pages of 7 and 16 tokens, GQA groups, head dims 16,
+ * 72 (padded to 96) and 128, query and key counts not multiples of 32; the vision encoder's
+ * block-diagonal attention with blocks of 1, 31, 33 and 200 rows. Skipped (77) without AMX.
+ *
+ * 2. The AVX-512 tanh GELU and SwiGLU (activations_avx512.c) against double tanh / exp over
+ * values from -100 to 100 (zero, tiny, saturated), lengths not multiples of 16, on two threads:
+ * absolute error within 1e-6 * (1 + |x|) (GELU) and relative 1e-6 (SiLU), about 10x what the
+ * polynomials give.
+ *
+ * 3. `vl3 run` on a tiny native model (std 0.1) over a 16-frame clip in bf16 mode against f32
+ * mode: greedy tokens identical, logits within rel-L2 2e-2 (measured 4e-4 with bf16 attention
+ * alone, 3.6e-3 with the bf16 matrix products too, which round every activation entering a
+ * weight product; on these shapes a wrong mask or scale moves the logits by order 1).
+ *
+ * 4. The row-parallel small ops (rmsnorm, rope, add; layernorm, rope2d, vision add) give the same
+ * bits on 1 and 3 threads. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cpu_ops.h"
+#include "test.h"
+#include "vl3/util.h"
+
+#define TOL_NMSE 1e-5
+#define TOL_MAX_ABS 5e-3
+
+static uint64_t rng_state = 7;
+
+static double urand(void) /* U(-1, 1) */
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
+}
+
+static float *randv(size_t n)
+{
+    float *v = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)urand();
+    return v;
+}
+
+/* f32 -> bf16 -> f32, nearest even (a noinline function: see the bf16 note in STYLE's tests) */
+__attribute__((noinline)) static double bf(float f)
+{
+    return vl3__cpu_bf16_to_f32(vl3__cpu_f32_to_bf16(f));
+}
+
+/* Reference attention of one head over keys 0..nk-1 for query q (D values): k, v rows at
+ * stride ld; causal limit lim keys. */
+static void head_ref(double *out, const float *q, float scale, const float *k, const float *v,
+                     size_t ld, int lim, int D)
+{
+    double *p = malloc(sizeof(double) * (size_t)(lim > 0 ? lim : 1)), mx = -INFINITY, z = 0;
+    for (int j = 0; j < lim; j++) {
+        double s = 0;
+        for (int d = 0; d < D; d++)
+            s += bf(q[d] * scale) * bf(k[(size_t)j * ld + d]);
+        p[j] = s;
+        mx = s > mx ? s : mx;
+    }
+    for (int j = 0; j < lim; j++)
+        z += p[j] = exp(p[j] - mx);
+    for (int d = 0; d < D; d++) {
+        double s = 0;
+        for (int j = 0; j < lim; j++)
+            s += p[j] / z * bf(v[(size_t)j * ld + d]);
+        out[d] = s;
+    }
+    free(p);
+}
+
+static int check(const char *what, const float *got, const double *want, size_t n)
+{
+    double e2 = 0, w2 = 0, mx = 0;
+    for (size_t i = 0; i < n; i++) {
+        double e = got[i] - want[i];
+        e2 += e * e;
+        w2 += want[i] * want[i];
+        mx = fabs(e) > mx ? fabs(e) : mx;
+    }
+    double nmse = w2 > 0 ? e2 / w2 : e2;
+    fprintf(stderr, "  %s: nmse %.3g max_abs %.3g over %zu values\n", what, nmse, mx, n);
+    return !(nmse <= TOL_NMSE && mx <= TOL_MAX_ABS);
+}
+
+TEST(amx_llm_attention_paged)
+{
+    if (!vl3__cpu_amx_available())
+        SKIP("no AMX-BF16 on this CPU (or the kernel refused the tile state)");
+    void *c = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 2, &c, NULL));
+    static const struct { int H, Hkv, D; } hs[] = {{4, 2, 16}, {6, 2, 72}, {12, 2, 128}};
+    /* qscale 24: scores spread over tens, so the running max moves past its slack across key
+     * blocks and the rescaling is exercised */
+    for (int qscale = 1; qscale <= 24; qscale += 23)
+    for (size_t hi = 0; hi < sizeof(hs) / sizeof(hs[0]); hi++)
+        for (int ps = 7; ps <= 16; ps += 9) {
+            int H = hs[hi].H, Hkv = hs[hi].Hkv, D = hs[hi].D, kvd = Hkv * D, grp = H / Hkv;
+            int qstride = (H + 2 * Hkv) * D;
+            /* four sequences in one call: long prefill, prefill after history, decode, decode
+             * at the start */
+            enum { NS = 4 };
+            static const int nq[NS] = {150, 37, 1, 1}, np[NS] = {0, 45, 90, 0};
+            int T = 0, mp = 0;
+            for (int s = 0; s < NS; s++) {
+                T += nq[s];
+                int pages = (nq[s] + np[s] + ps - 1) / ps;
+                mp = pages > mp ? pages : mp;
+            }
+            int n_pages = mp * NS;
+            float *kpool = calloc((size_t)n_pages * ps * kvd, sizeof(float));
+            float *vpool = calloc((size_t)n_pages * ps * kvd, sizeof(float));
+            int32_t *tables = malloc(sizeof(int32_t) * (size_t)n_pages);
+            for (int i = 0; i < n_pages; i++)
+                tables[i] = (int32_t)((i * 7 + 3) % n_pages); /* scrambled pages */
+            float *q = randv((size_t)T * qstride), *out = calloc((size_t)T * H * D, 4);
+            for (size_t i = 0; i < (size_t)T * qstride; i++)
+                q[i] *= (float)qscale;
+            double *want = malloc(sizeof(double) * (size_t)T * H * D);
+            struct vl3__attn_seq sq[NS];
+            int row = 0;
+            float scale = 1.0f / sqrtf((float)D);
+            for (int s = 0; s < NS; s++) {
+                int nk = nq[s] + np[s];
+                float *k = randv((size_t)nk * kvd), *v = randv((size_t)nk * kvd);
+                for (int t = 0; t < nk; t++) {
+                    size_t slot = (size_t)tables[s * mp + t / ps] * ps + t % ps;
+                    memcpy(kpool + slot * kvd, k + (size_t)t * kvd, sizeof(float) * kvd);
+                    memcpy(vpool + slot * kvd, v + (size_t)t * kvd, sizeof(float) * kvd);
+                }
+                for (int i = 0; i < nq[s]; i++)
+                    for (int h = 0; h < H; h++)
+                        head_ref(want + (size_t)(row + i) * H * D + h * D,
+                                 q + (size_t)(row + i) * qstride + h * D, scale,
+                                 k + (h / grp) * D, v + (h / grp) * D, kvd, np[s] + i + 1, D);
+                sq[s] = (struct vl3__attn_seq){row, nq[s], np[s], tables + s * mp};
+                row += nq[s];
+                free(k), free(v);
+            }
+            struct vl3__attn_args a = {.out = out, .q = q, .q_stride = qstride,
+                                       .out_stride = H * D, .n_heads = H, .n_kv_heads = Hkv,
+                                       .head_dim = D, .scale = scale, .k_pages = kpool,
+                                       .v_pages = vpool, .page_size = ps, .seqs = sq,
+                                       .n_seqs = NS};
+            ASSERT_OK(vl3__cpu_attention_amx(c, &a));
+            char what[96];
+            snprintf(what, sizeof(what), "llm H=%d Hkv=%d D=%d page=%d qscale=%d", H, Hkv, D, ps,
+                     qscale);
+            int bad = check(what, out, want, (size_t)T * H * D);
+            free(kpool), free(vpool), free(tables), free(q), free(out), free(want);
+            if (bad)
+                TEST__FAIL("%s: beyond nmse %g / max_abs %g", what, TOL_NMSE, TOL_MAX_ABS);
+        }
+    vl3__backend_cpu_ops.free(c);
+    return 0;
+}
+
+TEST(amx_vision_attention_blocks)
+{
+    if (!vl3__cpu_amx_available())
+        SKIP("no AMX-BF16 on this CPU (or the kernel refused the tile state)");
+    void *c = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 2, &c, NULL));
+    static const struct { int H, D; } hs[] = {{2, 16}, {16, 72}};
+    static const int64_t cu[] = {0, 1, 32, 65, 265, 265}; /* blocks of 1, 31, 33, 200, 0 rows */
+    int nb = 5, P = (int)cu[nb];
+    for (size_t hi = 0; hi < sizeof(hs) / sizeof(hs[0]); hi++) {
+        int H = hs[hi].H, D = hs[hi].D, ld = H * D;
+        float *q = randv((size_t)P * ld), *k = randv((size_t)P * ld), *v = randv((size_t)P * ld);
+        float *out = calloc((size_t)P * ld, 4);
+        double *want = malloc(sizeof(double) * (size_t)P * ld);
+        float scale = 1.0f / sqrtf((float)D);
+        for (int b = 0; b < nb; b++)
+            for (int64_t i = cu[b]; i < cu[b + 1]; i++)
+                for (int h = 0; h < H; h++)
+                    head_ref(want + i * ld + h * D, q + i * ld + h * D, scale,
+                             k + cu[b] * ld + h * D, v + cu[b] * ld + h * D, (size_t)ld,
+                             (int)(cu[b + 1] - cu[b]), D);
+        ASSERT_OK(vl3__cpu_attention_blocks_amx(c, q, k, v, out, cu, nb, H, D));
+        char what[64];
+        snprintf(what, sizeof(what), "vision H=%d D=%d", H, D);
+        int bad = check(what, out, want, (size_t)P * ld);
+        free(q), free(k), free(v), free(out), free(want);
+        if (bad)
+            TEST__FAIL("%s: beyond nmse %g / max_abs %g", what, TOL_NMSE, TOL_MAX_ABS);
+    }
+    vl3__backend_cpu_ops.free(c);
+    return 0;
+}
+
+TEST(fast_gelu_tanh_and_silu_mul)
+{
+    void *c = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 2, &c, NULL));
+    int n = 200003; /* odd: a masked tail; large enough for two threads */
+    float *x = malloc(sizeof(float) * n), *orig = malloc(sizeof(float) * n);
+    for (int i = 0; i < n; i++) {
+        double u = urand();
+        orig[i] = (float)(i % 7 == 0 ? u * 100 : i % 7 == 1 ? u * 1e-4 : i % 11 == 0 ? 0 : u * 6);
+        x[i] = orig[i];
+    }
+    int rc = vl3__cpu_gelu_tanh_fast(c, x, n);
+    if (rc == -ENOTSUP) {
+        free(x), free(orig);
+        vl3__backend_cpu_ops.free(c);
+        SKIP("no AVX-512 on this CPU");
+    }
+    ASSERT_OK(rc);
+    double worst = 0;
+    for (int i = 0; i < n; i++) {
+        double v = orig[i];
+        double want = 0.5 * v * (1 + tanh(0.7978845608028654 * (v + 0.044715 * v * v * v)));
+        double e = fabs(x[i] - want) / (1 + fabs(v));
+        worst = e > worst ? e : worst;
+    }
+    fprintf(stderr, "  gelu_tanh: worst |err| / (1 + |x|) = %.3g\n", worst);
+    ASSERT(worst <= 1e-6);
+    /* SwiGLU: T rows of gate | up, I = 8960 + 5 (the 2B width and a tail) */
+    int T = 9, I = 8965;
+    float *gu = malloc(sizeof(float) * (size_t)T * 2 * I), *out = malloc(sizeof(float) * (size_t)T * I);
+    for (size_t i = 0; i < (size_t)T * 2 * I; i++)
+        gu[i] = (float)(urand() * (i % 5 == 0 ? 90 : 8));
+    ASSERT_OK(vl3__cpu_silu_mul_fast(c, out, gu, T, I));
+    worst = 0;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < I; i++) {
+            double g = gu[(size_t)t * 2 * I + i], u = gu[(size_t)t * 2 * I + I + i];
+            double want = g / (1 + exp(-g)) * u, got = out[(size_t)t * I + i];
+            double e = fabs(got - want) / (fabs(want) + 1e-30);
+            if (fabs(want) > 1e-30)
+                worst = e > worst ? e : worst;
+        }
+    fprintf(stderr, "  silu_mul: worst relative error %.3g\n", worst);
+    ASSERT(worst <= 1e-6);
+    free(x), free(orig), free(gu), free(out);
+    vl3__backend_cpu_ops.free(c);
+    return 0;
+}
+
+/* Read a whole binary file of n_elem 4-byte values. */
+static void *read_all(const char *dir, const char *name, size_t *ret_n)
+{
+    char path[1200];
+    char *buf = NULL;
+    size_t len = 0;
+    snprintf(path, sizeof(path), "%s/%s", dir, name);
+    if (vl3_file_read(path, (size_t)1 << 30, &buf, &len, NULL) < 0)
+        return NULL;
+    *ret_n = len / 4;
+    return buf;
+}
+
+TEST(run_bf16_mode_matches_f32_mode)
+{
+    if (!vl3__cpu_amx_available())
+        SKIP("no AMX-BF16 on this CPU: bf16 mode's attention is the f32 path");
+    const char *bin = getenv("VL3_BIN_DIR"), *shared = test_shared_dir(), *tmp = test_tmpdir();
+    if (!bin || !shared)
+        SKIP("VL3_BIN_DIR or ../shared missing");
+    ASSERT_EQ(test_sh(NULL, 0, "'%s/vl3' model tiny --out '%s/m' --layout native --std 0.1 "
+                      "--tokenizer '%s/data/qwen2.5-tokenizer' >/dev/null", bin, tmp, shared), 0);
+    for (int mode = 0; mode < 2; mode++)
+        ASSERT_EQ(test_sh(NULL, 0, "VL3_PRECISION=%s '%s/vl3' run --model '%s/m' --video "
+                          "'%s/data/media/frog.mp4' --max-frames 16 --task caption --greedy "
+                          "--max-new-tokens 16 --dump '%s/d%d' >/dev/null 2>&1",
+                          mode ? "bf16" : "f32", bin, tmp, shared, tmp, mode), 0);
+    char d0[1100], d1[1100];
+    snprintf(d0, sizeof(d0), "%s/d0", tmp);
+    snprintf(d1, sizeof(d1), "%s/d1", tmp);
+    size_t n0, n1, g0, g1;
+    float *l0 = read_all(d0, "logits.f32", &n0), *l1 = read_all(d1, "logits.f32", &n1);
+    int32_t *t0 = read_all(d0, "generated.i32", &g0), *t1 = read_all(d1, "generated.i32", &g1);
+    ASSERT(l0 && l1 && t0 && t1);
+    ASSERT_EQ(n0, n1);
+    ASSERT_EQ(g0, g1);
+    ASSERT_GT(g0, 0);
+    for (size_t i = 0; i < g0; i++)
+        ASSERT_EQ(t0[i], t1[i]);
+    double e2 = 0, w2 = 0;
+    for (size_t i = 0; i < n0; i++) {
+        e2 += ((double)l1[i] - l0[i]) * ((double)l1[i] - l0[i]);
+        w2 += (double)l0[i] * l0[i];
+    }
+    double rel = sqrt(e2 / w2);
+    fprintf(stderr, "  bf16 vs f32 mode: logits rel-L2 %.3g over %zu, %zu tokens equal\n", rel, n0,
+            g0);
+    ASSERT(rel <= 2e-2);
+    ASSERT(rel > 0); /* bf16 mode really ran a different path */
+    free(l0), free(l1), free(t0), free(t1);
+    return 0;
+}
+
+/* The row-parallel small ops (parallel.c) give bit-identical results on 1 and 3 threads, at
+ * sizes large enough to split: rmsnorm, rope, add (LLM), layernorm, rope2d, add (vision). */
+TEST(row_parallel_ops_equal_single_thread)
+{
+    void *c1 = NULL, *c3 = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 1, &c1, NULL));
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 3, &c3, NULL));
+    const struct vl3__vision_ops *vo = &vl3__cpu_vision_ops;
+    int T = 1001, C = 1536, D = 128, H = 12;
+    size_t n = (size_t)T * C;
+    float *x = randv(n), *w = randv(C), *b = randv(C), *y1 = malloc(4 * n), *y3 = malloc(4 * n);
+    int32_t *pos = malloc(sizeof(int32_t) * T), *pc = malloc(sizeof(int32_t) * T);
+    for (int t = 0; t < T; t++)
+        pos[t] = t * 3 + 1, pc[t] = t % 37;
+    /* rmsnorm */
+    ASSERT_OK(vl3__backend_cpu_ops.rmsnorm(c1, y1, x, w, T, C, 1e-6f));
+    ASSERT_OK(vl3__backend_cpu_ops.rmsnorm(c3, y3, x, w, T, C, 1e-6f));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    /* rope on 12 heads of 128 */
+    memcpy(y1, x, 4 * n), memcpy(y3, x, 4 * n);
+    ASSERT_OK(vl3__backend_cpu_ops.rope(c1, y1, T, C, H, D, pos, 1e6f));
+    ASSERT_OK(vl3__backend_cpu_ops.rope(c3, y3, T, C, H, D, pos, 1e6f));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    ASSERT(memcmp(y1, x, 4 * n) != 0);
+    /* add */
+    ASSERT_OK(vl3__backend_cpu_ops.add(c1, y1, x, y1, n));
+    ASSERT_OK(vl3__backend_cpu_ops.add(c3, y3, x, y3, n));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    /* vision: layernorm, rope2d (16 heads of 96), add */
+    ASSERT_OK(vo->layernorm(c1, x, w, b, y1, T, C, 1e-6f));
+    ASSERT_OK(vo->layernorm(c3, x, w, b, y3, T, C, 1e-6f));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    ASSERT_OK(vo->rope2d(c1, y1, pos, pc, T, 16, 96, 1e4f));
+    ASSERT_OK(vo->rope2d(c3, y3, pos, pc, T, 16, 96, 1e4f));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    ASSERT_OK(vo->add(c1, y1, x, (int64_t)n));
+    ASSERT_OK(vo->add(c3, y3, x, (int64_t)n));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    free(x), free(w), free(b), free(y1), free(y3), free(pos), free(pc);
+    vl3__backend_cpu_ops.free(c1);
+    vl3__backend_cpu_ops.free(c3);
+    return 0;
+}

@@ -1,0 +1,474 @@
+/* test_cpu_bf16.c: the CPU backend's bf16 precision mode (engine/backend/cpu/gemm_bf16.c).
+ *
+ * gemm_<isa>: each instruction-set path forced in turn (cases of paths this CPU or kernel cannot
+ * run exit 77) through the backend's matmul op in bf16 mode, against a double-precision sum
+ * computed here from the same bf16-rounded inputs (x rounded to nearest even, W as stored), over
+ * shapes with edge sizes (not multiples of 4/16/32, token counts around the 16/32/512 blocks)
+ * and the 2B widths 1536 / 8960 at small row counts; plain, bias, bias + accumulate.
+ * Tolerance: |got - want| <= 2e-5 * sum_k |x_k w_k| (+ |y0| + |b|): f32 accumulation of n
+ * products in any order errs by ~sqrt(n) * 6e-8 of that sum (<= 6e-6 for n = 8960); an indexing
+ * or layout error, or truncating x instead of rounding it, errs by 1e-3 .. 1 of it.
+ *
+ * tiny_greedy_bf16_vs_f32: a small random Qwen2 model run greedily for 16 steps in f32 mode and
+ * in bf16 mode (prefill on the AMX / dot paths, decode on the dot path): the tokens must be
+ * equal, except that the chains may part where the f32 top-2 logit gap is smaller than twice the
+ * largest logit difference of the two modes at that step (a bf16-sized flip); until then every
+ * step's logits agree within relative L2 BF16_REL_L2. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backend.h"
+#include "cpu_ops.h"
+#include "llm.h"
+#include "model.h"
+#include "test.h"
+#include "vl3/engine.h"
+#include "vl3/util.h"
+
+#define GEMM_TOL 2e-5
+#define BF16_REL_L2 3e-2
+
+static const vl3__backend_ops *ops = &vl3__backend_cpu_ops;
+static uint64_t rng_state = 7;
+
+static double urand(void) /* U(-1, 1) */
+{
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
+}
+
+static float *randv(size_t n)
+{
+    float *v = malloc(n * sizeof(float));
+    for (size_t i = 0; i < n; i++)
+        v[i] = (float)urand();
+    return v;
+}
+
+static double bf16_value(float f)
+{
+    return (double)vl3__cpu_bf16_to_f32(vl3__cpu_f32_to_bf16(f));
+}
+
+static int gemm_case(int isa)
+{
+    if (!vl3__cpu_isa_supported(isa)) {
+        fprintf(stderr, "SKIP: this CPU cannot run the %s path\n", vl3__cpu_isa_name(isa));
+        return TEST_SKIP_CODE;
+    }
+    static const int shapes[][3] = {
+        {1, 64, 48},    {1, 129, 33},   {3, 37, 70},    {4, 31, 5},     {5, 600, 17},
+        {15, 100, 33},  {16, 64, 32},   {17, 588, 47},  {31, 1152, 40}, {32, 96, 64},
+        {33, 64, 40},   {48, 4304, 70}, {100, 257, 130}, {1, 1536, 1536}, {3, 1536, 8960},
+        {2, 8960, 1536}, {40, 1536, 300}, {513, 96, 50}, {600, 33, 20},  {64, 8960, 36}};
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    vl3__cpu_set_isa(isa);
+    ASSERT_EQ(vl3__cpu_isa(), isa);
+    int fails = 0;
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]) && !fails; si++)
+        for (int variant = 0; variant < 3 && !fails; variant++) {
+            int T = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+            float *x = randv((size_t)T * in), *wf = randv((size_t)out * in);
+            float *b = randv((size_t)out), *y = randv((size_t)T * out);
+            uint16_t *w = malloc((size_t)out * in * 2);
+            ASSERT_OK(ops->weight_convert(c, w, wf, VL3__DTYPE_F32, (size_t)out * in));
+            double *want = malloc(sizeof(double) * T * out), *mag = malloc(sizeof(double) * T * out);
+            double *xr = malloc(sizeof(double) * T * in);
+            for (size_t i = 0; i < (size_t)T * in; i++)
+                xr[i] = bf16_value(x[i]);
+            for (int t = 0; t < T; t++)
+                for (int o = 0; o < out; o++) {
+                    double s = variant == 2 ? y[t * out + o] : 0, m = fabs(s);
+                    if (variant) {
+                        s += b[o];
+                        m += fabs(b[o]);
+                    }
+                    for (int i = 0; i < in; i++) {
+                        double p = xr[(size_t)t * in + i] *
+                                   vl3__cpu_bf16_to_f32(w[(size_t)o * in + i]);
+                        s += p;
+                        m += fabs(p);
+                    }
+                    want[t * out + o] = s;
+                    mag[t * out + o] = m;
+                }
+            size_t wb = ops->matmul_work_size(c, in);
+            void *work = malloc(wb);
+            ASSERT_OK(ops->matmul(c, y, x, w, variant ? b : NULL, T, in, out, variant == 2, work,
+                                  wb));
+            double worst = 0;
+            size_t wi = 0;
+            for (size_t i = 0; i < (size_t)T * out; i++) {
+                double e = fabs(y[i] - want[i]) / mag[i];
+                if (!(e <= worst)) {
+                    worst = e;
+                    wi = i;
+                }
+            }
+            if (!(worst <= GEMM_TOL)) {
+                fprintf(stderr, "FAIL %s T=%d in=%d out=%d variant %d: [%zu] got %.9g want %.9g "
+                        "(error %.3g of sum|xw|, tol %.1g)\n", vl3__cpu_isa_name(isa), T, in, out,
+                        variant, wi, y[wi], want[wi], worst, GEMM_TOL);
+                fails++;
+            }
+            free(x), free(wf), free(b), free(y), free(w), free(want), free(mag), free(xr);
+            free(work);
+        }
+    /* too little scratch is refused */
+    float xs[4] = {0}, ys[4];
+    uint16_t ws[4] = {0};
+    ASSERT(ops->matmul(c, ys, xs, ws, NULL, 1, 4, 1, 0, NULL, 0) < 0);
+    vl3__cpu_set_isa(-1);
+    ops->free(c);
+    return fails ? 1 : 0;
+}
+
+TEST(gemm_c) { return gemm_case(VL3__CPU_ISA_C); }
+TEST(gemm_avx2) { return gemm_case(VL3__CPU_ISA_AVX2); }
+TEST(gemm_avx512) { return gemm_case(VL3__CPU_ISA_AVX512); }
+TEST(gemm_avx512bf16) { return gemm_case(VL3__CPU_ISA_AVX512BF16); }
+TEST(gemm_amx) { return gemm_case(VL3__CPU_ISA_AMX); }
+
+/* bf16 rounding of x: nearest even on ties, NaN kept (the f32 values below are exact ties). */
+TEST(round_nearest_even)
+{
+    ASSERT_EQ(vl3__cpu_f32_to_bf16(1.00390625f), 0x3f80);  /* 1 + 2^-8: tie, even down */
+    ASSERT_EQ(vl3__cpu_f32_to_bf16(1.01171875f), 0x3f82);  /* 1 + 3*2^-8: tie, even up */
+    ASSERT_EQ(vl3__cpu_f32_to_bf16(-1.01171875f), 0xbf82);
+    ASSERT((vl3__cpu_f32_to_bf16(NAN) & 0x7fc0) == 0x7fc0);
+    return 0;
+}
+
+int vl3__model_random(const vl3_llm_shape *sh, uint64_t seed, int alias_layers, void **ret_host,
+                      vl3_model **ret, vl3_error *reterr);
+
+static int make_model(vl3_model **ret_m, void **ret_host, int precision)
+{
+    vl3_llm_shape sh = {.hidden = 256, .n_layers = 2, .n_heads = 4, .n_kv_heads = 2,
+                        .head_dim = 64, .intermediate = 704, .vocab = 301,
+                        .max_positions = 512, .rope_theta = 10000.f, .rms_eps = 1e-6f,
+                        .tied = 1};
+    vl3_error err = {0};
+    int r = vl3__model_random(&sh, 99, 0, ret_host, ret_m, &err);
+    if (r < 0)
+        return r;
+    vl3_model_params p = vl3_model_params_default();
+    p.backend = VL3_BACKEND_CPU;
+    p.n_threads = 2;
+    r = vl3__model_backend_init(*ret_m, &p, &err);
+    if (r < 0)
+        return r;
+    vl3__cpu_set_precision((*ret_m)->backend_ctx, precision);
+    return 0;
+}
+
+static int argmax2(const float *v, int n, int *ret_second)
+{
+    int a = 0, b = -1;
+    for (int i = 1; i < n; i++) {
+        if (v[i] > v[a]) {
+            b = a;
+            a = i;
+        } else if (b < 0 || v[i] > v[b]) {
+            b = i;
+        }
+    }
+    *ret_second = b;
+    return a;
+}
+
+TEST(tiny_greedy_bf16_vs_f32)
+{
+    vl3_model *m[2];
+    void *host[2];
+    vl3_ctx *ctx[2];
+    vl3_error err = {0};
+    ASSERT_OK(make_model(&m[0], &host[0], VL3__CPU_PREC_F32));
+    ASSERT_OK(make_model(&m[1], &host[1], VL3__CPU_PREC_BF16));
+    for (int k = 0; k < 2; k++)
+        ASSERT_OK_E(vl3_ctx_new(m[k], NULL, &ctx[k], &err), &err);
+    int V = 301, n_prompt = 40;
+    int32_t prompt[40], tok[2];
+    for (int i = 0; i < n_prompt; i++)
+        prompt[i] = (int32_t)((i * 37 + 11) % V);
+    float *lg[2];
+    for (int k = 0; k < 2; k++)
+        lg[k] = malloc(sizeof(float) * V);
+    int steps_equal = 0, parted = 0;
+    for (int step = 0; step < 16; step++) {
+        for (int k = 0; k < 2; k++) {
+            const float *l;
+            int seq = 0;
+            if (step == 0)
+                ASSERT_OK_E(vl3_prefill(ctx[k], 0, prompt, n_prompt, NULL, &l, &err), &err);
+            else
+                ASSERT_OK_E(vl3_decode_step(ctx[k], &seq, &tok[k], 1, &l, &err), &err);
+            memcpy(lg[k], l, sizeof(float) * V);
+        }
+        double num = 0, den = 0, maxd = 0;
+        for (int i = 0; i < V; i++) {
+            double d = (double)lg[1][i] - lg[0][i];
+            num += d * d;
+            den += (double)lg[0][i] * lg[0][i];
+            if (fabs(d) > maxd)
+                maxd = fabs(d);
+        }
+        double rel = sqrt(num / den);
+        if (!(rel <= BF16_REL_L2))
+            TEST__FAIL("step %d: logits rel L2 %.3g > %.3g", step, rel, BF16_REL_L2);
+        int s0, s1;
+        tok[0] = argmax2(lg[0], V, &s0);
+        tok[1] = argmax2(lg[1], V, &s1);
+        if (step == 0 && rel == 0)
+            TEST__FAIL("bf16 mode gave the f32 logits bit for bit: the bf16 path did not run");
+        if (tok[0] != tok[1]) {
+            double gap = lg[0][tok[0]] - lg[0][s0];
+            fprintf(stderr, "step %d: tokens part (%d vs %d), f32 top-2 gap %.3g, max logit "
+                    "difference %.3g\n", step, tok[0], tok[1], gap, maxd);
+            if (!(gap <= 2 * maxd))
+                TEST__FAIL("tokens differ at step %d beyond the bf16 tolerance", step);
+            parted = 1;
+            break;
+        }
+        steps_equal++;
+    }
+    fprintf(stderr, "%d of 16 greedy steps equal%s\n", steps_equal, parted ? " (then parted)" : "");
+    for (int k = 0; k < 2; k++) {
+        free(lg[k]);
+        vl3_ctx_free(ctx[k]);
+        vl3_model_free(m[k]);
+        free(host[k]);
+    }
+    return 0;
+}
+
+/* ---- timing (skipped unless VL3_BENCH is set) ----------------------------------------------
+ * GFLOP/s of each path at the 2B LLM's prefill shapes (T = 391 tokens: a 384x191 text page) and
+ * the decode GB/s (T = 1: weight bytes / time) beside f32 mode (matmul.c: OpenBLAS sgemm on
+ * widened W for T > 32, the AVX-512 widening kernel for T <= 32), 2 threads. */
+static double bench_one(void *c, int isa, int prec, int T, int in, int out, int reps)
+{
+    float *x = randv((size_t)T * in), *y = malloc(sizeof(float) * T * out);
+    uint16_t *w = malloc((size_t)out * in * 2);
+    for (size_t i = 0; i < (size_t)out * in; i++)
+        w[i] = vl3__cpu_f32_to_bf16((float)urand() * 0.05f);
+    vl3__cpu_set_precision(c, prec);
+    vl3__cpu_set_isa(isa);
+    size_t wb = ops->matmul_work_size(c, in);
+    void *work = malloc(wb);
+    double best = 1e30;
+    for (int r = 0; r < reps; r++) {
+        double t0 = vl3_time_s();
+        if (ops->matmul(c, y, x, w, NULL, T, in, out, 0, work, wb) < 0)
+            return -1;
+        double dt = vl3_time_s() - t0;
+        best = dt < best ? dt : best;
+    }
+    free(x), free(y), free(w), free(work);
+    vl3__cpu_set_isa(-1);
+    return best;
+}
+
+TEST(bench_gemm)
+{
+    if (!getenv("VL3_BENCH")) {
+        fprintf(stderr, "SKIP: set VL3_BENCH=1 to time the GEMM paths\n");
+        return TEST_SKIP_CODE;
+    }
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    static const int shapes[][3] = {{391, 1536, 2048}, {391, 1536, 17920}, {391, 8960, 1536},
+                                    {1, 1536, 17920},  {1, 8960, 1536},    {4, 1536, 17920}};
+    printf("%-6s %-6s %-6s %-22s %10s %10s %10s\n", "T", "in", "out", "path", "ms", "GFLOP/s",
+           "W GB/s");
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int T = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+        for (int p = -1; p < VL3__CPU_ISA_COUNT; p++) {
+            if (p >= 0 && !vl3__cpu_isa_supported(p))
+                continue;
+            if (p >= 0 && p < VL3__CPU_ISA_AVX512)
+                continue; /* the scalar/AVX2 fallbacks: not interesting on this machine */
+            double dt = bench_one(c, p < 0 ? -1 : p, p < 0 ? VL3__CPU_PREC_F32 : VL3__CPU_PREC_BF16,
+                                  T, in, out, T > 32 ? 3 : 10);
+            char name[32];
+            snprintf(name, sizeof(name), "%s", p < 0 ? "f32 mode" : vl3__cpu_isa_name(p));
+            if (p >= 0)
+                snprintf(name, sizeof(name), "bf16 %s", vl3__cpu_isa_name(p));
+            printf("%-6d %-6d %-6d %-22s %10.3f %10.1f %10.2f\n", T, in, out, name, dt * 1e3,
+                   2.0 * T * in * out / dt / 1e9, 2.0 * in * out / dt / 1e9);
+            fflush(stdout);
+        }
+    }
+    /* decode: T = 1 over 16 gate/up-sized matrices (880 MB, beyond the L3), each read once per
+     * pass as a decode step reads every layer's weights */
+    enum { NMAT = 16 };
+    int in = 1536, out = 17920;
+    uint16_t *wm[NMAT];
+    for (int i = 0; i < NMAT; i++) {
+        wm[i] = malloc((size_t)out * in * 2);
+        if (!wm[i])
+            TEST__FAIL("out of memory");
+        memset(wm[i], 0x3c, (size_t)out * in * 2);
+    }
+    float *x = randv(in), *y = malloc(sizeof(float) * out);
+    printf("\ndecode T=1, %d x (%d x %d) bf16 = %.0f MB per pass\n", NMAT, out, in,
+           NMAT * 2.0 * in * out / 1e6);
+    for (int p = -1; p < VL3__CPU_ISA_COUNT; p++) {
+        if ((p >= 0 && !vl3__cpu_isa_supported(p)) || (p >= 0 && p < VL3__CPU_ISA_AVX512))
+            continue;
+        vl3__cpu_set_precision(c, p < 0 ? VL3__CPU_PREC_F32 : VL3__CPU_PREC_BF16);
+        vl3__cpu_set_isa(p);
+        size_t wb = ops->matmul_work_size(c, in);
+        void *work = malloc(wb);
+        double best = 1e30;
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = vl3_time_s();
+            for (int i = 0; i < NMAT; i++)
+                ASSERT_OK(ops->matmul(c, y, x, wm[i], NULL, 1, in, out, 0, work, wb));
+            double dt = vl3_time_s() - t0;
+            best = dt < best ? dt : best;
+        }
+        printf("%-22s %8.2f ms/pass %8.2f GB/s\n", p < 0 ? "f32 mode" : vl3__cpu_isa_name(p),
+               best * 1e3, NMAT * 2.0 * in * out / best / 1e9);
+        fflush(stdout);
+        free(work);
+    }
+    vl3__cpu_set_isa(-1);
+    for (int i = 0; i < NMAT; i++)
+        free(wm[i]);
+    free(x), free(y);
+    ops->free(c);
+    return 0;
+}
+
+/* Prefill of T = 391 tokens (a 384x191 text page) through 4 layers of the 2B LLM shape, random
+ * weights, f32 vs bf16 mode: the second and third passes timed (the first touches the arena). */
+TEST(bench_prefill)
+{
+    if (!getenv("VL3_BENCH")) {
+        fprintf(stderr, "SKIP: set VL3_BENCH=1 to time the prefill\n");
+        return TEST_SKIP_CODE;
+    }
+    vl3_llm_shape sh = vl3_llm_shape_2b();
+    sh.n_layers = getenv("VL3_BENCH_LAYERS") ? atoi(getenv("VL3_BENCH_LAYERS")) : 4;
+    int T = getenv("VL3_BENCH_TOKENS") ? atoi(getenv("VL3_BENCH_TOKENS")) : 391;
+    vl3_model *m;
+    void *host;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3__model_random(&sh, 5, 1, &host, &m, &err), &err);
+    vl3_model_params p = vl3_model_params_default();
+    p.backend = VL3_BACKEND_CPU;
+    p.n_threads = 2;
+    ASSERT_OK_E(vl3__model_backend_init(m, &p, &err), &err);
+    int32_t *ids = malloc(sizeof(int32_t) * T);
+    for (int i = 0; i < T; i++)
+        ids[i] = (i * 7919) % sh.vocab;
+    for (int prec = 0; prec < 2; prec++) {
+        vl3__cpu_set_precision(m->backend_ctx, prec);
+        vl3_ctx *ctx;
+        vl3_ctx_params cp = vl3_ctx_params_default();
+        cp.n_ctx = T + 8;
+        cp.n_batch = T;
+        ASSERT_OK_E(vl3_ctx_new(m, &cp, &ctx, &err), &err);
+        double best = 1e30;
+        for (int rep = 0; rep < 3; rep++) {
+            vl3_ctx_reset(ctx);
+            double t0 = vl3_time_s();
+            ASSERT_OK_E(vl3_prefill(ctx, 0, ids, T, NULL, NULL, &err), &err);
+            double dt = vl3_time_s() - t0;
+            if (rep > 0 && dt < best)
+                best = dt;
+        }
+        printf("prefill %d tokens, %d layers, %s mode: %.3f s (%.1f tokens/s)\n", T, sh.n_layers,
+               prec ? "bf16" : "f32", best, T / best);
+        fflush(stdout);
+        vl3_ctx_free(ctx);
+    }
+    free(ids);
+    vl3_model_free(m);
+    free(host);
+    return 0;
+}
+
+/* A bf16 checkpoint loaded on the CPU backend: the single-tensor matrices (embedding, o_proj,
+ * down_proj) and gate+up (adjacent in the file) are used where they lie in the mapping, so the
+ * slab holds only what had to be fused or converted (q/k/v, the f32 vectors). */
+TEST(weights_mapped_in_place)
+{
+    char dir[512];
+    snprintf(dir, sizeof(dir), "%s/tiny_mapped", test_tmpdir());
+    vl3_error err = {0};
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+    vl3_model_params p = vl3_model_params_default();
+    p.dir = dir;
+    p.backend = VL3_BACKEND_CPU;
+    p.n_threads = 2;
+    vl3_model *m;
+    ASSERT_OK_E(vl3_model_load(&p, &m, &err), &err);
+    const struct vl3__llm_bweights *bw = m->backend_weights;
+    ASSERT(bw->embed == m->w.embed.data);
+    int n_gu = 0;
+    for (int l = 0; l < m->llm.n_layers; l++) {
+        const struct vl3__llm_layer *hl = &m->w.layers[l];
+        ASSERT(bw->layers[l].wo == hl->wo.data);
+        ASSERT(bw->layers[l].w_down == hl->w_down.data);
+        if ((const char *)hl->w_gate.data + hl->w_gate.nbytes == hl->w_up.data) {
+            ASSERT(bw->layers[l].w_gu == hl->w_gate.data);
+            n_gu++;
+        } else {
+            ASSERT(bw->layers[l].w_gu != hl->w_gate.data);
+        }
+        ASSERT(bw->layers[l].wqkv != hl->wq.data); /* q, k, v are not adjacent: fused copy */
+    }
+    fprintf(stderr, "gate+up in place in %d of %d layers; slab %zu bytes\n", n_gu,
+            m->llm.n_layers, bw->slab_bytes);
+    size_t all = m->w.embed.nbytes;
+    for (int l = 0; l < m->llm.n_layers; l++)
+        all += m->w.layers[l].wo.nbytes + m->w.layers[l].w_down.nbytes;
+    ASSERT(bw->slab_bytes < all); /* the mapped matrices are not in the slab */
+    vl3_model_free(m);
+    return 0;
+}
+
+/* The vision encoder's linear op in bf16 mode (f32 weights rounded per call) against double sums
+ * of the rounded x and W plus the bias, at the encoder's widths (patch embedding K = 588, C 1152,
+ * I 4304) and odd row counts; same tolerance as the GEMM cases. */
+TEST(vision_linear_bf16)
+{
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    static const int shapes[][3] = {{37, 588, 1152}, {5, 1152, 1152}, {70, 1152, 4304},
+                                    {19, 4304, 1152}, {1, 33, 7}};
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int P = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+        float *x = randv((size_t)P * in), *w = randv((size_t)out * in), *b = randv(out);
+        float *y = malloc(sizeof(float) * P * out);
+        ASSERT_OK(vl3__cpu_vision_ops.linear(c, x, w, b, y, P, in, out));
+        double worst = 0;
+        for (int p = 0; p < P; p++)
+            for (int o = 0; o < out; o++) {
+                double s = b[o], m = fabs(b[o]);
+                for (int i = 0; i < in; i++) {
+                    double t = bf16_value(x[(size_t)p * in + i]) * bf16_value(w[(size_t)o * in + i]);
+                    s += t;
+                    m += fabs(t);
+                }
+                double e = fabs(y[(size_t)p * out + o] - s) / m;
+                worst = e > worst || e != e ? e : worst;
+            }
+        free(x), free(w), free(b), free(y);
+        if (!(worst <= GEMM_TOL))
+            TEST__FAIL("vision linear P=%d in=%d out=%d: error %.3g of sum|xw| (tol %.1g)", P, in,
+                       out, worst, GEMM_TOL);
+    }
+    ops->free(c);
+    return 0;
+}

@@ -1,0 +1,283 @@
+/* worker_cache.c: the worker's use of the token cache (token_cache.h). The decode stage
+ * fingerprints the input (memoized per file version: path, device, inode, size, mtime, ctime),
+ * looks up the job's window list and every listed window; when all of them hit, no frame is
+ * decoded and the windows go to the engine with their cached rows (the encoder skips them). Any
+ * miss decodes the input as usual; windows that hit still skip preprocessing and the encoder.
+ * After the encoder the engine stores each missed window, and the decode stage stores the window
+ * list of a fully decoded input.
+ *
+ * The window list is needed because the windows that have frames are known only after sampling
+ * (a last window may be empty, a stream may start late); it is a short text with its own XXH3
+ * checksum: "vl3-windows 1 n=N w=0,1,... h=<hex>". */
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "vl3/log.h"
+#include "vl3/util.h"
+#include "worker_cache.h"
+
+int worker_cache_fingerprint(struct worker *w, const char *path, int fd, const struct stat *st,
+                             char ret[TCACHE_FINGERPRINT_LEN])
+{
+    int64_t mt = (int64_t)st->st_mtim.tv_sec * 1000000000 + st->st_mtim.tv_nsec;
+    int64_t ct = (int64_t)st->st_ctim.tv_sec * 1000000000 + st->st_ctim.tv_nsec;
+    pthread_mutex_lock(&w->lock);
+    for (int i = 0; i < (int)(sizeof(w->fp_memo) / sizeof(w->fp_memo[0])); i++) {
+        struct worker_fp_memo *m = &w->fp_memo[i];
+        if (m->fp[0] && m->dev == (int64_t)st->st_dev && m->ino == (int64_t)st->st_ino &&
+            m->size == (int64_t)st->st_size && m->mtime_ns == mt && m->ctime_ns == ct &&
+            strcmp(m->path, path) == 0) {
+            memcpy(ret, m->fp, TCACHE_FINGERPRINT_LEN);
+            pthread_mutex_unlock(&w->lock);
+            return 0;
+        }
+    }
+    pthread_mutex_unlock(&w->lock);
+    vl3_error err = {0};
+    int rc = tcache_fingerprint_fd(fd, ret, &err);
+    if (rc < 0) {
+        vl3_log_warning("token cache off for \"%s\": %s", path, vl3_error_text(&err, rc));
+        return rc;
+    }
+    if (strlen(path) < sizeof(w->fp_memo[0].path)) {
+        pthread_mutex_lock(&w->lock);
+        struct worker_fp_memo *m = &w->fp_memo[w->fp_memo_next];
+        w->fp_memo_next = (w->fp_memo_next + 1) % (int)(sizeof(w->fp_memo) / sizeof(w->fp_memo[0]));
+        snprintf(m->path, sizeof(m->path), "%s", path);
+        m->dev = (int64_t)st->st_dev;
+        m->ino = (int64_t)st->st_ino;
+        m->size = (int64_t)st->st_size;
+        m->mtime_ns = mt;
+        m->ctime_ns = ct;
+        memcpy(m->fp, ret, TCACHE_FINGERPRINT_LEN);
+        pthread_mutex_unlock(&w->lock);
+    }
+    return 0;
+}
+
+static int key_of(struct worker *w, const struct worker_job *job, const char *fp, int is_image,
+                  int window, char key[33], char **descr)
+{
+    struct tcache_key_params kp = {w->vision_identity, fp,
+                                   is_image ? TCACHE_MEDIA_IMAGE : TCACHE_MEDIA_VIDEO,
+                                   is_image ? NULL : &job->sp, window, &w->mm, 1, "ffmpeg-sw",
+                                   "cpu-f32"};
+    return tcache_key(&kp, key, descr);
+}
+
+void worker_cache_plan_free(struct worker_cache_plan *p)
+{
+    for (int i = 0; i < p->n; i++)
+        vl3_visual_tokens_deinit(&p->vt[i]);
+    free(p->vt);
+    free(p->hit);
+    free(p->windows);
+    memset(p, 0, sizeof(*p));
+}
+
+/* Parse a window list; returns the count or -1 when damaged. */
+static int parse_list(const uint8_t *b, size_t len, int **ret)
+{
+    char text[65536];
+    if (len == 0 || len >= sizeof(text))
+        return -1;
+    memcpy(text, b, len);
+    text[len] = '\0';
+    char *h = strstr(text, " h=");
+    if (!h || strlen(h + 3) != 16)
+        return -1;
+    char want[17];
+    snprintf(want, sizeof(want), "%016llx",
+             (unsigned long long)XXH3_64bits(text, (size_t)(h - text)));
+    if (strcmp(h + 3, want) != 0)
+        return -1;
+    *h = '\0';
+    int n = 0, used = 0;
+    if (sscanf(text, "vl3-windows 1 n=%d w=%n", &n, &used) != 1 || used == 0 || n < 1 ||
+        n > 1000000)
+        return -1;
+    int *wins = malloc(sizeof(int) * (size_t)n);
+    if (!wins)
+        return -1;
+    char *s = text + used;
+    for (int i = 0; i < n; i++) {
+        char *end;
+        long v = strtol(s, &end, 10);
+        if (end == s || v < 0 || v > 10000000 || (i + 1 < n ? *end != ',' : *end != '\0')) {
+            free(wins);
+            return -1;
+        }
+        wins[i] = (int)v;
+        s = end + 1;
+    }
+    *ret = wins;
+    return n;
+}
+
+int worker_cache_plan(struct worker *w, const struct worker_job *job, const char *fp,
+                      int is_image, struct worker_cache_plan *ret)
+{
+    struct worker_cache_plan p = {0};
+    snprintf(p.fp, sizeof(p.fp), "%s", fp);
+    p.is_image = is_image;
+    if (job->cache == WORKER_CACHE_REFRESH) {
+        *ret = p;
+        return 0;
+    }
+    int n;
+    if (is_image) { /* one window, no list */
+        if (!(p.windows = malloc(sizeof(int))))
+            return -ENOMEM;
+        p.windows[0] = 0;
+        n = 1;
+        goto lookup;
+    }
+    /* the window list: window -1 of the same key */
+    char lkey[33];
+    if (key_of(w, job, fp, is_image, -1, lkey, NULL) < 0)
+        return -ENOMEM;
+    uint8_t *blob = NULL;
+    size_t len = 0;
+    if (!tcache_get_blob(w->tcache, lkey, &blob, &len)) {
+        *ret = p;
+        return 0;
+    }
+    n = parse_list(blob, len, &p.windows);
+    free(blob);
+    if (n < 0) {
+        tcache_drop_damaged(w->tcache, lkey, "window list");
+        *ret = p;
+        return 0;
+    }
+lookup:;
+    int max = 0;
+    for (int i = 0; i < n; i++)
+        if (p.windows[i] + 1 > max)
+            max = p.windows[i] + 1;
+    p.n_windows = n;
+    p.n = max;
+    p.vt = calloc((size_t)max, sizeof(*p.vt));
+    p.hit = calloc((size_t)max, sizeof(*p.hit));
+    if (!p.vt || !p.hit) {
+        worker_cache_plan_free(&p);
+        return -ENOMEM;
+    }
+    for (int i = 0; i < n; i++) {
+        int k = p.windows[i];
+        char key[33];
+        if (key_of(w, job, fp, is_image, k, key, NULL) < 0)
+            continue;
+        if (tcache_lookup(w->tcache, key, &p.vt[k]) == 1) {
+            if (p.vt[k].n_items == 1 && p.vt[k].dtype == VL3_VT_DTYPE_F32 &&
+                (!is_image || p.vt[k].mask.n_frames == 1)) {
+                p.hit[k] = 1;
+                p.n_hits++;
+            } else {
+                vl3_visual_tokens_deinit(&p.vt[k]);
+            }
+        }
+    }
+    *ret = p;
+    return 0;
+}
+
+int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_cache_plan *p,
+                      int win, struct worker_unit **ret)
+{
+    (void)w;
+    vl3_visual_tokens *vt = &p->vt[win];
+    struct worker_unit *u = calloc(1, sizeof(*u));
+    int n = vt->mask.n_frames;
+    if (!u || (!p->is_image && !(u->timestamps = malloc(sizeof(double) * (size_t)n)))) {
+        free(u);
+        return -ENOMEM;
+    }
+    u->job = job;
+    u->window = win;
+    u->n_frames = n;
+    u->is_image = p->is_image;
+    if (!p->is_image) {
+        memcpy(u->timestamps, vt->timestamps, sizeof(double) * (size_t)n);
+        /* the window's stretch, as make_units computes it from the sampled frames */
+        double lo = vt->timestamps[0], hi = vt->timestamps[n - 1];
+        u->t_start = job->sp.window_s > 0 ? win * job->sp.window_s : lo;
+        u->t_end = hi + (double)job->sp.fps_den / job->sp.fps_num;
+        if (job->sp.window_s > 0 && u->t_end > (win + 1) * job->sp.window_s)
+            u->t_end = (win + 1) * job->sp.window_s;
+    }
+    /* move the grids, mask and rows out of the cached object */
+    u->batch.n_items = 1;
+    u->batch.patch_dim = 588;
+    u->batch.n_patches = vt->n_patches;
+    u->batch.grids = vt->grids;
+    u->batch.resized_hw = vt->resized_hw;
+    u->mask = vt->mask;
+    u->visual = vt->rows;
+    vt->grids = NULL;
+    vt->resized_hw = NULL;
+    vt->rows = NULL;
+    memset(&vt->mask, 0, sizeof(vt->mask));
+    vl3_visual_tokens_deinit(vt);
+    p->hit[win] = 0;
+    u->cache = 2;
+    *ret = u;
+    return 0;
+}
+
+void worker_cache_miss(struct worker *w, const struct worker_job *job,
+                       const struct worker_cache_plan *p, struct worker_unit *u)
+{
+    char *descr = NULL;
+    if (key_of(w, job, p->fp, p->is_image, u->window, u->key, &descr) < 0)
+        return;
+    if (job->cache == WORKER_CACHE_REFRESH)
+        tcache_forget(w->tcache, u->key);
+    u->key_descr = descr;
+    u->cache = 1;
+}
+
+void worker_cache_store_windows(struct worker *w, const struct worker_job *job,
+                                const struct worker_cache_plan *p, const int *wins, int n)
+{
+    char text[65536], lkey[33];
+    char *descr = NULL;
+    int len;
+    if (n == 0 || p->is_image || key_of(w, job, p->fp, 0, -1, lkey, &descr) < 0)
+        return;
+    len = snprintf(text, sizeof(text), "vl3-windows 1 n=%d w=", n);
+    for (int i = 0; i < n && len < (int)sizeof(text) - 64; i++)
+        len += snprintf(text + len, sizeof(text) - (size_t)len, "%d%s", wins[i],
+                        i + 1 < n ? "," : "");
+    if (len >= (int)sizeof(text) - 64) {
+        free(descr);
+        return; /* too many windows to list: the input is always decoded */
+    }
+    uint64_t h = XXH3_64bits(text, (size_t)len);
+    len += snprintf(text + len, sizeof(text) - (size_t)len, " h=%016llx", (unsigned long long)h);
+    if (job->cache == WORKER_CACHE_REFRESH)
+        tcache_forget(w->tcache, lkey);
+    tcache_put_blob(w->tcache, lkey, descr, (const uint8_t *)text, (size_t)len);
+    free(descr);
+}
+
+void worker_cache_store_unit(struct worker *w, struct worker_unit *u, int hidden)
+{
+    if (!w->tcache || u->cache != 1 || !u->key[0] || !u->visual)
+        return;
+    vl3_vision_item item = {NULL, u->n_frames, u->timestamps, !u->is_image, 0};
+    vl3_visual_tokens vt = {0};
+    vl3_error err = {0};
+    int rc = vl3_visual_tokens_from_parts(&u->batch, &u->mask, &item, 1, u->visual, hidden, &vt,
+                                          &err);
+    if (rc < 0) {
+        vl3_log_warning("token cache: window %d of job %s not stored: %s", u->window, u->job->id,
+                        vl3_error_text(&err, rc));
+        return;
+    }
+    tcache_store(w->tcache, u->key, u->key_descr, &vt);
+    vl3_visual_tokens_deinit(&vt);
+}

@@ -1,0 +1,55 @@
+/* worker_cache.h: the worker's use of the token cache (worker_cache.c). Not a public header. */
+#ifndef VL3_WORKER_CACHE_H
+#define VL3_WORKER_CACHE_H
+
+#include <sys/stat.h>
+
+#include "worker_internal.h"
+
+/* What the cache holds for one job's input: the listed windows and, per window, a hit. */
+struct worker_cache_plan {
+    char fp[TCACHE_FINGERPRINT_LEN]; /* content fingerprint of the input */
+    int is_image;
+    int n_windows;         /* windows listed (0: no list, the input must be decoded) */
+    int *windows;          /* [n_windows] window numbers with frames */
+    int n;                 /* 1 + the largest listed window */
+    int n_hits;            /* listed windows found */
+    vl3_visual_tokens *vt; /* [n] cached objects (hit[k]) */
+    uint8_t *hit;          /* [n] */
+};
+
+/* The content fingerprint of the open input (fd borrowed; memoized per file version). Returns
+ * 0 or < 0 (logged; the cache is then off for the job). */
+int worker_cache_fingerprint(struct worker *w, const char *path, int fd, const struct stat *st,
+                             char ret[TCACHE_FINGERPRINT_LEN]);
+
+/* Look up the job's window list and windows (none for cache = refresh). Returns 0 or -ENOMEM;
+ * a cache failure is a plan without hits. */
+int worker_cache_plan(struct worker *w, const struct worker_job *job, const char *fp,
+                      int is_image, struct worker_cache_plan *ret);
+void worker_cache_plan_free(struct worker_cache_plan *p);
+
+/* Whether every listed window hit (the input need not be decoded). */
+static inline int worker_cache_plan_complete(const struct worker_cache_plan *p)
+{
+    return p->n_windows > 0 && p->n_hits == p->n_windows;
+}
+
+/* A unit for hit window win, its grids, mask and rows moved out of the plan (visual set, cache
+ * 2, nothing reserved in the budget). Returns 0 or -ENOMEM. */
+int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_cache_plan *p,
+                      int win, struct worker_unit **ret);
+
+/* Mark u (a window that missed) to be stored after encoding: its key (refresh: the old entry is
+ * deleted now). */
+void worker_cache_miss(struct worker *w, const struct worker_job *job,
+                       const struct worker_cache_plan *p, struct worker_unit *u);
+
+/* Store the list of the windows of a decoded input (wins: the n window indices, in order). */
+void worker_cache_store_windows(struct worker *w, const struct worker_job *job,
+                                const struct worker_cache_plan *p, const int *wins, int n);
+
+/* After encoding (engine thread): store a missed unit's visual tokens. */
+void worker_cache_store_unit(struct worker *w, struct worker_unit *u, int hidden);
+
+#endif
