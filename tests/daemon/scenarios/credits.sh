@@ -83,6 +83,18 @@ scenario_credits_real() {
   credits_daemon d1 "$port" 8
   produce_real cr 1 "$N"
   start_daemon d1
+  # frozen until vl3d has handed it 8 jobs, the worker then starts on all of them at once
+  wait_log "$T/d1.log" "worker ready worker=0" 60 "the worker did not say hello"
+  local w held=0; w=$(pgrep -P "$(daemon_pid d1)" -f vl3-worker | head -n1)
+  [ -n "$w" ] || fail "no vl3-worker found"
+  kill -STOP "$w"
+  for _ in $(seq 1 300); do
+    held=$(metric "$port" vl3_worker_jobs_held); held=${held:-0}
+    [ "$held" -ge 8 ] && break
+    sleep 0.1
+  done
+  kill -CONT "$w"
+  [ "$held" -ge 8 ] || fail "the worker was given $held jobs, want 8"
   wait_done "$N" 300
   local vis dec
   vis=$(metric "$port" vl3_answers_vision_batch_shared_total)
