@@ -1,6 +1,8 @@
 /* bench_tokenize.c: `vl3 bench tokenize`: encode throughput of the engine's tokenizer against
- * the Hugging Face reference (tools/tokenizer-ref/bench.mjs on @huggingface/tokenizers, run with
- * node when installed) on the same text, both single-threaded, whole text in one encode call.
+ * the Hugging Face reference (Rust tokenizers through tools/oracle/bench_tokenize.py in the
+ * oracle venv, else tools/tokenizer-ref/bench.mjs on the JS port with node) on the same text,
+ * both single-threaded, whole text in one encode call; then the text's lines one encode call
+ * each (vl3 one thread, the Rust reference's encode_batch on all threads).
  * Rows: cold (first encode after load, empty word caches) and warm (best of N later runs); the
  * ids of both implementations are hashed (FNV-1a over the 32-bit ids) and compared. */
 #include <errno.h>
@@ -24,13 +26,14 @@ static void usage(FILE *f)
         f,
         "usage: vl3 bench tokenize [--tokenizer DIR] [--ref DIR] [--repeats N] [FILE]\n"
         "\n"
-        "Tokens/s of the engine's tokenizer vs the Hugging Face JS reference on FILE (default:\n"
+        "Tokens/s of the engine's tokenizer vs Hugging Face's tokenizers on FILE (default:\n"
         "~2 MB of generated multilingual text with code, numbers and whitespace runs).\n"
         "\n"
         "  --tokenizer DIR  tokenizer files (default $VL3_TOKENIZER_DIR, else " DEFAULT_TOKENIZER
         ")\n"
-        "  --ref DIR        tools/tokenizer-ref with node_modules installed (default: found\n"
-        "                   from $VL3_TOKENIZER_REF, ./tools/tokenizer-ref or next to the binary)\n"
+        "  --ref DIR        the oracle venv (tools/oracle/setup: Rust tokenizers) or\n"
+        "                   tools/tokenizer-ref with node_modules (default: $VL3_ORACLE_VENV,\n"
+        "                   tools/oracle/.venv-native, $VL3_TOKENIZER_REF, tools/tokenizer-ref)\n"
         "  --repeats N      warm runs, best one counts (default 3)\n");
 }
 
@@ -104,39 +107,97 @@ static int dir_has(const char *dir, const char *name)
     return access(p, R_OK) == 0;
 }
 
-/* The reference directory with node_modules installed, or NULL. */
-static const char *find_ref(const char *given, char *buf, size_t cap)
+/* The reference: Hugging Face's Rust tokenizers through tools/oracle/bench_tokenize.py in the
+ * oracle venv (kind 'p': ref = that python, script = the .py), else the JS port (kind 'j': ref =
+ * tools/tokenizer-ref with node_modules). --ref names either a venv or the JS directory;
+ * otherwise $VL3_ORACLE_VENV, $VL3_TOKENIZER_REF, ./tools/..., then the source tree of the binary
+ * (<src>/build/bin/vl3). Returns the kind, or 0 when none is installed. */
+struct refsel {
+    char kind;
+    char ref[PATH_MAX], script[PATH_MAX];
+};
+
+static int try_py(const char *venv, const char *src, struct refsel *r)
 {
-    const char *cands[3] = {given, getenv("VL3_TOKENIZER_REF"), "tools/tokenizer-ref"};
-    for (int i = 0; i < 3; i++) {
-        if (cands[i] && *cands[i] &&
-            dir_has(cands[i], "node_modules/@huggingface/tokenizers/package.json")) {
-            snprintf(buf, cap, "%s", cands[i]);
-            return buf;
+    char py[PATH_MAX];
+    snprintf(py, sizeof(py), "%s/bin/python", venv);
+    if (access(py, X_OK) != 0)
+        return 0;
+    const char *cands[2] = {venv, src};
+    for (int i = 0; i < 2; i++) {
+        if (!cands[i])
+            continue;
+        snprintf(r->script, sizeof(r->script), "%s/%s", cands[i],
+                 i == 0 ? "../bench_tokenize.py" : "tools/oracle/bench_tokenize.py");
+        if (access(r->script, R_OK) == 0) {
+            snprintf(r->ref, sizeof(r->ref), "%s", py);
+            r->kind = 'p';
+            return 1;
         }
     }
-    /* Build tree: <src>/build/bin/vl3 -> <src>/tools/tokenizer-ref. */
-    char exe[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof(exe) - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        for (int up = 0; up < 3; up++) {
-            char *slash = strrchr(exe, '/');
+    return 0;
+}
+
+static int find_ref(const char *given, struct refsel *r)
+{
+    char src[PATH_MAX] = "", buf[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", src, sizeof(src) - 1);
+    int have_src = 0;
+    if (n > 0) { /* <src>/build/bin/vl3 -> <src> */
+        src[n] = 0;
+        for (int up = 0; up < 3 && !have_src; up++) {
+            char *slash = strrchr(src, '/');
             if (!slash)
                 break;
             *slash = 0;
-            snprintf(buf, cap, "%s/tools/tokenizer-ref", exe);
-            if (dir_has(buf, "node_modules/@huggingface/tokenizers/package.json"))
-                return buf;
+            have_src = dir_has(src, "tools/oracle/bench_tokenize.py") ||
+                       dir_has(src, "tools/tokenizer-ref/bench.mjs");
         }
     }
-    return NULL;
+    const char *s = have_src ? src : NULL;
+    if (given && *given) {
+        if (try_py(given, s, r))
+            return r->kind;
+        if (dir_has(given, "node_modules/@huggingface/tokenizers/package.json")) {
+            snprintf(r->ref, sizeof(r->ref), "%s", given);
+            return r->kind = 'j';
+        }
+        return 0;
+    }
+    const char *venv = getenv("VL3_ORACLE_VENV");
+    if (venv && *venv && try_py(venv, s, r))
+        return r->kind;
+    if (try_py("tools/oracle/.venv-native", NULL, r))
+        return r->kind;
+    if (s) {
+        snprintf(buf, sizeof(buf), "%s/tools/oracle/.venv-native", s);
+        if (try_py(buf, s, r))
+            return r->kind;
+    }
+    const char *js[3] = {getenv("VL3_TOKENIZER_REF"), "tools/tokenizer-ref", NULL};
+    if (s) {
+        snprintf(buf, sizeof(buf), "%s/tools/tokenizer-ref", s);
+        js[2] = buf;
+    }
+    for (int i = 0; i < 3; i++)
+        if (js[i] && *js[i] &&
+            dir_has(js[i], "node_modules/@huggingface/tokenizers/package.json")) {
+            snprintf(r->ref, sizeof(r->ref), "%s", js[i]);
+            return r->kind = 'j';
+        }
+    return 0;
 }
 
 struct result {
     size_t tokens;
     double cold_s, warm_s, load_s;
     uint32_t hash;
+    /* the text's lines encoded one call each (vl3: one thread, in order; HF Rust: encode_batch
+     * on all cores) */
+    int have_batch;
+    size_t batch_tokens;
+    double batch_s;
+    uint32_t batch_hash;
 };
 
 static int run_ours(const char *dir, const char *text, size_t len, int repeats, struct result *res)
@@ -172,16 +233,49 @@ static int run_ours(const char *dir, const char *text, size_t len, int repeats, 
     }
     res->tokens = n;
     res->hash = ids_hash(ids, VL3_MIN(n, cap));
+    /* per line ("\n"-split, as Python's str.split), best of repeats */
+    res->batch_s = 1e30;
+    for (int i = 0; r >= 0 && i < repeats; i++) {
+        uint32_t h = 0x811c9dc5u;
+        size_t total = 0;
+        double t = vl3_time_s();
+        for (const char *p = text, *end = text + len;;) {
+            const char *nl = memchr(p, '\n', (size_t)(end - p));
+            size_t ln = nl ? (size_t)(nl - p) : (size_t)(end - p), m = 0;
+            if ((r = vl3_tokenizer_encode(tok, p, ln, ids, cap, &m, &err)) < 0)
+                break;
+            total += m;
+            for (size_t k = 0; k < m; k++)
+                for (int b = 0; b < 4; b++) {
+                    h ^= ((uint32_t)ids[k] >> (8 * b)) & 0xffu;
+                    h *= 0x01000193u;
+                }
+            if (!nl)
+                break;
+            p = nl + 1;
+        }
+        t = vl3_time_s() - t;
+        if (t < res->batch_s)
+            res->batch_s = t;
+        res->batch_tokens = total;
+        res->batch_hash = h;
+        res->have_batch = r >= 0;
+    }
     free(ids);
     vl3_tokenizer_free(tok);
     return r < 0 ? -1 : 0;
 }
 
-static int run_ref(const char *ref, const char *dir, const char *file, int repeats,
+static int run_ref(const struct refsel *rs, const char *dir, const char *file, int repeats,
                    struct result *res)
 {
-    char cmd[3 * PATH_MAX + 64], line[1024];
-    snprintf(cmd, sizeof(cmd), "node '%s/bench.mjs' '%s' '%s' %d", ref, dir, file, repeats);
+    char cmd[4 * PATH_MAX + 64], line[1024];
+    if (rs->kind == 'p')
+        snprintf(cmd, sizeof(cmd), "'%s' '%s' '%s' '%s' %d", rs->ref, rs->script, dir, file,
+                 repeats);
+    else
+        snprintf(cmd, sizeof(cmd), "node '%s/bench.mjs' '%s' '%s' %d", rs->ref, dir, file,
+                 repeats);
     FILE *p = popen(cmd, "r");
     if (!p)
         return -1;
@@ -191,14 +285,24 @@ static int run_ref(const char *ref, const char *dir, const char *file, int repea
         return -1;
     unsigned long long tokens;
     unsigned long hash;
-    /* {"tokens":N,"cold_seconds":X,"seconds":Y,"load_seconds":Z,"hash":H} */
+    /* {"tokens":N,"cold_seconds":X,"seconds":Y,"load_seconds":Z,"hash":H[,"batch_seconds":B,
+     * "batch_tokens":M,"batch_hash":G]} */
     if (sscanf(line,
                "{\"tokens\":%llu,\"cold_seconds\":%lf,\"seconds\":%lf,\"load_seconds\":%lf,"
-               "\"hash\":%lu}",
+               "\"hash\":%lu",
                &tokens, &res->cold_s, &res->warm_s, &res->load_s, &hash) != 5)
         return -1;
     res->tokens = (size_t)tokens;
     res->hash = (uint32_t)hash;
+    const char *b = strstr(line, ",\"batch_seconds\":");
+    unsigned long long bt;
+    unsigned long bh;
+    if (b && sscanf(b, ",\"batch_seconds\":%lf,\"batch_tokens\":%llu,\"batch_hash\":%lu",
+                    &res->batch_s, &bt, &bh) == 3) {
+        res->have_batch = 1;
+        res->batch_tokens = (size_t)bt;
+        res->batch_hash = (uint32_t)bh;
+    }
     return 0;
 }
 
@@ -271,9 +375,9 @@ int bench_tokenize(int argc, char **argv)
     struct result ours = {0}, ref = {0};
     if (run_ours(dir, text, len, repeats, &ours) < 0)
         goto out;
-    char refbuf[PATH_MAX];
-    const char *refdir = find_ref(ref_arg, refbuf, sizeof(refbuf));
-    int have_ref = refdir && run_ref(refdir, dir, file, repeats, &ref) == 0;
+    struct refsel rs = {0};
+    int have_ref = find_ref(ref_arg, &rs) && run_ref(&rs, dir, file, repeats, &ref) == 0;
+    const char *refname = rs.kind == 'p' ? "HF tokenizers (Rust)" : "HF tokenizers.js (node)";
 
     printf("text: %zu bytes (%s), tokenizer: %s, single thread, whole text per encode call\n", len,
            optind == argc - 1 ? file : "generated", dir);
@@ -282,17 +386,24 @@ int bench_tokenize(int argc, char **argv)
     printf("%-28s %10zu %10.3f %14.0f %14.0f %9.2f\n", "vl3 (C)", ours.tokens, ours.load_s,
            ours.tokens / ours.cold_s, ours.tokens / ours.warm_s, len / ours.warm_s / 1e6);
     if (have_ref) {
-        printf("%-28s %10zu %10.3f %14.0f %14.0f %9.2f\n", "HF tokenizers.js (node)", ref.tokens,
-               ref.load_s, ref.tokens / ref.cold_s, ref.tokens / ref.warm_s,
-               len / ref.warm_s / 1e6);
+        printf("%-28s %10zu %10.3f %14.0f %14.0f %9.2f\n", refname, ref.tokens, ref.load_s,
+               ref.tokens / ref.cold_s, ref.tokens / ref.warm_s, len / ref.warm_s / 1e6);
         printf("%-28s %10s %10.2f %14.2f %14.2f\n", "ratio vl3 / reference", "",
                ref.load_s / ours.load_s, ref.cold_s / ours.cold_s, ref.warm_s / ours.warm_s);
-        printf("ids identical: %s\n",
-               ours.tokens == ref.tokens && ours.hash == ref.hash ? "yes" : "NO");
-        rc = ours.tokens == ref.tokens && ours.hash == ref.hash ? CLI_EXIT_OK : CLI_EXIT_FAIL;
+        int same = ours.tokens == ref.tokens && ours.hash == ref.hash;
+        if (ref.have_batch && ours.have_batch) {
+            printf("per line (%s): vl3 one thread %.0f tok/s, reference encode_batch (all "
+                   "threads) %.0f tok/s, ratio %.2f\n",
+                   "each line one encode call", ours.batch_tokens / ours.batch_s,
+                   ref.batch_tokens / ref.batch_s, ref.batch_s / ours.batch_s);
+            same = same && ours.batch_tokens == ref.batch_tokens &&
+                   ours.batch_hash == ref.batch_hash;
+        }
+        printf("ids identical: %s\n", same ? "yes" : "NO");
+        rc = same ? CLI_EXIT_OK : CLI_EXIT_FAIL;
     } else {
-        printf("reference unavailable: install it with `cd tools/tokenizer-ref && npm ci` "
-               "(needs node), or pass --ref DIR\n");
+        printf("reference unavailable: make it with tools/oracle/setup (HF Rust tokenizers) or "
+               "`cd tools/tokenizer-ref && npm ci` (needs node), or pass --ref DIR\n");
         rc = CLI_EXIT_OK;
     }
 out:

@@ -182,6 +182,7 @@ int cmd_ask(int argc, char **argv)
     int r = migrate_conninfo_resolve(conninfo_arg, config, &conninfo, &err);
     if (r < 0) {
         fprintf(stderr, "vl3 ask: %s\n", vl3_error_text(&err, r));
+        daemon_conf_free(&conf);
         return CLI_EXIT_FAIL;
     }
     int rc = CLI_EXIT_FAIL;
@@ -220,5 +221,6 @@ out:
     free(s);
     kafka_producer_free(prod);
     free(conninfo);
+    daemon_conf_free(&conf);
     return rc;
 }

@@ -43,7 +43,7 @@
  * the vision encoder and builds the prompt from the cached grids, timestamps and keep mask (no
  * pixel_values.f32 is dumped then); a miss runs the cold path and stores the object. The cold
  * path's LLM reads the same object, so a hit's logits and tokens equal the cold path's bit for
- * bit. --frames inputs are not cached.
+ * bit. A --frames input is keyed by every frame file's content and timestamp.
  *
  * Options live in one table (opts[]): a row names the option, whether it takes an argument, its
  * help line and the function that stores it, so other inputs (--image, --video, ...) are one row
@@ -61,6 +61,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 
 #include "cli.h"
 #include "image.h"
@@ -498,6 +499,13 @@ static void run_vision_free(struct run_vision *rv)
 }
 
 /* The video sampling of the options (as the worker's job would sample). */
+/* Native-layout models sample video with transformers' sampler (sample.h). */
+static int model_is_native(const vl3_model *m)
+{
+    vl3_model_info info;
+    return vl3_model_get_info(m, &info) == 0 && strcmp(info.layout, "native") == 0;
+}
+
 static void run_sample_params(const struct run_opts *o, struct sample_params *sp)
 {
     sample_params_default(sp);
@@ -509,7 +517,8 @@ static void run_sample_params(const struct run_opts *o, struct sample_params *sp
 }
 
 /* Sample a video file as the official loader does (worker/src/sample.c, exact mode). */
-static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3_error *err)
+static int run_vision_video(struct run_vision *rv, const struct run_opts *o, int native,
+                            vl3_error *err)
 {
     int fd = open(o->video, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -522,6 +531,8 @@ static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3
         return r;
     struct sample_params sp;
     run_sample_params(o, &sp);
+    /* native layout, one window: transformers' sampler (sample.h); windows sample as the worker */
+    sp.native = native && o->window <= 0;
     r = sample_video(in, &sp, &rv->video, err);
     media_close(in);
     if (r < 0)
@@ -550,22 +561,62 @@ static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3
 static int run_cache_key(struct run_vision *rv, const struct run_opts *o, const vl3_model *m,
                          vl3_error *err)
 {
-    const char *path = o->video ? o->video : o->image;
     char fp[TCACHE_FINGERPRINT_LEN], ident[33];
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return vl3_error_set(err, -errno, "could not open \"%s\": %s", path, strerror(errno));
-    int r = tcache_fingerprint_fd(fd, fp, err);
-    close(fd);
-    if (r < 0)
-        return r;
+    int r;
+    if (o->frames) { /* every frame file's content and its timestamp, in order */
+        image_frames fr = {0};
+        if ((r = image_frames_list(o->frames, 0, &fr, err)) < 0)
+            return r;
+        XXH3_state_t *xs = XXH3_createState();
+        if (!xs) {
+            image_frames_free(&fr);
+            return vl3_error_set(err, -ENOMEM, "out of memory");
+        }
+        XXH3_128bits_reset(xs);
+        for (int i = 0; i < fr.n && r == 0; i++) {
+            int fd = open(fr.paths[i], O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                r = vl3_error_set(err, -errno, "could not open \"%s\": %s", fr.paths[i],
+                                  strerror(errno));
+                break;
+            }
+            r = tcache_fingerprint_fd(fd, fp, err);
+            close(fd);
+            XXH3_128bits_update(xs, fp, strlen(fp) + 1);
+            XXH3_128bits_update(xs, &fr.timestamps[i], sizeof(double));
+        }
+        XXH128_hash_t h = XXH3_128bits_digest(xs);
+        XXH3_freeState(xs);
+        snprintf(fp, sizeof(fp), "%016llx%016llx:frames%d", (unsigned long long)h.high64,
+                 (unsigned long long)h.low64, fr.n);
+        image_frames_free(&fr);
+        if (r < 0)
+            return r;
+    } else {
+        const char *path = o->video ? o->video : o->image;
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            return vl3_error_set(err, -errno, "could not open \"%s\": %s", path,
+                                 strerror(errno));
+        r = tcache_fingerprint_fd(fd, fp, err);
+        close(fd);
+        if (r < 0)
+            return r;
+    }
     if ((r = vl3_model_vision_identity(m, ident)) < 0)
         return vl3_error_set(err, r, "could not identify the model's vision weights");
     struct sample_params sp;
     run_sample_params(o, &sp);
-    struct tcache_key_params kp = {ident, fp, o->video ? TCACHE_MEDIA_VIDEO : TCACHE_MEDIA_IMAGE,
+    sp.native = model_is_native(m) && o->window <= 0; /* as run_vision_video */
+    vl3_model_info info;
+    if ((r = vl3_model_get_info(m, &info)) < 0)
+        return vl3_error_set(err, r, "could not describe the model");
+    struct tcache_key_params kp = {ident, fp,
+                                   o->video    ? TCACHE_MEDIA_VIDEO
+                                   : o->frames ? TCACHE_MEDIA_FRAMES
+                                               : TCACHE_MEDIA_IMAGE,
                                    o->video ? &sp : NULL, o->window > 0 ? o->window_index : 0,
-                                   &rv->mp, 1, "ffmpeg-sw", "cpu-f32"};
+                                   &rv->mp, 1, "ffmpeg-sw", info.compute};
     if ((r = tcache_key(&kp, rv->key, &rv->key_descr)) < 0)
         return vl3_error_set(err, r, "could not make the cache key");
     return 0;
@@ -577,7 +628,7 @@ static int run_vision_cold(struct run_vision *rv, const struct run_opts *o, cons
 {
     int r;
     if (o->video) {
-        if ((r = run_vision_video(rv, o, err)) < 0)
+        if ((r = run_vision_video(rv, o, model_is_native(m), err)) < 0)
             return r;
         goto prepare;
     }
@@ -624,9 +675,7 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
         rv->mp.difffp.dtype = VL3_DIFFFP_BF16;
     rv->cache_state = "off";
     tcache *tc = NULL;
-    if (o->cache && o->frames) {
-        fprintf(stderr, "vl3 run: the token cache does not keep --frames inputs; cache off\n");
-    } else if (o->cache) {
+    if (o->cache) {
         vl3_error e2 = {0};
         if ((r = run_cache_key(rv, o, m, &e2)) < 0 ||
             (r = tcache_open(o->cache, o->cache_budget, &tc, &e2)) < 0)
@@ -642,13 +691,19 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
         rv->cache_lookup_s = vl3_time_s() - t0;
     }
     if (strcmp(rv->cache_state, "hit") == 0) {
+        vl3_model_info mi;
+        vl3_model_get_info(m, &mi);
+        if (rv->vt.n_items != 1 || rv->vt.dtype != VL3_VT_DTYPE_F32 ||
+            rv->vt.dim != mi.llm_hidden) { /* never used: recomputed (and not stored) */
+            fprintf(stderr, "vl3 run: the cached entry holds %d items of dtype %d and width %d "
+                            "(the model's LLM is %d wide); recomputing\n", rv->vt.n_items,
+                    (int)rv->vt.dtype, rv->vt.dim, mi.llm_hidden);
+            vl3_visual_tokens_deinit(&rv->vt);
+            rv->cache_state = "miss";
+            goto cold;
+        }
         vl3_vision_item it;
         vl3_visual_tokens_items(&rv->vt, &it);
-        if (rv->vt.n_items != 1 || rv->vt.dtype != VL3_VT_DTYPE_F32) {
-            r = vl3_error_set(err, VL3_E_FORMAT, "the cached entry holds %d items of dtype %d",
-                              rv->vt.n_items, (int)rv->vt.dtype);
-            goto out;
-        }
         r = vl3_prompt_build(&rv->mp.prompt, tok, &it, rv->vt.grids, 1, &rv->vt.mask,
                              &rv->mm.prompt, err);
         if (r == 0 && rv->mm.prompt.n_visual != rv->vt.n_rows)
@@ -657,6 +712,7 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
                               (long long)rv->vt.n_rows);
         goto out;
     }
+cold:
     if ((r = run_vision_cold(rv, o, m, tok, err)) < 0)
         goto out;
     if (tc) {

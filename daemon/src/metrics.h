@@ -39,10 +39,10 @@ struct metrics {
     uint64_t jobs_consumed, jobs_succeeded, jobs_failed, jobs_retried, jobs_poisoned,
         jobs_dead_lettered, jobs_skipped_done, jobs_abandoned, results_written;
     uint64_t frames_decoded, frames_pruned, tokens_generated;
+    uint64_t cache_hits, cache_misses; /* token cache, per answer (RESULT stats.cache) */
     /* answers whose vision-encoder call / some decode step also served other jobs (batching
      * across jobs, from the worker's RESULT stats) */
     uint64_t answers_vision_shared, answers_decode_shared;
-    uint64_t cache_hits, cache_misses; /* token cache, per answer (RESULT stats.cache) */
     uint64_t worker_restarts, worker_hangs, commits;
     struct metrics_hist stage[METRICS_STAGE_COUNT];
     struct metrics_hist batch_size; /* buckets reused as sizes */

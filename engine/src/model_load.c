@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "backend.h"
+#include "cpu/cpu_ops.h"
 #include "model.h"
 #include "safetensors.h"
 #include "vl3/json.h"
@@ -477,6 +478,20 @@ const vl3_tokenizer *vl3_model_tokenizer(const vl3_model *m)
     return m ? m->tokenizer : NULL;
 }
 
+/* The backend with its arithmetic (vl3_model_info.compute). */
+static const char *vl3__model_compute(const vl3_model *m)
+{
+    if (!m->ops)
+        return "none";
+    if (m->ops == &vl3__backend_cpu_ops)
+        return vl3__cpu_precision(m->backend_ctx) == VL3__CPU_PREC_BF16 ? "cpu-bf16" : "cpu-f32";
+    if (strcmp(m->ops->name, "cuda") == 0)
+        return "cuda-bf16";
+    if (strcmp(m->ops->name, "cuda-emu") == 0)
+        return "cuda-emu-bf16";
+    return m->ops->name;
+}
+
 int vl3_model_get_info(const vl3_model *m, vl3_model_info *ret)
 {
     VL3_RETURN_IF(!m || !ret, -EINVAL);
@@ -487,6 +502,7 @@ int vl3_model_get_info(const vl3_model *m, vl3_model_info *ret)
     i.model_type = vl3__layout_model_type(m->layout);
     i.dtype = pv->dtype < 0 ? "mixed" : vl3__dtype_name((enum vl3__dtype)pv->dtype);
     i.backend = m->ops ? m->ops->name : "none";
+    i.compute = vl3__model_compute(m);
     i.llm_hidden = m->llm.hidden;
     i.llm_layers = m->llm.n_layers;
     i.llm_heads = m->llm.n_heads;

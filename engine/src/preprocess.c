@@ -337,7 +337,9 @@ int vl3_vision_preprocess(const vl3_preprocess_params *p, const vl3_vision_item 
         int h = b.resized_hw[2 * i], w = b.resized_hw[2 * i + 1];
         const vl3_vision_grid *g = &b.grids[i];
         for (int k = 0; k < items[i].n_frames; k++) {
-            rc = vl3_resize_bicubic_rgb(&items[i].frames[k], buf, w, h, (size_t)w * 3);
+            /* native: transformers 5 resizes with torchvision (ATen's uint8 kernel) */
+            rc = vl3__resize_bicubic_rgb_ex(&items[i].frames[k], buf, w, h, (size_t)w * 3,
+                                            p->rule == VL3_RESIZE_NATIVE);
             if (rc < 0) {
                 rc = vl3_error_set(reterr, rc, "could not resize item %d frame %d", i, k);
                 goto fail;

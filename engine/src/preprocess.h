@@ -33,4 +33,11 @@ void vl3__norm_lut(const vl3_preprocess_params *p, int c, float lut[256]);
 void vl3__patchify(const uint8_t *rgb, size_t stride, int h, int w, int patch, int merge,
                    const float lut[3][256], float *out);
 
+/* Antialiased bicubic resize of 8-bit RGB, Pillow's fixed-point resampler (aten = 0, what
+ * vl3_resize_bicubic_rgb does) or ATen's uint8 _upsample_bicubic2d_aa (aten = 1: torchvision's
+ * resize on uint8 CPU tensors, which transformers 5's native processors use): int16 weights at
+ * a per-axis precision, ATen's cubic expression, scale in double. 0 or -EINVAL / -ENOMEM. */
+int vl3__resize_bicubic_rgb_ex(const vl3_image *src, uint8_t *dst, int ow, int oh,
+                               size_t dst_stride, int aten);
+
 #endif

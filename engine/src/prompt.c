@@ -8,8 +8,9 @@
  * (placeholders included) before BPE, so text never merges across a placeholder, while pieces
  * between placeholders must be encoded together ("user\n" + "\nHi" is 271 for "\n\n", not 198 198).
  *
- * One user turn: visual items first (images "<image>\n", videos "Time X.Xs:<image>," per frame and
- * "\n" after the last), then the instruction text. Remote flavour uses <image> for images and
+ * One user turn: visual items first (images "<image>\n", after "Time X.Xs: " when the image has a
+ * timestamp, remote flavour only; videos "Time X.Xs:<image>," per frame and "\n" after the last),
+ * then the instruction text. Remote flavour uses <image> for images and
  * frames; native uses <|image_pad|> / <|video_pad|>. Each placeholder stands for the merged grid
  * of its image/frame, minus the tokens DiffFP dropped. Timestamps print with one decimal, rounded
  * as each flavour's reference rounds them (fmt_time). */
@@ -144,7 +145,9 @@ static int render(const vl3_prompt_params *p, const vl3_vision_item *items,
                     (rc = emit_text(k, f + 1 < it->n_frames ? "," : "\n")) < 0)
                     return rc;
             } else {
-                if (it->timestamps) {
+                /* "Time X.Xs: " before a timestamped image is the remote template's; the
+                 * native processor and template write none (docs/oracle.md) */
+                if (it->timestamps && p->flavour == VL3_PROMPT_REMOTE) {
                     fmt_time(tbuf, sizeof(tbuf), it->timestamps[0], 0);
                     if ((rc = emit_text(k, "Time ")) < 0 || (rc = emit_text(k, tbuf)) < 0 ||
                         (rc = emit_text(k, "s: ")) < 0)

@@ -122,7 +122,7 @@ int vl3_visual_tokens_from_parts(const vl3_pixel_batch *b, const vl3_token_mask 
         return vl3_error_set(reterr, -ENOMEM, "out of memory for %lld visual rows",
                              (long long)vt.n_rows);
     }
-    int64_t f = 0, tok = 0;
+    int64_t f = 0;
     for (int i = 0; i < n_items; i++) {
         vt.grids[i] = b->grids[i];
         vt.resized_hw[2 * i] = b->resized_hw ? b->resized_hw[2 * i] : 0;
@@ -136,7 +136,6 @@ int vl3_visual_tokens_from_parts(const vl3_pixel_batch *b, const vl3_token_mask 
             vt.mask.total_per_frame[f] = m ? m->total_per_frame[f] : per;
             vt.mask.kept_per_frame[f] = m ? m->kept_per_frame[f] : per;
         }
-        tok += (int64_t)b->grids[i].t * per;
     }
     if (m)
         memcpy(vt.mask.keep, m->keep, (size_t)n_tok);

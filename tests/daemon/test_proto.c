@@ -129,13 +129,13 @@ TEST(proto_stream_bytewise)
                 ASSERT_NEAR(m.u.result.stats.generate_ms, 4.5, 0);
                 ASSERT_EQ(m.u.result.stats.frames_sampled, 41);
                 ASSERT_NEAR(m.u.result.stats.sample_interval_s, 0.25, 0);
+                ASSERT_EQ(m.u.result.stats.cache, 2); /* "hit" */
                 ASSERT_EQ(m.u.result.stats.tokens_total, 640);
                 ASSERT_EQ(m.u.result.stats.tokens_kept, 410);
                 ASSERT_EQ(m.u.result.stats.prompt_tokens, 437);
                 ASSERT_EQ(m.u.result.stats.vision_batch_jobs, 3);
                 ASSERT_EQ(m.u.result.stats.decode_step_jobs, 2);
                 ASSERT_EQ(m.u.result.stats.vision_batch_windows, 0); /* absent = 0 */
-                ASSERT_EQ(m.u.result.stats.cache, 2); /* "hit" */
                 break;
             case 3:
                 ASSERT_EQ(m.type, VL3_PROTO_DONE);

@@ -14,3 +14,10 @@ foreach(c ${VL3_ORACLE_CASES})
       SKIP_RETURN_CODE 77)
   endif()
 endforeach()
+
+# The tokenizer against Hugging Face's Rust tokenizers (tests/fixtures/tokenizer/corpus.ref.jsonl,
+# written by tools/oracle/gen_tokenizer.py): the corpus cases of test-tokenizer, under this label.
+foreach(c tokenizer_qwen_corpus tokenizer_tiny_corpus)
+  add_test(NAME oracle/${c} COMMAND test-tokenizer ${c})
+  set_tests_properties(oracle/${c} PROPERTIES LABELS "oracle" TIMEOUT 120 SKIP_RETURN_CODE 77)
+endforeach()

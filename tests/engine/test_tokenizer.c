@@ -1,6 +1,7 @@
-/* test_tokenizer.c: conformance of the Qwen2 tokenizer against Hugging Face's JS port.
+/* test_tokenizer.c: conformance of the Qwen2 tokenizer against Hugging Face's tokenizers.
  *
- * Reference ids come from tools/tokenizer-ref (npm @huggingface/tokenizers, see
+ * Reference ids come from Hugging Face's Rust tokenizers (tools/oracle/gen_tokenizer.py; earlier
+ * the JS port in tools/tokenizer-ref, identical but for one case, see
  * tests/fixtures/tokenizer/corpus.md): corpus.jsonl holds the texts, corpus.ref.jsonl the ids and
  * the decoded text (special tokens skipped / kept) for the real Qwen2.5 tokenizer in
  * ../shared/data (skipped when absent); tiny/ holds a real-subset tokenizer (first 400 merges)
@@ -183,9 +184,46 @@ static void print_ids(const char *what, const int32_t *ids, size_t n)
 }
 
 /* Encode every case and compare ids and both decodes with the reference. */
+/* Code points the Rust tokenizers' NFC normalizes unlike Unicode's NFC (its tables predate their
+ * combining classes; tests/fixtures/tokenizer/hf_nfc_stale.txt, one hex code point a line, made
+ * by tools/oracle/gen_tokenizer.py). A corpus text holding one may differ from the reference: the
+ * engine follows Unicode (utf8proc), see corpus.md. */
+static int32_t stale_cp[512];
+static size_t n_stale;
+
+static void stale_load(void)
+{
+    char path[4300];
+    snprintf(path, sizeof(path), "%s/tests/fixtures/tokenizer/hf_nfc_stale.txt", test_source_dir());
+    FILE *f = fopen(path, "r");
+    unsigned cp;
+    n_stale = 0;
+    while (f && n_stale < VL3_ARRAY_SIZE(stale_cp) && fscanf(f, "%x", &cp) == 1)
+        stale_cp[n_stale++] = (int32_t)cp;
+    if (f)
+        fclose(f);
+}
+
+static int has_stale_cp(const char *s, size_t len)
+{
+    utf8proc_int32_t cp;
+    for (size_t i = 0; i < len;) {
+        utf8proc_ssize_t k = utf8proc_iterate((const utf8proc_uint8_t *)s + i,
+                                              (utf8proc_ssize_t)(len - i), &cp);
+        if (k <= 0)
+            return 0;
+        for (size_t j = 0; j < n_stale; j++)
+            if (stale_cp[j] == cp)
+                return 1;
+        i += (size_t)k;
+    }
+    return 0;
+}
+
 static int check_corpus(const vl3_tokenizer *tok, const struct corpus *c, const char *name)
 {
-    size_t bad = 0, ntok = 0;
+    size_t bad = 0, ntok = 0, known = 0;
+    stale_load();
     for (size_t i = 0; i < c->n; i++) {
         size_t n;
         int32_t *ids = encode_all(tok, c->text[i], c->len[i], &n);
@@ -196,7 +234,11 @@ static int check_corpus(const vl3_tokenizer *tok, const struct corpus *c, const 
         char *skip = decode_all(tok, c->ids[i], c->nids[i], 1, NULL);
         char *keep = decode_all(tok, c->ids[i], c->nids[i], 0, NULL);
         int dok = skip && keep && strcmp(skip, c->skip[i]) == 0 && strcmp(keep, c->keep[i]) == 0;
-        if ((!ok || !dok) && bad++ < 5) {
+        if ((!ok || !dok) && has_stale_cp(c->text[i], c->len[i])) {
+            fprintf(stderr, "known difference in %s case %zu (%s): a code point of "
+                    "hf_nfc_stale.txt\n", name, i + 1, !ok ? "ids" : "decode");
+            known++;
+        } else if ((!ok || !dok) && bad++ < 5) {
             fprintf(stderr, "mismatch in %s case %zu (%s): text %.80s\n", name, i + 1,
                     !ok ? "ids" : "decode", c->text[i]);
             print_ids("ours", ids, n);
@@ -206,8 +248,10 @@ static int check_corpus(const vl3_tokenizer *tok, const struct corpus *c, const 
         free(skip);
         free(keep);
     }
-    fprintf(stderr, "%s: %zu cases, %zu tokens, %zu mismatches\n", name, c->n, ntok, bad);
+    fprintf(stderr, "%s: %zu cases, %zu tokens, %zu mismatches, %zu known (stale NFC)\n", name,
+            c->n, ntok, bad, known);
     ASSERT_EQ(bad, 0);
+    ASSERT_LE(known, 5); /* a rare exception, not a blanket pass */
     ASSERT_GT(c->n, 0);
     return 0;
 }

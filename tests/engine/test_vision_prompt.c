@@ -124,6 +124,18 @@ TEST(prompt_expansion_and_pruning)
     ASSERT_EQ(count(s, "<|image_pad|>"), 6);
     ASSERT_EQ(count(s, "<image>"), 0);
     free(s);
+    /* a timestamped image: "Time X.Xs: " in the remote template only */
+    double its = 7.5;
+    vl3_vision_item timg = {im, 1, &its, 0, 0};
+    p.flavour = VL3_PROMPT_REMOTE;
+    ASSERT_OK(vl3_prompt_render(&p, &timg, &g[1], 1, NULL, &s, NULL));
+    ASSERT_STR_CONTAINS(s, "user\nTime 7.5s: <image><image>");
+    free(s);
+    p.flavour = VL3_PROMPT_NATIVE;
+    ASSERT_OK(vl3_prompt_render(&p, &timg, &g[1], 1, NULL, &s, NULL));
+    ASSERT_STR_CONTAINS(s, "user\n<|image_pad|><|image_pad|>");
+    ASSERT_EQ(count(s, "Time"), 0);
+    free(s);
     /* a mask for another frame count is refused */
     m.n_frames = 2;
     vl3_error err = {0};

@@ -58,6 +58,7 @@ TEST(key_sensitivity)
     CHANGED(f.kp.model_identity = "00112233445566778899aabbccddeef0");
     CHANGED(f.kp.content = "abc:11");
     CHANGED(f.kp.media = TCACHE_MEDIA_IMAGE);
+    CHANGED(f.kp.media = TCACHE_MEDIA_FRAMES);
     CHANGED(f.kp.window = 1);
     CHANGED(f.kp.bf16_input = 0);
     CHANGED(f.kp.decoder = "ffmpeg-cuda");
@@ -66,6 +67,7 @@ TEST(key_sensitivity)
     CHANGED(f.sp.fps_den = 2);
     CHANGED(f.sp.max_frames = 179);
     CHANGED(f.sp.window_s = 65);
+    CHANGED(f.sp.native = 1);
     CHANGED(f.sp.mode = f.sp.mode == SAMPLE_MODE_FAST ? SAMPLE_MODE_EXACT : SAMPLE_MODE_FAST);
     CHANGED(f.mm.pre.rule = VL3_RESIZE_NATIVE);
     CHANGED(f.mm.pre.max_tokens = 1000);

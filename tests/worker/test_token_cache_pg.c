@@ -533,6 +533,24 @@ static int run_cache_layout(int native)
     if (cold_miss_hit(run, ci, dir, "win", a))
         return 1;
 
+    /* a frame sequence: keyed by every file's content and timestamp */
+    ASSERT_EQ(sh("cd %s && mkdir -p frames && ffmpeg -v error -f lavfi -i testsrc=s=160x120:r=2 "
+                 "-frames:v 3 -start_number 0 frames/frame_%%d.5.png", dir), 0);
+    snprintf(a, sizeof(a), "--frames %s/frames --task caption", dir);
+    if (cold_miss_hit(run, ci, dir, "frm", a))
+        return 1;
+    {
+        char d[1200];
+        ASSERT_EQ(sh("cd %s/frames && cp frame_0.5.png frame_2.5.png", dir), 0);
+        snprintf(d, sizeof(d), "%s/frm_changed", dir);
+        ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
+        ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
+        ASSERT_EQ(sh("cd %s/frames && mv frame_2.5.png frame_3.5.png", dir), 0);
+        snprintf(d, sizeof(d), "%s/frm_renamed", dir); /* same bytes, other timestamp */
+        ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
+        ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
+    }
+
     /* key sensitivity: another question or task hits; any keyed parameter misses */
     struct {
         const char *name, *runner, *args, *want;

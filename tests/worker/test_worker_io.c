@@ -37,7 +37,7 @@ TEST(io_frames_parse_with_extra_stats)
     ASSERT_OK(worker_out_init(&o, p[1]));
     ASSERT_OK(worker_send_hello(&o, "vl3-worker test", "cpu", 1234, 6));
     struct worker_result r = {"job-1", 1, 2, 3.0, 6.0, "a cat",
-                              {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 3, 1.0, 96, 72, 133, 13, 3, 1, 2, 2}};
+                              {10, 2, 7, 4, 1.5, 2.5, 3.5, 4.5, 3, 1.0, 96, 72, 133, 13, 3, 2, 2, 1}};
     ASSERT_OK(worker_send_result(&o, &r));
     struct worker_media md = {1, 4096, 1700000000, 0, 150, 100, 0, "png", "ab12:4096"}; /* image */
     ASSERT_OK(worker_send_done(&o, "job-1", 1, &md));

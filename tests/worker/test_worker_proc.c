@@ -1084,7 +1084,7 @@ TEST(proc_job_wall_limit)
  * Unix-domain socket (the sandbox refuses network sockets): a windowed video job and an image job
  * miss, store, and give answers; the same jobs again hit every window, decode no frame and give
  * the same answers; cache "off" neither reads nor reports; `vl3 run --cache` finds the worker's
- * entries and answers the same. */
+ * entries and answers the same; with PostgreSQL stopped a job still answers (its window a miss). */
 TEST(proc_token_cache)
 {
     char pg[1100], ci[1400], extra[1600], port[32] = "";
@@ -1115,11 +1115,6 @@ TEST(proc_token_cache)
     job_cache = VL3_CACHE_OFF;
     ok2 = ok2 && send_job_t(&p, "off", b, 3.0, 1, 0, 6) == 0 && collect(&p, ids2, 3, o2, 180) == 0;
     job_cache = VL3_CACHE_USE;
-    if (started) {
-        close(p.in);
-        wait_exit(&p, 30);
-        finish(&p);
-    }
     char n_entries[32] = "", hit_answer[8192] = "";
     test_sh(n_entries, sizeof(n_entries), "psql -Atqc 'SELECT count(*) FROM "
             "token_cache_entries' '%s' 2>/dev/null || echo psql-missing", ci);
@@ -1131,8 +1126,41 @@ TEST(proc_token_cache)
     int ans_rc = vl3_run_answer(ans, sizeof(ans), "--video '%s' --fps 1 --max-frames 8 --window 3 "
                                 "--window-index 1 --task caption --greedy --max-new-tokens 6 "
                                 "--cache '%s'", b, ci);
+    /* one window's entry gone: the input is decoded, window 1 still skips the encoder (hit),
+     * window 0 is computed again (miss) and stored; then "refresh" recomputes both */
+    char deleted[32] = "";
+    test_sh(deleted, sizeof(deleted), "psql -Atqc \"WITH d AS (DELETE FROM token_cache_entries "
+            "WHERE descr LIKE '%%media=video;%%;window=0;%%' RETURNING 1) SELECT count(*) FROM "
+            "d\" '%s'", ci);
+    int del_rc = atoi(deleted) == 1 ? 0 : -1;
+    static struct outcome op[2];
+    memset(op, 0, sizeof(op));
+    const char *idp[1] = {"part"}, *idr[1] = {"ref"};
+    int okp = ok2 && send_job_t(&p, "part", b, 3.0, 1, 0, 6) == 0 &&
+              collect(&p, idp, 1, &op[0], 180) == 0;
+    job_cache = VL3_CACHE_REFRESH;
+    int okr = okp && send_job_t(&p, "ref", b, 3.0, 1, 0, 6) == 0 &&
+              collect(&p, idr, 1, &op[1], 180) == 0;
+    job_cache = VL3_CACHE_USE;
+    char n_after[32] = "";
+    test_sh(n_after, sizeof(n_after), "psql -Atqc 'SELECT count(*) FROM token_cache_entries' "
+            "'%s' 2>/dev/null", ci);
+    /* PostgreSQL stops: a job still answers (its windows miss and are not stored) */
     test_sh(NULL, 0, "'%s/tests/harness/pg-harness' stop '%s' >/dev/null 2>&1", test_source_dir(),
             pg);
+    static struct outcome od[1];
+    memset(od, 0, sizeof(od));
+    const char *ids3[1] = {"down"};
+    char cpath[1200];
+    path(cpath, sizeof(cpath), "c.mp4");
+    int ok3 = ok2 && send_job_t(&p, "down", cpath, 0, 1, 0, 6) == 0 &&
+              collect(&p, ids3, 1, od, 180) == 0;
+    int exit_rc = -1;
+    if (started) {
+        close(p.in);
+        exit_rc = wait_exit(&p, 30);
+        finish(&p);
+    }
     ASSERT_EQ(rc, 0);
     ASSERT(started);
     ASSERT(ok1);
@@ -1165,6 +1193,102 @@ TEST(proc_token_cache)
     const char *w1;
     ASSERT_OK(find_answer(&o[0], 0, 1, &w1));
     ASSERT_STR_EQ(ans, w1);
+    ASSERT_EQ(del_rc, 0);
+    ASSERT(okp && okr);
+    ASSERT(op[0].got_done && op[1].got_done);
+    ASSERT_EQ(op[0].n, 2);
+    ASSERT_EQ(op[1].n, 2);
+    for (int k = 0; k < 2; k++) {
+        const char *x, *y;
+        ASSERT_OK(find_answer(&op[0], 0, k, &x));
+        ASSERT_OK(find_answer(&op[1], 0, k, &y));
+        ASSERT_OK(find_answer(&o[0], 0, k, &w1));
+        ASSERT_STR_EQ(x, w1);
+        ASSERT_STR_EQ(y, w1);
+        ASSERT_EQ(op[0].cache[op[0].window[0] == k ? 0 : 1], k == 0 ? 1 : 2);
+        ASSERT_EQ(op[1].cache[k], 1); /* refresh: computed again */
+    }
+    ASSERT_GT(op[0].frames_decoded[0], 0); /* partial: the input was decoded */
+    ASSERT_EQ(atoi(n_after), 4);
+    ASSERT(ok3);
+    ASSERT_EQ(exit_rc, 0);
+    ASSERT(od[0].got_done);
+    ASSERT_EQ(od[0].n, 1);
+    ASSERT_EQ(od[0].cache[0], 1);
+    return 0;
+}
+
+/* Two worker processes race on the same keys: both get the same windowed job at once, both miss
+ * and store; the cache keeps one whole entry per key (2 windows + the window list), both answer
+ * the same, and a third job afterwards hits every window. */
+TEST(proc_token_cache_two_workers)
+{
+    char pg[1100], ci[1400], extra[1600], port[32] = "";
+    snprintf(pg, sizeof(pg), "%s/tcpg2", test_tmpdir());
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    if (fixtures() < 0)
+        return 1;
+    ASSERT_EQ(test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null "
+                      "2>&1 && cat '%s/port'", test_source_dir(), pg, pg), 0);
+    port[strcspn(port, "\n")] = '\0';
+    snprintf(ci, sizeof(ci), "host=%s port=%s dbname=vl3 user=postgres", pg, port);
+    int rc = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir '%s/schema' "
+                     ">/dev/null", bin, ci, test_source_dir());
+    snprintf(extra, sizeof(extra), "[cache]\nconninfo = %s", ci);
+    char b[1200];
+    path(b, sizeof(b), "b.mp4");
+    static struct outcome o[3];
+    memset(o, 0, sizeof(o));
+    struct proc p1, p2;
+    int s1 = rc == 0 && start(&p1, extra) == 0, s2 = s1 && start(&p2, extra) == 0;
+    const char *i1[1] = {"r1"}, *i2[1] = {"r2"}, *i3[1] = {"r3"};
+    int ok = s2 && send_job_t(&p1, "r1", b, 3.0, 1, 0, 6) == 0 &&
+             send_job_t(&p2, "r2", b, 3.0, 1, 0, 6) == 0 && collect(&p1, i1, 1, &o[0], 180) == 0 &&
+             collect(&p2, i2, 1, &o[1], 180) == 0;
+    char entries[32] = "", chunks_ok[32] = "";
+    test_sh(entries, sizeof(entries), "psql -Atqc 'SELECT count(*) FROM token_cache_entries' "
+            "'%s'", ci);
+    test_sh(chunks_ok, sizeof(chunks_ok), "psql -Atqc 'SELECT count(*) FROM token_cache_entries "
+            "e WHERE n_chunks = (SELECT count(*) FROM token_cache_chunks c WHERE c.key = e.key)' "
+            "'%s'", ci);
+    int ok3 = ok && send_job_t(&p1, "r3", b, 3.0, 1, 0, 6) == 0 &&
+              collect(&p1, i3, 1, &o[2], 180) == 0;
+    int e1 = -1, e2 = -1;
+    if (s1) {
+        close(p1.in);
+        e1 = wait_exit(&p1, 30);
+        finish(&p1);
+    }
+    if (s2) {
+        close(p2.in);
+        e2 = wait_exit(&p2, 30);
+        finish(&p2);
+    }
+    test_sh(NULL, 0, "'%s/tests/harness/pg-harness' stop '%s' >/dev/null 2>&1", test_source_dir(),
+            pg);
+    ASSERT_EQ(rc, 0);
+    ASSERT(s1 && s2);
+    ASSERT(ok);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(ok3);
+    ASSERT_EQ(e1, 0);
+    ASSERT_EQ(e2, 0);
+    ASSERT_EQ(atoi(entries), 3);
+    ASSERT_EQ(atoi(chunks_ok), 3); /* every entry whole */
+    for (int j = 0; j < 3; j++) {
+        ASSERT(o[j].got_done);
+        ASSERT_EQ(o[j].n, 2);
+    }
+    for (int k = 0; k < 2; k++) {
+        const char *a, *x, *y;
+        ASSERT_OK(find_answer(&o[0], 0, k, &a));
+        ASSERT_OK(find_answer(&o[1], 0, k, &x));
+        ASSERT_OK(find_answer(&o[2], 0, k, &y));
+        ASSERT_STR_EQ(x, a);
+        ASSERT_STR_EQ(y, a);
+        ASSERT_EQ(o[2].cache[k], 2);
+    }
     return 0;
 }
 

@@ -32,8 +32,8 @@
 #include "worker_conf.h"
 
 static const char *arg_config = NULL;
-static const char *arg_backend = NULL; /* --backend: overrides the setting "backend" */
 static int arg_check_config = 0;
+static const char *arg_backend = NULL; /* --backend: overrides the configuration's backend */
 static const char *arg_device = NULL;  /* --device: overrides the configuration's device */
 
 static void on_stop_signal(int sig)
@@ -116,9 +116,19 @@ static void test_socket(void)
         close(fd);
 }
 
-/* --device over the configuration. 0 or VL3_E_CONFIG. */
-static int apply_device(struct worker_conf *conf, vl3_error *reterr)
+/* --backend and --device over the configuration. 0 or VL3_E_CONFIG. */
+static int apply_args(struct worker_conf *conf, vl3_error *reterr)
 {
+    if (arg_backend) {
+        if (vl3_backend_kind_parse(arg_backend) < 0)
+            return vl3_error_set(reterr, VL3_E_CONFIG, "invalid backend \"%s\" (--backend)",
+                                 arg_backend);
+        char *b = strdup(arg_backend);
+        if (!b)
+            return vl3_error_set(reterr, -ENOMEM, "out of memory");
+        free(conf->backend);
+        conf->backend = b;
+    }
     if (arg_device) {
         char *end;
         long d = strtol(arg_device, &end, 10);
@@ -159,10 +169,8 @@ int main(int argc, char **argv)
     int r = vl3_conf_defaults(worker_conf_table, &conf, &err);
     if (r == 0 && arg_config)
         r = vl3_conf_load(worker_conf_table, &conf, arg_config, &err);
-    if (r == 0 && arg_backend)
-        r = vl3_conf_set(worker_conf_table, &conf, "backend", arg_backend, &err);
     if (r == 0)
-        r = apply_device(&conf, &err);
+        r = apply_args(&conf, &err);
     if (r < 0) {
         vl3_log_err("%s", vl3_error_text(&err, r));
         vl3_conf_free_strings(worker_conf_table, &conf);

@@ -60,7 +60,7 @@ void sample_params_default(struct sample_params *p)
      * daemon: sampling.window, default max_frames / fps) */
     *p = (struct sample_params){.fps_num = (int)VL3_SAMPLING_FPS_DEFAULT, .fps_den = 1,
                                 .max_frames = VL3_SAMPLING_MAX_FRAMES_DEFAULT, .window_s = 0,
-                                .mode = SAMPLE_MODE_EXACT};
+                                .mode = SAMPLE_MODE_EXACT, .native_min_frames = 4};
 }
 
 void sample_linspace_floor(int64_t len, int64_t num, int64_t *idx)
@@ -222,6 +222,52 @@ static int fps_select(const struct plan *pl, const struct timing *t, size_t max_
 fail:
     free(o);
     return r;
+}
+
+/* transformers' VideoLlama3VideoProcessor.sample_frames on torchcodec's exact-mode metadata
+ * (native layout): the video has total = pl->n frames in pts order at an average rate
+ * vfps = total / (end - begin) (begin = first pts, end = max pts + duration, in seconds, as
+ * torchcodec's scan computes them); it keeps n = floor(min(max(total / vfps * F, min_frames),
+ * min(max_frames, total), total)) frames at torch.arange(0, total, total / n).int() (float32
+ * values computed in double, truncated) and labels frame idx with float32 idx / vfps. */
+static int native_select(const struct plan *pl, const struct media_info *in,
+                         const struct sample_params *p, struct out **ret_outs, size_t *ret_n,
+                         double *ret_vfps)
+{
+    double total = (double)pl->n, tb = (double)in->tb_num / in->tb_den;
+    int64_t lo = INT64_MAX, hi = INT64_MIN;
+    for (size_t i = 0; i < pl->n; i++) {
+        if (pl->f[i].pts == MEDIA_NOPTS)
+            continue;
+        int64_t dur = pl->f[i].dur > 0 ? pl->f[i].dur : 0;
+        lo = VL3_MIN(lo, pl->f[i].pts);
+        hi = VL3_MAX(hi, pl->f[i].pts + dur);
+    }
+    double span = lo < hi ? (double)hi * tb - (double)lo * tb : 0.0;
+    double vfps = span > 0 ? total / span : 1.0;
+    double maxf = (double)(p->max_frames > 0 ? VL3_MIN(p->max_frames, (int64_t)pl->n)
+                                             : (int64_t)pl->n);
+    double want = total / vfps * ((double)p->fps_num / p->fps_den);
+    want = VL3_MIN(VL3_MIN(VL3_MAX(want, (double)p->native_min_frames), maxf), total);
+    int64_t num = (int64_t)floor(want);
+    *ret_outs = NULL;
+    *ret_n = 0;
+    *ret_vfps = vfps;
+    if (num <= 0)
+        return 0;
+    double step = total / (double)num;
+    size_t n = (size_t)ceil(total / step);
+    struct out *o = calloc(n, sizeof(*o));
+    if (!o)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        float v = (float)((double)i * step);
+        int64_t idx = (int64_t)v;
+        o[i] = (struct out){.k = idx, .frame = (size_t)VL3_MIN(idx, (int64_t)pl->n - 1)};
+    }
+    *ret_outs = o;
+    *ret_n = n;
+    return 0;
 }
 
 /* --- plans ------------------------------------------------------------------------------------ */
@@ -772,6 +818,7 @@ int sample_video(media_input *m, const struct sample_params *p, struct sample_re
     struct sample_result *res = NULL;
     media_pic *pic = NULL;
     int r, windows = 0, sub = 0;
+    double native_fps = 1.0;
 
     if (!m || !p || !ret_result || p->fps_num <= 0 || p->fps_den <= 0 || p->max_frames < 0 ||
         p->mode < 0 || p->mode >= SAMPLE_MODE_COUNT)
@@ -813,7 +860,12 @@ again:
                         : 86400.0;
     double max_out_d = (span_s * 2 + 10) * p->fps_num / p->fps_den + 1000;
     size_t max_out = max_out_d > 5e7 ? (size_t)5e7 : (size_t)max_out_d;
-    if ((r = fps_select(&pl, &t, max_out, &o, &n_out)) < 0) {
+    if (p->native) {
+        if ((r = native_select(&pl, in, p, &o, &n_out, &native_fps)) < 0) {
+            vl3_error_set(reterr, r, "out of memory");
+            goto fail;
+        }
+    } else if ((r = fps_select(&pl, &t, max_out, &o, &n_out)) < 0) {
         if (r == VL3_E_LIMIT)
             vl3_error_set(reterr, r,
                           "the timestamps of the video ask for more than %zu sampled frames "
@@ -833,7 +885,11 @@ again:
                               (int)pl.n, (double)p->fps_num / p->fps_den);
         goto fail;
     }
-    if ((r = subsample(p, o, n_out, &n_kept, &windows, &sub)) < 0) {
+    if (p->native) {
+        n_kept = n_out;
+        windows = 1;
+        sub = n_out < pl.n;
+    } else if ((r = subsample(p, o, n_out, &n_kept, &windows, &sub)) < 0) {
         vl3_error_set(reterr, r, "out of memory");
         goto fail;
     }
@@ -940,7 +996,8 @@ again:
     for (size_t i = 0; i < n_kept; i++) {
         struct sample_frame *f = &res->frames[i];
         f->rgb = dst[o[i].frame];
-        f->timestamp = res->start_time + (double)o[i].k * ts_delta;
+        f->timestamp = p->native ? (double)((float)o[i].k / (float)native_fps)
+                                 : res->start_time + (double)o[i].k * ts_delta;
         f->index = o[i].k;
         f->src_pts = pl.f[o[i].frame].pts;
         f->window = o[i].window;

@@ -31,6 +31,9 @@ struct sample_params {
     int64_t max_bytes;     /* most bytes of RGB pictures held for the result; 0 = no limit */
     int64_t max_total;     /* most frames kept over all windows; 0 = no limit (checked after
                             * planning, before any frame is decoded for the result) */
+    int native;            /* 1: transformers' native VideoLlama3 sampler instead of the official
+                            * loader's (see native_select in sample.c); window_s is ignored */
+    int64_t native_min_frames; /* native: fewest frames (default 4) */
 };
 
 void sample_params_default(struct sample_params *p);

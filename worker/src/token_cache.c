@@ -98,11 +98,16 @@ int tcache_key(const struct tcache_key_params *p, char ret_key[33], char **ret_d
     add(&b, "flavour=%d;", (int)p->mm->prompt.flavour);
     if (p->media == TCACHE_MEDIA_IMAGE) {
         add(&b, "media=image;");
+    } else if (p->media == TCACHE_MEDIA_FRAMES) {
+        add(&b, "media=frames;");
     } else {
         const struct sample_params *sp = p->sp;
         add(&b, "media=video;sampling=%s;fps=%d/%d;max_frames=%lld;window_s=%.17g;window=%d;",
             sp->mode == SAMPLE_MODE_FAST ? "fast" : "exact", sp->fps_num, sp->fps_den,
             (long long)sp->max_frames, sp->window_s, p->window);
+        /* transformers' native frame sampler picks other frames than the official loader's */
+        if (sp->native)
+            add(&b, "sampler=native;min_frames=%lld;", (long long)sp->native_min_frames);
     }
     add(&b, "resize=%d;patch=%d;merge=%d,%d;tokens=%d,%d;pixels=%lld,%lld,%lld,%lld;"
             "rescale=%.17g;mean=%.9g,%.9g,%.9g;std=%.9g,%.9g,%.9g;",

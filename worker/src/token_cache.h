@@ -33,6 +33,7 @@ int tcache_fingerprint_fd(int fd, char ret[TCACHE_FINGERPRINT_LEN], vl3_error *r
 enum tcache_media {
     TCACHE_MEDIA_IMAGE,
     TCACHE_MEDIA_VIDEO,
+    TCACHE_MEDIA_FRAMES, /* a frame sequence (vl3 run --frames): content covers every file */
     TCACHE_MEDIA_COUNT
 };
 

@@ -20,6 +20,7 @@
 #include "vl3/log.h"
 #include "vl3/util.h"
 #include "media_conf.h"
+#include "worker_cache.h"
 #include "worker_internal.h"
 
 #define READ_CHUNK 65536
@@ -189,6 +190,8 @@ static int job_from_msg(struct worker *w, const struct worker_job_req *m, struct
     j->sp.max_frames = m->max_frames; /* per window */
     j->sp.window_s = m->window_s;     /* 0 = one window over the whole video */
     j->sp.mode = m->fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
+    /* a native-layout model's one-window job samples as transformers' processor (vl3 run too) */
+    j->sp.native = w->native_sampler && j->sp.window_s <= 0;
     j->max_new_tokens = m->max_new_tokens;
     j->temperature = m->temperature;
     j->attempt = m->attempt;
@@ -304,10 +307,21 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
     w->budget_ready = 1;
     if ((rc = vl3_vision_new(model, (int)conf->threads, &w->vision, reterr)) < 0)
         goto fail;
+    vl3_model_info info;
+    if ((rc = vl3_model_get_info(model, &info)) < 0) {
+        vl3_error_set(reterr, rc, "could not describe the model");
+        goto fail;
+    }
+    w->native_sampler = strcmp(info.layout, "native") == 0;
+    w->compute = info.compute;
     if (conf->cache_conninfo && conf->cache_conninfo[0] &&
         ((rc = vl3_model_vision_identity(model, w->vision_identity)) < 0 ||
          (rc = tcache_open(conf->cache_conninfo, conf->cache_budget, &w->tcache, reterr)) < 0))
         goto fail;
+    if (w->tcache && (rc = worker_cache_writer_start(w)) < 0) {
+        vl3_error_set(reterr, rc, "could not start the token cache writer");
+        goto fail;
+    }
     if (w->tcache && !tcache_ping(w->tcache))
         vl3_log_warning("the token cache is unreachable; jobs run without it until it answers "
                         "(the worker's sandbox allows Unix-domain sockets only: give "
@@ -339,6 +353,7 @@ void worker_free(struct worker *w)
     worker_sched_free(w->sched);
     worker_lm_free(w->lm);
     vl3_vision_free(w->vision);
+    worker_cache_writer_stop(w);
     if (w->tcache) {
         struct tcache_stats st;
         tcache_get_stats(w->tcache, &st);

@@ -3,8 +3,10 @@
  * looks up the job's window list and every listed window; when all of them hit, no frame is
  * decoded and the windows go to the engine with their cached rows (the encoder skips them). Any
  * miss decodes the input as usual; windows that hit still skip preprocessing and the encoder.
- * After the encoder the engine stores each missed window, and the decode stage stores the window
- * list of a fully decoded input.
+ * After the encoder the engine hands each missed window to the writer thread, which serializes
+ * (zstd) and uploads it off the engine thread; the job holds a pending reference until its
+ * windows are stored, so its DONE (and a next question) finds them. The decode stage stores the
+ * window list of a fully decoded input.
  *
  * The window list is needed because the windows that have frames are known only after sampling
  * (a last window may be empty, a stream may start late); it is a short text with its own XXH3
@@ -65,7 +67,7 @@ static int key_of(struct worker *w, const struct worker_job *job, const char *fp
     struct tcache_key_params kp = {w->vision_identity, fp,
                                    is_image ? TCACHE_MEDIA_IMAGE : TCACHE_MEDIA_VIDEO,
                                    is_image ? NULL : &job->sp, window, &w->mm, 1, "ffmpeg-sw",
-                                   "cpu-f32"};
+                                   w->compute};
     return tcache_key(&kp, key, descr);
 }
 
@@ -172,8 +174,10 @@ lookup:;
         if (key_of(w, job, fp, is_image, k, key, NULL) < 0)
             continue;
         if (tcache_lookup(w->tcache, key, &p.vt[k]) == 1) {
+            vl3_model_info mi;
+            vl3_model_get_info(w->model, &mi);
             if (p.vt[k].n_items == 1 && p.vt[k].dtype == VL3_VT_DTYPE_F32 &&
-                (!is_image || p.vt[k].mask.n_frames == 1)) {
+                p.vt[k].dim == mi.llm_hidden && (!is_image || p.vt[k].mask.n_frames == 1)) {
                 p.hit[k] = 1;
                 p.n_hits++;
             } else {
@@ -264,20 +268,123 @@ void worker_cache_store_windows(struct worker *w, const struct worker_job *job,
     free(descr);
 }
 
+/* ---- the writer thread: serialization and upload off the engine thread ------------------- */
+
+struct wc_item {
+    struct wc_item *next;
+    struct worker_job *job; /* holds one pending reference until stored */
+    char key[33];
+    char *descr;            /* owned */
+    vl3_visual_tokens vt;
+};
+
+struct worker_cache_writer {
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct wc_item *head, *tail;
+    int stopping;
+};
+
+static void *writer_main(void *arg)
+{
+    struct worker *w = arg;
+    struct worker_cache_writer *cw = w->cache_writer;
+    for (;;) {
+        pthread_mutex_lock(&cw->lock);
+        while (!cw->head && !cw->stopping)
+            pthread_cond_wait(&cw->cond, &cw->lock);
+        struct wc_item *it = cw->head;
+        if (it) {
+            cw->head = it->next;
+            if (!cw->head)
+                cw->tail = NULL;
+        }
+        pthread_mutex_unlock(&cw->lock);
+        if (!it)
+            break; /* stopping and drained */
+        tcache_store(w->tcache, it->key, it->descr, &it->vt);
+        vl3_visual_tokens_deinit(&it->vt);
+        free(it->descr);
+        pthread_mutex_lock(&w->lock);
+        worker_job_unref_locked(w, it->job); /* the job's DONE waits for its stores */
+        pthread_mutex_unlock(&w->lock);
+        free(it);
+    }
+    return NULL;
+}
+
+int worker_cache_writer_start(struct worker *w)
+{
+    struct worker_cache_writer *cw = calloc(1, sizeof(*cw));
+    if (!cw)
+        return -ENOMEM;
+    pthread_mutex_init(&cw->lock, NULL);
+    pthread_cond_init(&cw->cond, NULL);
+    w->cache_writer = cw;
+    int rc = pthread_create(&cw->thread, NULL, writer_main, w);
+    if (rc != 0) {
+        pthread_cond_destroy(&cw->cond);
+        pthread_mutex_destroy(&cw->lock);
+        free(cw);
+        w->cache_writer = NULL;
+        return -rc;
+    }
+    return 0;
+}
+
+void worker_cache_writer_stop(struct worker *w)
+{
+    struct worker_cache_writer *cw = w->cache_writer;
+    if (!cw)
+        return;
+    pthread_mutex_lock(&cw->lock);
+    cw->stopping = 1;
+    pthread_cond_signal(&cw->cond);
+    pthread_mutex_unlock(&cw->lock);
+    pthread_join(cw->thread, NULL);
+    pthread_cond_destroy(&cw->cond);
+    pthread_mutex_destroy(&cw->lock);
+    free(cw);
+    w->cache_writer = NULL;
+}
+
 void worker_cache_store_unit(struct worker *w, struct worker_unit *u, int hidden)
 {
     if (!w->tcache || u->cache != 1 || !u->key[0] || !u->visual)
         return;
     vl3_vision_item item = {NULL, u->n_frames, u->timestamps, !u->is_image, 0};
-    vl3_visual_tokens vt = {0};
+    struct wc_item *it = calloc(1, sizeof(*it));
     vl3_error err = {0};
-    int rc = vl3_visual_tokens_from_parts(&u->batch, &u->mask, &item, 1, u->visual, hidden, &vt,
-                                          &err);
+    int rc = it ? vl3_visual_tokens_from_parts(&u->batch, &u->mask, &item, 1, u->visual, hidden,
+                                               &it->vt, &err)
+                : vl3_error_set(&err, -ENOMEM, "out of memory");
     if (rc < 0) {
         vl3_log_warning("token cache: window %d of job %s not stored: %s", u->window, u->job->id,
                         vl3_error_text(&err, rc));
+        free(it);
         return;
     }
-    tcache_store(w->tcache, u->key, u->key_descr, &vt);
-    vl3_visual_tokens_deinit(&vt);
+    if (!w->cache_writer) { /* no writer thread: store here */
+        tcache_store(w->tcache, u->key, u->key_descr, &it->vt);
+        vl3_visual_tokens_deinit(&it->vt);
+        free(it);
+        return;
+    }
+    it->job = u->job;
+    memcpy(it->key, u->key, sizeof(it->key));
+    it->descr = u->key_descr;
+    u->key_descr = NULL;
+    pthread_mutex_lock(&w->lock);
+    u->job->pending++;
+    pthread_mutex_unlock(&w->lock);
+    struct worker_cache_writer *cw = w->cache_writer;
+    pthread_mutex_lock(&cw->lock);
+    if (cw->tail)
+        cw->tail->next = it;
+    else
+        cw->head = it;
+    cw->tail = it;
+    pthread_cond_signal(&cw->cond);
+    pthread_mutex_unlock(&cw->lock);
 }

@@ -49,7 +49,13 @@ void worker_cache_miss(struct worker *w, const struct worker_job *job,
 void worker_cache_store_windows(struct worker *w, const struct worker_job *job,
                                 const struct worker_cache_plan *p, const int *wins, int n);
 
-/* After encoding (engine thread): store a missed unit's visual tokens. */
+/* After encoding (engine thread): queue a missed unit's visual tokens (copied) for the writer
+ * thread, the unit's job keeping one pending reference until they are stored (without a writer
+ * thread: stored here). */
 void worker_cache_store_unit(struct worker *w, struct worker_unit *u, int hidden);
+
+/* The writer thread (after the cache is opened) and its end (drains the queue first). */
+int worker_cache_writer_start(struct worker *w);
+void worker_cache_writer_stop(struct worker *w);
 
 #endif

@@ -43,12 +43,12 @@ const vl3_conf_option worker_conf_table[] = {
         "most memory the worker holds for queued frames and activations"),
     OPT("jobs.max_queued", VL3_CONF_INT, max_queued_jobs, "16", 1, 4096, VL3_CONF_RESTART,
         "jobs accepted and not finished; more are refused with a retryable error"),
+    OPT("jobs.max_wall", VL3_CONF_DURATION, max_wall_ms, "2h", 1, 1e10, VL3_CONF_RESTART,
+        "wall time a job may take from its arrival; then it fails and its memory is freed"),
     OPT("jobs.credits", VL3_CONF_INT, credits, "4", 1, 64, VL3_CONF_RESTART,
         "jobs the daemon may hand this worker at once (its hello's credits; at most "
         "jobs.max_queued); their windows share vision batches and decode steps, 1 = one job at "
         "a time"),
-    OPT("jobs.max_wall", VL3_CONF_DURATION, max_wall_ms, "2h", 1, 1e10, VL3_CONF_RESTART,
-        "wall time a job may take from its arrival; then it fails and its memory is freed"),
     OPT("jobs.decode_parallel", VL3_CONF_INT, decode_jobs, "2", 1, 256, VL3_CONF_RESTART,
         "jobs decoded at once (each with decode_threads decoder threads)"),
     OPT("batch.vision_frames", VL3_CONF_INT, vision_batch_frames, "256", 1, 1e6, VL3_CONF_RESTART,

@@ -25,8 +25,8 @@ struct worker_conf {
     char *log_level;
     /* job pipeline and batching (worker*.c) */
     int64_t max_queued_jobs;     /* jobs accepted but not finished; more are refused */
-    int64_t credits;             /* jobs the daemon may send at once (HELLO.credits) */
     int64_t max_wall_ms;         /* wall time from a job's arrival to its end */
+    int64_t credits;             /* jobs the daemon may send at once (HELLO.credits) */
     int64_t decode_jobs;         /* jobs decoded at once (decode threads of the pipeline) */
     int64_t vision_batch_frames; /* most frames one vision-encoder call takes (across jobs) */
     int64_t vision_batch_wait_ms; /* how long the encoder waits for more frames to batch */

@@ -1,10 +1,10 @@
 /* worker_engine.c: the engine thread. It owns the vision encoder and the generation scheduler.
  * Each turn it takes queued windows (of any jobs) up to batch.vision_frames frames, waiting up to
  * batch.vision_wait for more while decode threads are busy and nothing is generating, encodes
- * them in ONE vision-encoder call (per-frame attention keeps windows independent), builds one
- * prompt per window x task, submits them to the scheduler, and runs one scheduler step (new
- * prompts join, every active sequence advances by one token). Finished answers are attached to
- * their job; a job's last answer sends its frames. */
+ * them in ONE vision-encoder call (vl3_vision_encode_many; per-frame attention keeps windows
+ * independent), builds one prompt per window x task, submits them to the scheduler, and runs one
+ * scheduler step (new prompts join, every active sequence advances by one token). Finished
+ * answers are attached to their job; a job's last answer sends its frames. */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,49 +59,6 @@ static void timed_wait(struct worker *w, int64_t ms)
     (void)pthread_cond_timedwait(&w->cond_engine, &w->lock, &ts);
 }
 
-/* Concatenate the units' batches and masks (borrowed) into one call's batch and mask. */
-static int concat(struct worker_unit *units, int n, vl3_pixel_batch *b, vl3_token_mask *m)
-{
-    int64_t P = 0, T = 0;
-    int F = 0;
-    for (struct worker_unit *u = units; u; u = u->next) {
-        P += u->batch.n_patches;
-        T += u->mask.n_tokens;
-        F += u->mask.n_frames;
-    }
-    int K = units->batch.patch_dim;
-    b->pixel_values = malloc(sizeof(float) * (size_t)(P ? P : 1) * (size_t)K);
-    b->grids = malloc(sizeof(vl3_vision_grid) * (size_t)n);
-    b->resized_hw = malloc(sizeof(int) * 2 * (size_t)n);
-    m->keep = malloc((size_t)(T ? T : 1));
-    m->kept_per_frame = malloc(sizeof(int) * (size_t)(F ? F : 1));
-    m->total_per_frame = malloc(sizeof(int) * (size_t)(F ? F : 1));
-    if (!b->pixel_values || !b->grids || !b->resized_hw || !m->keep || !m->kept_per_frame ||
-        !m->total_per_frame)
-        return -ENOMEM;
-    b->patch_dim = K;
-    for (struct worker_unit *u = units; u; u = u->next) {
-        memcpy(b->pixel_values + b->n_patches * K, u->batch.pixel_values,
-               sizeof(float) * (size_t)u->batch.n_patches * (size_t)K);
-        b->n_patches += u->batch.n_patches;
-        for (int i = 0; i < u->batch.n_items; i++) {
-            b->grids[b->n_items] = u->batch.grids[i];
-            b->resized_hw[2 * b->n_items] = u->batch.resized_hw[2 * i];
-            b->resized_hw[2 * b->n_items + 1] = u->batch.resized_hw[2 * i + 1];
-            b->n_items++;
-        }
-        memcpy(m->keep + m->n_tokens, u->mask.keep, (size_t)u->mask.n_tokens);
-        memcpy(m->kept_per_frame + m->n_frames, u->mask.kept_per_frame,
-               sizeof(int) * (size_t)u->mask.n_frames);
-        memcpy(m->total_per_frame + m->n_frames, u->mask.total_per_frame,
-               sizeof(int) * (size_t)u->mask.n_frames);
-        m->n_tokens += u->mask.n_tokens;
-        m->n_kept += u->mask.n_kept;
-        m->n_frames += u->mask.n_frames;
-    }
-    return 0;
-}
-
 /* Encode every unit (one call) into u->visual. */
 static int encode_units(struct worker *w, struct worker_unit *units, int n, int frames,
                         vl3_error *err)
@@ -113,34 +70,26 @@ static int encode_units(struct worker *w, struct worker_unit *units, int n, int 
         if (!u->visual)
             return vl3_error_set(err, -ENOMEM, "out of memory for visual rows");
     }
+    /* one encoder pass over every unit (per-frame attention keeps them independent), batched
+     * by the engine (vl3_vision_encode_many), not by a copy of it here */
+    const vl3_pixel_batch **bs = malloc(sizeof(*bs) * (size_t)n);
+    const vl3_token_mask **masks = malloc(sizeof(*masks) * (size_t)n);
+    float **outs = malloc(sizeof(*outs) * (size_t)n);
     uint64_t t0 = vl3_time_ns();
-    int rc;
-    if (n == 1) {
-        rc = vl3_vision_encode(w->vision, &units->batch, &units->mask, units->visual, err);
+    int rc, i = 0;
+    if (!bs || !masks || !outs) {
+        rc = vl3_error_set(err, -ENOMEM, "out of memory for a vision batch of %d frames", frames);
     } else {
-        vl3_pixel_batch b = {0};
-        vl3_token_mask m = {0};
-        float *rows = NULL;
-        rc = concat(units, n, &b, &m);
-        if (rc == 0 && !(rows = malloc(sizeof(float) * (size_t)(m.n_kept ? m.n_kept : 1) *
-                                       (size_t)hidden)))
-            rc = -ENOMEM;
-        if (rc < 0)
-            vl3_error_set(err, rc, "out of memory for a vision batch of %d frames", frames);
-        else
-            rc = vl3_vision_encode(w->vision, &b, &m, rows, err);
-        if (rc == 0) {
-            int64_t off = 0;
-            for (struct worker_unit *u = units; u; u = u->next) {
-                memcpy(u->visual, rows + off * hidden,
-                       sizeof(float) * (size_t)u->mask.n_kept * (size_t)hidden);
-                off += u->mask.n_kept;
-            }
+        for (struct worker_unit *u = units; u; u = u->next, i++) {
+            bs[i] = &u->batch;
+            masks[i] = &u->mask;
+            outs[i] = u->visual;
         }
-        free(rows);
-        vl3_pixel_batch_deinit(&b);
-        vl3_token_mask_deinit(&m);
+        rc = vl3_vision_encode_many(w->vision, bs, masks, n, outs, err);
     }
+    free(bs);
+    free(masks);
+    free(outs);
     double ms = (double)(vl3_time_ns() - t0) / 1e6;
     w->vision_calls++;
     if (frames > w->vision_frames_max)
@@ -303,8 +252,7 @@ void worker_engine_seq_done(void *user, struct worker_seq *q)
                                              : (u->t_end - u->t_start) / u->n_frames,
                                          u->mask.n_tokens, u->mask.n_kept, q->n_ids,
                                          u->vision_batch_frames, u->vision_batch_units,
-                                         u->cache, u->vision_batch_jobs,
-                                         q->max_groups};
+                                         u->vision_batch_jobs, q->max_groups, u->cache};
         vl3_log_info("answered job=%s task=%d window=%d prompt_tokens=%d generated=%d "
                      "decode_batch=%d vision_batch_frames=%d vision_batch_windows=%d "
                      "tokens_kept=%lld/%lld",

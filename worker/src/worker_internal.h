@@ -68,11 +68,11 @@ struct worker_unit {
     int seqs_left;          /* sequences of this window not finished */
     double preprocess_ms, vision_ms;
     int vision_batch_frames, vision_batch_units;
-    int vision_batch_jobs; /* distinct jobs in that vision-encoder call */
     /* token cache: 0 not used, 1 miss (key set: stored after encoding), 2 hit (visual set) */
     int cache;
     char key[33];
     char *key_descr;        /* owned */
+    int vision_batch_jobs; /* distinct jobs in that vision-encoder call */
 };
 
 /* The job's use of the token cache (== enum vl3_cache_mode of the protocol). */
@@ -116,7 +116,10 @@ struct worker {
 
     /* token cache (NULL when cache.conninfo is empty); thread-safe */
     tcache *tcache;
+    struct worker_cache_writer *cache_writer; /* stores off the engine thread (worker_cache.c) */
     char vision_identity[33];
+    int native_sampler;  /* native-layout model: one-window jobs sample as transformers does */
+    const char *compute; /* vl3_model_info.compute: the token cache keys on it */
     struct worker_fp_memo {     /* content fingerprints by file version, under lock */
         char path[256];
         int64_t dev, ino, size, mtime_ns, ctime_ns;

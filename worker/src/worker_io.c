@@ -154,14 +154,14 @@ int worker_send_result(struct worker_out *o, const struct worker_result *r)
                                        .generate_ms = s->generate_ms,
                                        .frames_sampled = s->frames_sampled,
                                        .sample_interval_s = s->sample_interval_s,
-                                       .cache = s->cache,
                                        .tokens_total = s->tokens_total,
                                        .tokens_kept = s->tokens_kept,
                                        .prompt_tokens = s->prompt_tokens,
                                        .vision_batch_frames = s->vision_batch_frames,
                                        .vision_batch_windows = s->vision_batch_windows,
                                        .vision_batch_jobs = s->vision_batch_jobs,
-                                       .decode_step_jobs = s->decode_step_jobs};
+                                       .decode_step_jobs = s->decode_step_jobs,
+                                       .cache = s->cache};
     uint8_t *buf = NULL;
     size_t len = 0;
     int rc = vl3_proto_encode_result(&m, &buf, &len, NULL); /* before reading buf/len */

@@ -33,9 +33,9 @@ struct worker_stats {
     int64_t prompt_tokens;
     int64_t vision_batch_frames;  /* frames in the vision-encoder call that served the window */
     int64_t vision_batch_windows; /* windows (of any jobs) in that call */
-    int cache;                    /* token cache: 0 not used, 1 miss, 2 hit */
     int64_t vision_batch_jobs;    /* distinct jobs in that call */
     int64_t decode_step_jobs;     /* most distinct jobs in one decode step of this answer */
+    int cache;                    /* token cache: 0 not used, 1 miss, 2 hit */
 };
 
 struct worker_result {

@@ -64,6 +64,9 @@ typedef struct vl3_model_info {
     const char *model_type;  /* "videollama3_qwen2" or "video_llama_3" */
     const char *dtype;       /* weight dtype as stored: "bf16", "f16", "f32" or "mixed" */
     const char *backend;     /* backend name ("cpu"), or "none" when loaded with no_backend */
+    const char *compute;     /* backend and arithmetic: "cpu-f32", "cpu-bf16", "cuda-bf16",
+                              * "cuda-emu-bf16" or "none": results are bit-identical only within
+                              * one (the token cache keys on it) */
     /* LLM (Qwen2) */
     int llm_hidden, llm_layers, llm_heads, llm_kv_heads, llm_head_dim, llm_intermediate;
     int vocab_rows;          /* embedding rows (151936 for 2B) */
