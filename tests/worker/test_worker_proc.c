@@ -742,9 +742,12 @@ TEST(proc_check_config)
     ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --check-config -c '%s' 2>&1", bin,
                       conf_path), 0);
     ASSERT_STR_CONTAINS(out, "is valid");
-    /* vl3d's --backend / --device per slot (an unknown backend: proc_cuda_emu_backend_answers) */
+    /* vl3d's --backend / --device per slot are checked too */
     ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --backend cpu --device 3 --check-config "
                       "-c '%s' 2>&1", bin, conf_path), 0);
+    ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --backend tpu --check-config -c '%s' "
+                      "2>&1", bin, conf_path), 1);
+    ASSERT_STR_CONTAINS(out, "invalid backend \"tpu\" (--backend)");
     ASSERT_EQ(test_sh(out, sizeof(out), "'%s/vl3-worker' --device x1 --check-config -c '%s' "
                       "2>&1", bin, conf_path), 1);
     ASSERT_STR_CONTAINS(out, "invalid device");
