@@ -600,3 +600,46 @@ TEST(supervise_lost_job_requeued)
     ASSERT_LT(secs, 4.5);
     return 0;
 }
+
+/* Priorities still order dispatch with credits: a priority-9 job submitted after four
+ * priority-1 jobs is among the first two a 2-credit worker takes (FIFO would give l1, l2). */
+TEST(supervise_credits_priority_order)
+{
+    char log[4096];
+    snprintf(log, sizeof(log), "%s/prio.log", test_tmpdir());
+    unlink(log);
+    setenv("VL3_FAKE_WORKER_LOG", log, 1);
+    setenv("VL3_FAKE_WORKER_CREDITS", "2", 1);
+    setenv("VL3_FAKE_WORKER_DELAY_MS", "300", 1);
+    struct tjob jobs[] = {{.id = "l1", .input = "/m/l1.mp4"}, {.id = "l2", .input = "/m/l2.mp4"},
+                          {.id = "l3", .input = "/m/l3.mp4"}, {.id = "l4", .input = "/m/l4.mp4"},
+                          {.id = "h", .input = "/m/h.mp4"}};
+    for (int i = 0; i < 5; i++)
+        jobs[i].sv.priority = i == 4 ? 9 : 1;
+    uv_loop_t loop;
+    int r = run_credits(jobs, 5, 1, 2, &loop, NULL, 0);
+    unsetenv("VL3_FAKE_WORKER_LOG");
+    unsetenv("VL3_FAKE_WORKER_CREDITS");
+    unsetenv("VL3_FAKE_WORKER_DELAY_MS");
+    ASSERT_OK(r);
+    for (int i = 0; i < 5; i++)
+        ASSERT_EQ(jobs[i].done, 1);
+    ASSERT_EQ(max_running, 2);
+    char *text = NULL;
+    size_t len = 0;
+    ASSERT_OK(vl3_file_read(log, 1 << 20, &text, &len, NULL));
+    /* lines "pid job attempt", in the order the worker took them */
+    char first[2][16] = {"", ""};
+    const char *p = text;
+    for (int k = 0; k < 2 && p && *p; k++) {
+        int pid;
+        if (sscanf(p, "%d %15s", &pid, first[k]) != 2)
+            break;
+        p = strchr(p, '\n');
+        p = p ? p + 1 : NULL;
+    }
+    free(text);
+    if (strcmp(first[0], "h") != 0 && strcmp(first[1], "h") != 0)
+        TEST__FAIL("first jobs taken: %s %s, want h among them", first[0], first[1]);
+    return 0;
+}
