@@ -95,6 +95,7 @@ struct run_opts {
     int window_index;      /* --window-index: which window answers (as the worker's window k) */
     int task; /* -1 = none */
     int have_difffp_threshold, difffp_bf16, no_difffp;
+    int f32_pixels; /* the encoder takes pixel_values unrounded (float32 reference path) */
     float difffp_threshold;
     /* token cache (worker/src/token_cache.h) */
     const char *cache;     /* conninfo; NULL = off */
@@ -239,6 +240,7 @@ static int opt_window_index(struct run_opts *o, const char *a)
     return parse_int(a, 0, 1000000, &o->window_index);
 }
 static int opt_difffp_bf16(struct run_opts *o, const char *a) { (void)a; o->difffp_bf16 = 1; return 0; }
+static int opt_f32_pixels(struct run_opts *o, const char *a) { (void)a; o->f32_pixels = 1; return 0; }
 static int opt_no_difffp(struct run_opts *o, const char *a) { (void)a; o->no_difffp = 1; return 0; }
 
 static int opt_cache(struct run_opts *o, const char *a) { o->cache = a; return 0; }
@@ -318,6 +320,8 @@ static const struct run_opt {
     {"difffp-threshold", 1, "X", "DiffFP threshold (default 0.1; 0 keeps every token)",
      opt_difffp_threshold},
     {"difffp-bf16", 0, NULL, "DiffFP on bf16-rounded pixels (DAMO README path)", opt_difffp_bf16},
+    {"f32-pixels", 0, NULL, "vision encoder input not rounded to bf16 (a float32 model's path; "
+     "default: rounded, as the bf16 checkpoints cast it)", opt_f32_pixels},
     {"no-difffp", 0, NULL, "keep every visual token", opt_no_difffp},
     {"cache", 1, "CONNINFO", "token cache in PostgreSQL: reuse an image's or a video window's "
      "visual tokens (skips decoding and the encoder), store them on a miss", opt_cache},
@@ -616,7 +620,7 @@ static int run_cache_key(struct run_vision *rv, const struct run_opts *o, const 
                                    : o->frames ? TCACHE_MEDIA_FRAMES
                                                : TCACHE_MEDIA_IMAGE,
                                    o->video ? &sp : NULL, o->window > 0 ? o->window_index : 0,
-                                   &rv->mp, 1, "ffmpeg-sw", info.compute};
+                                   &rv->mp, !o->f32_pixels, "ffmpeg-sw", info.compute};
     if ((r = tcache_key(&kp, rv->key, &rv->key_descr)) < 0)
         return vl3_error_set(err, r, "could not make the cache key");
     return 0;
@@ -655,6 +659,8 @@ static int run_vision_cold(struct run_vision *rv, const struct run_opts *o, cons
 prepare:
     if ((r = vl3_vision_new(m, o->threads, &rv->enc, err)) < 0)
         return r;
+    if (o->f32_pixels)
+        vl3_vision_set_bf16_input(rv->enc, 0);
     if ((r = vl3_mm_prepare(rv->enc, tok, &rv->mp, &rv->item, 1, &rv->mm, err)) < 0)
         return r;
     return vl3_visual_tokens_from_mm(&rv->mm, &rv->item, 1, &rv->vt, err);

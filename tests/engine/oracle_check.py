@@ -7,7 +7,7 @@ cases whose clip is in ../shared/data/media when that is absent. Regenerates the
 the arguments of the generators (read from README.md / README_remote.md, plus the files of
 model_extra*.json), runs each case's `vl3 run` with --greedy --dump and checks: input_ids and
 generated ids identical; pixel_values bit-exact; vision_out and logits within relative L2
-1e-5; kept tokens per frame and the timestamps' text for videos. Known differences (KNOWN, f32_pixels) are bounded instead. numpy only (no torch).
+1e-5; kept tokens per frame and the timestamps' text for videos. Known differences (KNOWN) would be bounded instead. numpy only (no torch).
 Exit 0 = all pass.
 """
 import gzip
@@ -20,13 +20,11 @@ import sys
 import numpy as np
 
 TOL = 1e-5
-# Known differences, each explained in docs/oracle.md. (alpha: fixed; native-layout inputs with
-# alpha are composited onto white as transformers does, so rgba_qa is compared in full.) f32_pixels: the remote float32 path feeds the vision tower unrounded pixel_values;
-# vl3 rounds them to bf16 in every mode (as the bf16 checkpoints do): vision_out and logits move
-# by ~1e-3 (bounded by F32_PIXELS_TOL), pixel_values and ids must still be exact.
+# Known differences, each explained in docs/oracle.md, would be listed in KNOWN (none left: alpha
+# is composited onto white for native-layout inputs as transformers does, and the remote float32
+# path's cases run `vl3 run --f32-pixels`, the encoder taking pixel_values unrounded as there).
 # (The native resize, torchvision's on uint8 tensors, is reproduced bit for bit since vl3 resizes
 # native-layout inputs with ATen's kernel: no tolerance for it any more.)
-F32_PIXELS_TOL = 5e-3
 KNOWN = {}
 SKIP = 77
 
@@ -98,6 +96,8 @@ def main():
             print(f"skip {name}: {qtok} is not available")
             continue
         args = list(case["vl3_args"])
+        if case.get("layout") == "remote" and case.get("path") == "f32":
+            args.append("--f32-pixels")  # the float32 path: pixel_values not rounded
         if "--video" in args:
             i = args.index("--video") + 1
             if args[i].startswith("media:"):
@@ -120,12 +120,8 @@ def main():
         meta = json.load(open(os.path.join(out, "meta.json")))
         msgs = []
         known = KNOWN.get(name)
-        if not known and remote and case.get("path") == "f32":
-            known = "f32_pixels"
         for f, shape in case["files"].items():
-            if known == "alpha" and f != "input_ids.i32":
-                continue
-            tol = F32_PIXELS_TOL if known == "f32_pixels" else TOL
+            tol = TOL
             dt = "<i4" if f.endswith(".i32") else "<f4"
             g = load_gold(d, f, dt)
             o = np.fromfile(os.path.join(out, f), dtype=dt)
