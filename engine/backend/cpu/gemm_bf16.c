@@ -324,6 +324,47 @@ __attribute__((target("avx512f,avx512bw"))) static void amx_pack_x(uint32_t *xp,
     }
 }
 
+/* y[n][m] (+)= c[m][n] for n < tn tokens, m < rows outputs: the C tile (16 outputs x 16 tokens,
+ * row stride 16) transposed in registers (unpack 32/64-bit, then two 128-bit lane shuffles),
+ * one masked row store per token. */
+__attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const float *c, int tn,
+                                                        int rows, int acc)
+{
+    __m512 r[16], t[16];
+    for (int m = 0; m < 16; m++)
+        r[m] = _mm512_loadu_ps(c + 16 * m);
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int q = 0; q < 4; q++) { /* s[4q + j] lane L: column 4L + j, rows 4q .. 4q + 3 */
+        __m512d a = _mm512_castps_pd(t[4 * q]), b = _mm512_castps_pd(t[4 * q + 2]);
+        __m512d c2 = _mm512_castps_pd(t[4 * q + 1]), d = _mm512_castps_pd(t[4 * q + 3]);
+        r[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        r[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        r[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c2, d));
+        r[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c2, d));
+    }
+    for (int jj = 0; jj < 4; jj++) {
+        __m512 v0 = _mm512_shuffle_f32x4(r[jj], r[4 + jj], 0x44);
+        __m512 v1 = _mm512_shuffle_f32x4(r[jj], r[4 + jj], 0xee);
+        __m512 w0 = _mm512_shuffle_f32x4(r[8 + jj], r[12 + jj], 0x44);
+        __m512 w1 = _mm512_shuffle_f32x4(r[8 + jj], r[12 + jj], 0xee);
+        t[jj] = _mm512_shuffle_f32x4(v0, w0, 0x88);
+        t[4 + jj] = _mm512_shuffle_f32x4(v0, w0, 0xdd);
+        t[8 + jj] = _mm512_shuffle_f32x4(v1, w1, 0x88);
+        t[12 + jj] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
+    }
+    __mmask16 mk = mask16(rows);
+    for (int n = 0; n < tn; n++) {
+        float *yr = y + (size_t)n * ld;
+        __m512 v = t[n];
+        if (acc)
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, yr));
+        _mm512_mask_storeu_ps(yr, mk, v);
+    }
+}
+
 /* One job: output blocks of 32 rows [o0, o1) (o0 a multiple of 32) for ntb token blocks.
  * scratch: 2 * 16 * Kp bf16 (edge rows) + 2 * 16 * 32 bf16 (k tails) + 256 f32. */
 __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_job(const struct gemm_job *j)
@@ -405,15 +446,8 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_job(const s
                 default: _tile_stored(3, cbuf, 64); break;
                 }
                 int tn = j->T - t0 < 16 ? j->T - t0 : 16;
-                for (int n = 0; n < tn; n++) {
-                    float *y = j->y + (size_t)(t0 + n) * j->out + o0 + 16 * h;
-                    if (j->acc)
-                        for (int m = 0; m < rows[h]; m++)
-                            y[m] += cbuf[m * 16 + n];
-                    else
-                        for (int m = 0; m < rows[h]; m++)
-                            y[m] = cbuf[m * 16 + n];
-                }
+                store_ct(j->y + (size_t)t0 * j->out + o0 + 16 * h, j->out, cbuf, tn, rows[h],
+                         j->acc);
             }
         }
     }
