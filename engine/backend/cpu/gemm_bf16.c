@@ -594,13 +594,15 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
     if (P > INT32_MAX || in <= 0 || out <= 0)
         return -EINVAL;
     size_t n = (size_t)in * out, wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
-    uint16_t *wbf = malloc(n * 2);
-    void *work = malloc(wb);
-    if (!wbf || !work) {
-        free(wbf);
-        free(work);
+    size_t wbytes = (n * 2 + 63) & ~(size_t)63;
+    /* the ctx's scratch when free (no page faults per call), else our own */
+    char *buf = vl3__cpu_scratch_acquire(ctx, wbytes + wb), *own = NULL;
+    if (!buf && posix_memalign((void **)&own, 64, wbytes + wb) != 0)
         return -ENOMEM;
-    }
+    if (!buf)
+        buf = own;
+    uint16_t *wbf = (uint16_t *)buf;
+    void *work = buf + wbytes;
     int isa = vl3__cpu_isa(), nt = thread_count(ctx, (double)n * 64, out);
     struct conv_job cj[MAX_THREADS];
     pthread_t th[MAX_THREADS];
@@ -622,7 +624,9 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
         for (int64_t p = 0; p < P; p++)
             memcpy(y + p * out, b, sizeof(float) * (size_t)out);
     int r = vl3__cpu_gemm_bf16(ctx, y, x, wbf, (int)P, in, out, b != NULL, -1, work, wb);
-    free(wbf);
-    free(work);
+    if (own)
+        free(own);
+    else
+        vl3__cpu_scratch_release(ctx, buf);
     return r;
 }
