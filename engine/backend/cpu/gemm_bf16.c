@@ -273,8 +273,49 @@ typedef void (*dot_fn)(const uint16_t *, size_t, const uint16_t *, size_t, int, 
 static const dot_fn dot4[5] = {NULL, dot_4_1, dot_4_2, dot_4_3, dot_4_4};
 static const dot_fn dot1[5] = {NULL, dot_1_1, dot_1_2, dot_1_3, dot_1_4};
 
+/* One token (decode): rows one after another, so W streams from memory as one sequential read
+ * (four rows side by side streamed at 12 GB/s from DRAM where one row at a time reached 19.5 on
+ * this project's machine); four accumulators over 128 values per step hide the vdpbf16ps
+ * latency. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void dot_rows_t1(
+    const struct gemm_job *j)
+{
+    int K = j->K, k128 = K & ~127, kf = K & ~31;
+    const uint16_t *x = j->xb;
+    for (int o = j->o0; o < j->o1; o++) {
+        const uint16_t *w = j->w + (size_t)o * K;
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        int k = 0;
+        for (; k < k128; k += 128) {
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(w + k)),
+                                  (__m512bh)_mm512_loadu_si512((const void *)(x + k)));
+            a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_loadu_si512((const void *)(w + k + 32)),
+                                  (__m512bh)_mm512_loadu_si512((const void *)(x + k + 32)));
+            a2 = _mm512_dpbf16_ps(a2, (__m512bh)_mm512_loadu_si512((const void *)(w + k + 64)),
+                                  (__m512bh)_mm512_loadu_si512((const void *)(x + k + 64)));
+            a3 = _mm512_dpbf16_ps(a3, (__m512bh)_mm512_loadu_si512((const void *)(w + k + 96)),
+                                  (__m512bh)_mm512_loadu_si512((const void *)(x + k + 96)));
+        }
+        for (; k < kf; k += 32)
+            a0 = _mm512_dpbf16_ps(a0, (__m512bh)_mm512_loadu_si512((const void *)(w + k)),
+                                  (__m512bh)_mm512_loadu_si512((const void *)(x + k)));
+        if (k < K) {
+            __mmask32 m = (__mmask32)((1ull << (K - k)) - 1);
+            a1 = _mm512_dpbf16_ps(a1, (__m512bh)_mm512_maskz_loadu_epi16(m, w + k),
+                                  (__m512bh)_mm512_maskz_loadu_epi16(m, x + k));
+        }
+        float sum = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1),
+                                                       _mm512_add_ps(a2, a3)));
+        j->y[o] = j->acc ? j->y[o] + sum : sum;
+    }
+}
+
 static void dot_job(const struct gemm_job *j)
 {
+    if (j->T == 1) {
+        dot_rows_t1(j);
+        return;
+    }
     float o[16];
     for (int r0 = j->o0; r0 < j->o1; r0 += 4) {
         int rn = j->o1 - r0 >= 4 ? 4 : 1;
