@@ -1,15 +1,37 @@
-/* bench_cpu.c: the CPU's limits that the benchmarks measure against: the memory read bandwidth
- * (bench_read_bandwidth, used by `vl3 bench llm` for its decode floor and by `vl3 bench cpu`).
+/* bench_cpu.c: `vl3 bench cpu`: the same image through `vl3 run` (bf16 mode, and f32 mode with
+ * --f32) and through transformers' VideoLlama3 in bfloat16 (tools/bench/cpu_hf.py in the venv of
+ * tools/oracle/setup), each as a new process, one after the other in one run; a table of load,
+ * vision, vision + prefill, decode and whole-process times with the ratios, and each vl3 phase's
+ * distance from the machine's limit.
+ *
+ *   vl3 bench cpu --model DIR [--image FILE] [--gen-tokens N] [--threads N] [--python PATH]
+ *                 [--script PATH] [--f32] [--no-transformers] [--repeat N]
+ *
+ * With --repeat N the sides run in turn N times and each phase keeps its best figure (a shared
+ * machine's load comes and goes; interleaving gives both sides the same chances).
+ *
+ * Limits: prefill and vision against the peak bf16 rate of the ISA in use (the measured
+ * TDPBF16PS rate of the same threads where AMX is present: vl3__cpu_amx_peak_gflops), FLOPs
+ * counted as 2 per weight per token (attention left out, so the figure is a lower bound);
+ * decode against the memory floor: every LLM weight read once per token at the read bandwidth
+ * below. The CPU's limits that the benchmarks measure against: the memory read bandwidth
+ * (bench_read_bandwidth, also used by `vl3 bench llm` for its decode floor).
  *
  * The read bandwidth is the highest of several honest ways of streaming a buffer much larger
  * than the caches: 64-bit scalar sums (what the floor used before), AVX-512 loads into four
  * accumulators, and the same with software prefetch 2 KB ahead; each with n threads over
  * disjoint slices, best of BW_REPS passes. A decode step reads its weights the same way (one
  * pass, all threads), so the best of these is the bound a decode kernel can approach. */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
 #include <pthread.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -17,6 +39,8 @@
 #endif
 
 #include "cli.h"
+#include "cpu_ops.h"
+#include "vl3/engine.h"
 #include "vl3/util.h"
 
 #define BW_REPS 3
@@ -132,4 +156,308 @@ double bench_read_bandwidth(int n_threads, unsigned long bytes, const char **ret
     if (ret_method)
         *ret_method = method_names[best_m];
     return best;
+}
+
+/* ---- vl3 bench cpu ---------------------------------------------------------------------------- */
+
+struct phase_times {
+    int ok;
+    double load, vision, vis_prefill, prefill, decode_tok_s, decode_s, whole;
+    int n_prompt, n_generated;
+    double n_patches;
+};
+
+/* Run argv (NULL-terminated) as a child; stdout into out_path when given. Returns the wall
+ * time in seconds, or -1 when it failed. */
+static double run_child(char *const argv[], const char *out_path)
+{
+    double t0 = vl3_time_s();
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        if (out_path && !freopen(out_path, "w", stdout))
+            _exit(127);
+        execv(argv[0], argv);
+        _exit(127);
+    }
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0)
+        if (errno != EINTR)
+            return -1;
+    double dt = vl3_time_s() - t0;
+    return WIFEXITED(st) && WEXITSTATUS(st) == 0 ? dt : -1;
+}
+
+static double jnum(json_t *o, const char *key)
+{
+    json_t *v = o ? json_object_get(o, key) : NULL;
+    return json_is_number(v) ? json_number_value(v) : 0;
+}
+
+static int run_vl3(const char *self, const char *model, const char *image, int n_gen,
+                   const char *threads, const char *precision, const char *tmp,
+                   struct phase_times *ret)
+{
+    char dump[600], ngen[16], meta[700];
+    snprintf(dump, sizeof(dump), "%s/vl3-%s", tmp, precision);
+    snprintf(ngen, sizeof(ngen), "%d", n_gen);
+    char *argv[] = {(char *)self, "run", "--model", (char *)model, "--image", (char *)image,
+                    "--prompt", "Describe the image.", "--greedy", "--max-new-tokens", ngen,
+                    "--precision", (char *)precision, "--threads", (char *)threads, "--dump",
+                    dump, NULL};
+    char out[700];
+    snprintf(out, sizeof(out), "%s/vl3-%s.out", tmp, precision);
+    double wall = run_child(argv, out);
+    memset(ret, 0, sizeof(*ret));
+    if (wall < 0)
+        return -1;
+    snprintf(meta, sizeof(meta), "%s/meta.json", dump);
+    json_t *j = json_load_file(meta, 0, NULL);
+    if (!j)
+        return -1;
+    json_t *t = json_object_get(j, "timings"), *v = json_object_get(j, "vision");
+    ret->ok = 1;
+    ret->whole = wall;
+    ret->load = jnum(t, "load_s");
+    ret->prefill = jnum(t, "prefill_s");
+    ret->decode_s = jnum(t, "decode_s");
+    ret->decode_tok_s = jnum(t, "decode_tok_s");
+    ret->vision = jnum(v, "preprocess_s") + jnum(v, "encode_s");
+    ret->n_patches = jnum(v, "n_patches");
+    ret->vis_prefill = ret->vision + ret->prefill;
+    ret->n_prompt = (int)jnum(j, "n_prompt");
+    ret->n_generated = (int)jnum(j, "n_generated");
+    json_decref(j);
+    return 0;
+}
+
+static int run_hf(const char *python, const char *script, const char *model, const char *image,
+                  int n_gen, const char *threads, const char *tmp, struct phase_times *ret)
+{
+    char ngen[16], out[600];
+    snprintf(ngen, sizeof(ngen), "%d", n_gen);
+    snprintf(out, sizeof(out), "%s/hf.json", tmp);
+    char *argv[] = {(char *)python, (char *)script, "--model", (char *)model, "--image",
+                    (char *)image, "--new-tokens", ngen, "--threads", (char *)threads, NULL};
+    memset(ret, 0, sizeof(*ret));
+    double wall = run_child(argv, out);
+    if (wall < 0)
+        return -1;
+    json_t *j = json_load_file(out, 0, NULL);
+    if (!j)
+        return -1;
+    ret->ok = 1;
+    ret->load = jnum(j, "load_s");
+    ret->vision = jnum(j, "vision_s");
+    ret->vis_prefill = jnum(j, "prefill_s");
+    ret->prefill = ret->vis_prefill - ret->vision;
+    ret->decode_s = jnum(j, "decode_s");
+    ret->decode_tok_s = jnum(j, "decode_tok_s");
+    ret->whole = jnum(j, "whole_s"); /* import + load + one generate (not the extra timings) */
+    ret->n_prompt = (int)jnum(j, "n_prompt");
+    ret->n_generated = (int)jnum(j, "n_generated");
+    json_decref(j);
+    return 0;
+}
+
+/* Keep in best the better of each phase of best and cur (the least time, the most tokens/s). */
+static void keep_best(struct phase_times *best, const struct phase_times *cur)
+{
+    if (!cur->ok)
+        return;
+    if (!best->ok) {
+        *best = *cur;
+        return;
+    }
+#define MIN_OF(f) best->f = cur->f < best->f ? cur->f : best->f
+    MIN_OF(load);
+    MIN_OF(vision);
+    MIN_OF(vis_prefill);
+    MIN_OF(prefill);
+    MIN_OF(decode_s);
+    MIN_OF(whole);
+#undef MIN_OF
+    if (cur->decode_tok_s > best->decode_tok_s)
+        best->decode_tok_s = cur->decode_tok_s;
+}
+
+static void bench_cpu_usage(FILE *f)
+{
+    fprintf(f, "usage: vl3 bench cpu --model DIR [options]\n\n"
+               "One image through vl3 run (bf16 mode) and transformers bf16, each a new\n"
+               "process; phase times, ratios and the distance from the machine's limits.\n\n"
+               "  --model DIR        checkpoint (native layout for transformers; e.g.\n"
+               "                     vl3 model tiny --size 2b --layout native --tokenizer DIR)\n"
+               "  --image FILE       input image (default: a 384x191 text page made by the script)\n"
+               "  --gen-tokens N     new tokens (default 32)\n"
+               "  --threads N        threads for both (default: all)\n"
+               "  --python PATH      python with torch + transformers\n"
+               "                     (default tools/oracle/.venv-native/bin/python)\n"
+               "  --script PATH      default tools/bench/cpu_hf.py\n"
+               "  --f32              also run vl3 in f32 mode\n"
+               "  --repeat N         run each side N times, interleaved; best per phase\n"
+               "  --no-transformers  vl3 only\n");
+}
+
+static void row(const char *name, double v, double hf, double f32, int have_hf, int have_f32,
+                int higher_better)
+{
+    printf("%-18s %12.3f", name, v);
+    if (have_f32)
+        printf(" %12.3f", f32);
+    if (have_hf)
+        printf(" %14.3f %9.2fx", hf, v > 0 && hf > 0 ? (higher_better ? v / hf : hf / v) : 0);
+    printf("\n");
+}
+
+int bench_cpu(int argc, char **argv)
+{
+    const char *model = NULL, *image = NULL, *python = "tools/oracle/.venv-native/bin/python";
+    const char *script = "tools/bench/cpu_hf.py";
+    int n_gen = 32, threads = 0, f32 = 0, no_hf = 0, repeat = 1;
+    static const struct option lo[] = {
+        {"model", required_argument, NULL, 'm'},      {"image", required_argument, NULL, 'i'},
+        {"gen-tokens", required_argument, NULL, 'g'}, {"threads", required_argument, NULL, 't'},
+        {"python", required_argument, NULL, 'p'},     {"script", required_argument, NULL, 's'},
+        {"f32", no_argument, NULL, 'f'},              {"no-transformers", no_argument, NULL, 'n'},
+        {"repeat", required_argument, NULL, 'r'},     {"help", no_argument, NULL, 'h'},
+        {0, 0, 0, 0}};
+    optind = 1;
+    opterr = 0;
+    int c;
+    while ((c = getopt_long(argc, argv, "h", lo, NULL)) != -1) {
+        switch (c) {
+        case 'm': model = optarg; break;
+        case 'i': image = optarg; break;
+        case 'g': n_gen = atoi(optarg); break;
+        case 't': threads = atoi(optarg); break;
+        case 'p': python = optarg; break;
+        case 's': script = optarg; break;
+        case 'f': f32 = 1; break;
+        case 'n': no_hf = 1; break;
+        case 'r': repeat = atoi(optarg); break;
+        case 'h': bench_cpu_usage(stdout); return CLI_EXIT_OK;
+        default: bench_cpu_usage(stderr); return CLI_EXIT_USAGE;
+        }
+    }
+    if (!model || n_gen < 2 || n_gen > 4096 || threads < 0 || (no_hf && !image) || repeat < 1 ||
+        repeat > 100) {
+        bench_cpu_usage(stderr);
+        return CLI_EXIT_USAGE;
+    }
+    if (threads == 0)
+        threads = vl3_cpu_count();
+    char th[16], self[4096], tmp[] = "/tmp/vl3-bench-cpu-XXXXXX", img[600];
+    snprintf(th, sizeof(th), "%d", threads);
+    ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
+    if (n <= 0 || !mkdtemp(tmp)) {
+        fprintf(stderr, "vl3 bench cpu: could not find this executable or make a temporary "
+                        "directory\n");
+        return CLI_EXIT_FAIL;
+    }
+    self[n] = 0;
+    if (!image) {
+        snprintf(img, sizeof(img), "%s/page.png", tmp);
+        char *argv_img[] = {(char *)python, (char *)script, "--make-image", img, NULL};
+        if (run_child(argv_img, NULL) < 0) {
+            fprintf(stderr, "vl3 bench cpu: %s %s --make-image failed\n", python, script);
+            return CLI_EXIT_FAIL;
+        }
+        image = img;
+    }
+
+    /* the model's sizes, for FLOPs and bytes */
+    vl3_model_params mp = vl3_model_params_default();
+    mp.dir = model;
+    mp.no_backend = 1;
+    mp.load_tokenizer = 0;
+    vl3_model *m = NULL;
+    vl3_error err = {0};
+    int r = vl3_model_load(&mp, &m, &err);
+    if (r < 0) {
+        fprintf(stderr, "vl3 bench cpu: could not load \"%s\": %s\n", model,
+                vl3_error_text(&err, r));
+        return CLI_EXIT_FAIL;
+    }
+    vl3_model_info info;
+    vl3_model_get_info(m, &info);
+    vl3_model_free(m);
+    double C = info.llm_hidden, HD = (double)info.llm_heads * info.llm_head_dim;
+    double KVD = (double)info.llm_kv_heads * info.llm_head_dim, I = info.llm_intermediate;
+    double llm_params = info.llm_layers * (C * HD + 2 * C * KVD + HD * C + 3 * C * I);
+    double head_params = (double)info.vocab_rows * C;
+    double VC = info.vision_hidden, VI = info.vision_intermediate;
+    double vis_params = info.vision_layers * (4 * VC * VC + 2 * VC * VI);
+    int isa = vl3__cpu_isa();
+    double peak = isa == VL3__CPU_ISA_AMX ? vl3__cpu_amx_peak_gflops(threads) * 1e9 : 0;
+    const char *bw_method = "";
+    double bw = bench_read_bandwidth(threads, 1ul << 30, &bw_method);
+
+    struct phase_times v = {0}, vf = {0}, hf = {0}, cur;
+    for (int rep = 0; rep < repeat; rep++) {
+        fprintf(stderr, "vl3 bench cpu: round %d of %d: vl3 run (bf16) ...\n", rep + 1, repeat);
+        if (run_vl3(self, model, image, n_gen, th, "bf16", tmp, &cur) < 0) {
+            fprintf(stderr, "vl3 bench cpu: vl3 run failed (output in %s)\n", tmp);
+            return CLI_EXIT_FAIL;
+        }
+        keep_best(&v, &cur);
+        if (f32) {
+            fprintf(stderr, "vl3 bench cpu: vl3 run (f32) ...\n");
+            if (run_vl3(self, model, image, n_gen, th, "f32", tmp, &cur) < 0)
+                fprintf(stderr, "vl3 bench cpu: vl3 run --precision f32 failed\n");
+            keep_best(&vf, &cur);
+        }
+        if (!no_hf) {
+            fprintf(stderr, "vl3 bench cpu: transformers (%s) ...\n", python);
+            if (run_hf(python, script, model, image, n_gen, th, tmp, &cur) < 0)
+                fprintf(stderr, "vl3 bench cpu: the transformers run failed (output in "
+                                "%s/hf.json)\n", tmp);
+            keep_best(&hf, &cur);
+        }
+    }
+    double load1, load5, load15;
+    FILE *la = fopen("/proc/loadavg", "r");
+    if (!la || fscanf(la, "%lf %lf %lf", &load1, &load5, &load15) != 3)
+        load1 = load5 = load15 = -1;
+    if (la)
+        fclose(la);
+
+    printf("vl3 bench cpu: %s, image %s, %d prompt tokens, %d new tokens, %d threads, best of "
+           "%d\n", model, image, v.n_prompt, n_gen, threads, repeat);
+    printf("isa %s; bf16 peak %.0f GFLOP/s%s; read bandwidth %.2f GB/s (%s); load average %.2f\n\n",
+           vl3__cpu_isa_name(isa), peak / 1e9, peak > 0 ? " (measured TDPBF16PS)" : " (not measured)",
+           bw / 1e9, bw_method, load1);
+    printf("%-18s %12s", "phase", "vl3 bf16");
+    if (vf.ok)
+        printf(" %12s", "vl3 f32");
+    if (hf.ok)
+        printf(" %14s %10s", "transformers", "vl3 gain");
+    printf("\n");
+    row("load s", v.load, hf.load, vf.load, hf.ok, vf.ok, 0);
+    row("vision s", v.vision, hf.vision, vf.vision, hf.ok, vf.ok, 0);
+    row("prefill s", v.prefill, hf.prefill, vf.prefill, hf.ok, vf.ok, 0);
+    row("vision+prefill s", v.vis_prefill, hf.vis_prefill, vf.vis_prefill, hf.ok, vf.ok, 0);
+    row("decode tok/s", v.decode_tok_s, hf.decode_tok_s, vf.decode_tok_s, hf.ok, vf.ok, 1);
+    row("whole process s", v.whole, hf.whole, vf.whole, hf.ok, vf.ok, 0);
+    if (hf.ok)
+        printf("(transformers: whole = python import + load + one generate; vision+prefill = one "
+               "forward over the prompt; gain = transformers time / vl3 time)\n");
+    /* distance from the limits */
+    double pre_flop = 2 * (llm_params * v.n_prompt + head_params);
+    double dec_bytes = 2 * (llm_params + head_params);
+    printf("\ndistance from the limits (vl3 bf16):\n");
+    if (peak > 0 && v.prefill > 0)
+        printf("  prefill  %.0f GFLOP/s of weight products = %.1f%% of the bf16 peak\n",
+               pre_flop / v.prefill / 1e9, 100 * pre_flop / v.prefill / peak);
+    double vis_flop = 2 * vis_params * v.n_patches;
+    if (peak > 0 && v.vision > 0 && v.n_patches > 0)
+        printf("  vision   %.0f GFLOP/s of weight products (%.0f patches) = %.1f%% of the bf16 "
+               "peak\n", vis_flop / v.vision / 1e9, v.n_patches, 100 * vis_flop / v.vision / peak);
+    if (bw > 0 && v.decode_tok_s > 0)
+        printf("  decode   %.2f tok/s; floor %.2f tok/s (%.2f GB of bf16 weights per token at "
+               "%.2f GB/s) = %.1f%% of the floor\n",
+               v.decode_tok_s, bw / dec_bytes, dec_bytes / 1e9, bw / 1e9,
+               100 * v.decode_tok_s * dec_bytes / bw);
+    return CLI_EXIT_OK;
 }

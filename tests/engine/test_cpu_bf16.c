@@ -15,6 +15,7 @@
  * largest logit difference of the two modes at that step (a bf16-sized flip); until then every
  * step's logits agree within relative L2 BF16_REL_L2. */
 #include <math.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -305,6 +306,29 @@ TEST(bench_gemm)
             fflush(stdout);
         }
     }
+    /* the vision encoder's linear op at one image's 378 patches: f32 sgemm, bf16 with the per-call
+     * weight rounding, and the bf16 product alone */
+    printf("\nvision linear, P = 378\n");
+    static const int vshapes[][2] = {{1152, 1152}, {1152, 4304}, {4304, 1152}};
+    for (int vi = 0; vi < 3; vi++) {
+        int in = vshapes[vi][0], out = vshapes[vi][1], P = 378;
+        float *x = randv((size_t)P * in), *w = randv((size_t)out * in), *y = malloc(4 * P * out);
+        double tt[2];
+        for (int prec = 0; prec < 2; prec++) {
+            vl3__cpu_set_precision(c, prec);
+            tt[prec] = 1e30;
+            for (int rep = 0; rep < 3; rep++) {
+                double t0 = vl3_time_s();
+                ASSERT_OK(vl3__cpu_vision_ops.linear(c, x, w, NULL, y, P, in, out));
+                double dt = vl3_time_s() - t0;
+                tt[prec] = dt < tt[prec] ? dt : tt[prec];
+            }
+        }
+        double gm = bench_one(c, -1, VL3__CPU_PREC_BF16, P, in, out, 3);
+        printf("%5d x %5d: f32 %.2f ms, bf16 %.2f ms (product alone %.2f ms)\n", in, out,
+               tt[0] * 1e3, tt[1] * 1e3, gm * 1e3);
+        free(x), free(w), free(y);
+    }
     /* decode: T = 1 over 16 gate/up-sized matrices (880 MB, beyond the L3), each read once per
      * pass as a decode step reads every layer's weights */
     enum { NMAT = 16 };
@@ -469,6 +493,53 @@ TEST(vision_linear_bf16)
             TEST__FAIL("vision linear P=%d in=%d out=%d: error %.3g of sum|xw| (tol %.1g)", P, in,
                        out, worst, GEMM_TOL);
     }
+    ops->free(c);
+    return 0;
+}
+
+/* One thread, CPU time (not wall): the AMX and AVX512-BF16 kernels' own rate, immune to the
+ * other jobs of a shared machine (VL3_BENCH). */
+TEST(bench_gemm_cputime)
+{
+    if (!getenv("VL3_BENCH")) {
+        fprintf(stderr, "SKIP: set VL3_BENCH=1 to time the GEMM paths\n");
+        return TEST_SKIP_CODE;
+    }
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 1, &c, NULL));
+    static const int shapes[][3] = {{391, 1536, 2048}, {391, 1536, 8960}, {391, 8960, 1536},
+                                    {378, 1152, 4304}, {1, 1536, 8960}};
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int T = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+        float *x = randv((size_t)T * in), *y = malloc(sizeof(float) * T * out);
+        uint16_t *w = malloc((size_t)out * in * 2);
+        for (size_t i = 0; i < (size_t)out * in; i++)
+            w[i] = vl3__cpu_f32_to_bf16((float)urand() * 0.05f);
+        for (int p = -1; p < VL3__CPU_ISA_COUNT; p++) {
+            if (p >= 0 && (!vl3__cpu_isa_supported(p) || p < VL3__CPU_ISA_AVX512BF16))
+                continue;
+            vl3__cpu_set_precision(c, p < 0 ? VL3__CPU_PREC_F32 : VL3__CPU_PREC_BF16);
+            vl3__cpu_set_isa(p);
+            size_t wb = ops->matmul_work_size(c, in);
+            void *work = malloc(wb);
+            double best = 1e30;
+            for (int rep = 0; rep < 4; rep++) {
+                struct timespec a, b;
+                clock_gettime(CLOCK_THREAD_CPUTIME_ID, &a);
+                ASSERT_OK(ops->matmul(c, y, x, w, NULL, T, in, out, 0, work, wb));
+                clock_gettime(CLOCK_THREAD_CPUTIME_ID, &b);
+                double dt = (double)(b.tv_sec - a.tv_sec) + (b.tv_nsec - a.tv_nsec) * 1e-9;
+                best = dt < best ? dt : best;
+            }
+            printf("T %4d in %5d out %5d %-12s %9.3f ms cpu %8.1f GFLOP/s\n", T, in, out,
+                   p < 0 ? "f32 mode" : vl3__cpu_isa_name(p), best * 1e3,
+                   2.0 * T * in * out / best / 1e9);
+            fflush(stdout);
+            free(work);
+        }
+        free(x), free(y), free(w);
+    }
+    vl3__cpu_set_isa(-1);
     ops->free(c);
     return 0;
 }

@@ -4,6 +4,7 @@
 #include "cpu_ops.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,7 +18,38 @@
 struct cpu_ctx {
     int n_threads;
     int precision; /* enum vl3__cpu_precision */
+    /* scratch reused by ops outside the contexts' arenas (the vision encoder's bf16 linear):
+     * one holder at a time (try-lock); a second caller allocates its own */
+    pthread_mutex_t scratch_lock;
+    void *scratch;
+    size_t scratch_bytes;
 };
+
+void *vl3__cpu_scratch_acquire(void *ctx, size_t nbytes)
+{
+    struct cpu_ctx *c = ctx;
+    if (!c || pthread_mutex_trylock(&c->scratch_lock) != 0)
+        return NULL;
+    if (c->scratch_bytes < nbytes) {
+        free(c->scratch);
+        c->scratch = NULL;
+        c->scratch_bytes = 0;
+        if (posix_memalign(&c->scratch, 64, nbytes) != 0) {
+            c->scratch = NULL;
+            pthread_mutex_unlock(&c->scratch_lock);
+            return NULL;
+        }
+        c->scratch_bytes = nbytes;
+    }
+    return c->scratch;
+}
+
+void vl3__cpu_scratch_release(void *ctx, void *p)
+{
+    struct cpu_ctx *c = ctx;
+    if (c && p && p == c->scratch)
+        pthread_mutex_unlock(&c->scratch_lock);
+}
 
 int vl3__cpu_precision_parse(const char *s)
 {
@@ -58,6 +90,7 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
     struct cpu_ctx *c = calloc(1, sizeof(*c));
     if (!c)
         return vl3_error_set(reterr, -12 /* ENOMEM */, "out of memory");
+    pthread_mutex_init(&c->scratch_lock, NULL);
     c->n_threads = n_threads > 0 ? n_threads : vl3_cpu_count();
     const char *prec = getenv("VL3_PRECISION");
     int p = prec && *prec ? vl3__cpu_precision_parse(prec) : VL3__CPU_PREC_F32;
@@ -84,7 +117,12 @@ int vl3__cpu_bf16_mode(void *ctx)
 
 static void cpu_free(void *ctx)
 {
-    free(ctx);
+    struct cpu_ctx *c = ctx;
+    if (!c)
+        return;
+    pthread_mutex_destroy(&c->scratch_lock);
+    free(c->scratch);
+    free(c);
 }
 
 static int cpu_device_count(void)

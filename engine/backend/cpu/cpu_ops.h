@@ -67,6 +67,10 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
 
 /* backend_cpu.c: the context's thread count; whether it runs in bf16 mode (VL3_PRECISION) */
 int vl3__cpu_threads(void *ctx);
+/* A ctx-owned scratch of at least nbytes (64-byte aligned), held until released; NULL when ctx
+ * is NULL, another caller holds it, or memory is short (then allocate your own). */
+void *vl3__cpu_scratch_acquire(void *ctx, size_t nbytes);
+void vl3__cpu_scratch_release(void *ctx, void *p);
 int vl3__cpu_bf16_mode(void *ctx);
 /* Round an f32 to bf16 (nearest even; NaN stays NaN). */
 uint16_t vl3__cpu_f32_to_bf16(float f);
