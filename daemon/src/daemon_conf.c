@@ -37,7 +37,7 @@ const vl3_conf_option daemon_conf_table[] = {
         "number of vl3-worker processes"),
     OPT("workers.backend", VL3_CONF_STRING, worker_backend, "auto", 0, 0, VL3_CONF_RESTART,
         "engine backend of the workers: auto (the worker's configuration decides), or a backend "
-        "passed as --backend (cpu, cuda)"),
+        "passed as --backend (cpu, cuda, cuda-emu)"),
     OPT("workers.devices", VL3_CONF_STRING, worker_devices, "", 0, 0, VL3_CONF_RESTART,
         "device of each worker slot: empty = none given, \"slot\" = the slot index, or a "
         "comma-separated list of GPU indices (slot i gets entry i mod its length)"),
