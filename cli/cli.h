@@ -23,6 +23,7 @@ int bench_tokenize(int argc, char **argv);
 int bench_decode(int argc, char **argv);
 int bench_cpu(int argc, char **argv);
 int bench_attention(int argc, char **argv);
+int bench_gpu(int argc, char **argv);
 
 /* bench_cpu.c: the highest honest read bandwidth in bytes/s of n_threads threads streaming a
  * buffer of `bytes` (best of several read methods; *ret_method names it); 0 on failure. */

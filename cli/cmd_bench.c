@@ -15,6 +15,7 @@ static const struct {
     {"tokenize", bench_tokenize, "tokenizer throughput against the reference implementation"},
     {"decode", bench_decode, "video decode + sampling against the ffmpeg CLI"},
     {"cpu", bench_cpu, "vl3 run (bf16 mode) beside transformers bf16 on the CPU, phase by phase"},
+    {"gpu", bench_gpu, "CUDA backend: vision, prefill, decode per batch size against the device's floors"},
     {"attention", bench_attention, "CPU attention kernels: f32 sgemm vs AMX bf16 (vs torch SDPA)"},
     {"cache", bench_cache, "token cache: entry size and speed, cached re-query against cold"},
 };
