@@ -1377,3 +1377,60 @@ TEST(proc_cuda_emu_device_fault_exits_75)
     ASSERT(log_has("device fault"));
     return 0;
 }
+
+/* A native-layout model composites an image with alpha onto white, as transformers does (the
+ * worker's image path, beside vl3 run's that the oracle golden rgba_qa checks): the worker's
+ * answer about an RGBA PNG equals `vl3 run`'s on the same native model, and differs from its
+ * answer about the same pixels with alpha dropped (so the composite really changed the input). */
+TEST(proc_native_alpha_image_equals_vl3_run)
+{
+    if (fixtures() < 0)
+        return 1;
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    char native[1200], rgba[1200], rgb[1200];
+    snprintf(native, sizeof(native), "%s/native", test_tmpdir());
+    path(rgba, sizeof(rgba), "alpha.png");
+    path(rgb, sizeof(rgb), "alpha_dropped.png");
+    ASSERT_EQ(test_sh(NULL, 0, "'%s/vl3' model tiny --layout native --std 0.1 --seed 3 "
+                      "--out '%s' >/dev/null", bin, native), 0);
+    /* alpha falling from 255 to 0 across the image; the same RGB without alpha beside it */
+    ASSERT_EQ(test_sh(NULL, 0, "ffmpeg -v error -y -f lavfi -i testsrc2=s=96x64 -frames:v 1 "
+                      "-vf \"format=rgba,geq=r='r(X,Y)':g='g(X,Y)':b='b(X,Y)':a='255-X*8/3'\" "
+                      "'%s' && ffmpeg -v error -y -i '%s' -vf format=rgb24 '%s'",
+                      rgba, rgba, rgb), 0);
+    struct proc p;
+    ASSERT_OK(start(&p, "[generate]\nseed = 5"));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    /* the same worker configuration on the native model */
+    ASSERT_EQ(test_sh(NULL, 0, "sed -i 's|^model = .*|model = %s|' '%s'", native, conf_path), 0);
+    ASSERT_OK(spawn(&p));
+    vl3_proto_msg m;
+    ASSERT_EQ(next(&p, &m, 60000), 1);
+    ASSERT_EQ(m.type, VL3_PROTO_HELLO);
+    vl3_proto_msg_free(&m);
+    const char *ids[1] = {"alpha"};
+    static struct outcome o[1];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job_t(&p, "alpha", rgba, 0, 1, 0, 12));
+    ASSERT_OK(collect(&p, ids, 1, o, 120));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(o[0].got_done);
+    const char *got;
+    ASSERT_OK(find_answer(&o[0], 0, 0, &got));
+    static char want[8192], dropped[8192];
+    ASSERT_EQ(test_sh(want, sizeof(want), "'%s/vl3' run --model '%s' --image '%s' --task caption "
+                      "--greedy --max-new-tokens 12 2>/dev/null", bin, native, rgba), 0);
+    ASSERT_EQ(test_sh(dropped, sizeof(dropped), "'%s/vl3' run --model '%s' --image '%s' --task "
+                      "caption --greedy --max-new-tokens 12 2>/dev/null", bin, native, rgb), 0);
+    want[strcspn(want, "\n")] = 0;
+    dropped[strcspn(dropped, "\n")] = 0;
+    ASSERT_STR_EQ(got, want);
+    ASSERT(strcmp(want, dropped) != 0);
+    return 0;
+}
