@@ -10,6 +10,7 @@
 
 #include <inttypes.h>
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,17 @@ extern int test__ncases;
         fputc('\n', stderr);                                                                       \
         return TEST_SKIP_CODE;                                                                     \
     } while (0)
+
+/* Seeded U(-1, 1) draws (splitmix64 of *state): the same sequence on every machine, so a failing
+ * random case can be rerun as it was. */
+static inline double test_urand(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return (double)(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
+}
 
 /* Directory helpers for tests: the source tree (VL3_SOURCE_DIR), the build tree, ../shared. */
 const char *test_source_dir(void);

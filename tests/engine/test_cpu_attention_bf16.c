@@ -42,11 +42,7 @@ static uint64_t rng_state = 7;
 
 static double urand(void) /* U(-1, 1) */
 {
-    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (double)(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
+    return test_urand(&rng_state);
 }
 
 static float *randv(size_t n)

@@ -19,11 +19,7 @@ static uint64_t rng = 7;
 
 static float urand(void)
 {
-    uint64_t z = (rng += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    z ^= z >> 31;
-    return (float)((double)(z >> 11) * 0x1.0p-53 * 2.0 - 1.0);
+    return (float)test_urand(&rng);
 }
 
 static uint16_t to_bf16(float f) /* truncation is enough to make an exact bf16 value */

@@ -18,6 +18,8 @@
 #if defined(__x86_64__) && defined(__GNUC__)
 #define ACT_BUILD 1
 #include <immintrin.h>
+
+#include "simd_exp.h"
 #define ACT_TARGET "avx512f,avx512dq,fma"
 
 static int have_avx512(void)
@@ -32,30 +34,13 @@ static int have_avx512(void)
     return p;
 }
 
-/* exp(x), x clamped to [-87, 88]: x = n ln2 + r, degree-6 polynomial of r, 2^n by scalef. */
-__attribute__((target(ACT_TARGET))) static inline __m512 exp_ps(__m512 x)
-{
-    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.0f)), _mm512_set1_ps(88.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
 
 __attribute__((target(ACT_TARGET))) static inline __m512 gelu_tanh_ps(__m512 v)
 {
     const __m512 c = _mm512_set1_ps(0.7978845608028654f), k = _mm512_set1_ps(0.044715f);
     __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(k, v), _mm512_mul_ps(v, v), v));
     __m512 au = _mm512_abs_ps(u);
-    __m512 e = exp_ps(_mm512_mul_ps(au, _mm512_set1_ps(-2.0f)));
+    __m512 e = vl3__exp512_ps(_mm512_mul_ps(au, _mm512_set1_ps(-2.0f)));
     __m512 one = _mm512_set1_ps(1.0f);
     __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
     /* sign of u onto t */
@@ -87,7 +72,7 @@ __attribute__((target(ACT_TARGET))) static void silu_rows(float *out, const floa
         int i = 0;
         for (; i + 16 <= I; i += 16) {
             __m512 gv = _mm512_loadu_ps(g + i);
-            __m512 s = _mm512_div_ps(gv, _mm512_add_ps(one, exp_ps(_mm512_sub_ps(
+            __m512 s = _mm512_div_ps(gv, _mm512_add_ps(one, vl3__exp512_ps(_mm512_sub_ps(
                                                                  _mm512_setzero_ps(), gv))));
             _mm512_storeu_ps(o + i, _mm512_mul_ps(s, _mm512_loadu_ps(u + i)));
         }

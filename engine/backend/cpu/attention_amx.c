@@ -39,6 +39,8 @@
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
 #define AMX_BUILD 1
 #include <immintrin.h>
+
+#include "simd_exp.h"
 #include <sys/syscall.h>
 #include <unistd.h>
 #endif
@@ -122,24 +124,6 @@ __attribute__((target(AMX_TARGET))) static void tiles_off(void)
     _tile_release();
 }
 
-/* exp(x) for x <= 0 (and -inf -> 0): x = n ln2 + r, |r| <= ln2/2, degree-6 polynomial, scalef.
- * Relative error about 2e-7, far below the bf16 rounding P gets next. */
-__attribute__((target(AMX_TARGET))) static inline __m512 exp_ps(__m512 x)
-{
-    x = _mm512_max_ps(x, _mm512_set1_ps(-87.0f));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.0f / 720);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 120));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 24));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f / 6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    return _mm512_scalef_ps(p, n);
-}
 
 /* f32 row of n (<= Dp) values times scale -> bf16 row of Dp (zero padded). */
 __attribute__((target(AMX_TARGET))) static void row_to_bf16(uint16_t *dst, const float *src,
@@ -248,8 +232,8 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
                 p0 = p1 = _mm512_setzero_ps();
             } else {
                 __m512 mv = _mm512_set1_ps(mnew);
-                p0 = exp_ps(_mm512_sub_ps(s0, mv));
-                p1 = exp_ps(_mm512_sub_ps(s1, mv));
+                p0 = vl3__exp512_ps(_mm512_sub_ps(s0, mv));
+                p1 = vl3__exp512_ps(_mm512_sub_ps(s1, mv));
                 p0 = _mm512_maskz_mov_ps(m0, p0);
                 p1 = _mm512_maskz_mov_ps(m1, p1);
             }
