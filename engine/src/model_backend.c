@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "backend.h"
+#include "half.h"
 #include "llm.h"
 #include "model.h"
 
@@ -26,26 +27,9 @@ static int64_t numel(const vl3__tensor *t)
 
 static float half_to_f32(uint16_t h, int bf16)
 {
-    uint32_t u;
-    if (bf16) {
-        u = (uint32_t)h << 16;
-    } else {
-        uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
-        if (exp == 0 && man == 0) {
-            u = sign;
-        } else if (exp == 0) {
-            exp = 127 - 15 + 1;
-            while (!(man & 0x400)) {
-                man <<= 1;
-                exp--;
-            }
-            u = sign | (exp << 23) | ((man & 0x3ff) << 13);
-        } else if (exp == 0x1f) {
-            u = sign | 0x7f800000u | (man << 13);
-        } else {
-            u = sign | ((exp + 127 - 15) << 23) | (man << 13);
-        }
-    }
+    if (!bf16)
+        return vl3__half_to_f32(h);
+    uint32_t u = (uint32_t)h << 16;
     float f;
     memcpy(&f, &u, sizeof(f));
     return f;

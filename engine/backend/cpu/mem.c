@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cpu_ops.h"
+#include "half.h"
 #include "model.h"
 
 #define CPU_ALIGN 64 /* cache line; also AVX-512 friendly */
@@ -83,28 +84,7 @@ float vl3__cpu_bf16_to_f32(uint16_t h)
 
 float vl3__cpu_f16_to_f32(uint16_t h)
 {
-    uint32_t sign = (uint32_t)(h >> 15) << 31;
-    uint32_t exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-    if (exp == 0) {
-        if (man == 0) {
-            u = sign;
-        } else { /* subnormal: normalise */
-            exp = 127 - 15 + 1;
-            while (!(man & 0x400)) {
-                man <<= 1;
-                exp--;
-            }
-            man &= 0x3ff;
-            u = sign | (exp << 23) | (man << 13);
-        }
-    } else if (exp == 0x1f) {
-        u = sign | 0x7f800000u | (man << 13);
-    } else {
-        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    float f;
-    memcpy(&f, &u, sizeof(f));
-    return f;
+    return vl3__half_to_f32(h);
 }
 
 int vl3__cpu_weight_convert(void *ctx, void *dst, const void *src_host, int src_dtype, size_t n)

@@ -29,6 +29,7 @@
 #include "backend.h"
 #include "elementwise.cuh"
 #include "gemm_desc.h"
+#include "half.h"
 #include "layernorm.cuh"
 #include "model.h"
 #include "rmsnorm.cuh"
@@ -238,28 +239,6 @@ static uint16_t f32_to_bf16(float f)
     return (uint16_t)(u >> 16);
 }
 
-static float f16_to_f32(uint16_t h)
-{
-    uint32_t sign = (uint32_t)(h >> 15) << 31, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
-    if (exp == 0 && man == 0) {
-        u = sign;
-    } else if (exp == 0) { /* subnormal: normalise */
-        exp = 127 - 15 + 1;
-        while (!(man & 0x400)) {
-            man <<= 1;
-            exp--;
-        }
-        u = sign | (exp << 23) | ((man & 0x3ff) << 13);
-    } else if (exp == 0x1f) {
-        u = sign | 0x7f800000u | (man << 13);
-    } else {
-        u = sign | ((exp + 127 - 15) << 23) | (man << 13);
-    }
-    float f;
-    memcpy(&f, &u, sizeof(f));
-    return f;
-}
-
 /* Checkpoint bytes (f32, f16 or bf16) -> bf16 in device memory, through a host staging buffer
  * of CONVERT_CHUNK elements (bf16 sources are uploaded as they are). */
 static int cuda_weight_convert(void *ctx, void *dst, const void *src_host, int src_dtype,
@@ -279,7 +258,7 @@ static int cuda_weight_convert(void *ctx, void *dst, const void *src_host, int s
         for (size_t i = 0; i < m; i++)
             tmp[i] = src_dtype == VL3__DTYPE_F32
                          ? f32_to_bf16(((const float *)src_host)[i0 + i])
-                         : f32_to_bf16(f16_to_f32(((const uint16_t *)src_host)[i0 + i]));
+                         : f32_to_bf16(vl3__half_to_f32(((const uint16_t *)src_host)[i0 + i]));
         r = cuda_upload(ctx, (char *)dst + i0 * sizeof(uint16_t), tmp, m * sizeof(uint16_t));
     }
     free(tmp);
