@@ -13,8 +13,9 @@
 #include "vl3/err.h"
 
 /* ABI version of the vtable; the CUDA module exports the same number or is refused.
- * 2: paged KV cache (kv_store, attention over block tables), activation dtype, scatter_rows. */
-#define VL3__BACKEND_ABI 2
+ * 2: paged KV cache (kv_store, attention over block tables), activation dtype, scatter_rows.
+ * 3: vision ops wants_bf16_weights / linear_bf16 (bf16 matrices used in place). */
+#define VL3__BACKEND_ABI 3
 
 typedef struct vl3__backend_ops vl3__backend_ops;
 
@@ -212,6 +213,12 @@ struct vl3__vision_ops {
      * m = 1 copies, m = 2 averages each 4 consecutive rows (= bilinear halving, align_corners
      * False). */
     int (*downsample)(void *ctx, const float *x, float *y, int gh, int gw, int m, int C);
+    /* Optional (NULL = absent). Whether this context wants the matrices in bf16, the
+     * checkpoint's bytes used in place (the CPU's bf16 mode: no f32 copy of the encoder), and the
+     * product with such a matrix: y (P, out) = x W^T (+ b), W (out, in) bf16, f32 sums. */
+    int (*wants_bf16_weights)(void *ctx);
+    int (*linear_bf16)(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
+                       int64_t P, int in, int out);
 };
 
 /* The CPU implementation of the vision ops (engine/backend/cpu/ops_vision*.c). ctx may be NULL. */

@@ -28,9 +28,17 @@
 #include "preprocess.h"
 #include "vl3/util.h"
 
+/* A weight matrix: an f32 copy in the slab, or (when the backend wants them, the CPU's bf16 mode)
+ * the checkpoint's bf16 bytes used in place. */
+struct vmat {
+    const float *f;
+    const uint16_t *h;
+};
+
 struct vlayer {
-    float *ln1_w, *ln1_b, *wq, *bq, *wk, *bk, *wv, *bv, *wo, *bo, *ln2_w, *ln2_b;
-    float *fc1_w, *fc1_b, *fc2_w, *fc2_b;
+    float *ln1_w, *ln1_b, *bq, *bk, *bv, *bo, *ln2_w, *ln2_b;
+    float *fc1_b, *fc2_b;
+    struct vmat wq, wk, wv, wo, fc1_w, fc2_w;
 };
 
 struct vl3_vision {
@@ -42,7 +50,9 @@ struct vl3_vision {
     float eps, theta;
     float *slab;
     size_t slab_used, slab_cap;
-    float *patch_w, *patch_b, *post_w, *post_b, *p1_w, *p1_b, *p2_w, *p2_b;
+    int w16; /* matrices kept in bf16 (ops->linear_bf16) where the checkpoint has them so */
+    float *patch_b, *post_w, *post_b, *p1_b, *p2_b;
+    struct vmat patch_w, p1_w, p2_w;
     struct vlayer *layers;
 };
 
@@ -150,6 +160,32 @@ static float *take(struct vl3_vision *v, const vl3__tensor *t, int64_t n, vl3_er
     return dst;
 }
 
+/* A matrix of n elements: the checkpoint's bf16 bytes in place when the backend wants them,
+ * else an f32 copy in the slab. */
+static struct vmat mat(struct vl3_vision *v, const vl3__tensor *t, int64_t n, vl3_error *reterr,
+                       int *rc)
+{
+    struct vmat m = {NULL, NULL};
+    int64_t have = t->data ? 1 : 0;
+    for (int i = 0; have && i < t->ndim; i++)
+        have *= t->shape[i];
+    if (*rc == 0 && v->w16 && t->dtype == VL3__DTYPE_BF16 && have == n) {
+        m.h = t->data;
+        return m;
+    }
+    m.f = take(v, t, n, reterr, rc);
+    return m;
+}
+
+/* y = x W^T + b through the matrix's form. */
+static int lin(const struct vl3_vision *v, const float *x, const struct vmat *w, const float *b,
+               float *y, int64_t P, int in, int out)
+{
+    if (w->h)
+        return v->ops->linear_bf16(v->ops_ctx, x, w->h, b, y, P, in, out);
+    return v->ops->linear(v->ops_ctx, x, w->f, b, y, P, in, out);
+}
+
 int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_error *reterr)
 {
     if (!model || !ret)
@@ -174,6 +210,8 @@ int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_
     v->theta = hp->rope_theta > 0 ? hp->rope_theta : 10000.0f;
     v->out_dim = model->llm.hidden;
     v->bf16_input = 1;
+    v->w16 = v->ops->linear_bf16 && v->ops->wants_bf16_weights &&
+             v->ops->wants_bf16_weights(v->ops_ctx);
     int64_t C = v->C, I = v->I, Dl = v->out_dim;
     int64_t per_layer = 4 * C + 4 * (C * C + C) + 2 * C * I + I + C;
     v->slab_cap = (size_t)(C * v->K + C + per_layer * v->L + 2 * C + Dl * C + Dl + Dl * Dl + Dl);
@@ -185,33 +223,33 @@ int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_
         goto fail;
     }
     const struct vl3__weights *w = &model->w;
-    v->patch_w = take(v, &w->patch_w, C * v->K, reterr, &rc);
+    v->patch_w = mat(v, &w->patch_w, C * v->K, reterr, &rc);
     v->patch_b = take(v, &w->patch_b, C, reterr, &rc);
     for (int l = 0; l < v->L; l++) {
         const struct vl3__vision_layer *s = &w->vlayers[l];
         struct vlayer *d = &v->layers[l];
         d->ln1_w = take(v, &s->ln1_w, C, reterr, &rc);
         d->ln1_b = take(v, &s->ln1_b, C, reterr, &rc);
-        d->wq = take(v, &s->wq, C * C, reterr, &rc);
+        d->wq = mat(v, &s->wq, C * C, reterr, &rc);
         d->bq = take(v, &s->bq, C, reterr, &rc);
-        d->wk = take(v, &s->wk, C * C, reterr, &rc);
+        d->wk = mat(v, &s->wk, C * C, reterr, &rc);
         d->bk = take(v, &s->bk, C, reterr, &rc);
-        d->wv = take(v, &s->wv, C * C, reterr, &rc);
+        d->wv = mat(v, &s->wv, C * C, reterr, &rc);
         d->bv = take(v, &s->bv, C, reterr, &rc);
-        d->wo = take(v, &s->wo, C * C, reterr, &rc);
+        d->wo = mat(v, &s->wo, C * C, reterr, &rc);
         d->bo = take(v, &s->bo, C, reterr, &rc);
         d->ln2_w = take(v, &s->ln2_w, C, reterr, &rc);
         d->ln2_b = take(v, &s->ln2_b, C, reterr, &rc);
-        d->fc1_w = take(v, &s->fc1_w, I * C, reterr, &rc);
+        d->fc1_w = mat(v, &s->fc1_w, I * C, reterr, &rc);
         d->fc1_b = take(v, &s->fc1_b, I, reterr, &rc);
-        d->fc2_w = take(v, &s->fc2_w, C * I, reterr, &rc);
+        d->fc2_w = mat(v, &s->fc2_w, C * I, reterr, &rc);
         d->fc2_b = take(v, &s->fc2_b, C, reterr, &rc);
     }
     v->post_w = take(v, &w->post_ln_w, C, reterr, &rc);
     v->post_b = take(v, &w->post_ln_b, C, reterr, &rc);
-    v->p1_w = take(v, &w->proj_w1, Dl * C, reterr, &rc);
+    v->p1_w = mat(v, &w->proj_w1, Dl * C, reterr, &rc);
     v->p1_b = take(v, &w->proj_b1, Dl, reterr, &rc);
-    v->p2_w = take(v, &w->proj_w2, Dl * Dl, reterr, &rc);
+    v->p2_w = mat(v, &w->proj_w2, Dl * Dl, reterr, &rc);
     v->p2_b = take(v, &w->proj_b2, Dl, reterr, &rc);
     if (rc < 0)
         goto fail;
@@ -333,22 +371,22 @@ int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_m
             pix[i] = round_bf16(b->pixel_values[i]);
         input = pix;
     }
-    TRY(op->linear(cx, input, v->patch_w, v->patch_b, h, P, v->K, (int)C));
+    TRY(lin(v, input, &v->patch_w, v->patch_b, h, P, v->K, (int)C));
     for (int l = 0; l < v->L; l++) {
         const struct vlayer *ly = &v->layers[l];
         TRY(op->layernorm(cx, h, ly->ln1_w, ly->ln1_b, x, P, (int)C, v->eps));
-        TRY(op->linear(cx, x, ly->wq, ly->bq, q, P, (int)C, (int)C));
-        TRY(op->linear(cx, x, ly->wk, ly->bk, k, P, (int)C, (int)C));
-        TRY(op->linear(cx, x, ly->wv, ly->bv, vv, P, (int)C, (int)C));
+        TRY(lin(v, x, &ly->wq, ly->bq, q, P, (int)C, (int)C));
+        TRY(lin(v, x, &ly->wk, ly->bk, k, P, (int)C, (int)C));
+        TRY(lin(v, x, &ly->wv, ly->bv, vv, P, (int)C, (int)C));
         TRY(op->rope2d(cx, q, pr, pc, P, v->H, v->D, v->theta));
         TRY(op->rope2d(cx, k, pr, pc, P, v->H, v->D, v->theta));
         TRY(op->attention_blocks(cx, q, k, vv, x, cu, (int)n_frames, v->H, v->D));
-        TRY(op->linear(cx, x, ly->wo, ly->bo, q, P, (int)C, (int)C));
+        TRY(lin(v, x, &ly->wo, ly->bo, q, P, (int)C, (int)C));
         TRY(op->add(cx, h, q, P * C));
         TRY(op->layernorm(cx, h, ly->ln2_w, ly->ln2_b, x, P, (int)C, v->eps));
-        TRY(op->linear(cx, x, ly->fc1_w, ly->fc1_b, mlp, P, (int)C, (int)I));
+        TRY(lin(v, x, &ly->fc1_w, ly->fc1_b, mlp, P, (int)C, (int)I));
         TRY(op->gelu_tanh(cx, mlp, P * I));
-        TRY(op->linear(cx, mlp, ly->fc2_w, ly->fc2_b, q, P, (int)I, (int)C));
+        TRY(lin(v, mlp, &ly->fc2_w, ly->fc2_b, q, P, (int)I, (int)C));
         TRY(op->add(cx, h, q, P * C));
     }
     TRY(op->layernorm(cx, h, v->post_w, v->post_b, x, P, (int)C, v->eps));
@@ -374,9 +412,9 @@ int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_m
         goto out;
     }
     float *y = mask ? proj : out;
-    TRY(op->linear(cx, h, v->p1_w, v->p1_b, z, n_tok, (int)C, (int)Dl));
+    TRY(lin(v, h, &v->p1_w, v->p1_b, z, n_tok, (int)C, (int)Dl));
     TRY(op->gelu_erf(cx, z, n_tok * Dl));
-    TRY(op->linear(cx, z, v->p2_w, v->p2_b, y, n_tok, (int)Dl, (int)Dl));
+    TRY(lin(v, z, &v->p2_w, v->p2_b, y, n_tok, (int)Dl, (int)Dl));
     if (mask) {
         int64_t kept = 0;
         for (int64_t t = 0; t < n_tok; t++)

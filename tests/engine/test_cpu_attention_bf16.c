@@ -347,3 +347,35 @@ TEST(row_parallel_ops_equal_single_thread)
     vl3__backend_cpu_ops.free(c3);
     return 0;
 }
+
+/* The vision encoder's product with bf16 matrices used in place (vision ops linear_bf16, the
+ * checkpoint's bytes) gives the same bits as the product that rounds an f32 copy of the same
+ * values per call (linear with f32 weights in bf16 mode): the in-place path changes where the
+ * weights live, not the arithmetic. */
+TEST(vision_linear_bf16_in_place_equals_rounded_copy)
+{
+    void *c = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 2, &c, NULL));
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    const struct vl3__vision_ops *vo = &vl3__cpu_vision_ops;
+    ASSERT(vo->wants_bf16_weights && vo->wants_bf16_weights(c));
+    int P = 77, in = 1152, out = 4304 / 4 + 3;
+    float *x = randv((size_t)P * in), *wf = randv((size_t)out * in), *b = randv(out);
+    uint16_t *wh = malloc(sizeof(uint16_t) * (size_t)out * in);
+    for (size_t i = 0; i < (size_t)out * in; i++) {
+        wh[i] = vl3__cpu_f32_to_bf16(wf[i]);
+        wf[i] = vl3__cpu_bf16_to_f32(wh[i]); /* the same values in f32 */
+    }
+    float *y1 = malloc(sizeof(float) * (size_t)P * out), *y2 = malloc(sizeof(float) * (size_t)P * out);
+    ASSERT_OK(vo->linear(c, x, wf, b, y1, P, in, out));
+    ASSERT_OK(vo->linear_bf16(c, x, wh, b, y2, P, in, out));
+    ASSERT(memcmp(y1, y2, sizeof(float) * (size_t)P * out) == 0);
+    /* and not the f32 mode's product (which does not round x): the bf16 path really ran */
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_F32);
+    ASSERT(!vo->wants_bf16_weights(c));
+    ASSERT_OK(vo->linear(c, x, wf, b, y1, P, in, out));
+    ASSERT(memcmp(y1, y2, sizeof(float) * (size_t)P * out) != 0);
+    free(x), free(wf), free(b), free(wh), free(y1), free(y2);
+    vl3__backend_cpu_ops.free(c);
+    return 0;
+}

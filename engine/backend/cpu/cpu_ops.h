@@ -64,6 +64,9 @@ size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in);
  * (out, in) rounded per call (threads), f32 sums. */
 int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float *b, float *y,
                          int64_t P, int in, int out);
+/* The same with W already bf16 (the checkpoint's bytes, used in place: vision ops linear_bf16). */
+int vl3__cpu_linear_w16(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
+                        int64_t P, int in, int out);
 
 /* backend_cpu.c: the context's thread count; whether it runs in bf16 mode (VL3_PRECISION) */
 int vl3__cpu_threads(void *ctx);

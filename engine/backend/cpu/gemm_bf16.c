@@ -671,3 +671,27 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
         vl3__cpu_scratch_release(ctx, buf);
     return r;
 }
+
+int vl3__cpu_linear_w16(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
+                        int64_t P, int in, int out)
+{
+    if (P <= 0)
+        return 0;
+    if (P > INT32_MAX || in <= 0 || out <= 0)
+        return -EINVAL;
+    size_t wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
+    char *buf = vl3__cpu_scratch_acquire(ctx, wb + 64), *own = NULL;
+    if (!buf && posix_memalign((void **)&own, 64, wb + 64) != 0)
+        return -ENOMEM;
+    if (!buf)
+        buf = own;
+    if (b)
+        for (int64_t p = 0; p < P; p++)
+            memcpy(y + p * out, b, sizeof(float) * (size_t)out);
+    int r = vl3__cpu_gemm_bf16(ctx, y, x, w, (int)P, in, out, b != NULL, -1, buf, wb);
+    if (own)
+        free(own);
+    else
+        vl3__cpu_scratch_release(ctx, buf);
+    return r;
+}

@@ -240,4 +240,6 @@ const struct vl3__vision_ops vl3__cpu_vision_ops = {
     .gelu_erf = cpu_gelu_erf,
     .add = cpu_add,
     .downsample = cpu_downsample,
+    .wants_bf16_weights = vl3__cpu_bf16_mode,
+    .linear_bf16 = vl3__cpu_linear_w16,
 };
