@@ -9,7 +9,8 @@ Without --model it writes the tiny native checkpoint (`vl3 model tiny --layout n
 video_preprocessor_config.json holding the class defaults (do_sample_frames on,
 merge 2, 100352..602112 pixels per video). For each input (one 640x480 photo-like PNG; one video
 sampled to 16 frames: frog.mp4 at 2 fps by default) it times, best of --repeats after one warm-up:
-  transformers: processor(...) + model.generate(greedy, max_new_tokens N), float32, N threads;
+  transformers: processor(...) + model.generate(greedy, max_new_tokens N), float32 (--dtype bf16:
+      bfloat16, and vl3 with --precision bf16), N threads;
   vl3: the wall time of `vl3 run --greedy --max-new-tokens N --threads N` minus its load_s
        (meta.json), i.e. decoding/sampling the input, preprocessing, vision, prefill, decode.
 Model loading is excluded on both sides. Prints a Markdown table row per input.
@@ -45,6 +46,8 @@ def main():
     ap.add_argument("--fps", type=int, default=2)
     ap.add_argument("--skip", default="", help="comma list of inputs to skip (image,video)")
     ap.add_argument("--no-warmup", action="store_true", help="no untimed first run (2B sizes)")
+    ap.add_argument("--dtype", choices=("f32", "bf16"), default="f32",
+                    help="transformers' dtype and vl3's --precision (default f32)")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     work = tempfile.mkdtemp(prefix="vl3-oracle-bench-")
@@ -59,7 +62,8 @@ def main():
             json.dump(VIDEO_CONFIG, f)
     t0 = time.perf_counter()
     proc = AutoProcessor.from_pretrained(model_dir)
-    model = VideoLlama3ForConditionalGeneration.from_pretrained(model_dir, dtype=torch.float32)
+    model = VideoLlama3ForConditionalGeneration.from_pretrained(
+        model_dir, dtype=torch.bfloat16 if a.dtype == "bf16" else torch.float32)
     model.eval()
     hf_load = time.perf_counter() - t0
     img_path = os.path.join(work, "photo.png")
@@ -101,7 +105,7 @@ def main():
             t0 = time.perf_counter()
             subprocess.run([a.vl3, "run", "--model", model_dir, "--greedy", "--max-new-tokens",
                             str(a.new), "--threads", str(a.threads), "--prompt", q, "--dump",
-                            dump] + vargs, check=True, stdout=subprocess.DEVNULL,
+                            dump, "--precision", a.dtype] + vargs, check=True, stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL)
             t_vl3 = time.perf_counter() - t0
             meta = json.load(open(os.path.join(dump, "meta.json")))

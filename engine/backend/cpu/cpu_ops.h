@@ -116,6 +116,9 @@ void vl3__cpu_parallel(void *ctx, int64_t n, int64_t min_per_thread, vl3__cpu_ra
 
 /* activations_avx512.c: bf16 mode's tanh GELU and SwiGLU (-ENOTSUP without AVX-512) */
 int vl3__cpu_gelu_tanh_fast(void *ctx, float *x, int64_t n);
+/* LayerNorm with f32 sums on AVX-512 (bf16 mode; f32 mode sums in double) */
+int vl3__cpu_layernorm_fast(void *ctx, const float *x, const float *w, const float *b, float *y,
+                            int64_t P, int C, float eps);
 int vl3__cpu_silu_mul_fast(void *ctx, float *out, const float *gu, int T, int n_inter);
 
 /* elementwise.c: silu_mul, add, embed, argmax, copy_rows */

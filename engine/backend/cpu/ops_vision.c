@@ -68,6 +68,8 @@ static void ln_rows(void *arg, int64_t p0, int64_t p1)
 static int cpu_layernorm(void *ctx, const float *x, const float *w, const float *b, float *y,
                          int64_t P, int C, float eps)
 {
+    if (vl3__cpu_bf16_mode(ctx) && vl3__cpu_layernorm_fast(ctx, x, w, b, y, P, C, eps) == 0)
+        return 0;
     struct ln_args a = {x, w, b, y, C, eps};
     vl3__cpu_parallel(ctx, P, 65536 / (C > 0 ? C : 1) + 1, ln_rows, &a);
     return 0;
