@@ -129,6 +129,15 @@ static inline double test_urand(uint64_t *state)
     return (double)(z >> 11) * 0x1.0p-53 * 2.0 - 1.0;
 }
 
+/* n seeded U(-1, 1) floats (malloc'ed; NULL when out of memory). */
+static inline float *test_urandv(size_t n, uint64_t *state)
+{
+    float *v = (float *)malloc(n * sizeof(float));
+    for (size_t i = 0; v && i < n; i++)
+        v[i] = (float)test_urand(state);
+    return v;
+}
+
 /* Directory helpers for tests: the source tree (VL3_SOURCE_DIR), the build tree, ../shared. */
 const char *test_source_dir(void);
 const char *test_build_dir(void);

@@ -47,10 +47,7 @@ static double urand(void) /* U(-1, 1) */
 
 static float *randv(size_t n)
 {
-    float *v = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++)
-        v[i] = (float)urand();
-    return v;
+    return test_urandv(n, &rng_state);
 }
 
 /* f32 -> bf16 -> f32, nearest even (a noinline function: see the bf16 note in STYLE's tests) */

@@ -40,10 +40,7 @@ static double urand(void) /* U(-1, 1) */
 
 static float *randv(size_t n)
 {
-    float *v = malloc(n * sizeof(float));
-    for (size_t i = 0; i < n; i++)
-        v[i] = (float)urand();
-    return v;
+    return test_urandv(n, &rng_state);
 }
 
 static double bf16_value(float f)
