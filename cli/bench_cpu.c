@@ -195,17 +195,24 @@ static double jnum(json_t *o, const char *key)
     return json_is_number(v) ? json_number_value(v) : 0;
 }
 
-static int run_vl3(const char *self, const char *model, const char *image, int n_gen,
+/* The input: an image, or a video (fps set) sampled by vl3 and transformers alike. */
+struct bench_input {
+    const char *image, *video, *fps;
+};
+
+static int run_vl3(const char *self, const char *model, const struct bench_input *in, int n_gen,
                    const char *threads, const char *precision, const char *tmp,
                    struct phase_times *ret)
 {
     char dump[600], ngen[16], meta[700];
     snprintf(dump, sizeof(dump), "%s/vl3-%s", tmp, precision);
     snprintf(ngen, sizeof(ngen), "%d", n_gen);
-    char *argv[] = {(char *)self, "run", "--model", (char *)model, "--image", (char *)image,
-                    "--prompt", "Describe the image.", "--greedy", "--max-new-tokens", ngen,
-                    "--precision", (char *)precision, "--threads", (char *)threads, "--dump",
-                    dump, NULL};
+    char *argv[] = {(char *)self, "run", "--model", (char *)model,
+                    in->video ? "--video" : "--image", (char *)(in->video ? in->video : in->image),
+                    "--prompt", in->video ? "Describe the video." : "Describe the image.",
+                    "--greedy", "--max-new-tokens", ngen, "--precision", (char *)precision,
+                    "--threads", (char *)threads, "--dump", dump,
+                    in->video ? "--fps" : NULL, (char *)in->fps, NULL};
     char out[700];
     snprintf(out, sizeof(out), "%s/vl3-%s.out", tmp, precision);
     double wall = run_child(argv, out);
@@ -232,14 +239,18 @@ static int run_vl3(const char *self, const char *model, const char *image, int n
     return 0;
 }
 
-static int run_hf(const char *python, const char *script, const char *model, const char *image,
-                  int n_gen, const char *threads, const char *tmp, struct phase_times *ret)
+static int run_hf(const char *python, const char *script, const char *model,
+                  const struct bench_input *in, int n_gen, const char *threads, const char *tmp,
+                  struct phase_times *ret)
 {
     char ngen[16], out[600];
     snprintf(ngen, sizeof(ngen), "%d", n_gen);
     snprintf(out, sizeof(out), "%s/hf.json", tmp);
-    char *argv[] = {(char *)python, (char *)script, "--model", (char *)model, "--image",
-                    (char *)image, "--new-tokens", ngen, "--threads", (char *)threads, NULL};
+    char *argv[] = {(char *)python, (char *)script, "--model", (char *)model,
+                    in->video ? "--video" : "--image", (char *)(in->video ? in->video : in->image),
+                    "--prompt", in->video ? "Describe the video." : "Describe the image.",
+                    "--new-tokens", ngen, "--threads", (char *)threads,
+                    in->video ? "--fps" : NULL, (char *)in->fps, NULL};
     memset(ret, 0, sizeof(*ret));
     double wall = run_child(argv, out);
     if (wall < 0)
@@ -285,11 +296,14 @@ static void keep_best(struct phase_times *best, const struct phase_times *cur)
 static void bench_cpu_usage(FILE *f)
 {
     fprintf(f, "usage: vl3 bench cpu --model DIR [options]\n\n"
-               "One image through vl3 run (bf16 mode) and transformers bf16, each a new\n"
+               "One image (or clip) through vl3 run (bf16 mode) and transformers bf16, each a new\n"
                "process; phase times, ratios and the distance from the machine's limits.\n\n"
                "  --model DIR        checkpoint (native layout for transformers; e.g.\n"
                "                     vl3 model tiny --size 2b --layout native --tokenizer DIR)\n"
                "  --image FILE       input image (default: a 384x191 text page made by the script)\n"
+               "  --video FILE       a clip instead (both sides sample it with the model's video\n"
+               "                     processor settings; the 16-frame case: frog.mp4 --fps 2)\n"
+               "  --fps F            with --video: sampling rate (default 1)\n"
                "  --gen-tokens N     new tokens (default 32)\n"
                "  --threads N        threads for both (default: all)\n"
                "  --python PATH      python with torch + transformers\n"
@@ -314,6 +328,7 @@ static void row(const char *name, double v, double hf, double f32, int have_hf, 
 int bench_cpu(int argc, char **argv)
 {
     const char *model = NULL, *image = NULL, *python = "tools/oracle/.venv-native/bin/python";
+    const char *video = NULL, *fps = "1";
     const char *script = "tools/bench/cpu_hf.py";
     int n_gen = 32, threads = 0, f32 = 0, no_hf = 0, repeat = 1;
     static const struct option lo[] = {
@@ -322,6 +337,7 @@ int bench_cpu(int argc, char **argv)
         {"python", required_argument, NULL, 'p'},     {"script", required_argument, NULL, 's'},
         {"f32", no_argument, NULL, 'f'},              {"no-transformers", no_argument, NULL, 'n'},
         {"repeat", required_argument, NULL, 'r'},     {"help", no_argument, NULL, 'h'},
+        {"video", required_argument, NULL, 'v'},      {"fps", required_argument, NULL, 'F'},
         {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
@@ -337,12 +353,14 @@ int bench_cpu(int argc, char **argv)
         case 'f': f32 = 1; break;
         case 'n': no_hf = 1; break;
         case 'r': repeat = atoi(optarg); break;
+        case 'v': video = optarg; break;
+        case 'F': fps = optarg; break;
         case 'h': bench_cpu_usage(stdout); return CLI_EXIT_OK;
         default: bench_cpu_usage(stderr); return CLI_EXIT_USAGE;
         }
     }
-    if (!model || n_gen < 2 || n_gen > 4096 || threads < 0 || (no_hf && !image) || repeat < 1 ||
-        repeat > 100) {
+    if (!model || n_gen < 2 || n_gen > 4096 || threads < 0 || (no_hf && !image && !video) ||
+        repeat < 1 || repeat > 100 || (video && image) || atof(fps) <= 0) {
         bench_cpu_usage(stderr);
         return CLI_EXIT_USAGE;
     }
@@ -357,7 +375,7 @@ int bench_cpu(int argc, char **argv)
         return CLI_EXIT_FAIL;
     }
     self[n] = 0;
-    if (!image) {
+    if (!image && !video) {
         snprintf(img, sizeof(img), "%s/page.png", tmp);
         char *argv_img[] = {(char *)python, (char *)script, "--make-image", img, NULL};
         if (run_child(argv_img, NULL) < 0) {
@@ -394,23 +412,24 @@ int bench_cpu(int argc, char **argv)
     const char *bw_method = "";
     double bw = bench_read_bandwidth(threads, 1ul << 30, &bw_method);
 
+    struct bench_input in = {image, video, fps};
     struct phase_times v = {0}, vf = {0}, hf = {0}, cur;
     for (int rep = 0; rep < repeat; rep++) {
         fprintf(stderr, "vl3 bench cpu: round %d of %d: vl3 run (bf16) ...\n", rep + 1, repeat);
-        if (run_vl3(self, model, image, n_gen, th, "bf16", tmp, &cur) < 0) {
+        if (run_vl3(self, model, &in, n_gen, th, "bf16", tmp, &cur) < 0) {
             fprintf(stderr, "vl3 bench cpu: vl3 run failed (output in %s)\n", tmp);
             return CLI_EXIT_FAIL;
         }
         keep_best(&v, &cur);
         if (f32) {
             fprintf(stderr, "vl3 bench cpu: vl3 run (f32) ...\n");
-            if (run_vl3(self, model, image, n_gen, th, "f32", tmp, &cur) < 0)
+            if (run_vl3(self, model, &in, n_gen, th, "f32", tmp, &cur) < 0)
                 fprintf(stderr, "vl3 bench cpu: vl3 run --precision f32 failed\n");
             keep_best(&vf, &cur);
         }
         if (!no_hf) {
             fprintf(stderr, "vl3 bench cpu: transformers (%s) ...\n", python);
-            if (run_hf(python, script, model, image, n_gen, th, tmp, &cur) < 0)
+            if (run_hf(python, script, model, &in, n_gen, th, tmp, &cur) < 0)
                 fprintf(stderr, "vl3 bench cpu: the transformers run failed (output in "
                                 "%s/hf.json)\n", tmp);
             keep_best(&hf, &cur);
@@ -423,8 +442,9 @@ int bench_cpu(int argc, char **argv)
     if (la)
         fclose(la);
 
-    printf("vl3 bench cpu: %s, image %s, %d prompt tokens, %d new tokens, %d threads, best of "
-           "%d\n", model, image, v.n_prompt, n_gen, threads, repeat);
+    printf("vl3 bench cpu: %s, %s %s%s%s, %d prompt tokens, %d new tokens, %d threads, best of "
+           "%d\n", model, video ? "video" : "image", video ? video : image,
+           video ? " at fps " : "", video ? fps : "", v.n_prompt, n_gen, threads, repeat);
     printf("isa %s; bf16 peak %.0f GFLOP/s%s; read bandwidth %.2f GB/s (%s); load average %.2f\n\n",
            vl3__cpu_isa_name(isa), peak / 1e9, peak > 0 ? " (measured TDPBF16PS)" : " (not measured)",
            bw / 1e9, bw_method, load1);
