@@ -21,20 +21,7 @@
 #include <immintrin.h>
 
 #include "simd_exp.h"
-#define ACT_TARGET "avx512f,avx512dq,fma"
-
-static int have_avx512(void)
-{
-    static int probed = -1;
-    int p = __atomic_load_n(&probed, __ATOMIC_RELAXED);
-    if (p < 0) {
-        __builtin_cpu_init();
-        p = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
-        __atomic_store_n(&probed, p, __ATOMIC_RELAXED);
-    }
-    return p;
-}
-
+#define ACT_TARGET "avx512f,avx512bw,fma" /* what the ISA probe checks (gemm_bf16.c) */
 
 __attribute__((target(ACT_TARGET))) static inline __m512 gelu_tanh_ps(__m512 v)
 {
@@ -151,7 +138,7 @@ int vl3__cpu_layernorm_fast(void *ctx, const float *x, const float *w, const flo
                             int64_t P, int C, float eps)
 {
 #ifdef ACT_BUILD
-    if (have_avx512() && C > 0) {
+    if (vl3__cpu_isa_supported(VL3__CPU_ISA_AVX512) && C > 0) {
         struct ln_args a = {x, w, b, y, C, eps};
         vl3__cpu_parallel(ctx, P, 65536 / C + 1, ln_part, &a);
         return 0;
@@ -164,7 +151,7 @@ int vl3__cpu_layernorm_fast(void *ctx, const float *x, const float *w, const flo
 int vl3__cpu_gelu_tanh_fast(void *ctx, float *x, int64_t n)
 {
 #ifdef ACT_BUILD
-    if (have_avx512()) {
+    if (vl3__cpu_isa_supported(VL3__CPU_ISA_AVX512)) {
         struct act_args a = {x, NULL, 0};
         vl3__cpu_parallel(ctx, n, MIN_PER_THREAD, gelu_part, &a);
         return 0;
@@ -177,7 +164,7 @@ int vl3__cpu_gelu_tanh_fast(void *ctx, float *x, int64_t n)
 int vl3__cpu_silu_mul_fast(void *ctx, float *out, const float *gu, int T, int n_inter)
 {
 #ifdef ACT_BUILD
-    if (have_avx512()) {
+    if (vl3__cpu_isa_supported(VL3__CPU_ISA_AVX512)) {
         struct act_args a = {out, gu, n_inter};
         vl3__cpu_parallel(ctx, T, MIN_PER_THREAD / (n_inter > 0 ? n_inter : 1) + 1, silu_part, &a);
         return 0;

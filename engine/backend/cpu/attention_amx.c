@@ -25,8 +25,9 @@
  *
  * Threads: the (head, query block) items of one call are shared by the context's threads through
  * an atomic counter; K and V are packed once per kv head (LLM) or per item (vision). Linux lends
- * the tile state only after arch_prctl(ARCH_REQ_XCOMP_PERM); each thread loads the tile
- * configuration and releases the tiles when done. */
+ * the tile state only after arch_prctl(ARCH_REQ_XCOMP_PERM), which the shared cpuid probe of
+ * gemm_bf16.c requests; each thread loads the tile configuration and releases the tiles when
+ * done. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -41,8 +42,6 @@
 #include <immintrin.h>
 
 #include "simd_exp.h"
-#include <sys/syscall.h>
-#include <unistd.h>
 #endif
 
 #define QB 32           /* queries per block (two tile rows of 16) */
@@ -56,42 +55,15 @@ static inline size_t round_up(size_t x, size_t m)
     return (x + m - 1) / m * m;
 }
 
-#define ARCH_REQ_XCOMP_PERM 0x1023
-#define XFEATURE_XTILEDATA 18
 #define AMX_TARGET "amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16,avx512dq,fma"
-
-static int amx_ok;
-static pthread_once_t amx_once = PTHREAD_ONCE_INIT;
-
-/* AMX-TILE and AMX-BF16 in cpuid leaf 7, tile state enabled by the OS in XCR0 (bits 17, 18),
- * AVX512-BF16 for the conversions, and the kernel's permission for this process. */
-static void amx_probe(void)
-{
-    unsigned a, b, c, d;
-    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(7), "c"(0));
-    int tile = (d >> 24) & 1, bf16 = (d >> 22) & 1, avx512f = (b >> 16) & 1;
-    unsigned a1, b1, c1, d1;
-    __asm__ volatile("cpuid" : "=a"(a1), "=b"(b1), "=c"(c1), "=d"(d1) : "a"(7), "c"(1));
-    int avx512bf16 = (a1 >> 5) & 1;
-    __asm__ volatile("cpuid" : "=a"(a), "=b"(b), "=c"(c), "=d"(d) : "a"(1), "c"(0));
-    int osxsave = (c >> 27) & 1;
-    if (!(tile && bf16 && avx512f && avx512bf16 && osxsave))
-        return;
-    unsigned lo, hi;
-    __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-    if (((lo >> 17) & 3) != 3 || (lo & 0xe0) != 0xe0)
-        return;
-    if (syscall(SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) != 0)
-        return;
-    amx_ok = 1;
-}
 #endif
 
+/* AMX-BF16 with AVX512-BF16, the OS's tile state and the kernel's permission for this process:
+ * the probe of the bf16 matrix products (gemm_bf16.c), done once for both. */
 int vl3__cpu_amx_available(void)
 {
 #ifdef AMX_BUILD
-    pthread_once(&amx_once, amx_probe);
-    return amx_ok;
+    return vl3__cpu_isa_supported(VL3__CPU_ISA_AMX);
 #else
     return 0;
 #endif
@@ -349,7 +321,7 @@ struct run {
     const float *vq, *vk, *vv;
     float *vout;
     const int64_t *cu;
-    int vision, H, D, Dp, ld;
+    int vision, D, Dp, ld;
     /* shared */
     struct item *items;
     int n_items, n_pack;
@@ -595,7 +567,6 @@ int vl3__cpu_attention_blocks_amx(void *ctx, const float *q, const float *k, con
     r.vv = v;
     r.vout = out;
     r.cu = cu;
-    r.H = H;
     r.D = D;
     r.Dp = (int)round_up((size_t)D, 32);
     r.ld = H * D;
