@@ -158,6 +158,19 @@ double bench_read_bandwidth(int n_threads, unsigned long bytes, const char **ret
     return best;
 }
 
+double bench_llm_matrix_params(const vl3_model_info *in)
+{
+    double C = in->llm_hidden, HD = (double)in->llm_heads * in->llm_head_dim;
+    double KVD = (double)in->llm_kv_heads * in->llm_head_dim, I = in->llm_intermediate;
+    return in->llm_layers * (C * HD + 2 * C * KVD + HD * C + 3 * C * I);
+}
+
+double bench_vision_matrix_params(const vl3_model_info *in)
+{
+    double C = in->vision_hidden, I = in->vision_intermediate;
+    return in->vision_layers * (4 * C * C + 2 * C * I);
+}
+
 /* ---- vl3 bench cpu ---------------------------------------------------------------------------- */
 
 struct phase_times {
@@ -401,12 +414,9 @@ int bench_cpu(int argc, char **argv)
     vl3_model_info info;
     vl3_model_get_info(m, &info);
     vl3_model_free(m);
-    double C = info.llm_hidden, HD = (double)info.llm_heads * info.llm_head_dim;
-    double KVD = (double)info.llm_kv_heads * info.llm_head_dim, I = info.llm_intermediate;
-    double llm_params = info.llm_layers * (C * HD + 2 * C * KVD + HD * C + 3 * C * I);
-    double head_params = (double)info.vocab_rows * C;
-    double VC = info.vision_hidden, VI = info.vision_intermediate;
-    double vis_params = info.vision_layers * (4 * VC * VC + 2 * VC * VI);
+    double llm_params = bench_llm_matrix_params(&info);
+    double head_params = (double)info.vocab_rows * info.llm_hidden;
+    double vis_params = bench_vision_matrix_params(&info);
     int isa = vl3__cpu_isa();
     double peak = isa == VL3__CPU_ISA_AMX ? vl3__cpu_amx_peak_gflops(threads) * 1e9 : 0;
     const char *bw_method = "";

@@ -199,17 +199,18 @@ int bench_gpu(int argc, char **argv)
     if ((r = vl3_vision_encode(v, &b, NULL, vout, &err)) < 0)
         goto fail;
     double vis_s = vl3_time_s() - t0;
-    double Cv = in.vision_hidden, Iv = in.vision_intermediate, Lv = in.vision_layers;
-    double vis_params = Lv * (4 * Cv * Cv + 2 * Cv * Iv) + 588 * Cv +
+    double Cv = in.vision_hidden, Lv = in.vision_layers;
+    /* the encoder layers, the patch embedding and the projector */
+    double vis_params = bench_vision_matrix_params(&in) + 588 * Cv +
                         (Cv * 4) * in.llm_hidden + (double)in.llm_hidden * in.llm_hidden;
     double n_blk = (double)gh * gw;
     double vis_flop = 2 * vis_params * P + Lv * 4 * Cv * n_blk * n_blk * frames;
 
     /* prefill and decode */
     double C = in.llm_hidden, HD = (double)in.llm_heads * in.llm_head_dim;
-    double KVD = (double)in.llm_kv_heads * in.llm_head_dim, I = in.llm_intermediate;
+    double KVD = (double)in.llm_kv_heads * in.llm_head_dim;
     double V = in.vocab_rows, L = in.llm_layers;
-    double mm_params = L * (C * HD + 2 * C * KVD + HD * C + 3 * C * I);
+    double mm_params = bench_llm_matrix_params(&in);
     double flop_tok = 2 * mm_params, flop_att = 4 * L * HD;
     int max_b = 1;
     for (int i = 0; i < n_b; i++)

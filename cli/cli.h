@@ -28,6 +28,12 @@ int bench_gpu(int argc, char **argv);
 /* bench_cpu.c: the highest honest read bandwidth in bytes/s of n_threads threads streaming a
  * buffer of `bytes` (best of several read methods; *ret_method names it); 0 on failure. */
 double bench_read_bandwidth(int n_threads, unsigned long bytes, const char **ret_method);
+/* bench_cpu.c: the weights that every token (LLM: q/k/v/o and the three MLP matrices of every
+ * layer, lm_head excluded) or every patch (vision: the encoder layers' four attention and two MLP
+ * matrices) multiplies, for the benchmarks' FLOP and byte counts (spec §12: 2 FLOPs a weight). */
+struct vl3_model_info;
+double bench_llm_matrix_params(const struct vl3_model_info *in);
+double bench_vision_matrix_params(const struct vl3_model_info *in);
 int bench_cache(int argc, char **argv);
 
 /* Whether argv holds -h/--help anywhere before "--". */
