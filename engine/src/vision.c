@@ -111,15 +111,22 @@ static float half_to_float(uint16_t h)
     return f;
 }
 
+/* Elements of t's shape (0 without data). */
+static int64_t numel(const vl3__tensor *t)
+{
+    int64_t n = t->data ? 1 : 0;
+    for (int i = 0; n && i < t->ndim; i++)
+        n *= t->shape[i];
+    return n;
+}
+
 /* Copy tensor t (n elements expected) into the slab as f32; returns the copy or NULL. */
 static float *take(struct vl3_vision *v, const vl3__tensor *t, int64_t n, vl3_error *reterr,
                    int *rc)
 {
     if (*rc < 0)
         return NULL;
-    int64_t have = t->data ? 1 : 0;
-    for (int i = 0; have && i < t->ndim; i++)
-        have *= t->shape[i];
+    int64_t have = numel(t);
     if (!t->data || have != n) {
         *rc = vl3_error_set(reterr, VL3_E_FORMAT, "vision tensor \"%s\" is missing or has %lld "
                                                   "elements, expected %lld",
@@ -166,10 +173,7 @@ static struct vmat mat(struct vl3_vision *v, const vl3__tensor *t, int64_t n, vl
                        int *rc)
 {
     struct vmat m = {NULL, NULL};
-    int64_t have = t->data ? 1 : 0;
-    for (int i = 0; have && i < t->ndim; i++)
-        have *= t->shape[i];
-    if (*rc == 0 && v->w16 && t->dtype == VL3__DTYPE_BF16 && have == n) {
+    if (*rc == 0 && v->w16 && t->dtype == VL3__DTYPE_BF16 && t->data && numel(t) == n) {
         m.h = t->data;
         return m;
     }
