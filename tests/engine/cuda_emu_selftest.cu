@@ -5,6 +5,7 @@
 #include <stdint.h>
 
 #include "cuda_common.cuh"
+#include "cuda_emu_selftest.h"
 
 #define SELF_THREADS 128
 
@@ -130,19 +131,6 @@ __global__ void self_oob_kernel(float *out, int n)
         out[n] = 1.0f;
 }
 
-extern "C" {
-int self_tree_sum(float *out, const float *x, int blocks);
-int self_warp(float *xor_sum, float *down_sum, float *bcast, float *up, unsigned *ballot,
-              int *any, int *all, const float *x);
-int self_exchange(float *out, const float *x, int with_barrier);
-int self_dyn_reverse(float *out, const float *x, int n);
-int self_warp_exchange(float *out, const float *x);
-int self_deadlock(float *out, int mode);
-int self_wmma(float *d, const uint16_t *a, const uint16_t *b, const float *c, int b_col_major,
-              const float *row_scale, int warps);
-int self_oob(float *out, int n);
-int self_launch_bad_config(void);
-}
 
 int self_tree_sum(float *out, const float *x, int blocks)
 {

@@ -11,6 +11,7 @@
 #include "argmax.cuh"
 #include "backend.h"
 #include "cpu_ops.h"
+#include "cuda_emu_selftest.h"
 #include "emu/cuda_emu.h"
 #include "layernorm.cuh"
 #include "rmsnorm.cuh"
@@ -246,17 +247,6 @@ TEST(argmax)
 
 /* ---- emulator self-tests --------------------------------------------------------------------- */
 
-int self_tree_sum(float *out, const float *x, int blocks);
-int self_warp(float *xor_sum, float *down_sum, float *bcast, float *up, unsigned *ballot,
-              int *any, int *all, const float *x);
-int self_exchange(float *out, const float *x, int with_barrier);
-int self_dyn_reverse(float *out, const float *x, int n);
-int self_warp_exchange(float *out, const float *x);
-int self_deadlock(float *out, int mode);
-int self_wmma(float *d, const uint16_t *a, const uint16_t *b, const float *c, int b_col_major,
-              const float *row_scale, int warps);
-int self_oob(float *out, int n);
-int self_launch_bad_config(void);
 
 TEST(emu_shared_reduction)
 {
