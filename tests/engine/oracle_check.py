@@ -61,28 +61,17 @@ def main():
     models = {}
 
     def model_for(qwen, remote=False):
-        if remote:
-            key = ("remote", qwen)
-            if key not in models:
-                m = os.path.join(work, "tiny-remote-qwen" if qwen else "tiny-remote")
-                extra = ["--tokenizer", qtok] if qwen else []
-                subprocess.run([vl3, "model", "tiny", "--out", m] + rtiny + extra, check=True,
-                               stdout=subprocess.DEVNULL)
-                for fn, content in rextra.items():
-                    with open(os.path.join(m, fn), "w") as f:
-                        json.dump(content, f, indent=2)
-                models[key] = m
-            return models[key]
-        if qwen not in models:
-            m = os.path.join(work, "tiny-native-qwen" if qwen else "tiny-native")
+        layout = "remote" if remote else "native"
+        if (layout, qwen) not in models:
+            m = os.path.join(work, f"tiny-{layout}-qwen" if qwen else f"tiny-{layout}")
             extra = ["--tokenizer", qtok] if qwen else []
-            subprocess.run([vl3, "model", "tiny", "--out", m] + tiny + extra, check=True,
-                           stdout=subprocess.DEVNULL)
-            for fn, content in model_extra.items():
+            subprocess.run([vl3, "model", "tiny", "--out", m] + (rtiny if remote else tiny) + extra,
+                           check=True, stdout=subprocess.DEVNULL)
+            for fn, content in (rextra if remote else model_extra).items():
                 with open(os.path.join(m, fn), "w") as f:
                     json.dump(content, f, indent=2)
-            models[qwen] = m
-        return models[qwen]
+            models[(layout, qwen)] = m
+        return models[(layout, qwen)]
 
     fails = 0
     ran = 0

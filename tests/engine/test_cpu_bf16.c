@@ -50,10 +50,8 @@ static double bf16_value(float f)
 
 static int gemm_case(int isa)
 {
-    if (!vl3__cpu_isa_supported(isa)) {
-        fprintf(stderr, "SKIP: this CPU cannot run the %s path\n", vl3__cpu_isa_name(isa));
-        return TEST_SKIP_CODE;
-    }
+    if (!vl3__cpu_isa_supported(isa))
+        SKIP("this CPU cannot run the %s path", vl3__cpu_isa_name(isa));
     static const int shapes[][3] = {
         {1, 64, 48},    {1, 129, 33},   {3, 37, 70},    {4, 31, 5},     {5, 600, 17},
         {15, 100, 33},  {16, 64, 32},   {17, 588, 47},  {31, 1152, 40}, {32, 96, 64},
@@ -271,10 +269,8 @@ static double bench_one(void *c, int isa, int prec, int T, int in, int out, int 
 
 TEST(bench_gemm)
 {
-    if (!getenv("VL3_BENCH")) {
-        fprintf(stderr, "SKIP: set VL3_BENCH=1 to time the GEMM paths\n");
-        return TEST_SKIP_CODE;
-    }
+    if (!getenv("VL3_BENCH"))
+        SKIP("set VL3_BENCH=1 to time the GEMM paths");
     void *c = NULL;
     ASSERT_OK(ops->init(0, 2, &c, NULL));
     static const int shapes[][3] = {{391, 1536, 2048}, {391, 1536, 17920}, {391, 8960, 1536},
@@ -368,10 +364,8 @@ TEST(bench_gemm)
  * weights, f32 vs bf16 mode: the second and third passes timed (the first touches the arena). */
 TEST(bench_prefill)
 {
-    if (!getenv("VL3_BENCH")) {
-        fprintf(stderr, "SKIP: set VL3_BENCH=1 to time the prefill\n");
-        return TEST_SKIP_CODE;
-    }
+    if (!getenv("VL3_BENCH"))
+        SKIP("set VL3_BENCH=1 to time the prefill");
     vl3_llm_shape sh = vl3_llm_shape_2b();
     sh.n_layers = getenv("VL3_BENCH_LAYERS") ? atoi(getenv("VL3_BENCH_LAYERS")) : 4;
     int T = getenv("VL3_BENCH_TOKENS") ? atoi(getenv("VL3_BENCH_TOKENS")) : 391;
@@ -494,10 +488,8 @@ TEST(vision_linear_bf16)
  * other jobs of a shared machine (VL3_BENCH). */
 TEST(bench_gemm_cputime)
 {
-    if (!getenv("VL3_BENCH")) {
-        fprintf(stderr, "SKIP: set VL3_BENCH=1 to time the GEMM paths\n");
-        return TEST_SKIP_CODE;
-    }
+    if (!getenv("VL3_BENCH"))
+        SKIP("set VL3_BENCH=1 to time the GEMM paths");
     void *c = NULL;
     ASSERT_OK(ops->init(0, 1, &c, NULL));
     static const int shapes[][3] = {{391, 1536, 2048}, {391, 1536, 8960}, {391, 8960, 1536},
