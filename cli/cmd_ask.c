@@ -67,24 +67,33 @@ static int wait_answers(const char *conninfo, const char *id, double timeout_s, 
     for (;;) {
         PGresult *res = PQexecParams(pq, "SELECT status, coalesce(last_error, '') FROM jobs "
                                          "WHERE job_id = $1", 1, NULL, p, NULL, NULL, 0);
-        if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        /* 42P01 undefined_table: vl3d has not migrated this database yet (it was started
+         * moments ago); the job is in Kafka, so keep waiting like for a job not seen yet */
+        const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+        int no_schema = PQresultStatus(res) != PGRES_TUPLES_OK && state &&
+                        strcmp(state, "42P01") == 0;
+        if (PQresultStatus(res) != PGRES_TUPLES_OK && !no_schema) {
             fprintf(stderr, "vl3 ask: %s", PQresultErrorMessage(res));
             PQclear(res);
             goto out;
         }
-        const char *st = PQntuples(res) ? PQgetvalue(res, 0, 0) : "";
+        char st[32] = "";
+        if (!no_schema && PQntuples(res))
+            snprintf(st, sizeof(st), "%s", PQgetvalue(res, 0, 0));
         if (strcmp(st, "failed") == 0) {
             fprintf(stderr, "vl3 ask: the job failed: %s\n", PQgetvalue(res, 0, 1));
             PQclear(res);
             goto out;
         }
-        int done = strcmp(st, "done") == 0;
         PQclear(res);
-        if (done)
+        if (strcmp(st, "done") == 0)
             break;
         if (now_s() - t0 > timeout_s) {
             fprintf(stderr, "vl3 ask: no answer after %.0f s (job %s, status \"%s\")\n",
-                    timeout_s, id, *st ? st : "not seen yet");
+                    timeout_s, id,
+                    no_schema ? "no vl3d tables in the database: is vl3d running?"
+                    : *st     ? st
+                              : "not seen yet");
             goto out;
         }
         usleep(100000);
