@@ -35,8 +35,8 @@ static inline int worker_cache_plan_complete(const struct worker_cache_plan *p)
     return p->n_windows > 0 && p->n_hits == p->n_windows;
 }
 
-/* A unit for hit window win, its grids, mask and rows moved out of the plan (visual set, cache
- * 2, nothing reserved in the budget). Returns 0 or -ENOMEM. */
+/* A unit for hit window win, its grids and mask moved out of the plan, its pre-projector rows
+ * widened to f32 (pre set, cache 2; the engine thread projects them). Returns 0 or -ENOMEM. */
 int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_cache_plan *p,
                       int win, struct worker_unit **ret);
 
@@ -49,10 +49,10 @@ void worker_cache_miss(struct worker *w, const struct worker_job *job,
 void worker_cache_store_windows(struct worker *w, const struct worker_job *job,
                                 const struct worker_cache_plan *p, const int *wins, int n);
 
-/* After encoding (engine thread): queue a missed unit's visual tokens (copied) for the writer
- * thread, the unit's job keeping one pending reference until they are stored (without a writer
- * thread: stored here). */
-void worker_cache_store_unit(struct worker *w, struct worker_unit *u, int hidden);
+/* After encoding (engine thread): queue a missed unit's visual tokens (its pre-projector rows,
+ * copied) for the writer thread, the unit's job keeping one pending reference until they are
+ * stored (without a writer thread: stored here). */
+void worker_cache_store_unit(struct worker *w, struct worker_unit *u);
 
 /* The writer thread (after the cache is opened) and its end (drains the queue first). */
 int worker_cache_writer_start(struct worker *w);
