@@ -310,6 +310,7 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
         goto fail;
     w->pre_dim = vl3_vision_pre_dim(w->vision);
     w->pre_dtype = vl3_visual_tokens_dtype_of(w->vision);
+    w->hidden = vl3_vision_out_dim(w->vision);
     vl3_model_info info;
     if ((rc = vl3_model_get_info(model, &info)) < 0) {
         vl3_error_set(reterr, rc, "could not describe the model");

@@ -71,10 +71,37 @@ static int key_of(struct worker *w, const struct worker_job *job, const char *fp
     return tcache_key(&kp, key, descr);
 }
 
+/* Give back the plan's charge for window k's entry. */
+static void plan_uncharge(struct worker_cache_plan *p, int k)
+{
+    if (p->charged && p->charged[k] > 0) {
+        if (!p->uncharged)
+            worker_budget_release(p->budget, p->charged[k]);
+        p->charged[k] = 0;
+    }
+}
+
+void worker_cache_plan_charge(struct worker_cache_plan *p, int on)
+{
+    if (!p->charged || p->uncharged == !on)
+        return;
+    int64_t sum = 0;
+    for (int k = 0; k < p->n; k++)
+        sum += p->charged[k];
+    if (on)
+        worker_budget_charge(p->budget, sum);
+    else
+        worker_budget_release(p->budget, sum);
+    p->uncharged = !on;
+}
+
 void worker_cache_plan_free(struct worker_cache_plan *p)
 {
-    for (int i = 0; i < p->n; i++)
+    for (int i = 0; i < p->n; i++) {
+        plan_uncharge(p, i);
         vl3_visual_tokens_deinit(&p->vt[i]);
+    }
+    free(p->charged);
     free(p->vt);
     free(p->hit);
     free(p->windows);
@@ -124,6 +151,7 @@ int worker_cache_plan(struct worker *w, const struct worker_job *job, const char
                       int is_image, struct worker_cache_plan *ret)
 {
     struct worker_cache_plan p = {0};
+    p.budget = &w->budget;
     snprintf(p.fp, sizeof(p.fp), "%s", fp);
     p.is_image = is_image;
     if (job->cache == WORKER_CACHE_REFRESH) {
@@ -164,7 +192,8 @@ lookup:;
     p.n = max;
     p.vt = calloc((size_t)max, sizeof(*p.vt));
     p.hit = calloc((size_t)max, sizeof(*p.hit));
-    if (!p.vt || !p.hit) {
+    p.charged = calloc((size_t)max, sizeof(*p.charged));
+    if (!p.vt || !p.hit || !p.charged) {
         worker_cache_plan_free(&p);
         return -ENOMEM;
     }
@@ -179,6 +208,10 @@ lookup:;
                 p.vt[k].dim == w->pre_dim && (!is_image || p.vt[k].mask.n_frames == 1)) {
                 p.hit[k] = 1;
                 p.n_hits++;
+                p.charged[k] = p.vt[k].n_rows * p.vt[k].dim *
+                               (p.vt[k].dtype == VL3_VT_DTYPE_BF16 ? 2 : 4);
+                p.charged_sum += p.charged[k];
+                worker_budget_charge(&w->budget, p.charged[k]);
             } else {
                 vl3_visual_tokens_deinit(&p.vt[k]);
             }
@@ -191,7 +224,6 @@ lookup:;
 int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_cache_plan *p,
                       int win, struct worker_unit **ret)
 {
-    (void)w;
     vl3_visual_tokens *vt = &p->vt[win];
     struct worker_unit *u = calloc(1, sizeof(*u));
     int n = vt->mask.n_frames;
@@ -220,6 +252,7 @@ int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_ca
         return -ENOMEM;
     }
     vl3_visual_tokens_pre_f32(vt, u->pre);
+    u->reserved = vt->n_rows * (int64_t)(w->pre_dim + w->hidden) * (int64_t)sizeof(float);
     /* move the grids and mask out of the cached object */
     u->batch.n_items = 1;
     u->batch.patch_dim = 588;
@@ -231,6 +264,7 @@ int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_ca
     vt->resized_hw = NULL;
     memset(&vt->mask, 0, sizeof(vt->mask));
     vl3_visual_tokens_deinit(vt);
+    plan_uncharge(p, win);
     p->hit[win] = 0;
     u->cache = 2;
     *ret = u;

@@ -122,6 +122,7 @@ struct worker {
     char vision_identity[33];
     int pre_dim;                /* the encoder's pre-projector rows: width and dtype (cached) */
     enum vl3_vt_dtype pre_dtype;
+    int hidden;                 /* the projector rows' width */
     int native_flavour;  /* native-layout model: one-window jobs sample as transformers does and
                           * images with alpha are composited onto white */
     const char *compute; /* vl3_model_info.compute: the token cache keys on it */
