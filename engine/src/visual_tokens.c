@@ -194,6 +194,50 @@ int vl3_visual_tokens_from_mm(const vl3_mm_input *mm, const vl3_vision_item *ite
     return 0;
 }
 
+int vl3_visual_tokens_copy(const vl3_visual_tokens *vt, int with_visual, vl3_visual_tokens *ret,
+                           vl3_error *reterr)
+{
+    if (!vt || !ret || vt->n_items < 1 || vt->n_rows < 0 || !dtype_size(vt->dtype))
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    vl3_visual_tokens c = {0};
+    size_t ni = (size_t)vt->n_items, nf = (size_t)vt->mask.n_frames;
+    c.n_items = vt->n_items;
+    c.mask.n_frames = vt->mask.n_frames;
+    c.mask.n_tokens = vt->mask.n_tokens;
+    c.mask.n_kept = vt->mask.n_kept;
+    c.dtype = vt->dtype;
+    c.dim = vt->dim;
+    c.n_rows = vt->n_rows;
+    c.n_patches = vt->n_patches;
+    int rc = vt_alloc(&c);
+    if (rc == 0 && with_visual && vt->visual) {
+        size_t n = (size_t)(vt->n_rows > 0 ? vt->n_rows : 1) * (size_t)vt->hidden;
+        if ((c.visual = malloc(n * sizeof(float))) != NULL) {
+            memcpy(c.visual, vt->visual, (size_t)vt->n_rows * (size_t)vt->hidden * sizeof(float));
+            c.hidden = vt->hidden;
+        } else {
+            rc = -ENOMEM;
+        }
+    }
+    if (rc < 0) {
+        vl3_visual_tokens_deinit(&c);
+        return vl3_error_set(reterr, -ENOMEM, "out of memory for %lld visual rows",
+                             (long long)vt->n_rows);
+    }
+    memcpy(c.grids, vt->grids, ni * sizeof(*c.grids));
+    memcpy(c.resized_hw, vt->resized_hw, 2 * ni * sizeof(int));
+    memcpy(c.item_frames, vt->item_frames, ni * sizeof(int));
+    memcpy(c.is_video, vt->is_video, ni);
+    memcpy(c.has_timestamps, vt->has_timestamps, ni);
+    memcpy(c.timestamps, vt->timestamps, nf * sizeof(double));
+    memcpy(c.mask.kept_per_frame, vt->mask.kept_per_frame, nf * sizeof(int));
+    memcpy(c.mask.total_per_frame, vt->mask.total_per_frame, nf * sizeof(int));
+    memcpy(c.mask.keep, vt->mask.keep, (size_t)vt->mask.n_tokens);
+    memcpy(c.rows, vt->rows, (size_t)vt->n_rows * (size_t)vt->dim * dtype_size(vt->dtype));
+    *ret = c;
+    return 0;
+}
+
 enum vl3_vt_dtype vl3_visual_tokens_dtype_of(const vl3_vision *v)
 {
     return vl3_vision_pre_bf16(v) ? VL3_VT_DTYPE_BF16 : VL3_VT_DTYPE_F32;

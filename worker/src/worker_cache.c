@@ -64,11 +64,8 @@ int worker_cache_fingerprint(struct worker *w, const char *path, int fd, const s
 static int key_of(struct worker *w, const struct worker_job *job, const char *fp, int is_image,
                   int window, char key[33], char **descr)
 {
-    struct tcache_key_params kp = {w->vision_identity, fp,
-                                   is_image ? TCACHE_MEDIA_IMAGE : TCACHE_MEDIA_VIDEO,
-                                   is_image ? NULL : &job->sp, window, &w->mm, 1, "ffmpeg-sw",
-                                   w->compute};
-    return tcache_key(&kp, key, descr);
+    return pipeline_cache_key(&w->pl, fp, is_image ? TCACHE_MEDIA_IMAGE : TCACHE_MEDIA_VIDEO,
+                              &job->sp, window, key, descr);
 }
 
 /* Give back the plan's charge for window k's entry. */
@@ -202,19 +199,13 @@ lookup:;
         char key[33];
         if (key_of(w, job, fp, is_image, k, key, NULL) < 0)
             continue;
-        if (tcache_lookup(w->tcache, key, &p.vt[k]) == 1) {
-            /* pre-projector rows of this encoder's width and dtype, or recomputed */
-            if (p.vt[k].n_items == 1 && p.vt[k].dtype == w->pre_dtype &&
-                p.vt[k].dim == w->pre_dim && (!is_image || p.vt[k].mask.n_frames == 1)) {
-                p.hit[k] = 1;
-                p.n_hits++;
-                p.charged[k] = p.vt[k].n_rows * p.vt[k].dim *
-                               (p.vt[k].dtype == VL3_VT_DTYPE_BF16 ? 2 : 4);
-                p.charged_sum += p.charged[k];
-                worker_budget_charge(&w->budget, p.charged[k]);
-            } else {
-                vl3_visual_tokens_deinit(&p.vt[k]);
-            }
+        if (pipeline_cache_lookup(&w->pl, w->tcache, key, is_image, &p.vt[k]) == 1) {
+            p.hit[k] = 1;
+            p.n_hits++;
+            p.charged[k] = p.vt[k].n_rows * p.vt[k].dim *
+                           (p.vt[k].dtype == VL3_VT_DTYPE_BF16 ? 2 : 4);
+            p.charged_sum += p.charged[k];
+            worker_budget_charge(&w->budget, p.charged[k]);
         }
     }
     *ret = p;
@@ -226,44 +217,16 @@ int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_ca
 {
     vl3_visual_tokens *vt = &p->vt[win];
     struct worker_unit *u = calloc(1, sizeof(*u));
-    int n = vt->mask.n_frames;
-    if (!u || (!p->is_image && !(u->timestamps = malloc(sizeof(double) * (size_t)n)))) {
+    if (!u || pipeline_window_from_cache(&u->pw, win, p->is_image, vt) < 0) {
         free(u);
         return -ENOMEM;
     }
     u->job = job;
-    u->window = win;
-    u->n_frames = n;
-    u->is_image = p->is_image;
-    if (!p->is_image) {
-        memcpy(u->timestamps, vt->timestamps, sizeof(double) * (size_t)n);
-        /* the window's stretch, as make_units computes it from the sampled frames */
-        double lo = vt->timestamps[0], hi = vt->timestamps[n - 1];
-        u->t_start = job->sp.window_s > 0 ? win * job->sp.window_s : lo;
-        u->t_end = hi + (double)job->sp.fps_den / job->sp.fps_num;
-        if (job->sp.window_s > 0 && u->t_end > (win + 1) * job->sp.window_s)
-            u->t_end = (win + 1) * job->sp.window_s;
-    }
-    /* the rows as f32 for the projector (the engine thread runs it) */
-    size_t nf = (size_t)(vt->n_rows > 0 ? vt->n_rows : 1) * (size_t)vt->dim;
-    if (!(u->pre = malloc(nf * sizeof(float)))) {
-        free(u->timestamps);
-        free(u);
-        return -ENOMEM;
-    }
-    vl3_visual_tokens_pre_f32(vt, u->pre);
-    u->reserved = vt->n_rows * (int64_t)(w->pre_dim + w->hidden) * (int64_t)sizeof(float);
-    /* move the grids and mask out of the cached object */
-    u->batch.n_items = 1;
-    u->batch.patch_dim = 588;
-    u->batch.n_patches = vt->n_patches;
-    u->batch.grids = vt->grids;
-    u->batch.resized_hw = vt->resized_hw;
-    u->mask = vt->mask;
-    vt->grids = NULL;
-    vt->resized_hw = NULL;
-    memset(&vt->mask, 0, sizeof(vt->mask));
-    vl3_visual_tokens_deinit(vt);
+    pipeline_window_span(&u->pw, &job->sp);
+    /* the rows it holds: before the projector as cached, after it as the engine will make them */
+    const vl3_visual_tokens *v = &u->pw.vt;
+    u->reserved = v->n_rows * ((int64_t)v->dim * (v->dtype == VL3_VT_DTYPE_BF16 ? 2 : 4) +
+                               (int64_t)w->pl.hidden * (int64_t)sizeof(float));
     plan_uncharge(p, win);
     p->hit[win] = 0;
     u->cache = 2;
@@ -275,7 +238,7 @@ void worker_cache_miss(struct worker *w, const struct worker_job *job,
                        const struct worker_cache_plan *p, struct worker_unit *u)
 {
     char *descr = NULL;
-    if (key_of(w, job, p->fp, p->is_image, u->window, u->key, &descr) < 0)
+    if (key_of(w, job, p->fp, p->is_image, u->pw.window, u->key, &descr) < 0)
         return;
     if (job->cache == WORKER_CACHE_REFRESH)
         tcache_forget(w->tcache, u->key);
@@ -390,17 +353,16 @@ void worker_cache_writer_stop(struct worker *w)
 
 void worker_cache_store_unit(struct worker *w, struct worker_unit *u)
 {
-    if (!w->tcache || u->cache != 1 || !u->key[0] || !u->pre)
+    if (!w->tcache || u->cache != 1 || !u->key[0] || !u->pw.vt.rows)
         return;
-    vl3_vision_item item = {NULL, u->n_frames, u->timestamps, !u->is_image, 0};
     struct wc_item *it = calloc(1, sizeof(*it));
     vl3_error err = {0};
-    int rc = it ? vl3_visual_tokens_from_parts(&u->batch, &u->mask, &item, 1, u->pre, w->pre_dim,
-                                               w->pre_dtype, &it->vt, &err)
+    /* a copy of the rows before the projector: the window's own object feeds its prompts */
+    int rc = it ? vl3_visual_tokens_copy(&u->pw.vt, 0, &it->vt, &err)
                 : vl3_error_set(&err, -ENOMEM, "out of memory");
     if (rc < 0) {
-        vl3_log_warning("token cache: window %d of job %s not stored: %s", u->window, u->job->id,
-                        vl3_error_text(&err, rc));
+        vl3_log_warning("token cache: window %d of job %s not stored: %s", u->pw.window,
+                        u->job->id, vl3_error_text(&err, rc));
         free(it);
         return;
     }

@@ -89,6 +89,11 @@ int vl3_visual_tokens_project(vl3_vision *v, vl3_visual_tokens *vt, vl3_error *r
 /* The dtype v's pre-projector rows are held in (F32 or BF16). */
 enum vl3_vt_dtype vl3_visual_tokens_dtype_of(const vl3_vision *v);
 
+/* A deep copy of vt (borrowed) into *ret, its projector rows (visual) included when with_visual
+ * is set. Returns 0, -EINVAL, -ENOMEM. */
+int vl3_visual_tokens_copy(const vl3_visual_tokens *vt, int with_visual, vl3_visual_tokens *ret,
+                           vl3_error *reterr);
+
 /* Free what the object owns; accepts a zeroed or half-built object. */
 void vl3_visual_tokens_deinit(vl3_visual_tokens *vt);
 
