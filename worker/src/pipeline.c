@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "image.h"
 #include "paths.h"
 #include "pipeline.h"
 #include "vl3/log.h"
@@ -71,6 +72,15 @@ int pipeline_open(const char *roots, const char *path, const struct media_policy
             fp[0] = '\0';
     }
     return media_open_fd(fd, path, pol, ret, reterr); /* closes fd on failure */
+}
+
+int pipeline_read_image(const struct pipeline *pl, media_input *m, struct image_rgb *ret,
+                        vl3_error *reterr)
+{
+    int rc = media_read_image(m, ret, reterr);
+    if (rc == 0 && pl->native) /* transformers' convert_to_rgb */
+        image_rgb_composite_white(ret);
+    return rc;
 }
 
 /* ---- windows -------------------------------------------------------------------------------- */

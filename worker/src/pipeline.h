@@ -61,6 +61,15 @@ int pipeline_open(const char *roots, const char *path, const struct media_policy
                   pipeline_fingerprint_fn fingerprint, void *user, char *fp, struct stat *ret_st,
                   int *ret_have_st, media_input **ret, vl3_error *reterr);
 
+/* ---- 2. an image ---------------------------------------------------------------------------- */
+
+/* Read the still image of m (opened by pipeline_open) as the model's processor sees it: PIL's
+ * convert('RGB'), and for the native layout alpha composited onto white (transformers'
+ * convert_to_rgb). Returns 0 with *ret owned (image_rgb_free), or < 0 (reterr set). */
+struct image_rgb;
+int pipeline_read_image(const struct pipeline *pl, media_input *m, struct image_rgb *ret,
+                        vl3_error *reterr);
+
 /* ---- 3. windows ----------------------------------------------------------------------------- */
 
 /* One window (or one image) of a request as it goes through the steps. */

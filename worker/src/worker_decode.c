@@ -345,10 +345,8 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
     reserved = need;
     if (is_image) {
         image_rgb im = {0};
-        if ((rc = media_read_image(m, &im, err)) < 0)
+        if ((rc = pipeline_read_image(&w->pl, m, &im, err)) < 0)
             goto out;
-        if (w->pl.native) /* transformers' convert_to_rgb */
-            image_rgb_composite_white(&im);
         job->frames_decoded = 1;
         job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
         media_close(m);
