@@ -33,6 +33,9 @@
  * and with visual inputs:
  *   pixel_values.f32 float32 [P, 588]        the encoder input (all frames)
  *   vision_out.f32   float32 [n_visual, C]   the projector rows fed to the LLM (after DiffFP)
+ *   visual_tokens.vtok uint8 [n]            the window's visual tokens (rows before the
+ *                                            projector, grids, mask, timestamps) serialized as
+ *                                            the token cache stores them (VL3VTOK1)
  *   meta.json "vision": per item its grid [t, h, w] (patches), merge size, resized [h, w],
  *   timestamps, kept and total tokens per frame, DiffFP settings, visual positions count
  *   meta.json "cache": "hit", "miss" or "off" (and with --cache the key and its timings)
@@ -823,6 +826,8 @@ int cmd_run(int argc, char **argv)
     char *answer = NULL, *instruction = NULL;
     struct run_dump dump = {.meta = NULL};
     struct run_vision rv = {0};
+    uint8_t *vtok = NULL;
+    size_t vtok_len = 0;
     int visual = o.image || o.frames || o.video;
 
     if (run_precision || !getenv("VL3_PRECISION"))
@@ -993,6 +998,16 @@ int cmd_run(int argc, char **argv)
                      4, 2,
                      s_vo);
             json_object_set_new(dump.meta, "vision", run_vision_meta(&rv, prompt.n_visual));
+            /* the window's visual tokens serialized as the token cache stores them */
+            vl3_vt_encode_stats vst;
+            if ((r = vl3_visual_tokens_encode(&rv.win.vt, NULL, &vtok, &vtok_len, &vst,
+                                              &err)) < 0) {
+                fprintf(stderr, "vl3 run: could not serialize the visual tokens: %s\n",
+                        vl3_error_text(&err, r));
+                goto out;
+            }
+            int64_t s_vt = (int64_t)vtok_len;
+            dump_add(&dump, "visual_tokens.vtok", "uint8", vtok, 1, 1, &s_vt);
         }
         json_object_set_new(dump.meta, "cache",
                             json_string(visual && rv.cache_state ? rv.cache_state : "off"));
@@ -1009,6 +1024,7 @@ int cmd_run(int argc, char **argv)
     ret = CLI_EXIT_OK;
 out:
     json_decref(dump.meta);
+    free(vtok);
     run_vision_free(&rv);
     free(instruction);
     free(answer);

@@ -570,6 +570,106 @@ TEST(proc_answer_equals_vl3_run)
     return 0;
 }
 
+/* CLI == worker by construction (both run worker/src/pipeline.c): a windowed video job's windows
+ * and an image job give the same visual tokens, byte for byte as the token cache stores them,
+ * as `vl3 run --dump` makes them alone (visual_tokens.vtok), and the same greedy answers. The
+ * worker encodes one window per encoder call here (batch.vision_frames = 1), as vl3 run does,
+ * and both use one thread (threads = 1, --threads 1: OpenBLAS rounds differently with another
+ * thread count); the worker's entries are found through the keys vl3 run computes (its --cache
+ * run hits). */
+TEST(proc_visual_tokens_equal_vl3_run)
+{
+    char pg[1100], ci[1400], extra[1600], port[32] = "";
+    snprintf(pg, sizeof(pg), "%s/tcpg4", test_tmpdir());
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    if (fixtures() < 0)
+        return 1;
+    if (test_sh(NULL, 0, "psql --version >/dev/null 2>&1") != 0)
+        SKIP("psql is not available");
+    ASSERT_EQ(test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null "
+                      "2>&1 && cat '%s/port'", test_source_dir(), pg, pg), 0);
+    port[strcspn(port, "\n")] = '\0';
+    snprintf(ci, sizeof(ci), "host=%s port=%s dbname=vl3 user=postgres", pg, port);
+    int rc = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir '%s/schema' "
+                     ">/dev/null", bin, ci, test_source_dir());
+    snprintf(extra, sizeof(extra), "[batch]\nvision_frames = 1\n[cache]\nconninfo = %s", ci);
+    char b[1200], img[1200];
+    path(b, sizeof(b), "b.mp4");
+    path(img, sizeof(img), "img.png");
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    const char *ids[2] = {"win", "img"};
+    struct proc p;
+    int ok = rc == 0 && start(&p, extra) == 0;
+    if (ok) {
+        ok = send_job_t(&p, "win", b, 3.0, 1, 0, 6) == 0 &&
+             send_job_t(&p, "img", img, 0, 1, 0, 6) == 0 && collect(&p, ids, 2, o, 180) == 0;
+        close(p.in);
+        ok = wait_exit(&p, 30) == 0 && ok;
+        finish(&p);
+    }
+    /* vl3 run alone (cold, no cache) and with the cache (a hit on the worker's entry: its key) */
+    struct {
+        const char *name, *opt, *input, *more;
+        int job, window;
+    } cases[3] = {
+        {"w0", "--video", b, "--fps 1 --max-frames 8 --window 3 --window-index 0", 0, 0},
+        {"w1", "--video", b, "--fps 1 --max-frames 8 --window 3 --window-index 1", 0, 1},
+        {"im", "--image", img, "", 1, 0},
+    };
+    static char answers[3][8192], hits[3][1200], cold_md5[3][64], entry_md5[3][64];
+    int run_rc[3] = {-1, -1, -1};
+    for (int i = 0; ok && i < 3; i++) {
+        char args[2048], d0[1200], d1[1200], key[64] = "";
+        snprintf(args, sizeof(args), "%s '%s' %s", cases[i].opt, cases[i].input, cases[i].more);
+        snprintf(d0, sizeof(d0), "%s/vt_%s_cold", dir, cases[i].name);
+        snprintf(d1, sizeof(d1), "%s/vt_%s_hit", dir, cases[i].name);
+        run_rc[i] = vl3_run_answer(answers[i], sizeof(answers[i]),
+                                   "%s --task caption --greedy --max-new-tokens 6 --threads 1 "
+                                   "--dump '%s'", args, d0);
+        if (run_rc[i] == 0)
+            run_rc[i] = test_sh(NULL, 0, "'%s/vl3' run --model '%s/model' %s --task caption "
+                                "--greedy --max-new-tokens 6 --threads 1 --cache '%s' --dump "
+                                "'%s' >/dev/null 2>&1", bin, dir, args, ci, d1);
+        test_sh(hits[i], sizeof(hits[i]), "grep -o '\"cache\": \"[a-z]*\"' '%s/meta.json'", d1);
+        test_sh(key, sizeof(key), "grep -o '\"cache_key\": \"[0-9a-f]*\"' '%s/meta.json' | "
+                "cut -d'\"' -f4", d1);
+        key[strcspn(key, "\n")] = '\0';
+        test_sh(cold_md5[i], sizeof(cold_md5[i]), "md5sum < '%s/visual_tokens.vtok' | cut -c1-32",
+                d0);
+        /* the worker's entry, kept beside the dumps for a look when they differ */
+        test_sh(NULL, 0, "psql -Atqc \"SELECT encode(string_agg(data, ''::bytea ORDER BY seq), "
+                "'hex') FROM token_cache_chunks WHERE key = '%s'\" '%s' > '%s/worker.vtok.hex'",
+                key, ci, d1);
+        test_sh(entry_md5[i], sizeof(entry_md5[i]), "psql -Atqc \"SELECT md5(string_agg(data, "
+                "''::bytea ORDER BY seq)) FROM token_cache_chunks WHERE key = '%s'\" '%s'", key,
+                ci);
+    }
+    test_sh(NULL, 0, "'%s/tests/harness/pg-harness' stop '%s' >/dev/null 2>&1", test_source_dir(),
+            pg);
+    ASSERT_EQ(rc, 0);
+    ASSERT(ok);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(o[0].got_done && o[1].got_done);
+    ASSERT_EQ(o[0].n, 2);
+    ASSERT_EQ(o[1].n, 1);
+    for (int i = 0; i < 3; i++) {
+        const char *got;
+        ASSERT_EQ(run_rc[i], 0);
+        ASSERT_STR_CONTAINS(hits[i], "\"hit\"");
+        ASSERT_EQ(strlen(cold_md5[i]), 33); /* 32 hex digits and a newline */
+        if (strcmp(entry_md5[i], cold_md5[i]) != 0)
+            TEST__FAIL("case %s: the worker's entry differs from vl3 run's visual tokens",
+                       cases[i].name);
+        ASSERT_OK(find_answer(&o[cases[i].job], 0, cases[i].window, &got));
+        ASSERT_STR_EQ(got, answers[i]);
+    }
+    /* the three windows' tokens differ from each other (the comparison can fail) */
+    ASSERT(strcmp(cold_md5[0], cold_md5[1]) != 0 && strcmp(cold_md5[0], cold_md5[2]) != 0);
+    return 0;
+}
+
 /* An image job (PNG, JPEG) is answered as `vl3 run --image` answers: one frame, image prompt. */
 TEST(proc_image_answer_equals_vl3_run)
 {
