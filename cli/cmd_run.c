@@ -13,10 +13,11 @@
  * frame_12.5.png, or a list file of "path timestamp" lines) treated as one video, --video a
  * video file sampled like the official loader (worker/src/sample.c: ffmpeg fps=F:round=down,
  * labels start + k/F, floor(linspace) down to --max-frames, default 180). They go
- * through vl3_mm_prepare: the AVT resize, pixel_values, DiffFP (on when the model's
- * use_token_compression is, statistics printed on stderr), the vision encoder and the prompt
- * with the expanded, pruned placeholders; the projector rows replace the placeholder embeddings
- * in vl3_generate. --task picks the instruction text (docs/tasks.md); with a task, --prompt
+ * through the request pipeline the worker runs (worker/src/pipeline.h: the same functions): the
+ * AVT resize, pixel_values, DiffFP (on when the model's use_token_compression is, statistics
+ * printed on stderr), the vision encoder (rows before the projector) and the projector into the
+ * window's vl3_visual_tokens, and the prompt with the expanded, pruned placeholders built from
+ * them; the projector rows replace the placeholder embeddings in vl3_generate. --task picks the instruction text (docs/tasks.md); with a task, --prompt
  * overrides the task's template ({question} and {media} are substituted), and for tasks that
  * need a question (qa, chart_qa) --question gives it (or --prompt when --question is absent).
  *
@@ -43,10 +44,10 @@
  * --cache CONNINFO (worker/src/token_cache.h, docs/token-cache.md): the visual tokens of the
  * image or video window (a vl3_visual_tokens object, the hand-off between the media half and the
  * LLM) are looked up in PostgreSQL before anything is decoded; a hit skips decoding, DiffFP and
- * the vision encoder and builds the prompt from the cached grids, timestamps and keep mask (no
- * pixel_values.f32 is dumped then); a miss runs the cold path and stores the object. The cold
- * path's LLM reads the same object, so a hit's logits and tokens equal the cold path's bit for
- * bit. A --frames input is keyed by every frame file's content and timestamp.
+ * the vision encoder (only the projector runs, on the cached rows) and builds the prompt from the
+ * cached grids, timestamps and keep mask (no pixel_values.f32 is dumped then); a miss runs the
+ * cold path and stores the object. The cold path's LLM reads the same object, so a hit's logits
+ * and tokens equal the cold path's bit for bit. A --frames input is keyed by every frame file's content and timestamp.
  *
  * Options live in one table (opts[]): a row names the option, whether it takes an argument, its
  * help line and the function that stores it, so other inputs (--image, --video, ...) are one row
