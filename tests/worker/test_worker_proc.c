@@ -1129,7 +1129,7 @@ TEST(proc_windows_stream_through_budget)
 
 /* Windows answered from the token cache stream through the budget too: a job whose windows all
  * hit (a second worker, memory_budget 1M, after a first one stored them) reserves each window's
- * rows (the f32 rows before and after the projector) and waits for room like decoded windows: its
+ * rows (before the projector as cached, after it) and waits for room like decoded windows: its
  * "cached" log line shows windows of reserved bytes summing to more than twice the budget and a
  * peak within the budget plus one window plus the entries the plan holds; the answers equal the
  * cold ones. */

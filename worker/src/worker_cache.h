@@ -46,10 +46,11 @@ static inline int worker_cache_plan_complete(const struct worker_cache_plan *p)
     return p->n_windows > 0 && p->n_hits == p->n_windows;
 }
 
-/* A unit for hit window win, its grids and mask moved out of the plan, its pre-projector rows
- * widened to f32 (pre set, cache 2; the engine thread projects them). The unit's reserved bytes
- * are its rows: the f32 pre-projector rows and the projector rows the engine will make (queue it
- * to charge them); the plan's charge for the entry is given back. Returns 0 or -ENOMEM. */
+/* A unit for hit window win: the plan's visual tokens moved into its window
+ * (pipeline_window_from_cache; cache 2: the engine thread runs the projector only). The unit's
+ * reserved bytes are its rows: those before the projector as cached and the f32 projector rows
+ * the engine will make (queue it to charge them); the plan's charge for the entry is given back.
+ * Returns 0 or -ENOMEM. */
 int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_cache_plan *p,
                       int win, struct worker_unit **ret);
 
@@ -62,8 +63,8 @@ void worker_cache_miss(struct worker *w, const struct worker_job *job,
 void worker_cache_store_windows(struct worker *w, const struct worker_job *job,
                                 const struct worker_cache_plan *p, const int *wins, int n);
 
-/* After encoding (engine thread): queue a missed unit's visual tokens (its pre-projector rows,
- * copied) for the writer thread, the unit's job keeping one pending reference until they are
+/* After encoding (engine thread): queue a copy of a missed unit's visual tokens (its rows
+ * before the projector, vl3_visual_tokens_copy) for the writer thread, the unit's job keeping one pending reference until they are
  * stored (without a writer thread: stored here). */
 void worker_cache_store_unit(struct worker *w, struct worker_unit *u);
 
