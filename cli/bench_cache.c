@@ -8,8 +8,12 @@
  *            compression ratio against raw, and the encode / decode speed in MB/s of raw rows
  *            (best of three; decode of the chosen form);
  *   cached   the re-query: the entry read back (from PostgreSQL with --cache, else from memory),
- *            decoded, the prompt rebuilt from it, the same generation; its tokens must equal the
- *            cold path's (the "same" column), and the wall-time ratio cold / cached is printed.
+ *            decoded, its pre-projector rows projected, the prompt rebuilt from it, the same
+ *            generation; its tokens must equal the cold path's (the "same" column), and the
+ *            wall-time ratio cold / cached is printed;
+ *   before   bytes per visual token of the entry as format 1 stored it (the f32 projector rows,
+ *            LLM-wide) against now (the encoder's rows before the projector, bf16 in the bf16
+ *            precision), both serialized by the same encoder.
  * Times are wall clock on a possibly shared machine: compare the columns of one run. */
 #include <errno.h>
 #include <fcntl.h>
@@ -85,7 +89,7 @@ static int answer(vl3_model *m, const vl3_visual_tokens *vt, const struct bopts 
     gp.sampling.greedy = 1;
     gp.sampling.repetition_penalty = 1.0f;
     gp.max_new_tokens = o->max_new;
-    vl3_visual_rows vis = {vl3_visual_tokens_f32(vt), pr.visual_pos, (int)pr.n_visual, vt->dim};
+    vl3_visual_rows vis = {vt->visual, pr.visual_pos, (int)pr.n_visual, vt->hidden};
     g->n = 0;
     r = vl3_generate(ctx, pr.ids, (int)pr.n_ids, &vis, &gp, on_tok, g, NULL, err);
 out:
@@ -207,7 +211,9 @@ static int bench_file(vl3_model *m, vl3_vision *v, tcache *tc, const char *path,
     } else if ((r = vl3_visual_tokens_decode(blobs[2], lens[2], &back, &err)) < 0) {
         goto fail;
     }
-    if ((r = answer(m, &back, o, &g_hit, &err)) < 0)
+    /* the entry holds the rows before the projector: project them, then the same generation */
+    if ((r = vl3_visual_tokens_project(v, &back, &err)) < 0 ||
+        (r = answer(m, &back, o, &g_hit, &err)) < 0)
         goto fail;
     double hit_s = vl3_time_s() - t0;
     int same = g_cold.n == g_hit.n && memcmp(g_cold.ids, g_hit.ids, sizeof(int32_t) * g_cold.n) == 0;
@@ -221,6 +227,23 @@ static int bench_file(vl3_model *m, vl3_vision *v, tcache *tc, const char *path,
            (double)st[2].raw_bytes / st[2].out_bytes, mbps(st[0].row_bytes, enc_s[0]),
            mbps(st[1].row_bytes, enc_s[1]), mbps(st[2].row_bytes, dec_s), cold_s, hit_s,
            hit_s > 0 ? cold_s / hit_s : 0, same ? "same" : "DIFFERENT");
+    /* before (format 1): the f32 projector rows, LLM-wide, in the same entry format */
+    vl3_visual_tokens old = vt;
+    old.rows = vt.visual;
+    old.dim = vt.hidden;
+    old.dtype = VL3_VT_DTYPE_F32;
+    uint8_t *oblob = NULL;
+    size_t olen = 0;
+    vl3_vt_encode_stats ost;
+    if ((r = vl3_visual_tokens_encode(&old, NULL, &oblob, &olen, &ost, &err)) < 0)
+        goto fail;
+    free(oblob);
+    printf("%-16s rows per visual token: before %d x f32 projector rows, raw %.0f B, stored %.0f "
+           "B; now %d x %s pre-projector rows, raw %.0f B, stored %.0f B (%.2fx smaller)\n",
+           "", vt.hidden, (double)ost.row_bytes / n, (double)ost.out_bytes / n, vt.dim,
+           vt.dtype == VL3_VT_DTYPE_BF16 ? "bf16" : "f32", (double)st[2].row_bytes / n,
+           (double)st[2].out_bytes / n,
+           st[2].out_bytes ? (double)ost.out_bytes / (double)st[2].out_bytes : 0);
     fflush(stdout);
     r = same ? 0 : -1;
     goto out;

@@ -699,17 +699,27 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
         rv->cache_lookup_s = vl3_time_s() - t0;
     }
     if (strcmp(rv->cache_state, "hit") == 0) {
-        vl3_model_info mi;
-        vl3_model_get_info(m, &mi);
-        if (rv->vt.n_items != 1 || rv->vt.dtype != VL3_VT_DTYPE_F32 ||
-            rv->vt.dim != mi.llm_hidden) { /* never used: recomputed (and not stored) */
+        /* the cached rows are the encoder's before the projector: project them (the projector
+         * alone, no encoder weights) */
+        if ((r = vl3_vision_new_projector(m, &rv->enc, err)) < 0)
+            goto out;
+        if (rv->vt.n_items != 1 || rv->vt.dim != vl3_vision_pre_dim(rv->enc) ||
+            rv->vt.dtype != vl3_visual_tokens_dtype_of(rv->enc)) {
+            /* never used: recomputed (and not stored) */
             fprintf(stderr, "vl3 run: the cached entry holds %d items of dtype %d and width %d "
-                            "(the model's LLM is %d wide); recomputing\n", rv->vt.n_items,
-                    (int)rv->vt.dtype, rv->vt.dim, mi.llm_hidden);
+                            "(the encoder's rows are %d wide, dtype %d); recomputing\n",
+                    rv->vt.n_items, (int)rv->vt.dtype, rv->vt.dim,
+                    vl3_vision_pre_dim(rv->enc), (int)vl3_visual_tokens_dtype_of(rv->enc));
             vl3_visual_tokens_deinit(&rv->vt);
+            vl3_vision_free(rv->enc);
+            rv->enc = NULL;
             rv->cache_state = "miss";
             goto cold;
         }
+        double t0 = vl3_time_s();
+        if ((r = vl3_visual_tokens_project(rv->enc, &rv->vt, err)) < 0)
+            goto out;
+        rv->mm.t_encode = vl3_time_s() - t0;
         vl3_vision_item it;
         vl3_visual_tokens_items(&rv->vt, &it);
         r = vl3_prompt_build(&rv->mp.prompt, tok, &it, rv->vt.grids, 1, &rv->vt.mask,
@@ -919,8 +929,7 @@ int cmd_run(int argc, char **argv)
         gp.prompt_logits = logits;
     }
     vl3_gen_result res;
-    vl3_visual_rows vis = {vl3_visual_tokens_f32(&rv.vt), prompt.visual_pos, (int)prompt.n_visual,
-                           rv.vt.dim};
+    vl3_visual_rows vis = {rv.vt.visual, prompt.visual_pos, (int)prompt.n_visual, rv.vt.hidden};
     r = vl3_generate(ctx, prompt.ids, (int)prompt.n_ids, visual ? &vis : NULL, &gp, on_token, &gen,
                      &res, &err);
     if (r < 0) {
@@ -977,14 +986,15 @@ int cmd_run(int argc, char **argv)
         json_object_set_new(dump.meta, "timings", t);
         json_object_set_new(dump.meta, "sampling", s);
         int64_t s_pv[2] = {rv.mm.batch.n_patches, rv.mm.batch.patch_dim};
-        int64_t s_vo[2] = {prompt.n_visual, rv.vt.dim};
+        int64_t s_vo[2] = {prompt.n_visual, rv.vt.hidden};
         if (visual) {
             /* pixel values exist on the cold path only: a cache hit never decodes */
             if (rv.mm.batch.pixel_values)
                 dump_add(&dump, "pixel_values.f32", "float32", rv.mm.batch.pixel_values, 4, 2,
                          s_pv);
             dump_add(&dump, "vision_out.f32", "float32",
-                     rv.vt.rows && rv.vt.n_rows ? rv.vt.rows : (void *)"", 4, 2, s_vo);
+                     rv.vt.visual && rv.vt.n_rows ? (void *)rv.vt.visual : (void *)"", 4, 2,
+                     s_vo);
             json_object_set_new(dump.meta, "vision", run_vision_meta(&rv, prompt.n_visual));
         }
         json_object_set_new(dump.meta, "cache",

@@ -1029,6 +1029,86 @@ TEST(proc_windows_stream_through_budget)
     return 0;
 }
 
+/* Windows answered from the token cache stream through the budget too: a job whose windows all
+ * hit (a second worker, memory_budget 1M, after a first one stored them) reserves each window's
+ * rows (the f32 rows before and after the projector) and waits for room like decoded windows: its
+ * "cached" log line shows windows of reserved bytes summing to more than twice the budget and a
+ * peak within the budget plus one window plus the entries the plan holds; the answers equal the
+ * cold ones. */
+TEST(proc_cached_windows_stream_through_budget)
+{
+    char pg[1100], ci[1400], extra[1600], port[32] = "", clip[1200];
+    snprintf(pg, sizeof(pg), "%s/tcpg3", test_tmpdir());
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    if (fixtures() < 0)
+        return 1;
+    ASSERT_OK(gen_input(clip, sizeof(clip), "w30v.mp4",
+                        "-f lavfi -i testsrc2=s=320x240:r=6 -t 30 -c:v libx264 -pix_fmt yuv420p"));
+    ASSERT_EQ(test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null "
+                      "2>&1 && cat '%s/port'", test_source_dir(), pg, pg), 0);
+    port[strcspn(port, "\n")] = '\0';
+    snprintf(ci, sizeof(ci), "host=%s port=%s dbname=vl3 user=postgres", pg, port);
+    int rc = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir '%s/schema' "
+                     ">/dev/null", bin, ci, test_source_dir());
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    const char *id1[1] = {"fill"}, *id2[1] = {"again"};
+    struct proc p;
+    job_fps = 3.0;
+    snprintf(extra, sizeof(extra), "[cache]\nconninfo = %s", ci);
+    int ok1 = rc == 0 && start(&p, extra) == 0;
+    if (ok1) {
+        ok1 = send_job(&p, "fill", clip, 2.0, 1) == 0 && collect(&p, id1, 1, &o[0], 240) == 0;
+        close(p.in);
+        ok1 = wait_exit(&p, 30) == 0 && ok1;
+        finish(&p);
+    }
+    snprintf(extra, sizeof(extra), "memory_budget = 1M\n[cache]\nconninfo = %s", ci);
+    int ok2 = ok1 && start(&p, extra) == 0;
+    if (ok2) {
+        ok2 = send_job(&p, "again", clip, 2.0, 1) == 0 && collect(&p, id2, 1, &o[1], 240) == 0;
+        close(p.in);
+        ok2 = wait_exit(&p, 30) == 0 && ok2;
+        finish(&p);
+    }
+    job_fps = 1.0;
+    char cached[512] = "";
+    int log_rc = test_sh(cached, sizeof(cached), "grep -o 'cached job=again .*' '%s' | tail -1",
+                         log_path);
+    test_sh(NULL, 0, "'%s/tests/harness/pg-harness' stop '%s' >/dev/null 2>&1", test_source_dir(),
+            pg);
+    ASSERT_EQ(rc, 0);
+    ASSERT(ok1);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(ok2);
+    ASSERT(o[0].got_done && o[1].got_done);
+    ASSERT_EQ(o[0].n, 15);
+    ASSERT_EQ(o[1].n, 15);
+    for (int k = 0; k < o[0].n; k++) {
+        const char *x;
+        ASSERT_EQ(o[0].cache[k], 1);
+        ASSERT_EQ(o[1].cache[k], 2);
+        ASSERT_EQ(o[1].frames_decoded[k], 0);
+        ASSERT_OK(find_answer(&o[1], o[0].task[k], o[0].window[k], &x));
+        ASSERT_STR_EQ(x, o[0].answer[k]);
+    }
+    ASSERT_EQ(log_rc, 0);
+    long long n, wmax, wsum, peak, total, plan;
+    ASSERT_EQ(sscanf(cached, "cached job=again windows=%lld window_bytes_max=%lld "
+                     "window_bytes_sum=%lld budget_peak=%lld memory_budget=%lld cache_bytes=%lld",
+                     &n, &wmax, &wsum, &peak, &total, &plan), 6);
+    printf("cached job: windows %lld, window bytes max %lld sum %lld, peak %lld, budget %lld, "
+           "plan %lld\n", n, wmax, wsum, peak, total, plan);
+    ASSERT_EQ(n, 15);
+    ASSERT_EQ(total, 1 << 20);
+    ASSERT_GT(wmax, 0);              /* the rows are reserved */
+    ASSERT(wsum > 2 * total);        /* all windows at once would not fit */
+    ASSERT_GT(plan, 0);
+    ASSERT(peak <= total + wmax + plan);
+    return 0;
+}
+
 /* The worker runs sandboxed: /proc/<pid>/status shows NoNewPrivs 1 and a seccomp filter
  * (Seccomp 2), and socket(AF_INET) inside it fails with EACCES (VL3_TEST_SOCKET hook). */
 TEST(proc_sandboxed_no_network)

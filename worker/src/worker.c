@@ -61,6 +61,7 @@ void worker_unit_free(struct worker *w, struct worker_unit *u)
     vl3_token_mask_deinit(&u->mask);
     free(u->key_descr);
     free(u->timestamps);
+    free(u->pre);
     free(u->visual);
     free(u);
 }
@@ -307,6 +308,9 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
     w->budget_ready = 1;
     if ((rc = vl3_vision_new(model, (int)conf->threads, &w->vision, reterr)) < 0)
         goto fail;
+    w->pre_dim = vl3_vision_pre_dim(w->vision);
+    w->pre_dtype = vl3_visual_tokens_dtype_of(w->vision);
+    w->hidden = vl3_vision_out_dim(w->vision);
     vl3_model_info info;
     if ((rc = vl3_model_get_info(model, &info)) < 0) {
         vl3_error_set(reterr, rc, "could not describe the model");

@@ -71,10 +71,37 @@ static int key_of(struct worker *w, const struct worker_job *job, const char *fp
     return tcache_key(&kp, key, descr);
 }
 
+/* Give back the plan's charge for window k's entry. */
+static void plan_uncharge(struct worker_cache_plan *p, int k)
+{
+    if (p->charged && p->charged[k] > 0) {
+        if (!p->uncharged)
+            worker_budget_release(p->budget, p->charged[k]);
+        p->charged[k] = 0;
+    }
+}
+
+void worker_cache_plan_charge(struct worker_cache_plan *p, int on)
+{
+    if (!p->charged || p->uncharged == !on)
+        return;
+    int64_t sum = 0;
+    for (int k = 0; k < p->n; k++)
+        sum += p->charged[k];
+    if (on)
+        worker_budget_charge(p->budget, sum);
+    else
+        worker_budget_release(p->budget, sum);
+    p->uncharged = !on;
+}
+
 void worker_cache_plan_free(struct worker_cache_plan *p)
 {
-    for (int i = 0; i < p->n; i++)
+    for (int i = 0; i < p->n; i++) {
+        plan_uncharge(p, i);
         vl3_visual_tokens_deinit(&p->vt[i]);
+    }
+    free(p->charged);
     free(p->vt);
     free(p->hit);
     free(p->windows);
@@ -124,6 +151,7 @@ int worker_cache_plan(struct worker *w, const struct worker_job *job, const char
                       int is_image, struct worker_cache_plan *ret)
 {
     struct worker_cache_plan p = {0};
+    p.budget = &w->budget;
     snprintf(p.fp, sizeof(p.fp), "%s", fp);
     p.is_image = is_image;
     if (job->cache == WORKER_CACHE_REFRESH) {
@@ -164,7 +192,8 @@ lookup:;
     p.n = max;
     p.vt = calloc((size_t)max, sizeof(*p.vt));
     p.hit = calloc((size_t)max, sizeof(*p.hit));
-    if (!p.vt || !p.hit) {
+    p.charged = calloc((size_t)max, sizeof(*p.charged));
+    if (!p.vt || !p.hit || !p.charged) {
         worker_cache_plan_free(&p);
         return -ENOMEM;
     }
@@ -174,12 +203,15 @@ lookup:;
         if (key_of(w, job, fp, is_image, k, key, NULL) < 0)
             continue;
         if (tcache_lookup(w->tcache, key, &p.vt[k]) == 1) {
-            vl3_model_info mi;
-            vl3_model_get_info(w->model, &mi);
-            if (p.vt[k].n_items == 1 && p.vt[k].dtype == VL3_VT_DTYPE_F32 &&
-                p.vt[k].dim == mi.llm_hidden && (!is_image || p.vt[k].mask.n_frames == 1)) {
+            /* pre-projector rows of this encoder's width and dtype, or recomputed */
+            if (p.vt[k].n_items == 1 && p.vt[k].dtype == w->pre_dtype &&
+                p.vt[k].dim == w->pre_dim && (!is_image || p.vt[k].mask.n_frames == 1)) {
                 p.hit[k] = 1;
                 p.n_hits++;
+                p.charged[k] = p.vt[k].n_rows * p.vt[k].dim *
+                               (p.vt[k].dtype == VL3_VT_DTYPE_BF16 ? 2 : 4);
+                p.charged_sum += p.charged[k];
+                worker_budget_charge(&w->budget, p.charged[k]);
             } else {
                 vl3_visual_tokens_deinit(&p.vt[k]);
             }
@@ -192,7 +224,6 @@ lookup:;
 int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_cache_plan *p,
                       int win, struct worker_unit **ret)
 {
-    (void)w;
     vl3_visual_tokens *vt = &p->vt[win];
     struct worker_unit *u = calloc(1, sizeof(*u));
     int n = vt->mask.n_frames;
@@ -213,19 +244,27 @@ int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_ca
         if (job->sp.window_s > 0 && u->t_end > (win + 1) * job->sp.window_s)
             u->t_end = (win + 1) * job->sp.window_s;
     }
-    /* move the grids, mask and rows out of the cached object */
+    /* the rows as f32 for the projector (the engine thread runs it) */
+    size_t nf = (size_t)(vt->n_rows > 0 ? vt->n_rows : 1) * (size_t)vt->dim;
+    if (!(u->pre = malloc(nf * sizeof(float)))) {
+        free(u->timestamps);
+        free(u);
+        return -ENOMEM;
+    }
+    vl3_visual_tokens_pre_f32(vt, u->pre);
+    u->reserved = vt->n_rows * (int64_t)(w->pre_dim + w->hidden) * (int64_t)sizeof(float);
+    /* move the grids and mask out of the cached object */
     u->batch.n_items = 1;
     u->batch.patch_dim = 588;
     u->batch.n_patches = vt->n_patches;
     u->batch.grids = vt->grids;
     u->batch.resized_hw = vt->resized_hw;
     u->mask = vt->mask;
-    u->visual = vt->rows;
     vt->grids = NULL;
     vt->resized_hw = NULL;
-    vt->rows = NULL;
     memset(&vt->mask, 0, sizeof(vt->mask));
     vl3_visual_tokens_deinit(vt);
+    plan_uncharge(p, win);
     p->hit[win] = 0;
     u->cache = 2;
     *ret = u;
@@ -349,15 +388,15 @@ void worker_cache_writer_stop(struct worker *w)
     w->cache_writer = NULL;
 }
 
-void worker_cache_store_unit(struct worker *w, struct worker_unit *u, int hidden)
+void worker_cache_store_unit(struct worker *w, struct worker_unit *u)
 {
-    if (!w->tcache || u->cache != 1 || !u->key[0] || !u->visual)
+    if (!w->tcache || u->cache != 1 || !u->key[0] || !u->pre)
         return;
     vl3_vision_item item = {NULL, u->n_frames, u->timestamps, !u->is_image, 0};
     struct wc_item *it = calloc(1, sizeof(*it));
     vl3_error err = {0};
-    int rc = it ? vl3_visual_tokens_from_parts(&u->batch, &u->mask, &item, 1, u->visual, hidden,
-                                               &it->vt, &err)
+    int rc = it ? vl3_visual_tokens_from_parts(&u->batch, &u->mask, &item, 1, u->pre, w->pre_dim,
+                                               w->pre_dtype, &it->vt, &err)
                 : vl3_error_set(&err, -ENOMEM, "out of memory");
     if (rc < 0) {
         vl3_log_warning("token cache: window %d of job %s not stored: %s", u->window, u->job->id,

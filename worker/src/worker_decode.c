@@ -3,7 +3,8 @@
  * reserves the sampled frames' memory in the budget, samples the video (sample.h; windows give
  * one set of frames each), then preprocesses and DiffFP-masks one window at a time (the window
  * is one request, as `vl3 run` would make it) and hands each to the engine thread at once,
- * waiting before the next while the budget is full. A still image
+ * waiting before the next while the budget is full. Windows the token cache answers reserve
+ * their rows and stream the same way (worker_cache.h). A still image
  * (media_info.is_image) is one unit of one frame, preprocessed as an image, as `vl3 run --image`
  * does. Any failure fails the job only. */
 #include <errno.h>
@@ -325,8 +326,18 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
     if (use_cache && worker_cache_plan(w, job, fp, is_image, &plan) < 0)
         use_cache = 0;
     if (use_cache && worker_cache_plan_complete(&plan)) {
-        /* every window is cached: nothing to decode */
+        /* every window is cached: nothing to decode; the windows stream through the budget as
+         * decoded ones do (their rows are reserved) */
         for (int i = 0; i < plan.n_windows; i++) {
+            if ((rc = worker_budget_wait_room(&w->budget, &job->queued_bytes)) < 0) {
+                vl3_error_set(err, rc, "worker stopping");
+                goto out;
+            }
+            pthread_mutex_lock(&w->lock);
+            int failed = worker_job_overdue_locked(w, job, vl3_time_ns());
+            pthread_mutex_unlock(&w->lock);
+            if (failed)
+                goto out;
             struct worker_unit *u = NULL;
             if ((rc = worker_cache_unit(w, job, &plan, plan.windows[i], &u)) < 0) {
                 rc = vl3_error_set(err, rc, "out of memory");
@@ -336,13 +347,19 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
             queue_unit(w, job, u);
         }
         job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
-        vl3_log_debug("token cache answered every window job=%s windows=%d", job->id,
-                      plan.n_windows);
+        vl3_log_info("cached job=%s windows=%d window_bytes_max=%lld window_bytes_sum=%lld "
+                     "budget_peak=%lld memory_budget=%lld cache_bytes=%lld",
+                     job->id, st->units, (long long)st->max_bytes, (long long)st->sum_bytes,
+                     (long long)worker_budget_peak(&w->budget), (long long)w->budget.total,
+                     (long long)plan.charged_sum);
         goto out;
     }
     /* the decoded RGB pictures; each window's pixel values are charged as it is prepared */
     int64_t need = is_image ? (int64_t)mi->width * mi->height * 3 : estimate_bytes(mi, &job->sp);
-    if ((rc = worker_budget_reserve(&w->budget, need, err)) < 0)
+    worker_cache_plan_charge(&plan, 0);
+    rc = worker_budget_reserve(&w->budget, need, err);
+    worker_cache_plan_charge(&plan, 1);
+    if (rc < 0)
         goto out;
     reserved = need;
     if (is_image) {

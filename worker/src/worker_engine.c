@@ -59,19 +59,21 @@ static void timed_wait(struct worker *w, int64_t ms)
     (void)pthread_cond_timedwait(&w->cond_engine, &w->lock, &ts);
 }
 
-/* Encode every unit (one call) into u->visual. */
+/* Encode every unit (one encoder call) into u->pre, then project each into u->visual. */
 static int encode_units(struct worker *w, struct worker_unit *units, int n, int frames,
                         vl3_error *err)
 {
     int hidden = vl3_vision_out_dim(w->vision);
     for (struct worker_unit *u = units; u; u = u->next) {
-        u->visual = malloc(sizeof(float) * (size_t)(u->mask.n_kept ? u->mask.n_kept : 1) *
-                           (size_t)hidden);
-        if (!u->visual)
+        size_t rows = (size_t)(u->mask.n_kept ? u->mask.n_kept : 1);
+        u->pre = malloc(sizeof(float) * rows * (size_t)w->pre_dim);
+        u->visual = malloc(sizeof(float) * rows * (size_t)hidden);
+        if (!u->pre || !u->visual)
             return vl3_error_set(err, -ENOMEM, "out of memory for visual rows");
     }
     /* one encoder pass over every unit (per-frame attention keeps them independent), batched
-     * by the engine (vl3_vision_encode_many), not by a copy of it here */
+     * by the engine (vl3_vision_encode_many_pre), not by a copy of it here; then the projector
+     * per window, as vl3_vision_encode and a token cache hit run it */
     const vl3_pixel_batch **bs = malloc(sizeof(*bs) * (size_t)n);
     const vl3_token_mask **masks = malloc(sizeof(*masks) * (size_t)n);
     float **outs = malloc(sizeof(*outs) * (size_t)n);
@@ -83,9 +85,12 @@ static int encode_units(struct worker *w, struct worker_unit *units, int n, int 
         for (struct worker_unit *u = units; u; u = u->next, i++) {
             bs[i] = &u->batch;
             masks[i] = &u->mask;
-            outs[i] = u->visual;
+            outs[i] = u->pre;
         }
-        rc = vl3_vision_encode_many(w->vision, bs, masks, n, outs, err);
+        rc = vl3_vision_encode_many_pre(w->vision, bs, masks, n, outs, err);
+        for (struct worker_unit *u = units; u && rc == 0; u = u->next)
+            rc = vl3_vision_project(w->vision, &u->mask, u->mask.n_tokens, u->pre, u->visual,
+                                    err);
     }
     free(bs);
     free(masks);
@@ -283,9 +288,24 @@ int worker_engine_seq_alive(void *user, const struct worker_seq *q)
     return alive;
 }
 
+/* A window the token cache answered: only the projector, on its cached pre-projector rows. */
+static int project_cached(struct worker *w, struct worker_unit *u, vl3_error *err)
+{
+    int hidden = vl3_vision_out_dim(w->vision);
+    uint64_t t0 = vl3_time_ns();
+    free(u->visual);
+    u->visual = malloc(sizeof(float) * (size_t)(u->mask.n_kept ? u->mask.n_kept : 1) *
+                       (size_t)hidden);
+    if (!u->visual)
+        return vl3_error_set(err, -ENOMEM, "out of memory for visual rows");
+    int rc = vl3_vision_project(w->vision, &u->mask, u->mask.n_tokens, u->pre, u->visual, err);
+    u->vision_ms = (double)(vl3_time_ns() - t0) / 1e6;
+    return rc;
+}
+
 /* Encode and submit a set of units; units whose job failed are dropped. Units the token cache
- * answered (cache 2: rows already there) skip the encoder; the encoded ones that missed are
- * stored. */
+ * answered (cache 2: pre-projector rows already there) skip the encoder and run the projector
+ * only; the encoded ones that missed are stored. */
 static void process_units(struct worker *w, struct worker_unit *units, int frames)
 {
     struct worker_unit *todo = NULL, **tt = &todo, *hits = NULL, **ht = &hits;
@@ -308,7 +328,7 @@ static void process_units(struct worker *w, struct worker_unit *units, int frame
     int rc = todo ? encode_units(w, todo, n, frames, &err) : 0;
     if (rc == 0)
         for (struct worker_unit *u = todo; u; u = u->next)
-            worker_cache_store_unit(w, u, vl3_vision_out_dim(w->vision));
+            worker_cache_store_unit(w, u);
     /* the hits go last: they never see an encoder failure */
     *tt = hits;
     units = todo ? todo : hits;
@@ -319,8 +339,10 @@ static void process_units(struct worker *w, struct worker_unit *units, int frame
         u->next = NULL;
         vl3_error e2 = err;
         int r = n_todo-- > 0 ? rc : 0;
-        if (r == 0 && u->cache == 2)
+        if (r == 0 && u->cache == 2) {
             e2 = (vl3_error){0};
+            r = project_cached(w, u, &e2);
+        }
         if (r == 0) {
             (void)worker_send_progress(&w->out, u->job->id, "generate", 0, u->job->ntasks);
             r = submit_prompts(w, u, &e2);

@@ -64,11 +64,13 @@ struct worker_unit {
     vl3_token_mask mask;
     int64_t reserved;       /* bytes held in the memory budget */
     int queued;             /* handed to the engine: reserved counts in job->queued_bytes */
-    float *visual;          /* (mask.n_kept, hidden) after encoding, owned */
+    float *pre;             /* (mask.n_kept, pre_dim) pre-projector rows (encoder or cache), owned */
+    float *visual;          /* (mask.n_kept, hidden) projector rows, owned */
     int seqs_left;          /* sequences of this window not finished */
     double preprocess_ms, vision_ms;
     int vision_batch_frames, vision_batch_units;
-    /* token cache: 0 not used, 1 miss (key set: stored after encoding), 2 hit (visual set) */
+    /* token cache: 0 not used, 1 miss (key set: stored after encoding), 2 hit (pre set: only the
+     * projector runs) */
     int cache;
     char key[33];
     char *key_descr;        /* owned */
@@ -118,6 +120,9 @@ struct worker {
     tcache *tcache;
     struct worker_cache_writer *cache_writer; /* stores off the engine thread (worker_cache.c) */
     char vision_identity[33];
+    int pre_dim;                /* the encoder's pre-projector rows: width and dtype (cached) */
+    enum vl3_vt_dtype pre_dtype;
+    int hidden;                 /* the projector rows' width */
     int native_flavour;  /* native-layout model: one-window jobs sample as transformers does and
                           * images with alpha are composited onto white */
     const char *compute; /* vl3_model_info.compute: the token cache keys on it */
