@@ -218,6 +218,22 @@ int vl3_ctx_seq_fork(vl3_ctx *ctx, int src, int dst)
     return 0;
 }
 
+int vl3_ctx_seq_truncate(vl3_ctx *ctx, int seq, int len)
+{
+    VL3_RETURN_IF(!ctx || seq < 0 || seq >= ctx->n_seq || len < 0 || len > ctx->seq_len[seq],
+                  -EINVAL);
+    int keep = (len + ctx->page_size - 1) / ctx->page_size;
+    int32_t *t = ctx->table + (size_t)seq * ctx->max_pages;
+    for (int i = keep; i < ctx->seq_pages[seq]; i++)
+        if (--ctx->page_ref[t[i]] == 0)
+            ctx->free_pages[ctx->n_free++] = t[i];
+    /* a kept, partly filled last page that is shared is copied before the next append
+     * (seq_grow); one held alone is simply overwritten past len */
+    ctx->seq_pages[seq] = keep;
+    ctx->seq_len[seq] = len;
+    return 0;
+}
+
 int vl3_ctx_seq_len(const vl3_ctx *ctx, int seq)
 {
     VL3_RETURN_IF(!ctx || seq < 0 || seq >= ctx->n_seq, -EINVAL);

@@ -27,6 +27,18 @@ teardown() {
 }
 trap teardown EXIT
 
+# free_port: a TCP port for a daemon's metrics listener, below the kernel's ephemeral range
+# (32768+, where outgoing connections of the mock brokers and PostgreSQL clients could already
+# hold it) and with nothing listening on 127.0.0.1 now
+free_port() {
+  local p
+  for _ in $(seq 1 50); do
+    p=$((20000 + RANDOM % 12000))
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null || { echo "$p"; return 0; }
+  done
+  fail "no free port found"
+}
+
 start_env() {
   "$S/tests/harness/kafka-harness" start "$T/kafka" "$BIN/kafka-mock" --brokers 3 \
     --topic jobs:4 --topic dlq:1 >/dev/null || fail "kafka mock did not start"
@@ -214,7 +226,7 @@ scenario_exactly_once() {
   start_env
   local N=300
   produce e "$N"
-  write_conf d1 $((20000 + RANDOM % 20000)) "[kafka]" "max_in_flight = 16"
+  write_conf d1 $(free_port) "[kafka]" "max_in_flight = 16"
   export VL3_FAKE_WORKER_DELAY_MS=15 VL3_FAKE_WORKER_LOG="$T/exec.log"
   start_daemon d1
   wait_done 40 60
@@ -235,13 +247,13 @@ scenario_exactly_once() {
   local execs; execs=$(wc -l < "$T/exec.log")
   log "worker executions: $execs for $N jobs (redone after the kills; answers still once)"
   [ "$execs" -ge "$N" ] || fail "fewer executions than jobs"
-  check_committed $((20000 + RANDOM % 20000))
+  check_committed $(free_port)
 }
 
 scenario_dlq_poison() {
   start_env
   WORKERS=2
-  local port=$((20000 + RANDOM % 20000))
+  local port=$(free_port)
   write_conf d1 "$port" "[jobs]" "input_roots = /m" "max_frames = 500"
   produce g 20
   produce_raw bad1 '{"input": "/m/x.mp4", "tasks": ["caption"'
@@ -289,7 +301,7 @@ scenario_pg_restart() {
   start_env
   local N=150
   produce r "$N"
-  write_conf d1 $((20000 + RANDOM % 20000))
+  write_conf d1 $(free_port)
   export VL3_FAKE_WORKER_DELAY_MS=20
   start_daemon d1
   wait_done 30 60
@@ -304,7 +316,7 @@ scenario_broker_down() {
   start_env
   local N=150
   produce b "$N"
-  write_conf d1 $((20000 + RANDOM % 20000))
+  write_conf d1 $(free_port)
   export VL3_FAKE_WORKER_DELAY_MS=20
   start_daemon d1
   wait_done 30 60
@@ -322,8 +334,8 @@ scenario_rebalance() {
   start_env
   local N=240
   produce c "$N"
-  write_conf d1 $((20000 + RANDOM % 10000))
-  write_conf d2 $((30000 + RANDOM % 10000))
+  write_conf d1 $(free_port)
+  write_conf d2 $(free_port)
   export VL3_FAKE_WORKER_DELAY_MS=100
   WORKERS=2
   start_daemon d1
@@ -346,7 +358,7 @@ scenario_rebalance() {
 
 scenario_reload_notify() {
   start_env
-  local port=$((20000 + RANDOM % 20000))
+  local port=$(free_port)
   write_conf d1 "$port"
   # a notify socket: systemd's protocol, read by python (a datagram per notification)
   /usr/bin/python3 - "$T/notify.sock" > "$T/notify.txt" 2>&1 <<'PY' &
@@ -393,7 +405,7 @@ PY
 
 scenario_second_sigint() {
   start_env
-  write_conf d1 $((20000 + RANDOM % 20000))
+  write_conf d1 $(free_port)
   export VL3_FAKE_WORKER_DELAY_MS=100000
   produce s 3
   start_daemon d1
@@ -413,7 +425,7 @@ scenario_drain() {
   # (not committed), exit 0; a restart finishes the rest, each job answered once
   start_env
   WORKERS=2
-  write_conf d1 $((20000 + RANDOM % 20000))
+  write_conf d1 $(free_port)
   export VL3_FAKE_WORKER_DELAY_MS=2000
   produce dr 6
   start_daemon d1
@@ -486,8 +498,8 @@ scenario_real_workers() {
   produce_rw 1 "$half"
   local real=("[workers]" "path = $BIN/vl3-worker" "config = $T/worker.conf" "ping_interval = 500ms"
     "[jobs]" "timeout = 60s" "max_attempts = 3" "[kafka]" "max_in_flight = 8")
-  WORKERS=2 write_conf d1 $((20000 + RANDOM % 10000)) "${real[@]}"
-  WORKERS=1 write_conf d2 $((30000 + RANDOM % 10000)) "${real[@]}"
+  WORKERS=2 write_conf d1 $(free_port) "${real[@]}"
+  WORKERS=1 write_conf d2 $(free_port) "${real[@]}"
   start_daemon d1
   wait_done $((half * 10 / 100)) 90
   local w; w=$(pgrep -P "$(daemon_pid d1)" -f vl3-worker | head -n1)
@@ -544,7 +556,7 @@ scenario_real_workers() {
   grep -q "vision batch" "$T/d1.log" || fail "no vision batch in the worker log"
   check_real_stats "rw" "$((2 * N))"
   log "exactly once with real workers: $N jobs, $rows answers, all equal to vl3 run"
-  check_committed $((20000 + RANDOM % 20000))
+  check_committed $(free_port)
 }
 
 # not a CTest case: `tests/daemon/it.sh build . throughput` prints the daemon's job rate with
@@ -552,7 +564,7 @@ scenario_real_workers() {
 scenario_throughput() {
   start_env
   local N=${N:-2000}
-  WORKERS=4 LOGLEVEL=notice write_conf d1 $((20000 + RANDOM % 20000)) "[kafka]" "max_in_flight = 256"
+  WORKERS=4 LOGLEVEL=notice write_conf d1 $(free_port) "[kafka]" "max_in_flight = 256"
   produce t "$N"
   local t0; t0=$(date +%s.%N)
   start_daemon d1
@@ -581,7 +593,7 @@ scenario_enqueue() {
   "$BIN/vl3" enqueue -r -b "$BOOT" -T jobs --tasks caption,qa -q "who?" "$T/media" > "$T/enqueue.out" 2>&1 \
     || { cat "$T/enqueue.out" >&2; fail "vl3 enqueue failed"; }
   grep -q 'enqueued 41 jobs to "jobs"' "$T/enqueue.out" || fail "enqueue summary: $(cat "$T/enqueue.out")"
-  write_conf d1 $((20000 + RANDOM % 20000))
+  write_conf d1 $(free_port)
   start_daemon d1
   wait_done 41 60
   stop_daemon d1
@@ -601,7 +613,7 @@ scenario_archive() {
   mkdir -p "$T/media/sub"
   for i in 1 2 3; do touch "$T/media/v$i.mp4"; done
   touch "$T/media/sub/p1.jpg"
-  write_conf d1 $((20000 + RANDOM % 20000))
+  write_conf d1 $(free_port)
   local E=("$BIN/vl3" enqueue -c "$T/d1.conf" -r --window 65 --tasks caption,qa -q "who?")
   export VL3_FAKE_WORKER_DURATION=130 # two 65-s windows per file
   local out
@@ -690,7 +702,7 @@ scenario_archive_real() {
   "$S/tools/gen_sample_video.sh" "$M/a.mp4" 3 96x96 || fail "clip a"
   "$S/tools/gen_sample_video.sh" "$M/sub/b.mp4" 3 64x64 || fail "clip b"
   write_worker_conf "$M"
-  WORKERS=2 write_conf d1 $((20000 + RANDOM % 20000)) "[workers]" "path = $BIN/vl3-worker" \
+  WORKERS=2 write_conf d1 $(free_port) "[workers]" "path = $BIN/vl3-worker" \
     "config = $T/worker.conf" "[jobs]" "timeout = 60s"
   local E=("$BIN/vl3" enqueue -c "$T/d1.conf" -r --window 2 --fps 1 --max-frames 4
            --max-new-tokens 24 --temperature 1 --tasks caption)

@@ -232,12 +232,12 @@ void worker_engine_seq_done(void *user, struct worker_seq *q)
                                          pw->vt.mask.n_tokens, pw->vt.mask.n_kept, q->n_ids,
                                          u->vision_batch_frames, u->vision_batch_units,
                                          u->vision_batch_jobs, q->max_groups, u->cache};
-        vl3_log_info("answered job=%s task=%d window=%d prompt_tokens=%d generated=%d "
-                     "decode_batch=%d vision_batch_frames=%d vision_batch_windows=%d "
-                     "tokens_kept=%lld/%lld",
-                     job->id, g->task, pw->window, q->n_ids, q->n_out, q->max_batch,
-                     u->vision_batch_frames, u->vision_batch_units, (long long)pw->vt.mask.n_kept,
-                     (long long)pw->vt.mask.n_tokens);
+        vl3_log_info("answered job=%s task=%d window=%d prompt_tokens=%d shared_tokens=%d "
+                     "generated=%d decode_batch=%d vision_batch_frames=%d "
+                     "vision_batch_windows=%d tokens_kept=%lld/%lld",
+                     job->id, g->task, pw->window, q->n_ids, q->shared_tokens, q->n_out,
+                     q->max_batch, u->vision_batch_frames, u->vision_batch_units,
+                     (long long)pw->vt.mask.n_kept, (long long)pw->vt.mask.n_tokens);
     }
 unlock:
     free(text);

@@ -56,6 +56,10 @@ int vl3_ctx_seq_reset(vl3_ctx *ctx, int seq);
  * common prefix (the visual tokens of a window asked several questions) is prefilled once.
  * Appending to either copies a shared, partly filled last page first. Returns 0 or -EINVAL. */
 int vl3_ctx_seq_fork(vl3_ctx *ctx, int src, int dst);
+/* Keep the first len tokens of sequence seq (0 <= len <= its length): pages past them go back to
+ * the pool (or to their other holders). With vl3_ctx_seq_fork it shares the first len tokens of
+ * another sequence that has gone further. Returns 0 or -EINVAL. */
+int vl3_ctx_seq_truncate(vl3_ctx *ctx, int seq, int len);
 /* Free pages in the KV pool. */
 int vl3_ctx_free_pages(const vl3_ctx *ctx);
 /* Tokens held by sequence seq (its next position), or -EINVAL. */

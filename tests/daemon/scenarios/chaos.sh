@@ -59,7 +59,7 @@ JOBS
   local real=("[workers]" "path = $BIN/vl3-worker" "config = $T/worker.conf" "ping_interval = 500ms"
     "[jobs]" "timeout = 60s" "max_attempts = 3" "input_roots = $M" "max_frames = 500"
     "[kafka]" "max_in_flight = 8")
-  local port=$((20000 + RANDOM % 20000))
+  local port=$(free_port)
   WORKERS=2 write_conf d1 "$port" "${real[@]}"
   start_daemon d1
   wait_done $((N / 6)) 120

@@ -7,7 +7,7 @@
 
 scenario_credits() {
   start_env
-  local port=$((20000 + RANDOM % 20000)) N=60
+  local port=$(free_port) N=60
   WORKERS=2 write_conf d1 "$port" "[jobs]" "max_attempts = 1"
   export VL3_FAKE_WORKER_CREDITS=4 VL3_FAKE_WORKER_DELAY_MS=400 VL3_FAKE_WORKER_LOG="$T/exec.log"
   produce k "$N"
@@ -79,7 +79,7 @@ scenario_credits_real() {
   real_setup
   printf '[jobs]\ncredits = 8\nmax_queued = 16\n[batch]\nvision_wait = 300ms\n' >> "$T/worker.conf"
   "$BIN/vl3-worker" --config "$T/worker.conf" --check-config >/dev/null || fail "worker config invalid"
-  local N=${N:-24} port=$((20000 + RANDOM % 20000))
+  local N=${N:-24} port=$(free_port)
   credits_daemon d1 "$port" 8
   produce_real cr 1 "$N"
   start_daemon d1
@@ -125,7 +125,7 @@ scenario_credits_bench() {
   local round rounds=${BENCH_ROUNDS:-1} sum1=0 sum8=0
   for round in $(seq 1 "$rounds"); do
   for c in 1 8; do
-    local port=$((20000 + RANDOM % 20000)) p="cb${c}_${round}_"
+    local port=$(free_port) p="cb${c}_${round}_"
     credits_daemon "b$c" "$port" "$c"
     produce_real "$p" 1 "$N" "$fps" "$mf" "$tok"
     start_daemon "b$c"
@@ -167,7 +167,7 @@ scenario_credits_real_crash() {
   real_setup
   cp "$M/a.mp4" "$M/poison.mp4"
   printf '[jobs]\ncredits = 8\nmax_queued = 16\n' >> "$T/worker.conf"
-  local N=${N:-150} port=$((20000 + RANDOM % 20000))
+  local N=${N:-150} port=$(free_port)
   credits_daemon d1 "$port" 8
   export VL3_TEST_CRASH_INPUT=poison
   produce_real rc 1 "$N"

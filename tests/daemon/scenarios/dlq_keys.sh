@@ -4,7 +4,7 @@
 
 scenario_dlq_keys() {
   start_env
-  local port=$((20000 + RANDOM % 20000))
+  local port=$(free_port)
   write_conf d1 "$port"
   # all on partition 0, in order: a keyed bad message with headers, a 2 MB message, a good job
   printf '%s\n' '{"input": "/m/x.mp4", "tasks": ["caption"' |
@@ -32,5 +32,5 @@ scenario_dlq_keys() {
     || fail "the 2 MB message was not dead-lettered truncated with its original size"
   [ "$(sql "select status from jobs where job_id='after-big'")" = done ] || fail "job after the big one"
   stop_daemon d1
-  check_committed $((20000 + RANDOM % 20000))
+  check_committed $(free_port)
 }

@@ -5,7 +5,7 @@
 
 scenario_metrics_conns() {
   start_env
-  local port=$((20000 + RANDOM % 20000))
+  local port=$(free_port)
   write_conf d1 "$port"
   start_daemon d1
   wait_log "$T/d1.log" "partition assigned" 30 "d1 never got partitions"

@@ -5,7 +5,7 @@
 
 scenario_readonly() {
   start_env
-  local port=$((20000 + RANDOM % 20000)) N=6
+  local port=$(free_port) N=6
   write_conf d1 "$port" "[jobs]" "timeout = 30s"
   export VL3_FAKE_WORKER_DELAY_MS=2500 # the jobs are running when the database turns read-only
   start_daemon d1

@@ -8,7 +8,7 @@
 
 scenario_token_cache() {
   start_env
-  local M="$T/media" port=$((20000 + RANDOM % 20000))
+  local M="$T/media" port=$(free_port)
   mkdir -p "$M"
   "$BIN/vl3" model tiny --out "$T/model" --seed 7 >/dev/null || fail "vl3 model tiny failed"
   "$S/tools/gen_sample_video.sh" "$M/a.mp4" 4 96x96 || fail "clip a"
