@@ -574,15 +574,15 @@ TEST(proc_answer_equals_vl3_run)
 
 /* CLI == worker by construction (both run worker/src/pipeline.c): a windowed video job's windows
  * and an image job give the same visual tokens, byte for byte as the token cache stores them,
- * as `vl3 run --dump` makes them alone (visual_tokens.vtok), and the same greedy answers. The
- * worker encodes one window per encoder call here (batch.vision_frames = 1), as vl3 run does,
- * and both use one thread (threads = 1, --threads 1: OpenBLAS rounds differently with another
- * thread count); the worker's entries are found through the keys vl3 run computes (its --cache
- * run hits). */
-TEST(proc_visual_tokens_equal_vl3_run)
+ * as `vl3 run --dump` makes them alone (visual_tokens.vtok), and the same greedy answers, in f32
+ * and in bf16 precision (bf16 rows there). The worker encodes one window per encoder call here
+ * (batch.vision_frames = 1), as vl3 run does, and both use one thread (threads = 1, --threads 1:
+ * OpenBLAS rounds differently with another thread count); the worker's entries are found
+ * through the keys vl3 run computes (its --cache run hits). */
+static int visual_tokens_equal(const char *prec)
 {
     char pg[1100], ci[1400], extra[1600], port[32] = "";
-    snprintf(pg, sizeof(pg), "%s/tcpg4", test_tmpdir());
+    snprintf(pg, sizeof(pg), "%s/tcpg4%s", test_tmpdir(), prec);
     const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
     if (fixtures() < 0)
         return 1;
@@ -602,6 +602,9 @@ TEST(proc_visual_tokens_equal_vl3_run)
     memset(o, 0, sizeof(o));
     const char *ids[2] = {"win", "img"};
     struct proc p;
+    /* the precision of the worker (VL3_PRECISION wins over its option) and of vl3 run */
+    char *old_prec = getenv("VL3_PRECISION") ? strdup(getenv("VL3_PRECISION")) : NULL;
+    setenv("VL3_PRECISION", prec, 1);
     int ok = rc == 0 && start(&p, extra) == 0;
     if (ok) {
         ok = send_job_t(&p, "win", b, 3.0, 1, 0, 6) == 0 &&
@@ -624,8 +627,8 @@ TEST(proc_visual_tokens_equal_vl3_run)
     for (int i = 0; ok && i < 3; i++) {
         char args[2048], d0[1200], d1[1200], key[64] = "";
         snprintf(args, sizeof(args), "%s '%s' %s", cases[i].opt, cases[i].input, cases[i].more);
-        snprintf(d0, sizeof(d0), "%s/vt_%s_cold", dir, cases[i].name);
-        snprintf(d1, sizeof(d1), "%s/vt_%s_hit", dir, cases[i].name);
+        snprintf(d0, sizeof(d0), "%s/vt_%s_%s_cold", dir, prec, cases[i].name);
+        snprintf(d1, sizeof(d1), "%s/vt_%s_%s_hit", dir, prec, cases[i].name);
         run_rc[i] = vl3_run_answer(answers[i], sizeof(answers[i]),
                                    "%s --task caption --greedy --max-new-tokens 6 --threads 1 "
                                    "--dump '%s'", args, d0);
@@ -647,6 +650,11 @@ TEST(proc_visual_tokens_equal_vl3_run)
                 "''::bytea ORDER BY seq)) FROM token_cache_chunks WHERE key = '%s'\" '%s'", key,
                 ci);
     }
+    if (old_prec)
+        setenv("VL3_PRECISION", old_prec, 1);
+    else
+        unsetenv("VL3_PRECISION");
+    free(old_prec);
     test_sh(NULL, 0, "'%s/tests/harness/pg-harness' stop '%s' >/dev/null 2>&1", test_source_dir(),
             pg);
     ASSERT_EQ(rc, 0);
@@ -669,8 +677,16 @@ TEST(proc_visual_tokens_equal_vl3_run)
     }
     /* the three windows' tokens differ from each other (the comparison can fail) */
     ASSERT(strcmp(cold_md5[0], cold_md5[1]) != 0 && strcmp(cold_md5[0], cold_md5[2]) != 0);
+    /* the rows are held in the precision's dtype: bf16 in bf16 (2 bytes per element) */
+    char d[1200], meta[256] = "";
+    snprintf(d, sizeof(d), "%s/vt_%s_w0_cold/visual_tokens.vtok", dir, prec);
+    ASSERT_EQ(test_sh(meta, sizeof(meta), "od -An -tu4 -j12 -N4 '%s'", d), 0);
+    ASSERT_EQ(atoi(meta), strcmp(prec, "bf16") == 0 ? 1 : 0); /* header: u32 dtype at 12 */
     return 0;
 }
+
+TEST(proc_visual_tokens_equal_vl3_run_f32) { return visual_tokens_equal("f32"); }
+TEST(proc_visual_tokens_equal_vl3_run_bf16) { return visual_tokens_equal("bf16"); }
 
 /* An image job (PNG, JPEG) is answered as `vl3 run --image` answers: one frame, image prompt. */
 TEST(proc_image_answer_equals_vl3_run)
