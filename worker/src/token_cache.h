@@ -77,6 +77,10 @@ void tcache_close(tcache *tc);
  * vl3_visual_tokens_deinit); 0: a miss (absent, damaged, or the server failed; logged). */
 int tcache_lookup(tcache *tc, const char *key, vl3_visual_tokens *ret);
 
+/* Whether an entry is stored under key (1) or not, or the server failed (0; logged). Reads no
+ * chunk and checks nothing: tcache_lookup may still miss (damaged, evicted meanwhile). */
+int tcache_exists(tcache *tc, const char *key);
+
 /* Serialize vt and store it under key (descr: the key's description, may be NULL), then evict
  * least recently used entries while the total exceeds the budget. 1: stored; 0: not stored (an
  * entry exists already, it alone exceeds the budget, or the server failed; logged). */

@@ -274,6 +274,27 @@ miss:
     return 0;
 }
 
+int tcache_exists(tcache *tc, const char *key)
+{
+    if (!tc || !key)
+        return 0;
+    int found = 0;
+    pthread_mutex_lock(&tc->lock);
+    PGconn *pq = conn(tc);
+    if (pq) {
+        const char *p[1] = {key};
+        PGresult *res = PQexecParams(pq, "SELECT 1 FROM token_cache_entries WHERE key = $1", 1,
+                                     NULL, p, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK)
+            failed(tc, "looking up an entry", res);
+        else
+            found = PQntuples(res) == 1;
+        PQclear(res);
+    }
+    pthread_mutex_unlock(&tc->lock);
+    return found;
+}
+
 int tcache_get_blob(tcache *tc, const char *key, uint8_t **ret, size_t *ret_len)
 {
     if (!tc || !key || !ret || !ret_len)

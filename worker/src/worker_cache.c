@@ -1,8 +1,10 @@
 /* worker_cache.c: the worker's use of the token cache (token_cache.h). The decode stage
  * fingerprints the input (memoized per file version: path, device, inode, size, mtime, ctime),
- * looks up the job's window list and every listed window; when all of them hit, no frame is
- * decoded and the windows go to the engine with their cached rows (the encoder skips them). Any
- * miss decodes the input as usual; windows that hit still skip preprocessing and the encoder.
+ * looks up the job's window list and whether every listed window has an entry; when all of them
+ * do, no frame is decoded and the windows go to the engine with their cached rows (the encoder
+ * skips them), each read when it is queued (after waiting for room in the memory budget, as
+ * decoded windows are prepared). Any miss (or an entry that cannot be read after all) decodes
+ * the input as usual; windows that hit still skip preprocessing and the encoder.
  * After the encoder the engine hands each missed window to the writer thread, which serializes
  * (zstd) and uploads it off the engine thread; the job holds a pending reference until its
  * windows are stored, so its DONE (and a next question) finds them. The decode stage stores the
@@ -68,39 +70,10 @@ static int key_of(struct worker *w, const struct worker_job *job, const char *fp
                               &job->sp, window, key, descr);
 }
 
-/* Give back the plan's charge for window k's entry. */
-static void plan_uncharge(struct worker_cache_plan *p, int k)
-{
-    if (p->charged && p->charged[k] > 0) {
-        if (!p->uncharged)
-            worker_budget_release(p->budget, p->charged[k]);
-        p->charged[k] = 0;
-    }
-}
-
-void worker_cache_plan_charge(struct worker_cache_plan *p, int on)
-{
-    if (!p->charged || p->uncharged == !on)
-        return;
-    int64_t sum = 0;
-    for (int k = 0; k < p->n; k++)
-        sum += p->charged[k];
-    if (on)
-        worker_budget_charge(p->budget, sum);
-    else
-        worker_budget_release(p->budget, sum);
-    p->uncharged = !on;
-}
-
 void worker_cache_plan_free(struct worker_cache_plan *p)
 {
-    for (int i = 0; i < p->n; i++) {
-        plan_uncharge(p, i);
-        vl3_visual_tokens_deinit(&p->vt[i]);
-    }
-    free(p->charged);
-    free(p->vt);
     free(p->hit);
+    free(p->queued);
     free(p->windows);
     memset(p, 0, sizeof(*p));
 }
@@ -148,7 +121,6 @@ int worker_cache_plan(struct worker *w, const struct worker_job *job, const char
                       int is_image, struct worker_cache_plan *ret)
 {
     struct worker_cache_plan p = {0};
-    p.budget = &w->budget;
     snprintf(p.fp, sizeof(p.fp), "%s", fp);
     p.is_image = is_image;
     if (job->cache == WORKER_CACHE_REFRESH) {
@@ -187,10 +159,9 @@ lookup:;
             max = p.windows[i] + 1;
     p.n_windows = n;
     p.n = max;
-    p.vt = calloc((size_t)max, sizeof(*p.vt));
     p.hit = calloc((size_t)max, sizeof(*p.hit));
-    p.charged = calloc((size_t)max, sizeof(*p.charged));
-    if (!p.vt || !p.hit || !p.charged) {
+    p.queued = calloc((size_t)max, sizeof(*p.queued));
+    if (!p.hit || !p.queued) {
         worker_cache_plan_free(&p);
         return -ENOMEM;
     }
@@ -199,13 +170,9 @@ lookup:;
         char key[33];
         if (key_of(w, job, fp, is_image, k, key, NULL) < 0)
             continue;
-        if (pipeline_cache_lookup(&w->pl, w->tcache, key, is_image, &p.vt[k]) == 1) {
+        if (!p.hit[k] && tcache_exists(w->tcache, key)) {
             p.hit[k] = 1;
             p.n_hits++;
-            p.charged[k] = p.vt[k].n_rows * p.vt[k].dim *
-                           (p.vt[k].dtype == VL3_VT_DTYPE_BF16 ? 2 : 4);
-            p.charged_sum += p.charged[k];
-            worker_budget_charge(&w->budget, p.charged[k]);
         }
     }
     *ret = p;
@@ -215,9 +182,16 @@ lookup:;
 int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_cache_plan *p,
                       int win, struct worker_unit **ret)
 {
-    vl3_visual_tokens *vt = &p->vt[win];
+    char key[33];
+    vl3_visual_tokens vt = {0};
+    p->hit[win] = 0;
+    if (key_of(w, job, p->fp, p->is_image, win, key, NULL) < 0)
+        return -ENOMEM;
+    if (pipeline_cache_lookup(&w->pl, w->tcache, key, p->is_image, &vt) != 1)
+        return 1;
     struct worker_unit *u = calloc(1, sizeof(*u));
-    if (!u || pipeline_window_from_cache(&u->pw, win, p->is_image, vt) < 0) {
+    if (!u || pipeline_window_from_cache(&u->pw, win, p->is_image, &vt) < 0) {
+        vl3_visual_tokens_deinit(&vt);
         free(u);
         return -ENOMEM;
     }
@@ -227,8 +201,7 @@ int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_ca
     const vl3_visual_tokens *v = &u->pw.vt;
     u->reserved = v->n_rows * ((int64_t)v->dim * (v->dtype == VL3_VT_DTYPE_BF16 ? 2 : 4) +
                                (int64_t)w->pl.hidden * (int64_t)sizeof(float));
-    plan_uncharge(p, win);
-    p->hit[win] = 0;
+    p->queued[win] = 1;
     u->cache = 2;
     *ret = u;
     return 0;

@@ -6,7 +6,8 @@
 
 #include "worker_internal.h"
 
-/* What the cache holds for one job's input: the listed windows and, per window, a hit. */
+/* What the cache holds for one job's input: the listed windows and, per window, whether an
+ * entry is stored (its rows are read only when the window becomes a unit). */
 struct worker_cache_plan {
     char fp[TCACHE_FINGERPRINT_LEN]; /* content fingerprint of the input */
     int is_image;
@@ -14,13 +15,8 @@ struct worker_cache_plan {
     int *windows;          /* [n_windows] window numbers with frames */
     int n;                 /* 1 + the largest listed window */
     int n_hits;            /* listed windows found */
-    vl3_visual_tokens *vt; /* [n] cached objects (hit[k]) */
-    uint8_t *hit;          /* [n] */
-    /* the rows the plan holds count in the worker's memory budget until they become units */
-    struct worker_budget *budget;
-    int64_t *charged;      /* [n] bytes charged for vt[k] */
-    int64_t charged_sum;   /* all of them (the log's cache_bytes) */
-    int uncharged;         /* worker_cache_plan_charge(p, 0) in effect */
+    uint8_t *hit;          /* [n] an entry is stored */
+    uint8_t *queued;       /* [n] the window was queued from the cache already */
 };
 
 /* The content fingerprint of the open input (fd borrowed; memoized per file version). Returns
@@ -28,17 +24,12 @@ struct worker_cache_plan {
 int worker_cache_fingerprint(struct worker *w, const char *path, int fd, const struct stat *st,
                              char ret[TCACHE_FINGERPRINT_LEN]);
 
-/* Look up the job's window list and windows (none for cache = refresh). The rows of the hits
- * are charged to the memory budget (without waiting: they are already read) until each becomes
- * a unit or the plan is freed. Returns 0 or -ENOMEM; a cache failure is a plan without hits. */
+/* Look up the job's window list and whether each listed window has an entry (none for cache =
+ * refresh); nothing else is read yet. Returns 0 or -ENOMEM; a cache failure is a plan without
+ * hits. */
 int worker_cache_plan(struct worker *w, const struct worker_job *job, const char *fp,
                       int is_image, struct worker_cache_plan *ret);
 void worker_cache_plan_free(struct worker_cache_plan *p);
-
-/* Give back (on = 0) or take again without waiting (on = 1) the budget charge of the entries the
- * plan holds: the decode stage waits for room for the frames of a partly cached input without
- * its own entries in the way (they could never be given back while it waits). */
-void worker_cache_plan_charge(struct worker_cache_plan *p, int on);
 
 /* Whether every listed window hit (the input need not be decoded). */
 static inline int worker_cache_plan_complete(const struct worker_cache_plan *p)
@@ -46,11 +37,12 @@ static inline int worker_cache_plan_complete(const struct worker_cache_plan *p)
     return p->n_windows > 0 && p->n_hits == p->n_windows;
 }
 
-/* A unit for hit window win: the plan's visual tokens moved into its window
+/* A unit for hit window win: its entry read now (pipeline_cache_lookup) into the unit's window
  * (pipeline_window_from_cache; cache 2: the engine thread runs the projector only). The unit's
  * reserved bytes are its rows: those before the projector as cached and the f32 projector rows
- * the engine will make (queue it to charge them); the plan's charge for the entry is given back.
- * Returns 0 or -ENOMEM. */
+ * the engine will make (queue it to charge them; read it after waiting for room, as decoded
+ * windows are prepared). Returns 0, 1 when the entry could not be read after all (damaged,
+ * evicted meanwhile, the server failed: the window is computed), or -ENOMEM. */
 int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_cache_plan *p,
                       int win, struct worker_unit **ret);
 
@@ -64,8 +56,8 @@ void worker_cache_store_windows(struct worker *w, const struct worker_job *job,
                                 const struct worker_cache_plan *p, const int *wins, int n);
 
 /* After encoding (engine thread): queue a copy of a missed unit's visual tokens (its rows
- * before the projector, vl3_visual_tokens_copy) for the writer thread, the unit's job keeping one pending reference until they are
- * stored (without a writer thread: stored here). */
+ * before the projector, vl3_visual_tokens_copy) for the writer thread, the unit's job keeping
+ * one pending reference until they are stored (without a writer thread: stored here). */
 void worker_cache_store_unit(struct worker *w, struct worker_unit *u);
 
 /* The writer thread (after the cache is opened) and its end (drains the queue first). */

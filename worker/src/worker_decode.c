@@ -140,13 +140,19 @@ static int make_image_unit(struct worker *w, struct worker_job *job, const image
                            int64_t held, struct stream_stats *st,
                            struct worker_cache_plan *plan, vl3_error *err)
 {
+    if (plan && plan->n > 0 && plan->queued[0])
+        return 0; /* queued from the cache already */
     if (plan && plan->n > 0 && plan->hit[0]) { /* token cache hit: no preprocessing */
         struct worker_unit *cu = NULL;
-        if (worker_cache_unit(w, job, plan, 0, &cu) < 0)
+        int r = worker_cache_unit(w, job, plan, 0, &cu);
+        if (r < 0)
             return vl3_error_set(err, -ENOMEM, "out of memory");
-        stream_count(st, cu);
-        queue_unit(w, job, cu);
-        return 0;
+        if (r == 0) {
+            stream_count(st, cu);
+            queue_unit(w, job, cu);
+            return 0;
+        }
+        /* the entry could not be read after all: computed */
     }
     struct worker_unit *u = calloc(1, sizeof(*u));
     if (!u)
@@ -182,6 +188,8 @@ static int make_units(struct worker *w, struct worker_job *job, const struct sam
     if (!imgs)
         return vl3_error_set(err, -ENOMEM, "out of memory");
     for (int win = 0; win < sr->n_windows; win++) {
+        if (plan && win < plan->n && plan->queued[win])
+            continue; /* queued from the cache before the input had to be decoded */
         if ((rc = worker_budget_wait_room(&w->budget, &job->queued_bytes)) < 0) {
             vl3_error_set(err, rc, "worker stopping");
             break;
@@ -204,14 +212,19 @@ static int make_units(struct worker *w, struct worker_job *job, const struct sam
         }
         u->job = job;
         if (plan && win < plan->n && plan->hit[win]) { /* token cache hit: no preprocessing */
-            worker_unit_free(w, u);
-            if ((rc = worker_cache_unit(w, job, plan, win, &u)) < 0) {
+            struct worker_unit *cu = NULL;
+            if ((rc = worker_cache_unit(w, job, plan, win, &cu)) < 0) {
+                worker_unit_free(w, u);
                 rc = vl3_error_set(err, rc, "out of memory");
                 break;
             }
-            stream_count(st, u);
-            queue_unit(w, job, u);
-            continue;
+            if (rc == 0) {
+                worker_unit_free(w, u);
+                stream_count(st, cu);
+                queue_unit(w, job, cu);
+                continue;
+            }
+            rc = 0; /* the entry could not be read after all: computed */
         }
         pipeline_window_span(&u->pw, &job->sp);
         if ((rc = unit_prepare(w, u, imgs, err)) < 0 ||
@@ -308,8 +321,9 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
         use_cache = 0;
     if (use_cache && worker_cache_plan_complete(&plan)) {
         /* every window is cached: nothing to decode; the windows stream through the budget as
-         * decoded ones do (their rows are reserved) */
-        for (int i = 0; i < plan.n_windows; i++) {
+         * decoded ones do (each reserves its rows, read after waiting for room) */
+        int missed = 0;
+        for (int i = 0; i < plan.n_windows && !missed; i++) {
             if ((rc = worker_budget_wait_room(&w->budget, &job->queued_bytes)) < 0) {
                 vl3_error_set(err, rc, "worker stopping");
                 goto out;
@@ -324,23 +338,29 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
                 rc = vl3_error_set(err, rc, "out of memory");
                 goto out;
             }
+            if (rc == 1) { /* the entry could not be read after all: decode the input */
+                missed = 1;
+                rc = 0;
+                break;
+            }
             stream_count(st, u);
             queue_unit(w, job, u);
         }
-        job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
-        vl3_log_info("cached job=%s windows=%d window_bytes_max=%lld window_bytes_sum=%lld "
-                     "budget_peak=%lld memory_budget=%lld cache_bytes=%lld",
-                     job->id, st->units, (long long)st->max_bytes, (long long)st->sum_bytes,
-                     (long long)worker_budget_peak(&w->budget), (long long)w->budget.total,
-                     (long long)plan.charged_sum);
-        goto out;
+        if (!missed) {
+            job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
+            vl3_log_info("cached job=%s windows=%d window_bytes_max=%lld window_bytes_sum=%lld "
+                         "budget_peak=%lld memory_budget=%lld",
+                         job->id, st->units, (long long)st->max_bytes,
+                         (long long)st->sum_bytes, (long long)worker_budget_peak(&w->budget),
+                         (long long)w->budget.total);
+            goto out;
+        }
+        vl3_log_info("token cache: an entry of job=%s could not be read; decoding the input",
+                     job->id);
     }
     /* the decoded RGB pictures; each window's pixel values are charged as it is prepared */
     int64_t need = is_image ? (int64_t)mi->width * mi->height * 3 : estimate_bytes(mi, &job->sp);
-    worker_cache_plan_charge(&plan, 0);
-    rc = worker_budget_reserve(&w->budget, need, err);
-    worker_cache_plan_charge(&plan, 1);
-    if (rc < 0)
+    if ((rc = worker_budget_reserve(&w->budget, need, err)) < 0)
         goto out;
     reserved = need;
     if (is_image) {
