@@ -15,6 +15,7 @@
  *    mistake measured 0.2);
  *  - f32 ops (matmul_f32, the vision ops): NMSE <= 1e-10 (summation order only).
  * The measured NMSE of each case is printed (stderr) so a drift shows before it fails. */
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -53,6 +54,8 @@ static vl3_error skip_why;
 static uint64_t rng_state = 1234;
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+static int argmaxf(const float *x, int n);
 
 /* 0, 1 (skip: no device for the gpu label, reason in skip_why) or -1. */
 static int setup(void)
@@ -397,6 +400,152 @@ TEST(op_embed_scatter_copy_argmax)
     return 0;
 }
 
+/* ---- sampling -------------------------------------------------------------------------------
+ * The sample op against the CPU backend's (the reference arithmetic of engine/src/sampler.c) on
+ * random logits rows, each with its own parameters, uniform and penalty history. Tolerance rule:
+ * the ids must be equal for every draw that is not within 1e-5 of a boundary, i.e. where the
+ * reference gives the same id for u +- 1e-5 and top_p +- 1e-5 (a CDF boundary within 1e-5 * sum
+ * of u * sum, or the top-p cut within 1e-5 of 1 - top_p, may fall either way under rounding);
+ * at most 10% of the draws may be skipped so. Logits are random f32 (no ties at a cut), plus
+ * rows with planted ties and -inf values where the result is exact: greedy on a tie takes the
+ * first maximum, a draw among equal values the j-th id in ascending order. */
+
+#define SAMPLE_EPS 1e-5
+
+/* The reference id for row p with u and top_p moved by du, dp. */
+static int32_t sample_ref_at(const float *x, int n, struct vl3__sample_row p, const int32_t *hist,
+                             double du, double dp, float *work, int32_t *cand)
+{
+    p.u = p.u + du < 0 ? 0 : (p.u + du >= 1 ? p.u : p.u + du);
+    if (p.top_p < 1.0f) {
+        double tp = p.top_p + dp;
+        p.top_p = (float)(tp > 1.0 ? 1.0 : (tp <= 0 ? p.top_p : tp));
+    }
+    return vl3__sample_ref(x, n, &p, hist + p.hist_off, work, cand);
+}
+
+TEST(op_sample)
+{
+    SETUP();
+    /* parameter sets {temperature, top_k, top_p, penalty}; top_k 1 with u 0 is greedy */
+    static const float params[][4] = {
+        {1.0f, 0, 1.0f, 1.0f},   {0.7f, 50, 1.0f, 1.0f}, {1.0f, 0, 0.9f, 1.0f},
+        {0.8f, 20, 0.8f, 1.3f},  {1.5f, 0, 0.5f, 1.1f},  {1.0f, 1, 1.0f, 1.2f},
+        {0.6f, 5, 0.95f, 0.9f},  {1.0f, 100000000, 0.7f, 1.0f},
+    };
+    static const int vocab[] = {1, 31, 1000, 4099, 151936};
+    int fails = 0, counted = 0, skipped = 0, exact = 0;
+    for (size_t vi = 0; vi < N_OF(vocab); vi++) {
+        int V = vocab[vi], R = (int)N_OF(params) + 4;
+        float *x = malloc(sizeof(float) * (size_t)R * V);
+        struct vl3__sample_row *rows = calloc((size_t)R, sizeof(*rows));
+        int32_t *hist = malloc(sizeof(int32_t) * (size_t)R * 40);
+        int nh = 0;
+        unsigned char *seen = calloc((size_t)V, 1);
+        double scale = 3.0 + 2.0 * (double)vi; /* wider rows: sharper distributions */
+        for (int r = 0; r < R; r++) {
+            float *row = x + (size_t)r * V;
+            for (int i = 0; i < V; i++)
+                row[i] = (float)(urand() * scale);
+            struct vl3__sample_row *p = &rows[r];
+            const float *ps = params[r % N_OF(params)];
+            *p = (struct vl3__sample_row){.u = (urand() + 1.0) * 0.5 * 0.999999,
+                                          .temperature = ps[0],
+                                          .top_k = (int32_t)ps[1],
+                                          .top_p = ps[2],
+                                          .repetition_penalty = ps[3],
+                                          .hist_off = nh};
+            if (p->top_k == 1)
+                p->u = 0;
+            if (p->repetition_penalty != 1.0f) { /* distinct ids, some of them the row's best */
+                memset(seen, 0, (size_t)V);
+                int want = V < 30 ? V / 2 : 30;
+                for (int k = 0; k < want; k++) {
+                    int id = (int)((urand() + 1.0) * 0.5 * (V - 1));
+                    if (k == 0)
+                        id = argmaxf(row, V);
+                    if (seen[id])
+                        continue;
+                    seen[id] = 1;
+                    hist[nh + p->n_hist++] = id;
+                }
+                nh += p->n_hist;
+            }
+            if (r == R - 4) { /* greedy over a planted tie: the first maximum */
+                *p = (struct vl3__sample_row){.u = 0, .temperature = 1, .top_p = 1,
+                                              .repetition_penalty = 1, .top_k = 1};
+                row[V / 2] = row[V - 1] = 100.0f;
+            }
+            if (r == R - 3) /* equal values, no cut: the draw picks id floor(u * V) */
+                for (int i = 0; i < V; i++)
+                    row[i] = 0.25f;
+            if (r == R - 2) { /* -inf values: never drawn; all -inf answers 0 */
+                for (int i = 0; i < V; i++)
+                    if (i % 3 != 1 || vi == 0)
+                        row[i] = -INFINITY;
+            }
+            if (r == R - 1) /* top-k 3 over equal values: the kept ties all count */
+                for (int i = 0; i < V; i++)
+                    row[i] = i % 2 ? 1.0f : -1.0f, p->top_k = 3, p->top_p = 1;
+        }
+        int32_t *want = malloc(sizeof(int32_t) * (size_t)R), *got = malloc(sizeof(int32_t) * R);
+        float *work = malloc(sizeof(float) * (size_t)V);
+        int32_t *cand = malloc(sizeof(int32_t) * (size_t)V);
+        ASSERT_OK(cpu->sample(cctx, want, x, R, V, rows, hist, nh));
+        void *ex = edev(x, sizeof(float) * (size_t)R * V);
+        ASSERT_OK(emu->sample(ectx, got, ex, R, V, rows, hist, nh));
+        for (int r = 0; r < R; r++) {
+            const float *row = x + (size_t)r * V;
+            int stable = 1;
+            for (int k = 0; k < 4 && stable; k++) {
+                double du = k == 0 ? -SAMPLE_EPS : (k == 1 ? SAMPLE_EPS : 0);
+                double dp = k == 2 ? -SAMPLE_EPS : (k == 3 ? SAMPLE_EPS : 0);
+                stable = sample_ref_at(row, V, rows[r], hist, du, dp, work, cand) == want[r];
+            }
+            if (r >= R - 4 && V > 1) { /* planted rows: exact whatever the margins */
+                int32_t w = r == R - 4 ? V / 2 : want[r];
+                if (r == R - 3)
+                    w = (int32_t)(rows[r].u * V);
+                if (r == R - 2 && w % 3 != 1)
+                    fails++, fprintf(stderr, "sample V%d row %d: -inf id %d drawn\n", V, r, w);
+                if (want[r] != w || got[r] != w) {
+                    fprintf(stderr, "sample V%d planted row %d: cpu %d cuda %d want %d\n", V, r,
+                            want[r], got[r], w);
+                    fails++;
+                }
+                exact++;
+                continue;
+            }
+            if (!stable) {
+                skipped++;
+                continue;
+            }
+            counted++;
+            if (got[r] != want[r]) {
+                fprintf(stderr, "sample V%d row %d (T %g k %d p %g rp %g u %.6f): cpu %d cuda "
+                        "%d\n", V, r, (double)rows[r].temperature, rows[r].top_k,
+                        (double)rows[r].top_p, (double)rows[r].repetition_penalty, rows[r].u,
+                        want[r], got[r]);
+                fails++;
+            }
+        }
+        /* bad parameters are refused */
+        struct vl3__sample_row bad = rows[0];
+        bad.top_p = 0;
+        ASSERT_EQ(emu->sample(ectx, got, ex, 1, V, &bad, hist, nh), -EINVAL);
+        bad = rows[0], bad.n_hist = 1, bad.hist_off = nh;
+        ASSERT_EQ(emu->sample(ectx, got, ex, 1, V, &bad, hist, nh), -EINVAL);
+        emu->dealloc(ectx, ex);
+        free(x), free(rows), free(hist), free(seen), free(want), free(got), free(work);
+        free(cand);
+    }
+    fprintf(stderr, "sample: %d draws equal, %d planted exact, %d skipped within %.0e of a "
+            "boundary, %d mismatches\n", counted, exact, skipped, SAMPLE_EPS, fails);
+    ASSERT_EQ(fails, 0);
+    ASSERT_LE(skipped * 10, counted + skipped);
+    return 0;
+}
+
 /* ---- paged KV cache: kv_store and attention -------------------------------------------------- */
 
 struct seq_spec {
@@ -617,16 +766,18 @@ TEST(vtable_complete)
            emu->weight_convert && emu->matmul && emu->matmul_work_size && emu->rmsnorm &&
            emu->rope && emu->kv_store && emu->attention && emu->attention_work_size &&
            emu->scatter_rows && emu->silu_mul && emu->add && emu->embed && emu->argmax &&
-           emu->copy_rows && emu->vision && emu->matmul_f32);
+           emu->copy_rows && emu->vision && emu->matmul_f32 && emu->sample);
     ASSERT_EQ(emu->act_dtype(ectx), VL3__DTYPE_BF16);
     if (!real_gpu)
         ASSERT_EQ(emu->device_count(), 1);
     for (int op = 0; op < VL3__OP_COUNT; op++)
         ASSERT(emu->supports(ectx, (enum vl3__op)op,
-                             op >= VL3__OP_VISION_LINEAR || op == VL3__OP_ARGMAX
+                             op >= VL3__OP_VISION_LINEAR || op == VL3__OP_ARGMAX ||
+                                     op == VL3__OP_SAMPLE
                                  ? VL3__DTYPE_F32
                                  : VL3__DTYPE_BF16));
     ASSERT(!emu->supports(ectx, VL3__OP_RMSNORM, VL3__DTYPE_F32));
+    ASSERT(cpu->sample && cpu->supports(cctx, VL3__OP_SAMPLE, VL3__DTYPE_F32));
     ASSERT_EQ(vl3_backend_kind_parse("cuda-emu"), VL3_BACKEND_CUDA_EMU);
     ASSERT_STR_EQ(vl3_backend_kind_name(VL3_BACKEND_CUDA_EMU), "cuda-emu");
     return 0;
@@ -775,6 +926,102 @@ TEST(e2e_llm_batches_match_cpu)
     if (llm_batches(0))
         return 1;
     return llm_batches(1);
+}
+
+/* vl3_ctx_sample through the engine: on each backend, context A decodes with no logits download
+ * and samples with vl3_ctx_sample (the device op: the sample op, or argmax when every row is
+ * greedy without a penalty), context B on the same model downloads the logits and samples on
+ * the host with twin samplers (same parameters and seeds). The ids must be equal: B's logits
+ * are A's (the same model, inputs and backend), so only the op can differ; a draw lands within
+ * 1e-5 of a boundary with probability ~2e-5, so none of these 60 is expected to (the rule of
+ * op_sample). Three sequences: sampling with top-k/top-p/penalty, greedy with a penalty, plain
+ * sampling; then all greedy without a penalty (the argmax path). */
+TEST(e2e_ctx_sample_matches_host)
+{
+    SETUP();
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/tiny_sample", test_tmpdir());
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    tp.seed = 11;
+    tp.std = 0.1;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+    vl3_sampler_params sp[3];
+    for (int i = 0; i < 3; i++)
+        sp[i] = vl3_sampler_params_default();
+    sp[0].temperature = 0.8f, sp[0].top_k = 20, sp[0].top_p = 0.9f;
+    sp[0].repetition_penalty = 1.2f, sp[0].seed = 5;
+    sp[1].greedy = 1, sp[1].repetition_penalty = 1.3f;
+    sp[2].temperature = 1.2f, sp[2].top_k = 0, sp[2].seed = 9;
+    int fails = 0, draws = 0;
+    for (int b = 0; b < 2; b++) {
+        vl3_model_params mp = vl3_model_params_default();
+        mp.dir = dir;
+        mp.backend = b ? dev_kind : VL3_BACKEND_CPU;
+        mp.n_threads = 1;
+        vl3_model *m;
+        vl3_ctx *ca, *cb;
+        ASSERT_OK_E(vl3_model_load(&mp, &m, &err), &err);
+        vl3_ctx_params cp = vl3_ctx_params_default();
+        cp.n_ctx = 64, cp.n_seq = 3, cp.n_batch = 16, cp.page_size = 8;
+        ASSERT_OK_E(vl3_ctx_new(m, &cp, &ca, &err), &err);
+        ASSERT_OK_E(vl3_ctx_new(m, &cp, &cb, &err), &err);
+        int V = vl3_ctx_n_vocab(ca);
+        for (int phase = 0; phase < 2; phase++) {
+            vl3_sampler *sa[3], *sb[3];
+            for (int i = 0; i < 3; i++) {
+                vl3_sampler_params q = sp[i];
+                if (phase == 1)
+                    q.greedy = 1, q.repetition_penalty = 1.0f;
+                ASSERT_OK_E(vl3_sampler_new(&q, V, &sa[i], &err), &err);
+                ASSERT_OK_E(vl3_sampler_new(&q, V, &sb[i], &err), &err);
+            }
+            int32_t ids[3], idb[3], prompt[12];
+            int seqs[3] = {0, 1, 2};
+            const float *lg;
+            for (int i = 0; i < 3; i++) {
+                for (int k = 0; k < 12; k++)
+                    prompt[k] = (int32_t)((k * 7 + i * 13 + phase) % V);
+                ASSERT_OK(vl3_ctx_seq_reset(ca, i));
+                ASSERT_OK(vl3_ctx_seq_reset(cb, i));
+                ASSERT_OK_E(vl3_prefill(ca, i, prompt, 12, NULL, NULL, &err), &err);
+                ASSERT_OK_E(vl3_ctx_sample(ca, &sa[i], 1, &ids[i], &err), &err);
+                ASSERT_OK_E(vl3_prefill(cb, i, prompt, 12, NULL, &lg, &err), &err);
+                ASSERT_OK_E(vl3_sampler_sample(sb[i], lg, &idb[i], &err), &err);
+            }
+            for (int step = 0;; step++) {
+                for (int i = 0; i < 3; i++) {
+                    draws++;
+                    if (ids[i] != idb[i]) {
+                        fprintf(stderr, "%s phase %d step %d seq %d: vl3_ctx_sample %d, host "
+                                "%d\n", b ? dev_name : "cpu", phase, step, i, ids[i], idb[i]);
+                        fails++;
+                    }
+                    (void)vl3_sampler_accept(sa[i], ids[i]);
+                    (void)vl3_sampler_accept(sb[i], ids[i]);
+                }
+                if (step == 9)
+                    break;
+                ASSERT_OK_E(vl3_decode_step(ca, seqs, ids, 3, NULL, &err), &err);
+                ASSERT_OK_E(vl3_ctx_sample(ca, sa, 3, idb, &err), &err); /* idb: scratch */
+                ASSERT_OK_E(vl3_decode_step(cb, seqs, ids, 3, &lg, &err), &err);
+                memcpy(ids, idb, sizeof(ids));
+                for (int i = 0; i < 3; i++)
+                    ASSERT_OK_E(vl3_sampler_sample(sb[i], lg + (size_t)i * V, &idb[i], &err),
+                                &err);
+            }
+            /* more rows than the last batch left is refused */
+            ASSERT_OK_E(vl3_prefill(ca, 0, prompt, 1, NULL, NULL, &err), &err);
+            ASSERT_EQ(vl3_ctx_sample(ca, sa, 2, ids, &err), -EINVAL);
+            for (int i = 0; i < 3; i++)
+                vl3_sampler_free(sa[i]), vl3_sampler_free(sb[i]);
+        }
+        vl3_ctx_free(ca), vl3_ctx_free(cb);
+        vl3_model_free(m);
+    }
+    fprintf(stderr, "vl3_ctx_sample: %d draws, %d differ from the host sampler\n", draws, fails);
+    ASSERT_EQ(fails, 0);
+    return 0;
 }
 
 static int read_all(const char *path, void **ret, size_t *ret_len)

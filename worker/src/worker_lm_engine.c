@@ -4,6 +4,8 @@
  * model's generation config when a sequence starts (greedy when its temperature is 0).
  * Sampling follows vl3_generate: the first token is sampled from the prompt's last logits, and
  * every sampled id joins the repetition-penalty history (prompt ids too when the layout says so).
+ * Sampling goes through vl3_ctx_sample: on a backend with a sampling op the logits stay on the
+ * device and only the ids come back.
  * Builds without the LLM API (engine_llm.h without vl3_generate) answer VL3_E_UNSUPPORTED. */
 #include "worker_lm.h"
 
@@ -18,6 +20,7 @@ struct lm_engine {
     const vl3_model *model;
     vl3_gen_params gen;
     vl3_sampler **samp; /* [n_slots] */
+    vl3_sampler **row_samp; /* [n_slots] a step's samplers in batch order */
     int n_slots, n_vocab;
 };
 
@@ -42,8 +45,7 @@ static int eng_start(void *impl, int slot, const struct worker_seq *q, int32_t *
     if ((rc = vl3_ctx_seq_reset(e->ctx, slot)) < 0)
         return vl3_error_set(reterr, rc, "cannot reset sequence %d", slot);
     vl3_visual_rows vis = {q->visual, q->visual_pos, q->n_visual, q->visual_dim};
-    const float *logits = NULL;
-    rc = vl3_prefill(e->ctx, slot, q->ids, q->n_ids, q->n_visual > 0 ? &vis : NULL, &logits,
+    rc = vl3_prefill(e->ctx, slot, q->ids, q->n_ids, q->n_visual > 0 ? &vis : NULL, NULL,
                      reterr);
     if (rc < 0)
         return rc;
@@ -51,7 +53,7 @@ static int eng_start(void *impl, int slot, const struct worker_seq *q, int32_t *
         for (int i = 0; i < q->n_ids; i++)
             (void)vl3_sampler_accept(e->samp[slot], q->ids[i]);
     int32_t id;
-    if ((rc = vl3_sampler_sample(e->samp[slot], logits, &id, reterr)) < 0)
+    if ((rc = vl3_ctx_sample(e->ctx, &e->samp[slot], 1, &id, reterr)) < 0)
         return rc;
     (void)vl3_sampler_accept(e->samp[slot], id);
     *ret_id = id;
@@ -62,17 +64,15 @@ static int eng_step(void *impl, const int *slots, const int32_t *ids, int n, int
                     vl3_error *reterr)
 {
     struct lm_engine *e = impl;
-    const float *logits = NULL;
-    int rc = vl3_decode_step(e->ctx, slots, ids, n, &logits, reterr);
+    int rc = vl3_decode_step(e->ctx, slots, ids, n, NULL, reterr);
     if (rc < 0)
         return rc;
-    for (int i = 0; i < n; i++) {
-        vl3_sampler *s = e->samp[slots[i]];
-        if ((rc = vl3_sampler_sample(s, logits + (size_t)i * (size_t)e->n_vocab, &ret_ids[i],
-                                     reterr)) < 0)
-            return rc;
-        (void)vl3_sampler_accept(s, ret_ids[i]);
-    }
+    for (int i = 0; i < n; i++)
+        e->row_samp[i] = e->samp[slots[i]];
+    if ((rc = vl3_ctx_sample(e->ctx, e->row_samp, n, ret_ids, reterr)) < 0)
+        return rc;
+    for (int i = 0; i < n; i++)
+        (void)vl3_sampler_accept(e->row_samp[i], ret_ids[i]);
     return 0;
 }
 
@@ -84,6 +84,7 @@ static void eng_free(void *impl)
     for (int i = 0; e->samp && i < e->n_slots; i++)
         vl3_sampler_free(e->samp[i]);
     free(e->samp);
+    free(e->row_samp);
     vl3_ctx_free(e->ctx);
     free(e);
 }
@@ -103,7 +104,8 @@ int worker_lm_engine_new(const vl3_model *model, int n_slots, int n_ctx, struct 
     e->model = model;
     e->n_slots = n_slots;
     e->gen = vl3_gen_params_from_model(model);
-    if (!(e->samp = calloc((size_t)n_slots, sizeof(*e->samp))))
+    if (!(e->samp = calloc((size_t)n_slots, sizeof(*e->samp))) ||
+        !(e->row_samp = calloc((size_t)n_slots, sizeof(*e->row_samp))))
         goto fail;
     vl3_ctx_params cp = vl3_ctx_params_default();
     cp.n_seq = n_slots;

@@ -9,11 +9,12 @@
  *
  * dtypes: LLM activations and the paged KV cache bf16; matmul/embedding weights bf16; norm
  * weights and biases f32; matmul accumulates in f32 (cuBLASLt CUBLAS_COMPUTE_32F, or the host
- * path's f32 sum); logits (matmul_f32) and argmax's input f32. The vision ops are f32 on host
+ * path's f32 sum); logits (matmul_f32) and the input of argmax and sample f32. The vision ops are f32 on host
  * tensors (backend.h); they stage them through device buffers per op (see the vision section).
  * A machine without a driver reports 0 devices (cudaGetDeviceCount fails with error 35). */
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@
 #include "model.h"
 #include "rmsnorm.cuh"
 #include "rope.cuh"
+#include "sample.cuh"
 #include "silu_mul.cuh"
 #include "vl3/log.h"
 
@@ -56,6 +58,8 @@ struct cuda_ctx {
     cudaStream_t stream;
     int32_t *argmax_dev; /* device scratch for argmax results */
     int argmax_cap;
+    void *sample_dev; /* the sample op's device scratch: ids, row parameters, histories, rows */
+    size_t sample_cap;
     pthread_mutex_t vision_lock; /* the staging buffers of the vision ops */
     void *stage[VISION_STAGES];
     size_t stage_cap[VISION_STAGES];
@@ -123,6 +127,8 @@ static void cuda_free(void *ctx)
 #endif
     if (c->argmax_dev)
         (void)cudaFree(c->argmax_dev);
+    if (c->sample_dev)
+        (void)cudaFree(c->sample_dev);
     for (int i = 0; i < VISION_STAGES; i++)
         if (c->stage[i])
             (void)cudaFree(c->stage[i]);
@@ -272,7 +278,7 @@ static int cuda_supports(void *ctx, enum vl3__op op, int dtype)
         return dtype == VL3__DTYPE_BF16;
     if (op >= VL3__OP_VISION_LINEAR && op < VL3__OP_COUNT)
         return dtype == VL3__DTYPE_F32;
-    if (op == VL3__OP_ARGMAX)
+    if (op == VL3__OP_ARGMAX || op == VL3__OP_SAMPLE)
         return dtype == VL3__DTYPE_F32;
     return op <= VL3__OP_SCATTER_ROWS && dtype == VL3__DTYPE_BF16;
 }
@@ -424,6 +430,60 @@ static int cuda_argmax_op(void *ctx, int32_t *ret_host, const void *x, int R, in
     }
     int r = k_rc(cuda_argmax(c->argmax_dev, x, R, n, c->stream));
     return r < 0 ? r : cuda_download(ctx, ret_host, c->argmax_dev, (size_t)R * sizeof(int32_t));
+}
+
+/* The kernel reads the rows as struct cuda_sample_row: the same layout. */
+_Static_assert(sizeof(struct cuda_sample_row) == sizeof(struct vl3__sample_row) &&
+                   offsetof(struct cuda_sample_row, temperature) ==
+                       offsetof(struct vl3__sample_row, temperature) &&
+                   offsetof(struct cuda_sample_row, top_k) ==
+                       offsetof(struct vl3__sample_row, top_k) &&
+                   offsetof(struct cuda_sample_row, n_hist) ==
+                       offsetof(struct vl3__sample_row, n_hist),
+               "struct cuda_sample_row must match struct vl3__sample_row");
+
+#define SAMPLE_ALIGN(n) (((n) + 255) & ~(size_t)255)
+
+/* Upload the row parameters and histories into the context's scratch (grown as needed), sample
+ * on the device, download the R ids: the only device-to-host traffic. */
+static int cuda_sample_op(void *ctx, int32_t *ret_host, const void *x, int R, int n,
+                          const struct vl3__sample_row *rows, const int32_t *hist, int n_hist)
+{
+    struct cuda_ctx *c = ctx;
+    if (R <= 0)
+        return 0;
+    if (!vl3__sample_rows_valid(rows, R, n, n_hist))
+        return -EINVAL;
+    for (int r = 0; r < R; r++) /* the kernel indexes the row with these ids */
+        for (int i = 0; i < rows[r].n_hist; i++)
+            if (hist[rows[r].hist_off + i] < 0 || hist[rows[r].hist_off + i] >= n)
+                return -EINVAL;
+    size_t b_ids = SAMPLE_ALIGN((size_t)R * 4), b_rows = SAMPLE_ALIGN((size_t)R * sizeof(*rows));
+    size_t b_hist = SAMPLE_ALIGN((size_t)n_hist * 4), b_work = (size_t)R * n * 4;
+    size_t need = b_ids + b_rows + b_hist + b_work;
+    if (need > c->sample_cap) {
+        if (c->sample_dev)
+            (void)cudaFree(c->sample_dev);
+        c->sample_dev = NULL;
+        c->sample_cap = 0;
+        int r = cu_rc(cudaMalloc(&c->sample_dev, need));
+        if (r < 0) {
+            (void)cudaGetLastError();
+            return -ENOMEM;
+        }
+        c->sample_cap = need;
+    }
+    char *d = c->sample_dev;
+    int32_t *d_ids = (int32_t *)d;
+    struct cuda_sample_row *d_rows = (struct cuda_sample_row *)(d + b_ids);
+    int32_t *d_hist = (int32_t *)(d + b_ids + b_rows);
+    float *d_work = (float *)(d + b_ids + b_rows + b_hist);
+    int r = cuda_upload(ctx, d_rows, rows, (size_t)R * sizeof(*rows));
+    if (r == 0)
+        r = cuda_upload(ctx, d_hist, hist, (size_t)n_hist * 4);
+    if (r == 0)
+        r = k_rc(cuda_sample(d_ids, x, d_work, R, n, d_rows, d_hist, c->stream));
+    return r < 0 ? r : cuda_download(ctx, ret_host, d_ids, (size_t)R * sizeof(int32_t));
 }
 
 static int cuda_copy_rows_op(void *ctx, void *dst, size_t dst_stride, const void *src,
@@ -678,6 +738,7 @@ static const vl3__backend_ops cuda_ops = {
     .copy_rows = cuda_copy_rows_op,
     .vision = &cuda_vision_ops,
     .matmul_f32 = cuda_matmul_f32,
+    .sample = cuda_sample_op,
 };
 
 #ifndef VL3_CUDA_EMU

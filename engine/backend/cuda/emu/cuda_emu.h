@@ -238,6 +238,20 @@ template <typename T> static inline T atomicCAS(T *p, T compare, T v)
     return old;
 }
 
+/* Bit casts between float and its 32 bits. */
+static inline unsigned __float_as_uint(float f)
+{
+    unsigned u;
+    memcpy(&u, &f, sizeof(u));
+    return u;
+}
+static inline float __uint_as_float(unsigned u)
+{
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
+}
+
 /* Math: libm stands in for the device functions (results may differ from the GPU's in the
  * last bits; the op tests' tolerances allow for that). */
 static inline float rsqrtf(float x)
