@@ -54,6 +54,7 @@ void vl3_ctx_free(vl3_ctx *ctx)
     free(ctx->page_ref);
     free(ctx->free_pages);
     free(ctx->samp_rows);
+    free(ctx->samp_ids);
     free(ctx->samp_hist);
     free(ctx);
 }
@@ -162,7 +163,8 @@ int vl3_ctx_new(const vl3_model *model, const vl3_ctx_params *params, vl3_ctx **
     c->page_ref = calloc((size_t)c->n_pages, sizeof(int));
     c->free_pages = malloc((size_t)c->n_pages * sizeof(int32_t));
     c->samp_rows = calloc(S, sizeof(*c->samp_rows));
-    if (!c->samp_rows ||
+    c->samp_ids = calloc(S, sizeof(int32_t));
+    if (!c->samp_rows || !c->samp_ids ||
         !c->logits_host || !c->ids_host || !c->pos_host || !c->slots_host || !c->vis_idx_host ||
         !c->seqs_host || !c->tables_host || !c->aseqs || !c->seq_len || !c->seq_pages ||
         !c->table || !c->batch_seq || !c->one_host || !c->page_ref || !c->free_pages) {
@@ -219,6 +221,22 @@ int vl3_ctx_seq_fork(vl3_ctx *ctx, int src, int dst)
     }
     ctx->seq_pages[dst] = ctx->seq_pages[src];
     ctx->seq_len[dst] = ctx->seq_len[src];
+    return 0;
+}
+
+int vl3_ctx_seq_truncate(vl3_ctx *ctx, int seq, int len)
+{
+    VL3_RETURN_IF(!ctx || seq < 0 || seq >= ctx->n_seq || len < 0 || len > ctx->seq_len[seq],
+                  -EINVAL);
+    int keep = (len + ctx->page_size - 1) / ctx->page_size;
+    int32_t *t = ctx->table + (size_t)seq * ctx->max_pages;
+    for (int i = keep; i < ctx->seq_pages[seq]; i++)
+        if (--ctx->page_ref[t[i]] == 0)
+            ctx->free_pages[ctx->n_free++] = t[i];
+    /* a kept, partly filled last page that is shared is copied before the next append
+     * (seq_grow); one held alone is simply overwritten past len */
+    ctx->seq_pages[seq] = keep;
+    ctx->seq_len[seq] = len;
     return 0;
 }
 

@@ -74,6 +74,7 @@ struct vl3_ctx {
     int n_logits;                /* logits rows of the last forward (device; 0 = none yet) */
     int logits_on_host;          /* whether logits_host holds them too */
     struct vl3__sample_row *samp_rows; /* [n_seq] vl3_ctx_sample's row parameters */
+    int32_t *samp_ids;           /* [n_seq] the ids of its rows */
     int32_t *samp_hist;          /* the rows' penalty histories, concatenated (grown) */
     size_t samp_hist_cap;
     int32_t *ids_host, *pos_host, *slots_host, *vis_idx_host; /* (rows) */

@@ -312,7 +312,7 @@ int vl3_ctx_sample(vl3_ctx *ctx, vl3_sampler *const *samplers, int n, int32_t *r
         return vl3_error_set(reterr, -EINVAL, "%d rows to sample, the last batch left %d logits "
                              "rows", n, ctx->n_logits);
     for (int i = 0; i < n; i++)
-        if (!samplers[i] || samplers[i]->n_vocab != V)
+        if (samplers[i] && samplers[i]->n_vocab != V)
             return vl3_error_set(reterr, -EINVAL, "sampler %d does not match the vocabulary of "
                                  "%d rows", i, V);
     const vl3__backend_ops *ops = ctx->ops;
@@ -326,8 +326,8 @@ int vl3_ctx_sample(vl3_ctx *ctx, vl3_sampler *const *samplers, int n, int32_t *r
             ctx->logits_on_host = 1;
         }
         for (int i = 0; i < n; i++)
-            if ((r = vl3_sampler_sample(samplers[i], ctx->logits_host + (size_t)i * V,
-                                        &ret_ids[i], reterr)) < 0)
+            if (samplers[i] && (r = vl3_sampler_sample(samplers[i], ctx->logits_host +
+                                                       (size_t)i * V, &ret_ids[i], reterr)) < 0)
                 return r;
         return 0;
     }
@@ -337,14 +337,16 @@ int vl3_ctx_sample(vl3_ctx *ctx, vl3_sampler *const *samplers, int n, int32_t *r
     size_t nh = 0;
     for (int i = 0; i < n; i++) {
         const vl3_sampler *s = samplers[i];
+        if (!s)
+            continue;
         plain &= s->p.greedy && s->p.repetition_penalty == 1.0f;
         if (s->p.repetition_penalty != 1.0f)
             nh += (size_t)s->n_hist;
     }
     if (plain) {
-        if ((r = ops->argmax(b, ret_ids, ctx->logits, n, V)) < 0)
+        if ((r = ops->argmax(b, ctx->samp_ids, ctx->logits, n, V)) < 0)
             return vl3_error_set(reterr, r, "the argmax of %d logits rows failed", n);
-        return 0;
+        goto out;
     }
     if (nh > (size_t)INT32_MAX)
         return vl3_error_set(reterr, -EINVAL, "repetition histories too long");
@@ -358,13 +360,22 @@ int vl3_ctx_sample(vl3_ctx *ctx, vl3_sampler *const *samplers, int n, int32_t *r
     nh = 0;
     for (int i = 0; i < n; i++) {
         struct vl3__sample_row *row = &ctx->samp_rows[i];
+        if (!samplers[i]) { /* skipped: the cheapest row (greedy), its id dropped */
+            *row = (struct vl3__sample_row){.temperature = 1, .top_p = 1,
+                                            .repetition_penalty = 1, .top_k = 1};
+            continue;
+        }
         sampler_row(samplers[i], row); /* draws the row's uniform */
         row->hist_off = (int32_t)nh;
         memcpy(ctx->samp_hist + nh, samplers[i]->hist, (size_t)row->n_hist * sizeof(int32_t));
         nh += (size_t)row->n_hist;
     }
-    if ((r = ops->sample(b, ret_ids, ctx->logits, n, V, ctx->samp_rows, ctx->samp_hist,
+    if ((r = ops->sample(b, ctx->samp_ids, ctx->logits, n, V, ctx->samp_rows, ctx->samp_hist,
                          (int)nh)) < 0)
         return vl3_error_set(reterr, r, "sampling %d logits rows on the device failed", n);
+out:
+    for (int i = 0; i < n; i++)
+        if (samplers[i])
+            ret_ids[i] = ctx->samp_ids[i];
     return 0;
 }

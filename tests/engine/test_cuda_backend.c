@@ -1010,6 +1010,11 @@ TEST(e2e_ctx_sample_matches_host)
                     ASSERT_OK_E(vl3_sampler_sample(sb[i], lg + (size_t)i * V, &idb[i], &err),
                                 &err);
             }
+            /* NULL samplers skip their rows: untouched ids */
+            vl3_sampler *only[3] = {NULL, sa[1], NULL};
+            int32_t got3[3] = {-7, -7, -7};
+            ASSERT_OK_E(vl3_ctx_sample(ca, only, 3, got3, &err), &err);
+            ASSERT(got3[0] == -7 && got3[2] == -7 && got3[1] >= 0 && got3[1] < V);
             /* more rows than the last batch left is refused */
             ASSERT_OK_E(vl3_prefill(ca, 0, prompt, 1, NULL, NULL, &err), &err);
             ASSERT_EQ(vl3_ctx_sample(ca, sa, 2, ids, &err), -EINVAL);

@@ -425,6 +425,59 @@ TEST(fork_shares_prefix_pages)
     return 0;
 }
 
+/* A sequence that shares only the first P tokens of another that has gone further (fork, then
+ * truncate: what the worker's scheduler does for the tasks of one window) gives the reference
+ * logits of prefix + its own suffix; the source is unharmed and the pages past P are not held. */
+TEST(fork_truncate_shares_part)
+{
+    vl3_llm_shape sh = tiny_shape(1);
+    struct tmodel tm;
+    ASSERT_OK(tmodel_make(&tm, &sh, 37));
+    enum { P = 13, S = 9 };
+    int32_t a[P + S], b[P + S];
+    make_ids(a, P + S, sh.vocab, 71);
+    memcpy(b, a, sizeof(int32_t) * P);
+    make_ids(b + P, S, sh.vocab, 72);
+    vl3_ctx_params cp = vl3_ctx_params_default();
+    cp.n_ctx = 64;
+    cp.n_seq = 2;
+    cp.page_size = 4; /* P ends inside page 4 of a's 6 */
+    vl3_ctx *ctx;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_ctx_new(tm.m, &cp, &ctx, &err), &err);
+    int free0 = vl3_ctx_free_pages(ctx);
+    ASSERT_OK_E(vl3_prefill(ctx, 0, a, P + S, NULL, NULL, &err), &err);
+    ASSERT_OK(vl3_ctx_seq_fork(ctx, 0, 1));
+    ASSERT_EQ(vl3_ctx_seq_truncate(ctx, 1, P + S + 1), -EINVAL);
+    ASSERT_OK(vl3_ctx_seq_truncate(ctx, 1, P));
+    ASSERT_EQ(vl3_ctx_seq_len(ctx, 1), P);
+    ASSERT_EQ(vl3_ctx_free_pages(ctx), free0 - 6); /* sequence 1 holds 4 of a's pages */
+    const float *lg;
+    ASSERT_OK_E(vl3_prefill(ctx, 1, b + P, S, NULL, &lg, &err), &err);
+    double *want = ref_forward(tm.m, b, P + S, NULL, NULL, 0);
+    double e = rel_l2(lg, want + (size_t)(P + S - 1) * sh.vocab, sh.vocab);
+    free(want);
+    if (e > REL_L2_TOL)
+        TEST__FAIL("after the shared part: rel_l2 %.3g", e);
+    /* a's last shared page was copied, not written: a continues as if alone */
+    int32_t next = 5, seq = 0;
+    ASSERT_OK_E(vl3_decode_step(ctx, &seq, &next, 1, &lg, &err), &err);
+    int32_t a2[P + S + 1];
+    memcpy(a2, a, sizeof(a));
+    a2[P + S] = next;
+    want = ref_forward(tm.m, a2, P + S + 1, NULL, NULL, 0);
+    e = rel_l2(lg, want + (size_t)(P + S) * sh.vocab, sh.vocab);
+    free(want);
+    if (e > REL_L2_TOL)
+        TEST__FAIL("the source after its sharer wrote: rel_l2 %.3g", e);
+    ASSERT_OK(vl3_ctx_seq_truncate(ctx, 0, 0));
+    ASSERT_OK(vl3_ctx_seq_truncate(ctx, 1, 0));
+    ASSERT_EQ(vl3_ctx_free_pages(ctx), free0);
+    vl3_ctx_free(ctx);
+    tmodel_free(&tm);
+    return 0;
+}
+
 /* A mixed batch (a prefill chunk of one sequence beside decode tokens of two others) gives the
  * logits of separate calls. */
 TEST(mixed_batch_matches_separate_calls)

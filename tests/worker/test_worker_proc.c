@@ -497,6 +497,8 @@ TEST(proc_batched_answers_equal_serial)
     finish(&p);
     if (llm_missing(&con[0]))
         SKIP("this build has no language model: %s", con[0].err_msg);
+    /* the two tasks of a window shared their common prompt prefix (visual rows included) */
+    ASSERT(log_has("shared_tokens=[1-9]"));
     ASSERT_OK(start(&p, "[batch]\nvision_wait = 0\nmax_sequences = 1\nvision_frames = 1"));
     for (int i = 0; i < 3; i++) {
         ASSERT_OK(send_job_t(&p, ids[i], in[i], win[i], 2, 0.8, 12));

@@ -253,10 +253,11 @@ void worker_engine_seq_done(void *user, struct worker_seq *q)
                                          u->mask.n_tokens, u->mask.n_kept, q->n_ids,
                                          u->vision_batch_frames, u->vision_batch_units,
                                          u->vision_batch_jobs, q->max_groups, u->cache};
-        vl3_log_info("answered job=%s task=%d window=%d prompt_tokens=%d generated=%d "
-                     "decode_batch=%d vision_batch_frames=%d vision_batch_windows=%d "
-                     "tokens_kept=%lld/%lld",
-                     job->id, g->task, u->window, q->n_ids, q->n_out, q->max_batch,
+        vl3_log_info("answered job=%s task=%d window=%d prompt_tokens=%d shared_tokens=%d "
+                     "generated=%d decode_batch=%d vision_batch_frames=%d "
+                     "vision_batch_windows=%d tokens_kept=%lld/%lld",
+                     job->id, g->task, u->window, q->n_ids, q->shared_tokens, q->n_out,
+                     q->max_batch,
                      u->vision_batch_frames, u->vision_batch_units, (long long)u->mask.n_kept,
                      (long long)u->mask.n_tokens);
     }

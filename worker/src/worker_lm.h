@@ -1,15 +1,21 @@
 /* worker_lm.h: the language model as the worker's scheduler sees it, and the continuous-batching
  * scheduler over it.
  *
- * A worker_lm has n_slots sequence slots. start() prefills one slot with a prompt (and its
- * visual rows) and samples the first token; step() advances several slots by one token each in
- * one batched forward. The real implementation (worker_lm_engine.c) sits on vl3_ctx sequence
- * slots, vl3_prefill and vl3_decode_step; tests plug in a fake with the same contract.
+ * A worker_lm has n_slots sequence slots. begin() prepares a slot for a sequence (empty, or
+ * sharing the first tokens of another slot's KV cache); batch() runs one forward over runs of
+ * several slots -- prompt chunks and single decode tokens mixed -- and samples the next token of
+ * the runs that ask for it. The real implementation (worker_lm_engine.c) sits on vl3_ctx
+ * sequence slots, vl3_ctx_seq_fork/truncate and vl3_decode; tests plug in a fake with the same
+ * contract.
  *
  * The scheduler (worker_sched_*) keeps a FIFO of waiting sequences and the slots' sequences.
- * Each worker_sched_step() first lets waiting sequences join free slots (prefill), then runs one
- * batched decode step over every active slot, so new prompts join while others decode
- * (continuous batching). Stop rules match vl3_generate: a stop id (kept out of the answer), the
+ * Each worker_sched_step() lets waiting sequences join free slots, then runs ONE batch: a token
+ * for every decoding sequence, and prompt chunks of the sequences being prefilled in the room
+ * left (n_batch tokens a batch), so admitting a long prompt never stalls the running decodes for
+ * a whole prefill (continuous batching with chunked prefill). A sequence whose prompt starts like
+ * an admitted one's (the same ids and the same visual rows: the tasks of one window) shares that
+ * prefix's KV pages and prefills only the rest; it waits, holding its slot, until the other has
+ * prefilled the prefix. Stop rules match vl3_generate: a stop id (kept out of the answer), the
  * sequence's max_new_tokens, or the slot's n_ctx. Single-threaded: one thread owns a scheduler. */
 #ifndef VL3_WORKER_LM_H
 #define VL3_WORKER_LM_H
@@ -24,8 +30,7 @@
 
 /* One generation request and, once finished, its outcome. */
 struct worker_seq {
-    /* request (borrowed by the scheduler until the sequence finished; visual rows only until
-     * it started, see visual_done) */
+    /* request (borrowed by the scheduler until the sequence finished) */
     const int32_t *ids;
     int n_ids;
     const float *visual;        /* (n_visual, visual_dim) projector rows, or NULL */
@@ -42,25 +47,45 @@ struct worker_seq {
     int stopped_by_eos;
     int rc;             /* 0, or the error that ended the sequence */
     vl3_error err;
-    int max_batch;      /* largest decode step the sequence took part in */
-    int max_groups;     /* most distinct groups (jobs) in one decode step it took part in */
+    int max_batch;      /* most sequences in one batch the sequence took part in */
+    int max_groups;     /* most distinct groups (jobs) in one batch it took part in */
+    int shared_tokens;  /* prompt tokens whose KV it shared with another sequence */
     double prefill_ms, generate_ms;
-    /* scheduler links */
+    /* scheduler state */
     struct worker_seq *next;
     int slot;
+    int n_done;                    /* prompt tokens in its KV cache */
+    int begun;                     /* begin() done: its slot holds its KV */
+    struct worker_seq *share_from; /* waiting to share share_len tokens of this one's prompt */
+    int share_len;
     int32_t last;
     uint64_t t_start_ns;
 };
 
+/* One run of a batch: n tokens appended to a slot, the prompt (or generated) positions
+ * pos0 .. pos0 + n - 1 of its sequence. */
+struct worker_lm_run {
+    int slot;
+    const int32_t *ids;
+    int n, pos0;
+    const float *visual;       /* (n_visual, visual_dim) rows replacing the embeddings of ... */
+    const int64_t *visual_pos; /* ... these positions, in [pos0, pos0 + n), increasing */
+    int n_visual, visual_dim;
+    int sample;                /* sample the slot's next token from the run's last logits */
+};
+
 struct worker_lm_ops {
-    /* Reset slot and prefill seq's prompt (with its visual rows); sample the first token into
-     * *ret_id. Returns 0 or a negative code. */
-    int (*start)(void *impl, int slot, const struct worker_seq *seq, int32_t *ret_id,
+    /* Prepare slot for seq: its KV empty, or (src >= 0) holding the first share_len tokens of
+     * slot src's (the same prompt tokens); its sampler set up for seq (greedy when its
+     * temperature is 0; the prompt ids in its repetition-penalty history when the model says
+     * so). Returns 0 or a negative code. */
+    int (*begin)(void *impl, int slot, const struct worker_seq *seq, int src, int share_len,
                  vl3_error *reterr);
-    /* Feed ids[i] to slots[i] (n distinct slots) in one batch and sample each slot's next token
-     * into ret_ids[i]. Returns 0 or a negative code (every slot of the step is then failed). */
-    int (*step)(void *impl, const int *slots, const int32_t *ids, int n, int32_t *ret_ids,
-                vl3_error *reterr);
+    /* Run one batch of runs of distinct slots in one forward; for each run with sample set,
+     * ret_ids[k] = the token sampled for runs[k].slot (and taken into its history). Returns 0 or
+     * a negative code (every sequence of the batch is then failed). */
+    int (*batch)(void *impl, const struct worker_lm_run *runs, int n_runs, int32_t *ret_ids,
+                 vl3_error *reterr);
     void (*free)(void *impl);
 };
 
@@ -68,7 +93,8 @@ struct worker_lm {
     const struct worker_lm_ops *ops;
     void *impl;
     int n_slots;
-    int n_ctx;      /* tokens per slot */
+    int n_ctx;      /* tokens per slot (0 = unbounded) */
+    int n_batch;    /* most tokens in one batch (0 = unbounded); >= n_slots */
     int32_t stop_ids[WORKER_LM_MAX_STOP];
     int n_stop;
 };
@@ -102,8 +128,8 @@ void worker_sched_set_alive(struct worker_sched *s, worker_seq_alive_cb alive);
 /* Queue seq (borrowed until its done callback). Allocates its output buffer. 0, -ENOMEM, -EINVAL. */
 int worker_sched_submit(struct worker_sched *s, struct worker_seq *seq);
 
-/* Admit waiting sequences into free slots, then one batched decode step. Finished sequences
- * are reported through the callback. Returns the number of sequences still waiting or active
+/* Admit waiting sequences into free slots, then one batch (decode tokens and prompt chunks).
+ * Finished sequences are reported through the callback. Returns the number of sequences still waiting or active
  * (0 = idle), or VL3_E_CUDA_FATAL after a sticky device error (every sequence then failed). */
 int worker_sched_step(struct worker_sched *s);
 
@@ -112,7 +138,10 @@ int worker_sched_pending(const struct worker_sched *s);
 
 struct worker_sched_stats {
     int64_t steps, tokens, prefills;
-    int max_batch;
+    int64_t prompt_tokens;  /* prompt tokens of the sequences admitted */
+    int64_t shared_tokens;  /* of which shared with another sequence (not computed again) */
+    int64_t mixed_steps;    /* batches with prompt chunks beside decode tokens */
+    int max_batch;          /* most sequences in one batch */
 };
 void worker_sched_get_stats(const struct worker_sched *s, struct worker_sched_stats *ret);
 

@@ -1,7 +1,9 @@
 /* worker_lm_engine.c: the worker_lm contract on the engine's LLM API: one vl3_ctx whose
- * sequences are the slots, vl3_prefill for start (visual rows replace the placeholder
- * embeddings), vl3_decode_step for a batched step, one vl3_sampler per slot created from the
- * model's generation config when a sequence starts (greedy when its temperature is 0).
+ * sequences are the slots; begin() empties a slot or shares another's prompt prefix
+ * (vl3_ctx_seq_fork + vl3_ctx_seq_truncate: the prefix's KV pages are shared, not computed
+ * again); batch() packs the runs into one vl3_batch (prompt chunks, decode tokens, the visual
+ * rows of the chunks staged in one buffer) for vl3_decode; one vl3_sampler per slot, created
+ * from the model's generation config when a sequence begins (greedy when its temperature is 0).
  * Sampling follows vl3_generate: the first token is sampled from the prompt's last logits, and
  * every sampled id joins the repetition-penalty history (prompt ids too when the layout says so).
  * Sampling goes through vl3_ctx_sample: on a backend with a sampling op the logits stay on the
@@ -20,11 +22,16 @@ struct lm_engine {
     const vl3_model *model;
     vl3_gen_params gen;
     vl3_sampler **samp; /* [n_slots] */
-    vl3_sampler **row_samp; /* [n_slots] a step's samplers in batch order */
-    int n_slots, n_vocab;
+    int n_slots, n_vocab, rows;
+    /* one batch, packed: ids, runs, visual rows and their batch indices */
+    int32_t *ids, *vis_index;
+    int *seqs, *counts;
+    vl3_sampler **row_samp; /* [n_slots] the batch's samplers by run (NULL: not sampled) */
+    float *vis;
+    size_t vis_cap; /* floats */
 };
 
-static int eng_start(void *impl, int slot, const struct worker_seq *q, int32_t *ret_id,
+static int eng_begin(void *impl, int slot, const struct worker_seq *q, int src, int share_len,
                      vl3_error *reterr)
 {
     struct lm_engine *e = impl;
@@ -42,37 +49,69 @@ static int eng_start(void *impl, int slot, const struct worker_seq *q, int32_t *
     int rc = vl3_sampler_new(&sp, e->n_vocab, &e->samp[slot], reterr);
     if (rc < 0)
         return rc;
-    if ((rc = vl3_ctx_seq_reset(e->ctx, slot)) < 0)
-        return vl3_error_set(reterr, rc, "cannot reset sequence %d", slot);
-    vl3_visual_rows vis = {q->visual, q->visual_pos, q->n_visual, q->visual_dim};
-    rc = vl3_prefill(e->ctx, slot, q->ids, q->n_ids, q->n_visual > 0 ? &vis : NULL, NULL,
-                     reterr);
+    if (src >= 0)
+        rc = vl3_ctx_seq_fork(e->ctx, src, slot);
+    else
+        rc = vl3_ctx_seq_reset(e->ctx, slot);
+    if (rc == 0 && src >= 0)
+        rc = vl3_ctx_seq_truncate(e->ctx, slot, share_len);
     if (rc < 0)
-        return rc;
+        return vl3_error_set(reterr, rc, "cannot prepare sequence %d (from %d, %d tokens)", slot,
+                             src, share_len);
     if (e->gen.penalize_prompt)
         for (int i = 0; i < q->n_ids; i++)
             (void)vl3_sampler_accept(e->samp[slot], q->ids[i]);
-    int32_t id;
-    if ((rc = vl3_ctx_sample(e->ctx, &e->samp[slot], 1, &id, reterr)) < 0)
-        return rc;
-    (void)vl3_sampler_accept(e->samp[slot], id);
-    *ret_id = id;
     return 0;
 }
 
-static int eng_step(void *impl, const int *slots, const int32_t *ids, int n, int32_t *ret_ids,
-                    vl3_error *reterr)
+static int eng_batch(void *impl, const struct worker_lm_run *runs, int n_runs, int32_t *ret_ids,
+                     vl3_error *reterr)
 {
     struct lm_engine *e = impl;
-    int rc = vl3_decode_step(e->ctx, slots, ids, n, NULL, reterr);
+    int T = 0, n_vis = 0, dim = 0;
+    for (int k = 0; k < n_runs; k++) {
+        const struct worker_lm_run *r = &runs[k];
+        if (r->n < 1 || T + r->n > e->rows || k >= e->n_slots ||
+            (r->n_visual > 0 && dim && r->visual_dim != dim))
+            return vl3_error_set(reterr, -EINVAL, "invalid batch");
+        memcpy(e->ids + T, r->ids, sizeof(int32_t) * (size_t)r->n);
+        e->seqs[k] = r->slot;
+        e->counts[k] = r->n;
+        if (r->n_visual > 0) {
+            dim = r->visual_dim;
+            size_t need = (size_t)(n_vis + r->n_visual) * (size_t)dim;
+            if (need > e->vis_cap) {
+                size_t cap = (size_t)e->rows * (size_t)dim; /* at most one row per token */
+                float *nv = realloc(e->vis, sizeof(float) * (cap > need ? cap : need));
+                if (!nv)
+                    return vl3_error_set(reterr, -ENOMEM, "out of memory");
+                e->vis = nv;
+                e->vis_cap = cap > need ? cap : need;
+            }
+            memcpy(e->vis + (size_t)n_vis * (size_t)dim, r->visual,
+                   sizeof(float) * (size_t)r->n_visual * (size_t)dim);
+            for (int v = 0; v < r->n_visual; v++)
+                e->vis_index[n_vis + v] = T + (int32_t)(r->visual_pos[v] - r->pos0);
+            n_vis += r->n_visual;
+        }
+        T += r->n;
+    }
+    vl3_batch b = {.n_tokens = T, .ids = e->ids, .n_seqs = n_runs, .seq = e->seqs,
+                   .n_seq_tokens = e->counts, .visual = n_vis ? e->vis : NULL,
+                   .visual_index = n_vis ? e->vis_index : NULL, .n_visual = n_vis,
+                   .visual_dim = dim};
+    int rc = vl3_decode(e->ctx, &b, NULL, reterr), any = 0;
     if (rc < 0)
         return rc;
-    for (int i = 0; i < n; i++)
-        e->row_samp[i] = e->samp[slots[i]];
-    if ((rc = vl3_ctx_sample(e->ctx, e->row_samp, n, ret_ids, reterr)) < 0)
+    for (int k = 0; k < n_runs; k++) {
+        e->row_samp[k] = runs[k].sample ? e->samp[runs[k].slot] : NULL;
+        any |= runs[k].sample;
+    }
+    if (any && (rc = vl3_ctx_sample(e->ctx, e->row_samp, n_runs, ret_ids, reterr)) < 0)
         return rc;
-    for (int i = 0; i < n; i++)
-        (void)vl3_sampler_accept(e->row_samp[i], ret_ids[i]);
+    for (int k = 0; k < n_runs; k++)
+        if (e->row_samp[k])
+            (void)vl3_sampler_accept(e->row_samp[k], ret_ids[k]);
     return 0;
 }
 
@@ -84,12 +123,13 @@ static void eng_free(void *impl)
     for (int i = 0; e->samp && i < e->n_slots; i++)
         vl3_sampler_free(e->samp[i]);
     free(e->samp);
+    free(e->ids), free(e->vis_index), free(e->seqs), free(e->counts), free(e->vis);
     free(e->row_samp);
     vl3_ctx_free(e->ctx);
     free(e);
 }
 
-static const struct worker_lm_ops eng_ops = {eng_start, eng_step, eng_free};
+static const struct worker_lm_ops eng_ops = {eng_begin, eng_batch, eng_free};
 
 int worker_lm_engine_new(const vl3_model *model, int n_slots, int n_ctx, struct worker_lm **ret,
                          vl3_error *reterr)
@@ -104,8 +144,7 @@ int worker_lm_engine_new(const vl3_model *model, int n_slots, int n_ctx, struct 
     e->model = model;
     e->n_slots = n_slots;
     e->gen = vl3_gen_params_from_model(model);
-    if (!(e->samp = calloc((size_t)n_slots, sizeof(*e->samp))) ||
-        !(e->row_samp = calloc((size_t)n_slots, sizeof(*e->row_samp))))
+    if (!(e->samp = calloc((size_t)n_slots, sizeof(*e->samp))))
         goto fail;
     vl3_ctx_params cp = vl3_ctx_params_default();
     cp.n_seq = n_slots;
@@ -113,10 +152,22 @@ int worker_lm_engine_new(const vl3_model *model, int n_slots, int n_ctx, struct 
     if ((rc = vl3_ctx_new(model, &cp, &e->ctx, reterr)) < 0)
         goto fail_quiet;
     e->n_vocab = vl3_ctx_n_vocab(e->ctx);
+    vl3_ctx_params got = vl3_ctx_get_params(e->ctx);
+    e->rows = got.n_batch > n_slots ? got.n_batch : n_slots; /* vl3_decode's most tokens */
+    e->ids = malloc(sizeof(int32_t) * (size_t)e->rows);
+    e->vis_index = malloc(sizeof(int32_t) * (size_t)e->rows);
+    e->seqs = malloc(sizeof(int) * (size_t)n_slots);
+    e->counts = malloc(sizeof(int) * (size_t)n_slots);
+    e->row_samp = calloc((size_t)n_slots, sizeof(*e->row_samp));
+    if (!e->ids || !e->vis_index || !e->seqs || !e->counts || !e->row_samp) {
+        rc = -ENOMEM;
+        goto fail;
+    }
     lm->ops = &eng_ops;
     lm->impl = e;
     lm->n_slots = n_slots;
-    lm->n_ctx = vl3_ctx_get_params(e->ctx).n_ctx;
+    lm->n_ctx = got.n_ctx;
+    lm->n_batch = e->rows;
     lm->n_stop = e->gen.n_stop < WORKER_LM_MAX_STOP ? e->gen.n_stop : WORKER_LM_MAX_STOP;
     memcpy(lm->stop_ids, e->gen.stop_ids, sizeof(int32_t) * (size_t)lm->n_stop);
     *ret = lm;

@@ -56,6 +56,10 @@ int vl3_ctx_seq_reset(vl3_ctx *ctx, int seq);
  * common prefix (the visual tokens of a window asked several questions) is prefilled once.
  * Appending to either copies a shared, partly filled last page first. Returns 0 or -EINVAL. */
 int vl3_ctx_seq_fork(vl3_ctx *ctx, int src, int dst);
+/* Keep the first len tokens of sequence seq (0 <= len <= its length): pages past them go back to
+ * the pool (or to their other holders). With vl3_ctx_seq_fork it shares the first len tokens of
+ * another sequence that has gone further. Returns 0 or -EINVAL. */
+int vl3_ctx_seq_truncate(vl3_ctx *ctx, int seq, int len);
 /* Free pages in the KV pool. */
 int vl3_ctx_free_pages(const vl3_ctx *ctx);
 /* Tokens held by sequence seq (its next position), or -EINVAL. */
@@ -139,7 +143,8 @@ int vl3_sampler_accept(vl3_sampler *s, int32_t id);
 int vl3_sampler_sample(vl3_sampler *s, const float *logits, int32_t *ret_id, vl3_error *reterr);
 /* Sample ret_ids[i] with samplers[i] (i < n) from logits row i of the last vl3_prefill /
  * vl3_decode / vl3_decode_step on ctx (n at most its rows), as vl3_sampler_sample would from
- * those logits (each non-greedy sampler draws one uniform). On a backend with a sampling op the
+ * those logits (each non-greedy sampler draws one uniform); a NULL samplers[i] skips row i
+ * (ret_ids[i] untouched). On a backend with a sampling op the
  * logits stay on the device and only the n ids come back (pass ret_logits NULL to those calls to
  * skip their logits download); elsewhere they are downloaded if not already. The ids are not
  * accepted into the samplers' histories. Returns 0, -EINVAL, backend errors. */
