@@ -15,8 +15,9 @@
 /* ABI version of the vtable; the CUDA module exports the same number or is refused.
  * 2: paged KV cache (kv_store, attention over block tables), activation dtype, scatter_rows.
  * 3: vision ops wants_bf16_weights / linear_bf16 (bf16 matrices used in place).
- * 4: sample (top-k / top-p / temperature / repetition-penalty sampling on the device). */
-#define VL3__BACKEND_ABI 4
+ * 4: sample (top-k / top-p / temperature / repetition-penalty sampling on the device).
+ * 5: vision ops on device memory (device_memory): the encoder lives in backend memory. */
+#define VL3__BACKEND_ABI 5
 
 typedef struct vl3__backend_ops vl3__backend_ops;
 
@@ -232,10 +233,14 @@ struct vl3__backend_ops {
 };
 
 /* ---- vision layer ops (Engine II) -----------------------------------------------------------
- * f32 row-major tensors in host memory (vision.c keeps the encoder there; the CUDA backend
- * stages each op's tensors through device buffers). Shapes use
- * the letters of engine/src/model.h: P patches (rows), K = 588, C width, H heads, D head dim,
- * I MLP width. Weights are [out, in] (y = x W^T + b). All ops return 0 or a negative code. */
+ * f32 row-major tensors in the backend's memory: with device_memory set, every tensor pointer
+ * (weights, activations, pos_r/pos_c) is a device pointer from the backend's alloc (vision.c
+ * uploads the weights once, the pixel batch once per encode, and downloads only the projector's
+ * rows); without it they are host pointers (the CPU). The cu array of attention_blocks is host
+ * memory in both cases (the backend keeps its own device copy). Ops are queued in order as the
+ * LLM ops. Shapes use the letters of engine/src/model.h: P patches (rows), K = 588, C width,
+ * H heads, D head dim, I MLP width. Weights are [out, in] (y = x W^T + b). All ops return 0 or
+ * a negative code. */
 struct vl3__vision_ops {
     /* y (P, out) = x (P, in) W^T (out, in) + b (out; NULL = none). Patch embedding is this op
      * with in = K (the conv kernel flattened channel, row, column). */
@@ -261,12 +266,16 @@ struct vl3__vision_ops {
      * m = 1 copies, m = 2 averages each 4 consecutive rows (= bilinear halving, align_corners
      * False). */
     int (*downsample)(void *ctx, const float *x, float *y, int gh, int gw, int m, int C);
-    /* Optional (NULL = absent). Whether this context wants the matrices in bf16, the
-     * checkpoint's bytes used in place (the CPU's bf16 mode: no f32 copy of the encoder), and the
-     * product with such a matrix: y (P, out) = x W^T (+ b), W (out, in) bf16, f32 sums. */
+    /* Optional (NULL = absent). Whether this context wants the matrices in bf16 (the CPU's
+     * bf16 mode: the checkpoint's bytes used in place, no f32 copy of the encoder; a device
+     * backend: uploaded in its bf16 weight format), and the product with such a matrix:
+     * y (P, out) = x W^T (+ b), W (out, in) bf16, f32 sums (CUDA rounds x to bf16 first). */
     int (*wants_bf16_weights)(void *ctx);
     int (*linear_bf16)(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
                        int64_t P, int in, int out);
+    /* 1: tensors are in the backend's device memory (alloc/upload/download of the backend
+     * vtable); 0: host memory (the CPU ops; no backend needed). */
+    int device_memory;
 };
 
 /* The CPU implementation of the vision ops (engine/backend/cpu/ops_vision*.c). ctx may be NULL. */

@@ -13,7 +13,8 @@
  *    Rounding the f32 result to bf16 alone gives NMSE 2e-6..4.5e-6 here (measured: relative
  *    error up to 2^-9 per value); a wrong index or formula gives 0.01..1 (a GQA head mapping
  *    mistake measured 0.2);
- *  - f32 ops (matmul_f32, the vision ops): NMSE <= 1e-10 (summation order only).
+ *  - f32 ops (matmul_f32, the vision ops; linear_bf16 against the f32 product of the
+ *    bf16-rounded inputs): NMSE <= 1e-10 (summation order only).
  * The measured NMSE of each case is printed (stderr) so a drift shows before it fails. */
 #include <errno.h>
 #include <math.h>
@@ -38,7 +39,7 @@ static const struct {
     {"kv_store", 0},         {"copy_rows", 0},            {"v_linear", 1e-10},
     {"v_layernorm", 1e-10},  {"v_rope2d", 1e-10},         {"v_attention", 1e-10},
     {"v_gelu_tanh", 1e-12},  {"v_gelu_erf", 1e-12},       {"v_add", 0},
-    {"v_downsample", 0},
+    {"v_downsample", 0},      {"v_linear_bf16", 1e-10},
 };
 
 /* The backend under test: the emulated one, or with VL3_TEST_BACKEND=cuda (ctest label gpu) the
@@ -56,6 +57,10 @@ static uint64_t rng_state = 1234;
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
 
 static int argmaxf(const float *x, int n);
+static double rel_l2f(const float *a, const float *b, int n);
+/* the emulator's copy counters (emu/cuda_emu.h) */
+void vl3_emu_copy_stats(long *ret_h2d, long *ret_d2h, long long *ret_h2d_bytes,
+                        long long *ret_d2h_bytes);
 
 /* 0, 1 (skip: no device for the gpu label, reason in skip_why) or -1. */
 static int setup(void)
@@ -660,28 +665,59 @@ TEST(op_attention_paged)
 
 /* ---- vision ops (f32) ------------------------------------------------------------------------ */
 
+/* Device copy of n bytes of host (edev) / download n bytes into a fresh host buffer and free the
+ * device copy. */
+static float *eback(void *d, size_t n)
+{
+    float *h = malloc(n ? n : 1);
+    emu->download(ectx, h, d, n);
+    emu->dealloc(ectx, d);
+    return h;
+}
+
 TEST(op_vision)
 {
     SETUP();
-    /* vision ops take host tensors (vision.c keeps them there); the CUDA backend stages them */
+    /* the CUDA vision ops work on device memory (vision.c keeps the encoder there): inputs are
+     * uploaded, results downloaded; the CPU ops get the same values in host memory */
     const struct vl3__vision_ops *cv = &vl3__cpu_vision_ops, *ev = emu->vision;
-    ASSERT(ev);
+    ASSERT(ev && ev->device_memory && !cv->device_memory);
+    ASSERT(ev->wants_bf16_weights && ev->wants_bf16_weights(ectx) && ev->linear_bf16);
     int fails = 0;
-    /* linear: {P, in, out, bias}: patch embedding (588), the tiny width, 2B vision widths */
+    /* linear: {P, in, out, bias}: patch embedding (588), the tiny width, 2B vision widths. f32
+     * matrices (linear), and bf16 ones (linear_bf16, the encoder's form on CUDA: x rounded to
+     * bf16, f32 sums) against the CPU's f32 product of the bf16-rounded x and W */
     static const int lin[][4] = {{3, 588, 32, 1}, {1, 1, 1, 0}, {5, 33, 31, 1},
                                  {2, 1152, 1152, 1}, {2, 1152, 4304, 1}, {1, 4304, 1152, 0}};
     for (size_t s = 0; s < N_OF(lin); s++) {
         int P = lin[s][0], in = lin[s][1], out = lin[s][2];
-        float *x = randv((size_t)P * in, 1.0, 0), *w = randv((size_t)out * in, 0.05, 0);
+        size_t nx = (size_t)P * in, nw = (size_t)out * in, ny = (size_t)P * out;
+        float *x = randv(nx, 1.0, 0), *w = randv(nw, 0.05, 0);
         float *b = lin[s][3] ? randv((size_t)out, 0.5, 0) : NULL;
-        float *want = malloc((size_t)P * out * 4);
+        float *want = malloc(ny * 4);
         ASSERT_OK(cv->linear(NULL, x, w, b, want, P, in, out));
-        float *got = malloc((size_t)P * out * 4);
-        ASSERT_OK(ev->linear(ectx, x, w, b, got, P, in, out));
+        void *ex = edev(x, nx * 4), *ew = edev(w, nw * 4), *eb = b ? edev(b, (size_t)out * 4) : NULL;
+        void *ey = edev(NULL, ny * 4);
+        ASSERT_OK(ev->linear(ectx, ex, ew, eb, ey, P, in, out));
+        float *got = eback(ey, ny * 4);
         char shape[64];
         snprintf(shape, sizeof(shape), "P%d in%d out%d%s", P, in, out, b ? " +b" : "");
-        fails += check("v_linear", shape, got, want, (size_t)P * out, 0);
-        free(x), free(w), free(b), free(want), free(got);
+        fails += check("v_linear", shape, got, want, ny, 0);
+        free(got);
+        float *xr = malloc(nx * 4), *wr = malloc(nw * 4);
+        for (size_t i = 0; i < nx; i++)
+            xr[i] = rb(x[i]);
+        for (size_t i = 0; i < nw; i++)
+            wr[i] = rb(w[i]);
+        ASSERT_OK(cv->linear(NULL, xr, wr, b, want, P, in, out));
+        void *ew16 = edev_bf16(w, nw);
+        ey = edev(NULL, ny * 4);
+        ASSERT_OK(ev->linear_bf16(ectx, ex, ew16, eb, ey, P, in, out));
+        got = eback(ey, ny * 4);
+        fails += check("v_linear_bf16", shape, got, want, ny, 0);
+        emu->dealloc(ectx, ex), emu->dealloc(ectx, ew), emu->dealloc(ectx, eb);
+        emu->dealloc(ectx, ew16);
+        free(x), free(w), free(b), free(want), free(got), free(xr), free(wr);
     }
     /* layernorm, gelus, add over widths */
     static const int vw[] = {1, 32, 33, 1152, 4304};
@@ -695,28 +731,39 @@ TEST(op_vision)
             x[i] += 2.0f; /* a large mean */
         float *want = malloc(n * 4);
         ASSERT_OK(cv->layernorm(NULL, x, w, b, want, P, C, 1e-6f));
-        float *got = malloc(n * 4);
-        ASSERT_OK(ev->layernorm(ectx, x, w, b, got, P, C, 1e-6f));
+        void *ex = edev(x, n * 4), *ew = edev(w, (size_t)C * 4), *eb = edev(b, (size_t)C * 4);
+        void *ey = edev(NULL, n * 4);
+        ASSERT_OK(ev->layernorm(ectx, ex, ew, eb, ey, P, C, 1e-6f));
+        float *got = eback(ey, n * 4);
         fails += check("v_layernorm", shape, got, want, n, 0);
+        free(got);
         for (int erf_form = 0; erf_form < 2; erf_form++) {
             memcpy(want, x, n * 4);
-            memcpy(got, x, n * 4);
+            void *eg = edev(x, n * 4);
             ASSERT_OK((erf_form ? cv->gelu_erf : cv->gelu_tanh)(NULL, want, (int64_t)n));
-            ASSERT_OK((erf_form ? ev->gelu_erf : ev->gelu_tanh)(ectx, got, (int64_t)n));
+            ASSERT_OK((erf_form ? ev->gelu_erf : ev->gelu_tanh)(ectx, eg, (int64_t)n));
+            got = eback(eg, n * 4);
             fails += check(erf_form ? "v_gelu_erf" : "v_gelu_tanh", shape, got, want, n, 0);
+            free(got);
         }
         memcpy(want, x, n * 4);
-        memcpy(got, x, n * 4);
+        void *ea = edev(x, n * 4);
         ASSERT_OK(cv->add(NULL, want, b, C));
-        ASSERT_OK(ev->add(ectx, got, b, C));
+        ASSERT_OK(ev->add(ectx, ea, eb, C));
+        got = eback(ea, n * 4);
         fails += check("v_add", shape, got, want, n, 0);
+        emu->dealloc(ectx, ex), emu->dealloc(ectx, ew), emu->dealloc(ectx, eb);
         free(x), free(w), free(b), free(want), free(got);
     }
-    /* rope2d and attention over cu_seqlens blocks (an empty block included) */
+    /* rope2d and attention over cu_seqlens blocks (an empty block included; cu is host memory,
+     * and a second call with other blocks of the same total must not reuse the first's) */
     static const struct {
         int H, D, n_blocks;
         int64_t cu[5];
-    } at[] = {{2, 16, 4, {0, 4, 4, 20, 29}}, {16, 72, 2, {0, 33, 70}}, {1, 256, 1, {0, 5}}};
+    } at[] = {{2, 16, 4, {0, 4, 4, 20, 29}},
+              {2, 16, 4, {0, 9, 9, 25, 29}},
+              {16, 72, 2, {0, 33, 70}},
+              {1, 256, 1, {0, 5}}};
     for (size_t s = 0; s < N_OF(at); s++) {
         int H = at[s].H, D = at[s].D, nb = at[s].n_blocks;
         int64_t P = at[s].cu[nb];
@@ -731,13 +778,19 @@ TEST(op_vision)
         float *wq = malloc(n * 4), *want = malloc(n * 4);
         memcpy(wq, q, n * 4);
         ASSERT_OK(cv->rope2d(NULL, wq, pr, pc, P, H, D, 10000.0f));
-        float *got = malloc(n * 4);
-        memcpy(got, q, n * 4);
-        ASSERT_OK(ev->rope2d(ectx, got, pr, pc, P, H, D, 10000.0f));
+        void *eq = edev(q, n * 4), *epr = edev(pr, (size_t)P * 4), *epc = edev(pc, (size_t)P * 4);
+        ASSERT_OK(ev->rope2d(ectx, eq, epr, epc, P, H, D, 10000.0f));
+        float *got = eback(eq, n * 4);
         fails += check("v_rope2d", shape, got, wq, n, 0);
+        free(got);
         ASSERT_OK(cv->attention_blocks(NULL, q, k, v, want, at[s].cu, nb, H, D));
-        ASSERT_OK(ev->attention_blocks(ectx, q, k, v, got, at[s].cu, nb, H, D));
+        void *eq2 = edev(q, n * 4), *ek = edev(k, n * 4), *ev2 = edev(v, n * 4);
+        void *eo = edev(NULL, n * 4);
+        ASSERT_OK(ev->attention_blocks(ectx, eq2, ek, ev2, eo, at[s].cu, nb, H, D));
+        got = eback(eo, n * 4);
         fails += check("v_attention", shape, got, want, n, 0);
+        emu->dealloc(ectx, eq2), emu->dealloc(ectx, ek), emu->dealloc(ectx, ev2);
+        emu->dealloc(ectx, epr), emu->dealloc(ectx, epc);
         free(pr), free(pc), free(q), free(k), free(v), free(wq), free(want), free(got);
     }
     /* downsample: m = 2 averages merge blocks, m = 1 copies */
@@ -746,8 +799,10 @@ TEST(op_vision)
         size_t n = (size_t)gh * gw * C, no = n / ((size_t)m * m);
         float *x = randv(n, 1.0, 0), *want = malloc(no * 4);
         ASSERT_OK(cv->downsample(NULL, x, want, gh, gw, m, C));
-        float *got = malloc(no * 4);
-        ASSERT_OK(ev->downsample(ectx, x, got, gh, gw, m, C));
+        void *ex = edev(x, n * 4), *ey = edev(NULL, no * 4);
+        ASSERT_OK(ev->downsample(ectx, ex, ey, gh, gw, m, C));
+        float *got = eback(ey, no * 4);
+        emu->dealloc(ectx, ex);
         fails += check("v_downsample", m == 1 ? "4x6 m1 C33" : "4x6 m2 C33", got, want, no, 0);
         free(x), free(want), free(got);
     }
@@ -1026,6 +1081,85 @@ TEST(e2e_ctx_sample_matches_host)
     }
     fprintf(stderr, "vl3_ctx_sample: %d draws, %d differ from the host sampler\n", draws, fails);
     ASSERT_EQ(fails, 0);
+    return 0;
+}
+
+/* The vision encoder in device memory: vl3_vision_encode on the emulated backend against the CPU
+ * on the tiny model, a batch of an image (merge 1) and a 2-frame video (merge 2), without and
+ * with a token mask. The rows must agree within relative L2 VIS_REL_L2: the device encoder keeps
+ * its matrices in bf16 and rounds each product's input to bf16 (the reference model's bf16
+ * linear layers), the CPU computes in f32 (measured 8e-4, printed); a wrong op or layout gives
+ * ~0.3..1. On the emulator the copies are counted: an encode uploads only the pixels and the
+ * positions (no weights, no activations) and downloads once. */
+#define VIS_REL_L2 0.005
+
+TEST(e2e_vision_encoder_in_device_memory)
+{
+    SETUP();
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/tiny_vis_dev", test_tmpdir());
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    tp.seed = 21;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+    vl3_model *m[2];
+    vl3_vision *vis[2];
+    for (int b = 0; b < 2; b++) {
+        vl3_model_params mp = vl3_model_params_default();
+        mp.dir = dir;
+        mp.backend = b ? dev_kind : VL3_BACKEND_CPU;
+        mp.n_threads = 1;
+        ASSERT_OK_E(vl3_model_load(&mp, &m[b], &err), &err);
+        ASSERT_OK_E(vl3_vision_new(m[b], 1, &vis[b], &err), &err);
+    }
+    vl3_vision_grid grids[2] = {{1, 4, 6, 1}, {2, 4, 4, 2}};
+    int K = 588, P = 24 + 32, n_tok = 24 + 8, Dl = vl3_vision_out_dim(vis[0]);
+    float *px = randv((size_t)P * K, 1.0, 0);
+    vl3_pixel_batch pb = {.pixel_values = px, .n_patches = P, .patch_dim = K, .n_items = 2,
+                          .grids = grids};
+    uint8_t keep[32];
+    for (int t = 0; t < n_tok; t++)
+        keep[t] = (uint8_t)(t % 3 != 1);
+    int n_kept = 0;
+    for (int t = 0; t < n_tok; t++)
+        n_kept += keep[t];
+    vl3_token_mask mask = {.keep = keep, .n_tokens = n_tok, .n_kept = n_kept};
+    float *out[2];
+    for (int b = 0; b < 2; b++)
+        out[b] = malloc(sizeof(float) * (size_t)n_tok * Dl);
+    double worst = 0;
+    for (int masked = 0; masked < 2; masked++) {
+        int rows = masked ? n_kept : n_tok;
+        long h0, d0, h1, d1;
+        long long hb0, db0, hb1, db1;
+        for (int b = 0; b < 2; b++) {
+            if (b && !real_gpu)
+                vl3_emu_copy_stats(&h0, &d0, &hb0, &db0);
+            ASSERT_OK_E(vl3_vision_encode(vis[b], &pb, masked ? &mask : NULL, out[b], &err),
+                        &err);
+            if (b && !real_gpu) {
+                vl3_emu_copy_stats(&h1, &d1, &hb1, &db1);
+                long long pix = (long long)P * K * 4, pos = 2LL * P * 4, cu = 4 * 8;
+                fprintf(stderr, "encode (masked %d): %ld uploads (%lld bytes), %ld downloads "
+                        "(%lld bytes)\n", masked, h1 - h0, hb1 - hb0, d1 - d0, db1 - db0);
+                ASSERT_EQ(d1 - d0, 1);
+                ASSERT_EQ(db1 - db0, (long long)n_tok * Dl * 4);
+                ASSERT_LE(h1 - h0, 4);
+                ASSERT_LE(hb1 - hb0, pix + pos + cu);
+            }
+        }
+        double rel = rel_l2f(out[1], out[0], rows * Dl);
+        worst = rel > worst ? rel : worst;
+        fprintf(stderr, "vision rows (masked %d): %d x %d, rel_l2 %.3g (bound %.2g)\n", masked,
+                rows, Dl, rel, VIS_REL_L2);
+        ASSERT_LE(rel, VIS_REL_L2);
+    }
+    for (int b = 0; b < 2; b++) {
+        vl3_vision_free(vis[b]);
+        vl3_model_free(m[b]);
+        free(out[b]);
+    }
+    free(px);
     return 0;
 }
 

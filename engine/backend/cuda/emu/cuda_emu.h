@@ -98,6 +98,10 @@ cudaError_t vl3_emu_cudaSetDevice(int device);
  * (a fresh device). VL3_CUDA_EMU_FAULT=N arms it from the environment, counting from the
  * process's first launch. */
 void vl3_emu_fault_after(long n);
+/* Tests: the number of host-to-device and device-to-host copies (cudaMemcpy(Async) of those
+ * kinds) and their bytes since the process started, over all threads. */
+void vl3_emu_copy_stats(long *ret_h2d, long *ret_d2h, long long *ret_h2d_bytes,
+                        long long *ret_d2h_bytes);
 
 #define cudaMalloc vl3_emu_cudaMalloc
 #define cudaFree vl3_emu_cudaFree
