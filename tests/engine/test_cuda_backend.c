@@ -1163,6 +1163,38 @@ TEST(e2e_vision_encoder_in_device_memory)
     return 0;
 }
 
+/* `vl3 bench gpu` runs its phases and the measured end-to-end window (vision encode of the
+ * window's frames, prefill of their rows, generation with the tiny model's sampling settings,
+ * which sample on the device) on this backend, with sizes small enough for the emulator. The
+ * measured row must be there with a positive rate and the generated count asked for. */
+TEST(e2e_bench_gpu_window)
+{
+    SETUP();
+    const char *bin = getenv("VL3_BIN_DIR");
+    if (!bin)
+        SKIP("VL3_BIN_DIR is not set");
+    char dir[1024], out[8192];
+    snprintf(dir, sizeof(dir), "%s/tiny_bench_gpu", test_tmpdir());
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+    ASSERT_EQ(test_sh(out, sizeof(out),
+                      "%s/vl3 bench gpu --model %s --backend %s --frames 1 --prompt-tokens 16 "
+                      "--gen-tokens 2 --batches 1,2 --limit-size 32 --window-frames 2 "
+                      "--window-gen 5 2>&1",
+                      bin, dir, dev_name),
+              0);
+    fprintf(stderr, "%s", out);
+    const char *row = strstr(out, "3-min window (meas.)");
+    ASSERT(row != NULL);
+    double t = 0, rate = 0;
+    ASSERT_EQ(sscanf(row + strlen("3-min window (meas.)"), "%lf %lf", &t, &rate), 2);
+    ASSERT(t > 0 && rate > 0 && fabs(rate * t - 1) < 1e-2);
+    ASSERT_STR_CONTAINS(out, "2 frames of 14x24 patches encoded in one call, 168 visual + 16 "
+                             "text tokens prefilled, 5 tokens generated");
+    return 0;
+}
+
 static int read_all(const char *path, void **ret, size_t *ret_len)
 {
     char *buf;
