@@ -151,7 +151,37 @@ static int cpu_supports(void *ctx, enum vl3__op op, int dtype)
         return dtype == VL3__DTYPE_BF16;
     if (op >= VL3__OP_VISION_LINEAR && op < VL3__OP_COUNT)
         return dtype == VL3__DTYPE_F32;
+    if (op == VL3__OP_SAMPLE)
+        return dtype == VL3__DTYPE_F32;
     return op <= VL3__OP_SCATTER_ROWS && dtype == VL3__DTYPE_F32;
+}
+
+/* The sample op: the reference arithmetic (vl3__sample_ref, engine/src/sampler.c) per row. */
+static int cpu_sample(void *ctx, int32_t *ret_host, const void *x, int R, int n,
+                      const struct vl3__sample_row *rows, const int32_t *hist, int n_hist)
+{
+    (void)ctx;
+    if (R <= 0)
+        return 0;
+    if (!vl3__sample_rows_valid(rows, R, n, n_hist))
+        return -EINVAL;
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < rows[r].n_hist; i++)
+            if (hist[rows[r].hist_off + i] < 0 || hist[rows[r].hist_off + i] >= n)
+                return -EINVAL;
+    float *work = malloc((size_t)n * sizeof(float));
+    int32_t *cand = malloc((size_t)n * sizeof(int32_t));
+    if (!work || !cand) {
+        free(work);
+        free(cand);
+        return -ENOMEM;
+    }
+    for (int r = 0; r < R; r++)
+        ret_host[r] = vl3__sample_ref((const float *)x + (size_t)r * n, n, &rows[r],
+                                      hist + rows[r].hist_off, work, cand);
+    free(work);
+    free(cand);
+    return 0;
 }
 
 const vl3__backend_ops vl3__backend_cpu_ops = {
@@ -188,4 +218,5 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .scatter_rows = vl3__cpu_scatter_rows,
     /* vision ops get this backend's context (threads, precision mode) */
     .vision = &vl3__cpu_vision_ops,
+    .sample = cpu_sample,
 };
