@@ -16,7 +16,8 @@
  *     the small-T (decode) kernel of the amx path.
  *   - avx512, avx2, c: the f32 kernels of matmul.c on x rounded to bf16 (exact bf16 products,
  *     f32 sums: the same arithmetic, f32 speed). They keep bf16 mode usable everywhere.
- * Threads split the output rows (blocks of 32 for AMX, of 4 otherwise). */
+ * Threads (the context's pool, parallel.c) split the output rows (blocks of 32 for AMX, of 4
+ * otherwise). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -200,26 +201,10 @@ struct gemm_job {
     uint16_t *scratch;  /* per-thread: AMX edge tiles */
 };
 
-static void *job_run(void *arg)
+static void job_task(void *arg, int k)
 {
-    const struct gemm_job *j = arg;
+    const struct gemm_job *j = (const struct gemm_job *)arg + k;
     j->fn(j);
-    return NULL;
-}
-
-static void run_jobs(struct gemm_job *jobs, int nt)
-{
-    pthread_t th[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int k = 1; k < nt; k++)
-        started[k] = pthread_create(&th[k], NULL, job_run, &jobs[k]) == 0;
-    job_run(&jobs[0]);
-    for (int k = 1; k < nt; k++) {
-        if (started[k])
-            pthread_join(th[k], NULL);
-        else
-            job_run(&jobs[k]); /* could not start a thread: do its share here */
-    }
 }
 
 /* ---- AVX512-BF16: vdpbf16ps dot products ---------------------------------------------------- */
@@ -596,7 +581,7 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
                                             .y = ys};
             }
         }
-        run_jobs(jobs, nt);
+        vl3__cpu_run(ctx, nt, job_task, jobs);
     }
     return 0;
 #else
@@ -613,9 +598,9 @@ struct conv_job {
     int isa;
 };
 
-static void *conv_run(void *arg)
+static void conv_task(void *arg, int k)
 {
-    const struct conv_job *j = arg;
+    const struct conv_job *j = (const struct conv_job *)arg + k;
     size_t i = 0;
 #ifdef GEMM_X86
     if (j->isa >= VL3__CPU_ISA_AVX512)
@@ -624,7 +609,6 @@ static void *conv_run(void *arg)
 #endif
     for (; i < j->n; i++)
         j->dst[i] = vl3__cpu_f32_to_bf16(j->src[i]);
-    return NULL;
 }
 
 int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float *b, float *y,
@@ -646,21 +630,11 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
     void *work = buf + wbytes;
     int isa = vl3__cpu_isa(), nt = thread_count(ctx, (double)n * 64, out);
     struct conv_job cj[MAX_THREADS];
-    pthread_t th[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     for (int k = 0; k < nt; k++) {
         size_t r0 = (size_t)out * k / nt, r1 = (size_t)out * (k + 1) / nt;
         cj[k] = (struct conv_job){wbf + r0 * in, w + r0 * in, (r1 - r0) * in, isa};
     }
-    for (int k = 1; k < nt; k++)
-        started[k] = pthread_create(&th[k], NULL, conv_run, &cj[k]) == 0;
-    conv_run(&cj[0]);
-    for (int k = 1; k < nt; k++) {
-        if (started[k])
-            pthread_join(th[k], NULL);
-        else
-            conv_run(&cj[k]);
-    }
+    vl3__cpu_run(ctx, nt, conv_task, cj);
     if (b)
         for (int64_t p = 0; p < P; p++)
             memcpy(y + p * out, b, sizeof(float) * (size_t)out);
