@@ -486,7 +486,7 @@ TEST(vision_linear_bf16)
 }
 
 /* One thread, CPU time (not wall): the AMX and AVX512-BF16 kernels' own rate, immune to the
- * other jobs of a shared machine (VL3_BENCH). */
+ * other jobs of a shared machine (VL3_BENCH; VL3_BENCH_AMX_ONLY=1 times the amx path alone). */
 TEST(bench_gemm_cputime)
 {
     if (!getenv("VL3_BENCH"))
@@ -503,6 +503,8 @@ TEST(bench_gemm_cputime)
             w[i] = vl3__cpu_f32_to_bf16((float)urand() * 0.05f);
         for (int p = -1; p < VL3__CPU_ISA_COUNT; p++) {
             if (p >= 0 && (!vl3__cpu_isa_supported(p) || p < VL3__CPU_ISA_AVX512BF16))
+                continue;
+            if (getenv("VL3_BENCH_AMX_ONLY") && p != VL3__CPU_ISA_AMX)
                 continue;
             vl3__cpu_set_precision(c, p < 0 ? VL3__CPU_PREC_F32 : VL3__CPU_PREC_BF16);
             vl3__cpu_set_isa(p);

@@ -329,36 +329,10 @@ struct tile_config {
     uint8_t rows[16];
 };
 
-/* Pack rows [0, tn) of x (stride K) as B tiles: blocks of 16 tokens (ntb, made even), per block
- * nks tiles of 16 k pairs x 16 tokens (dword (k2, t) = bf16 pair x[t][32s + 2k2 .. +1]). */
-__attribute__((target("avx512f,avx512bw"))) static void amx_pack_x(uint32_t *xp, const float *x,
-                                                                    int tn, int K, int nks,
-                                                                    int ntb)
+/* The 16 x 16 transpose of 32-bit words in registers: t[n] lane m = r[m] lane n (unpack 32/64-bit,
+ * then two 128-bit lane shuffles). */
+__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16], __m512 t[16])
 {
-    uint32_t tmp[16] __attribute__((aligned(64)));
-    for (int t = 0; t < ntb * 16; t++) {
-        uint32_t *blk = xp + (size_t)(t / 16) * nks * 256 + t % 16;
-        for (int s = 0; s < nks; s++) {
-            if (t < tn)
-                _mm512_store_si512((void *)tmp, round32(x + (size_t)t * K + s * 32, K - s * 32));
-            else
-                memset(tmp, 0, sizeof(tmp));
-            uint32_t *tile = blk + (size_t)s * 256;
-            for (int k2 = 0; k2 < 16; k2++)
-                tile[k2 * 16] = tmp[k2];
-        }
-    }
-}
-
-/* y[n][m] (+)= c[m][n] for n < tn tokens, m < rows outputs: the C tile (16 outputs x 16 tokens,
- * row stride 16) transposed in registers (unpack 32/64-bit, then two 128-bit lane shuffles),
- * one masked row store per token. */
-__attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const float *c, int tn,
-                                                        int rows, int acc)
-{
-    __m512 r[16], t[16];
-    for (int m = 0; m < 16; m++)
-        r[m] = _mm512_loadu_ps(c + 16 * m);
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
@@ -381,6 +355,54 @@ __attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const 
         t[8 + jj] = _mm512_shuffle_f32x4(v1, w1, 0x88);
         t[12 + jj] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
     }
+}
+
+/* Pack rows [16 tb, 16 tb + 16) of x (tn rows, stride K) as B tiles: per block of 16 tokens, nks
+ * tiles of 16 k pairs x 16 tokens (dword (k2, t) = bf16 pair x[t][32s + 2k2 .. +1]): 16 rows
+ * rounded to pairs, transposed in registers, stored as 16 contiguous 64-byte rows. Rows past tn
+ * are zero. */
+__attribute__((target("avx512f,avx512bw"))) static void amx_pack_block(uint32_t *xp,
+                                                                        const float *x, int tn,
+                                                                        int K, int nks, int tb)
+{
+    uint32_t *blk = xp + (size_t)tb * nks * 256;
+    for (int s = 0; s < nks; s++) {
+        __m512 r[16], t[16];
+        for (int i = 0; i < 16; i++) {
+            int row = tb * 16 + i;
+            r[i] = row < tn ? _mm512_castsi512_ps(round32(x + (size_t)row * K + s * 32,
+                                                          K - s * 32))
+                            : _mm512_setzero_ps();
+        }
+        transpose16(r, t);
+        uint32_t *tile = blk + (size_t)s * 256;
+        for (int k2 = 0; k2 < 16; k2++)
+            _mm512_store_ps((float *)(tile + k2 * 16), t[k2]);
+    }
+}
+
+struct pack_job {
+    uint32_t *xp;
+    const float *x;
+    int tn, K, nks, ntb, nt;
+};
+
+static void pack_task(void *arg, int k)
+{
+    const struct pack_job *p = arg;
+    for (int tb = p->ntb * k / p->nt; tb < p->ntb * (k + 1) / p->nt; tb++)
+        amx_pack_block(p->xp, p->x, p->tn, p->K, p->nks, tb);
+}
+
+/* y[n][m] (+)= c[m][n] for n < tn tokens, m < rows outputs: the C tile (16 outputs x 16 tokens,
+ * row stride 16) transposed in registers, one masked row store per token. */
+__attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const float *c, int tn,
+                                                        int rows, int acc)
+{
+    __m512 r[16], t[16];
+    for (int m = 0; m < 16; m++)
+        r[m] = _mm512_loadu_ps(c + 16 * m);
+    transpose16(r, t);
     __mmask16 mk = mask16(rows);
     for (int n = 0; n < tn; n++) {
         float *yr = y + (size_t)n * ld;
@@ -391,8 +413,35 @@ __attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const 
     }
 }
 
+/* The four C tiles of one 32 x 32 block, stored in the job's cbuf, waiting to be transposed into
+ * y while the next block's tile products run. */
+struct amx_pending {
+    float *y; /* y at the block's first token and output */
+    int tn[2], rows[2], live;
+};
+
+__attribute__((target("avx512f"))) static void flush_ct(const struct gemm_job *j,
+                                                        const float *cbuf,
+                                                        struct amx_pending *p)
+{
+    for (int c = 0; c < 4; c++) {
+        int h = c >> 1, half = c & 1;
+        if (p->tn[half] > 0)
+            store_ct(p->y + (size_t)half * 16 * j->out + 16 * h, j->out, cbuf + 256 * c,
+                     p->tn[half], p->rows[h], j->acc);
+    }
+    p->live = 0;
+}
+
+#define AMX_PF 2 /* k steps ahead that the A and B tiles are prefetched into L1 */
+
 /* One job: output blocks of 32 rows [o0, o1) (o0 a multiple of 32) for ntb token blocks.
- * scratch: 2 * 16 * Kp bf16 (edge rows) + 2 * 16 * 32 bf16 (k tails) + 256 f32. */
+ * Per block, the k loop is software-pipelined: each A / B tile of the next k step is loaded as
+ * soon as the products of this step have read its register (tiles are not renamed), and the
+ * lines of the step AMX_PF ahead are prefetched; the previous block's C tiles are transposed
+ * into y (flush_ct) after the first k step of the next block is issued, so that AVX-512 work
+ * overlaps the tile products instead of draining the pipeline between blocks.
+ * scratch: 2 * 16 * Kp bf16 (edge rows) + 2 * 16 * 32 bf16 (k tails) + 4 C tiles (f32). */
 __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_job(const struct gemm_job *j)
 {
     struct tile_config cfg;
@@ -409,6 +458,7 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_job(const s
     uint16_t *tail[2] = {j->scratch + 32 * (size_t)Kp, j->scratch + 32 * (size_t)Kp + 512};
     float *cbuf = (float *)(j->scratch + 32 * (size_t)Kp + 1024);
     const char *xp = (const char *)j->xb;
+    struct amx_pending pend = {0};
     for (int o0 = j->o0; o0 < j->o1; o0 += 32) {
         const char *am[2], *at[2];
         long as[2], ats[2];
@@ -443,15 +493,39 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_job(const s
             _tile_zero(1);
             _tile_zero(2);
             _tile_zero(3);
+            if (kfull > 0) {
+                _tile_loadd(4, am[0], as[0]);
+                _tile_loadd(6, b0, 64);
+                _tile_loadd(7, b1, 64);
+                _tile_loadd(5, am[1], as[1]);
+            }
             for (int s = 0; s < kfull; s++) {
-                _tile_loadd(4, am[0] + s * 64, as[0]);
-                _tile_loadd(6, b0 + (size_t)s * 1024, 64);
-                _tile_loadd(5, am[1] + s * 64, as[1]);
-                _tile_loadd(7, b1 + (size_t)s * 1024, 64);
+                int p = s + AMX_PF;
+                if (p < kfull) {
+                    const char *pb0 = b0 + (size_t)p * 1024, *pb1 = b1 + (size_t)p * 1024;
+                    for (int l = 0; l < 16; l++) {
+                        _mm_prefetch(pb0 + 64 * l, _MM_HINT_T0);
+                        _mm_prefetch(pb1 + 64 * l, _MM_HINT_T0);
+                        _mm_prefetch(am[0] + p * 64 + l * as[0], _MM_HINT_T0);
+                        _mm_prefetch(am[1] + p * 64 + l * as[1], _MM_HINT_T0);
+                    }
+                }
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
+                if (s + 1 < kfull) {
+                    int n = s + 1;
+                    _tile_loadd(4, am[0] + n * 64, as[0]);
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_loadd(6, b0 + (size_t)n * 1024, 64);
+                    _tile_dpbf16ps(3, 5, 7);
+                    _tile_loadd(7, b1 + (size_t)n * 1024, 64);
+                    _tile_loadd(5, am[1] + n * 64, as[1]);
+                } else {
+                    _tile_dpbf16ps(2, 5, 6);
+                    _tile_dpbf16ps(3, 5, 7);
+                }
+                if (s == 0 && pend.live)
+                    flush_ct(j, cbuf, &pend);
             }
             if (kfull < nks) {
                 _tile_loadd(4, at[0], ats[0]);
@@ -463,20 +537,23 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_job(const s
                 _tile_dpbf16ps(2, 5, 6);
                 _tile_dpbf16ps(3, 5, 7);
             }
-            for (int c = 0; c < 4; c++) {
-                int h = c >> 1, t0 = (tb + (c & 1)) * 16;
-                switch (c) {
-                case 0: _tile_stored(0, cbuf, 64); break;
-                case 1: _tile_stored(1, cbuf, 64); break;
-                case 2: _tile_stored(2, cbuf, 64); break;
-                default: _tile_stored(3, cbuf, 64); break;
-                }
-                int tn = j->T - t0 < 16 ? j->T - t0 : 16;
-                store_ct(j->y + (size_t)t0 * j->out + o0 + 16 * h, j->out, cbuf, tn, rows[h],
-                         j->acc);
-            }
+            if (pend.live)
+                flush_ct(j, cbuf, &pend);
+            _tile_stored(0, cbuf, 64);
+            _tile_stored(1, cbuf + 256, 64);
+            _tile_stored(2, cbuf + 512, 64);
+            _tile_stored(3, cbuf + 768, 64);
+            int t0 = tb * 16;
+            pend.y = j->y + (size_t)t0 * j->out + o0;
+            pend.tn[0] = j->T - t0 < 16 ? j->T - t0 : 16;
+            pend.tn[1] = j->T - t0 - 16 < 16 ? j->T - t0 - 16 : 16;
+            pend.rows[0] = rows[0];
+            pend.rows[1] = rows[1];
+            pend.live = 1;
         }
     }
+    if (pend.live)
+        flush_ct(j, cbuf, &pend);
     _tile_release();
 }
 #endif /* GEMM_X86 */
@@ -494,7 +571,7 @@ size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in)
     size_t nt = (size_t)vl3__cpu_threads(ctx);
     if (nt > MAX_THREADS)
         nt = MAX_THREADS;
-    size_t native = (size_t)XCHUNK * kp * 2 + 64 + nt * ((32 * kp + 1024) * 2 + 1024 + 64);
+    size_t native = (size_t)XCHUNK * kp * 2 + 64 + nt * ((32 * kp + 1024) * 2 + 4096 + 64);
     size_t emu = (size_t)EMU_CHUNK * in * 4 + 64 + vl3__cpu_matmul_f32_work_size(max_in);
     return native > emu ? native : emu;
 }
@@ -548,7 +625,7 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
     char *base = align64(work);
     uint16_t *xb = (uint16_t *)base;
     char *thr = base + (size_t)XCHUNK * Kp * 2;
-    size_t thr_bytes = ((32 * (size_t)Kp + 1024) * 2 + 1024 + 63) & ~(size_t)63;
+    size_t thr_bytes = ((32 * (size_t)Kp + 1024) * 2 + 4096 + 63) & ~(size_t)63;
     for (int t0 = 0; t0 < T; t0 += XCHUNK) {
         int tn = T - t0 < XCHUNK ? T - t0 : XCHUNK;
         const float *xs = x + (size_t)t0 * in;
@@ -558,9 +635,11 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
         if (isa == VL3__CPU_ISA_AMX && tn >= AMX_MIN_T) {
             int ntb = (tn + 15) / 16;
             ntb += ntb & 1;
-            amx_pack_x((uint32_t *)xb, xs, tn, in, Kp / 32, ntb);
             int nob = (out + 31) / 32;
             nt = thread_count(ctx, (double)tn * in * out, nob);
+            struct pack_job pj = {(uint32_t *)xb, xs, tn, in, Kp / 32, ntb,
+                                  nt < ntb ? nt : ntb};
+            vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
             for (int k = 0; k < nt; k++) {
                 int b0 = (int)((long long)nob * k / nt), b1 = (int)((long long)nob * (k + 1) / nt);
                 jobs[k] = (struct gemm_job){.fn = amx_job, .o0 = b0 * 32,
