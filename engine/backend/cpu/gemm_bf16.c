@@ -7,8 +7,10 @@
  * environment variable VL3_CPU_ISA=amx|avx512bf16|avx512|avx2|c (vl3__cpu_set_isa in tests):
  *   - amx: AMX-BF16 tiles for T >= AMX_MIN_T. A tiles are 16 weight rows x 32 k read in place
  *     (tileloadd with the row stride: no repacking of W), B tiles are x packed once per call in
- *     the pair-interleaved layout (16 k pairs x 16 tokens), C tiles (16 outputs x 16 tokens) are
- *     transposed into y. Blocks of 32 outputs x 32 tokens (4 C tiles) per k step. Linux asks the
+ *     the pair-interleaved layout (16 k pairs x 16 tokens; 16 tokens at a time, transposed in
+ *     registers, on the pool's threads), C tiles (16 outputs x 16 tokens) are transposed into y.
+ *     Blocks of 32 outputs x 32 tokens (4 C tiles) per k step, the k loop software-pipelined
+ *     (amx_job). Single-thread rates and what was tried: docs/benchmarks.md. Linux asks the
  *     process to request the tile state (arch_prctl ARCH_REQ_XCOMP_PERM) before the first tile
  *     instruction; when the kernel refuses, the path is reported unsupported.
  *   - avx512bf16: vdpbf16ps dot products, 4 weight rows x 4 tokens per register block, the W
@@ -433,16 +435,19 @@ __attribute__((target("avx512f"))) static void flush_ct(const struct gemm_job *j
     p->live = 0;
 }
 
-#define AMX_PF 2 /* k steps ahead that the A and B tiles are prefetched into L1 */
 
 /* One job: output blocks of 32 rows [o0, o1) (o0 a multiple of 32) for ntb token blocks.
  * Per block, the k loop is software-pipelined: each A / B tile of the next k step is loaded as
- * soon as the products of this step have read its register (tiles are not renamed), and the
- * lines of the step AMX_PF ahead are prefetched; the previous block's C tiles are transposed
- * into y (flush_ct) after the first k step of the next block is issued, so that AVX-512 work
- * overlaps the tile products instead of draining the pipeline between blocks.
+ * soon as the products of this step have read its register (tile registers are not renamed, so
+ * loading all four at the top of the step waited for the previous step's products). The
+ * previous block's C tiles are transposed into y (flush_ct) after the first k step of the next
+ * block is issued, so that the AVX-512 epilogue overlaps tile products instead of following a
+ * drained pipeline, and the lines of y the block will write are prefetched for writing during
+ * its first 32 k steps (y of a 2B product is 3-14 MB: its stores otherwise missed to L3/DRAM).
+ * Software prefetch of the A and B tiles measured no gain (slower when the fill buffers were
+ * full) and is not done.
  * scratch: 2 * 16 * Kp bf16 (edge rows) + 2 * 16 * 32 bf16 (k tails) + 4 C tiles (f32). */
-__attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_job(const struct gemm_job *j)
+__attribute__((target("amx-tile,amx-bf16,avx512f,prfchw"))) static void amx_job(const struct gemm_job *j)
 {
     struct tile_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -500,15 +505,11 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_job(const s
                 _tile_loadd(5, am[1], as[1]);
             }
             for (int s = 0; s < kfull; s++) {
-                int p = s + AMX_PF;
-                if (p < kfull) {
-                    const char *pb0 = b0 + (size_t)p * 1024, *pb1 = b1 + (size_t)p * 1024;
-                    for (int l = 0; l < 16; l++) {
-                        _mm_prefetch(pb0 + 64 * l, _MM_HINT_T0);
-                        _mm_prefetch(pb1 + 64 * l, _MM_HINT_T0);
-                        _mm_prefetch(am[0] + p * 64 + l * as[0], _MM_HINT_T0);
-                        _mm_prefetch(am[1] + p * 64 + l * as[1], _MM_HINT_T0);
-                    }
+                if (s < 32 && tb * 16 + s < j->T) { /* this block's y rows, written later */
+                    const char *yr = (const char *)(j->y + (size_t)(tb * 16 + s) * j->out + o0);
+                    _mm_prefetch(yr, _MM_HINT_ET0);
+                    _mm_prefetch(yr + 64, _MM_HINT_ET0);
+                    _mm_prefetch(yr + 124, _MM_HINT_ET0);
                 }
                 _tile_dpbf16ps(0, 4, 6);
                 _tile_dpbf16ps(1, 4, 7);
