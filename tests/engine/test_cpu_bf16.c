@@ -57,7 +57,8 @@ static int gemm_case(int isa)
         {1, 64, 48},    {1, 129, 33},   {3, 37, 70},    {4, 31, 5},     {5, 600, 17},
         {15, 100, 33},  {16, 64, 32},   {17, 588, 47},  {31, 1152, 40}, {32, 96, 64},
         {33, 64, 40},   {48, 4304, 70}, {100, 257, 130}, {1, 1536, 1536}, {3, 1536, 8960},
-        {2, 8960, 1536}, {40, 1536, 300}, {513, 96, 50}, {600, 33, 20},  {64, 8960, 36}};
+        {2, 8960, 1536}, {40, 1536, 300}, {513, 96, 50}, {600, 33, 20},  {64, 8960, 36},
+        {400, 8967, 300}}; /* the last: amx's k-chunked path (x beyond L2), groups, k tail */
     void *c = NULL;
     ASSERT_OK(ops->init(0, 2, &c, NULL));
     vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
@@ -494,7 +495,8 @@ TEST(bench_gemm_cputime)
     void *c = NULL;
     ASSERT_OK(ops->init(0, 1, &c, NULL));
     static const int shapes[][3] = {{391, 1536, 2048}, {391, 1536, 8960}, {391, 8960, 1536},
-                                    {378, 1152, 4304}, {1, 1536, 8960}};
+                                    {378, 1152, 4304}, {378, 4304, 1152}, {512, 1536, 8960},
+                                    {512, 8960, 1536}, {1, 1536, 8960}};
     for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
         int T = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
         float *x = randv((size_t)T * in), *y = malloc(sizeof(float) * T * out);

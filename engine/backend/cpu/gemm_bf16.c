@@ -40,6 +40,8 @@
 #define AMX_MIN_T 16   /* below this the amx path uses the vdpbf16ps kernel */
 #define EMU_CHUNK 256  /* token rows rounded per pass on the f32-emulation paths */
 #define THREAD_MIN_MACS (1 << 20)
+#define AMX_XCHUNK_BYTES (1280 << 10) /* packed x of one k chunk (amx_job), to stay in L2 */
+#define AMX_PARK_BYTES (256 << 10)   /* per thread: C tiles parked between k chunks */
 
 static const char *const isa_names[VL3__CPU_ISA_COUNT] = {"c", "avx2", "avx512", "avx512bf16",
                                                           "amx"};
@@ -447,7 +449,120 @@ __attribute__((target("avx512f"))) static void flush_ct(const struct gemm_job *j
  * Software prefetch of the A and B tiles measured no gain (slower when the fill buffers were
  * full) and is not done.
  * scratch: 2 * 16 * Kp bf16 (edge rows) + 2 * 16 * 32 bf16 (k tails) + 4 C tiles (f32). */
-__attribute__((target("amx-tile,amx-bf16,avx512f,prfchw"))) static void amx_job(const struct gemm_job *j)
+#define AMX_TARGET "amx-tile,amx-bf16,avx512f,prfchw"
+
+/* A and B tile sources of one 32-output block: rows of W in place (or padded copies) */
+struct amx_block {
+    const char *am[2], *at[2];
+    long as[2], ats[2];
+    int rows[2], o0;
+};
+
+static void amx_block_setup(const struct gemm_job *j, struct amx_block *bl, int o0, uint16_t **pad,
+                            uint16_t **tail)
+{
+    int K = j->K, Kp = j->Kp, kfull = K / 32, nks = Kp / 32;
+    bl->o0 = o0;
+    for (int h = 0; h < 2; h++) {
+        int r0 = o0 + 16 * h;
+        bl->rows[h] = j->out - r0 < 16 ? (j->out - r0 > 0 ? j->out - r0 : 0) : 16;
+        if (bl->rows[h] == 16) {
+            bl->am[h] = (const char *)(j->w + (size_t)r0 * K);
+            bl->as[h] = (long)K * 2;
+            if (kfull < nks) {
+                memset(tail[h], 0, 512 * sizeof(uint16_t));
+                for (int r = 0; r < 16; r++)
+                    memcpy(tail[h] + r * 32, j->w + (size_t)(r0 + r) * K + kfull * 32,
+                           (size_t)(K - kfull * 32) * 2);
+            }
+            bl->at[h] = (const char *)tail[h];
+            bl->ats[h] = 64;
+        } else {
+            memset(pad[h], 0, 16 * (size_t)Kp * 2);
+            for (int r = 0; r < bl->rows[h]; r++)
+                memcpy(pad[h] + (size_t)r * Kp, j->w + (size_t)(r0 + r) * K, (size_t)K * 2);
+            bl->am[h] = (const char *)pad[h];
+            bl->as[h] = (long)Kp * 2;
+            bl->at[h] = (const char *)(pad[h] + kfull * 32);
+            bl->ats[h] = bl->as[h];
+        }
+    }
+}
+
+/* C tiles 0-3 += the k steps [s0, s1) of the block against token blocks tb, tb + 1; the
+ * pending block is flushed after the first step, and (yrows) the lines of y rows t0 .. t0 + 31
+ * of this block are prefetched for writing over the first 32 steps. */
+__attribute__((target(AMX_TARGET))) static inline void amx_steps(
+    const struct gemm_job *j, const struct amx_block *bl, const char *b0, const char *b1, int s0,
+    int s1, struct amx_pending *pend, const float *cbuf, int t0, int yrows)
+{
+    const char *am0 = bl->am[0], *am1 = bl->am[1];
+    long as0 = bl->as[0], as1 = bl->as[1];
+    if (s0 < s1) {
+        _tile_loadd(4, am0 + s0 * 64, as0);
+        _tile_loadd(6, b0 + (size_t)s0 * 1024, 64);
+        _tile_loadd(7, b1 + (size_t)s0 * 1024, 64);
+        _tile_loadd(5, am1 + s0 * 64, as1);
+    }
+    for (int s = s0; s < s1; s++) {
+        int i = s - s0;
+        if (yrows && i < 32 && t0 + i < j->T) { /* this block's y rows, written later */
+            const char *yr = (const char *)(j->y + (size_t)(t0 + i) * j->out + bl->o0);
+            _mm_prefetch(yr, _MM_HINT_ET0);
+            _mm_prefetch(yr + 64, _MM_HINT_ET0);
+            _mm_prefetch(yr + 124, _MM_HINT_ET0);
+        }
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        if (s + 1 < s1) {
+            int n = s + 1;
+            _tile_loadd(4, am0 + n * 64, as0);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_loadd(6, b0 + (size_t)n * 1024, 64);
+            _tile_dpbf16ps(3, 5, 7);
+            _tile_loadd(7, b1 + (size_t)n * 1024, 64);
+            _tile_loadd(5, am1 + n * 64, as1);
+        } else {
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        if (i == 0 && pend->live)
+            flush_ct(j, cbuf, pend);
+    }
+}
+
+/* The last k steps of a block: the k tail (K not a multiple of 32), then the C tiles to cbuf,
+ * pending until the next block's first step (or the end of the job) transposes them into y. */
+__attribute__((target(AMX_TARGET))) static inline void amx_finish(
+    const struct gemm_job *j, const struct amx_block *bl, const char *b0, const char *b1,
+    struct amx_pending *pend, float *cbuf, int t0)
+{
+    int kfull = j->K / 32, nks = j->Kp / 32;
+    if (kfull < nks) {
+        _tile_loadd(4, bl->at[0], bl->ats[0]);
+        _tile_loadd(6, b0 + (size_t)kfull * 1024, 64);
+        _tile_loadd(5, bl->at[1], bl->ats[1]);
+        _tile_loadd(7, b1 + (size_t)kfull * 1024, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    if (pend->live)
+        flush_ct(j, cbuf, pend);
+    _tile_stored(0, cbuf, 64);
+    _tile_stored(1, cbuf + 256, 64);
+    _tile_stored(2, cbuf + 512, 64);
+    _tile_stored(3, cbuf + 768, 64);
+    pend->y = j->y + (size_t)t0 * j->out + bl->o0;
+    pend->tn[0] = j->T - t0 < 16 ? j->T - t0 : 16;
+    pend->tn[1] = j->T - t0 - 16 < 16 ? j->T - t0 - 16 : 16;
+    pend->rows[0] = bl->rows[0];
+    pend->rows[1] = bl->rows[1];
+    pend->live = 1;
+}
+
+__attribute__((target(AMX_TARGET))) static void amx_job(const struct gemm_job *j)
 {
     struct tile_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -462,95 +577,70 @@ __attribute__((target("amx-tile,amx-bf16,avx512f,prfchw"))) static void amx_job(
     uint16_t *pad[2] = {j->scratch, j->scratch + 16 * (size_t)Kp};
     uint16_t *tail[2] = {j->scratch + 32 * (size_t)Kp, j->scratch + 32 * (size_t)Kp + 512};
     float *cbuf = (float *)(j->scratch + 32 * (size_t)Kp + 1024);
+    float *cpark = cbuf + 1024; /* AMX_PARK_BYTES: C tiles between k chunks */
     const char *xp = (const char *)j->xb;
     struct amx_pending pend = {0};
-    for (int o0 = j->o0; o0 < j->o1; o0 += 32) {
-        const char *am[2], *at[2];
-        long as[2], ats[2];
-        int rows[2];
-        for (int h = 0; h < 2; h++) {
-            int r0 = o0 + 16 * h;
-            rows[h] = j->out - r0 < 16 ? (j->out - r0 > 0 ? j->out - r0 : 0) : 16;
-            if (rows[h] == 16) {
-                am[h] = (const char *)(j->w + (size_t)r0 * K);
-                as[h] = (long)K * 2;
-                if (kfull < nks) {
-                    memset(tail[h], 0, 512 * sizeof(uint16_t));
-                    for (int r = 0; r < 16; r++)
-                        memcpy(tail[h] + r * 32, j->w + (size_t)(r0 + r) * K + kfull * 32,
-                               (size_t)(K - kfull * 32) * 2);
-                }
-                at[h] = (const char *)tail[h];
-                ats[h] = 64;
-            } else {
-                memset(pad[h], 0, 16 * (size_t)Kp * 2);
-                for (int r = 0; r < rows[h]; r++)
-                    memcpy(pad[h] + (size_t)r * Kp, j->w + (size_t)(r0 + r) * K, (size_t)K * 2);
-                am[h] = (const char *)pad[h];
-                as[h] = (long)Kp * 2;
-                at[h] = (const char *)(pad[h] + kfull * 32);
-                ats[h] = as[h];
+    struct amx_block bl;
+    /* k chunk: the x of all tokens for one chunk within AMX_XCHUNK_BYTES (L2). Chunking pays
+     * only where x is well beyond L2 (391 x 8960: 800 against 650 GFLOP/s on one thread); at
+     * 1.2-1.5 MB of x (K 1536) the parking of C costs more than it saves. */
+    int cs = (int)(AMX_XCHUNK_BYTES / ((size_t)ntb * 1024));
+    if (cs < 8)
+        cs = 8;
+    if (kfull <= 2 * cs) { /* one chunk: per block, every token block over the whole k range */
+        for (int o0 = j->o0; o0 < j->o1; o0 += 32) {
+            amx_block_setup(j, &bl, o0, pad, tail);
+            for (int tb = 0; tb < ntb; tb += 2) {
+                const char *b0 = xp + (size_t)tb * nks * 1024, *b1 = b0 + (size_t)nks * 1024;
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                amx_steps(j, &bl, b0, b1, 0, kfull, &pend, cbuf, tb * 16, 1);
+                amx_finish(j, &bl, b0, b1, &pend, cbuf, tb * 16);
             }
         }
-        for (int tb = 0; tb < ntb; tb += 2) {
-            const char *b0 = xp + (size_t)tb * nks * 1024, *b1 = b0 + (size_t)nks * 1024;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            if (kfull > 0) {
-                _tile_loadd(4, am[0], as[0]);
-                _tile_loadd(6, b0, 64);
-                _tile_loadd(7, b1, 64);
-                _tile_loadd(5, am[1], as[1]);
-            }
-            for (int s = 0; s < kfull; s++) {
-                if (s < 32 && tb * 16 + s < j->T) { /* this block's y rows, written later */
-                    const char *yr = (const char *)(j->y + (size_t)(tb * 16 + s) * j->out + o0);
-                    _mm_prefetch(yr, _MM_HINT_ET0);
-                    _mm_prefetch(yr + 64, _MM_HINT_ET0);
-                    _mm_prefetch(yr + 124, _MM_HINT_ET0);
+    } else {
+        /* long k (down_proj 8960, vision fc2 4304): groups of G blocks; per k chunk, every block
+         * of the group over every token block, the C tiles parked between chunks. x of the chunk
+         * is read from L2 by the G blocks instead of the whole x from L3 by every block. */
+        int npair = ntb / 2;
+        int G = (int)(AMX_PARK_BYTES / ((size_t)npair * 4096));
+        if (G < 1)
+            G = 1;
+        for (int og = j->o0; og < j->o1; og += 32 * G) {
+            int oe = og + 32 * G < j->o1 ? og + 32 * G : j->o1;
+            for (int k0 = 0; k0 < kfull; k0 += cs) {
+                int k1 = k0 + cs < kfull ? k0 + cs : kfull, last = k1 == kfull;
+                for (int o0 = og; o0 < oe; o0 += 32) {
+                    amx_block_setup(j, &bl, o0, pad, tail);
+                    for (int tb = 0; tb < ntb; tb += 2) {
+                        const char *b0 = xp + (size_t)tb * nks * 1024;
+                        const char *b1 = b0 + (size_t)nks * 1024;
+                        float *pk = cpark + ((size_t)((o0 - og) / 32) * npair + tb / 2) * 1024;
+                        if (k0 == 0) {
+                            _tile_zero(0);
+                            _tile_zero(1);
+                            _tile_zero(2);
+                            _tile_zero(3);
+                        } else {
+                            _tile_loadd(0, pk, 64);
+                            _tile_loadd(1, pk + 256, 64);
+                            _tile_loadd(2, pk + 512, 64);
+                            _tile_loadd(3, pk + 768, 64);
+                        }
+                        amx_steps(j, &bl, b0, b1, k0, k1, &pend, cbuf, tb * 16, last);
+                        if (last) {
+                            amx_finish(j, &bl, b0, b1, &pend, cbuf, tb * 16);
+                        } else {
+                            _tile_stored(0, pk, 64);
+                            _tile_stored(1, pk + 256, 64);
+                            _tile_stored(2, pk + 512, 64);
+                            _tile_stored(3, pk + 768, 64);
+                        }
+                    }
                 }
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                if (s + 1 < kfull) {
-                    int n = s + 1;
-                    _tile_loadd(4, am[0] + n * 64, as[0]);
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_loadd(6, b0 + (size_t)n * 1024, 64);
-                    _tile_dpbf16ps(3, 5, 7);
-                    _tile_loadd(7, b1 + (size_t)n * 1024, 64);
-                    _tile_loadd(5, am[1] + n * 64, as[1]);
-                } else {
-                    _tile_dpbf16ps(2, 5, 6);
-                    _tile_dpbf16ps(3, 5, 7);
-                }
-                if (s == 0 && pend.live)
-                    flush_ct(j, cbuf, &pend);
             }
-            if (kfull < nks) {
-                _tile_loadd(4, at[0], ats[0]);
-                _tile_loadd(6, b0 + (size_t)kfull * 1024, 64);
-                _tile_loadd(5, at[1], ats[1]);
-                _tile_loadd(7, b1 + (size_t)kfull * 1024, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            if (pend.live)
-                flush_ct(j, cbuf, &pend);
-            _tile_stored(0, cbuf, 64);
-            _tile_stored(1, cbuf + 256, 64);
-            _tile_stored(2, cbuf + 512, 64);
-            _tile_stored(3, cbuf + 768, 64);
-            int t0 = tb * 16;
-            pend.y = j->y + (size_t)t0 * j->out + o0;
-            pend.tn[0] = j->T - t0 < 16 ? j->T - t0 : 16;
-            pend.tn[1] = j->T - t0 - 16 < 16 ? j->T - t0 - 16 : 16;
-            pend.rows[0] = rows[0];
-            pend.rows[1] = rows[1];
-            pend.live = 1;
         }
     }
     if (pend.live)
@@ -572,7 +662,8 @@ size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in)
     size_t nt = (size_t)vl3__cpu_threads(ctx);
     if (nt > MAX_THREADS)
         nt = MAX_THREADS;
-    size_t native = (size_t)XCHUNK * kp * 2 + 64 + nt * ((32 * kp + 1024) * 2 + 4096 + 64);
+    size_t native = (size_t)XCHUNK * kp * 2 + 64 +
+                    nt * ((32 * kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 64);
     size_t emu = (size_t)EMU_CHUNK * in * 4 + 64 + vl3__cpu_matmul_f32_work_size(max_in);
     return native > emu ? native : emu;
 }
@@ -626,7 +717,7 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
     char *base = align64(work);
     uint16_t *xb = (uint16_t *)base;
     char *thr = base + (size_t)XCHUNK * Kp * 2;
-    size_t thr_bytes = ((32 * (size_t)Kp + 1024) * 2 + 4096 + 63) & ~(size_t)63;
+    size_t thr_bytes = ((32 * (size_t)Kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 63) & ~(size_t)63;
     for (int t0 = 0; t0 < T; t0 += XCHUNK) {
         int tn = T - t0 < XCHUNK ? T - t0 : XCHUNK;
         const float *xs = x + (size_t)t0 * in;
