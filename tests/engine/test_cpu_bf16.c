@@ -499,8 +499,12 @@ TEST(bench_gemm_cputime)
                                     {512, 8960, 1536}, {1, 1536, 8960}};
     for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
         int T = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
-        float *x = randv((size_t)T * in), *y = malloc(sizeof(float) * T * out);
-        uint16_t *w = malloc((size_t)out * in * 2);
+        /* 64-byte aligned, as the engine's arenas and weight slab are (mem.c) */
+        float *x = aligned_alloc(64, ((size_t)T * in * 4 + 63) & ~(size_t)63);
+        float *y = aligned_alloc(64, ((size_t)T * out * 4 + 63) & ~(size_t)63);
+        uint16_t *w = aligned_alloc(64, ((size_t)out * in * 2 + 63) & ~(size_t)63);
+        for (size_t i = 0; i < (size_t)T * in; i++)
+            x[i] = (float)urand();
         for (size_t i = 0; i < (size_t)out * in; i++)
             w[i] = vl3__cpu_f32_to_bf16((float)urand() * 0.05f);
         for (int p = -1; p < VL3__CPU_ISA_COUNT; p++) {
