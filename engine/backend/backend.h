@@ -14,8 +14,10 @@
 
 /* ABI version of the vtable; the CUDA module exports the same number or is refused.
  * 2: paged KV cache (kv_store, attention over block tables), activation dtype, scatter_rows.
- * 3: vision ops wants_bf16_weights / linear_bf16 (bf16 matrices used in place). */
-#define VL3__BACKEND_ABI 3
+ * 3: vision ops wants_bf16_weights / linear_bf16 (bf16 matrices used in place).
+ * 4: sample (top-k / top-p / temperature / repetition-penalty sampling on the device).
+ * 5: vision ops on device memory (device_memory): the encoder lives in backend memory. */
+#define VL3__BACKEND_ABI 5
 
 typedef struct vl3__backend_ops vl3__backend_ops;
 
@@ -33,6 +35,7 @@ enum vl3__op {
     VL3__OP_COPY_ROWS,
     VL3__OP_KV_STORE,
     VL3__OP_SCATTER_ROWS,
+    VL3__OP_SAMPLE, /* dtype F32 (the logits) */
     /* vision (Engine II): the slots of struct vl3__vision_ops */
     VL3__OP_VISION_LINEAR,
     VL3__OP_VISION_LAYERNORM,
@@ -86,6 +89,44 @@ struct vl3__attn_args {
     void *work;           /* scratch from the caller's arena, attention_work_size() bytes */
     size_t work_bytes;
 };
+
+/* Sampling parameters of one logits row (the sample op). transformers' order (spec §8, the
+ * arithmetic of engine/src/sampler.c): repetition penalty over the row's distinct previous ids
+ * (logit / p when positive, logit * p otherwise), logits / temperature, top-k (every logit >= the
+ * k-th largest), top-p (drop the smallest candidates whose cumulative probability is <= 1 -
+ * top_p, never the largest), then the inverse-CDF draw: candidates in descending order (ties by
+ * ascending id), the first whose cumulative exp(logit - max) exceeds u * their sum. Greedy
+ * (argmax after the penalty) is top_k 1, temperature 1, top_p 1, u 0. */
+struct vl3__sample_row {
+    double u;                 /* uniform in [0, 1), drawn on the host from the sequence's RNG */
+    float temperature;        /* > 0 */
+    float top_p;              /* (0, 1]; 1 = no cut */
+    float repetition_penalty; /* > 0; 1 = none */
+    int32_t top_k;            /* 0 or >= n = no cut */
+    int32_t hist_off, n_hist; /* the row's distinct previous ids: hist[hist_off, + n_hist) */
+};
+
+/* The reference arithmetic of the sample op for one row x (n) f32 host memory (engine/src/
+ * sampler.c; the CPU backend's op and vl3_sampler_sample use it): returns the id. hist: the
+ * row's n_hist distinct ids; work (n floats) and cand (n ids) are scratch. */
+int32_t vl3__sample_ref(const float *x, int n, const struct vl3__sample_row *row,
+                        const int32_t *hist, float *work, int32_t *cand);
+
+/* Whether R rows of parameters for logits rows of n are in range (histories inside hist's
+ * n_hist ids): the sample ops' argument check. */
+static inline int vl3__sample_rows_valid(const struct vl3__sample_row *rows, int R, int n,
+                                         int n_hist)
+{
+    for (int r = 0; r < R; r++) {
+        const struct vl3__sample_row *p = &rows[r];
+        if (!(p->u >= 0.0 && p->u < 1.0) || !(p->temperature > 0.0f) ||
+            !(p->top_p > 0.0f && p->top_p <= 1.0f) || !(p->repetition_penalty > 0.0f) ||
+            p->top_k < 0 || p->hist_off < 0 || p->n_hist < 0 || p->n_hist > n ||
+            p->hist_off > n_hist - p->n_hist)
+            return 0;
+    }
+    return n > 0;
+}
 
 struct vl3__backend_ops {
     const char *name;
@@ -181,13 +222,25 @@ struct vl3__backend_ops {
      * f32 rows). NULL on backends whose act_dtype is F32 (matmul serves). */
     int (*matmul_f32)(void *ctx, void *y, const void *x, const void *w, const void *b, int T,
                       int in, int out, int accumulate, void *work, size_t work_bytes);
+    /* ret_host[r] = the id drawn from x (R, n) f32 row r (the logits, device memory, not
+     * modified) with rows[r] (struct vl3__sample_row; host memory, as are hist, the
+     * concatenated histories of n_hist ids in all). Only the R ids come back to the host; the
+     * ids equal vl3__sample_ref's except where a CDF or top-p boundary lies within rounding of
+     * u * sum or 1 - top_p, or values tie at the top-k / top-p cut (then any of the tied may
+     * be kept first). -EINVAL for parameters out of range. */
+    int (*sample)(void *ctx, int32_t *ret_host, const void *x, int R, int n,
+                  const struct vl3__sample_row *rows, const int32_t *hist, int n_hist);
 };
 
 /* ---- vision layer ops (Engine II) -----------------------------------------------------------
- * f32 row-major tensors in host memory (vision.c keeps the encoder there; the CUDA backend
- * stages each op's tensors through device buffers). Shapes use
- * the letters of engine/src/model.h: P patches (rows), K = 588, C width, H heads, D head dim,
- * I MLP width. Weights are [out, in] (y = x W^T + b). All ops return 0 or a negative code. */
+ * f32 row-major tensors in the backend's memory: with device_memory set, every tensor pointer
+ * (weights, activations, pos_r/pos_c) is a device pointer from the backend's alloc (vision.c
+ * uploads the weights once, the pixel batch once per encode, and downloads only the projector's
+ * rows); without it they are host pointers (the CPU). The cu array of attention_blocks is host
+ * memory in both cases (the backend keeps its own device copy). Ops are queued in order as the
+ * LLM ops. Shapes use the letters of engine/src/model.h: P patches (rows), K = 588, C width,
+ * H heads, D head dim, I MLP width. Weights are [out, in] (y = x W^T + b). All ops return 0 or
+ * a negative code. */
 struct vl3__vision_ops {
     /* y (P, out) = x (P, in) W^T (out, in) + b (out; NULL = none). Patch embedding is this op
      * with in = K (the conv kernel flattened channel, row, column). */
@@ -213,12 +266,16 @@ struct vl3__vision_ops {
      * m = 1 copies, m = 2 averages each 4 consecutive rows (= bilinear halving, align_corners
      * False). */
     int (*downsample)(void *ctx, const float *x, float *y, int gh, int gw, int m, int C);
-    /* Optional (NULL = absent). Whether this context wants the matrices in bf16, the
-     * checkpoint's bytes used in place (the CPU's bf16 mode: no f32 copy of the encoder), and the
-     * product with such a matrix: y (P, out) = x W^T (+ b), W (out, in) bf16, f32 sums. */
+    /* Optional (NULL = absent). Whether this context wants the matrices in bf16 (the CPU's
+     * bf16 mode: the checkpoint's bytes used in place, no f32 copy of the encoder; a device
+     * backend: uploaded in its bf16 weight format), and the product with such a matrix:
+     * y (P, out) = x W^T (+ b), W (out, in) bf16, f32 sums (CUDA rounds x to bf16 first). */
     int (*wants_bf16_weights)(void *ctx);
     int (*linear_bf16)(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
                        int64_t P, int in, int out);
+    /* 1: tensors are in the backend's device memory (alloc/upload/download of the backend
+     * vtable); 0: host memory (the CPU ops; no backend needed). */
+    int device_memory;
 };
 
 /* The CPU implementation of the vision ops (engine/backend/cpu/ops_vision*.c). ctx may be NULL. */

@@ -53,6 +53,9 @@ void vl3_ctx_free(vl3_ctx *ctx)
     free(ctx->one_host);
     free(ctx->page_ref);
     free(ctx->free_pages);
+    free(ctx->samp_rows);
+    free(ctx->samp_ids);
+    free(ctx->samp_hist);
     free(ctx);
 }
 
@@ -159,7 +162,10 @@ int vl3_ctx_new(const vl3_model *model, const vl3_ctx_params *params, vl3_ctx **
     c->one_host = calloc(S, sizeof(int));
     c->page_ref = calloc((size_t)c->n_pages, sizeof(int));
     c->free_pages = malloc((size_t)c->n_pages * sizeof(int32_t));
-    if (!c->logits_host || !c->ids_host || !c->pos_host || !c->slots_host || !c->vis_idx_host ||
+    c->samp_rows = calloc(S, sizeof(*c->samp_rows));
+    c->samp_ids = calloc(S, sizeof(int32_t));
+    if (!c->samp_rows || !c->samp_ids ||
+        !c->logits_host || !c->ids_host || !c->pos_host || !c->slots_host || !c->vis_idx_host ||
         !c->seqs_host || !c->tables_host || !c->aseqs || !c->seq_len || !c->seq_pages ||
         !c->table || !c->batch_seq || !c->one_host || !c->page_ref || !c->free_pages) {
         r = vl3_error_set(reterr, -ENOMEM, "out of memory");
@@ -378,7 +384,8 @@ int vl3_decode(vl3_ctx *ctx, const vl3_batch *b, const float **ret_logits, vl3_e
         }
         row += as->n_q;
     }
-    if ((r = vl3__llm_forward(ctx, T, n_runs, b->visual, b->n_visual, reterr)) < 0)
+    if ((r = vl3__llm_forward(ctx, T, n_runs, b->visual, b->n_visual, ret_logits != NULL,
+                              reterr)) < 0)
         return r;
     if (ret_logits)
         *ret_logits = ctx->logits_host;

@@ -1,5 +1,7 @@
 /* generate.c: vl3_generate, the prefill + sample + decode loop used by `vl3 run` and the worker,
- * and the generation defaults taken from a model's generation_config.json (spec §8). */
+ * and the generation defaults taken from a model's generation_config.json (spec §8). Sampling
+ * goes through vl3_ctx_sample: on a backend with a sampling op (argmax for greedy) the logits
+ * never leave the device; only the prompt logits a caller asks for are downloaded. */
 #include <errno.h>
 #include <string.h>
 
@@ -57,9 +59,10 @@ int vl3_generate(vl3_ctx *ctx, const int32_t *ids, int n_ids, const vl3_visual_r
         vl3_error_set(reterr, r, "sequence %d out of range", seq);
         goto out;
     }
-    const float *logits;
+    const float *logits = NULL;
     double t0 = vl3_time_s();
-    if ((r = vl3_prefill(ctx, seq, ids, n_ids, vis, &logits, reterr)) < 0)
+    if ((r = vl3_prefill(ctx, seq, ids, n_ids, vis, p->prompt_logits ? &logits : NULL,
+                         reterr)) < 0)
         goto out;
     res.prefill_s = vl3_time_s() - t0;
     if (p->prompt_logits)
@@ -67,7 +70,7 @@ int vl3_generate(vl3_ctx *ctx, const int32_t *ids, int n_ids, const vl3_visual_r
     t0 = vl3_time_s();
     for (;;) {
         int32_t id;
-        if ((r = vl3_sampler_sample(s, logits, &id, reterr)) < 0)
+        if ((r = vl3_ctx_sample(ctx, &s, 1, &id, reterr)) < 0)
             goto out;
         (void)vl3_sampler_accept(s, id);
         res.n_generated++;
@@ -85,7 +88,7 @@ int vl3_generate(vl3_ctx *ctx, const int32_t *ids, int n_ids, const vl3_visual_r
         if (stop || res.n_generated >= p->max_new_tokens ||
             vl3_ctx_seq_len(ctx, seq) >= ctx->n_ctx)
             break;
-        if ((r = vl3_decode_step(ctx, &seq, &id, 1, &logits, reterr)) < 0)
+        if ((r = vl3_decode_step(ctx, &seq, &id, 1, NULL, reterr)) < 0)
             goto out;
     }
     res.decode_s = vl3_time_s() - t0;

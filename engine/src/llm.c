@@ -9,7 +9,8 @@
  * (vl3_decode, ctx.c). The matrix products run once over all rows; the new k/v rows go into the
  * paged KV pool in one kv_store per layer; attention runs once per layer with a descriptor and a
  * block table per run. Everything lives in the ctx arena; nothing is allocated here, and the
- * host waits only for the logits download at the end. */
+ * host waits only for the logits download at the end (skipped when the caller samples on the
+ * device with vl3_ctx_sample). */
 #include <errno.h>
 #include <math.h>
 #include <string.h>
@@ -32,7 +33,7 @@ static void *off(void *p, size_t bytes)
 }
 
 int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_runs, const float *vis_rows, int n_vis,
-                     vl3_error *reterr)
+                     int download_logits, vl3_error *reterr)
 {
     const vl3__backend_ops *ops = ctx->ops;
     void *b = ctx->bctx;
@@ -113,6 +114,11 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_runs, const float *vis_ro
     /* the logits are f32 on every backend (matmul_f32 where activations are not f32) */
     TRY((ops->matmul_f32 ? ops->matmul_f32 : ops->matmul)(b, ctx->logits, ctx->xn, w->lm_head,
                                                           NULL, n_runs, C, V, 0, MMW));
-    TRY(ops->download(b, ctx->logits_host, ctx->logits, (size_t)n_runs * V * 4));
+    ctx->n_logits = n_runs;
+    ctx->logits_on_host = 0;
+    if (download_logits) {
+        TRY(ops->download(b, ctx->logits_host, ctx->logits, (size_t)n_runs * V * 4));
+        ctx->logits_on_host = 1;
+    }
     return 0;
 }

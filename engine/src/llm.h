@@ -71,6 +71,12 @@ struct vl3_ctx {
     size_t mm_work_bytes;
     /* host state */
     float *logits_host;          /* (n_seq, V) */
+    int n_logits;                /* logits rows of the last forward (device; 0 = none yet) */
+    int logits_on_host;          /* whether logits_host holds them too */
+    struct vl3__sample_row *samp_rows; /* [n_seq] vl3_ctx_sample's row parameters */
+    int32_t *samp_ids;           /* [n_seq] the ids of its rows */
+    int32_t *samp_hist;          /* the rows' penalty histories, concatenated (grown) */
+    size_t samp_hist_cap;
     int32_t *ids_host, *pos_host, *slots_host, *vis_idx_host; /* (rows) */
     int32_t *seqs_host;           /* (n_seq, 4) */
     int32_t *tables_host;         /* (n_seq, max_pages) batch copy */
@@ -88,9 +94,11 @@ struct vl3_ctx {
 /* One forward over a batch already staged in the ctx: ids_host/pos_host/slots_host (T rows),
  * n_runs sequence runs batch_seq[i] with their rows aseqs[i] (q_row, n_q, n_past, pages), and
  * n_vis visual rows vis_rows (n_vis, C) f32 host replacing the embeddings of rows
- * vis_idx_host[j]. Pages for the new tokens are in place. Stores K/V, advances seq_len and writes
- * the last row's logits of each run to ctx->logits_host rows 0..n_runs-1. */
+ * vis_idx_host[j]. Pages for the new tokens are in place. Stores K/V, advances seq_len and leaves
+ * the last row's logits of each run in ctx->logits rows 0..n_runs-1 (device), downloaded to
+ * ctx->logits_host when download_logits is set (else they stay on the device for
+ * vl3_ctx_sample). */
 int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_runs, const float *vis_rows, int n_vis,
-                     vl3_error *reterr);
+                     int download_logits, vl3_error *reterr);
 
 #endif

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "backend.h"
+#include "llm.h"
 #include "vl3/engine.h"
 
 struct vl3_sampler {
@@ -172,36 +174,28 @@ static void sort_desc(const float *w, int32_t *a, int n)
     }
 }
 
-int vl3_sampler_sample(vl3_sampler *s, const float *logits, int32_t *ret_id, vl3_error *reterr)
+/* The sampling arithmetic of one row (backend.h): the CPU backend's sample op and, after the
+ * sampler has drawn u, vl3_sampler_sample. */
+int32_t vl3__sample_ref(const float *x, int V, const struct vl3__sample_row *row,
+                        const int32_t *hist, float *work, int32_t *cand)
 {
-    if (!s || !logits || !ret_id)
-        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
-    int V = s->n_vocab;
-    float *w = s->work;
-    memcpy(w, logits, (size_t)V * sizeof(float));
-    float rp = s->p.repetition_penalty;
+    float *w = work;
+    memcpy(w, x, (size_t)V * sizeof(float));
+    float rp = row->repetition_penalty;
     if (rp != 1.0f)
-        for (int i = 0; i < s->n_hist; i++) {
-            float x = w[s->hist[i]];
-            w[s->hist[i]] = x > 0 ? x / rp : x * rp;
+        for (int i = 0; i < row->n_hist; i++) {
+            float v = w[hist[i]];
+            w[hist[i]] = v > 0 ? v / rp : v * rp;
         }
-    if (s->p.greedy) {
-        int best = 0;
-        for (int i = 1; i < V; i++)
-            if (w[i] > w[best])
-                best = i;
-        *ret_id = best;
-        return 0;
-    }
-    float temp = s->p.temperature;
+    float temp = row->temperature;
     if (temp != 1.0f)
         for (int i = 0; i < V; i++)
             w[i] /= temp;
 
     /* candidates, sorted descending */
-    int32_t *c = s->cand;
+    int32_t *c = cand;
     int n;
-    int k = s->p.top_k > 0 && s->p.top_k < V ? s->p.top_k : 0;
+    int k = row->top_k > 0 && row->top_k < V ? row->top_k : 0;
     if (k) {
         for (int i = 0; i < k; i++)
             c[i] = i;
@@ -234,12 +228,12 @@ int vl3_sampler_sample(vl3_sampler *s, const float *logits, int32_t *ret_id, vl3
     while (n > 1 && isinf(w[c[n - 1]]) && w[c[n - 1]] < 0)
         n--;
     double mx = w[c[0]];
-    if (s->p.top_p < 1.0f) {
+    if (row->top_p < 1.0f) {
         /* probabilities in f32 as torch does, cumulative from the smallest upwards */
         double z = 0;
         for (int i = 0; i < n; i++)
             z += exp((double)w[c[i]] - mx);
-        float cum = 0.0f, thr = 1.0f - s->p.top_p;
+        float cum = 0.0f, thr = 1.0f - row->top_p;
         int keep = n;
         for (int i = n - 1; i >= 1; i--) {
             cum += (float)(exp((double)w[c[i]] - mx) / z);
@@ -253,14 +247,135 @@ int vl3_sampler_sample(vl3_sampler *s, const float *logits, int32_t *ret_id, vl3
     double z = 0;
     for (int i = 0; i < n; i++)
         z += exp((double)w[c[i]] - mx);
-    double u = uniform01(s->rng) * z, acc = 0;
+    double u = row->u * z, acc = 0;
     for (int i = 0; i < n; i++) {
         acc += exp((double)w[c[i]] - mx);
-        if (u < acc) {
-            *ret_id = c[i];
-            return 0;
-        }
+        if (u < acc)
+            return c[i];
     }
-    *ret_id = c[n - 1];
+    return c[n - 1];
+}
+
+/* The row parameters of s for the sample op; draws the uniform (greedy: none, u = 0). */
+static void sampler_row(vl3_sampler *s, struct vl3__sample_row *row)
+{
+    *row = (struct vl3__sample_row){
+        .u = 0,
+        .temperature = 1.0f,
+        .top_p = 1.0f,
+        .repetition_penalty = s->p.repetition_penalty,
+        .top_k = 1,
+        .n_hist = s->p.repetition_penalty != 1.0f ? s->n_hist : 0,
+    };
+    if (s->p.greedy)
+        return;
+    row->u = uniform01(s->rng);
+    row->temperature = s->p.temperature;
+    row->top_p = s->p.top_p;
+    row->top_k = s->p.top_k;
+}
+
+int vl3_sampler_sample(vl3_sampler *s, const float *logits, int32_t *ret_id, vl3_error *reterr)
+{
+    if (!s || !logits || !ret_id)
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    int V = s->n_vocab;
+    if (s->p.greedy) {
+        float *w = s->work;
+        memcpy(w, logits, (size_t)V * sizeof(float));
+        float rp = s->p.repetition_penalty;
+        if (rp != 1.0f)
+            for (int i = 0; i < s->n_hist; i++) {
+                float x = w[s->hist[i]];
+                w[s->hist[i]] = x > 0 ? x / rp : x * rp;
+            }
+        int best = 0;
+        for (int i = 1; i < V; i++)
+            if (w[i] > w[best])
+                best = i;
+        *ret_id = best;
+        return 0;
+    }
+    struct vl3__sample_row row;
+    sampler_row(s, &row);
+    *ret_id = vl3__sample_ref(logits, V, &row, s->hist, s->work, s->cand);
+    return 0;
+}
+
+int vl3_ctx_sample(vl3_ctx *ctx, vl3_sampler *const *samplers, int n, int32_t *ret_ids,
+                   vl3_error *reterr)
+{
+    if (!ctx || !samplers || !ret_ids || n < 1)
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    int V = ctx->model->llm.vocab, r;
+    if (n > ctx->n_logits)
+        return vl3_error_set(reterr, -EINVAL, "%d rows to sample, the last batch left %d logits "
+                             "rows", n, ctx->n_logits);
+    for (int i = 0; i < n; i++)
+        if (samplers[i] && samplers[i]->n_vocab != V)
+            return vl3_error_set(reterr, -EINVAL, "sampler %d does not match the vocabulary of "
+                                 "%d rows", i, V);
+    const vl3__backend_ops *ops = ctx->ops;
+    void *b = ctx->bctx;
+    if (!ops->sample || !ops->supports(b, VL3__OP_SAMPLE, VL3__DTYPE_F32)) {
+        /* on the host, from the downloaded logits */
+        if (!ctx->logits_on_host) {
+            r = ops->download(b, ctx->logits_host, ctx->logits, (size_t)ctx->n_logits * V * 4);
+            if (r < 0)
+                return vl3_error_set(reterr, r, "could not download the logits");
+            ctx->logits_on_host = 1;
+        }
+        for (int i = 0; i < n; i++)
+            if (samplers[i] && (r = vl3_sampler_sample(samplers[i], ctx->logits_host +
+                                                       (size_t)i * V, &ret_ids[i], reterr)) < 0)
+                return r;
+        return 0;
+    }
+    /* on the device: greedy rows without a penalty on argmax when all are such, else the sample
+     * op with each row's parameters and penalty history; only the ids come back */
+    int plain = 1;
+    size_t nh = 0;
+    for (int i = 0; i < n; i++) {
+        const vl3_sampler *s = samplers[i];
+        if (!s)
+            continue;
+        plain &= s->p.greedy && s->p.repetition_penalty == 1.0f;
+        if (s->p.repetition_penalty != 1.0f)
+            nh += (size_t)s->n_hist;
+    }
+    if (plain) {
+        if ((r = ops->argmax(b, ctx->samp_ids, ctx->logits, n, V)) < 0)
+            return vl3_error_set(reterr, r, "the argmax of %d logits rows failed", n);
+        goto out;
+    }
+    if (nh > (size_t)INT32_MAX)
+        return vl3_error_set(reterr, -EINVAL, "repetition histories too long");
+    if (nh > ctx->samp_hist_cap) {
+        int32_t *h = realloc(ctx->samp_hist, nh * sizeof(int32_t));
+        if (!h)
+            return vl3_error_set(reterr, -ENOMEM, "out of memory");
+        ctx->samp_hist = h;
+        ctx->samp_hist_cap = nh;
+    }
+    nh = 0;
+    for (int i = 0; i < n; i++) {
+        struct vl3__sample_row *row = &ctx->samp_rows[i];
+        if (!samplers[i]) { /* skipped: the cheapest row (greedy), its id dropped */
+            *row = (struct vl3__sample_row){.temperature = 1, .top_p = 1,
+                                            .repetition_penalty = 1, .top_k = 1};
+            continue;
+        }
+        sampler_row(samplers[i], row); /* draws the row's uniform */
+        row->hist_off = (int32_t)nh;
+        memcpy(ctx->samp_hist + nh, samplers[i]->hist, (size_t)row->n_hist * sizeof(int32_t));
+        nh += (size_t)row->n_hist;
+    }
+    if ((r = ops->sample(b, ctx->samp_ids, ctx->logits, n, V, ctx->samp_rows, ctx->samp_hist,
+                         (int)nh)) < 0)
+        return vl3_error_set(reterr, r, "sampling %d logits rows on the device failed", n);
+out:
+    for (int i = 0; i < n; i++)
+        if (samplers[i])
+            ret_ids[i] = ctx->samp_ids[i];
     return 0;
 }

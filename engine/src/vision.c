@@ -25,7 +25,16 @@
  * Weights: the encoder keeps an f32 copy of the vision and projector weights (converted from the
  * checkpoint's bf16/f16/f32) in one slab. The CPU backend computes in f32, not in the reference's
  * bf16 (a documented numeric difference). Scratch activations are allocated per call, sized by the
- * batch (the encoder is not on the decode hot path). */
+ * batch (the encoder is not on the decode hot path).
+ *
+ * Memory: where the vision ops work on device memory (ops->device_memory: the CUDA backend), the
+ * encoder lives there. vision_new converts the matrices into the backend's weight format (bf16)
+ * in one device allocation and uploads the vectors (f32) in another; encode allocates the
+ * activations through the backend, uploads the pixel batch and the RoPE positions once, keeps
+ * every activation on the device through all layers, and downloads the merged rows once (the
+ * pre-projector rows are gathered, and bf16-rounded, on the host: they are what the token cache
+ * stores); the projector uploads its rows once and downloads its result once. Elsewhere (the
+ * CPU) everything is host memory, as the same code with memcpy. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -53,6 +62,10 @@ struct vl3_vision {
     const vl3_model *model;
     const struct vl3__vision_ops *ops;
     void *ops_ctx;
+    const vl3__backend_ops *dev; /* the backend's memory ops when ops->device_memory, else NULL */
+    void *dvec;                  /* device: the slab's copy (take() answers addresses in it) */
+    void *dmat;                  /* device: the matrices in the backend's weight format */
+    size_t dmat_used, dmat_cap;  /* bytes */
     int C, L, H, D, I, K, out_dim;
     int bf16_input; /* round pixel_values to bf16 first (reference behaviour) */
     int pre_bf16;   /* the projector's first linear rounds its input to bf16 (CPU bf16 mode) */
@@ -148,6 +161,7 @@ static float *take(struct vl3_vision *v, const vl3__tensor *t, int64_t n, vl3_er
         return NULL;
     }
     float *dst = v->slab + v->slab_used;
+    float *ret = v->dev ? (float *)((char *)v->dvec + v->slab_used * sizeof(float)) : dst;
     v->slab_used += (size_t)n;
     const uint8_t *src = t->data;
     for (int64_t i = 0; i < n; i++) {
@@ -174,8 +188,10 @@ static float *take(struct vl3_vision *v, const vl3__tensor *t, int64_t n, vl3_er
             return NULL;
         }
     }
-    return dst;
+    return ret; /* device: uploaded with the whole slab at the end of vl3_vision_new */
 }
+
+#define DMAT_ALIGN 256 /* bytes between device matrices */
 
 /* A matrix of n elements: the checkpoint's bf16 bytes in place when the backend wants them,
  * else an f32 copy in the slab. */
@@ -183,6 +199,31 @@ static struct vmat mat(struct vl3_vision *v, const vl3__tensor *t, int64_t n, vl
                        int *rc)
 {
     struct vmat m = {NULL, NULL};
+    if (*rc == 0 && v->dev && v->w16) { /* converted into the backend's weight format */
+        int64_t have = numel(t);
+        size_t bytes = v->dev->weight_bytes(v->ops_ctx, (size_t)n);
+        if (!t->data || have != n) {
+            *rc = vl3_error_set(reterr, VL3_E_FORMAT, "vision tensor \"%s\" is missing or has "
+                                "%lld elements, expected %lld", t->name ? t->name : "?",
+                                (long long)have, (long long)n);
+            return m;
+        }
+        if (v->dmat_used + bytes > v->dmat_cap) {
+            *rc = vl3_error_set(reterr, VL3_E_FORMAT, "vision weights exceed the expected size");
+            return m;
+        }
+        void *dst = (char *)v->dmat + v->dmat_used;
+        int r = v->dev->weight_convert(v->ops_ctx, dst, t->data, t->dtype, (size_t)n);
+        if (r < 0) {
+            *rc = vl3_error_set(reterr, r, "could not convert vision tensor \"%s\" (%s) into "
+                                "the backend's weight format", t->name ? t->name : "?",
+                                vl3__dtype_name(t->dtype));
+            return m;
+        }
+        v->dmat_used += (bytes + DMAT_ALIGN - 1) / DMAT_ALIGN * DMAT_ALIGN;
+        m.h = dst;
+        return m;
+    }
     if (*rc == 0 && v->w16 && t->dtype == VL3__DTYPE_BF16 && t->data && numel(t) == n) {
         m.h = t->data;
         return m;
@@ -230,17 +271,44 @@ static int vision_new(const vl3_model *model, int proj_only, vl3_vision **ret, v
      * bf16, the projector's first one included */
     v->pre_bf16 = v->ops->wants_bf16_weights && v->ops->wants_bf16_weights(v->ops_ctx);
     v->proj_only = proj_only;
+    int rc = 0;
+    if (v->ops->device_memory) {
+        v->dev = model->ops;
+        if (v->w16 && v->dev->weight_dtype(v->ops_ctx) != VL3__DTYPE_BF16) {
+            rc = vl3_error_set(reterr, VL3_E_UNSUPPORTED, "backend %s keeps weights in %s, its "
+                               "vision ops want bf16", v->dev->name,
+                               vl3__dtype_name(v->dev->weight_dtype(v->ops_ctx)));
+            goto fail;
+        }
+    }
     int64_t C = v->C, I = v->I, Dl = v->out_dim;
-    int64_t per_layer = 4 * C + 4 * (C * C + C) + 2 * C * I + I + C;
-    v->slab_cap = (size_t)(Dl * C + Dl + Dl * Dl + Dl);
-    if (!proj_only)
-        v->slab_cap += (size_t)(C * v->K + C + per_layer * v->L + 2 * C);
+    int64_t mats = Dl * C + Dl * Dl, vecs = 2 * Dl; /* the projector's */
+    if (!proj_only) {
+        mats += C * v->K + v->L * (4 * C * C + 2 * C * I);
+        vecs += C + v->L * (9 * C + I) + 2 * C;
+    }
+    int dmats = v->dev && v->w16; /* matrices straight into device memory, not in the slab */
+    v->slab_cap = (size_t)(vecs + (dmats ? 0 : mats));
     v->slab = malloc(sizeof(float) * v->slab_cap);
     v->layers = calloc((size_t)v->L, sizeof(*v->layers));
-    int rc = 0;
     if (!v->slab || !v->layers) {
         rc = vl3_error_set(reterr, -ENOMEM, "out of memory for the vision weights");
         goto fail;
+    }
+    if (v->dev) {
+        size_t vb = sizeof(float) * v->slab_cap;
+        if ((rc = v->dev->alloc(v->ops_ctx, vb, &v->dvec, reterr)) < 0) {
+            vl3_error_prefix(reterr, "vision weights (%zu bytes of vectors)", vb);
+            goto fail;
+        }
+        if (dmats) {
+            v->dmat_cap = v->dev->weight_bytes(v->ops_ctx, (size_t)mats) +
+                          (size_t)(6 * v->L + 3) * DMAT_ALIGN;
+            if ((rc = v->dev->alloc(v->ops_ctx, v->dmat_cap, &v->dmat, reterr)) < 0) {
+                vl3_error_prefix(reterr, "vision weights (%zu bytes of matrices)", v->dmat_cap);
+                goto fail;
+            }
+        }
     }
     const struct vl3__weights *w = &model->w;
     if (proj_only)
@@ -276,6 +344,15 @@ projector:
     v->p2_b = take(v, &w->proj_b2, Dl, reterr, &rc);
     if (rc < 0)
         goto fail;
+    if (v->dev) { /* the vectors (and f32 matrices) in one upload; the host slab is not needed */
+        if ((rc = v->dev->upload(v->ops_ctx, v->dvec, v->slab, v->slab_used * sizeof(float))) <
+            0) {
+            vl3_error_set(reterr, rc, "could not upload the vision weights");
+            goto fail;
+        }
+        free(v->slab);
+        v->slab = NULL;
+    }
     *ret = v;
     return 0;
 fail:
@@ -298,6 +375,10 @@ void vl3_vision_free(vl3_vision *v)
 {
     if (!v)
         return;
+    if (v->dev) {
+        v->dev->dealloc(v->ops_ctx, v->dvec);
+        v->dev->dealloc(v->ops_ctx, v->dmat);
+    }
     free(v->slab);
     free(v->layers);
     free(v);
@@ -323,6 +404,53 @@ static float round_bf16(float x)
 int vl3_vision_out_dim(const vl3_vision *v)
 {
     return v ? v->out_dim : -EINVAL;
+}
+
+/* The encoder's memory: the backend's device memory, or the host's (the same code, memcpy). */
+static int buf_alloc(const struct vl3_vision *v, size_t bytes, void **ret, vl3_error *reterr)
+{
+    *ret = NULL;
+    if (v->dev) {
+        int r = v->dev->alloc(v->ops_ctx, bytes, ret, reterr);
+        if (r < 0)
+            vl3_error_prefix(reterr, "vision encoder activations");
+        return r;
+    }
+    if (!(*ret = malloc(bytes ? bytes : 1)))
+        return vl3_error_set(reterr, -ENOMEM, "out of memory for %zu bytes of vision encoder "
+                             "activations", bytes);
+    return 0;
+}
+
+static void buf_free(const struct vl3_vision *v, void *p)
+{
+    if (v->dev)
+        v->dev->dealloc(v->ops_ctx, p);
+    else
+        free(p);
+}
+
+static int to_buf(const struct vl3_vision *v, void *dst, const void *src, size_t n,
+                  vl3_error *reterr)
+{
+    if (!v->dev) {
+        memcpy(dst, src, n);
+        return 0;
+    }
+    int r = v->dev->upload(v->ops_ctx, dst, src, n);
+    return r < 0 ? vl3_error_set(reterr, r, "could not upload %zu bytes to the vision encoder", n)
+                 : 0;
+}
+
+static int from_buf(const struct vl3_vision *v, void *dst, const void *src, size_t n,
+                    vl3_error *reterr)
+{
+    if (!v->dev) {
+        memcpy(dst, src, n);
+        return 0;
+    }
+    int r = v->dev->download(v->ops_ctx, dst, src, n);
+    return r < 0 ? vl3_error_set(reterr, r, "could not download the vision encoder's rows") : 0;
 }
 
 #define TRY(x)                                                                                     \
@@ -389,21 +517,23 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
 
     rc = -ENOMEM;
     const int64_t C = v->C, I = v->I;
-    float *h = malloc(sizeof(float) * (size_t)(P * C));
-    float *x = malloc(sizeof(float) * (size_t)(P * C));
-    float *q = malloc(sizeof(float) * (size_t)(P * C));
-    float *k = malloc(sizeof(float) * (size_t)(P * C));
-    float *vv = malloc(sizeof(float) * (size_t)(P * C));
-    float *mlp = malloc(sizeof(float) * (size_t)(P * I));
+    float *h = NULL, *x = NULL, *q = NULL, *k = NULL, *vv = NULL, *mlp = NULL, *pix = NULL;
+    float *hbuf = NULL;
+    int32_t *dpr = NULL, *dpc = NULL;
     int32_t *pr = malloc(sizeof(int32_t) * (size_t)P), *pc = malloc(sizeof(int32_t) * (size_t)P);
     int64_t *cu = malloc(sizeof(int64_t) * (size_t)(n_frames + 1));
-    float *pix = NULL;
-    if (v->bf16_input)
-        pix = malloc(sizeof(float) * (size_t)(P * v->K));
-    if (!h || !x || !q || !k || !vv || !mlp || !pr || !pc || !cu || (v->bf16_input && !pix)) {
+    if (!pr || !pc || !cu) {
         rc = vl3_error_set(reterr, -ENOMEM, "out of memory for %lld patches", (long long)P);
         goto out;
     }
+    TRY(buf_alloc(v, sizeof(float) * (size_t)(P * C), (void **)&h, reterr));
+    TRY(buf_alloc(v, sizeof(float) * (size_t)(P * C), (void **)&x, reterr));
+    TRY(buf_alloc(v, sizeof(float) * (size_t)(P * C), (void **)&q, reterr));
+    TRY(buf_alloc(v, sizeof(float) * (size_t)(P * C), (void **)&k, reterr));
+    TRY(buf_alloc(v, sizeof(float) * (size_t)(P * C), (void **)&vv, reterr));
+    TRY(buf_alloc(v, sizeof(float) * (size_t)(P * I), (void **)&mlp, reterr));
+    if (v->bf16_input || v->dev) /* the device needs its copy of the pixels anyway */
+        TRY(buf_alloc(v, sizeof(float) * (size_t)(P * v->K), (void **)&pix, reterr));
     /* positions (true row/column of each row in merge-block order) and per-frame blocks */
     int64_t row = 0, fr = 0;
     cu[0] = 0;
@@ -422,11 +552,28 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
             fr++;
         }
     }
+    dpr = pr, dpc = pc;
+    if (v->dev) { /* the positions, once per encode (cu stays host memory: backend.h) */
+        dpr = dpc = NULL;
+        TRY(buf_alloc(v, sizeof(int32_t) * (size_t)P, (void **)&dpr, reterr));
+        TRY(buf_alloc(v, sizeof(int32_t) * (size_t)P, (void **)&dpc, reterr));
+        TRY(to_buf(v, dpr, pr, sizeof(int32_t) * (size_t)P, reterr));
+        TRY(to_buf(v, dpc, pc, sizeof(int32_t) * (size_t)P, reterr));
+    }
 
     const float *input = b->pixel_values;
-    if (pix) {
+    if (pix) { /* rounded (or as they are) into the encoder's memory, in one upload */
+        float *hp = pix;
+        if (v->dev && !(hp = hbuf = malloc(sizeof(float) * (size_t)(P * v->K)))) {
+            rc = vl3_error_set(reterr, -ENOMEM, "out of memory for %lld patches", (long long)P);
+            goto out;
+        }
         for (int64_t i = 0; i < P * v->K; i++)
-            pix[i] = round_bf16(b->pixel_values[i]);
+            hp[i] = v->bf16_input ? round_bf16(b->pixel_values[i]) : b->pixel_values[i];
+        if (v->dev)
+            TRY(to_buf(v, pix, hbuf, sizeof(float) * (size_t)(P * v->K), reterr));
+        free(hbuf);
+        hbuf = NULL;
         input = pix;
     }
     TRY(lin(v, input, &v->patch_w, v->patch_b, h, P, v->K, (int)C));
@@ -436,8 +583,8 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
         TRY(lin(v, x, &ly->wq, ly->bq, q, P, (int)C, (int)C));
         TRY(lin(v, x, &ly->wk, ly->bk, k, P, (int)C, (int)C));
         TRY(lin(v, x, &ly->wv, ly->bv, vv, P, (int)C, (int)C));
-        TRY(op->rope2d(cx, q, pr, pc, P, v->H, v->D, v->theta));
-        TRY(op->rope2d(cx, k, pr, pc, P, v->H, v->D, v->theta));
+        TRY(op->rope2d(cx, q, dpr, dpc, P, v->H, v->D, v->theta));
+        TRY(op->rope2d(cx, k, dpr, dpc, P, v->H, v->D, v->theta));
         TRY(op->attention_blocks(cx, q, k, vv, x, cu, (int)n_frames, v->H, v->D));
         TRY(lin(v, x, &ly->wo, ly->bo, q, P, (int)C, (int)C));
         TRY(op->add(cx, h, q, P * C));
@@ -460,8 +607,18 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
             tok += vl3_vision_grid_tokens_per_frame(g);
         }
     }
-    /* the kept rows, rounded to bf16 where the projector's first linear rounds its input (the
-     * rows handed out are then exactly what the projector consumes: bf16 rows are exact) */
+    /* the kept rows (from the device in one download), rounded to bf16 where the projector's
+     * first linear rounds its input (the rows handed out are then exactly what the projector
+     * consumes: bf16 rows are exact) */
+    const float *hrows = h;
+    if (v->dev) {
+        if (!(hbuf = malloc(sizeof(float) * (size_t)(n_tok * C)))) {
+            rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
+            goto out;
+        }
+        TRY(from_buf(v, hbuf, h, sizeof(float) * (size_t)(n_tok * C), reterr));
+        hrows = hbuf;
+    }
     int64_t kept = 0;
     for (int64_t t = 0; t < n_tok; t++) {
         if (mask && !mask->keep[t])
@@ -469,7 +626,7 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
         if (kept++ >= n_kept)
             break;
         float *dst = out + (kept - 1) * C;
-        const float *src = h + t * C;
+        const float *src = hrows + t * C;
         if (v->pre_bf16)
             for (int64_t c = 0; c < C; c++)
                 dst[c] = round_bf16(src[c]);
@@ -485,13 +642,18 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
 out:
     if (rc < 0 && reterr && reterr->code != rc)
         vl3_error_set(reterr, rc, "vision encoder failed: %s", vl3_strerror(rc));
-    free(pix);
-    free(h);
-    free(x);
-    free(q);
-    free(k);
-    free(vv);
-    free(mlp);
+    buf_free(v, pix);
+    buf_free(v, h);
+    buf_free(v, x);
+    buf_free(v, q);
+    buf_free(v, k);
+    buf_free(v, vv);
+    buf_free(v, mlp);
+    if (v->dev) {
+        buf_free(v, dpr);
+        buf_free(v, dpc);
+    }
+    free(hbuf);
     free(pr);
     free(pc);
     free(cu);
@@ -510,15 +672,13 @@ int vl3_vision_project(vl3_vision *v, const vl3_token_mask *mask, int64_t n_tok,
     const int64_t C = v->C, Dl = v->out_dim;
     int64_t n_kept = mask ? mask->n_kept : n_tok;
     int rc = -ENOMEM;
-    float *all = NULL, *z = NULL, *proj = NULL;
+    float *all = NULL, *rows = NULL, *xd = NULL, *z = NULL, *y = NULL;
     /* every merged token's row at its place (pruned ones zero): each kept row is then computed
      * exactly as in a call without pruning -- rows of a product are independent, but kernels
      * may round a row differently when the number of rows or its position changes */
     const float *x = pre;
     if (mask) {
-        all = calloc((size_t)(n_tok * C), sizeof(float));
-        proj = malloc(sizeof(float) * (size_t)(n_tok * Dl));
-        if (!all || !proj) {
+        if (!(all = calloc((size_t)(n_tok * C), sizeof(float)))) {
             rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
             goto out;
         }
@@ -533,28 +693,44 @@ int vl3_vision_project(vl3_vision *v, const vl3_token_mask *mask, int64_t n_tok,
         }
         x = all;
     }
-    z = malloc(sizeof(float) * (size_t)(n_tok * Dl));
-    if (!z) {
-        rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
-        goto out;
+    /* the encoder's memory: on a device, the rows go up once and the result comes down once */
+    if (v->dev) {
+        TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * C), (void **)&xd, reterr));
+        TRY(to_buf(v, xd, x, sizeof(float) * (size_t)(n_tok * C), reterr));
+        x = xd;
     }
-    float *y = mask ? proj : out;
+    TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&z, reterr));
+    if (mask || v->dev)
+        TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&y, reterr));
+    float *dst = mask || v->dev ? y : out;
     TRY(lin(v, x, &v->p1_w, v->p1_b, z, n_tok, (int)C, (int)Dl));
     TRY(op->gelu_erf(cx, z, n_tok * Dl));
-    TRY(lin(v, z, &v->p2_w, v->p2_b, y, n_tok, (int)Dl, (int)Dl));
+    TRY(lin(v, z, &v->p2_w, v->p2_b, dst, n_tok, (int)Dl, (int)Dl));
+    const float *res = dst;
+    if (v->dev) {
+        float *h = out;
+        if (mask && !(h = rows = malloc(sizeof(float) * (size_t)(n_tok * Dl)))) {
+            rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
+            goto out;
+        }
+        TRY(from_buf(v, h, y, sizeof(float) * (size_t)(n_tok * Dl), reterr));
+        res = h;
+    }
     if (mask) {
         int64_t kept = 0;
         for (int64_t t = 0; t < n_tok; t++)
             if (mask->keep[t])
-                memcpy(out + (kept++) * Dl, proj + t * Dl, sizeof(float) * (size_t)Dl);
+                memcpy(out + (kept++) * Dl, res + t * Dl, sizeof(float) * (size_t)Dl);
     }
     rc = 0;
 out:
     if (rc < 0 && reterr && reterr->code != rc)
         vl3_error_set(reterr, rc, "vision projector failed: %s", vl3_strerror(rc));
     free(all);
-    free(z);
-    free(proj);
+    free(rows);
+    buf_free(v, xd);
+    buf_free(v, z);
+    buf_free(v, y);
     return rc;
 }
 

@@ -13,8 +13,10 @@
  *    Rounding the f32 result to bf16 alone gives NMSE 2e-6..4.5e-6 here (measured: relative
  *    error up to 2^-9 per value); a wrong index or formula gives 0.01..1 (a GQA head mapping
  *    mistake measured 0.2);
- *  - f32 ops (matmul_f32, the vision ops): NMSE <= 1e-10 (summation order only).
+ *  - f32 ops (matmul_f32, the vision ops; linear_bf16 against the f32 product of the
+ *    bf16-rounded inputs): NMSE <= 1e-10 (summation order only).
  * The measured NMSE of each case is printed (stderr) so a drift shows before it fails. */
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -37,7 +39,7 @@ static const struct {
     {"kv_store", 0},         {"copy_rows", 0},            {"v_linear", 1e-10},
     {"v_layernorm", 1e-10},  {"v_rope2d", 1e-10},         {"v_attention", 1e-10},
     {"v_gelu_tanh", 1e-12},  {"v_gelu_erf", 1e-12},       {"v_add", 0},
-    {"v_downsample", 0},
+    {"v_downsample", 0},      {"v_linear_bf16", 1e-10},
 };
 
 /* The backend under test: the emulated one, or with VL3_TEST_BACKEND=cuda (ctest label gpu) the
@@ -53,6 +55,12 @@ static vl3_error skip_why;
 static uint64_t rng_state = 1234;
 
 #define N_OF(a) (sizeof(a) / sizeof((a)[0]))
+
+static int argmaxf(const float *x, int n);
+static double rel_l2f(const float *a, const float *b, int n);
+/* the emulator's copy counters (emu/cuda_emu.h) */
+void vl3_emu_copy_stats(long *ret_h2d, long *ret_d2h, long long *ret_h2d_bytes,
+                        long long *ret_d2h_bytes);
 
 /* 0, 1 (skip: no device for the gpu label, reason in skip_why) or -1. */
 static int setup(void)
@@ -397,6 +405,152 @@ TEST(op_embed_scatter_copy_argmax)
     return 0;
 }
 
+/* ---- sampling -------------------------------------------------------------------------------
+ * The sample op against the CPU backend's (the reference arithmetic of engine/src/sampler.c) on
+ * random logits rows, each with its own parameters, uniform and penalty history. Tolerance rule:
+ * the ids must be equal for every draw that is not within 1e-5 of a boundary, i.e. where the
+ * reference gives the same id for u +- 1e-5 and top_p +- 1e-5 (a CDF boundary within 1e-5 * sum
+ * of u * sum, or the top-p cut within 1e-5 of 1 - top_p, may fall either way under rounding);
+ * at most 10% of the draws may be skipped so. Logits are random f32 (no ties at a cut), plus
+ * rows with planted ties and -inf values where the result is exact: greedy on a tie takes the
+ * first maximum, a draw among equal values the j-th id in ascending order. */
+
+#define SAMPLE_EPS 1e-5
+
+/* The reference id for row p with u and top_p moved by du, dp. */
+static int32_t sample_ref_at(const float *x, int n, struct vl3__sample_row p, const int32_t *hist,
+                             double du, double dp, float *work, int32_t *cand)
+{
+    p.u = p.u + du < 0 ? 0 : (p.u + du >= 1 ? p.u : p.u + du);
+    if (p.top_p < 1.0f) {
+        double tp = p.top_p + dp;
+        p.top_p = (float)(tp > 1.0 ? 1.0 : (tp <= 0 ? p.top_p : tp));
+    }
+    return vl3__sample_ref(x, n, &p, hist + p.hist_off, work, cand);
+}
+
+TEST(op_sample)
+{
+    SETUP();
+    /* parameter sets {temperature, top_k, top_p, penalty}; top_k 1 with u 0 is greedy */
+    static const float params[][4] = {
+        {1.0f, 0, 1.0f, 1.0f},   {0.7f, 50, 1.0f, 1.0f}, {1.0f, 0, 0.9f, 1.0f},
+        {0.8f, 20, 0.8f, 1.3f},  {1.5f, 0, 0.5f, 1.1f},  {1.0f, 1, 1.0f, 1.2f},
+        {0.6f, 5, 0.95f, 0.9f},  {1.0f, 100000000, 0.7f, 1.0f},
+    };
+    static const int vocab[] = {1, 31, 1000, 4099, 151936};
+    int fails = 0, counted = 0, skipped = 0, exact = 0;
+    for (size_t vi = 0; vi < N_OF(vocab); vi++) {
+        int V = vocab[vi], R = (int)N_OF(params) + 4;
+        float *x = malloc(sizeof(float) * (size_t)R * V);
+        struct vl3__sample_row *rows = calloc((size_t)R, sizeof(*rows));
+        int32_t *hist = malloc(sizeof(int32_t) * (size_t)R * 40);
+        int nh = 0;
+        unsigned char *seen = calloc((size_t)V, 1);
+        double scale = 3.0 + 2.0 * (double)vi; /* wider rows: sharper distributions */
+        for (int r = 0; r < R; r++) {
+            float *row = x + (size_t)r * V;
+            for (int i = 0; i < V; i++)
+                row[i] = (float)(urand() * scale);
+            struct vl3__sample_row *p = &rows[r];
+            const float *ps = params[r % N_OF(params)];
+            *p = (struct vl3__sample_row){.u = (urand() + 1.0) * 0.5 * 0.999999,
+                                          .temperature = ps[0],
+                                          .top_k = (int32_t)ps[1],
+                                          .top_p = ps[2],
+                                          .repetition_penalty = ps[3],
+                                          .hist_off = nh};
+            if (p->top_k == 1)
+                p->u = 0;
+            if (p->repetition_penalty != 1.0f) { /* distinct ids, some of them the row's best */
+                memset(seen, 0, (size_t)V);
+                int want = V < 30 ? V / 2 : 30;
+                for (int k = 0; k < want; k++) {
+                    int id = (int)((urand() + 1.0) * 0.5 * (V - 1));
+                    if (k == 0)
+                        id = argmaxf(row, V);
+                    if (seen[id])
+                        continue;
+                    seen[id] = 1;
+                    hist[nh + p->n_hist++] = id;
+                }
+                nh += p->n_hist;
+            }
+            if (r == R - 4) { /* greedy over a planted tie: the first maximum */
+                *p = (struct vl3__sample_row){.u = 0, .temperature = 1, .top_p = 1,
+                                              .repetition_penalty = 1, .top_k = 1};
+                row[V / 2] = row[V - 1] = 100.0f;
+            }
+            if (r == R - 3) /* equal values, no cut: the draw picks id floor(u * V) */
+                for (int i = 0; i < V; i++)
+                    row[i] = 0.25f;
+            if (r == R - 2) { /* -inf values: never drawn; all -inf answers 0 */
+                for (int i = 0; i < V; i++)
+                    if (i % 3 != 1 || vi == 0)
+                        row[i] = -INFINITY;
+            }
+            if (r == R - 1) /* top-k 3 over equal values: the kept ties all count */
+                for (int i = 0; i < V; i++)
+                    row[i] = i % 2 ? 1.0f : -1.0f, p->top_k = 3, p->top_p = 1;
+        }
+        int32_t *want = malloc(sizeof(int32_t) * (size_t)R), *got = malloc(sizeof(int32_t) * R);
+        float *work = malloc(sizeof(float) * (size_t)V);
+        int32_t *cand = malloc(sizeof(int32_t) * (size_t)V);
+        ASSERT_OK(cpu->sample(cctx, want, x, R, V, rows, hist, nh));
+        void *ex = edev(x, sizeof(float) * (size_t)R * V);
+        ASSERT_OK(emu->sample(ectx, got, ex, R, V, rows, hist, nh));
+        for (int r = 0; r < R; r++) {
+            const float *row = x + (size_t)r * V;
+            int stable = 1;
+            for (int k = 0; k < 4 && stable; k++) {
+                double du = k == 0 ? -SAMPLE_EPS : (k == 1 ? SAMPLE_EPS : 0);
+                double dp = k == 2 ? -SAMPLE_EPS : (k == 3 ? SAMPLE_EPS : 0);
+                stable = sample_ref_at(row, V, rows[r], hist, du, dp, work, cand) == want[r];
+            }
+            if (r >= R - 4 && V > 1) { /* planted rows: exact whatever the margins */
+                int32_t w = r == R - 4 ? V / 2 : want[r];
+                if (r == R - 3)
+                    w = (int32_t)(rows[r].u * V);
+                if (r == R - 2 && w % 3 != 1)
+                    fails++, fprintf(stderr, "sample V%d row %d: -inf id %d drawn\n", V, r, w);
+                if (want[r] != w || got[r] != w) {
+                    fprintf(stderr, "sample V%d planted row %d: cpu %d cuda %d want %d\n", V, r,
+                            want[r], got[r], w);
+                    fails++;
+                }
+                exact++;
+                continue;
+            }
+            if (!stable) {
+                skipped++;
+                continue;
+            }
+            counted++;
+            if (got[r] != want[r]) {
+                fprintf(stderr, "sample V%d row %d (T %g k %d p %g rp %g u %.6f): cpu %d cuda "
+                        "%d\n", V, r, (double)rows[r].temperature, rows[r].top_k,
+                        (double)rows[r].top_p, (double)rows[r].repetition_penalty, rows[r].u,
+                        want[r], got[r]);
+                fails++;
+            }
+        }
+        /* bad parameters are refused */
+        struct vl3__sample_row bad = rows[0];
+        bad.top_p = 0;
+        ASSERT_EQ(emu->sample(ectx, got, ex, 1, V, &bad, hist, nh), -EINVAL);
+        bad = rows[0], bad.n_hist = 1, bad.hist_off = nh;
+        ASSERT_EQ(emu->sample(ectx, got, ex, 1, V, &bad, hist, nh), -EINVAL);
+        emu->dealloc(ectx, ex);
+        free(x), free(rows), free(hist), free(seen), free(want), free(got), free(work);
+        free(cand);
+    }
+    fprintf(stderr, "sample: %d draws equal, %d planted exact, %d skipped within %.0e of a "
+            "boundary, %d mismatches\n", counted, exact, skipped, SAMPLE_EPS, fails);
+    ASSERT_EQ(fails, 0);
+    ASSERT_LE(skipped * 10, counted + skipped);
+    return 0;
+}
+
 /* ---- paged KV cache: kv_store and attention -------------------------------------------------- */
 
 struct seq_spec {
@@ -511,28 +665,59 @@ TEST(op_attention_paged)
 
 /* ---- vision ops (f32) ------------------------------------------------------------------------ */
 
+/* Device copy of n bytes of host (edev) / download n bytes into a fresh host buffer and free the
+ * device copy. */
+static float *eback(void *d, size_t n)
+{
+    float *h = malloc(n ? n : 1);
+    emu->download(ectx, h, d, n);
+    emu->dealloc(ectx, d);
+    return h;
+}
+
 TEST(op_vision)
 {
     SETUP();
-    /* vision ops take host tensors (vision.c keeps them there); the CUDA backend stages them */
+    /* the CUDA vision ops work on device memory (vision.c keeps the encoder there): inputs are
+     * uploaded, results downloaded; the CPU ops get the same values in host memory */
     const struct vl3__vision_ops *cv = &vl3__cpu_vision_ops, *ev = emu->vision;
-    ASSERT(ev);
+    ASSERT(ev && ev->device_memory && !cv->device_memory);
+    ASSERT(ev->wants_bf16_weights && ev->wants_bf16_weights(ectx) && ev->linear_bf16);
     int fails = 0;
-    /* linear: {P, in, out, bias}: patch embedding (588), the tiny width, 2B vision widths */
+    /* linear: {P, in, out, bias}: patch embedding (588), the tiny width, 2B vision widths. f32
+     * matrices (linear), and bf16 ones (linear_bf16, the encoder's form on CUDA: x rounded to
+     * bf16, f32 sums) against the CPU's f32 product of the bf16-rounded x and W */
     static const int lin[][4] = {{3, 588, 32, 1}, {1, 1, 1, 0}, {5, 33, 31, 1},
                                  {2, 1152, 1152, 1}, {2, 1152, 4304, 1}, {1, 4304, 1152, 0}};
     for (size_t s = 0; s < N_OF(lin); s++) {
         int P = lin[s][0], in = lin[s][1], out = lin[s][2];
-        float *x = randv((size_t)P * in, 1.0, 0), *w = randv((size_t)out * in, 0.05, 0);
+        size_t nx = (size_t)P * in, nw = (size_t)out * in, ny = (size_t)P * out;
+        float *x = randv(nx, 1.0, 0), *w = randv(nw, 0.05, 0);
         float *b = lin[s][3] ? randv((size_t)out, 0.5, 0) : NULL;
-        float *want = malloc((size_t)P * out * 4);
+        float *want = malloc(ny * 4);
         ASSERT_OK(cv->linear(NULL, x, w, b, want, P, in, out));
-        float *got = malloc((size_t)P * out * 4);
-        ASSERT_OK(ev->linear(ectx, x, w, b, got, P, in, out));
+        void *ex = edev(x, nx * 4), *ew = edev(w, nw * 4), *eb = b ? edev(b, (size_t)out * 4) : NULL;
+        void *ey = edev(NULL, ny * 4);
+        ASSERT_OK(ev->linear(ectx, ex, ew, eb, ey, P, in, out));
+        float *got = eback(ey, ny * 4);
         char shape[64];
         snprintf(shape, sizeof(shape), "P%d in%d out%d%s", P, in, out, b ? " +b" : "");
-        fails += check("v_linear", shape, got, want, (size_t)P * out, 0);
-        free(x), free(w), free(b), free(want), free(got);
+        fails += check("v_linear", shape, got, want, ny, 0);
+        free(got);
+        float *xr = malloc(nx * 4), *wr = malloc(nw * 4);
+        for (size_t i = 0; i < nx; i++)
+            xr[i] = rb(x[i]);
+        for (size_t i = 0; i < nw; i++)
+            wr[i] = rb(w[i]);
+        ASSERT_OK(cv->linear(NULL, xr, wr, b, want, P, in, out));
+        void *ew16 = edev_bf16(w, nw);
+        ey = edev(NULL, ny * 4);
+        ASSERT_OK(ev->linear_bf16(ectx, ex, ew16, eb, ey, P, in, out));
+        got = eback(ey, ny * 4);
+        fails += check("v_linear_bf16", shape, got, want, ny, 0);
+        emu->dealloc(ectx, ex), emu->dealloc(ectx, ew), emu->dealloc(ectx, eb);
+        emu->dealloc(ectx, ew16);
+        free(x), free(w), free(b), free(want), free(got), free(xr), free(wr);
     }
     /* layernorm, gelus, add over widths */
     static const int vw[] = {1, 32, 33, 1152, 4304};
@@ -546,28 +731,39 @@ TEST(op_vision)
             x[i] += 2.0f; /* a large mean */
         float *want = malloc(n * 4);
         ASSERT_OK(cv->layernorm(NULL, x, w, b, want, P, C, 1e-6f));
-        float *got = malloc(n * 4);
-        ASSERT_OK(ev->layernorm(ectx, x, w, b, got, P, C, 1e-6f));
+        void *ex = edev(x, n * 4), *ew = edev(w, (size_t)C * 4), *eb = edev(b, (size_t)C * 4);
+        void *ey = edev(NULL, n * 4);
+        ASSERT_OK(ev->layernorm(ectx, ex, ew, eb, ey, P, C, 1e-6f));
+        float *got = eback(ey, n * 4);
         fails += check("v_layernorm", shape, got, want, n, 0);
+        free(got);
         for (int erf_form = 0; erf_form < 2; erf_form++) {
             memcpy(want, x, n * 4);
-            memcpy(got, x, n * 4);
+            void *eg = edev(x, n * 4);
             ASSERT_OK((erf_form ? cv->gelu_erf : cv->gelu_tanh)(NULL, want, (int64_t)n));
-            ASSERT_OK((erf_form ? ev->gelu_erf : ev->gelu_tanh)(ectx, got, (int64_t)n));
+            ASSERT_OK((erf_form ? ev->gelu_erf : ev->gelu_tanh)(ectx, eg, (int64_t)n));
+            got = eback(eg, n * 4);
             fails += check(erf_form ? "v_gelu_erf" : "v_gelu_tanh", shape, got, want, n, 0);
+            free(got);
         }
         memcpy(want, x, n * 4);
-        memcpy(got, x, n * 4);
+        void *ea = edev(x, n * 4);
         ASSERT_OK(cv->add(NULL, want, b, C));
-        ASSERT_OK(ev->add(ectx, got, b, C));
+        ASSERT_OK(ev->add(ectx, ea, eb, C));
+        got = eback(ea, n * 4);
         fails += check("v_add", shape, got, want, n, 0);
+        emu->dealloc(ectx, ex), emu->dealloc(ectx, ew), emu->dealloc(ectx, eb);
         free(x), free(w), free(b), free(want), free(got);
     }
-    /* rope2d and attention over cu_seqlens blocks (an empty block included) */
+    /* rope2d and attention over cu_seqlens blocks (an empty block included; cu is host memory,
+     * and a second call with other blocks of the same total must not reuse the first's) */
     static const struct {
         int H, D, n_blocks;
         int64_t cu[5];
-    } at[] = {{2, 16, 4, {0, 4, 4, 20, 29}}, {16, 72, 2, {0, 33, 70}}, {1, 256, 1, {0, 5}}};
+    } at[] = {{2, 16, 4, {0, 4, 4, 20, 29}},
+              {2, 16, 4, {0, 9, 9, 25, 29}},
+              {16, 72, 2, {0, 33, 70}},
+              {1, 256, 1, {0, 5}}};
     for (size_t s = 0; s < N_OF(at); s++) {
         int H = at[s].H, D = at[s].D, nb = at[s].n_blocks;
         int64_t P = at[s].cu[nb];
@@ -582,13 +778,19 @@ TEST(op_vision)
         float *wq = malloc(n * 4), *want = malloc(n * 4);
         memcpy(wq, q, n * 4);
         ASSERT_OK(cv->rope2d(NULL, wq, pr, pc, P, H, D, 10000.0f));
-        float *got = malloc(n * 4);
-        memcpy(got, q, n * 4);
-        ASSERT_OK(ev->rope2d(ectx, got, pr, pc, P, H, D, 10000.0f));
+        void *eq = edev(q, n * 4), *epr = edev(pr, (size_t)P * 4), *epc = edev(pc, (size_t)P * 4);
+        ASSERT_OK(ev->rope2d(ectx, eq, epr, epc, P, H, D, 10000.0f));
+        float *got = eback(eq, n * 4);
         fails += check("v_rope2d", shape, got, wq, n, 0);
+        free(got);
         ASSERT_OK(cv->attention_blocks(NULL, q, k, v, want, at[s].cu, nb, H, D));
-        ASSERT_OK(ev->attention_blocks(ectx, q, k, v, got, at[s].cu, nb, H, D));
+        void *eq2 = edev(q, n * 4), *ek = edev(k, n * 4), *ev2 = edev(v, n * 4);
+        void *eo = edev(NULL, n * 4);
+        ASSERT_OK(ev->attention_blocks(ectx, eq2, ek, ev2, eo, at[s].cu, nb, H, D));
+        got = eback(eo, n * 4);
         fails += check("v_attention", shape, got, want, n, 0);
+        emu->dealloc(ectx, eq2), emu->dealloc(ectx, ek), emu->dealloc(ectx, ev2);
+        emu->dealloc(ectx, epr), emu->dealloc(ectx, epc);
         free(pr), free(pc), free(q), free(k), free(v), free(wq), free(want), free(got);
     }
     /* downsample: m = 2 averages merge blocks, m = 1 copies */
@@ -597,8 +799,10 @@ TEST(op_vision)
         size_t n = (size_t)gh * gw * C, no = n / ((size_t)m * m);
         float *x = randv(n, 1.0, 0), *want = malloc(no * 4);
         ASSERT_OK(cv->downsample(NULL, x, want, gh, gw, m, C));
-        float *got = malloc(no * 4);
-        ASSERT_OK(ev->downsample(ectx, x, got, gh, gw, m, C));
+        void *ex = edev(x, n * 4), *ey = edev(NULL, no * 4);
+        ASSERT_OK(ev->downsample(ectx, ex, ey, gh, gw, m, C));
+        float *got = eback(ey, no * 4);
+        emu->dealloc(ectx, ex);
         fails += check("v_downsample", m == 1 ? "4x6 m1 C33" : "4x6 m2 C33", got, want, no, 0);
         free(x), free(want), free(got);
     }
@@ -617,16 +821,18 @@ TEST(vtable_complete)
            emu->weight_convert && emu->matmul && emu->matmul_work_size && emu->rmsnorm &&
            emu->rope && emu->kv_store && emu->attention && emu->attention_work_size &&
            emu->scatter_rows && emu->silu_mul && emu->add && emu->embed && emu->argmax &&
-           emu->copy_rows && emu->vision && emu->matmul_f32);
+           emu->copy_rows && emu->vision && emu->matmul_f32 && emu->sample);
     ASSERT_EQ(emu->act_dtype(ectx), VL3__DTYPE_BF16);
     if (!real_gpu)
         ASSERT_EQ(emu->device_count(), 1);
     for (int op = 0; op < VL3__OP_COUNT; op++)
         ASSERT(emu->supports(ectx, (enum vl3__op)op,
-                             op >= VL3__OP_VISION_LINEAR || op == VL3__OP_ARGMAX
+                             op >= VL3__OP_VISION_LINEAR || op == VL3__OP_ARGMAX ||
+                                     op == VL3__OP_SAMPLE
                                  ? VL3__DTYPE_F32
                                  : VL3__DTYPE_BF16));
     ASSERT(!emu->supports(ectx, VL3__OP_RMSNORM, VL3__DTYPE_F32));
+    ASSERT(cpu->sample && cpu->supports(cctx, VL3__OP_SAMPLE, VL3__DTYPE_F32));
     ASSERT_EQ(vl3_backend_kind_parse("cuda-emu"), VL3_BACKEND_CUDA_EMU);
     ASSERT_STR_EQ(vl3_backend_kind_name(VL3_BACKEND_CUDA_EMU), "cuda-emu");
     return 0;
@@ -775,6 +981,221 @@ TEST(e2e_llm_batches_match_cpu)
     if (llm_batches(0))
         return 1;
     return llm_batches(1);
+}
+
+/* vl3_ctx_sample through the engine: on each backend, context A decodes with no logits download
+ * and samples with vl3_ctx_sample (the device op: the sample op, or argmax when every row is
+ * greedy without a penalty), context B on the same model downloads the logits and samples on
+ * the host with twin samplers (same parameters and seeds). The ids must be equal: B's logits
+ * are A's (the same model, inputs and backend), so only the op can differ; a draw lands within
+ * 1e-5 of a boundary with probability ~2e-5, so none of these 60 is expected to (the rule of
+ * op_sample). Three sequences: sampling with top-k/top-p/penalty, greedy with a penalty, plain
+ * sampling; then all greedy without a penalty (the argmax path). */
+TEST(e2e_ctx_sample_matches_host)
+{
+    SETUP();
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/tiny_sample", test_tmpdir());
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    tp.seed = 11;
+    tp.std = 0.1;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+    vl3_sampler_params sp[3];
+    for (int i = 0; i < 3; i++)
+        sp[i] = vl3_sampler_params_default();
+    sp[0].temperature = 0.8f, sp[0].top_k = 20, sp[0].top_p = 0.9f;
+    sp[0].repetition_penalty = 1.2f, sp[0].seed = 5;
+    sp[1].greedy = 1, sp[1].repetition_penalty = 1.3f;
+    sp[2].temperature = 1.2f, sp[2].top_k = 0, sp[2].seed = 9;
+    int fails = 0, draws = 0;
+    for (int b = 0; b < 2; b++) {
+        vl3_model_params mp = vl3_model_params_default();
+        mp.dir = dir;
+        mp.backend = b ? dev_kind : VL3_BACKEND_CPU;
+        mp.n_threads = 1;
+        vl3_model *m;
+        vl3_ctx *ca, *cb;
+        ASSERT_OK_E(vl3_model_load(&mp, &m, &err), &err);
+        vl3_ctx_params cp = vl3_ctx_params_default();
+        cp.n_ctx = 64, cp.n_seq = 3, cp.n_batch = 16, cp.page_size = 8;
+        ASSERT_OK_E(vl3_ctx_new(m, &cp, &ca, &err), &err);
+        ASSERT_OK_E(vl3_ctx_new(m, &cp, &cb, &err), &err);
+        int V = vl3_ctx_n_vocab(ca);
+        for (int phase = 0; phase < 2; phase++) {
+            vl3_sampler *sa[3], *sb[3];
+            for (int i = 0; i < 3; i++) {
+                vl3_sampler_params q = sp[i];
+                if (phase == 1)
+                    q.greedy = 1, q.repetition_penalty = 1.0f;
+                ASSERT_OK_E(vl3_sampler_new(&q, V, &sa[i], &err), &err);
+                ASSERT_OK_E(vl3_sampler_new(&q, V, &sb[i], &err), &err);
+            }
+            int32_t ids[3], idb[3], prompt[12];
+            int seqs[3] = {0, 1, 2};
+            const float *lg;
+            for (int i = 0; i < 3; i++) {
+                for (int k = 0; k < 12; k++)
+                    prompt[k] = (int32_t)((k * 7 + i * 13 + phase) % V);
+                ASSERT_OK(vl3_ctx_seq_reset(ca, i));
+                ASSERT_OK(vl3_ctx_seq_reset(cb, i));
+                ASSERT_OK_E(vl3_prefill(ca, i, prompt, 12, NULL, NULL, &err), &err);
+                ASSERT_OK_E(vl3_ctx_sample(ca, &sa[i], 1, &ids[i], &err), &err);
+                ASSERT_OK_E(vl3_prefill(cb, i, prompt, 12, NULL, &lg, &err), &err);
+                ASSERT_OK_E(vl3_sampler_sample(sb[i], lg, &idb[i], &err), &err);
+            }
+            for (int step = 0;; step++) {
+                for (int i = 0; i < 3; i++) {
+                    draws++;
+                    if (ids[i] != idb[i]) {
+                        fprintf(stderr, "%s phase %d step %d seq %d: vl3_ctx_sample %d, host "
+                                "%d\n", b ? dev_name : "cpu", phase, step, i, ids[i], idb[i]);
+                        fails++;
+                    }
+                    (void)vl3_sampler_accept(sa[i], ids[i]);
+                    (void)vl3_sampler_accept(sb[i], ids[i]);
+                }
+                if (step == 9)
+                    break;
+                ASSERT_OK_E(vl3_decode_step(ca, seqs, ids, 3, NULL, &err), &err);
+                ASSERT_OK_E(vl3_ctx_sample(ca, sa, 3, idb, &err), &err); /* idb: scratch */
+                ASSERT_OK_E(vl3_decode_step(cb, seqs, ids, 3, &lg, &err), &err);
+                memcpy(ids, idb, sizeof(ids));
+                for (int i = 0; i < 3; i++)
+                    ASSERT_OK_E(vl3_sampler_sample(sb[i], lg + (size_t)i * V, &idb[i], &err),
+                                &err);
+            }
+            /* NULL samplers skip their rows: untouched ids */
+            vl3_sampler *only[3] = {NULL, sa[1], NULL};
+            int32_t got3[3] = {-7, -7, -7};
+            ASSERT_OK_E(vl3_ctx_sample(ca, only, 3, got3, &err), &err);
+            ASSERT(got3[0] == -7 && got3[2] == -7 && got3[1] >= 0 && got3[1] < V);
+            /* more rows than the last batch left is refused */
+            ASSERT_OK_E(vl3_prefill(ca, 0, prompt, 1, NULL, NULL, &err), &err);
+            ASSERT_EQ(vl3_ctx_sample(ca, sa, 2, ids, &err), -EINVAL);
+            for (int i = 0; i < 3; i++)
+                vl3_sampler_free(sa[i]), vl3_sampler_free(sb[i]);
+        }
+        vl3_ctx_free(ca), vl3_ctx_free(cb);
+        vl3_model_free(m);
+    }
+    fprintf(stderr, "vl3_ctx_sample: %d draws, %d differ from the host sampler\n", draws, fails);
+    ASSERT_EQ(fails, 0);
+    return 0;
+}
+
+/* The vision encoder in device memory: vl3_vision_encode on the emulated backend against the CPU
+ * on the tiny model, a batch of an image (merge 1) and a 2-frame video (merge 2), without and
+ * with a token mask. The rows must agree within relative L2 VIS_REL_L2: the device encoder keeps
+ * its matrices in bf16 and rounds each product's input to bf16 (the reference model's bf16
+ * linear layers), the CPU computes in f32 (measured 8e-4, printed); a wrong op or layout gives
+ * ~0.3..1. On the emulator the copies are counted: an encode uploads only the pixels, the
+ * positions and, for the projector, the merged rows it downloaded once (the pre-projector rows
+ * are gathered on the host: what the token cache stores); no weights, no activations; it
+ * downloads twice, those rows and the projector's. */
+#define VIS_REL_L2 0.005
+
+TEST(e2e_vision_encoder_in_device_memory)
+{
+    SETUP();
+    char dir[1024];
+    snprintf(dir, sizeof(dir), "%s/tiny_vis_dev", test_tmpdir());
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    tp.seed = 21;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+    vl3_model *m[2];
+    vl3_vision *vis[2];
+    for (int b = 0; b < 2; b++) {
+        vl3_model_params mp = vl3_model_params_default();
+        mp.dir = dir;
+        mp.backend = b ? dev_kind : VL3_BACKEND_CPU;
+        mp.n_threads = 1;
+        ASSERT_OK_E(vl3_model_load(&mp, &m[b], &err), &err);
+        ASSERT_OK_E(vl3_vision_new(m[b], 1, &vis[b], &err), &err);
+    }
+    vl3_vision_grid grids[2] = {{1, 4, 6, 1}, {2, 4, 4, 2}};
+    int K = 588, P = 24 + 32, n_tok = 24 + 8, Dl = vl3_vision_out_dim(vis[0]);
+    float *px = randv((size_t)P * K, 1.0, 0);
+    vl3_pixel_batch pb = {.pixel_values = px, .n_patches = P, .patch_dim = K, .n_items = 2,
+                          .grids = grids};
+    uint8_t keep[32];
+    for (int t = 0; t < n_tok; t++)
+        keep[t] = (uint8_t)(t % 3 != 1);
+    int n_kept = 0;
+    for (int t = 0; t < n_tok; t++)
+        n_kept += keep[t];
+    vl3_token_mask mask = {.keep = keep, .n_tokens = n_tok, .n_kept = n_kept};
+    float *out[2];
+    for (int b = 0; b < 2; b++)
+        out[b] = malloc(sizeof(float) * (size_t)n_tok * Dl);
+    double worst = 0;
+    for (int masked = 0; masked < 2; masked++) {
+        int rows = masked ? n_kept : n_tok;
+        long h0, d0, h1, d1;
+        long long hb0, db0, hb1, db1;
+        for (int b = 0; b < 2; b++) {
+            if (b && !real_gpu)
+                vl3_emu_copy_stats(&h0, &d0, &hb0, &db0);
+            ASSERT_OK_E(vl3_vision_encode(vis[b], &pb, masked ? &mask : NULL, out[b], &err),
+                        &err);
+            if (b && !real_gpu) {
+                vl3_emu_copy_stats(&h1, &d1, &hb1, &db1);
+                long long pix = (long long)P * K * 4, pos = 2LL * P * 4, cu = 4 * 8;
+                long long pre = (long long)n_tok * vl3_vision_pre_dim(vis[b]) * 4;
+                fprintf(stderr, "encode (masked %d): %ld uploads (%lld bytes), %ld downloads "
+                        "(%lld bytes)\n", masked, h1 - h0, hb1 - hb0, d1 - d0, db1 - db0);
+                ASSERT_EQ(d1 - d0, 2);
+                ASSERT_EQ(db1 - db0, pre + (long long)n_tok * Dl * 4);
+                ASSERT_LE(h1 - h0, 5);
+                ASSERT_LE(hb1 - hb0, pix + pos + cu + pre);
+            }
+        }
+        double rel = rel_l2f(out[1], out[0], rows * Dl);
+        worst = rel > worst ? rel : worst;
+        fprintf(stderr, "vision rows (masked %d): %d x %d, rel_l2 %.3g (bound %.2g)\n", masked,
+                rows, Dl, rel, VIS_REL_L2);
+        ASSERT_LE(rel, VIS_REL_L2);
+    }
+    for (int b = 0; b < 2; b++) {
+        vl3_vision_free(vis[b]);
+        vl3_model_free(m[b]);
+        free(out[b]);
+    }
+    free(px);
+    return 0;
+}
+
+/* `vl3 bench gpu` runs its phases and the measured end-to-end window (vision encode of the
+ * window's frames, prefill of their rows, generation with the tiny model's sampling settings,
+ * which sample on the device) on this backend, with sizes small enough for the emulator. The
+ * measured row must be there with a positive rate and the generated count asked for. */
+TEST(e2e_bench_gpu_window)
+{
+    SETUP();
+    const char *bin = getenv("VL3_BIN_DIR");
+    if (!bin)
+        SKIP("VL3_BIN_DIR is not set");
+    char dir[1024], out[8192];
+    snprintf(dir, sizeof(dir), "%s/tiny_bench_gpu", test_tmpdir());
+    vl3_tiny_params tp = vl3_tiny_params_default();
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
+    ASSERT_EQ(test_sh(out, sizeof(out),
+                      "%s/vl3 bench gpu --model %s --backend %s --frames 1 --prompt-tokens 16 "
+                      "--gen-tokens 2 --batches 1,2 --limit-size 32 --window-frames 2 "
+                      "--window-gen 5 2>&1",
+                      bin, dir, dev_name),
+              0);
+    fprintf(stderr, "%s", out);
+    const char *row = strstr(out, "3-min window (meas.)");
+    ASSERT(row != NULL);
+    double t = 0, rate = 0;
+    ASSERT_EQ(sscanf(row + strlen("3-min window (meas.)"), "%lf %lf", &t, &rate), 2);
+    ASSERT(t > 0 && rate > 0 && fabs(rate * t - 1) < 1e-2);
+    ASSERT_STR_CONTAINS(out, "2 frames of 14x24 patches encoded in one call, 168 visual + 16 "
+                             "text tokens prefilled, 5 tokens generated");
+    return 0;
 }
 
 static int read_all(const char *path, void **ret, size_t *ret_len)

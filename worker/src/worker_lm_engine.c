@@ -6,6 +6,8 @@
  * from the model's generation config when a sequence begins (greedy when its temperature is 0).
  * Sampling follows vl3_generate: the first token is sampled from the prompt's last logits, and
  * every sampled id joins the repetition-penalty history (prompt ids too when the layout says so).
+ * Sampling goes through vl3_ctx_sample: on a backend with a sampling op the logits stay on the
+ * device and only the ids come back.
  * Builds without the LLM API (engine_llm.h without vl3_generate) answer VL3_E_UNSUPPORTED. */
 #include "worker_lm.h"
 
@@ -24,6 +26,7 @@ struct lm_engine {
     /* one batch, packed: ids, runs, visual rows and their batch indices */
     int32_t *ids, *vis_index;
     int *seqs, *counts;
+    vl3_sampler **row_samp; /* [n_slots] the batch's samplers by run (NULL: not sampled) */
     float *vis;
     size_t vis_cap; /* floats */
 };
@@ -97,19 +100,18 @@ static int eng_batch(void *impl, const struct worker_lm_run *runs, int n_runs, i
                    .n_seq_tokens = e->counts, .visual = n_vis ? e->vis : NULL,
                    .visual_index = n_vis ? e->vis_index : NULL, .n_visual = n_vis,
                    .visual_dim = dim};
-    const float *logits = NULL;
-    int rc = vl3_decode(e->ctx, &b, &logits, reterr);
+    int rc = vl3_decode(e->ctx, &b, NULL, reterr), any = 0;
     if (rc < 0)
         return rc;
     for (int k = 0; k < n_runs; k++) {
-        if (!runs[k].sample)
-            continue;
-        vl3_sampler *s = e->samp[runs[k].slot];
-        if ((rc = vl3_sampler_sample(s, logits + (size_t)k * (size_t)e->n_vocab, &ret_ids[k],
-                                     reterr)) < 0)
-            return rc;
-        (void)vl3_sampler_accept(s, ret_ids[k]);
+        e->row_samp[k] = runs[k].sample ? e->samp[runs[k].slot] : NULL;
+        any |= runs[k].sample;
     }
+    if (any && (rc = vl3_ctx_sample(e->ctx, e->row_samp, n_runs, ret_ids, reterr)) < 0)
+        return rc;
+    for (int k = 0; k < n_runs; k++)
+        if (e->row_samp[k])
+            (void)vl3_sampler_accept(e->row_samp[k], ret_ids[k]);
     return 0;
 }
 
@@ -122,6 +124,7 @@ static void eng_free(void *impl)
         vl3_sampler_free(e->samp[i]);
     free(e->samp);
     free(e->ids), free(e->vis_index), free(e->seqs), free(e->counts), free(e->vis);
+    free(e->row_samp);
     vl3_ctx_free(e->ctx);
     free(e);
 }
@@ -155,7 +158,8 @@ int worker_lm_engine_new(const vl3_model *model, int n_slots, int n_ctx, struct 
     e->vis_index = malloc(sizeof(int32_t) * (size_t)e->rows);
     e->seqs = malloc(sizeof(int) * (size_t)n_slots);
     e->counts = malloc(sizeof(int) * (size_t)n_slots);
-    if (!e->ids || !e->vis_index || !e->seqs || !e->counts) {
+    e->row_samp = calloc((size_t)n_slots, sizeof(*e->row_samp));
+    if (!e->ids || !e->vis_index || !e->seqs || !e->counts || !e->row_samp) {
         rc = -ENOMEM;
         goto fail;
     }

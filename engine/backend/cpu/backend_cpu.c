@@ -23,7 +23,13 @@ struct cpu_ctx {
     pthread_mutex_t scratch_lock;
     void *scratch;
     size_t scratch_bytes;
+    struct vl3__cpu_pool *pool; /* parallel.c: workers made on first use */
 };
+
+struct vl3__cpu_pool *vl3__cpu_pool_of(void *ctx)
+{
+    return ctx ? ((struct cpu_ctx *)ctx)->pool : NULL;
+}
 
 void *vl3__cpu_scratch_acquire(void *ctx, size_t nbytes)
 {
@@ -100,6 +106,11 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
                              prec);
     }
     c->precision = p;
+    if (vl3__cpu_pool_new(c->n_threads, &c->pool) < 0) {
+        pthread_mutex_destroy(&c->scratch_lock);
+        free(c);
+        return vl3_error_set(reterr, -12 /* ENOMEM */, "out of memory");
+    }
     set_blas_threads(c);
     *ret_ctx = c;
     return 0;
@@ -120,6 +131,7 @@ static void cpu_free(void *ctx)
     struct cpu_ctx *c = ctx;
     if (!c)
         return;
+    vl3__cpu_pool_free(c->pool);
     pthread_mutex_destroy(&c->scratch_lock);
     free(c->scratch);
     free(c);
@@ -151,7 +163,37 @@ static int cpu_supports(void *ctx, enum vl3__op op, int dtype)
         return dtype == VL3__DTYPE_BF16;
     if (op >= VL3__OP_VISION_LINEAR && op < VL3__OP_COUNT)
         return dtype == VL3__DTYPE_F32;
+    if (op == VL3__OP_SAMPLE)
+        return dtype == VL3__DTYPE_F32;
     return op <= VL3__OP_SCATTER_ROWS && dtype == VL3__DTYPE_F32;
+}
+
+/* The sample op: the reference arithmetic (vl3__sample_ref, engine/src/sampler.c) per row. */
+static int cpu_sample(void *ctx, int32_t *ret_host, const void *x, int R, int n,
+                      const struct vl3__sample_row *rows, const int32_t *hist, int n_hist)
+{
+    (void)ctx;
+    if (R <= 0)
+        return 0;
+    if (!vl3__sample_rows_valid(rows, R, n, n_hist))
+        return -EINVAL;
+    for (int r = 0; r < R; r++)
+        for (int i = 0; i < rows[r].n_hist; i++)
+            if (hist[rows[r].hist_off + i] < 0 || hist[rows[r].hist_off + i] >= n)
+                return -EINVAL;
+    float *work = malloc((size_t)n * sizeof(float));
+    int32_t *cand = malloc((size_t)n * sizeof(int32_t));
+    if (!work || !cand) {
+        free(work);
+        free(cand);
+        return -ENOMEM;
+    }
+    for (int r = 0; r < R; r++)
+        ret_host[r] = vl3__sample_ref((const float *)x + (size_t)r * n, n, &rows[r],
+                                      hist + rows[r].hist_off, work, cand);
+    free(work);
+    free(cand);
+    return 0;
 }
 
 const vl3__backend_ops vl3__backend_cpu_ops = {
@@ -188,4 +230,5 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .scatter_rows = vl3__cpu_scatter_rows,
     /* vision ops get this backend's context (threads, precision mode) */
     .vision = &vl3__cpu_vision_ops,
+    .sample = cpu_sample,
 };

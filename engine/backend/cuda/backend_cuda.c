@@ -9,11 +9,12 @@
  *
  * dtypes: LLM activations and the paged KV cache bf16; matmul/embedding weights bf16; norm
  * weights and biases f32; matmul accumulates in f32 (cuBLASLt CUBLAS_COMPUTE_32F, or the host
- * path's f32 sum); logits (matmul_f32) and argmax's input f32. The vision ops are f32 on host
- * tensors (backend.h); they stage them through device buffers per op (see the vision section).
+ * path's f32 sum); logits (matmul_f32) and the input of argmax and sample f32. The vision
+ * encoder's activations are f32 in device memory, its matrices bf16 (see the vision section).
  * A machine without a driver reports 0 devices (cudaGetDeviceCount fails with error 35). */
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,6 +35,7 @@
 #include "model.h"
 #include "rmsnorm.cuh"
 #include "rope.cuh"
+#include "sample.cuh"
 #include "silu_mul.cuh"
 #include "vl3/log.h"
 
@@ -49,16 +51,20 @@ int vl3__lt_matmul(struct vl3__lt *lt, const struct vl3__gemm_desc *d, const voi
 #endif
 
 #define CONVERT_CHUNK (1u << 22) /* elements converted per host staging buffer */
-#define VISION_STAGES 5            /* device buffers of the vision ops (ST_A .. ST_OUT) */
+#define VISION_STAGES 2            /* device buffers of the vision ops (ST_X16, ST_CU) */
 
 struct cuda_ctx {
     int device;
     cudaStream_t stream;
     int32_t *argmax_dev; /* device scratch for argmax results */
     int argmax_cap;
-    pthread_mutex_t vision_lock; /* the staging buffers of the vision ops */
+    void *sample_dev; /* the sample op's device scratch: ids, row parameters, histories, rows */
+    size_t sample_cap;
+    pthread_mutex_t vision_lock; /* the vision ops' buffers */
     void *stage[VISION_STAGES];
     size_t stage_cap[VISION_STAGES];
+    int64_t *cu_host; /* what stage[ST_CU] holds (cu_bytes; 0 = nothing) */
+    size_t cu_bytes;
 #ifndef VL3_CUDA_EMU
     struct vl3__lt *lt;
 #endif
@@ -123,9 +129,12 @@ static void cuda_free(void *ctx)
 #endif
     if (c->argmax_dev)
         (void)cudaFree(c->argmax_dev);
+    if (c->sample_dev)
+        (void)cudaFree(c->sample_dev);
     for (int i = 0; i < VISION_STAGES; i++)
         if (c->stage[i])
             (void)cudaFree(c->stage[i]);
+    free(c->cu_host);
     pthread_mutex_destroy(&c->vision_lock);
     if (c->stream)
         (void)cudaStreamDestroy(c->stream);
@@ -272,7 +281,7 @@ static int cuda_supports(void *ctx, enum vl3__op op, int dtype)
         return dtype == VL3__DTYPE_BF16;
     if (op >= VL3__OP_VISION_LINEAR && op < VL3__OP_COUNT)
         return dtype == VL3__DTYPE_F32;
-    if (op == VL3__OP_ARGMAX)
+    if (op == VL3__OP_ARGMAX || op == VL3__OP_SAMPLE)
         return dtype == VL3__DTYPE_F32;
     return op <= VL3__OP_SCATTER_ROWS && dtype == VL3__DTYPE_BF16;
 }
@@ -426,6 +435,60 @@ static int cuda_argmax_op(void *ctx, int32_t *ret_host, const void *x, int R, in
     return r < 0 ? r : cuda_download(ctx, ret_host, c->argmax_dev, (size_t)R * sizeof(int32_t));
 }
 
+/* The kernel reads the rows as struct cuda_sample_row: the same layout. */
+_Static_assert(sizeof(struct cuda_sample_row) == sizeof(struct vl3__sample_row) &&
+                   offsetof(struct cuda_sample_row, temperature) ==
+                       offsetof(struct vl3__sample_row, temperature) &&
+                   offsetof(struct cuda_sample_row, top_k) ==
+                       offsetof(struct vl3__sample_row, top_k) &&
+                   offsetof(struct cuda_sample_row, n_hist) ==
+                       offsetof(struct vl3__sample_row, n_hist),
+               "struct cuda_sample_row must match struct vl3__sample_row");
+
+#define SAMPLE_ALIGN(n) (((n) + 255) & ~(size_t)255)
+
+/* Upload the row parameters and histories into the context's scratch (grown as needed), sample
+ * on the device, download the R ids: the only device-to-host traffic. */
+static int cuda_sample_op(void *ctx, int32_t *ret_host, const void *x, int R, int n,
+                          const struct vl3__sample_row *rows, const int32_t *hist, int n_hist)
+{
+    struct cuda_ctx *c = ctx;
+    if (R <= 0)
+        return 0;
+    if (!vl3__sample_rows_valid(rows, R, n, n_hist))
+        return -EINVAL;
+    for (int r = 0; r < R; r++) /* the kernel indexes the row with these ids */
+        for (int i = 0; i < rows[r].n_hist; i++)
+            if (hist[rows[r].hist_off + i] < 0 || hist[rows[r].hist_off + i] >= n)
+                return -EINVAL;
+    size_t b_ids = SAMPLE_ALIGN((size_t)R * 4), b_rows = SAMPLE_ALIGN((size_t)R * sizeof(*rows));
+    size_t b_hist = SAMPLE_ALIGN((size_t)n_hist * 4), b_work = (size_t)R * n * 4;
+    size_t need = b_ids + b_rows + b_hist + b_work;
+    if (need > c->sample_cap) {
+        if (c->sample_dev)
+            (void)cudaFree(c->sample_dev);
+        c->sample_dev = NULL;
+        c->sample_cap = 0;
+        int r = cu_rc(cudaMalloc(&c->sample_dev, need));
+        if (r < 0) {
+            (void)cudaGetLastError();
+            return -ENOMEM;
+        }
+        c->sample_cap = need;
+    }
+    char *d = c->sample_dev;
+    int32_t *d_ids = (int32_t *)d;
+    struct cuda_sample_row *d_rows = (struct cuda_sample_row *)(d + b_ids);
+    int32_t *d_hist = (int32_t *)(d + b_ids + b_rows);
+    float *d_work = (float *)(d + b_ids + b_rows + b_hist);
+    int r = cuda_upload(ctx, d_rows, rows, (size_t)R * sizeof(*rows));
+    if (r == 0)
+        r = cuda_upload(ctx, d_hist, hist, (size_t)n_hist * 4);
+    if (r == 0)
+        r = k_rc(cuda_sample(d_ids, x, d_work, R, n, d_rows, d_hist, c->stream));
+    return r < 0 ? r : cuda_download(ctx, ret_host, d_ids, (size_t)R * sizeof(int32_t));
+}
+
 static int cuda_copy_rows_op(void *ctx, void *dst, size_t dst_stride, const void *src,
                              size_t src_stride, int n_rows, size_t row_bytes)
 {
@@ -435,17 +498,16 @@ static int cuda_copy_rows_op(void *ctx, void *dst, size_t dst_stride, const void
     return k_rc(cuda_copy_rows(dst, dst_stride, src, src_stride, n_rows, row_bytes, c->stream));
 }
 
-/* ---- vision ops (f32) -------------------------------------------------------------------------
- * vision.c keeps the encoder's weights and activations in host memory (struct vl3__vision_ops
- * takes host float pointers). Until it allocates through the backend, each op stages its host
- * tensors through device buffers of the context (grown as needed, under vision_lock): upload the
- * inputs, run the kernel or product, download the output. The same code runs in both builds, so
- * CI exercises the staging too. The cost is PCIe traffic per op (weights included), small next
- * to the encoder on the CPU. */
+/* ---- vision ops (f32 activations in device memory) ---------------------------------------------
+ * vision.c keeps the encoder in backend memory (struct vl3__vision_ops: device_memory): weights
+ * uploaded once in bf16 (wants_bf16_weights), the pixel batch once per encode, activations on the
+ * device through all layers. The ops launch kernels on device pointers; a product rounds its f32
+ * input to bf16 in a scratch buffer of the context (bf16 x bf16, f32 sums and output, as the
+ * reference model's bf16 linear layers; vision_lock guards the buffer), and attention_blocks
+ * keeps a device copy of the cu_seqlens array, uploaded only when it changes (once per encode,
+ * not per layer). */
 
-enum { ST_A, ST_B, ST_C, ST_D, ST_OUT }; /* < VISION_STAGES */
-
-/* Device buffer i of at least n bytes (contents undefined), or NULL. */
+/* The context's device buffer i of at least n bytes (contents undefined), or NULL. */
 static void *stage(struct cuda_ctx *c, int i, size_t n)
 {
     if (n > c->stage_cap[i]) {
@@ -463,51 +525,39 @@ static void *stage(struct cuda_ctx *c, int i, size_t n)
     return c->stage[i];
 }
 
-/* Device buffer i holding a copy of n host bytes (NULL host: NULL, no buffer). */
-static int stage_in(struct cuda_ctx *c, int i, const void *host, size_t n, void **ret)
-{
-    *ret = NULL;
-    if (!host)
-        return 0;
-    void *d = stage(c, i, n);
-    if (!d)
-        return -ENOMEM;
-    *ret = d;
-    return cuda_upload(c, d, host, n);
-}
-
-#define V_BEGIN(c)                                                                                 \
-    int r = 0;                                                                                     \
-    pthread_mutex_lock(&(c)->vision_lock)
-#define V_TRY(expr)                                                                                \
-    do {                                                                                           \
-        if ((r = (expr)) < 0)                                                                      \
-            goto out;                                                                              \
-    } while (0)
-#define V_END(c)                                                                                   \
-    out:                                                                                           \
-    pthread_mutex_unlock(&(c)->vision_lock);                                                      \
-    return r
+enum { ST_X16, ST_CU }; /* < VISION_STAGES */
 
 static int v_linear(void *ctx, const float *x, const float *w, const float *b, float *y,
                     int64_t P, int in, int out)
+{
+    if (P > 0x7fffffff || P < 0 || in <= 0 || out <= 0)
+        return -EINVAL;
+    return linear(ctx, y, x, w, b, (int)P, in, out, 0, VL3__GEMM_F32, VL3__GEMM_F32,
+                  VL3__GEMM_F32);
+}
+
+static int v_wants_bf16_weights(void *ctx)
+{
+    (void)ctx;
+    return 1;
+}
+
+static int v_linear_bf16(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
+                         int64_t P, int in, int out)
 {
     struct cuda_ctx *c = ctx;
     if (P > 0x7fffffff || P < 0 || in <= 0 || out <= 0)
         return -EINVAL;
     if (P == 0)
         return 0;
-    size_t ny = (size_t)P * out * 4;
-    void *dx, *dw, *db, *dy;
-    V_BEGIN(c);
-    V_TRY(stage_in(c, ST_A, x, (size_t)P * in * 4, &dx));
-    V_TRY(stage_in(c, ST_B, w, (size_t)out * in * 4, &dw));
-    V_TRY(stage_in(c, ST_C, b, (size_t)out * 4, &db));
-    V_TRY((dy = stage(c, ST_OUT, ny)) ? 0 : -ENOMEM);
-    V_TRY(linear(c, dy, dx, dw, db, (int)P, in, out, 0, VL3__GEMM_F32, VL3__GEMM_F32,
-                 VL3__GEMM_F32));
-    V_TRY(cuda_download(c, y, dy, ny));
-    V_END(c);
+    pthread_mutex_lock(&c->vision_lock);
+    void *x16 = stage(c, ST_X16, (size_t)P * in * 2);
+    int r = x16 ? k_rc(cuda_f32_to_bf16(x16, x, P * in, c->stream)) : -ENOMEM;
+    if (r == 0)
+        r = linear(c, y, x16, w, b, (int)P, in, out, 0, VL3__GEMM_BF16, VL3__GEMM_BF16,
+                   VL3__GEMM_F32);
+    pthread_mutex_unlock(&c->vision_lock);
+    return r;
 }
 
 static int v_layernorm(void *ctx, const float *x, const float *w, const float *b, float *y,
@@ -516,18 +566,7 @@ static int v_layernorm(void *ctx, const float *x, const float *w, const float *b
     struct cuda_ctx *c = ctx;
     if (P > 0x7fffffff || P < 0 || C <= 0)
         return -EINVAL;
-    if (P == 0)
-        return 0;
-    size_t n = (size_t)P * C * 4;
-    void *dx, *dw, *db, *dy;
-    V_BEGIN(c);
-    V_TRY(stage_in(c, ST_A, x, n, &dx));
-    V_TRY(stage_in(c, ST_B, w, (size_t)C * 4, &dw));
-    V_TRY(stage_in(c, ST_C, b, (size_t)C * 4, &db));
-    V_TRY((dy = stage(c, ST_OUT, n)) ? 0 : -ENOMEM);
-    V_TRY(k_rc(cuda_layernorm(dy, dx, dw, db, (int)P, C, eps, c->stream)));
-    V_TRY(cuda_download(c, y, dy, n));
-    V_END(c);
+    return k_rc(cuda_layernorm(y, x, w, b, (int)P, C, eps, c->stream));
 }
 
 static int v_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *pos_c, int64_t P,
@@ -538,15 +577,7 @@ static int v_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *po
         return -EINVAL;
     if (P == 0 || H == 0)
         return 0;
-    size_t n = (size_t)P * H * D * 4;
-    void *dx, *dr, *dc;
-    V_BEGIN(c);
-    V_TRY(stage_in(c, ST_A, x, n, &dx));
-    V_TRY(stage_in(c, ST_B, pos_r, (size_t)P * 4, &dr));
-    V_TRY(stage_in(c, ST_C, pos_c, (size_t)P * 4, &dc));
-    V_TRY(k_rc(cuda_rope2d(dx, dr, dc, P, H, D, theta, c->stream)));
-    V_TRY(cuda_download(c, x, dx, n));
-    V_END(c);
+    return k_rc(cuda_rope2d(x, pos_r, pos_c, P, H, D, theta, c->stream));
 }
 
 static int v_attention_blocks(void *ctx, const float *q, const float *k, const float *v,
@@ -563,30 +594,33 @@ static int v_attention_blocks(void *ctx, const float *q, const float *k, const f
     int64_t P = cu[n_blocks];
     if (P == 0)
         return 0;
-    size_t n = (size_t)P * H * D * 4;
-    void *dq, *dk, *dv, *dcu, *dout;
-    V_BEGIN(c);
-    V_TRY(stage_in(c, ST_A, q, n, &dq));
-    V_TRY(stage_in(c, ST_B, k, n, &dk));
-    V_TRY(stage_in(c, ST_C, v, n, &dv));
-    V_TRY(stage_in(c, ST_D, cu, sizeof(int64_t) * (size_t)(n_blocks + 1), &dcu));
-    V_TRY((dout = stage(c, ST_OUT, n)) ? 0 : -ENOMEM);
-    V_TRY(k_rc(cuda_attention_blocks(dq, dk, dv, dout, dcu, cu, n_blocks, P, H, D, c->stream)));
-    V_TRY(cuda_download(c, out, dout, n));
-    V_END(c);
+    size_t nb = sizeof(int64_t) * (size_t)(n_blocks + 1);
+    int r = 0;
+    pthread_mutex_lock(&c->vision_lock);
+    void *dcu = c->stage[ST_CU];
+    if (nb != c->cu_bytes || memcmp(c->cu_host, cu, nb) != 0) { /* a new batch: upload once */
+        int64_t *h = realloc(c->cu_host, nb);
+        dcu = h ? stage(c, ST_CU, nb) : NULL;
+        if (h)
+            c->cu_host = h;
+        c->cu_bytes = 0;
+        if (!dcu)
+            r = -ENOMEM;
+        else if ((r = cuda_upload(c, dcu, cu, nb)) == 0) {
+            memcpy(c->cu_host, cu, nb);
+            c->cu_bytes = nb;
+        }
+    }
+    if (r == 0)
+        r = k_rc(cuda_attention_blocks(q, k, v, out, dcu, cu, n_blocks, P, H, D, c->stream));
+    pthread_mutex_unlock(&c->vision_lock);
+    return r;
 }
 
 static int v_gelu(void *ctx, float *x, int64_t n, int erf_form)
 {
     struct cuda_ctx *c = ctx;
-    if (n <= 0)
-        return 0;
-    void *dx;
-    V_BEGIN(c);
-    V_TRY(stage_in(c, ST_A, x, (size_t)n * 4, &dx));
-    V_TRY(k_rc(cuda_gelu(dx, n, erf_form, c->stream)));
-    V_TRY(cuda_download(c, x, dx, (size_t)n * 4));
-    V_END(c);
+    return n <= 0 ? 0 : k_rc(cuda_gelu(x, n, erf_form, c->stream));
 }
 
 static int v_gelu_tanh(void *ctx, float *x, int64_t n)
@@ -602,15 +636,7 @@ static int v_gelu_erf(void *ctx, float *x, int64_t n)
 static int v_add(void *ctx, float *y, const float *x, int64_t n)
 {
     struct cuda_ctx *c = ctx;
-    if (n <= 0)
-        return 0;
-    void *dy, *dx;
-    V_BEGIN(c);
-    V_TRY(stage_in(c, ST_A, y, (size_t)n * 4, &dy));
-    V_TRY(stage_in(c, ST_B, x, (size_t)n * 4, &dx));
-    V_TRY(k_rc(cuda_add_f32(dy, dy, dx, n, c->stream)));
-    V_TRY(cuda_download(c, y, dy, (size_t)n * 4));
-    V_END(c);
+    return n <= 0 ? 0 : k_rc(cuda_add_f32(y, y, x, n, c->stream));
 }
 
 static int v_downsample(void *ctx, const float *x, float *y, int gh, int gw, int m, int C)
@@ -620,14 +646,7 @@ static int v_downsample(void *ctx, const float *x, float *y, int gh, int gw, int
         return 0;
     if (m != 1 && (m != 2 || gh % 2 || gw % 2))
         return -EINVAL;
-    size_t n = (size_t)gh * gw * C * 4, no = n / ((size_t)m * m);
-    void *dx, *dy;
-    V_BEGIN(c);
-    V_TRY(stage_in(c, ST_A, x, n, &dx));
-    V_TRY((dy = stage(c, ST_OUT, no)) ? 0 : -ENOMEM);
-    V_TRY(k_rc(cuda_downsample(dx, dy, gh, gw, m, C, c->stream)));
-    V_TRY(cuda_download(c, y, dy, no));
-    V_END(c);
+    return k_rc(cuda_downsample(x, y, gh, gw, m, C, c->stream));
 }
 
 static const struct vl3__vision_ops cuda_vision_ops = {
@@ -639,6 +658,9 @@ static const struct vl3__vision_ops cuda_vision_ops = {
     .gelu_erf = v_gelu_erf,
     .add = v_add,
     .downsample = v_downsample,
+    .wants_bf16_weights = v_wants_bf16_weights,
+    .linear_bf16 = v_linear_bf16,
+    .device_memory = 1,
 };
 
 #ifdef VL3_CUDA_EMU
@@ -678,6 +700,7 @@ static const vl3__backend_ops cuda_ops = {
     .copy_rows = cuda_copy_rows_op,
     .vision = &cuda_vision_ops,
     .matmul_f32 = cuda_matmul_f32,
+    .sample = cuda_sample_op,
 };
 
 #ifndef VL3_CUDA_EMU

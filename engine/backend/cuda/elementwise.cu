@@ -1,7 +1,8 @@
 /* elementwise.cu: the small kernels of the CUDA backend: residual add (bf16 LLM rows, f32 vision
  * rows), embedding gather from the bf16 table, the visual-row scatter (f32 rows converted into
  * bf16 activations), kv_store into the paged pools, strided row copies, the tanh and erf GELUs
- * and the 2x2 spatial downsample of the vision encoder. Element-wise kernels use grid-stride
+ * and the 2x2 spatial downsample of the vision encoder, and the f32 -> bf16 rounding of the
+ * vision activations before a product with bf16 matrices. Element-wise kernels use grid-stride
  * loops over at most ELT_MAX_BLOCKS blocks of ELT_THREADS threads. */
 #include "elementwise.cuh"
 
@@ -43,6 +44,21 @@ extern "C" int cuda_add_f32(float *y, const float *a, const float *b, int64_t n,
         return 0;
     VL3_LAUNCH(add_kernel<float>, elt_blocks(n), ELT_THREADS, 0, (cudaStream_t)stream, y, a, b,
                n);
+    return LAUNCH_OK();
+}
+
+__global__ void f32_to_bf16_kernel(vl3_bf16 *y, const float *x, int64_t n)
+{
+    GRID_STRIDE(i, n)
+    vl3_st(y, i, x[i]);
+}
+
+extern "C" int cuda_f32_to_bf16(void *y, const float *x, int64_t n, void *stream)
+{
+    if (n <= 0)
+        return 0;
+    VL3_LAUNCH(f32_to_bf16_kernel, elt_blocks(n), ELT_THREADS, 0, (cudaStream_t)stream,
+               (vl3_bf16 *)y, x, n);
     return LAUNCH_OK();
 }
 

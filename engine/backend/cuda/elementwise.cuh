@@ -12,6 +12,8 @@ extern "C" {
 /* y = a + b over n bf16 (resp. f32) elements; y may alias a or b. */
 int cuda_add_bf16(void *y, const void *a, const void *b, int64_t n, void *stream);
 int cuda_add_f32(float *y, const float *a, const float *b, int64_t n, void *stream);
+/* y (bf16) = x (f32) rounded to nearest even, n elements. */
+int cuda_f32_to_bf16(void *y, const float *x, int64_t n, void *stream);
 /* out (T, C) bf16 = rows ids[t] of the bf16 table (V, C). */
 int cuda_embed_bf16(void *out, const void *table, const int32_t *ids, int T, int C,
                     void *stream);

@@ -141,6 +141,15 @@ void vl3_sampler_reset(vl3_sampler *s);
 int vl3_sampler_accept(vl3_sampler *s, int32_t id);
 /* Pick the next id from logits (n_vocab f32, borrowed, not modified). Allocates nothing. */
 int vl3_sampler_sample(vl3_sampler *s, const float *logits, int32_t *ret_id, vl3_error *reterr);
+/* Sample ret_ids[i] with samplers[i] (i < n) from logits row i of the last vl3_prefill /
+ * vl3_decode / vl3_decode_step on ctx (n at most its rows), as vl3_sampler_sample would from
+ * those logits (each non-greedy sampler draws one uniform); a NULL samplers[i] skips row i
+ * (ret_ids[i] untouched). On a backend with a sampling op the
+ * logits stay on the device and only the n ids come back (pass ret_logits NULL to those calls to
+ * skip their logits download); elsewhere they are downloaded if not already. The ids are not
+ * accepted into the samplers' histories. Returns 0, -EINVAL, backend errors. */
+int vl3_ctx_sample(vl3_ctx *ctx, vl3_sampler *const *samplers, int n, int32_t *ret_ids,
+                   vl3_error *reterr);
 
 /* ---- generation ---------------------------------------------------------------------------- */
 

@@ -465,12 +465,31 @@ cudaError_t vl3_emu_cudaFree(void *p)
     return cudaSuccess;
 }
 
+static long n_h2d, n_d2h;          /* atomic */
+static long long h2d_bytes, d2h_bytes; /* atomic */
+
+void vl3_emu_copy_stats(long *ret_h2d, long *ret_d2h, long long *ret_h2d_bytes,
+                        long long *ret_d2h_bytes)
+{
+    *ret_h2d = __atomic_load_n(&n_h2d, __ATOMIC_SEQ_CST);
+    *ret_d2h = __atomic_load_n(&n_d2h, __ATOMIC_SEQ_CST);
+    *ret_h2d_bytes = __atomic_load_n(&h2d_bytes, __ATOMIC_SEQ_CST);
+    *ret_d2h_bytes = __atomic_load_n(&d2h_bytes, __ATOMIC_SEQ_CST);
+}
+
 cudaError_t vl3_emu_cudaMemcpy(void *dst, const void *src, size_t n, enum cudaMemcpyKind kind)
 {
     if (sticky_error() != cudaSuccess)
         return last_error = sticky_error();
     if ((unsigned)kind > cudaMemcpyDefault)
         return last_error = cudaErrorInvalidValue;
+    if (kind == cudaMemcpyHostToDevice) {
+        __atomic_add_fetch(&n_h2d, 1, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&h2d_bytes, (long long)n, __ATOMIC_SEQ_CST);
+    } else if (kind == cudaMemcpyDeviceToHost) {
+        __atomic_add_fetch(&n_d2h, 1, __ATOMIC_SEQ_CST);
+        __atomic_add_fetch(&d2h_bytes, (long long)n, __ATOMIC_SEQ_CST);
+    }
     if (n)
         memmove(dst, src, n);
     return cudaSuccess;

@@ -98,6 +98,10 @@ cudaError_t vl3_emu_cudaSetDevice(int device);
  * (a fresh device). VL3_CUDA_EMU_FAULT=N arms it from the environment, counting from the
  * process's first launch. */
 void vl3_emu_fault_after(long n);
+/* Tests: the number of host-to-device and device-to-host copies (cudaMemcpy(Async) of those
+ * kinds) and their bytes since the process started, over all threads. */
+void vl3_emu_copy_stats(long *ret_h2d, long *ret_d2h, long long *ret_h2d_bytes,
+                        long long *ret_d2h_bytes);
 
 #define cudaMalloc vl3_emu_cudaMalloc
 #define cudaFree vl3_emu_cudaFree
@@ -236,6 +240,20 @@ template <typename T> static inline T atomicCAS(T *p, T compare, T v)
     if (old == compare)
         *p = v;
     return old;
+}
+
+/* Bit casts between float and its 32 bits. */
+static inline unsigned __float_as_uint(float f)
+{
+    unsigned u;
+    memcpy(&u, &f, sizeof(u));
+    return u;
+}
+static inline float __uint_as_float(unsigned u)
+{
+    float f;
+    memcpy(&f, &u, sizeof(f));
+    return f;
 }
 
 /* Math: libm stands in for the device functions (results may differ from the GPU's in the
