@@ -293,7 +293,9 @@ scenario_dlq_poison() {
   [ "$(metric "$port" vl3_jobs_dead_lettered_total)" = 5 ] || fail "metrics: dead letters"
   [ "$(metric "$port" vl3_jobs_poisoned_total)" = 2 ] || fail "metrics: poisoned"
   [ "$(metric "$port" vl3_worker_hangs_total)" -ge 2 ] || fail "metrics: hangs"
-  curl -s "http://127.0.0.1:$port/metrics" | grep -q 'vl3_stage_seconds_bucket{stage="generate",le="0.005"}' || fail "metrics: histogram"
+  # saved first: `curl | grep -q` fails under pipefail when grep stops reading early (SIGPIPE)
+  curl -s "http://127.0.0.1:$port/metrics" > "$T/metrics.txt" || fail "metrics: unreachable"
+  grep -q 'vl3_stage_seconds_bucket{stage="generate",le="0.005"}' "$T/metrics.txt" || fail "metrics: histogram"
   stop_daemon d1
 }
 
