@@ -8,8 +8,12 @@
  *            compression ratio against raw, and the encode / decode speed in MB/s of raw rows
  *            (best of three; decode of the chosen form);
  *   cached   the re-query: the entry read back (from PostgreSQL with --cache, else from memory),
- *            decoded, the prompt rebuilt from it, the same generation; its tokens must equal the
- *            cold path's (the "same" column), and the wall-time ratio cold / cached is printed.
+ *            decoded, its pre-projector rows projected, the prompt rebuilt from it, the same
+ *            generation; its tokens must equal the cold path's (the "same" column), and the
+ *            wall-time ratio cold / cached is printed;
+ *   before   bytes per visual token of the entry as format 1 stored it (the f32 projector rows,
+ *            LLM-wide) against now (the encoder's rows before the projector, bf16 in the bf16
+ *            precision), both serialized by the same encoder.
  * Times are wall clock on a possibly shared machine: compare the columns of one run. */
 #include <errno.h>
 #include <fcntl.h>
@@ -21,6 +25,7 @@
 
 #include "cli.h"
 #include "media.h"
+#include "pipeline.h"
 #include "sample.h"
 #include "token_cache.h"
 #include "vl3/engine.h"
@@ -58,24 +63,21 @@ static int on_tok(void *user, int32_t id)
     return 0;
 }
 
-/* Prompt from vt and greedy generation into g. */
-static int answer(vl3_model *m, const vl3_visual_tokens *vt, const struct bopts *o, struct gen *g,
-                  vl3_error *err)
+/* Prompt from vt (the pipeline's hand-off, as vl3 run and the worker build it) and greedy
+ * generation into g. */
+static int answer(vl3_model *m, const struct pipeline *pl, const vl3_visual_tokens *vt,
+                  const struct bopts *o, struct gen *g, vl3_error *err)
 {
-    vl3_mm_params mp;
-    vl3_mm_params_default(m, &mp);
     char *instr = NULL;
     int r = vl3_task_instruction(VL3_TASK_CAPTION, NULL, NULL, "video", &instr, err);
     if (r < 0)
         return r;
-    mp.prompt.user_text = instr;
-    mp.prompt.add_generation_prompt = 1;
-    vl3_vision_item it;
-    vl3_visual_tokens_items(vt, &it);
+    vl3_prompt_params pp = pl->mm.prompt;
+    pp.user_text = instr;
+    pp.add_generation_prompt = 1;
     vl3_prompt pr = {0};
     vl3_ctx *ctx = NULL;
-    if ((r = vl3_prompt_build(&mp.prompt, vl3_model_tokenizer(m), &it, vt->grids, 1, &vt->mask,
-                              &pr, err)) < 0)
+    if ((r = pipeline_prompt(&pp, vl3_model_tokenizer(m), vt, &pr, err)) < 0)
         goto out;
     vl3_ctx_params cp = vl3_ctx_params_default();
     cp.n_ctx = (int)pr.n_ids + o->max_new;
@@ -85,7 +87,7 @@ static int answer(vl3_model *m, const vl3_visual_tokens *vt, const struct bopts 
     gp.sampling.greedy = 1;
     gp.sampling.repetition_penalty = 1.0f;
     gp.max_new_tokens = o->max_new;
-    vl3_visual_rows vis = {vl3_visual_tokens_f32(vt), pr.visual_pos, (int)pr.n_visual, vt->dim};
+    vl3_visual_rows vis = {vt->visual, pr.visual_pos, (int)pr.n_visual, vt->hidden};
     g->n = 0;
     r = vl3_generate(ctx, pr.ids, (int)pr.n_ids, &vis, &gp, on_tok, g, NULL, err);
 out:
@@ -95,17 +97,15 @@ out:
     return r;
 }
 
-/* The cold media half: sample the video, vl3_mm_prepare, the visual tokens object. */
-static int cold_tokens(vl3_model *m, vl3_vision *v, const char *path, const struct bopts *o,
-                       vl3_visual_tokens *ret, vl3_error *err)
+/* The cold media half through the pipeline's steps (as `vl3 run --video` runs them): open,
+ * sample, the window's frames, preprocess + DiffFP, encoder + projector -> its visual tokens. */
+static int cold_tokens(const struct pipeline *pl, vl3_vision *v, const char *path,
+                       const struct bopts *o, vl3_visual_tokens *ret, vl3_error *err)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return vl3_error_set(err, -errno, "could not open \"%s\": %s", path, strerror(errno));
     struct media_policy pol;
     media_policy_default(&pol);
     media_input *in = NULL;
-    int r = media_open_fd(fd, path, &pol, &in, err);
+    int r = pipeline_open(NULL, path, &pol, NULL, NULL, NULL, NULL, NULL, &in, err);
     if (r < 0)
         return r;
     struct sample_params sp;
@@ -113,33 +113,31 @@ static int cold_tokens(vl3_model *m, vl3_vision *v, const char *path, const stru
     sp.fps_num = o->fps;
     sp.fps_den = 1;
     sp.max_frames = o->max_frames;
+    sp.native = pl->native;
     struct sample_result *sr = NULL;
     r = sample_video(in, &sp, &sr, err);
     media_close(in);
     if (r < 0)
         return r;
+    struct pipeline_window win = {0}, *ws[1] = {&win};
     vl3_image *views = calloc(sr->n ? sr->n : 1, sizeof(*views));
-    double *ts = calloc(sr->n ? sr->n : 1, sizeof(double));
-    vl3_mm_input mm = {0};
-    if (!views || !ts) {
+    if (!views) {
         r = vl3_error_set(err, -ENOMEM, "out of memory");
         goto out;
     }
-    for (size_t i = 0; i < sr->n; i++) {
-        views[i] = (vl3_image){sr->frames[i].rgb, sr->width, sr->height, (size_t)sr->width * 3};
-        ts[i] = sr->frames[i].timestamp;
-    }
-    vl3_vision_item item = {views, (int)sr->n, ts, 1, 0};
-    vl3_mm_params mp;
-    vl3_mm_params_default(m, &mp);
-    mp.prompt.user_text = "x";
-    if ((r = vl3_mm_prepare(v, NULL, &mp, &item, 1, &mm, err)) < 0)
+    if ((r = pipeline_window_frames(sr, 0, views, &win)) <= 0) {
+        r = r < 0 ? vl3_error_set(err, r, "out of memory")
+                  : vl3_error_set(err, VL3_E_DECODE, "no frames sampled from \"%s\"", path);
         goto out;
-    r = vl3_visual_tokens_from_mm(&mm, &item, 1, ret, err);
+    }
+    if ((r = pipeline_window_prepare(pl, &win, views, err)) < 0 ||
+        (r = pipeline_encode(pl, v, ws, 1, err)) < 0)
+        goto out;
+    *ret = win.vt;
+    memset(&win.vt, 0, sizeof(win.vt));
 out:
-    vl3_mm_input_deinit(&mm);
+    pipeline_window_deinit(&win);
     free(views);
-    free(ts);
     sample_result_free(sr);
     return r;
 }
@@ -149,8 +147,8 @@ static double mbps(size_t bytes, double s)
     return s > 0 ? (double)bytes / 1e6 / s : 0;
 }
 
-static int bench_file(vl3_model *m, vl3_vision *v, tcache *tc, const char *path,
-                      const struct bopts *o)
+static int bench_file(vl3_model *m, const struct pipeline *pl, vl3_vision *v, tcache *tc,
+                      const char *path, const struct bopts *o)
 {
     vl3_error err = {0};
     vl3_visual_tokens vt = {0}, back = {0};
@@ -161,7 +159,8 @@ static int bench_file(vl3_model *m, vl3_vision *v, tcache *tc, const char *path,
     double enc_s[3] = {0, 0, 0};
     int r;
     double t0 = vl3_time_s();
-    if ((r = cold_tokens(m, v, path, o, &vt, &err)) < 0 || (r = answer(m, &vt, o, &g_cold, &err)) < 0)
+    if ((r = cold_tokens(pl, v, path, o, &vt, &err)) < 0 ||
+        (r = answer(m, pl, &vt, o, &g_cold, &err)) < 0)
         goto fail;
     double cold_s = vl3_time_s() - t0;
     enum vl3_vt_codec codecs[3] = {VL3_VT_CODEC_PLAIN, VL3_VT_CODEC_BYTEPLANE, VL3_VT_CODEC_AUTO};
@@ -207,7 +206,9 @@ static int bench_file(vl3_model *m, vl3_vision *v, tcache *tc, const char *path,
     } else if ((r = vl3_visual_tokens_decode(blobs[2], lens[2], &back, &err)) < 0) {
         goto fail;
     }
-    if ((r = answer(m, &back, o, &g_hit, &err)) < 0)
+    /* the entry holds the rows before the projector: project them, then the same generation */
+    if ((r = vl3_visual_tokens_project(v, &back, &err)) < 0 ||
+        (r = answer(m, pl, &back, o, &g_hit, &err)) < 0)
         goto fail;
     double hit_s = vl3_time_s() - t0;
     int same = g_cold.n == g_hit.n && memcmp(g_cold.ids, g_hit.ids, sizeof(int32_t) * g_cold.n) == 0;
@@ -221,6 +222,23 @@ static int bench_file(vl3_model *m, vl3_vision *v, tcache *tc, const char *path,
            (double)st[2].raw_bytes / st[2].out_bytes, mbps(st[0].row_bytes, enc_s[0]),
            mbps(st[1].row_bytes, enc_s[1]), mbps(st[2].row_bytes, dec_s), cold_s, hit_s,
            hit_s > 0 ? cold_s / hit_s : 0, same ? "same" : "DIFFERENT");
+    /* before (format 1): the f32 projector rows, LLM-wide, in the same entry format */
+    vl3_visual_tokens old = vt;
+    old.rows = vt.visual;
+    old.dim = vt.hidden;
+    old.dtype = VL3_VT_DTYPE_F32;
+    uint8_t *oblob = NULL;
+    size_t olen = 0;
+    vl3_vt_encode_stats ost;
+    if ((r = vl3_visual_tokens_encode(&old, NULL, &oblob, &olen, &ost, &err)) < 0)
+        goto fail;
+    free(oblob);
+    printf("%-16s rows per visual token: before %d x f32 projector rows, raw %.0f B, stored %.0f "
+           "B; now %d x %s pre-projector rows, raw %.0f B, stored %.0f B (%.2fx smaller)\n",
+           "", vt.hidden, (double)ost.row_bytes / n, (double)ost.out_bytes / n, vt.dim,
+           vt.dtype == VL3_VT_DTYPE_BF16 ? "bf16" : "f32", (double)st[2].row_bytes / n,
+           (double)st[2].out_bytes / n,
+           st[2].out_bytes ? (double)ost.out_bytes / (double)st[2].out_bytes : 0);
     fflush(stdout);
     r = same ? 0 : -1;
     goto out;
@@ -272,7 +290,10 @@ int bench_cache(int argc, char **argv)
     vl3_model_params mp = vl3_model_params_default();
     mp.dir = o.model;
     mp.n_threads = o.threads;
-    if ((r = vl3_model_load(&mp, &m, &err)) < 0 || (r = vl3_vision_new(m, o.threads, &v, &err)) < 0) {
+    struct pipeline pl;
+    if ((r = vl3_model_load(&mp, &m, &err)) < 0 ||
+        (r = vl3_vision_new(m, o.threads, &v, &err)) < 0 ||
+        (r = pipeline_init(&pl, m, v, &err)) < 0) {
         fprintf(stderr, "vl3 bench cache: could not load \"%s\": %s\n", o.model,
                 vl3_error_text(&err, r));
         goto out;
@@ -290,7 +311,7 @@ int bench_cache(int argc, char **argv)
            "", "", "raw", "zstd", "+zstd", "(auto)", "", "", "", "MB/s", "MB/s", "MB/s");
     ret = CLI_EXIT_OK;
     for (int i = optind; i < argc; i++)
-        if (bench_file(m, v, tc, argv[i], &o) < 0)
+        if (bench_file(m, &pl, v, tc, argv[i], &o) < 0)
             ret = CLI_EXIT_FAIL;
 out:
     tcache_close(tc);

@@ -13,10 +13,11 @@
  * frame_12.5.png, or a list file of "path timestamp" lines) treated as one video, --video a
  * video file sampled like the official loader (worker/src/sample.c: ffmpeg fps=F:round=down,
  * labels start + k/F, floor(linspace) down to --max-frames, default 180). They go
- * through vl3_mm_prepare: the AVT resize, pixel_values, DiffFP (on when the model's
- * use_token_compression is, statistics printed on stderr), the vision encoder and the prompt
- * with the expanded, pruned placeholders; the projector rows replace the placeholder embeddings
- * in vl3_generate. --task picks the instruction text (docs/tasks.md); with a task, --prompt
+ * through the request pipeline the worker runs (worker/src/pipeline.h: the same functions): the
+ * AVT resize, pixel_values, DiffFP (on when the model's use_token_compression is, statistics
+ * printed on stderr), the vision encoder (rows before the projector) and the projector into the
+ * window's vl3_visual_tokens, and the prompt with the expanded, pruned placeholders built from
+ * them; the projector rows replace the placeholder embeddings in vl3_generate. --task picks the instruction text (docs/tasks.md); with a task, --prompt
  * overrides the task's template ({question} and {media} are substituted), and for tasks that
  * need a question (qa, chart_qa) --question gives it (or --prompt when --question is absent).
  *
@@ -33,6 +34,9 @@
  * and with visual inputs:
  *   pixel_values.f32 float32 [P, 588]        the encoder input (all frames)
  *   vision_out.f32   float32 [n_visual, C]   the projector rows fed to the LLM (after DiffFP)
+ *   visual_tokens.vtok uint8 [n]            the window's visual tokens (rows before the
+ *                                            projector, grids, mask, timestamps) serialized as
+ *                                            the token cache stores them (VL3VTOK1)
  *   meta.json "vision": per item its grid [t, h, w] (patches), merge size, resized [h, w],
  *   timestamps, kept and total tokens per frame, DiffFP settings, visual positions count
  *   meta.json "cache": "hit", "miss" or "off" (and with --cache the key and its timings)
@@ -40,10 +44,10 @@
  * --cache CONNINFO (worker/src/token_cache.h, docs/token-cache.md): the visual tokens of the
  * image or video window (a vl3_visual_tokens object, the hand-off between the media half and the
  * LLM) are looked up in PostgreSQL before anything is decoded; a hit skips decoding, DiffFP and
- * the vision encoder and builds the prompt from the cached grids, timestamps and keep mask (no
- * pixel_values.f32 is dumped then); a miss runs the cold path and stores the object. The cold
- * path's LLM reads the same object, so a hit's logits and tokens equal the cold path's bit for
- * bit. A --frames input is keyed by every frame file's content and timestamp.
+ * the vision encoder (only the projector runs, on the cached rows) and builds the prompt from the
+ * cached grids, timestamps and keep mask (no pixel_values.f32 is dumped then); a miss runs the
+ * cold path and stores the object. The cold path's LLM reads the same object, so a hit's logits
+ * and tokens equal the cold path's bit for bit. A --frames input is keyed by every frame file's content and timestamp.
  *
  * Options live in one table (opts[]): a row names the option, whether it takes an argument, its
  * help line and the function that stores it, so other inputs (--image, --video, ...) are one row
@@ -66,6 +70,7 @@
 #include "cli.h"
 #include "image.h"
 #include "media.h"
+#include "pipeline.h"
 #include "sample.h"
 #include "token_cache.h"
 #include "vl3/engine.h"
@@ -471,15 +476,15 @@ static int dump_write(const char *dir, struct run_dump *d, vl3_error *reterr)
 struct run_vision {
     image_frames frames;
     struct sample_result *video;
-    double *video_ts;
     image_rgb *imgs;
     vl3_image *views;
     int n;
-    vl3_vision_item item;
-    vl3_vision *enc;
-    vl3_mm_params mp;
-    vl3_mm_input mm;       /* the cold path's results (pixel values for dumps) */
-    vl3_visual_tokens vt;  /* what the LLM consumes: from the cold path or from the cache */
+    vl3_vision *enc;         /* the encoder, or only the projector (a cache hit) */
+    int enc_full;            /* enc is the whole encoder */
+    struct pipeline pl;      /* the media half's settings (pipeline.h), as the worker's */
+    struct pipeline_window win; /* the request's window; win.vt: what the LLM consumes, from the
+                                 * cold path or from the cache */
+    vl3_prompt prompt;
     /* token cache */
     const char *cache_state; /* "off", "hit" or "miss" */
     char key[33];
@@ -489,9 +494,9 @@ struct run_vision {
 
 static void run_vision_free(struct run_vision *rv)
 {
-    vl3_visual_tokens_deinit(&rv->vt);
+    vl3_prompt_deinit(&rv->prompt);
+    pipeline_window_deinit(&rv->win);
     free(rv->key_descr);
-    vl3_mm_input_deinit(&rv->mm);
     vl3_vision_free(rv->enc);
     for (int i = 0; rv->imgs && i < rv->n; i++)
         image_rgb_free(&rv->imgs[i]);
@@ -499,18 +504,10 @@ static void run_vision_free(struct run_vision *rv)
     free(rv->views);
     image_frames_free(&rv->frames);
     sample_result_free(rv->video);
-    free(rv->video_ts);
 }
 
 /* The video sampling of the options (as the worker's job would sample). */
-/* Native-layout models sample video with transformers' sampler (sample.h). */
-static int model_is_native(const vl3_model *m)
-{
-    vl3_model_info info;
-    return vl3_model_get_info(m, &info) == 0 && strcmp(info.layout, "native") == 0;
-}
-
-static void run_sample_params(const struct run_opts *o, struct sample_params *sp)
+static void run_sample_params(const struct run_opts *o, int native, struct sample_params *sp)
 {
     sample_params_default(sp);
     sp->fps_num = o->fps > 0 ? o->fps : 1;
@@ -518,54 +515,45 @@ static void run_sample_params(const struct run_opts *o, struct sample_params *sp
     sp->max_frames = o->max_frames > 0 ? o->max_frames : VL3_SAMPLING_MAX_FRAMES_DEFAULT;
     sp->mode = o->sampling_fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
     sp->window_s = o->window; /* max_frames then applies per window, as in the worker */
+    /* native layout, one window: transformers' sampler (sample.h); windows sample as the worker */
+    sp->native = native && o->window <= 0;
 }
 
-/* Sample a video file as the official loader does (worker/src/sample.c, exact mode). */
-static int run_vision_video(struct run_vision *rv, const struct run_opts *o, int native,
-                            vl3_error *err)
+/* Pipeline steps 1-3 for a video: open, sample as the official loader does (sample.c), the
+ * frames of the window a worker job's window k would see (the whole video without --window). */
+static int run_vision_video(struct run_vision *rv, const struct run_opts *o, vl3_error *err)
 {
-    int fd = open(o->video, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return vl3_error_set(err, -errno, "could not open \"%s\": %s", o->video, strerror(errno));
     struct media_policy pol;
     media_policy_default(&pol);
     media_input *in = NULL;
-    int r = media_open_fd(fd, o->video, &pol, &in, err);
+    int r = pipeline_open(NULL, o->video, &pol, NULL, NULL, NULL, NULL, NULL, &in, err);
     if (r < 0)
         return r;
     struct sample_params sp;
-    run_sample_params(o, &sp);
-    /* native layout, one window: transformers' sampler (sample.h); windows sample as the worker */
-    sp.native = native && o->window <= 0;
+    run_sample_params(o, rv->pl.native, &sp);
     r = sample_video(in, &sp, &rv->video, err);
     media_close(in);
     if (r < 0)
         return r;
     rv->views = calloc(rv->video->n ? rv->video->n : 1, sizeof(*rv->views));
-    rv->video_ts = calloc(rv->video->n ? rv->video->n : 1, sizeof(double));
-    if (!rv->views || !rv->video_ts)
+    if (!rv->views)
         return vl3_error_set(err, -ENOMEM, "out of memory");
-    rv->n = 0;
-    for (size_t i = 0; i < rv->video->n; i++) {
-        if (o->window > 0 && rv->video->frames[i].window != o->window_index)
-            continue; /* one window: the frames a worker job's window k sees */
-        rv->views[rv->n] = (vl3_image){rv->video->frames[i].rgb, rv->video->width,
-                                       rv->video->height, (size_t)rv->video->width * 3};
-        rv->video_ts[rv->n++] = rv->video->frames[i].timestamp;
-    }
+    int win = o->window > 0 ? o->window_index : 0;
+    if ((rv->n = pipeline_window_frames(rv->video, win, rv->views, &rv->win)) < 0)
+        return vl3_error_set(err, -ENOMEM, "out of memory");
     if (rv->n == 0)
         return vl3_error_set(err, -EINVAL, "window %d of \"%s\" has no frames (%d windows)",
                              o->window_index, o->video, rv->video->n_windows);
-    rv->item = (vl3_vision_item){rv->views, rv->n, rv->video_ts, 1, 0};
+    pipeline_window_span(&rv->win, &sp);
     return 0;
 }
 
-/* The cache key of the request (image or video window). Returns 0, or < 0 when the key cannot
- * be made (the cache is then off for this run). */
+/* The cache key of the request (image, frame sequence or video window). Returns 0, or < 0 when
+ * the key cannot be made (the cache is then off for this run). */
 static int run_cache_key(struct run_vision *rv, const struct run_opts *o, const vl3_model *m,
                          vl3_error *err)
 {
-    char fp[TCACHE_FINGERPRINT_LEN], ident[33];
+    char fp[TCACHE_FINGERPRINT_LEN];
     int r;
     if (o->frames) { /* every frame file's content and its timestamp, in order */
         image_frames fr = {0};
@@ -607,32 +595,44 @@ static int run_cache_key(struct run_vision *rv, const struct run_opts *o, const 
         if (r < 0)
             return r;
     }
-    if ((r = vl3_model_vision_identity(m, ident)) < 0)
-        return vl3_error_set(err, r, "could not identify the model's vision weights");
+    if ((r = pipeline_identify(&rv->pl, m, err)) < 0)
+        return r;
     struct sample_params sp;
-    run_sample_params(o, &sp);
-    sp.native = model_is_native(m) && o->window <= 0; /* as run_vision_video */
-    vl3_model_info info;
-    if ((r = vl3_model_get_info(m, &info)) < 0)
-        return vl3_error_set(err, r, "could not describe the model");
-    struct tcache_key_params kp = {ident, fp,
-                                   o->video    ? TCACHE_MEDIA_VIDEO
-                                   : o->frames ? TCACHE_MEDIA_FRAMES
-                                               : TCACHE_MEDIA_IMAGE,
-                                   o->video ? &sp : NULL, o->window > 0 ? o->window_index : 0,
-                                   &rv->mp, !o->f32_pixels, "ffmpeg-sw", info.compute};
-    if ((r = tcache_key(&kp, rv->key, &rv->key_descr)) < 0)
+    run_sample_params(o, rv->pl.native, &sp);
+    if ((r = pipeline_cache_key(&rv->pl, fp,
+                                o->video    ? TCACHE_MEDIA_VIDEO
+                                : o->frames ? TCACHE_MEDIA_FRAMES
+                                            : TCACHE_MEDIA_IMAGE,
+                                &sp, o->window > 0 ? o->window_index : 0, rv->key,
+                                &rv->key_descr)) < 0)
         return vl3_error_set(err, r, "could not make the cache key");
     return 0;
 }
 
-/* Decode the image / frames / video and run vl3_mm_prepare (the cold path). */
-static int run_vision_cold(struct run_vision *rv, const struct run_opts *o, const vl3_model *m,
-                           const vl3_tokenizer *tok, vl3_error *err)
+/* One still image through the pipeline's open step (images only, as the worker reads them). */
+static int run_read_image(const struct pipeline *pl, const char *path, image_rgb *ret,
+                          vl3_error *err)
 {
-    int r, native = model_is_native(m);
+    struct media_policy pol;
+    media_policy_default(&pol);
+    pol.formats = MEDIA_IMAGE_FORMATS;
+    pol.threads = 1;
+    media_input *in = NULL;
+    int r = pipeline_open(NULL, path, &pol, NULL, NULL, NULL, NULL, NULL, &in, err);
+    if (r == 0)
+        r = pipeline_read_image(pl, in, ret, err);
+    media_close(in);
+    return r;
+}
+
+/* The cold path: decode the image / frames / video, then the pipeline's steps (preprocess +
+ * DiffFP, the encoder and projector) into rv->win.vt. */
+static int run_vision_cold(struct run_vision *rv, const struct run_opts *o, const vl3_model *m,
+                           vl3_error *err)
+{
+    int r;
     if (o->video) {
-        if ((r = run_vision_video(rv, o, native, err)) < 0)
+        if ((r = run_vision_video(rv, o, err)) < 0)
             return r;
         goto prepare;
     }
@@ -648,39 +648,55 @@ static int run_vision_cold(struct run_vision *rv, const struct run_opts *o, cons
     if (!rv->imgs || !rv->views)
         return vl3_error_set(err, -ENOMEM, "out of memory");
     for (int i = 0; i < rv->n; i++) {
-        if ((r = image_load(o->frames ? rv->frames.paths[i] : o->image, 0, &rv->imgs[i], err)) < 0)
+        if ((r = run_read_image(&rv->pl, o->frames ? rv->frames.paths[i] : o->image,
+                                &rv->imgs[i], err)) < 0)
             return r;
-        if (native) /* transformers' convert_to_rgb: alpha composited onto white */
-            image_rgb_composite_white(&rv->imgs[i]);
         rv->views[i] = image_rgb_view(&rv->imgs[i]);
     }
-    rv->item = (vl3_vision_item){rv->views, rv->n, o->frames ? rv->frames.timestamps : NULL,
-                                 o->frames != NULL, 0};
+    rv->win.n_frames = rv->n;
+    rv->win.is_image = !o->frames;
+    if (o->frames) {
+        if (!(rv->win.timestamps = malloc(sizeof(double) * (size_t)rv->n)))
+            return vl3_error_set(err, -ENOMEM, "out of memory");
+        memcpy(rv->win.timestamps, rv->frames.timestamps, sizeof(double) * (size_t)rv->n);
+    }
 prepare:
-    if ((r = vl3_vision_new(m, o->threads, &rv->enc, err)) < 0)
+    if (!rv->enc_full) { /* a projector-only one (the cache missed): the whole encoder */
+        vl3_vision_free(rv->enc);
+        rv->enc = NULL;
+        if ((r = vl3_vision_new(m, o->threads, &rv->enc, err)) < 0)
+            return r;
+        rv->enc_full = 1;
+    }
+    vl3_vision_set_bf16_input(rv->enc, rv->pl.bf16_input);
+    struct pipeline_window *ws[1] = {&rv->win};
+    if ((r = pipeline_window_prepare(&rv->pl, &rv->win, rv->views, err)) < 0)
         return r;
-    if (o->f32_pixels)
-        vl3_vision_set_bf16_input(rv->enc, 0);
-    if ((r = vl3_mm_prepare(rv->enc, tok, &rv->mp, &rv->item, 1, &rv->mm, err)) < 0)
-        return r;
-    return vl3_visual_tokens_from_mm(&rv->mm, &rv->item, 1, &rv->vt, err);
+    return pipeline_encode(&rv->pl, rv->enc, ws, 1, err);
 }
 
 /* The visual tokens and the prompt of the request: from the token cache when --cache has them,
- * else the cold path (stored on a miss). The prompt goes to rv->mm.prompt. pp is borrowed. */
+ * else the cold path (stored on a miss); the prompt (rv->prompt) from the visual tokens either
+ * way, as the worker builds it. pp is borrowed. */
 static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, const vl3_model *m,
                               const vl3_tokenizer *tok, const vl3_prompt_params *pp,
                               vl3_error *err)
 {
     int r;
-    vl3_mm_params_default(m, &rv->mp);
-    rv->mp.prompt = *pp;
+    /* the projector alone until a cache miss needs the encoder */
+    if ((r = o->cache ? vl3_vision_new_projector(m, &rv->enc, err)
+                      : vl3_vision_new(m, o->threads, &rv->enc, err)) < 0 ||
+        (r = pipeline_init(&rv->pl, m, rv->enc, err)) < 0)
+        return r;
+    rv->enc_full = !o->cache;
+    rv->pl.mm.prompt = *pp;
+    rv->pl.bf16_input = !o->f32_pixels;
     if (o->no_difffp)
-        rv->mp.difffp.enabled = 0;
+        rv->pl.mm.difffp.enabled = 0;
     if (o->have_difffp_threshold)
-        rv->mp.difffp.threshold = o->difffp_threshold;
+        rv->pl.mm.difffp.threshold = o->difffp_threshold;
     if (o->difffp_bf16)
-        rv->mp.difffp.dtype = VL3_DIFFFP_BF16;
+        rv->pl.mm.difffp.dtype = VL3_DIFFFP_BF16;
     rv->cache_state = "off";
     tcache *tc = NULL;
     if (o->cache) {
@@ -691,43 +707,35 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
     }
     if (tc) {
         double t0 = vl3_time_s();
+        vl3_visual_tokens vt = {0};
         rv->cache_state = "miss";
         if (o->cache_refresh)
             tcache_forget(tc, rv->key);
-        else if (tcache_lookup(tc, rv->key, &rv->vt) == 1)
+        else if (pipeline_cache_lookup(&rv->pl, tc, rv->key, o->image != NULL, &vt) == 1) {
+            if ((r = pipeline_window_from_cache(&rv->win, o->window > 0 ? o->window_index : 0,
+                                                o->image != NULL, &vt)) < 0) {
+                vl3_visual_tokens_deinit(&vt);
+                r = vl3_error_set(err, r, "out of memory");
+                goto out;
+            }
             rv->cache_state = "hit";
+        }
         rv->cache_lookup_s = vl3_time_s() - t0;
     }
     if (strcmp(rv->cache_state, "hit") == 0) {
-        vl3_model_info mi;
-        vl3_model_get_info(m, &mi);
-        if (rv->vt.n_items != 1 || rv->vt.dtype != VL3_VT_DTYPE_F32 ||
-            rv->vt.dim != mi.llm_hidden) { /* never used: recomputed (and not stored) */
-            fprintf(stderr, "vl3 run: the cached entry holds %d items of dtype %d and width %d "
-                            "(the model's LLM is %d wide); recomputing\n", rv->vt.n_items,
-                    (int)rv->vt.dtype, rv->vt.dim, mi.llm_hidden);
-            vl3_visual_tokens_deinit(&rv->vt);
-            rv->cache_state = "miss";
-            goto cold;
+        /* the cached rows are the encoder's before the projector: the projector alone */
+        if ((r = pipeline_window_project(&rv->pl, rv->enc, &rv->win, err)) < 0)
+            goto out;
+    } else {
+        if ((r = run_vision_cold(rv, o, m, err)) < 0)
+            goto out;
+        if (tc) {
+            double t0 = vl3_time_s();
+            tcache_store(tc, rv->key, rv->key_descr, &rv->win.vt);
+            rv->cache_store_s = vl3_time_s() - t0;
         }
-        vl3_vision_item it;
-        vl3_visual_tokens_items(&rv->vt, &it);
-        r = vl3_prompt_build(&rv->mp.prompt, tok, &it, rv->vt.grids, 1, &rv->vt.mask,
-                             &rv->mm.prompt, err);
-        if (r == 0 && rv->mm.prompt.n_visual != rv->vt.n_rows)
-            r = vl3_error_set(err, VL3_E_FORMAT, "the prompt has %lld placeholders for %lld "
-                              "cached rows", (long long)rv->mm.prompt.n_visual,
-                              (long long)rv->vt.n_rows);
-        goto out;
     }
-cold:
-    if ((r = run_vision_cold(rv, o, m, tok, err)) < 0)
-        goto out;
-    if (tc) {
-        double t0 = vl3_time_s();
-        tcache_store(tc, rv->key, rv->key_descr, &rv->vt);
-        rv->cache_store_s = vl3_time_s() - t0;
-    }
+    r = pipeline_prompt(&rv->pl.mm.prompt, tok, &rv->win.vt, &rv->prompt, err);
 out:
     tcache_close(tc);
     return r;
@@ -735,14 +743,14 @@ out:
 
 static void run_vision_stats(const struct run_vision *rv, FILE *f)
 {
-    const vl3_token_mask *k = &rv->vt.mask;
-    const vl3_vision_grid *g = &rv->vt.grids[0];
+    const vl3_token_mask *k = &rv->win.vt.mask;
+    const vl3_vision_grid *g = &rv->win.vt.grids[0];
     fprintf(f, "vision: %d frame(s), grid %dx%d patches, merge %d, %lld patches, %.2f s "
                "preprocess, %.2f s encode\n",
-            g->t, g->h, g->w, g->merge, (long long)rv->vt.n_patches, rv->mm.t_preprocess,
-            rv->mm.t_encode);
+            g->t, g->h, g->w, g->merge, (long long)rv->win.vt.n_patches,
+            rv->win.preprocess_ms / 1e3, rv->win.encode_ms / 1e3);
     fprintf(f, "difffp: %s, kept %lld of %lld tokens (%.1f%%); per frame:",
-            rv->mp.difffp.enabled ? "on" : "off", (long long)k->n_kept, (long long)k->n_tokens,
+            rv->pl.mm.difffp.enabled ? "on" : "off", (long long)k->n_kept, (long long)k->n_tokens,
             k->n_tokens ? 100.0 * (double)k->n_kept / (double)k->n_tokens : 100.0);
     for (int i = 0; i < k->n_frames; i++)
         fprintf(f, " %d/%d", k->kept_per_frame[i], k->total_per_frame[i]);
@@ -754,7 +762,7 @@ static void run_vision_stats(const struct run_vision *rv, FILE *f)
 
 static json_t *run_vision_meta(const struct run_vision *rv, int64_t n_visual)
 {
-    const vl3_visual_tokens *vt = &rv->vt;
+    const vl3_visual_tokens *vt = &rv->win.vt;
     json_t *items = json_array(), *kept = json_array(), *total = json_array(),
            *ts = json_array();
     for (int i = 0; i < vt->n_items; i++) {
@@ -774,10 +782,10 @@ static json_t *run_vision_meta(const struct run_vision *rv, int64_t n_visual)
                      items, "timestamps", ts, "kept_per_frame", kept, "total_per_frame", total,
                      "n_patches", (json_int_t)vt->n_patches, "n_tokens",
                      (json_int_t)vt->mask.n_tokens, "n_visual", (json_int_t)n_visual,
-                     "difffp", "enabled", rv->mp.difffp.enabled, "threshold",
-                     (double)rv->mp.difffp.threshold, "dtype",
-                     rv->mp.difffp.dtype == VL3_DIFFFP_BF16 ? "bf16" : "f32", "preprocess_s",
-                     rv->mm.t_preprocess, "encode_s", rv->mm.t_encode);
+                     "difffp", "enabled", rv->pl.mm.difffp.enabled, "threshold",
+                     (double)rv->pl.mm.difffp.threshold, "dtype",
+                     rv->pl.mm.difffp.dtype == VL3_DIFFFP_BF16 ? "bf16" : "f32", "preprocess_s",
+                     rv->win.preprocess_ms / 1e3, "encode_s", rv->win.encode_ms / 1e3);
 }
 
 /* ---- run ----------------------------------------------------------------------------------- */
@@ -819,6 +827,8 @@ int cmd_run(int argc, char **argv)
     char *answer = NULL, *instruction = NULL;
     struct run_dump dump = {.meta = NULL};
     struct run_vision rv = {0};
+    uint8_t *vtok = NULL;
+    size_t vtok_len = 0;
     int visual = o.image || o.frames || o.video;
 
     if (run_precision || !getenv("VL3_PRECISION"))
@@ -872,8 +882,8 @@ int cmd_run(int argc, char **argv)
             goto out;
         }
         run_vision_stats(&rv, stderr);
-        prompt = rv.mm.prompt; /* moved: freed below through prompt */
-        memset(&rv.mm.prompt, 0, sizeof(rv.mm.prompt));
+        prompt = rv.prompt; /* moved: freed below through prompt */
+        memset(&rv.prompt, 0, sizeof(rv.prompt));
     } else if ((r = vl3_prompt_build(&pp, tok, NULL, NULL, 0, NULL, &prompt, &err)) < 0) {
         fprintf(stderr, "vl3 run: could not build the prompt: %s\n", vl3_error_text(&err, r));
         goto out;
@@ -919,8 +929,8 @@ int cmd_run(int argc, char **argv)
         gp.prompt_logits = logits;
     }
     vl3_gen_result res;
-    vl3_visual_rows vis = {vl3_visual_tokens_f32(&rv.vt), prompt.visual_pos, (int)prompt.n_visual,
-                           rv.vt.dim};
+    vl3_visual_rows vis = {rv.win.vt.visual, prompt.visual_pos, (int)prompt.n_visual,
+                           rv.win.vt.hidden};
     r = vl3_generate(ctx, prompt.ids, (int)prompt.n_ids, visual ? &vis : NULL, &gp, on_token, &gen,
                      &res, &err);
     if (r < 0) {
@@ -976,16 +986,29 @@ int cmd_run(int argc, char **argv)
         json_object_set_new(dump.meta, "answer", json_string(answer));
         json_object_set_new(dump.meta, "timings", t);
         json_object_set_new(dump.meta, "sampling", s);
-        int64_t s_pv[2] = {rv.mm.batch.n_patches, rv.mm.batch.patch_dim};
-        int64_t s_vo[2] = {prompt.n_visual, rv.vt.dim};
+        int64_t s_pv[2] = {rv.win.batch.n_patches, rv.win.batch.patch_dim};
+        int64_t s_vo[2] = {prompt.n_visual, rv.win.vt.hidden};
         if (visual) {
             /* pixel values exist on the cold path only: a cache hit never decodes */
-            if (rv.mm.batch.pixel_values)
-                dump_add(&dump, "pixel_values.f32", "float32", rv.mm.batch.pixel_values, 4, 2,
+            if (rv.win.batch.pixel_values)
+                dump_add(&dump, "pixel_values.f32", "float32", rv.win.batch.pixel_values, 4, 2,
                          s_pv);
             dump_add(&dump, "vision_out.f32", "float32",
-                     rv.vt.rows && rv.vt.n_rows ? rv.vt.rows : (void *)"", 4, 2, s_vo);
+                     rv.win.vt.visual && rv.win.vt.n_rows ? (void *)rv.win.vt.visual
+                                                          : (void *)"",
+                     4, 2,
+                     s_vo);
             json_object_set_new(dump.meta, "vision", run_vision_meta(&rv, prompt.n_visual));
+            /* the window's visual tokens serialized as the token cache stores them */
+            vl3_vt_encode_stats vst;
+            if ((r = vl3_visual_tokens_encode(&rv.win.vt, NULL, &vtok, &vtok_len, &vst,
+                                              &err)) < 0) {
+                fprintf(stderr, "vl3 run: could not serialize the visual tokens: %s\n",
+                        vl3_error_text(&err, r));
+                goto out;
+            }
+            int64_t s_vt = (int64_t)vtok_len;
+            dump_add(&dump, "visual_tokens.vtok", "uint8", vtok, 1, 1, &s_vt);
         }
         json_object_set_new(dump.meta, "cache",
                             json_string(visual && rv.cache_state ? rv.cache_state : "off"));
@@ -1002,6 +1025,7 @@ int cmd_run(int argc, char **argv)
     ret = CLI_EXIT_OK;
 out:
     json_decref(dump.meta);
+    free(vtok);
     run_vision_free(&rv);
     free(instruction);
     free(answer);

@@ -6,10 +6,18 @@
  * patch), per-token 2D RoPE positions from the true patch row/column (the rows are in merge-block
  * order), cu_seqlens with one block per image and per video frame (no attention across frames),
  * L pre-LN layers, post LayerNorm, per-frame downsample (identity for m = 1, 2x2 mean for m = 2),
- * then the projector Linear -> erf GELU -> Linear on every merged token, and the rows DiffFP keeps
- * are gathered last. The projector is ~0.3% of the encoder's FLOPs, and projecting all rows keeps
- * each kept row bit for bit the row of an unpruned call: BLAS kernels (OpenBLAS's Haswell sgemm)
- * may round a row differently when the number of rows changes.
+ * the rows DiffFP keeps are gathered (vl3_vision_encode_pre: the "pre-projector rows", C wide, what
+ * the token cache stores), then the projector Linear -> erf GELU -> Linear (vl3_vision_project).
+ * The projector runs on every merged token of the request, the kept rows at their places and the
+ * pruned ones zero: the projector is ~0.3% of the encoder's FLOPs, and this keeps each kept row
+ * bit for bit the row of an unpruned call, from the encoder or from cached rows alike (BLAS
+ * kernels, OpenBLAS's Haswell sgemm or the bf16 GEMM's AMX / vdpbf16ps paths, may round a row
+ * differently when the number of rows or its position changes, never because of another row).
+ *
+ * Pre-projector rows in the CPU's bf16 mode: the projector's first linear rounds its input rows to
+ * bf16 (nearest even) anyway, so vl3_vision_encode_pre rounds them itself (explicitly, the same
+ * rounding) and reports them as bf16-exact (vl3_vision_pre_bf16): storing them as bf16 loses
+ * nothing. In f32 mode they are the f32 rows as they are.
  *
  * Input: pixel_values are rounded to bf16 first by default, as the reference model casts them
  * to its bf16 dtype before the encoder (vl3_vision_set_bf16_input).
@@ -21,10 +29,12 @@
  *
  * Memory: where the vision ops work on device memory (ops->device_memory: the CUDA backend), the
  * encoder lives there. vision_new converts the matrices into the backend's weight format (bf16)
- * in one device allocation and uploads the vectors (f32) in another; encode allocates the
+ * in one device allocation and uploads the vectors (f32) in another; encode_pre allocates the
  * activations through the backend, uploads the pixel batch and the RoPE positions once, keeps
- * every activation on the device through all layers, and downloads only the projector's rows,
- * once. Elsewhere (the CPU) everything is host memory, as the same code with memcpy. */
+ * every activation on the device through all layers and downloads the merged rows once (the
+ * pre-projector rows are handed out on the host: the token cache stores them); project uploads
+ * its input rows once and downloads the projector's rows once. Elsewhere (the CPU) everything
+ * is host memory, as the same code with memcpy. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -58,6 +68,8 @@ struct vl3_vision {
     size_t dmat_used, dmat_cap;  /* bytes */
     int C, L, H, D, I, K, out_dim;
     int bf16_input; /* round pixel_values to bf16 first (reference behaviour) */
+    int pre_bf16;   /* the projector's first linear rounds its input to bf16 (CPU bf16 mode) */
+    int proj_only;  /* only the projector's weights (vl3_vision_new_projector) */
     float eps, theta;
     float *slab;
     size_t slab_used, slab_cap;
@@ -176,7 +188,7 @@ static float *take(struct vl3_vision *v, const vl3__tensor *t, int64_t n, vl3_er
             return NULL;
         }
     }
-    return ret; /* device: uploaded with the whole slab at the end of vl3_vision_new */
+    return ret; /* device: uploaded with the whole slab at the end of vision_new */
 }
 
 #define DMAT_ALIGN 256 /* bytes between device matrices */
@@ -229,7 +241,7 @@ static int lin(const struct vl3_vision *v, const float *x, const struct vmat *w,
     return v->ops->linear(v->ops_ctx, x, w->f, b, y, P, in, out);
 }
 
-int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_error *reterr)
+static int vision_new(const vl3_model *model, int proj_only, vl3_vision **ret, vl3_error *reterr)
 {
     if (!model || !ret)
         return vl3_error_set(reterr, -EINVAL, "invalid arguments");
@@ -255,6 +267,10 @@ int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_
     v->bf16_input = 1;
     v->w16 = v->ops->linear_bf16 && v->ops->wants_bf16_weights &&
              v->ops->wants_bf16_weights(v->ops_ctx);
+    /* the backend's bf16 mode: every vision linear (bf16 or f32 matrix) rounds its input rows to
+     * bf16, the projector's first one included */
+    v->pre_bf16 = v->ops->wants_bf16_weights && v->ops->wants_bf16_weights(v->ops_ctx);
+    v->proj_only = proj_only;
     int rc = 0;
     if (v->ops->device_memory) {
         v->dev = model->ops;
@@ -266,8 +282,12 @@ int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_
         }
     }
     int64_t C = v->C, I = v->I, Dl = v->out_dim;
-    int64_t mats = C * v->K + v->L * (4 * C * C + 2 * C * I) + Dl * C + Dl * Dl;
-    int64_t vecs = C + v->L * (9 * C + I) + 2 * C + 2 * Dl;
+    /* matrices and vectors (norm weights, biases): the projector's, then the encoder's */
+    int64_t mats = Dl * C + Dl * Dl, vecs = 2 * Dl;
+    if (!proj_only) {
+        mats += C * v->K + v->L * (4 * C * C + 2 * C * I);
+        vecs += C + v->L * (9 * C + I) + 2 * C;
+    }
     int dmats = v->dev && v->w16; /* matrices straight into device memory, not in the slab */
     v->slab_cap = (size_t)(vecs + (dmats ? 0 : mats));
     v->slab = malloc(sizeof(float) * v->slab_cap);
@@ -292,6 +312,8 @@ int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_
         }
     }
     const struct vl3__weights *w = &model->w;
+    if (proj_only)
+        goto projector;
     v->patch_w = mat(v, &w->patch_w, C * v->K, reterr, &rc);
     v->patch_b = take(v, &w->patch_b, C, reterr, &rc);
     for (int l = 0; l < v->L; l++) {
@@ -316,6 +338,7 @@ int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_
     }
     v->post_w = take(v, &w->post_ln_w, C, reterr, &rc);
     v->post_b = take(v, &w->post_ln_b, C, reterr, &rc);
+projector:
     v->p1_w = mat(v, &w->proj_w1, Dl * C, reterr, &rc);
     v->p1_b = take(v, &w->proj_b1, Dl, reterr, &rc);
     v->p2_w = mat(v, &w->proj_w2, Dl * Dl, reterr, &rc);
@@ -331,12 +354,22 @@ int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_
         free(v->slab);
         v->slab = NULL;
     }
-    (void)n_threads; /* OpenBLAS uses its own thread pool (OPENBLAS_NUM_THREADS) */
     *ret = v;
     return 0;
 fail:
     vl3_vision_free(v);
     return rc;
+}
+
+int vl3_vision_new(const vl3_model *model, int n_threads, vl3_vision **ret, vl3_error *reterr)
+{
+    (void)n_threads; /* OpenBLAS uses its own thread pool (OPENBLAS_NUM_THREADS) */
+    return vision_new(model, 0, ret, reterr);
+}
+
+int vl3_vision_new_projector(const vl3_model *model, vl3_vision **ret, vl3_error *reterr)
+{
+    return vision_new(model, 1, ret, reterr);
 }
 
 void vl3_vision_free(vl3_vision *v)
@@ -427,18 +460,15 @@ static int from_buf(const struct vl3_vision *v, void *dst, const void *src, size
             goto out;                                                                              \
     } while (0)
 
-int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_mask *mask,
-                      float *out, vl3_error *reterr)
+/* Check b (and mask) against the encoder; counts of frames and merged tokens. */
+static int check_batch(const vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_mask *mask,
+                       int64_t *ret_frames, int64_t *ret_tok, vl3_error *reterr)
 {
-    if (!v || !b || !out || (b->n_patches > 0 && !b->pixel_values))
-        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
     if (b->patch_dim != v->K)
         return vl3_error_set(reterr, -EINVAL, "pixel_values have %d values per patch, the encoder "
                                               "expects %d",
                              b->patch_dim, v->K);
-    const struct vl3__vision_ops *op = v->ops;
-    void *cx = v->ops_ctx;
-    int64_t P = b->n_patches, n_frames = 0, n_tok = 0, check = 0;
+    int64_t n_frames = 0, n_tok = 0, check = 0;
     for (int i = 0; i < b->n_items; i++) {
         const vl3_vision_grid *g = &b->grids[i];
         if (g->t <= 0 || g->h <= 0 || g->w <= 0 || g->merge <= 0 || g->h % g->merge ||
@@ -448,20 +478,48 @@ int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_m
         n_tok += (int64_t)g->t * vl3_vision_grid_tokens_per_frame(g);
         check += (int64_t)g->t * g->h * g->w;
     }
-    if (check != P)
+    if (check != b->n_patches)
         return vl3_error_set(reterr, -EINVAL, "grids cover %lld patches, pixel_values hold %lld",
-                             (long long)check, (long long)P);
+                             (long long)check, (long long)b->n_patches);
     if (mask && mask->n_tokens != n_tok)
         return vl3_error_set(reterr, -EINVAL, "token mask covers %lld tokens, the batch has %lld",
                              (long long)mask->n_tokens, (long long)n_tok);
+    *ret_frames = n_frames;
+    *ret_tok = n_tok;
+    return 0;
+}
+
+int vl3_vision_pre_dim(const vl3_vision *v)
+{
+    return v ? v->C : -EINVAL;
+}
+
+int vl3_vision_pre_bf16(const vl3_vision *v)
+{
+    return v ? v->pre_bf16 : 0;
+}
+
+int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_mask *mask,
+                          float *out, vl3_error *reterr)
+{
+    if (!v || !b || !out || (b->n_patches > 0 && !b->pixel_values))
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    if (v->proj_only)
+        return vl3_error_set(reterr, -EINVAL, "this encoder holds only the projector");
+    const struct vl3__vision_ops *op = v->ops;
+    void *cx = v->ops_ctx;
+    int64_t P = b->n_patches, n_frames = 0, n_tok = 0;
+    int rc = check_batch(v, b, mask, &n_frames, &n_tok, reterr);
+    if (rc < 0)
+        return rc;
     int64_t n_kept = mask ? mask->n_kept : n_tok;
     if (P == 0)
         return 0;
 
-    int rc = -ENOMEM;
-    const int64_t C = v->C, I = v->I, Dl = v->out_dim;
+    rc = -ENOMEM;
+    const int64_t C = v->C, I = v->I;
     float *h = NULL, *x = NULL, *q = NULL, *k = NULL, *vv = NULL, *mlp = NULL, *pix = NULL;
-    float *z = NULL, *proj = NULL, *hbuf = NULL;
+    float *hbuf = NULL;
     int32_t *dpr = NULL, *dpc = NULL;
     int32_t *pr = malloc(sizeof(int32_t) * (size_t)P), *pc = malloc(sizeof(int32_t) * (size_t)P);
     int64_t *cu = malloc(sizeof(int64_t) * (size_t)(n_frames + 1));
@@ -495,6 +553,7 @@ int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_m
             fr++;
         }
     }
+
     dpr = pr, dpc = pc;
     if (v->dev) { /* the positions, once per encode (cu stays host memory: backend.h) */
         dpr = dpc = NULL;
@@ -539,7 +598,7 @@ int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_m
     }
     TRY(op->layernorm(cx, h, v->post_w, v->post_b, x, P, (int)C, v->eps));
 
-    /* downsample frame by frame into h (n_tok rows), then gather the kept rows into q */
+    /* downsample frame by frame into h (n_tok rows) */
     row = 0;
     int64_t tok = 0;
     for (int i = 0; i < b->n_items; i++) {
@@ -550,42 +609,42 @@ int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_m
             tok += vl3_vision_grid_tokens_per_frame(g);
         }
     }
-    /* projector on all n_tok rows (into out directly when nothing is pruned and out is the
-     * encoder's memory), then the kept rows into out: from the device in one download */
-    TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&z, reterr));
-    if (mask || v->dev)
-        TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&proj, reterr));
-    float *y = mask || v->dev ? proj : out;
-    TRY(lin(v, h, &v->p1_w, v->p1_b, z, n_tok, (int)C, (int)Dl));
-    TRY(op->gelu_erf(cx, z, n_tok * Dl));
-    TRY(lin(v, z, &v->p2_w, v->p2_b, y, n_tok, (int)Dl, (int)Dl));
-    const float *rows = proj;
+    /* the merged rows from the device, in one download (straight into out without a mask) */
+    const float *rows = h;
     if (v->dev) {
-        float *dst = out;
-        if (mask && !(dst = hbuf = malloc(sizeof(float) * (size_t)(n_tok * Dl)))) {
-            rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
+        float *d = out;
+        if (mask && !(d = hbuf = malloc(sizeof(float) * (size_t)(n_tok * C)))) {
+            rc = vl3_error_set(reterr, -ENOMEM, "out of memory for %lld rows", (long long)n_tok);
             goto out;
         }
-        TRY(from_buf(v, dst, proj, sizeof(float) * (size_t)(n_tok * Dl), reterr));
-        rows = dst;
+        TRY(from_buf(v, d, h, sizeof(float) * (size_t)(n_tok * C), reterr));
+        rows = d;
     }
-    if (mask) {
-        int64_t kept = 0;
-        for (int64_t t = 0; t < n_tok; t++)
-            if (mask->keep[t] && kept++ < n_kept)
-                memcpy(out + (kept - 1) * Dl, rows + t * Dl, sizeof(float) * (size_t)Dl);
-        if (kept != n_kept) {
-            rc = vl3_error_set(reterr, -EINVAL, "token mask keeps %lld tokens, it says %lld",
-                               (long long)kept, (long long)n_kept);
-            goto out;
-        }
+    /* the kept rows, rounded to bf16 where the projector's first linear rounds its input (the
+     * rows handed out are then exactly what the projector consumes: bf16 rows are exact) */
+    int64_t kept = 0;
+    for (int64_t t = 0; t < n_tok; t++) {
+        if (mask && !mask->keep[t])
+            continue;
+        if (kept++ >= n_kept)
+            break;
+        float *dst = out + (kept - 1) * C;
+        const float *src = rows + t * C;
+        if (v->pre_bf16)
+            for (int64_t c = 0; c < C; c++)
+                dst[c] = round_bf16(src[c]);
+        else if (dst != src)
+            memcpy(dst, src, sizeof(float) * (size_t)C);
+    }
+    if (kept != n_kept) {
+        rc = vl3_error_set(reterr, -EINVAL, "token mask keeps %lld tokens, it says %lld",
+                           (long long)kept, (long long)n_kept);
+        goto out;
     }
     rc = 0;
 out:
     if (rc < 0 && reterr && reterr->code != rc)
         vl3_error_set(reterr, rc, "vision encoder failed: %s", vl3_strerror(rc));
-    buf_free(v, z);
-    buf_free(v, proj);
     buf_free(v, pix);
     buf_free(v, h);
     buf_free(v, x);
@@ -601,5 +660,104 @@ out:
     free(pr);
     free(pc);
     free(cu);
+    return rc;
+}
+
+int vl3_vision_project(vl3_vision *v, const vl3_token_mask *mask, int64_t n_tok, const float *pre,
+                       float *out, vl3_error *reterr)
+{
+    if (!v || n_tok < 0 || (n_tok > 0 && (!pre || !out)) || (mask && mask->n_tokens != n_tok))
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    if (n_tok == 0)
+        return 0;
+    const struct vl3__vision_ops *op = v->ops;
+    void *cx = v->ops_ctx;
+    const int64_t C = v->C, Dl = v->out_dim;
+    int64_t n_kept = mask ? mask->n_kept : n_tok;
+    int rc = -ENOMEM;
+    float *all = NULL, *z = NULL, *proj = NULL, *dx = NULL, *hbuf = NULL;
+    /* every merged token's row at its place (pruned ones zero): each kept row is then computed
+     * exactly as in a call without pruning -- rows of a product are independent, but kernels
+     * may round a row differently when the number of rows or its position changes */
+    const float *x = pre;
+    if (mask) {
+        all = calloc((size_t)(n_tok * C), sizeof(float));
+        if (!v->dev) /* on the device: a device buffer below */
+            proj = malloc(sizeof(float) * (size_t)(n_tok * Dl));
+        if (!all || (!v->dev && !proj)) {
+            rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
+            goto out;
+        }
+        int64_t kept = 0;
+        for (int64_t t = 0; t < n_tok; t++)
+            if (mask->keep[t] && kept++ < n_kept)
+                memcpy(all + t * C, pre + (kept - 1) * C, sizeof(float) * (size_t)C);
+        if (kept != n_kept) {
+            rc = vl3_error_set(reterr, -EINVAL, "token mask keeps %lld tokens, it says %lld",
+                               (long long)kept, (long long)n_kept);
+            goto out;
+        }
+        x = all;
+    }
+    if (v->dev) { /* the input rows in one upload; the output rows in device memory */
+        TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * C), (void **)&dx, reterr));
+        TRY(to_buf(v, dx, x, sizeof(float) * (size_t)(n_tok * C), reterr));
+        x = dx;
+        TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&proj, reterr));
+    }
+    TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&z, reterr));
+    float *y = mask || v->dev ? proj : out;
+    TRY(lin(v, x, &v->p1_w, v->p1_b, z, n_tok, (int)C, (int)Dl));
+    TRY(op->gelu_erf(cx, z, n_tok * Dl));
+    TRY(lin(v, z, &v->p2_w, v->p2_b, y, n_tok, (int)Dl, (int)Dl));
+    const float *rows = proj;
+    if (v->dev) { /* one download (straight into out without a mask) */
+        float *d = out;
+        if (mask && !(d = hbuf = malloc(sizeof(float) * (size_t)(n_tok * Dl)))) {
+            rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
+            goto out;
+        }
+        TRY(from_buf(v, d, proj, sizeof(float) * (size_t)(n_tok * Dl), reterr));
+        rows = d;
+    }
+    if (mask) {
+        int64_t kept = 0;
+        for (int64_t t = 0; t < n_tok; t++)
+            if (mask->keep[t])
+                memcpy(out + (kept++) * Dl, rows + t * Dl, sizeof(float) * (size_t)Dl);
+    }
+    rc = 0;
+out:
+    if (rc < 0 && reterr && reterr->code != rc)
+        vl3_error_set(reterr, rc, "vision projector failed: %s", vl3_strerror(rc));
+    free(all);
+    buf_free(v, z);
+    if (v->dev) {
+        buf_free(v, dx);
+        buf_free(v, proj);
+    } else {
+        free(proj);
+    }
+    free(hbuf);
+    return rc;
+}
+
+int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_mask *mask,
+                      float *out, vl3_error *reterr)
+{
+    if (!v || !b || !out || (b->n_patches > 0 && !b->pixel_values))
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    int64_t n_frames = 0, n_tok = 0;
+    int rc = check_batch(v, b, mask, &n_frames, &n_tok, reterr);
+    if (rc < 0 || b->n_patches == 0)
+        return rc;
+    int64_t n_kept = mask ? mask->n_kept : n_tok;
+    float *pre = malloc(sizeof(float) * (size_t)((n_kept > 0 ? n_kept : 1) * v->C));
+    if (!pre)
+        return vl3_error_set(reterr, -ENOMEM, "out of memory");
+    rc = vl3_vision_encode_pre(v, b, mask, pre, reterr);
+    if (rc == 0)
+        rc = vl3_vision_project(v, mask, n_tok, pre, out, reterr);
+    free(pre);
     return rc;
 }

@@ -1,5 +1,6 @@
 /* vision_request.c: one multimodal request end to end on the vision side: preprocess -> DiffFP
- * mask (from pixel_values, before the encoder) -> encoder + projector on the kept tokens ->
+ * mask (from pixel_values, before the encoder) -> encoder (pre-projector rows of the kept tokens,
+ * kept in the result for the token cache) -> projector ->
  * prompt with the pruned placeholder runs. The result pairs the projector rows with their
  * positions in the token ids, ready for the LLM's embedding replacement (spec §6, §10). */
 #include <errno.h>
@@ -30,6 +31,7 @@ void vl3_mm_input_deinit(vl3_mm_input *in)
     vl3_token_mask_deinit(&in->mask);
     vl3_prompt_deinit(&in->prompt);
     free(in->visual);
+    free(in->pre);
     memset(in, 0, sizeof(*in));
 }
 
@@ -48,16 +50,21 @@ int vl3_mm_prepare(vl3_vision *v, const vl3_tokenizer *tok, const vl3_mm_params 
             goto fail;
         in.t_preprocess = vl3_time_s() - t0;
         in.hidden = vl3_vision_out_dim(v);
-        size_t n;
-        if (vl3_mul_size((size_t)(in.mask.n_kept > 0 ? in.mask.n_kept : 1), (size_t)in.hidden,
-                         &n) < 0 ||
-            !(in.visual = malloc(n * sizeof(float)))) {
+        in.pre_dim = vl3_vision_pre_dim(v);
+        in.pre_bf16 = vl3_vision_pre_bf16(v);
+        size_t n, npre, rows = (size_t)(in.mask.n_kept > 0 ? in.mask.n_kept : 1);
+        if (vl3_mul_size(rows, (size_t)in.hidden, &n) < 0 ||
+            vl3_mul_size(rows, (size_t)in.pre_dim, &npre) < 0 ||
+            !(in.visual = malloc(n * sizeof(float))) ||
+            !(in.pre = malloc(npre * sizeof(float)))) {
             rc = vl3_error_set(reterr, -ENOMEM, "out of memory for %lld visual rows",
                                (long long)in.mask.n_kept);
             goto fail;
         }
         t0 = vl3_time_s();
-        if ((rc = vl3_vision_encode(v, &in.batch, &in.mask, in.visual, reterr)) < 0)
+        if ((rc = vl3_vision_encode_pre(v, &in.batch, &in.mask, in.pre, reterr)) < 0 ||
+            (rc = vl3_vision_project(v, &in.mask, in.mask.n_tokens, in.pre, in.visual,
+                                     reterr)) < 0)
             goto fail;
         in.t_encode = vl3_time_s() - t0;
     }
@@ -82,9 +89,9 @@ fail:
     return rc;
 }
 
-int vl3_vision_encode_many(vl3_vision *v, const vl3_pixel_batch *const *batches,
-                           const vl3_token_mask *const *masks, int n, float *const *outs,
-                           vl3_error *reterr)
+int vl3_vision_encode_many_pre(vl3_vision *v, const vl3_pixel_batch *const *batches,
+                               const vl3_token_mask *const *masks, int n, float *const *outs,
+                               vl3_error *reterr)
 {
     if (!v || n < 0 || (n > 0 && (!batches || !outs)))
         return vl3_error_set(reterr, -EINVAL, "invalid arguments");
@@ -144,13 +151,13 @@ int vl3_vision_encode_many(vl3_vision *v, const vl3_pixel_batch *const *batches,
         n_kept += mask.keep[t] != 0;
     mask.n_tokens = n_tok;
     mask.n_kept = n_kept;
-    int D = vl3_vision_out_dim(v);
+    int D = vl3_vision_pre_dim(v);
     rows = malloc(sizeof(float) * (size_t)(n_kept > 0 ? n_kept : 1) * (size_t)D);
     if (!rows) {
         rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
         goto out;
     }
-    if ((rc = vl3_vision_encode(v, &all, &mask, rows, reterr)) < 0)
+    if ((rc = vl3_vision_encode_pre(v, &all, &mask, rows, reterr)) < 0)
         goto out;
     int64_t r = 0;
     tok = 0;
@@ -171,5 +178,47 @@ out:
     free(mask.keep);
     free(all.pixel_values);
     free(all.grids);
+    return rc;
+}
+
+int vl3_vision_encode_many(vl3_vision *v, const vl3_pixel_batch *const *batches,
+                           const vl3_token_mask *const *masks, int n, float *const *outs,
+                           vl3_error *reterr)
+{
+    if (!v || n < 0 || (n > 0 && (!batches || !outs)))
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    float **pres = calloc((size_t)(n > 0 ? n : 1), sizeof(*pres));
+    int64_t *n_tok = calloc((size_t)(n > 0 ? n : 1), sizeof(*n_tok));
+    int rc = 0, C = vl3_vision_pre_dim(v);
+    if (!pres || !n_tok) {
+        rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < n; i++) {
+        const vl3_pixel_batch *b = batches[i];
+        if (!b) {
+            rc = vl3_error_set(reterr, -EINVAL, "batch %d is missing", i);
+            goto out;
+        }
+        for (int j = 0; j < b->n_items; j++)
+            n_tok[i] += (int64_t)b->grids[j].t * vl3_vision_grid_tokens_per_frame(&b->grids[j]);
+        int64_t kept = masks && masks[i] ? masks[i]->n_kept : n_tok[i];
+        if (!(pres[i] = malloc(sizeof(float) * (size_t)(kept > 0 ? kept : 1) * (size_t)C))) {
+            rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
+            goto out;
+        }
+    }
+    if ((rc = vl3_vision_encode_many_pre(v, batches, masks, n, pres, reterr)) < 0)
+        goto out;
+    /* the projector per request, as vl3_vision_encode and a token cache hit run it */
+    for (int i = 0; i < n && rc == 0; i++)
+        if (batches[i]->n_patches > 0)
+            rc = vl3_vision_project(v, masks ? masks[i] : NULL, n_tok[i], pres[i], outs[i],
+                                    reterr);
+out:
+    for (int i = 0; pres && i < n; i++)
+        free(pres[i]);
+    free(pres);
+    free(n_tok);
     return rc;
 }

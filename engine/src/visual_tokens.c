@@ -67,6 +67,7 @@ void vl3_visual_tokens_deinit(vl3_visual_tokens *vt)
     free(vt->timestamps);
     vl3_token_mask_deinit(&vt->mask);
     free(vt->rows);
+    free(vt->visual);
     memset(vt, 0, sizeof(*vt));
 }
 
@@ -93,12 +94,20 @@ static int vt_alloc(vl3_visual_tokens *vt)
     return 0;
 }
 
+static uint16_t bf16_bits(float x)
+{
+    uint32_t u;
+    memcpy(&u, &x, 4);
+    return (uint16_t)(u >> 16);
+}
+
 int vl3_visual_tokens_from_parts(const vl3_pixel_batch *b, const vl3_token_mask *m,
                                  const vl3_vision_item *items, int n_items, const float *rows,
-                                 int dim, vl3_visual_tokens *ret, vl3_error *reterr)
+                                 int dim, enum vl3_vt_dtype dtype, vl3_visual_tokens *ret,
+                                 vl3_error *reterr)
 {
     if (!b || !items || !ret || n_items != b->n_items || n_items < 1 || dim < 1 ||
-        (!rows && m && m->n_kept > 0))
+        (!rows && m && m->n_kept > 0) || (dtype != VL3_VT_DTYPE_F32 && dtype != VL3_VT_DTYPE_BF16))
         return vl3_error_set(reterr, -EINVAL, "invalid arguments");
     vl3_visual_tokens vt = {0};
     int64_t n_tok = 0, n_frames = 0;
@@ -113,7 +122,7 @@ int vl3_visual_tokens_from_parts(const vl3_pixel_batch *b, const vl3_token_mask 
     vt.n_items = n_items;
     vt.mask.n_frames = (int)n_frames;
     vt.mask.n_tokens = n_tok;
-    vt.dtype = VL3_VT_DTYPE_F32;
+    vt.dtype = dtype;
     vt.dim = dim;
     vt.n_rows = m ? m->n_kept : n_tok;
     vt.n_patches = b->n_patches;
@@ -142,8 +151,21 @@ int vl3_visual_tokens_from_parts(const vl3_pixel_batch *b, const vl3_token_mask 
     else
         memset(vt.mask.keep, 1, (size_t)n_tok);
     vt.mask.n_kept = vt.n_rows;
-    if (vt.n_rows > 0)
-        memcpy(vt.rows, rows, (size_t)vt.n_rows * (size_t)dim * sizeof(float));
+    size_t n = (size_t)vt.n_rows * (size_t)dim;
+    if (dtype == VL3_VT_DTYPE_F32 && n > 0) {
+        memcpy(vt.rows, rows, n * sizeof(float));
+    } else if (dtype == VL3_VT_DTYPE_BF16) {
+        uint16_t *h = vt.rows;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t u;
+            memcpy(&u, &rows[i], 4);
+            if (u & 0xffffu) { /* not a bf16 value: holding it as bf16 would change it */
+                vl3_visual_tokens_deinit(&vt);
+                return vl3_error_set(reterr, -EINVAL, "row element %zu is not a bf16 value", i);
+            }
+            h[i] = bf16_bits(rows[i]);
+        }
+    }
     *ret = vt;
     return 0;
 }
@@ -153,8 +175,118 @@ int vl3_visual_tokens_from_mm(const vl3_mm_input *mm, const vl3_vision_item *ite
 {
     if (!mm)
         return vl3_error_set(reterr, -EINVAL, "invalid arguments");
-    return vl3_visual_tokens_from_parts(&mm->batch, &mm->mask, items, n_items, mm->visual,
-                                        mm->hidden, ret, reterr);
+    vl3_visual_tokens vt = {0};
+    int rc = vl3_visual_tokens_from_parts(&mm->batch, &mm->mask, items, n_items, mm->pre,
+                                          mm->pre_dim,
+                                          mm->pre_bf16 ? VL3_VT_DTYPE_BF16 : VL3_VT_DTYPE_F32,
+                                          &vt, reterr);
+    if (rc < 0)
+        return rc;
+    size_t n = (size_t)(vt.n_rows > 0 ? vt.n_rows : 1) * (size_t)mm->hidden;
+    if (!(vt.visual = malloc(n * sizeof(float)))) {
+        vl3_visual_tokens_deinit(&vt);
+        return vl3_error_set(reterr, -ENOMEM, "out of memory");
+    }
+    if (vt.n_rows > 0)
+        memcpy(vt.visual, mm->visual, (size_t)vt.n_rows * (size_t)mm->hidden * sizeof(float));
+    vt.hidden = mm->hidden;
+    *ret = vt;
+    return 0;
+}
+
+int vl3_visual_tokens_copy(const vl3_visual_tokens *vt, int with_visual, vl3_visual_tokens *ret,
+                           vl3_error *reterr)
+{
+    if (!vt || !ret || vt->n_items < 1 || vt->n_rows < 0 || !dtype_size(vt->dtype))
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    vl3_visual_tokens c = {0};
+    size_t ni = (size_t)vt->n_items, nf = (size_t)vt->mask.n_frames;
+    c.n_items = vt->n_items;
+    c.mask.n_frames = vt->mask.n_frames;
+    c.mask.n_tokens = vt->mask.n_tokens;
+    c.mask.n_kept = vt->mask.n_kept;
+    c.dtype = vt->dtype;
+    c.dim = vt->dim;
+    c.n_rows = vt->n_rows;
+    c.n_patches = vt->n_patches;
+    int rc = vt_alloc(&c);
+    if (rc == 0 && with_visual && vt->visual) {
+        size_t n = (size_t)(vt->n_rows > 0 ? vt->n_rows : 1) * (size_t)vt->hidden;
+        if ((c.visual = malloc(n * sizeof(float))) != NULL) {
+            memcpy(c.visual, vt->visual, (size_t)vt->n_rows * (size_t)vt->hidden * sizeof(float));
+            c.hidden = vt->hidden;
+        } else {
+            rc = -ENOMEM;
+        }
+    }
+    if (rc < 0) {
+        vl3_visual_tokens_deinit(&c);
+        return vl3_error_set(reterr, -ENOMEM, "out of memory for %lld visual rows",
+                             (long long)vt->n_rows);
+    }
+    memcpy(c.grids, vt->grids, ni * sizeof(*c.grids));
+    memcpy(c.resized_hw, vt->resized_hw, 2 * ni * sizeof(int));
+    memcpy(c.item_frames, vt->item_frames, ni * sizeof(int));
+    memcpy(c.is_video, vt->is_video, ni);
+    memcpy(c.has_timestamps, vt->has_timestamps, ni);
+    memcpy(c.timestamps, vt->timestamps, nf * sizeof(double));
+    memcpy(c.mask.kept_per_frame, vt->mask.kept_per_frame, nf * sizeof(int));
+    memcpy(c.mask.total_per_frame, vt->mask.total_per_frame, nf * sizeof(int));
+    memcpy(c.mask.keep, vt->mask.keep, (size_t)vt->mask.n_tokens);
+    memcpy(c.rows, vt->rows, (size_t)vt->n_rows * (size_t)vt->dim * dtype_size(vt->dtype));
+    *ret = c;
+    return 0;
+}
+
+enum vl3_vt_dtype vl3_visual_tokens_dtype_of(const vl3_vision *v)
+{
+    return vl3_vision_pre_bf16(v) ? VL3_VT_DTYPE_BF16 : VL3_VT_DTYPE_F32;
+}
+
+void vl3_visual_tokens_pre_f32(const vl3_visual_tokens *vt, float *out)
+{
+    size_t n = (size_t)vt->n_rows * (size_t)vt->dim;
+    if (vt->dtype == VL3_VT_DTYPE_F32) {
+        if (n)
+            memcpy(out, vt->rows, n * sizeof(float));
+        return;
+    }
+    const uint16_t *h = vt->rows;
+    for (size_t i = 0; i < n; i++) {
+        uint32_t u = (uint32_t)h[i] << 16;
+        memcpy(&out[i], &u, 4);
+    }
+}
+
+int vl3_visual_tokens_project(vl3_vision *v, vl3_visual_tokens *vt, vl3_error *reterr)
+{
+    if (!v || !vt || vt->n_rows < 0)
+        return vl3_error_set(reterr, -EINVAL, "invalid arguments");
+    if (vt->dim != vl3_vision_pre_dim(v) || vt->dtype != vl3_visual_tokens_dtype_of(v))
+        return vl3_error_set(reterr, VL3_E_FORMAT, "rows of width %d and dtype %d do not fit "
+                             "this projector (width %d, dtype %d)", vt->dim, (int)vt->dtype,
+                             vl3_vision_pre_dim(v), (int)vl3_visual_tokens_dtype_of(v));
+    int hidden = vl3_vision_out_dim(v);
+    size_t rows = (size_t)(vt->n_rows > 0 ? vt->n_rows : 1);
+    float *pre = malloc(rows * (size_t)vt->dim * sizeof(float));
+    float *out = malloc(rows * (size_t)hidden * sizeof(float));
+    int rc;
+    if (!pre || !out) {
+        rc = vl3_error_set(reterr, -ENOMEM, "out of memory for %lld visual rows",
+                           (long long)vt->n_rows);
+        goto out;
+    }
+    vl3_visual_tokens_pre_f32(vt, pre);
+    if ((rc = vl3_vision_project(v, &vt->mask, vt->mask.n_tokens, pre, out, reterr)) < 0)
+        goto out;
+    free(vt->visual);
+    vt->visual = out;
+    vt->hidden = hidden;
+    out = NULL;
+out:
+    free(pre);
+    free(out);
+    return rc;
 }
 
 void vl3_visual_tokens_items(const vl3_visual_tokens *vt, vl3_vision_item *ret_items)
@@ -166,11 +298,6 @@ void vl3_visual_tokens_items(const vl3_visual_tokens *vt, vl3_vision_item *ret_i
                                          vt->is_video[i], vt->grids[i].merge};
         f += vt->item_frames[i];
     }
-}
-
-const float *vl3_visual_tokens_f32(const vl3_visual_tokens *vt)
-{
-    return vt && vt->dtype == VL3_VT_DTYPE_F32 ? vt->rows : NULL;
 }
 
 /* ---- serialization ------------------------------------------------------------------------ */

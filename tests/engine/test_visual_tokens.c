@@ -1,9 +1,12 @@
 /* test_visual_tokens.c: the visual tokens object and its serialization (vl3/visual_tokens.h).
  * Round trips are bit-exact for every codec and chunk size; every single flipped byte and every
  * truncation of an entry is refused (VL3_E_FORMAT), never decoded into rows; an entry made from
- * a real request on a tiny model rebuilds the same prompt ids without the media; the vision
+ * a real request on a tiny model rebuilds the same prompt ids without the media and, projected,
+ * the cold path's rows bit for bit in f32 and bf16 precision; bf16 rows are exact; the vision
  * identity is stable across directories and changes with the weights and the layout. */
 #include <errno.h>
+#include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "test.h"
@@ -48,7 +51,8 @@ static int make_vt(vl3_visual_tokens *ret, int64_t n_extra_frames)
         rows[i] = ((float)(s >> 9) / (float)(1 << 23) - 0.5f) * 0.25f;
     }
     vl3_error err = {0};
-    int rc = vl3_visual_tokens_from_parts(&b, &m, items, 2, rows, dim, ret, &err);
+    int rc = vl3_visual_tokens_from_parts(&b, &m, items, 2, rows, dim, VL3_VT_DTYPE_F32, ret,
+                                          &err);
     free(rows);
     return rc;
 }
@@ -204,7 +208,7 @@ TEST(vt_bad_arguments)
     return 0;
 }
 
-static vl3_model *load_tiny(const char *name, uint64_t seed, int native)
+static vl3_model *load_tiny_prec(const char *name, uint64_t seed, int native, const char *prec)
 {
     char dir[1024];
     snprintf(dir, sizeof(dir), "%s/%s", test_tmpdir(), name);
@@ -216,14 +220,23 @@ static vl3_model *load_tiny(const char *name, uint64_t seed, int native)
         return NULL;
     vl3_model_params mp = vl3_model_params_default();
     mp.dir = dir;
-    mp.no_backend = 1;
+    mp.no_backend = prec == NULL;
+    if (prec)
+        setenv("VL3_PRECISION", prec, 1);
     vl3_model *m = NULL;
     return vl3_model_load(&mp, &m, &err) < 0 ? NULL : m;
 }
 
-/* A real request on a tiny model: the decoded object rebuilds the same prompt (ids, text,
- * positions) with no media, and carries the same rows. */
-static int real_request(int native)
+static vl3_model *load_tiny(const char *name, uint64_t seed, int native)
+{
+    return load_tiny_prec(name, seed, native, NULL);
+}
+
+/* A real request on a tiny model in a precision (f32 or bf16 backend): the decoded object
+ * rebuilds the same prompt (ids, text, positions) with no media, and carries the same
+ * pre-projector rows (bf16 in bf16 precision, f32 in f32); projected again (by the encoder or by
+ * a projector-only one) they give the cold path's projector rows bit for bit. */
+static int real_request(int native, const char *prec)
 {
     static uint8_t px[3][84 * 112 * 3];
     uint32_t s = 11;
@@ -231,8 +244,11 @@ static int real_request(int native)
         for (size_t i = 0; i < sizeof(px[0]); i++)
             px[t][i] = (uint8_t)((s = s * 1103515245u + 12345u) >> 23);
     memcpy(px[2], px[1], sizeof(px[0]));
-    vl3_model *m = load_tiny(native ? "vtn" : "vtr", 3, native);
+    char name[64];
+    snprintf(name, sizeof(name), "vt%c%s", native ? 'n' : 'r', prec);
+    vl3_model *m = load_tiny_prec(name, 3, native, prec);
     ASSERT(m != NULL);
+    int bf16 = strcmp(prec, "bf16") == 0;
     vl3_error err = {0};
     vl3_vision *v = NULL;
     ASSERT_OK_E(vl3_vision_new(m, 1, &v, &err), &err);
@@ -264,8 +280,43 @@ static int real_request(int native)
     ASSERT_MEM_EQ(pr.visual_pos, mm.prompt.visual_pos, sizeof(int64_t) * pr.n_visual);
     ASSERT_STR_EQ(pr.text, mm.prompt.text);
     ASSERT_STR_CONTAINS(pr.text, "Time 2.0s");
-    ASSERT_EQ(back.dim, mm.hidden);
-    ASSERT_MEM_EQ(vl3_visual_tokens_f32(&back), mm.visual, sizeof(float) * back.n_rows * back.dim);
+    /* the rows before the projector, 32 wide (the tiny encoder), in the precision's dtype */
+    ASSERT_EQ(vl3_vision_pre_bf16(v), bf16);
+    ASSERT_EQ(mm.pre_bf16, bf16);
+    ASSERT_EQ(back.dim, vl3_vision_pre_dim(v));
+    ASSERT_EQ(back.dim, 32);
+    ASSERT_EQ(back.dtype, bf16 ? VL3_VT_DTYPE_BF16 : VL3_VT_DTYPE_F32);
+    ASSERT(back.visual == NULL); /* not serialized */
+    float *pre = malloc(sizeof(float) * back.n_rows * back.dim);
+    vl3_visual_tokens_pre_f32(&back, pre);
+    ASSERT_MEM_EQ(pre, mm.pre, sizeof(float) * back.n_rows * back.dim);
+    if (bf16) { /* the encoder rounded them: every value is a bf16 */
+        uint32_t low = 0;
+        for (int64_t i = 0; i < back.n_rows * back.dim; i++) {
+            uint32_t u;
+            memcpy(&u, &pre[i], 4);
+            low |= u & 0xffffu;
+        }
+        ASSERT_EQ(low, 0);
+    }
+    free(pre);
+    /* projected: the cold path's rows, bit for bit, by the encoder and by the projector alone */
+    ASSERT_OK_E(vl3_visual_tokens_project(v, &back, &err), &err);
+    ASSERT_EQ(back.hidden, mm.hidden);
+    ASSERT_MEM_EQ(back.visual, mm.visual, sizeof(float) * back.n_rows * mm.hidden);
+    ASSERT_MEM_EQ(vt.visual, mm.visual, sizeof(float) * back.n_rows * mm.hidden);
+    vl3_vision *pj = NULL;
+    ASSERT_OK_E(vl3_vision_new_projector(m, &pj, &err), &err);
+    memset(back.visual, 0, sizeof(float) * back.n_rows * mm.hidden);
+    ASSERT_OK_E(vl3_visual_tokens_project(pj, &back, &err), &err);
+    ASSERT_MEM_EQ(back.visual, mm.visual, sizeof(float) * back.n_rows * mm.hidden);
+    float one_row[32];
+    ASSERT(vl3_vision_encode_pre(pj, &mm.batch, &mm.mask, one_row, &err) < 0); /* no encoder */
+    vl3_vision_free(pj);
+    /* rows of the other dtype do not fit this projector */
+    back.dtype = bf16 ? VL3_VT_DTYPE_F32 : VL3_VT_DTYPE_BF16;
+    ASSERT_EQ(vl3_visual_tokens_project(v, &back, &err), VL3_E_FORMAT);
+    back.dtype = bf16 ? VL3_VT_DTYPE_BF16 : VL3_VT_DTYPE_F32;
     vl3_prompt_deinit(&pr);
     vl3_visual_tokens_deinit(&back);
     vl3_visual_tokens_deinit(&vt);
@@ -276,8 +327,53 @@ static int real_request(int native)
     return 0;
 }
 
-TEST(vt_real_request_remote) { return real_request(0); }
-TEST(vt_real_request_native) { return real_request(1); }
+TEST(vt_real_request_remote_f32) { return real_request(0, "f32"); }
+TEST(vt_real_request_native_f32) { return real_request(1, "f32"); }
+TEST(vt_real_request_remote_bf16) { return real_request(0, "bf16"); }
+TEST(vt_real_request_native_bf16) { return real_request(1, "bf16"); }
+
+/* bf16 rows: held as bf16 only when they are bf16 values; the round trip is exact. */
+TEST(vt_bf16_rows)
+{
+    vl3_vision_grid g = {2, 4, 4, 2};
+    int hw[2] = {56, 56};
+    vl3_pixel_batch b = {NULL, 32, 588, 1, &g, hw};
+    double ts[2] = {0, 1};
+    vl3_image dummy = {0};
+    vl3_vision_item item = {&dummy, 2, ts, 1, 0};
+    float rows[8 * 24];
+    uint32_t s = 5;
+    for (int i = 0; i < 8 * 24; i++) {
+        s = s * 1103515245u + 12345u;
+        uint32_t u = s & 0xffff0000u;
+        memcpy(&rows[i], &u, 4);
+        if (!isfinite(rows[i]))
+            rows[i] = 1.5f;
+    }
+    vl3_visual_tokens vt = {0}, back = {0};
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_visual_tokens_from_parts(&b, NULL, &item, 1, rows, 24, VL3_VT_DTYPE_BF16,
+                                             &vt, &err), &err);
+    ASSERT_EQ(vt.n_rows, 8);
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    vl3_vt_encode_stats st;
+    ASSERT_OK(vl3_visual_tokens_encode(&vt, NULL, &buf, &len, &st, &err));
+    ASSERT_EQ(st.row_bytes, (size_t)8 * 24 * 2); /* two bytes per element */
+    ASSERT_OK_E(vl3_visual_tokens_decode(buf, len, &back, &err), &err);
+    ASSERT_EQ(back.dtype, VL3_VT_DTYPE_BF16);
+    float out[8 * 24];
+    vl3_visual_tokens_pre_f32(&back, out);
+    ASSERT_MEM_EQ(out, rows, sizeof(rows));
+    vl3_visual_tokens_deinit(&back);
+    vl3_visual_tokens_deinit(&vt);
+    free(buf);
+    /* a value that is not a bf16 is refused, not rounded */
+    rows[77] = 1.0f + 1.0f / 1024.0f / 1024.0f;
+    ASSERT_EQ(vl3_visual_tokens_from_parts(&b, NULL, &item, 1, rows, 24, VL3_VT_DTYPE_BF16, &vt,
+                                           &err), -EINVAL);
+    return 0;
+}
 
 TEST(vt_vision_identity)
 {

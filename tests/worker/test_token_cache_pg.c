@@ -107,7 +107,8 @@ static int make_vt(int frames, int dim, uint32_t seed, vl3_visual_tokens *ret)
         rows[i] = (float)((int32_t)u) / 2147483648.0f;
     }
     vl3_error err = {0};
-    int rc = vl3_visual_tokens_from_parts(&b, NULL, &item, 1, rows, dim, ret, &err);
+    int rc = vl3_visual_tokens_from_parts(&b, NULL, &item, 1, rows, dim, VL3_VT_DTYPE_F32, ret,
+                                          &err);
     free(rows);
     free(ts);
     return rc;
@@ -516,8 +517,11 @@ static int run_cache_layout(int native)
                  " && ffmpeg -v error -f lavfi -i testsrc2=s=160x120:r=10 -t 4 -c:v mpeg4 -y "
                  "clip.mp4 && ffmpeg -v error -f lavfi -i smptebars=s=160x120:r=10 -t 4 -c:v "
                  "mpeg4 -y other.mp4", dir), 0);
-    snprintf(run, sizeof(run), "%s/vl3 run --model %s/m --greedy --max-new-tokens 4 --threads 1",
-             bin, dir);
+    snprintf(run, sizeof(run), "%s/vl3 run --model %s/m --greedy --max-new-tokens 4 --threads 1"
+             " --precision bf16", bin, dir);
+    char runf[4096];
+    snprintf(runf, sizeof(runf), "%s/vl3 run --model %s/m --greedy --max-new-tokens 4 --threads 1"
+             " --precision f32", bin, dir);
     snprintf(run2, sizeof(run2), "%s/vl3 run --model %s/m2 --greedy --max-new-tokens 4 "
              "--threads 1", bin, dir);
     char a[2048];
@@ -532,6 +536,38 @@ static int run_cache_layout(int native)
              "caption", dir);
     if (cold_miss_hit(run, ci, dir, "win", a))
         return 1;
+    /* the entries hold the encoder's rows before the projector (32 wide in the tiny model), as
+     * bf16 in bf16 precision: 64 raw bytes per row */
+    char hk[40] = "", hd[1200];
+    snprintf(hd, sizeof(hd), "%s/win_hit", dir);
+    cache_of(hd, hk, sizeof(hk));
+    ASSERT_EQ(strlen(hk), 32);
+    ASSERT_EQ(sqlv(ci, "SELECT raw_bytes / n_rows FROM token_cache_entries WHERE key = '%s'", hk),
+              32 * 2);
+    /* the same three in f32 precision: other keys (a miss first), f32 rows, hit == cold */
+    snprintf(a, sizeof(a), "--image %s/img.png --task caption", dir);
+    if (cold_miss_hit(runf, ci, dir, "img_f32", a))
+        return 1;
+    snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --max-frames 6 --task caption", dir);
+    if (cold_miss_hit(runf, ci, dir, "vid_f32", a))
+        return 1;
+    snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --window 2 --window-index 1 --task "
+             "caption", dir);
+    if (cold_miss_hit(runf, ci, dir, "win_f32", a))
+        return 1;
+    snprintf(hd, sizeof(hd), "%s/win_f32_hit", dir);
+    cache_of(hd, hk, sizeof(hk));
+    ASSERT_EQ(strlen(hk), 32);
+    ASSERT_EQ(sqlv(ci, "SELECT raw_bytes / n_rows FROM token_cache_entries WHERE key = '%s'", hk),
+              32 * 4);
+    /* the two precisions' answers are not the same computation (the comparison can fail) */
+    {
+        char b16[1200], f32[1200];
+        snprintf(b16, sizeof(b16), "%s/vid_cold", dir);
+        snprintf(f32, sizeof(f32), "%s/vid_f32_cold", dir);
+        int same = files_equal(b16, f32, "vision_out.f32");
+        ASSERT(!same);
+    }
 
     /* a frame sequence: keyed by every file's content and timestamp */
     ASSERT_EQ(sh("cd %s && mkdir -p frames && ffmpeg -v error -f lavfi -i testsrc=s=160x120:r=2 "

@@ -572,6 +572,106 @@ TEST(proc_answer_equals_vl3_run)
     return 0;
 }
 
+/* CLI == worker by construction (both run worker/src/pipeline.c): a windowed video job's windows
+ * and an image job give the same visual tokens, byte for byte as the token cache stores them,
+ * as `vl3 run --dump` makes them alone (visual_tokens.vtok), and the same greedy answers. The
+ * worker encodes one window per encoder call here (batch.vision_frames = 1), as vl3 run does,
+ * and both use one thread (threads = 1, --threads 1: OpenBLAS rounds differently with another
+ * thread count); the worker's entries are found through the keys vl3 run computes (its --cache
+ * run hits). */
+TEST(proc_visual_tokens_equal_vl3_run)
+{
+    char pg[1100], ci[1400], extra[1600], port[32] = "";
+    snprintf(pg, sizeof(pg), "%s/tcpg4", test_tmpdir());
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    if (fixtures() < 0)
+        return 1;
+    if (test_sh(NULL, 0, "psql --version >/dev/null 2>&1") != 0)
+        SKIP("psql is not available");
+    ASSERT_EQ(test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null "
+                      "2>&1 && cat '%s/port'", test_source_dir(), pg, pg), 0);
+    port[strcspn(port, "\n")] = '\0';
+    snprintf(ci, sizeof(ci), "host=%s port=%s dbname=vl3 user=postgres", pg, port);
+    int rc = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir '%s/schema' "
+                     ">/dev/null", bin, ci, test_source_dir());
+    snprintf(extra, sizeof(extra), "[batch]\nvision_frames = 1\n[cache]\nconninfo = %s", ci);
+    char b[1200], img[1200];
+    path(b, sizeof(b), "b.mp4");
+    path(img, sizeof(img), "img.png");
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    const char *ids[2] = {"win", "img"};
+    struct proc p;
+    int ok = rc == 0 && start(&p, extra) == 0;
+    if (ok) {
+        ok = send_job_t(&p, "win", b, 3.0, 1, 0, 6) == 0 &&
+             send_job_t(&p, "img", img, 0, 1, 0, 6) == 0 && collect(&p, ids, 2, o, 180) == 0;
+        close(p.in);
+        ok = wait_exit(&p, 30) == 0 && ok;
+        finish(&p);
+    }
+    /* vl3 run alone (cold, no cache) and with the cache (a hit on the worker's entry: its key) */
+    struct {
+        const char *name, *opt, *input, *more;
+        int job, window;
+    } cases[3] = {
+        {"w0", "--video", b, "--fps 1 --max-frames 8 --window 3 --window-index 0", 0, 0},
+        {"w1", "--video", b, "--fps 1 --max-frames 8 --window 3 --window-index 1", 0, 1},
+        {"im", "--image", img, "", 1, 0},
+    };
+    static char answers[3][8192], hits[3][1200], cold_md5[3][64], entry_md5[3][64];
+    int run_rc[3] = {-1, -1, -1};
+    for (int i = 0; ok && i < 3; i++) {
+        char args[2048], d0[1200], d1[1200], key[64] = "";
+        snprintf(args, sizeof(args), "%s '%s' %s", cases[i].opt, cases[i].input, cases[i].more);
+        snprintf(d0, sizeof(d0), "%s/vt_%s_cold", dir, cases[i].name);
+        snprintf(d1, sizeof(d1), "%s/vt_%s_hit", dir, cases[i].name);
+        run_rc[i] = vl3_run_answer(answers[i], sizeof(answers[i]),
+                                   "%s --task caption --greedy --max-new-tokens 6 --threads 1 "
+                                   "--dump '%s'", args, d0);
+        if (run_rc[i] == 0)
+            run_rc[i] = test_sh(NULL, 0, "'%s/vl3' run --model '%s/model' %s --task caption "
+                                "--greedy --max-new-tokens 6 --threads 1 --cache '%s' --dump "
+                                "'%s' >/dev/null 2>&1", bin, dir, args, ci, d1);
+        test_sh(hits[i], sizeof(hits[i]), "grep -o '\"cache\": \"[a-z]*\"' '%s/meta.json'", d1);
+        test_sh(key, sizeof(key), "grep -o '\"cache_key\": \"[0-9a-f]*\"' '%s/meta.json' | "
+                "cut -d'\"' -f4", d1);
+        key[strcspn(key, "\n")] = '\0';
+        test_sh(cold_md5[i], sizeof(cold_md5[i]), "md5sum < '%s/visual_tokens.vtok' | cut -c1-32",
+                d0);
+        /* the worker's entry, kept beside the dumps for a look when they differ */
+        test_sh(NULL, 0, "psql -Atqc \"SELECT encode(string_agg(data, ''::bytea ORDER BY seq), "
+                "'hex') FROM token_cache_chunks WHERE key = '%s'\" '%s' > '%s/worker.vtok.hex'",
+                key, ci, d1);
+        test_sh(entry_md5[i], sizeof(entry_md5[i]), "psql -Atqc \"SELECT md5(string_agg(data, "
+                "''::bytea ORDER BY seq)) FROM token_cache_chunks WHERE key = '%s'\" '%s'", key,
+                ci);
+    }
+    test_sh(NULL, 0, "'%s/tests/harness/pg-harness' stop '%s' >/dev/null 2>&1", test_source_dir(),
+            pg);
+    ASSERT_EQ(rc, 0);
+    ASSERT(ok);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(o[0].got_done && o[1].got_done);
+    ASSERT_EQ(o[0].n, 2);
+    ASSERT_EQ(o[1].n, 1);
+    for (int i = 0; i < 3; i++) {
+        const char *got;
+        ASSERT_EQ(run_rc[i], 0);
+        ASSERT_STR_CONTAINS(hits[i], "\"hit\"");
+        ASSERT_EQ(strlen(cold_md5[i]), 33); /* 32 hex digits and a newline */
+        if (strcmp(entry_md5[i], cold_md5[i]) != 0)
+            TEST__FAIL("case %s: the worker's entry differs from vl3 run's visual tokens",
+                       cases[i].name);
+        ASSERT_OK(find_answer(&o[cases[i].job], 0, cases[i].window, &got));
+        ASSERT_STR_EQ(got, answers[i]);
+    }
+    /* the three windows' tokens differ from each other (the comparison can fail) */
+    ASSERT(strcmp(cold_md5[0], cold_md5[1]) != 0 && strcmp(cold_md5[0], cold_md5[2]) != 0);
+    return 0;
+}
+
 /* An image job (PNG, JPEG) is answered as `vl3 run --image` answers: one frame, image prompt. */
 TEST(proc_image_answer_equals_vl3_run)
 {
@@ -1026,6 +1126,86 @@ TEST(proc_windows_stream_through_budget)
     close(p.in);
     ASSERT_EQ(wait_exit(&p, 30), 0);
     finish(&p);
+    return 0;
+}
+
+/* Windows answered from the token cache stream through the budget too: a job whose windows all
+ * hit (a second worker, memory_budget 1M, after a first one stored them) reserves each window's
+ * rows (before the projector as cached, after it) and waits for room like decoded windows: its
+ * "cached" log line shows windows of reserved bytes summing to more than twice the budget and a
+ * peak within the budget plus one window plus the entries the plan holds; the answers equal the
+ * cold ones. */
+TEST(proc_cached_windows_stream_through_budget)
+{
+    char pg[1100], ci[1400], extra[1600], port[32] = "", clip[1200];
+    snprintf(pg, sizeof(pg), "%s/tcpg3", test_tmpdir());
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    if (fixtures() < 0)
+        return 1;
+    ASSERT_OK(gen_input(clip, sizeof(clip), "w30v.mp4",
+                        "-f lavfi -i testsrc2=s=320x240:r=6 -t 30 -c:v libx264 -pix_fmt yuv420p"));
+    ASSERT_EQ(test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null "
+                      "2>&1 && cat '%s/port'", test_source_dir(), pg, pg), 0);
+    port[strcspn(port, "\n")] = '\0';
+    snprintf(ci, sizeof(ci), "host=%s port=%s dbname=vl3 user=postgres", pg, port);
+    int rc = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir '%s/schema' "
+                     ">/dev/null", bin, ci, test_source_dir());
+    static struct outcome o[2];
+    memset(o, 0, sizeof(o));
+    const char *id1[1] = {"fill"}, *id2[1] = {"again"};
+    struct proc p;
+    job_fps = 3.0;
+    snprintf(extra, sizeof(extra), "[cache]\nconninfo = %s", ci);
+    int ok1 = rc == 0 && start(&p, extra) == 0;
+    if (ok1) {
+        ok1 = send_job(&p, "fill", clip, 2.0, 1) == 0 && collect(&p, id1, 1, &o[0], 240) == 0;
+        close(p.in);
+        ok1 = wait_exit(&p, 30) == 0 && ok1;
+        finish(&p);
+    }
+    snprintf(extra, sizeof(extra), "memory_budget = 1M\n[cache]\nconninfo = %s", ci);
+    int ok2 = ok1 && start(&p, extra) == 0;
+    if (ok2) {
+        ok2 = send_job(&p, "again", clip, 2.0, 1) == 0 && collect(&p, id2, 1, &o[1], 240) == 0;
+        close(p.in);
+        ok2 = wait_exit(&p, 30) == 0 && ok2;
+        finish(&p);
+    }
+    job_fps = 1.0;
+    char cached[512] = "";
+    int log_rc = test_sh(cached, sizeof(cached), "grep -o 'cached job=again .*' '%s' | tail -1",
+                         log_path);
+    test_sh(NULL, 0, "'%s/tests/harness/pg-harness' stop '%s' >/dev/null 2>&1", test_source_dir(),
+            pg);
+    ASSERT_EQ(rc, 0);
+    ASSERT(ok1);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(ok2);
+    ASSERT(o[0].got_done && o[1].got_done);
+    ASSERT_EQ(o[0].n, 15);
+    ASSERT_EQ(o[1].n, 15);
+    for (int k = 0; k < o[0].n; k++) {
+        const char *x;
+        ASSERT_EQ(o[0].cache[k], 1);
+        ASSERT_EQ(o[1].cache[k], 2);
+        ASSERT_EQ(o[1].frames_decoded[k], 0);
+        ASSERT_OK(find_answer(&o[1], o[0].task[k], o[0].window[k], &x));
+        ASSERT_STR_EQ(x, o[0].answer[k]);
+    }
+    ASSERT_EQ(log_rc, 0);
+    long long n, wmax, wsum, peak, total, plan;
+    ASSERT_EQ(sscanf(cached, "cached job=again windows=%lld window_bytes_max=%lld "
+                     "window_bytes_sum=%lld budget_peak=%lld memory_budget=%lld cache_bytes=%lld",
+                     &n, &wmax, &wsum, &peak, &total, &plan), 6);
+    printf("cached job: windows %lld, window bytes max %lld sum %lld, peak %lld, budget %lld, "
+           "plan %lld\n", n, wmax, wsum, peak, total, plan);
+    ASSERT_EQ(n, 15);
+    ASSERT_EQ(total, 1 << 20);
+    ASSERT_GT(wmax, 0);              /* the rows are reserved */
+    ASSERT(wsum > 2 * total);        /* all windows at once would not fit */
+    ASSERT_GT(plan, 0);
+    ASSERT(peak <= total + wmax + plan);
     return 0;
 }
 

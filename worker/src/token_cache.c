@@ -12,7 +12,7 @@
 #include "token_cache.h"
 #include "vl3/util.h"
 
-#define TCACHE_KEY_VERSION 1 /* bump when the key's description changes meaning */
+#define TCACHE_KEY_VERSION 2 /* bump when the key's meaning changes (2: pre-projector rows) */
 
 int tcache_fingerprint_fd(int fd, char ret[TCACHE_FINGERPRINT_LEN], vl3_error *reterr)
 {

@@ -261,7 +261,7 @@ int tcache_lookup(tcache *tc, const char *key, vl3_visual_tokens *ret)
     }
     tc->st.hits++;
     tc->st.bytes_read += (int64_t)len;
-    tc->st.raw_read += (int64_t)(vt.n_rows * vt.dim * 4);
+    tc->st.raw_read += (int64_t)vt.n_rows * vt.dim * (vt.dtype == VL3_VT_DTYPE_BF16 ? 2 : 4);
     touch(tc, key);
     pthread_mutex_unlock(&tc->lock);
     free(blob);

@@ -57,11 +57,8 @@ void worker_unit_free(struct worker *w, struct worker_unit *u)
     if (u->queued)
         u->job->queued_bytes -= u->reserved; /* before the release wakes the decode thread */
     worker_budget_release(&w->budget, u->reserved);
-    vl3_pixel_batch_deinit(&u->batch);
-    vl3_token_mask_deinit(&u->mask);
+    pipeline_window_deinit(&u->pw);
     free(u->key_descr);
-    free(u->timestamps);
-    free(u->visual);
     free(u);
 }
 
@@ -191,7 +188,7 @@ static int job_from_msg(struct worker *w, const struct worker_job_req *m, struct
     j->sp.window_s = m->window_s;     /* 0 = one window over the whole video */
     j->sp.mode = m->fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
     /* a native-layout model's one-window job samples as transformers' processor (vl3 run too) */
-    j->sp.native = w->native_flavour && j->sp.window_s <= 0;
+    j->sp.native = w->pl.native && j->sp.window_s <= 0;
     j->max_new_tokens = m->max_new_tokens;
     j->temperature = m->temperature;
     j->attempt = m->attempt;
@@ -292,7 +289,6 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
         rc = vl3_error_set(reterr, VL3_E_FORMAT, "model \"%s\" has no tokenizer", conf->model);
         goto fail;
     }
-    vl3_mm_params_default(model, &w->mm);
     for (int t = 0; t < VL3_TASK_COUNT && t < 4; t++)
         w->texts.text[t] = conf->task_text[t] && conf->task_text[t][0] ? conf->task_text[t] : NULL;
     pthread_mutex_init(&w->lock, NULL);
@@ -307,15 +303,10 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
     w->budget_ready = 1;
     if ((rc = vl3_vision_new(model, (int)conf->threads, &w->vision, reterr)) < 0)
         goto fail;
-    vl3_model_info info;
-    if ((rc = vl3_model_get_info(model, &info)) < 0) {
-        vl3_error_set(reterr, rc, "could not describe the model");
+    if ((rc = pipeline_init(&w->pl, model, w->vision, reterr)) < 0)
         goto fail;
-    }
-    w->native_flavour = strcmp(info.layout, "native") == 0;
-    w->compute = info.compute;
     if (conf->cache_conninfo && conf->cache_conninfo[0] &&
-        ((rc = vl3_model_vision_identity(model, w->vision_identity)) < 0 ||
+        ((rc = pipeline_identify(&w->pl, model, reterr)) < 0 ||
          (rc = tcache_open(conf->cache_conninfo, conf->cache_budget, &w->tcache, reterr)) < 0))
         goto fail;
     if (w->tcache && (rc = worker_cache_writer_start(w)) < 0) {

@@ -64,17 +64,41 @@ int worker_cache_fingerprint(struct worker *w, const char *path, int fd, const s
 static int key_of(struct worker *w, const struct worker_job *job, const char *fp, int is_image,
                   int window, char key[33], char **descr)
 {
-    struct tcache_key_params kp = {w->vision_identity, fp,
-                                   is_image ? TCACHE_MEDIA_IMAGE : TCACHE_MEDIA_VIDEO,
-                                   is_image ? NULL : &job->sp, window, &w->mm, 1, "ffmpeg-sw",
-                                   w->compute};
-    return tcache_key(&kp, key, descr);
+    return pipeline_cache_key(&w->pl, fp, is_image ? TCACHE_MEDIA_IMAGE : TCACHE_MEDIA_VIDEO,
+                              &job->sp, window, key, descr);
+}
+
+/* Give back the plan's charge for window k's entry. */
+static void plan_uncharge(struct worker_cache_plan *p, int k)
+{
+    if (p->charged && p->charged[k] > 0) {
+        if (!p->uncharged)
+            worker_budget_release(p->budget, p->charged[k]);
+        p->charged[k] = 0;
+    }
+}
+
+void worker_cache_plan_charge(struct worker_cache_plan *p, int on)
+{
+    if (!p->charged || p->uncharged == !on)
+        return;
+    int64_t sum = 0;
+    for (int k = 0; k < p->n; k++)
+        sum += p->charged[k];
+    if (on)
+        worker_budget_charge(p->budget, sum);
+    else
+        worker_budget_release(p->budget, sum);
+    p->uncharged = !on;
 }
 
 void worker_cache_plan_free(struct worker_cache_plan *p)
 {
-    for (int i = 0; i < p->n; i++)
+    for (int i = 0; i < p->n; i++) {
+        plan_uncharge(p, i);
         vl3_visual_tokens_deinit(&p->vt[i]);
+    }
+    free(p->charged);
     free(p->vt);
     free(p->hit);
     free(p->windows);
@@ -124,6 +148,7 @@ int worker_cache_plan(struct worker *w, const struct worker_job *job, const char
                       int is_image, struct worker_cache_plan *ret)
 {
     struct worker_cache_plan p = {0};
+    p.budget = &w->budget;
     snprintf(p.fp, sizeof(p.fp), "%s", fp);
     p.is_image = is_image;
     if (job->cache == WORKER_CACHE_REFRESH) {
@@ -164,7 +189,8 @@ lookup:;
     p.n = max;
     p.vt = calloc((size_t)max, sizeof(*p.vt));
     p.hit = calloc((size_t)max, sizeof(*p.hit));
-    if (!p.vt || !p.hit) {
+    p.charged = calloc((size_t)max, sizeof(*p.charged));
+    if (!p.vt || !p.hit || !p.charged) {
         worker_cache_plan_free(&p);
         return -ENOMEM;
     }
@@ -173,16 +199,13 @@ lookup:;
         char key[33];
         if (key_of(w, job, fp, is_image, k, key, NULL) < 0)
             continue;
-        if (tcache_lookup(w->tcache, key, &p.vt[k]) == 1) {
-            vl3_model_info mi;
-            vl3_model_get_info(w->model, &mi);
-            if (p.vt[k].n_items == 1 && p.vt[k].dtype == VL3_VT_DTYPE_F32 &&
-                p.vt[k].dim == mi.llm_hidden && (!is_image || p.vt[k].mask.n_frames == 1)) {
-                p.hit[k] = 1;
-                p.n_hits++;
-            } else {
-                vl3_visual_tokens_deinit(&p.vt[k]);
-            }
+        if (pipeline_cache_lookup(&w->pl, w->tcache, key, is_image, &p.vt[k]) == 1) {
+            p.hit[k] = 1;
+            p.n_hits++;
+            p.charged[k] = p.vt[k].n_rows * p.vt[k].dim *
+                           (p.vt[k].dtype == VL3_VT_DTYPE_BF16 ? 2 : 4);
+            p.charged_sum += p.charged[k];
+            worker_budget_charge(&w->budget, p.charged[k]);
         }
     }
     *ret = p;
@@ -192,40 +215,19 @@ lookup:;
 int worker_cache_unit(struct worker *w, struct worker_job *job, struct worker_cache_plan *p,
                       int win, struct worker_unit **ret)
 {
-    (void)w;
     vl3_visual_tokens *vt = &p->vt[win];
     struct worker_unit *u = calloc(1, sizeof(*u));
-    int n = vt->mask.n_frames;
-    if (!u || (!p->is_image && !(u->timestamps = malloc(sizeof(double) * (size_t)n)))) {
+    if (!u || pipeline_window_from_cache(&u->pw, win, p->is_image, vt) < 0) {
         free(u);
         return -ENOMEM;
     }
     u->job = job;
-    u->window = win;
-    u->n_frames = n;
-    u->is_image = p->is_image;
-    if (!p->is_image) {
-        memcpy(u->timestamps, vt->timestamps, sizeof(double) * (size_t)n);
-        /* the window's stretch, as make_units computes it from the sampled frames */
-        double lo = vt->timestamps[0], hi = vt->timestamps[n - 1];
-        u->t_start = job->sp.window_s > 0 ? win * job->sp.window_s : lo;
-        u->t_end = hi + (double)job->sp.fps_den / job->sp.fps_num;
-        if (job->sp.window_s > 0 && u->t_end > (win + 1) * job->sp.window_s)
-            u->t_end = (win + 1) * job->sp.window_s;
-    }
-    /* move the grids, mask and rows out of the cached object */
-    u->batch.n_items = 1;
-    u->batch.patch_dim = 588;
-    u->batch.n_patches = vt->n_patches;
-    u->batch.grids = vt->grids;
-    u->batch.resized_hw = vt->resized_hw;
-    u->mask = vt->mask;
-    u->visual = vt->rows;
-    vt->grids = NULL;
-    vt->resized_hw = NULL;
-    vt->rows = NULL;
-    memset(&vt->mask, 0, sizeof(vt->mask));
-    vl3_visual_tokens_deinit(vt);
+    pipeline_window_span(&u->pw, &job->sp);
+    /* the rows it holds: before the projector as cached, after it as the engine will make them */
+    const vl3_visual_tokens *v = &u->pw.vt;
+    u->reserved = v->n_rows * ((int64_t)v->dim * (v->dtype == VL3_VT_DTYPE_BF16 ? 2 : 4) +
+                               (int64_t)w->pl.hidden * (int64_t)sizeof(float));
+    plan_uncharge(p, win);
     p->hit[win] = 0;
     u->cache = 2;
     *ret = u;
@@ -236,7 +238,7 @@ void worker_cache_miss(struct worker *w, const struct worker_job *job,
                        const struct worker_cache_plan *p, struct worker_unit *u)
 {
     char *descr = NULL;
-    if (key_of(w, job, p->fp, p->is_image, u->window, u->key, &descr) < 0)
+    if (key_of(w, job, p->fp, p->is_image, u->pw.window, u->key, &descr) < 0)
         return;
     if (job->cache == WORKER_CACHE_REFRESH)
         tcache_forget(w->tcache, u->key);
@@ -349,19 +351,18 @@ void worker_cache_writer_stop(struct worker *w)
     w->cache_writer = NULL;
 }
 
-void worker_cache_store_unit(struct worker *w, struct worker_unit *u, int hidden)
+void worker_cache_store_unit(struct worker *w, struct worker_unit *u)
 {
-    if (!w->tcache || u->cache != 1 || !u->key[0] || !u->visual)
+    if (!w->tcache || u->cache != 1 || !u->key[0] || !u->pw.vt.rows)
         return;
-    vl3_vision_item item = {NULL, u->n_frames, u->timestamps, !u->is_image, 0};
     struct wc_item *it = calloc(1, sizeof(*it));
     vl3_error err = {0};
-    int rc = it ? vl3_visual_tokens_from_parts(&u->batch, &u->mask, &item, 1, u->visual, hidden,
-                                               &it->vt, &err)
+    /* a copy of the rows before the projector: the window's own object feeds its prompts */
+    int rc = it ? vl3_visual_tokens_copy(&u->pw.vt, 0, &it->vt, &err)
                 : vl3_error_set(&err, -ENOMEM, "out of memory");
     if (rc < 0) {
-        vl3_log_warning("token cache: window %d of job %s not stored: %s", u->window, u->job->id,
-                        vl3_error_text(&err, rc));
+        vl3_log_warning("token cache: window %d of job %s not stored: %s", u->pw.window,
+                        u->job->id, vl3_error_text(&err, rc));
         free(it);
         return;
     }

@@ -3,7 +3,8 @@
  * reserves the sampled frames' memory in the budget, samples the video (sample.h; windows give
  * one set of frames each), then preprocesses and DiffFP-masks one window at a time (the window
  * is one request, as `vl3 run` would make it) and hands each to the engine thread at once,
- * waiting before the next while the budget is full. A still image
+ * waiting before the next while the budget is full. Windows the token cache answers reserve
+ * their rows and stream the same way (worker_cache.h). A still image
  * (media_info.is_image) is one unit of one frame, preprocessed as an image, as `vl3 run --image`
  * does. Any failure fails the job only. */
 #include <errno.h>
@@ -17,7 +18,6 @@
 #include "image.h"
 #include "media.h"
 #include "media_conf.h"
-#include "paths.h"
 #include "vl3/log.h"
 #include "worker_cache.h"
 #include "vl3/util.h"
@@ -62,20 +62,15 @@ static int64_t estimate_bytes(const struct media_info *mi, const struct sample_p
     return frames * px * 3;
 }
 
-/* Preprocess one unit's visual item and mask its tokens (DiffFP, or all kept). */
-static int unit_prepare(struct worker *w, struct worker_unit *u, const vl3_vision_item *item,
+/* Preprocess one unit's frames and mask its tokens (the pipeline's step: DiffFP, or all kept);
+ * the pixel values are what the unit holds in the budget. */
+static int unit_prepare(struct worker *w, struct worker_unit *u, const vl3_image *frames,
                         vl3_error *err)
 {
-    uint64_t t0 = vl3_time_ns();
-    int rc = vl3_vision_preprocess(&w->mm.pre, item, 1, &u->batch, err);
+    int rc = pipeline_window_prepare(&w->pl, &u->pw, frames, err);
     if (rc < 0)
         return rc;
-    rc = w->mm.difffp.enabled ? vl3_difffp_mask(&w->mm.difffp, &u->batch, &u->mask, err)
-                              : vl3_token_mask_all(&u->batch, &u->mask, err);
-    if (rc < 0)
-        return rc;
-    u->preprocess_ms = (double)(vl3_time_ns() - t0) / 1e6;
-    u->reserved = u->batch.n_patches * u->batch.patch_dim * (int64_t)sizeof(float);
+    u->reserved = u->pw.batch.n_patches * u->pw.batch.patch_dim * (int64_t)sizeof(float);
     return 0;
 }
 
@@ -93,7 +88,7 @@ static void queue_unit(struct worker *w, struct worker_job *job, struct worker_u
     else
         w->unitq_head = u;
     w->unitq_tail = u;
-    w->unitq_frames += u->n_frames;
+    w->unitq_frames += u->pw.n_frames;
     pthread_cond_signal(&w->cond_engine);
     pthread_mutex_unlock(&w->lock);
 }
@@ -107,7 +102,7 @@ static int unit_fits(struct worker *w, const struct worker_job *job, const struc
     return vl3_error_set(err, VL3_E_LIMIT,
                          "window %d of \"%s\" needs %lld bytes of pixel values besides %lld bytes "
                          "of frames, more than memory_budget %lld",
-                         u->window, job->input, (long long)u->reserved, (long long)held,
+                         u->pw.window, job->input, (long long)u->reserved, (long long)held,
                          (long long)w->budget.total);
 }
 
@@ -133,7 +128,7 @@ static void stream_count(struct stream_stats *st, const struct worker_unit *u)
         }
     }
     if (!st->wins_lost)
-        st->wins[st->n_wins++] = u->window;
+        st->wins[st->n_wins++] = u->pw.window;
     st->units++;
     st->sum_bytes += u->reserved;
     if (u->reserved > st->max_bytes)
@@ -157,11 +152,10 @@ static int make_image_unit(struct worker *w, struct worker_job *job, const image
     if (!u)
         return vl3_error_set(err, -ENOMEM, "out of memory");
     u->job = job;
-    u->n_frames = 1;
-    u->is_image = 1;
+    u->pw.n_frames = 1;
+    u->pw.is_image = 1;
     vl3_image view = image_rgb_view(im);
-    vl3_vision_item item = {&view, 1, NULL, 0, 0};
-    int rc = unit_prepare(w, u, &item, err);
+    int rc = unit_prepare(w, u, &view, err);
     if (rc >= 0)
         rc = unit_fits(w, job, u, held, err);
     if (rc < 0) {
@@ -197,37 +191,18 @@ static int make_units(struct worker *w, struct worker_job *job, const struct sam
         pthread_mutex_unlock(&w->lock);
         if (failed)
             break;
-        int n = 0;
-        double lo = 0, hi = 0;
         struct worker_unit *u = calloc(1, sizeof(*u));
-        if (!u || !(u->timestamps = malloc(sizeof(double) * (sr->n ? sr->n : 1)))) {
+        int n = u ? pipeline_window_frames(sr, win, imgs, &u->pw) : -ENOMEM;
+        if (n < 0) {
             free(u);
             rc = vl3_error_set(err, -ENOMEM, "out of memory");
             break;
         }
-        for (size_t i = 0; i < sr->n; i++) {
-            if (sr->frames[i].window != win)
-                continue;
-            imgs[n] = (vl3_image){sr->frames[i].rgb, sr->width, sr->height, (size_t)sr->width * 3};
-            u->timestamps[n] = sr->frames[i].timestamp;
-            if (n == 0)
-                lo = sr->frames[i].timestamp;
-            hi = sr->frames[i].timestamp;
-            n++;
-        }
         if (n == 0) { /* a window without frames has nothing to answer */
-            free(u->timestamps);
             free(u);
             continue;
         }
         u->job = job;
-        u->window = win;
-        u->n_frames = n;
-        /* the window's stretch, ending with its last frame's sampling interval */
-        u->t_start = job->sp.window_s > 0 ? win * job->sp.window_s : lo;
-        u->t_end = hi + (double)job->sp.fps_den / job->sp.fps_num;
-        if (job->sp.window_s > 0 && u->t_end > (win + 1) * job->sp.window_s)
-            u->t_end = (win + 1) * job->sp.window_s;
         if (plan && win < plan->n && plan->hit[win]) { /* token cache hit: no preprocessing */
             worker_unit_free(w, u);
             if ((rc = worker_cache_unit(w, job, plan, win, &u)) < 0) {
@@ -238,8 +213,8 @@ static int make_units(struct worker *w, struct worker_job *job, const struct sam
             queue_unit(w, job, u);
             continue;
         }
-        vl3_vision_item item = {imgs, n, u->timestamps, 1, 0};
-        if ((rc = unit_prepare(w, u, &item, err)) < 0 ||
+        pipeline_window_span(&u->pw, &job->sp);
+        if ((rc = unit_prepare(w, u, imgs, err)) < 0 ||
             (rc = unit_fits(w, job, u, held, err)) < 0) {
             worker_unit_free(w, u);
             break;
@@ -279,23 +254,27 @@ static int check_job_bounds(const struct worker_conf *c, const struct media_info
     return 0; /* frames over all windows: counted exactly by sampling's plan (max_total) */
 }
 
+/* The pipeline's fingerprint callback: memoized per file version (worker_cache.c). */
+static int fingerprint(void *user, const char *path, int fd, const struct stat *st,
+                       char ret[TCACHE_FINGERPRINT_LEN])
+{
+    return worker_cache_fingerprint(user, path, fd, st, ret);
+}
+
 static int run_job(struct worker *w, struct worker_job *job, struct stream_stats *st,
                    vl3_error *err)
 {
     const struct worker_conf *c = w->conf;
-    int fd = -1, rc;
+    int rc;
     media_input *m = NULL;
     struct sample_result *sr = NULL;
     int64_t reserved = 0;
     struct worker_cache_plan plan = {0};
     uint64_t t0 = vl3_time_ns();
-    if ((rc = paths_open(c->roots, job->input, &fd, NULL, err)) < 0)
-        return rc;
     struct stat st_;
-    int have_stat = fstat(fd, &st_) == 0;
+    int have_stat = 0;
     char fp[TCACHE_FINGERPRINT_LEN] = "";
-    int use_cache = w->tcache && job->cache != WORKER_CACHE_OFF && have_stat &&
-                    worker_cache_fingerprint(w, job->input, fd, &st_, fp) == 0;
+    int want_fp = w->tcache && job->cache != WORKER_CACHE_OFF;
     struct media_policy pol;
     media_conf_policy(c, &pol);
     /* decoding ends by the job's time limit too */
@@ -304,8 +283,11 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
         left_ms = 1;
     if (pol.decode_timeout_ms <= 0 || pol.decode_timeout_ms > left_ms)
         pol.decode_timeout_ms = left_ms;
-    if ((rc = media_open_fd(fd, job->input, &pol, &m, err)) < 0)
-        return rc; /* fd closed by media_open_fd */
+    /* the pipeline's first step: open under the roots, fingerprint, hand to FFmpeg */
+    if ((rc = pipeline_open(c->roots, job->input, &pol, fingerprint, w, want_fp ? fp : NULL,
+                            &st_, &have_stat, &m, err)) < 0)
+        return rc;
+    int use_cache = want_fp && have_stat && fp[0];
     const struct media_info *mi = media_get_info(m);
     if (have_stat) {
         struct worker_media *md = &job->media;
@@ -325,8 +307,18 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
     if (use_cache && worker_cache_plan(w, job, fp, is_image, &plan) < 0)
         use_cache = 0;
     if (use_cache && worker_cache_plan_complete(&plan)) {
-        /* every window is cached: nothing to decode */
+        /* every window is cached: nothing to decode; the windows stream through the budget as
+         * decoded ones do (their rows are reserved) */
         for (int i = 0; i < plan.n_windows; i++) {
+            if ((rc = worker_budget_wait_room(&w->budget, &job->queued_bytes)) < 0) {
+                vl3_error_set(err, rc, "worker stopping");
+                goto out;
+            }
+            pthread_mutex_lock(&w->lock);
+            int failed = worker_job_overdue_locked(w, job, vl3_time_ns());
+            pthread_mutex_unlock(&w->lock);
+            if (failed)
+                goto out;
             struct worker_unit *u = NULL;
             if ((rc = worker_cache_unit(w, job, &plan, plan.windows[i], &u)) < 0) {
                 rc = vl3_error_set(err, rc, "out of memory");
@@ -336,21 +328,25 @@ static int run_job(struct worker *w, struct worker_job *job, struct stream_stats
             queue_unit(w, job, u);
         }
         job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
-        vl3_log_debug("token cache answered every window job=%s windows=%d", job->id,
-                      plan.n_windows);
+        vl3_log_info("cached job=%s windows=%d window_bytes_max=%lld window_bytes_sum=%lld "
+                     "budget_peak=%lld memory_budget=%lld cache_bytes=%lld",
+                     job->id, st->units, (long long)st->max_bytes, (long long)st->sum_bytes,
+                     (long long)worker_budget_peak(&w->budget), (long long)w->budget.total,
+                     (long long)plan.charged_sum);
         goto out;
     }
     /* the decoded RGB pictures; each window's pixel values are charged as it is prepared */
     int64_t need = is_image ? (int64_t)mi->width * mi->height * 3 : estimate_bytes(mi, &job->sp);
-    if ((rc = worker_budget_reserve(&w->budget, need, err)) < 0)
+    worker_cache_plan_charge(&plan, 0);
+    rc = worker_budget_reserve(&w->budget, need, err);
+    worker_cache_plan_charge(&plan, 1);
+    if (rc < 0)
         goto out;
     reserved = need;
     if (is_image) {
         image_rgb im = {0};
-        if ((rc = media_read_image(m, &im, err)) < 0)
+        if ((rc = pipeline_read_image(&w->pl, m, &im, err)) < 0)
             goto out;
-        if (w->native_flavour) /* transformers' convert_to_rgb */
-            image_rgb_composite_white(&im);
         job->frames_decoded = 1;
         job->decode_ms = (double)(vl3_time_ns() - t0) / 1e6;
         media_close(m);

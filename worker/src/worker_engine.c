@@ -31,16 +31,16 @@ static struct worker_unit *take_units(struct worker *w, int *ret_frames)
     int frames = 0;
     while (w->unitq_head) {
         struct worker_unit *u = w->unitq_head;
-        if (head && frames + u->n_frames > maxf)
+        if (head && frames + u->pw.n_frames > maxf)
             break;
         w->unitq_head = u->next;
         if (!w->unitq_head)
             w->unitq_tail = NULL;
-        w->unitq_frames -= u->n_frames;
+        w->unitq_frames -= u->pw.n_frames;
         u->next = NULL;
         *tail = u;
         tail = &u->next;
-        frames += u->n_frames;
+        frames += u->pw.n_frames;
     }
     *ret_frames = frames;
     return head;
@@ -59,37 +59,22 @@ static void timed_wait(struct worker *w, int64_t ms)
     (void)pthread_cond_timedwait(&w->cond_engine, &w->lock, &ts);
 }
 
-/* Encode every unit (one call) into u->visual. */
+/* Encode every unit in one vision-encoder call (the pipeline's encode step: the rows before the
+ * projector, batched by the engine, then the projector per window) into its visual tokens. */
 static int encode_units(struct worker *w, struct worker_unit *units, int n, int frames,
                         vl3_error *err)
 {
-    int hidden = vl3_vision_out_dim(w->vision);
-    for (struct worker_unit *u = units; u; u = u->next) {
-        u->visual = malloc(sizeof(float) * (size_t)(u->mask.n_kept ? u->mask.n_kept : 1) *
-                           (size_t)hidden);
-        if (!u->visual)
-            return vl3_error_set(err, -ENOMEM, "out of memory for visual rows");
-    }
-    /* one encoder pass over every unit (per-frame attention keeps them independent), batched
-     * by the engine (vl3_vision_encode_many), not by a copy of it here */
-    const vl3_pixel_batch **bs = malloc(sizeof(*bs) * (size_t)n);
-    const vl3_token_mask **masks = malloc(sizeof(*masks) * (size_t)n);
-    float **outs = malloc(sizeof(*outs) * (size_t)n);
+    struct pipeline_window **ws = malloc(sizeof(*ws) * (size_t)n);
     uint64_t t0 = vl3_time_ns();
     int rc, i = 0;
-    if (!bs || !masks || !outs) {
+    if (!ws) {
         rc = vl3_error_set(err, -ENOMEM, "out of memory for a vision batch of %d frames", frames);
     } else {
-        for (struct worker_unit *u = units; u; u = u->next, i++) {
-            bs[i] = &u->batch;
-            masks[i] = &u->mask;
-            outs[i] = u->visual;
-        }
-        rc = vl3_vision_encode_many(w->vision, bs, masks, n, outs, err);
+        for (struct worker_unit *u = units; u; u = u->next, i++)
+            ws[i] = &u->pw;
+        rc = pipeline_encode(&w->pl, w->vision, ws, n, err);
     }
-    free(bs);
-    free(masks);
-    free(outs);
+    free(ws);
     double ms = (double)(vl3_time_ns() - t0) / 1e6;
     w->vision_calls++;
     if (frames > w->vision_frames_max)
@@ -116,7 +101,6 @@ static int encode_units(struct worker *w, struct worker_unit *units, int n, int 
 static int submit_prompts(struct worker *w, struct worker_unit *u, vl3_error *err)
 {
     struct worker_job *job = u->job;
-    int hidden = vl3_vision_out_dim(w->vision);
     if (!w->lm)
         return vl3_error_set(err, VL3_E_UNSUPPORTED,
                              "this worker has no language model to answer with");
@@ -134,33 +118,27 @@ static int submit_prompts(struct worker *w, struct worker_unit *u, vl3_error *er
         g->unit = u;
         g->task = t;
         if ((rc = vl3_task_instruction((enum vl3_task)job->kinds[t], &w->texts,
-                                       job->questions[t], u->is_image ? "image" : "video",
+                                       job->questions[t], u->pw.is_image ? "image" : "video",
                                        &text, err)) < 0)
             goto fail;
-        vl3_prompt_params pp = w->mm.prompt;
+        /* the hand-off: the prompt from the window's visual tokens, as vl3 run builds it */
+        vl3_prompt_params pp = w->pl.mm.prompt;
         pp.user_text = text;
-        vl3_vision_item item = {NULL, u->n_frames, u->timestamps, !u->is_image, 0};
-        rc = vl3_prompt_build(&pp, w->tok, &item, u->batch.grids, 1, &u->mask, &g->prompt, err);
+        rc = pipeline_prompt(&pp, w->tok, &u->pw.vt, &g->prompt, err);
         free(text);
         if (rc < 0)
             goto fail;
-        if (g->prompt.n_visual != u->mask.n_kept) {
-            rc = vl3_error_set(err, VL3_E_FORMAT, "the prompt has %lld placeholders for %lld "
-                               "visual rows", (long long)g->prompt.n_visual,
-                               (long long)u->mask.n_kept);
-            goto fail;
-        }
         struct worker_seq *q = &g->seq;
         q->ids = g->prompt.ids;
         q->n_ids = (int)g->prompt.n_ids;
-        q->visual = u->visual;
+        q->visual = u->pw.vt.visual;
         q->visual_pos = g->prompt.visual_pos;
         q->n_visual = (int)g->prompt.n_visual;
-        q->visual_dim = hidden;
+        q->visual_dim = u->pw.vt.hidden;
         q->max_new_tokens = (int)(job->max_new_tokens > 0 ? job->max_new_tokens
                                                           : w->conf->max_new_tokens);
         q->temperature = (float)job->temperature;
-        q->seed = w->conf->seed >= 0 ? (uint64_t)w->conf->seed : seed_of(job->id, t, u->window);
+        q->seed = w->conf->seed >= 0 ? (uint64_t)w->conf->seed : seed_of(job->id, t, u->pw.window);
         q->user = g;
         q->group = job;
     }
@@ -239,27 +217,27 @@ void worker_engine_seq_done(void *user, struct worker_seq *q)
         struct worker_answer *a = &job->answers[job->n_answers++];
         memset(a, 0, sizeof(*a));
         a->task = g->task;
-        a->window = u->window;
-        a->t_start = u->t_start;
-        a->t_end = u->t_end;
+        a->window = u->pw.window;
+        a->t_start = u->pw.t_start;
+        a->t_end = u->pw.t_end;
         a->answer = text;
         text = NULL;
-        a->stats = (struct worker_stats){job->frames_decoded, count_pruned_frames(&u->mask),
+        const struct pipeline_window *pw = &u->pw;
+        a->stats = (struct worker_stats){job->frames_decoded, count_pruned_frames(&pw->vt.mask),
                                          q->n_out, q->max_batch, job->decode_ms, u->vision_ms,
-                                         q->prefill_ms, q->generate_ms, u->n_frames,
-                                         u->is_image || u->n_frames <= 0
+                                         q->prefill_ms, q->generate_ms, pw->n_frames,
+                                         pw->is_image || pw->n_frames <= 0
                                              ? 0
-                                             : (u->t_end - u->t_start) / u->n_frames,
-                                         u->mask.n_tokens, u->mask.n_kept, q->n_ids,
+                                             : (pw->t_end - pw->t_start) / pw->n_frames,
+                                         pw->vt.mask.n_tokens, pw->vt.mask.n_kept, q->n_ids,
                                          u->vision_batch_frames, u->vision_batch_units,
                                          u->vision_batch_jobs, q->max_groups, u->cache};
         vl3_log_info("answered job=%s task=%d window=%d prompt_tokens=%d shared_tokens=%d "
                      "generated=%d decode_batch=%d vision_batch_frames=%d "
                      "vision_batch_windows=%d tokens_kept=%lld/%lld",
-                     job->id, g->task, u->window, q->n_ids, q->shared_tokens, q->n_out,
-                     q->max_batch,
-                     u->vision_batch_frames, u->vision_batch_units, (long long)u->mask.n_kept,
-                     (long long)u->mask.n_tokens);
+                     job->id, g->task, pw->window, q->n_ids, q->shared_tokens, q->n_out,
+                     q->max_batch, u->vision_batch_frames, u->vision_batch_units,
+                     (long long)pw->vt.mask.n_kept, (long long)pw->vt.mask.n_tokens);
     }
 unlock:
     free(text);
@@ -283,9 +261,17 @@ int worker_engine_seq_alive(void *user, const struct worker_seq *q)
     return alive;
 }
 
+/* A window the token cache answered: only the projector, on its cached rows (pipeline step). */
+static int project_cached(struct worker *w, struct worker_unit *u, vl3_error *err)
+{
+    int rc = pipeline_window_project(&w->pl, w->vision, &u->pw, err);
+    u->vision_ms = u->pw.encode_ms;
+    return rc;
+}
+
 /* Encode and submit a set of units; units whose job failed are dropped. Units the token cache
- * answered (cache 2: rows already there) skip the encoder; the encoded ones that missed are
- * stored. */
+ * answered (cache 2: pre-projector rows already there) skip the encoder and run the projector
+ * only; the encoded ones that missed are stored. */
 static void process_units(struct worker *w, struct worker_unit *units, int frames)
 {
     struct worker_unit *todo = NULL, **tt = &todo, *hits = NULL, **ht = &hits;
@@ -295,7 +281,7 @@ static void process_units(struct worker *w, struct worker_unit *units, int frame
         units = u->next;
         u->next = NULL;
         if (u->cache == 2) {
-            frames -= u->n_frames;
+            frames -= u->pw.n_frames;
             *ht = u;
             ht = &u->next;
         } else {
@@ -308,7 +294,7 @@ static void process_units(struct worker *w, struct worker_unit *units, int frame
     int rc = todo ? encode_units(w, todo, n, frames, &err) : 0;
     if (rc == 0)
         for (struct worker_unit *u = todo; u; u = u->next)
-            worker_cache_store_unit(w, u, vl3_vision_out_dim(w->vision));
+            worker_cache_store_unit(w, u);
     /* the hits go last: they never see an encoder failure */
     *tt = hits;
     units = todo ? todo : hits;
@@ -319,8 +305,10 @@ static void process_units(struct worker *w, struct worker_unit *units, int frame
         u->next = NULL;
         vl3_error e2 = err;
         int r = n_todo-- > 0 ? rc : 0;
-        if (r == 0 && u->cache == 2)
+        if (r == 0 && u->cache == 2) {
             e2 = (vl3_error){0};
+            r = project_cached(w, u, &e2);
+        }
         if (r == 0) {
             (void)worker_send_progress(&w->out, u->job->id, "generate", 0, u->job->ntasks);
             r = submit_prompts(w, u, &e2);
@@ -375,7 +363,7 @@ void *worker_engine_main(void *arg)
             units = u->next;
             u->next = NULL;
             if (u->job->rc) {
-                frames -= u->n_frames;
+                frames -= u->pw.n_frames;
                 struct worker_job *job = u->job;
                 worker_unit_free(w, u);
                 worker_job_unref_locked(w, job);

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#include "pipeline.h"
 #include "sample.h"
 #include "token_cache.h"
 #include "vl3/engine.h"
@@ -55,20 +56,15 @@ struct worker_job {
 struct worker_unit {
     struct worker_unit *next;
     struct worker_job *job;
-    int window;
-    double t_start, t_end;
-    int n_frames;
-    int is_image;           /* a still image (one frame, no timestamps), not video frames */
-    double *timestamps;     /* [n_frames] owned; NULL for an image */
-    vl3_pixel_batch batch;
-    vl3_token_mask mask;
+    struct pipeline_window pw; /* the window through the pipeline's steps (pipeline.h); after
+                                * the engine, pw.vt holds its visual tokens */
     int64_t reserved;       /* bytes held in the memory budget */
     int queued;             /* handed to the engine: reserved counts in job->queued_bytes */
-    float *visual;          /* (mask.n_kept, hidden) after encoding, owned */
     int seqs_left;          /* sequences of this window not finished */
-    double preprocess_ms, vision_ms;
+    double vision_ms;
     int vision_batch_frames, vision_batch_units;
-    /* token cache: 0 not used, 1 miss (key set: stored after encoding), 2 hit (visual set) */
+    /* token cache: 0 not used, 1 miss (key set: stored after encoding), 2 hit (pw.vt set: only
+     * the projector runs) */
     int cache;
     char key[33];
     char *key_descr;        /* owned */
@@ -90,7 +86,7 @@ struct worker {
     const struct worker_conf *conf;
     const vl3_model *model;
     const vl3_tokenizer *tok;
-    vl3_mm_params mm;
+    struct pipeline pl;         /* the media half's settings (pipeline.h), read-only */
     vl3_task_texts texts;
     struct worker_out out;
     struct worker_budget budget;
@@ -117,10 +113,6 @@ struct worker {
     /* token cache (NULL when cache.conninfo is empty); thread-safe */
     tcache *tcache;
     struct worker_cache_writer *cache_writer; /* stores off the engine thread (worker_cache.c) */
-    char vision_identity[33];
-    int native_flavour;  /* native-layout model: one-window jobs sample as transformers does and
-                          * images with alpha are composited onto white */
-    const char *compute; /* vl3_model_info.compute: the token cache keys on it */
     struct worker_fp_memo {     /* content fingerprints by file version, under lock */
         char path[256];
         int64_t dev, ino, size, mtime_ns, ctime_ns;

@@ -5,7 +5,8 @@
  *      resize on uint8, normalisation and the merge-aware patch order (§3.2) -> pixel_values.
  *   2. vl3_difffp_mask: DiffFP token pruning (§5.5) computed from pixel_values.
  *   3. vl3_vision_encode: the SigLIP-NaViT encoder + downsample + projector (§4) -> projector rows
- *      for the kept merged tokens, in prompt order.
+ *      for the kept merged tokens, in prompt order; in two halves vl3_vision_encode_pre (the
+ *      rows before the projector, what the token cache keeps) and vl3_vision_project.
  *   4. vl3_prompt_build: the chat template (§7) with expanded, pruned placeholders -> token ids and
  *      the positions where projector rows replace placeholder embeddings.
  * Everything here is reentrant; objects are not shared between threads unless stated. */
@@ -229,8 +230,33 @@ void vl3_vision_free(vl3_vision *v);
  * float32 values unchanged. */
 void vl3_vision_set_bf16_input(vl3_vision *v, int on);
 
+/* An encoder holding only the projector's weights (for cached pre-projector rows: a token cache
+ * hit needs no encoder): only vl3_vision_project and the queries below work on it. */
+int vl3_vision_new_projector(const vl3_model *model, vl3_vision **ret, vl3_error *reterr);
+
 /* Hidden width of the projector rows (the LLM hidden size). */
 int vl3_vision_out_dim(const vl3_vision *v);
+
+/* Width of the pre-projector rows (the encoder's hidden size, 1,152). */
+int vl3_vision_pre_dim(const vl3_vision *v);
+
+/* 1 when the pre-projector rows are bf16 values (the backend's bf16 mode: the projector rounds
+ * its input to bf16 anyway, and vl3_vision_encode_pre rounds them the same way itself), so they
+ * can be held as bf16 exactly; 0 for f32 rows. */
+int vl3_vision_pre_bf16(const vl3_vision *v);
+
+/* The first half of vl3_vision_encode: the encoder and downsample, then the kept merged tokens'
+ * rows before the projector (n_kept x pre_dim floats into out, batch order; rounded to bf16 when
+ * vl3_vision_pre_bf16). Returns 0, -EINVAL, -ENOMEM. */
+int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_mask *mask,
+                          float *out, vl3_error *reterr);
+
+/* The second half: the projector on one request's pre-projector rows (pre: mask's n_kept rows,
+ * or n_tok rows when mask is NULL) into out (as many rows, out_dim wide). The rows are projected
+ * at their places among the request's n_tok merged tokens, so rows from vl3_vision_encode_pre or
+ * from the token cache give bit-identical results. Returns 0, -EINVAL, -ENOMEM. */
+int vl3_vision_project(vl3_vision *v, const vl3_token_mask *mask, int64_t n_tok, const float *pre,
+                       float *out, vl3_error *reterr);
 
 /* Encode a batch (every item, every frame, in one variable-length pass with per-frame
  * attention) and write the projector rows of the kept merged tokens (mask may be NULL = all) to
@@ -240,11 +266,17 @@ int vl3_vision_encode(vl3_vision *v, const vl3_pixel_batch *b, const vl3_token_m
 
 /* Encode several requests' batches in ONE encoder pass (the worker batches across jobs; each
  * request was preprocessed on its own since the resize budget is per request). masks[i] may be
- * NULL (keep all); outs[i] receives request i's kept rows exactly as vl3_vision_encode would
- * write them. Returns 0, -EINVAL, -ENOMEM. */
+ * NULL (keep all); outs[i] receives request i's kept projector rows, projected per request
+ * (vl3_vision_project). Returns 0, -EINVAL, -ENOMEM. */
 int vl3_vision_encode_many(vl3_vision *v, const vl3_pixel_batch *const *batches,
                            const vl3_token_mask *const *masks, int n, float *const *outs,
                            vl3_error *reterr);
+
+/* The same, up to the pre-projector rows: pres[i] receives request i's kept rows before the
+ * projector (n_kept x pre_dim), as vl3_vision_encode_pre writes them. */
+int vl3_vision_encode_many_pre(vl3_vision *v, const vl3_pixel_batch *const *batches,
+                               const vl3_token_mask *const *masks, int n, float *const *pres,
+                               vl3_error *reterr);
 
 /* ---- one multimodal request, end to end (what `vl3 run` and the worker call) ---------------- */
 
@@ -265,6 +297,9 @@ typedef struct vl3_mm_input {
     vl3_prompt prompt;           /* ids, rendered text, visual positions */
     float *visual;               /* (prompt.n_visual, hidden) projector rows, owned */
     int hidden;
+    float *pre;                  /* (mask.n_kept, pre_dim) pre-projector rows, owned */
+    int pre_dim;
+    int pre_bf16;                /* pre holds bf16 values (vl3_vision_pre_bf16) */
     double t_preprocess, t_encode; /* seconds */
 } vl3_mm_input;
 

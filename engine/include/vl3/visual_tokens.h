@@ -2,8 +2,10 @@
  * half of a request (decode -> sample -> preprocess -> DiffFP -> encoder + projector) and the
  * prompt + generation half, and its serialized form for the token cache.
  *
- * The object holds exactly what the LLM consumes for the window's visual items, after DiffFP:
- * the projector rows of the kept merged tokens (dtype declared), and everything needed to rebuild
+ * The object holds what the LLM consumes for the window's visual items, after DiffFP: the
+ * pre-projector rows of the kept merged tokens (dtype declared; the cheapest exact form, the
+ * projector runs on them in well under 1% of the encoder's time) with the projector rows made
+ * from them (visual, not serialized), and everything needed to rebuild
  * the prompt without the media: per item its grid, merge size, resized size, frame count, kind
  * and whether it has timestamps; per frame its timestamp (the "Time X.Xs" labels are a pure
  * function of it, engine/src/prompt.c) and its kept / total tokens; the keep mask.
@@ -27,12 +29,13 @@
 extern "C" {
 #endif
 
-#define VL3_VT_FORMAT_VERSION 1
+#define VL3_VT_FORMAT_VERSION 2 /* 2: pre-projector rows (encoder width), f32 or bf16 */
 #define VL3_VT_CHUNK_BYTES (1 << 20) /* raw bytes of rows per chunk */
 
 enum vl3_vt_dtype {
-    VL3_VT_DTYPE_F32,  /* what the CPU backend's projector writes; bit-exact */
-    VL3_VT_DTYPE_BF16, /* reserved: rows held as bf16 by the model */
+    VL3_VT_DTYPE_F32,  /* f32 pre-projector rows (f32 precision, CUDA) */
+    VL3_VT_DTYPE_BF16, /* bf16 pre-projector rows: exact where the projector rounds its input
+                        * to bf16 (the CPU's bf16 precision, vl3_vision_pre_bf16) */
     VL3_VT_DTYPE_COUNT
 };
 
@@ -48,19 +51,25 @@ typedef struct vl3_visual_tokens {
     vl3_token_mask mask;      /* keep mask, kept / total tokens per frame, owned */
     enum vl3_vt_dtype dtype;
     int64_t n_rows;           /* == mask.n_kept */
-    int dim;                  /* row width (the LLM hidden size) */
-    void *rows;               /* (n_rows, dim) of dtype, owned */
+    int dim;                  /* row width (the encoder's, before the projector) */
+    void *rows;               /* (n_rows, dim) of dtype: pre-projector rows, owned, serialized */
+    /* what the LLM reads: the projector rows (vl3_visual_tokens_project), not serialized */
+    float *visual;            /* (n_rows, hidden), owned; NULL until projected */
+    int hidden;
 } vl3_visual_tokens;
 
 /* Build the object from the media half's results, copying everything: the batch's grids and
  * sizes (b, borrowed), the mask (m, borrowed; NULL = every token kept), the items' frame counts,
- * kinds and timestamps (items, borrowed [n_items], frames not read) and the f32 projector rows
- * (rows, borrowed, (m->n_kept, dim)). Returns 0, -EINVAL, -ENOMEM. */
+ * kinds and timestamps (items, borrowed [n_items], frames not read) and the pre-projector rows
+ * (pre, borrowed, (m->n_kept, dim) f32, held as dtype: for BF16 they must be bf16 values,
+ * vl3_vision_pre_bf16, else -EINVAL). visual stays NULL. Returns 0, -EINVAL, -ENOMEM. */
 int vl3_visual_tokens_from_parts(const vl3_pixel_batch *b, const vl3_token_mask *m,
-                                 const vl3_vision_item *items, int n_items, const float *rows,
-                                 int dim, vl3_visual_tokens *ret, vl3_error *reterr);
+                                 const vl3_vision_item *items, int n_items, const float *pre,
+                                 int dim, enum vl3_vt_dtype dtype, vl3_visual_tokens *ret,
+                                 vl3_error *reterr);
 
-/* The same from a prepared request (vl3_mm_prepare's result and its items). */
+/* The same from a prepared request (vl3_mm_prepare's result and its items), its projector rows
+ * copied into visual too. */
 int vl3_visual_tokens_from_mm(const vl3_mm_input *mm, const vl3_vision_item *items, int n_items,
                               vl3_visual_tokens *ret, vl3_error *reterr);
 
@@ -68,8 +77,22 @@ int vl3_visual_tokens_from_mm(const vl3_mm_input *mm, const vl3_vision_item *ite
  * ret_items must hold vt->n_items entries. */
 void vl3_visual_tokens_items(const vl3_visual_tokens *vt, vl3_vision_item *ret_items);
 
-/* The rows as f32 (NULL unless dtype is F32). */
-const float *vl3_visual_tokens_f32(const vl3_visual_tokens *vt);
+/* The pre-projector rows as f32 (bf16 widened exactly) into out (n_rows x dim floats). */
+void vl3_visual_tokens_pre_f32(const vl3_visual_tokens *vt, float *out);
+
+/* Run the projector on the object's rows into visual (replacing it) with v (borrowed; an encoder
+ * or vl3_vision_new_projector of the model that made the rows). The rows' width and dtype must
+ * be v's (else VL3_E_FORMAT): the result is bit-identical to the cold path's projector rows.
+ * Returns 0, -EINVAL, -ENOMEM, VL3_E_FORMAT. */
+int vl3_visual_tokens_project(vl3_vision *v, vl3_visual_tokens *vt, vl3_error *reterr);
+
+/* The dtype v's pre-projector rows are held in (F32 or BF16). */
+enum vl3_vt_dtype vl3_visual_tokens_dtype_of(const vl3_vision *v);
+
+/* A deep copy of vt (borrowed) into *ret, its projector rows (visual) included when with_visual
+ * is set. Returns 0, -EINVAL, -ENOMEM. */
+int vl3_visual_tokens_copy(const vl3_visual_tokens *vt, int with_visual, vl3_visual_tokens *ret,
+                           vl3_error *reterr);
 
 /* Free what the object owns; accepts a zeroed or half-built object. */
 void vl3_visual_tokens_deinit(vl3_visual_tokens *vt);
