@@ -696,7 +696,8 @@ TEST(op_vision)
         float *b = lin[s][3] ? randv((size_t)out, 0.5, 0) : NULL;
         float *want = malloc(ny * 4);
         ASSERT_OK(cv->linear(NULL, x, w, b, want, P, in, out));
-        void *ex = edev(x, nx * 4), *ew = edev(w, nw * 4), *eb = b ? edev(b, (size_t)out * 4) : NULL;
+        void *ex = edev(x, nx * 4), *ew = edev(w, nw * 4);
+        void *eb = b ? edev(b, (size_t)out * 4) : NULL;
         void *ey = edev(NULL, ny * 4);
         ASSERT_OK(ev->linear(ectx, ex, ew, eb, ey, P, in, out));
         float *got = eback(ey, ny * 4);
@@ -1184,7 +1185,7 @@ TEST(e2e_bench_gpu_window)
     ASSERT_OK_E(vl3_model_write_tiny(dir, &tp, &err), &err);
     ASSERT_EQ(test_sh(out, sizeof(out),
                       "%s/vl3 bench gpu --model %s --backend %s --frames 1 --prompt-tokens 16 "
-                      "--gen-tokens 2 --batches 1,2 --limit-size 32 --window-frames 1 "
+                      "--gen-tokens 2 --batches 1,2 --limit-size 32 --window-frames 2 --grid 4x6 "
                       "--window-gen 5 2>&1",
                       bin, dir, dev_name),
               0);
@@ -1194,7 +1195,7 @@ TEST(e2e_bench_gpu_window)
     double t = 0, rate = 0;
     ASSERT_EQ(sscanf(row + strlen("3-min window (meas.)"), "%lf %lf", &t, &rate), 2);
     ASSERT(t > 0 && rate > 0 && fabs(rate - 1 / t) <= 0.0006); /* rate printed with %.3f */
-    ASSERT_STR_CONTAINS(out, "1 frames of 14x24 patches encoded in one call, 84 visual + 16 "
+    ASSERT_STR_CONTAINS(out, "2 frames of 4x6 patches encoded in one call, 12 visual + 16 "
                              "text tokens prefilled, 5 tokens generated");
     return 0;
 }
