@@ -989,9 +989,11 @@ TEST(e2e_llm_batches_match_cpu)
  * greedy without a penalty), context B on the same model downloads the logits and samples on
  * the host with twin samplers (same parameters and seeds). The ids must be equal: B's logits
  * are A's (the same model, inputs and backend), so only the op can differ; a draw lands within
- * 1e-5 of a boundary with probability ~2e-5, so none of these 60 is expected to (the rule of
+ * 1e-5 of a boundary with probability ~2e-5, so none of these 120 is expected to (the rule of
  * op_sample). Three sequences: sampling with top-k/top-p/penalty, greedy with a penalty, plain
- * sampling; then all greedy without a penalty (the argmax path). */
+ * sampling; then all greedy without a penalty (the argmax path). On the emulator the copies are
+ * counted: a decode step plus its sampling downloads the 3 ids and nothing else (the logits stay
+ * on the device). */
 TEST(e2e_ctx_sample_matches_host)
 {
     SETUP();
@@ -1058,8 +1060,17 @@ TEST(e2e_ctx_sample_matches_host)
                 }
                 if (step == 9)
                     break;
+                long h0 = 0, d0 = 0, h1 = 0, d1 = 0;
+                long long hb0 = 0, db0 = 0, hb1 = 0, db1 = 0;
+                if (b && !real_gpu)
+                    vl3_emu_copy_stats(&h0, &d0, &hb0, &db0);
                 ASSERT_OK_E(vl3_decode_step(ca, seqs, ids, 3, NULL, &err), &err);
                 ASSERT_OK_E(vl3_ctx_sample(ca, sa, 3, idb, &err), &err); /* idb: scratch */
+                if (b && !real_gpu) { /* the step and its sampling bring back 3 ids, nothing else */
+                    vl3_emu_copy_stats(&h1, &d1, &hb1, &db1);
+                    ASSERT_EQ(d1 - d0, 1);
+                    ASSERT_EQ(db1 - db0, 3 * (long long)sizeof(int32_t));
+                }
                 ASSERT_OK_E(vl3_decode_step(cb, seqs, ids, 3, &lg, &err), &err);
                 memcpy(ids, idb, sizeof(ids));
                 for (int i = 0; i < 3; i++)
