@@ -29,12 +29,12 @@
  *
  * Memory: where the vision ops work on device memory (ops->device_memory: the CUDA backend), the
  * encoder lives there. vision_new converts the matrices into the backend's weight format (bf16)
- * in one device allocation and uploads the vectors (f32) in another; encode_pre allocates the
+ * in one device allocation and uploads the vectors (f32) in another; encode allocates the
  * activations through the backend, uploads the pixel batch and the RoPE positions once, keeps
- * every activation on the device through all layers and downloads the merged rows once (the
- * pre-projector rows are handed out on the host: the token cache stores them); project uploads
- * its input rows once and downloads the projector's rows once. Elsewhere (the CPU) everything
- * is host memory, as the same code with memcpy. */
+ * every activation on the device through all layers, and downloads the merged rows once (the
+ * pre-projector rows are gathered, and bf16-rounded, on the host: they are what the token cache
+ * stores); the projector uploads its rows once and downloads its result once. Elsewhere (the
+ * CPU) everything is host memory, as the same code with memcpy. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -188,7 +188,7 @@ static float *take(struct vl3_vision *v, const vl3__tensor *t, int64_t n, vl3_er
             return NULL;
         }
     }
-    return ret; /* device: uploaded with the whole slab at the end of vision_new */
+    return ret; /* device: uploaded with the whole slab at the end of vl3_vision_new */
 }
 
 #define DMAT_ALIGN 256 /* bytes between device matrices */
@@ -282,8 +282,7 @@ static int vision_new(const vl3_model *model, int proj_only, vl3_vision **ret, v
         }
     }
     int64_t C = v->C, I = v->I, Dl = v->out_dim;
-    /* matrices and vectors (norm weights, biases): the projector's, then the encoder's */
-    int64_t mats = Dl * C + Dl * Dl, vecs = 2 * Dl;
+    int64_t mats = Dl * C + Dl * Dl, vecs = 2 * Dl; /* the projector's */
     if (!proj_only) {
         mats += C * v->K + v->L * (4 * C * C + 2 * C * I);
         vecs += C + v->L * (9 * C + I) + 2 * C;
@@ -553,7 +552,6 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
             fr++;
         }
     }
-
     dpr = pr, dpc = pc;
     if (v->dev) { /* the positions, once per encode (cu stays host memory: backend.h) */
         dpr = dpc = NULL;
@@ -609,19 +607,18 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
             tok += vl3_vision_grid_tokens_per_frame(g);
         }
     }
-    /* the merged rows from the device, in one download (straight into out without a mask) */
-    const float *rows = h;
+    /* the kept rows (from the device in one download), rounded to bf16 where the projector's
+     * first linear rounds its input (the rows handed out are then exactly what the projector
+     * consumes: bf16 rows are exact) */
+    const float *hrows = h;
     if (v->dev) {
-        float *d = out;
-        if (mask && !(d = hbuf = malloc(sizeof(float) * (size_t)(n_tok * C)))) {
-            rc = vl3_error_set(reterr, -ENOMEM, "out of memory for %lld rows", (long long)n_tok);
+        if (!(hbuf = malloc(sizeof(float) * (size_t)(n_tok * C)))) {
+            rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
             goto out;
         }
-        TRY(from_buf(v, d, h, sizeof(float) * (size_t)(n_tok * C), reterr));
-        rows = d;
+        TRY(from_buf(v, hbuf, h, sizeof(float) * (size_t)(n_tok * C), reterr));
+        hrows = hbuf;
     }
-    /* the kept rows, rounded to bf16 where the projector's first linear rounds its input (the
-     * rows handed out are then exactly what the projector consumes: bf16 rows are exact) */
     int64_t kept = 0;
     for (int64_t t = 0; t < n_tok; t++) {
         if (mask && !mask->keep[t])
@@ -629,11 +626,11 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
         if (kept++ >= n_kept)
             break;
         float *dst = out + (kept - 1) * C;
-        const float *src = rows + t * C;
+        const float *src = hrows + t * C;
         if (v->pre_bf16)
             for (int64_t c = 0; c < C; c++)
                 dst[c] = round_bf16(src[c]);
-        else if (dst != src)
+        else
             memcpy(dst, src, sizeof(float) * (size_t)C);
     }
     if (kept != n_kept) {
@@ -675,16 +672,13 @@ int vl3_vision_project(vl3_vision *v, const vl3_token_mask *mask, int64_t n_tok,
     const int64_t C = v->C, Dl = v->out_dim;
     int64_t n_kept = mask ? mask->n_kept : n_tok;
     int rc = -ENOMEM;
-    float *all = NULL, *z = NULL, *proj = NULL, *dx = NULL, *hbuf = NULL;
+    float *all = NULL, *rows = NULL, *xd = NULL, *z = NULL, *y = NULL;
     /* every merged token's row at its place (pruned ones zero): each kept row is then computed
      * exactly as in a call without pruning -- rows of a product are independent, but kernels
      * may round a row differently when the number of rows or its position changes */
     const float *x = pre;
     if (mask) {
-        all = calloc((size_t)(n_tok * C), sizeof(float));
-        if (!v->dev) /* on the device: a device buffer below */
-            proj = malloc(sizeof(float) * (size_t)(n_tok * Dl));
-        if (!all || (!v->dev && !proj)) {
+        if (!(all = calloc((size_t)(n_tok * C), sizeof(float)))) {
             rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
             goto out;
         }
@@ -699,46 +693,44 @@ int vl3_vision_project(vl3_vision *v, const vl3_token_mask *mask, int64_t n_tok,
         }
         x = all;
     }
-    if (v->dev) { /* the input rows in one upload; the output rows in device memory */
-        TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * C), (void **)&dx, reterr));
-        TRY(to_buf(v, dx, x, sizeof(float) * (size_t)(n_tok * C), reterr));
-        x = dx;
-        TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&proj, reterr));
+    /* the encoder's memory: on a device, the rows go up once and the result comes down once */
+    if (v->dev) {
+        TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * C), (void **)&xd, reterr));
+        TRY(to_buf(v, xd, x, sizeof(float) * (size_t)(n_tok * C), reterr));
+        x = xd;
     }
     TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&z, reterr));
-    float *y = mask || v->dev ? proj : out;
+    if (mask || v->dev)
+        TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&y, reterr));
+    float *dst = mask || v->dev ? y : out;
     TRY(lin(v, x, &v->p1_w, v->p1_b, z, n_tok, (int)C, (int)Dl));
     TRY(op->gelu_erf(cx, z, n_tok * Dl));
-    TRY(lin(v, z, &v->p2_w, v->p2_b, y, n_tok, (int)Dl, (int)Dl));
-    const float *rows = proj;
-    if (v->dev) { /* one download (straight into out without a mask) */
-        float *d = out;
-        if (mask && !(d = hbuf = malloc(sizeof(float) * (size_t)(n_tok * Dl)))) {
+    TRY(lin(v, z, &v->p2_w, v->p2_b, dst, n_tok, (int)Dl, (int)Dl));
+    const float *res = dst;
+    if (v->dev) {
+        float *h = out;
+        if (mask && !(h = rows = malloc(sizeof(float) * (size_t)(n_tok * Dl)))) {
             rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
             goto out;
         }
-        TRY(from_buf(v, d, proj, sizeof(float) * (size_t)(n_tok * Dl), reterr));
-        rows = d;
+        TRY(from_buf(v, h, y, sizeof(float) * (size_t)(n_tok * Dl), reterr));
+        res = h;
     }
     if (mask) {
         int64_t kept = 0;
         for (int64_t t = 0; t < n_tok; t++)
             if (mask->keep[t])
-                memcpy(out + (kept++) * Dl, rows + t * Dl, sizeof(float) * (size_t)Dl);
+                memcpy(out + (kept++) * Dl, res + t * Dl, sizeof(float) * (size_t)Dl);
     }
     rc = 0;
 out:
     if (rc < 0 && reterr && reterr->code != rc)
         vl3_error_set(reterr, rc, "vision projector failed: %s", vl3_strerror(rc));
     free(all);
+    free(rows);
+    buf_free(v, xd);
     buf_free(v, z);
-    if (v->dev) {
-        buf_free(v, dx);
-        buf_free(v, proj);
-    } else {
-        free(proj);
-    }
-    free(hbuf);
+    buf_free(v, y);
     return rc;
 }
 

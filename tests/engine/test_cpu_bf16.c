@@ -15,6 +15,7 @@
  * largest logit difference of the two modes at that step (a bf16-sized flip); until then every
  * step's logits agree within relative L2 BF16_REL_L2. */
 #include <math.h>
+#include <pthread.h>
 #include <time.h>
 #include <stdlib.h>
 #include <string.h>
@@ -56,7 +57,8 @@ static int gemm_case(int isa)
         {1, 64, 48},    {1, 129, 33},   {3, 37, 70},    {4, 31, 5},     {5, 600, 17},
         {15, 100, 33},  {16, 64, 32},   {17, 588, 47},  {31, 1152, 40}, {32, 96, 64},
         {33, 64, 40},   {48, 4304, 70}, {100, 257, 130}, {1, 1536, 1536}, {3, 1536, 8960},
-        {2, 8960, 1536}, {40, 1536, 300}, {513, 96, 50}, {600, 33, 20},  {64, 8960, 36}};
+        {2, 8960, 1536}, {40, 1536, 300}, {513, 96, 50}, {600, 33, 20},  {64, 8960, 36},
+        {400, 8967, 300}}; /* the last: amx's k-chunked path (x beyond L2), groups, k tail */
     void *c = NULL;
     ASSERT_OK(ops->init(0, 2, &c, NULL));
     vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
@@ -485,7 +487,7 @@ TEST(vision_linear_bf16)
 }
 
 /* One thread, CPU time (not wall): the AMX and AVX512-BF16 kernels' own rate, immune to the
- * other jobs of a shared machine (VL3_BENCH). */
+ * other jobs of a shared machine (VL3_BENCH; VL3_BENCH_AMX_ONLY=1 times the amx path alone). */
 TEST(bench_gemm_cputime)
 {
     if (!getenv("VL3_BENCH"))
@@ -493,15 +495,22 @@ TEST(bench_gemm_cputime)
     void *c = NULL;
     ASSERT_OK(ops->init(0, 1, &c, NULL));
     static const int shapes[][3] = {{391, 1536, 2048}, {391, 1536, 8960}, {391, 8960, 1536},
-                                    {378, 1152, 4304}, {1, 1536, 8960}};
+                                    {378, 1152, 4304}, {378, 4304, 1152}, {512, 1536, 8960},
+                                    {512, 8960, 1536}, {1, 1536, 8960}};
     for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
         int T = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
-        float *x = randv((size_t)T * in), *y = malloc(sizeof(float) * T * out);
-        uint16_t *w = malloc((size_t)out * in * 2);
+        /* 64-byte aligned, as the engine's arenas and weight slab are (mem.c) */
+        float *x = aligned_alloc(64, ((size_t)T * in * 4 + 63) & ~(size_t)63);
+        float *y = aligned_alloc(64, ((size_t)T * out * 4 + 63) & ~(size_t)63);
+        uint16_t *w = aligned_alloc(64, ((size_t)out * in * 2 + 63) & ~(size_t)63);
+        for (size_t i = 0; i < (size_t)T * in; i++)
+            x[i] = (float)urand();
         for (size_t i = 0; i < (size_t)out * in; i++)
             w[i] = vl3__cpu_f32_to_bf16((float)urand() * 0.05f);
         for (int p = -1; p < VL3__CPU_ISA_COUNT; p++) {
             if (p >= 0 && (!vl3__cpu_isa_supported(p) || p < VL3__CPU_ISA_AVX512BF16))
+                continue;
+            if (getenv("VL3_BENCH_AMX_ONLY") && p != VL3__CPU_ISA_AMX)
                 continue;
             vl3__cpu_set_precision(c, p < 0 ? VL3__CPU_PREC_F32 : VL3__CPU_PREC_BF16);
             vl3__cpu_set_isa(p);
@@ -525,6 +534,180 @@ TEST(bench_gemm_cputime)
         free(x), free(y), free(w);
     }
     vl3__cpu_set_isa(-1);
+    ops->free(c);
+    return 0;
+}
+
+/* ---- the backend's thread pool (parallel.c) -------------------------------------------------
+ * thread_pool: vl3__cpu_run runs each task exactly once per call (a task run twice or skipped
+ * shows in the per-call counts), on more than one thread (tasks that sleep cannot all be taken by
+ * the caller), including when a task calls into the same pool (nested: the busy pool falls back
+ * to threads made for the call) and when two threads share one context; the same product on 1
+ * and on 3 threads gives the same bits (the split is by output rows, each summed as one thread
+ * would). */
+struct pool_probe {
+    int counts[64];
+    pthread_t who[64];
+    void *ctx;
+    int nested;
+    long long nested_sum;
+};
+
+static void nested_range(void *arg, int64_t lo, int64_t hi)
+{
+    long long s = 0;
+    for (int64_t i = lo; i < hi; i++)
+        s += i;
+    __atomic_add_fetch((long long *)arg, s, __ATOMIC_RELAXED);
+}
+
+static void probe_task(void *arg, int k)
+{
+    struct pool_probe *p = arg;
+    __atomic_add_fetch(&p->counts[k], 1, __ATOMIC_RELAXED);
+    p->who[k] = pthread_self();
+    if (p->nested) {
+        long long s = 0;
+        vl3__cpu_parallel(p->ctx, 1000, 10, nested_range, &s);
+        __atomic_add_fetch(&p->nested_sum, s, __ATOMIC_RELAXED);
+    }
+    if (k < 2 && !p->nested) {
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int pool_calls(void *c, int calls, int nested, int *ret_threads_seen)
+{
+    struct pool_probe p;
+    int multi = 0;
+    for (int i = 0; i < calls; i++) {
+        int n = 1 + i % 9;
+        memset(&p, 0, sizeof(p));
+        p.ctx = c;
+        p.nested = nested;
+        vl3__cpu_run(c, n, probe_task, &p);
+        for (int k = 0; k < 64; k++)
+            if (p.counts[k] != (k < n)) {
+                fprintf(stderr, "call %d (n %d): task %d ran %d times\n", i, n, k, p.counts[k]);
+                return -1;
+            }
+        if (nested && p.nested_sum != (long long)n * 999 * 1000 / 2) {
+            fprintf(stderr, "call %d: nested sum %lld\n", i, p.nested_sum);
+            return -1;
+        }
+        for (int k = 1; k < n; k++)
+            multi |= !pthread_equal(p.who[k], p.who[0]);
+    }
+    if (ret_threads_seen)
+        *ret_threads_seen = multi;
+    return 0;
+}
+
+struct pool_user {
+    void *ctx;
+    int rc;
+};
+
+static void *pool_user_main(void *arg)
+{
+    struct pool_user *u = arg;
+    u->rc = pool_calls(u->ctx, 300, 0, NULL);
+    return NULL;
+}
+
+TEST(thread_pool)
+{
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 3, &c, NULL));
+    int multi = 0;
+    ASSERT_OK(pool_calls(c, 200, 0, &multi));
+    ASSERT(multi); /* the 2 ms tasks 0 and 1 ran on different threads at least once */
+    ASSERT_OK(pool_calls(c, 50, 1, NULL));
+    /* two threads on one context: one holds the pool, the other runs on its own threads */
+    struct pool_user u[2] = {{c, -1}, {c, -1}};
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++)
+        ASSERT_EQ(pthread_create(&th[i], NULL, pool_user_main, &u[i]), 0);
+    for (int i = 0; i < 2; i++)
+        pthread_join(th[i], NULL);
+    ASSERT_OK(u[0].rc);
+    ASSERT_OK(u[1].rc);
+    /* the same product on 1 and 3 threads: identical bits (all paths this CPU runs) */
+    void *c1 = NULL;
+    ASSERT_OK(ops->init(0, 1, &c1, NULL));
+    int T = 100, in = 1536, out = 1000;
+    float *x = randv((size_t)T * in), *y1 = malloc(sizeof(float) * T * out);
+    float *y3 = malloc(sizeof(float) * T * out);
+    uint16_t *w = malloc((size_t)out * in * 2);
+    for (size_t i = 0; i < (size_t)out * in; i++)
+        w[i] = vl3__cpu_f32_to_bf16((float)urand());
+    for (int isa = VL3__CPU_ISA_AVX512BF16; isa < VL3__CPU_ISA_COUNT; isa++) {
+        if (!vl3__cpu_isa_supported(isa))
+            continue;
+        vl3__cpu_set_isa(isa);
+        for (int tt = 1; tt <= T; tt += T - 1) { /* one token (decode) and T */
+            void *cc[2] = {c1, c};
+            float *yy[2] = {y1, y3};
+            for (int i = 0; i < 2; i++) {
+                vl3__cpu_set_precision(cc[i], VL3__CPU_PREC_BF16);
+                size_t wb = ops->matmul_work_size(cc[i], in);
+                void *work = malloc(wb);
+                memset(yy[i], 0, sizeof(float) * T * out);
+                ASSERT_OK(ops->matmul(cc[i], yy[i], x, w, NULL, tt, in, out, 0, work, wb));
+                free(work);
+            }
+            ASSERT(memcmp(y1, y3, sizeof(float) * (size_t)tt * out) == 0);
+        }
+    }
+    vl3__cpu_set_isa(-1);
+    free(x), free(y1), free(y3), free(w);
+    ops->free(c1);
+    ops->free(c);
+    /* a context freed before its pool ever started, and one freed right after a call */
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    ops->free(c);
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    ASSERT_OK(pool_calls(c, 3, 0, NULL));
+    ops->free(c);
+    return 0;
+}
+
+/* Cost of one parallel call with trivial tasks: the pool against threads made per call (what
+ * every op did before the pool), 2 threads (VL3_BENCH). */
+static void noop_task(void *arg, int k)
+{
+    __atomic_add_fetch((int *)arg + k, 1, __ATOMIC_RELAXED);
+}
+
+static void *noop_thread(void *arg)
+{
+    noop_task(arg, 1);
+    return NULL;
+}
+
+TEST(bench_pool)
+{
+    if (!getenv("VL3_BENCH"))
+        SKIP("set VL3_BENCH=1 to time the thread pool");
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    int cnt[2] = {0, 0}, N = 20000;
+    double t0 = vl3_time_s();
+    for (int i = 0; i < N; i++)
+        vl3__cpu_run(c, 2, noop_task, cnt);
+    double tp = (vl3_time_s() - t0) / N;
+    t0 = vl3_time_s();
+    for (int i = 0; i < N / 10; i++) {
+        pthread_t th;
+        ASSERT_EQ(pthread_create(&th, NULL, noop_thread, cnt), 0);
+        noop_task(cnt, 0);
+        pthread_join(th, NULL);
+    }
+    double tc = (vl3_time_s() - t0) / (N / 10);
+    ASSERT_EQ(cnt[0], N + N / 10);
+    printf("one call of 2 trivial tasks: pool %.2f us, pthread_create + join %.2f us\n", tp * 1e6,
+           tc * 1e6);
     ops->free(c);
     return 0;
 }

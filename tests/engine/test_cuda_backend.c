@@ -1101,10 +1101,10 @@ TEST(e2e_ctx_sample_matches_host)
  * with a token mask. The rows must agree within relative L2 VIS_REL_L2: the device encoder keeps
  * its matrices in bf16 and rounds each product's input to bf16 (the reference model's bf16
  * linear layers), the CPU computes in f32 (measured 8e-4, printed); a wrong op or layout gives
- * ~0.3..1. On the emulator the copies are counted: an encode (vl3_vision_encode_pre, then
- * vl3_vision_project) uploads only the pixels, the positions and the projector's input rows (no
- * weights, no activations) and downloads twice: the merged rows before the projector (the token
- * cache's rows, on the host by contract) and the projector's rows. */
+ * ~0.3..1. On the emulator the copies are counted: an encode uploads only the pixels, the
+ * positions and, for the projector, the merged rows it downloaded once (the pre-projector rows
+ * are gathered on the host: what the token cache stores); no weights, no activations; it
+ * downloads twice, those rows and the projector's. */
 #define VIS_REL_L2 0.005
 
 TEST(e2e_vision_encoder_in_device_memory)
@@ -1128,7 +1128,6 @@ TEST(e2e_vision_encoder_in_device_memory)
     }
     vl3_vision_grid grids[2] = {{1, 4, 6, 1}, {2, 4, 4, 2}};
     int K = 588, P = 24 + 32, n_tok = 24 + 8, Dl = vl3_vision_out_dim(vis[0]);
-    int Cv = vl3_vision_pre_dim(vis[0]);
     float *px = randv((size_t)P * K, 1.0, 0);
     vl3_pixel_batch pb = {.pixel_values = px, .n_patches = P, .patch_dim = K, .n_items = 2,
                           .grids = grids};
@@ -1155,7 +1154,7 @@ TEST(e2e_vision_encoder_in_device_memory)
             if (b && !real_gpu) {
                 vl3_emu_copy_stats(&h1, &d1, &hb1, &db1);
                 long long pix = (long long)P * K * 4, pos = 2LL * P * 4, cu = 4 * 8;
-                long long pre = (long long)n_tok * Cv * 4;
+                long long pre = (long long)n_tok * vl3_vision_pre_dim(vis[b]) * 4;
                 fprintf(stderr, "encode (masked %d): %ld uploads (%lld bytes), %ld downloads "
                         "(%lld bytes)\n", masked, h1 - h0, hb1 - hb0, d1 - d0, db1 - db0);
                 ASSERT_EQ(d1 - d0, 2);

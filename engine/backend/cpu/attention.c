@@ -137,6 +137,11 @@ static void *attn_run(void *arg)
     return NULL;
 }
 
+static void attn_task(void *arg, int k)
+{
+    attn_run((struct attn_job *)arg + k);
+}
+
 /* Threads that split a sequence's heads: 1 in f32 mode (OpenBLAS threads each sgemm, the
  * numerics the oracle tests pin), the context's threads in bf16 mode (OpenBLAS runs on one thread
  * there, see backend_cpu.c). */
@@ -162,20 +167,10 @@ int vl3__cpu_attention_f32(void *ctx, const struct vl3__attn_args *a)
         if (slice * sizeof(float) * (size_t)nt > a->work_bytes || !sq->pages)
             return -22;
         struct attn_job jobs[ATTN_MAX_THREADS];
-        pthread_t th[ATTN_MAX_THREADS];
-        int started[ATTN_MAX_THREADS] = {0};
         for (int k = 0; k < nt; k++)
             jobs[k] = (struct attn_job){a, sq, (float *)a->work + slice * (size_t)k,
                                         units * k / nt, units * (k + 1) / nt};
-        for (int k = 1; k < nt; k++)
-            started[k] = pthread_create(&th[k], NULL, attn_run, &jobs[k]) == 0;
-        attn_run(&jobs[0]);
-        for (int k = 1; k < nt; k++) {
-            if (started[k])
-                pthread_join(th[k], NULL);
-            else
-                attn_run(&jobs[k]);
-        }
+        vl3__cpu_run(ctx, nt, attn_task, jobs);
     }
     return 0;
 }

@@ -460,24 +460,22 @@ static void *phase_main(void *arg)
     return NULL;
 }
 
-/* Run items [lo, hi) on up to n_threads threads (the calling thread is one of them). */
-static int run_phase(struct run *r, int lo, int hi, int n_threads)
+static void phase_task(void *arg, int k)
+{
+    (void)k;
+    phase_main(arg);
+}
+
+/* Run items [lo, hi) on up to n_threads threads of the context's pool (the calling thread is one
+ * of them). */
+static int run_phase(void *ctx, struct run *r, int lo, int hi, int n_threads)
 {
     struct phase ph = {r, lo, hi, 0};
     if (n_threads > hi - lo)
         n_threads = hi - lo;
     if (n_threads > MAX_THREADS)
         n_threads = MAX_THREADS;
-    pthread_t th[MAX_THREADS];
-    int started = 0;
-    for (int k = 1; k < n_threads; k++) {
-        if (pthread_create(&th[started], NULL, phase_main, &ph) != 0)
-            break; /* the threads that exist share the work */
-        started++;
-    }
-    phase_main(&ph);
-    for (int k = 0; k < started; k++)
-        pthread_join(th[k], NULL);
+    vl3__cpu_run(ctx, n_threads, phase_task, &ph);
     return __atomic_load_n(&r->err, __ATOMIC_RELAXED);
 }
 
@@ -532,9 +530,9 @@ int vl3__cpu_attention_amx(void *ctx, const struct vl3__attn_args *a)
             for (int q0 = 0; q0 < a->seqs[s].n_q; q0 += QB)
                 r.items[r.n_pack + r.n_items++] = (struct item){s, h, q0};
     /* pack every kv head first, then the query blocks read them */
-    rc = run_phase(&r, 0, r.n_pack, vl3__cpu_threads(ctx));
+    rc = run_phase(ctx, &r, 0, r.n_pack, vl3__cpu_threads(ctx));
     if (rc == 0)
-        rc = run_phase(&r, r.n_pack, r.n_pack + r.n_items, vl3__cpu_threads(ctx));
+        rc = run_phase(ctx, &r, r.n_pack, r.n_pack + r.n_items, vl3__cpu_threads(ctx));
 out:
     if (r.kp)
         for (int i = 0; i < a->n_seqs * Hkv; i++) {
@@ -584,7 +582,7 @@ int vl3__cpu_attention_blocks_amx(void *ctx, const float *q, const float *k, con
         if (cu[b + 1] > cu[b])
             for (int h = 0; h < H; h++)
                 r.items[r.n_items++] = (struct item){b, h, 0};
-    int rc = run_phase(&r, 0, r.n_items, vl3__cpu_threads(ctx));
+    int rc = run_phase(ctx, &r, 0, r.n_items, vl3__cpu_threads(ctx));
     free(r.items);
     return rc;
 #else

@@ -23,7 +23,13 @@ struct cpu_ctx {
     pthread_mutex_t scratch_lock;
     void *scratch;
     size_t scratch_bytes;
+    struct vl3__cpu_pool *pool; /* parallel.c: workers made on first use */
 };
+
+struct vl3__cpu_pool *vl3__cpu_pool_of(void *ctx)
+{
+    return ctx ? ((struct cpu_ctx *)ctx)->pool : NULL;
+}
 
 void *vl3__cpu_scratch_acquire(void *ctx, size_t nbytes)
 {
@@ -100,6 +106,11 @@ static int cpu_init(int device, int n_threads, void **ret_ctx, vl3_error *reterr
                              prec);
     }
     c->precision = p;
+    if (vl3__cpu_pool_new(c->n_threads, &c->pool) < 0) {
+        pthread_mutex_destroy(&c->scratch_lock);
+        free(c);
+        return vl3_error_set(reterr, -12 /* ENOMEM */, "out of memory");
+    }
     set_blas_threads(c);
     *ret_ctx = c;
     return 0;
@@ -120,6 +131,7 @@ static void cpu_free(void *ctx)
     struct cpu_ctx *c = ctx;
     if (!c)
         return;
+    vl3__cpu_pool_free(c->pool);
     pthread_mutex_destroy(&c->scratch_lock);
     free(c->scratch);
     free(c);

@@ -108,8 +108,18 @@ int vl3__cpu_attention_blocks_amx(void *ctx, const float *q, const float *k, con
 /* Measured TDPBF16PS throughput of n_threads threads in GFLOP/s (0 without AMX): the roof. */
 double vl3__cpu_amx_peak_gflops(int n_threads);
 
-/* parallel.c: fn(arg, lo, hi) over [0, n) split across the context's threads, at least
- * min_per_thread units each (fewer: inline). Ranges are contiguous and computed as one loop would. */
+/* parallel.c: the context's thread pool. vl3__cpu_run runs fn(arg, k) once for every k in
+ * [0, n) on the pool's workers and the calling thread, returning when all have run (a busy pool,
+ * e.g. a nested call, runs the tasks on threads made for the call). */
+struct vl3__cpu_pool;
+typedef void (*vl3__cpu_task_fn)(void *arg, int k);
+int vl3__cpu_pool_new(int n_threads, struct vl3__cpu_pool **ret_pool);
+void vl3__cpu_pool_free(struct vl3__cpu_pool *pool);
+void vl3__cpu_run(void *ctx, int n, vl3__cpu_task_fn fn, void *arg);
+/* backend_cpu.c: the context's pool (NULL for a NULL context) */
+struct vl3__cpu_pool *vl3__cpu_pool_of(void *ctx);
+/* fn(arg, lo, hi) over [0, n) split across the context's threads, at least min_per_thread units
+ * each (fewer: inline). Ranges are contiguous and computed as one loop would. */
 typedef void (*vl3__cpu_range_fn)(void *arg, int64_t lo, int64_t hi);
 void vl3__cpu_parallel(void *ctx, int64_t n, int64_t min_per_thread, vl3__cpu_range_fn fn,
                        void *arg);

@@ -7,8 +7,10 @@
  * environment variable VL3_CPU_ISA=amx|avx512bf16|avx512|avx2|c (vl3__cpu_set_isa in tests):
  *   - amx: AMX-BF16 tiles for T >= AMX_MIN_T. A tiles are 16 weight rows x 32 k read in place
  *     (tileloadd with the row stride: no repacking of W), B tiles are x packed once per call in
- *     the pair-interleaved layout (16 k pairs x 16 tokens), C tiles (16 outputs x 16 tokens) are
- *     transposed into y. Blocks of 32 outputs x 32 tokens (4 C tiles) per k step. Linux asks the
+ *     the pair-interleaved layout (16 k pairs x 16 tokens; 16 tokens at a time, transposed in
+ *     registers, on the pool's threads), C tiles (16 outputs x 16 tokens) are transposed into y.
+ *     Blocks of 32 outputs x 32 tokens (4 C tiles) per k step, the k loop software-pipelined
+ *     (amx_job). Single-thread rates and what was tried: docs/benchmarks.md. Linux asks the
  *     process to request the tile state (arch_prctl ARCH_REQ_XCOMP_PERM) before the first tile
  *     instruction; when the kernel refuses, the path is reported unsupported.
  *   - avx512bf16: vdpbf16ps dot products, 4 weight rows x 4 tokens per register block, the W
@@ -16,7 +18,8 @@
  *     the small-T (decode) kernel of the amx path.
  *   - avx512, avx2, c: the f32 kernels of matmul.c on x rounded to bf16 (exact bf16 products,
  *     f32 sums: the same arithmetic, f32 speed). They keep bf16 mode usable everywhere.
- * Threads split the output rows (blocks of 32 for AMX, of 4 otherwise). */
+ * Threads (the context's pool, parallel.c) split the output rows (blocks of 32 for AMX, of 4
+ * otherwise). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
@@ -37,6 +40,8 @@
 #define AMX_MIN_T 16   /* below this the amx path uses the vdpbf16ps kernel */
 #define EMU_CHUNK 256  /* token rows rounded per pass on the f32-emulation paths */
 #define THREAD_MIN_MACS (1 << 20)
+#define AMX_XCHUNK_BYTES (1280 << 10) /* packed x of one k chunk (amx_job), to stay in L2 */
+#define AMX_PARK_BYTES (256 << 10)   /* per thread: C tiles parked between k chunks */
 
 static const char *const isa_names[VL3__CPU_ISA_COUNT] = {"c", "avx2", "avx512", "avx512bf16",
                                                           "amx"};
@@ -200,26 +205,10 @@ struct gemm_job {
     uint16_t *scratch;  /* per-thread: AMX edge tiles */
 };
 
-static void *job_run(void *arg)
+static void job_task(void *arg, int k)
 {
-    const struct gemm_job *j = arg;
+    const struct gemm_job *j = (const struct gemm_job *)arg + k;
     j->fn(j);
-    return NULL;
-}
-
-static void run_jobs(struct gemm_job *jobs, int nt)
-{
-    pthread_t th[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
-    for (int k = 1; k < nt; k++)
-        started[k] = pthread_create(&th[k], NULL, job_run, &jobs[k]) == 0;
-    job_run(&jobs[0]);
-    for (int k = 1; k < nt; k++) {
-        if (started[k])
-            pthread_join(th[k], NULL);
-        else
-            job_run(&jobs[k]); /* could not start a thread: do its share here */
-    }
 }
 
 /* ---- AVX512-BF16: vdpbf16ps dot products ---------------------------------------------------- */
@@ -344,36 +333,10 @@ struct tile_config {
     uint8_t rows[16];
 };
 
-/* Pack rows [0, tn) of x (stride K) as B tiles: blocks of 16 tokens (ntb, made even), per block
- * nks tiles of 16 k pairs x 16 tokens (dword (k2, t) = bf16 pair x[t][32s + 2k2 .. +1]). */
-__attribute__((target("avx512f,avx512bw"))) static void amx_pack_x(uint32_t *xp, const float *x,
-                                                                    int tn, int K, int nks,
-                                                                    int ntb)
+/* The 16 x 16 transpose of 32-bit words in registers: t[n] lane m = r[m] lane n (unpack 32/64-bit,
+ * then two 128-bit lane shuffles). */
+__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16], __m512 t[16])
 {
-    uint32_t tmp[16] __attribute__((aligned(64)));
-    for (int t = 0; t < ntb * 16; t++) {
-        uint32_t *blk = xp + (size_t)(t / 16) * nks * 256 + t % 16;
-        for (int s = 0; s < nks; s++) {
-            if (t < tn)
-                _mm512_store_si512((void *)tmp, round32(x + (size_t)t * K + s * 32, K - s * 32));
-            else
-                memset(tmp, 0, sizeof(tmp));
-            uint32_t *tile = blk + (size_t)s * 256;
-            for (int k2 = 0; k2 < 16; k2++)
-                tile[k2 * 16] = tmp[k2];
-        }
-    }
-}
-
-/* y[n][m] (+)= c[m][n] for n < tn tokens, m < rows outputs: the C tile (16 outputs x 16 tokens,
- * row stride 16) transposed in registers (unpack 32/64-bit, then two 128-bit lane shuffles),
- * one masked row store per token. */
-__attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const float *c, int tn,
-                                                        int rows, int acc)
-{
-    __m512 r[16], t[16];
-    for (int m = 0; m < 16; m++)
-        r[m] = _mm512_loadu_ps(c + 16 * m);
     for (int i = 0; i < 8; i++) {
         t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
         t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
@@ -396,6 +359,54 @@ __attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const 
         t[8 + jj] = _mm512_shuffle_f32x4(v1, w1, 0x88);
         t[12 + jj] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
     }
+}
+
+/* Pack rows [16 tb, 16 tb + 16) of x (tn rows, stride K) as B tiles: per block of 16 tokens, nks
+ * tiles of 16 k pairs x 16 tokens (dword (k2, t) = bf16 pair x[t][32s + 2k2 .. +1]): 16 rows
+ * rounded to pairs, transposed in registers, stored as 16 contiguous 64-byte rows. Rows past tn
+ * are zero. */
+__attribute__((target("avx512f,avx512bw"))) static void amx_pack_block(uint32_t *xp,
+                                                                        const float *x, int tn,
+                                                                        int K, int nks, int tb)
+{
+    uint32_t *blk = xp + (size_t)tb * nks * 256;
+    for (int s = 0; s < nks; s++) {
+        __m512 r[16], t[16];
+        for (int i = 0; i < 16; i++) {
+            int row = tb * 16 + i;
+            r[i] = row < tn ? _mm512_castsi512_ps(round32(x + (size_t)row * K + s * 32,
+                                                          K - s * 32))
+                            : _mm512_setzero_ps();
+        }
+        transpose16(r, t);
+        uint32_t *tile = blk + (size_t)s * 256;
+        for (int k2 = 0; k2 < 16; k2++)
+            _mm512_store_ps((float *)(tile + k2 * 16), t[k2]);
+    }
+}
+
+struct pack_job {
+    uint32_t *xp;
+    const float *x;
+    int tn, K, nks, ntb, nt;
+};
+
+static void pack_task(void *arg, int k)
+{
+    const struct pack_job *p = arg;
+    for (int tb = p->ntb * k / p->nt; tb < p->ntb * (k + 1) / p->nt; tb++)
+        amx_pack_block(p->xp, p->x, p->tn, p->K, p->nks, tb);
+}
+
+/* y[n][m] (+)= c[m][n] for n < tn tokens, m < rows outputs: the C tile (16 outputs x 16 tokens,
+ * row stride 16) transposed in registers, one masked row store per token. */
+__attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const float *c, int tn,
+                                                        int rows, int acc)
+{
+    __m512 r[16], t[16];
+    for (int m = 0; m < 16; m++)
+        r[m] = _mm512_loadu_ps(c + 16 * m);
+    transpose16(r, t);
     __mmask16 mk = mask16(rows);
     for (int n = 0; n < tn; n++) {
         float *yr = y + (size_t)n * ld;
@@ -406,9 +417,152 @@ __attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const 
     }
 }
 
+/* The four C tiles of one 32 x 32 block, stored in the job's cbuf, waiting to be transposed into
+ * y while the next block's tile products run. */
+struct amx_pending {
+    float *y; /* y at the block's first token and output */
+    int tn[2], rows[2], live;
+};
+
+__attribute__((target("avx512f"))) static void flush_ct(const struct gemm_job *j,
+                                                        const float *cbuf,
+                                                        struct amx_pending *p)
+{
+    for (int c = 0; c < 4; c++) {
+        int h = c >> 1, half = c & 1;
+        if (p->tn[half] > 0)
+            store_ct(p->y + (size_t)half * 16 * j->out + 16 * h, j->out, cbuf + 256 * c,
+                     p->tn[half], p->rows[h], j->acc);
+    }
+    p->live = 0;
+}
+
+
 /* One job: output blocks of 32 rows [o0, o1) (o0 a multiple of 32) for ntb token blocks.
- * scratch: 2 * 16 * Kp bf16 (edge rows) + 2 * 16 * 32 bf16 (k tails) + 256 f32. */
-__attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_job(const struct gemm_job *j)
+ * Per block, the k loop is software-pipelined: each A / B tile of the next k step is loaded as
+ * soon as the products of this step have read its register (tile registers are not renamed, so
+ * loading all four at the top of the step waited for the previous step's products). The
+ * previous block's C tiles are transposed into y (flush_ct) after the first k step of the next
+ * block is issued, so that the AVX-512 epilogue overlaps tile products instead of following a
+ * drained pipeline, and the lines of y the block will write are prefetched for writing during
+ * its first 32 k steps (y of a 2B product is 3-14 MB: its stores otherwise missed to L3/DRAM).
+ * Software prefetch of the A and B tiles measured no gain (slower when the fill buffers were
+ * full) and is not done.
+ * scratch: 2 * 16 * Kp bf16 (edge rows) + 2 * 16 * 32 bf16 (k tails) + 4 C tiles (f32). */
+#define AMX_TARGET "amx-tile,amx-bf16,avx512f,prfchw"
+
+/* A and B tile sources of one 32-output block: rows of W in place (or padded copies) */
+struct amx_block {
+    const char *am[2], *at[2];
+    long as[2], ats[2];
+    int rows[2], o0;
+};
+
+static void amx_block_setup(const struct gemm_job *j, struct amx_block *bl, int o0, uint16_t **pad,
+                            uint16_t **tail)
+{
+    int K = j->K, Kp = j->Kp, kfull = K / 32, nks = Kp / 32;
+    bl->o0 = o0;
+    for (int h = 0; h < 2; h++) {
+        int r0 = o0 + 16 * h;
+        bl->rows[h] = j->out - r0 < 16 ? (j->out - r0 > 0 ? j->out - r0 : 0) : 16;
+        if (bl->rows[h] == 16) {
+            bl->am[h] = (const char *)(j->w + (size_t)r0 * K);
+            bl->as[h] = (long)K * 2;
+            if (kfull < nks) {
+                memset(tail[h], 0, 512 * sizeof(uint16_t));
+                for (int r = 0; r < 16; r++)
+                    memcpy(tail[h] + r * 32, j->w + (size_t)(r0 + r) * K + kfull * 32,
+                           (size_t)(K - kfull * 32) * 2);
+            }
+            bl->at[h] = (const char *)tail[h];
+            bl->ats[h] = 64;
+        } else {
+            memset(pad[h], 0, 16 * (size_t)Kp * 2);
+            for (int r = 0; r < bl->rows[h]; r++)
+                memcpy(pad[h] + (size_t)r * Kp, j->w + (size_t)(r0 + r) * K, (size_t)K * 2);
+            bl->am[h] = (const char *)pad[h];
+            bl->as[h] = (long)Kp * 2;
+            bl->at[h] = (const char *)(pad[h] + kfull * 32);
+            bl->ats[h] = bl->as[h];
+        }
+    }
+}
+
+/* C tiles 0-3 += the k steps [s0, s1) of the block against token blocks tb, tb + 1; the
+ * pending block is flushed after the first step, and (yrows) the lines of y rows t0 .. t0 + 31
+ * of this block are prefetched for writing over the first 32 steps. */
+__attribute__((target(AMX_TARGET))) static inline void amx_steps(
+    const struct gemm_job *j, const struct amx_block *bl, const char *b0, const char *b1, int s0,
+    int s1, struct amx_pending *pend, const float *cbuf, int t0, int yrows)
+{
+    const char *am0 = bl->am[0], *am1 = bl->am[1];
+    long as0 = bl->as[0], as1 = bl->as[1];
+    if (s0 < s1) {
+        _tile_loadd(4, am0 + s0 * 64, as0);
+        _tile_loadd(6, b0 + (size_t)s0 * 1024, 64);
+        _tile_loadd(7, b1 + (size_t)s0 * 1024, 64);
+        _tile_loadd(5, am1 + s0 * 64, as1);
+    }
+    for (int s = s0; s < s1; s++) {
+        int i = s - s0;
+        if (yrows && i < 32 && t0 + i < j->T) { /* this block's y rows, written later */
+            const char *yr = (const char *)(j->y + (size_t)(t0 + i) * j->out + bl->o0);
+            _mm_prefetch(yr, _MM_HINT_ET0);
+            _mm_prefetch(yr + 64, _MM_HINT_ET0);
+            _mm_prefetch(yr + 124, _MM_HINT_ET0);
+        }
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        if (s + 1 < s1) {
+            int n = s + 1;
+            _tile_loadd(4, am0 + n * 64, as0);
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_loadd(6, b0 + (size_t)n * 1024, 64);
+            _tile_dpbf16ps(3, 5, 7);
+            _tile_loadd(7, b1 + (size_t)n * 1024, 64);
+            _tile_loadd(5, am1 + n * 64, as1);
+        } else {
+            _tile_dpbf16ps(2, 5, 6);
+            _tile_dpbf16ps(3, 5, 7);
+        }
+        if (i == 0 && pend->live)
+            flush_ct(j, cbuf, pend);
+    }
+}
+
+/* The last k steps of a block: the k tail (K not a multiple of 32), then the C tiles to cbuf,
+ * pending until the next block's first step (or the end of the job) transposes them into y. */
+__attribute__((target(AMX_TARGET))) static inline void amx_finish(
+    const struct gemm_job *j, const struct amx_block *bl, const char *b0, const char *b1,
+    struct amx_pending *pend, float *cbuf, int t0)
+{
+    int kfull = j->K / 32, nks = j->Kp / 32;
+    if (kfull < nks) {
+        _tile_loadd(4, bl->at[0], bl->ats[0]);
+        _tile_loadd(6, b0 + (size_t)kfull * 1024, 64);
+        _tile_loadd(5, bl->at[1], bl->ats[1]);
+        _tile_loadd(7, b1 + (size_t)kfull * 1024, 64);
+        _tile_dpbf16ps(0, 4, 6);
+        _tile_dpbf16ps(1, 4, 7);
+        _tile_dpbf16ps(2, 5, 6);
+        _tile_dpbf16ps(3, 5, 7);
+    }
+    if (pend->live)
+        flush_ct(j, cbuf, pend);
+    _tile_stored(0, cbuf, 64);
+    _tile_stored(1, cbuf + 256, 64);
+    _tile_stored(2, cbuf + 512, 64);
+    _tile_stored(3, cbuf + 768, 64);
+    pend->y = j->y + (size_t)t0 * j->out + bl->o0;
+    pend->tn[0] = j->T - t0 < 16 ? j->T - t0 : 16;
+    pend->tn[1] = j->T - t0 - 16 < 16 ? j->T - t0 - 16 : 16;
+    pend->rows[0] = bl->rows[0];
+    pend->rows[1] = bl->rows[1];
+    pend->live = 1;
+}
+
+__attribute__((target(AMX_TARGET))) static void amx_job(const struct gemm_job *j)
 {
     struct tile_config cfg;
     memset(&cfg, 0, sizeof(cfg));
@@ -423,75 +577,74 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) static void amx_job(const s
     uint16_t *pad[2] = {j->scratch, j->scratch + 16 * (size_t)Kp};
     uint16_t *tail[2] = {j->scratch + 32 * (size_t)Kp, j->scratch + 32 * (size_t)Kp + 512};
     float *cbuf = (float *)(j->scratch + 32 * (size_t)Kp + 1024);
+    float *cpark = cbuf + 1024; /* AMX_PARK_BYTES: C tiles between k chunks */
     const char *xp = (const char *)j->xb;
-    for (int o0 = j->o0; o0 < j->o1; o0 += 32) {
-        const char *am[2], *at[2];
-        long as[2], ats[2];
-        int rows[2];
-        for (int h = 0; h < 2; h++) {
-            int r0 = o0 + 16 * h;
-            rows[h] = j->out - r0 < 16 ? (j->out - r0 > 0 ? j->out - r0 : 0) : 16;
-            if (rows[h] == 16) {
-                am[h] = (const char *)(j->w + (size_t)r0 * K);
-                as[h] = (long)K * 2;
-                if (kfull < nks) {
-                    memset(tail[h], 0, 512 * sizeof(uint16_t));
-                    for (int r = 0; r < 16; r++)
-                        memcpy(tail[h] + r * 32, j->w + (size_t)(r0 + r) * K + kfull * 32,
-                               (size_t)(K - kfull * 32) * 2);
-                }
-                at[h] = (const char *)tail[h];
-                ats[h] = 64;
-            } else {
-                memset(pad[h], 0, 16 * (size_t)Kp * 2);
-                for (int r = 0; r < rows[h]; r++)
-                    memcpy(pad[h] + (size_t)r * Kp, j->w + (size_t)(r0 + r) * K, (size_t)K * 2);
-                am[h] = (const char *)pad[h];
-                as[h] = (long)Kp * 2;
-                at[h] = (const char *)(pad[h] + kfull * 32);
-                ats[h] = as[h];
+    struct amx_pending pend = {0};
+    struct amx_block bl;
+    /* k chunk: the x of all tokens for one chunk within AMX_XCHUNK_BYTES (L2). Chunking pays
+     * only where x is well beyond L2 (391 x 8960: 800 against 650 GFLOP/s on one thread); at
+     * 1.2-1.5 MB of x (K 1536) the parking of C costs more than it saves. */
+    int cs = (int)(AMX_XCHUNK_BYTES / ((size_t)ntb * 1024));
+    if (cs < 8)
+        cs = 8;
+    if (kfull <= 2 * cs) { /* one chunk: per block, every token block over the whole k range */
+        for (int o0 = j->o0; o0 < j->o1; o0 += 32) {
+            amx_block_setup(j, &bl, o0, pad, tail);
+            for (int tb = 0; tb < ntb; tb += 2) {
+                const char *b0 = xp + (size_t)tb * nks * 1024, *b1 = b0 + (size_t)nks * 1024;
+                _tile_zero(0);
+                _tile_zero(1);
+                _tile_zero(2);
+                _tile_zero(3);
+                amx_steps(j, &bl, b0, b1, 0, kfull, &pend, cbuf, tb * 16, 1);
+                amx_finish(j, &bl, b0, b1, &pend, cbuf, tb * 16);
             }
         }
-        for (int tb = 0; tb < ntb; tb += 2) {
-            const char *b0 = xp + (size_t)tb * nks * 1024, *b1 = b0 + (size_t)nks * 1024;
-            _tile_zero(0);
-            _tile_zero(1);
-            _tile_zero(2);
-            _tile_zero(3);
-            for (int s = 0; s < kfull; s++) {
-                _tile_loadd(4, am[0] + s * 64, as[0]);
-                _tile_loadd(6, b0 + (size_t)s * 1024, 64);
-                _tile_loadd(5, am[1] + s * 64, as[1]);
-                _tile_loadd(7, b1 + (size_t)s * 1024, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            if (kfull < nks) {
-                _tile_loadd(4, at[0], ats[0]);
-                _tile_loadd(6, b0 + (size_t)kfull * 1024, 64);
-                _tile_loadd(5, at[1], ats[1]);
-                _tile_loadd(7, b1 + (size_t)kfull * 1024, 64);
-                _tile_dpbf16ps(0, 4, 6);
-                _tile_dpbf16ps(1, 4, 7);
-                _tile_dpbf16ps(2, 5, 6);
-                _tile_dpbf16ps(3, 5, 7);
-            }
-            for (int c = 0; c < 4; c++) {
-                int h = c >> 1, t0 = (tb + (c & 1)) * 16;
-                switch (c) {
-                case 0: _tile_stored(0, cbuf, 64); break;
-                case 1: _tile_stored(1, cbuf, 64); break;
-                case 2: _tile_stored(2, cbuf, 64); break;
-                default: _tile_stored(3, cbuf, 64); break;
+    } else {
+        /* long k (down_proj 8960, vision fc2 4304): groups of G blocks; per k chunk, every block
+         * of the group over every token block, the C tiles parked between chunks. x of the chunk
+         * is read from L2 by the G blocks instead of the whole x from L3 by every block. */
+        int npair = ntb / 2;
+        int G = (int)(AMX_PARK_BYTES / ((size_t)npair * 4096));
+        if (G < 1)
+            G = 1;
+        for (int og = j->o0; og < j->o1; og += 32 * G) {
+            int oe = og + 32 * G < j->o1 ? og + 32 * G : j->o1;
+            for (int k0 = 0; k0 < kfull; k0 += cs) {
+                int k1 = k0 + cs < kfull ? k0 + cs : kfull, last = k1 == kfull;
+                for (int o0 = og; o0 < oe; o0 += 32) {
+                    amx_block_setup(j, &bl, o0, pad, tail);
+                    for (int tb = 0; tb < ntb; tb += 2) {
+                        const char *b0 = xp + (size_t)tb * nks * 1024;
+                        const char *b1 = b0 + (size_t)nks * 1024;
+                        float *pk = cpark + ((size_t)((o0 - og) / 32) * npair + tb / 2) * 1024;
+                        if (k0 == 0) {
+                            _tile_zero(0);
+                            _tile_zero(1);
+                            _tile_zero(2);
+                            _tile_zero(3);
+                        } else {
+                            _tile_loadd(0, pk, 64);
+                            _tile_loadd(1, pk + 256, 64);
+                            _tile_loadd(2, pk + 512, 64);
+                            _tile_loadd(3, pk + 768, 64);
+                        }
+                        amx_steps(j, &bl, b0, b1, k0, k1, &pend, cbuf, tb * 16, last);
+                        if (last) {
+                            amx_finish(j, &bl, b0, b1, &pend, cbuf, tb * 16);
+                        } else {
+                            _tile_stored(0, pk, 64);
+                            _tile_stored(1, pk + 256, 64);
+                            _tile_stored(2, pk + 512, 64);
+                            _tile_stored(3, pk + 768, 64);
+                        }
+                    }
                 }
-                int tn = j->T - t0 < 16 ? j->T - t0 : 16;
-                store_ct(j->y + (size_t)t0 * j->out + o0 + 16 * h, j->out, cbuf, tn, rows[h],
-                         j->acc);
             }
         }
     }
+    if (pend.live)
+        flush_ct(j, cbuf, &pend);
     _tile_release();
 }
 #endif /* GEMM_X86 */
@@ -509,7 +662,8 @@ size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in)
     size_t nt = (size_t)vl3__cpu_threads(ctx);
     if (nt > MAX_THREADS)
         nt = MAX_THREADS;
-    size_t native = (size_t)XCHUNK * kp * 2 + 64 + nt * ((32 * kp + 1024) * 2 + 1024 + 64);
+    size_t native = (size_t)XCHUNK * kp * 2 + 64 +
+                    nt * ((32 * kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 64);
     size_t emu = (size_t)EMU_CHUNK * in * 4 + 64 + vl3__cpu_matmul_f32_work_size(max_in);
     return native > emu ? native : emu;
 }
@@ -563,7 +717,7 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
     char *base = align64(work);
     uint16_t *xb = (uint16_t *)base;
     char *thr = base + (size_t)XCHUNK * Kp * 2;
-    size_t thr_bytes = ((32 * (size_t)Kp + 1024) * 2 + 1024 + 63) & ~(size_t)63;
+    size_t thr_bytes = ((32 * (size_t)Kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 63) & ~(size_t)63;
     for (int t0 = 0; t0 < T; t0 += XCHUNK) {
         int tn = T - t0 < XCHUNK ? T - t0 : XCHUNK;
         const float *xs = x + (size_t)t0 * in;
@@ -573,9 +727,11 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
         if (isa == VL3__CPU_ISA_AMX && tn >= AMX_MIN_T) {
             int ntb = (tn + 15) / 16;
             ntb += ntb & 1;
-            amx_pack_x((uint32_t *)xb, xs, tn, in, Kp / 32, ntb);
             int nob = (out + 31) / 32;
             nt = thread_count(ctx, (double)tn * in * out, nob);
+            struct pack_job pj = {(uint32_t *)xb, xs, tn, in, Kp / 32, ntb,
+                                  nt < ntb ? nt : ntb};
+            vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
             for (int k = 0; k < nt; k++) {
                 int b0 = (int)((long long)nob * k / nt), b1 = (int)((long long)nob * (k + 1) / nt);
                 jobs[k] = (struct gemm_job){.fn = amx_job, .o0 = b0 * 32,
@@ -596,7 +752,7 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
                                             .y = ys};
             }
         }
-        run_jobs(jobs, nt);
+        vl3__cpu_run(ctx, nt, job_task, jobs);
     }
     return 0;
 #else
@@ -613,9 +769,9 @@ struct conv_job {
     int isa;
 };
 
-static void *conv_run(void *arg)
+static void conv_task(void *arg, int k)
 {
-    const struct conv_job *j = arg;
+    const struct conv_job *j = (const struct conv_job *)arg + k;
     size_t i = 0;
 #ifdef GEMM_X86
     if (j->isa >= VL3__CPU_ISA_AVX512)
@@ -624,7 +780,6 @@ static void *conv_run(void *arg)
 #endif
     for (; i < j->n; i++)
         j->dst[i] = vl3__cpu_f32_to_bf16(j->src[i]);
-    return NULL;
 }
 
 int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float *b, float *y,
@@ -646,21 +801,11 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
     void *work = buf + wbytes;
     int isa = vl3__cpu_isa(), nt = thread_count(ctx, (double)n * 64, out);
     struct conv_job cj[MAX_THREADS];
-    pthread_t th[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     for (int k = 0; k < nt; k++) {
         size_t r0 = (size_t)out * k / nt, r1 = (size_t)out * (k + 1) / nt;
         cj[k] = (struct conv_job){wbf + r0 * in, w + r0 * in, (r1 - r0) * in, isa};
     }
-    for (int k = 1; k < nt; k++)
-        started[k] = pthread_create(&th[k], NULL, conv_run, &cj[k]) == 0;
-    conv_run(&cj[0]);
-    for (int k = 1; k < nt; k++) {
-        if (started[k])
-            pthread_join(th[k], NULL);
-        else
-            conv_run(&cj[k]);
-    }
+    vl3__cpu_run(ctx, nt, conv_task, cj);
     if (b)
         for (int64_t p = 0; p < P; p++)
             memcpy(y + p * out, b, sizeof(float) * (size_t)out);

@@ -10,7 +10,7 @@
  *   - T <= SMALL_T rows (decode, batched decode): our kernel reads each bf16
  * weight row once from memory, widens it in registers (bf16 -> f32 is a 16-bit
  * shift) and accumulates the rows of x against it in groups of GROUP_T (the W
- * row stays in L1 between groups); rows of W are split over n_threads pthreads
+ * row stays in L1 between groups); rows of W are split over the context's pool threads
  * for large products. AVX-512, AVX2+FMA and plain C versions, picked at run
  * time (the build is not -march=native).
  *   - larger T (prefill): compute-bound, so OpenBLAS sgemm does the work; W is
@@ -184,20 +184,19 @@ rows_avx512(const struct mm_job *j) {
 }
 #endif
 
-static void *rows_run(void *arg) {
-  const struct mm_job *j = arg;
+static void rows_task(void *arg, int k) {
+  const struct mm_job *j = (const struct mm_job *)arg + k;
 #ifdef CPU_X86
   if (j->simd == 2) {
     rows_avx512(j);
-    return NULL;
+    return;
   }
   if (j->simd == 1) {
     rows_avx2(j);
-    return NULL;
+    return;
   }
 #endif
   rows_c(j);
-  return NULL;
 }
 
 size_t vl3__cpu_matmul_f32_work_size(int max_in) {
@@ -255,8 +254,6 @@ int vl3__cpu_matmul_f32(void *ctx, float *y, const float *x, const uint16_t *w,
     if (nt > out)
       nt = out;
     struct mm_job jobs[MAX_THREADS];
-    pthread_t th[MAX_THREADS];
-    int started[MAX_THREADS] = {0};
     for (int k = 0; k < nt; k++)
       jobs[k] = (struct mm_job){.o0 = (int)((long long)out * k / nt),
                                 .o1 = (int)((long long)out * (k + 1) / nt),
@@ -268,15 +265,7 @@ int vl3__cpu_matmul_f32(void *ctx, float *y, const float *x, const uint16_t *w,
                                 .w = w,
                                 .x = x,
                                 .y = y};
-    for (int k = 1; k < nt; k++)
-      started[k] = pthread_create(&th[k], NULL, rows_run, &jobs[k]) == 0;
-    rows_run(&jobs[0]);
-    for (int k = 1; k < nt; k++) {
-      if (started[k])
-        pthread_join(th[k], NULL);
-      else
-        rows_run(&jobs[k]); /* could not start a thread: do its share here */
-    }
+    vl3__cpu_run(ctx, nt, rows_task, jobs);
     return 0;
   }
   if (!work || work_bytes < vl3__cpu_matmul_f32_work_size(in))
