@@ -367,8 +367,9 @@ int vl3_ctx_sample(vl3_ctx *ctx, vl3_sampler *const *samplers, int n, int32_t *r
         }
         sampler_row(samplers[i], row); /* draws the row's uniform */
         row->hist_off = (int32_t)nh;
-        if (row->n_hist > 0) /* (no history: the buffer may still be NULL) */
-            memcpy(ctx->samp_hist + nh, samplers[i]->hist, (size_t)row->n_hist * sizeof(int32_t));
+        if (row->n_hist > 0)
+            memcpy(ctx->samp_hist + nh, samplers[i]->hist,
+                   (size_t)row->n_hist * sizeof(int32_t));
         nh += (size_t)row->n_hist;
     }
     if ((r = ops->sample(b, ctx->samp_ids, ctx->logits, n, V, ctx->samp_rows, ctx->samp_hist,

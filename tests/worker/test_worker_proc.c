@@ -1567,6 +1567,46 @@ TEST(proc_cuda_emu_backend_answers)
     return 0;
 }
 
+/* A sampled job on backend = cuda-emu: the worker samples on the device (vl3_ctx_sample, the
+ * backend's sample op: only ids come back) and its answer equals `vl3 run --backend cuda-emu`
+ * with the same temperature and seed (vl3_generate, the same op), token for token. */
+TEST(proc_cuda_emu_sampled_answer_equals_vl3_run)
+{
+    struct proc p;
+    ASSERT_OK(fixtures());
+    ASSERT_OK(write_conf("backend = cuda-emu\n[generate]\nseed = 5"));
+    ASSERT_OK(spawn(&p));
+    vl3_proto_msg m;
+    ASSERT_EQ(next(&p, &m, 60000), 1);
+    ASSERT_EQ(m.type, VL3_PROTO_HELLO);
+    vl3_proto_msg_free(&m);
+    char png[1200];
+    path(png, sizeof(png), "img.png");
+    const char *ids[1] = {"emu_sampled"};
+    static struct outcome o[1];
+    memset(o, 0, sizeof(o));
+    ASSERT_OK(send_job_t(&p, "emu_sampled", png, 0, 1, 0.8, 10));
+    ASSERT_OK(collect(&p, ids, 1, o, 240));
+    close(p.in);
+    ASSERT_EQ(wait_exit(&p, 30), 0);
+    finish(&p);
+    if (llm_missing(&o[0]))
+        SKIP("this build has no language model: %s", o[0].err_msg);
+    ASSERT(o[0].got_done);
+    ASSERT_EQ(o[0].n, 1);
+    static char want[8192], greedy[8192];
+    ASSERT_EQ(vl3_run_answer(want, sizeof(want),
+                             "--image '%s' --task caption --temperature 0.8 --seed 5 "
+                             "--max-new-tokens 10 --backend cuda-emu", png), 0);
+    ASSERT_STR_EQ(o[0].answer[0], want);
+    /* sampling made a difference (the comparison can fail) */
+    ASSERT_EQ(vl3_run_answer(greedy, sizeof(greedy),
+                             "--image '%s' --task caption --greedy --max-new-tokens 10 "
+                             "--backend cuda-emu", png), 0);
+    ASSERT(strcmp(want, greedy) != 0);
+    return 0;
+}
+
 /* A sticky device fault (the CUDA emulator's injected illegal address at the first kernel
  * launch) fails the job as a device error and ends the worker with exit status 75, so that vl3d
  * restarts it. */

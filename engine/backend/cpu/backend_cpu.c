@@ -190,7 +190,8 @@ static int cpu_sample(void *ctx, int32_t *ret_host, const void *x, int R, int n,
     }
     for (int r = 0; r < R; r++)
         ret_host[r] = vl3__sample_ref((const float *)x + (size_t)r * n, n, &rows[r],
-                                      hist + rows[r].hist_off, work, cand);
+                                      rows[r].n_hist ? hist + rows[r].hist_off : NULL, work,
+                                      cand);
     free(work);
     free(cand);
     return 0;
