@@ -97,26 +97,18 @@ __attribute__((target(AMX_TARGET))) static void tiles_off(void)
 }
 
 
-/* f32 row of n (<= Dp) values times scale -> bf16 row of Dp (zero padded). */
+/* f32 row of n (<= Dp) values times scale -> bf16 row of Dp (zero padded; Dp a multiple of
+ * 16): masked loads, so the padding costs no scalar loop. */
 __attribute__((target(AMX_TARGET))) static void row_to_bf16(uint16_t *dst, const float *src,
                                                            int n, int Dp, float scale)
 {
-    int i = 0;
     __m512 s = _mm512_set1_ps(scale);
-    for (; i + 16 <= n; i += 16) {
-        __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(src + i), s));
-        memcpy(dst + i, &h, 32);
-    }
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    for (int i = 0; i < Dp; i += 16) {
+        int r = n - i;
+        __mmask16 m = r >= 16 ? 0xffff : r <= 0 ? 0 : (__mmask16)((1u << r) - 1);
         __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, src + i), s));
-        uint16_t tmp[16];
-        memcpy(tmp, &h, 32);
-        memcpy(dst + i, tmp, sizeof(uint16_t) * (size_t)(n - i));
-        i = n;
+        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)h);
     }
-    for (; i < Dp; i++)
-        dst[i] = 0;
 }
 
 /* One head's block of QB queries starting at query q0 of nq (packed Q of the block, QB x Dp
