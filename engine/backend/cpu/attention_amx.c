@@ -224,8 +224,8 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
                 _mm512_storeu_si512(sc->P + i * SB + 32 * q, (__m512i)pb);
                 __m512i pw = (__m512i)pb;
                 rs = _mm512_add_ps(rs, _mm512_castsi512_ps(_mm512_slli_epi32(pw, 16)));
-                rs = _mm512_add_ps(rs, _mm512_castsi512_ps(
-                                           _mm512_and_si512(pw, _mm512_set1_epi32((int)0xffff0000))));
+                __m512i hi = _mm512_and_si512(pw, _mm512_set1_epi32((int)0xffff0000));
+                rs = _mm512_add_ps(rs, _mm512_castsi512_ps(hi));
             }
             if (mnew > mold && mold != -INFINITY) {
                 float alpha = expf(mold - mnew);
