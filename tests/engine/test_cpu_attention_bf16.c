@@ -29,6 +29,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "backend.h"
 #include "cpu_ops.h"
@@ -417,6 +418,67 @@ TEST(fast_layernorm)
         ASSERT(worst <= 2e-5);
         free(x), free(w), free(b), free(y);
     }
+    vl3__backend_cpu_ops.free(c);
+    return 0;
+}
+
+/* One thread, CPU time (immune to the other jobs of a shared machine): the AMX flash kernels at
+ * the 2B sizes, an LLM layer's causal prefill of 2048 tokens (12 heads, 2 kv heads, D 128, one
+ * sequence on pages of 256) and a vision layer over 4 frames of 1764 patches (16 heads, D 72);
+ * FLOPs 4 x H x D per visible (query, key) pair (VL3_BENCH). */
+static double thread_cpu_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+TEST(bench_attention_cputime)
+{
+    if (!getenv("VL3_BENCH"))
+        SKIP("set VL3_BENCH=1 to time the AMX attention");
+    if (!vl3__cpu_amx_available())
+        SKIP("no AMX-BF16 on this CPU (or the kernel refused the tile state)");
+    void *c = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 1, &c, NULL));
+    int n = 2048, H = 12, Hkv = 2, D = 128, ps = 256, kvd = Hkv * D, qs = (H + 2 * Hkv) * D;
+    int pages = (n + ps - 1) / ps;
+    float *kpool = randv((size_t)pages * ps * kvd), *vpool = randv((size_t)pages * ps * kvd);
+    float *q = randv((size_t)n * qs), *out = malloc(sizeof(float) * (size_t)n * H * D);
+    int32_t *table = malloc(sizeof(int32_t) * (size_t)pages);
+    for (int i = 0; i < pages; i++)
+        table[i] = i;
+    struct vl3__attn_seq sq = {0, n, 0, table};
+    struct vl3__attn_args a = {.out = out, .q = q, .q_stride = qs, .out_stride = H * D,
+                               .n_heads = H, .n_kv_heads = Hkv, .head_dim = D,
+                               .scale = 1.0f / sqrtf((float)D), .k_pages = kpool,
+                               .v_pages = vpool, .page_size = ps, .seqs = &sq, .n_seqs = 1};
+    double best = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t0 = thread_cpu_s();
+        ASSERT_OK(vl3__cpu_attention_amx(c, &a));
+        double dt = thread_cpu_s() - t0;
+        best = dt < best ? dt : best;
+    }
+    printf("llm prefill %d tokens: %.2f ms cpu, %.0f GFLOP/s\n", n, best * 1e3,
+           4.0 * H * D * ((double)n * (n + 1) / 2) / best / 1e9);
+    free(kpool), free(vpool), free(q), free(out), free(table);
+    int nb = 4, np = 1764, VH = 16, VD = 72, ld = VH * VD;
+    int64_t cu[5];
+    for (int b = 0; b <= nb; b++)
+        cu[b] = (int64_t)b * np;
+    float *vq = randv((size_t)nb * np * ld), *vk = randv((size_t)nb * np * ld);
+    float *vv = randv((size_t)nb * np * ld), *vo = malloc(sizeof(float) * (size_t)nb * np * ld);
+    best = 1e30;
+    for (int r = 0; r < 3; r++) {
+        double t0 = thread_cpu_s();
+        ASSERT_OK(vl3__cpu_attention_blocks_amx(c, vq, vk, vv, vo, cu, nb, VH, VD));
+        double dt = thread_cpu_s() - t0;
+        best = dt < best ? dt : best;
+    }
+    printf("vision %d x %d patches: %.2f ms cpu, %.0f GFLOP/s\n", nb, np, best * 1e3,
+           4.0 * VH * VD * (double)nb * np * np / best / 1e9);
+    free(vq), free(vk), free(vv), free(vo);
     vl3__backend_cpu_ops.free(c);
     return 0;
 }

@@ -709,5 +709,16 @@ TEST(bench_pool)
     printf("one call of 2 trivial tasks: pool %.2f us, pthread_create + join %.2f us\n", tp * 1e6,
            tc * 1e6);
     ops->free(c);
+    /* more threads than cores (8 on this machine's 2): the caller should not wait for workers
+     * that get no task */
+    ASSERT_OK(ops->init(0, 8, &c, NULL));
+    int cnt8[8] = {0};
+    t0 = vl3_time_s();
+    for (int i = 0; i < N / 10; i++)
+        vl3__cpu_run(c, 2, noop_task, cnt8);
+    printf("one call of 2 trivial tasks on a pool of 8 threads: %.2f us\n",
+           (vl3_time_s() - t0) / (N / 10) * 1e6);
+    ASSERT_EQ(cnt8[0], N / 10);
+    ops->free(c);
     return 0;
 }

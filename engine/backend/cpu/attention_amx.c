@@ -97,26 +97,18 @@ __attribute__((target(AMX_TARGET))) static void tiles_off(void)
 }
 
 
-/* f32 row of n (<= Dp) values times scale -> bf16 row of Dp (zero padded). */
+/* f32 row of n (<= Dp) values times scale -> bf16 row of Dp (zero padded; Dp a multiple of
+ * 16): masked loads, so the padding costs no scalar loop. */
 __attribute__((target(AMX_TARGET))) static void row_to_bf16(uint16_t *dst, const float *src,
                                                            int n, int Dp, float scale)
 {
-    int i = 0;
     __m512 s = _mm512_set1_ps(scale);
-    for (; i + 16 <= n; i += 16) {
-        __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_loadu_ps(src + i), s));
-        memcpy(dst + i, &h, 32);
-    }
-    if (i < n) {
-        __mmask16 m = (__mmask16)((1u << (n - i)) - 1);
+    for (int i = 0; i < Dp; i += 16) {
+        int r = n - i;
+        __mmask16 m = r >= 16 ? 0xffff : r <= 0 ? 0 : (__mmask16)((1u << r) - 1);
         __m256bh h = _mm512_cvtneps_pbh(_mm512_mul_ps(_mm512_maskz_loadu_ps(m, src + i), s));
-        uint16_t tmp[16];
-        memcpy(tmp, &h, 32);
-        memcpy(dst + i, tmp, sizeof(uint16_t) * (size_t)(n - i));
-        i = n;
+        _mm256_storeu_si256((__m256i *)(dst + i), (__m256i)h);
     }
-    for (; i < Dp; i++)
-        dst[i] = 0;
 }
 
 /* One head's block of QB queries starting at query q0 of nq (packed Q of the block, QB x Dp
@@ -132,13 +124,19 @@ struct head_args {
     size_t ldo;
 };
 
+#define SB (2 * KB) /* keys per softmax step: two key blocks of Q K^T, one P V pass */
+
 struct block_scratch {
-    float S[QB * KB] __attribute__((aligned(64)));
-    uint16_t P[QB * KB] __attribute__((aligned(64)));
+    float S[QB * SB] __attribute__((aligned(64)));
+    uint16_t P[QB * SB] __attribute__((aligned(64)));
     float l[QB][16] __attribute__((aligned(64))); /* per row: 16 partial sums of P */
     float m[QB];
 };
 
+/* Per step of SB = 64 keys (two 32-key blocks of S = Q K^T on four C tiles each, stored to S),
+ * one online-softmax pass per row over the 64 scores and one O += P V pass in which each O tile
+ * is loaded and stored once for both key blocks (two P tiles per row half, two V tiles): the O
+ * round trip through L1 and the per-row max check cost half of what one per 32 keys did. */
 __attribute__((target(AMX_TARGET))) static void head_block(const struct head_args *h, int q0,
                                                           float *O, struct block_scratch *sc)
 {
@@ -156,67 +154,79 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
         if (last < kend)
             kend = last;
     }
-    for (int k0 = 0; k0 < kend; k0 += KB) {
-        /* S = Q K^T for 32 queries x 32 keys */
-        _tile_zero(0);
-        _tile_zero(1);
-        _tile_zero(2);
-        _tile_zero(3);
-        const uint32_t *K0 = h->kp + (size_t)(k0 / 16) * nc * 256;
-        const uint32_t *K1 = K0 + (size_t)nc * 256;
-        for (int c = 0; c < nc; c++) {
-            _tile_loadd(4, Q + c * 32, qstride);
-            _tile_loadd(5, Q + 16 * (size_t)Dp + c * 32, qstride);
-            _tile_loadd(6, K0 + (size_t)c * 256, 64);
-            _tile_loadd(7, K1 + (size_t)c * 256, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 4, 7);
-            _tile_dpbf16ps(2, 5, 6);
-            _tile_dpbf16ps(3, 5, 7);
+    for (int k0 = 0; k0 < kend; k0 += SB) {
+        int nh = k0 + KB < kend ? 2 : 1; /* key blocks of this step (packed K/V hold them) */
+        /* S = Q K^T for 32 queries x 32 keys, per key block */
+        for (int hb = 0; hb < nh; hb++) {
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            const uint32_t *K0 = h->kp + (size_t)((k0 + hb * KB) / 16) * nc * 256;
+            const uint32_t *K1 = K0 + (size_t)nc * 256;
+            for (int c = 0; c < nc; c++) {
+                _tile_loadd(4, Q + c * 32, qstride);
+                _tile_loadd(5, Q + 16 * (size_t)Dp + c * 32, qstride);
+                _tile_loadd(6, K0 + (size_t)c * 256, 64);
+                _tile_loadd(7, K1 + (size_t)c * 256, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 4, 7);
+                _tile_dpbf16ps(2, 5, 6);
+                _tile_dpbf16ps(3, 5, 7);
+            }
+            float *S = sc->S + hb * KB;
+            _tile_stored(0, S, SB * 4);
+            _tile_stored(1, S + 16, SB * 4);
+            _tile_stored(2, S + 16 * SB, SB * 4);
+            _tile_stored(3, S + 16 * SB + 16, SB * 4);
         }
-        _tile_stored(0, sc->S, KB * 4);
-        _tile_stored(1, sc->S + 16, KB * 4);
-        _tile_stored(2, sc->S + 16 * KB, KB * 4);
-        _tile_stored(3, sc->S + 16 * KB + 16, KB * 4);
         /* online softmax, row by row */
+        __m512 ninf = _mm512_set1_ps(-INFINITY);
         for (int i = 0; i < QB; i++) {
             int lim = h->nk; /* keys < lim are visible to this row */
             if (h->causal && h->q_pos0 + q0 + i + 1 < lim)
                 lim = h->q_pos0 + q0 + i + 1;
-            int nv = lim - k0; /* visible keys in this block: lanes [0, nv) */
-            __m512 s0 = _mm512_loadu_ps(sc->S + i * KB), s1 = _mm512_loadu_ps(sc->S + i * KB + 16);
-            __mmask16 m0 = nv >= 16 ? 0xffff : nv <= 0 ? 0 : (__mmask16)((1u << nv) - 1);
-            __mmask16 m1 = nv >= 32 ? 0xffff : nv <= 16 ? 0 : (__mmask16)((1u << (nv - 16)) - 1);
-            __m512 ninf = _mm512_set1_ps(-INFINITY);
-            s0 = _mm512_mask_blend_ps(m0, ninf, s0);
-            s1 = _mm512_mask_blend_ps(m1, ninf, s1);
+            if (lim > k0 + nh * KB)
+                lim = k0 + nh * KB; /* a single-block step: S's second half is stale */
+            int nv = lim - k0; /* visible keys in this step: lanes [0, nv) */
+            __m512 sv[4];
+            __mmask16 mk[4];
+            _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {
+                int n = nv - 16 * q;
+                mk[q] = n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+                sv[q] = _mm512_mask_blend_ps(mk[q], ninf,
+                                             _mm512_loadu_ps(sc->S + i * SB + 16 * q));
+            }
             /* the running max moves only when a score passes it by MAX_SLACK (exp(s - m) stays
              * below e^MAX_SLACK, far inside f32 and bf16), so most rows skip the horizontal max */
             float mold = sc->m[i], mnew = mold;
-            __m512 smax = _mm512_max_ps(s0, s1);
+            __m512 smax = _mm512_max_ps(_mm512_max_ps(sv[0], sv[1]), _mm512_max_ps(sv[2], sv[3]));
             if (mold == -INFINITY ||
                 _mm512_cmp_ps_mask(smax, _mm512_set1_ps(mold + MAX_SLACK), _CMP_GT_OQ)) {
                 float bmax = _mm512_reduce_max_ps(smax);
                 mnew = bmax > mold ? bmax : mold;
             }
-            __m512 p0, p1;
+            __m512 pv[4];
             if (mnew == -INFINITY) {
-                p0 = p1 = _mm512_setzero_ps();
+                pv[0] = pv[1] = pv[2] = pv[3] = _mm512_setzero_ps();
             } else {
                 __m512 mv = _mm512_set1_ps(mnew);
-                p0 = vl3__exp512_ps(_mm512_sub_ps(s0, mv));
-                p1 = vl3__exp512_ps(_mm512_sub_ps(s1, mv));
-                p0 = _mm512_maskz_mov_ps(m0, p0);
-                p1 = _mm512_maskz_mov_ps(m1, p1);
+                _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++)
+                    pv[q] = _mm512_maskz_mov_ps(mk[q],
+                                                vl3__exp512_ps(_mm512_sub_ps(sv[q], mv)));
             }
             /* P rounded to bf16; the row sum from the rounded values, as P V sees them, kept as
              * 16 partial sums (one horizontal add per row at the end) */
-            __m512bh pb = _mm512_cvtne2ps_pbh(p1, p0);
-            _mm512_storeu_si512(sc->P + i * KB, (__m512i)pb);
-            __m512i pw = (__m512i)pb;
-            __m512 r0 = _mm512_castsi512_ps(_mm512_slli_epi32(pw, 16));
-            __m512 r1 = _mm512_castsi512_ps(_mm512_and_si512(pw, _mm512_set1_epi32((int)0xffff0000)));
             __m512 lv = _mm512_load_ps(sc->l[i]);
+            __m512 rs = _mm512_setzero_ps();
+            _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
+                __m512bh pb = _mm512_cvtne2ps_pbh(pv[2 * q + 1], pv[2 * q]);
+                _mm512_storeu_si512(sc->P + i * SB + 32 * q, (__m512i)pb);
+                __m512i pw = (__m512i)pb;
+                rs = _mm512_add_ps(rs, _mm512_castsi512_ps(_mm512_slli_epi32(pw, 16)));
+                __m512i hi = _mm512_and_si512(pw, _mm512_set1_epi32((int)0xffff0000));
+                rs = _mm512_add_ps(rs, _mm512_castsi512_ps(hi));
+            }
             if (mnew > mold && mold != -INFINITY) {
                 float alpha = expf(mold - mnew);
                 __m512 av = _mm512_set1_ps(alpha);
@@ -226,30 +236,50 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
                     _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), av));
             }
             sc->m[i] = mnew;
-            _mm512_store_ps(sc->l[i], _mm512_add_ps(lv, _mm512_add_ps(r0, r1)));
+            _mm512_store_ps(sc->l[i], _mm512_add_ps(lv, rs));
         }
-        /* O += P V */
-        _tile_loadd(4, sc->P, KB * 2);
-        _tile_loadd(5, sc->P + 16 * KB, KB * 2);
+        /* O += P V: tiles 4/5 P rows 0-15/16-31 of the first key block, 2/3 of the second */
+        _tile_loadd(4, sc->P, SB * 2);
+        _tile_loadd(5, sc->P + 16 * SB, SB * 2);
         const uint16_t *V = h->vp + (size_t)(k0 / KB) * nj * 512;
-        for (int j = 0; j < nj; j++) {
-            _tile_loadd(0, O + j * 16, ostride);
-            _tile_loadd(1, O + 16 * (size_t)Dp + j * 16, ostride);
-            _tile_loadd(6, V + (size_t)j * 512, 64);
-            _tile_dpbf16ps(0, 4, 6);
-            _tile_dpbf16ps(1, 5, 6);
-            _tile_stored(0, O + j * 16, ostride);
-            _tile_stored(1, O + 16 * (size_t)Dp + j * 16, ostride);
+        if (nh == 2) {
+            _tile_loadd(2, sc->P + KB, SB * 2);
+            _tile_loadd(3, sc->P + 16 * SB + KB, SB * 2);
+            const uint16_t *V1 = V + (size_t)nj * 512;
+            for (int j = 0; j < nj; j++) {
+                _tile_loadd(0, O + j * 16, ostride);
+                _tile_loadd(1, O + 16 * (size_t)Dp + j * 16, ostride);
+                _tile_loadd(6, V + (size_t)j * 512, 64);
+                _tile_loadd(7, V1 + (size_t)j * 512, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 5, 6);
+                _tile_dpbf16ps(0, 2, 7);
+                _tile_dpbf16ps(1, 3, 7);
+                _tile_stored(0, O + j * 16, ostride);
+                _tile_stored(1, O + 16 * (size_t)Dp + j * 16, ostride);
+            }
+        } else {
+            for (int j = 0; j < nj; j++) {
+                _tile_loadd(0, O + j * 16, ostride);
+                _tile_loadd(1, O + 16 * (size_t)Dp + j * 16, ostride);
+                _tile_loadd(6, V + (size_t)j * 512, 64);
+                _tile_dpbf16ps(0, 4, 6);
+                _tile_dpbf16ps(1, 5, 6);
+                _tile_stored(0, O + j * 16, ostride);
+                _tile_stored(1, O + 16 * (size_t)Dp + j * 16, ostride);
+            }
         }
     }
     int rows = h->nq - q0 < QB ? h->nq - q0 : QB;
     for (int i = 0; i < rows; i++) {
         float l = _mm512_reduce_add_ps(_mm512_load_ps(sc->l[i]));
-        float inv = l > 0 ? 1.0f / l : 0.0f;
+        __m512 inv = _mm512_set1_ps(l > 0 ? 1.0f / l : 0.0f);
         float *dst = h->out + (size_t)(q0 + i) * h->ldo;
         const float *o = O + (size_t)i * Dp;
-        for (int d = 0; d < h->D; d++)
-            dst[d] = o[d] * inv;
+        for (int d = 0; d < h->D; d += 16) {
+            __mmask16 m = h->D - d >= 16 ? 0xffff : (__mmask16)((1u << (h->D - d)) - 1);
+            _mm512_mask_storeu_ps(dst + d, m, _mm512_mul_ps(_mm512_loadu_ps(o + d), inv));
+        }
     }
 }
 

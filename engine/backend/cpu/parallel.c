@@ -14,16 +14,20 @@
  * a task that itself calls vl3__cpu_run) runs its tasks on threads made for the call, as before
  * the pool existed, so nothing waits on another caller and nothing nests into a deadlock.
  *
- * Protocol: the caller writes the job, sets `active` to the worker count and publishes a new
- * generation (release); each worker, on seeing it (acquire), takes tasks until none are left and
- * then decrements `active`. The caller returns only when `active` is 0, so no worker still reads
- * the job when the next one is written. Sleeping workers are woken under the mutex (a worker
- * checks the generation under it before waiting: no lost wake-up); the caller likewise spins,
- * then sleeps until the last worker signals. */
+ * Protocol: the caller writes the job (fn, arg) and publishes a ticket (generation, task count,
+ * next task) with a release store; a thread takes a task by compare-and-swap on the ticket
+ * (acquire), so it reads the job only for a task it owns, and the caller does not write the next
+ * job before every task of this one is done (`done` counts them). Workers that were asleep or
+ * descheduled and took no task are not waited for: on a loaded machine the caller takes the
+ * tasks itself and returns. Sleeping workers are woken under the mutex (a worker checks the
+ * generation under it before waiting: no lost wake-up); the caller likewise spins, then sleeps
+ * until the thread that finishes the last task signals. Workers spin only while the pool has no
+ * more threads than online CPUs (spinning beyond that steals the cores that must run the tasks). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <time.h>
+#include <unistd.h>
 
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -35,24 +39,30 @@
 #include "cpu_ops.h"
 
 #define MAX_THREADS 64
-#define SPIN_NS 200000 /* how long a worker (or the waiting caller) spins before sleeping */
+#define SPIN_NS 50000 /* how long a worker (or the waiting caller) spins before sleeping */
+
+/* the ticket: generation (32 bits) | task count (16) | next task (16) */
+#define T_GEN(t) ((unsigned)((t) >> 32))
+#define T_N(t) ((int)(((t) >> 16) & 0xffff))
+#define T_NEXT(t) ((int)((t) & 0xffff))
+#define MAX_TASKS 0xffff
 
 struct vl3__cpu_pool {
-    int n_workers; /* threads made (the caller is one more) */
+    int n_workers; /* threads made (the caller is one more); -1 before first use */
     int wanted;    /* threads to make on first use */
+    int spin;      /* whether waiting threads spin before sleeping */
     pthread_t th[MAX_THREADS];
     pthread_mutex_t run_lock; /* held by the one call that uses the pool */
     pthread_mutex_t mu;
-    pthread_cond_t wake, done;
+    pthread_cond_t wake, done_cond;
     int sleeping, caller_sleeping; /* under mu */
-    unsigned gen;                  /* atomic: bumped per job; workers wait for a new value */
+    uint64_t ticket;               /* atomic */
+    unsigned gen;                  /* the caller's generation count (under run_lock) */
     int stop;                      /* atomic */
-    int active;                    /* atomic: workers not yet finished with this generation */
-    int next;                      /* atomic: the next task to take */
-    /* the job: written by the caller while every worker is idle */
+    int done;                      /* atomic: tasks finished in this generation */
+    /* the job: written by the caller before the ticket, stable until every task is done */
     vl3__cpu_task_fn fn;
     void *arg;
-    int n;
 };
 
 static uint64_t now_ns(void)
@@ -62,22 +72,43 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-static void take_tasks(struct vl3__cpu_pool *p, vl3__cpu_task_fn fn, void *arg, int n)
+/* Take the next task of generation gen: its index, or -1 when none is left (or the generation
+ * has moved on). */
+static int claim(struct vl3__cpu_pool *p, unsigned gen)
 {
+    uint64_t t = __atomic_load_n(&p->ticket, __ATOMIC_ACQUIRE);
     for (;;) {
-        int k = __atomic_fetch_add(&p->next, 1, __ATOMIC_RELAXED);
-        if (k >= n)
-            break;
-        fn(arg, k);
+        if (T_GEN(t) != gen || T_NEXT(t) >= T_N(t))
+            return -1;
+        if (__atomic_compare_exchange_n(&p->ticket, &t, t + 1, 1, __ATOMIC_ACQ_REL,
+                                        __ATOMIC_ACQUIRE))
+            return T_NEXT(t);
     }
 }
 
-/* Spin until *v != old or the spin budget is spent; returns whether it changed. */
-static int spin_while_eq(const unsigned *v, unsigned old)
+/* Run the tasks of generation gen (n of them) that are left; wake a sleeping caller after the
+ * last. */
+static void take_tasks(struct vl3__cpu_pool *p, unsigned gen, int n)
+{
+    int k;
+    while ((k = claim(p, gen)) >= 0) {
+        p->fn(p->arg, k);
+        if (__atomic_add_fetch(&p->done, 1, __ATOMIC_ACQ_REL) == n) {
+            pthread_mutex_lock(&p->mu);
+            if (p->caller_sleeping)
+                pthread_cond_signal(&p->done_cond);
+            pthread_mutex_unlock(&p->mu);
+        }
+    }
+}
+
+/* Spin until the ticket's generation differs from seen or the spin budget is spent; returns
+ * whether it changed. */
+static int spin_for_gen(struct vl3__cpu_pool *p, unsigned seen)
 {
     uint64_t t0 = 0;
-    for (unsigned i = 0;; i++) {
-        if (__atomic_load_n(v, __ATOMIC_ACQUIRE) != old)
+    for (unsigned i = 0; p->spin; i++) {
+        if (T_GEN(__atomic_load_n(&p->ticket, __ATOMIC_ACQUIRE)) != seen)
             return 1;
         CPU_RELAX();
         if ((i & 63) == 63) {
@@ -85,9 +116,10 @@ static int spin_while_eq(const unsigned *v, unsigned old)
             if (!t0)
                 t0 = t;
             else if (t - t0 > SPIN_NS)
-                return 0;
+                break;
         }
     }
+    return T_GEN(__atomic_load_n(&p->ticket, __ATOMIC_ACQUIRE)) != seen;
 }
 
 static void *worker_main(void *arg)
@@ -95,10 +127,10 @@ static void *worker_main(void *arg)
     struct vl3__cpu_pool *p = arg;
     unsigned seen = 0;
     for (;;) {
-        if (!spin_while_eq(&p->gen, seen)) {
+        if (!spin_for_gen(p, seen)) {
             pthread_mutex_lock(&p->mu);
             p->sleeping++;
-            while (__atomic_load_n(&p->gen, __ATOMIC_ACQUIRE) == seen &&
+            while (T_GEN(__atomic_load_n(&p->ticket, __ATOMIC_ACQUIRE)) == seen &&
                    !__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
                 pthread_cond_wait(&p->wake, &p->mu);
             p->sleeping--;
@@ -106,14 +138,9 @@ static void *worker_main(void *arg)
         }
         if (__atomic_load_n(&p->stop, __ATOMIC_ACQUIRE))
             break;
-        seen = __atomic_load_n(&p->gen, __ATOMIC_ACQUIRE);
-        take_tasks(p, p->fn, p->arg, p->n);
-        if (__atomic_sub_fetch(&p->active, 1, __ATOMIC_ACQ_REL) == 0) {
-            pthread_mutex_lock(&p->mu);
-            if (p->caller_sleeping)
-                pthread_cond_signal(&p->done);
-            pthread_mutex_unlock(&p->mu);
-        }
+        uint64_t t = __atomic_load_n(&p->ticket, __ATOMIC_ACQUIRE);
+        seen = T_GEN(t);
+        take_tasks(p, seen, T_N(t));
     }
     return NULL;
 }
@@ -126,11 +153,13 @@ int vl3__cpu_pool_new(int n_threads, struct vl3__cpu_pool **ret_pool)
     if (n_threads > MAX_THREADS + 1)
         n_threads = MAX_THREADS + 1;
     p->wanted = n_threads > 1 ? n_threads - 1 : 0;
-    p->n_workers = -1; /* not started */
+    p->n_workers = -1;
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    p->spin = cpus <= 0 || n_threads <= cpus;
     pthread_mutex_init(&p->run_lock, NULL);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
-    pthread_cond_init(&p->done, NULL);
+    pthread_cond_init(&p->done_cond, NULL);
     *ret_pool = p;
     return 0;
 }
@@ -147,7 +176,7 @@ void vl3__cpu_pool_free(struct vl3__cpu_pool *p)
         for (int k = 0; k < p->n_workers; k++)
             pthread_join(p->th[k], NULL);
     }
-    pthread_cond_destroy(&p->done);
+    pthread_cond_destroy(&p->done_cond);
     pthread_cond_destroy(&p->wake);
     pthread_mutex_destroy(&p->mu);
     pthread_mutex_destroy(&p->run_lock);
@@ -200,7 +229,7 @@ void vl3__cpu_run(void *ctx, int n, vl3__cpu_task_fn fn, void *arg)
             fn(arg, k);
         return;
     }
-    if (pthread_mutex_trylock(&p->run_lock) != 0) {
+    if (n > MAX_TASKS || pthread_mutex_trylock(&p->run_lock) != 0) {
         run_spawned(n, fn, arg);
         return;
     }
@@ -217,24 +246,23 @@ void vl3__cpu_run(void *ctx, int n, vl3__cpu_task_fn fn, void *arg)
     }
     p->fn = fn;
     p->arg = arg;
-    p->n = n;
-    __atomic_store_n(&p->next, 0, __ATOMIC_RELAXED);
-    __atomic_store_n(&p->active, p->n_workers, __ATOMIC_RELAXED);
-    __atomic_add_fetch(&p->gen, 1, __ATOMIC_RELEASE);
+    unsigned gen = ++p->gen;
+    __atomic_store_n(&p->done, 0, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->ticket, ((uint64_t)gen << 32) | ((uint64_t)n << 16), __ATOMIC_RELEASE);
     pthread_mutex_lock(&p->mu);
     if (p->sleeping)
         pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
-    take_tasks(p, fn, arg, n);
-    /* wait for the workers: spin, then sleep until the last one signals */
+    take_tasks(p, gen, n);
+    /* wait for the tasks other threads took: spin, then sleep until the last one signals */
     uint64_t t0 = now_ns();
-    for (unsigned i = 0; __atomic_load_n(&p->active, __ATOMIC_ACQUIRE) != 0; i++) {
+    for (unsigned i = 0; __atomic_load_n(&p->done, __ATOMIC_ACQUIRE) != n; i++) {
         CPU_RELAX();
-        if ((i & 63) == 63 && now_ns() - t0 > SPIN_NS) {
+        if ((i & 63) == 63 && (!p->spin || now_ns() - t0 > SPIN_NS)) {
             pthread_mutex_lock(&p->mu);
             p->caller_sleeping = 1;
-            while (__atomic_load_n(&p->active, __ATOMIC_ACQUIRE) != 0)
-                pthread_cond_wait(&p->done, &p->mu);
+            while (__atomic_load_n(&p->done, __ATOMIC_ACQUIRE) != n)
+                pthread_cond_wait(&p->done_cond, &p->mu);
             p->caller_sleeping = 0;
             pthread_mutex_unlock(&p->mu);
             break;
