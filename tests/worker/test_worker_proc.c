@@ -1526,30 +1526,39 @@ TEST(proc_token_cache_two_workers)
     return 0;
 }
 
-/* backend = cuda-emu: the worker starts on the emulated CUDA backend (the CUDA kernels on the
- * host emulator), says so in HELLO, and answers an image job as `vl3 run --backend cuda-emu`
- * does; `--backend NAME` overrides the setting, an unknown name is a usage error (exit 1). */
-TEST(proc_cuda_emu_backend_answers)
+/* One image job (img.png, caption) on a worker configured with conf, which must say backend
+ * cuda-emu in its hello; the outcome in *o, the image's path in png. */
+static int emu_image_job(const char *conf, const char *id, double temperature, int max_new,
+                         char *png, size_t png_len, struct outcome *o)
 {
     struct proc p;
     ASSERT_OK(fixtures());
-    ASSERT_OK(write_conf("backend = cuda-emu"));
+    ASSERT_OK(write_conf(conf));
     ASSERT_OK(spawn(&p));
     vl3_proto_msg m;
     ASSERT_EQ(next(&p, &m, 60000), 1);
     ASSERT_EQ(m.type, VL3_PROTO_HELLO);
     ASSERT_STR_EQ(m.u.hello.backend, "cuda-emu");
     vl3_proto_msg_free(&m);
-    char png[1200];
-    path(png, sizeof(png), "img.png");
-    const char *ids[1] = {"emu"};
-    static struct outcome o[1];
-    memset(o, 0, sizeof(o));
-    ASSERT_OK(send_job_t(&p, "emu", png, 0, 1, 0, 8));
+    path(png, png_len, "img.png");
+    const char *ids[1] = {id};
+    memset(o, 0, sizeof(*o));
+    ASSERT_OK(send_job_t(&p, id, png, 0, 1, temperature, max_new));
     ASSERT_OK(collect(&p, ids, 1, o, 240));
     close(p.in);
     ASSERT_EQ(wait_exit(&p, 30), 0);
     finish(&p);
+    return 0;
+}
+
+/* backend = cuda-emu: the worker starts on the emulated CUDA backend (the CUDA kernels on the
+ * host emulator), says so in HELLO, and answers an image job as `vl3 run --backend cuda-emu`
+ * does; `--backend NAME` overrides the setting, an unknown name is a usage error (exit 1). */
+TEST(proc_cuda_emu_backend_answers)
+{
+    char png[1200];
+    static struct outcome o[1];
+    ASSERT_OK(emu_image_job("backend = cuda-emu", "emu", 0, 8, png, sizeof(png), o));
     if (llm_missing(&o[0]))
         SKIP("this build has no language model: %s", o[0].err_msg);
     ASSERT(o[0].got_done);
@@ -1572,24 +1581,10 @@ TEST(proc_cuda_emu_backend_answers)
  * with the same temperature and seed (vl3_generate, the same op), token for token. */
 TEST(proc_cuda_emu_sampled_answer_equals_vl3_run)
 {
-    struct proc p;
-    ASSERT_OK(fixtures());
-    ASSERT_OK(write_conf("backend = cuda-emu\n[generate]\nseed = 5"));
-    ASSERT_OK(spawn(&p));
-    vl3_proto_msg m;
-    ASSERT_EQ(next(&p, &m, 60000), 1);
-    ASSERT_EQ(m.type, VL3_PROTO_HELLO);
-    vl3_proto_msg_free(&m);
     char png[1200];
-    path(png, sizeof(png), "img.png");
-    const char *ids[1] = {"emu_sampled"};
     static struct outcome o[1];
-    memset(o, 0, sizeof(o));
-    ASSERT_OK(send_job_t(&p, "emu_sampled", png, 0, 1, 0.8, 10));
-    ASSERT_OK(collect(&p, ids, 1, o, 240));
-    close(p.in);
-    ASSERT_EQ(wait_exit(&p, 30), 0);
-    finish(&p);
+    ASSERT_OK(emu_image_job("backend = cuda-emu\n[generate]\nseed = 5", "emu_sampled", 0.8, 10,
+                            png, sizeof(png), o));
     if (llm_missing(&o[0]))
         SKIP("this build has no language model: %s", o[0].err_msg);
     ASSERT(o[0].got_done);
