@@ -525,41 +525,32 @@ static int run_cache_layout(int native)
     snprintf(run2, sizeof(run2), "%s/vl3 run --model %s/m2 --greedy --max-new-tokens 4 "
              "--threads 1", bin, dir);
     char a[2048];
-    /* an image, a video, a window of a video */
-    snprintf(a, sizeof(a), "--image %s/img.png --task caption", dir);
-    if (cold_miss_hit(run, ci, dir, "img", a))
-        return 1;
-    snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --max-frames 6 --task caption", dir);
-    if (cold_miss_hit(run, ci, dir, "vid", a))
-        return 1;
-    snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --window 2 --window-index 1 --task "
-             "caption", dir);
-    if (cold_miss_hit(run, ci, dir, "win", a))
-        return 1;
-    /* the entries hold the encoder's rows before the projector (32 wide in the tiny model), as
-     * bf16 in bf16 precision: 64 raw bytes per row */
-    char hk[40] = "", hd[1200];
-    snprintf(hd, sizeof(hd), "%s/win_hit", dir);
-    cache_of(hd, hk, sizeof(hk));
-    ASSERT_EQ(strlen(hk), 32);
-    ASSERT_EQ(sqlv(ci, "SELECT raw_bytes / n_rows FROM token_cache_entries WHERE key = '%s'", hk),
-              32 * 2);
-    /* the same three in f32 precision: other keys (a miss first), f32 rows, hit == cold */
-    snprintf(a, sizeof(a), "--image %s/img.png --task caption", dir);
-    if (cold_miss_hit(runf, ci, dir, "img_f32", a))
-        return 1;
-    snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --max-frames 6 --task caption", dir);
-    if (cold_miss_hit(runf, ci, dir, "vid_f32", a))
-        return 1;
-    snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --window 2 --window-index 1 --task "
-             "caption", dir);
-    if (cold_miss_hit(runf, ci, dir, "win_f32", a))
-        return 1;
-    snprintf(hd, sizeof(hd), "%s/win_f32_hit", dir);
-    cache_of(hd, hk, sizeof(hk));
-    ASSERT_EQ(strlen(hk), 32);
-    ASSERT_EQ(sqlv(ci, "SELECT raw_bytes / n_rows FROM token_cache_entries WHERE key = '%s'", hk),
-              32 * 4);
+    /* an image, a video, a window of a video, in bf16 then f32 precision (other keys: a miss
+     * first); the entries hold the encoder's rows before the projector (32 wide in the tiny
+     * model): bf16 rows in bf16 precision, f32 in f32 */
+    for (int f32 = 0; f32 < 2; f32++) {
+        const char *sfx = f32 ? "_f32" : "";
+        char name[32], hk[40] = "", hd[1200];
+        snprintf(a, sizeof(a), "--image %s/img.png --task caption", dir);
+        snprintf(name, sizeof(name), "img%s", sfx);
+        if (cold_miss_hit(f32 ? runf : run, ci, dir, name, a))
+            return 1;
+        snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --max-frames 6 --task caption", dir);
+        snprintf(name, sizeof(name), "vid%s", sfx);
+        if (cold_miss_hit(f32 ? runf : run, ci, dir, name, a))
+            return 1;
+        snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --window 2 --window-index 1 --task "
+                 "caption", dir);
+        snprintf(name, sizeof(name), "win%s", sfx);
+        if (cold_miss_hit(f32 ? runf : run, ci, dir, name, a))
+            return 1;
+        snprintf(hd, sizeof(hd), "%s/win%s_hit", dir, sfx);
+        cache_of(hd, hk, sizeof(hk));
+        ASSERT_EQ(strlen(hk), 32);
+        ASSERT_EQ(sqlv(ci, "SELECT raw_bytes / n_rows FROM token_cache_entries WHERE key = '%s'",
+                       hk),
+                  32 * (f32 ? 4 : 2));
+    }
     /* the two precisions' answers are not the same computation (the comparison can fail) */
     {
         char b16[1200], f32[1200];
