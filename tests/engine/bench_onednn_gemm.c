@@ -11,7 +11,7 @@
  *
  * Times: one thread in CPU time of the calling thread (vl3 context of 1 thread, oneDNN with
  * omp_set_num_threads(1), which runs the region on the caller), then 2 threads in wall time;
- * each the best of a few repetitions, the contenders interleaved within every repetition.
+ * each the best of a few back-to-back repetitions after a warm-up run.
  *
  * Correctness (exit 1 on failure): vl3 and both oneDNN outputs against each other (max |a - b| /
  * max |b|, relative L2, limit 1e-4: both sum the same rounded products in f32, so they differ by
@@ -238,38 +238,35 @@ static void keep_min(double *best, double v)
     *best = v < *best ? v : *best;
 }
 
-/* Best-of-reps times at nt threads (cpu: thread CPU time, else wall), interleaved. */
+/* Best-of-reps times at nt threads (cpu: thread CPU time, else wall). Each contender runs its
+ * repetitions back to back (its threads stay warm, as in a forward pass), after a 20 ms pause
+ * that lets the other's threads stop spinning; the first run of each is a warm-up. */
 static int time_shape(void *vctx, struct dn_set *s, int nt, int cpu, int reps, int T, int in,
                       int out, float *y_v, const float *x, const uint16_t *w, void *work,
                       size_t wb, struct timing *ret)
 {
     double (*clk)(void) = cpu ? now_cpu : now_wall;
-    struct timing b = {1e30, 1e30, 1e30, 1e30};
+    double *best[4] = {&ret->vl3, &ret->dn_cvt, &ret->dn_plain, &ret->dn_any};
     set_omp_threads(nt);
-    for (int r = 0; r < reps + 1; r++) { /* the first round warms both up, untimed */
-        double t0 = clk();
-        if (vl3__cpu_gemm_bf16(vctx, y_v, x, w, T, in, out, 0, -1, work, wb) < 0)
-            return -1;
-        double t1 = clk();
-        if (exec2(s->cvt, DNNL_ARG_FROM, s->xf, DNNL_ARG_TO, s->xb, -1, NULL) < 0)
-            return -1;
-        double t2 = clk();
-        if (exec2(s->mm_plain, DNNL_ARG_SRC, s->xb, DNNL_ARG_WEIGHTS, s->wplain, DNNL_ARG_DST,
-                  s->y_plain) < 0)
-            return -1;
-        double t3 = clk();
-        if (exec2(s->mm_any, DNNL_ARG_SRC, s->xb, DNNL_ARG_WEIGHTS, s->wblk, DNNL_ARG_DST,
-                  s->y_any) < 0)
-            return -1;
-        double t4 = clk();
-        if (r == 0)
-            continue;
-        keep_min(&b.vl3, t1 - t0);
-        keep_min(&b.dn_cvt, t2 - t1);
-        keep_min(&b.dn_plain, t3 - t2);
-        keep_min(&b.dn_any, t4 - t3);
+    for (int who = 0; who < 4; who++) {
+        struct timespec pause = {0, 20000000};
+        nanosleep(&pause, NULL);
+        *best[who] = 1e30;
+        for (int r = 0; r < reps + 1; r++) {
+            double t0 = clk();
+            int rc = who == 0   ? vl3__cpu_gemm_bf16(vctx, y_v, x, w, T, in, out, 0, -1, work, wb)
+                     : who == 1 ? exec2(s->cvt, DNNL_ARG_FROM, s->xf, DNNL_ARG_TO, s->xb, -1, NULL)
+                     : who == 2 ? exec2(s->mm_plain, DNNL_ARG_SRC, s->xb, DNNL_ARG_WEIGHTS,
+                                        s->wplain, DNNL_ARG_DST, s->y_plain)
+                                : exec2(s->mm_any, DNNL_ARG_SRC, s->xb, DNNL_ARG_WEIGHTS, s->wblk,
+                                        DNNL_ARG_DST, s->y_any);
+            double dt = clk() - t0;
+            if (rc < 0)
+                return -1;
+            if (r > 0)
+                keep_min(best[who], dt);
+        }
     }
-    *ret = b;
     return 0;
 }
 
