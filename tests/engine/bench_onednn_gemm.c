@@ -19,8 +19,11 @@
  * 1e-3 .. 1), and 256 sampled entries of each against a double sum of the same rounded inputs,
  * |got - want| <= 2e-5 * sum_k |x_k w_k| as test-cpu-bf16 demands.
  *
+ * "selftest" runs one small shape twice: as above (must agree) and with W handed to oneDNN in
+ * the wrong layout (must be reported as disagreeing); exit 0 only when both hold.
+ *
  * Built only where libdnnl is found (tests/engine/onednn.cmake); not a CTest test. Run:
- *   build/bin/bench-onednn-gemm [all | prefill | decode | TxINxOUT]
+ *   build/bin/bench-onednn-gemm [all | prefill | decode | selftest | TxINxOUT]
  * ONEDNN_VERBOSE=1 (or DNNL_VERBOSE=1) also prints oneDNN's own lines. */
 #include <dlfcn.h>
 #include <math.h>
@@ -44,6 +47,7 @@ static dnnl_engine_t eng;
 static dnnl_stream_t strm;
 static void (*set_omp_threads)(int);
 static uint64_t rng = 0x9e3779b97f4a7c15ull;
+static int wrong_layout; /* selftest: W handed to oneDNN as (in, out) row-major, i.e. misread */
 
 #define DN(call)                                                                                  \
     do {                                                                                          \
@@ -141,7 +145,8 @@ static int dn_set_init(struct dn_set *s, int nt, int T, int in, int out, float *
     dnnl_dims_t xd = {T, in}, wd = {in, out}, yd = {T, out};
     DN(dnnl_memory_desc_init_by_tag(&xf_md, 2, xd, dnnl_f32, dnnl_ab));
     DN(dnnl_memory_desc_init_by_tag(&xb_md, 2, xd, dnnl_bf16, dnnl_ab));
-    DN(dnnl_memory_desc_init_by_tag(&wplain_md, 2, wd, dnnl_bf16, dnnl_ba));
+    DN(dnnl_memory_desc_init_by_tag(&wplain_md, 2, wd, dnnl_bf16,
+                                    wrong_layout ? dnnl_ab : dnnl_ba));
     DN(dnnl_memory_desc_init_by_tag(&wany_md, 2, wd, dnnl_bf16, dnnl_format_tag_any));
     DN(dnnl_memory_desc_init_by_tag(&y_md, 2, yd, dnnl_f32, dnnl_ab));
 
@@ -368,8 +373,10 @@ int main(int argc, char **argv)
             fprintf(stderr, "bad shape \"%s\"\n", which);
             return 2;
         }
+    } else if (!strcmp(which, "selftest")) {
+        one[0] = 40, one[1] = 320, one[2] = 320;
     } else if (strcmp(which, "all") && strcmp(which, "prefill") && strcmp(which, "decode")) {
-        fprintf(stderr, "usage: %s [all | prefill | decode | TxINxOUT]\n", argv[0]);
+        fprintf(stderr, "usage: %s [all | prefill | decode | selftest | TxINxOUT]\n", argv[0]);
         return 2;
     }
     /* libdnnl is built on GNU OpenMP here; its thread count is the caller's OpenMP setting */
@@ -410,6 +417,18 @@ int main(int argc, char **argv)
             }
             fails += r;
         }
+    }
+    if (!strcmp(which, "selftest")) {
+        wrong_layout = 1;
+        int r = run_shape(c1, c2, one[0], one[1], one[2]);
+        if (r < 0) {
+            status = 2;
+            goto cleanup;
+        }
+        printf("selftest: right layout %s, wrong layout %s\n", fails ? "FAILED" : "agreed",
+               r ? "caught" : "NOT CAUGHT");
+        status = fails || !r ? 1 : 0;
+        goto cleanup;
     }
     if (fails)
         status = 1;
