@@ -23,7 +23,8 @@
  * the wrong layout (must be reported as disagreeing); exit 0 only when both hold.
  *
  * Built only where libdnnl is found (tests/engine/onednn.cmake); not a CTest test. Run:
- *   build/bin/bench-onednn-gemm [all | prefill | decode | selftest | TxINxOUT]
+ *   build/bin/bench-onednn-gemm [all | prefill | decode | selftest | TxINxOUT] [rounds]
+ * (rounds: the list is run that many times; a last table gives each cell's best.)
  * ONEDNN_VERBOSE=1 (or DNNL_VERBOSE=1) also prints oneDNN's own lines. */
 #include <dlfcn.h>
 #include <math.h>
@@ -288,7 +289,8 @@ static void print_row(int T, int in, int out, int nt, const struct timing *t)
 
 /* One shape: times at 1 and 2 threads, one-time costs, agreement. 0 ok, 1 disagreement, -1
  * error. */
-static int run_shape(void *c1, void *c2, int T, int in, int out)
+static int run_shape(void *c1, void *c2, int T, int in, int out, struct timing *best1,
+                     struct timing *best2)
 {
     int ret = -1;
     struct dn_set s1 = {0}, s2 = {0};
@@ -315,6 +317,8 @@ static int run_shape(void *c1, void *c2, int T, int in, int out)
     if (time_shape(c1, &s1, 1, 1, reps, T, in, out, y_v, x, w, work, wb, &t1) < 0)
         goto cleanup;
     print_row(T, in, out, 1, &t1);
+    keep_min(&best1->vl3, t1.vl3), keep_min(&best1->dn_cvt, t1.dn_cvt);
+    keep_min(&best1->dn_plain, t1.dn_plain), keep_min(&best1->dn_any, t1.dn_any);
     double e_vp[2], e_va[2], e_pa[2], r_v, r_p, r_a;
     agree(y_v, y_p, (size_t)T * out, &e_vp[0], &e_vp[1]);
     agree(y_v, y_a, (size_t)T * out, &e_va[0], &e_va[1]);
@@ -328,6 +332,8 @@ static int run_shape(void *c1, void *c2, int T, int in, int out)
     if (time_shape(c2, &s2, 2, 0, reps, T, in, out, y_v2, x, w, work, wb, &t2) < 0)
         goto cleanup;
     print_row(T, in, out, 2, &t2);
+    keep_min(&best2->vl3, t2.vl3), keep_min(&best2->dn_cvt, t2.dn_cvt);
+    keep_min(&best2->dn_plain, t2.dn_plain), keep_min(&best2->dn_any, t2.dn_any);
     double e_v12[2], e_p12[2];
     agree(y_v2, y_v, (size_t)T * out, &e_v12[0], &e_v12[1]);
     agree(y_p, y_v, (size_t)T * out, &e_p12[0], &e_p12[1]);
@@ -360,25 +366,65 @@ cleanup:
     return ret;
 }
 
+/* The best of every cell over the rounds, as markdown rows (docs/benchmarks.md). */
+static void print_summary(const int (*shapes)[3], int n, const struct timing *b1,
+                          const struct timing *b2, int rounds)
+{
+    printf("\nbest of %d round(s); speed = vl3 time / (oneDNN time + x reorder), < 1: vl3 faster\n"
+           "| T x in x out | threads | vl3 ms (GFLOP/s) | oneDNN W in place ms (GFLOP/s) | "
+           "x f32->bf16 ms | oneDNN W reordered ms (GFLOP/s) | speed, in place | "
+           "speed, reordered |\n|---|---|---|---|---|---|---|---|\n",
+           rounds);
+    for (int nt = 1; nt <= 2; nt++)
+        for (int i = 0; i < n; i++) {
+            const struct timing *t = nt == 1 ? &b1[i] : &b2[i];
+            double f = 2.0 * shapes[i][0] * shapes[i][1] * shapes[i][2] / 1e9;
+            printf("| %d x %d x %d | %d (%s) | %.3f (%.0f) | %.3f (%.0f) | %.3f | %.3f (%.0f) | "
+                   "%.2f | %.2f |\n",
+                   shapes[i][0], shapes[i][1], shapes[i][2], nt, nt == 1 ? "cpu" : "wall",
+                   t->vl3 * 1e3, f / t->vl3, t->dn_plain * 1e3, f / t->dn_plain,
+                   t->dn_cvt * 1e3, t->dn_any * 1e3, f / t->dn_any,
+                   t->vl3 / (t->dn_plain + t->dn_cvt), t->vl3 / (t->dn_any + t->dn_cvt));
+        }
+}
+
 int main(int argc, char **argv)
 {
-    static const int prefill[][3] = {{391, 1536, 2048}, {391, 1536, 8960}, {391, 8960, 1536},
-                                     {378, 1152, 4304}, {512, 4304, 1152}, {7212, 1536, 8960}};
-    static const int decode[][3] = {{1, 1536, 8960}, {1, 8960, 1536}, {4, 1536, 2048}};
+    static const int all[][3] = {{391, 1536, 2048}, {391, 1536, 8960}, {391, 8960, 1536},
+                                 {378, 1152, 4304}, {512, 4304, 1152}, {7212, 1536, 8960},
+                                 {1, 1536, 8960},   {1, 8960, 1536},   {4, 1536, 2048}};
+    enum { N_PREFILL = 6, N_ALL = 9 };
     const char *which = argc > 1 ? argv[1] : "all";
-    int one[3] = {0, 0, 0}, status = 0, fails = 0;
+    int rounds = argc > 2 ? atoi(argv[2]) : 1;
+    int one[1][3] = {{0, 0, 0}}, status = 0, fails = 0;
+    const int(*shapes)[3] = all;
+    int n = N_ALL;
+    struct timing best1[N_ALL], best2[N_ALL];
     void *c1 = NULL, *c2 = NULL;
-    if (sscanf(which, "%dx%dx%d", &one[0], &one[1], &one[2]) == 3) {
-        if (one[0] <= 0 || one[1] <= 0 || one[2] <= 0) {
+    if (sscanf(which, "%dx%dx%d", &one[0][0], &one[0][1], &one[0][2]) == 3) {
+        if (one[0][0] <= 0 || one[0][1] <= 0 || one[0][2] <= 0) {
             fprintf(stderr, "bad shape \"%s\"\n", which);
             return 2;
         }
+        shapes = one, n = 1;
     } else if (!strcmp(which, "selftest")) {
-        one[0] = 40, one[1] = 320, one[2] = 320;
-    } else if (strcmp(which, "all") && strcmp(which, "prefill") && strcmp(which, "decode")) {
-        fprintf(stderr, "usage: %s [all | prefill | decode | selftest | TxINxOUT]\n", argv[0]);
+        one[0][0] = 40, one[0][1] = 320, one[0][2] = 320;
+        shapes = one, n = 1, rounds = 1;
+    } else if (!strcmp(which, "prefill")) {
+        n = N_PREFILL;
+    } else if (!strcmp(which, "decode")) {
+        shapes = all + N_PREFILL, n = N_ALL - N_PREFILL;
+    } else if (strcmp(which, "all")) {
+        fprintf(stderr, "usage: %s [all | prefill | decode | selftest | TxINxOUT] [rounds]\n",
+                argv[0]);
         return 2;
     }
+    if (rounds < 1 || rounds > 100) {
+        fprintf(stderr, "rounds must be 1..100\n");
+        return 2;
+    }
+    for (int i = 0; i < N_ALL; i++)
+        best1[i] = best2[i] = (struct timing){1e30, 1e30, 1e30, 1e30};
     /* libdnnl is built on GNU OpenMP here; its thread count is the caller's OpenMP setting */
     *(void **)&set_omp_threads = dlsym(RTLD_DEFAULT, "omp_set_num_threads");
     if (!set_omp_threads) {
@@ -401,35 +447,29 @@ int main(int argc, char **argv)
         goto cleanup;
     }
     printf("ratio = vl3 time / (oneDNN matmul + x f32->bf16 reorder): > 1 means oneDNN faster\n");
-    for (int list = 0; list < 3; list++) {
-        const int(*shapes)[3] = list == 0 ? prefill : list == 1 ? decode : (const int(*)[3])&one;
-        int n = list == 0 ? 6 : list == 1 ? 3 : 1;
-        if (list == 2 && !one[0])
-            continue;
-        if (list < 2 && (one[0] || (list == 0 && !strcmp(which, "decode")) ||
-                         (list == 1 && !strcmp(which, "prefill"))))
-            continue;
+    for (int r = 0; r < rounds; r++)
         for (int i = 0; i < n; i++) {
-            int r = run_shape(c1, c2, shapes[i][0], shapes[i][1], shapes[i][2]);
-            if (r < 0) {
+            int rc = run_shape(c1, c2, shapes[i][0], shapes[i][1], shapes[i][2], &best1[i],
+                               &best2[i]);
+            if (rc < 0) {
                 status = 2;
                 goto cleanup;
             }
-            fails += r;
+            fails += rc;
         }
-    }
     if (!strcmp(which, "selftest")) {
         wrong_layout = 1;
-        int r = run_shape(c1, c2, one[0], one[1], one[2]);
-        if (r < 0) {
+        int rc = run_shape(c1, c2, one[0][0], one[0][1], one[0][2], &best1[0], &best2[0]);
+        if (rc < 0) {
             status = 2;
             goto cleanup;
         }
         printf("selftest: right layout %s, wrong layout %s\n", fails ? "FAILED" : "agreed",
-               r ? "caught" : "NOT CAUGHT");
-        status = fails || !r ? 1 : 0;
+               rc ? "caught" : "NOT CAUGHT");
+        status = fails || !rc ? 1 : 0;
         goto cleanup;
     }
+    print_summary(shapes, n, best1, best2, rounds);
     if (fails)
         status = 1;
     printf("%s\n", fails ? "FAIL: results disagree" : "agreement: ok");
