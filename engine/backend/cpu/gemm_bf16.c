@@ -42,6 +42,10 @@
 #define THREAD_MIN_MACS (1 << 20)
 #define AMX_XCHUNK_BYTES (1280 << 10) /* packed x of one k chunk (amx_job), to stay in L2 */
 #define AMX_PARK_BYTES (256 << 10)   /* per thread: C tiles parked between k chunks */
+/* k steps (of 32) per chunk on the long-k path: A (16 KB) and B (16 KB) of a block and token
+ * pair fit L1 together; one thread, CPU time: 8 steps 830-945 GFLOP/s against 700-800 with
+ * chunks sized to L2 (~50 steps); 4, 6, 10, 12, 16 steps measured lower than 8 */
+#define AMX_KC_L1 8
 
 static const char *const isa_names[VL3__CPU_ISA_COUNT] = {"c", "avx2", "avx512", "avx512bf16",
                                                           "amx"};
@@ -581,9 +585,9 @@ __attribute__((target(AMX_TARGET))) static void amx_job(const struct gemm_job *j
     const char *xp = (const char *)j->xb;
     struct amx_pending pend = {0};
     struct amx_block bl;
-    /* k chunk: the x of all tokens for one chunk within AMX_XCHUNK_BYTES (L2). Chunking pays
-     * only where x is well beyond L2 (391 x 8960: 800 against 650 GFLOP/s on one thread); at
-     * 1.2-1.5 MB of x (K 1536) the parking of C costs more than it saves. */
+    /* k chunks only where x of all tokens is well beyond L2 (AMX_XCHUNK_BYTES per chunk of the
+     * would-be L2 size: 391 x 8960 went 650 -> 800 GFLOP/s on one thread); at 1.2-1.5 MB of x
+     * (K 1536) the parking of C costs more than it saves. */
     int cs = (int)(AMX_XCHUNK_BYTES / ((size_t)ntb * 1024));
     if (cs < 8)
         cs = 8;
@@ -601,9 +605,12 @@ __attribute__((target(AMX_TARGET))) static void amx_job(const struct gemm_job *j
             }
         }
     } else {
-        /* long k (down_proj 8960, vision fc2 4304): groups of G blocks; per k chunk, every block
-         * of the group over every token block, the C tiles parked between chunks. x of the chunk
-         * is read from L2 by the G blocks instead of the whole x from L3 by every block. */
+        /* long k (down_proj 8960, vision fc2 4304): groups of G blocks; per k chunk of
+         * AMX_KC_L1 steps, every block of the group over every token block, the C tiles parked
+         * between chunks. x of the chunk is read from L2 by the G blocks instead of the whole x
+         * from L3 by every block, and a block's A tiles of the chunk (16 KB) stay in L1 across
+         * the token blocks. */
+        cs = AMX_KC_L1;
         int npair = ntb / 2;
         int G = (int)(AMX_PARK_BYTES / ((size_t)npair * 4096));
         if (G < 1)
