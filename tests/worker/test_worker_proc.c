@@ -284,6 +284,23 @@ static int log_has(const char *needle)
     return test_sh(NULL, 0, "grep -q -- '%s' '%s'", needle, log_path) == 0;
 }
 
+/* Start a throwaway PostgreSQL in directory pg (tests/harness/pg-harness) and migrate it; *ci
+ * its conninfo. Returns 0, or -1 when the server did not start; *ret_migrate: the migration's
+ * exit status (tests check it once they have stopped the server again). */
+static int cache_pg_start(const char *pg, char *ci, size_t ci_len, int *ret_migrate)
+{
+    char port[32] = "";
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    if (test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null 2>&1 "
+                "&& cat '%s/port'", test_source_dir(), pg, pg) != 0)
+        return -1;
+    port[strcspn(port, "\n")] = '\0';
+    snprintf(ci, ci_len, "host=%s port=%s dbname=vl3 user=postgres", pg, port);
+    *ret_migrate = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir "
+                           "'%s/schema' >/dev/null", bin, ci, test_source_dir());
+    return 0;
+}
+
 static void path(char *buf, size_t n, const char *name)
 {
     snprintf(buf, n, "%s/%s", dir, name);
@@ -581,19 +598,15 @@ TEST(proc_answer_equals_vl3_run)
  * through the keys vl3 run computes (its --cache run hits). */
 static int visual_tokens_equal(const char *prec)
 {
-    char pg[1100], ci[1400], extra[1600], port[32] = "";
+    char pg[1100], ci[1400], extra[1600];
     snprintf(pg, sizeof(pg), "%s/tcpg4%s", test_tmpdir(), prec);
     const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
     if (fixtures() < 0)
         return 1;
     if (test_sh(NULL, 0, "psql --version >/dev/null 2>&1") != 0)
         SKIP("psql is not available");
-    ASSERT_EQ(test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null "
-                      "2>&1 && cat '%s/port'", test_source_dir(), pg, pg), 0);
-    port[strcspn(port, "\n")] = '\0';
-    snprintf(ci, sizeof(ci), "host=%s port=%s dbname=vl3 user=postgres", pg, port);
-    int rc = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir '%s/schema' "
-                     ">/dev/null", bin, ci, test_source_dir());
+    int rc;
+    ASSERT_OK(cache_pg_start(pg, ci, sizeof(ci), &rc));
     snprintf(extra, sizeof(extra), "[batch]\nvision_frames = 1\n[cache]\nconninfo = %s", ci);
     char b[1200], img[1200];
     path(b, sizeof(b), "b.mp4");
@@ -1155,19 +1168,14 @@ TEST(proc_windows_stream_through_budget)
  * computes only it, with the same answers. */
 TEST(proc_cached_windows_stream_through_budget)
 {
-    char pg[1100], ci[1400], extra[1600], port[32] = "", clip[1200];
+    char pg[1100], ci[1400], extra[1600], clip[1200];
     snprintf(pg, sizeof(pg), "%s/tcpg3", test_tmpdir());
-    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
     if (fixtures() < 0)
         return 1;
     ASSERT_OK(gen_input(clip, sizeof(clip), "w30v.mp4",
                         "-f lavfi -i testsrc2=s=320x240:r=6 -t 30 -c:v libx264 -pix_fmt yuv420p"));
-    ASSERT_EQ(test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null "
-                      "2>&1 && cat '%s/port'", test_source_dir(), pg, pg), 0);
-    port[strcspn(port, "\n")] = '\0';
-    snprintf(ci, sizeof(ci), "host=%s port=%s dbname=vl3 user=postgres", pg, port);
-    int rc = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir '%s/schema' "
-                     ">/dev/null", bin, ci, test_source_dir());
+    int rc;
+    ASSERT_OK(cache_pg_start(pg, ci, sizeof(ci), &rc));
     static struct outcome o[3];
     memset(o, 0, sizeof(o));
     const char *id1[1] = {"fill"}, *id2[1] = {"again"}, *id3[1] = {"damaged"};
@@ -1321,17 +1329,13 @@ TEST(proc_job_wall_limit)
  * entries and answers the same; with PostgreSQL stopped a job still answers (its window a miss). */
 TEST(proc_token_cache)
 {
-    char pg[1100], ci[1400], extra[1600], port[32] = "";
+    char pg[1100], ci[1400], extra[1600];
     snprintf(pg, sizeof(pg), "%s/tcpg", test_tmpdir());
     const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
     if (fixtures() < 0)
         return 1;
-    ASSERT_EQ(test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null "
-                      "2>&1 && cat '%s/port'", test_source_dir(), pg, pg), 0);
-    port[strcspn(port, "\n")] = '\0';
-    snprintf(ci, sizeof(ci), "host=%s port=%s dbname=vl3 user=postgres", pg, port);
-    int rc = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir '%s/schema' "
-                     ">/dev/null", bin, ci, test_source_dir());
+    int rc;
+    ASSERT_OK(cache_pg_start(pg, ci, sizeof(ci), &rc));
     snprintf(extra, sizeof(extra), "[cache]\nconninfo = %s", ci);
     static struct outcome o[4], o2[4];
     memset(o, 0, sizeof(o));
@@ -1457,17 +1461,12 @@ TEST(proc_token_cache)
  * the same, and a third job afterwards hits every window. */
 TEST(proc_token_cache_two_workers)
 {
-    char pg[1100], ci[1400], extra[1600], port[32] = "";
+    char pg[1100], ci[1400], extra[1600];
     snprintf(pg, sizeof(pg), "%s/tcpg2", test_tmpdir());
-    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
     if (fixtures() < 0)
         return 1;
-    ASSERT_EQ(test_sh(port, sizeof(port), "'%s/tests/harness/pg-harness' start '%s' >/dev/null "
-                      "2>&1 && cat '%s/port'", test_source_dir(), pg, pg), 0);
-    port[strcspn(port, "\n")] = '\0';
-    snprintf(ci, sizeof(ci), "host=%s port=%s dbname=vl3 user=postgres", pg, port);
-    int rc = test_sh(NULL, 0, "'%s/vl3' db migrate --conninfo '%s' --schema-dir '%s/schema' "
-                     ">/dev/null", bin, ci, test_source_dir());
+    int rc;
+    ASSERT_OK(cache_pg_start(pg, ci, sizeof(ci), &rc));
     snprintf(extra, sizeof(extra), "[cache]\nconninfo = %s", ci);
     char b[1200];
     path(b, sizeof(b), "b.mp4");
