@@ -206,6 +206,11 @@ def check_bf16(d, out, case, meta, notes):
         else:
             notes.append(note + ": allowed")
     n = min(k + 1, g.size)  # the diverging step's logits still share the context
+    # greedy: each id is its step's argmax (vl3's rows are the logits it sampled from)
+    bad = [i for i in range(o.size) if int(ol[i].argmax()) != int(o[i])]
+    if bad:
+        msgs.append(f"step_logits.f32: step {bad[0]}'s argmax {int(ol[bad[0]].argmax())} is not "
+                    f"the generated id {int(o[bad[0]])}")
     # the prompt's last logits are row 0: the same forward in both
     pl = np.fromfile(os.path.join(out, "logits.f32"), dtype="<f4")
     if not np.array_equal(pl, ol[0]):
