@@ -82,6 +82,8 @@
 
 struct run_opts {
     const char *model, *prompt, *dump;
+    int dump_steps; /* --dump-step-logits: every sampled step's logits in the dump */
+    int ignore_eos; /* --ignore-eos: no stop ids, always --max-new-tokens tokens */
     enum vl3_system_mode system;
     const char *system_text;
     int greedy;
@@ -134,6 +136,19 @@ static int opt_model(struct run_opts *o, const char *a) { o->model = a; return 0
 static int opt_prompt(struct run_opts *o, const char *a) { o->prompt = a; return 0; }
 static int opt_dump(struct run_opts *o, const char *a) { o->dump = a; return 0; }
 static int opt_greedy(struct run_opts *o, const char *a) { (void)a; o->greedy = 1; return 0; }
+static int opt_ignore_eos(struct run_opts *o, const char *a)
+{
+    (void)a;
+    o->ignore_eos = 1;
+    return 0;
+}
+
+static int opt_dump_steps(struct run_opts *o, const char *a)
+{
+    (void)a;
+    o->dump_steps = 1;
+    return 0;
+}
 
 static int opt_system(struct run_opts *o, const char *a)
 {
@@ -297,6 +312,7 @@ static const struct run_opt {
     {"greedy", 0, NULL, "argmax decoding, no repetition penalty unless given", opt_greedy},
     {"repetition-penalty", 1, "X", "HF repetition penalty (> 0; 1 = off)", opt_rp},
     {"max-new-tokens", 1, "N", "most tokens to generate (default 1024)", opt_max_new},
+    {"ignore-eos", 0, NULL, "no stop ids: generate exactly --max-new-tokens tokens", opt_ignore_eos},
     {"temperature", 1, "X", "sampling temperature (> 0)", opt_temperature},
     {"top-k", 1, "N", "keep the N most likely tokens (0 = off)", opt_top_k},
     {"top-p", 1, "X", "nucleus sampling mass in (0, 1]", opt_top_p},
@@ -307,6 +323,8 @@ static const struct run_opt {
     {"backend", 1, "NAME", "auto | cpu | cuda | cuda-emu (default auto: cuda when a device is "
      "there, else cpu; cuda-emu: the CUDA kernels on the host emulator, slow)", opt_backend},
     {"dump", 1, "DIR", "write input_ids.i32, logits.f32, generated.i32, meta.json", opt_dump},
+    {"dump-step-logits", 0, NULL, "with --dump: also step_logits.f32, the logits of every "
+     "generated token (n_generated x vocab)", opt_dump_steps},
     {"image", 1, "FILE", "an image (PNG, JPEG, WebP, ...) before the instruction", opt_image},
     {"frames", 1, "DIR|LIST", "video frames: images named with timestamps, or a list file",
      opt_frames},
@@ -823,7 +841,7 @@ int cmd_run(int argc, char **argv)
     vl3_ctx *ctx = NULL;
     vl3_prompt prompt = {0};
     struct gen_out gen = {0};
-    float *logits = NULL;
+    float *logits = NULL, *step_logits = NULL;
     char *answer = NULL, *instruction = NULL;
     struct run_dump dump = {.meta = NULL};
     struct run_vision rv = {0};
@@ -906,6 +924,8 @@ int cmd_run(int argc, char **argv)
         gp.sampling.seed = o.seed;
     if (o.max_new_tokens)
         gp.max_new_tokens = o.max_new_tokens;
+    if (o.ignore_eos)
+        gp.n_stop = 0;
 
     int64_t need = prompt.n_ids + gp.max_new_tokens;
     if (prompt.n_ids >= info.max_positions) {
@@ -927,6 +947,14 @@ int cmd_run(int argc, char **argv)
             goto out;
         }
         gp.prompt_logits = logits;
+        if (o.dump_steps) {
+            step_logits = malloc(sizeof(float) * (size_t)V * (size_t)gp.max_new_tokens);
+            if (!step_logits) {
+                fprintf(stderr, "vl3 run: out of memory\n");
+                goto out;
+            }
+            gp.step_logits = step_logits;
+        }
     }
     vl3_gen_result res;
     vl3_visual_rows vis = {rv.win.vt.visual, prompt.visual_pos, (int)prompt.n_visual,
@@ -955,6 +983,9 @@ int cmd_run(int argc, char **argv)
         dump.meta = json_object();
         dump_add(&dump, "input_ids.i32", "int32", prompt.ids, 4, 1, &s_in);
         dump_add(&dump, "logits.f32", "float32", logits, 4, 1, &s_lg);
+        int64_t s_st[2] = {gen.n, V};
+        if (step_logits)
+            dump_add(&dump, "step_logits.f32", "float32", step_logits, 4, 2, s_st);
         dump_add(&dump, "generated.i32", "int32", gen.ids ? (void *)gen.ids : (void *)"", 4, 1,
                  &s_gen);
         json_t *t = json_pack(
@@ -1030,6 +1061,7 @@ out:
     free(instruction);
     free(answer);
     free(logits);
+    free(step_logits);
     free(gen.ids);
     vl3_prompt_deinit(&prompt);
     vl3_ctx_free(ctx);

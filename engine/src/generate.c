@@ -61,8 +61,8 @@ int vl3_generate(vl3_ctx *ctx, const int32_t *ids, int n_ids, const vl3_visual_r
     }
     const float *logits = NULL;
     double t0 = vl3_time_s();
-    if ((r = vl3_prefill(ctx, seq, ids, n_ids, vis, p->prompt_logits ? &logits : NULL,
-                         reterr)) < 0)
+    int want = p->prompt_logits || p->step_logits;
+    if ((r = vl3_prefill(ctx, seq, ids, n_ids, vis, want ? &logits : NULL, reterr)) < 0)
         goto out;
     res.prefill_s = vl3_time_s() - t0;
     if (p->prompt_logits)
@@ -70,6 +70,9 @@ int vl3_generate(vl3_ctx *ctx, const int32_t *ids, int n_ids, const vl3_visual_r
     t0 = vl3_time_s();
     for (;;) {
         int32_t id;
+        if (p->step_logits)
+            memcpy(p->step_logits + (size_t)res.n_generated * (size_t)V, logits,
+                   (size_t)V * sizeof(float));
         if ((r = vl3_ctx_sample(ctx, &s, 1, &id, reterr)) < 0)
             goto out;
         (void)vl3_sampler_accept(s, id);
@@ -88,7 +91,8 @@ int vl3_generate(vl3_ctx *ctx, const int32_t *ids, int n_ids, const vl3_visual_r
         if (stop || res.n_generated >= p->max_new_tokens ||
             vl3_ctx_seq_len(ctx, seq) >= ctx->n_ctx)
             break;
-        if ((r = vl3_decode_step(ctx, &seq, &id, 1, NULL, reterr)) < 0)
+        if ((r = vl3_decode_step(ctx, &seq, &id, 1, p->step_logits ? &logits : NULL,
+                                 reterr)) < 0)
             goto out;
     }
     res.decode_s = vl3_time_s() - t0;

@@ -15,6 +15,17 @@ foreach(c ${VL3_ORACLE_CASES})
   endif()
 endforeach()
 
+# The bf16 goldens (<case>_bf16, transformers in bf16; their case.json makes the check pass
+# --precision bf16, overriding VL3_PRECISION) must fail on a deliberately wrong model: every weight
+# scaled by 1.02 (--std 0.102 instead of 0.1); the check inverts its status under
+# VL3_ORACLE_PERTURB_STD (docs/oracle.md, "bf16 goldens").
+add_test(NAME oracle/bf16_perturbed_fails COMMAND /usr/bin/python3
+  ${CMAKE_CURRENT_LIST_DIR}/oracle_check.py $<TARGET_FILE:vl3>
+  ${CMAKE_SOURCE_DIR}/tests/fixtures/oracle ${CMAKE_BINARY_DIR}/oracle/bf16_perturbed
+  text_only_bf16 photo_64x48_bf16 v_long_max12_bf16)
+set_tests_properties(oracle/bf16_perturbed_fails PROPERTIES LABELS "oracle;unit" TIMEOUT 120
+  ENVIRONMENT VL3_ORACLE_PERTURB_STD=0.102 SKIP_RETURN_CODE 77)
+
 # The tokenizer against Hugging Face's Rust tokenizers (tests/fixtures/tokenizer/corpus.ref.jsonl,
 # written by tools/oracle/gen_tokenizer.py): the corpus cases of test-tokenizer, under this label.
 foreach(c tokenizer_qwen_corpus tokenizer_tiny_corpus)

@@ -8,6 +8,13 @@ included), pixel_values.f32.gz and vision_out.f32.gz for visual cases, and case.
 arguments the test must use, shapes, prompt text). The tiny model itself is not committed: the
 test regenerates it with the same `vl3 model tiny` arguments (deterministic bytes).
 
+With --bf16 it writes the bf16 variants <case>_bf16 of BF16_CASES instead: the same checkpoint
+loaded with dtype=torch.bfloat16 (everything in bf16 as the released checkpoints run), greedy for
+exactly BF16_NEW tokens (no stop id: eos neither stops nor is masked, so every step is the plain
+argmax, as `vl3 run --ignore-eos`), plus step_logits.f32.gz: the raw logits of every step (row 0
+= the prompt's last position). case.json says "precision": "bf16"; tests/engine/oracle_check.py
+holds `vl3 run --precision bf16` to them with the bf16 tolerances (docs/oracle.md).
+
 The native chat template file is not part of the tiny checkpoint (and was not readable for the
 spec), so the prompt string is written here as spec §7.2's native test fixes it:
 <|im_start|>user\\n<|image_pad|>\\n{text}<|im_end|>\\n<|im_start|>assistant\\n; the processor
@@ -28,6 +35,9 @@ from PIL import Image, ImageDraw
 
 TINY_ARGS = ["--layout", "native", "--seed", "3", "--std", "0.1"]
 MAX_NEW = 8
+# --bf16: the cases given a bf16 variant (<case>_bf16) and their greedy length
+BF16_CASES = ("text_only", "photo_64x48", "v_long_max12")
+BF16_NEW = 16
 
 # task texts (docs/tasks.md), written out here independently of engine/src/tasks.c
 CAPTION = "Describe this image in detail."
@@ -201,6 +211,8 @@ def main():
     ap.add_argument("--work", default="/tmp/vl3-oracle-work")
     ap.add_argument("--qwen-tokenizer", default="../shared/data/qwen2.5-tokenizer")
     ap.add_argument("--media", default="../shared/data/media")
+    ap.add_argument("--bf16", action="store_true",
+                    help="write the bf16 variants <case>_bf16 of BF16_CASES instead")
     ap.add_argument("cases", nargs="*", help="only these cases (default: all)")
     a = ap.parse_args()
     torch.manual_seed(0)
@@ -217,12 +229,17 @@ def main():
             with open(os.path.join(d, fn), "w") as f:
                 json.dump(content, f, indent=2)
         proc = AutoProcessor.from_pretrained(d)
-        model = VideoLlama3ForConditionalGeneration.from_pretrained(d, dtype=torch.float32)
+        model = VideoLlama3ForConditionalGeneration.from_pretrained(
+            d, dtype=torch.bfloat16 if a.bf16 else torch.float32)
         return proc, model.eval()
 
     loaded = {}
     manifest = []
-    for name, c in all_cases(a.media).items():
+    todo = all_cases(a.media)
+    if a.bf16:
+        todo = {n + "_bf16": c for n, c in todo.items() if n in BF16_CASES}
+    max_new = BF16_NEW if a.bf16 else MAX_NEW
+    for name, c in todo.items():
         if a.cases and name not in a.cases:
             continue
         if c["qwen"] not in loaded:
@@ -234,8 +251,11 @@ def main():
         pad = {"image": "<|image_pad|>\n", "video": "<|video_pad|>\n", "text": ""}[kind]
         sysp = f"<|im_start|>system\n{SYSTEM}<|im_end|>\n" if c["system"] else ""
         prompt = f"{sysp}<|im_start|>user\n{pad}{c['text']}<|im_end|>\n<|im_start|>assistant\n"
-        case = {"max_new_tokens": MAX_NEW, "prompt_text": prompt, "files": {},
+        case = {"max_new_tokens": max_new, "prompt_text": prompt, "files": {},
                 "qwen_tokenizer": c["qwen"]}
+        if a.bf16:
+            case["precision"] = "bf16"
+            case["ignore_eos"] = True
         if kind == "image":
             c["img"].save(os.path.join(d, "input.png"))
             # the processor gets the decoded file, as vl3 does
@@ -275,7 +295,7 @@ def main():
                 # the released checkpoints are bf16: the vision tower's
                 # pixel_values.type(self.dtype) rounds its input to bf16, and vl3 does the same
                 # in every mode; the float32 reference gets the same rounded input
-                inputs[pk] = inputs[pk].bfloat16().float()
+                inputs[pk] = inputs[pk].bfloat16().to(model.dtype)
                 feats = model.model.get_image_features(inputs[pk], inputs[gk], inputs[mk])
                 vo = feats.pooler_output if hasattr(feats, "pooler_output") else feats
                 if isinstance(vo, (list, tuple)):
@@ -295,13 +315,26 @@ def main():
             if not c["qwen"]:
                 save(os.path.join(d, "logits.f32"), lg, "<f4")
                 case["files"]["logits.f32"] = [int(lg.shape[0])]
-            gen = model.generate(**inputs, do_sample=False, max_new_tokens=MAX_NEW,
-                                 repetition_penalty=1.0, temperature=None, top_k=None,
-                                 top_p=None)
-            g = gen[0, ids.shape[0]:].numpy()
             eos = model.generation_config.eos_token_id
             eos = set(eos if isinstance(eos, list) else [eos])
             case["stop_ids"] = sorted(eos)
+            if a.bf16:
+                # no stop id: exactly max_new plain argmax steps, raw logits of each
+                gen = model.generate(**inputs, do_sample=False, max_new_tokens=max_new,
+                                     min_new_tokens=max_new, eos_token_id=[],
+                                     repetition_penalty=1.0, temperature=None, top_k=None,
+                                     top_p=None, output_logits=True,
+                                     return_dict_in_generate=True)
+                sl = torch.stack([x[0] for x in gen.logits]).float().numpy()
+                save(os.path.join(d, "step_logits.f32"), sl, "<f4")
+                case["files"]["step_logits.f32"] = list(sl.shape)
+                gen = gen.sequences
+                eos = set()
+            else:
+                gen = model.generate(**inputs, do_sample=False, max_new_tokens=MAX_NEW,
+                                     repetition_penalty=1.0, temperature=None, top_k=None,
+                                     top_p=None)
+            g = gen[0, ids.shape[0]:].numpy()
             # generate() pads after an early stop: keep up to and including the first stop id
             keep = []
             for t in g.tolist():
@@ -332,6 +365,10 @@ def main():
                 f"{transformers.__version__}, numpy {np.__version__}, Pillow {PIL.__version__}\n")
         f.write(f"- image processor: `{type(proc.image_processor).__name__}`, video processor: "
                 f"`{type(proc.video_processor).__name__}` (torchcodec decoding)\n")
+        f.write(f"- `_bf16` cases (gen.py --bf16): the same model loaded with dtype=torch.bfloat16,"
+                f" greedy for exactly {BF16_NEW} tokens with no stop id, step_logits.f32 = the raw"
+                " logits of every step; checked against `vl3 run --precision bf16` with the bf16"
+                " tolerances (docs/oracle.md)\n")
         f.write("- pixel_values are rounded to bf16 before the vision tower (as the bf16 checkpoints"
                 " do); the dumped pixel_values are the processor's float32 output\n")
         f.write(f"- greedy: do_sample=False, repetition_penalty 1, max_new_tokens {MAX_NEW}, "

@@ -165,6 +165,9 @@ typedef struct vl3_gen_params {
     int seq;                         /* the ctx sequence to use (reset first by vl3_generate) */
     float *prompt_logits;            /* if non-NULL: receives the last prompt position's logits,
                                         (V) f32, caller-owned */
+    float *step_logits;              /* if non-NULL: row i receives the logits token i was
+                                        sampled from (row 0 = the prompt's last position),
+                                        (max_new_tokens, V) f32, caller-owned */
 } vl3_gen_params;
 
 /* Defaults from the model's generation config (do_sample, temperature, top_k, top_p,
