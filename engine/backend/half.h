@@ -1,6 +1,7 @@
-/* half.h: IEEE half (f16) to f32, exact (subnormals normalised, inf and NaN kept), for every
- * place that widens f16 checkpoint data: the CPU backend's weight conversion, the loader's
- * staging and the CUDA module (a separate library, hence a header). */
+/* half.h: IEEE half (f16) to f32, exact (subnormals normalised, inf and NaN kept), and f32 to
+ * bf16 rounded to nearest even (NaN kept quiet), for every place that converts checkpoint data:
+ * the CPU backend's weight conversion, the loader's staging and the CUDA module (a separate
+ * library, hence a header). */
 #ifndef VL3_HALF_H
 #define VL3_HALF_H
 
@@ -30,6 +31,17 @@ static inline float vl3__half_to_f32(uint16_t h)
     float f;
     memcpy(&f, &u, sizeof(f));
     return f;
+}
+
+/* f32 -> bf16, round to nearest even; a NaN stays a (quiet) NaN. */
+static inline uint16_t vl3__f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof(u));
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x40);
+    u += 0x7fffu + ((u >> 16) & 1);
+    return (uint16_t)(u >> 16);
 }
 
 #endif

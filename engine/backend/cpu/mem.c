@@ -66,12 +66,7 @@ size_t vl3__cpu_weight_bytes(void *ctx, size_t n)
 
 uint16_t vl3__cpu_f32_to_bf16(float f)
 {
-    uint32_t u;
-    memcpy(&u, &f, sizeof(u));
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
+    return vl3__f32_to_bf16(f);
 }
 
 float vl3__cpu_bf16_to_f32(uint16_t h)

@@ -238,16 +238,6 @@ static size_t cuda_weight_bytes(void *ctx, size_t n)
     return n * sizeof(uint16_t);
 }
 
-static uint16_t f32_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof(u));
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1);
-    return (uint16_t)(u >> 16);
-}
-
 /* Checkpoint bytes (f32, f16 or bf16) -> bf16 in device memory, through a host staging buffer
  * of CONVERT_CHUNK elements (bf16 sources are uploaded as they are). */
 static int cuda_weight_convert(void *ctx, void *dst, const void *src_host, int src_dtype,
@@ -265,9 +255,9 @@ static int cuda_weight_convert(void *ctx, void *dst, const void *src_host, int s
     for (size_t i0 = 0; i0 < n && r == 0; i0 += chunk) {
         size_t m = n - i0 < chunk ? n - i0 : chunk;
         for (size_t i = 0; i < m; i++)
-            tmp[i] = src_dtype == VL3__DTYPE_F32
-                         ? f32_to_bf16(((const float *)src_host)[i0 + i])
-                         : f32_to_bf16(vl3__half_to_f32(((const uint16_t *)src_host)[i0 + i]));
+            tmp[i] = vl3__f32_to_bf16(src_dtype == VL3__DTYPE_F32
+                                          ? ((const float *)src_host)[i0 + i]
+                                          : vl3__half_to_f32(((const uint16_t *)src_host)[i0 + i]));
         r = cuda_upload(ctx, (char *)dst + i0 * sizeof(uint16_t), tmp, m * sizeof(uint16_t));
     }
     free(tmp);
