@@ -9,12 +9,12 @@
 #include "metrics.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "vl3/conf.h"
+#include "vl3/util.h"
 
 static const double bucket_ms[METRICS_NBUCKETS - 1] = {5,    10,    50,    100,   500,  1000,
                                                        5000, 10000, 30000, 60000, 300000};
@@ -42,73 +42,43 @@ void metrics_observe_batch(struct metrics *m, int64_t b)
     m->batch_size.sum_ms += (double)b;
 }
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    int oom;
-};
-
-static void sb_printf(struct sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(struct sbuf *b, const char *fmt, ...)
+static void counter(vl3_strbuf *b, const char *name, const char *help, uint64_t v)
 {
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n >= 0 && (size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap * 2 + (size_t)(n > 0 ? n : 0);
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = 1;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
+    vl3_strbuf_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
+                      (unsigned long long)v);
 }
 
-static void counter(struct sbuf *b, const char *name, const char *help, uint64_t v)
+static void gauge(vl3_strbuf *b, const char *name, const char *help, uint64_t v)
 {
-    sb_printf(b, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name, name,
-              (unsigned long long)v);
+    vl3_strbuf_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name,
+                      (unsigned long long)v);
 }
 
-static void gauge(struct sbuf *b, const char *name, const char *help, uint64_t v)
-{
-    sb_printf(b, "# HELP %s %s\n# TYPE %s gauge\n%s %llu\n", name, help, name, name,
-              (unsigned long long)v);
-}
-
-static void hist(struct sbuf *b, const char *name, const char *label, const struct metrics_hist *h,
+static void hist(vl3_strbuf *b, const char *name, const char *label, const struct metrics_hist *h,
                  const double *le, double scale)
 {
     uint64_t cum = 0;
     for (int i = 0; i < METRICS_NBUCKETS; i++) {
         cum += h->bucket[i];
         if (i < METRICS_NBUCKETS - 1)
-            sb_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, label ? label : "",
-                      label ? "," : "", le[i] * scale, (unsigned long long)cum);
+            vl3_strbuf_printf(b, "%s_bucket{%s%sle=\"%g\"} %llu\n", name, label ? label : "",
+                              label ? "," : "", le[i] * scale, (unsigned long long)cum);
         else
-            sb_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, label ? label : "",
-                      label ? "," : "", (unsigned long long)cum);
+            vl3_strbuf_printf(b, "%s_bucket{%s%sle=\"+Inf\"} %llu\n", name, label ? label : "",
+                              label ? "," : "", (unsigned long long)cum);
     }
-    sb_printf(b, "%s_sum%s%s%s %g\n%s_count%s%s%s %llu\n", name, label ? "{" : "",
-              label ? label : "", label ? "}" : "", h->sum_ms * scale, name, label ? "{" : "",
-              label ? label : "", label ? "}" : "", (unsigned long long)h->count);
+    vl3_strbuf_printf(b, "%s_sum%s%s%s %g\n%s_count%s%s%s %llu\n", name, label ? "{" : "",
+                      label ? label : "", label ? "}" : "", h->sum_ms * scale, name,
+                      label ? "{" : "", label ? label : "", label ? "}" : "",
+                      (unsigned long long)h->count);
 }
 
 int metrics_render(const struct metrics *m, char **ret, size_t *ret_len)
 {
-    struct sbuf b = {malloc(8192), 0, 8192, 0};
-    if (!b.p)
+    vl3_strbuf b = {malloc(8192), 0, 8192, 0};
+    if (!b.s)
         return -ENOMEM;
-    b.p[0] = 0;
+    b.s[0] = 0;
     counter(&b, "vl3_jobs_consumed_total", "Job messages consumed from Kafka.", m->jobs_consumed);
     counter(&b, "vl3_jobs_succeeded_total", "Jobs whose results are durable in PostgreSQL.",
             m->jobs_succeeded);
@@ -160,21 +130,21 @@ int metrics_render(const struct metrics *m, char **ret, size_t *ret_len)
               g.pg_queued);
         gauge(&b, "vl3_pg_connected", "1 while connected to PostgreSQL.", g.pg_connected);
     }
-    sb_printf(&b, "# HELP vl3_stage_seconds Per-stage latency reported by workers and the "
-                  "daemon.\n# TYPE vl3_stage_seconds histogram\n");
+    vl3_strbuf_printf(&b, "# HELP vl3_stage_seconds Per-stage latency reported by workers and the "
+                          "daemon.\n# TYPE vl3_stage_seconds histogram\n");
     for (int s = 0; s < METRICS_STAGE_COUNT; s++) {
         char label[64];
         snprintf(label, sizeof(label), "stage=\"%s\"", stage_names[s]);
         hist(&b, "vl3_stage_seconds", label, &m->stage[s], bucket_ms, 0.001);
     }
-    sb_printf(&b, "# HELP vl3_batch_size Engine batch sizes reported by workers.\n"
-                  "# TYPE vl3_batch_size histogram\n");
+    vl3_strbuf_printf(&b, "# HELP vl3_batch_size Engine batch sizes reported by workers.\n"
+                          "# TYPE vl3_batch_size histogram\n");
     hist(&b, "vl3_batch_size", NULL, &m->batch_size, batch_le, 1.0);
     if (b.oom) {
-        free(b.p);
+        free(b.s);
         return -ENOMEM;
     }
-    *ret = b.p;
+    *ret = b.s;
     *ret_len = b.len;
     return 0;
 }

@@ -248,3 +248,31 @@ TEST(log_escapes_control_characters)
     ASSERT_STR_EQ(buf, "<5>bad input \"/m/a.mp4\\x0a<0>forged\\x1b[2J\\x7f\"\n");
     return 0;
 }
+
+/* vl3_strbuf_printf appends across growth (from empty and from a preallocated buffer) and keeps
+ * the text NUL-terminated: the result equals the same text formatted in one go. */
+TEST(strbuf_appends_across_growth)
+{
+    vl3_strbuf a = {0};
+    char want[8192];
+    size_t w = 0;
+    for (int i = 0; i < 300; i++) {
+        vl3_strbuf_printf(&a, "line %d: %s;", i, i % 7 ? "x" : "a longer piece of text");
+        w += (size_t)snprintf(want + w, sizeof(want) - w, "line %d: %s;", i,
+                              i % 7 ? "x" : "a longer piece of text");
+    }
+    ASSERT(!a.oom);
+    ASSERT_EQ(a.len, w);
+    ASSERT_STR_EQ(a.s, want);
+    free(a.s);
+    vl3_strbuf b = {malloc(4), 0, 4, 0};
+    ASSERT(b.s);
+    b.s[0] = 0;
+    vl3_strbuf_printf(&b, "%s", "");
+    ASSERT_STR_EQ(b.s, "");
+    vl3_strbuf_printf(&b, "%s-%d", "abcdef", 42);
+    ASSERT_STR_EQ(b.s, "abcdef-42");
+    ASSERT_EQ(b.len, 9);
+    free(b.s);
+    return 0;
+}

@@ -2,7 +2,6 @@
  * the key over every parameter that shapes a window's visual rows. The description is a plain
  * "name=value;" text, hashed with XXH3-128; numbers print with %.17g (round-trip exact). */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,81 +48,50 @@ out:
     return rc;
 }
 
-struct sbuf {
-    char *s;
-    size_t len, cap;
-    int oom;
-};
-
-__attribute__((format(printf, 2, 3))) static void add(struct sbuf *b, const char *fmt, ...)
-{
-    if (b->oom)
-        return;
-    for (;;) {
-        va_list ap;
-        va_start(ap, fmt);
-        int n = vsnprintf(b->s ? b->s + b->len : NULL, b->s ? b->cap - b->len : 0, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = 1;
-            return;
-        }
-        if (b->s && b->len + (size_t)n < b->cap) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = b->cap ? b->cap * 2 : 512;
-        while (cap <= b->len + (size_t)n)
-            cap *= 2;
-        char *ns = realloc(b->s, cap);
-        if (!ns) {
-            b->oom = 1;
-            return;
-        }
-        b->s = ns;
-        b->cap = cap;
-    }
-}
-
 int tcache_key(const struct tcache_key_params *p, char ret_key[33], char **ret_descr)
 {
     if (!p || !ret_key || !p->model_identity || !p->content || !p->mm ||
         p->media >= TCACHE_MEDIA_COUNT || (p->media == TCACHE_MEDIA_VIDEO && !p->sp))
         return -EINVAL;
-    struct sbuf b = {0};
+    vl3_strbuf b = {0};
     const vl3_preprocess_params *pre = &p->mm->pre;
     const vl3_difffp_params *d = &p->mm->difffp;
-    add(&b, "vl3-token-cache;key=%d;format=%d;", TCACHE_KEY_VERSION, VL3_VT_FORMAT_VERSION);
-    add(&b, "model=%s;content=%s;", p->model_identity, p->content);
-    add(&b, "flavour=%d;", (int)p->mm->prompt.flavour);
+    vl3_strbuf_printf(&b, "vl3-token-cache;key=%d;format=%d;", TCACHE_KEY_VERSION,
+                      VL3_VT_FORMAT_VERSION);
+    vl3_strbuf_printf(&b, "model=%s;content=%s;", p->model_identity, p->content);
+    vl3_strbuf_printf(&b, "flavour=%d;", (int)p->mm->prompt.flavour);
     if (p->media == TCACHE_MEDIA_IMAGE) {
-        add(&b, "media=image;");
+        vl3_strbuf_printf(&b, "media=image;");
     } else if (p->media == TCACHE_MEDIA_FRAMES) {
-        add(&b, "media=frames;");
+        vl3_strbuf_printf(&b, "media=frames;");
     } else {
         const struct sample_params *sp = p->sp;
-        add(&b, "media=video;sampling=%s;fps=%d/%d;max_frames=%lld;window_s=%.17g;window=%d;",
+        vl3_strbuf_printf(
+            &b, "media=video;sampling=%s;fps=%d/%d;max_frames=%lld;window_s=%.17g;window=%d;",
             sp->mode == SAMPLE_MODE_FAST ? "fast" : "exact", sp->fps_num, sp->fps_den,
             (long long)sp->max_frames, sp->window_s, p->window);
         /* transformers' native frame sampler picks other frames than the official loader's */
         if (sp->native)
-            add(&b, "sampler=native;min_frames=%lld;", (long long)sp->native_min_frames);
+            vl3_strbuf_printf(&b, "sampler=native;min_frames=%lld;",
+                              (long long)sp->native_min_frames);
     }
-    add(&b, "resize=%d;patch=%d;merge=%d,%d;tokens=%d,%d;pixels=%lld,%lld,%lld,%lld;"
-            "rescale=%.17g;mean=%.9g,%.9g,%.9g;std=%.9g,%.9g,%.9g;",
-        (int)pre->rule, pre->patch_size, pre->image_merge, pre->video_merge, pre->min_tokens,
-        pre->max_tokens, (long long)pre->native_image_min_pixels,
-        (long long)pre->native_image_max_pixels, (long long)pre->native_video_min_pixels,
-        (long long)pre->native_video_max_pixels, pre->rescale, (double)pre->mean[0],
-        (double)pre->mean[1], (double)pre->mean[2], (double)pre->std[0], (double)pre->std[1],
-        (double)pre->std[2]);
+    vl3_strbuf_printf(&b,
+                      "resize=%d;patch=%d;merge=%d,%d;tokens=%d,%d;pixels=%lld,%lld,%lld,%lld;"
+                      "rescale=%.17g;mean=%.9g,%.9g,%.9g;std=%.9g,%.9g,%.9g;",
+                      (int)pre->rule, pre->patch_size, pre->image_merge, pre->video_merge,
+                      pre->min_tokens, pre->max_tokens, (long long)pre->native_image_min_pixels,
+                      (long long)pre->native_image_max_pixels,
+                      (long long)pre->native_video_min_pixels,
+                      (long long)pre->native_video_max_pixels, pre->rescale, (double)pre->mean[0],
+                      (double)pre->mean[1], (double)pre->mean[2], (double)pre->std[0],
+                      (double)pre->std[1], (double)pre->std[2]);
     if (d->enabled)
-        add(&b, "difffp=on,%.9g,%d,%s;", (double)d->threshold, d->min_tokens,
-            d->dtype == VL3_DIFFFP_BF16 ? "bf16" : "f32");
+        vl3_strbuf_printf(&b, "difffp=on,%.9g,%d,%s;", (double)d->threshold, d->min_tokens,
+                          d->dtype == VL3_DIFFFP_BF16 ? "bf16" : "f32");
     else
-        add(&b, "difffp=off;");
-    add(&b, "input=%s;decoder=%s;backend=%s;", p->bf16_input ? "bf16" : "f32",
-        p->decoder ? p->decoder : "ffmpeg-sw", p->backend ? p->backend : "cpu-f32");
+        vl3_strbuf_printf(&b, "difffp=off;");
+    vl3_strbuf_printf(&b, "input=%s;decoder=%s;backend=%s;", p->bf16_input ? "bf16" : "f32",
+                      p->decoder ? p->decoder : "ffmpeg-sw", p->backend ? p->backend : "cpu-f32");
     if (b.oom) {
         free(b.s);
         return -ENOMEM;

@@ -32,4 +32,14 @@ int vl3_file_write(const char *path, const void *buf, size_t len, vl3_error *ret
 /* Number of online CPUs (>= 1). */
 int vl3_cpu_count(void);
 
+/* A growable NUL-terminated text buffer: zero-initialise, append with vl3_strbuf_printf, take s
+ * (owned, free it). After an allocation failure oom is set, s keeps what it held and further
+ * appends do nothing. */
+typedef struct vl3_strbuf {
+    char *s;
+    size_t len, cap;
+    int oom;
+} vl3_strbuf;
+void vl3_strbuf_printf(vl3_strbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 #endif
