@@ -147,6 +147,9 @@ const char *test_shared_dir(void);
 const char *test_tmpdir(void);
 /* Run a shell command, return its exit status (or -1). Output is captured into out (may be NULL). */
 int test_sh(char *out, size_t outlen, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* test_sh without capture for the caller: on a non-zero status prints the command and its
+ * output to stderr (the test's log). */
+int test_sh_loud(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 
 #endif

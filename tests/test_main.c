@@ -92,6 +92,19 @@ int test_sh(char *out, size_t outlen, const char *fmt, ...)
     return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
+int test_sh_loud(const char *fmt, ...)
+{
+    char cmd[8192], out[8192];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    int rc = test_sh(out, sizeof(out), "%s", cmd);
+    if (rc != 0)
+        fprintf(stderr, "command failed (%d): %s\n%s\n", rc, cmd, out);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "--list") == 0) {

@@ -5,27 +5,12 @@
  * tokens per frame summing to the rows), DiffFP on/off, and determinism of two identical runs. */
 #include <jansson.h>
 #include <math.h>
-#include <stdarg.h>
 #include <string.h>
 
 #include "test.h"
 #include "vl3/engine.h"
 #include "vl3/json.h"
 #include "vl3/util.h"
-
-static int sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static int sh(const char *fmt, ...)
-{
-    char cmd[8192], out[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    int rc = test_sh(out, sizeof(out), "%s", cmd);
-    if (rc != 0)
-        fprintf(stderr, "command failed (%d): %s\n%s\n", rc, cmd, out);
-    return rc;
-}
 
 static size_t file_size(const char *dir, const char *name, char **ret)
 {
@@ -110,16 +95,20 @@ static int run_layout(int native)
     snprintf(d1, sizeof(d1), "%s/d1", dir);
     snprintf(d2, sizeof(d2), "%s/d2", dir);
     snprintf(d3, sizeof(d3), "%s/d3", dir);
-    ASSERT_EQ(sh("mkdir -p %s %s && %s/vl3 model tiny --out %s >/dev/null", dir, frames, bin,
-                 model), 0);
+    ASSERT_EQ(test_sh_loud("mkdir -p %s %s && %s/vl3 model tiny --out %s >/dev/null", dir, frames,
+                           bin, model),
+              0);
     if (native)
-        ASSERT_EQ(sh("rm -rf %s && %s/vl3 model tiny --out %s --layout native >/dev/null", model,
-                     bin, model), 0);
+        ASSERT_EQ(test_sh_loud("rm -rf %s && %s/vl3 model tiny --out %s --layout native >/dev/null",
+                               model, bin, model),
+                  0);
     /* an image and 4 frames; the last frame repeats the previous one */
-    ASSERT_EQ(sh("cd %s && ffmpeg -v error -f lavfi -i testsrc=s=200x150:r=2 -frames:v 4 "
-                 "-start_number 0 f_%%d.png && cp f_0.png img.png && for i in 0 1 2 3; do cp "
-                 "f_$i.png frames/frame_$i.5.png; done && cp f_3.png frames/frame_4.5.png",
-                 dir), 0);
+    ASSERT_EQ(
+        test_sh_loud("cd %s && ffmpeg -v error -f lavfi -i testsrc=s=200x150:r=2 -frames:v 4 "
+                     "-start_number 0 f_%%d.png && cp f_0.png img.png && for i in 0 1 2 3; do cp "
+                     "f_$i.png frames/frame_$i.5.png; done && cp f_3.png frames/frame_4.5.png",
+                     dir),
+        0);
     int pa = native ? 151655 : -2, pb = native ? 151656 : -2;
     vl3_model_params mp = vl3_model_params_default();
     mp.dir = model;
@@ -136,17 +125,25 @@ static int run_layout(int native)
     }
     vl3_model_free(m);
 
-    ASSERT_EQ(sh("%s/vl3 run --model %s --image %s/img.png --task caption --max-new-tokens 8 --dump %s", bin, model,
-                 dir, d1), 0);
-    ASSERT_EQ(sh("%s/vl3 run --model %s --image %s/img.png --task caption --max-new-tokens 8 --dump %s", bin, model,
-                 dir, d2), 0);
+    ASSERT_EQ(
+        test_sh_loud(
+            "%s/vl3 run --model %s --image %s/img.png --task caption --max-new-tokens 8 --dump %s",
+            bin, model, dir, d1),
+        0);
+    ASSERT_EQ(
+        test_sh_loud(
+            "%s/vl3 run --model %s --image %s/img.png --task caption --max-new-tokens 8 --dump %s",
+            bin, model, dir, d2),
+        0);
     int64_t nv = 0;
     if (check_dump(d1, pa, pb, 1, &nv))
         return 1;
     /* the CLI's pixel_values (FFmpeg decode + preprocessing) equal PIL's, bit for bit */
     if (test_sh(NULL, 0, "/usr/bin/python3 -c 'import PIL, numpy' 2>/dev/null") == 0) {
-        ASSERT_EQ(sh("/usr/bin/python3 %s/tests/engine/pil_ref.py pv %s/img.png %s/pil.pv %s",
-                     test_source_dir(), dir, dir, native ? "native" : ""), 0);
+        ASSERT_EQ(
+            test_sh_loud("/usr/bin/python3 %s/tests/engine/pil_ref.py pv %s/img.png %s/pil.pv %s",
+                         test_source_dir(), dir, dir, native ? "native" : ""),
+            0);
         char *a = NULL, *b = NULL;
         size_t la = file_size(d1, "pixel_values.f32", &a), lb = file_size(dir, "pil.pv", &b);
         ASSERT_EQ(la, lb);
@@ -176,9 +173,10 @@ static int run_layout(int native)
     ASSERT(files_equal(d1, d2, "generated.i32"));
 
     /* frames: DiffFP prunes the repeated last frame to one token */
-    ASSERT_EQ(sh("%s/vl3 run --model %s --frames %s --task qa --question 'What changes?' "
-                 "--greedy --max-new-tokens 3 --dump %s",
-                 bin, model, frames, d3), 0);
+    ASSERT_EQ(test_sh_loud("%s/vl3 run --model %s --frames %s --task qa --question 'What changes?' "
+                           "--greedy --max-new-tokens 3 --dump %s",
+                           bin, model, frames, d3),
+              0);
     int64_t nv_pruned = 0, nv_all = 0;
     if (check_dump(d3, pa, pb, 0, &nv_pruned))
         return 1;
@@ -195,18 +193,25 @@ static int run_layout(int native)
     ASSERT_STR_CONTAINS(json_string_value(json_object_get(meta, "prompt_text")),
                         "\nWhat changes?<|im_end|>");
     json_decref(meta);
-    ASSERT_EQ(sh("%s/vl3 run --model %s --frames %s --prompt 'Describe.' --no-difffp --greedy "
-                 "--max-new-tokens 2 --dump %s/d4",
-                 bin, model, frames, dir), 0);
+    ASSERT_EQ(
+        test_sh_loud("%s/vl3 run --model %s --frames %s --prompt 'Describe.' --no-difffp --greedy "
+                     "--max-new-tokens 2 --dump %s/d4",
+                     bin, model, frames, dir),
+        0);
     snprintf(path, sizeof(path), "%s/d4", dir);
     if (check_dump(path, pa, pb, 1, &nv_all))
         return 1;
     ASSERT_GT(nv_all, nv_pruned);
     /* --video: a 3 s clip at 10 fps sampled at 1 fps -> frames at 0, 1, 2 s (remote layout) */
-    ASSERT_EQ(sh("cd %s && ffmpeg -v error -f lavfi -i testsrc=s=160x120:r=10 -t 3 -c:v mpeg4 "
-                 "-y clip.mp4", dir), 0);
-    ASSERT_EQ(sh("%s/vl3 run --model %s --video %s/clip.mp4 --task caption --greedy "
-                 "--max-new-tokens 2 --dump %s/d5", bin, model, dir, dir), 0);
+    ASSERT_EQ(
+        test_sh_loud("cd %s && ffmpeg -v error -f lavfi -i testsrc=s=160x120:r=10 -t 3 -c:v mpeg4 "
+                     "-y clip.mp4",
+                     dir),
+        0);
+    ASSERT_EQ(test_sh_loud("%s/vl3 run --model %s --video %s/clip.mp4 --task caption --greedy "
+                           "--max-new-tokens 2 --dump %s/d5",
+                           bin, model, dir, dir),
+              0);
     snprintf(path, sizeof(path), "%s/d5", dir);
     int64_t nv_video = 0;
     if (check_dump(path, pa, pb, 0, &nv_video))
@@ -235,10 +240,12 @@ static int run_layout(int native)
                         "Describe this video in detail.");
     json_decref(meta);
     /* bad inputs: clear errors, exit codes */
-    ASSERT_EQ(sh("%s/vl3 run --model %s --image %s/missing.png --task ocr 2>/dev/null", bin,
-                 model, dir), 1);
-    ASSERT_EQ(sh("%s/vl3 run --model %s --image %s/img.png --task chart_qa 2>/dev/null", bin,
-                 model, dir), 2);
+    ASSERT_EQ(test_sh_loud("%s/vl3 run --model %s --image %s/missing.png --task ocr 2>/dev/null",
+                           bin, model, dir),
+              1);
+    ASSERT_EQ(test_sh_loud("%s/vl3 run --model %s --image %s/img.png --task chart_qa 2>/dev/null",
+                           bin, model, dir),
+              2);
     return 0;
 }
 

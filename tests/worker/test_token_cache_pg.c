@@ -422,19 +422,6 @@ TEST(tc_server_stopped_during_write)
 
 /* ---- vl3 run --cache: a hit equals the cold path, bit for bit ------------------------------- */
 
-__attribute__((format(printf, 1, 2))) static int sh(const char *fmt, ...)
-{
-    char cmd[8192], out[8192];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof(cmd), fmt, ap);
-    va_end(ap);
-    int rc = test_sh(out, sizeof(out), "%s", cmd);
-    if (rc != 0)
-        fprintf(stderr, "command failed (%d): %s\n%s\n", rc, cmd, out);
-    return rc;
-}
-
 static int files_equal(const char *d1, const char *d2, const char *name)
 {
     char p1[1200], p2[1200];
@@ -481,9 +468,9 @@ static int cold_miss_hit(const char *run, const char *ci, const char *dir, const
     snprintf(d0, sizeof(d0), "%s/%s_cold", dir, name);
     snprintf(d1, sizeof(d1), "%s/%s_miss", dir, name);
     snprintf(d2, sizeof(d2), "%s/%s_hit", dir, name);
-    ASSERT_EQ(sh("%s %s --dump %s >/dev/null", run, args, d0), 0);
-    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, args, ci, d1), 0);
-    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, args, ci, d2), 0);
+    ASSERT_EQ(test_sh_loud("%s %s --dump %s >/dev/null", run, args, d0), 0);
+    ASSERT_EQ(test_sh_loud("%s %s --cache '%s' --dump %s >/dev/null", run, args, ci, d1), 0);
+    ASSERT_EQ(test_sh_loud("%s %s --cache '%s' --dump %s >/dev/null", run, args, ci, d2), 0);
     ASSERT_STR_EQ(cache_of(d0, NULL, 0), "off");
     ASSERT_STR_EQ(cache_of(d1, NULL, 0), "miss");
     ASSERT_STR_EQ(cache_of(d2, NULL, 0), "hit");
@@ -510,13 +497,18 @@ static int run_cache_layout(int native)
     ASSERT_EQ(make_db(native ? "runn" : "runr", 1, ci, sizeof(ci)), 0);
     ASSERT_EQ(make_db(native ? "evn" : "evr", 1, ci2, sizeof(ci2)), 0);
     const char *layout = native ? "native" : "remote";
-    ASSERT_EQ(sh("rm -rf %s && mkdir -p %s && %s/vl3 model tiny --out %s/m --layout %s >/dev/null"
-                 " && %s/vl3 model tiny --out %s/m2 --layout %s --seed 1 >/dev/null",
-                 dir, dir, bin, dir, layout, bin, dir, layout), 0);
-    ASSERT_EQ(sh("cd %s && ffmpeg -v error -f lavfi -i testsrc=s=200x150:r=1 -frames:v 1 img.png"
-                 " && ffmpeg -v error -f lavfi -i testsrc2=s=160x120:r=10 -t 4 -c:v mpeg4 -y "
-                 "clip.mp4 && ffmpeg -v error -f lavfi -i smptebars=s=160x120:r=10 -t 4 -c:v "
-                 "mpeg4 -y other.mp4", dir), 0);
+    ASSERT_EQ(test_sh_loud(
+                  "rm -rf %s && mkdir -p %s && %s/vl3 model tiny --out %s/m --layout %s >/dev/null"
+                  " && %s/vl3 model tiny --out %s/m2 --layout %s --seed 1 >/dev/null",
+                  dir, dir, bin, dir, layout, bin, dir, layout),
+              0);
+    ASSERT_EQ(test_sh_loud(
+                  "cd %s && ffmpeg -v error -f lavfi -i testsrc=s=200x150:r=1 -frames:v 1 img.png"
+                  " && ffmpeg -v error -f lavfi -i testsrc2=s=160x120:r=10 -t 4 -c:v mpeg4 -y "
+                  "clip.mp4 && ffmpeg -v error -f lavfi -i smptebars=s=160x120:r=10 -t 4 -c:v "
+                  "mpeg4 -y other.mp4",
+                  dir),
+              0);
     snprintf(run, sizeof(run), "%s/vl3 run --model %s/m --greedy --max-new-tokens 4 --threads 1"
              " --precision bf16", bin, dir);
     char runf[4096];
@@ -561,20 +553,23 @@ static int run_cache_layout(int native)
     }
 
     /* a frame sequence: keyed by every file's content and timestamp */
-    ASSERT_EQ(sh("cd %s && mkdir -p frames && ffmpeg -v error -f lavfi -i testsrc=s=160x120:r=2 "
-                 "-frames:v 3 -start_number 0 frames/frame_%%d.5.png", dir), 0);
+    ASSERT_EQ(test_sh_loud(
+                  "cd %s && mkdir -p frames && ffmpeg -v error -f lavfi -i testsrc=s=160x120:r=2 "
+                  "-frames:v 3 -start_number 0 frames/frame_%%d.5.png",
+                  dir),
+              0);
     snprintf(a, sizeof(a), "--frames %s/frames --task caption", dir);
     if (cold_miss_hit(run, ci, dir, "frm", a))
         return 1;
     {
         char d[1200];
-        ASSERT_EQ(sh("cd %s/frames && cp frame_0.5.png frame_2.5.png", dir), 0);
+        ASSERT_EQ(test_sh_loud("cd %s/frames && cp frame_0.5.png frame_2.5.png", dir), 0);
         snprintf(d, sizeof(d), "%s/frm_changed", dir);
-        ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
+        ASSERT_EQ(test_sh_loud("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
         ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
-        ASSERT_EQ(sh("cd %s/frames && mv frame_2.5.png frame_3.5.png", dir), 0);
+        ASSERT_EQ(test_sh_loud("cd %s/frames && mv frame_2.5.png frame_3.5.png", dir), 0);
         snprintf(d, sizeof(d), "%s/frm_renamed", dir); /* same bytes, other timestamp */
-        ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
+        ASSERT_EQ(test_sh_loud("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
         ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
     }
 
@@ -596,8 +591,9 @@ static int run_cache_layout(int native)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         char d[1200];
         snprintf(d, sizeof(d), "%s/k_%s", dir, cases[i].name);
-        ASSERT_EQ(sh("%s --video %s/clip.mp4 %s --cache '%s' --dump %s >/dev/null",
-                     cases[i].runner, dir, cases[i].args, ci, d), 0);
+        ASSERT_EQ(test_sh_loud("%s --video %s/clip.mp4 %s --cache '%s' --dump %s >/dev/null",
+                               cases[i].runner, dir, cases[i].args, ci, d),
+                  0);
         if (strcmp(cache_of(d, NULL, 0), cases[i].want) != 0)
             TEST__FAIL("case %s: cache %s, expected %s", cases[i].name, cache_of(d, NULL, 0),
                        cases[i].want);
@@ -614,51 +610,61 @@ static int run_cache_layout(int native)
     snprintf(a, sizeof(a), "--image %s/img.png --task caption", dir);
     snprintf(d, sizeof(d), "%s/img_damaged", dir);
     snprintf(cold, sizeof(cold), "%s/img_cold", dir);
-    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null 2>&1", run, a, ci, d), 0);
+    ASSERT_EQ(test_sh_loud("%s %s --cache '%s' --dump %s >/dev/null 2>&1", run, a, ci, d), 0);
     ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
     ASSERT(files_equal(cold, d, "logits.f32"));
     ASSERT(files_equal(cold, d, "generated.i32"));
     ASSERT_EQ(sqlv(ci, "SELECT value FROM token_cache_counters WHERE name = 'corrupt'"), 1);
     snprintf(d, sizeof(d), "%s/img_after", dir);
-    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
+    ASSERT_EQ(test_sh_loud("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
     ASSERT_STR_EQ(cache_of(d, NULL, 0), "hit");
     ASSERT(files_equal(cold, d, "logits.f32"));
 
     /* the file replaced at the same path misses; the same bytes touched again hit */
     snprintf(a, sizeof(a), "--video %s/clip.mp4 --fps 2 --max-frames 6 --task caption", dir);
-    ASSERT_EQ(sh("touch %s/clip.mp4", dir), 0);
+    ASSERT_EQ(test_sh_loud("touch %s/clip.mp4", dir), 0);
     snprintf(d, sizeof(d), "%s/touched", dir);
-    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
+    ASSERT_EQ(test_sh_loud("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
     ASSERT_STR_EQ(cache_of(d, NULL, 0), "hit");
-    ASSERT_EQ(sh("cp %s/other.mp4 %s/clip.mp4", dir, dir), 0);
+    ASSERT_EQ(test_sh_loud("cp %s/other.mp4 %s/clip.mp4", dir, dir), 0);
     snprintf(d, sizeof(d), "%s/replaced", dir);
-    ASSERT_EQ(sh("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
+    ASSERT_EQ(test_sh_loud("%s %s --cache '%s' --dump %s >/dev/null", run, a, ci, d), 0);
     ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
 
     /* eviction under a small budget (a database of its own): room for one window's entry */
     snprintf(a, sizeof(a), "--video %s/other.mp4 --fps 2 --window 2 --task caption", dir);
     snprintf(d, sizeof(d), "%s/ev0", dir);
-    ASSERT_EQ(sh("%s %s --window-index 0 --cache '%s' --dump %s >/dev/null", run, a, ci2, d), 0);
+    ASSERT_EQ(
+        test_sh_loud("%s %s --window-index 0 --cache '%s' --dump %s >/dev/null", run, a, ci2, d),
+        0);
     long long one = sqlv(ci2, "SELECT bytes FROM token_cache_entries");
     ASSERT_GT(one, 0);
     snprintf(d, sizeof(d), "%s/ev1", dir);
-    ASSERT_EQ(sh("%s %s --window-index 1 --cache '%s' --cache-budget %lld --dump %s >/dev/null",
-                 run, a, ci2, one * 3 / 2, d), 0);
+    ASSERT_EQ(
+        test_sh_loud("%s %s --window-index 1 --cache '%s' --cache-budget %lld --dump %s >/dev/null",
+                     run, a, ci2, one * 3 / 2, d),
+        0);
     ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
     ASSERT_EQ(sqlv(ci2, "SELECT count(*) FROM token_cache_entries"), 1);
     ASSERT_EQ(sqlv(ci2, "SELECT value FROM token_cache_counters WHERE name = 'evictions'"), 1);
     snprintf(d, sizeof(d), "%s/ev2", dir);
-    ASSERT_EQ(sh("%s %s --window-index 1 --cache '%s' --dump %s >/dev/null", run, a, ci2, d), 0);
+    ASSERT_EQ(
+        test_sh_loud("%s %s --window-index 1 --cache '%s' --dump %s >/dev/null", run, a, ci2, d),
+        0);
     ASSERT_STR_EQ(cache_of(d, NULL, 0), "hit");
     snprintf(d, sizeof(d), "%s/ev3", dir);
-    ASSERT_EQ(sh("%s %s --window-index 0 --cache '%s' --dump %s >/dev/null", run, a, ci2, d), 0);
+    ASSERT_EQ(
+        test_sh_loud("%s %s --window-index 0 --cache '%s' --dump %s >/dev/null", run, a, ci2, d),
+        0);
     ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss"); /* evicted */
 
     /* the server unreachable: the run answers as the cold path does */
     snprintf(a, sizeof(a), "--image %s/img.png --task caption", dir);
     snprintf(d, sizeof(d), "%s/down", dir);
-    ASSERT_EQ(sh("%s %s --cache 'host=127.0.0.1 port=1 dbname=x' --dump %s >/dev/null 2>&1", run,
-                 a, d), 0);
+    ASSERT_EQ(
+        test_sh_loud("%s %s --cache 'host=127.0.0.1 port=1 dbname=x' --dump %s >/dev/null 2>&1",
+                     run, a, d),
+        0);
     ASSERT_STR_EQ(cache_of(d, NULL, 0), "miss");
     ASSERT(files_equal(cold, d, "logits.f32"));
     return 0;
