@@ -1210,25 +1210,13 @@ TEST(e2e_bench_gpu_window)
     return 0;
 }
 
-static int read_all(const char *path, void **ret, size_t *ret_len)
-{
-    char *buf;
-    size_t len;
-    int r = vl3_file_read(path, 1 << 26, &buf, &len, NULL);
-    if (r < 0)
-        return r;
-    *ret = buf;
-    *ret_len = len;
-    return 0;
-}
-
 /* `vl3 run --backend cpu` and `--backend cuda-emu` on one tiny checkpoint and visual input:
  * the same greedy tokens, prompt logits within E2E_REL_L2, the backend named in meta.json. */
 static int run_pair(const char *dir, const char *model, const char *input, const char *tag)
 {
     const char *bin = getenv("VL3_BIN_DIR");
     char dump[2][1200], path[1300];
-    void *gen[2], *lg[2], *meta;
+    char *gen[2], *lg[2], *meta;
     size_t gen_n[2], lg_n[2], meta_n;
     for (int b = 0; b < 2; b++) {
         snprintf(dump[b], sizeof(dump[b]), "%s/dump_%s_%d", dir, tag, b);
@@ -1238,17 +1226,17 @@ static int run_pair(const char *dir, const char *model, const char *input, const
                           bin, model, input, b ? dev_name : "cpu", dump[b]),
                   0);
         snprintf(path, sizeof(path), "%s/generated.i32", dump[b]);
-        ASSERT_OK(read_all(path, &gen[b], &gen_n[b]));
+        ASSERT_OK(vl3_file_read(path, 1 << 26, &gen[b], &gen_n[b], NULL));
         snprintf(path, sizeof(path), "%s/logits.f32", dump[b]);
-        ASSERT_OK(read_all(path, &lg[b], &lg_n[b]));
+        ASSERT_OK(vl3_file_read(path, 1 << 26, &lg[b], &lg_n[b], NULL));
     }
     snprintf(path, sizeof(path), "%s/meta.json", dump[1]);
-    ASSERT_OK(read_all(path, &meta, &meta_n));
+    ASSERT_OK(vl3_file_read(path, 1 << 26, &meta, &meta_n, NULL));
     char want_backend[64];
     snprintf(want_backend, sizeof(want_backend), "\"backend\": \"%s\"", dev_name);
-    ASSERT_STR_CONTAINS((char *)meta, want_backend);
+    ASSERT_STR_CONTAINS(meta, want_backend);
     ASSERT_EQ(lg_n[0], lg_n[1]);
-    double e = rel_l2f(lg[1], lg[0], (int)(lg_n[0] / 4));
+    double e = rel_l2f((const float *)lg[1], (const float *)lg[0], (int)(lg_n[0] / 4));
     fprintf(stderr, "%s: %zu tokens, prompt logits rel_l2 %.3g (bound %.2g)\n", tag, gen_n[0] / 4,
             e, E2E_REL_L2);
     ASSERT_LE(e, E2E_REL_L2);
