@@ -5,6 +5,18 @@
 # alone, not charged), and the crasher fails alone as poison. Sourced by it.sh:
 # `it.sh BUILD SOURCE credits`.
 
+# wait_held PORT N: until vl3d's workers hold at least N jobs between them (at most 30 s);
+# prints how many they hold
+wait_held() {
+  local held=0
+  for _ in $(seq 1 300); do
+    held=$(metric "$1" vl3_worker_jobs_held); held=${held:-0}
+    [ "$held" -ge "$2" ] && break
+    sleep 0.1
+  done
+  echo "$held"
+}
+
 scenario_credits() {
   start_env
   local port=$(free_port) N=60
@@ -13,12 +25,7 @@ scenario_credits() {
   produce k "$N"
   produce_raw x1 '{"id": "crasher", "input": "/m/crash.mp4", "tasks": ["caption"]}'
   start_daemon d1
-  local held=0
-  for _ in $(seq 1 300); do
-    held=$(metric "$port" vl3_worker_jobs_held); held=${held:-0}
-    [ "$held" -ge 6 ] && break
-    sleep 0.1
-  done
+  local held; held=$(wait_held "$port" 6)
   [ "$held" -ge 6 ] || fail "workers never held more than one job each (held $held)"
   local w; w=$(worker_pids d1 | head -n1)
   [ -n "$w" ] || fail "no worker found"
@@ -88,11 +95,7 @@ scenario_credits_real() {
   local w held=0; w=$(pgrep -P "$(daemon_pid d1)" -f vl3-worker | head -n1)
   [ -n "$w" ] || fail "no vl3-worker found"
   kill -STOP "$w"
-  for _ in $(seq 1 300); do
-    held=$(metric "$port" vl3_worker_jobs_held); held=${held:-0}
-    [ "$held" -ge 8 ] && break
-    sleep 0.1
-  done
+  held=$(wait_held "$port" 8)
   kill -CONT "$w"
   [ "$held" -ge 8 ] || fail "the worker was given $held jobs, want 8"
   wait_done "$N" 300
@@ -180,11 +183,7 @@ scenario_credits_real_crash() {
   w=$(pgrep -P "$(daemon_pid d1)" -f vl3-worker | head -n1)
   [ -n "$w" ] || fail "no vl3-worker found"
   kill -STOP "$w"
-  for _ in $(seq 1 300); do
-    held=$(metric "$port" vl3_worker_jobs_held); held=${held:-0}
-    [ "$held" -ge 4 ] && break
-    sleep 0.1
-  done
+  held=$(wait_held "$port" 4)
   [ "$held" -ge 4 ] || { kill -CONT "$w"; fail "the frozen worker was given only $held jobs"; }
   log "kill -9 worker $w holding $held jobs at $(done_count) done"
   kill -9 "$w"
@@ -199,11 +198,7 @@ scenario_credits_real_crash() {
   produce_real rc $((N + 1)) $((N + 5))
   produce_raw crasher "{\"id\":\"crasher\",\"input\":\"$M/poison.mp4\",\"tasks\":[\"caption\"],\"sampling\":{\"fps\":1,\"max_frames\":8,\"mode\":\"exact\"}}"
   N=$((N + 5))
-  for _ in $(seq 1 300); do
-    held=$(metric "$port" vl3_worker_jobs_held); held=${held:-0}
-    [ "$held" -ge 6 ] && break
-    sleep 0.1
-  done
+  held=$(wait_held "$port" 6)
   kill -CONT "$w"
   [ "$held" -ge 6 ] || fail "the frozen worker was given $held of the six jobs"
   wait_ge "select count(*) from jobs where status in ('done', 'failed')" $((N + 1)) 300
