@@ -606,12 +606,14 @@ static int attention_case(int H, int Hkv, int D, int ps, const struct seq_spec *
     size_t wb = cpu->attention_work_size(cctx, T, n_ctx, H);
     void *work = malloc(wb);
     int fails = 0;
-    if (cpu->kv_store(cctx, ck, cv, qkv, qkvd, H * D, H * D + kvd, kvd, slots, T) < 0)
+    if (cpu->kv_store(cctx, ck, cv, qkv, qkvd, H * D, H * D + kvd, kvd, slots, T,
+                      VL3__DTYPE_F32) < 0)
         fails++;
     struct vl3__attn_args a = {
         .out = cout, .q = qkv, .q_stride = qkvd, .out_stride = H * D, .n_heads = H,
         .n_kv_heads = Hkv, .head_dim = D, .scale = (float)(1.0 / sqrt((double)D)),
-        .k_pages = ck, .v_pages = cv, .page_size = ps, .seqs = as, .n_seqs = n_seqs,
+        .k_pages = ck, .v_pages = cv, .page_size = ps, .kv_dtype = VL3__DTYPE_F32, .seqs = as,
+        .n_seqs = n_seqs,
         .seqs_dev = seqs_d, .tables_dev = tables, .max_pages = max_pages, .work = work,
         .work_bytes = wb,
     };
@@ -623,11 +625,12 @@ static int attention_case(int H, int Hkv, int D, int ps, const struct seq_spec *
     void *esl = edev(slots, sizeof(int32_t) * (size_t)T);
     void *esq = edev(seqs_d, sizeof(int32_t) * 4 * (size_t)n_seqs);
     void *etb = edev(tables, sizeof(int32_t) * (size_t)n_seqs * max_pages);
-    if (emu->kv_store(ectx, ek, ev, eq, qkvd, H * D, H * D + kvd, kvd, esl, T) < 0)
+    if (emu->kv_store(ectx, ek, ev, eq, qkvd, H * D, H * D + kvd, kvd, esl, T,
+                      VL3__DTYPE_BF16) < 0)
         fails++;
     struct vl3__attn_args e = a;
     e.out = eo, e.q = eq, e.k_pages = ek, e.v_pages = ev, e.seqs_dev = esq, e.tables_dev = etb;
-    e.work = NULL, e.work_bytes = 0;
+    e.work = NULL, e.work_bytes = 0, e.kv_dtype = VL3__DTYPE_BF16;
     if (emu->attention(ectx, &e) < 0)
         fails++;
     char shape[96];

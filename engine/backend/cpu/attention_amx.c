@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "cpu_ops.h"
+#include "model.h"
 #include "vl3/util.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
@@ -286,10 +287,11 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
 /* Pack nk keys (rows of D f32 at key_row(j)) into the K and V tile layouts (zero padded to
  * multiples of 32 keys and Dp values). tmp: nk32 * Dp bf16 scratch. */
 struct kv_src {
-    const float *k, *v;     /* base pointers */
+    const void *k, *v;      /* base pointers: f32 rows, or bf16 rows when bf16 */
     size_t stride;          /* floats between consecutive keys (contiguous case) */
     const int32_t *pages;   /* paged case: block table (NULL = contiguous) */
     int page_size;
+    int bf16;               /* rows already bf16 (the KV pools of bf16 mode): copied as they are */
 };
 
 static inline size_t key_off(const struct kv_src *s, int j)
@@ -300,18 +302,29 @@ static inline size_t key_off(const struct kv_src *s, int j)
     return slot * s->stride;
 }
 
+/* Row j of base as Dp bf16 (zeros past D, and for j >= nk). */
+__attribute__((target(AMX_TARGET))) static void kv_row_bf16(uint16_t *dst, const struct kv_src *s,
+                                                           const void *base, int j, int nk, int D,
+                                                           int Dp)
+{
+    if (j >= nk) {
+        memset(dst, 0, sizeof(uint16_t) * (size_t)Dp);
+    } else if (s->bf16) {
+        memcpy(dst, (const uint16_t *)base + key_off(s, j), sizeof(uint16_t) * (size_t)D);
+        memset(dst + D, 0, sizeof(uint16_t) * (size_t)(Dp - D));
+    } else {
+        row_to_bf16(dst, (const float *)base + key_off(s, j), D, Dp, 1.0f);
+    }
+}
+
 __attribute__((target(AMX_TARGET))) static void pack_kv(const struct kv_src *s, int nk, int D,
                                                        int Dp, uint32_t *kp, uint16_t *vp,
                                                        uint16_t *tmp)
 {
     int nk32 = (int)round_up((size_t)nk, KB), nc = Dp / 32, nj = Dp / 16;
     /* K: bf16 rows, then the 32-bit-word transpose per 16 keys and chunk */
-    for (int j = 0; j < nk32; j++) {
-        if (j < nk)
-            row_to_bf16(tmp + (size_t)j * Dp, s->k + key_off(s, j), D, Dp, 1.0f);
-        else
-            memset(tmp + (size_t)j * Dp, 0, sizeof(uint16_t) * (size_t)Dp);
-    }
+    for (int j = 0; j < nk32; j++)
+        kv_row_bf16(tmp + (size_t)j * Dp, s, s->k, j, nk, D, Dp);
     const uint32_t *kw = (const uint32_t *)tmp;
     for (int kt = 0; kt < nk32 / 16; kt++)
         for (int c = 0; c < nc; c++) {
@@ -321,12 +334,8 @@ __attribute__((target(AMX_TARGET))) static void pack_kv(const struct kv_src *s, 
                     t[r * 16 + n] = kw[((size_t)kt * 16 + n) * (Dp / 2) + c * 16 + r];
         }
     /* V: bf16 rows, then pairs of consecutive keys interleaved per 16 columns */
-    for (int j = 0; j < nk32; j++) {
-        if (j < nk)
-            row_to_bf16(tmp + (size_t)j * Dp, s->v + key_off(s, j), D, Dp, 1.0f);
-        else
-            memset(tmp + (size_t)j * Dp, 0, sizeof(uint16_t) * (size_t)Dp);
-    }
+    for (int j = 0; j < nk32; j++)
+        kv_row_bf16(tmp + (size_t)j * Dp, s, s->v, j, nk, D, Dp);
     for (int kb = 0; kb < nk32 / KB; kb++)
         for (int jj = 0; jj < nj; jj++) {
             uint16_t *t = vp + ((size_t)kb * nj + jj) * 512;
@@ -409,9 +418,11 @@ __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, stru
     int nk = sq->n_past + sq->n_q;
     if (it->q0 < 0) { /* pack this sequence's kv head */
         int g = it->head;
-        struct kv_src s = {(const float *)a->k_pages + (size_t)g * D,
-                           (const float *)a->v_pages + (size_t)g * D, (size_t)Hkv * D, sq->pages,
-                           a->page_size};
+        int bf = a->kv_dtype == VL3__DTYPE_BF16;
+        size_t esz = bf ? 2 : 4;
+        struct kv_src s = {(const char *)a->k_pages + esz * g * D,
+                           (const char *)a->v_pages + esz * g * D, (size_t)Hkv * D, sq->pages,
+                           a->page_size, bf};
         pack_kv(&s, nk, D, Dp, r->kp[it->seq * Hkv + g], r->vp[it->seq * Hkv + g], t->tmp);
         return;
     }
@@ -440,7 +451,7 @@ __attribute__((target(AMX_TARGET))) static void run_vision_item(struct run *r, s
     int n = (int)(r->cu[b + 1] - r0);
     if (it->q0 == 0) { /* the first query block of an item packs its keys (items run in order) */
         struct kv_src s = {r->vk + (size_t)r0 * r->ld + (size_t)h * D,
-                           r->vv + (size_t)r0 * r->ld + (size_t)h * D, (size_t)r->ld, NULL, 0};
+                           r->vv + (size_t)r0 * r->ld + (size_t)h * D, (size_t)r->ld, NULL, 0, 0};
         pack_kv(&s, n, D, Dp, t->kp, t->vp, t->tmp);
     }
     float scale = 1.0f / sqrtf((float)D);
@@ -517,7 +528,8 @@ int vl3__cpu_attention_amx(void *ctx, const struct vl3__attn_args *a)
     if (!vl3__cpu_amx_available())
         return -ENOTSUP;
     int H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim;
-    if (H <= 0 || Hkv <= 0 || H % Hkv || D <= 0 || a->page_size <= 0)
+    if (H <= 0 || Hkv <= 0 || H % Hkv || D <= 0 || a->page_size <= 0 ||
+        (a->kv_dtype != VL3__DTYPE_F32 && a->kv_dtype != VL3__DTYPE_BF16))
         return -EINVAL;
     int Dp = (int)round_up((size_t)D, 32);
     struct run r = {0};
