@@ -21,7 +21,8 @@
  * Limits: prefill and vision against the peak bf16 rate of the ISA in use (the measured
  * TDPBF16PS rate of the same threads where AMX is present: vl3__cpu_amx_peak_gflops), FLOPs
  * counted as 2 per weight per token (attention left out, so the figure is a lower bound);
- * decode against the memory floor: every LLM weight read once per token at the read bandwidth
+ * decode against the memory floor: every LLM weight and the bf16 K and V rows of the context
+ * (at the generated tokens' average position) read once per token at the read bandwidth
  * below. The CPU's limits that the benchmarks measure against: the memory read bandwidth
  * (bench_read_bandwidth, also used by `vl3 bench llm` for its decode floor).
  *
@@ -500,7 +501,11 @@ int bench_cpu(int argc, char **argv)
     }
     /* distance from the limits */
     double pre_flop = 2 * (llm_params * v.n_prompt + head_params);
-    double dec_bytes = 2 * (llm_params + head_params);
+    /* a decode step reads every weight and the K and V rows of its context (bf16 pools in bf16
+     * mode), here at the average context of the generated tokens */
+    double kv_tok = 2.0 * info.llm_layers * info.llm_kv_heads * info.llm_head_dim *
+                    (v.n_prompt + n_gen / 2.0) * 2;
+    double w_bytes = 2 * (llm_params + head_params), dec_bytes = w_bytes + kv_tok;
     printf("\ndistance from the limits (vl3 bf16):\n");
     if (peak > 0 && v.prefill > 0)
         printf("  prefill  %.0f GFLOP/s of weight products = %.1f%% of the bf16 peak\n",
@@ -510,9 +515,9 @@ int bench_cpu(int argc, char **argv)
         printf("  vision   %.0f GFLOP/s of weight products (%.0f patches) = %.1f%% of the bf16 "
                "peak\n", vis_flop / v.vision / 1e9, v.n_patches, 100 * vis_flop / v.vision / peak);
     if (bw > 0 && v.decode_tok_s > 0)
-        printf("  decode   %.2f tok/s; floor %.2f tok/s (%.2f GB of bf16 weights per token at "
-               "%.2f GB/s) = %.1f%% of the floor\n",
-               v.decode_tok_s, bw / dec_bytes, dec_bytes / 1e9, bw / 1e9,
+        printf("  decode   %.2f tok/s; floor %.2f tok/s (%.2f GB of bf16 weights + %.3f GB of bf16 "
+               "K/V per token at %.2f GB/s) = %.1f%% of the floor\n",
+               v.decode_tok_s, bw / dec_bytes, w_bytes / 1e9, kv_tok / 1e9, bw / 1e9,
                100 * v.decode_tok_s * dec_bytes / bw);
     return CLI_EXIT_OK;
 }
