@@ -612,6 +612,9 @@ TEST(bench_decode_attention)
     ASSERT_OK(vl3__backend_cpu_ops.init(0, 1, &c1, NULL));
     enum { L = 28 };
     int np = 7212, H = 12, Hkv = 2, D = 128, ps = 256, kvd = Hkv * D, qs = (H + 2 * Hkv) * D;
+    const char *ctxs = getenv("VL3_BENCH_CTX"); /* another context length (e.g. cache-resident) */
+    if (ctxs && atoi(ctxs) > 0)
+        np = atoi(ctxs) - 1;
     int pages = (np + 1 + ps - 1) / ps;
     size_t nel = (size_t)pages * ps * kvd;
     int32_t *table = malloc(sizeof(int32_t) * (size_t)pages);
