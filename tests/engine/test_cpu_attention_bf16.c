@@ -537,6 +537,45 @@ TEST(fast_layernorm)
     return 0;
 }
 
+/* bf16 mode's RMSNorm (norm.c: f32 sums on AVX-512, as the official bf16 model's float32
+ * variance) against double sums: relative error within 1e-6 of the largest output (measured
+ * about 1e-7); C 1536 (the 2B LLM) and 37 (a masked tail), rows with a mean far from zero. */
+TEST(fast_rmsnorm)
+{
+    void *c = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 2, &c, NULL));
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    if (vl3__cpu_isa() < VL3__CPU_ISA_AVX512) {
+        vl3__backend_cpu_ops.free(c);
+        SKIP("no AVX-512 on this CPU (bf16 mode keeps the double sums)");
+    }
+    static const int Cs[2] = {1536, 37};
+    for (int ci = 0; ci < 2; ci++) {
+        int C = Cs[ci], T = 301;
+        float *x = randv((size_t)T * C), *w = randv(C), *y = malloc(sizeof(float) * T * C);
+        for (size_t i = 0; i < (size_t)T * C; i++)
+            x[i] = x[i] * 3 + 20;
+        ASSERT_OK(vl3__backend_cpu_ops.rmsnorm(c, y, x, w, T, C, 1e-6f));
+        double worst = 0, big = 0;
+        for (int t = 0; t < T; t++) {
+            double ss = 0;
+            for (int i = 0; i < C; i++)
+                ss += (double)x[(size_t)t * C + i] * x[(size_t)t * C + i];
+            double inv = 1 / sqrt(ss / C + 1e-6);
+            for (int i = 0; i < C; i++) {
+                double want = x[(size_t)t * C + i] * inv * w[i];
+                worst = fmax(worst, fabs(y[(size_t)t * C + i] - want));
+                big = fmax(big, fabs(want));
+            }
+        }
+        fprintf(stderr, "  rmsnorm C=%d: max abs error %.3g of max %.3g\n", C, worst, big);
+        ASSERT(worst <= 1e-6 * big);
+        free(x), free(w), free(y);
+    }
+    vl3__backend_cpu_ops.free(c);
+    return 0;
+}
+
 /* One thread, CPU time (immune to the other jobs of a shared machine): the AMX flash kernels at
  * the 2B sizes, an LLM layer's causal prefill of 2048 tokens (12 heads, 2 kv heads, D 128, one
  * sequence on pages of 256) and a vision layer over 4 frames of 1764 patches (16 heads, D 72);
