@@ -130,6 +130,11 @@ int vl3__cpu_gelu_tanh_fast(void *ctx, float *x, int64_t n);
 int vl3__cpu_layernorm_fast(void *ctx, const float *x, const float *w, const float *b, float *y,
                             int64_t P, int C, float eps);
 int vl3__cpu_silu_mul_fast(void *ctx, float *out, const float *gu, int T, int n_inter);
+/* The vision encoder's exact elementwise ops on AVX-512 (the same bits as the scalar loops; both
+ * modes): y += x (n values) split over the context's threads, and the rotate-half of H heads of
+ * D values in place by cs/sn (D/2 values each). -ENOTSUP without AVX-512. */
+int vl3__cpu_vadd_fast(void *ctx, float *y, const float *x, int64_t n);
+int vl3__cpu_rotate_half_fast(float *x, const float *cs, const float *sn, int H, int D);
 
 /* elementwise.c: silu_mul, add, embed, argmax, copy_rows */
 int vl3__cpu_silu_mul(void *ctx, void *out, const void *gu, int T, int n_inter);

@@ -207,6 +207,7 @@ struct gemm_job {
     const uint16_t *xb; /* (T, Kp) bf16, or the AMX-packed x */
     float *y;           /* (T, out) */
     uint16_t *scratch;  /* per-thread: AMX edge tiles */
+    const float *bias;  /* (out) added in the AMX epilogue, or NULL (acc 0 then) */
 };
 
 static void job_task(void *arg, int k)
@@ -402,19 +403,23 @@ static void pack_task(void *arg, int k)
         amx_pack_block(p->xp, p->x, p->tn, p->K, p->nks, tb);
 }
 
-/* y[n][m] (+)= c[m][n] for n < tn tokens, m < rows outputs: the C tile (16 outputs x 16 tokens,
- * row stride 16) transposed in registers, one masked row store per token. */
+/* y[n][m] (+)= c[m][n] (+ bias[m]) for n < tn tokens, m < rows outputs: the C tile (16 outputs x
+ * 16 tokens, row stride 16) transposed in registers, one masked row store per token. The bias is
+ * added to the sum once, as the copy of it in y that acc would add to (the same bits). */
 __attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const float *c, int tn,
-                                                        int rows, int acc)
+                                                        int rows, int acc, const float *bias)
 {
     __m512 r[16], t[16];
     for (int m = 0; m < 16; m++)
         r[m] = _mm512_loadu_ps(c + 16 * m);
     transpose16(r, t);
     __mmask16 mk = mask16(rows);
+    __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias) : _mm512_setzero_ps();
     for (int n = 0; n < tn; n++) {
         float *yr = y + (size_t)n * ld;
         __m512 v = t[n];
+        if (bias)
+            v = _mm512_add_ps(v, bv);
         if (acc)
             v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, yr));
         _mm512_mask_storeu_ps(yr, mk, v);
@@ -424,7 +429,8 @@ __attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const 
 /* The four C tiles of one 32 x 32 block, stored in the job's cbuf, waiting to be transposed into
  * y while the next block's tile products run. */
 struct amx_pending {
-    float *y; /* y at the block's first token and output */
+    float *y;          /* y at the block's first token and output */
+    const float *bias; /* the bias at the block's first output, or NULL */
     int tn[2], rows[2], live;
 };
 
@@ -436,7 +442,7 @@ __attribute__((target("avx512f"))) static void flush_ct(const struct gemm_job *j
         int h = c >> 1, half = c & 1;
         if (p->tn[half] > 0)
             store_ct(p->y + (size_t)half * 16 * j->out + 16 * h, j->out, cbuf + 256 * c,
-                     p->tn[half], p->rows[h], j->acc);
+                     p->tn[half], p->rows[h], j->acc, p->bias ? p->bias + 16 * h : NULL);
     }
     p->live = 0;
 }
@@ -559,6 +565,7 @@ __attribute__((target(AMX_TARGET))) static inline void amx_finish(
     _tile_stored(2, cbuf + 512, 64);
     _tile_stored(3, cbuf + 768, 64);
     pend->y = j->y + (size_t)t0 * j->out + bl->o0;
+    pend->bias = j->bias ? j->bias + bl->o0 : NULL;
     pend->tn[0] = j->T - t0 < 16 ? j->T - t0 : 16;
     pend->tn[1] = j->T - t0 - 16 < 16 ? j->T - t0 - 16 : 16;
     pend->rows[0] = bl->rows[0];
@@ -692,17 +699,31 @@ static int thread_count(void *ctx, double macs, int units)
     return nt > 0 ? nt : 1;
 }
 
-int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
-                       int out, int acc, int isa, void *work, size_t work_bytes)
+/* Rows [0, T) of y (T, out) set to b. */
+static void fill_bias(float *y, const float *b, int T, int out)
+{
+    for (int t = 0; t < T; t++)
+        memcpy(y + (size_t)t * out, b, sizeof(float) * (size_t)out);
+}
+
+/* vl3__cpu_gemm_bf16 with y = x W^T + bias where bias is not NULL (then acc must be 0): on the
+ * AMX path the bias is added in the epilogue (no pass over y), elsewhere copied into y first and
+ * accumulated onto; fl(sum + bias) either way. */
+static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, const float *bias,
+                     int T, int in, int out, int acc, int isa, void *work, size_t work_bytes)
 {
     if (T <= 0)
         return T < 0 ? -EINVAL : 0;
-    if (!work || work_bytes < vl3__cpu_gemm_bf16_work_size(ctx, in))
+    if (!work || work_bytes < vl3__cpu_gemm_bf16_work_size(ctx, in) || (bias && acc))
         return -EINVAL;
     if (isa < 0 || !vl3__cpu_isa_supported(isa))
         isa = vl3__cpu_isa();
     int Kp = kpad(in);
     if (isa <= VL3__CPU_ISA_AVX512) {
+        if (bias) {
+            fill_bias(y, bias, T, out);
+            acc = 1;
+        }
         /* f32 kernels on rounded inputs: exact bf16 x bf16 products, f32 sums */
         float *xr = (float *)align64(work);
         size_t xr_bytes = (size_t)EMU_CHUNK * in * 4;
@@ -730,7 +751,7 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
         const float *xs = x + (size_t)t0 * in;
         float *ys = y + (size_t)t0 * out;
         struct gemm_job jobs[MAX_THREADS];
-        int nt;
+        int nt, acc_c = acc;
         if (isa == VL3__CPU_ISA_AMX && tn >= AMX_MIN_T) {
             int ntb = (tn + 15) / 16;
             ntb += ntb & 1;
@@ -745,9 +766,14 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
                                             .o1 = b1 * 32 < out ? b1 * 32 : out, .T = tn,
                                             .K = in, .Kp = Kp, .out = out, .acc = acc, .w = w,
                                             .xb = xb, .y = ys,
-                                            .scratch = (uint16_t *)(thr + (size_t)k * thr_bytes)};
+                                            .scratch = (uint16_t *)(thr + (size_t)k * thr_bytes),
+                                            .bias = bias};
             }
         } else {
+            if (bias) {
+                fill_bias(ys, bias, tn, out);
+                acc_c = 1;
+            }
             round_rows(xb, xs, tn, in, Kp, isa);
             int nrb = (out + 3) / 4;
             nt = thread_count(ctx, (double)tn * in * out, nrb);
@@ -755,7 +781,7 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
                 int b0 = (int)((long long)nrb * k / nt), b1 = (int)((long long)nrb * (k + 1) / nt);
                 jobs[k] = (struct gemm_job){.fn = dot_job, .o0 = b0 * 4,
                                             .o1 = b1 * 4 < out ? b1 * 4 : out, .T = tn, .K = in,
-                                            .Kp = Kp, .out = out, .acc = acc, .w = w, .xb = xb,
+                                            .Kp = Kp, .out = out, .acc = acc_c, .w = w, .xb = xb,
                                             .y = ys};
             }
         }
@@ -765,6 +791,12 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
 #else
     return VL3_E_UNSUPPORTED;
 #endif
+}
+
+int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
+                       int out, int acc, int isa, void *work, size_t work_bytes)
+{
+    return gemm_bf16(ctx, y, x, w, NULL, T, in, out, acc, isa, work, work_bytes);
 }
 
 /* ---- f32 weights (the vision encoder's): rounded to bf16 per call ---------------------------- */
@@ -813,10 +845,7 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
         cj[k] = (struct conv_job){wbf + r0 * in, w + r0 * in, (r1 - r0) * in, isa};
     }
     vl3__cpu_run(ctx, nt, conv_task, cj);
-    if (b)
-        for (int64_t p = 0; p < P; p++)
-            memcpy(y + p * out, b, sizeof(float) * (size_t)out);
-    int r = vl3__cpu_gemm_bf16(ctx, y, x, wbf, (int)P, in, out, b != NULL, -1, work, wb);
+    int r = gemm_bf16(ctx, y, x, wbf, b, (int)P, in, out, 0, -1, work, wb);
     if (own)
         free(own);
     else
@@ -837,10 +866,7 @@ int vl3__cpu_linear_w16(void *ctx, const float *x, const uint16_t *w, const floa
         return -ENOMEM;
     if (!buf)
         buf = own;
-    if (b)
-        for (int64_t p = 0; p < P; p++)
-            memcpy(y + p * out, b, sizeof(float) * (size_t)out);
-    int r = vl3__cpu_gemm_bf16(ctx, y, x, w, (int)P, in, out, b != NULL, -1, buf, wb);
+    int r = gemm_bf16(ctx, y, x, w, b, (int)P, in, out, 0, -1, buf, wb);
     if (own)
         free(own);
     else
