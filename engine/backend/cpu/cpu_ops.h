@@ -67,6 +67,11 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
 /* The same with W already bf16 (the checkpoint's bytes, used in place: vision ops linear_bf16). */
 int vl3__cpu_linear_w16(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
                         int64_t P, int in, int out);
+/* The same with the consumer fused into the AMX epilogue (vision ops linear_bf16_ex: flags
+ * VL3__VLIN_GELU_TANH, or VL3__VLIN_ACC with a bias): -ENOTSUP, nothing written, where any row
+ * would not run on AMX tiles. */
+int vl3__cpu_linear_w16_ex(void *ctx, const float *x, const uint16_t *w, const float *b,
+                           float *y, int64_t P, int in, int out, int flags);
 
 /* backend_cpu.c: the context's thread count; whether it runs in bf16 mode (VL3_PRECISION) */
 int vl3__cpu_threads(void *ctx);

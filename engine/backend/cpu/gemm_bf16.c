@@ -33,6 +33,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #define GEMM_X86 1
+#include "simd_gelu.h"
 #endif
 
 #define MAX_THREADS 64
@@ -207,7 +208,8 @@ struct gemm_job {
     const uint16_t *xb; /* (T, Kp) bf16, or the AMX-packed x */
     float *y;           /* (T, out) */
     uint16_t *scratch;  /* per-thread: AMX edge tiles */
-    const float *bias;  /* (out) added in the AMX epilogue, or NULL (acc 0 then) */
+    const float *bias;  /* (out) added in the AMX epilogue, or NULL */
+    int gelu;           /* AMX epilogue: the tanh GELU of sum + bias (acc 0) */
 };
 
 static void job_task(void *arg, int k)
@@ -403,11 +405,13 @@ static void pack_task(void *arg, int k)
         amx_pack_block(p->xp, p->x, p->tn, p->K, p->nks, tb);
 }
 
-/* y[n][m] (+)= c[m][n] (+ bias[m]) for n < tn tokens, m < rows outputs: the C tile (16 outputs x
- * 16 tokens, row stride 16) transposed in registers, one masked row store per token. The bias is
- * added to the sum once, as the copy of it in y that acc would add to (the same bits). */
-__attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const float *c, int tn,
-                                                        int rows, int acc, const float *bias)
+/* y[n][m] (+)= e(c[m][n] (+ bias[m])) for n < tn tokens, m < rows outputs: the C tile (16
+ * outputs x 16 tokens, row stride 16) transposed in registers, one masked row store per token.
+ * The bias is added to the sum once (the same bits as a copy of it in y that the sum is added
+ * to), then e = the tanh GELU (gelu) or nothing, then y's value (acc). */
+__attribute__((target("avx512f,fma"))) static void store_ct(float *y, int ld, const float *c,
+                                                            int tn, int rows, int acc,
+                                                            const float *bias, int gelu)
 {
     __m512 r[16], t[16];
     for (int m = 0; m < 16; m++)
@@ -420,6 +424,8 @@ __attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const 
         __m512 v = t[n];
         if (bias)
             v = _mm512_add_ps(v, bv);
+        if (gelu)
+            v = vl3__gelu_tanh512_ps(v);
         if (acc)
             v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, yr));
         _mm512_mask_storeu_ps(yr, mk, v);
@@ -442,7 +448,8 @@ __attribute__((target("avx512f"))) static void flush_ct(const struct gemm_job *j
         int h = c >> 1, half = c & 1;
         if (p->tn[half] > 0)
             store_ct(p->y + (size_t)half * 16 * j->out + 16 * h, j->out, cbuf + 256 * c,
-                     p->tn[half], p->rows[h], j->acc, p->bias ? p->bias + 16 * h : NULL);
+                     p->tn[half], p->rows[h], j->acc, p->bias ? p->bias + 16 * h : NULL,
+                     j->gelu);
     }
     p->live = 0;
 }
@@ -706,18 +713,26 @@ static void fill_bias(float *y, const float *b, int T, int out)
         memcpy(y + (size_t)t * out, b, sizeof(float) * (size_t)out);
 }
 
-/* vl3__cpu_gemm_bf16 with y = x W^T + bias where bias is not NULL (then acc must be 0): on the
- * AMX path the bias is added in the epilogue (no pass over y), elsewhere copied into y first and
- * accumulated onto; fl(sum + bias) either way. */
+/* vl3__cpu_gemm_bf16 with an epilogue: y = x W^T + bias where bias is not NULL: on the AMX path
+ * the bias is added in the epilogue (no pass over y), elsewhere copied into y first and
+ * accumulated onto; fl(sum + bias) either way. With gelu (acc 0), y = gelu_tanh(sum + bias);
+ * with bias and acc, y += (sum + bias): these two only where every row runs on AMX tiles
+ * (-ENOTSUP, nothing written, elsewhere). */
 static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, const float *bias,
-                     int T, int in, int out, int acc, int isa, void *work, size_t work_bytes)
+                     int gelu, int T, int in, int out, int acc, int isa, void *work,
+                     size_t work_bytes)
 {
     if (T <= 0)
         return T < 0 ? -EINVAL : 0;
-    if (!work || work_bytes < vl3__cpu_gemm_bf16_work_size(ctx, in) || (bias && acc))
+    if (!work || work_bytes < vl3__cpu_gemm_bf16_work_size(ctx, in) || (gelu && acc))
         return -EINVAL;
     if (isa < 0 || !vl3__cpu_isa_supported(isa))
         isa = vl3__cpu_isa();
+    if (gelu || (bias && acc)) { /* the AMX epilogue only: every chunk of rows on tiles */
+        int last = T % XCHUNK;
+        if (isa != VL3__CPU_ISA_AMX || (last > 0 && last < AMX_MIN_T))
+            return -ENOTSUP;
+    }
     int Kp = kpad(in);
     if (isa <= VL3__CPU_ISA_AVX512) {
         if (bias) {
@@ -767,7 +782,7 @@ static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, con
                                             .K = in, .Kp = Kp, .out = out, .acc = acc, .w = w,
                                             .xb = xb, .y = ys,
                                             .scratch = (uint16_t *)(thr + (size_t)k * thr_bytes),
-                                            .bias = bias};
+                                            .bias = bias, .gelu = gelu};
             }
         } else {
             if (bias) {
@@ -796,7 +811,7 @@ static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, con
 int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
                        int out, int acc, int isa, void *work, size_t work_bytes)
 {
-    return gemm_bf16(ctx, y, x, w, NULL, T, in, out, acc, isa, work, work_bytes);
+    return gemm_bf16(ctx, y, x, w, NULL, 0, T, in, out, acc, isa, work, work_bytes);
 }
 
 /* ---- f32 weights (the vision encoder's): rounded to bf16 per call ---------------------------- */
@@ -845,7 +860,31 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
         cj[k] = (struct conv_job){wbf + r0 * in, w + r0 * in, (r1 - r0) * in, isa};
     }
     vl3__cpu_run(ctx, nt, conv_task, cj);
-    int r = gemm_bf16(ctx, y, x, wbf, b, (int)P, in, out, 0, -1, work, wb);
+    int r = gemm_bf16(ctx, y, x, wbf, b, 0, (int)P, in, out, 0, -1, work, wb);
+    if (own)
+        free(own);
+    else
+        vl3__cpu_scratch_release(ctx, buf);
+    return r;
+}
+
+int vl3__cpu_linear_w16_ex(void *ctx, const float *x, const uint16_t *w, const float *b,
+                           float *y, int64_t P, int in, int out, int flags)
+{
+    if (P <= 0)
+        return 0;
+    if (P > INT32_MAX || in <= 0 || out <= 0 || (flags & ~(VL3__VLIN_ACC | VL3__VLIN_GELU_TANH)))
+        return -EINVAL;
+    int acc = (flags & VL3__VLIN_ACC) != 0, gelu = (flags & VL3__VLIN_GELU_TANH) != 0;
+    if ((acc && gelu) || (acc && !b)) /* not fused (y += x W^T alone: vl3__cpu_gemm_bf16) */
+        return -ENOTSUP;
+    size_t wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
+    char *buf = vl3__cpu_scratch_acquire(ctx, wb + 64), *own = NULL;
+    if (!buf && posix_memalign((void **)&own, 64, wb + 64) != 0)
+        return -ENOMEM;
+    if (!buf)
+        buf = own;
+    int r = gemm_bf16(ctx, y, x, w, b, gelu, (int)P, in, out, acc, -1, buf, wb);
     if (own)
         free(own);
     else
@@ -856,20 +895,5 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
 int vl3__cpu_linear_w16(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
                         int64_t P, int in, int out)
 {
-    if (P <= 0)
-        return 0;
-    if (P > INT32_MAX || in <= 0 || out <= 0)
-        return -EINVAL;
-    size_t wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
-    char *buf = vl3__cpu_scratch_acquire(ctx, wb + 64), *own = NULL;
-    if (!buf && posix_memalign((void **)&own, 64, wb + 64) != 0)
-        return -ENOMEM;
-    if (!buf)
-        buf = own;
-    int r = gemm_bf16(ctx, y, x, w, b, (int)P, in, out, 0, -1, buf, wb);
-    if (own)
-        free(own);
-    else
-        vl3__cpu_scratch_release(ctx, buf);
-    return r;
+    return vl3__cpu_linear_w16_ex(ctx, x, w, b, y, P, in, out, 0);
 }

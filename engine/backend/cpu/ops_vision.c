@@ -34,6 +34,16 @@ static int cpu_linear(void *ctx, const float *x, const float *w, const float *b,
     return 0;
 }
 
+/* linear_bf16 with its GELU or residual add in the AMX epilogue. The GELU is then the one of
+ * the bf16 mode's gelu_tanh (simd_gelu.h, the same bits); f32 mode keeps its libm GELU apart. */
+static int cpu_linear_bf16_ex(void *ctx, const float *x, const uint16_t *w, const float *b,
+                              float *y, int64_t P, int in, int out, int flags)
+{
+    if ((flags & VL3__VLIN_GELU_TANH) && !vl3__cpu_bf16_mode(ctx))
+        return -ENOTSUP;
+    return vl3__cpu_linear_w16_ex(ctx, x, w, b, y, P, in, out, flags);
+}
+
 struct ln_args {
     const float *x, *w, *b;
     float *y;
@@ -285,4 +295,5 @@ const struct vl3__vision_ops vl3__cpu_vision_ops = {
     .downsample = cpu_downsample,
     .wants_bf16_weights = vl3__cpu_bf16_mode,
     .linear_bf16 = vl3__cpu_linear_w16,
+    .linear_bf16_ex = cpu_linear_bf16_ex,
 };
