@@ -79,7 +79,8 @@ TEST(bench_encoder_real_shape)
  * one image of VL3_BENCH_GRID=HxW patches (default 14x27, the 384x191 page of `vl3 bench cpu`:
  * 378 patches, merge 1), VL3_BENCH_REPEAT encodes (default 5) in one process: the first (cold
  * pages) and the best of the rest, wall and process CPU time (on a loaded machine, with
- * VL3_BENCH_THREADS=1, the CPU time is the work). The precision is VL3_PRECISION's. */
+ * VL3_BENCH_THREADS=1, the CPU time is the work). The precision is VL3_PRECISION's;
+ * VL3_BENCH_DUMP=FILE writes the output rows (f32) to compare builds. */
 TEST(bench_encoder_checkpoint)
 {
     const char *dir = getenv("VL3_BENCH_MODEL");
@@ -132,6 +133,13 @@ TEST(bench_encoder_checkpoint)
            dir, getenv("VL3_PRECISION") ? getenv("VL3_PRECISION") : "default",
            (long long)b.n_patches, first, reps - 1, reps > 1 ? best : first, cbest);
     ASSERT(out[0] == out[0]); /* not NaN */
+    const char *dump = getenv("VL3_BENCH_DUMP"); /* the rows, to compare builds bit for bit */
+    if (dump) {
+        FILE *f = fopen(dump, "wb");
+        ASSERT(f != NULL);
+        ASSERT_EQ(fwrite(out, sizeof(float), (size_t)b.n_patches * dl, f), (size_t)b.n_patches * dl);
+        ASSERT_EQ(fclose(f), 0);
+    }
     free(out);
     free(b.pixel_values);
     vl3_vision_free(v);

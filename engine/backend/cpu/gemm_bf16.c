@@ -34,6 +34,7 @@
 #include <unistd.h>
 #define GEMM_X86 1
 #include "simd_gelu.h"
+#include "simd_transpose.h"
 #endif
 
 #define MAX_THREADS 64
@@ -340,33 +341,6 @@ struct tile_config {
     uint8_t rows[16];
 };
 
-/* The 16 x 16 transpose of 32-bit words in registers: t[n] lane m = r[m] lane n (unpack 32/64-bit,
- * then two 128-bit lane shuffles). */
-__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16], __m512 t[16])
-{
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int q = 0; q < 4; q++) { /* s[4q + j] lane L: column 4L + j, rows 4q .. 4q + 3 */
-        __m512d a = _mm512_castps_pd(t[4 * q]), b = _mm512_castps_pd(t[4 * q + 2]);
-        __m512d c2 = _mm512_castps_pd(t[4 * q + 1]), d = _mm512_castps_pd(t[4 * q + 3]);
-        r[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-        r[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-        r[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c2, d));
-        r[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c2, d));
-    }
-    for (int jj = 0; jj < 4; jj++) {
-        __m512 v0 = _mm512_shuffle_f32x4(r[jj], r[4 + jj], 0x44);
-        __m512 v1 = _mm512_shuffle_f32x4(r[jj], r[4 + jj], 0xee);
-        __m512 w0 = _mm512_shuffle_f32x4(r[8 + jj], r[12 + jj], 0x44);
-        __m512 w1 = _mm512_shuffle_f32x4(r[8 + jj], r[12 + jj], 0xee);
-        t[jj] = _mm512_shuffle_f32x4(v0, w0, 0x88);
-        t[4 + jj] = _mm512_shuffle_f32x4(v0, w0, 0xdd);
-        t[8 + jj] = _mm512_shuffle_f32x4(v1, w1, 0x88);
-        t[12 + jj] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
-    }
-}
 
 /* Pack rows [16 tb, 16 tb + 16) of x (tn rows, stride K) as B tiles: per block of 16 tokens, nks
  * tiles of 16 k pairs x 16 tokens (dword (k2, t) = bf16 pair x[t][32s + 2k2 .. +1]): 16 rows
@@ -385,7 +359,7 @@ __attribute__((target("avx512f,avx512bw"))) static void amx_pack_block(uint32_t 
                                                           K - s * 32))
                             : _mm512_setzero_ps();
         }
-        transpose16(r, t);
+        vl3__transpose16_ps(r, t);
         uint32_t *tile = blk + (size_t)s * 256;
         for (int k2 = 0; k2 < 16; k2++)
             _mm512_store_ps((float *)(tile + k2 * 16), t[k2]);
@@ -416,7 +390,7 @@ __attribute__((target("avx512f,fma"))) static void store_ct(float *y, int ld, co
     __m512 r[16], t[16];
     for (int m = 0; m < 16; m++)
         r[m] = _mm512_loadu_ps(c + 16 * m);
-    transpose16(r, t);
+    vl3__transpose16_ps(r, t);
     __mmask16 mk = mask16(rows);
     __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias) : _mm512_setzero_ps();
     for (int n = 0; n < tn; n++) {
