@@ -283,6 +283,11 @@ struct vl3__vision_ops {
      * the caller then runs the ops apart. */
     int (*linear_bf16_ex)(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
                           int64_t P, int in, int out, int flags);
+    /* Optional (NULL = absent): n (1..4) linear_bf16 products of the same x and shape (q, k, v):
+     * y[i] = x w[i]^T + b[i] (b[i] may be NULL), the same numerics as n linear_bf16 calls, x
+     * prepared once. */
+    int (*linear_bf16_n)(void *ctx, const float *x, int n, const uint16_t *const *w,
+                         const float *const *b, float *const *y, int64_t P, int in, int out);
 };
 #define VL3__VLIN_ACC 1
 #define VL3__VLIN_GELU_TANH 2

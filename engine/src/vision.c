@@ -270,6 +270,24 @@ static int lin_add(const struct vl3_vision *v, const float *x, const struct vmat
     return r < 0 ? r : v->ops->add(v->ops_ctx, h, tmp, P * out);
 }
 
+/* q, k, v = x Wq^T + bq, x Wk^T + bk, x Wv^T + bv: in one call where the backend has it (x
+ * prepared once; the same numerics), else three. */
+static int lin_qkv(const struct vl3_vision *v, const float *x, const struct vlayer *ly, float *q,
+                   float *k, float *vv, int64_t P)
+{
+    int C = v->C;
+    if (ly->wq.h && ly->wk.h && ly->wv.h && v->ops->linear_bf16_n) {
+        const uint16_t *w[3] = {ly->wq.h, ly->wk.h, ly->wv.h};
+        const float *b[3] = {ly->bq, ly->bk, ly->bv};
+        float *y[3] = {q, k, vv};
+        return v->ops->linear_bf16_n(v->ops_ctx, x, 3, w, b, y, P, C, C);
+    }
+    int r = lin(v, x, &ly->wq, ly->bq, q, P, C, C);
+    if (r == 0)
+        r = lin(v, x, &ly->wk, ly->bk, k, P, C, C);
+    return r < 0 ? r : lin(v, x, &ly->wv, ly->bv, vv, P, C, C);
+}
+
 static int vision_new(const vl3_model *model, int proj_only, vl3_vision **ret, vl3_error *reterr)
 {
     if (!model || !ret)
@@ -609,9 +627,7 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
     for (int l = 0; l < v->L; l++) {
         const struct vlayer *ly = &v->layers[l];
         TRY(op->layernorm(cx, h, ly->ln1_w, ly->ln1_b, x, P, (int)C, v->eps));
-        TRY(lin(v, x, &ly->wq, ly->bq, q, P, (int)C, (int)C));
-        TRY(lin(v, x, &ly->wk, ly->bk, k, P, (int)C, (int)C));
-        TRY(lin(v, x, &ly->wv, ly->bv, vv, P, (int)C, (int)C));
+        TRY(lin_qkv(v, x, ly, q, k, vv, P));
         TRY(op->rope2d(cx, q, dpr, dpc, P, v->H, v->D, v->theta));
         TRY(op->rope2d(cx, k, dpr, dpc, P, v->H, v->D, v->theta));
         TRY(op->attention_blocks(cx, q, k, vv, x, cu, (int)n_frames, v->H, v->D));

@@ -725,8 +725,8 @@ TEST(bench_pool)
 }
 
 /* The vision encoder with its GELU and residual adds fused into the AMX GEMM's epilogue (vision
- * ops linear_bf16_ex) gives the bits of the ops run apart (the same vision ops with
- * linear_bf16_ex absent): a tiny native checkpoint 48 wide (3 heads of 16, MLP 100: output tails
+ * ops linear_bf16_ex) and q, k, v from one packing of x (linear_bf16_n) gives the bits of the ops
+ * run apart (the same vision ops with both absent): a tiny native checkpoint 48 wide (3 heads of 16, MLP 100: output tails
  * in the 32-wide blocks) in bf16 mode, one batch of an image and a two-frame video (128 patches)
  * and one of 520 patches (a last chunk of 8 rows, off the tiles: the op declines, -ENOTSUP, and
  * the encoder runs the ops apart). The fused calls are counted: they really ran. */
@@ -737,6 +737,16 @@ static int count_ex(void *ctx, const float *x, const uint16_t *w, const float *b
 {
     int r = vl3__cpu_vision_ops.linear_bf16_ex(ctx, x, w, b, y, P, in, out, flags);
     n_fused += r == 0;
+    return r;
+}
+
+static int n_multi;
+
+static int count_n(void *ctx, const float *x, int n, const uint16_t *const *w,
+                   const float *const *b, float *const *y, int64_t P, int in, int out)
+{
+    int r = vl3__cpu_vision_ops.linear_bf16_n(ctx, x, n, w, b, y, P, in, out);
+    n_multi += r == 0 && n == 3;
     return r;
 }
 
@@ -784,7 +794,9 @@ TEST(vision_encoder_fused_epilogue_equals_ops_apart)
     vl3__cpu_set_precision(m->backend_ctx, VL3__CPU_PREC_BF16);
     struct vl3__vision_ops fused = vl3__cpu_vision_ops, apart = vl3__cpu_vision_ops;
     fused.linear_bf16_ex = count_ex;
+    fused.linear_bf16_n = count_n;
     apart.linear_bf16_ex = NULL;
+    apart.linear_bf16_n = NULL;
     vl3_vision_grid g1[2] = {{1, 8, 10, 2}, {2, 6, 4, 2}}, g2 = {1, 20, 26, 2};
     static const int n_items[2] = {2, 1};
     vl3_vision_grid *grids[2] = {g1, &g2};
@@ -801,11 +813,12 @@ TEST(vision_encoder_fused_epilogue_equals_ops_apart)
         b.pixel_values = randv((size_t)b.n_patches * 588);
         size_t n = (size_t)ntok * (size_t)m->llm.hidden;
         float *y1 = malloc(sizeof(float) * n), *y2 = malloc(sizeof(float) * n);
-        n_fused = 0;
+        n_fused = n_multi = 0;
         ASSERT_OK(encode_with(m, &fused, &b, y1));
         ASSERT_OK(encode_with(m, &apart, &b, y2));
         fprintf(stderr, "  %lld patches: %d fused products\n", (long long)b.n_patches, n_fused);
         ASSERT_EQ(n_fused, bi == 0 ? 3 * tp.v_layers : 0);
+        ASSERT_EQ(n_multi, tp.v_layers); /* q, k, v in one call (x packed once on AMX) */
         ASSERT(memcmp(y1, y2, sizeof(float) * n) == 0);
         float s = 0;
         for (size_t i = 0; i < n; i++)

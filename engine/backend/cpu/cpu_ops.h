@@ -72,6 +72,11 @@ int vl3__cpu_linear_w16(void *ctx, const float *x, const uint16_t *w, const floa
  * would not run on AMX tiles. */
 int vl3__cpu_linear_w16_ex(void *ctx, const float *x, const uint16_t *w, const float *b,
                            float *y, int64_t P, int in, int out, int flags);
+/* n (1..4) products of one x, W[i] bf16 (out, in), bias b[i] (may be NULL): y[i] = x W[i]^T +
+ * b[i], the same bits as n linear_w16 calls; on AMX x is packed once (vision ops
+ * linear_bf16_n). */
+int vl3__cpu_linear_w16_n(void *ctx, const float *x, int n, const uint16_t *const *w,
+                          const float *const *b, float *const *y, int64_t P, int in, int out);
 
 /* backend_cpu.c: the context's thread count; whether it runs in bf16 mode (VL3_PRECISION) */
 int vl3__cpu_threads(void *ctx);

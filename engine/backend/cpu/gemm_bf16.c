@@ -782,6 +782,75 @@ static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, con
 #endif
 }
 
+#define MULTI_MAX 4 /* products of one x in one call */
+
+#ifdef GEMM_X86
+struct multi_job {
+    struct gemm_job j[MULTI_MAX];
+    int n;
+};
+
+static void multi_task(void *arg, int k)
+{
+    const struct multi_job *m = (const struct multi_job *)arg + k;
+    for (int i = 0; i < m->n; i++)
+        m->j[i].fn(&m->j[i]);
+}
+#endif
+
+/* y[i] = x W[i]^T + b[i] for n matrices of one shape (the vision q, k, v): on AMX, x is rounded
+ * and packed once per chunk of rows and every thread takes its share of each matrix's output
+ * blocks in one dispatch (one pack and one product dispatch instead of n of each); the same
+ * kernel on the same packed x, so the same bits as n calls. Elsewhere n calls. */
+static int gemm_bf16_multi(void *ctx, const float *x, int n, const uint16_t *const *w,
+                           const float *const *b, float *const *y, int T, int in, int out,
+                           void *work, size_t work_bytes)
+{
+    int isa = vl3__cpu_isa(), last = T % XCHUNK;
+    if (n < 1 || n > MULTI_MAX || T < 0 || !work ||
+        work_bytes < vl3__cpu_gemm_bf16_work_size(ctx, in))
+        return -EINVAL;
+#ifdef GEMM_X86
+    if (isa == VL3__CPU_ISA_AMX && !(last > 0 && last < AMX_MIN_T)) {
+        int Kp = kpad(in);
+        char *base = align64(work);
+        uint16_t *xb = (uint16_t *)base;
+        char *thr = base + (size_t)XCHUNK * Kp * 2;
+        size_t thr_bytes =
+            ((32 * (size_t)Kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 63) & ~(size_t)63;
+        for (int t0 = 0; t0 < T; t0 += XCHUNK) {
+            int tn = T - t0 < XCHUNK ? T - t0 : XCHUNK;
+            int ntb = (tn + 15) / 16;
+            ntb += ntb & 1;
+            int nob = (out + 31) / 32;
+            int nt = thread_count(ctx, (double)tn * in * out * n, nob);
+            struct pack_job pj = {(uint32_t *)xb, x + (size_t)t0 * in, tn, in, Kp / 32, ntb,
+                                  nt < ntb ? nt : ntb};
+            vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
+            struct multi_job jobs[MAX_THREADS];
+            for (int k = 0; k < nt; k++) {
+                int b0 = (int)((long long)nob * k / nt), b1 = (int)((long long)nob * (k + 1) / nt);
+                jobs[k].n = n;
+                for (int i = 0; i < n; i++)
+                    jobs[k].j[i] = (struct gemm_job){
+                        .fn = amx_job, .o0 = b0 * 32, .o1 = b1 * 32 < out ? b1 * 32 : out,
+                        .T = tn, .K = in, .Kp = Kp, .out = out, .w = w[i], .xb = xb,
+                        .y = y[i] + (size_t)t0 * out,
+                        .scratch = (uint16_t *)(thr + (size_t)k * thr_bytes), .bias = b[i]};
+            }
+            vl3__cpu_run(ctx, nt, multi_task, jobs);
+        }
+        return 0;
+    }
+#endif
+    for (int i = 0; i < n; i++) {
+        int r = gemm_bf16(ctx, y[i], x, w[i], b[i], 0, T, in, out, 0, isa, work, work_bytes);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
                        int out, int acc, int isa, void *work, size_t work_bytes)
 {
@@ -870,4 +939,25 @@ int vl3__cpu_linear_w16(void *ctx, const float *x, const uint16_t *w, const floa
                         int64_t P, int in, int out)
 {
     return vl3__cpu_linear_w16_ex(ctx, x, w, b, y, P, in, out, 0);
+}
+
+int vl3__cpu_linear_w16_n(void *ctx, const float *x, int n, const uint16_t *const *w,
+                          const float *const *b, float *const *y, int64_t P, int in, int out)
+{
+    if (P <= 0)
+        return 0;
+    if (P > INT32_MAX || in <= 0 || out <= 0 || n < 1 || n > MULTI_MAX)
+        return -EINVAL;
+    size_t wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
+    char *buf = vl3__cpu_scratch_acquire(ctx, wb + 64), *own = NULL;
+    if (!buf && posix_memalign((void **)&own, 64, wb + 64) != 0)
+        return -ENOMEM;
+    if (!buf)
+        buf = own;
+    int r = gemm_bf16_multi(ctx, x, n, w, b, y, (int)P, in, out, buf, wb);
+    if (own)
+        free(own);
+    else
+        vl3__cpu_scratch_release(ctx, buf);
+    return r;
 }

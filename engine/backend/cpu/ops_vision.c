@@ -238,10 +238,17 @@ static int cpu_gelu_tanh(void *ctx, float *x, int64_t n)
     return 0;
 }
 
+static void gelu_erf_range(void *arg, int64_t lo, int64_t hi)
+{
+    float *x = arg;
+    for (int64_t i = lo; i < hi; i++)
+        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
+}
+
+/* The projector's GELU: libm erff per value (both modes), the values split over the threads. */
 static int cpu_gelu_erf(void *ctx, float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
+    vl3__cpu_parallel(ctx, n, 16384, gelu_erf_range, x);
     return 0;
 }
 
@@ -296,4 +303,5 @@ const struct vl3__vision_ops vl3__cpu_vision_ops = {
     .wants_bf16_weights = vl3__cpu_bf16_mode,
     .linear_bf16 = vl3__cpu_linear_w16,
     .linear_bf16_ex = cpu_linear_bf16_ex,
+    .linear_bf16_n = vl3__cpu_linear_w16_n,
 };
