@@ -726,10 +726,11 @@ TEST(bench_pool)
 
 /* The vision encoder with its GELU and residual adds fused into the AMX GEMM's epilogue (vision
  * ops linear_bf16_ex) and q, k, v from one packing of x (linear_bf16_n) gives the bits of the ops
- * run apart (the same vision ops with both absent): a tiny native checkpoint 48 wide (3 heads of 16, MLP 100: output tails
- * in the 32-wide blocks) in bf16 mode, one batch of an image and a two-frame video (128 patches)
- * and one of 520 patches (a last chunk of 8 rows, off the tiles: the op declines, -ENOTSUP, and
- * the encoder runs the ops apart). The fused calls are counted: they really ran. */
+ * run apart (the same vision ops with both absent): a tiny native checkpoint 48 wide (3 heads of
+ * 16, MLP 100: output tails in the 32-wide blocks) in bf16 mode, one batch of an image and a
+ * two-frame video (128 patches) and one of 520 patches (a last chunk of 8 rows, off the tiles:
+ * the fused op declines, -ENOTSUP, and the encoder runs the ops apart). The fused calls are
+ * counted: they really ran. */
 static int n_fused;
 
 static int count_ex(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,

@@ -77,10 +77,11 @@ TEST(bench_encoder_real_shape)
 
 /* The encoder of a real checkpoint (VL3_BENCH_MODEL=DIR, e.g. the random full-size 2B one) on
  * one image of VL3_BENCH_GRID=HxW patches (default 14x27, the 384x191 page of `vl3 bench cpu`:
- * 378 patches, merge 1), VL3_BENCH_REPEAT encodes (default 5) in one process: the first (cold
- * pages) and the best of the rest, wall and process CPU time (on a loaded machine, with
- * VL3_BENCH_THREADS=1, the CPU time is the work). The precision is VL3_PRECISION's;
- * VL3_BENCH_DUMP=FILE writes the output rows (f32) to compare builds. */
+ * 378 patches, merge 1; VL3_BENCH_FRAMES=N: N frames of that grid, one attention block each),
+ * VL3_BENCH_REPEAT encodes (default 5) in one process: the first (cold pages) and the best of
+ * the rest, wall and process CPU time (on a loaded machine, with VL3_BENCH_THREADS=1, the CPU
+ * time is the work). The precision is VL3_PRECISION's; VL3_BENCH_DUMP=FILE writes the output
+ * rows (f32) to compare builds. */
 TEST(bench_encoder_checkpoint)
 {
     const char *dir = getenv("VL3_BENCH_MODEL");
@@ -99,9 +100,11 @@ TEST(bench_encoder_checkpoint)
     vl3_error err = {0};
     ASSERT_OK_E(vl3_model_load(&mp, &m, &err), &err);
     ASSERT_OK_E(vl3_vision_new(m, 0, &v, &err), &err);
-    vl3_vision_grid g = {1, gh, gw, 1};
+    int nf = getenv("VL3_BENCH_FRAMES") ? atoi(getenv("VL3_BENCH_FRAMES")) : 1;
+    ASSERT(nf > 0);
+    vl3_vision_grid g = {nf, gh, gw, 1};
     vl3_pixel_batch b = {0};
-    b.n_patches = (int64_t)gh * gw;
+    b.n_patches = (int64_t)nf * gh * gw;
     b.patch_dim = 588;
     b.n_items = 1;
     b.grids = &g;
@@ -137,7 +140,8 @@ TEST(bench_encoder_checkpoint)
     if (dump) {
         FILE *f = fopen(dump, "wb");
         ASSERT(f != NULL);
-        ASSERT_EQ(fwrite(out, sizeof(float), (size_t)b.n_patches * dl, f), (size_t)b.n_patches * dl);
+        size_t nv = (size_t)b.n_patches * (size_t)dl;
+        ASSERT_EQ(fwrite(out, sizeof(float), nv, f), nv);
         ASSERT_EQ(fclose(f), 0);
     }
     free(out);
