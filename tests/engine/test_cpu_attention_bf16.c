@@ -304,7 +304,8 @@ TEST(run_bf16_mode_matches_f32_mode)
 }
 
 /* The row-parallel small ops (parallel.c) give bit-identical results on 1 and 3 threads, at
- * sizes large enough to split: rmsnorm, rope, add (LLM), layernorm, rope2d, add (vision). */
+ * sizes large enough to split: rmsnorm, rope, add (LLM), layernorm, rope2d, add, downsample
+ * (vision). */
 TEST(row_parallel_ops_equal_single_thread)
 {
     void *c1 = NULL, *c3 = NULL;
@@ -341,6 +342,13 @@ TEST(row_parallel_ops_equal_single_thread)
     ASSERT_OK(vo->add(c1, y1, x, (int64_t)n));
     ASSERT_OK(vo->add(c3, y3, x, (int64_t)n));
     ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    /* the 2x2 downsample of a 26 x 38 frame (988 rows of the 1001): 247 merged rows */
+    memset(y1, 0, 4 * n), memset(y3, 0, 4 * n);
+    ASSERT_OK(vo->downsample(c1, x, y1, 26, 38, 2, C));
+    ASSERT_OK(vo->downsample(c3, x, y3, 26, 38, 2, C));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    ASSERT(y1[(size_t)246 * C + 7] == ((x[(size_t)984 * C + 7] + x[(size_t)985 * C + 7]) +
+                                       (x[(size_t)986 * C + 7] + x[(size_t)987 * C + 7])) * 0.25f);
     free(x), free(w), free(b), free(y1), free(y3), free(pos), free(pc);
     vl3__backend_cpu_ops.free(c1);
     vl3__backend_cpu_ops.free(c3);

@@ -273,6 +273,24 @@ static int cpu_add(void *ctx, float *y, const float *x, int64_t n)
     return 0;
 }
 
+struct down_args {
+    const float *x;
+    float *y;
+    int C;
+};
+
+static void down_rows(void *arg, int64_t t0, int64_t t1)
+{
+    const struct down_args *d = arg;
+    int C = d->C;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *a = d->x + t * 4 * C;
+        float *o = d->y + t * C;
+        for (int i = 0; i < C; i++)
+            o[i] = ((a[i] + a[C + i]) + (a[2 * C + i] + a[3 * C + i])) * 0.25f;
+    }
+}
+
 static int cpu_downsample(void *ctx, const float *x, float *y, int gh, int gw, int m, int C)
 {
     if (m == 1) {
@@ -281,13 +299,10 @@ static int cpu_downsample(void *ctx, const float *x, float *y, int gh, int gw, i
     }
     if (m != 2 || gh % 2 || gw % 2)
         return -EINVAL;
-    int64_t n = (int64_t)(gh / 2) * (gw / 2);
-    for (int64_t t = 0; t < n; t++) {
-        const float *a = x + t * 4 * C;
-        float *o = y + t * C;
-        for (int i = 0; i < C; i++)
-            o[i] = ((a[i] + a[C + i]) + (a[2 * C + i] + a[3 * C + i])) * 0.25f;
-    }
+    /* merged rows split over the threads (each its own 4 input rows) */
+    struct down_args d = {x, y, C};
+    vl3__cpu_parallel(ctx, (int64_t)(gh / 2) * (gw / 2), 65536 / (4 * (C > 0 ? C : 1)) + 1,
+                      down_rows, &d);
     return 0;
 }
 
