@@ -284,7 +284,21 @@ struct vl3__vision_ops {
     /* 1: tensors are in the backend's device memory (alloc/upload/download of the backend
      * vtable); 0: host memory (the CPU ops; no backend needed). */
     int device_memory;
+    /* Optional (NULL = absent): linear_bf16 with its consumer fused into the product's epilogue,
+     * the same numerics as the ops run apart: flags VL3__VLIN_GELU_TANH gives y = gelu_tanh(x W^T
+     * + b) (linear_bf16 then gelu_tanh), VL3__VLIN_ACC gives y += x W^T + b (linear_bf16 into a
+     * scratch, then add). -ENOTSUP (nothing written) where the backend does not fuse this shape:
+     * the caller then runs the ops apart. */
+    int (*linear_bf16_ex)(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
+                          int64_t P, int in, int out, int flags);
+    /* Optional (NULL = absent): n (1..4) linear_bf16 products of the same x and shape (q, k, v):
+     * y[i] = x w[i]^T + b[i] (b[i] may be NULL), the same numerics as n linear_bf16 calls, x
+     * prepared once. */
+    int (*linear_bf16_n)(void *ctx, const float *x, int n, const uint16_t *const *w,
+                         const float *const *b, float *const *y, int64_t P, int in, int out);
 };
+#define VL3__VLIN_ACC 1
+#define VL3__VLIN_GELU_TANH 2
 
 /* The CPU implementation of the vision ops (engine/backend/cpu/ops_vision*.c). ctx may be NULL. */
 extern const struct vl3__vision_ops vl3__cpu_vision_ops;

@@ -241,6 +241,53 @@ static int lin(const struct vl3_vision *v, const float *x, const struct vmat *w,
     return v->ops->linear(v->ops_ctx, x, w->f, b, y, P, in, out);
 }
 
+/* y = gelu_tanh(x W^T + b): in the product's epilogue where the backend fuses it (the same
+ * numerics), else the two ops. */
+static int lin_gelu(const struct vl3_vision *v, const float *x, const struct vmat *w,
+                    const float *b, float *y, int64_t P, int in, int out)
+{
+    if (w->h && v->ops->linear_bf16_ex) {
+        int r = v->ops->linear_bf16_ex(v->ops_ctx, x, w->h, b, y, P, in, out,
+                                       VL3__VLIN_GELU_TANH);
+        if (r != -ENOTSUP)
+            return r;
+    }
+    int r = lin(v, x, w, b, y, P, in, out);
+    return r < 0 ? r : v->ops->gelu_tanh(v->ops_ctx, y, P * out);
+}
+
+/* h += x W^T + b (the residual add): in the product's epilogue where the backend fuses it (the
+ * same numerics), else the product into tmp (P, out) and the add. */
+static int lin_add(const struct vl3_vision *v, const float *x, const struct vmat *w,
+                   const float *b, float *h, float *tmp, int64_t P, int in, int out)
+{
+    if (w->h && b && v->ops->linear_bf16_ex) {
+        int r = v->ops->linear_bf16_ex(v->ops_ctx, x, w->h, b, h, P, in, out, VL3__VLIN_ACC);
+        if (r != -ENOTSUP)
+            return r;
+    }
+    int r = lin(v, x, w, b, tmp, P, in, out);
+    return r < 0 ? r : v->ops->add(v->ops_ctx, h, tmp, P * out);
+}
+
+/* q, k, v = x Wq^T + bq, x Wk^T + bk, x Wv^T + bv: in one call where the backend has it (x
+ * prepared once; the same numerics), else three. */
+static int lin_qkv(const struct vl3_vision *v, const float *x, const struct vlayer *ly, float *q,
+                   float *k, float *vv, int64_t P)
+{
+    int C = v->C;
+    if (ly->wq.h && ly->wk.h && ly->wv.h && v->ops->linear_bf16_n) {
+        const uint16_t *w[3] = {ly->wq.h, ly->wk.h, ly->wv.h};
+        const float *b[3] = {ly->bq, ly->bk, ly->bv};
+        float *y[3] = {q, k, vv};
+        return v->ops->linear_bf16_n(v->ops_ctx, x, 3, w, b, y, P, C, C);
+    }
+    int r = lin(v, x, &ly->wq, ly->bq, q, P, C, C);
+    if (r == 0)
+        r = lin(v, x, &ly->wk, ly->bk, k, P, C, C);
+    return r < 0 ? r : lin(v, x, &ly->wv, ly->bv, vv, P, C, C);
+}
+
 static int vision_new(const vl3_model *model, int proj_only, vl3_vision **ret, vl3_error *reterr)
 {
     if (!model || !ret)
@@ -580,19 +627,14 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
     for (int l = 0; l < v->L; l++) {
         const struct vlayer *ly = &v->layers[l];
         TRY(op->layernorm(cx, h, ly->ln1_w, ly->ln1_b, x, P, (int)C, v->eps));
-        TRY(lin(v, x, &ly->wq, ly->bq, q, P, (int)C, (int)C));
-        TRY(lin(v, x, &ly->wk, ly->bk, k, P, (int)C, (int)C));
-        TRY(lin(v, x, &ly->wv, ly->bv, vv, P, (int)C, (int)C));
+        TRY(lin_qkv(v, x, ly, q, k, vv, P));
         TRY(op->rope2d(cx, q, dpr, dpc, P, v->H, v->D, v->theta));
         TRY(op->rope2d(cx, k, dpr, dpc, P, v->H, v->D, v->theta));
         TRY(op->attention_blocks(cx, q, k, vv, x, cu, (int)n_frames, v->H, v->D));
-        TRY(lin(v, x, &ly->wo, ly->bo, q, P, (int)C, (int)C));
-        TRY(op->add(cx, h, q, P * C));
+        TRY(lin_add(v, x, &ly->wo, ly->bo, h, q, P, (int)C, (int)C));
         TRY(op->layernorm(cx, h, ly->ln2_w, ly->ln2_b, x, P, (int)C, v->eps));
-        TRY(lin(v, x, &ly->fc1_w, ly->fc1_b, mlp, P, (int)C, (int)I));
-        TRY(op->gelu_tanh(cx, mlp, P * I));
-        TRY(lin(v, mlp, &ly->fc2_w, ly->fc2_b, q, P, (int)I, (int)C));
-        TRY(op->add(cx, h, q, P * C));
+        TRY(lin_gelu(v, x, &ly->fc1_w, ly->fc1_b, mlp, P, (int)C, (int)I));
+        TRY(lin_add(v, mlp, &ly->fc2_w, ly->fc2_b, h, q, P, (int)I, (int)C));
     }
     TRY(op->layernorm(cx, h, v->post_w, v->post_b, x, P, (int)C, v->eps));
 

@@ -24,7 +24,8 @@
  * weight product; on these shapes a wrong mask or scale moves the logits by order 1).
  *
  * 4. The row-parallel small ops (rmsnorm, rope, add; layernorm, rope2d, vision add) give the same
- * bits on 1 and 3 threads. */
+ * bits on 1 and 3 threads; the vision rope2d and add give the bits of the plain float loops, and
+ * the bias of the vision products (added in the GEMM epilogue) gives sum + b bit for bit. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -418,7 +419,8 @@ TEST(run_bf16_mode_matches_f32_mode)
 }
 
 /* The row-parallel small ops (parallel.c) give bit-identical results on 1 and 3 threads, at
- * sizes large enough to split: rmsnorm, rope, add (LLM), layernorm, rope2d, add (vision). */
+ * sizes large enough to split: rmsnorm, rope, add (LLM), layernorm, rope2d, add, downsample
+ * (vision). */
 TEST(row_parallel_ops_equal_single_thread)
 {
     void *c1 = NULL, *c3 = NULL;
@@ -455,6 +457,13 @@ TEST(row_parallel_ops_equal_single_thread)
     ASSERT_OK(vo->add(c1, y1, x, (int64_t)n));
     ASSERT_OK(vo->add(c3, y3, x, (int64_t)n));
     ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    /* the 2x2 downsample of a 26 x 38 frame (988 rows of the 1001): 247 merged rows */
+    memset(y1, 0, 4 * n), memset(y3, 0, 4 * n);
+    ASSERT_OK(vo->downsample(c1, x, y1, 26, 38, 2, C));
+    ASSERT_OK(vo->downsample(c3, x, y3, 26, 38, 2, C));
+    ASSERT(memcmp(y1, y3, 4 * n) == 0);
+    ASSERT(y1[(size_t)246 * C + 7] == ((x[(size_t)984 * C + 7] + x[(size_t)985 * C + 7]) +
+                                       (x[(size_t)986 * C + 7] + x[(size_t)987 * C + 7])) * 0.25f);
     free(x), free(w), free(b), free(y1), free(y3), free(pos), free(pc);
     vl3__backend_cpu_ops.free(c1);
     vl3__backend_cpu_ops.free(c3);
@@ -489,6 +498,131 @@ TEST(vision_linear_bf16_in_place_equals_rounded_copy)
     ASSERT_OK(vo->linear(c, x, wf, b, y1, P, in, out));
     ASSERT(memcmp(y1, y2, sizeof(float) * (size_t)P * out) != 0);
     free(x), free(wf), free(b), free(wh), free(y1), free(y2);
+    vl3__backend_cpu_ops.free(c);
+    return 0;
+}
+
+/* The bias of the bf16 vision products is added in the AMX GEMM's epilogue (elsewhere copied into
+ * y and accumulated onto): either way each output must be fl(sum + b), bit for bit the product
+ * without bias plus b in float, on the native paths this CPU has (forced in turn; the f32
+ * emulation paths add partial sums to y per k block, so their bias rounds differently), at
+ * shapes with output and row tails, a chunk past 512 rows whose last 8 rows take the vdpbf16ps
+ * path, and a 5-row product (vdpbf16ps only). */
+__attribute__((noinline)) static float add_f32(float a, float b)
+{
+    volatile float s = a + b;
+    return s;
+}
+
+TEST(vision_linear_bias_is_sum_plus_bias)
+{
+    void *c = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 2, &c, NULL));
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    const struct vl3__vision_ops *vo = &vl3__cpu_vision_ops;
+    static const int shapes[][3] = {{378, 1152, 1152}, {37, 588, 45}, {520, 100, 77}, {5, 64, 33}};
+    static const int isas[] = {VL3__CPU_ISA_AMX, VL3__CPU_ISA_AVX512BF16};
+    int ran = 0;
+    for (size_t ii = 0; ii < sizeof(isas) / sizeof(isas[0]); ii++) {
+        if (!vl3__cpu_isa_supported(isas[ii]))
+            continue;
+        vl3__cpu_set_isa(isas[ii]);
+        for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+            int P = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+            float *x = randv((size_t)P * in), *b = randv(out);
+            uint16_t *w = malloc(sizeof(uint16_t) * (size_t)out * in);
+            for (size_t i = 0; i < (size_t)out * in; i++)
+                w[i] = vl3__cpu_f32_to_bf16((float)urand() * 0.1f);
+            float *y = malloc(sizeof(float) * (size_t)P * out);
+            float *y0 = malloc(sizeof(float) * (size_t)P * out);
+            ASSERT_OK(vo->linear_bf16(c, x, w, b, y, P, in, out));
+            ASSERT_OK(vo->linear_bf16(c, x, w, NULL, y0, P, in, out));
+            int differ = 0;
+            for (int p = 0; p < P; p++)
+                for (int o = 0; o < out; o++) {
+                    float want = add_f32(y0[(size_t)p * out + o], b[o]);
+                    if (memcmp(&y[(size_t)p * out + o], &want, 4) != 0)
+                        TEST__FAIL("%s P=%d in=%d out=%d: y[%d][%d] = %.9g, sum + b = %.9g",
+                                   vl3__cpu_isa_name(isas[ii]), P, in, out, p, o,
+                                   y[(size_t)p * out + o], want);
+                    differ |= y[(size_t)p * out + o] != y0[(size_t)p * out + o];
+                }
+            ASSERT(differ); /* the bias was added */
+            free(x), free(b), free(w), free(y), free(y0);
+        }
+        ran++;
+    }
+    vl3__cpu_set_isa(-1);
+    vl3__backend_cpu_ops.free(c);
+    if (!ran)
+        SKIP("no AMX or AVX512-BF16 on this CPU");
+    return 0;
+}
+
+/* The vision rope2d (cos / sin from a table of the distinct positions, rotation on AVX-512) and
+ * add give exactly the bits of the straightforward float loops: per row and frequency
+ * cosf / sinf of (float)pos * inv_freq, each product and difference rounded once. Head dims 72
+ * (the real model: 36 rotated pairs, a masked tail) and 16; positions of a 14 x 27 grid, a few
+ * rows (per-row angles: the table would not be smaller) and positions past the table's range. */
+__attribute__((noinline)) static float mul_f32(float a, float b)
+{
+    volatile float s = a * b;
+    return s;
+}
+
+static int rope2d_case(void *c, int P, int H, int D, int big)
+{
+    int q = D / 4, half = D / 2;
+    size_t n = (size_t)P * H * D;
+    float *x = randv(n), *want = malloc(sizeof(float) * n), inv[64];
+    int32_t *pr = malloc(sizeof(int32_t) * P), *pc = malloc(sizeof(int32_t) * P);
+    for (int p = 0; p < P; p++) {
+        pr[p] = p / 27 + (big ? 70000 : 0);
+        pc[p] = p % 27;
+    }
+    for (int k = 0; k < q; k++)
+        inv[k] = vl3__cpu_rope_inv_freq(1e4f, 2 * k, half);
+    for (int p = 0; p < P; p++) {
+        float cs[64], sn[64];
+        for (int k = 0; k < q; k++) {
+            float ar = mul_f32((float)pr[p], inv[k]), ac = mul_f32((float)pc[p], inv[k]);
+            cs[k] = cosf(ar), sn[k] = sinf(ar), cs[q + k] = cosf(ac), sn[q + k] = sinf(ac);
+        }
+        for (int h = 0; h < H; h++) {
+            const float *v = x + ((size_t)p * H + h) * D;
+            float *o = want + ((size_t)p * H + h) * D;
+            for (int i = 0; i < half; i++) {
+                o[i] = add_f32(mul_f32(v[i], cs[i]), -mul_f32(v[i + half], sn[i]));
+                o[i + half] = add_f32(mul_f32(v[i + half], cs[i]), mul_f32(v[i], sn[i]));
+            }
+        }
+    }
+    ASSERT_OK(vl3__cpu_vision_ops.rope2d(c, x, pr, pc, P, H, D, 1e4f));
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(&x[i], &want[i], 4) != 0)
+            TEST__FAIL("rope2d P=%d H=%d D=%d big=%d: value %zu = %.9g, want %.9g", P, H, D, big,
+                       i, x[i], want[i]);
+    /* add: y += x on two threads, the float sums */
+    float *y = randv(n);
+    for (size_t i = 0; i < n; i++)
+        want[i] = add_f32(y[i], x[i]);
+    ASSERT_OK(vl3__cpu_vision_ops.add(c, y, x, (int64_t)n));
+    ASSERT(memcmp(y, want, sizeof(float) * n) == 0);
+    free(x), free(want), free(pr), free(pc), free(y);
+    return 0;
+}
+
+TEST(vision_rope2d_and_add_exact)
+{
+    void *c = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 2, &c, NULL));
+    for (int prec = 0; prec < 2; prec++) {
+        vl3__cpu_set_precision(c, prec ? VL3__CPU_PREC_BF16 : VL3__CPU_PREC_F32);
+        ASSERT_EQ(rope2d_case(c, 378, 16, 72, 0), 0);
+        ASSERT_EQ(rope2d_case(c, 378, 3, 16, 0), 0);
+        ASSERT_EQ(rope2d_case(c, 3, 16, 72, 0), 0);
+        ASSERT_EQ(rope2d_case(c, 100, 2, 72, 1), 0);
+    }
     vl3__backend_cpu_ops.free(c);
     return 0;
 }

@@ -3,6 +3,7 @@
  * seconds to minutes); VL3_BENCH_LAYERS (default 27) and VL3_BENCH_FRAMES (default 4 frames of
  * a 1080p video at 180 frames: 14x24 patches, merge 2) choose the size. Prints patches/s. */
 #include <string.h>
+#include <time.h>
 
 #include "model.h"
 #include "test.h"
@@ -71,5 +72,81 @@ TEST(bench_encoder_real_shape)
     free(out);
     free(b.pixel_values);
     vl3_vision_free(v);
+    return 0;
+}
+
+/* The encoder of a real checkpoint (VL3_BENCH_MODEL=DIR, e.g. the random full-size 2B one) on
+ * one image of VL3_BENCH_GRID=HxW patches (default 14x27, the 384x191 page of `vl3 bench cpu`:
+ * 378 patches, merge 1; VL3_BENCH_FRAMES=N: N frames of that grid, one attention block each),
+ * VL3_BENCH_REPEAT encodes (default 5) in one process: the first (cold pages) and the best of
+ * the rest, wall and process CPU time (on a loaded machine, with VL3_BENCH_THREADS=1, the CPU
+ * time is the work). The precision is VL3_PRECISION's; VL3_BENCH_DUMP=FILE writes the output
+ * rows (f32) to compare builds. */
+TEST(bench_encoder_checkpoint)
+{
+    const char *dir = getenv("VL3_BENCH_MODEL");
+    if (!getenv("VL3_BENCH") || !dir)
+        SKIP("set VL3_BENCH=1 and VL3_BENCH_MODEL=DIR to run the checkpoint encoder benchmark");
+    int gh = 14, gw = 27, reps = getenv("VL3_BENCH_REPEAT") ? atoi(getenv("VL3_BENCH_REPEAT")) : 5;
+    if (getenv("VL3_BENCH_GRID"))
+        ASSERT(sscanf(getenv("VL3_BENCH_GRID"), "%dx%d", &gh, &gw) == 2);
+    ASSERT(gh > 0 && gw > 0 && reps > 0);
+    vl3_model_params mp = vl3_model_params_default();
+    mp.dir = dir;
+    mp.load_tokenizer = 0;
+    mp.n_threads = getenv("VL3_BENCH_THREADS") ? atoi(getenv("VL3_BENCH_THREADS")) : 0;
+    vl3_model *m = NULL;
+    vl3_vision *v = NULL;
+    vl3_error err = {0};
+    ASSERT_OK_E(vl3_model_load(&mp, &m, &err), &err);
+    ASSERT_OK_E(vl3_vision_new(m, 0, &v, &err), &err);
+    int nf = getenv("VL3_BENCH_FRAMES") ? atoi(getenv("VL3_BENCH_FRAMES")) : 1;
+    ASSERT(nf > 0);
+    vl3_vision_grid g = {nf, gh, gw, 1};
+    vl3_pixel_batch b = {0};
+    b.n_patches = (int64_t)nf * gh * gw;
+    b.patch_dim = 588;
+    b.n_items = 1;
+    b.grids = &g;
+    b.pixel_values = malloc(sizeof(float) * (size_t)b.n_patches * 588);
+    ASSERT(b.pixel_values);
+    for (int64_t i = 0; i < b.n_patches * 588; i++)
+        b.pixel_values[i] = (float)((i * 2654435761u) % 255) / 127.5f - 1.0f;
+    int dl = vl3_vision_out_dim(v);
+    float *out = malloc(sizeof(float) * (size_t)b.n_patches * (size_t)dl);
+    ASSERT(out);
+    double first = 0, best = 1e30, cbest = 1e30;
+    for (int r = 0; r < reps; r++) {
+        struct timespec c0, c1;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c0);
+        double t0 = vl3_time_s();
+        ASSERT_OK_E(vl3_vision_encode(v, &b, NULL, out, &err), &err);
+        double dt = vl3_time_s() - t0;
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &c1);
+        double ct = (double)(c1.tv_sec - c0.tv_sec) + 1e-9 * (double)(c1.tv_nsec - c0.tv_nsec);
+        if (r == 0) {
+            first = dt;
+        } else {
+            best = dt < best ? dt : best;
+            cbest = ct < cbest ? ct : cbest;
+        }
+    }
+    printf("vision encoder (%s, %s): %lld patches: first %.4f s, best of the other %d %.4f s "
+           "(least CPU time of the process %.4f s)\n",
+           dir, getenv("VL3_PRECISION") ? getenv("VL3_PRECISION") : "default",
+           (long long)b.n_patches, first, reps - 1, reps > 1 ? best : first, cbest);
+    ASSERT(out[0] == out[0]); /* not NaN */
+    const char *dump = getenv("VL3_BENCH_DUMP"); /* the rows, to compare builds bit for bit */
+    if (dump) {
+        FILE *f = fopen(dump, "wb");
+        ASSERT(f != NULL);
+        size_t nv = (size_t)b.n_patches * (size_t)dl;
+        ASSERT_EQ(fwrite(out, sizeof(float), nv, f), nv);
+        ASSERT_EQ(fclose(f), 0);
+    }
+    free(out);
+    free(b.pixel_values);
+    vl3_vision_free(v);
+    vl3_model_free(m);
     return 0;
 }

@@ -5,9 +5,12 @@
  * Why: the scalar versions (libm tanhf / expf, one thread) cost about 7 ns and 2.5 ns per value
  * here; a 16-frame clip applies the GELU to 28k patches x 4304 x 27 layers = 3.3e9 values (over
  * 20 s) and the SwiGLU to 7k tokens x 8960 x 28 layers = 1.8e9. Here exp is a degree-6
- * polynomial after range reduction (relative error about 2e-7) and tanh(u) = sign(u) (1 - e) /
- * (1 + e) with e = exp(-2|u|): the GELU's error is absolute, below 1e-7 of |x|, so it is far
- * inside the bf16 rounding this mode already accepts. The f32 mode keeps the libm versions. */
+ * polynomial after range reduction (relative error about 2e-7) and the GELU is x / (1 + exp(-2u)):
+ * its error is below 1e-6 of 1 + |x|, far inside the bf16 rounding this mode already accepts.
+ * The f32 mode keeps the libm versions.
+ *
+ * Also here: the vision encoder's exact elementwise kernels (residual add, the 2D RoPE's
+ * rotation), the same bits as the scalar loops, so both modes use them. */
 #include <errno.h>
 #include <math.h>
 #include <stdint.h>
@@ -21,31 +24,17 @@
 #include <immintrin.h>
 
 #include "simd_exp.h"
+#include "simd_gelu.h"
 #define ACT_TARGET "avx512f,avx512bw,fma" /* what the ISA probe checks (gemm_bf16.c) */
-
-__attribute__((target(ACT_TARGET))) static inline __m512 gelu_tanh_ps(__m512 v)
-{
-    const __m512 c = _mm512_set1_ps(0.7978845608028654f), k = _mm512_set1_ps(0.044715f);
-    __m512 u = _mm512_mul_ps(c, _mm512_fmadd_ps(_mm512_mul_ps(k, v), _mm512_mul_ps(v, v), v));
-    __m512 au = _mm512_abs_ps(u);
-    __m512 e = vl3__exp512_ps(_mm512_mul_ps(au, _mm512_set1_ps(-2.0f)));
-    __m512 one = _mm512_set1_ps(1.0f);
-    __m512 t = _mm512_div_ps(_mm512_sub_ps(one, e), _mm512_add_ps(one, e));
-    /* sign of u onto t */
-    t = _mm512_castsi512_ps(_mm512_or_si512(
-        _mm512_castps_si512(t),
-        _mm512_and_si512(_mm512_castps_si512(u), _mm512_set1_epi32((int)0x80000000u))));
-    return _mm512_mul_ps(_mm512_mul_ps(_mm512_set1_ps(0.5f), v), _mm512_add_ps(one, t));
-}
 
 __attribute__((target(ACT_TARGET))) static void gelu_range(float *x, int64_t lo, int64_t hi)
 {
     int64_t i = lo;
     for (; i + 16 <= hi; i += 16)
-        _mm512_storeu_ps(x + i, gelu_tanh_ps(_mm512_loadu_ps(x + i)));
+        _mm512_storeu_ps(x + i, vl3__gelu_tanh512_ps(_mm512_loadu_ps(x + i)));
     if (i < hi) {
         __mmask16 m = (__mmask16)((1u << (hi - i)) - 1);
-        _mm512_mask_storeu_ps(x + i, m, gelu_tanh_ps(_mm512_maskz_loadu_ps(m, x + i)));
+        _mm512_mask_storeu_ps(x + i, m, vl3__gelu_tanh512_ps(_mm512_maskz_loadu_ps(m, x + i)));
     }
 }
 
@@ -132,7 +121,87 @@ __attribute__((target(ACT_TARGET))) static void ln_part(void *arg, int64_t p0, i
         }
     }
 }
+
+/* ---- the vision encoder's exact elementwise kernels (residual add, RoPE rotation):
+ * one rounding per operation as the scalar loops, so the results are the same bits ---- */
+
+struct vadd_args {
+    float *y;
+    const float *x;
+};
+
+/* y[i] += x[i] for i in [lo, hi) */
+__attribute__((target(ACT_TARGET))) static void vadd_part(void *arg, int64_t lo, int64_t hi)
+{
+    const struct vadd_args *a = arg;
+    int64_t i = lo;
+    for (; i + 16 <= hi; i += 16)
+        _mm512_storeu_ps(a->y + i, _mm512_add_ps(_mm512_loadu_ps(a->y + i),
+                                                 _mm512_loadu_ps(a->x + i)));
+    if (i < hi) {
+        __mmask16 m = (__mmask16)((1u << (hi - i)) - 1);
+        _mm512_mask_storeu_ps(a->y + i, m, _mm512_add_ps(_mm512_maskz_loadu_ps(m, a->y + i),
+                                                         _mm512_maskz_loadu_ps(m, a->x + i)));
+    }
+}
+
+/* The rotation of 16 (masked) pairs: lo' = lo cs - hi sn, hi' = hi cs + lo sn. The _round
+ * intrinsics are builtins the compiler never contracts into FMAs: each product and sum rounds
+ * once, as the scalar loop compiled without FMA. */
+#define RNE (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+__attribute__((target(ACT_TARGET))) static inline void rot16(float *lo, float *hi,
+                                                            const float *cs, const float *sn,
+                                                            __mmask16 m)
+{
+    __m512 a = _mm512_maskz_loadu_ps(m, lo), b = _mm512_maskz_loadu_ps(m, hi);
+    __m512 c = _mm512_maskz_loadu_ps(m, cs), s = _mm512_maskz_loadu_ps(m, sn);
+    __m512 na = _mm512_sub_round_ps(_mm512_mul_round_ps(a, c, RNE), _mm512_mul_round_ps(b, s, RNE),
+                                    RNE);
+    __m512 nb = _mm512_add_round_ps(_mm512_mul_round_ps(b, c, RNE), _mm512_mul_round_ps(a, s, RNE),
+                                    RNE);
+    _mm512_mask_storeu_ps(lo, m, na);
+    _mm512_mask_storeu_ps(hi, m, nb);
+}
+
+__attribute__((target(ACT_TARGET))) static void rotate_heads(float *x, const float *cs,
+                                                            const float *sn, int H, int D)
+{
+    int half = D / 2, h16 = half & ~15;
+    __mmask16 tail = (__mmask16)((1u << (half - h16)) - 1);
+    for (int h = 0; h < H; h++) {
+        float *v = x + (size_t)h * D;
+        for (int i = 0; i < h16; i += 16)
+            rot16(v + i, v + half + i, cs + i, sn + i, 0xffff);
+        if (tail)
+            rot16(v + h16, v + half + h16, cs + h16, sn + h16, tail);
+    }
+}
 #endif
+
+int vl3__cpu_vadd_fast(void *ctx, float *y, const float *x, int64_t n)
+{
+#ifdef ACT_BUILD
+    if (vl3__cpu_isa_supported(VL3__CPU_ISA_AVX512)) {
+        struct vadd_args a = {y, x};
+        vl3__cpu_parallel(ctx, n, MIN_PER_THREAD, vadd_part, &a);
+        return 0;
+    }
+#endif
+    (void)ctx, (void)y, (void)x, (void)n;
+    return -ENOTSUP;
+}
+
+int vl3__cpu_rotate_half_fast(float *x, const float *cs, const float *sn, int H, int D)
+{
+#ifdef ACT_BUILD
+    if (vl3__cpu_isa_supported(VL3__CPU_ISA_AVX512)) {
+        rotate_heads(x, cs, sn, H, D);
+        return 0;
+    }
+#endif
+    (void)x, (void)cs, (void)sn, (void)H, (void)D;
+    return -ENOTSUP;
+}
 
 int vl3__cpu_layernorm_fast(void *ctx, const float *x, const float *w, const float *b, float *y,
                             int64_t P, int C, float eps)

@@ -43,6 +43,7 @@
 #include <immintrin.h>
 
 #include "simd_exp.h"
+#include "simd_transpose.h"
 #endif
 
 #define QB 32           /* queries per block (two tile rows of 16) */
@@ -443,17 +444,70 @@ __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, stru
     head_block(&ha, it->q0, t->o, t->sc);
 }
 
+static inline __mmask16 vmask(int n)
+{
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+/* The vision path's packing of one item's keys (nk rows of D f32, ld floats apart; contiguous):
+ * the tiles of pack_kv, built in registers straight from the f32 rows: per 16 keys and head-dim
+ * chunk, 16 rows of 32 values rounded to bf16 (RNE, as row_to_bf16) and one 16 x 16 transpose of
+ * their words (K); per 32 keys and 16 columns, key pairs interleaved by widening and shifting
+ * (V). The same bf16 values in the same places as pack_kv's scalar transposes through a staging
+ * buffer, which took a third of the vision attention's time. */
+__attribute__((target(AMX_TARGET))) static void pack_kv_vision(const float *k, const float *v,
+                                                              size_t ld, int nk, int D, int Dp,
+                                                              uint32_t *kp, uint16_t *vp)
+{
+    int nk32 = (int)round_up((size_t)nk, KB), nc = Dp / 32, nj = Dp / 16;
+    for (int kt = 0; kt < nk32 / 16; kt++)
+        for (int c = 0; c < nc; c++) {
+            __m512 rows[16], t[16];
+            __mmask16 m0 = vmask(D - 32 * c), m1 = vmask(D - 32 * c - 16);
+            for (int n = 0; n < 16; n++) {
+                int j = kt * 16 + n;
+                if (j >= nk) {
+                    rows[n] = _mm512_setzero_ps();
+                    continue;
+                }
+                const float *src = k + (size_t)j * ld + 32 * c;
+                __m512bh h = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, src + 16),
+                                                 _mm512_maskz_loadu_ps(m0, src));
+                rows[n] = (__m512)h;
+            }
+            vl3__transpose16_ps(rows, t);
+            uint32_t *tile = kp + ((size_t)kt * nc + c) * 256;
+            for (int r = 0; r < 16; r++)
+                _mm512_storeu_ps((float *)(tile + r * 16), t[r]);
+        }
+    for (int kb = 0; kb < nk32 / KB; kb++)
+        for (int jj = 0; jj < nj; jj++) {
+            __mmask16 m = vmask(D - 16 * jj);
+            uint16_t *tile = vp + ((size_t)kb * nj + jj) * 512;
+            for (int r = 0; r < 16; r++) {
+                int j = kb * KB + 2 * r;
+                __m512 a = j < nk ? _mm512_maskz_loadu_ps(m, v + (size_t)j * ld + 16 * jj)
+                                  : _mm512_setzero_ps();
+                __m512 b = j + 1 < nk ? _mm512_maskz_loadu_ps(m, v + (size_t)(j + 1) * ld + 16 * jj)
+                                      : _mm512_setzero_ps();
+                __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
+                __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b));
+                _mm512_storeu_si512((void *)(tile + r * 32),
+                                    _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+            }
+        }
+}
+
 __attribute__((target(AMX_TARGET))) static void run_vision_item(struct run *r, struct tls *t,
                                                                const struct item *it)
 {
     int b = it->seq, h = it->head, D = r->D, Dp = r->Dp;
     int64_t r0 = r->cu[b];
     int n = (int)(r->cu[b + 1] - r0);
-    if (it->q0 == 0) { /* the first query block of an item packs its keys (items run in order) */
-        struct kv_src s = {r->vk + (size_t)r0 * r->ld + (size_t)h * D,
-                           r->vv + (size_t)r0 * r->ld + (size_t)h * D, (size_t)r->ld, NULL, 0, 0};
-        pack_kv(&s, n, D, Dp, t->kp, t->vp, t->tmp);
-    }
+    if (it->q0 == 0) /* the first query block of an item packs its keys (items run in order) */
+        pack_kv_vision(r->vk + (size_t)r0 * r->ld + (size_t)h * D,
+                       r->vv + (size_t)r0 * r->ld + (size_t)h * D, (size_t)r->ld, n, D, Dp, t->kp,
+                       t->vp);
     float scale = 1.0f / sqrtf((float)D);
     const float *Q = r->vq + (size_t)r0 * r->ld + (size_t)h * D;
     for (int q0 = it->q0; q0 < n; q0 += QB) {

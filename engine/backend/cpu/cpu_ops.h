@@ -67,6 +67,16 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
 /* The same with W already bf16 (the checkpoint's bytes, used in place: vision ops linear_bf16). */
 int vl3__cpu_linear_w16(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
                         int64_t P, int in, int out);
+/* The same with the consumer fused into the AMX epilogue (vision ops linear_bf16_ex: flags
+ * VL3__VLIN_GELU_TANH, or VL3__VLIN_ACC with a bias): -ENOTSUP, nothing written, where any row
+ * would not run on AMX tiles. */
+int vl3__cpu_linear_w16_ex(void *ctx, const float *x, const uint16_t *w, const float *b,
+                           float *y, int64_t P, int in, int out, int flags);
+/* n (1..4) products of one x, W[i] bf16 (out, in), bias b[i] (may be NULL): y[i] = x W[i]^T +
+ * b[i], the same bits as n linear_w16 calls; on AMX x is packed once (vision ops
+ * linear_bf16_n). */
+int vl3__cpu_linear_w16_n(void *ctx, const float *x, int n, const uint16_t *const *w,
+                          const float *const *b, float *const *y, int64_t P, int in, int out);
 
 /* backend_cpu.c: the context's thread count; whether it runs in bf16 mode (VL3_PRECISION) */
 int vl3__cpu_threads(void *ctx);
@@ -132,6 +142,11 @@ int vl3__cpu_gelu_tanh_fast(void *ctx, float *x, int64_t n);
 int vl3__cpu_layernorm_fast(void *ctx, const float *x, const float *w, const float *b, float *y,
                             int64_t P, int C, float eps);
 int vl3__cpu_silu_mul_fast(void *ctx, float *out, const float *gu, int T, int n_inter);
+/* The vision encoder's exact elementwise ops on AVX-512 (the same bits as the scalar loops; both
+ * modes): y += x (n values) split over the context's threads, and the rotate-half of H heads of
+ * D values in place by cs/sn (D/2 values each). -ENOTSUP without AVX-512. */
+int vl3__cpu_vadd_fast(void *ctx, float *y, const float *x, int64_t n);
+int vl3__cpu_rotate_half_fast(float *x, const float *cs, const float *sn, int H, int D);
 
 /* elementwise.c: silu_mul, add, embed, argmax, copy_rows */
 int vl3__cpu_silu_mul(void *ctx, void *out, const void *gu, int T, int n_inter);

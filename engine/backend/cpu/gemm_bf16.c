@@ -33,6 +33,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 #define GEMM_X86 1
+#include "simd_gelu.h"
+#include "simd_transpose.h"
 #endif
 
 #define MAX_THREADS 64
@@ -207,6 +209,8 @@ struct gemm_job {
     const uint16_t *xb; /* (T, Kp) bf16, or the AMX-packed x */
     float *y;           /* (T, out) */
     uint16_t *scratch;  /* per-thread: AMX edge tiles */
+    const float *bias;  /* (out) added in the AMX epilogue, or NULL */
+    int gelu;           /* AMX epilogue: the tanh GELU of sum + bias (acc 0) */
 };
 
 static void job_task(void *arg, int k)
@@ -337,52 +341,31 @@ struct tile_config {
     uint8_t rows[16];
 };
 
-/* The 16 x 16 transpose of 32-bit words in registers: t[n] lane m = r[m] lane n (unpack 32/64-bit,
- * then two 128-bit lane shuffles). */
-__attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16], __m512 t[16])
-{
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int q = 0; q < 4; q++) { /* s[4q + j] lane L: column 4L + j, rows 4q .. 4q + 3 */
-        __m512d a = _mm512_castps_pd(t[4 * q]), b = _mm512_castps_pd(t[4 * q + 2]);
-        __m512d c2 = _mm512_castps_pd(t[4 * q + 1]), d = _mm512_castps_pd(t[4 * q + 3]);
-        r[4 * q] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-        r[4 * q + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-        r[4 * q + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c2, d));
-        r[4 * q + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c2, d));
-    }
-    for (int jj = 0; jj < 4; jj++) {
-        __m512 v0 = _mm512_shuffle_f32x4(r[jj], r[4 + jj], 0x44);
-        __m512 v1 = _mm512_shuffle_f32x4(r[jj], r[4 + jj], 0xee);
-        __m512 w0 = _mm512_shuffle_f32x4(r[8 + jj], r[12 + jj], 0x44);
-        __m512 w1 = _mm512_shuffle_f32x4(r[8 + jj], r[12 + jj], 0xee);
-        t[jj] = _mm512_shuffle_f32x4(v0, w0, 0x88);
-        t[4 + jj] = _mm512_shuffle_f32x4(v0, w0, 0xdd);
-        t[8 + jj] = _mm512_shuffle_f32x4(v1, w1, 0x88);
-        t[12 + jj] = _mm512_shuffle_f32x4(v1, w1, 0xdd);
-    }
-}
 
 /* Pack rows [16 tb, 16 tb + 16) of x (tn rows, stride K) as B tiles: per block of 16 tokens, nks
  * tiles of 16 k pairs x 16 tokens (dword (k2, t) = bf16 pair x[t][32s + 2k2 .. +1]): 16 rows
  * rounded to pairs, transposed in registers, stored as 16 contiguous 64-byte rows. Rows past tn
- * are zero. */
-__attribute__((target("avx512f,avx512bw"))) static void amx_pack_block(uint32_t *xp,
-                                                                        const float *x, int tn,
-                                                                        int K, int nks, int tb)
+ * are zero. The rounding is vcvtne2ps2bf16 (the AMX path has AVX512-BF16): nearest even as
+ * vl3__cpu_f32_to_bf16, NaN quiet, except that it reads denormal inputs as zero (no activation
+ * entering a product is below 1.2e-38), in one instruction instead of ~20 integer ones. */
+__attribute__((target("avx512f,avx512bw,avx512bf16"))) static void amx_pack_block(
+    uint32_t *xp, const float *x, int tn, int K, int nks, int tb)
 {
     uint32_t *blk = xp + (size_t)tb * nks * 256;
     for (int s = 0; s < nks; s++) {
         __m512 r[16], t[16];
+        __mmask16 m0 = mask16(K - s * 32), m1 = mask16(K - s * 32 - 16);
         for (int i = 0; i < 16; i++) {
             int row = tb * 16 + i;
-            r[i] = row < tn ? _mm512_castsi512_ps(round32(x + (size_t)row * K + s * 32,
-                                                          K - s * 32))
-                            : _mm512_setzero_ps();
+            if (row >= tn) {
+                r[i] = _mm512_setzero_ps();
+                continue;
+            }
+            const float *src = x + (size_t)row * K + s * 32;
+            r[i] = (__m512)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, src + 16),
+                                               _mm512_maskz_loadu_ps(m0, src));
         }
-        transpose16(r, t);
+        vl3__transpose16_ps(r, t);
         uint32_t *tile = blk + (size_t)s * 256;
         for (int k2 = 0; k2 < 16; k2++)
             _mm512_store_ps((float *)(tile + k2 * 16), t[k2]);
@@ -402,19 +385,27 @@ static void pack_task(void *arg, int k)
         amx_pack_block(p->xp, p->x, p->tn, p->K, p->nks, tb);
 }
 
-/* y[n][m] (+)= c[m][n] for n < tn tokens, m < rows outputs: the C tile (16 outputs x 16 tokens,
- * row stride 16) transposed in registers, one masked row store per token. */
-__attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const float *c, int tn,
-                                                        int rows, int acc)
+/* y[n][m] (+)= e(c[m][n] (+ bias[m])) for n < tn tokens, m < rows outputs: the C tile (16
+ * outputs x 16 tokens, row stride 16) transposed in registers, one masked row store per token.
+ * The bias is added to the sum once (the same bits as a copy of it in y that the sum is added
+ * to), then e = the tanh GELU (gelu) or nothing, then y's value (acc). */
+__attribute__((target("avx512f,fma"))) static void store_ct(float *y, int ld, const float *c,
+                                                            int tn, int rows, int acc,
+                                                            const float *bias, int gelu)
 {
     __m512 r[16], t[16];
     for (int m = 0; m < 16; m++)
         r[m] = _mm512_loadu_ps(c + 16 * m);
-    transpose16(r, t);
+    vl3__transpose16_ps(r, t);
     __mmask16 mk = mask16(rows);
+    __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias) : _mm512_setzero_ps();
     for (int n = 0; n < tn; n++) {
         float *yr = y + (size_t)n * ld;
         __m512 v = t[n];
+        if (bias)
+            v = _mm512_add_ps(v, bv);
+        if (gelu)
+            v = vl3__gelu_tanh512_ps(v);
         if (acc)
             v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, yr));
         _mm512_mask_storeu_ps(yr, mk, v);
@@ -424,7 +415,8 @@ __attribute__((target("avx512f"))) static void store_ct(float *y, int ld, const 
 /* The four C tiles of one 32 x 32 block, stored in the job's cbuf, waiting to be transposed into
  * y while the next block's tile products run. */
 struct amx_pending {
-    float *y; /* y at the block's first token and output */
+    float *y;          /* y at the block's first token and output */
+    const float *bias; /* the bias at the block's first output, or NULL */
     int tn[2], rows[2], live;
 };
 
@@ -436,7 +428,8 @@ __attribute__((target("avx512f"))) static void flush_ct(const struct gemm_job *j
         int h = c >> 1, half = c & 1;
         if (p->tn[half] > 0)
             store_ct(p->y + (size_t)half * 16 * j->out + 16 * h, j->out, cbuf + 256 * c,
-                     p->tn[half], p->rows[h], j->acc);
+                     p->tn[half], p->rows[h], j->acc, p->bias ? p->bias + 16 * h : NULL,
+                     j->gelu);
     }
     p->live = 0;
 }
@@ -559,6 +552,7 @@ __attribute__((target(AMX_TARGET))) static inline void amx_finish(
     _tile_stored(2, cbuf + 512, 64);
     _tile_stored(3, cbuf + 768, 64);
     pend->y = j->y + (size_t)t0 * j->out + bl->o0;
+    pend->bias = j->bias ? j->bias + bl->o0 : NULL;
     pend->tn[0] = j->T - t0 < 16 ? j->T - t0 : 16;
     pend->tn[1] = j->T - t0 - 16 < 16 ? j->T - t0 - 16 : 16;
     pend->rows[0] = bl->rows[0];
@@ -692,17 +686,39 @@ static int thread_count(void *ctx, double macs, int units)
     return nt > 0 ? nt : 1;
 }
 
-int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
-                       int out, int acc, int isa, void *work, size_t work_bytes)
+/* Rows [0, T) of y (T, out) set to b. */
+static void fill_bias(float *y, const float *b, int T, int out)
+{
+    for (int t = 0; t < T; t++)
+        memcpy(y + (size_t)t * out, b, sizeof(float) * (size_t)out);
+}
+
+/* vl3__cpu_gemm_bf16 with an epilogue: y = x W^T + bias where bias is not NULL: on the AMX path
+ * the bias is added in the epilogue (no pass over y), elsewhere copied into y first and
+ * accumulated onto; fl(sum + bias) either way. With gelu (acc 0), y = gelu_tanh(sum + bias);
+ * with bias and acc, y += (sum + bias): these two only where every row runs on AMX tiles
+ * (-ENOTSUP, nothing written, elsewhere). */
+static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, const float *bias,
+                     int gelu, int T, int in, int out, int acc, int isa, void *work,
+                     size_t work_bytes)
 {
     if (T <= 0)
         return T < 0 ? -EINVAL : 0;
-    if (!work || work_bytes < vl3__cpu_gemm_bf16_work_size(ctx, in))
+    if (!work || work_bytes < vl3__cpu_gemm_bf16_work_size(ctx, in) || (gelu && acc))
         return -EINVAL;
     if (isa < 0 || !vl3__cpu_isa_supported(isa))
         isa = vl3__cpu_isa();
+    if (gelu || (bias && acc)) { /* the AMX epilogue only: every chunk of rows on tiles */
+        int last = T % XCHUNK;
+        if (isa != VL3__CPU_ISA_AMX || (last > 0 && last < AMX_MIN_T))
+            return -ENOTSUP;
+    }
     int Kp = kpad(in);
     if (isa <= VL3__CPU_ISA_AVX512) {
+        if (bias) {
+            fill_bias(y, bias, T, out);
+            acc = 1;
+        }
         /* f32 kernels on rounded inputs: exact bf16 x bf16 products, f32 sums */
         float *xr = (float *)align64(work);
         size_t xr_bytes = (size_t)EMU_CHUNK * in * 4;
@@ -730,7 +746,7 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
         const float *xs = x + (size_t)t0 * in;
         float *ys = y + (size_t)t0 * out;
         struct gemm_job jobs[MAX_THREADS];
-        int nt;
+        int nt, acc_c = acc;
         if (isa == VL3__CPU_ISA_AMX && tn >= AMX_MIN_T) {
             int ntb = (tn + 15) / 16;
             ntb += ntb & 1;
@@ -745,9 +761,14 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
                                             .o1 = b1 * 32 < out ? b1 * 32 : out, .T = tn,
                                             .K = in, .Kp = Kp, .out = out, .acc = acc, .w = w,
                                             .xb = xb, .y = ys,
-                                            .scratch = (uint16_t *)(thr + (size_t)k * thr_bytes)};
+                                            .scratch = (uint16_t *)(thr + (size_t)k * thr_bytes),
+                                            .bias = bias, .gelu = gelu};
             }
         } else {
+            if (bias) {
+                fill_bias(ys, bias, tn, out);
+                acc_c = 1;
+            }
             round_rows(xb, xs, tn, in, Kp, isa);
             int nrb = (out + 3) / 4;
             nt = thread_count(ctx, (double)tn * in * out, nrb);
@@ -755,7 +776,7 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
                 int b0 = (int)((long long)nrb * k / nt), b1 = (int)((long long)nrb * (k + 1) / nt);
                 jobs[k] = (struct gemm_job){.fn = dot_job, .o0 = b0 * 4,
                                             .o1 = b1 * 4 < out ? b1 * 4 : out, .T = tn, .K = in,
-                                            .Kp = Kp, .out = out, .acc = acc, .w = w, .xb = xb,
+                                            .Kp = Kp, .out = out, .acc = acc_c, .w = w, .xb = xb,
                                             .y = ys};
             }
         }
@@ -765,6 +786,81 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
 #else
     return VL3_E_UNSUPPORTED;
 #endif
+}
+
+#define MULTI_MAX 4 /* products of one x in one call */
+
+#ifdef GEMM_X86
+struct multi_job {
+    struct gemm_job j[MULTI_MAX];
+    int n;
+};
+
+static void multi_task(void *arg, int k)
+{
+    const struct multi_job *m = (const struct multi_job *)arg + k;
+    for (int i = 0; i < m->n; i++)
+        m->j[i].fn(&m->j[i]);
+}
+#endif
+
+/* y[i] = x W[i]^T + b[i] for n matrices of one shape (the vision q, k, v): on AMX, x is rounded
+ * and packed once per chunk of rows and every thread takes its share of each matrix's output
+ * blocks in one dispatch (one pack and one product dispatch instead of n of each); the same
+ * kernel on the same packed x, so the same bits as n calls. Elsewhere n calls. */
+static int gemm_bf16_multi(void *ctx, const float *x, int n, const uint16_t *const *w,
+                           const float *const *b, float *const *y, int T, int in, int out,
+                           void *work, size_t work_bytes)
+{
+    int isa = vl3__cpu_isa(), last = T % XCHUNK;
+    if (n < 1 || n > MULTI_MAX || T < 0 || !work ||
+        work_bytes < vl3__cpu_gemm_bf16_work_size(ctx, in))
+        return -EINVAL;
+#ifdef GEMM_X86
+    if (isa == VL3__CPU_ISA_AMX && !(last > 0 && last < AMX_MIN_T)) {
+        int Kp = kpad(in);
+        char *base = align64(work);
+        uint16_t *xb = (uint16_t *)base;
+        char *thr = base + (size_t)XCHUNK * Kp * 2;
+        size_t thr_bytes =
+            ((32 * (size_t)Kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 63) & ~(size_t)63;
+        for (int t0 = 0; t0 < T; t0 += XCHUNK) {
+            int tn = T - t0 < XCHUNK ? T - t0 : XCHUNK;
+            int ntb = (tn + 15) / 16;
+            ntb += ntb & 1;
+            int nob = (out + 31) / 32;
+            int nt = thread_count(ctx, (double)tn * in * out * n, nob);
+            struct pack_job pj = {(uint32_t *)xb, x + (size_t)t0 * in, tn, in, Kp / 32, ntb,
+                                  nt < ntb ? nt : ntb};
+            vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
+            struct multi_job jobs[MAX_THREADS];
+            for (int k = 0; k < nt; k++) {
+                int b0 = (int)((long long)nob * k / nt), b1 = (int)((long long)nob * (k + 1) / nt);
+                jobs[k].n = n;
+                for (int i = 0; i < n; i++)
+                    jobs[k].j[i] = (struct gemm_job){
+                        .fn = amx_job, .o0 = b0 * 32, .o1 = b1 * 32 < out ? b1 * 32 : out,
+                        .T = tn, .K = in, .Kp = Kp, .out = out, .w = w[i], .xb = xb,
+                        .y = y[i] + (size_t)t0 * out,
+                        .scratch = (uint16_t *)(thr + (size_t)k * thr_bytes), .bias = b[i]};
+            }
+            vl3__cpu_run(ctx, nt, multi_task, jobs);
+        }
+        return 0;
+    }
+#endif
+    for (int i = 0; i < n; i++) {
+        int r = gemm_bf16(ctx, y[i], x, w[i], b[i], 0, T, in, out, 0, isa, work, work_bytes);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
+int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
+                       int out, int acc, int isa, void *work, size_t work_bytes)
+{
+    return gemm_bf16(ctx, y, x, w, NULL, 0, T, in, out, acc, isa, work, work_bytes);
 }
 
 /* ---- f32 weights (the vision encoder's): rounded to bf16 per call ---------------------------- */
@@ -813,10 +909,31 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
         cj[k] = (struct conv_job){wbf + r0 * in, w + r0 * in, (r1 - r0) * in, isa};
     }
     vl3__cpu_run(ctx, nt, conv_task, cj);
-    if (b)
-        for (int64_t p = 0; p < P; p++)
-            memcpy(y + p * out, b, sizeof(float) * (size_t)out);
-    int r = vl3__cpu_gemm_bf16(ctx, y, x, wbf, (int)P, in, out, b != NULL, -1, work, wb);
+    int r = gemm_bf16(ctx, y, x, wbf, b, 0, (int)P, in, out, 0, -1, work, wb);
+    if (own)
+        free(own);
+    else
+        vl3__cpu_scratch_release(ctx, buf);
+    return r;
+}
+
+int vl3__cpu_linear_w16_ex(void *ctx, const float *x, const uint16_t *w, const float *b,
+                           float *y, int64_t P, int in, int out, int flags)
+{
+    if (P <= 0)
+        return 0;
+    if (P > INT32_MAX || in <= 0 || out <= 0 || (flags & ~(VL3__VLIN_ACC | VL3__VLIN_GELU_TANH)))
+        return -EINVAL;
+    int acc = (flags & VL3__VLIN_ACC) != 0, gelu = (flags & VL3__VLIN_GELU_TANH) != 0;
+    if ((acc && gelu) || (acc && !b)) /* not fused (y += x W^T alone: vl3__cpu_gemm_bf16) */
+        return -ENOTSUP;
+    size_t wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
+    char *buf = vl3__cpu_scratch_acquire(ctx, wb + 64), *own = NULL;
+    if (!buf && posix_memalign((void **)&own, 64, wb + 64) != 0)
+        return -ENOMEM;
+    if (!buf)
+        buf = own;
+    int r = gemm_bf16(ctx, y, x, w, b, gelu, (int)P, in, out, acc, -1, buf, wb);
     if (own)
         free(own);
     else
@@ -827,9 +944,15 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
 int vl3__cpu_linear_w16(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
                         int64_t P, int in, int out)
 {
+    return vl3__cpu_linear_w16_ex(ctx, x, w, b, y, P, in, out, 0);
+}
+
+int vl3__cpu_linear_w16_n(void *ctx, const float *x, int n, const uint16_t *const *w,
+                          const float *const *b, float *const *y, int64_t P, int in, int out)
+{
     if (P <= 0)
         return 0;
-    if (P > INT32_MAX || in <= 0 || out <= 0)
+    if (P > INT32_MAX || in <= 0 || out <= 0 || n < 1 || n > MULTI_MAX)
         return -EINVAL;
     size_t wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
     char *buf = vl3__cpu_scratch_acquire(ctx, wb + 64), *own = NULL;
@@ -837,10 +960,7 @@ int vl3__cpu_linear_w16(void *ctx, const float *x, const uint16_t *w, const floa
         return -ENOMEM;
     if (!buf)
         buf = own;
-    if (b)
-        for (int64_t p = 0; p < P; p++)
-            memcpy(y + p * out, b, sizeof(float) * (size_t)out);
-    int r = vl3__cpu_gemm_bf16(ctx, y, x, w, (int)P, in, out, b != NULL, -1, buf, wb);
+    int r = gemm_bf16_multi(ctx, x, n, w, b, y, (int)P, in, out, buf, wb);
     if (own)
         free(own);
     else

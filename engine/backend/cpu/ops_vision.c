@@ -34,6 +34,16 @@ static int cpu_linear(void *ctx, const float *x, const float *w, const float *b,
     return 0;
 }
 
+/* linear_bf16 with its GELU or residual add in the AMX epilogue. The GELU is then the one of
+ * the bf16 mode's gelu_tanh (simd_gelu.h, the same bits); f32 mode keeps its libm GELU apart. */
+static int cpu_linear_bf16_ex(void *ctx, const float *x, const uint16_t *w, const float *b,
+                              float *y, int64_t P, int in, int out, int flags)
+{
+    if ((flags & VL3__VLIN_GELU_TANH) && !vl3__cpu_bf16_mode(ctx))
+        return -ENOTSUP;
+    return vl3__cpu_linear_w16_ex(ctx, x, w, b, y, P, in, out, flags);
+}
+
 struct ln_args {
     const float *x, *w, *b;
     float *y;
@@ -80,6 +90,11 @@ struct rope2d_args {
     const int32_t *pos_r, *pos_c;
     int H, D;
     const float *inv;
+    /* cos / sin of every row position 0..nr-1 (q values each) then every column position
+     * 0..nc-1: positions repeat across rows (a 14 x 27 grid has 41 distinct ones for 378 rows),
+     * so each angle's cosf / sinf runs once per call instead of once per row. NULL: per row. */
+    const float *tc, *ts;
+    int nr;
 };
 
 static void rope2d_rows(void *arg, int64_t p0, int64_t p1)
@@ -89,16 +104,27 @@ static void rope2d_rows(void *arg, int64_t p0, int64_t p1)
     const float *inv = ra->inv;
     for (int64_t p = p0; p < p1; p++) {
         float cs[512], sn[512];
-        for (int k = 0; k < q; k++) {
-            /* angles in float32 as the reference (fp32 freqs * positions) */
-            float ar = (float)ra->pos_r[p] * inv[k], ac = (float)ra->pos_c[p] * inv[k];
-            cs[k] = cosf(ar);
-            sn[k] = sinf(ar);
-            cs[q + k] = cosf(ac);
-            sn[q + k] = sinf(ac);
+        if (ra->tc) {
+            size_t r = (size_t)ra->pos_r[p] * q, c = ((size_t)ra->nr + ra->pos_c[p]) * q;
+            memcpy(cs, ra->tc + r, sizeof(float) * (size_t)q);
+            memcpy(sn, ra->ts + r, sizeof(float) * (size_t)q);
+            memcpy(cs + q, ra->tc + c, sizeof(float) * (size_t)q);
+            memcpy(sn + q, ra->ts + c, sizeof(float) * (size_t)q);
+        } else {
+            for (int k = 0; k < q; k++) {
+                /* angles in float32 as the reference (fp32 freqs * positions) */
+                float ar = (float)ra->pos_r[p] * inv[k], ac = (float)ra->pos_c[p] * inv[k];
+                cs[k] = cosf(ar);
+                sn[k] = sinf(ar);
+                cs[q + k] = cosf(ac);
+                sn[q + k] = sinf(ac);
+            }
         }
+        float *row = ra->x + p * H * D;
+        if (vl3__cpu_rotate_half_fast(row, cs, sn, H, D) == 0)
+            continue;
         for (int h = 0; h < H; h++) {
-            float *v = ra->x + (p * H + h) * D;
+            float *v = row + h * D;
             for (int i = 0; i < half; i++) {
                 float a = v[i], bb = v[i + half];
                 v[i] = a * cs[i] - bb * sn[i];
@@ -107,6 +133,8 @@ static void rope2d_rows(void *arg, int64_t p0, int64_t p1)
         }
     }
 }
+
+#define ROPE_TABLE_MAX 65536 /* positions beyond which the angles are computed per row */
 
 static int cpu_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *pos_c, int64_t P,
                       int H, int D, float theta)
@@ -117,8 +145,29 @@ static int cpu_rope2d(void *ctx, float *x, const int32_t *pos_r, const int32_t *
     float inv[256]; /* the reference's float32 inv_freq over the D/2 rotary dims */
     for (int k = 0; k < q; k++)
         inv[k] = vl3__cpu_rope_inv_freq(theta, 2 * k, half);
-    struct rope2d_args a = {x, pos_r, pos_c, H, D, inv};
-    vl3__cpu_parallel(ctx, P, 256, rope2d_rows, &a);
+    int64_t mr = -1, mc = -1;
+    int ok = 1;
+    for (int64_t p = 0; p < P && ok; p++) {
+        ok = pos_r[p] >= 0 && pos_c[p] >= 0 && pos_r[p] < ROPE_TABLE_MAX &&
+             pos_c[p] < ROPE_TABLE_MAX;
+        mr = pos_r[p] > mr ? pos_r[p] : mr;
+        mc = pos_c[p] > mc ? pos_c[p] : mc;
+    }
+    float *tab = NULL;
+    size_t n = ok && P > 0 ? (size_t)(mr + 1 + mc + 1) * (size_t)q : 0;
+    if (n && n < (size_t)P * 2 * q && (tab = malloc(sizeof(float) * 2 * n))) {
+        for (int64_t t = 0; t <= mr + 1 + mc; t++) {
+            float pos = (float)(t <= mr ? t : t - mr - 1);
+            for (int k = 0; k < q; k++) {
+                float a = pos * inv[k]; /* as per row: position (float) times inv_freq */
+                tab[t * q + k] = cosf(a);
+                tab[n + t * q + k] = sinf(a);
+            }
+        }
+    }
+    struct rope2d_args a = {x, pos_r, pos_c, H, D, inv, tab, tab ? tab + n : NULL, (int)(mr + 1)};
+    vl3__cpu_parallel(ctx, P, 65536 / (H * D) + 1, rope2d_rows, &a);
+    free(tab);
     return 0;
 }
 
@@ -189,10 +238,17 @@ static int cpu_gelu_tanh(void *ctx, float *x, int64_t n)
     return 0;
 }
 
+static void gelu_erf_range(void *arg, int64_t lo, int64_t hi)
+{
+    float *x = arg;
+    for (int64_t i = lo; i < hi; i++)
+        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
+}
+
+/* The projector's GELU: libm erff per value (both modes), the values split over the threads. */
 static int cpu_gelu_erf(void *ctx, float *x, int64_t n)
 {
-    for (int64_t i = 0; i < n; i++)
-        x[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.7071067811865476f));
+    vl3__cpu_parallel(ctx, n, 16384, gelu_erf_range, x);
     return 0;
 }
 
@@ -210,9 +266,29 @@ static void vadd_range(void *arg, int64_t lo, int64_t hi)
 
 static int cpu_add(void *ctx, float *y, const float *x, int64_t n)
 {
+    if (vl3__cpu_vadd_fast(ctx, y, x, n) == 0)
+        return 0;
     struct vadd_args a = {y, x};
     vl3__cpu_parallel(ctx, n, 1 << 18, vadd_range, &a);
     return 0;
+}
+
+struct down_args {
+    const float *x;
+    float *y;
+    int C;
+};
+
+static void down_rows(void *arg, int64_t t0, int64_t t1)
+{
+    const struct down_args *d = arg;
+    int C = d->C;
+    for (int64_t t = t0; t < t1; t++) {
+        const float *a = d->x + t * 4 * C;
+        float *o = d->y + t * C;
+        for (int i = 0; i < C; i++)
+            o[i] = ((a[i] + a[C + i]) + (a[2 * C + i] + a[3 * C + i])) * 0.25f;
+    }
 }
 
 static int cpu_downsample(void *ctx, const float *x, float *y, int gh, int gw, int m, int C)
@@ -223,13 +299,10 @@ static int cpu_downsample(void *ctx, const float *x, float *y, int gh, int gw, i
     }
     if (m != 2 || gh % 2 || gw % 2)
         return -EINVAL;
-    int64_t n = (int64_t)(gh / 2) * (gw / 2);
-    for (int64_t t = 0; t < n; t++) {
-        const float *a = x + t * 4 * C;
-        float *o = y + t * C;
-        for (int i = 0; i < C; i++)
-            o[i] = ((a[i] + a[C + i]) + (a[2 * C + i] + a[3 * C + i])) * 0.25f;
-    }
+    /* merged rows split over the threads (each its own 4 input rows) */
+    struct down_args d = {x, y, C};
+    vl3__cpu_parallel(ctx, (int64_t)(gh / 2) * (gw / 2), 65536 / (4 * (C > 0 ? C : 1)) + 1,
+                      down_rows, &d);
     return 0;
 }
 
@@ -244,4 +317,6 @@ const struct vl3__vision_ops vl3__cpu_vision_ops = {
     .downsample = cpu_downsample,
     .wants_bf16_weights = vl3__cpu_bf16_mode,
     .linear_bf16 = vl3__cpu_linear_w16,
+    .linear_bf16_ex = cpu_linear_bf16_ex,
+    .linear_bf16_n = vl3__cpu_linear_w16_n,
 };
