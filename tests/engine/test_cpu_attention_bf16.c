@@ -283,6 +283,52 @@ TEST(decode_attention_bf16_pools)
     return 0;
 }
 
+/* The AMX prefill over bf16 pools (pack_kv_pages_bf16, tiles built in registers) against the
+ * same call over f32 pools holding the same bf16 values (pack_kv's scalar transposes): the tiles
+ * must be the same, so the outputs are equal bit for bit. Head dims 72 (padded to 96) and 128,
+ * pages of 7, a history that is not a multiple of 32 keys. */
+TEST(amx_bf16_pools_pack_equals_f32_pools)
+{
+    if (!vl3__cpu_amx_available())
+        SKIP("no AMX-BF16 on this CPU (or the kernel refused the tile state)");
+    void *c = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 2, &c, NULL));
+    static const int Ds[2] = {72, 128};
+    for (int di = 0; di < 2; di++) {
+        int H = 6, Hkv = 2, D = Ds[di], kvd = Hkv * D, ps = 7, nq = 40, np = 45, nk = nq + np;
+        int qstride = (H + 2 * Hkv) * D, n_pages = (nk + ps - 1) / ps;
+        size_t nel = (size_t)n_pages * ps * kvd;
+        float *kf = randv(nel), *vf = randv(nel), *q = randv((size_t)nq * qstride);
+        uint16_t *kb = malloc(nel * 2), *vb = malloc(nel * 2);
+        for (size_t i = 0; i < nel; i++) {
+            kb[i] = vl3__cpu_f32_to_bf16(kf[i]), vb[i] = vl3__cpu_f32_to_bf16(vf[i]);
+            kf[i] = vl3__cpu_bf16_to_f32(kb[i]), vf[i] = vl3__cpu_bf16_to_f32(vb[i]);
+        }
+        int32_t *table = malloc(sizeof(int32_t) * (size_t)n_pages);
+        for (int i = 0; i < n_pages; i++)
+            table[i] = (int32_t)((i * 5 + 2) % n_pages);
+        float *out[2];
+        struct vl3__attn_seq sq = {0, nq, np, table};
+        for (int bf = 0; bf < 2; bf++) {
+            out[bf] = calloc((size_t)nq * H * D, 4);
+            struct vl3__attn_args a = {.out = out[bf], .q = q, .q_stride = qstride,
+                                       .out_stride = H * D, .n_heads = H, .n_kv_heads = Hkv,
+                                       .head_dim = D, .scale = 1.0f / sqrtf((float)D),
+                                       .k_pages = bf ? (void *)kb : (void *)kf,
+                                       .v_pages = bf ? (void *)vb : (void *)vf, .page_size = ps,
+                                       .kv_dtype = bf ? VL3__DTYPE_BF16 : VL3__DTYPE_F32,
+                                       .seqs = &sq, .n_seqs = 1};
+            ASSERT_OK(vl3__cpu_attention_amx(c, &a));
+        }
+        int same = memcmp(out[0], out[1], sizeof(float) * (size_t)nq * H * D) == 0;
+        fprintf(stderr, "  D=%d: bf16 pools %s f32 pools\n", D, same ? "==" : "!=");
+        free(kf), free(vf), free(q), free(kb), free(vb), free(table), free(out[0]), free(out[1]);
+        ASSERT(same);
+    }
+    vl3__backend_cpu_ops.free(c);
+    return 0;
+}
+
 TEST(amx_vision_attention_blocks)
 {
     if (!vl3__cpu_amx_available())

@@ -285,14 +285,14 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
     }
 }
 
-/* Pack nk keys (rows of D f32 at key_row(j)) into the K and V tile layouts (zero padded to
+/* Pack nk keys (rows of D f32 at key_off(j)) into the K and V tile layouts (zero padded to
  * multiples of 32 keys and Dp values). tmp: nk32 * Dp bf16 scratch. */
 struct kv_src {
     const void *k, *v;      /* base pointers: f32 rows, or bf16 rows when bf16 */
     size_t stride;          /* floats between consecutive keys (contiguous case) */
     const int32_t *pages;   /* paged case: block table (NULL = contiguous) */
     int page_size;
-    int bf16;               /* rows already bf16 (the KV pools of bf16 mode): copied as they are */
+    int bf16;               /* rows already bf16 (the KV pools of bf16 mode: pack_kv_pages_bf16) */
 };
 
 static inline size_t key_off(const struct kv_src *s, int j)
@@ -303,19 +303,15 @@ static inline size_t key_off(const struct kv_src *s, int j)
     return slot * s->stride;
 }
 
-/* Row j of base as Dp bf16 (zeros past D, and for j >= nk). */
+/* Row j of base (f32) as Dp bf16 (zeros past D, and for j >= nk). */
 __attribute__((target(AMX_TARGET))) static void kv_row_bf16(uint16_t *dst, const struct kv_src *s,
                                                            const void *base, int j, int nk, int D,
                                                            int Dp)
 {
-    if (j >= nk) {
+    if (j >= nk)
         memset(dst, 0, sizeof(uint16_t) * (size_t)Dp);
-    } else if (s->bf16) {
-        memcpy(dst, (const uint16_t *)base + key_off(s, j), sizeof(uint16_t) * (size_t)D);
-        memset(dst + D, 0, sizeof(uint16_t) * (size_t)(Dp - D));
-    } else {
+    else
         row_to_bf16(dst, (const float *)base + key_off(s, j), D, Dp, 1.0f);
-    }
 }
 
 __attribute__((target(AMX_TARGET))) static void pack_kv(const struct kv_src *s, int nk, int D,
@@ -410,6 +406,59 @@ static int tls_alloc(struct tls *t, int Dp, size_t max_keys, int vision)
     return 0;
 }
 
+static inline __mmask16 vmask(int n)
+{
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+static inline __mmask32 vmask32(int n)
+{
+    return n >= 32 ? (__mmask32)0xffffffffu : n <= 0 ? 0 : (__mmask32)((1u << n) - 1);
+}
+
+/* The LLM's packing from bf16 pools (bf16 mode): the tiles of pack_kv built in registers from
+ * the pages' bf16 rows, as pack_kv_vision does from f32 rows: per 16 keys and head-dim chunk, 16
+ * rows of 32 values and one 16 x 16 word transpose (K); per 32 keys and 16 columns, key pairs
+ * interleaved by widening and shifting (V). The same bits as pack_kv (test
+ * decode_attention_bf16_pools runs prefill chunks through both pool dtypes' paths). */
+__attribute__((target(AMX_TARGET))) static void pack_kv_pages_bf16(const struct kv_src *s, int nk,
+                                                                  int D, int Dp, uint32_t *kp,
+                                                                  uint16_t *vp)
+{
+    const uint16_t *K = s->k, *V = s->v;
+    int nk32 = (int)round_up((size_t)nk, KB), nc = Dp / 32, nj = Dp / 16;
+    for (int kt = 0; kt < nk32 / 16; kt++) {
+        const uint16_t *row[16];
+        for (int n = 0; n < 16; n++)
+            row[n] = kt * 16 + n < nk ? K + key_off(s, kt * 16 + n) : NULL;
+        for (int c = 0; c < nc; c++) {
+            __m512 rows[16], t[16];
+            __mmask32 m = vmask32(D - 32 * c);
+            for (int n = 0; n < 16; n++)
+                rows[n] = row[n] ? (__m512)_mm512_maskz_loadu_epi16(m, row[n] + 32 * c)
+                                 : _mm512_setzero_ps();
+            vl3__transpose16_ps(rows, t);
+            uint32_t *tile = kp + ((size_t)kt * nc + c) * 256;
+            for (int r = 0; r < 16; r++)
+                _mm512_storeu_ps((float *)(tile + r * 16), t[r]);
+        }
+    }
+    for (int kb = 0; kb < nk32 / KB; kb++)
+        for (int r = 0; r < 16; r++) {
+            int j = kb * KB + 2 * r;
+            const uint16_t *ra = j < nk ? V + key_off(s, j) : NULL;
+            const uint16_t *rb = j + 1 < nk ? V + key_off(s, j + 1) : NULL;
+            for (int jj = 0; jj < nj; jj++) {
+                __mmask16 m = vmask(D - 16 * jj);
+                __m256i a = ra ? _mm256_maskz_loadu_epi16(m, ra + 16 * jj) : _mm256_setzero_si256();
+                __m256i b = rb ? _mm256_maskz_loadu_epi16(m, rb + 16 * jj) : _mm256_setzero_si256();
+                __m512i lo = _mm512_cvtepu16_epi32(a), hi = _mm512_cvtepu16_epi32(b);
+                _mm512_storeu_si512((void *)(vp + ((size_t)kb * nj + jj) * 512 + r * 32),
+                                    _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+            }
+        }
+}
+
 __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, struct tls *t,
                                                             const struct item *it)
 {
@@ -424,7 +473,10 @@ __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, stru
         struct kv_src s = {(const char *)a->k_pages + esz * g * D,
                            (const char *)a->v_pages + esz * g * D, (size_t)Hkv * D, sq->pages,
                            a->page_size, bf};
-        pack_kv(&s, nk, D, Dp, r->kp[it->seq * Hkv + g], r->vp[it->seq * Hkv + g], t->tmp);
+        if (bf)
+            pack_kv_pages_bf16(&s, nk, D, Dp, r->kp[it->seq * Hkv + g], r->vp[it->seq * Hkv + g]);
+        else
+            pack_kv(&s, nk, D, Dp, r->kp[it->seq * Hkv + g], r->vp[it->seq * Hkv + g], t->tmp);
         return;
     }
     int h = it->head, g = h / grp;
@@ -442,11 +494,6 @@ __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, stru
                            (float *)a->out + (size_t)sq->q_row * a->out_stride + (size_t)h * D,
                            (size_t)a->out_stride};
     head_block(&ha, it->q0, t->o, t->sc);
-}
-
-static inline __mmask16 vmask(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
 /* The vision path's packing of one item's keys (nk rows of D f32, ld floats apart; contiguous):
