@@ -8,7 +8,13 @@
  * Shapes: one LLM layer's causal prefill of --ctx tokens (12 query heads, 2 kv heads, D 128,
  * pages of 256), and one vision layer over --frames frames of --patches patches each (16 heads,
  * D 72, block-diagonal per frame). FLOPs: 4 * H * D per (query, visible key) pair (Q K^T and
- * P V). The roof is the measured TDPBF16PS rate of the same threads. */
+ * P V). The roof is the measured TDPBF16PS rate of the same threads.
+ *
+ * Decode: one query per layer over --ctx cached keys in 28 layers' pools (a decode step of the 2B
+ * model; the pools, 0.2 GB in bf16, do not stay in the caches between steps), f32 pools on the
+ * sgemm path (bf16 mode before its bf16 KV cache) against bf16 pools on the decode kernel
+ * (attention_decode.c), and torch SDPA in bf16 over 28 layers' K and V (enable_gqa: no repeated
+ * heads); the bytes of K and V a step reads against its time. */
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
@@ -19,6 +25,7 @@
 #include "backend.h"
 #include "cli.h"
 #include "cpu_ops.h"
+#include "model.h"
 #include "vl3/util.h"
 
 static float *rand_floats(size_t n, uint64_t seed)
@@ -89,9 +96,30 @@ static int vis_amx(void *p)
                                          c->D);
 }
 
+/* A decode step's attention: one query in each of DEC_LAYERS layers over n_past keys. */
+#define DEC_LAYERS 28
+
+struct dec_case {
+    void *ctx;
+    struct vl3__attn_args a;
+    void *k[DEC_LAYERS], *v[DEC_LAYERS];
+};
+
+static int llm_decode(void *p)
+{
+    struct dec_case *c = p;
+    for (int l = 0; l < DEC_LAYERS; l++) {
+        c->a.k_pages = c->k[l], c->a.v_pages = c->v[l];
+        int r = vl3__cpu_attention(c->ctx, &c->a);
+        if (r < 0)
+            return r;
+    }
+    return 0;
+}
+
 /* PyTorch SDPA in bf16 on the same shapes; prints its seconds per case or nothing. */
 static int torch_times(const char *python, int threads, int ctx, int frames, int patches,
-                       double *ret_llm, double *ret_vis)
+                       double *ret_llm, double *ret_vis, double *ret_dec)
 {
     char cmd[4096];
     snprintf(cmd, sizeof(cmd),
@@ -113,15 +141,20 @@ static int torch_times(const char *python, int threads, int ctx, int frames, int
              "q = torch.randn(%d, 16, %d, 72, dtype=torch.bfloat16)\n"
              "k = torch.randn_like(q); v = torch.randn_like(q)\n"
              "b = best(lambda: F.scaled_dot_product_attention(q, k, v))\n"
-             "print(a, b)\n"
+             "q = torch.randn(1, 12, 1, 128, dtype=torch.bfloat16)\n"
+             "kv = [(torch.randn(1, 2, T, 128, dtype=torch.bfloat16),\n"
+             "       torch.randn(1, 2, T, 128, dtype=torch.bfloat16)) for _ in range(%d)]\n"
+             "c = best(lambda: [F.scaled_dot_product_attention(q, k, v, enable_gqa=True)\n"
+             "                  for k, v in kv], 5)\n"
+             "print(a, b, c)\n"
              "EOF",
-             python, threads, ctx, frames, patches);
+             python, threads, ctx, frames, patches, DEC_LAYERS);
     FILE *f = popen(cmd, "r");
     if (!f)
         return -errno;
-    int n = fscanf(f, "%lf %lf", ret_llm, ret_vis);
+    int n = fscanf(f, "%lf %lf %lf", ret_llm, ret_vis, ret_dec);
     int st = pclose(f);
-    return n == 2 && st == 0 ? 0 : -1;
+    return n == 3 && st == 0 ? 0 : -1;
 }
 
 int bench_attention(int argc, char **argv)
@@ -151,7 +184,9 @@ int bench_attention(int argc, char **argv)
                    "D 128; default 7212,\nthe 16-frame clip's prompt) and one vision layer over "
                    "--frames frames of --patches\npatches (16 heads, D 72; default 16 x 1764): "
                    "f32 sgemm path, AMX bf16 flash path, and\nPyTorch SDPA bf16 with --python "
-                   "(a python with torch, e.g. tools/oracle/.venv-native/bin/python).\n");
+                   "(a python with torch, e.g. tools/oracle/.venv-native/bin/python).\n"
+                   "Then a decode step's attention over --ctx keys in 28 layers: f32 pools "
+                   "(sgemm path), bf16 pools\n(decode kernel), torch SDPA bf16.\n");
             return CLI_EXIT_OK;
         default: return CLI_EXIT_USAGE;
         }
@@ -207,9 +242,49 @@ int bench_attention(int argc, char **argv)
         fprintf(stderr, "vl3 bench attention: kernel failed: %s\n", strerror(-rc));
         goto out;
     }
-    double t_lt = 0, t_vt = 0;
+    /* decode: f32 pools then bf16 pools, 28 layers each, bf16 mode (its thread split) */
+    double t_dec[2] = {0, 0};
+    vl3__cpu_set_precision(ctx, VL3__CPU_PREC_BF16);
+    size_t dwork = vl3__cpu_attention_work_size(ctx, 1, ctxlen, H);
+    void *dwk = malloc(dwork);
+    struct vl3__attn_seq dsq = {0, 1, ctxlen - 1, pages};
+    struct dec_case dc = {ctx, {.out = out, .q = q, .q_stride = qstride, .out_stride = H * D,
+                                .n_heads = H, .n_kv_heads = Hkv, .head_dim = D,
+                                .scale = 1.0f / sqrtf((float)D), .page_size = ps, .seqs = &dsq,
+                                .n_seqs = 1, .work = dwk, .work_bytes = dwork}, {0}, {0}};
+    size_t nel = (size_t)n_pages * ps * kvd;
+    for (int bf = 0; bf < 2 && dwk && rc == 0; bf++) {
+        dc.a.kv_dtype = bf ? VL3__DTYPE_BF16 : VL3__DTYPE_F32;
+        int ok = 1;
+        for (int l = 0; l < DEC_LAYERS; l++) {
+            dc.k[l] = malloc(nel * (bf ? 2 : 4)), dc.v[l] = malloc(nel * (bf ? 2 : 4));
+            ok &= dc.k[l] && dc.v[l];
+            for (size_t i = 0; ok && i < nel; i++) { /* the prefill pools' values */
+                if (bf) {
+                    ((uint16_t *)dc.k[l])[i] = vl3__cpu_f32_to_bf16(kp[i]);
+                    ((uint16_t *)dc.v[l])[i] = vl3__cpu_f32_to_bf16(vp[i]);
+                } else {
+                    ((float *)dc.k[l])[i] = kp[i], ((float *)dc.v[l])[i] = vp[i];
+                }
+            }
+        }
+        if (ok)
+            t_dec[bf] = best_of(reps + 2, llm_decode, &dc, &rc);
+        for (int l = 0; l < DEC_LAYERS; l++)
+            free(dc.k[l]), free(dc.v[l]), dc.k[l] = dc.v[l] = NULL;
+        if (!ok) {
+            fprintf(stderr, "vl3 bench attention: out of memory for the decode pools\n");
+            rc = -ENOMEM;
+        }
+    }
+    free(dwk);
+    if (rc < 0) {
+        fprintf(stderr, "vl3 bench attention: decode failed: %s\n", strerror(-rc));
+        goto out;
+    }
+    double t_lt = 0, t_vt = 0, t_dt = 0;
     int have_torch = python && torch_times(python, threads, ctxlen, frames, patches, &t_lt,
-                                           &t_vt) == 0;
+                                           &t_vt, &t_dt) == 0;
     if (python && !have_torch)
         fprintf(stderr, "vl3 bench attention: %s could not run torch SDPA; column left out\n",
                 python);
@@ -229,6 +304,13 @@ int bench_attention(int argc, char **argv)
             printf(" %10.1f %9.2fx", tt[i] * 1e3, tt[i] / ta[i]);
         printf("\n");
     }
+    double kv_bytes = 2.0 * DEC_LAYERS * ctxlen * kvd * 2; /* bf16 K and V */
+    printf("\nLLM decode step: %d layers x %d keys   f32 pools (sgemm path) %.1f ms   bf16 pools "
+           "(decode kernel) %.1f ms, %.1f GB/s of K/V   %.2fx", DEC_LAYERS, ctxlen,
+           t_dec[0] * 1e3, t_dec[1] * 1e3, kv_bytes / t_dec[1] / 1e9, t_dec[0] / t_dec[1]);
+    if (have_torch)
+        printf("   torch SDPA bf16 %.1f ms (%.2fx)", t_dt * 1e3, t_dt / t_dec[1]);
+    printf("\n");
     status = CLI_EXIT_OK;
 out:
     free(q), free(kp), free(vp), free(out), free(pages), free(wk);
