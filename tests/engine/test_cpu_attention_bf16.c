@@ -2,8 +2,8 @@
  * (VL3_PRECISION=bf16).
  *
  * 1. The AMX attention kernels (engine/backend/cpu/attention_amx.c) against a double-precision
- * attention written here on the same bf16-rounded inputs (q * scale, k, v rounded to nearest
- * even, as the kernel rounds them).
+ * attention written here on the same bf16-rounded inputs (q, k, v rounded to nearest even, as
+ * the kernel rounds them; the scale applied to the scores).
  * Tolerance: the kernel also rounds the softmax weights P to bf16 (relative error up to 2^-9 per
  * weight) before P V; over random U(-1, 1) inputs that gives an NMSE near 1e-6 and max-abs
  * errors near 1.3e-3 (measured here). The bounds below (NMSE 1e-5, max-abs 5e-3) leave room for
@@ -60,8 +60,8 @@ __attribute__((noinline)) static double bf(float f)
 }
 
 /* Reference attention of one head over keys 0..nk-1 for query q (D values): k, v rows at
- * stride ld; causal limit lim keys. k and v are rounded to bf16; q * scale too where round_q
- * (the AMX kernels round it; the decode kernel keeps q in f32). */
+ * stride ld; causal limit lim keys. k and v are rounded to bf16; q too where round_q (the AMX
+ * kernels round it and scale the scores in f32; the decode kernel keeps q in f32). */
 static void head_ref_q(double *out, const float *q, float scale, const float *k, const float *v,
                        size_t ld, int lim, int D, int round_q)
 {
@@ -69,7 +69,7 @@ static void head_ref_q(double *out, const float *q, float scale, const float *k,
     for (int j = 0; j < lim; j++) {
         double s = 0;
         for (int d = 0; d < D; d++)
-            s += (round_q ? bf(q[d] * scale) : (double)q[d] * scale) * bf(k[(size_t)j * ld + d]);
+            s += (round_q ? bf(q[d]) * scale : (double)q[d] * scale) * bf(k[(size_t)j * ld + d]);
         p[j] = s;
         mx = s > mx ? s : mx;
     }

@@ -8,9 +8,9 @@
  * four 16x16 f32 accumulator tiles (TDPBF16PS over the head dim in chunks of 32), an online
  * softmax on AVX-512 (running max and sum per row; the max moves only when a score passes it by
  * MAX_SLACK, and only then is the output rescaled),
- * and O += P V on tiles; no score matrix beyond one 32x32 block ever exists. Q (with the 1/sqrt(D)
- * scale folded in), K and V are rounded to bf16 (nearest even), as the official bf16 model holds
- * them; P is rounded to bf16 before P V, as a bf16 flash kernel does. The head dim is padded with
+ * and O += P V on tiles; no score matrix beyond one 32x32 block ever exists. Q, K and V are
+ * rounded to bf16 (nearest even), as the official bf16 model holds them, and the scores scaled
+ * in f32 by 1/sqrt(D) (as its attention does) times log2(e) (base 2, see LOG2E); P is rounded to bf16 before P V, as a bf16 flash kernel does. The head dim is padded with
  * zeros to a multiple of 32 (72 -> 96 for the vision encoder, 128 stays).
  *
  * Layouts (TDPBF16PS: C[m][n] += sum_k A[m][2k..2k+1] . B[k][2n..2n+1], B rows hold bf16 pairs):
@@ -49,6 +49,10 @@
 #define QB 32           /* queries per block (two tile rows of 16) */
 #define KB 32           /* keys per block */
 #define MAX_SLACK 8.0f  /* how far a score may pass the running max before the max moves */
+/* Scores are kept in base 2: log2(e) is folded into their f32 scale, so the softmax's exp is
+ * 2^(s - m) (vl3__exp2_512_ps, 8 instructions instead of 13: the softmax, not the tiles, bounds
+ * this kernel at head dim 72); the probabilities are the same up to rounding. */
+#define LOG2E 1.4426950408889634f
 #define MAX_THREADS 64
 
 #ifdef AMX_BUILD
@@ -122,6 +126,7 @@ struct head_args {
     const uint32_t *kp; /* [nk16][Dp/32][16][16] */
     const uint16_t *vp; /* [nk32][Dp/16][16][32] */
     int nq, nk, D, Dp, causal, q_pos0;
+    float sscale; /* applied to Q K^T in f32: 1/sqrt(D) times log2(e) (scores in base 2) */
     float *out;
     size_t ldo;
 };
@@ -183,7 +188,7 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
             _tile_stored(3, S + 16 * SB + 16, SB * 4);
         }
         /* online softmax, row by row */
-        __m512 ninf = _mm512_set1_ps(-INFINITY);
+        __m512 ninf = _mm512_set1_ps(-INFINITY), ss = _mm512_set1_ps(h->sscale);
         for (int i = 0; i < QB; i++) {
             int lim = h->nk; /* keys < lim are visible to this row */
             if (h->causal && h->q_pos0 + q0 + i + 1 < lim)
@@ -196,8 +201,8 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
             _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {
                 int n = nv - 16 * q;
                 mk[q] = n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
-                sv[q] = _mm512_mask_blend_ps(mk[q], ninf,
-                                             _mm512_loadu_ps(sc->S + i * SB + 16 * q));
+                sv[q] = _mm512_mask_blend_ps(
+                    mk[q], ninf, _mm512_mul_ps(_mm512_loadu_ps(sc->S + i * SB + 16 * q), ss));
             }
             /* the running max moves only when a score passes it by MAX_SLACK (exp(s - m) stays
              * below e^MAX_SLACK, far inside f32 and bf16), so most rows skip the horizontal max */
@@ -215,22 +220,19 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
                 __m512 mv = _mm512_set1_ps(mnew);
                 _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++)
                     pv[q] = _mm512_maskz_mov_ps(mk[q],
-                                                vl3__exp512_ps(_mm512_sub_ps(sv[q], mv)));
+                                                vl3__exp2_512_ps(_mm512_sub_ps(sv[q], mv)));
             }
-            /* P rounded to bf16; the row sum from the rounded values, as P V sees them, kept as
-             * 16 partial sums (one horizontal add per row at the end) */
+            /* P rounded to bf16 for P V; the row sum from the f32 values, as torch's CPU flash
+             * attention sums them before its bf16 product, kept as 16 partial sums (one
+             * horizontal add per row at the end) */
             __m512 lv = _mm512_load_ps(sc->l[i]);
-            __m512 rs = _mm512_setzero_ps();
+            __m512 rs = _mm512_add_ps(_mm512_add_ps(pv[0], pv[1]), _mm512_add_ps(pv[2], pv[3]));
             _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
                 __m512bh pb = _mm512_cvtne2ps_pbh(pv[2 * q + 1], pv[2 * q]);
                 _mm512_storeu_si512(sc->P + i * SB + 32 * q, (__m512i)pb);
-                __m512i pw = (__m512i)pb;
-                rs = _mm512_add_ps(rs, _mm512_castsi512_ps(_mm512_slli_epi32(pw, 16)));
-                __m512i hi = _mm512_and_si512(pw, _mm512_set1_epi32((int)0xffff0000));
-                rs = _mm512_add_ps(rs, _mm512_castsi512_ps(hi));
             }
             if (mnew > mold && mold != -INFINITY) {
-                float alpha = expf(mold - mnew);
+                float alpha = exp2f(mold - mnew);
                 __m512 av = _mm512_set1_ps(alpha);
                 lv = _mm512_mul_ps(lv, av);
                 float *o = O + (size_t)i * Dp;
@@ -485,12 +487,13 @@ __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, stru
     for (int i = 0; i < QB; i++) {
         if (i < rows)
             row_to_bf16(t->q + (size_t)i * Dp, Q + (size_t)(it->q0 + i) * a->q_stride, D, Dp,
-                        a->scale);
+                        1.0f);
         else
             memset(t->q + (size_t)i * Dp, 0, sizeof(uint16_t) * (size_t)Dp);
     }
     struct head_args ha = {t->q, r->kp[it->seq * Hkv + g],
                            r->vp[it->seq * Hkv + g], sq->n_q, nk, D, Dp, 1, sq->n_past,
+                           a->scale * LOG2E,
                            (float *)a->out + (size_t)sq->q_row * a->out_stride + (size_t)h * D,
                            (size_t)a->out_stride};
     head_block(&ha, it->q0, t->o, t->sc);
@@ -555,17 +558,17 @@ __attribute__((target(AMX_TARGET))) static void run_vision_item(struct run *r, s
         pack_kv_vision(r->vk + (size_t)r0 * r->ld + (size_t)h * D,
                        r->vv + (size_t)r0 * r->ld + (size_t)h * D, (size_t)r->ld, n, D, Dp, t->kp,
                        t->vp);
-    float scale = 1.0f / sqrtf((float)D);
+    float sscale = 1.0f / sqrtf((float)D) * LOG2E;
     const float *Q = r->vq + (size_t)r0 * r->ld + (size_t)h * D;
     for (int q0 = it->q0; q0 < n; q0 += QB) {
         int rows = n - q0 < QB ? n - q0 : QB;
         for (int i = 0; i < QB; i++) {
             if (i < rows)
-                row_to_bf16(t->q + (size_t)i * Dp, Q + (size_t)(q0 + i) * r->ld, D, Dp, scale);
+                row_to_bf16(t->q + (size_t)i * Dp, Q + (size_t)(q0 + i) * r->ld, D, Dp, 1.0f);
             else
                 memset(t->q + (size_t)i * Dp, 0, sizeof(uint16_t) * (size_t)Dp);
         }
-        struct head_args ha = {t->q, t->kp, t->vp, n, n, D, Dp, 0, 0,
+        struct head_args ha = {t->q, t->kp, t->vp, n, n, D, Dp, 0, 0, sscale,
                                r->vout + (size_t)r0 * r->ld + (size_t)h * D, (size_t)r->ld};
         head_block(&ha, q0, t->o, t->sc);
     }
