@@ -24,8 +24,13 @@
  *
  * Weights: the encoder keeps an f32 copy of the vision and projector weights (converted from the
  * checkpoint's bf16/f16/f32) in one slab. The CPU backend computes in f32, not in the reference's
- * bf16 (a documented numeric difference). Scratch activations are allocated per call, sized by the
- * batch (the encoder is not on the decode hot path).
+ * bf16 (a documented numeric difference). Scratch activations are sized by the batch: on the
+ * host one block kept between calls up to ARENA_KEEP_MAX (then per call), on a device per call.
+ *
+ * Fused steps (optional vision ops; the CPU's bf16 mode has them): q, k, v from one preparation
+ * of x (linear_bf16_n), the MLP's tanh GELU and both residual adds in the product's epilogue
+ * (linear_bf16_ex). Backends without them, and shapes they decline, run the ops apart: the same
+ * numerics either way.
  *
  * Memory: where the vision ops work on device memory (ops->device_memory: the CUDA backend), the
  * encoder lives there. vision_new converts the matrices into the backend's weight format (bf16)
