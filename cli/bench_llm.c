@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "cpu_ops.h"
 #include "vl3/engine.h"
 #include "vl3/util.h"
 
@@ -200,7 +201,10 @@ int bench_llm(int argc, char **argv)
                           flop_att_tok * ((double)n_prompt * (n_prompt + 1) / 2);
     double avg_ctx = n_prompt + (n_gen + 1) / 2.0;
     double w_bytes_f32 = (mm_params + V * C) * 4, w_bytes_bf16 = (mm_params + V * C) * 2;
-    double kv_bytes_tok = 2 * L * KVD * avg_ctx * 4;          /* f32 K and V read */
+    /* K and V read: bf16 pools in the CPU's bf16 mode, f32 otherwise (VL3_PRECISION) */
+    const char *prec = getenv("VL3_PRECISION");
+    int kv_bf16 = vl3__cpu_precision_parse(prec && *prec ? prec : "f32") == VL3__CPU_PREC_BF16;
+    double kv_bytes_tok = 2 * L * KVD * avg_ctx * (kv_bf16 ? 2 : 4);
     const char *bw_method = "?";
     double bw = bench_read_bandwidth(threads, BW_BYTES, &bw_method);
     double floor_s = bw > 0 ? (w_bytes_bf16 + kv_bytes_tok) / bw : 0;
@@ -234,9 +238,10 @@ int bench_llm(int argc, char **argv)
                "every sequence)\n", batch, b_prompt);
     printf("\nper token: %.3f GFLOP matmuls + %.3f GFLOP lm_head + %.0f FLOP x ctx attention\n",
            flop_tok / 1e9, flop_head / 1e9, flop_att_tok);
-    printf("decode bytes per token: weights %.3f GB (bf16) + KV %.2f MB (f32, avg ctx %.0f); "
+    printf("decode bytes per token: weights %.3f GB (bf16) + KV %.2f MB (%s, avg ctx %.0f); "
            "floor %.2f ms\n",
-           w_bytes_bf16 / 1e9, kv_bytes_tok / 1e6, avg_ctx, floor_s * 1e3);
+           w_bytes_bf16 / 1e9, kv_bytes_tok / 1e6, kv_bf16 ? "bf16" : "f32", avg_ctx,
+           floor_s * 1e3);
     printf("for comparison, f32 weights would have a floor of %.2f ms/token = %.2f tokens/s\n",
            floor_f32_s * 1e3, floor_f32_s > 0 ? 1 / floor_f32_s : 0);
     if (w_bytes_bf16 < 64e6)

@@ -16,8 +16,10 @@
  * 2: paged KV cache (kv_store, attention over block tables), activation dtype, scatter_rows.
  * 3: vision ops wants_bf16_weights / linear_bf16 (bf16 matrices used in place).
  * 4: sample (top-k / top-p / temperature / repetition-penalty sampling on the device).
- * 5: vision ops on device memory (device_memory): the encoder lives in backend memory. */
-#define VL3__BACKEND_ABI 5
+ * 5: vision ops on device memory (device_memory): the encoder lives in backend memory.
+ * 6: the KV cache's own dtype (kv_dtype; kv_store and the attention arguments carry it): bf16
+ *    pools on the CPU in bf16 mode. */
+#define VL3__BACKEND_ABI 6
 
 typedef struct vl3__backend_ops vl3__backend_ops;
 
@@ -51,7 +53,7 @@ enum vl3__op {
 
 /* ---- the paged KV cache ---------------------------------------------------------------------
  * Every context owns one pool of n_pages pages per layer for K and one for V. A page holds
- * page_size consecutive token rows of Hkv*D values in the backend's activation dtype:
+ * page_size consecutive token rows of Hkv*D values in the backend's KV dtype (kv_dtype):
  * pool (L, n_pages, page_size, Hkv*D). A sequence's block table lists, for its token block i
  * (tokens [i*page_size, (i+1)*page_size)), the page that holds it, so sequences of different
  * lengths share one pool, and sequences forked from a common prefix share the prefix's pages
@@ -80,6 +82,7 @@ struct vl3__attn_args {
     const void *k_pages;  /* this layer's K pool (n_pages, page_size, Hkv*D) */
     const void *v_pages;  /* this layer's V pool */
     int page_size;
+    int kv_dtype;         /* the pools' dtype (enum vl3__dtype), as kv_dtype() said at allocation */
     const struct vl3__attn_seq *seqs; /* [n_seqs], host memory */
     int n_seqs;
     /* the same descriptors in device memory for backends whose kernels read them there:
@@ -157,9 +160,13 @@ struct vl3__backend_ops {
     int (*synchronize)(void *ctx);
     /* Whether op is implemented for activations/weights of dtype. */
     int (*supports)(void *ctx, enum vl3__op op, int dtype);
-    /* The dtype of LLM activations and of the KV cache (enum vl3__dtype: F32 on the CPU, BF16
-     * on CUDA). Vectors (norm weights, biases) stay f32 on every backend. */
+    /* The dtype of LLM activations (enum vl3__dtype: F32 on the CPU, BF16 on CUDA). Vectors
+     * (norm weights, biases) stay f32 on every backend. */
     int (*act_dtype)(void *ctx);
+    /* The dtype of the KV cache pools a context allocates now (NULL: act_dtype). The CPU keeps
+     * bf16 pools in bf16 mode (what the official bf16 model holds; half the bytes a decode step
+     * reads) and f32 pools in f32 mode. */
+    int (*kv_dtype)(void *ctx);
     /* The dtype the backend keeps matmul weights in (enum vl3__dtype of model.h). */
     int (*weight_dtype)(void *ctx);
     /* Bytes that n elements take in the backend's weight format. */
@@ -188,9 +195,10 @@ struct vl3__backend_ops {
                 float theta);
     /* Store the k and v rows of T new tokens into the paged pools: row t of qkv (stride
      * qkv_stride elements) holds k at element k_off and v at v_off (kv_dim each); slots (T)
-     * int32 device: the pool slot of each token (see the paged KV cache above). */
+     * int32 device: the pool slot of each token (see the paged KV cache above); kv_dtype: the
+     * pools' dtype (rows are converted from the activation dtype). */
     int (*kv_store)(void *ctx, void *k_pages, void *v_pages, const void *qkv, int qkv_stride,
-                    int k_off, int v_off, int kv_dim, const void *slots, int T);
+                    int k_off, int v_off, int kv_dim, const void *slots, int T, int kv_dtype);
     /* Causal GQA attention over the paged cache (struct vl3__attn_args above). */
     int (*attention)(void *ctx, const struct vl3__attn_args *a);
     /* Scratch bytes attention needs for at most max_q query rows per sequence and n_ctx cache rows. */

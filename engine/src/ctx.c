@@ -110,11 +110,14 @@ int vl3_ctx_new(const vl3_model *model, const vl3_ctx_params *params, vl3_ctx **
     c->kv_dim = hp->n_kv_heads * hp->head_dim;
     c->qkv_dim = (hp->n_heads + 2 * hp->n_kv_heads) * hp->head_dim;
     c->asz = vl3__dtype_size((enum vl3__dtype)c->ops->act_dtype(c->bctx));
+    c->kv_dtype = c->ops->kv_dtype ? c->ops->kv_dtype(c->bctx) : c->ops->act_dtype(c->bctx);
+    c->kvsz = vl3__dtype_size((enum vl3__dtype)c->kv_dtype);
 
     size_t R = (size_t)c->rows, C = (size_t)hp->hidden, V = (size_t)hp->vocab, A = c->asz;
     size_t HD = (size_t)hp->n_heads * hp->head_dim, I = (size_t)hp->intermediate;
     size_t S = (size_t)c->n_seq, MP = (size_t)max_pages;
-    size_t kv_bytes = (size_t)hp->n_layers * c->n_pages * (size_t)c->page_size * c->kv_dim * A;
+    size_t kv_bytes = (size_t)hp->n_layers * c->n_pages * (size_t)c->page_size * c->kv_dim *
+                      c->kvsz;
     c->work_bytes = c->ops->attention_work_size(c->bctx, c->rows, c->n_ctx, hp->n_heads);
     int max_in = hp->intermediate > hp->hidden ? hp->intermediate : hp->hidden;
     if ((int)HD > max_in)
@@ -283,14 +286,14 @@ static int seq_grow(vl3_ctx *ctx, int s, int n, vl3_error *reterr)
     int32_t *t = ctx->table + (size_t)s * ctx->max_pages;
     if (len % ps && ctx->page_ref[t[len / ps]] > 1) {
         int32_t old = t[len / ps], pg = ctx->free_pages[--ctx->n_free];
-        size_t page_bytes = (size_t)ps * ctx->kv_dim * ctx->asz;
+        size_t page_bytes = (size_t)ps * ctx->kv_dim * ctx->kvsz;
         size_t layer_bytes = (size_t)ctx->n_pages * page_bytes;
         for (int l = 0; l < ctx->model->llm.n_layers; l++)
             for (int kv = 0; kv < 2; kv++) {
                 char *pool = (char *)(kv ? ctx->v_pool : ctx->k_pool) + (size_t)l * layer_bytes;
                 int r = ctx->ops->copy_rows(ctx->bctx, pool + (size_t)pg * page_bytes, 0,
                                             pool + (size_t)old * page_bytes, 0, 1,
-                                            (size_t)(len % ps) * ctx->kv_dim * ctx->asz);
+                                            (size_t)(len % ps) * ctx->kv_dim * ctx->kvsz);
                 if (r < 0)
                     return vl3_error_set(reterr, r, "could not copy a shared KV page");
             }

@@ -20,6 +20,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fanout.h"
 #include "vl3/engine.h"
 
 void vl3_difffp_params_default(vl3_difffp_params *p)
@@ -118,6 +119,36 @@ static float token_diff(const float *a, const float *b, int n, enum vl3_difffp_d
     return (float)(s / n) * 255.0f;
 }
 
+/* Frame t >= 1 of an item against frame t - 1: its n merged tokens of vals values. */
+struct frame_cmp {
+    const float *cur, *prev;
+    uint8_t *keep;
+    int n, vals;
+};
+
+struct difffp_run {
+    const vl3_difffp_params *p;
+    const struct frame_cmp *frames;
+    float thr;
+};
+
+static void frame_task(void *arg, int j, int thread)
+{
+    (void)thread;
+    const struct difffp_run *r = arg;
+    const struct frame_cmp *f = &r->frames[j];
+    int kept = 0;
+    for (int k = 0; k < f->n; k++) {
+        float d = token_diff(f->cur + (size_t)k * f->vals, f->prev + (size_t)k * f->vals,
+                             f->vals, r->p->dtype);
+        f->keep[k] = d > r->thr;
+        kept += f->keep[k];
+    }
+    if (kept < r->p->min_tokens)
+        for (int k = 0; k < r->p->min_tokens && k < f->n; k++)
+            f->keep[k] = 1;
+}
+
 int vl3_difffp_mask(const vl3_difffp_params *p, const vl3_pixel_batch *b, vl3_token_mask *ret,
                     vl3_error *reterr)
 {
@@ -129,7 +160,17 @@ int vl3_difffp_mask(const vl3_difffp_params *p, const vl3_pixel_batch *b, vl3_to
     if (rc < 0)
         return rc;
     float thr = p->dtype == VL3_DIFFFP_BF16 ? bf16r(p->threshold) : p->threshold;
+    int n_frames = 0;
+    for (int i = 0; i < b->n_items; i++)
+        n_frames += b->grids[i].t;
+    struct frame_cmp *frames = malloc(sizeof(*frames) * (size_t)(n_frames > 0 ? n_frames : 1));
+    if (!frames) {
+        vl3_token_mask_deinit(ret);
+        return vl3_error_set(reterr, -ENOMEM, "out of memory");
+    }
+    /* frame 0 of an item keeps everything; every later frame is a job (its own keep bytes) */
     int64_t tok = 0, row = 0;
+    int nf = 0;
     for (int i = 0; i < b->n_items; i++) {
         const vl3_vision_grid *g = &b->grids[i];
         int n = vl3_vision_grid_tokens_per_frame(g);
@@ -142,21 +183,15 @@ int vl3_difffp_mask(const vl3_difffp_params *p, const vl3_pixel_batch *b, vl3_to
                 memset(keep, 1, (size_t)n);
                 continue;
             }
-            const float *cur = base + (size_t)t * frame_vals, *prev = cur - frame_vals;
-            int kept = 0;
-            for (int k = 0; k < n; k++) {
-                float d = token_diff(cur + (size_t)k * vals, prev + (size_t)k * vals, vals,
-                                     p->dtype);
-                keep[k] = d > thr;
-                kept += keep[k];
-            }
-            if (kept < p->min_tokens)
-                for (int k = 0; k < p->min_tokens && k < n; k++)
-                    keep[k] = 1;
+            const float *cur = base + (size_t)t * frame_vals;
+            frames[nf++] = (struct frame_cmp){cur, cur - frame_vals, keep, n, vals};
         }
         tok += (int64_t)g->t * n;
         row += (int64_t)g->t * g->h * g->w;
     }
+    struct difffp_run run = {p, frames, thr};
+    vl3__fanout(p->n_threads > 1 ? p->n_threads : 1, nf, frame_task, &run);
+    free(frames);
     finish_counts(b, ret);
     return 0;
 }

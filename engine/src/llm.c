@@ -43,7 +43,7 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_runs, const float *vis_ro
     int C = hp->hidden, H = hp->n_heads, Hkv = hp->n_kv_heads, D = hp->head_dim;
     int I = hp->intermediate, V = hp->vocab, HD = H * D, kvd = ctx->kv_dim, qkvd = ctx->qkv_dim;
     size_t asz = ctx->asz;
-    size_t pool_layer = (size_t)ctx->n_pages * ctx->page_size * kvd * asz; /* bytes per layer */
+    size_t pool_layer = (size_t)ctx->n_pages * ctx->page_size * kvd * ctx->kvsz; /* per layer */
     int mp = ctx->max_pages;
 
     /* stage the batch: ids, positions, slots, descriptors and block tables (one upload each) */
@@ -74,7 +74,8 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_runs, const float *vis_ro
         TRY(ops->rope(b, ctx->qkv, T, qkvd, H, D, ctx->pos, hp->rope_theta));
         TRY(ops->rope(b, off(ctx->qkv, (size_t)HD * asz), T, qkvd, Hkv, D, ctx->pos,
                       hp->rope_theta));
-        TRY(ops->kv_store(b, kp, vp, ctx->qkv, qkvd, HD, HD + kvd, kvd, ctx->slots, T));
+        TRY(ops->kv_store(b, kp, vp, ctx->qkv, qkvd, HD, HD + kvd, kvd, ctx->slots, T,
+                          ctx->kv_dtype));
         struct vl3__attn_args aa = {
             .out = ctx->att,
             .q = ctx->qkv,
@@ -87,6 +88,7 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_runs, const float *vis_ro
             .k_pages = kp,
             .v_pages = vp,
             .page_size = ctx->page_size,
+            .kv_dtype = ctx->kv_dtype,
             .seqs = ctx->aseqs,
             .n_seqs = n_runs,
             .seqs_dev = ctx->seqs_dev,

@@ -45,6 +45,8 @@ struct vl3_ctx {
     int qkv_dim;       /* (H + 2 Hkv) * D */
     int kv_dim;        /* Hkv * D */
     size_t asz;        /* bytes per activation element (the backend's act_dtype) */
+    int kv_dtype;      /* the KV pools' dtype (the backend's kv_dtype at creation) */
+    size_t kvsz;       /* bytes per KV element */
     /* paged KV cache (backend.h): pools (L, n_pages, page_size, kv_dim) in act dtype */
     int page_size, n_pages, max_pages; /* max_pages: block-table entries per sequence */
     /* device arena */

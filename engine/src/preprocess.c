@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fanout.h"
 #include "vl3/util.h"
 
 void vl3_preprocess_params_default(vl3_preprocess_params *p)
@@ -285,13 +286,50 @@ void vl3_pixel_batch_deinit(vl3_pixel_batch *b)
     memset(b, 0, sizeof(*b));
 }
 
+/* One frame of the batch: its resize into the thread's buffer and its patches at out. */
+struct frame_job {
+    const vl3_image *src;
+    float *out;
+    int item, frame;
+};
+
+struct frames_run {
+    const vl3_preprocess_params *p;
+    const vl3_pixel_batch *b;
+    const struct frame_job *jobs;
+    uint8_t **bufs; /* per thread, max_px * 3 */
+    const float (*lut)[256];
+    int rc, rc_job; /* the first failure (rc < 0) and its job */
+};
+
+static void frame_task(void *arg, int j, int thread)
+{
+    struct frames_run *fr = arg;
+    const struct frame_job *job = &fr->jobs[j];
+    const vl3_vision_grid *g = &fr->b->grids[job->item];
+    int h = fr->b->resized_hw[2 * job->item], w = fr->b->resized_hw[2 * job->item + 1];
+    /* native: transformers 5 resizes with torchvision (ATen's uint8 kernel) */
+    int rc = vl3__resize_bicubic_rgb_ex(job->src, fr->bufs[thread], w, h, (size_t)w * 3,
+                                        fr->p->rule == VL3_RESIZE_NATIVE);
+    if (rc < 0) {
+        int none = 0;
+        if (__atomic_compare_exchange_n(&fr->rc, &none, rc, 0, __ATOMIC_RELAXED,
+                                        __ATOMIC_RELAXED))
+            fr->rc_job = j;
+        return;
+    }
+    vl3__patchify(fr->bufs[thread], (size_t)w * 3, h, w, fr->p->patch_size, g->merge, fr->lut,
+                  job->out);
+}
+
 int vl3_vision_preprocess(const vl3_preprocess_params *p, const vl3_vision_item *items, int n,
                           vl3_pixel_batch *ret, vl3_error *reterr)
 {
     vl3_pixel_batch b = {0};
-    uint8_t *buf = NULL;
+    uint8_t *bufs[64] = {0};
+    struct frame_job *jobs = NULL;
     float lut[3][256];
-    int rc;
+    int rc, nt = p && p->n_threads > 1 ? (p->n_threads < 64 ? p->n_threads : 64) : 1;
     if (!ret || !p || p->patch_size <= 0)
         return vl3_error_set(reterr, -EINVAL, "invalid arguments");
     b.n_items = n;
@@ -323,37 +361,47 @@ int vl3_vision_preprocess(const vl3_preprocess_params *p, const vl3_vision_item 
         rc = vl3_error_set(reterr, VL3_E_LIMIT, "too many patches (%lld)", (long long)b.n_patches);
         goto fail;
     }
+    int n_jobs = 0;
+    for (int i = 0; i < n; i++)
+        n_jobs += items[i].n_frames;
+    if (nt > n_jobs)
+        nt = VL3_MAX(n_jobs, 1);
     b.pixel_values = malloc(VL3_MAX(nvals, 1) * sizeof(float));
-    buf = malloc(VL3_MAX(max_px, 1) * 3);
-    if (!b.pixel_values || !buf) {
+    jobs = malloc(sizeof(*jobs) * (size_t)VL3_MAX(n_jobs, 1));
+    int bufs_ok = 1;
+    for (int t = 0; t < nt; t++)
+        bufs_ok &= (bufs[t] = malloc(VL3_MAX(max_px, 1) * 3)) != NULL;
+    if (!b.pixel_values || !jobs || !bufs_ok) {
         rc = vl3_error_set(reterr, -ENOMEM, "out of memory for %lld patches",
                            (long long)b.n_patches);
         goto fail;
     }
     for (int c = 0; c < 3; c++)
         vl3__norm_lut(p, c, lut[c]);
+    /* every frame is a job (its rows of pixel_values are its own), over nt threads */
     float *out = b.pixel_values;
-    for (int i = 0; i < n; i++) {
-        int h = b.resized_hw[2 * i], w = b.resized_hw[2 * i + 1];
-        const vl3_vision_grid *g = &b.grids[i];
-        for (int k = 0; k < items[i].n_frames; k++) {
-            /* native: transformers 5 resizes with torchvision (ATen's uint8 kernel) */
-            rc = vl3__resize_bicubic_rgb_ex(&items[i].frames[k], buf, w, h, (size_t)w * 3,
-                                            p->rule == VL3_RESIZE_NATIVE);
-            if (rc < 0) {
-                rc = vl3_error_set(reterr, rc, "could not resize item %d frame %d", i, k);
-                goto fail;
-            }
-            vl3__patchify(buf, (size_t)w * 3, h, w, p->patch_size, g->merge,
-                          (const float(*)[256])lut, out);
-            out += (size_t)g->h * g->w * b.patch_dim;
+    int j = 0;
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < items[i].n_frames; k++, j++) {
+            jobs[j] = (struct frame_job){&items[i].frames[k], out, i, k};
+            out += (size_t)b.grids[i].h * b.grids[i].w * b.patch_dim;
         }
+    struct frames_run fr = {p, &b, jobs, bufs, (const float(*)[256])lut, 0, 0};
+    vl3__fanout(nt, n_jobs, frame_task, &fr);
+    if (fr.rc < 0) {
+        rc = vl3_error_set(reterr, fr.rc, "could not resize item %d frame %d",
+                           jobs[fr.rc_job].item, jobs[fr.rc_job].frame);
+        goto fail;
     }
-    free(buf);
+    for (int t = 0; t < nt; t++)
+        free(bufs[t]);
+    free(jobs);
     *ret = b;
     return 0;
 fail:
-    free(buf);
+    for (int t = 0; t < nt; t++)
+        free(bufs[t]);
+    free(jobs);
     vl3_pixel_batch_deinit(&b);
     return rc;
 }

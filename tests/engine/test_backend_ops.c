@@ -356,7 +356,7 @@ TEST(kv_store_scatter_rows)
     float *K = calloc((size_t)n_slots * kvd, sizeof(float));
     float *V = calloc((size_t)n_slots * kvd, sizeof(float));
     int32_t slots[5] = {11, 0, 5, 6, 3};
-    ASSERT_OK(ops->kv_store(c, K, V, qkv, qs, k_off, v_off, kvd, slots, T));
+    ASSERT_OK(ops->kv_store(c, K, V, qkv, qs, k_off, v_off, kvd, slots, T, VL3__DTYPE_F32));
     for (int t = 0; t < T; t++)
         for (int d = 0; d < kvd; d++) {
             ASSERT(K[slots[t] * kvd + d] == qkv[t * qs + k_off + d]);

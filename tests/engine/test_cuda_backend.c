@@ -606,12 +606,14 @@ static int attention_case(int H, int Hkv, int D, int ps, const struct seq_spec *
     size_t wb = cpu->attention_work_size(cctx, T, n_ctx, H);
     void *work = malloc(wb);
     int fails = 0;
-    if (cpu->kv_store(cctx, ck, cv, qkv, qkvd, H * D, H * D + kvd, kvd, slots, T) < 0)
+    if (cpu->kv_store(cctx, ck, cv, qkv, qkvd, H * D, H * D + kvd, kvd, slots, T,
+                      VL3__DTYPE_F32) < 0)
         fails++;
     struct vl3__attn_args a = {
         .out = cout, .q = qkv, .q_stride = qkvd, .out_stride = H * D, .n_heads = H,
         .n_kv_heads = Hkv, .head_dim = D, .scale = (float)(1.0 / sqrt((double)D)),
-        .k_pages = ck, .v_pages = cv, .page_size = ps, .seqs = as, .n_seqs = n_seqs,
+        .k_pages = ck, .v_pages = cv, .page_size = ps, .kv_dtype = VL3__DTYPE_F32, .seqs = as,
+        .n_seqs = n_seqs,
         .seqs_dev = seqs_d, .tables_dev = tables, .max_pages = max_pages, .work = work,
         .work_bytes = wb,
     };
@@ -623,11 +625,12 @@ static int attention_case(int H, int Hkv, int D, int ps, const struct seq_spec *
     void *esl = edev(slots, sizeof(int32_t) * (size_t)T);
     void *esq = edev(seqs_d, sizeof(int32_t) * 4 * (size_t)n_seqs);
     void *etb = edev(tables, sizeof(int32_t) * (size_t)n_seqs * max_pages);
-    if (emu->kv_store(ectx, ek, ev, eq, qkvd, H * D, H * D + kvd, kvd, esl, T) < 0)
+    if (emu->kv_store(ectx, ek, ev, eq, qkvd, H * D, H * D + kvd, kvd, esl, T,
+                      VL3__DTYPE_BF16) < 0)
         fails++;
     struct vl3__attn_args e = a;
     e.out = eo, e.q = eq, e.k_pages = ek, e.v_pages = ev, e.seqs_dev = esq, e.tables_dev = etb;
-    e.work = NULL, e.work_bytes = 0;
+    e.work = NULL, e.work_bytes = 0, e.kv_dtype = VL3__DTYPE_BF16;
     if (emu->attention(ectx, &e) < 0)
         fails++;
     char shape[96];
@@ -896,8 +899,10 @@ static int compare_step(const char *what, const float *lc, const float *le, int 
 }
 
 /* Prefill with visual rows, a fork sharing the prefix (copy on write of the partial page), a
- * second prompt, then steps of one batch mixing a prefill chunk with decodes of the others. */
-static int llm_batches(int native)
+ * second prompt, then steps of one batch mixing a prefill chunk with decodes of the others.
+ * cpu_bf16: the CPU side in its bf16 mode (bf16 matrix products, bf16 KV pools, the decode
+ * kernel) instead of the f32 oracle, held to the same bounds. */
+static int llm_batches(int native, int cpu_bf16)
 {
     char dir[1024];
     snprintf(dir, sizeof(dir), "%s/tiny_llm_%d", test_tmpdir(), native);
@@ -911,14 +916,21 @@ static int llm_batches(int native)
     vl3_ctx *ctx[2];
     vl3_ctx_params cp = vl3_ctx_params_default();
     cp.n_ctx = 64, cp.n_seq = 3, cp.n_batch = 32, cp.page_size = 4;
+    char *prec = getenv("VL3_PRECISION") ? strdup(getenv("VL3_PRECISION")) : NULL;
     for (int b = 0; b < 2; b++) {
         vl3_model_params mp = vl3_model_params_default();
         mp.dir = dir;
         mp.backend = b ? dev_kind : VL3_BACKEND_CPU;
-        mp.n_threads = 1;
+        mp.n_threads = b || !cpu_bf16 ? 1 : 2; /* bf16: the decode kernel splits chunks */
+        setenv("VL3_PRECISION", !b && cpu_bf16 ? "bf16" : "f32", 1); /* read at backend init */
         ASSERT_OK_E(vl3_model_load(&mp, &m[b], &err), &err);
         ASSERT_OK_E(vl3_ctx_new(m[b], &cp, &ctx[b], &err), &err);
     }
+    if (prec)
+        setenv("VL3_PRECISION", prec, 1);
+    else
+        unsetenv("VL3_PRECISION");
+    free(prec);
     vl3_model_info info;
     ASSERT_OK(vl3_model_get_info(m[0], &info));
     int V = vl3_ctx_n_vocab(ctx[0]), C = info.llm_hidden;
@@ -964,8 +976,8 @@ static int llm_batches(int native)
         fails += compare_step(what, lc, lg, 3, V, next, &worst, &ties);
         memcpy(tok, next, sizeof(tok));
     }
-    fprintf(stderr, "native=%d: 31 logits rows, worst rel_l2 %.3g (bound %.2g), near-ties %d\n",
-            native, worst, E2E_REL_L2, ties);
+    fprintf(stderr, "native=%d, cpu %s: 31 logits rows, worst rel_l2 %.3g (bound %.2g), "
+            "near-ties %d\n", native, cpu_bf16 ? "bf16 mode" : "f32", worst, E2E_REL_L2, ties);
     for (int b = 0; b < 2; b++) {
         vl3_ctx_free(ctx[b]);
         vl3_model_free(m[b]);
@@ -979,9 +991,22 @@ static int llm_batches(int native)
 TEST(e2e_llm_batches_match_cpu)
 {
     SETUP();
-    if (llm_batches(0))
+    if (llm_batches(0, 0))
         return 1;
-    return llm_batches(1);
+    return llm_batches(1, 0);
+}
+
+/* The CPU backend's bf16 mode against the emulated CUDA backend (bf16 both, rounded at other
+ * points: the CPU keeps f32 activations between bf16 products), issue 16's agreement check:
+ * greedy tokens equal unless a near-tie, logits within E2E_REL_L2. */
+TEST(e2e_llm_cpu_bf16_matches_emu)
+{
+    SETUP();
+    if (!vl3__cpu_bf16_native())
+        SKIP("no AVX512-BF16 or AMX: bf16 mode would run on the f32 emulation paths");
+    if (llm_batches(0, 1))
+        return 1;
+    return llm_batches(1, 1);
 }
 
 /* vl3_ctx_sample through the engine: on each backend, context A decodes with no logits download

@@ -1,7 +1,9 @@
 /* test_vision_difffp.c: DiffFP (spec §5.5) against the numpy reference tests/engine/difffp_ref.py
  * on a synthetic video whose tokens change by sums of |delta u| just below (117) and just above
  * (118) the 0.1 threshold, an unchanged frame (forced token 0) and a fully changed frame; both
- * the float32 default and the bf16 option. */
+ * the float32 default and the bf16 option; preprocessing and DiffFP on 3 threads there. And the
+ * frames split over threads give the same pixel values and mask as one thread. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "test.h"
@@ -56,6 +58,7 @@ static int run_case(enum vl3_difffp_dtype dt, int *ret_kept)
     vl3_vision_item it = {im, T, NULL, 1, 0};
     vl3_preprocess_params pp;
     vl3_preprocess_params_default(&pp);
+    pp.n_threads = 3;
     vl3_pixel_batch b = {0};
     vl3_error err = {0};
     ASSERT_OK_E(vl3_vision_preprocess(&pp, &it, 1, &b, &err), &err);
@@ -65,6 +68,7 @@ static int run_case(enum vl3_difffp_dtype dt, int *ret_kept)
     vl3_difffp_params dp;
     vl3_difffp_params_default(&dp);
     dp.dtype = dt;
+    dp.n_threads = 3;
     vl3_token_mask m = {0};
     ASSERT_OK_E(vl3_difffp_mask(&dp, &b, &m, &err), &err);
     ASSERT_EQ(m.n_tokens, T * 16);
@@ -147,5 +151,55 @@ TEST(difffp_disabled_and_images)
     ASSERT_EQ(m.n_kept, m.n_tokens);
     vl3_token_mask_deinit(&m);
     vl3_pixel_batch_deinit(&b);
+    return 0;
+}
+
+/* Two videos of 7 and 3 frames of different sizes and an image, preprocessed and pruned with 1
+ * and with 3 threads: the same pixel values and keep mask, byte for byte. */
+TEST(preprocess_and_difffp_threads_equal_one)
+{
+    enum { NF = 11 };
+    static const int ws[3] = {150, 90, 64}, hs[3] = {100, 120, 64}, nfr[3] = {7, 3, 1};
+    uint8_t *px[NF];
+    vl3_image im[NF];
+    int f = 0;
+    for (int i = 0; i < 3; i++)
+        for (int k = 0; k < nfr[i]; k++, f++) {
+            px[f] = malloc((size_t)ws[i] * hs[i] * 3);
+            for (int j = 0; j < ws[i] * hs[i] * 3; j++) /* the left third changes, the rest not */
+                px[f][j] = (uint8_t)(k > 0 && (j / 3) % ws[i] >= ws[i] / 3 ? px[f - 1][j]
+                                                                           : rnd() & 255);
+            im[f] = (vl3_image){px[f], ws[i], hs[i], ws[i] * 3};
+        }
+    vl3_vision_item items[3] = {
+        {im, 7, NULL, 1, 0}, {im + 7, 3, NULL, 1, 0}, {im + 10, 1, NULL, 0, 0}};
+    vl3_pixel_batch b[2] = {{0}, {0}};
+    vl3_token_mask m[2] = {{0}, {0}};
+    vl3_error err = {0};
+    for (int r = 0; r < 2; r++) {
+        vl3_preprocess_params pp;
+        vl3_preprocess_params_default(&pp);
+        pp.n_threads = r ? 3 : 1;
+        ASSERT_OK_E(vl3_vision_preprocess(&pp, items, 3, &b[r], &err), &err);
+        vl3_difffp_params dp;
+        vl3_difffp_params_default(&dp);
+        dp.n_threads = pp.n_threads;
+        ASSERT_OK_E(vl3_difffp_mask(&dp, &b[r], &m[r], &err), &err);
+    }
+    ASSERT_EQ(b[0].n_patches, b[1].n_patches);
+    ASSERT(memcmp(b[0].pixel_values, b[1].pixel_values,
+                  sizeof(float) * (size_t)b[0].n_patches * b[0].patch_dim) == 0);
+    ASSERT_EQ(m[0].n_tokens, m[1].n_tokens);
+    ASSERT(memcmp(m[0].keep, m[1].keep, (size_t)m[0].n_tokens) == 0);
+    int64_t kept = 0;
+    for (int64_t k = 0; k < m[0].n_tokens; k++)
+        kept += m[0].keep[k];
+    ASSERT(kept > 0 && kept < m[0].n_tokens); /* some tokens pruned, some kept */
+    for (int r = 0; r < 2; r++) {
+        vl3_token_mask_deinit(&m[r]);
+        vl3_pixel_batch_deinit(&b[r]);
+    }
+    for (f = 0; f < NF; f++)
+        free(px[f]);
     return 0;
 }

@@ -35,6 +35,7 @@
 #include <string.h>
 
 #include "cpu_ops.h"
+#include "model.h"
 #include "vl3/util.h"
 
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && __GNUC__ >= 11
@@ -284,13 +285,14 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
     }
 }
 
-/* Pack nk keys (rows of D f32 at key_row(j)) into the K and V tile layouts (zero padded to
+/* Pack nk keys (rows of D f32 at key_off(j)) into the K and V tile layouts (zero padded to
  * multiples of 32 keys and Dp values). tmp: nk32 * Dp bf16 scratch. */
 struct kv_src {
-    const float *k, *v;     /* base pointers */
+    const void *k, *v;      /* base pointers: f32 rows, or bf16 rows when bf16 */
     size_t stride;          /* floats between consecutive keys (contiguous case) */
     const int32_t *pages;   /* paged case: block table (NULL = contiguous) */
     int page_size;
+    int bf16;               /* rows already bf16 (the KV pools of bf16 mode: pack_kv_pages_bf16) */
 };
 
 static inline size_t key_off(const struct kv_src *s, int j)
@@ -301,18 +303,25 @@ static inline size_t key_off(const struct kv_src *s, int j)
     return slot * s->stride;
 }
 
+/* Row j of base (f32) as Dp bf16 (zeros past D, and for j >= nk). */
+__attribute__((target(AMX_TARGET))) static void kv_row_bf16(uint16_t *dst, const struct kv_src *s,
+                                                           const void *base, int j, int nk, int D,
+                                                           int Dp)
+{
+    if (j >= nk)
+        memset(dst, 0, sizeof(uint16_t) * (size_t)Dp);
+    else
+        row_to_bf16(dst, (const float *)base + key_off(s, j), D, Dp, 1.0f);
+}
+
 __attribute__((target(AMX_TARGET))) static void pack_kv(const struct kv_src *s, int nk, int D,
                                                        int Dp, uint32_t *kp, uint16_t *vp,
                                                        uint16_t *tmp)
 {
     int nk32 = (int)round_up((size_t)nk, KB), nc = Dp / 32, nj = Dp / 16;
     /* K: bf16 rows, then the 32-bit-word transpose per 16 keys and chunk */
-    for (int j = 0; j < nk32; j++) {
-        if (j < nk)
-            row_to_bf16(tmp + (size_t)j * Dp, s->k + key_off(s, j), D, Dp, 1.0f);
-        else
-            memset(tmp + (size_t)j * Dp, 0, sizeof(uint16_t) * (size_t)Dp);
-    }
+    for (int j = 0; j < nk32; j++)
+        kv_row_bf16(tmp + (size_t)j * Dp, s, s->k, j, nk, D, Dp);
     const uint32_t *kw = (const uint32_t *)tmp;
     for (int kt = 0; kt < nk32 / 16; kt++)
         for (int c = 0; c < nc; c++) {
@@ -322,12 +331,8 @@ __attribute__((target(AMX_TARGET))) static void pack_kv(const struct kv_src *s, 
                     t[r * 16 + n] = kw[((size_t)kt * 16 + n) * (Dp / 2) + c * 16 + r];
         }
     /* V: bf16 rows, then pairs of consecutive keys interleaved per 16 columns */
-    for (int j = 0; j < nk32; j++) {
-        if (j < nk)
-            row_to_bf16(tmp + (size_t)j * Dp, s->v + key_off(s, j), D, Dp, 1.0f);
-        else
-            memset(tmp + (size_t)j * Dp, 0, sizeof(uint16_t) * (size_t)Dp);
-    }
+    for (int j = 0; j < nk32; j++)
+        kv_row_bf16(tmp + (size_t)j * Dp, s, s->v, j, nk, D, Dp);
     for (int kb = 0; kb < nk32 / KB; kb++)
         for (int jj = 0; jj < nj; jj++) {
             uint16_t *t = vp + ((size_t)kb * nj + jj) * 512;
@@ -401,6 +406,59 @@ static int tls_alloc(struct tls *t, int Dp, size_t max_keys, int vision)
     return 0;
 }
 
+static inline __mmask16 vmask(int n)
+{
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+static inline __mmask32 vmask32(int n)
+{
+    return n >= 32 ? (__mmask32)0xffffffffu : n <= 0 ? 0 : (__mmask32)((1u << n) - 1);
+}
+
+/* The LLM's packing from bf16 pools (bf16 mode): the tiles of pack_kv built in registers from
+ * the pages' bf16 rows, as pack_kv_vision does from f32 rows: per 16 keys and head-dim chunk, 16
+ * rows of 32 values and one 16 x 16 word transpose (K); per 32 keys and 16 columns, key pairs
+ * interleaved by widening and shifting (V). The same bits as pack_kv (test
+ * decode_attention_bf16_pools runs prefill chunks through both pool dtypes' paths). */
+__attribute__((target(AMX_TARGET))) static void pack_kv_pages_bf16(const struct kv_src *s, int nk,
+                                                                  int D, int Dp, uint32_t *kp,
+                                                                  uint16_t *vp)
+{
+    const uint16_t *K = s->k, *V = s->v;
+    int nk32 = (int)round_up((size_t)nk, KB), nc = Dp / 32, nj = Dp / 16;
+    for (int kt = 0; kt < nk32 / 16; kt++) {
+        const uint16_t *row[16];
+        for (int n = 0; n < 16; n++)
+            row[n] = kt * 16 + n < nk ? K + key_off(s, kt * 16 + n) : NULL;
+        for (int c = 0; c < nc; c++) {
+            __m512 rows[16], t[16];
+            __mmask32 m = vmask32(D - 32 * c);
+            for (int n = 0; n < 16; n++)
+                rows[n] = row[n] ? (__m512)_mm512_maskz_loadu_epi16(m, row[n] + 32 * c)
+                                 : _mm512_setzero_ps();
+            vl3__transpose16_ps(rows, t);
+            uint32_t *tile = kp + ((size_t)kt * nc + c) * 256;
+            for (int r = 0; r < 16; r++)
+                _mm512_storeu_ps((float *)(tile + r * 16), t[r]);
+        }
+    }
+    for (int kb = 0; kb < nk32 / KB; kb++)
+        for (int r = 0; r < 16; r++) {
+            int j = kb * KB + 2 * r;
+            const uint16_t *ra = j < nk ? V + key_off(s, j) : NULL;
+            const uint16_t *rb = j + 1 < nk ? V + key_off(s, j + 1) : NULL;
+            for (int jj = 0; jj < nj; jj++) {
+                __mmask16 m = vmask(D - 16 * jj);
+                __m256i a = ra ? _mm256_maskz_loadu_epi16(m, ra + 16 * jj) : _mm256_setzero_si256();
+                __m256i b = rb ? _mm256_maskz_loadu_epi16(m, rb + 16 * jj) : _mm256_setzero_si256();
+                __m512i lo = _mm512_cvtepu16_epi32(a), hi = _mm512_cvtepu16_epi32(b);
+                _mm512_storeu_si512((void *)(vp + ((size_t)kb * nj + jj) * 512 + r * 32),
+                                    _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+            }
+        }
+}
+
 __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, struct tls *t,
                                                             const struct item *it)
 {
@@ -410,10 +468,15 @@ __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, stru
     int nk = sq->n_past + sq->n_q;
     if (it->q0 < 0) { /* pack this sequence's kv head */
         int g = it->head;
-        struct kv_src s = {(const float *)a->k_pages + (size_t)g * D,
-                           (const float *)a->v_pages + (size_t)g * D, (size_t)Hkv * D, sq->pages,
-                           a->page_size};
-        pack_kv(&s, nk, D, Dp, r->kp[it->seq * Hkv + g], r->vp[it->seq * Hkv + g], t->tmp);
+        int bf = a->kv_dtype == VL3__DTYPE_BF16;
+        size_t esz = bf ? 2 : 4;
+        struct kv_src s = {(const char *)a->k_pages + esz * g * D,
+                           (const char *)a->v_pages + esz * g * D, (size_t)Hkv * D, sq->pages,
+                           a->page_size, bf};
+        if (bf)
+            pack_kv_pages_bf16(&s, nk, D, Dp, r->kp[it->seq * Hkv + g], r->vp[it->seq * Hkv + g]);
+        else
+            pack_kv(&s, nk, D, Dp, r->kp[it->seq * Hkv + g], r->vp[it->seq * Hkv + g], t->tmp);
         return;
     }
     int h = it->head, g = h / grp;
@@ -431,11 +494,6 @@ __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, stru
                            (float *)a->out + (size_t)sq->q_row * a->out_stride + (size_t)h * D,
                            (size_t)a->out_stride};
     head_block(&ha, it->q0, t->o, t->sc);
-}
-
-static inline __mmask16 vmask(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
 /* The vision path's packing of one item's keys (nk rows of D f32, ld floats apart; contiguous):
@@ -571,7 +629,8 @@ int vl3__cpu_attention_amx(void *ctx, const struct vl3__attn_args *a)
     if (!vl3__cpu_amx_available())
         return -ENOTSUP;
     int H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim;
-    if (H <= 0 || Hkv <= 0 || H % Hkv || D <= 0 || a->page_size <= 0)
+    if (H <= 0 || Hkv <= 0 || H % Hkv || D <= 0 || a->page_size <= 0 ||
+        (a->kv_dtype != VL3__DTYPE_F32 && a->kv_dtype != VL3__DTYPE_BF16))
         return -EINVAL;
     int Dp = (int)round_up((size_t)D, 32);
     struct run r = {0};

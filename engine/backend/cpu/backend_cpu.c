@@ -156,6 +156,13 @@ static int cpu_act_dtype(void *ctx)
     return VL3__DTYPE_F32;
 }
 
+/* KV pools: bf16 in bf16 mode (the official bf16 model's K and V; half the bytes a decode step
+ * reads at long context), f32 in f32 mode (the oracle's numerics). */
+static int cpu_kv_dtype(void *ctx)
+{
+    return vl3__cpu_bf16_mode(ctx) ? VL3__DTYPE_BF16 : VL3__DTYPE_F32;
+}
+
 static int cpu_supports(void *ctx, enum vl3__op op, int dtype)
 {
     (void)ctx;
@@ -212,6 +219,7 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .synchronize = vl3__cpu_synchronize,
     .supports = cpu_supports,
     .act_dtype = cpu_act_dtype,
+    .kv_dtype = cpu_kv_dtype,
     .weight_dtype = vl3__cpu_weight_dtype,
     .weight_bytes = vl3__cpu_weight_bytes,
     .weight_convert = vl3__cpu_weight_convert,

@@ -106,8 +106,10 @@ int vl3__cpu_rope(void *ctx, void *x, int T, int stride, int n_heads, int D, con
 int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a);
 int vl3__cpu_attention_f32(void *ctx, const struct vl3__attn_args *a);
 int vl3__cpu_kv_store(void *ctx, void *k_pages, void *v_pages, const void *qkv, int qkv_stride,
-                      int k_off, int v_off, int kv_dim, const void *slots, int T);
+                      int k_off, int v_off, int kv_dim, const void *slots, int T, int kv_dtype);
 size_t vl3__cpu_attention_work_size(void *ctx, int max_q, int n_ctx, int n_heads);
+/* attention_decode.c: sequences of n_q <= 16 over bf16 pools on AVX-512 (-ENOTSUP without) */
+int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a);
 
 /* attention_amx.c: the same attention (and the vision encoder's block attention) on AMX tiles in
  * bf16 with f32 accumulation. -ENOTSUP when the CPU or kernel lacks AMX-BF16. */

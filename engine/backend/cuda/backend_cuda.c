@@ -348,9 +348,11 @@ static int cuda_rope_op(void *ctx, void *x, int T, int stride, int n_heads, int 
 
 static int cuda_kv_store_op(void *ctx, void *k_pages, void *v_pages, const void *qkv,
                             int qkv_stride, int k_off, int v_off, int kv_dim, const void *slots,
-                            int T)
+                            int T, int kv_dtype)
 {
     struct cuda_ctx *c = ctx;
+    if (kv_dtype != VL3__DTYPE_BF16)
+        return -EINVAL; /* the pools are bf16 here (kv_dtype is act_dtype) */
     return k_rc(cuda_kv_store_bf16(k_pages, v_pages, qkv, qkv_stride, k_off, v_off, kv_dim, slots,
                                    T, c->stream));
 }
@@ -358,7 +360,7 @@ static int cuda_kv_store_op(void *ctx, void *k_pages, void *v_pages, const void 
 static int cuda_attention_op(void *ctx, const struct vl3__attn_args *a)
 {
     struct cuda_ctx *c = ctx;
-    if (!a->seqs_dev || !a->tables_dev)
+    if (!a->seqs_dev || !a->tables_dev || a->kv_dtype != VL3__DTYPE_BF16)
         return -EINVAL;
     int n_rows = 0, max_keys = 0;
     for (int i = 0; i < a->n_seqs; i++) {

@@ -65,6 +65,8 @@ typedef struct vl3_preprocess_params {
     double rescale;  /* 1/255 */
     float mean[3];   /* 0.5 */
     float std[3];    /* 0.5 */
+    int n_threads;   /* frames resized and patchified at once (1; the result does not depend
+                      * on it) */
 } vl3_preprocess_params;
 
 /* Fill p with the released VideoLLaMA3 processor configuration (remote rule). */
@@ -125,6 +127,7 @@ typedef struct vl3_difffp_params {
     float threshold;       /* 0.1; a token is kept when 255*mean|diff| > threshold; 0 keeps all */
     int min_tokens;        /* 1: at least this many tokens (the first ones) per frame */
     enum vl3_difffp_dtype dtype;
+    int n_threads;         /* frames compared at once (1; the mask does not depend on it) */
 } vl3_difffp_params;
 
 void vl3_difffp_params_default(vl3_difffp_params *p);

@@ -1,0 +1,385 @@
+/* attention_decode.c: attention of decode steps over bf16 KV pools (the CPU backend's bf16 mode)
+ * on AVX-512.
+ *
+ * A sequence with few new queries (n_q < 16: a decode token, a short chunk) reads every cached
+ * key and value of its layer once per step, so at long context this is a memory stream: 7k keys
+ * of the 2B model are 0.2 GB a token in bf16 (0.4 in f32). The f32 path (attention.c) ran one
+ * sgemm per page and a scalar softmax on f32 pools; here the pools stay bf16 and are read once.
+ *
+ * Work items are (sequence, kv head g, chunk of whole pages of about CHUNK_KEYS keys), split over
+ * the context's threads. An item takes the query vectors of its GQA group (n_q rows x grp heads,
+ * f32 as the projections left them) and makes two passes over its keys:
+ *   scores: per key, the K row widened bf16 -> f32 (exact) and one FMA chain per query vector;
+ *           the partial sums of 16 keys are reduced together (hsum16), scaled and masked;
+ *   values: the chunk's softmax (max, exp, sum) and O += p V with V rows widened, 64 output
+ *           values at a time for up to VG query vectors (24 accumulators).
+ * Each item leaves (max, sum, O) per query vector; the merge rescales the chunks of a (sequence,
+ * kv head) to a common max (the "flash decoding" split-K combine) and writes the output rows.
+ * Causality: query i of a sequence sees keys < n_past + i + 1; later keys get p = 0.
+ *
+ * Memory: items go chunk-major (both kv heads of a chunk, then the next chunk), so a thread's
+ * share is one run of whole rows; rows PREFETCH_KEYS keys ahead are prefetched (no prefetch:
+ * 42 ms a step at 7k keys in bench_decode_attention, 16 keys ahead: 30 ms, one thread's CPU
+ * time on a loaded machine). A variant on vdpbf16ps (q and p rounded to bf16) measured slower
+ * (36-43 ms) and was dropped: the kernel waits on memory more than it computes.
+ *
+ * Numerics: K and V are the bf16 values the pools hold (kv_store rounded them, nearest even), q
+ * and p stay f32, sums f32, exp by vl3__exp512_ps (relative error ~2e-7). */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cpu_ops.h"
+#include "model.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define DEC_X86 1
+#include <immintrin.h>
+
+#include "simd_exp.h"
+#endif
+
+#define CHUNK_KEYS 256 /* keys per item (rounded to whole pages) */
+#define VG 6           /* query vectors per pass of the values loop */
+#define MAX_D 512
+#define PREFETCH_KEYS 16 /* software prefetch distance in keys */
+#define MAX_THREADS 64
+
+struct dec_item {
+    int seq, g, j0, j1; /* keys [j0, j1) of kv head g of sequence seq */
+    size_t part;        /* offset of its partials: qv x (D + 2) floats */
+};
+
+struct dec_run {
+    const struct vl3__attn_args *a;
+    const struct vl3__attn_seq *seqs;
+    struct dec_item *items;
+    int n_items;
+    float *part;  /* per item and query vector: m, l, o[D] */
+    float *S;     /* per thread: struct dec_scratch's arrays, s_per_thread floats */
+    size_t s_per_thread;
+    int chunk, qv_max, nt, dp;
+};
+
+/* One thread's scratch (64-byte aligned): scores S (qv_max x chunk), key sums T (qv_max x 16
+ * vectors), the query vectors q (qv_max x dp), the chunk's row offsets */
+struct dec_scratch {
+    float *S;
+    void *T;
+    float *q;
+    size_t *rows;
+};
+
+#ifdef DEC_X86
+#define DEC_TARGET "avx512f,avx512bw,avx512vl,avx512dq,fma"
+
+static inline __mmask16 dmask(int n)
+{
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+}
+
+/* 16 bf16 (masked) widened to f32: the bf16 bits are the high half of the f32 bits */
+__attribute__((target(DEC_TARGET))) static inline __m512 widen16(const uint16_t *p, __mmask16 m)
+{
+    __m256i h = _mm256_maskz_loadu_epi16(m, p);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* out lane j = the sum of the 16 lanes of v[j] */
+__attribute__((target(DEC_TARGET))) static inline __m512 hsum16(const __m512 *v)
+{
+    __m512 w[8], u[4];
+    for (int i = 0; i < 8; i++)
+        w[i] = _mm512_add_ps(_mm512_unpacklo_ps(v[2 * i], v[2 * i + 1]),
+                             _mm512_unpackhi_ps(v[2 * i], v[2 * i + 1]));
+    /* w[i], per 128-bit lane: v[2i] at positions 0, 2 and v[2i+1] at 1, 3 */
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(w[2 * i]), b = _mm512_castps_pd(w[2 * i + 1]);
+        u[i] = _mm512_add_ps(_mm512_castpd_ps(_mm512_unpacklo_pd(a, b)),
+                             _mm512_castpd_ps(_mm512_unpackhi_pd(a, b)));
+    }
+    /* u[i], per 128-bit lane L: position p holds lane L's partial of v[4i + p] */
+    __m512 s01 = _mm512_add_ps(_mm512_shuffle_f32x4(u[0], u[1], 0x44),
+                               _mm512_shuffle_f32x4(u[0], u[1], 0xee));
+    __m512 s23 = _mm512_add_ps(_mm512_shuffle_f32x4(u[2], u[3], 0x44),
+                               _mm512_shuffle_f32x4(u[2], u[3], 0xee));
+    return _mm512_add_ps(_mm512_shuffle_f32x4(s01, s23, 0x88),
+                         _mm512_shuffle_f32x4(s01, s23, 0xdd));
+}
+
+/* Scores of one key (K row kr, nc chunks of 16, widened once into registers) against the qv
+ * query vectors of qbuf (rows of nc * 16 floats, zero-padded): T[v * 16 + jj] = the 16 partial
+ * sums. Inlined with nc constant where the head dim allows (128: the 2B model), so the widened
+ * row stays in registers. */
+__attribute__((target(DEC_TARGET), always_inline)) static inline void score_key(
+    const float *qbuf, int qv, const uint16_t *kr, int D, int nc, __m512 *T, int jj)
+{
+    __m512 kf[MAX_D / 16];
+    _Pragma("GCC unroll 16") for (int c = 0; c < nc; c++)
+        kf[c] = widen16(kr + 16 * c, dmask(D - 16 * c));
+    for (int v = 0; v < qv; v++) {
+        const float *q = qbuf + (size_t)v * nc * 16;
+        __m512 s0 = _mm512_mul_ps(_mm512_load_ps(q), kf[0]), s1 = _mm512_setzero_ps();
+        _Pragma("GCC unroll 16") for (int c = 1; c + 1 < nc; c += 2) {
+            s1 = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * c), kf[c], s1);
+            s0 = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * c + 16), kf[c + 1], s0);
+        }
+        if (!(nc & 1))
+            s1 = _mm512_fmadd_ps(_mm512_load_ps(q + 16 * (nc - 1)), kf[nc - 1], s1);
+        T[v * 16 + jj] = _mm512_add_ps(s0, s1);
+    }
+}
+
+/* O (64 values from d0, vn <= VG vectors v0 ..) += p V over the chunk's nk keys; inlined with vn
+ * constant (VG: the loops unrolled, accumulators in registers) or not */
+__attribute__((target(DEC_TARGET), always_inline)) static inline void values_block(
+    const float *S, int ld_s, int v0, int vn, const uint16_t *Vp, const size_t *rows, int nk,
+    int D, int d0, float *part, int D2)
+{
+    __m512 acc[VG][4];
+    _Pragma("GCC unroll 8") for (int v = 0; v < VG; v++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)
+            acc[v][c] = _mm512_setzero_ps();
+    __mmask16 m[4];
+    _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)
+        m[c] = D - d0 - 16 * c > 0 ? dmask(D - d0 - 16 * c) : 0;
+    for (int j = 0; j < nk; j++) {
+        const uint16_t *vr = Vp + rows[j] + d0;
+        if (j + PREFETCH_KEYS < nk) /* the row PREFETCH_KEYS keys ahead (file comment) */
+            for (int c = 0; c < 2 && d0 + 32 * c < D; c++)
+                _mm_prefetch((const char *)(Vp + rows[j + PREFETCH_KEYS] + d0 + 32 * c),
+                             _MM_HINT_T0);
+        __m512 vf[4];
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)
+            vf[c] = widen16(vr + 16 * c, m[c]);
+        _Pragma("GCC unroll 8") for (int v = 0; v < vn; v++) {
+            __m512 p = _mm512_set1_ps(S[(size_t)(v0 + v) * ld_s + j]);
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)
+                acc[v][c] = _mm512_fmadd_ps(p, vf[c], acc[v][c]);
+        }
+    }
+    for (int v = 0; v < vn; v++) {
+        float *o = part + (size_t)(v0 + v) * D2 + 2 + d0;
+        for (int c = 0; c < 4; c++)
+            if (m[c])
+                _mm512_mask_storeu_ps(o + 16 * c, m[c], acc[v][c]);
+    }
+}
+
+__attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r,
+                                                         const struct dec_item *it,
+                                                         struct dec_scratch *w)
+{
+    const struct vl3__attn_args *a = r->a;
+    const struct vl3__attn_seq *sq = &r->seqs[it->seq];
+    int D = a->head_dim, grp = a->n_heads / a->n_kv_heads, g = it->g, ps = a->page_size;
+    int qv = sq->n_q * grp, nk = it->j1 - it->j0, nc = (D + 15) / 16;
+    size_t kvs = (size_t)a->n_kv_heads * D;
+    const uint16_t *Kp = a->k_pages, *Vp = a->v_pages;
+    float *S = w->S, *part = r->part + it->part;
+    __m512 *T = w->T;
+    /* the chunk's rows (element offsets in the pools, the same slots for K and V) */
+    for (int j = 0; j < nk; j++) {
+        int k = it->j0 + j;
+        w->rows[j] = ((size_t)sq->pages[k / ps] * ps + (size_t)(k % ps)) * kvs + (size_t)g * D;
+    }
+    /* the group's query vectors, zero-padded to nc * 16 */
+    const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride;
+    for (int v = 0; v < qv; v++) {
+        const float *q = Q + (size_t)(v / grp) * a->q_stride + (size_t)(g * grp + v % grp) * D;
+        for (int c = 0; c < nc; c++)
+            _mm512_store_ps(w->q + ((size_t)v * nc + c) * 16,
+                            _mm512_maskz_loadu_ps(dmask(D - 16 * c), q + 16 * c));
+    }
+    __m512 scale = _mm512_set1_ps(a->scale);
+
+    /* scores: S[v][j] */
+    for (int jb = 0; jb < nk; jb += 16) {
+        int nb = nk - jb < 16 ? nk - jb : 16;
+        for (int jj = 0; jj < nb; jj++) {
+            if (jb + jj + PREFETCH_KEYS < nk)
+                for (int c = 0; c < nc; c += 2)
+                    _mm_prefetch((const char *)(Kp + w->rows[jb + jj + PREFETCH_KEYS] + 16 * c),
+                                 _MM_HINT_T0);
+            if (D == 128)
+                score_key(w->q, qv, Kp + w->rows[jb + jj], 128, 8, T, jj);
+            else
+                score_key(w->q, qv, Kp + w->rows[jb + jj], D, nc, T, jj);
+        }
+        for (int jj = nb; jj < 16; jj++)
+            for (int v = 0; v < qv; v++)
+                T[v * 16 + jj] = _mm512_setzero_ps();
+        for (int v = 0; v < qv; v++) {
+            __m512 s = _mm512_mul_ps(hsum16(T + v * 16), scale);
+            /* keys this query sees in the block: key it->j0 + jb + jj < n_past + i + 1 */
+            int lim = sq->n_past + v / grp + 1 - it->j0 - jb;
+            __mmask16 ok = lim <= 0 ? 0 : dmask(lim < nb ? lim : nb);
+            s = _mm512_mask_blend_ps(ok, _mm512_set1_ps(-INFINITY), s);
+            _mm512_mask_storeu_ps(S + (size_t)v * r->chunk + jb, dmask(nb), s);
+        }
+    }
+
+    /* softmax of the chunk per query vector: p = exp(s - m) in S, (m, l) into the partials */
+    for (int v = 0; v < qv; v++) {
+        float *sv = S + (size_t)v * r->chunk, *pv = part + (size_t)v * (D + 2);
+        __m512 mx = _mm512_set1_ps(-INFINITY);
+        for (int j = 0; j < nk; j += 16)
+            mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY),
+                                                        dmask(nk - j), sv + j));
+        float m = _mm512_reduce_max_ps(mx);
+        pv[0] = m;
+        if (m == -INFINITY) { /* no key of this chunk is visible to the query */
+            pv[1] = 0;
+            for (int j = 0; j < nk; j++)
+                sv[j] = 0;
+            continue;
+        }
+        __m512 sum = _mm512_setzero_ps(), mm = _mm512_set1_ps(m);
+        for (int j = 0; j < nk; j += 16) {
+            __mmask16 k = dmask(nk - j);
+            __m512 x = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, sv + j);
+            __m512 p = _mm512_maskz_mov_ps(
+                _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ),
+                vl3__exp512_ps(_mm512_sub_ps(x, mm)));
+            _mm512_mask_storeu_ps(sv + j, k, p);
+            sum = _mm512_add_ps(sum, p);
+        }
+        pv[1] = _mm512_reduce_add_ps(sum);
+    }
+
+    /* O = p V, VG query vectors x 64 output values at a time */
+    for (int v0 = 0; v0 < qv; v0 += VG) {
+        int vn = qv - v0 < VG ? qv - v0 : VG;
+        for (int d0 = 0; d0 < D; d0 += 64) {
+            if (vn == VG)
+                values_block(S, r->chunk, v0, VG, Vp, w->rows, nk, D, d0, part, D + 2);
+            else
+                values_block(S, r->chunk, v0, vn, Vp, w->rows, nk, D, d0, part, D + 2);
+        }
+    }
+}
+
+static void dec_task(void *arg, int k)
+{
+    const struct dec_run *r = arg;
+    float *base = r->S + r->s_per_thread * (size_t)k;
+    size_t s_n = ((size_t)r->qv_max * r->chunk + 15) & ~(size_t)15;
+    size_t q_n = (size_t)r->qv_max * r->dp;
+    struct dec_scratch w = {base, (__m512 *)(base + s_n), base + s_n + (size_t)r->qv_max * 256,
+                            (size_t *)(base + s_n + (size_t)r->qv_max * 256 + q_n)};
+    for (int i = r->n_items * k / r->nt; i < r->n_items * (k + 1) / r->nt; i++)
+        dec_item(r, &r->items[i], &w);
+}
+#endif
+
+/* The items of one sequence are [i0, i1); those of kv head g are its chunks: rescale them to a
+ * common max and write the output rows. */
+static void dec_merge(const struct dec_run *r, int i0, int i1, int g)
+{
+    const struct vl3__attn_args *a = r->a;
+    const struct vl3__attn_seq *sq = &r->seqs[r->items[i0].seq];
+    int D = a->head_dim, grp = a->n_heads / a->n_kv_heads, qv = sq->n_q * grp;
+    for (int v = 0; v < qv; v++) {
+        float m = -INFINITY;
+        for (int i = i0; i < i1; i++) {
+            const float *pv = r->part + r->items[i].part + (size_t)v * (D + 2);
+            if (r->items[i].g == g && pv[1] > 0 && pv[0] > m)
+                m = pv[0];
+        }
+        int row = sq->q_row + v / grp, h = g * grp + v % grp;
+        float *out = (float *)a->out + (size_t)row * a->out_stride + (size_t)h * D;
+        double l = 0;
+        for (int d = 0; d < D; d++)
+            out[d] = 0;
+        for (int i = i0; i < i1; i++) {
+            const float *pv = r->part + r->items[i].part + (size_t)v * (D + 2);
+            if (r->items[i].g != g || !(pv[1] > 0))
+                continue;
+            float f = expf(pv[0] - m);
+            l += (double)pv[1] * f;
+            for (int d = 0; d < D; d++)
+                out[d] += f * pv[2 + d];
+        }
+        float inv = l > 0 ? (float)(1.0 / l) : 0.0f;
+        for (int d = 0; d < D; d++)
+            out[d] *= inv;
+    }
+}
+
+int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
+{
+#ifdef DEC_X86
+    int H = a->n_heads, Hkv = a->n_kv_heads, D = a->head_dim, ps = a->page_size;
+    if (a->kv_dtype != VL3__DTYPE_BF16 || H <= 0 || Hkv <= 0 || H % Hkv || D <= 0 || D > MAX_D ||
+        ps <= 0 || H / Hkv > 64)
+        return -EINVAL;
+    if (vl3__cpu_isa() < VL3__CPU_ISA_AVX512)
+        return -ENOTSUP;
+    int chunk = (CHUNK_KEYS + ps - 1) / ps * ps, grp = H / Hkv, n_items = 0, qv_max = 0;
+    for (int s = 0; s < a->n_seqs; s++) {
+        const struct vl3__attn_seq *sq = &a->seqs[s];
+        if (sq->n_q <= 0 || sq->n_q > 16 || !sq->pages)
+            return -EINVAL;
+        int nk = sq->n_past + sq->n_q;
+        n_items += Hkv * ((nk + chunk - 1) / chunk);
+        if (sq->n_q * grp > qv_max)
+            qv_max = sq->n_q * grp;
+    }
+    if (n_items == 0)
+        return 0;
+    int nt = vl3__cpu_threads(ctx);
+    nt = nt < 1 ? 1 : nt > MAX_THREADS ? MAX_THREADS : nt;
+    if (nt > n_items)
+        nt = n_items;
+    struct dec_item *items = malloc(sizeof(*items) * (size_t)n_items);
+    if (!items)
+        return -ENOMEM;
+    size_t part = 0;
+    int n = 0;
+    for (int s = 0; s < a->n_seqs; s++) {
+        const struct vl3__attn_seq *sq = &a->seqs[s];
+        int nk = sq->n_past + sq->n_q, qv = sq->n_q * grp;
+        /* chunk-major: a thread's share of the items is a contiguous run of slots, whole rows
+         * (every kv head) read back to back, rather than every other 256 bytes of each row */
+        for (int j0 = 0; j0 < nk; j0 += chunk)
+            for (int g = 0; g < Hkv; g++) {
+                items[n++] = (struct dec_item){s, g, j0, j0 + chunk < nk ? j0 + chunk : nk, part};
+                part += (size_t)qv * (D + 2);
+            }
+    }
+    /* per thread (struct dec_scratch): S, T, q, rows; each a multiple of 16 floats */
+    int dp = (D + 15) / 16 * 16;
+    size_t s_per = (((size_t)qv_max * chunk + 15) & ~(size_t)15) + (size_t)qv_max * 256 +
+                   (size_t)qv_max * dp + (((size_t)chunk * 2 + 15) & ~(size_t)15);
+    size_t need = (part + 16 + s_per * nt) * sizeof(float) + 64;
+    char *own = NULL, *buf = a->work;
+    if (!buf || a->work_bytes < need) {
+        own = malloc(need);
+        if (!own) {
+            free(items);
+            return -ENOMEM;
+        }
+        buf = own;
+    }
+    float *base = (float *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
+    part = (part + 15) & ~(size_t)15;
+    struct dec_run r = {a,     a->seqs, items,  n_items, base, base + part,
+                        s_per, chunk,   qv_max, nt,      dp};
+    vl3__cpu_run(ctx, nt, dec_task, &r);
+    for (int i0 = 0; i0 < n_items;) {
+        int i1 = i0 + 1;
+        while (i1 < n_items && items[i1].seq == items[i0].seq)
+            i1++;
+        for (int g = 0; g < Hkv; g++)
+            dec_merge(&r, i0, i1, g);
+        i0 = i1;
+    }
+    free(items);
+    free(own);
+    return 0;
+#else
+    (void)ctx, (void)a;
+    return -ENOTSUP;
+#endif
+}
