@@ -133,6 +133,8 @@ TEST(bench_encoder_checkpoint)
         if (r == 0) {
             flt_first = flt_last;
             first = dt;
+            if (reps == 1)
+                cbest = ct;
         } else {
             best = dt < best ? dt : best;
             cbest = ct < cbest ? ct : cbest;
