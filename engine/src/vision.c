@@ -468,6 +468,25 @@ int vl3_vision_out_dim(const vl3_vision *v)
     return v ? v->out_dim : -EINVAL;
 }
 
+/* n floats of host scratch (64-byte aligned) from the kept block, grown when it is too small and
+ * the result is at most ARENA_KEEP_MAX; larger requests get their own block in *ret_own (the
+ * caller frees it). NULL when out of memory. Host encoders only (v->dev NULL). */
+static float *arena_get(struct vl3_vision *v, size_t n, float **ret_own)
+{
+    *ret_own = NULL;
+    if (n <= v->arena_floats)
+        return v->arena;
+    float *p = NULL;
+    if (posix_memalign((void **)&p, 64, sizeof(float) * (n ? n : 1)) != 0)
+        return NULL;
+    if (sizeof(float) * n > ARENA_KEEP_MAX)
+        return *ret_own = p;
+    free(v->arena);
+    v->arena = p;
+    v->arena_floats = n;
+    return p;
+}
+
 /* The encoder's memory: the backend's device memory, or the host's (the same code, memcpy). */
 static int buf_alloc(const struct vl3_vision *v, size_t bytes, void **ret, vl3_error *reterr)
 {
@@ -594,20 +613,11 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
         size_t n_i = ((size_t)(P * I) + 15) & ~(size_t)15;
         size_t n_k = want_pix ? ((size_t)(P * v->K) + 15) & ~(size_t)15 : 0;
         size_t need = 5 * n_c + n_i + n_k;
-        float *base = v->arena;
-        if (need > v->arena_floats) {
-            if (posix_memalign((void **)&base, 64, sizeof(float) * need) != 0) {
-                rc = vl3_error_set(reterr, -ENOMEM, "out of memory for %zu bytes of vision "
-                                   "encoder activations", sizeof(float) * need);
-                goto out;
-            }
-            if (sizeof(float) * need <= ARENA_KEEP_MAX) {
-                free(v->arena);
-                v->arena = base;
-                v->arena_floats = need;
-            } else {
-                block = base;
-            }
+        float *base = arena_get(v, need, &block);
+        if (!base) {
+            rc = vl3_error_set(reterr, -ENOMEM, "out of memory for %zu bytes of vision encoder "
+                               "activations", sizeof(float) * need);
+            goto out;
         }
         h = base, x = h + n_c, q = x + n_c, k = q + n_c, vv = k + n_c, mlp = vv + n_c;
         pix = want_pix ? mlp + n_i : NULL;
@@ -755,7 +765,7 @@ int vl3_vision_project(vl3_vision *v, const vl3_token_mask *mask, int64_t n_tok,
     const int64_t C = v->C, Dl = v->out_dim;
     int64_t n_kept = mask ? mask->n_kept : n_tok;
     int rc = -ENOMEM;
-    float *all = NULL, *rows = NULL, *xd = NULL, *z = NULL, *y = NULL;
+    float *all = NULL, *rows = NULL, *xd = NULL, *z = NULL, *y = NULL, *block = NULL;
     /* every merged token's row at its place (pruned ones zero): each kept row is then computed
      * exactly as in a call without pruning -- rows of a product are independent, but kernels
      * may round a row differently when the number of rows or its position changes */
@@ -782,9 +792,17 @@ int vl3_vision_project(vl3_vision *v, const vl3_token_mask *mask, int64_t n_tok,
         TRY(to_buf(v, xd, x, sizeof(float) * (size_t)(n_tok * C), reterr));
         x = xd;
     }
-    TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&z, reterr));
-    if (mask || v->dev)
+    if (!v->dev) { /* host: z (and y) in the kept block, free between the encoder's calls */
+        size_t n_z = ((size_t)(n_tok * Dl) + 15) & ~(size_t)15;
+        if (!(z = arena_get(v, mask ? 2 * n_z : n_z, &block))) {
+            rc = vl3_error_set(reterr, -ENOMEM, "out of memory");
+            goto out;
+        }
+        y = mask ? z + n_z : NULL;
+    } else {
+        TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&z, reterr));
         TRY(buf_alloc(v, sizeof(float) * (size_t)(n_tok * Dl), (void **)&y, reterr));
+    }
     float *dst = mask || v->dev ? y : out;
     TRY(lin(v, x, &v->p1_w, v->p1_b, z, n_tok, (int)C, (int)Dl));
     TRY(op->gelu_erf(cx, z, n_tok * Dl));
@@ -811,9 +829,12 @@ out:
         vl3_error_set(reterr, rc, "vision projector failed: %s", vl3_strerror(rc));
     free(all);
     free(rows);
-    buf_free(v, xd);
-    buf_free(v, z);
-    buf_free(v, y);
+    free(block);
+    if (v->dev) {
+        buf_free(v, xd);
+        buf_free(v, z);
+        buf_free(v, y);
+    }
     return rc;
 }
 
