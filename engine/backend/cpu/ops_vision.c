@@ -4,7 +4,11 @@
  * OpenBLAS (cblas_sgemm), in bf16 mode the bf16 GEMM (gemm_bf16.c, weights rounded per call);
  * norms, RoPE and adds are row loops split over the context's threads (parallel.c; results do
  * not depend on the split). In bf16 mode attention runs on AMX tiles (attention_amx.c) and the
- * tanh GELU on AVX-512 (activations_avx512.c). The f32 attention runs per block (one image or
+ * tanh GELU on AVX-512 (activations_avx512.c); with bf16 matrices the products add their bias,
+ * and optionally the GELU or the residual add (linear_bf16_ex), where the AMX GEMM stores its
+ * tiles, and q, k, v share one packing of x (linear_bf16_n). RoPE takes cos / sin from a table
+ * of the distinct positions and rotates on AVX-512, the add runs on AVX-512: the same bits as
+ * the scalar loops, in both modes. The f32 attention runs per block (one image or
  * one video frame, cu_seqlens) and per head: scores = q k^T (sgemm over strided head slices),
  * row softmax in float with max subtraction, then scores v (sgemm), in chunks of query rows.
  * Scratch for one chunk's scores is allocated per call (the encoder is not on the decode hot
