@@ -887,6 +887,25 @@ static void conv_task(void *arg, int k)
         j->dst[i] = vl3__cpu_f32_to_bf16(j->src[i]);
 }
 
+/* bytes of work for a linear call: the ctx's scratch when free (no page faults per call), else
+ * our own (*own, freed by work_release) */
+static char *work_acquire(void *ctx, size_t bytes, char **own)
+{
+    char *buf = vl3__cpu_scratch_acquire(ctx, bytes);
+    *own = NULL;
+    if (!buf && posix_memalign((void **)own, 64, bytes) == 0)
+        buf = *own;
+    return buf;
+}
+
+static void work_release(void *ctx, char *buf, char *own)
+{
+    if (own)
+        free(own);
+    else
+        vl3__cpu_scratch_release(ctx, buf);
+}
+
 int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float *b, float *y,
                          int64_t P, int in, int out)
 {
@@ -896,12 +915,9 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
         return -EINVAL;
     size_t n = (size_t)in * out, wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
     size_t wbytes = (n * 2 + 63) & ~(size_t)63;
-    /* the ctx's scratch when free (no page faults per call), else our own */
-    char *buf = vl3__cpu_scratch_acquire(ctx, wbytes + wb), *own = NULL;
-    if (!buf && posix_memalign((void **)&own, 64, wbytes + wb) != 0)
-        return -ENOMEM;
+    char *own, *buf = work_acquire(ctx, wbytes + wb, &own);
     if (!buf)
-        buf = own;
+        return -ENOMEM;
     uint16_t *wbf = (uint16_t *)buf;
     void *work = buf + wbytes;
     int isa = vl3__cpu_isa(), nt = thread_count(ctx, (double)n * 64, out);
@@ -912,10 +928,7 @@ int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float 
     }
     vl3__cpu_run(ctx, nt, conv_task, cj);
     int r = gemm_bf16(ctx, y, x, wbf, b, 0, (int)P, in, out, 0, -1, work, wb);
-    if (own)
-        free(own);
-    else
-        vl3__cpu_scratch_release(ctx, buf);
+    work_release(ctx, buf, own);
     return r;
 }
 
@@ -930,16 +943,11 @@ int vl3__cpu_linear_w16_ex(void *ctx, const float *x, const uint16_t *w, const f
     if ((acc && gelu) || (acc && !b)) /* not fused (y += x W^T alone: vl3__cpu_gemm_bf16) */
         return -ENOTSUP;
     size_t wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
-    char *buf = vl3__cpu_scratch_acquire(ctx, wb + 64), *own = NULL;
-    if (!buf && posix_memalign((void **)&own, 64, wb + 64) != 0)
-        return -ENOMEM;
+    char *own, *buf = work_acquire(ctx, wb + 64, &own);
     if (!buf)
-        buf = own;
+        return -ENOMEM;
     int r = gemm_bf16(ctx, y, x, w, b, gelu, (int)P, in, out, acc, -1, buf, wb);
-    if (own)
-        free(own);
-    else
-        vl3__cpu_scratch_release(ctx, buf);
+    work_release(ctx, buf, own);
     return r;
 }
 
@@ -957,15 +965,10 @@ int vl3__cpu_linear_w16_n(void *ctx, const float *x, int n, const uint16_t *cons
     if (P > INT32_MAX || in <= 0 || out <= 0 || n < 1 || n > MULTI_MAX)
         return -EINVAL;
     size_t wb = vl3__cpu_gemm_bf16_work_size(ctx, in);
-    char *buf = vl3__cpu_scratch_acquire(ctx, wb + 64), *own = NULL;
-    if (!buf && posix_memalign((void **)&own, 64, wb + 64) != 0)
-        return -ENOMEM;
+    char *own, *buf = work_acquire(ctx, wb + 64, &own);
     if (!buf)
-        buf = own;
+        return -ENOMEM;
     int r = gemm_bf16_multi(ctx, x, n, w, b, y, (int)P, in, out, buf, wb);
-    if (own)
-        free(own);
-    else
-        vl3__cpu_scratch_release(ctx, buf);
+    work_release(ctx, buf, own);
     return r;
 }
