@@ -283,9 +283,9 @@ TEST(decode_attention_bf16_pools)
     return 0;
 }
 
-/* The AMX prefill over bf16 pools (pack_kv_pages_bf16, tiles built in registers) against the
- * same call over f32 pools holding the same bf16 values (pack_kv's scalar transposes): the tiles
- * must be the same, so the outputs are equal bit for bit. Head dims 72 (padded to 96) and 128,
+/* The AMX prefill over bf16 pools (pack_kv loading the rows as they are) against the same call
+ * over f32 pools holding the same bf16 values (pack_kv rounding them): the tiles must be the
+ * same, so the outputs are equal bit for bit. Head dims 72 (padded to 96) and 128,
  * pages of 7, a history that is not a multiple of 32 keys. */
 TEST(amx_bf16_pools_pack_equals_f32_pools)
 {

@@ -287,14 +287,12 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
     }
 }
 
-/* Pack nk keys (rows of D f32 at key_off(j)) into the K and V tile layouts (zero padded to
- * multiples of 32 keys and Dp values). tmp: nk32 * Dp bf16 scratch. */
 struct kv_src {
     const void *k, *v;      /* base pointers: f32 rows, or bf16 rows when bf16 */
-    size_t stride;          /* floats between consecutive keys (contiguous case) */
+    size_t stride;          /* elements between consecutive keys (contiguous case) */
     const int32_t *pages;   /* paged case: block table (NULL = contiguous) */
     int page_size;
-    int bf16;               /* rows already bf16 (the KV pools of bf16 mode: pack_kv_pages_bf16) */
+    int bf16;               /* rows already bf16 (the KV pools of bf16 mode) */
 };
 
 static inline size_t key_off(const struct kv_src *s, int j)
@@ -305,44 +303,78 @@ static inline size_t key_off(const struct kv_src *s, int j)
     return slot * s->stride;
 }
 
-/* Row j of base (f32) as Dp bf16 (zeros past D, and for j >= nk). */
-__attribute__((target(AMX_TARGET))) static void kv_row_bf16(uint16_t *dst, const struct kv_src *s,
-                                                           const void *base, int j, int nk, int D,
-                                                           int Dp)
+static inline __mmask16 vmask(int n)
 {
-    if (j >= nk)
-        memset(dst, 0, sizeof(uint16_t) * (size_t)Dp);
-    else
-        row_to_bf16(dst, (const float *)base + key_off(s, j), D, Dp, 1.0f);
+    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
+static inline __mmask32 vmask32(int n)
+{
+    return n >= 32 ? (__mmask32)0xffffffffu : n <= 0 ? 0 : (__mmask32)((1u << n) - 1);
+}
+
+/* n (<= 32) values at element off of base as bf16 words (zeros past n): loaded as they are from
+ * bf16 rows, rounded to nearest even from f32 rows (as row_to_bf16 rounds) */
+__attribute__((target(AMX_TARGET))) static inline __m512i kv_load32(const struct kv_src *s,
+                                                                   const void *base, size_t off,
+                                                                   int n)
+{
+    if (s->bf16)
+        return _mm512_maskz_loadu_epi16(vmask32(n), (const uint16_t *)base + off);
+    const float *f = (const float *)base + off;
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(vmask(n - 16), f + 16),
+                                        _mm512_maskz_loadu_ps(vmask(n), f));
+}
+
+/* the same for n (<= 16) values */
+__attribute__((target(AMX_TARGET))) static inline __m256i kv_load16(const struct kv_src *s,
+                                                                   const void *base, size_t off,
+                                                                   int n)
+{
+    if (s->bf16)
+        return _mm256_maskz_loadu_epi16(vmask(n), (const uint16_t *)base + off);
+    return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(vmask(n), (const float *)base + off));
+}
+
+/* Pack nk keys (rows of D values at key_off(j): f32 rows rounded to bf16, or the bf16 pools'
+ * rows as they are) into the K and V tile layouts, zero padded to multiples of 32 keys and Dp
+ * values, in registers: per 16 keys and head-dim chunk, 16 rows of 32 values and one 16 x 16
+ * transpose of their 32-bit words (K); per 32 keys and 16 columns, key pairs interleaved by
+ * widening and shifting (V). The vision encoder's items (contiguous f32 rows) and the LLM's
+ * sequences (paged rows, f32 or bf16) share it. */
 __attribute__((target(AMX_TARGET))) static void pack_kv(const struct kv_src *s, int nk, int D,
-                                                       int Dp, uint32_t *kp, uint16_t *vp,
-                                                       uint16_t *tmp)
+                                                       int Dp, uint32_t *kp, uint16_t *vp)
 {
     int nk32 = (int)round_up((size_t)nk, KB), nc = Dp / 32, nj = Dp / 16;
-    /* K: bf16 rows, then the 32-bit-word transpose per 16 keys and chunk */
-    for (int j = 0; j < nk32; j++)
-        kv_row_bf16(tmp + (size_t)j * Dp, s, s->k, j, nk, D, Dp);
-    const uint32_t *kw = (const uint32_t *)tmp;
-    for (int kt = 0; kt < nk32 / 16; kt++)
+    for (int kt = 0; kt < nk32 / 16; kt++) {
+        size_t off[16];
+        for (int n = 0; n < 16; n++)
+            off[n] = kt * 16 + n < nk ? key_off(s, kt * 16 + n) : 0;
         for (int c = 0; c < nc; c++) {
-            uint32_t *t = kp + ((size_t)kt * nc + c) * 256;
+            __m512 rows[16], t[16];
+            for (int n = 0; n < 16; n++)
+                rows[n] = kt * 16 + n < nk
+                              ? (__m512)kv_load32(s, s->k, off[n] + 32 * c, D - 32 * c)
+                              : _mm512_setzero_ps();
+            vl3__transpose16_ps(rows, t);
+            uint32_t *tile = kp + ((size_t)kt * nc + c) * 256;
             for (int r = 0; r < 16; r++)
-                for (int n = 0; n < 16; n++)
-                    t[r * 16 + n] = kw[((size_t)kt * 16 + n) * (Dp / 2) + c * 16 + r];
+                _mm512_storeu_ps((float *)(tile + r * 16), t[r]);
         }
-    /* V: bf16 rows, then pairs of consecutive keys interleaved per 16 columns */
-    for (int j = 0; j < nk32; j++)
-        kv_row_bf16(tmp + (size_t)j * Dp, s, s->v, j, nk, D, Dp);
+    }
     for (int kb = 0; kb < nk32 / KB; kb++)
-        for (int jj = 0; jj < nj; jj++) {
-            uint16_t *t = vp + ((size_t)kb * nj + jj) * 512;
-            for (int r = 0; r < 16; r++)
-                for (int n = 0; n < 16; n++) {
-                    t[r * 32 + 2 * n] = tmp[((size_t)kb * KB + 2 * r) * Dp + jj * 16 + n];
-                    t[r * 32 + 2 * n + 1] = tmp[((size_t)kb * KB + 2 * r + 1) * Dp + jj * 16 + n];
-                }
+        for (int r = 0; r < 16; r++) {
+            int j = kb * KB + 2 * r;
+            size_t oa = j < nk ? key_off(s, j) : 0, ob = j + 1 < nk ? key_off(s, j + 1) : 0;
+            for (int jj = 0; jj < nj; jj++) {
+                int n = D - 16 * jj;
+                __m256i a = j < nk ? kv_load16(s, s->v, oa + 16 * jj, n) : _mm256_setzero_si256();
+                __m256i b = j + 1 < nk ? kv_load16(s, s->v, ob + 16 * jj, n)
+                                       : _mm256_setzero_si256();
+                __m512i lo = _mm512_cvtepu16_epi32(a), hi = _mm512_cvtepu16_epi32(b);
+                _mm512_storeu_si512((void *)(vp + ((size_t)kb * nj + jj) * 512 + r * 32),
+                                    _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+            }
         }
 }
 
@@ -370,13 +402,13 @@ struct run {
 };
 
 /* Per-thread buffers: packed Q for one block (QB x Dp), O (QB x Dp f32), block scratch, and for
- * the vision path packed K/V of one item; the bf16 staging rows of packing. */
+ * the vision path packed K/V of one item. */
 struct tls {
     uint16_t *q;
     float *o;
     struct block_scratch *sc;
     uint32_t *kp;
-    uint16_t *vp, *tmp;
+    uint16_t *vp;
 };
 
 static void tls_free(struct tls *t)
@@ -386,7 +418,6 @@ static void tls_free(struct tls *t)
     free(t->sc);
     free(t->kp);
     free(t->vp);
-    free(t->tmp);
 }
 
 static int tls_alloc(struct tls *t, int Dp, size_t max_keys, int vision)
@@ -396,69 +427,15 @@ static int tls_alloc(struct tls *t, int Dp, size_t max_keys, int vision)
     t->q = aligned_alloc(64, round_up(sizeof(uint16_t) * QB * (size_t)Dp, 64));
     t->o = aligned_alloc(64, round_up(sizeof(float) * QB * (size_t)Dp, 64));
     t->sc = aligned_alloc(64, round_up(sizeof(struct block_scratch), 64));
-    t->tmp = aligned_alloc(64, round_up(sizeof(uint16_t) * nk32 * (size_t)Dp, 64));
     if (vision) {
         t->kp = aligned_alloc(64, round_up(sizeof(uint16_t) * nk32 * (size_t)Dp, 64));
         t->vp = aligned_alloc(64, round_up(sizeof(uint16_t) * nk32 * (size_t)Dp, 64));
     }
-    if (!t->q || !t->o || !t->sc || !t->tmp || (vision && (!t->kp || !t->vp))) {
+    if (!t->q || !t->o || !t->sc || (vision && (!t->kp || !t->vp))) {
         tls_free(t);
         return -ENOMEM;
     }
     return 0;
-}
-
-static inline __mmask16 vmask(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
-}
-
-static inline __mmask32 vmask32(int n)
-{
-    return n >= 32 ? (__mmask32)0xffffffffu : n <= 0 ? 0 : (__mmask32)((1u << n) - 1);
-}
-
-/* The LLM's packing from bf16 pools (bf16 mode): the tiles of pack_kv built in registers from
- * the pages' bf16 rows, as pack_kv_vision does from f32 rows: per 16 keys and head-dim chunk, 16
- * rows of 32 values and one 16 x 16 word transpose (K); per 32 keys and 16 columns, key pairs
- * interleaved by widening and shifting (V). The same bits as pack_kv (test
- * decode_attention_bf16_pools runs prefill chunks through both pool dtypes' paths). */
-__attribute__((target(AMX_TARGET))) static void pack_kv_pages_bf16(const struct kv_src *s, int nk,
-                                                                  int D, int Dp, uint32_t *kp,
-                                                                  uint16_t *vp)
-{
-    const uint16_t *K = s->k, *V = s->v;
-    int nk32 = (int)round_up((size_t)nk, KB), nc = Dp / 32, nj = Dp / 16;
-    for (int kt = 0; kt < nk32 / 16; kt++) {
-        const uint16_t *row[16];
-        for (int n = 0; n < 16; n++)
-            row[n] = kt * 16 + n < nk ? K + key_off(s, kt * 16 + n) : NULL;
-        for (int c = 0; c < nc; c++) {
-            __m512 rows[16], t[16];
-            __mmask32 m = vmask32(D - 32 * c);
-            for (int n = 0; n < 16; n++)
-                rows[n] = row[n] ? (__m512)_mm512_maskz_loadu_epi16(m, row[n] + 32 * c)
-                                 : _mm512_setzero_ps();
-            vl3__transpose16_ps(rows, t);
-            uint32_t *tile = kp + ((size_t)kt * nc + c) * 256;
-            for (int r = 0; r < 16; r++)
-                _mm512_storeu_ps((float *)(tile + r * 16), t[r]);
-        }
-    }
-    for (int kb = 0; kb < nk32 / KB; kb++)
-        for (int r = 0; r < 16; r++) {
-            int j = kb * KB + 2 * r;
-            const uint16_t *ra = j < nk ? V + key_off(s, j) : NULL;
-            const uint16_t *rb = j + 1 < nk ? V + key_off(s, j + 1) : NULL;
-            for (int jj = 0; jj < nj; jj++) {
-                __mmask16 m = vmask(D - 16 * jj);
-                __m256i a = ra ? _mm256_maskz_loadu_epi16(m, ra + 16 * jj) : _mm256_setzero_si256();
-                __m256i b = rb ? _mm256_maskz_loadu_epi16(m, rb + 16 * jj) : _mm256_setzero_si256();
-                __m512i lo = _mm512_cvtepu16_epi32(a), hi = _mm512_cvtepu16_epi32(b);
-                _mm512_storeu_si512((void *)(vp + ((size_t)kb * nj + jj) * 512 + r * 32),
-                                    _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-            }
-        }
 }
 
 __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, struct tls *t,
@@ -475,10 +452,7 @@ __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, stru
         struct kv_src s = {(const char *)a->k_pages + esz * g * D,
                            (const char *)a->v_pages + esz * g * D, (size_t)Hkv * D, sq->pages,
                            a->page_size, bf};
-        if (bf)
-            pack_kv_pages_bf16(&s, nk, D, Dp, r->kp[it->seq * Hkv + g], r->vp[it->seq * Hkv + g]);
-        else
-            pack_kv(&s, nk, D, Dp, r->kp[it->seq * Hkv + g], r->vp[it->seq * Hkv + g], t->tmp);
+        pack_kv(&s, nk, D, Dp, r->kp[it->seq * Hkv + g], r->vp[it->seq * Hkv + g]);
         return;
     }
     int h = it->head, g = h / grp;
@@ -499,65 +473,17 @@ __attribute__((target(AMX_TARGET))) static void run_llm_item(struct run *r, stru
     head_block(&ha, it->q0, t->o, t->sc);
 }
 
-/* The vision path's packing of one item's keys (nk rows of D f32, ld floats apart; contiguous):
- * the tiles of pack_kv, built in registers straight from the f32 rows: per 16 keys and head-dim
- * chunk, 16 rows of 32 values rounded to bf16 (RNE, as row_to_bf16) and one 16 x 16 transpose of
- * their words (K); per 32 keys and 16 columns, key pairs interleaved by widening and shifting
- * (V). The same bf16 values in the same places as pack_kv's scalar transposes through a staging
- * buffer, which took a third of the vision attention's time. */
-__attribute__((target(AMX_TARGET))) static void pack_kv_vision(const float *k, const float *v,
-                                                              size_t ld, int nk, int D, int Dp,
-                                                              uint32_t *kp, uint16_t *vp)
-{
-    int nk32 = (int)round_up((size_t)nk, KB), nc = Dp / 32, nj = Dp / 16;
-    for (int kt = 0; kt < nk32 / 16; kt++)
-        for (int c = 0; c < nc; c++) {
-            __m512 rows[16], t[16];
-            __mmask16 m0 = vmask(D - 32 * c), m1 = vmask(D - 32 * c - 16);
-            for (int n = 0; n < 16; n++) {
-                int j = kt * 16 + n;
-                if (j >= nk) {
-                    rows[n] = _mm512_setzero_ps();
-                    continue;
-                }
-                const float *src = k + (size_t)j * ld + 32 * c;
-                __m512bh h = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(m1, src + 16),
-                                                 _mm512_maskz_loadu_ps(m0, src));
-                rows[n] = (__m512)h;
-            }
-            vl3__transpose16_ps(rows, t);
-            uint32_t *tile = kp + ((size_t)kt * nc + c) * 256;
-            for (int r = 0; r < 16; r++)
-                _mm512_storeu_ps((float *)(tile + r * 16), t[r]);
-        }
-    for (int kb = 0; kb < nk32 / KB; kb++)
-        for (int jj = 0; jj < nj; jj++) {
-            __mmask16 m = vmask(D - 16 * jj);
-            uint16_t *tile = vp + ((size_t)kb * nj + jj) * 512;
-            for (int r = 0; r < 16; r++) {
-                int j = kb * KB + 2 * r;
-                __m512 a = j < nk ? _mm512_maskz_loadu_ps(m, v + (size_t)j * ld + 16 * jj)
-                                  : _mm512_setzero_ps();
-                __m512 b = j + 1 < nk ? _mm512_maskz_loadu_ps(m, v + (size_t)(j + 1) * ld + 16 * jj)
-                                      : _mm512_setzero_ps();
-                __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(a));
-                __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(b));
-                _mm512_storeu_si512((void *)(tile + r * 32),
-                                    _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
-            }
-        }
-}
-
 __attribute__((target(AMX_TARGET))) static void run_vision_item(struct run *r, struct tls *t,
                                                                const struct item *it)
 {
     int b = it->seq, h = it->head, D = r->D, Dp = r->Dp;
     int64_t r0 = r->cu[b];
     int n = (int)(r->cu[b + 1] - r0);
-    if (it->q0 == 0) /* the first query block of an item packs its keys (items run in order) */
-        pack_kv_vision(r->vk + (size_t)r0 * r->ld + (size_t)h * D,
-                       r->vv + (size_t)r0 * r->ld + (size_t)h * D, (size_t)r->ld, n, D, Dp, t->kp,
-                       t->vp);
+    if (it->q0 == 0) { /* the first query block of an item packs its keys (items run in order) */
+        struct kv_src s = {r->vk + (size_t)r0 * r->ld + (size_t)h * D,
+                           r->vv + (size_t)r0 * r->ld + (size_t)h * D, (size_t)r->ld, NULL, 0, 0};
+        pack_kv(&s, n, D, Dp, t->kp, t->vp);
+    }
     float sscale = 1.0f / sqrtf((float)D) * LOG2E;
     const float *Q = r->vq + (size_t)r0 * r->ld + (size_t)h * D;
     for (int q0 = it->q0; q0 < n; q0 += QB) {
