@@ -708,9 +708,7 @@ static int run_vision_prepare(struct run_vision *rv, const struct run_opts *o, c
         return r;
     rv->enc_full = !o->cache;
     rv->pl.mm.prompt = *pp;
-    /* resize, patchify and DiffFP on every thread too (frames are independent) */
-    rv->pl.mm.pre.n_threads = rv->pl.mm.difffp.n_threads =
-        o->threads > 0 ? o->threads : vl3_cpu_count();
+    pipeline_set_threads(&rv->pl, o->threads);
     rv->pl.bf16_input = !o->f32_pixels;
     if (o->no_difffp)
         rv->pl.mm.difffp.enabled = 0;

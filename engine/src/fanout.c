@@ -4,8 +4,6 @@
 
 #include "fanout.h"
 
-#define FANOUT_MAX_THREADS 64
-
 struct fanout {
     vl3__fanout_fn fn;
     void *arg;
@@ -34,13 +32,13 @@ void vl3__fanout(int n_threads, int n_jobs, vl3__fanout_fn fn, void *arg)
 {
     struct fanout f = {fn, arg, n_jobs, 0};
     int nt = n_threads < n_jobs ? n_threads : n_jobs;
-    if (nt > FANOUT_MAX_THREADS)
-        nt = FANOUT_MAX_THREADS;
+    if (nt > VL3__FANOUT_MAX_THREADS)
+        nt = VL3__FANOUT_MAX_THREADS;
     if (nt < 1)
         nt = 1;
-    pthread_t tid[FANOUT_MAX_THREADS];
-    struct fanout_thread ts[FANOUT_MAX_THREADS];
-    int started[FANOUT_MAX_THREADS] = {0};
+    pthread_t tid[VL3__FANOUT_MAX_THREADS];
+    struct fanout_thread ts[VL3__FANOUT_MAX_THREADS];
+    int started[VL3__FANOUT_MAX_THREADS] = {0};
     for (int i = 1; i < nt; i++) {
         ts[i] = (struct fanout_thread){&f, i};
         started[i] = pthread_create(&tid[i], NULL, fanout_main, &ts[i]) == 0;

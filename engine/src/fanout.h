@@ -7,6 +7,8 @@
  * caller one of them) taking jobs in order from a shared counter; thread is 0 .. threads-1
  * (for per-thread scratch). A thread that cannot be created leaves its share to the others.
  * Returns when every job has run. */
+#define VL3__FANOUT_MAX_THREADS 64 /* more are capped to this */
+
 typedef void (*vl3__fanout_fn)(void *arg, int job, int thread);
 void vl3__fanout(int n_threads, int n_jobs, vl3__fanout_fn fn, void *arg);
 

@@ -326,10 +326,10 @@ int vl3_vision_preprocess(const vl3_preprocess_params *p, const vl3_vision_item 
                           vl3_pixel_batch *ret, vl3_error *reterr)
 {
     vl3_pixel_batch b = {0};
-    uint8_t *bufs[64] = {0};
+    uint8_t *bufs[VL3__FANOUT_MAX_THREADS] = {0};
     struct frame_job *jobs = NULL;
     float lut[3][256];
-    int rc, nt = p && p->n_threads > 1 ? (p->n_threads < 64 ? p->n_threads : 64) : 1;
+    int rc, nt = p && p->n_threads > 1 ? VL3_MIN(p->n_threads, VL3__FANOUT_MAX_THREADS) : 1;
     if (!ret || !p || p->patch_size <= 0)
         return vl3_error_set(reterr, -EINVAL, "invalid arguments");
     b.n_items = n;

@@ -36,6 +36,11 @@ int pipeline_init(struct pipeline *pl, const vl3_model *model, const vl3_vision 
     return 0;
 }
 
+void pipeline_set_threads(struct pipeline *pl, int n_threads)
+{
+    pl->mm.pre.n_threads = pl->mm.difffp.n_threads = n_threads > 0 ? n_threads : vl3_cpu_count();
+}
+
 int pipeline_identify(struct pipeline *pl, const vl3_model *model, vl3_error *reterr)
 {
     int rc = vl3_model_vision_identity(model, pl->vision_identity);

@@ -45,6 +45,10 @@ struct pipeline {
 int pipeline_init(struct pipeline *pl, const vl3_model *model, const vl3_vision *v,
                   vl3_error *reterr);
 
+/* Resize, patchify and DiffFP over n_threads threads (0 = every CPU); frames are independent,
+ * and neither the results nor the cache keys depend on it. */
+void pipeline_set_threads(struct pipeline *pl, int n_threads);
+
 /* Compute the model's vision identity for cache keys (reads every vision weight once). */
 int pipeline_identify(struct pipeline *pl, const vl3_model *model, vl3_error *reterr);
 

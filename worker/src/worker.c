@@ -305,10 +305,7 @@ int worker_new(const struct worker_conf *conf, const vl3_model *model, struct wo
         goto fail;
     if ((rc = pipeline_init(&w->pl, model, w->vision, reterr)) < 0)
         goto fail;
-    /* resize, patchify and DiffFP over the configured threads as well (frames are independent;
-     * the results do not depend on it): short bursts beside inference on the decode threads */
-    w->pl.mm.pre.n_threads = w->pl.mm.difffp.n_threads =
-        conf->threads > 0 ? (int)conf->threads : vl3_cpu_count();
+    pipeline_set_threads(&w->pl, (int)conf->threads); /* short bursts beside inference */
     if (conf->cache_conninfo && conf->cache_conninfo[0] &&
         ((rc = pipeline_identify(&w->pl, model, reterr)) < 0 ||
          (rc = tcache_open(conf->cache_conninfo, conf->cache_budget, &w->tcache, reterr)) < 0))
