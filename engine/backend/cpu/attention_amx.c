@@ -10,8 +10,9 @@
  * MAX_SLACK, and only then is the output rescaled),
  * and O += P V on tiles; no score matrix beyond one 32x32 block ever exists. Q, K and V are
  * rounded to bf16 (nearest even), as the official bf16 model holds them, and the scores scaled
- * in f32 by 1/sqrt(D) (as its attention does) times log2(e) (base 2, see LOG2E); P is rounded to bf16 before P V, as a bf16 flash kernel does. The head dim is padded with
- * zeros to a multiple of 32 (72 -> 96 for the vision encoder, 128 stays).
+ * in f32 by 1/sqrt(D) (as its attention does) times log2(e) (base 2, see LOG2E); P is rounded to
+ * bf16 before P V, as a bf16 flash kernel does. The head dim is padded with zeros to a multiple
+ * of 32 (72 -> 96 for the vision encoder, 128 stays).
  *
  * Layouts (TDPBF16PS: C[m][n] += sum_k A[m][2k..2k+1] . B[k][2n..2n+1], B rows hold bf16 pairs):
  *   Q   (rows, Dp) bf16 row-major: an A tile is 16 rows x 32 values of a head-dim chunk.
@@ -43,6 +44,7 @@
 #include <immintrin.h>
 
 #include "simd_exp.h"
+#include "simd_mask.h"
 #include "simd_transpose.h"
 #endif
 
@@ -303,16 +305,6 @@ static inline size_t key_off(const struct kv_src *s, int j)
     return slot * s->stride;
 }
 
-static inline __mmask16 vmask(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
-}
-
-static inline __mmask32 vmask32(int n)
-{
-    return n >= 32 ? (__mmask32)0xffffffffu : n <= 0 ? 0 : (__mmask32)((1u << n) - 1);
-}
-
 /* n (<= 32) values at element off of base as bf16 words (zeros past n): loaded as they are from
  * bf16 rows, rounded to nearest even from f32 rows (as row_to_bf16 rounds) */
 __attribute__((target(AMX_TARGET))) static inline __m512i kv_load32(const struct kv_src *s,
@@ -320,10 +312,10 @@ __attribute__((target(AMX_TARGET))) static inline __m512i kv_load32(const struct
                                                                    int n)
 {
     if (s->bf16)
-        return _mm512_maskz_loadu_epi16(vmask32(n), (const uint16_t *)base + off);
+        return _mm512_maskz_loadu_epi16(vl3__mask32(n), (const uint16_t *)base + off);
     const float *f = (const float *)base + off;
-    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(vmask(n - 16), f + 16),
-                                        _mm512_maskz_loadu_ps(vmask(n), f));
+    return (__m512i)_mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(vl3__mask16(n - 16), f + 16),
+                                        _mm512_maskz_loadu_ps(vl3__mask16(n), f));
 }
 
 /* the same for n (<= 16) values */
@@ -332,8 +324,9 @@ __attribute__((target(AMX_TARGET))) static inline __m256i kv_load16(const struct
                                                                    int n)
 {
     if (s->bf16)
-        return _mm256_maskz_loadu_epi16(vmask(n), (const uint16_t *)base + off);
-    return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(vmask(n), (const float *)base + off));
+        return _mm256_maskz_loadu_epi16(vl3__mask16(n), (const uint16_t *)base + off);
+    const float *f = (const float *)base + off;
+    return (__m256i)_mm512_cvtneps_pbh(_mm512_maskz_loadu_ps(vl3__mask16(n), f));
 }
 
 /* Pack nk keys (rows of D values at key_off(j): f32 rows rounded to bf16, or the bf16 pools'

@@ -38,6 +38,7 @@
 #include <immintrin.h>
 
 #include "simd_exp.h"
+#include "simd_mask.h"
 #endif
 
 #define CHUNK_KEYS 256 /* keys per item (rounded to whole pages) */
@@ -73,11 +74,6 @@ struct dec_scratch {
 
 #ifdef DEC_X86
 #define DEC_TARGET "avx512f,avx512bw,avx512vl,avx512dq,fma"
-
-static inline __mmask16 dmask(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
-}
 
 /* 16 bf16 (masked) widened to f32: the bf16 bits are the high half of the f32 bits */
 __attribute__((target(DEC_TARGET))) static inline __m512 widen16(const uint16_t *p, __mmask16 m)
@@ -117,7 +113,7 @@ __attribute__((target(DEC_TARGET), always_inline)) static inline void score_key(
 {
     __m512 kf[MAX_D / 16];
     _Pragma("GCC unroll 16") for (int c = 0; c < nc; c++)
-        kf[c] = widen16(kr + 16 * c, dmask(D - 16 * c));
+        kf[c] = widen16(kr + 16 * c, vl3__mask16(D - 16 * c));
     for (int v = 0; v < qv; v++) {
         const float *q = qbuf + (size_t)v * nc * 16;
         __m512 s0 = _mm512_mul_ps(_mm512_load_ps(q), kf[0]), s1 = _mm512_setzero_ps();
@@ -143,7 +139,7 @@ __attribute__((target(DEC_TARGET), always_inline)) static inline void values_blo
             acc[v][c] = _mm512_setzero_ps();
     __mmask16 m[4];
     _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)
-        m[c] = D - d0 - 16 * c > 0 ? dmask(D - d0 - 16 * c) : 0;
+        m[c] = D - d0 - 16 * c > 0 ? vl3__mask16(D - d0 - 16 * c) : 0;
     for (int j = 0; j < nk; j++) {
         const uint16_t *vr = Vp + rows[j] + d0;
         if (j + PREFETCH_KEYS < nk) /* the row PREFETCH_KEYS keys ahead (file comment) */
@@ -190,7 +186,7 @@ __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r
         const float *q = Q + (size_t)(v / grp) * a->q_stride + (size_t)(g * grp + v % grp) * D;
         for (int c = 0; c < nc; c++)
             _mm512_store_ps(w->q + ((size_t)v * nc + c) * 16,
-                            _mm512_maskz_loadu_ps(dmask(D - 16 * c), q + 16 * c));
+                            _mm512_maskz_loadu_ps(vl3__mask16(D - 16 * c), q + 16 * c));
     }
     __m512 scale = _mm512_set1_ps(a->scale);
 
@@ -214,9 +210,9 @@ __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r
             __m512 s = _mm512_mul_ps(hsum16(T + v * 16), scale);
             /* keys this query sees in the block: key it->j0 + jb + jj < n_past + i + 1 */
             int lim = sq->n_past + v / grp + 1 - it->j0 - jb;
-            __mmask16 ok = lim <= 0 ? 0 : dmask(lim < nb ? lim : nb);
+            __mmask16 ok = lim <= 0 ? 0 : vl3__mask16(lim < nb ? lim : nb);
             s = _mm512_mask_blend_ps(ok, _mm512_set1_ps(-INFINITY), s);
-            _mm512_mask_storeu_ps(S + (size_t)v * r->chunk + jb, dmask(nb), s);
+            _mm512_mask_storeu_ps(S + (size_t)v * r->chunk + jb, vl3__mask16(nb), s);
         }
     }
 
@@ -226,7 +222,7 @@ __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r
         __m512 mx = _mm512_set1_ps(-INFINITY);
         for (int j = 0; j < nk; j += 16)
             mx = _mm512_max_ps(mx, _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY),
-                                                        dmask(nk - j), sv + j));
+                                                        vl3__mask16(nk - j), sv + j));
         float m = _mm512_reduce_max_ps(mx);
         pv[0] = m;
         if (m == -INFINITY) { /* no key of this chunk is visible to the query */
@@ -237,7 +233,7 @@ __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r
         }
         __m512 sum = _mm512_setzero_ps(), mm = _mm512_set1_ps(m);
         for (int j = 0; j < nk; j += 16) {
-            __mmask16 k = dmask(nk - j);
+            __mmask16 k = vl3__mask16(nk - j);
             __m512 x = _mm512_mask_loadu_ps(_mm512_set1_ps(-INFINITY), k, sv + j);
             __m512 p = _mm512_maskz_mov_ps(
                 _mm512_cmp_ps_mask(x, _mm512_set1_ps(-INFINITY), _CMP_NEQ_OQ),

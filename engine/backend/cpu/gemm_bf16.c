@@ -36,6 +36,7 @@
 #include <unistd.h>
 #define GEMM_X86 1
 #include "simd_gelu.h"
+#include "simd_mask.h"
 #include "simd_transpose.h"
 #endif
 
@@ -165,15 +166,10 @@ __attribute__((target("avx512f,avx512bw"))) static inline __m256i round16(const 
     return _mm512_cvtepi32_epi16(r);
 }
 
-static inline __mmask16 mask16(int n)
-{
-    return n >= 16 ? (__mmask16)0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
-}
-
 /* 32 values from x (n valid) as 16 dwords of bf16 pairs. */
 __attribute__((target("avx512f,avx512bw"))) static inline __m512i round32(const float *x, int n)
 {
-    __m256i lo = round16(x, mask16(n)), hi = round16(x + 16, mask16(n - 16));
+    __m256i lo = round16(x, vl3__mask16(n)), hi = round16(x + 16, vl3__mask16(n - 16));
     return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
 }
 
@@ -356,7 +352,7 @@ __attribute__((target("avx512f,avx512bw,avx512bf16"))) static void amx_pack_bloc
     uint32_t *blk = xp + (size_t)tb * nks * 256;
     for (int s = 0; s < nks; s++) {
         __m512 r[16], t[16];
-        __mmask16 m0 = mask16(K - s * 32), m1 = mask16(K - s * 32 - 16);
+        __mmask16 m0 = vl3__mask16(K - s * 32), m1 = vl3__mask16(K - s * 32 - 16);
         for (int i = 0; i < 16; i++) {
             int row = tb * 16 + i;
             if (row >= tn) {
@@ -399,7 +395,7 @@ __attribute__((target("avx512f,fma"))) static void store_ct(float *y, int ld, co
     for (int m = 0; m < 16; m++)
         r[m] = _mm512_loadu_ps(c + 16 * m);
     vl3__transpose16_ps(r, t);
-    __mmask16 mk = mask16(rows);
+    __mmask16 mk = vl3__mask16(rows);
     __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias) : _mm512_setzero_ps();
     for (int n = 0; n < tn; n++) {
         float *yr = y + (size_t)n * ld;

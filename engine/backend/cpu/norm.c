@@ -66,7 +66,8 @@ __attribute__((target("avx512f,fma"))) static void rms_rows_avx512(void *arg, in
             __m512 v = _mm512_maskz_loadu_ps(tail, x + C16);
             s1 = _mm512_fmadd_ps(v, v, s1);
         }
-        float ss = _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
+        float ss =
+            _mm512_reduce_add_ps(_mm512_add_ps(_mm512_add_ps(s0, s1), _mm512_add_ps(s2, s3)));
         __m512 inv = _mm512_set1_ps(1.0f / sqrtf(ss / (float)C + a->eps));
         for (c = 0; c < C16; c += 16)
             _mm512_storeu_ps(y + c, _mm512_mul_ps(_mm512_loadu_ps(a->w + c),
