@@ -203,10 +203,12 @@ TEST(decode_attention_bf16_pools)
                                                    {12, 2, 128}};
     enum { NS = 6 };
     static const int nq[NS] = {1, 1, 1, 5, 15, 40}, np[NS] = {0, 300, 601, 259, 20, 30};
-    for (int forced = 0; forced < 2; forced++)
+    /* forced 0: the CPU's own paths; 1: the ISA forced to AVX2 (widened copies); 2: forced to
+     * AVX-512 (the f32 decode kernel, where AMX would take the short sequences) */
+    for (int forced = 0; forced < 3; forced++)
     for (size_t hi = 0; hi < sizeof(hs) / sizeof(hs[0]); hi++)
         for (int ps = 7; ps <= 16; ps += 9) {
-            if (!forced && !have_dec)
+            if (forced != 1 && !have_dec)
                 continue;
             int H = hs[hi].H, Hkv = hs[hi].Hkv, D = hs[hi].D, kvd = Hkv * D, grp = H / Hkv;
             int qstride = (H + 2 * Hkv) * D, T = 0, mp = 0;
@@ -238,8 +240,11 @@ TEST(decode_attention_bf16_pools)
                         vpool[slot * kvd + i] = vl3__cpu_f32_to_bf16(v[(size_t)t * kvd + i]);
                     }
                 }
-                /* n_q >= 16 runs on AMX when the CPU has it (q rounded there) */
-                amx_rows[s] = !forced && have_amx && nq[s] >= 16;
+                /* on AMX when the CPU has it (q rounded there): n_q >= 16 (prefill), and
+                 * decode sequences whose n_q x group query vectors fit a tile (16) at head
+                 * dims up to 128 */
+                amx_rows[s] = !forced && have_amx &&
+                              (nq[s] >= 16 || (nq[s] * grp <= 16 && D <= 128));
                 for (int i = 0; i < nq[s]; i++)
                     for (int h = 0; h < H; h++)
                         head_ref_q(want + (size_t)(row + i) * H * D + h * D,
@@ -258,7 +263,8 @@ TEST(decode_attention_bf16_pools)
                                        .v_pages = vpool, .page_size = ps,
                                        .kv_dtype = VL3__DTYPE_BF16, .seqs = sq, .n_seqs = NS,
                                        .work = work, .work_bytes = wb};
-            vl3__cpu_set_isa(forced ? VL3__CPU_ISA_AVX2 : -1);
+            vl3__cpu_set_isa(forced == 1 ? VL3__CPU_ISA_AVX2
+                             : forced == 2 ? VL3__CPU_ISA_AVX512 : -1);
             int rc = vl3__cpu_attention(c, &a);
             vl3__cpu_set_isa(-1);
             ASSERT_OK(rc);
@@ -267,8 +273,8 @@ TEST(decode_attention_bf16_pools)
             for (int s = 0; s < NS; s++) {
                 char what[128];
                 snprintf(what, sizeof(what), "%s H=%d Hkv=%d D=%d page=%d n_q=%d n_past=%d",
-                         forced ? "widened (avx2)" : amx_rows[s] ? "amx" : "decode", H, Hkv, D,
-                         ps, nq[s], np[s]);
+                         forced == 1 ? "widened (avx2)" : amx_rows[s] ? "amx" : "decode", H,
+                         Hkv, D, ps, nq[s], np[s]);
                 size_t o = (size_t)row * H * D, n = (size_t)nq[s] * H * D;
                 bad |= amx_rows[s] ? check(what, out + o, want + o, n)
                                    : check_tol(what, out + o, want + o, n, TOL_DEC_NMSE,
@@ -852,8 +858,9 @@ TEST(bench_decode_attention)
         size_t esz = bf16 ? 2 : 4;
         void *kp[L], *vp[L];
         for (int l = 0; l < L; l++) {
-            kp[l] = malloc(nel * esz), vp[l] = malloc(nel * esz);
-            ASSERT(kp[l] && vp[l]);
+            /* the backend's allocator, as the engine's KV pools (huge pages) */
+            ASSERT_OK(vl3__cpu_alloc(c2, nel * esz, &kp[l], NULL));
+            ASSERT_OK(vl3__cpu_alloc(c2, nel * esz, &vp[l], NULL));
             for (size_t i = 0; i < nel; i++) {
                 float k = (float)urand(), v = (float)urand();
                 if (bf16) {
@@ -887,7 +894,7 @@ TEST(bench_decode_attention)
                    t ? "1 thread, cpu " : "2 threads, wall", best[t] * 1e3, bytes / 1e6,
                    bytes / best[t] / 1e9);
         for (int l = 0; l < L; l++)
-            free(kp[l]), free(vp[l]);
+            vl3__cpu_dealloc(c2, kp[l]), vl3__cpu_dealloc(c2, vp[l]);
     }
     free(q), free(out), free(table), free(work);
     vl3__backend_cpu_ops.free(c1);

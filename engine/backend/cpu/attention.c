@@ -263,8 +263,8 @@ int vl3__cpu_attention_f32(void *ctx, const struct vl3__attn_args *a)
 
 /* The paths by pool dtype and CPU:
  *   f32 pools (f32 mode): attention.c's sgemm path, or in bf16 mode prefill chunks on AMX;
- *   bf16 pools (bf16 mode): prefill chunks on AMX, decode tokens on attention_decode.c's AVX-512
- *   kernel; without those, the sgemm path on widened copies. */
+ *   bf16 pools (bf16 mode): prefill chunks on AMX, decode tokens on attention_decode.c's kernels
+ *   (AMX tiles where present, else AVX-512); without those, the sgemm path on widened copies. */
 int vl3__cpu_attention(void *ctx, const struct vl3__attn_args *a)
 {
     int bf16_kv = a->kv_dtype == VL3__DTYPE_BF16;

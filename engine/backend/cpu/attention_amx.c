@@ -103,6 +103,25 @@ __attribute__((target(AMX_TARGET))) static void tiles_off(void)
 {
     _tile_release();
 }
+#endif
+
+/* The configuration above for this thread (every tile 16 x 64 bytes), and its release: for the
+ * other AMX kernels of the backend (attention_decode.c) */
+void vl3__cpu_amx_tiles_on(void)
+{
+#ifdef AMX_BUILD
+    tiles_on();
+#endif
+}
+
+void vl3__cpu_amx_tiles_off(void)
+{
+#ifdef AMX_BUILD
+    tiles_off();
+#endif
+}
+
+#ifdef AMX_BUILD
 
 
 /* f32 row of n (<= Dp) values times scale -> bf16 row of Dp (zero padded; Dp a multiple of

@@ -1,5 +1,5 @@
 /* attention_decode.c: attention of decode steps over bf16 KV pools (the CPU backend's bf16 mode)
- * on AVX-512.
+ * on AVX-512, and on AMX tiles where the CPU has them.
  *
  * A sequence with few new queries (n_q < 16: a decode token, a short chunk) reads every cached
  * key and value of its layer once per step, so at long context this is a memory stream: 7k keys
@@ -7,24 +7,36 @@
  * sgemm per page and a scalar softmax on f32 pools; here the pools stay bf16 and are read once.
  *
  * Work items are (sequence, kv head g, chunk of whole pages of about CHUNK_KEYS keys), split over
- * the context's threads. An item takes the query vectors of its GQA group (n_q rows x grp heads,
- * f32 as the projections left them) and makes two passes over its keys:
- *   scores: per key, the K row widened bf16 -> f32 (exact) and one FMA chain per query vector;
- *           the partial sums of 16 keys are reduced together (hsum16), scaled and masked;
- *   values: the chunk's softmax (max, exp, sum) and O += p V with V rows widened, 64 output
- *           values at a time for up to VG query vectors (24 accumulators).
- * Each item leaves (max, sum, O) per query vector; the merge rescales the chunks of a (sequence,
- * kv head) to a common max (the "flash decoding" split-K combine) and writes the output rows.
+ * the context's threads. An item takes the query vectors of its GQA group (n_q rows x grp heads)
+ * and leaves (max, sum, O) per query vector; the merge rescales the chunks of a (sequence, kv
+ * head) to a common max (the "flash decoding" split-K combine) and writes the output rows.
  * Causality: query i of a sequence sees keys < n_past + i + 1; later keys get p = 0.
  *
- * Memory: items go chunk-major (both kv heads of a chunk, then the next chunk), so a thread's
- * share is one run of whole rows; rows PREFETCH_KEYS keys ahead are prefetched (no prefetch:
- * 42 ms a step at 7k keys in bench_decode_attention, 16 keys ahead: 30 ms, one thread's CPU
- * time on a loaded machine). A variant on vdpbf16ps (q and p rounded to bf16) measured slower
- * (36-43 ms) and was dropped: the kernel waits on memory more than it computes.
+ * Two item kernels:
+ *   dec_item_amx (AMX-BF16, head dims up to 128, at most 16 query vectors: a decode token of a
+ *     group of up to 16 heads): the query vectors are the columns of B tiles, so one TDPBF16PS
+ *     scores 16 keys against all of them, and the softmax runs down the keys with the vectors in
+ *     the lanes; see its comment. q and p in bf16, as the AMX prefill (attention_amx.c).
+ *   dec_item (AVX-512): per key, the K row widened bf16 -> f32 (exact) and one FMA chain per
+ *     query vector, the partial sums of 16 keys reduced together (hsum16); then the chunk's
+ *     softmax and O += p V with V rows widened, 64 output values at a time for up to VG query
+ *     vectors (24 accumulators). q and p stay f32.
+ * bench_decode_attention (28 layers x 7,212 keys, 2 threads, huge-page pools): AMX 14.7-15.2 ms
+ * a step, AVX-512 17.5-18.5 (the same run); with the pools cache-resident both spend ~100 cycles
+ * per key and kv head, most of it waiting for lines: a core keeps only as many misses in flight
+ * as it has fill buffers, and the kernels' reads do not stream as a plain read does (9.6 ms for
+ * the same bytes in the same order).
  *
- * Numerics: K and V are the bf16 values the pools hold (kv_store rounded them, nearest even), q
- * and p stay f32, sums f32, exp by vl3__exp512_ps (relative error ~2e-7). */
+ * Memory: items go chunk-major (both kv heads of a chunk, then the next chunk), so a thread's
+ * share is one run of whole rows. The AVX-512 kernel prefetches rows PREFETCH_KEYS keys ahead
+ * (none: 42 ms a step at 7k keys, 16 keys ahead: 30 ms, one thread's CPU time, loaded machine);
+ * the AMX kernel measured the same with and without prefetch (16 to 128 keys ahead, T0/T1/T2
+ * hints) and does none. A variant of the AVX-512 kernel on vdpbf16ps (q and p rounded to bf16)
+ * measured slower (36-43 ms) and was dropped.
+ *
+ * Numerics: K and V are the bf16 values the pools hold (kv_store rounded them, nearest even);
+ * AVX-512: q and p f32, sums f32, exp by vl3__exp512_ps (relative error ~2e-7); AMX: q and p
+ * rounded to bf16, f32 sums, 2^x by vl3__exp2_512_ps. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -39,6 +51,11 @@
 
 #include "simd_exp.h"
 #include "simd_mask.h"
+#include "simd_transpose.h"
+#endif
+/* the AMX items: GCC's tile intrinsics (as attention_amx.c) */
+#if defined(DEC_X86) && !defined(__clang__) && __GNUC__ >= 11
+#define DEC_AMX 1
 #endif
 
 #define CHUNK_KEYS 256 /* keys per item (rounded to whole pages) */
@@ -46,6 +63,8 @@
 #define MAX_D 512
 #define PREFETCH_KEYS 16 /* software prefetch distance in keys */
 #define MAX_THREADS 64
+#define LOG2E 1.4426950408889634f
+#define LN2 0.6931471805599453f
 
 struct dec_item {
     int seq, g, j0, j1; /* keys [j0, j1) of kv head g of sequence seq */
@@ -61,6 +80,7 @@ struct dec_run {
     float *S;     /* per thread: struct dec_scratch's arrays, s_per_thread floats */
     size_t s_per_thread;
     int chunk, qv_max, nt, dp;
+    int amx; /* items on AMX tiles (dec_item_amx) */
 };
 
 /* One thread's scratch (64-byte aligned): scores S (qv_max x chunk), key sums T (qv_max x 16
@@ -71,6 +91,39 @@ struct dec_scratch {
     float *q;
     size_t *rows;
 };
+
+/* The AMX items' scratch, per thread (each array 64-byte aligned; nk32 = the chunk rounded up
+ * to 32 keys): Q as B tiles (nc x 16 x 16 words of bf16 pairs), S^T (nk32 keys x 16 query
+ * vectors, f32), P as A tiles (nk32 / 32 x 16 x 32 bf16), V as B tiles (nk32 / 32 x nj x 16 x
+ * 32 bf16), two staged K blocks (2 x 16 x Dp bf16), O (nj x 16 x 16 f32). */
+struct amx_scratch {
+    uint32_t *qt;
+    float *st;
+    uint16_t *pt, *vt, *kt;
+    float *ot;
+};
+
+static size_t amx_scratch_floats(int chunk, int Dp)
+{
+    size_t nk32 = ((size_t)chunk + 31) / 32 * 32;
+    return (size_t)Dp / 32 * 256 + nk32 * 16 + nk32 * 8 + nk32 * (size_t)Dp / 2 +
+           16 * (size_t)Dp + 16 * (size_t)Dp;
+}
+
+#if defined(DEC_AMX)
+static struct amx_scratch amx_scratch_at(float *base, int chunk, int Dp)
+{
+    size_t nk32 = ((size_t)chunk + 31) / 32 * 32;
+    struct amx_scratch w;
+    w.qt = (uint32_t *)base;
+    w.st = base + (size_t)Dp / 32 * 256;
+    w.pt = (uint16_t *)(w.st + nk32 * 16);
+    w.vt = w.pt + nk32 * 16;
+    w.kt = w.vt + nk32 * (size_t)Dp;
+    w.ot = (float *)(w.kt + 32 * (size_t)Dp);
+    return w;
+}
+#endif
 
 #ifdef DEC_X86
 #define DEC_TARGET "avx512f,avx512bw,avx512vl,avx512dq,fma"
@@ -256,6 +309,243 @@ __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r
     }
 }
 
+
+#ifdef DEC_AMX
+#define DEC_AMX_TARGET "amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16,avx512dq,fma"
+
+/* The A tile source of the 16 keys from j0 (K rows x Dp values): the pool's rows in place when
+ * the 16 keys are whole, consecutive slots (one page) and D is a multiple of 32; else the rows
+ * staged zero-padded in buffer h of x->kt (keys past nk zero). */
+__attribute__((target(DEC_AMX_TARGET))) static inline const char *k_block(
+    const struct amx_scratch *x, const uint16_t *Kp, const size_t *rows, size_t kvs, int nk,
+    int j0, int D, int Dp, int h, long *stride)
+{
+    int nb = nk - j0 < 16 ? (nk - j0 > 0 ? nk - j0 : 0) : 16;
+    if (D % 32 == 0 && nb == 16 && rows[j0 + 15] - rows[j0] == 15 * kvs) {
+        *stride = (long)kvs * 2;
+        return (const char *)(Kp + rows[j0]);
+    }
+    uint16_t *kt = x->kt + (size_t)h * 16 * Dp;
+    for (int n = 0; n < 16; n++)
+        for (int c = 0; c < Dp / 32; c++)
+            _mm512_store_si512((void *)(kt + (size_t)n * Dp + 32 * c),
+                               n < nb ? _mm512_maskz_loadu_epi16(vl3__mask32(D - 32 * c),
+                                                                 Kp + rows[j0 + n] + 32 * c)
+                                      : _mm512_setzero_si512());
+    *stride = (long)Dp * 2;
+    return (const char *)kt;
+}
+
+/* One item on AMX tiles, for qv <= 16 query vectors (a decode token of a GQA group of up to 16
+ * heads) and head dims up to 128. The query vectors are the 16 columns of B tiles, so one
+ * TDPBF16PS scores 16 keys against all of them:
+ *   S^T (keys x vectors) = K Q^T: A tiles are 16 K rows x 32 values, loaded in place from the
+ *     pool (row stride: the slot size) where 16 keys lie in one page and D is a multiple of 32,
+ *     else staged zero-padded; B tiles are Q rounded to bf16 (as the prefill kernel holds it),
+ *     its bf16 pairs transposed once per item.
+ *   softmax down the keys with the vectors in the lanes: base 2 (scores scaled in f32 by
+ *     scale * log2 e), the chunk's max per vector, p = 2^(s - m), sums from the f32 p; p rounded
+ *     to bf16 in key pairs and transposed per 32 keys into A tiles (vectors x keys).
+ *   O (vectors x Dp) = P V: B tiles of V are key pairs interleaved per 32 values by
+ *     vpunpckl/hwd, so a tile's 16 columns are values 8L + i (lo) and 8L + 4 + i (hi) of a
+ *     32-value chunk (lane L, i < 4): the output is put back in order when stored. V is staged
+ *     while the score tiles of the same keys run, 4 C tiles of O at a time over the chunk.
+ * The numerics are the AMX prefill's (attention_amx.c): q, k, v and p in bf16, f32 sums, 2^x
+ * from vl3__exp2_512_ps. The max is stored in natural units (times ln 2) for dec_merge. */
+__attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct dec_run *r,
+                                                                const struct dec_item *it,
+                                                                struct dec_scratch *w,
+                                                                const struct amx_scratch *x)
+{
+    const struct vl3__attn_args *a = r->a;
+    const struct vl3__attn_seq *sq = &r->seqs[it->seq];
+    int D = a->head_dim, grp = a->n_heads / a->n_kv_heads, g = it->g, ps = a->page_size;
+    int qv = sq->n_q * grp, nk = it->j1 - it->j0, Dp = (D + 31) & ~31, nc = Dp / 32, nj = Dp / 16;
+    int nk32 = (nk + 31) / 32;
+    size_t kvs = (size_t)a->n_kv_heads * D;
+    const uint16_t *Kp = a->k_pages, *Vp = a->v_pages;
+    float *part = r->part + it->part;
+    for (int j = 0; j < nk; j++) {
+        int k = it->j0 + j;
+        w->rows[j] = ((size_t)sq->pages[k / ps] * ps + (size_t)(k % ps)) * kvs + (size_t)g * D;
+    }
+    /* Q as B tiles: dword (r, n) = vector n's bf16 pair 2r, 2r + 1 of chunk c */
+    const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride;
+    for (int c = 0; c < nc; c++) {
+        __m512 rr[16], t[16];
+        for (int n = 0; n < 16; n++) {
+            if (n >= qv) {
+                rr[n] = _mm512_setzero_ps();
+                continue;
+            }
+            const float *q = Q + (size_t)(n / grp) * a->q_stride +
+                             (size_t)(g * grp + n % grp) * D + 32 * c;
+            rr[n] = (__m512)_mm512_cvtne2ps_pbh(
+                _mm512_maskz_loadu_ps(vl3__mask16(D - 32 * c - 16), q + 16),
+                _mm512_maskz_loadu_ps(vl3__mask16(D - 32 * c), q));
+        }
+        vl3__transpose16_ps(rr, t);
+        for (int i = 0; i < 16; i++)
+            _mm512_store_ps((float *)(x->qt + (size_t)c * 256 + i * 16), t[i]);
+    }
+    /* tiles 4 .. 4 + nc - 1: Q; 0, 1: S^T of a key block; 2, 3: K (alternating) */
+    _tile_loadd(4, x->qt, 64);
+    if (nc > 1)
+        _tile_loadd(5, x->qt + 256, 64);
+    if (nc > 2)
+        _tile_loadd(6, x->qt + 512, 64);
+    if (nc > 3)
+        _tile_loadd(7, x->qt + 768, 64);
+    /* per step, 32 keys: two 16-key blocks on C tiles 0 and 1 (two chains of nc products) */
+    for (int j0 = 0; j0 < nk; j0 += 32) {
+        const char *src[2];
+        long stride[2];
+        for (int h = 0; h < 2; h++)
+            src[h] = k_block(x, Kp, w->rows, kvs, nk, j0 + 16 * h, D, Dp, h, &stride[h]);
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_loadd(2, src[0], stride[0]);
+        _tile_loadd(3, src[1], stride[1]);
+        _tile_dpbf16ps(0, 2, 4);
+        _tile_dpbf16ps(1, 3, 4);
+        if (nc > 1) {
+            _tile_loadd(2, src[0] + 64, stride[0]);
+            _tile_loadd(3, src[1] + 64, stride[1]);
+            _tile_dpbf16ps(0, 2, 5);
+            _tile_dpbf16ps(1, 3, 5);
+        }
+        if (nc > 2) {
+            _tile_loadd(2, src[0] + 128, stride[0]);
+            _tile_loadd(3, src[1] + 128, stride[1]);
+            _tile_dpbf16ps(0, 2, 6);
+            _tile_dpbf16ps(1, 3, 6);
+        }
+        if (nc > 3) {
+            _tile_loadd(2, src[0] + 192, stride[0]);
+            _tile_loadd(3, src[1] + 192, stride[1]);
+            _tile_dpbf16ps(0, 2, 7);
+            _tile_dpbf16ps(1, 3, 7);
+        }
+        /* meanwhile, V of these keys as B tiles: pair r of the 32-key block, chunk c (zero
+         * pairs past the chunk's keys) */
+        uint16_t *vblk = x->vt + (size_t)(j0 / 32) * nj * 512;
+        for (int rr = 0; rr < 16; rr++) {
+            int jp = j0 + 2 * rr;
+            uint16_t *dst = vblk + rr * 32;
+            for (int c = 0; c < nc; c++) {
+                __mmask32 m = vl3__mask32(D - 32 * c);
+                __m512i va = jp < nk ? _mm512_maskz_loadu_epi16(m, Vp + w->rows[jp] + 32 * c)
+                                     : _mm512_setzero_si512();
+                __m512i vb = jp + 1 < nk
+                                 ? _mm512_maskz_loadu_epi16(m, Vp + w->rows[jp + 1] + 32 * c)
+                                 : _mm512_setzero_si512();
+                _mm512_store_si512((void *)(dst + (size_t)(2 * c) * 512),
+                                   _mm512_unpacklo_epi16(va, vb));
+                _mm512_store_si512((void *)(dst + (size_t)(2 * c + 1) * 512),
+                                   _mm512_unpackhi_epi16(va, vb));
+            }
+        }
+        _tile_stored(0, x->st + (size_t)j0 * 16, 64);
+        _tile_stored(1, x->st + (size_t)(j0 + 16) * 16, 64);
+    }
+
+    /* softmax down the keys, the vectors in the lanes: key j is visible to vector n when
+     * it->j0 + j < n_past + n / grp + 1 */
+    int lim[16];
+    for (int n = 0; n < 16; n++)
+        lim[n] = n < qv ? sq->n_past + n / grp + 1 - it->j0 : 0;
+    __m512i limv = _mm512_loadu_si512(lim);
+    __m512 ss = _mm512_set1_ps(a->scale * LOG2E), ninf = _mm512_set1_ps(-INFINITY);
+    __m512 mx = ninf;
+    for (int j = 0; j < nk; j++) {
+        __mmask16 vis = _mm512_cmpgt_epi32_mask(limv, _mm512_set1_epi32(j));
+        __m512 sv = _mm512_mask_blend_ps(vis, ninf,
+                                         _mm512_mul_ps(_mm512_load_ps(x->st + (size_t)j * 16), ss));
+        _mm512_store_ps(x->st + (size_t)j * 16, sv);
+        mx = _mm512_max_ps(mx, sv);
+    }
+    __mmask16 live = _mm512_cmp_ps_mask(mx, ninf, _CMP_NEQ_OQ);
+    __m512 msafe = _mm512_maskz_mov_ps(live, mx), lsum = _mm512_setzero_ps();
+    for (int kb = 0; kb < nk32; kb++) {
+        __m512 pr[16], t[16];
+        for (int rr = 0; rr < 16; rr++) {
+            int j = kb * 32 + 2 * rr;
+            __m512 p0 = _mm512_setzero_ps(), p1 = p0;
+            if (j < nk) {
+                __m512 s0 = _mm512_load_ps(x->st + (size_t)j * 16);
+                p0 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s0, ninf, _CMP_NEQ_OQ),
+                                         vl3__exp2_512_ps(_mm512_sub_ps(s0, msafe)));
+            }
+            if (j + 1 < nk) {
+                __m512 s1 = _mm512_load_ps(x->st + (size_t)(j + 1) * 16);
+                p1 = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(s1, ninf, _CMP_NEQ_OQ),
+                                         vl3__exp2_512_ps(_mm512_sub_ps(s1, msafe)));
+            }
+            lsum = _mm512_add_ps(lsum, _mm512_add_ps(p0, p1));
+            __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(p0));
+            __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(p1));
+            pr[rr] = (__m512)_mm512_or_si512(lo, _mm512_slli_epi32(hi, 16));
+        }
+        vl3__transpose16_ps(pr, t); /* t[n]: vector n's 16 key pairs = an A tile row */
+        for (int n = 0; n < 16; n++)
+            _mm512_store_ps((float *)(x->pt + (size_t)kb * 512 + n * 32), t[n]);
+    }
+
+    /* O = P V, 4 C tiles (64 permuted columns) at a time over the chunk */
+    for (int t0 = 0; t0 < nj; t0 += 4) {
+        int tn = nj - t0 < 4 ? nj - t0 : 4;
+        _tile_zero(0);
+        _tile_zero(1);
+        _tile_zero(2);
+        _tile_zero(3);
+        for (int kb = 0; kb < nk32; kb++) {
+            const uint16_t *vb = x->vt + ((size_t)kb * nj + t0) * 512;
+            _tile_loadd(4, x->pt + (size_t)kb * 512, 64);
+            _tile_loadd(5, vb, 64);
+            if (tn > 1)
+                _tile_loadd(6, vb + 512, 64);
+            _tile_dpbf16ps(0, 4, 5);
+            if (tn > 2)
+                _tile_loadd(7, vb + 1024, 64);
+            if (tn > 1)
+                _tile_dpbf16ps(1, 4, 6);
+            if (tn > 3)
+                _tile_loadd(5, vb + 1536, 64);
+            if (tn > 2)
+                _tile_dpbf16ps(2, 4, 7);
+            if (tn > 3)
+                _tile_dpbf16ps(3, 4, 5);
+        }
+        _tile_stored(0, x->ot + (size_t)t0 * 256, 64);
+        if (tn > 1)
+            _tile_stored(1, x->ot + (size_t)(t0 + 1) * 256, 64);
+        if (tn > 2)
+            _tile_stored(2, x->ot + (size_t)(t0 + 2) * 256, 64);
+        if (tn > 3)
+            _tile_stored(3, x->ot + (size_t)(t0 + 3) * 256, 64);
+    }
+    /* partials: m (natural units), l, O with its columns back in order */
+    float mv[16], lv[16];
+    _mm512_storeu_ps(mv, _mm512_mul_ps(mx, _mm512_set1_ps(LN2)));
+    _mm512_storeu_ps(lv, lsum);
+    __m512i i0 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    __m512i i1 = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    for (int v = 0; v < qv; v++) {
+        float *pv = part + (size_t)v * (D + 2);
+        pv[0] = mv[v];
+        pv[1] = lv[v];
+        for (int c = 0; c < nc; c++) {
+            __m512 lo = _mm512_load_ps(x->ot + (size_t)(2 * c) * 256 + v * 16);
+            __m512 hi = _mm512_load_ps(x->ot + (size_t)(2 * c + 1) * 256 + v * 16);
+            _mm512_mask_storeu_ps(pv + 2 + 32 * c, vl3__mask16(D - 32 * c),
+                                  _mm512_permutex2var_ps(lo, i0, hi));
+            _mm512_mask_storeu_ps(pv + 2 + 32 * c + 16, vl3__mask16(D - 32 * c - 16),
+                                  _mm512_permutex2var_ps(lo, i1, hi));
+        }
+    }
+}
+#endif
+
 static void dec_task(void *arg, int k)
 {
     const struct dec_run *r = arg;
@@ -264,7 +554,25 @@ static void dec_task(void *arg, int k)
     size_t q_n = (size_t)r->qv_max * r->dp;
     struct dec_scratch w = {base, (__m512 *)(base + s_n), base + s_n + (size_t)r->qv_max * 256,
                             (size_t *)(base + s_n + (size_t)r->qv_max * 256 + q_n)};
-    for (int i = r->n_items * k / r->nt; i < r->n_items * (k + 1) / r->nt; i++)
+    int i0 = r->n_items * k / r->nt, i1 = r->n_items * (k + 1) / r->nt;
+#ifdef DEC_AMX
+    if (r->amx) {
+        size_t rows_n = ((size_t)r->chunk * 2 + 15) & ~(size_t)15;
+        struct amx_scratch x = amx_scratch_at(base + s_n + (size_t)r->qv_max * 256 + q_n + rows_n,
+                                              r->chunk, (r->a->head_dim + 31) & ~31);
+        vl3__cpu_amx_tiles_on();
+        for (int i = i0; i < i1; i++) {
+            const struct dec_item *it = &r->items[i];
+            if (r->seqs[it->seq].n_q * (r->a->n_heads / r->a->n_kv_heads) <= 16)
+                dec_item_amx(r, it, &w, &x);
+            else
+                dec_item(r, it, &w);
+        }
+        vl3__cpu_amx_tiles_off();
+        return;
+    }
+#endif
+    for (int i = i0; i < i1; i++)
         dec_item(r, &r->items[i], &w);
 }
 #endif
@@ -324,6 +632,12 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
     }
     if (n_items == 0)
         return 0;
+    /* AMX tiles where the CPU has them (and the ISA is not forced below) for head dims of up to
+     * four 32-value chunks; per sequence, when its query vectors fit one tile's columns */
+    int amx = 0;
+#ifdef DEC_AMX
+    amx = vl3__cpu_isa() == VL3__CPU_ISA_AMX && vl3__cpu_amx_available() && D <= 128;
+#endif
     int nt = vl3__cpu_threads(ctx);
     nt = nt < 1 ? 1 : nt > MAX_THREADS ? MAX_THREADS : nt;
     if (nt > n_items)
@@ -347,7 +661,8 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
     /* per thread (struct dec_scratch): S, T, q, rows; each a multiple of 16 floats */
     int dp = (D + 15) / 16 * 16;
     size_t s_per = (((size_t)qv_max * chunk + 15) & ~(size_t)15) + (size_t)qv_max * 256 +
-                   (size_t)qv_max * dp + (((size_t)chunk * 2 + 15) & ~(size_t)15);
+                   (size_t)qv_max * dp + (((size_t)chunk * 2 + 15) & ~(size_t)15) +
+                   (amx ? amx_scratch_floats(chunk, (D + 31) & ~31) : 0);
     size_t need = (part + 16 + s_per * nt) * sizeof(float) + 64;
     char *own = NULL, *buf = a->work;
     if (!buf || a->work_bytes < need) {
@@ -361,7 +676,7 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
     float *base = (float *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
     part = (part + 15) & ~(size_t)15;
     struct dec_run r = {a,     a->seqs, items,  n_items, base, base + part,
-                        s_per, chunk,   qv_max, nt,      dp};
+                        s_per, chunk,   qv_max, nt,      dp,   amx};
     vl3__cpu_run(ctx, nt, dec_task, &r);
     for (int i0 = 0; i0 < n_items;) {
         int i1 = i0 + 1;

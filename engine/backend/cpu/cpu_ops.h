@@ -108,7 +108,8 @@ int vl3__cpu_attention_f32(void *ctx, const struct vl3__attn_args *a);
 int vl3__cpu_kv_store(void *ctx, void *k_pages, void *v_pages, const void *qkv, int qkv_stride,
                       int k_off, int v_off, int kv_dim, const void *slots, int T, int kv_dtype);
 size_t vl3__cpu_attention_work_size(void *ctx, int max_q, int n_ctx, int n_heads);
-/* attention_decode.c: sequences of n_q <= 16 over bf16 pools on AVX-512 (-ENOTSUP without) */
+/* attention_decode.c: sequences of n_q <= 16 over bf16 pools on AVX-512 (-ENOTSUP without),
+ * on AMX tiles where present and a GQA group's query vectors fit one tile */
 int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a);
 
 /* attention_amx.c: the same attention (and the vision encoder's block attention) on AMX tiles in
@@ -117,6 +118,9 @@ int vl3__cpu_amx_available(void);
 int vl3__cpu_attention_amx(void *ctx, const struct vl3__attn_args *a);
 int vl3__cpu_attention_blocks_amx(void *ctx, const float *q, const float *k, const float *v,
                                   float *out, const int64_t *cu, int n_blocks, int H, int D);
+/* Load this thread's tile configuration (all eight tiles 16 rows x 64 bytes) / release it */
+void vl3__cpu_amx_tiles_on(void);
+void vl3__cpu_amx_tiles_off(void);
 /* Measured TDPBF16PS throughput of n_threads threads in GFLOP/s (0 without AMX): the roof. */
 double vl3__cpu_amx_peak_gflops(int n_threads);
 
