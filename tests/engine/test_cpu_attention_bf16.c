@@ -858,7 +858,7 @@ TEST(bench_decode_attention)
         size_t esz = bf16 ? 2 : 4;
         void *kp[L], *vp[L];
         for (int l = 0; l < L; l++) {
-            /* the backend's allocator, as the engine's KV pools (huge pages) */
+            /* the backend's allocator, as the engine's KV pools */
             ASSERT_OK(vl3__cpu_alloc(c2, nel * esz, &kp[l], NULL));
             ASSERT_OK(vl3__cpu_alloc(c2, nel * esz, &vp[l], NULL));
             for (size_t i = 0; i < nel; i++) {

@@ -21,11 +21,11 @@
  *     query vector, the partial sums of 16 keys reduced together (hsum16); then the chunk's
  *     softmax and O += p V with V rows widened, 64 output values at a time for up to VG query
  *     vectors (24 accumulators). q and p stay f32.
- * bench_decode_attention (28 layers x 7,212 keys, 2 threads, huge-page pools): AMX 14.7-15.2 ms
- * a step, AVX-512 17.5-18.5 (the same run); with the pools cache-resident both spend ~100 cycles
- * per key and kv head, most of it waiting for lines: a core keeps only as many misses in flight
- * as it has fill buffers, and the kernels' reads do not stream as a plain read does (9.6 ms for
- * the same bytes in the same order).
+ * bench_decode_attention (28 layers x 7,212 keys, 2 threads), pairs run back to back as the
+ * machine's load came and went: AMX 12.6-15.2 ms a step, AVX-512 14.2-18.5 (12-18% more). Both
+ * spend ~100 cycles per key and kv head even with the pools cache-resident, most of it waiting
+ * for lines: a core keeps only as many misses in flight as it has fill buffers, and these reads
+ * do not stream as a plain read does (8.5-9.6 ms for the same bytes in the same order).
  *
  * Memory: items go chunk-major (both kv heads of a chunk, then the next chunk), so a thread's
  * share is one run of whole rows. The AVX-512 kernel prefetches rows PREFETCH_KEYS keys ahead

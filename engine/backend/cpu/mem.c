@@ -1,41 +1,25 @@
-/* mem.c: CPU backend memory: "device" memory is 64-byte aligned host memory (2 MiB-aligned and
- * advised for transparent huge pages from HUGE_MIN bytes: see vl3__cpu_alloc), transfers are
+/* mem.c: CPU backend memory: "device" memory is 64-byte aligned host memory, transfers are
  * memcpy, synchronize is a no-op. Matmul and embedding weights are kept in bf16, the dtype of
  * the released checkpoints (copied as is; f32/f16 sources are rounded to nearest even): the
  * decode step is memory-bound and reads half the bytes of f32 (see matmul.c). */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include "cpu_ops.h"
 #include "half.h"
 #include "model.h"
 
 #define CPU_ALIGN 64 /* cache line; also AVX-512 friendly */
-#define HUGE_ALIGN (2ul << 20)
-#define HUGE_MIN (4ul << 20)
 
-/* Buffers of HUGE_MIN bytes or more (the KV pools, the activations of a long prefill or a
- * clip's vision pass) start on a 2 MiB boundary and are advised for transparent huge pages (the
- * system's default here is "madvise"): they are streamed whole, and with 4 KiB pages every 4 KiB
- * costs a page walk and stops the L2 streamer. Reading 28 layers of 7k keys of K and V in the
- * decode kernel's order went 22-24 -> 29-30 GB/s (whole rows, 2 threads, this project's
- * machine). The advice is only advice: where the kernel gives none, the memory is the same. */
 int vl3__cpu_alloc(void *ctx, size_t nbytes, void **ret_ptr, vl3_error *reterr)
 {
     (void)ctx;
     void *p = NULL;
-    int huge = nbytes >= HUGE_MIN;
-    size_t align = huge ? HUGE_ALIGN : CPU_ALIGN;
-    size_t n = (nbytes + align - 1) / align * align;
-    if (n < nbytes || posix_memalign(&p, align, n ? n : align) != 0)
+    size_t n = (nbytes + CPU_ALIGN - 1) / CPU_ALIGN * CPU_ALIGN;
+    if (n < nbytes || posix_memalign(&p, CPU_ALIGN, n ? n : CPU_ALIGN) != 0)
         return vl3_error_set(reterr, -ENOMEM, "could not allocate %zu bytes of CPU memory",
                              nbytes);
-#ifdef MADV_HUGEPAGE
-    if (huge)
-        (void)madvise(p, n, MADV_HUGEPAGE);
-#endif
     *ret_ptr = p;
     return 0;
 }
