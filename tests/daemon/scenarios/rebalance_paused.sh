@@ -1,13 +1,13 @@
 # rebalance_paused.sh: it.sh scenario "rebalance_paused" (sourced by it.sh; uses its helpers).
 #
 # Rebalances that find the daemon paused by kafka.max_in_flight. With max_in_flight = 1 the daemon
-# pauses every time it takes a job, so a rebalance nearly always finds it paused. The mock
-# coordinator waits about 5 s (session.timeout.ms - 1 s) for members to rejoin after a join or a
-# leave; meanwhile the partitions are revoked and the abandoned job finishes, which drops the
-# in-flight count to 0 and resumes consumption while nothing is assigned. librdkafka keeps a
-# partition's pause flag across unassign and assign, so a resume that only covers the assignment of
-# the moment left the daemon's old partitions paused for good once they came back (the stall of
-# it_rebalance_join_leave). Passes only when every job is done once by the daemon that stays.
+# pauses every time it takes a job, and d2 is started while d1 holds a 2 s job, so the join's
+# rebalance finds d1 paused. The mock coordinator waits about 5 s (session.timeout.ms - 1 s) for
+# members to rejoin; meanwhile d1's partitions are revoked and the abandoned job finishes, which
+# drops the in-flight count to 0 and resumes consumption while nothing is assigned. librdkafka keeps
+# a partition's pause flag across unassign and assign, so a resume that only covered the assignment
+# of the moment left d1's partitions paused for good once they came back (the stall of
+# it_rebalance_join_leave). Passes only when d1 does every job once after d2 has left.
 
 # resumed_unassigned LOG: how many "resuming consumption" lines fall between a revocation and the
 # next assignment (the window this scenario is about)
@@ -18,15 +18,15 @@ resumed_unassigned() {
 
 scenario_rebalance_paused() {
   start_env
-  local N=60
+  local N=8
   produce q "$N"
   WORKERS=1
   write_conf d1 $(free_port) "[kafka]" "max_in_flight = 1"
   write_conf d2 $(free_port) "[kafka]" "max_in_flight = 1"
-  export VL3_FAKE_WORKER_DELAY_MS=150
+  export VL3_FAKE_WORKER_DELAY_MS=2000
   start_daemon d1
-  wait_done 5 60
-  log "second daemon joins at $(done_count) done"
+  wait_log "$T/d1.log" "pausing consumption" 30 "d1 took no job"
+  log "d1 holds a job, second daemon joins"
   start_daemon d2
   wait_log "$T/d2.log" "partition assigned" 30 "d2 never got partitions"
   # d1's half of the new assignment: the join's rebalance is over for it too
@@ -34,17 +34,16 @@ scenario_rebalance_paused() {
     [ "$(grep -c 'partition assigned' "$T/d1.log")" -ge 6 ] && break
     sleep 0.1
   done
-  log "second daemon has partitions at $(done_count) done"
-  stop_daemon d2
-  log "second daemon left at $(done_count) done"
-  [ "$(done_count)" -lt "$N" ] || fail "all done before d2 left: the leave was not exercised"
-  # d1 alone gets all four partitions back: it must finish every job (~0.2 s each)
-  wait_done "$N" 60
-  stop_daemon d1
-  check_exactly_once q "$N"
   local w; w=$(resumed_unassigned "$T/d1.log")
   log "d1 resumed consumption $w times while its partitions were revoked"
   [ "$w" -ge 1 ] || fail "no resume between a revocation and an assignment: race not exercised"
+  stop_daemon d2
+  log "second daemon left at $(done_count) done"
+  [ "$(done_count)" -lt "$N" ] || fail "all done before d2 left: the leave was not exercised"
+  # d1 alone gets all four partitions back: it must finish every job (~2 s each)
+  wait_done "$N" 60
+  stop_daemon d1
+  check_exactly_once q "$N"
 }
 
 # Scenario "rebalance_paused_queued": a rebalance that finds the daemon paused with its only job
