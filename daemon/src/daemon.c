@@ -751,6 +751,9 @@ static void on_revoke(void *user, const char *topic, int32_t partition)
                      dropped, topic, partition);
     d->m.jobs_abandoned += dropped;
     offsets_revoke(&d->offsets, topic, partition);
+    /* the in-flight count just lost this partition's entries: jobs freed above were weighed
+     * before that, and when none is left to finish later nothing else would resume us */
+    maybe_backpressure(d);
 }
 
 /* ---- shutdown ---- */

@@ -8,7 +8,8 @@
  *
  * Commits are batched: kafka_commit() records the latest offset per partition and a 0-delay
  * timer sends one async commit for all of them. Rebalances use the eager or cooperative calls
- * depending on the configured assignor; on_revoke runs before partitions are given up.
+ * depending on the configured assignor; on_revoke runs before partitions are given up, and newly
+ * assigned partitions get the current pause state (kafka_pause) explicitly.
  *
  * Shutdown: kafka_close() starts rd_kafka_consumer_close_queue() (non-blocking leave), keeps
  * serving the queue (pipe + a 50 ms safety timer) until rd_kafka_consumer_closed(), flushes the
@@ -87,10 +88,20 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     }
 }
 
-static void pause_list(struct kafka *k, rd_kafka_topic_partition_list_t *l)
+/* librdkafka keeps a partition's application pause flag across unassign and assign, and
+ * kafka_pause/kafka_resume only reach the partitions assigned at that moment: a partition paused,
+ * revoked, resumed while unassigned (jobs of revoked partitions finishing during the rebalance)
+ * and assigned again would come back paused with nothing left to resume it. So each assignment
+ * sets its partitions' pause state from ours, both ways. */
+static void set_list_paused(struct kafka *k, rd_kafka_topic_partition_list_t *l, int pause)
 {
-    if (l && l->cnt > 0)
-        (void)rd_kafka_pause_partitions(k->consumer, l);
+    if (!l || l->cnt == 0)
+        return;
+    rd_kafka_resp_err_t e = pause ? rd_kafka_pause_partitions(k->consumer, l)
+                                  : rd_kafka_resume_partitions(k->consumer, l);
+    if (e)
+        vl3_log_warning("could not %s assigned partitions: %s", pause ? "pause" : "resume",
+                        rd_kafka_err2str(e));
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -117,8 +128,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 vl3_log_err("could not assign partitions: %s", rd_kafka_err2str(e));
         }
         k->stats.assigned += parts->cnt;
-        if (k->paused || k->closing)
-            pause_list(k, parts);
+        set_list_paused(k, parts, k->paused || k->closing);
     } else {
         for (int i = 0; i < parts->cnt; i++) {
             vl3_log_info("partition revoked topic=%s partition=%" PRId32, parts->elems[i].topic,

@@ -14,3 +14,7 @@ vl3_test(NAME test-daemon-it SOURCES daemon/test_daemon_it.c LIBS vl3common
 # systemd units: verify without output, security exposure bound.
 vl3_test(NAME test-daemon-systemd SOURCES daemon/test_systemd.c LIBS vl3common LABELS unit
   TIMEOUT 60)
+
+# The Kafka adapter against librdkafka's mock cluster in the test process (pause across rebalance).
+vl3_test(NAME test-daemon-kafka SOURCES daemon/test_kafka.c LIBS vl3daemon
+  LABELS integration TIMEOUT 120)

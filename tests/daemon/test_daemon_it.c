@@ -48,3 +48,8 @@ TEST(it_credits_real_workers_batch_across_jobs) { return scenario("credits_real"
 /* issue 10: a real worker killed holding several jobs loses and blames none; a crashing job
  * fails alone */
 TEST(it_credits_real_workers_crash_attribution) { return scenario("credits_real_crash"); }
+/* rebalances while paused at kafka.max_in_flight: the partitions come back resumed (the
+ * it_rebalance_join_leave stall) */
+TEST(it_rebalance_while_paused) { return scenario("rebalance_paused"); }
+/* a rebalance while paused with the only job still queued: consumption resumes */
+TEST(it_rebalance_while_paused_job_queued) { return scenario("rebalance_paused_queued"); }
