@@ -336,10 +336,10 @@ scenario_rebalance() {
   start_env
   local N=240
   produce c "$N"
+  WORKERS=2 # before write_conf, which reads it
   write_conf d1 $(free_port)
   write_conf d2 $(free_port)
   export VL3_FAKE_WORKER_DELAY_MS=100
-  WORKERS=2
   start_daemon d1
   wait_done 20 60
   log "second daemon joins at $(done_count) done"
