@@ -101,6 +101,14 @@ int vl3__utf8_next(const unsigned char *s, size_t n, uint32_t *ret_cp);
 /* Append cp as UTF-8 to out (room for 4). Returns bytes written. */
 size_t vl3__utf8_put(uint32_t cp, char *out);
 
+/* vocab.json read directly (tokenizer_vocab.c): fn(arg, key, klen, id) for each pair in file
+ * order, key decoded (UTF-8, no NUL). fn returns 0 to go on, > 0 to give up on this reader, < 0
+ * for an error. Returns 0 when every pair was read, fn's error, -ENOMEM, or 1 when the text is
+ * outside the strict subset this reader takes (or fn gave up): the caller then parses it with
+ * jansson, from the start. */
+typedef int (*vl3__vocab_entry_fn)(void *arg, const char *key, size_t klen, int64_t id);
+int vl3__vocab_json_read(const char *buf, size_t len, vl3__vocab_entry_fn fn, void *arg);
+
 /* Allocate a new tokenizer with empty tables (load fills it). */
 int vl3__tokenizer_new(size_t expect_vocab, vl3_tokenizer **ret, vl3_error *reterr);
 /* Record the decoded bytes and flags of id (grows the per-id arrays). */

@@ -62,9 +62,10 @@ static int add_vocab_entry(vl3_tokenizer *tok, const char *key, size_t klen, jso
                            const char *file, vl3_error *reterr)
 {
     if (id < 0 || id >= MAX_TOKEN_ID)
-        return vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\": token \"%s\" has id %lld out of range",
-                             file, key, (long long)id);
-    char stackbuf[256];
+        return vl3_error_set(reterr, VL3_E_FORMAT,
+                             "\"%s\": token \"%.*s\" has id %lld out of range", file,
+                             (int)(klen < 200 ? klen : 200), key, (long long)id);
+    char stackbuf[256] = {0}; /* (zeroed: gcc cannot see that token_bytes writes what is read) */
     char *buf = klen <= sizeof(stackbuf) ? stackbuf : malloc(klen);
     if (!buf)
         return vl3_error_set(reterr, -ENOMEM, "out of memory");
@@ -102,15 +103,35 @@ static int load_vocab_obj(vl3_tokenizer *tok, const json_t *vocab, const char *f
     return 0;
 }
 
-/* One merge (a, b) of rank; where names the origin for errors ("merges.txt:12"). */
-static int add_merge(vl3_tokenizer *tok, const char *a, size_t alen, const char *b, size_t blen,
-                     uint32_t rank, const char *where, vl3_error *reterr)
+/* Where a merge comes from, for errors: line n of merges.txt or model.merges[n] of a
+ * tokenizer.json. Formatted only when an error is reported (one snprintf per merge was ~10% of
+ * a Qwen2.5 tokenizer's load). */
+struct merge_where {
+    const char *file;
+    size_t n;
+    int json;
+};
+
+static const char *where_text(char *buf, size_t len, const struct merge_where *w)
 {
+    if (w->json)
+        snprintf(buf, len, "\"%s\": model.merges[%zu]", w->file, w->n);
+    else
+        snprintf(buf, len, "\"%s\":%zu", w->file, w->n);
+    return buf;
+}
+
+/* One merge (a, b) of rank. */
+static int add_merge(vl3_tokenizer *tok, const char *a, size_t alen, const char *b, size_t blen,
+                     uint32_t rank, const struct merge_where *w, vl3_error *reterr)
+{
+    char where[4200];
     int32_t ia = vl3__strmap_get(&tok->vocab, a, alen);
     int32_t ib = vl3__strmap_get(&tok->vocab, b, blen);
     if (ia < 0 || ib < 0)
         return vl3_error_set(reterr, VL3_E_FORMAT, "%s: merge token \"%.*s\" not in vocabulary",
-                             where, (int)(ia < 0 ? alen : blen), ia < 0 ? a : b);
+                             where_text(where, sizeof(where), w), (int)(ia < 0 ? alen : blen),
+                             ia < 0 ? a : b);
     char stackbuf[512];
     char *ab = alen + blen <= sizeof(stackbuf) ? stackbuf : malloc(alen + blen);
     if (!ab)
@@ -121,7 +142,7 @@ static int add_merge(vl3_tokenizer *tok, const char *a, size_t alen, const char 
     int r = 0;
     if (im < 0)
         r = vl3_error_set(reterr, VL3_E_FORMAT, "%s: merged token \"%.*s\" not in vocabulary",
-                          where, (int)(alen + blen), ab);
+                          where_text(where, sizeof(where), w), (int)(alen + blen), ab);
     if (ab != stackbuf)
         free(ab);
     if (r < 0)
@@ -160,15 +181,16 @@ static int load_merges_txt(vl3_tokenizer *tok, const char *path, vl3_error *rete
             ll--;
         if (ll >= 8 && memcmp(line, "#version", 8) == 0)
             continue;
-        char where[4200];
-        snprintf(where, sizeof(where), "\"%s\":%zu", path, lineno);
+        struct merge_where w = {path, lineno, 0};
         size_t sp;
         if (split_merge(line, ll, &sp) < 0) {
+            char where[4200];
             r = vl3_error_set(reterr, VL3_E_FORMAT,
-                              "%s: merge line must hold two tokens separated by one space", where);
+                              "%s: merge line must hold two tokens separated by one space",
+                              where_text(where, sizeof(where), &w));
             goto out;
         }
-        r = add_merge(tok, line, sp, line + sp + 1, ll - sp - 1, rank++, where, reterr);
+        r = add_merge(tok, line, sp, line + sp + 1, ll - sp - 1, rank++, &w, reterr);
         if (r < 0)
             goto out;
     }
@@ -187,23 +209,24 @@ static int load_merges_json(vl3_tokenizer *tok, const json_t *merges, const char
     json_t *m;
     json_array_foreach (merges, i, m) {
         char where[4200];
-        snprintf(where, sizeof(where), "\"%s\": model.merges[%zu]", file, i);
+        struct merge_where w = {file, i, 1};
         int r;
         if (json_is_string(m)) {
             const char *s = json_string_value(m);
             size_t ll = json_string_length(m), sp;
             if (split_merge(s, ll, &sp) < 0)
                 return vl3_error_set(reterr, VL3_E_FORMAT,
-                                     "%s: must hold two tokens separated by one space", where);
-            r = add_merge(tok, s, sp, s + sp + 1, ll - sp - 1, (uint32_t)i, where, reterr);
+                                     "%s: must hold two tokens separated by one space",
+                                     where_text(where, sizeof(where), &w));
+            r = add_merge(tok, s, sp, s + sp + 1, ll - sp - 1, (uint32_t)i, &w, reterr);
         } else if (json_is_array(m) && json_array_size(m) == 2 &&
                    json_is_string(json_array_get(m, 0)) && json_is_string(json_array_get(m, 1))) {
             const json_t *a = json_array_get(m, 0), *b = json_array_get(m, 1);
             r = add_merge(tok, json_string_value(a), json_string_length(a), json_string_value(b),
-                          json_string_length(b), (uint32_t)i, where, reterr);
+                          json_string_length(b), (uint32_t)i, &w, reterr);
         } else {
             return vl3_error_set(reterr, VL3_E_FORMAT, "%s: must be a string or a pair of strings",
-                                 where);
+                                 where_text(where, sizeof(where), &w));
         }
         if (r < 0)
             return r;
@@ -436,20 +459,69 @@ out:
     return r;
 }
 
+/* vl3__vocab_json_read's callback: a duplicate key makes it give up (jansson then reports it). */
+struct vocab_fast {
+    vl3_tokenizer *tok;
+    const char *file;
+    vl3_error *err;
+};
+
+static int vocab_fast_entry(void *arg, const char *key, size_t klen, int64_t id)
+{
+    struct vocab_fast *v = arg;
+    if (vl3__strmap_get(&v->tok->vocab, key, klen) >= 0)
+        return 1;
+    return add_vocab_entry(v->tok, key, klen, id, v->file, v->err) < 0 ? -1 : 0;
+}
+
+/* vocab.json into a new tokenizer: the direct reader, else (text outside its subset) jansson. */
+static int load_vocab_json(vl3_tokenizer **ret, const char *vocab_path, vl3_error *reterr)
+{
+    char *buf = NULL;
+    size_t len = 0;
+    vl3_tokenizer *tok = NULL;
+    int r = vl3_file_read(vocab_path, MAX_FILE_BYTES, &buf, &len, reterr);
+    if (r < 0)
+        return r;
+    size_t expect = 0; /* entries: one ':' each, at least */
+    for (const char *p = buf; (p = memchr(p, ':', len - (size_t)(p - buf))); p++)
+        expect++;
+    if ((r = vl3__tokenizer_new(expect, &tok, reterr)) < 0)
+        goto out;
+    struct vocab_fast vf = {tok, vocab_path, reterr};
+    r = vl3__vocab_json_read(buf, len, vocab_fast_entry, &vf);
+    if (r == -ENOMEM)
+        r = vl3_error_set(reterr, r, "out of memory");
+    if (r != 1)
+        goto out; /* read (0) or an error already reported */
+    vl3_tokenizer_free(tok);
+    tok = NULL;
+    json_error_t je;
+    json_t *vocab = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
+    if (!vocab) {
+        r = vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\":%d:%d: invalid JSON: %s", vocab_path,
+                          je.line, je.column, je.text);
+        goto out;
+    }
+    r = vl3__tokenizer_new(json_is_object(vocab) ? json_object_size(vocab) : 0, &tok, reterr);
+    if (r >= 0)
+        r = load_vocab_obj(tok, vocab, vocab_path, reterr);
+    json_decref(vocab);
+out:
+    free(buf);
+    if (r < 0) {
+        vl3_tokenizer_free(tok);
+        return r;
+    }
+    *ret = tok;
+    return 0;
+}
+
 static int load_vocab_merges(vl3_tokenizer **ret, const char *dir, const char *vocab_path,
                              const char *merges_path, vl3_error *reterr)
 {
-    json_t *vocab = NULL;
     vl3_tokenizer *tok = NULL;
-    int r = vl3_json_load_file(vocab_path, MAX_FILE_BYTES, &vocab, reterr);
-    if (r < 0)
-        goto out;
-    r = vl3__tokenizer_new(json_is_object(vocab) ? json_object_size(vocab) : 0, &tok, reterr);
-    if (r < 0)
-        goto out;
-    r = load_vocab_obj(tok, vocab, vocab_path, reterr);
-    json_decref(vocab);
-    vocab = NULL;
+    int r = load_vocab_json(&tok, vocab_path, reterr);
     if (r < 0)
         goto out;
     r = load_merges_txt(tok, merges_path, reterr);
@@ -464,7 +536,6 @@ static int load_vocab_merges(vl3_tokenizer **ret, const char *dir, const char *v
     *ret = tok;
     tok = NULL;
 out:
-    json_decref(vocab);
     vl3_tokenizer_free(tok);
     return r;
 }

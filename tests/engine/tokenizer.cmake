@@ -3,6 +3,11 @@
 vl3_test(NAME test-tokenizer SOURCES engine/test_tokenizer.c LIBS vl3engine PkgConfig::UTF8PROC
   PkgConfig::JANSSON Threads::Threads LABELS unit TIMEOUT 120)
 
+# The direct vocab.json reader against jansson (white-box).
+vl3_test(NAME test-tokenizer-vocab SOURCES engine/test_tokenizer_vocab.c LIBS vl3engine
+  PkgConfig::JANSSON LABELS unit TIMEOUT 120)
+target_include_directories(test-tokenizer-vocab PRIVATE ${CMAKE_SOURCE_DIR}/engine/src)
+
 # The pre-tokenizer against Oniguruma, the regex engine HF tokenizers uses (white-box; only when
 # libonig-dev is installed: it is a test oracle, not a dependency of the engine).
 pkg_check_modules(ONIG QUIET IMPORTED_TARGET oniguruma)
