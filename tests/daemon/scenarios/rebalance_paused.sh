@@ -16,6 +16,15 @@ resumed_unassigned() {
        /resuming consumption/ && r {n++} END {print n + 0}' "$1"
 }
 
+# d1_reassigned: wait (up to 10 s) for d1's half of the new assignment (its sixth "partition
+# assigned" line): the join's rebalance is over for d1 too
+d1_reassigned() {
+  for _ in $(seq 1 100); do
+    [ "$(grep -c 'partition assigned' "$T/d1.log")" -ge 6 ] && break
+    sleep 0.1
+  done
+}
+
 scenario_rebalance_paused() {
   start_env
   local N=8
@@ -29,11 +38,7 @@ scenario_rebalance_paused() {
   log "d1 holds a job, second daemon joins"
   start_daemon d2
   wait_log "$T/d2.log" "partition assigned" 30 "d2 never got partitions"
-  # d1's half of the new assignment: the join's rebalance is over for it too
-  for _ in $(seq 1 100); do
-    [ "$(grep -c 'partition assigned' "$T/d1.log")" -ge 6 ] && break
-    sleep 0.1
-  done
+  d1_reassigned
   local w; w=$(resumed_unassigned "$T/d1.log")
   log "d1 resumed consumption $w times while its partitions were revoked"
   [ "$w" -ge 1 ] || fail "no resume between a revocation and an assignment: race not exercised"
@@ -71,10 +76,7 @@ scenario_rebalance_paused_queued() {
   log "d1 holds a queued job, second daemon joins"
   start_daemon d2
   wait_log "$T/d2.log" "partition assigned" 30 "d2 never got partitions"
-  for _ in $(seq 1 100); do
-    [ "$(grep -c 'partition assigned' "$T/d1.log")" -ge 6 ] && break
-    sleep 0.1
-  done
+  d1_reassigned
   grep -q "abandoning 1 in-flight jobs" "$T/d1.log" || fail "d1 abandoned no queued job"
   awk '/abandoning 1 in-flight jobs/ {a = 1} /resuming consumption/ && a {r = 1} END {exit !r}' \
     "$T/d1.log" || fail "d1 did not resume consumption after its queued job was abandoned"
