@@ -8,8 +8,8 @@
  *
  * Commits are batched: kafka_commit() records the latest offset per partition and a 0-delay
  * timer sends one async commit for all of them. Rebalances use the eager or cooperative calls
- * depending on the configured assignor; on_revoke runs before partitions are given up, and newly
- * assigned partitions get the current pause state (kafka_pause) explicitly.
+ * depending on the configured assignor; on_revoke runs before partitions are given up; pause and
+ * resume follow the rules at note_paused.
  *
  * Shutdown: kafka_close() starts rd_kafka_consumer_close_queue() (non-blocking leave), keeps
  * serving the queue (pipe + a 50 ms safety timer) until rd_kafka_consumer_closed(), flushes the
@@ -52,6 +52,7 @@ struct kafka {
     int npending;
     struct kafka_stats stats;
     uint64_t last_warn_ns;
+    rd_kafka_topic_partition_list_t *paused_parts; /* paused by us, not resumed since */
 };
 
 static uint64_t now_ns(void)
@@ -88,20 +89,41 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
     }
 }
 
-/* librdkafka keeps a partition's application pause flag across unassign and assign, and
- * kafka_pause/kafka_resume only reach the partitions assigned at that moment: a partition paused,
- * revoked, resumed while unassigned (jobs of revoked partitions finishing during the rebalance)
- * and assigned again would come back paused with nothing left to resume it. So each assignment
- * sets its partitions' pause state from ours, both ways. */
-static void set_list_paused(struct kafka *k, rd_kafka_topic_partition_list_t *l, int pause)
+/* Pause state, and two librdkafka 2.0 behaviours it must live with.
+ *
+ * 1. A partition's application pause flag survives unassign and assign: a partition paused,
+ *    revoked, and assigned again comes back paused. kafka_resume must therefore reach every
+ *    partition we paused, assigned or not (a resume while a rebalance had taken them all used to
+ *    leave them paused for good: the stall of it_rebalance_join_leave). k->paused_parts holds
+ *    them; kafka_resume resumes exactly that list.
+ * 2. Each pause or resume op bumps the partition's op version, and an op of an older version
+ *    still in the partition's queue is then dropped as outdated, FETCH_START included: a pause
+ *    or resume that races with the fetch start of a new assignment can leave the partition
+ *    assigned but never fetched, with no error (librdkafka issues 2190 and 5591). So no
+ *    pause/resume is sent to partitions that do not need it (never a resume of a partition we
+ *    did not pause), and a partition assigned while we are paused is paused before
+ *    rd_kafka_assign (the call is synchronous: its op is served before the assignment's
+ *    FETCH_START is even made). */
+static void note_paused(struct kafka *k, const rd_kafka_topic_partition_list_t *l)
+{
+    for (int i = 0; i < l->cnt; i++)
+        if (l->elems[i].err == RD_KAFKA_RESP_ERR_NO_ERROR &&
+            !rd_kafka_topic_partition_list_find(k->paused_parts, l->elems[i].topic,
+                                                l->elems[i].partition))
+            rd_kafka_topic_partition_list_add(k->paused_parts, l->elems[i].topic,
+                                              l->elems[i].partition);
+}
+
+/* Pause the partitions of l (their err set per partition: UNKNOWN_PARTITION where librdkafka
+ * has no such partition yet) and remember them. */
+static void pause_list(struct kafka *k, rd_kafka_topic_partition_list_t *l)
 {
     if (!l || l->cnt == 0)
         return;
-    rd_kafka_resp_err_t e = pause ? rd_kafka_pause_partitions(k->consumer, l)
-                                  : rd_kafka_resume_partitions(k->consumer, l);
+    rd_kafka_resp_err_t e = rd_kafka_pause_partitions(k->consumer, l);
     if (e)
-        vl3_log_warning("could not %s assigned partitions: %s", pause ? "pause" : "resume",
-                        rd_kafka_err2str(e));
+        vl3_log_warning("could not pause partitions: %s", rd_kafka_err2str(e));
+    note_paused(k, l);
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -116,6 +138,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             if (k->cb.on_assign)
                 k->cb.on_assign(k->cb.user, parts->elems[i].topic, parts->elems[i].partition);
         }
+        /* paused (backpressure or closing): pause before assigning (see note_paused) */
+        rd_kafka_topic_partition_list_t *pl =
+            k->paused || k->closing ? rd_kafka_topic_partition_list_copy(parts) : NULL;
+        pause_list(k, pl); /* a copy: its err fields are set per partition */
         if (k->cooperative) {
             rd_kafka_error_t *e = rd_kafka_incremental_assign(rk, parts);
             if (e) {
@@ -128,7 +154,16 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 vl3_log_err("could not assign partitions: %s", rd_kafka_err2str(e));
         }
         k->stats.assigned += parts->cnt;
-        set_list_paused(k, parts, k->paused || k->closing);
+        if (pl) { /* partitions librdkafka did not know before the assignment: paused now */
+            rd_kafka_topic_partition_list_t *late = rd_kafka_topic_partition_list_new(0);
+            for (int i = 0; i < pl->cnt; i++)
+                if (pl->elems[i].err == RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION)
+                    rd_kafka_topic_partition_list_add(late, pl->elems[i].topic,
+                                                      pl->elems[i].partition);
+            pause_list(k, late);
+            rd_kafka_topic_partition_list_destroy(late);
+            rd_kafka_topic_partition_list_destroy(pl);
+        }
     } else {
         for (int i = 0; i < parts->cnt; i++) {
             vl3_log_info("partition revoked topic=%s partition=%" PRId32, parts->elems[i].topic,
@@ -304,6 +339,7 @@ static void on_handle_closed(uv_handle_t *h)
     void (*cb)(void *) = k->cb.on_closed;
     void *user = k->cb.user;
     free(k->dlq_topic);
+    rd_kafka_topic_partition_list_destroy(k->paused_parts);
     free(k);
     if (cb)
         cb(user);
@@ -328,6 +364,7 @@ int kafka_new(uv_loop_t *loop, const struct kafka_options *o, const struct kafka
     k->loop = loop;
     k->cb = *cb;
     k->cpipe[0] = k->cpipe[1] = k->ppipe[0] = k->ppipe[1] = -1;
+    k->paused_parts = rd_kafka_topic_partition_list_new(4); /* librdkafka aborts on OOM */
     if (!(k->dlq_topic = strdup(o->dlq_topic ? o->dlq_topic : ""))) {
         r = vl3_error_set(reterr, -ENOMEM, "out of memory");
         goto fail;
@@ -431,22 +468,29 @@ fail:
             close(k->ppipe[i]);
     }
     free(k->dlq_topic);
+    rd_kafka_topic_partition_list_destroy(k->paused_parts);
     free(k);
     return r;
 }
 
+/* Pause the assignment of the moment, or resume every partition we paused (see note_paused). */
 static void set_paused(struct kafka *k, int pause)
 {
-    rd_kafka_topic_partition_list_t *l = NULL;
-    if (rd_kafka_assignment(k->consumer, &l) == 0 && l) {
-        if (l->cnt > 0) {
-            if (pause)
-                (void)rd_kafka_pause_partitions(k->consumer, l);
-            else
-                (void)rd_kafka_resume_partitions(k->consumer, l);
+    if (pause) {
+        rd_kafka_topic_partition_list_t *l = NULL;
+        if (rd_kafka_assignment(k->consumer, &l) == 0 && l) {
+            pause_list(k, l);
+            rd_kafka_topic_partition_list_destroy(l);
         }
-        rd_kafka_topic_partition_list_destroy(l);
+        return;
     }
+    if (k->paused_parts->cnt > 0) {
+        rd_kafka_resp_err_t e = rd_kafka_resume_partitions(k->consumer, k->paused_parts);
+        if (e)
+            vl3_log_warning("could not resume partitions: %s", rd_kafka_err2str(e));
+    }
+    rd_kafka_topic_partition_list_destroy(k->paused_parts);
+    k->paused_parts = rd_kafka_topic_partition_list_new(4);
 }
 
 void kafka_pause(struct kafka *k)

@@ -16,7 +16,20 @@ log() { echo "[it $SCEN $(date +%T)] $*" >&2; }
 fail() {
   log "FAIL: $*"
   for f in "$T"/*.log; do [ -f "$f" ] && { echo "---- $f (last 40 lines)" >&2; tail -n 40 "$f" >&2; }; done
+  for f in "$T"/d*.log; do [ -f "$f" ] && log_summary "$f" >&2; done
+  [ -n "${PGC:-}" ] && { echo "---- jobs by status"; sql "select status, count(*) from jobs group by 1"; } >&2
   exit 1
+}
+# log_summary LOG: what a stall needs and the tail does not show: every line but the per-job
+# ones (capped), and per partition the jobs done and the highest offset done
+log_summary() {
+  echo "---- $1 (without per-job lines, first 80)"
+  grep -v -e '^<6>job ' "$1" | head -n 80
+  echo "---- $1: jobs done per partition (count, highest offset)"
+  awk '/^<6>job done/ { for (i = 1; i <= NF; i++) { split($i, kv, "=");
+         if (kv[1] == "partition") p = kv[2]; if (kv[1] == "offset") o = kv[2] }
+       n[p]++; if (o + 0 > m[p]) m[p] = o + 0 }
+       END { for (p in n) printf "partition %s: %d done, highest offset %d\n", p, n[p], m[p] }' "$1"
 }
 teardown() {
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done

@@ -3,15 +3,24 @@
  * is resumed while its partitions are revoked and not yet assigned again (what the daemon does
  * when the jobs of revoked partitions finish during a rebalance). librdkafka keeps a partition's
  * pause flag across unassign and assign, so the partitions must come back resumed by the adapter:
- * every message is consumed again after the assignment (nothing was committed). */
+ * every message is consumed again after the assignment (nothing was committed). A consumer that
+ * never pauses sends librdkafka no pause or resume at all (librdkafka's debug log shows each
+ * one): a resume racing with an assignment's fetch start makes that fetch start outdated and the
+ * partition is never fetched (librdkafka issues 2190, 5591; it_postgres_restart once stalled so
+ * with one partition unread while the adapter resumed every new assignment). */
 #include <uv.h>
 
 #include <librdkafka/rdkafka.h>
 #include <librdkafka/rdkafka_mock.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "kafka.h"
 #include "test.h"
+#include "vl3/log.h"
+#include "vl3/util.h"
 
 #define NPART 2
 #define PER_PART 10
@@ -19,7 +28,7 @@
 
 struct ctx {
     struct kafka *k;
-    int assigned, revoked, closed, reassigned;
+    int assigned, revoked, closed, reassigned, no_pause;
     int msgs[NPART], after[NPART];
 };
 
@@ -33,7 +42,7 @@ static void t_message(void *user, const struct kafka_msg *m)
     C.msgs[m->partition]++;
     if (C.reassigned)
         C.after[m->partition]++;
-    else if (!kafka_paused(C.k))
+    else if (!kafka_paused(C.k) && !C.no_pause)
         kafka_pause(C.k); /* as the daemon at kafka.max_in_flight = 1 */
 }
 
@@ -119,6 +128,11 @@ static int all_consumed_again(void)
         if (C.after[i] < PER_PART)
             return 0;
     return 1;
+}
+
+static int all_consumed(void)
+{
+    return total(C.msgs) == NPART * PER_PART;
 }
 
 static int never(void)
@@ -211,6 +225,75 @@ TEST(kafka_partitions_resumed_while_revoked_come_back_resumed)
     uv_close((uv_handle_t *)&tick, NULL);
     uv_run(&loop, UV_RUN_DEFAULT);
     ASSERT_EQ(uv_loop_close(&loop), 0);
+    rd_kafka_mock_cluster_destroy(mc);
+    rd_kafka_destroy(mrk);
+    return 0;
+}
+
+TEST(kafka_consumer_never_paused_sends_no_resume)
+{
+    char errstr[256];
+    rd_kafka_conf_t *mconf = rd_kafka_conf_new();
+    ASSERT_EQ(rd_kafka_conf_set(mconf, "log_level", "3", errstr, sizeof(errstr)), RD_KAFKA_CONF_OK);
+    rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, mconf, errstr, sizeof(errstr));
+    ASSERT(mrk);
+    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
+    ASSERT(mc);
+    ASSERT_EQ(rd_kafka_mock_topic_create(mc, "t", NPART, 1), 0);
+    const char *boot = rd_kafka_mock_cluster_bootstraps(mc);
+    ASSERT_EQ(produce_all(boot), 0);
+
+    /* the adapter logs librdkafka's debug lines (facility topic: every pause and resume) */
+    char logpath[] = "/tmp/vl3-test-kafka-XXXXXX";
+    int lfd = mkstemp(logpath);
+    ASSERT(lfd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    ASSERT(saved >= 0 && dup2(lfd, 2) == 2);
+    vl3_log_set_level(VL3_LOG_DEBUG);
+
+    uv_loop_t loop;
+    ASSERT_EQ(uv_loop_init(&loop), 0);
+    ASSERT_EQ(uv_timer_init(&loop, &tick), 0);
+    memset(&C, 0, sizeof(C));
+    C.no_pause = 1;
+    const char *props[] = {"debug=topic", NULL};
+    struct kafka_options o = {.brokers = boot, .topic = "t", .group = "g2", .dlq_topic = "dlq",
+                              .properties = props, .client_id = "test-kafka"};
+    struct kafka_callbacks cb = {.on_message = t_message, .on_assign = t_assign,
+                                 .on_revoke = t_revoke, .on_closed = t_closed, .user = NULL};
+    vl3_error e = {0};
+    int ok = kafka_new(&loop, &o, &cb, &C.k, &e) == 0;
+    int consumed = ok && wait_for(&loop, all_consumed, 20000);
+    if (ok) {
+        kafka_close(C.k);
+        (void)wait_for(&loop, is_closed, 15000);
+    }
+    uv_close((uv_handle_t *)&tick, NULL);
+    uv_run(&loop, UV_RUN_DEFAULT);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    vl3_log_set_level(VL3_LOG_INFO);
+    ASSERT(ok);
+    ASSERT(consumed);
+    ASSERT_EQ(uv_loop_close(&loop), 0);
+
+    char *buf = NULL;
+    size_t len = 0;
+    ASSERT_OK_E(vl3_file_read(logpath, 64u << 20, &buf, &len, &e), &e);
+    unlink(logpath);
+    close(lfd);
+    /* librdkafka 2.0: "Application pausing|resuming N partition(s)" for each call */
+    int n_app = 0;
+    for (const char *q = buf; (q = strstr(q, "Application ")); q++)
+        if (strncmp(q + 12, "resuming", 8) == 0 || strncmp(q + 12, "pausing", 7) == 0)
+            n_app++;
+    int saw_debug = strstr(buf, "librdkafka") != NULL;
+    free(buf);
+    fprintf(stderr, "%d pause/resume calls in librdkafka's log\n", n_app);
+    ASSERT(saw_debug); /* the log was captured at all */
+    ASSERT_EQ(n_app, 0);
     rd_kafka_mock_cluster_destroy(mc);
     rd_kafka_destroy(mrk);
     return 0;
