@@ -75,18 +75,28 @@ static int gemm_case(int isa)
             ASSERT_OK(ops->weight_convert(c, w, wf, VL3__DTYPE_F32, (size_t)out * in));
             double *want = malloc(sizeof(double) * T * out), *mag = malloc(sizeof(double) * T * out);
             double *xr = malloc(sizeof(double) * T * in);
+            double *wd = malloc(sizeof(double) * out * in); /* W's bf16 values, widened once */
             for (size_t i = 0; i < (size_t)T * in; i++)
                 xr[i] = bf16_value(x[i]);
+            for (size_t i = 0; i < (size_t)out * in; i++)
+                wd[i] = vl3__cpu_bf16_to_f32(w[i]);
+            /* the double reference of the big shapes (~1e9 products) on a sample: every 5th
+             * token and output plus the last 16 of each (the tails), so that the suite's
+             * sanitizer build stays within its timeout on a slow machine */
+            int sample = (double)T * in * out > 1e8;
             for (int t = 0; t < T; t++)
                 for (int o = 0; o < out; o++) {
+                    if (sample && ((t % 5 && t < T - 16) || (o % 5 && o < out - 16))) {
+                        want[t * out + o] = NAN; /* not checked */
+                        continue;
+                    }
                     double s = variant == 2 ? y[t * out + o] : 0, m = fabs(s);
                     if (variant) {
                         s += b[o];
                         m += fabs(b[o]);
                     }
                     for (int i = 0; i < in; i++) {
-                        double p = xr[(size_t)t * in + i] *
-                                   vl3__cpu_bf16_to_f32(w[(size_t)o * in + i]);
+                        double p = xr[(size_t)t * in + i] * wd[(size_t)o * in + i];
                         s += p;
                         m += fabs(p);
                     }
@@ -100,6 +110,8 @@ static int gemm_case(int isa)
             double worst = 0;
             size_t wi = 0;
             for (size_t i = 0; i < (size_t)T * out; i++) {
+                if (isnan(want[i]))
+                    continue;
                 double e = fabs(y[i] - want[i]) / mag[i];
                 if (!(e <= worst)) {
                     worst = e;
@@ -113,7 +125,7 @@ static int gemm_case(int isa)
                 fails++;
             }
             free(x), free(wf), free(b), free(y), free(w), free(want), free(mag), free(xr);
-            free(work);
+            free(work), free(wd);
         }
     /* too little scratch is refused */
     float xs[4] = {0}, ys[4];

@@ -404,21 +404,22 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct de
             src[h] = k_block(x, Kp, w->rows, kvs, nk, j0 + 16 * h, D, Dp, h, &stride[h]);
         _tile_zero(0);
         _tile_zero(1);
-/* D chunk c of both key blocks against query tile 4 + c (tile numbers are immediates) */
-#define QK_CHUNK(c)                                                                                \
+/* D chunk c of both key blocks against query tile TQ (a literal: the tile intrinsics paste
+ * their register numbers into the instruction text) */
+#define QK_CHUNK(c, TQ)                                                                            \
     do {                                                                                           \
         _tile_loadd(2, src[0] + 64 * (c), stride[0]);                                              \
         _tile_loadd(3, src[1] + 64 * (c), stride[1]);                                              \
-        _tile_dpbf16ps(0, 2, 4 + (c));                                                             \
-        _tile_dpbf16ps(1, 3, 4 + (c));                                                             \
+        _tile_dpbf16ps(0, 2, TQ);                                                                  \
+        _tile_dpbf16ps(1, 3, TQ);                                                                  \
     } while (0)
-        QK_CHUNK(0);
+        QK_CHUNK(0, 4);
         if (nc > 1)
-            QK_CHUNK(1);
+            QK_CHUNK(1, 5);
         if (nc > 2)
-            QK_CHUNK(2);
+            QK_CHUNK(2, 6);
         if (nc > 3)
-            QK_CHUNK(3);
+            QK_CHUNK(3, 7);
 #undef QK_CHUNK
         /* meanwhile, V of these keys as B tiles: pair r of the 32-key block, chunk c (zero
          * pairs past the chunk's keys) */
