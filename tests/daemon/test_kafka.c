@@ -172,19 +172,36 @@ static int produce_all(const char *bootstraps)
     return r;
 }
 
-TEST(kafka_partitions_resumed_while_revoked_come_back_resumed)
+/* A one-broker mock cluster with topic "t" (NPART partitions) holding produce_all's messages. */
+static int start_mock(rd_kafka_t **ret_rk, rd_kafka_mock_cluster_t **ret_mc)
 {
     char errstr[256];
     rd_kafka_conf_t *mconf = rd_kafka_conf_new();
     /* the mock cluster's own handle has no brokers to talk to: no notice about that */
-    ASSERT_EQ(rd_kafka_conf_set(mconf, "log_level", "3", errstr, sizeof(errstr)), RD_KAFKA_CONF_OK);
+    if (rd_kafka_conf_set(mconf, "log_level", "3", errstr, sizeof(errstr)) != RD_KAFKA_CONF_OK)
+        return -1;
     rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, mconf, errstr, sizeof(errstr));
-    ASSERT(mrk);
+    if (!mrk)
+        return -1;
     rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
-    ASSERT(mc);
-    ASSERT_EQ(rd_kafka_mock_topic_create(mc, "t", NPART, 1), 0);
+    if (!mc || rd_kafka_mock_topic_create(mc, "t", NPART, 1) != 0 ||
+        produce_all(rd_kafka_mock_cluster_bootstraps(mc)) != 0) {
+        if (mc)
+            rd_kafka_mock_cluster_destroy(mc);
+        rd_kafka_destroy(mrk);
+        return -1;
+    }
+    *ret_rk = mrk;
+    *ret_mc = mc;
+    return 0;
+}
+
+TEST(kafka_partitions_resumed_while_revoked_come_back_resumed)
+{
+    rd_kafka_t *mrk = NULL;
+    rd_kafka_mock_cluster_t *mc = NULL;
+    ASSERT_EQ(start_mock(&mrk, &mc), 0);
     const char *boot = rd_kafka_mock_cluster_bootstraps(mc);
-    ASSERT_EQ(produce_all(boot), 0);
 
     uv_loop_t loop;
     ASSERT_EQ(uv_loop_init(&loop), 0);
@@ -232,16 +249,10 @@ TEST(kafka_partitions_resumed_while_revoked_come_back_resumed)
 
 TEST(kafka_consumer_never_paused_sends_no_resume)
 {
-    char errstr[256];
-    rd_kafka_conf_t *mconf = rd_kafka_conf_new();
-    ASSERT_EQ(rd_kafka_conf_set(mconf, "log_level", "3", errstr, sizeof(errstr)), RD_KAFKA_CONF_OK);
-    rd_kafka_t *mrk = rd_kafka_new(RD_KAFKA_PRODUCER, mconf, errstr, sizeof(errstr));
-    ASSERT(mrk);
-    rd_kafka_mock_cluster_t *mc = rd_kafka_mock_cluster_new(mrk, 1);
-    ASSERT(mc);
-    ASSERT_EQ(rd_kafka_mock_topic_create(mc, "t", NPART, 1), 0);
+    rd_kafka_t *mrk = NULL;
+    rd_kafka_mock_cluster_t *mc = NULL;
+    ASSERT_EQ(start_mock(&mrk, &mc), 0);
     const char *boot = rd_kafka_mock_cluster_bootstraps(mc);
-    ASSERT_EQ(produce_all(boot), 0);
 
     /* the adapter logs librdkafka's debug lines (facility topic: every pause and resume) */
     char logpath[] = "/tmp/vl3-test-kafka-XXXXXX";
