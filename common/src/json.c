@@ -5,50 +5,28 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
-/* The whole file is read in one go and parsed from memory: jansson's json_load_file reads it
- * a character at a time through getc. */
+#include "vl3/util.h"
+
+/* The whole file is read in one go (vl3_file_read) and parsed from memory: jansson's
+ * json_load_file reads it a character at a time through getc. */
 int vl3_json_load_file(const char *path, size_t max_bytes, json_t **ret, vl3_error *reterr)
 {
-    if (!max_bytes)
-        max_bytes = 256u << 20;
-    FILE *f = fopen(path, "rbe");
-    if (!f)
-        return vl3_error_set(reterr, -errno, "could not open \"%s\": %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fileno(f), &st) < 0) {
-        int e = errno;
-        fclose(f);
-        return vl3_error_set(reterr, -e, "could not stat \"%s\": %s", path, strerror(e));
-    }
-    if (!S_ISREG(st.st_mode)) {
-        fclose(f);
-        return vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\" is not a regular file", path);
-    }
-    if ((size_t)st.st_size > max_bytes) {
-        fclose(f);
-        return vl3_error_set(reterr, VL3_E_LIMIT, "\"%s\" is %lld bytes, more than the %zu allowed",
-                             path, (long long)st.st_size, max_bytes);
-    }
-    /* one byte more than the size: a file that grew meanwhile is seen, not cut short */
-    size_t cap = (size_t)st.st_size + 1;
-    char *buf = malloc(cap);
-    if (!buf) {
-        fclose(f);
-        return vl3_error_set(reterr, -ENOMEM, "out of memory");
-    }
-    size_t len = fread(buf, 1, cap, f);
-    int rd_err = ferror(f);
-    fclose(f);
-    if (rd_err || len == cap) {
-        free(buf);
-        return vl3_error_set(reterr, rd_err ? -EIO : -EAGAIN, "could not read \"%s\": %s", path,
-                             rd_err ? "read error" : "it grew while being read");
-    }
+    char *buf = NULL;
+    size_t len = 0;
+    int r = vl3_file_read(path, max_bytes ? max_bytes : 256u << 20, &buf, &len, reterr);
+    if (r < 0)
+        return r;
+    r = vl3_json_load_file_bytes(path, buf, len, ret, reterr);
+    free(buf);
+    return r;
+}
+
+int vl3_json_load_file_bytes(const char *path, const char *buf, size_t len, json_t **ret,
+                             vl3_error *reterr)
+{
     json_error_t je;
     json_t *j = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
-    free(buf);
     if (!j)
         return vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\":%d:%d: invalid JSON: %s", path, je.line,
                              je.column, je.text);

@@ -459,7 +459,9 @@ out:
     return r;
 }
 
-/* vl3__vocab_json_read's callback: a duplicate key makes it give up (jansson then reports it). */
+/* vl3__vocab_json_read's callback: a duplicate key makes it give up (jansson then reports it).
+ * A duplicate is seen by the map not growing (its put replaces the value); the tokenizer is
+ * thrown away then. */
 struct vocab_fast {
     vl3_tokenizer *tok;
     const char *file;
@@ -469,9 +471,10 @@ struct vocab_fast {
 static int vocab_fast_entry(void *arg, const char *key, size_t klen, int64_t id)
 {
     struct vocab_fast *v = arg;
-    if (vl3__strmap_get(&v->tok->vocab, key, klen) >= 0)
-        return 1;
-    return add_vocab_entry(v->tok, key, klen, id, v->file, v->err) < 0 ? -1 : 0;
+    size_t n0 = v->tok->vocab.n;
+    if (add_vocab_entry(v->tok, key, klen, id, v->file, v->err) < 0)
+        return -1;
+    return v->tok->vocab.n == n0;
 }
 
 /* vocab.json into a new tokenizer: the direct reader, else (text outside its subset) jansson. */
@@ -496,13 +499,9 @@ static int load_vocab_json(vl3_tokenizer **ret, const char *vocab_path, vl3_erro
         goto out; /* read (0) or an error already reported */
     vl3_tokenizer_free(tok);
     tok = NULL;
-    json_error_t je;
-    json_t *vocab = json_loadb(buf, len, JSON_REJECT_DUPLICATES, &je);
-    if (!vocab) {
-        r = vl3_error_set(reterr, VL3_E_FORMAT, "\"%s\":%d:%d: invalid JSON: %s", vocab_path,
-                          je.line, je.column, je.text);
+    json_t *vocab = NULL;
+    if ((r = vl3_json_load_file_bytes(vocab_path, buf, len, &vocab, reterr)) < 0)
         goto out;
-    }
     r = vl3__tokenizer_new(json_is_object(vocab) ? json_object_size(vocab) : 0, &tok, reterr);
     if (r >= 0)
         r = load_vocab_obj(tok, vocab, vocab_path, reterr);

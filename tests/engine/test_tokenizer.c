@@ -837,6 +837,12 @@ TEST(tokenizer_load_errors)
         r |= expect_load_error("bad-id", f, VL3_E_FORMAT, "\"a\"");
     }
     {
+        /* the direct vocab reader hands a duplicate key to jansson, which refuses it */
+        const char *f[] = {"vocab.json", "{\"a\": 1, \"b\": 2, \"a\": 3}", "merges.txt", "",
+                           NULL};
+        r |= expect_load_error("duplicate-key", f, VL3_E_FORMAT, "duplicate object key");
+    }
+    {
         const char *f[] = {"vocab.json", vocab, "merges.txt", "#version: 0.2\na b\na b c\n", NULL};
         r |= expect_load_error("bad-merge-line", f, VL3_E_FORMAT, "merges.txt\":3");
     }

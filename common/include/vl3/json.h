@@ -13,6 +13,10 @@
 
 /* Parse a whole file (size capped at max_bytes; 0 = 256 MiB). Returns owned json_t via ret. */
 int vl3_json_load_file(const char *path, size_t max_bytes, json_t **ret, vl3_error *reterr);
+/* Parse the bytes of the file at path, already read (errors as vl3_json_load_file's:
+ * "path":line:col, duplicate keys refused). */
+int vl3_json_load_file_bytes(const char *path, const char *buf, size_t len, json_t **ret,
+                             vl3_error *reterr);
 /* Parse a buffer that may hold NULs or no terminator. */
 int vl3_json_load_buf(const char *buf, size_t len, json_t **ret, vl3_error *reterr);
 
