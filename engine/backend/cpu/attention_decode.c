@@ -309,7 +309,6 @@ __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r
     }
 }
 
-
 #ifdef DEC_AMX
 #define DEC_AMX_TARGET "amx-tile,amx-bf16,avx512f,avx512bw,avx512vl,avx512bf16,avx512dq,fma"
 

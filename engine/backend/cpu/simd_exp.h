@@ -1,8 +1,8 @@
 /* simd_exp.h: exp and 2^x on 16 floats with AVX-512, shared by the bf16 mode's kernels
- * (attention_amx.c, attention_decode.c, activations_avx512.c). exp: x = n ln2 + r (ln2 split in two for exact range reduction), a degree-6
- * polynomial of r, 2^n by scalef: relative error about 2e-7 over [-87, 88] (inputs clamped
- * there; exp(-87) stands for 0 where callers mask). Include only on x86-64 GCC/clang; callers'
- * target attributes must include avx512f and fma. */
+ * (attention_amx.c, attention_decode.c, activations_avx512.c). exp: x = n ln2 + r (ln2 split in
+ * two for exact range reduction), a degree-6 polynomial of r, 2^n by scalef: relative error
+ * about 2e-7 over [-87, 88] (inputs clamped there; exp(-87) stands for 0 where callers mask).
+ * Include only on x86-64 GCC/clang; callers' target attributes must include avx512f and fma. */
 #ifndef VL3_CPU_SIMD_EXP_H
 #define VL3_CPU_SIMD_EXP_H
 
