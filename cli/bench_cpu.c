@@ -78,6 +78,8 @@ static void read_scalar(struct bw_job *j)
 }
 
 #ifdef BW_X86
+/* prefetch 0: none; 1: to L1 2 KiB ahead; 2: also to L2 8 KiB ahead (the decode kernels' two
+ * distances, gemm_bf16.c) */
 __attribute__((target("avx512f"))) static void read_avx512(struct bw_job *j, int prefetch)
 {
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
@@ -89,6 +91,12 @@ __attribute__((target("avx512f"))) static void read_avx512(struct bw_job *j, int
             _mm_prefetch(p + i + 2048 + 64, _MM_HINT_T0);
             _mm_prefetch(p + i + 2048 + 128, _MM_HINT_T0);
             _mm_prefetch(p + i + 2048 + 192, _MM_HINT_T0);
+        }
+        if (prefetch > 1) {
+            _mm_prefetch(p + i + 8192, _MM_HINT_T1);
+            _mm_prefetch(p + i + 8192 + 64, _MM_HINT_T1);
+            _mm_prefetch(p + i + 8192 + 128, _MM_HINT_T1);
+            _mm_prefetch(p + i + 8192 + 192, _MM_HINT_T1);
         }
         a0 = _mm512_add_epi64(a0, _mm512_load_si512((const void *)(p + i)));
         a1 = _mm512_add_epi64(a1, _mm512_load_si512((const void *)(p + i + 64)));
@@ -105,7 +113,7 @@ static void *bw_run(void *arg)
     struct bw_job *j = arg;
 #ifdef BW_X86
     if (j->method > 0) {
-        read_avx512(j, j->method == 2);
+        read_avx512(j, j->method - 1);
         return NULL;
     }
 #endif
@@ -113,8 +121,9 @@ static void *bw_run(void *arg)
     return NULL;
 }
 
-static const char *const method_names[3] = {"scalar 64-bit sums", "AVX-512 loads",
-                                            "AVX-512 loads + prefetch"};
+static const char *const method_names[4] = {"scalar 64-bit sums", "AVX-512 loads",
+                                            "AVX-512 loads + prefetch",
+                                            "AVX-512 loads + L1 and L2 prefetch"};
 
 /* A buffer of `bytes` on 2 MiB boundaries, advised for transparent huge pages: the page cache
  * maps a checkpoint's bf16 weights in 2 MiB folios (ext4's large folios; FilePmdMapped in
@@ -146,7 +155,7 @@ static double bw_best(const uint64_t *buf, size_t words_per, int n_threads, int 
 #ifdef BW_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
-        n_methods = 3;
+        n_methods = 4;
 #endif
     double best = 0;
     volatile uint64_t sink = 0;
