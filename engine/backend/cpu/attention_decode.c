@@ -27,8 +27,9 @@
  * for lines: a core keeps only as many misses in flight as it has fill buffers, and these reads
  * do not stream as a plain read does (8.5-9.6 ms for the same bytes in the same order).
  *
- * Memory: items go chunk-major (both kv heads of a chunk, then the next chunk), so a thread's
- * share is one run of whole rows. The AVX-512 kernel prefetches rows PREFETCH_KEYS keys ahead
+ * Memory: items go chunk-major (both kv heads of a chunk, then the next chunk) and the threads
+ * take them in that order from a shared counter, so the pools are read front to back (and a
+ * thread slowed by the rest of the machine takes fewer items). The AVX-512 kernel prefetches rows PREFETCH_KEYS keys ahead
  * (none: 42 ms a step at 7k keys, 16 keys ahead: 30 ms, one thread's CPU time, loaded machine);
  * the AMX kernel measured the same with and without prefetch (16 to 128 keys ahead, T0/T1/T2
  * hints) and does none. A variant of the AVX-512 kernel on vdpbf16ps (q and p rounded to bf16)
@@ -80,7 +81,8 @@ struct dec_run {
     float *S;     /* per thread: struct dec_scratch's arrays, s_per_thread floats */
     size_t s_per_thread;
     int chunk, qv_max, nt, dp;
-    int amx; /* items on AMX tiles (dec_item_amx) */
+    int amx;  /* items on AMX tiles (dec_item_amx) */
+    int next; /* the next item to take (atomic) */
 };
 
 /* One thread's scratch (64-byte aligned): scores S (qv_max x chunk), key sums T (qv_max x 16
@@ -542,20 +544,20 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct de
 
 static void dec_task(void *arg, int k)
 {
-    const struct dec_run *r = arg;
+    struct dec_run *r = arg;
     float *base = r->S + r->s_per_thread * (size_t)k;
     size_t s_n = ((size_t)r->qv_max * r->chunk + 15) & ~(size_t)15;
     size_t q_n = (size_t)r->qv_max * r->dp;
     struct dec_scratch w = {base, (__m512 *)(base + s_n), base + s_n + (size_t)r->qv_max * 256,
                             (size_t *)(base + s_n + (size_t)r->qv_max * 256 + q_n)};
-    int i0 = r->n_items * k / r->nt, i1 = r->n_items * (k + 1) / r->nt;
+    int i; /* items taken in order from the shared counter: a slower thread takes fewer */
 #ifdef DEC_AMX
     if (r->amx) {
         size_t rows_n = ((size_t)r->chunk * 2 + 15) & ~(size_t)15;
         struct amx_scratch x = amx_scratch_at(base + s_n + (size_t)r->qv_max * 256 + q_n + rows_n,
                                               r->chunk, (r->a->head_dim + 31) & ~31);
         vl3__cpu_amx_tiles_on();
-        for (int i = i0; i < i1; i++) {
+        while ((i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED)) < r->n_items) {
             const struct dec_item *it = &r->items[i];
             if (r->seqs[it->seq].n_q * (r->a->n_heads / r->a->n_kv_heads) <= 16)
                 dec_item_amx(r, it, &w, &x);
@@ -566,7 +568,7 @@ static void dec_task(void *arg, int k)
         return;
     }
 #endif
-    for (int i = i0; i < i1; i++)
+    while ((i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED)) < r->n_items)
         dec_item(r, &r->items[i], &w);
 }
 #endif
@@ -670,7 +672,7 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
     float *base = (float *)(((uintptr_t)buf + 63) & ~(uintptr_t)63);
     part = (part + 15) & ~(size_t)15;
     struct dec_run r = {a,     a->seqs, items,  n_items, base, base + part,
-                        s_per, chunk,   qv_max, nt,      dp,   amx};
+                        s_per, chunk,   qv_max, nt,      dp,   amx,         0};
     vl3__cpu_run(ctx, nt, dec_task, &r);
     for (int i0 = 0; i0 < n_items;) {
         int i1 = i0 + 1;
