@@ -105,27 +105,22 @@ struct amx_scratch {
     float *ot;
 };
 
-static size_t amx_scratch_floats(int chunk, int Dp)
+/* The layout above carved from base (when w is not NULL); returns its size in floats. */
+static size_t amx_scratch_carve(float *base, int chunk, int Dp, struct amx_scratch *w)
 {
     size_t nk32 = ((size_t)chunk + 31) / 32 * 32;
-    return (size_t)Dp / 32 * 256 + nk32 * 16 + nk32 * 8 + nk32 * (size_t)Dp / 2 +
-           16 * (size_t)Dp + 16 * (size_t)Dp;
+    size_t qt = 0, st = qt + (size_t)Dp / 32 * 256, pt = st + nk32 * 16, vt = pt + nk32 * 8;
+    size_t kt = vt + nk32 * (size_t)Dp / 2, ot = kt + 16 * (size_t)Dp, end = ot + 16 * (size_t)Dp;
+    if (w) {
+        w->qt = (uint32_t *)(base + qt);
+        w->st = base + st;
+        w->pt = (uint16_t *)(base + pt);
+        w->vt = (uint16_t *)(base + vt);
+        w->kt = (uint16_t *)(base + kt);
+        w->ot = base + ot;
+    }
+    return end;
 }
-
-#if defined(DEC_AMX)
-static struct amx_scratch amx_scratch_at(float *base, int chunk, int Dp)
-{
-    size_t nk32 = ((size_t)chunk + 31) / 32 * 32;
-    struct amx_scratch w;
-    w.qt = (uint32_t *)base;
-    w.st = base + (size_t)Dp / 32 * 256;
-    w.pt = (uint16_t *)(w.st + nk32 * 16);
-    w.vt = w.pt + nk32 * 16;
-    w.kt = w.vt + nk32 * (size_t)Dp;
-    w.ot = (float *)(w.kt + 32 * (size_t)Dp);
-    return w;
-}
-#endif
 
 #ifdef DEC_X86
 #define DEC_TARGET "avx512f,avx512bw,avx512vl,avx512dq,fma"
@@ -554,8 +549,9 @@ static void dec_task(void *arg, int k)
 #ifdef DEC_AMX
     if (r->amx) {
         size_t rows_n = ((size_t)r->chunk * 2 + 15) & ~(size_t)15;
-        struct amx_scratch x = amx_scratch_at(base + s_n + (size_t)r->qv_max * 256 + q_n + rows_n,
-                                              r->chunk, (r->a->head_dim + 31) & ~31);
+        struct amx_scratch x;
+        amx_scratch_carve(base + s_n + (size_t)r->qv_max * 256 + q_n + rows_n, r->chunk,
+                          (r->a->head_dim + 31) & ~31, &x);
         vl3__cpu_amx_tiles_on();
         while ((i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED)) < r->n_items) {
             const struct dec_item *it = &r->items[i];
@@ -658,7 +654,7 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
     int dp = (D + 15) / 16 * 16;
     size_t s_per = (((size_t)qv_max * chunk + 15) & ~(size_t)15) + (size_t)qv_max * 256 +
                    (size_t)qv_max * dp + (((size_t)chunk * 2 + 15) & ~(size_t)15) +
-                   (amx ? amx_scratch_floats(chunk, (D + 31) & ~31) : 0);
+                   (amx ? amx_scratch_carve(NULL, chunk, (D + 31) & ~31, NULL) : 0);
     size_t need = (part + 16 + s_per * nt) * sizeof(float) + 64;
     char *own = NULL, *buf = a->work;
     if (!buf || a->work_bytes < need) {
