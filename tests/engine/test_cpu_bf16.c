@@ -258,7 +258,8 @@ TEST(tiny_greedy_bf16_vs_f32)
 /* ---- timing (skipped unless VL3_BENCH is set) ----------------------------------------------
  * GFLOP/s of each path at the 2B LLM's prefill shapes (T = 391 tokens: a 384x191 text page) and
  * the decode GB/s (T = 1: weight bytes / time) beside f32 mode (matmul.c: OpenBLAS sgemm on
- * widened W for T > 32, the AVX-512 widening kernel for T <= 32), 2 threads. */
+ * widened W for T > 32, the AVX-512 widening kernel for T <= 32) and a plain read of the same
+ * matrices (read_pass_task), 2 threads. */
 static double bench_one(void *c, int isa, int prec, int T, int in, int out, int reps)
 {
     float *x = randv((size_t)T * in), *y = malloc(sizeof(float) * T * out);
@@ -281,6 +282,40 @@ static double bench_one(void *c, int isa, int prec, int T, int in, int out, int 
     vl3__cpu_set_isa(-1);
     return best;
 }
+
+/* What the decode rows are measured against: a plain read of the same matrices (AVX-512 loads,
+ * the decode kernels' two prefetches: to L1 2 KiB and to L2 8 KiB ahead), each matrix split
+ * between the same threads. */
+struct read_pass {
+    uint16_t *const *m;
+    int nmat, nt;
+    size_t bytes;
+    unsigned long long sum[64];
+};
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+__attribute__((target("avx512f"))) static void read_pass_task(void *arg, int k)
+{
+    struct read_pass *r = arg;
+    __m512i a = _mm512_setzero_si512(), b = a;
+    size_t lo = r->bytes * k / r->nt & ~(size_t)255, hi = r->bytes * (k + 1) / r->nt & ~(size_t)255;
+    for (int i = 0; i < r->nmat; i++) {
+        const char *p = (const char *)r->m[i];
+        for (size_t o = lo; o < hi; o += 256) {
+            for (int l = 0; l < 256; l += 64) {
+                _mm_prefetch(p + o + 2048 + l, _MM_HINT_T0);
+                _mm_prefetch(p + o + 8192 + l, _MM_HINT_T1);
+            }
+            a = _mm512_add_epi64(a, _mm512_loadu_si512((const void *)(p + o)));
+            b = _mm512_add_epi64(b, _mm512_loadu_si512((const void *)(p + o + 64)));
+            a = _mm512_add_epi64(a, _mm512_loadu_si512((const void *)(p + o + 128)));
+            b = _mm512_add_epi64(b, _mm512_loadu_si512((const void *)(p + o + 192)));
+        }
+    }
+    r->sum[k] = (unsigned long long)_mm512_reduce_add_epi64(_mm512_add_epi64(a, b));
+}
+#endif
 
 TEST(bench_gemm)
 {
@@ -367,6 +402,20 @@ TEST(bench_gemm)
         fflush(stdout);
         free(work);
     }
+#if defined(__x86_64__)
+    if (__builtin_cpu_supports("avx512f")) {
+        struct read_pass rp = {wm, NMAT, vl3__cpu_threads(c), (size_t)out * in * 2, {0}};
+        double best = 1e30;
+        for (int rep = 0; rep < 5; rep++) {
+            double t0 = vl3_time_s();
+            vl3__cpu_run(c, rp.nt, read_pass_task, &rp);
+            double dt = vl3_time_s() - t0;
+            best = dt < best ? dt : best;
+        }
+        printf("%-22s %8.2f ms/pass %8.2f GB/s\n", "read loop", best * 1e3,
+               NMAT * 2.0 * in * out / best / 1e9);
+    }
+#endif
     vl3__cpu_set_isa(-1);
     for (int i = 0; i < NMAT; i++)
         free(wm[i]);
