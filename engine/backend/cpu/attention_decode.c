@@ -29,11 +29,15 @@
  *
  * Memory: items go chunk-major (both kv heads of a chunk, then the next chunk) and the threads
  * take them in that order from a shared counter, so the pools are read front to back (and a
- * thread slowed by the rest of the machine takes fewer items). The AVX-512 kernel prefetches rows PREFETCH_KEYS keys ahead
- * (none: 42 ms a step at 7k keys, 16 keys ahead: 30 ms, one thread's CPU time, loaded machine);
- * the AMX kernel measured the same with and without prefetch (16 to 128 keys ahead, T0/T1/T2
- * hints) and does none. A variant of the AVX-512 kernel on vdpbf16ps (q and p rounded to bf16)
- * measured slower (36-43 ms) and was dropped.
+ * thread slowed by the rest of the machine takes fewer items). The AVX-512 kernel prefetches
+ * rows PREFETCH_KEYS keys ahead (none: 42 ms a step at 7k keys, 16 keys ahead: 30 ms, one
+ * thread's CPU time, loaded machine). The AMX kernel measured the same with prefetches 16 to
+ * 128 keys ahead (T0/T1/T2 hints); what helped it is issuing, at the top of each 32-key step,
+ * prefetches of that step's V lines (read by the staging after the score products) and of the
+ * next step's K lines: bench_decode_attention on host B, six interleaved pairs, 18.7-28.4 ms a
+ * step (median 22.3) -> 15.9-22.9 (19.5), one thread's CPU time 27-45 (42.4) -> 26-40 (32);
+ * without the V reads at all it takes ~25. A variant of the AVX-512 kernel on vdpbf16ps (q and
+ * p rounded to bf16) measured slower (36-43 ms) and was dropped.
  *
  * Numerics: K and V are the bf16 values the pools hold (kv_store rounded them, nearest even);
  * AVX-512: q and p f32, sums f32, exp by vl3__exp512_ps (relative error ~2e-7); AMX: q and p
@@ -394,6 +398,14 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct de
         _tile_loadd(7, x->qt + 768, 64);
     /* per step, 32 keys: two 16-key blocks on C tiles 0 and 1 (two chains of nc products) */
     for (int j0 = 0; j0 < nk; j0 += 32) {
+        /* this step's V lines and the next step's K lines, issued before this step's score
+         * products so that their misses overlap the tile work (see the file comment) */
+        for (int j = j0; j < j0 + 32 && j < nk; j++)
+            for (int c = 0; c < nc; c++)
+                _mm_prefetch((const char *)(Vp + w->rows[j] + 32 * c), _MM_HINT_T0);
+        for (int j = j0 + 32; j < j0 + 64 && j < nk; j++)
+            for (int c = 0; c < nc; c++)
+                _mm_prefetch((const char *)(Kp + w->rows[j] + 32 * c), _MM_HINT_T0);
         const char *src[2];
         long stride[2];
         for (int h = 0; h < 2; h++)

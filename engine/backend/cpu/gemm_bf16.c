@@ -19,9 +19,10 @@
  *   - avx512, avx2, c: the f32 kernels of matmul.c on x rounded to bf16 (exact bf16 products,
  *     f32 sums: the same arithmetic, f32 speed). They keep bf16 mode usable everywhere.
  * Threads (the context's pool, parallel.c) split the output rows in chunks (of blocks of 32 rows
- * for AMX, of 4 otherwise) taken from an atomic counter (gemm_split). For the vision encoder's products the AMX epilogue (store_ct) also adds the bias,
- * and optionally applies the tanh GELU or adds the result to y (vl3__cpu_linear_w16_ex), and
- * several matrices can share one packing of x (vl3__cpu_linear_w16_n). */
+ * for AMX, of 4 otherwise) taken from an atomic counter (gemm_split). For the vision encoder's
+ * products the AMX epilogue (store_ct) also adds the bias, and optionally applies the tanh GELU
+ * or adds the result to y (vl3__cpu_linear_w16_ex), and several matrices can share one packing
+ * of x (vl3__cpu_linear_w16_n). */
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
