@@ -203,9 +203,10 @@ TEST(decode_attention_bf16_pools)
                                                    {12, 2, 128}};
     enum { NS = 6 };
     static const int nq[NS] = {1, 1, 1, 5, 15, 40}, np[NS] = {0, 300, 601, 259, 20, 30};
-    /* forced 0: the CPU's own paths; 1: the ISA forced to AVX2 (widened copies); 2: forced to
-     * AVX-512 (the f32 decode kernel, where AMX would take the short sequences) */
-    for (int forced = 0; forced < 3; forced++)
+    /* forced 0: the CPU's own paths (decode items on AVX-512); 1: the ISA forced to AVX2
+     * (widened copies); 2: forced to AVX-512; 3: decode items on AMX tiles where the CPU has
+     * them (vl3__cpu_set_decode_amx) */
+    for (int forced = 0; forced < 4; forced++)
     for (size_t hi = 0; hi < sizeof(hs) / sizeof(hs[0]); hi++)
         for (int ps = 7; ps <= 16; ps += 9) {
             if (forced != 1 && !have_dec)
@@ -243,8 +244,8 @@ TEST(decode_attention_bf16_pools)
                 /* on AMX when the CPU has it (q rounded there): n_q >= 16 (prefill), and
                  * decode sequences whose n_q x group query vectors fit a tile (16) at head
                  * dims up to 128 */
-                amx_rows[s] = !forced && have_amx &&
-                              (nq[s] >= 16 || (nq[s] * grp <= 16 && D <= 128));
+                amx_rows[s] = (forced == 0 || forced == 3) && have_amx &&
+                              (nq[s] >= 16 || (forced == 3 && nq[s] * grp <= 16 && D <= 128));
                 for (int i = 0; i < nq[s]; i++)
                     for (int h = 0; h < H; h++)
                         head_ref_q(want + (size_t)(row + i) * H * D + h * D,
@@ -265,8 +266,10 @@ TEST(decode_attention_bf16_pools)
                                        .work = work, .work_bytes = wb};
             vl3__cpu_set_isa(forced == 1 ? VL3__CPU_ISA_AVX2
                              : forced == 2 ? VL3__CPU_ISA_AVX512 : -1);
+            vl3__cpu_set_decode_amx(forced == 3 ? 1 : 0);
             int rc = vl3__cpu_attention(c, &a);
             vl3__cpu_set_isa(-1);
+            vl3__cpu_set_decode_amx(-1);
             ASSERT_OK(rc);
             int bad = 0;
             row = 0;

@@ -581,6 +581,22 @@ static void dec_task(void *arg, int k)
 }
 #endif
 
+static int decode_amx = -1;
+
+void vl3__cpu_set_decode_amx(int on)
+{
+    __atomic_store_n(&decode_amx, on, __ATOMIC_RELAXED);
+}
+
+static int use_decode_amx(void)
+{
+    int f = __atomic_load_n(&decode_amx, __ATOMIC_RELAXED);
+    if (f >= 0)
+        return f;
+    const char *e = getenv("VL3_DECODE_ATTN");
+    return e && strcmp(e, "amx") == 0;
+}
+
 /* The items of one sequence are [i0, i1); those of kv head g are its chunks: rescale them to a
  * common max and write the output rows. */
 static void dec_merge(const struct dec_run *r, int i0, int i1, int g)
@@ -636,11 +652,16 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
     }
     if (n_items == 0)
         return 0;
-    /* AMX tiles where the CPU has them (and the ISA is not forced below) for head dims of up to
-     * four 32-value chunks; per sequence, when its query vectors fit one tile's columns */
+    /* AMX tiles when asked for (vl3__cpu_set_decode_amx, VL3_DECODE_ATTN=amx) and the CPU has
+     * them (the ISA not forced below), for head dims of up to four 32-value chunks; per
+     * sequence, when its query vectors fit one tile's columns. Not the default: in the 2B
+     * model's decode at 7,212 keys (vl3 bench llm --prompt-tokens 7212, host B, four
+     * interleaved pairs) the AVX-512 items gave 6.62-7.09 tok/s and the AMX ones 5.95-6.39,
+     * although the AMX kernel alone measured faster on host A (file comment). */
     int amx = 0;
 #ifdef DEC_AMX
-    amx = vl3__cpu_isa() == VL3__CPU_ISA_AMX && vl3__cpu_amx_available() && D <= 128;
+    amx = use_decode_amx() && vl3__cpu_isa() == VL3__CPU_ISA_AMX && vl3__cpu_amx_available() &&
+          D <= 128;
 #endif
     int nt = vl3__cpu_threads(ctx);
     nt = nt < 1 ? 1 : nt > MAX_THREADS ? MAX_THREADS : nt;
