@@ -588,6 +588,7 @@ void vl3__cpu_set_decode_amx(int on)
     __atomic_store_n(&decode_amx, on, __ATOMIC_RELAXED);
 }
 
+#ifdef DEC_AMX
 static int use_decode_amx(void)
 {
     int f = __atomic_load_n(&decode_amx, __ATOMIC_RELAXED);
@@ -596,6 +597,7 @@ static int use_decode_amx(void)
     const char *e = getenv("VL3_DECODE_ATTN");
     return e && strcmp(e, "amx") == 0;
 }
+#endif
 
 /* The items of one sequence are [i0, i1); those of kv head g are its chunks: rescale them to a
  * common max and write the output rows. */
