@@ -13,6 +13,15 @@
 #include "vl3/util.h"
 #include "test.h"
 
+/* vl3d ignores SIGPIPE (main.c): a write to the pipe of a worker that just crashed comes back as
+ * EPIPE. This binary runs the supervisor in-process, so it sets up the same; without it such a
+ * write killed the whole test binary (seen once in CI: supervise_crasher_fails_alone_others_
+ * complete, SIGPIPE). */
+__attribute__((constructor)) static void ignore_sigpipe_as_vl3d_does(void)
+{
+    signal(SIGPIPE, SIG_IGN);
+}
+
 struct tjob {
     struct sv_job sv; /* first */
     const char *id, *input;
