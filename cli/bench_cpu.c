@@ -46,8 +46,7 @@
 #include <unistd.h>
 
 #if defined(__x86_64__)
-#include <immintrin.h>
-#define BW_X86 1
+#define BW_X86 1 /* the AVX-512 methods: vl3__cpu_read_stream */
 #endif
 
 #include "cli.h"
@@ -77,43 +76,12 @@ static void read_scalar(struct bw_job *j)
     j->sum = s0 ^ s1 ^ s2 ^ s3;
 }
 
-#ifdef BW_X86
-/* prefetch 0: none; 1: to L1 2 KiB ahead; 2: also to L2 8 KiB ahead (the decode kernels' two
- * distances, gemm_bf16.c) */
-__attribute__((target("avx512f"))) static void read_avx512(struct bw_job *j, int prefetch)
-{
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-    const char *p = (const char *)j->p;
-    size_t bytes = j->n * 8;
-    for (size_t i = 0; i + 256 <= bytes; i += 256) {
-        if (prefetch) {
-            _mm_prefetch(p + i + 2048, _MM_HINT_T0);
-            _mm_prefetch(p + i + 2048 + 64, _MM_HINT_T0);
-            _mm_prefetch(p + i + 2048 + 128, _MM_HINT_T0);
-            _mm_prefetch(p + i + 2048 + 192, _MM_HINT_T0);
-        }
-        if (prefetch > 1) {
-            _mm_prefetch(p + i + 8192, _MM_HINT_T1);
-            _mm_prefetch(p + i + 8192 + 64, _MM_HINT_T1);
-            _mm_prefetch(p + i + 8192 + 128, _MM_HINT_T1);
-            _mm_prefetch(p + i + 8192 + 192, _MM_HINT_T1);
-        }
-        a0 = _mm512_add_epi64(a0, _mm512_load_si512((const void *)(p + i)));
-        a1 = _mm512_add_epi64(a1, _mm512_load_si512((const void *)(p + i + 64)));
-        a2 = _mm512_add_epi64(a2, _mm512_load_si512((const void *)(p + i + 128)));
-        a3 = _mm512_add_epi64(a3, _mm512_load_si512((const void *)(p + i + 192)));
-    }
-    __m512i s = _mm512_add_epi64(_mm512_add_epi64(a0, a1), _mm512_add_epi64(a2, a3));
-    j->sum = (uint64_t)_mm512_reduce_add_epi64(s);
-}
-#endif
-
 static void *bw_run(void *arg)
 {
     struct bw_job *j = arg;
 #ifdef BW_X86
-    if (j->method > 0) {
-        read_avx512(j, j->method - 1);
+    if (j->method > 0) { /* AVX-512 loads, prefetch none / to L1 / to L1 and L2 */
+        j->sum = vl3__cpu_read_stream(j->p, j->n * 8, j->method - 1);
         return NULL;
     }
 #endif

@@ -283,9 +283,9 @@ static double bench_one(void *c, int isa, int prec, int T, int in, int out, int 
     return best;
 }
 
-/* What the decode rows are measured against: a plain read of the same matrices (AVX-512 loads,
- * the decode kernels' two prefetches: to L1 2 KiB and to L2 8 KiB ahead), each matrix split
- * between the same threads. */
+/* What the decode rows are measured against: a plain read of the same matrices
+ * (vl3__cpu_read_stream with the decode kernels' two prefetches), each matrix split between the
+ * same threads. */
 struct read_pass {
     uint16_t *const *m;
     int nmat, nt;
@@ -293,29 +293,13 @@ struct read_pass {
     unsigned long long sum[64];
 };
 
-#if defined(__x86_64__)
-#include <immintrin.h>
-__attribute__((target("avx512f"))) static void read_pass_task(void *arg, int k)
+static void read_pass_task(void *arg, int k)
 {
     struct read_pass *r = arg;
-    __m512i a = _mm512_setzero_si512(), b = a;
     size_t lo = r->bytes * k / r->nt & ~(size_t)255, hi = r->bytes * (k + 1) / r->nt & ~(size_t)255;
-    for (int i = 0; i < r->nmat; i++) {
-        const char *p = (const char *)r->m[i];
-        for (size_t o = lo; o < hi; o += 256) {
-            for (int l = 0; l < 256; l += 64) {
-                _mm_prefetch(p + o + 2048 + l, _MM_HINT_T0);
-                _mm_prefetch(p + o + 8192 + l, _MM_HINT_T1);
-            }
-            a = _mm512_add_epi64(a, _mm512_loadu_si512((const void *)(p + o)));
-            b = _mm512_add_epi64(b, _mm512_loadu_si512((const void *)(p + o + 64)));
-            a = _mm512_add_epi64(a, _mm512_loadu_si512((const void *)(p + o + 128)));
-            b = _mm512_add_epi64(b, _mm512_loadu_si512((const void *)(p + o + 192)));
-        }
-    }
-    r->sum[k] = (unsigned long long)_mm512_reduce_add_epi64(_mm512_add_epi64(a, b));
+    for (int i = 0; i < r->nmat; i++)
+        r->sum[k] += vl3__cpu_read_stream((const char *)r->m[i] + lo, hi - lo, 2);
 }
-#endif
 
 TEST(bench_gemm)
 {

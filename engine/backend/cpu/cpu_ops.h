@@ -37,6 +37,16 @@ void vl3__cpu_set_precision(void *ctx, int precision);
 /* Parse "f32" / "bf16" / "auto" (auto resolved against this CPU); -EINVAL otherwise. */
 int vl3__cpu_precision_parse(const char *s);
 
+/* Software prefetch distances of the single-token weight streams, bytes ahead of the load: to
+ * L1 and to L2 (the measurements: gemm_bf16.c) */
+#define VL3__CPU_PREFETCH_L1 2048
+#define VL3__CPU_PREFETCH_L2 8192
+
+/* read_stream.c: read bytes (rounded down to 256) with AVX-512 loads; prefetch 0: none, 1: to
+ * L1 VL3__CPU_PREFETCH_L1 ahead, 2: also to L2 VL3__CPU_PREFETCH_L2 ahead. Returns a sum of the
+ * 64-bit words (to keep the loads). x86-64 with AVX-512 only: callers check the CPU first. */
+uint64_t vl3__cpu_read_stream(const void *p, size_t bytes, int prefetch);
+
 /* gemm_bf16.c: instruction-set paths of the bf16 product */
 enum vl3__cpu_isa {
     VL3__CPU_ISA_C,
