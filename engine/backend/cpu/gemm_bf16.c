@@ -259,10 +259,10 @@ static void split_task(void *arg, int k)
     }
 }
 
-/* Run s (proto, n, unit set) on nt threads. */
-static void split_run(void *ctx, struct gemm_split *s, int nt, int out)
+/* Run s (proto, n, unit set; every product has proto[0]'s out rows) on nt threads. */
+static void split_run(void *ctx, struct gemm_split *s, int nt)
 {
-    s->units = (out + s->unit - 1) / s->unit;
+    s->units = (s->proto[0].out + s->unit - 1) / s->unit;
     s->n_chunks = nt * CHUNKS_PER_THREAD < s->units ? nt * CHUNKS_PER_THREAD : s->units;
     s->next = 0;
     vl3__cpu_run(ctx, nt, split_task, s);
@@ -836,7 +836,7 @@ static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, con
                                             .acc = acc_c, .w = w, .xb = xb, .y = ys};
             sp.unit = 4;
         }
-        split_run(ctx, &sp, nt, out);
+        split_run(ctx, &sp, nt);
     }
     return 0;
 #else
@@ -878,7 +878,7 @@ static int gemm_bf16_multi(void *ctx, const float *x, int n, const uint16_t *con
                 sp.proto[i] = (struct gemm_job){.fn = amx_job, .T = tn, .K = in, .Kp = Kp,
                                                 .out = out, .w = w[i], .xb = xb,
                                                 .y = y[i] + (size_t)t0 * out, .bias = b[i]};
-            split_run(ctx, &sp, nt, out);
+            split_run(ctx, &sp, nt);
         }
         return 0;
     }
