@@ -46,7 +46,19 @@ static struct worker_unit *take_units(struct worker *w, int *ret_frames)
     return head;
 }
 
-static void timed_wait(struct worker *w, int64_t ms)
+/* Whether the engine should hold its queued windows for more: nothing generates meanwhile, the
+ * batch is not full, and a decode thread is still making frames (or a job waits for one). */
+static int batch_can_grow_locked(const struct worker *w, int busy)
+{
+    return w->unitq_head && !busy && !w->stopping &&
+           w->unitq_frames < w->conf->vision_batch_frames &&
+           (w->decoding > 0 || w->jobq_head);
+}
+
+/* The batching window: wait up to ms for more windows, until the batch is full or no decode
+ * thread can add to it. One wake-up is not enough: a decode thread signals when it queues a
+ * window and again when its job ends, so a single wait would end at the first window. */
+static void batch_window_locked(struct worker *w, int busy, int64_t ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
@@ -56,7 +68,9 @@ static void timed_wait(struct worker *w, int64_t ms)
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000;
     }
-    (void)pthread_cond_timedwait(&w->cond_engine, &w->lock, &ts);
+    while (batch_can_grow_locked(w, busy))
+        if (pthread_cond_timedwait(&w->cond_engine, &w->lock, &ts) == ETIMEDOUT)
+            break;
 }
 
 /* Encode every unit in one vision-encoder call (the pipeline's encode step: the rows before the
@@ -351,9 +365,8 @@ void *worker_engine_main(void *arg)
         for (struct worker_job *j = w->jobs; j; j = j->next_all)
             (void)worker_job_overdue_locked(w, j, now);
         /* batching window: nothing to decode meanwhile, more frames are on their way */
-        if (w->unitq_head && !busy && w->unitq_frames < w->conf->vision_batch_frames &&
-            (w->decoding > 0 || w->jobq_head) && w->conf->vision_batch_wait_ms > 0)
-            timed_wait(w, w->conf->vision_batch_wait_ms);
+        if (w->conf->vision_batch_wait_ms > 0)
+            batch_window_locked(w, busy, w->conf->vision_batch_wait_ms);
         int frames = 0;
         struct worker_unit *units = take_units(w, &frames);
         /* drop windows of jobs that already failed */
