@@ -195,22 +195,27 @@ TEST(amx_llm_attention_paged)
 
 TEST(decode_attention_bf16_pools)
 {
-    void *c = NULL;
-    ASSERT_OK(vl3__backend_cpu_ops.init(0, 2, &c, NULL));
-    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    void *c2 = NULL, *c8 = NULL;
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 2, &c2, NULL));
+    ASSERT_OK(vl3__backend_cpu_ops.init(0, 8, &c8, NULL));
+    vl3__cpu_set_precision(c2, VL3__CPU_PREC_BF16);
+    vl3__cpu_set_precision(c8, VL3__CPU_PREC_BF16);
     int have_dec = vl3__cpu_isa() >= VL3__CPU_ISA_AVX512, have_amx = vl3__cpu_amx_available();
-    static const struct { int H, Hkv, D; } hs[] = {{4, 2, 16}, {3, 3, 40}, {6, 2, 72},
-                                                   {12, 2, 128}};
+    /* D 64 and 128: the decode items' even/odd form; 16, 40, 72: the widened form */
+    static const struct { int H, Hkv, D; } hs[] = {{4, 2, 16}, {3, 3, 40}, {8, 2, 64},
+                                                   {6, 2, 72}, {12, 2, 128}};
     enum { NS = 6 };
     static const int nq[NS] = {1, 1, 1, 5, 15, 40}, np[NS] = {0, 300, 601, 259, 20, 30};
     /* forced 0: the CPU's own paths (decode items on AVX-512); 1: the ISA forced to AVX2
      * (widened copies); 2: forced to AVX-512; 3: decode items on AMX tiles where the CPU has
-     * them (vl3__cpu_set_decode_amx) */
-    for (int forced = 0; forced < 4; forced++)
+     * them (vl3__cpu_set_decode_amx); 4: as 0 on 8 threads, where the 10 chunks are fewer
+     * than twice the threads, so that each AVX-512 item takes one kv head instead of all */
+    for (int forced = 0; forced < 5; forced++)
     for (size_t hi = 0; hi < sizeof(hs) / sizeof(hs[0]); hi++)
         for (int ps = 7; ps <= 16; ps += 9) {
             if (forced != 1 && !have_dec)
                 continue;
+            void *c = forced == 4 ? c8 : c2;
             int H = hs[hi].H, Hkv = hs[hi].Hkv, D = hs[hi].D, kvd = Hkv * D, grp = H / Hkv;
             int qstride = (H + 2 * Hkv) * D, T = 0, mp = 0;
             for (int s = 0; s < NS; s++) {
@@ -244,7 +249,7 @@ TEST(decode_attention_bf16_pools)
                 /* on AMX when the CPU has it (q rounded there): n_q >= 16 (prefill), and
                  * decode sequences whose n_q x group query vectors fit a tile (16) at head
                  * dims up to 128 */
-                amx_rows[s] = (forced == 0 || forced == 3) && have_amx &&
+                amx_rows[s] = (forced == 0 || forced == 3 || forced == 4) && have_amx &&
                               (nq[s] >= 16 || (forced == 3 && nq[s] * grp <= 16 && D <= 128));
                 for (int i = 0; i < nq[s]; i++)
                     for (int h = 0; h < H; h++)
@@ -288,7 +293,8 @@ TEST(decode_attention_bf16_pools)
             if (bad)
                 TEST__FAIL("H=%d Hkv=%d D=%d page=%d: beyond the bounds", H, Hkv, D, ps);
         }
-    vl3__backend_cpu_ops.free(c);
+    vl3__backend_cpu_ops.free(c2);
+    vl3__backend_cpu_ops.free(c8);
     return 0;
 }
 

@@ -6,10 +6,12 @@
  * of the 2B model are 0.2 GB a token in bf16 (0.4 in f32). The f32 path (attention.c) ran one
  * sgemm per page and a scalar softmax on f32 pools; here the pools stay bf16 and are read once.
  *
- * Work items are (sequence, kv head g, chunk of whole pages of about CHUNK_KEYS keys), split over
- * the context's threads. An item takes the query vectors of its GQA group (n_q rows x grp heads)
- * and leaves (max, sum, O) per query vector; the merge rescales the chunks of a (sequence, kv
- * head) to a common max (the "flash decoding" split-K combine) and writes the output rows.
+ * Work items are (sequence, kv heads, chunk of whole pages of about CHUNK_KEYS keys), split over
+ * the context's threads: every kv head of the chunk on AVX-512 (whole slots, read front to back),
+ * one on AMX or where the chunks are too few for the threads. An item takes the query vectors of
+ * its GQA groups (n_q rows x grp heads each) and leaves (max, sum, O) per query vector; the
+ * merge rescales the chunks of a (sequence, kv head) to a common max (the "flash decoding"
+ * split-K combine) and writes the output rows.
  * Causality: query i of a sequence sees keys < n_past + i + 1; later keys get p = 0.
  *
  * Two item kernels:
@@ -20,14 +22,15 @@
  *   dec_item (AVX-512): per key, the K row widened bf16 -> f32 (exact) and one FMA chain per
  *     query vector, the partial sums of 16 keys reduced together (hsum16); then the chunk's
  *     softmax and O += p V with V rows widened, 64 output values at a time for up to VG query
- *     vectors (24 accumulators). q and p stay f32.
+ *     vectors (24 accumulators). q and p stay f32. At head dims 64 and 128 the rows are
+ *     widened in the even/odd form (bf16_even / bf16_odd: two instructions per 32 values).
  * bench_decode_attention (28 layers x 7,212 keys, 2 threads), pairs run back to back as the
  * machine's load came and went: AMX 12.6-15.2 ms a step, AVX-512 14.2-18.5 (12-18% more). Both
  * spend ~100 cycles per key and kv head even with the pools cache-resident, most of it waiting
  * for lines: a core keeps only as many misses in flight as it has fill buffers, and these reads
  * do not stream as a plain read does (8.5-9.6 ms for the same bytes in the same order).
  *
- * Memory: items go chunk-major (both kv heads of a chunk, then the next chunk) and the threads
+ * Memory: items go chunk-major (a chunk's kv heads, then the next chunk) and the threads
  * take them in that order from a shared counter, so the pools are read front to back (and a
  * thread slowed by the rest of the machine takes fewer items). The AVX-512 kernel prefetches
  * rows PREFETCH_KEYS keys ahead (none: 42 ms a step at 7k keys, 16 keys ahead: 30 ms, one
@@ -37,7 +40,12 @@
  * next step's K lines: bench_decode_attention on host B, six interleaved pairs, 18.7-28.4 ms a
  * step (median 22.3) -> 15.9-22.9 (19.5), one thread's CPU time 27-45 (42.4) -> 26-40 (32);
  * without the V reads at all it takes ~25. A variant of the AVX-512 kernel on vdpbf16ps (q and
- * p rounded to bf16) measured slower (36-43 ms) and was dropped.
+ * p rounded to bf16) measured slower (36-43 ms) and was dropped: on host B one vdpbf16ps
+ * (32 products) issues every 2 cycles where two FMAs (16 each) issue per cycle. On host B,
+ * 2026-12-06 (bench_decode_attention, 2 threads): 14.4-15.1 ms a step -> 12.7-13.6 with the
+ * even/odd widening -> 11.6-12.6 with every kv head of a chunk in one item (four interleaved
+ * pairs against one head per item: 13.4-14.3); a prefetch of the V rows during the K pass
+ * (to L1 or L2) measured no better.
  *
  * Numerics: K and V are the bf16 values the pools hold (kv_store rounded them, nearest even);
  * AVX-512: q and p f32, sums f32, exp by vl3__exp512_ps (relative error ~2e-7); AMX: q and p
@@ -72,8 +80,8 @@
 #define LN2 0.6931471805599453f
 
 struct dec_item {
-    int seq, g, j0, j1; /* keys [j0, j1) of kv head g of sequence seq */
-    size_t part;        /* offset of its partials: qv x (D + 2) floats */
+    int seq, g0, g1, j0, j1; /* keys [j0, j1) of kv heads [g0, g1) of sequence seq */
+    size_t part;             /* offset of its partials: (g1 - g0) x qv x (D + 2) floats */
 };
 
 struct dec_run {
@@ -217,53 +225,153 @@ __attribute__((target(DEC_TARGET), always_inline)) static inline void values_blo
     }
 }
 
+/* The even/odd form (head dims 64 and 128): a 32-value chunk of a bf16 row is one load and
+ * two instructions, the even values shifted into the high halves and the odd values masked in
+ * place, where widen16 takes a load, a zero extension and a shift per 16 values. The query
+ * vectors are stored in that order (per 32 values: 16 even, then 16 odd), and O's accumulators
+ * hold it until they are stored. */
+__attribute__((target(DEC_TARGET))) static inline __m512 bf16_even(__m512i x)
+{
+    return _mm512_castsi512_ps(_mm512_slli_epi32(x, 16));
+}
+
+__attribute__((target(DEC_TARGET))) static inline __m512 bf16_odd(__m512i x)
+{
+    return _mm512_castsi512_ps(_mm512_and_si512(x, _mm512_set1_epi32((int)0xffff0000u)));
+}
+
+/* score_key in the even/odd form: nc2 chunks of 32 values */
+__attribute__((target(DEC_TARGET), always_inline)) static inline void score_key_eo(
+    const float *qbuf, int qv, const uint16_t *kr, int nc2, __m512 *T, int jj)
+{
+    __m512 ke[MAX_D / 32], ko[MAX_D / 32];
+    _Pragma("GCC unroll 16") for (int c = 0; c < nc2; c++) {
+        __m512i x = _mm512_loadu_si512(kr + 32 * c);
+        ke[c] = bf16_even(x);
+        ko[c] = bf16_odd(x);
+    }
+    for (int v = 0; v < qv; v++) {
+        const float *q = qbuf + (size_t)v * nc2 * 32;
+        __m512 s0 = _mm512_mul_ps(_mm512_load_ps(q), ke[0]);
+        __m512 s1 = _mm512_mul_ps(_mm512_load_ps(q + 16), ko[0]);
+        _Pragma("GCC unroll 16") for (int c = 1; c < nc2; c++) {
+            s0 = _mm512_fmadd_ps(_mm512_load_ps(q + 32 * c), ke[c], s0);
+            s1 = _mm512_fmadd_ps(_mm512_load_ps(q + 32 * c + 16), ko[c], s1);
+        }
+        T[v * 16 + jj] = _mm512_add_ps(s0, s1);
+    }
+}
+
+/* values_block in the even/odd form: 64 output values from d0 (D a multiple of 64) */
+__attribute__((target(DEC_TARGET), always_inline)) static inline void values_block_eo(
+    const float *S, int ld_s, int v0, int vn, const uint16_t *Vp, const size_t *rows, int nk,
+    int d0, float *part, int D2)
+{
+    __m512 acc[VG][4];
+    _Pragma("GCC unroll 8") for (int v = 0; v < VG; v++)
+        _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)
+            acc[v][c] = _mm512_setzero_ps();
+    for (int j = 0; j < nk; j++) {
+        const uint16_t *vr = Vp + rows[j] + d0;
+        if (j + PREFETCH_KEYS < nk) /* the row PREFETCH_KEYS keys ahead (file comment) */
+            for (int c = 0; c < 2; c++)
+                _mm_prefetch((const char *)(Vp + rows[j + PREFETCH_KEYS] + d0 + 32 * c),
+                             _MM_HINT_T0);
+        __m512i x0 = _mm512_loadu_si512(vr), x1 = _mm512_loadu_si512(vr + 32);
+        __m512 vf[4] = {bf16_even(x0), bf16_odd(x0), bf16_even(x1), bf16_odd(x1)};
+        _Pragma("GCC unroll 8") for (int v = 0; v < vn; v++) {
+            __m512 p = _mm512_set1_ps(S[(size_t)(v0 + v) * ld_s + j]);
+            _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)
+                acc[v][c] = _mm512_fmadd_ps(p, vf[c], acc[v][c]);
+        }
+    }
+    /* back to the natural order: values 2i and 2i + 1 of a chunk are lane i of even and odd */
+    __m512i lo = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    __m512i hi = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    for (int v = 0; v < vn; v++) {
+        float *o = part + (size_t)(v0 + v) * D2 + 2 + d0;
+        for (int c = 0; c < 2; c++) {
+            _mm512_storeu_ps(o + 32 * c, _mm512_permutex2var_ps(acc[v][2 * c], lo,
+                                                                acc[v][2 * c + 1]));
+            _mm512_storeu_ps(o + 32 * c + 16, _mm512_permutex2var_ps(acc[v][2 * c], hi,
+                                                                     acc[v][2 * c + 1]));
+        }
+    }
+}
+
+/* One item on AVX-512: kv heads [g0, g1) of a chunk of keys. Vector v of the item is vector
+ * v % qv (row (v % qv) / grp of the sequence's queries, head (g0 + v / qv) * grp + v % grp) of
+ * kv head g0 + v / qv; its partials are at part + v * (D + 2). With every kv head in one item
+ * the K pass reads whole slots front to back (a stream the hardware prefetcher follows) and the
+ * V passes find the chunk's rows in L2 after the first. */
 __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r,
                                                          const struct dec_item *it,
                                                          struct dec_scratch *w)
 {
     const struct vl3__attn_args *a = r->a;
     const struct vl3__attn_seq *sq = &r->seqs[it->seq];
-    int D = a->head_dim, grp = a->n_heads / a->n_kv_heads, g = it->g, ps = a->page_size;
-    int qv = sq->n_q * grp, nk = it->j1 - it->j0, nc = (D + 15) / 16;
+    int D = a->head_dim, grp = a->n_heads / a->n_kv_heads, ps = a->page_size;
+    int ng = it->g1 - it->g0, qv = sq->n_q * grp, nk = it->j1 - it->j0, nc = (D + 15) / 16;
     size_t kvs = (size_t)a->n_kv_heads * D;
-    const uint16_t *Kp = a->k_pages, *Vp = a->v_pages;
+    const uint16_t *Kp = (const uint16_t *)a->k_pages + (size_t)it->g0 * D;
+    const uint16_t *Vp = (const uint16_t *)a->v_pages + (size_t)it->g0 * D;
     float *S = w->S, *part = r->part + it->part;
     __m512 *T = w->T;
-    /* the chunk's rows (element offsets in the pools, the same slots for K and V) */
+    /* the chunk's rows (element offsets of head g0 in the pools, the same slots for K and V)
+     * and the bytes of the item's heads in a slot (prefetched ahead) */
     for (int j = 0; j < nk; j++) {
         int k = it->j0 + j;
-        w->rows[j] = ((size_t)sq->pages[k / ps] * ps + (size_t)(k % ps)) * kvs + (size_t)g * D;
+        w->rows[j] = ((size_t)sq->pages[k / ps] * ps + (size_t)(k % ps)) * kvs;
     }
-    /* the group's query vectors, zero-padded to nc * 16 */
+    int row_bytes = ng * D * 2;
+    /* the query vectors, zero-padded to nc * 16 */
     const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride;
-    for (int v = 0; v < qv; v++) {
-        const float *q = Q + (size_t)(v / grp) * a->q_stride + (size_t)(g * grp + v % grp) * D;
-        for (int c = 0; c < nc; c++)
-            _mm512_store_ps(w->q + ((size_t)v * nc + c) * 16,
+    int eo = D == 64 || D == 128; /* the even/odd form (constant chunk counts) */
+    __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    __m512i od = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    for (int v = 0; v < ng * qv; v++) {
+        int g = it->g0 + v / qv, lv = v % qv;
+        const float *q = Q + (size_t)(lv / grp) * a->q_stride + (size_t)(g * grp + lv % grp) * D;
+        float *qb = w->q + (size_t)v * nc * 16;
+        for (int c = 0; eo && c < nc; c += 2) {
+            __m512 x0 = _mm512_loadu_ps(q + 16 * c), x1 = _mm512_loadu_ps(q + 16 * c + 16);
+            _mm512_store_ps(qb + 16 * c, _mm512_permutex2var_ps(x0, ev, x1));
+            _mm512_store_ps(qb + 16 * c + 16, _mm512_permutex2var_ps(x0, od, x1));
+        }
+        for (int c = 0; !eo && c < nc; c++)
+            _mm512_store_ps(qb + 16 * c,
                             _mm512_maskz_loadu_ps(vl3__mask16(D - 16 * c), q + 16 * c));
     }
     __m512 scale = _mm512_set1_ps(a->scale);
 
-    /* scores: S[v][j] */
+    /* scores: S[v][j], each key's heads in slot order */
     for (int jb = 0; jb < nk; jb += 16) {
         int nb = nk - jb < 16 ? nk - jb : 16;
         for (int jj = 0; jj < nb; jj++) {
-            if (jb + jj + PREFETCH_KEYS < nk)
-                for (int c = 0; c < nc; c += 2)
-                    _mm_prefetch((const char *)(Kp + w->rows[jb + jj + PREFETCH_KEYS] + 16 * c),
+            if (jb + jj + PREFETCH_KEYS < nk) {
+                for (int o = 0; o < row_bytes; o += 64)
+                    _mm_prefetch((const char *)(Kp + w->rows[jb + jj + PREFETCH_KEYS]) + o,
                                  _MM_HINT_T0);
-            if (D == 128)
-                score_key(w->q, qv, Kp + w->rows[jb + jj], 128, 8, T, jj);
-            else
-                score_key(w->q, qv, Kp + w->rows[jb + jj], D, nc, T, jj);
+            }
+            for (int gi = 0; gi < ng; gi++) {
+                const uint16_t *kr = Kp + w->rows[jb + jj] + (size_t)gi * D;
+                const float *qb = w->q + (size_t)gi * qv * nc * 16;
+                __m512 *Tg = T + (size_t)gi * qv * 16;
+                if (D == 128)
+                    score_key_eo(qb, qv, kr, 4, Tg, jj);
+                else if (eo)
+                    score_key_eo(qb, qv, kr, 2, Tg, jj);
+                else
+                    score_key(qb, qv, kr, D, nc, Tg, jj);
+            }
         }
         for (int jj = nb; jj < 16; jj++)
-            for (int v = 0; v < qv; v++)
+            for (int v = 0; v < ng * qv; v++)
                 T[v * 16 + jj] = _mm512_setzero_ps();
-        for (int v = 0; v < qv; v++) {
+        for (int v = 0; v < ng * qv; v++) {
             __m512 s = _mm512_mul_ps(hsum16(T + v * 16), scale);
             /* keys this query sees in the block: key it->j0 + jb + jj < n_past + i + 1 */
-            int lim = sq->n_past + v / grp + 1 - it->j0 - jb;
+            int lim = sq->n_past + (v % qv) / grp + 1 - it->j0 - jb;
             __mmask16 ok = lim <= 0 ? 0 : vl3__mask16(lim < nb ? lim : nb);
             s = _mm512_mask_blend_ps(ok, _mm512_set1_ps(-INFINITY), s);
             _mm512_mask_storeu_ps(S + (size_t)v * r->chunk + jb, vl3__mask16(nb), s);
@@ -271,7 +379,7 @@ __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r
     }
 
     /* softmax of the chunk per query vector: p = exp(s - m) in S, (m, l) into the partials */
-    for (int v = 0; v < qv; v++) {
+    for (int v = 0; v < ng * qv; v++) {
         float *sv = S + (size_t)v * r->chunk, *pv = part + (size_t)v * (D + 2);
         __m512 mx = _mm512_set1_ps(-INFINITY);
         for (int j = 0; j < nk; j += 16)
@@ -298,14 +406,21 @@ __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r
         pv[1] = _mm512_reduce_add_ps(sum);
     }
 
-    /* O = p V, VG query vectors x 64 output values at a time */
-    for (int v0 = 0; v0 < qv; v0 += VG) {
-        int vn = qv - v0 < VG ? qv - v0 : VG;
-        for (int d0 = 0; d0 < D; d0 += 64) {
-            if (vn == VG)
-                values_block(S, r->chunk, v0, VG, Vp, w->rows, nk, D, d0, part, D + 2);
-            else
-                values_block(S, r->chunk, v0, vn, Vp, w->rows, nk, D, d0, part, D + 2);
+    /* O = p V per kv head, VG query vectors x 64 output values at a time */
+    for (int gi = 0; gi < ng; gi++) {
+        const uint16_t *Vg = Vp + (size_t)gi * D;
+        for (int v0 = 0; v0 < qv; v0 += VG) {
+            int vn = qv - v0 < VG ? qv - v0 : VG, vs = gi * qv + v0;
+            for (int d0 = 0; d0 < D; d0 += 64) {
+                if (eo && vn == VG)
+                    values_block_eo(S, r->chunk, vs, VG, Vg, w->rows, nk, d0, part, D + 2);
+                else if (eo)
+                    values_block_eo(S, r->chunk, vs, vn, Vg, w->rows, nk, d0, part, D + 2);
+                else if (vn == VG)
+                    values_block(S, r->chunk, vs, VG, Vg, w->rows, nk, D, d0, part, D + 2);
+                else
+                    values_block(S, r->chunk, vs, vn, Vg, w->rows, nk, D, d0, part, D + 2);
+            }
         }
     }
 }
@@ -359,7 +474,7 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct de
 {
     const struct vl3__attn_args *a = r->a;
     const struct vl3__attn_seq *sq = &r->seqs[it->seq];
-    int D = a->head_dim, grp = a->n_heads / a->n_kv_heads, g = it->g, ps = a->page_size;
+    int D = a->head_dim, grp = a->n_heads / a->n_kv_heads, g = it->g0, ps = a->page_size;
     int qv = sq->n_q * grp, nk = it->j1 - it->j0, Dp = (D + 31) & ~31, nc = Dp / 32, nj = Dp / 16;
     int nk32 = (nk + 31) / 32;
     size_t kvs = (size_t)a->n_kv_heads * D;
@@ -567,7 +682,8 @@ static void dec_task(void *arg, int k)
         vl3__cpu_amx_tiles_on();
         while ((i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED)) < r->n_items) {
             const struct dec_item *it = &r->items[i];
-            if (r->seqs[it->seq].n_q * (r->a->n_heads / r->a->n_kv_heads) <= 16)
+            int qv = r->seqs[it->seq].n_q * (r->a->n_heads / r->a->n_kv_heads);
+            if (it->g1 - it->g0 == 1 && qv <= 16)
                 dec_item_amx(r, it, &w, &x);
             else
                 dec_item(r, it, &w);
@@ -599,8 +715,8 @@ static int use_decode_amx(void)
 }
 #endif
 
-/* The items of one sequence are [i0, i1); those of kv head g are its chunks: rescale them to a
- * common max and write the output rows. */
+/* The items of one sequence are [i0, i1); those covering kv head g hold its chunks: rescale
+ * them to a common max and write the output rows. */
 static void dec_merge(const struct dec_run *r, int i0, int i1, int g)
 {
     const struct vl3__attn_args *a = r->a;
@@ -609,8 +725,11 @@ static void dec_merge(const struct dec_run *r, int i0, int i1, int g)
     for (int v = 0; v < qv; v++) {
         float m = -INFINITY;
         for (int i = i0; i < i1; i++) {
-            const float *pv = r->part + r->items[i].part + (size_t)v * (D + 2);
-            if (r->items[i].g == g && pv[1] > 0 && pv[0] > m)
+            const struct dec_item *it = &r->items[i];
+            if (g < it->g0 || g >= it->g1)
+                continue;
+            const float *pv = r->part + it->part + ((size_t)(g - it->g0) * qv + v) * (D + 2);
+            if (pv[1] > 0 && pv[0] > m)
                 m = pv[0];
         }
         int row = sq->q_row + v / grp, h = g * grp + v % grp;
@@ -619,8 +738,11 @@ static void dec_merge(const struct dec_run *r, int i0, int i1, int g)
         for (int d = 0; d < D; d++)
             out[d] = 0;
         for (int i = i0; i < i1; i++) {
-            const float *pv = r->part + r->items[i].part + (size_t)v * (D + 2);
-            if (r->items[i].g != g || !(pv[1] > 0))
+            const struct dec_item *it = &r->items[i];
+            if (g < it->g0 || g >= it->g1)
+                continue;
+            const float *pv = r->part + it->part + ((size_t)(g - it->g0) * qv + v) * (D + 2);
+            if (!(pv[1] > 0))
                 continue;
             float f = expf(pv[0] - m);
             l += (double)pv[1] * f;
@@ -642,17 +764,14 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
         return -EINVAL;
     if (vl3__cpu_isa() < VL3__CPU_ISA_AVX512)
         return -ENOTSUP;
-    int chunk = (CHUNK_KEYS + ps - 1) / ps * ps, grp = H / Hkv, n_items = 0, qv_max = 0;
+    int chunk = (CHUNK_KEYS + ps - 1) / ps * ps, grp = H / Hkv, n_chunks = 0;
     for (int s = 0; s < a->n_seqs; s++) {
         const struct vl3__attn_seq *sq = &a->seqs[s];
         if (sq->n_q <= 0 || sq->n_q > 16 || !sq->pages)
             return -EINVAL;
-        int nk = sq->n_past + sq->n_q;
-        n_items += Hkv * ((nk + chunk - 1) / chunk);
-        if (sq->n_q * grp > qv_max)
-            qv_max = sq->n_q * grp;
+        n_chunks += (sq->n_past + sq->n_q + chunk - 1) / chunk;
     }
-    if (n_items == 0)
+    if (n_chunks == 0)
         return 0;
     /* AMX tiles when asked for (vl3__cpu_set_decode_amx, VL3_DECODE_ATTN=amx) and the CPU has
      * them (the ISA not forced below), for head dims of up to four 32-value chunks; per
@@ -667,6 +786,17 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
 #endif
     int nt = vl3__cpu_threads(ctx);
     nt = nt < 1 ? 1 : nt > MAX_THREADS ? MAX_THREADS : nt;
+    /* an AVX-512 item takes every kv head of its chunk (whole slots read front to back: 2B at
+     * 7,212 keys, bench_decode_attention, 2 threads, 13 -> 11 ms a step); one head per item
+     * where that leaves too few items for the threads, and for the AMX items */
+    int whole = n_chunks >= 2 * nt, qv_max = 0, n_items = 0;
+    for (int s = 0; s < a->n_seqs; s++) {
+        int qv = a->seqs[s].n_q * grp, per_head = !whole || (amx && qv <= 16);
+        int nc = (a->seqs[s].n_past + a->seqs[s].n_q + chunk - 1) / chunk;
+        n_items += per_head ? nc * Hkv : nc;
+        qv = per_head ? qv : qv * Hkv;
+        qv_max = qv > qv_max ? qv : qv_max;
+    }
     if (nt > n_items)
         nt = n_items;
     struct dec_item *items = malloc(sizeof(*items) * (size_t)n_items);
@@ -677,12 +807,14 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
     for (int s = 0; s < a->n_seqs; s++) {
         const struct vl3__attn_seq *sq = &a->seqs[s];
         int nk = sq->n_past + sq->n_q, qv = sq->n_q * grp;
+        int gs = !whole || (amx && qv <= 16) ? 1 : Hkv; /* kv heads per item */
         /* chunk-major: a thread's share of the items is a contiguous run of slots, whole rows
          * (every kv head) read back to back, rather than every other 256 bytes of each row */
         for (int j0 = 0; j0 < nk; j0 += chunk)
-            for (int g = 0; g < Hkv; g++) {
-                items[n++] = (struct dec_item){s, g, j0, j0 + chunk < nk ? j0 + chunk : nk, part};
-                part += (size_t)qv * (D + 2);
+            for (int g = 0; g < Hkv; g += gs) {
+                items[n++] = (struct dec_item){s, g, g + gs, j0,
+                                               j0 + chunk < nk ? j0 + chunk : nk, part};
+                part += (size_t)gs * qv * (D + 2);
             }
     }
     /* per thread (struct dec_scratch): S, T, q, rows; each a multiple of 16 floats */
