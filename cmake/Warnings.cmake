@@ -1,6 +1,7 @@
-# Warning set for C (STYLE B10); -Werror only when VL3_WERROR is on (CI).
+# Warning set for C (STYLE B10); -Werror only when VL3_WERROR is on (CI). -Wpointer-arith:
+# arithmetic on void pointers (the backend's pools are void *) counts bytes, not elements.
 set(VL3_C_WARNINGS -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2
-    -Wvla -Wundef -Wno-unused-parameter)
+    -Wvla -Wundef -Wpointer-arith -Wno-unused-parameter)
 # Truncated diagnostics are intentional (bounded message buffers); clang has no such warning.
 if(CMAKE_C_COMPILER_ID STREQUAL "GNU")
   list(APPEND VL3_C_WARNINGS -Wno-format-truncation)
