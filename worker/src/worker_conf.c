@@ -54,7 +54,8 @@ const vl3_conf_option worker_conf_table[] = {
     OPT("batch.vision_frames", VL3_CONF_INT, vision_batch_frames, "256", 1, 1e6, VL3_CONF_RESTART,
         "most frames (of any jobs) one vision-encoder call takes"),
     OPT("batch.vision_wait", VL3_CONF_DURATION, vision_batch_wait_ms, "20ms", 0, 10000,
-        VL3_CONF_RESTART, "how long the encoder waits for frames of other jobs to batch with"),
+        VL3_CONF_RESTART, "longest the encoder waits, while nothing generates, for windows of "
+        "other jobs to batch with (ends early when the batch is full or no job is decoding)"),
     OPT("batch.max_sequences", VL3_CONF_INT, max_sequences, "8", 1, 1024, VL3_CONF_RESTART,
         "answers generated together (continuous batching slots)"),
     OPT("batch.n_ctx", VL3_CONF_INT, n_ctx, "0", 0, 1 << 20, VL3_CONF_RESTART,
