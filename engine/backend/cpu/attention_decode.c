@@ -134,6 +134,21 @@ static size_t amx_scratch_carve(float *base, int chunk, int Dp, struct amx_scrat
     return end;
 }
 
+/* rows[j] = the element offset of key j0 + j's slot (nk keys) in a pool of slots of kvs
+ * values, plus off: one page-table lookup per page rather than a division per key. */
+static void chunk_rows(size_t *rows, const int32_t *pages, int j0, int nk, int ps, size_t kvs,
+                       size_t off)
+{
+    for (int j = 0; j < nk;) {
+        int k = j0 + j, in_page = ps - k % ps;
+        int n = in_page < nk - j ? in_page : nk - j;
+        size_t base = ((size_t)pages[k / ps] * ps + (size_t)(k % ps)) * kvs + off;
+        for (int t = 0; t < n; t++)
+            rows[j + t] = base + (size_t)t * kvs;
+        j += n;
+    }
+}
+
 #ifdef DEC_X86
 #define DEC_TARGET "avx512f,avx512bw,avx512vl,avx512dq,fma"
 
@@ -319,10 +334,7 @@ __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r
     __m512 *T = w->T;
     /* the chunk's rows (element offsets of head g0 in the pools, the same slots for K and V)
      * and the bytes of the item's heads in a slot (prefetched ahead) */
-    for (int j = 0; j < nk; j++) {
-        int k = it->j0 + j;
-        w->rows[j] = ((size_t)sq->pages[k / ps] * ps + (size_t)(k % ps)) * kvs;
-    }
+    chunk_rows(w->rows, sq->pages, it->j0, nk, ps, kvs, 0);
     int row_bytes = ng * D * 2;
     /* the query vectors, zero-padded to nc * 16 */
     const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride;
@@ -480,10 +492,7 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct de
     size_t kvs = (size_t)a->n_kv_heads * D;
     const uint16_t *Kp = a->k_pages, *Vp = a->v_pages;
     float *part = r->part + it->part;
-    for (int j = 0; j < nk; j++) {
-        int k = it->j0 + j;
-        w->rows[j] = ((size_t)sq->pages[k / ps] * ps + (size_t)(k % ps)) * kvs + (size_t)g * D;
-    }
+    chunk_rows(w->rows, sq->pages, it->j0, nk, ps, kvs, (size_t)g * D);
     /* Q as B tiles: dword (r, n) = vector n's bf16 pair 2r, 2r + 1 of chunk c */
     const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride;
     for (int c = 0; c < nc; c++) {
