@@ -206,16 +206,19 @@ TEST(decode_attention_bf16_pools)
                                                    {6, 2, 72}, {12, 2, 128}};
     enum { NS = 6 };
     static const int nq[NS] = {1, 1, 1, 5, 15, 40}, np[NS] = {0, 300, 601, 259, 20, 30};
-    /* forced 0: the CPU's own paths (decode items on AVX-512); 1: the ISA forced to AVX2
-     * (widened copies); 2: forced to AVX-512; 3: decode items on AMX tiles where the CPU has
-     * them (vl3__cpu_set_decode_amx); 4: as 0 on 8 threads, where the 10 chunks are fewer
-     * than twice the threads, so that each AVX-512 item takes one kv head instead of all */
-    for (int forced = 0; forced < 5; forced++)
+    /* forced 0: the CPU's own paths (decode items hybrid at D 128 where the CPU has AMX, else
+     * on AVX-512); 1: the ISA forced to AVX2 (widened copies); 2: forced to AVX-512; 3: decode
+     * items on AMX tiles where the CPU has them; 4: the AVX-512 items on 8 threads, where the
+     * 10 chunks are fewer than twice the threads, so that each item takes one kv head instead
+     * of all; 5: as 0 on 8 threads (one-head hybrid items) */
+    static const int kernel[6] = {VL3__DEC_HYBRID, VL3__DEC_HYBRID, VL3__DEC_HYBRID,
+                                  VL3__DEC_AMX,    VL3__DEC_AVX512, VL3__DEC_HYBRID};
+    for (int forced = 0; forced < 6; forced++)
     for (size_t hi = 0; hi < sizeof(hs) / sizeof(hs[0]); hi++)
         for (int ps = 7; ps <= 16; ps += 9) {
             if (forced != 1 && !have_dec)
                 continue;
-            void *c = forced == 4 ? c8 : c2;
+            void *c = forced >= 4 ? c8 : c2;
             int H = hs[hi].H, Hkv = hs[hi].Hkv, D = hs[hi].D, kvd = Hkv * D, grp = H / Hkv;
             int qstride = (H + 2 * Hkv) * D, T = 0, mp = 0;
             for (int s = 0; s < NS; s++) {
@@ -234,7 +237,7 @@ TEST(decode_attention_bf16_pools)
                 q[i] *= 8.0f; /* scores spread over units: the chunk maxima differ */
             double *want = malloc(sizeof(double) * (size_t)T * H * D);
             struct vl3__attn_seq sq[NS];
-            int row = 0, amx_rows[NS];
+            int row = 0, cls[NS]; /* 0: decode items, 1: AMX, 2: hybrid decode items */
             float scale = 1.0f / sqrtf((float)D);
             for (int s = 0; s < NS; s++) {
                 int nk = nq[s] + np[s];
@@ -248,15 +251,18 @@ TEST(decode_attention_bf16_pools)
                 }
                 /* on AMX when the CPU has it (q rounded there): n_q >= 16 (prefill), and
                  * decode sequences whose n_q x group query vectors fit a tile (16) at head
-                 * dims up to 128 */
-                amx_rows[s] = (forced == 0 || forced == 3 || forced == 4) && have_amx &&
-                              (nq[s] >= 16 || (forced == 3 && nq[s] * grp <= 16 && D <= 128));
+                 * dims up to 128; hybrid (q rounded, p not): the same decode sequences at
+                 * D 128 where that kernel is the choice */
+                int tiles = forced != 1 && forced != 2 && have_amx, fit = nq[s] * grp <= 16;
+                cls[s] = tiles && (nq[s] >= 16 || (forced == 3 && fit && D <= 128))    ? 1
+                         : tiles && kernel[forced] == VL3__DEC_HYBRID && fit && D == 128 ? 2
+                                                                                         : 0;
                 for (int i = 0; i < nq[s]; i++)
                     for (int h = 0; h < H; h++)
                         head_ref_q(want + (size_t)(row + i) * H * D + h * D,
                                    q + (size_t)(row + i) * qstride + h * D, scale,
                                    k + (h / grp) * D, v + (h / grp) * D, kvd, np[s] + i + 1, D,
-                                   amx_rows[s]);
+                                   cls[s] != 0);
                 sq[s] = (struct vl3__attn_seq){row, nq[s], np[s], tables + s * mp};
                 row += nq[s];
                 free(k), free(v);
@@ -271,20 +277,23 @@ TEST(decode_attention_bf16_pools)
                                        .work = work, .work_bytes = wb};
             vl3__cpu_set_isa(forced == 1 ? VL3__CPU_ISA_AVX2
                              : forced == 2 ? VL3__CPU_ISA_AVX512 : -1);
-            vl3__cpu_set_decode_amx(forced == 3 ? 1 : 0);
+            vl3__cpu_set_decode_kernel(kernel[forced]);
             int rc = vl3__cpu_attention(c, &a);
             vl3__cpu_set_isa(-1);
-            vl3__cpu_set_decode_amx(-1);
+            vl3__cpu_set_decode_kernel(-1);
             ASSERT_OK(rc);
             int bad = 0;
             row = 0;
             for (int s = 0; s < NS; s++) {
                 char what[128];
                 snprintf(what, sizeof(what), "%s H=%d Hkv=%d D=%d page=%d n_q=%d n_past=%d",
-                         forced == 1 ? "widened (avx2)" : amx_rows[s] ? "amx" : "decode", H,
-                         Hkv, D, ps, nq[s], np[s]);
+                         forced == 1  ? "widened (avx2)"
+                         : cls[s] == 1 ? "amx"
+                         : cls[s] == 2 ? "hybrid"
+                                       : "decode",
+                         H, Hkv, D, ps, nq[s], np[s]);
                 size_t o = (size_t)row * H * D, n = (size_t)nq[s] * H * D;
-                bad |= amx_rows[s] ? check(what, out + o, want + o, n)
+                bad |= cls[s] == 1 ? check(what, out + o, want + o, n)
                                    : check_tol(what, out + o, want + o, n, TOL_DEC_NMSE,
                                                TOL_DEC_MAX_ABS);
                 row += nq[s];

@@ -14,13 +14,24 @@
  * split-K combine) and writes the output rows.
  * Causality: query i of a sequence sees keys < n_past + i + 1; later keys get p = 0.
  *
- * Two item kernels:
+ * Three item kernels:
+ *   dec_item_hybrid (the default where the CPU has AMX; head dim 128, at most 16 query vectors
+ *     per kv head): the scores as dec_item_amx computes them (one TDPBF16PS per 16 keys, K rows
+ *     in place as A tiles, q rounded to bf16 as the AMX prefill holds it), the softmax down
+ *     the keys with the vectors in the lanes, and O += p V as dec_item (f32 p broadcast from
+ *     the score rows, V widened): neither dec_item's per-key FMA chains and horizontal sums nor
+ *     dec_item_amx's V staging. Host B, 2026-12-06, bench_decode_attention (2 threads; five
+ *     interleaved pairs on a busy host): median 13.1 ms a step against 14.8 on AVX-512, one
+ *     thread's CPU time 21.6 against 28.5. In the 2B model its logits differ from the AVX-512
+ *     items' by relative L2 ~6e-3 (the rounding of q), the same greedy tokens.
  *   dec_item_amx (AMX-BF16, head dims up to 128, at most 16 query vectors: a decode token of a
- *     group of up to 16 heads): the query vectors are the columns of B tiles, so one TDPBF16PS
- *     scores 16 keys against all of them, and the softmax runs down the keys with the vectors in
- *     the lanes; see its comment. q and p in bf16, as the AMX prefill (attention_amx.c).
- *   dec_item (AVX-512): per key, the K row widened bf16 -> f32 (exact) and one FMA chain per
- *     query vector, the partial sums of 16 keys reduced together (hsum16); then the chunk's
+ *     group of up to 16 heads; VL3_DECODE_ATTN=amx): the query vectors are the columns of B
+ *     tiles, so one TDPBF16PS scores 16 keys against all of them, and the softmax runs down the
+ *     keys with the vectors in the lanes; see its comment. q and p in bf16, as the AMX prefill
+ *     (attention_amx.c).
+ *   dec_item (AVX-512; VL3_DECODE_ATTN=avx512 on a CPU with AMX): per key, the K row widened
+ *     bf16 -> f32 (exact) and one FMA chain per query vector, the partial sums of 16 keys
+ *     reduced together (hsum16); then the chunk's
  *     softmax and O += p V with V rows widened, 64 output values at a time for up to VG query
  *     vectors (24 accumulators). q and p stay f32. At head dims 64 and 128 the rows are
  *     widened in the even/odd form (bf16_even / bf16_odd: two instructions per 32 values).
@@ -49,7 +60,8 @@
  *
  * Numerics: K and V are the bf16 values the pools hold (kv_store rounded them, nearest even);
  * AVX-512: q and p f32, sums f32, exp by vl3__exp512_ps (relative error ~2e-7); AMX: q and p
- * rounded to bf16, f32 sums, 2^x by vl3__exp2_512_ps. */
+ * rounded to bf16, f32 sums, 2^x by vl3__exp2_512_ps; hybrid: q rounded to bf16, p f32, f32
+ * sums, 2^x by vl3__exp2_512_ps. */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -93,7 +105,7 @@ struct dec_run {
     float *S;     /* per thread: struct dec_scratch's arrays, s_per_thread floats */
     size_t s_per_thread;
     int chunk, qv_max, nt, dp;
-    int amx;  /* items on AMX tiles (dec_item_amx) */
+    int amx;  /* 0, VL3__DEC_AMX (dec_item_amx) or VL3__DEC_HYBRID (dec_item_hybrid) */
     int next; /* the next item to take (atomic) */
 };
 
@@ -279,8 +291,8 @@ __attribute__((target(DEC_TARGET), always_inline)) static inline void score_key_
 
 /* values_block in the even/odd form: 64 output values from d0 (D a multiple of 64) */
 __attribute__((target(DEC_TARGET), always_inline)) static inline void values_block_eo(
-    const float *S, int ld_s, int v0, int vn, const uint16_t *Vp, const size_t *rows, int nk,
-    int d0, float *part, int D2)
+    const float *S, size_t sv, size_t sj, int v0, int vn, const uint16_t *Vp, const size_t *rows,
+    int nk, int d0, float *part, int D2)
 {
     __m512 acc[VG][4];
     _Pragma("GCC unroll 8") for (int v = 0; v < VG; v++)
@@ -295,7 +307,7 @@ __attribute__((target(DEC_TARGET), always_inline)) static inline void values_blo
         __m512i x0 = _mm512_loadu_si512(vr), x1 = _mm512_loadu_si512(vr + 32);
         __m512 vf[4] = {bf16_even(x0), bf16_odd(x0), bf16_even(x1), bf16_odd(x1)};
         _Pragma("GCC unroll 8") for (int v = 0; v < vn; v++) {
-            __m512 p = _mm512_set1_ps(S[(size_t)(v0 + v) * ld_s + j]);
+            __m512 p = _mm512_set1_ps(S[(size_t)(v0 + v) * sv + (size_t)j * sj]);
             _Pragma("GCC unroll 4") for (int c = 0; c < 4; c++)
                 acc[v][c] = _mm512_fmadd_ps(p, vf[c], acc[v][c]);
         }
@@ -425,9 +437,9 @@ __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r
             int vn = qv - v0 < VG ? qv - v0 : VG, vs = gi * qv + v0;
             for (int d0 = 0; d0 < D; d0 += 64) {
                 if (eo && vn == VG)
-                    values_block_eo(S, r->chunk, vs, VG, Vg, w->rows, nk, d0, part, D + 2);
+                    values_block_eo(S, r->chunk, 1, vs, VG, Vg, w->rows, nk, d0, part, D + 2);
                 else if (eo)
-                    values_block_eo(S, r->chunk, vs, vn, Vg, w->rows, nk, d0, part, D + 2);
+                    values_block_eo(S, r->chunk, 1, vs, vn, Vg, w->rows, nk, d0, part, D + 2);
                 else if (vn == VG)
                     values_block(S, r->chunk, vs, VG, Vg, w->rows, nk, D, d0, part, D + 2);
                 else
@@ -671,6 +683,117 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct de
         }
     }
 }
+
+/* One item on AMX tiles and AVX-512 (head dim 128, up to 16 query vectors per kv head, every
+ * kv head of the item in turn): the scores as in dec_item_amx (16 keys against all of a head's
+ * query vectors in one tile product, K rows in place as A tiles, Q rounded to bf16 as B tiles,
+ * S^T keys x vectors), the softmax down the keys with the vectors in the lanes (base 2), p left
+ * in S^T in f32, and O += p V as in dec_item (V rows widened, p broadcast from S^T): no V
+ * staging and no horizontal sums. */
+__attribute__((target(DEC_AMX_TARGET))) static void dec_item_hybrid(const struct dec_run *r,
+                                                                   const struct dec_item *it,
+                                                                   struct dec_scratch *w,
+                                                                   const struct amx_scratch *x)
+{
+    const struct vl3__attn_args *a = r->a;
+    const struct vl3__attn_seq *sq = &r->seqs[it->seq];
+    enum { D = 128, NC = 4 };
+    int grp = a->n_heads / a->n_kv_heads, qv = sq->n_q * grp, nk = it->j1 - it->j0;
+    size_t kvs = (size_t)a->n_kv_heads * D;
+    const uint16_t *Kp = (const uint16_t *)a->k_pages + (size_t)it->g0 * D;
+    const uint16_t *Vp = (const uint16_t *)a->v_pages + (size_t)it->g0 * D;
+    chunk_rows(w->rows, sq->pages, it->j0, nk, a->page_size, kvs, 0);
+    const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride;
+    int lim[16];
+    for (int n = 0; n < 16; n++)
+        lim[n] = n < qv ? sq->n_past + n / grp + 1 - it->j0 : 0;
+    __m512i limv = _mm512_loadu_si512(lim);
+    __m512 ss = _mm512_set1_ps(a->scale * LOG2E), ninf = _mm512_set1_ps(-INFINITY);
+    for (int gi = 0; gi < it->g1 - it->g0; gi++) {
+        const uint16_t *Kg = Kp + (size_t)gi * D, *Vg = Vp + (size_t)gi * D;
+        float *part = r->part + it->part + (size_t)gi * qv * (D + 2);
+        /* Q as B tiles: dword (r, n) = vector n's bf16 pair 2r, 2r + 1 of chunk c */
+        for (int c = 0; c < NC; c++) {
+            __m512 rr[16], t[16];
+            for (int n = 0; n < 16; n++) {
+                if (n >= qv) {
+                    rr[n] = _mm512_setzero_ps();
+                    continue;
+                }
+                const float *q = Q + (size_t)(n / grp) * a->q_stride +
+                                 (size_t)((it->g0 + gi) * grp + n % grp) * D + 32 * c;
+                rr[n] = (__m512)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(q));
+            }
+            vl3__transpose16_ps(rr, t);
+            for (int i = 0; i < 16; i++)
+                _mm512_store_ps((float *)(x->qt + (size_t)c * 256 + i * 16), t[i]);
+        }
+        _tile_loadd(4, x->qt, 64);
+        _tile_loadd(5, x->qt + 256, 64);
+        _tile_loadd(6, x->qt + 512, 64);
+        _tile_loadd(7, x->qt + 768, 64);
+        for (int j0 = 0; j0 < nk; j0 += 32) {
+            for (int j = j0 + 32; j < j0 + 64 && j < nk; j++)
+                for (int c = 0; c < NC; c++)
+                    _mm_prefetch((const char *)(Kg + w->rows[j] + 32 * c), _MM_HINT_T0);
+            const char *src[2];
+            long stride[2];
+            for (int h = 0; h < 2; h++)
+                src[h] = k_block(x, Kg, w->rows, kvs, nk, j0 + 16 * h, D, D, h, &stride[h]);
+            _tile_zero(0);
+            _tile_zero(1);
+#define QK_CHUNK(c, TQ)                                                                            \
+    do {                                                                                           \
+        _tile_loadd(2, src[0] + 64 * (c), stride[0]);                                              \
+        _tile_loadd(3, src[1] + 64 * (c), stride[1]);                                              \
+        _tile_dpbf16ps(0, 2, TQ);                                                                  \
+        _tile_dpbf16ps(1, 3, TQ);                                                                  \
+    } while (0)
+            QK_CHUNK(0, 4);
+            QK_CHUNK(1, 5);
+            QK_CHUNK(2, 6);
+            QK_CHUNK(3, 7);
+#undef QK_CHUNK
+            _tile_stored(0, x->st + (size_t)j0 * 16, 64);
+            _tile_stored(1, x->st + (size_t)(j0 + 16) * 16, 64);
+        }
+        /* softmax down the keys: key j is visible to vector n when j < lim[n] */
+        __m512 mx = ninf;
+        for (int j = 0; j < nk; j++) {
+            __mmask16 vis = _mm512_cmpgt_epi32_mask(limv, _mm512_set1_epi32(j));
+            __m512 sv = _mm512_mask_blend_ps(
+                vis, ninf, _mm512_mul_ps(_mm512_load_ps(x->st + (size_t)j * 16), ss));
+            _mm512_store_ps(x->st + (size_t)j * 16, sv);
+            mx = _mm512_max_ps(mx, sv);
+        }
+        __mmask16 live = _mm512_cmp_ps_mask(mx, ninf, _CMP_NEQ_OQ);
+        __m512 msafe = _mm512_maskz_mov_ps(live, mx), lsum = _mm512_setzero_ps();
+        for (int j = 0; j < nk; j++) {
+            __m512 sj = _mm512_load_ps(x->st + (size_t)j * 16);
+            __m512 p = _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(sj, ninf, _CMP_NEQ_OQ),
+                                           vl3__exp2_512_ps(_mm512_sub_ps(sj, msafe)));
+            _mm512_store_ps(x->st + (size_t)j * 16, p);
+            lsum = _mm512_add_ps(lsum, p);
+        }
+        /* O = p V: p of vector v, key j at st[j * 16 + v] */
+        for (int v0 = 0; v0 < qv; v0 += VG) {
+            int vn = qv - v0 < VG ? qv - v0 : VG;
+            for (int d0 = 0; d0 < D; d0 += 64) {
+                if (vn == VG)
+                    values_block_eo(x->st, 1, 16, v0, VG, Vg, w->rows, nk, d0, part, D + 2);
+                else
+                    values_block_eo(x->st, 1, 16, v0, vn, Vg, w->rows, nk, d0, part, D + 2);
+            }
+        }
+        float mv[16], lv[16];
+        _mm512_storeu_ps(mv, _mm512_mul_ps(mx, _mm512_set1_ps(LN2)));
+        _mm512_storeu_ps(lv, lsum);
+        for (int v = 0; v < qv; v++) {
+            part[(size_t)v * (D + 2)] = mv[v];
+            part[(size_t)v * (D + 2) + 1] = lv[v];
+        }
+    }
+}
 #endif
 
 static void dec_task(void *arg, int k)
@@ -692,7 +815,9 @@ static void dec_task(void *arg, int k)
         while ((i = __atomic_fetch_add(&r->next, 1, __ATOMIC_RELAXED)) < r->n_items) {
             const struct dec_item *it = &r->items[i];
             int qv = r->seqs[it->seq].n_q * (r->a->n_heads / r->a->n_kv_heads);
-            if (it->g1 - it->g0 == 1 && qv <= 16)
+            if (r->amx == VL3__DEC_HYBRID && qv <= 16)
+                dec_item_hybrid(r, it, &w, &x);
+            else if (r->amx == VL3__DEC_AMX && it->g1 - it->g0 == 1 && qv <= 16)
                 dec_item_amx(r, it, &w, &x);
             else
                 dec_item(r, it, &w);
@@ -706,21 +831,25 @@ static void dec_task(void *arg, int k)
 }
 #endif
 
-static int decode_amx = -1;
+static int decode_kernel = -1;
 
-void vl3__cpu_set_decode_amx(int on)
+void vl3__cpu_set_decode_kernel(int kernel)
 {
-    __atomic_store_n(&decode_amx, on, __ATOMIC_RELAXED);
+    __atomic_store_n(&decode_kernel, kernel, __ATOMIC_RELAXED);
 }
 
 #ifdef DEC_AMX
-static int use_decode_amx(void)
+static int decode_kernel_choice(void)
 {
-    int f = __atomic_load_n(&decode_amx, __ATOMIC_RELAXED);
-    if (f >= 0)
-        return f;
+    int k = __atomic_load_n(&decode_kernel, __ATOMIC_RELAXED);
+    if (k >= 0)
+        return k;
     const char *e = getenv("VL3_DECODE_ATTN");
-    return e && strcmp(e, "amx") == 0;
+    if (e && strcmp(e, "amx") == 0)
+        return VL3__DEC_AMX;
+    if (e && strcmp(e, "avx512") == 0)
+        return VL3__DEC_AVX512;
+    return VL3__DEC_HYBRID;
 }
 #endif
 
@@ -782,16 +911,19 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
     }
     if (n_chunks == 0)
         return 0;
-    /* AMX tiles when asked for (vl3__cpu_set_decode_amx, VL3_DECODE_ATTN=amx) and the CPU has
-     * them (the ISA not forced below), for head dims of up to four 32-value chunks; per
-     * sequence, when its query vectors fit one tile's columns. Not the default: in the 2B
-     * model's decode at 7,212 keys (vl3 bench llm --prompt-tokens 7212, host B, four
-     * interleaved pairs) the AVX-512 items gave 6.62-7.09 tok/s and the AMX ones 5.95-6.39,
-     * although the AMX kernel alone measured faster on host A (file comment). */
+    /* Where the CPU has AMX tiles (and the ISA is not forced below it): the hybrid items at
+     * head dim 128 (the default), or the AMX items at head dims up to 128 when asked for
+     * (vl3__cpu_set_decode_kernel, VL3_DECODE_ATTN); per sequence, only when its query vectors
+     * per kv head fit one tile's 16 columns (else dec_item). Measurements: file comment. */
     int amx = 0;
 #ifdef DEC_AMX
-    amx = use_decode_amx() && vl3__cpu_isa() == VL3__CPU_ISA_AMX && vl3__cpu_amx_available() &&
-          D <= 128;
+    if (vl3__cpu_isa() == VL3__CPU_ISA_AMX && vl3__cpu_amx_available()) {
+        int k = decode_kernel_choice();
+        if (k == VL3__DEC_AMX && D <= 128)
+            amx = VL3__DEC_AMX;
+        else if (k == VL3__DEC_HYBRID && D == 128)
+            amx = VL3__DEC_HYBRID;
+    }
 #endif
     int nt = vl3__cpu_threads(ctx);
     nt = nt < 1 ? 1 : nt > MAX_THREADS ? MAX_THREADS : nt;
@@ -800,7 +932,7 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
      * where that leaves too few items for the threads, and for the AMX items */
     int whole = n_chunks >= 2 * nt, qv_max = 0, n_items = 0;
     for (int s = 0; s < a->n_seqs; s++) {
-        int qv = a->seqs[s].n_q * grp, per_head = !whole || (amx && qv <= 16);
+        int qv = a->seqs[s].n_q * grp, per_head = !whole || (amx == VL3__DEC_AMX && qv <= 16);
         int nc = (a->seqs[s].n_past + a->seqs[s].n_q + chunk - 1) / chunk;
         n_items += per_head ? nc * Hkv : nc;
         qv = per_head ? qv : qv * Hkv;
@@ -816,7 +948,7 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
     for (int s = 0; s < a->n_seqs; s++) {
         const struct vl3__attn_seq *sq = &a->seqs[s];
         int nk = sq->n_past + sq->n_q, qv = sq->n_q * grp;
-        int gs = !whole || (amx && qv <= 16) ? 1 : Hkv; /* kv heads per item */
+        int gs = !whole || (amx == VL3__DEC_AMX && qv <= 16) ? 1 : Hkv; /* kv heads per item */
         /* chunk-major: a thread's share of the items is a contiguous run of slots, whole rows
          * (every kv head) read back to back, rather than every other 256 bytes of each row */
         for (int j0 = 0; j0 < nk; j0 += chunk)

@@ -121,9 +121,11 @@ size_t vl3__cpu_attention_work_size(void *ctx, int max_q, int n_ctx, int n_heads
 /* attention_decode.c: sequences of n_q <= 16 over bf16 pools on AVX-512 (-ENOTSUP without),
  * on AMX tiles where present and a GQA group's query vectors fit one tile */
 int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a);
-/* Whether decode items run on AMX tiles (1) or on AVX-512 (0); -1: VL3_DECODE_ATTN=amx|avx512,
- * default avx512 (see attention_decode.c) */
-void vl3__cpu_set_decode_amx(int on);
+/* Which kernel runs the decode items on a CPU with AMX (attention_decode.c): VL3__DEC_AVX512,
+ * VL3__DEC_AMX or VL3__DEC_HYBRID (scores on tiles, the rest on AVX-512); -1: from
+ * VL3_DECODE_ATTN=avx512|amx|hybrid, default hybrid. Without AMX the items run on AVX-512. */
+enum { VL3__DEC_AVX512 = 0, VL3__DEC_AMX = 1, VL3__DEC_HYBRID = 2 };
+void vl3__cpu_set_decode_kernel(int kernel);
 
 /* attention_amx.c: the same attention (and the vision encoder's block attention) on AMX tiles in
  * bf16 with f32 accumulation. -ENOTSUP when the CPU or kernel lacks AMX-BF16. */
