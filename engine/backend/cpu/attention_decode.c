@@ -146,6 +146,7 @@ static size_t amx_scratch_carve(float *base, int chunk, int Dp, struct amx_scrat
     return end;
 }
 
+#ifdef DEC_X86
 /* rows[j] = the element offset of key j0 + j's slot (nk keys) in a pool of slots of kvs
  * values, plus off: one page-table lookup per page rather than a division per key. */
 static void chunk_rows(size_t *rows, const int32_t *pages, int j0, int nk, int ps, size_t kvs,
@@ -161,7 +162,6 @@ static void chunk_rows(size_t *rows, const int32_t *pages, int j0, int nk, int p
     }
 }
 
-#ifdef DEC_X86
 #define DEC_TARGET "avx512f,avx512bw,avx512vl,avx512dq,fma"
 
 /* 16 bf16 (masked) widened to f32: the bf16 bits are the high half of the f32 bits */
