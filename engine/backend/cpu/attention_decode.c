@@ -475,6 +475,96 @@ __attribute__((target(DEC_AMX_TARGET))) static inline const char *k_block(
     return (const char *)kt;
 }
 
+/* Q of kv head g (qv vectors of the sequence's rows from Q) as B tiles in x->qt: dword (r, n)
+ * = vector n's bf16 pair 2r, 2r + 1 of chunk c (columns past qv zero); loaded into tiles
+ * 4 .. 4 + nc - 1 */
+__attribute__((target(DEC_AMX_TARGET))) static void q_tiles(const struct vl3__attn_args *a,
+                                                           const float *Q, int qv, int g,
+                                                           int nc, const struct amx_scratch *x)
+{
+    int D = a->head_dim, grp = a->n_heads / a->n_kv_heads;
+    for (int c = 0; c < nc; c++) {
+        __m512 rr[16], t[16];
+        for (int n = 0; n < 16; n++) {
+            if (n >= qv) {
+                rr[n] = _mm512_setzero_ps();
+                continue;
+            }
+            const float *q = Q + (size_t)(n / grp) * a->q_stride +
+                             (size_t)(g * grp + n % grp) * D + 32 * c;
+            rr[n] = (__m512)_mm512_cvtne2ps_pbh(
+                _mm512_maskz_loadu_ps(vl3__mask16(D - 32 * c - 16), q + 16),
+                _mm512_maskz_loadu_ps(vl3__mask16(D - 32 * c), q));
+        }
+        vl3__transpose16_ps(rr, t);
+        for (int i = 0; i < 16; i++)
+            _mm512_store_ps((float *)(x->qt + (size_t)c * 256 + i * 16), t[i]);
+    }
+    _tile_loadd(4, x->qt, 64);
+    if (nc > 1)
+        _tile_loadd(5, x->qt + 256, 64);
+    if (nc > 2)
+        _tile_loadd(6, x->qt + 512, 64);
+    if (nc > 3)
+        _tile_loadd(7, x->qt + 768, 64);
+}
+
+/* The score products of the 32 keys from j0: two 16-key blocks (K rows at Kp + rows[], in place
+ * or staged by k_block) on C tiles 0 and 1, nc chunks against the Q tiles; scores_store puts
+ * them in x->st rows j0 .. j0 + 31 (S^T, 16 floats a key), so that other work can run between
+ * the two. */
+__attribute__((target(DEC_AMX_TARGET))) static inline void scores_issue(
+    const struct amx_scratch *x, const uint16_t *Kp, const size_t *rows, size_t kvs, int nk,
+    int j0, int D, int nc)
+{
+    const char *src[2];
+    long stride[2];
+    for (int h = 0; h < 2; h++)
+        src[h] = k_block(x, Kp, rows, kvs, nk, j0 + 16 * h, D, nc * 32, h, &stride[h]);
+    _tile_zero(0);
+    _tile_zero(1);
+/* D chunk c of both key blocks against query tile TQ (a literal: the tile intrinsics paste
+ * their register numbers into the instruction text) */
+#define QK_CHUNK(c, TQ)                                                                            \
+    do {                                                                                           \
+        _tile_loadd(2, src[0] + 64 * (c), stride[0]);                                              \
+        _tile_loadd(3, src[1] + 64 * (c), stride[1]);                                              \
+        _tile_dpbf16ps(0, 2, TQ);                                                                  \
+        _tile_dpbf16ps(1, 3, TQ);                                                                  \
+    } while (0)
+    QK_CHUNK(0, 4);
+    if (nc > 1)
+        QK_CHUNK(1, 5);
+    if (nc > 2)
+        QK_CHUNK(2, 6);
+    if (nc > 3)
+        QK_CHUNK(3, 7);
+#undef QK_CHUNK
+}
+
+__attribute__((target(DEC_AMX_TARGET))) static inline void scores_store(
+    const struct amx_scratch *x, int j0)
+{
+    _tile_stored(0, x->st + (size_t)j0 * 16, 64);
+    _tile_stored(1, x->st + (size_t)(j0 + 16) * 16, 64);
+}
+
+/* S^T's nk rows scaled by ss (scale x log2 e), key j of lane n set to -inf where j >= lim[n]
+ * (stored back); returns each lane's maximum */
+__attribute__((target(DEC_AMX_TARGET))) static inline __m512 scores_scale_max(
+    const struct amx_scratch *x, int nk, __m512i limv, __m512 ss)
+{
+    __m512 ninf = _mm512_set1_ps(-INFINITY), mx = ninf;
+    for (int j = 0; j < nk; j++) {
+        __mmask16 vis = _mm512_cmpgt_epi32_mask(limv, _mm512_set1_epi32(j));
+        __m512 sv = _mm512_mask_blend_ps(vis, ninf,
+                                         _mm512_mul_ps(_mm512_load_ps(x->st + (size_t)j * 16), ss));
+        _mm512_store_ps(x->st + (size_t)j * 16, sv);
+        mx = _mm512_max_ps(mx, sv);
+    }
+    return mx;
+}
+
 /* One item on AMX tiles, for qv <= 16 query vectors (a decode token of a GQA group of up to 16
  * heads) and head dims up to 128. The query vectors are the 16 columns of B tiles, so one
  * TDPBF16PS scores 16 keys against all of them:
@@ -505,33 +595,8 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct de
     const uint16_t *Kp = a->k_pages, *Vp = a->v_pages;
     float *part = r->part + it->part;
     chunk_rows(w->rows, sq->pages, it->j0, nk, ps, kvs, (size_t)g * D);
-    /* Q as B tiles: dword (r, n) = vector n's bf16 pair 2r, 2r + 1 of chunk c */
-    const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride;
-    for (int c = 0; c < nc; c++) {
-        __m512 rr[16], t[16];
-        for (int n = 0; n < 16; n++) {
-            if (n >= qv) {
-                rr[n] = _mm512_setzero_ps();
-                continue;
-            }
-            const float *q = Q + (size_t)(n / grp) * a->q_stride +
-                             (size_t)(g * grp + n % grp) * D + 32 * c;
-            rr[n] = (__m512)_mm512_cvtne2ps_pbh(
-                _mm512_maskz_loadu_ps(vl3__mask16(D - 32 * c - 16), q + 16),
-                _mm512_maskz_loadu_ps(vl3__mask16(D - 32 * c), q));
-        }
-        vl3__transpose16_ps(rr, t);
-        for (int i = 0; i < 16; i++)
-            _mm512_store_ps((float *)(x->qt + (size_t)c * 256 + i * 16), t[i]);
-    }
     /* tiles 4 .. 4 + nc - 1: Q; 0, 1: S^T of a key block; 2, 3: K (alternating) */
-    _tile_loadd(4, x->qt, 64);
-    if (nc > 1)
-        _tile_loadd(5, x->qt + 256, 64);
-    if (nc > 2)
-        _tile_loadd(6, x->qt + 512, 64);
-    if (nc > 3)
-        _tile_loadd(7, x->qt + 768, 64);
+    q_tiles(a, (const float *)a->q + (size_t)sq->q_row * a->q_stride, qv, g, nc, x);
     /* per step, 32 keys: two 16-key blocks on C tiles 0 and 1 (two chains of nc products) */
     for (int j0 = 0; j0 < nk; j0 += 32) {
         /* this step's V lines and the next step's K lines, issued before this step's score
@@ -542,29 +607,7 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct de
         for (int j = j0 + 32; j < j0 + 64 && j < nk; j++)
             for (int c = 0; c < nc; c++)
                 _mm_prefetch((const char *)(Kp + w->rows[j] + 32 * c), _MM_HINT_T0);
-        const char *src[2];
-        long stride[2];
-        for (int h = 0; h < 2; h++)
-            src[h] = k_block(x, Kp, w->rows, kvs, nk, j0 + 16 * h, D, Dp, h, &stride[h]);
-        _tile_zero(0);
-        _tile_zero(1);
-/* D chunk c of both key blocks against query tile TQ (a literal: the tile intrinsics paste
- * their register numbers into the instruction text) */
-#define QK_CHUNK(c, TQ)                                                                            \
-    do {                                                                                           \
-        _tile_loadd(2, src[0] + 64 * (c), stride[0]);                                              \
-        _tile_loadd(3, src[1] + 64 * (c), stride[1]);                                              \
-        _tile_dpbf16ps(0, 2, TQ);                                                                  \
-        _tile_dpbf16ps(1, 3, TQ);                                                                  \
-    } while (0)
-        QK_CHUNK(0, 4);
-        if (nc > 1)
-            QK_CHUNK(1, 5);
-        if (nc > 2)
-            QK_CHUNK(2, 6);
-        if (nc > 3)
-            QK_CHUNK(3, 7);
-#undef QK_CHUNK
+        scores_issue(x, Kp, w->rows, kvs, nk, j0, D, nc);
         /* meanwhile, V of these keys as B tiles: pair r of the 32-key block, chunk c (zero
          * pairs past the chunk's keys) */
         uint16_t *vblk = x->vt + (size_t)(j0 / 32) * nj * 512;
@@ -584,8 +627,7 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct de
                                    _mm512_unpackhi_epi16(va, vb));
             }
         }
-        _tile_stored(0, x->st + (size_t)j0 * 16, 64);
-        _tile_stored(1, x->st + (size_t)(j0 + 16) * 16, 64);
+        scores_store(x, j0);
     }
 
     /* softmax down the keys, the vectors in the lanes: key j is visible to vector n when
@@ -594,15 +636,8 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct de
     for (int n = 0; n < 16; n++)
         lim[n] = n < qv ? sq->n_past + n / grp + 1 - it->j0 : 0;
     __m512i limv = _mm512_loadu_si512(lim);
-    __m512 ss = _mm512_set1_ps(a->scale * LOG2E), ninf = _mm512_set1_ps(-INFINITY);
-    __m512 mx = ninf;
-    for (int j = 0; j < nk; j++) {
-        __mmask16 vis = _mm512_cmpgt_epi32_mask(limv, _mm512_set1_epi32(j));
-        __m512 sv = _mm512_mask_blend_ps(vis, ninf,
-                                         _mm512_mul_ps(_mm512_load_ps(x->st + (size_t)j * 16), ss));
-        _mm512_store_ps(x->st + (size_t)j * 16, sv);
-        mx = _mm512_max_ps(mx, sv);
-    }
+    __m512 ninf = _mm512_set1_ps(-INFINITY);
+    __m512 mx = scores_scale_max(x, nk, limv, _mm512_set1_ps(a->scale * LOG2E));
     __mmask16 live = _mm512_cmp_ps_mask(mx, ninf, _CMP_NEQ_OQ);
     __m512 msafe = _mm512_maskz_mov_ps(live, mx), lsum = _mm512_setzero_ps();
     for (int kb = 0; kb < nk32; kb++) {
@@ -712,60 +747,16 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_hybrid(const struct
     for (int gi = 0; gi < it->g1 - it->g0; gi++) {
         const uint16_t *Kg = Kp + (size_t)gi * D, *Vg = Vp + (size_t)gi * D;
         float *part = r->part + it->part + (size_t)gi * qv * (D + 2);
-        /* Q as B tiles: dword (r, n) = vector n's bf16 pair 2r, 2r + 1 of chunk c */
-        for (int c = 0; c < NC; c++) {
-            __m512 rr[16], t[16];
-            for (int n = 0; n < 16; n++) {
-                if (n >= qv) {
-                    rr[n] = _mm512_setzero_ps();
-                    continue;
-                }
-                const float *q = Q + (size_t)(n / grp) * a->q_stride +
-                                 (size_t)((it->g0 + gi) * grp + n % grp) * D + 32 * c;
-                rr[n] = (__m512)_mm512_cvtne2ps_pbh(_mm512_loadu_ps(q + 16), _mm512_loadu_ps(q));
-            }
-            vl3__transpose16_ps(rr, t);
-            for (int i = 0; i < 16; i++)
-                _mm512_store_ps((float *)(x->qt + (size_t)c * 256 + i * 16), t[i]);
-        }
-        _tile_loadd(4, x->qt, 64);
-        _tile_loadd(5, x->qt + 256, 64);
-        _tile_loadd(6, x->qt + 512, 64);
-        _tile_loadd(7, x->qt + 768, 64);
+        q_tiles(a, Q, qv, it->g0 + gi, NC, x);
         for (int j0 = 0; j0 < nk; j0 += 32) {
             for (int j = j0 + 32; j < j0 + 64 && j < nk; j++)
                 for (int c = 0; c < NC; c++)
                     _mm_prefetch((const char *)(Kg + w->rows[j] + 32 * c), _MM_HINT_T0);
-            const char *src[2];
-            long stride[2];
-            for (int h = 0; h < 2; h++)
-                src[h] = k_block(x, Kg, w->rows, kvs, nk, j0 + 16 * h, D, D, h, &stride[h]);
-            _tile_zero(0);
-            _tile_zero(1);
-#define QK_CHUNK(c, TQ)                                                                            \
-    do {                                                                                           \
-        _tile_loadd(2, src[0] + 64 * (c), stride[0]);                                              \
-        _tile_loadd(3, src[1] + 64 * (c), stride[1]);                                              \
-        _tile_dpbf16ps(0, 2, TQ);                                                                  \
-        _tile_dpbf16ps(1, 3, TQ);                                                                  \
-    } while (0)
-            QK_CHUNK(0, 4);
-            QK_CHUNK(1, 5);
-            QK_CHUNK(2, 6);
-            QK_CHUNK(3, 7);
-#undef QK_CHUNK
-            _tile_stored(0, x->st + (size_t)j0 * 16, 64);
-            _tile_stored(1, x->st + (size_t)(j0 + 16) * 16, 64);
+            scores_issue(x, Kg, w->rows, kvs, nk, j0, D, NC);
+            scores_store(x, j0);
         }
         /* softmax down the keys: key j is visible to vector n when j < lim[n] */
-        __m512 mx = ninf;
-        for (int j = 0; j < nk; j++) {
-            __mmask16 vis = _mm512_cmpgt_epi32_mask(limv, _mm512_set1_epi32(j));
-            __m512 sv = _mm512_mask_blend_ps(
-                vis, ninf, _mm512_mul_ps(_mm512_load_ps(x->st + (size_t)j * 16), ss));
-            _mm512_store_ps(x->st + (size_t)j * 16, sv);
-            mx = _mm512_max_ps(mx, sv);
-        }
+        __m512 mx = scores_scale_max(x, nk, limv, ss);
         __mmask16 live = _mm512_cmp_ps_mask(mx, ninf, _CMP_NEQ_OQ);
         __m512 msafe = _mm512_maskz_mov_ps(live, mx), lsum = _mm512_setzero_ps();
         for (int j = 0; j < nk; j++) {
