@@ -204,8 +204,8 @@ TEST(decode_attention_bf16_pools)
     /* D 64 and 128: the decode items' even/odd form; 16, 40, 72: the widened form */
     static const struct { int H, Hkv, D; } hs[] = {{4, 2, 16}, {3, 3, 40}, {8, 2, 64},
                                                    {6, 2, 72}, {12, 2, 128}};
-    enum { NS = 6 };
-    static const int nq[NS] = {1, 1, 1, 5, 15, 40}, np[NS] = {0, 300, 601, 259, 20, 30};
+    enum { NS = 6 }; /* n_q 2: two query rows in one hybrid item at H 12 / Hkv 2 (12 vectors) */
+    static const int nq[NS] = {1, 1, 2, 5, 15, 40}, np[NS] = {0, 300, 601, 259, 20, 30};
     /* forced 0: the CPU's own paths (decode items hybrid at D 128 where the CPU has AMX, else
      * on AVX-512); 1: the ISA forced to AVX2 (widened copies); 2: forced to AVX-512; 3: decode
      * items on AMX tiles where the CPU has them; 4: the AVX-512 items on 8 threads, where the
