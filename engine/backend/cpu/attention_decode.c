@@ -31,15 +31,15 @@
  *     (attention_amx.c).
  *   dec_item (AVX-512; VL3_DECODE_ATTN=avx512 on a CPU with AMX): per key, the K row widened
  *     bf16 -> f32 (exact) and one FMA chain per query vector, the partial sums of 16 keys
- *     reduced together (hsum16); then the chunk's
- *     softmax and O += p V with V rows widened, 64 output values at a time for up to VG query
- *     vectors (24 accumulators). q and p stay f32. At head dims 64 and 128 the rows are
- *     widened in the even/odd form (bf16_even / bf16_odd: two instructions per 32 values).
+ *     reduced together (hsum16); then the chunk's softmax and O += p V with V rows widened, 64
+ *     output values at a time for up to VG query vectors (24 accumulators). q and p stay f32.
+ *     At head dims 64 and 128 the rows are widened in the even/odd form (bf16_even /
+ *     bf16_odd: two instructions per 32 values).
  * bench_decode_attention (28 layers x 7,212 keys, 2 threads), pairs run back to back as the
- * machine's load came and went: AMX 12.6-15.2 ms a step, AVX-512 14.2-18.5 (12-18% more). Both
- * spend ~100 cycles per key and kv head even with the pools cache-resident, most of it waiting
- * for lines: a core keeps only as many misses in flight as it has fill buffers, and these reads
- * do not stream as a plain read does (8.5-9.6 ms for the same bytes in the same order).
+ * machine's load came and went (host A): AMX 12.6-15.2 ms a step, AVX-512 14.2-18.5 (12-18%
+ * more). Both spend ~100 cycles per key and kv head even with the pools cache-resident; on host
+ * B the AVX-512 items were only ~18% faster per key from cache than from memory (2026-12-06,
+ * VL3_BENCH_CTX=1025 against 7,213), so their cost is the instructions, not the reads.
  *
  * Memory: items go chunk-major (a chunk's kv heads, then the next chunk) and the threads
  * take them in that order from a shared counter, so the pools are read front to back (and a
@@ -326,6 +326,23 @@ __attribute__((target(DEC_TARGET), always_inline)) static inline void values_blo
     }
 }
 
+/* O += p V for the qv vectors from vs over all of D (64 or 128), VG vectors at a time: p of
+ * vector v, key j at S[v * sv + j * sj] */
+__attribute__((target(DEC_TARGET), always_inline)) static inline void values_eo(
+    const float *S, size_t sv, size_t sj, int vs, int qv, const uint16_t *Vg, const size_t *rows,
+    int nk, int D, float *part)
+{
+    for (int v0 = 0; v0 < qv; v0 += VG) {
+        int vn = qv - v0 < VG ? qv - v0 : VG;
+        for (int d0 = 0; d0 < D; d0 += 64) {
+            if (vn == VG)
+                values_block_eo(S, sv, sj, vs + v0, VG, Vg, rows, nk, d0, part, D + 2);
+            else
+                values_block_eo(S, sv, sj, vs + v0, vn, Vg, rows, nk, d0, part, D + 2);
+        }
+    }
+}
+
 /* One item on AVX-512: kv heads [g0, g1) of a chunk of keys. Vector v of the item is vector
  * v % qv (row (v % qv) / grp of the sequence's queries, head (g0 + v / qv) * grp + v % grp) of
  * kv head g0 + v / qv; its partials are at part + v * (D + 2). With every kv head in one item
@@ -433,14 +450,14 @@ __attribute__((target(DEC_TARGET))) static void dec_item(const struct dec_run *r
     /* O = p V per kv head, VG query vectors x 64 output values at a time */
     for (int gi = 0; gi < ng; gi++) {
         const uint16_t *Vg = Vp + (size_t)gi * D;
+        if (eo) {
+            values_eo(S, r->chunk, 1, gi * qv, qv, Vg, w->rows, nk, D, part);
+            continue;
+        }
         for (int v0 = 0; v0 < qv; v0 += VG) {
             int vn = qv - v0 < VG ? qv - v0 : VG, vs = gi * qv + v0;
             for (int d0 = 0; d0 < D; d0 += 64) {
-                if (eo && vn == VG)
-                    values_block_eo(S, r->chunk, 1, vs, VG, Vg, w->rows, nk, d0, part, D + 2);
-                else if (eo)
-                    values_block_eo(S, r->chunk, 1, vs, vn, Vg, w->rows, nk, d0, part, D + 2);
-                else if (vn == VG)
+                if (vn == VG)
                     values_block(S, r->chunk, vs, VG, Vg, w->rows, nk, D, d0, part, D + 2);
                 else
                     values_block(S, r->chunk, vs, vn, Vg, w->rows, nk, D, d0, part, D + 2);
@@ -767,15 +784,7 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_hybrid(const struct
             lsum = _mm512_add_ps(lsum, p);
         }
         /* O = p V: p of vector v, key j at st[j * 16 + v] */
-        for (int v0 = 0; v0 < qv; v0 += VG) {
-            int vn = qv - v0 < VG ? qv - v0 : VG;
-            for (int d0 = 0; d0 < D; d0 += 64) {
-                if (vn == VG)
-                    values_block_eo(x->st, 1, 16, v0, VG, Vg, w->rows, nk, d0, part, D + 2);
-                else
-                    values_block_eo(x->st, 1, 16, v0, vn, Vg, w->rows, nk, d0, part, D + 2);
-            }
-        }
+        values_eo(x->st, 1, 16, 0, qv, Vg, w->rows, nk, D, part);
         float mv[16], lv[16];
         _mm512_storeu_ps(mv, _mm512_mul_ps(mx, _mm512_set1_ps(LN2)));
         _mm512_storeu_ps(lv, lsum);
@@ -844,6 +853,16 @@ static int decode_kernel_choice(void)
 }
 #endif
 
+/* Item it's partials (m, l, O) of vector v (of qv per kv head) of kv head g; NULL when the
+ * item does not cover g */
+static const float *item_partials(const struct dec_run *r, const struct dec_item *it, int g,
+                                  int qv, int v)
+{
+    if (g < it->g0 || g >= it->g1)
+        return NULL;
+    return r->part + it->part + ((size_t)(g - it->g0) * qv + v) * (r->a->head_dim + 2);
+}
+
 /* The items of one sequence are [i0, i1); those covering kv head g hold its chunks: rescale
  * them to a common max and write the output rows. */
 static void dec_merge(const struct dec_run *r, int i0, int i1, int g)
@@ -854,11 +873,8 @@ static void dec_merge(const struct dec_run *r, int i0, int i1, int g)
     for (int v = 0; v < qv; v++) {
         float m = -INFINITY;
         for (int i = i0; i < i1; i++) {
-            const struct dec_item *it = &r->items[i];
-            if (g < it->g0 || g >= it->g1)
-                continue;
-            const float *pv = r->part + it->part + ((size_t)(g - it->g0) * qv + v) * (D + 2);
-            if (pv[1] > 0 && pv[0] > m)
+            const float *pv = item_partials(r, &r->items[i], g, qv, v);
+            if (pv && pv[1] > 0 && pv[0] > m)
                 m = pv[0];
         }
         int row = sq->q_row + v / grp, h = g * grp + v % grp;
@@ -867,11 +883,8 @@ static void dec_merge(const struct dec_run *r, int i0, int i1, int g)
         for (int d = 0; d < D; d++)
             out[d] = 0;
         for (int i = i0; i < i1; i++) {
-            const struct dec_item *it = &r->items[i];
-            if (g < it->g0 || g >= it->g1)
-                continue;
-            const float *pv = r->part + it->part + ((size_t)(g - it->g0) * qv + v) * (D + 2);
-            if (!(pv[1] > 0))
+            const float *pv = item_partials(r, &r->items[i], g, qv, v);
+            if (!pv || !(pv[1] > 0))
                 continue;
             float f = expf(pv[0] - m);
             l += (double)pv[1] * f;
@@ -883,6 +896,15 @@ static void dec_merge(const struct dec_run *r, int i0, int i1, int g)
             out[d] *= inv;
     }
 }
+
+#ifdef DEC_X86
+/* kv heads per item of a sequence with qv query vectors per kv head: all (whole slots), or one
+ * where the chunks are too few for the threads (!whole) and for the AMX items */
+static int heads_per_item(int whole, int amx, int qv, int Hkv)
+{
+    return !whole || (amx == VL3__DEC_AMX && qv <= 16) ? 1 : Hkv;
+}
+#endif
 
 int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
 {
@@ -923,11 +945,10 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
      * where that leaves too few items for the threads, and for the AMX items */
     int whole = n_chunks >= 2 * nt, qv_max = 0, n_items = 0;
     for (int s = 0; s < a->n_seqs; s++) {
-        int qv = a->seqs[s].n_q * grp, per_head = !whole || (amx == VL3__DEC_AMX && qv <= 16);
+        int qv = a->seqs[s].n_q * grp, gs = heads_per_item(whole, amx, qv, Hkv);
         int nc = (a->seqs[s].n_past + a->seqs[s].n_q + chunk - 1) / chunk;
-        n_items += per_head ? nc * Hkv : nc;
-        qv = per_head ? qv : qv * Hkv;
-        qv_max = qv > qv_max ? qv : qv_max;
+        n_items += nc * (Hkv / gs);
+        qv_max = qv * gs > qv_max ? qv * gs : qv_max;
     }
     if (nt > n_items)
         nt = n_items;
@@ -939,7 +960,7 @@ int vl3__cpu_attention_decode_bf16(void *ctx, const struct vl3__attn_args *a)
     for (int s = 0; s < a->n_seqs; s++) {
         const struct vl3__attn_seq *sq = &a->seqs[s];
         int nk = sq->n_past + sq->n_q, qv = sq->n_q * grp;
-        int gs = !whole || (amx == VL3__DEC_AMX && qv <= 16) ? 1 : Hkv; /* kv heads per item */
+        int gs = heads_per_item(whole, amx, qv, Hkv);
         /* chunk-major: a thread's share of the items is a contiguous run of slots, whole rows
          * (every kv head) read back to back, rather than every other 256 bytes of each row */
         for (int j0 = 0; j0 < nk; j0 += chunk)
