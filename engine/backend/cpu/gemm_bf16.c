@@ -53,13 +53,14 @@
  * chunks sized to L2 (~50 steps); 4, 6, 10, 12, 16 steps measured lower than 8 */
 #define AMX_KC_L1 8
 /* Software prefetch distances of the streaming kernels (dot_rows_t1, DOT_BLOCK), bytes ahead of
- * the W load on the same row (VL3__CPU_PREFETCH_L1 and _L2, cpu_ops.h). To L1 (_MM_HINT_T0) 2 KiB ahead: decode of the 2B LLM, 2 threads,
- * interleaved runs on one machine: 5.4-6.4 tok/s without, 6.2-7.5 at 1 KiB, 7.3-8.6 at 2 KiB,
- * 7.0-8.6 at 3 and 4 KiB; _MM_HINT_T1 alone measured below _MM_HINT_T0. The L2 streamer alone
- * keeps too few lines in flight. Both together, a second prefetch to L2 (_MM_HINT_T1) 8 KiB
- * ahead: a 1 GiB matrix on 2 MiB pages, 2 threads, T = 1, best of 8 interleaved passes, six runs:
- * 21.8-25.9 -> 27.4-30.5 GB/s, level with the same two-level prefetch in a plain read loop
- * (27.5-30.5; the 2 KiB prefetch alone: 26.2-30.2); 4, 8 and 16 KiB within run-to-run noise. */
+ * the W load on the same row (VL3__CPU_PREFETCH_L1 and _L2, cpu_ops.h). To L1 (_MM_HINT_T0)
+ * 2 KiB ahead: decode of the 2B LLM, 2 threads, interleaved runs on one machine: 5.4-6.4
+ * tok/s without, 6.2-7.5 at 1 KiB, 7.3-8.6 at 2 KiB, 7.0-8.6 at 3 and 4 KiB; _MM_HINT_T1
+ * alone measured below _MM_HINT_T0. The L2 streamer alone keeps too few lines in flight. Both
+ * together, a second prefetch to L2 (_MM_HINT_T1) 8 KiB ahead: a 1 GiB matrix on 2 MiB pages,
+ * 2 threads, T = 1, best of 8 interleaved passes, six runs: 21.8-25.9 -> 27.4-30.5 GB/s, level
+ * with the same two-level prefetch in a plain read loop (27.5-30.5; the 2 KiB prefetch alone:
+ * 26.2-30.2); 4, 8 and 16 KiB within run-to-run noise. */
 #define T1_PREFETCH VL3__CPU_PREFETCH_L1
 #define L2_PREFETCH VL3__CPU_PREFETCH_L2
 
