@@ -12,13 +12,15 @@
  * rounded to bf16 (nearest even), as the official bf16 model holds them, and the scores scaled
  * in f32 by 1/sqrt(D) (as its attention does) times log2(e) (base 2, see LOG2E); P is rounded to
  * bf16 before P V, as a bf16 flash kernel does. The head dim is padded with zeros to a multiple
- * of 32 (72 -> 96 for the vision encoder, 128 stays).
+ * of 32 for Q K^T (72 -> 96 for the vision encoder, 128 stays) and to a multiple of 16 for P V
+ * (72 -> 80: five column slices, not six).
  *
  * Layouts (TDPBF16PS: C[m][n] += sum_k A[m][2k..2k+1] . B[k][2n..2n+1], B rows hold bf16 pairs):
  *   Q   (rows, Dp) bf16 row-major: an A tile is 16 rows x 32 values of a head-dim chunk.
  *   K   per 16 keys and head-dim chunk c: tile row r, pair n = key n's values 2r, 2r+1 of chunk
  *       c (a 16x16 transpose of 32-bit words), so the B tile gives Q K^T directly.
- *   V   per 32 keys and 16 output columns j: tile row r, pair n = (V[2r][16j+n], V[2r+1][16j+n]).
+ *   V   per 32 keys and 16 output columns j (j < ceil(D / 16)): tile row r, pair n =
+ *       (V[2r][16j+n], V[2r+1][16j+n]).
  *   P   (32, 32) bf16 row-major: two A tiles.
  *   O   (32, Dp) f32 row-major in L1: loaded, accumulated and stored as C tiles per key block.
  * Keys past the end and, in causal mode, keys after a query's position are masked to -inf; padded
@@ -52,8 +54,8 @@
 #define KB 32           /* keys per block */
 #define MAX_SLACK 8.0f  /* how far a score may pass the running max before the max moves */
 /* Scores are kept in base 2: log2(e) is folded into their f32 scale, so the softmax's exp is
- * 2^(s - m) (vl3__exp2_512_ps, 8 instructions instead of 13: the softmax, not the tiles, bounds
- * this kernel at head dim 72); the probabilities are the same up to rounding. */
+ * 2^(s - m) (vl3__exp2_512_ps, 6 instructions instead of 13: the softmax is a third of this
+ * kernel's time at head dim 128 and more at 72); the probabilities are the same up to rounding. */
 #define LOG2E 1.4426950408889634f
 #define MAX_THREADS 64
 
@@ -161,6 +163,64 @@ struct block_scratch {
     float m[QB];
 };
 
+/* One row of a step's online softmax: scores S[i][0, 64) (raw Q K^T; lanes [0, nv) visible when
+ * masked), times the scale, against the running max; P[i] = 2^(s - m) rounded to bf16, the row's
+ * partial sums and, when the max moves, its O row (nj slices of 16) rescaled. */
+__attribute__((target(AMX_TARGET), always_inline)) static inline void softmax_row(
+    struct block_scratch *sc, int i, int nv, int masked, float sscale, float *o, int nj)
+{
+    const __m512 ss = _mm512_set1_ps(sscale);
+    __m512 sv[4];
+    __mmask16 mk[4] = {0xffff, 0xffff, 0xffff, 0xffff};
+    _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {
+        sv[q] = _mm512_loadu_ps(sc->S + i * SB + 16 * q);
+        if (masked) {
+            int n = nv - 16 * q;
+            mk[q] = n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+            sv[q] = _mm512_mask_blend_ps(mk[q], _mm512_set1_ps(-INFINITY), sv[q]);
+        }
+    }
+    /* the running max moves only when a score passes it by MAX_SLACK (exp(s - m) stays below
+     * e^MAX_SLACK, far inside f32 and bf16), so most rows skip the horizontal max; the scale
+     * (positive) is applied to the max and fused into s * scale - m below */
+    float mold = sc->m[i], mnew = mold;
+    __m512 smax = _mm512_mul_ps(
+        _mm512_max_ps(_mm512_max_ps(sv[0], sv[1]), _mm512_max_ps(sv[2], sv[3])), ss);
+    if (mold == -INFINITY ||
+        _mm512_cmp_ps_mask(smax, _mm512_set1_ps(mold + MAX_SLACK), _CMP_GT_OQ)) {
+        float bmax = _mm512_reduce_max_ps(smax);
+        mnew = bmax > mold ? bmax : mold;
+    }
+    __m512 pv[4];
+    if (mnew == -INFINITY) {
+        pv[0] = pv[1] = pv[2] = pv[3] = _mm512_setzero_ps();
+    } else {
+        __m512 mv = _mm512_set1_ps(mnew);
+        _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {
+            pv[q] = vl3__exp2_512_ps(_mm512_fmsub_ps(sv[q], ss, mv));
+            if (masked)
+                pv[q] = _mm512_maskz_mov_ps(mk[q], pv[q]);
+        }
+    }
+    /* P rounded to bf16 for P V; the row sum from the f32 values, as torch's CPU flash attention
+     * sums them before its bf16 product, kept as 16 partial sums (one horizontal add per row at
+     * the end) */
+    __m512 lv = _mm512_load_ps(sc->l[i]);
+    __m512 rs = _mm512_add_ps(_mm512_add_ps(pv[0], pv[1]), _mm512_add_ps(pv[2], pv[3]));
+    _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
+        __m512bh pb = _mm512_cvtne2ps_pbh(pv[2 * q + 1], pv[2 * q]);
+        _mm512_storeu_si512(sc->P + i * SB + 32 * q, (__m512i)pb);
+    }
+    if (mnew > mold && mold != -INFINITY) {
+        __m512 av = _mm512_set1_ps(exp2f(mold - mnew));
+        lv = _mm512_mul_ps(lv, av);
+        for (int d = 0; d < 16 * nj; d += 16)
+            _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), av));
+    }
+    sc->m[i] = mnew;
+    _mm512_store_ps(sc->l[i], _mm512_add_ps(lv, rs));
+}
+
 /* Per step of SB = 64 keys (two 32-key blocks of S = Q K^T on four C tiles each, stored to S),
  * one online-softmax pass per row over the 64 scores and one O += P V pass in which each O tile
  * is loaded and stored once for both key blocks (two P tiles per row half, two V tiles): the O
@@ -168,7 +228,7 @@ struct block_scratch {
 __attribute__((target(AMX_TARGET))) static void head_block(const struct head_args *h, int q0,
                                                           float *O, struct block_scratch *sc)
 {
-    const int Dp = h->Dp, nc = Dp / 32, nj = Dp / 16;
+    const int Dp = h->Dp, nc = Dp / 32, nj = (h->D + 15) / 16;
     const size_t qstride = (size_t)Dp * 2, ostride = (size_t)Dp * 4;
     const uint16_t *Q = h->q;
     memset(O, 0, sizeof(float) * QB * (size_t)Dp);
@@ -208,60 +268,24 @@ __attribute__((target(AMX_TARGET))) static void head_block(const struct head_arg
             _tile_stored(2, S + 16 * SB, SB * 4);
             _tile_stored(3, S + 16 * SB + 16, SB * 4);
         }
-        /* online softmax, row by row */
-        __m512 ninf = _mm512_set1_ps(-INFINITY), ss = _mm512_set1_ps(h->sscale);
-        for (int i = 0; i < QB; i++) {
-            int lim = h->nk; /* keys < lim are visible to this row */
-            if (h->causal && h->q_pos0 + q0 + i + 1 < lim)
-                lim = h->q_pos0 + q0 + i + 1;
-            if (lim > k0 + nh * KB)
-                lim = k0 + nh * KB; /* a single-block step: S's second half is stale */
-            int nv = lim - k0; /* visible keys in this step: lanes [0, nv) */
-            __m512 sv[4];
-            __mmask16 mk[4];
-            _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++) {
-                int n = nv - 16 * q;
-                mk[q] = n >= 16 ? 0xffff : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
-                sv[q] = _mm512_mask_blend_ps(
-                    mk[q], ninf, _mm512_mul_ps(_mm512_loadu_ps(sc->S + i * SB + 16 * q), ss));
+        /* online softmax, row by row; a step whose keys every row sees (every step but the
+         * last of a vision item, those left of the diagonal in a causal prefill) skips the
+         * masks */
+        int lim0 = h->nk; /* keys row 0 sees; later rows see at least as many */
+        if (h->causal && h->q_pos0 + q0 + 1 < lim0)
+            lim0 = h->q_pos0 + q0 + 1;
+        if (nh == 2 && lim0 >= k0 + SB) {
+            for (int i = 0; i < QB; i++)
+                softmax_row(sc, i, SB, 0, h->sscale, O + (size_t)i * Dp, nj);
+        } else {
+            for (int i = 0; i < QB; i++) {
+                int lim = h->nk; /* keys < lim are visible to this row */
+                if (h->causal && h->q_pos0 + q0 + i + 1 < lim)
+                    lim = h->q_pos0 + q0 + i + 1;
+                if (lim > k0 + nh * KB)
+                    lim = k0 + nh * KB; /* a single-block step: S's second half is stale */
+                softmax_row(sc, i, lim - k0, 1, h->sscale, O + (size_t)i * Dp, nj);
             }
-            /* the running max moves only when a score passes it by MAX_SLACK (exp(s - m) stays
-             * below e^MAX_SLACK, far inside f32 and bf16), so most rows skip the horizontal max */
-            float mold = sc->m[i], mnew = mold;
-            __m512 smax = _mm512_max_ps(_mm512_max_ps(sv[0], sv[1]), _mm512_max_ps(sv[2], sv[3]));
-            if (mold == -INFINITY ||
-                _mm512_cmp_ps_mask(smax, _mm512_set1_ps(mold + MAX_SLACK), _CMP_GT_OQ)) {
-                float bmax = _mm512_reduce_max_ps(smax);
-                mnew = bmax > mold ? bmax : mold;
-            }
-            __m512 pv[4];
-            if (mnew == -INFINITY) {
-                pv[0] = pv[1] = pv[2] = pv[3] = _mm512_setzero_ps();
-            } else {
-                __m512 mv = _mm512_set1_ps(mnew);
-                _Pragma("GCC unroll 4") for (int q = 0; q < 4; q++)
-                    pv[q] = _mm512_maskz_mov_ps(mk[q],
-                                                vl3__exp2_512_ps(_mm512_sub_ps(sv[q], mv)));
-            }
-            /* P rounded to bf16 for P V; the row sum from the f32 values, as torch's CPU flash
-             * attention sums them before its bf16 product, kept as 16 partial sums (one
-             * horizontal add per row at the end) */
-            __m512 lv = _mm512_load_ps(sc->l[i]);
-            __m512 rs = _mm512_add_ps(_mm512_add_ps(pv[0], pv[1]), _mm512_add_ps(pv[2], pv[3]));
-            _Pragma("GCC unroll 2") for (int q = 0; q < 2; q++) {
-                __m512bh pb = _mm512_cvtne2ps_pbh(pv[2 * q + 1], pv[2 * q]);
-                _mm512_storeu_si512(sc->P + i * SB + 32 * q, (__m512i)pb);
-            }
-            if (mnew > mold && mold != -INFINITY) {
-                float alpha = exp2f(mold - mnew);
-                __m512 av = _mm512_set1_ps(alpha);
-                lv = _mm512_mul_ps(lv, av);
-                float *o = O + (size_t)i * Dp;
-                for (int d = 0; d < Dp; d += 16)
-                    _mm512_storeu_ps(o + d, _mm512_mul_ps(_mm512_loadu_ps(o + d), av));
-            }
-            sc->m[i] = mnew;
-            _mm512_store_ps(sc->l[i], _mm512_add_ps(lv, rs));
         }
         /* O += P V: tiles 4/5 P rows 0-15/16-31 of the first key block, 2/3 of the second */
         _tile_loadd(4, sc->P, SB * 2);
@@ -357,7 +381,7 @@ __attribute__((target(AMX_TARGET))) static inline __m256i kv_load16(const struct
 __attribute__((target(AMX_TARGET))) static void pack_kv(const struct kv_src *s, int nk, int D,
                                                        int Dp, uint32_t *kp, uint16_t *vp)
 {
-    int nk32 = (int)round_up((size_t)nk, KB), nc = Dp / 32, nj = Dp / 16;
+    int nk32 = (int)round_up((size_t)nk, KB), nc = Dp / 32, nj = (D + 15) / 16;
     for (int kt = 0; kt < nk32 / 16; kt++) {
         size_t off[16];
         for (int n = 0; n < 16; n++)
