@@ -96,7 +96,8 @@ struct run_opts {
     uint64_t seed;
     /* visual inputs (Engine II) */
     const char *image, *frames, *question, *video;
-    int fps, max_frames;
+    double fps; /* frames per second, > 0 (0: the default, 1) */
+    int max_frames;
     int sampling_fast;     /* --sampling fast */
     double window;         /* --window seconds, 0 = whole video */
     int window_index;      /* --window-index: which window answers (as the worker's window k) */
@@ -233,7 +234,17 @@ static int opt_image(struct run_opts *o, const char *a) { o->image = a; return 0
 static int opt_frames(struct run_opts *o, const char *a) { o->frames = a; return 0; }
 static int opt_question(struct run_opts *o, const char *a) { o->question = a; return 0; }
 static int opt_video(struct run_opts *o, const char *a) { o->video = a; return 0; }
-static int opt_fps(struct run_opts *o, const char *a) { return parse_int(a, 1, 120, &o->fps); }
+static int opt_fps(struct run_opts *o, const char *a)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(a, &end);
+    /* the range jobs accept (sampling.fps): 0.5 samples a long video every other second */
+    if (errno || end == a || *end || !(v >= 1e-6) || v > 1000)
+        return -EINVAL;
+    o->fps = v;
+    return 0;
+}
 static int opt_max_frames(struct run_opts *o, const char *a)
 {
     return parse_int(a, 1, 100000, &o->max_frames);
@@ -330,7 +341,7 @@ static const struct run_opt {
      opt_frames},
     {"video", 1, "FILE", "a video file, sampled at --fps (default 1) up to --max-frames",
      opt_video},
-    {"fps", 1, "F", "video sampling rate in frames per second (default 1)", opt_fps},
+    {"fps", 1, "F", "video sampling rate in frames per second, e.g. 2 or 0.5 (default 1)", opt_fps},
     {"max-frames", 1, "N", "most video frames (default 180, uniform subsampling)",
      opt_max_frames},
     {"sampling", 1, "MODE", "exact | fast: video frame choice (default exact; same frames)",
@@ -528,8 +539,7 @@ static void run_vision_free(struct run_vision *rv)
 static void run_sample_params(const struct run_opts *o, int native, struct sample_params *sp)
 {
     sample_params_default(sp);
-    sp->fps_num = o->fps > 0 ? o->fps : 1;
-    sp->fps_den = 1;
+    sample_fps_fraction(o->fps > 0 ? o->fps : 1, &sp->fps_num, &sp->fps_den);
     sp->max_frames = o->max_frames > 0 ? o->max_frames : VL3_SAMPLING_MAX_FRAMES_DEFAULT;
     sp->mode = o->sampling_fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
     sp->window_s = o->window; /* max_frames then applies per window, as in the worker */

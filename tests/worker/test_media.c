@@ -324,6 +324,24 @@ TEST(exact_unordered_timestamps)
 
 /* --- subsampling against numpy -------------------------------------------------------------------- */
 
+/* A job's or vl3 run's fps as the sampler's fraction: the smallest denominator that makes it an
+ * integer, else millionths */
+TEST(fps_fraction)
+{
+    static const struct { double fps; int num, den; } cases[] = {
+        {1, 1, 1},         {2, 2, 1},     {0.5, 1, 2},         {3.5, 7, 2},
+        {29.97, 2997, 100}, {1.0 / 3, 1, 3}, {30000.0 / 1001, 30000, 1001},
+        {M_PI, 3141593, 1000000}, {1e-6, 1, 1000000}, {1000, 1000, 1},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int num = 0, den = 0;
+        sample_fps_fraction(cases[i].fps, &num, &den);
+        ASSERT_EQ(num, cases[i].num);
+        ASSERT_EQ(den, cases[i].den);
+    }
+    return 0;
+}
+
 TEST(linspace_matches_numpy)
 {
     static const int64_t cases[][2] = {{1, 1},     {5, 1},      {10, 10},   {181, 180},

@@ -54,6 +54,25 @@ struct out {
     int window;
 };
 
+/* fps (a job's sampling.fps, vl3 run --fps) as the fraction the sampler runs on: the smallest
+ * denominator up to 1001 that makes it an integer (0.5 -> 1/2, 29.97 -> 2997/100), else
+ * millionths */
+void sample_fps_fraction(double fps, int *num, int *den)
+{
+    for (int d = 1; d <= 1001; d++) {
+        double n = fps * d;
+        if (fabs(n - nearbyint(n)) < 1e-9 * d && n >= 1 && n < 1e9) {
+            *num = (int)nearbyint(n);
+            *den = d;
+            return;
+        }
+    }
+    *num = (int)nearbyint(fps * 1000000);
+    *den = 1000000;
+    if (*num < 1)
+        *num = 1;
+}
+
 void sample_params_default(struct sample_params *p)
 {
     /* the official sampler: one window over the whole video (jobs get their windows from the

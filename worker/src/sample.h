@@ -37,6 +37,7 @@ struct sample_params {
 };
 
 void sample_params_default(struct sample_params *p);
+void sample_fps_fraction(double fps, int *num, int *den);
 
 struct sample_frame {
     const uint8_t *rgb; /* width*height*3 bytes, RGB24, inside sample_result.pixels */

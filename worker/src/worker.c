@@ -136,22 +136,6 @@ void worker_job_unref_locked(struct worker *w, struct worker_job *job)
 }
 
 /* fps as a fraction the sampler takes: exact for integers and simple fractions */
-static void fps_fraction(double fps, int *num, int *den)
-{
-    for (int d = 1; d <= 1001; d++) {
-        double n = fps * d;
-        if (fabs(n - nearbyint(n)) < 1e-9 * d && n >= 1 && n < 1e9) {
-            *num = (int)nearbyint(n);
-            *den = d;
-            return;
-        }
-    }
-    *num = (int)nearbyint(fps * 1000000);
-    *den = 1000000;
-    if (*num < 1)
-        *num = 1;
-}
-
 static int job_from_msg(struct worker *w, const struct worker_job_req *m, struct worker_job **ret,
                         vl3_error *err)
 {
@@ -183,7 +167,7 @@ static int job_from_msg(struct worker *w, const struct worker_job_req *m, struct
         return vl3_error_set(err, -EINVAL, "job has no tasks");
     }
     media_conf_sample_params(w->conf, &j->sp); /* media.max_frames per job, memory budget */
-    fps_fraction(m->fps, &j->sp.fps_num, &j->sp.fps_den);
+    sample_fps_fraction(m->fps, &j->sp.fps_num, &j->sp.fps_den);
     j->sp.max_frames = m->max_frames; /* per window */
     j->sp.window_s = m->window_s;     /* 0 = one window over the whole video */
     j->sp.mode = m->fast ? SAMPLE_MODE_FAST : SAMPLE_MODE_EXACT;
