@@ -38,6 +38,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <pthread.h>
@@ -46,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -381,7 +383,9 @@ static void bench_cpu_usage(FILE *f)
                "  --script PATH      default tools/bench/cpu_hf.py\n"
                "  --f32              also run vl3 in f32 mode\n"
                "  --repeat N         run each side N times, interleaved; best per phase\n"
-               "  --no-transformers  vl3 only\n");
+               "  --no-transformers  vl3 only\n\n"
+               "The runs' files (a clip's dumps are ~100 MB) go to a directory under $TMPDIR\n"
+               "(default /tmp), removed after a successful run and kept when a run fails.\n");
 }
 
 static void row(const char *name, double v, double hf, double f32, int have_hf, int have_f32,
@@ -427,6 +431,20 @@ static int warm_page_cache(const char *dir, double *gb, double *secs)
     *gb = bytes / 1e9;
     *secs = vl3_time_s() - t0;
     return 0;
+}
+
+static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+    (void)st, (void)flag, (void)ftw;
+    if (remove(path) < 0)
+        fprintf(stderr, "vl3 bench cpu: could not remove %s: %s\n", path, strerror(errno));
+    return 0;
+}
+
+/* rm -r of the run's temporary directory (depth first, links not followed) */
+static void remove_tree(const char *dir)
+{
+    nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 int bench_cpu(int argc, char **argv)
@@ -475,21 +493,24 @@ int bench_cpu(int argc, char **argv)
     }
     if (threads == 0)
         threads = vl3_cpu_count();
-    char th[16], self[4096], tmp[] = "/tmp/vl3-bench-cpu-XXXXXX", img[600];
+    char th[16], self[4096], tmp[512], img[600];
     snprintf(th, sizeof(th), "%d", threads);
+    const char *tmpdir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    int tn = snprintf(tmp, sizeof(tmp), "%s/vl3-bench-cpu-XXXXXX", tmpdir);
     ssize_t n = readlink("/proc/self/exe", self, sizeof(self) - 1);
-    if (n <= 0 || !mkdtemp(tmp)) {
+    if (n <= 0 || tn < 0 || (size_t)tn >= sizeof(tmp) || !mkdtemp(tmp)) {
         fprintf(stderr, "vl3 bench cpu: could not find this executable or make a temporary "
                         "directory\n");
         return CLI_EXIT_FAIL;
     }
+    int rc = CLI_EXIT_FAIL;
     self[n] = 0;
     if (!image && !video) {
         snprintf(img, sizeof(img), "%s/page.png", tmp);
         char *argv_img[] = {(char *)python, (char *)script, "--make-image", img, NULL};
         if (run_child(argv_img, NULL) < 0) {
             fprintf(stderr, "vl3 bench cpu: %s %s --make-image failed\n", python, script);
-            return CLI_EXIT_FAIL;
+            goto out;
         }
         image = img;
     }
@@ -505,7 +526,7 @@ int bench_cpu(int argc, char **argv)
     if (r < 0) {
         fprintf(stderr, "vl3 bench cpu: could not load \"%s\": %s\n", model,
                 vl3_error_text(&err, r));
-        return CLI_EXIT_FAIL;
+        goto out;
     }
     vl3_model_info info;
     vl3_model_get_info(m, &info);
@@ -529,7 +550,7 @@ int bench_cpu(int argc, char **argv)
         fprintf(stderr, "vl3 bench cpu: round %d of %d: vl3 run (bf16) ...\n", rep + 1, repeat);
         if (run_vl3(self, model, &in, n_gen, th, "bf16", tmp, &cur) < 0) {
             fprintf(stderr, "vl3 bench cpu: vl3 run failed (output in %s)\n", tmp);
-            return CLI_EXIT_FAIL;
+            goto out;
         }
         keep_best(&v, &cur);
         if (f32) {
@@ -603,5 +624,13 @@ int bench_cpu(int argc, char **argv)
                "K/V per token at %.2f GB/s) = %.1f%% of the floor\n",
                v.decode_tok_s, bw / dec_bytes, w_bytes / 1e9, kv_tok / 1e9, bw / 1e9,
                100 * v.decode_tok_s * dec_bytes / bw);
-    return CLI_EXIT_OK;
+    rc = CLI_EXIT_OK;
+out:
+    /* the run's files (dumps of a clip are ~100 MB) go unless something failed: then they are
+     * what explains it (an empty directory goes either way) */
+    if (rc == CLI_EXIT_OK)
+        remove_tree(tmp);
+    else if (rmdir(tmp) < 0)
+        fprintf(stderr, "vl3 bench cpu: files kept in %s\n", tmp);
+    return rc;
 }
