@@ -740,30 +740,34 @@ TEST(proc_image_answer_equals_vl3_run)
 
 /* vl3 bench cpu (vl3 side only) on the tiny model leaves nothing in TMPDIR: its dumps of a clip
  * are ~100 MB a run; a run that fails before writing anything leaves nothing either. */
+/* vl3 bench cpu, vl3 side only, with TMPDIR=td on model and clip of the fixtures: its exit
+ * status, its output in out */
+static int bench_cpu_in(const char *td, const char *model, const char *clip, char *out,
+                        size_t size)
+{
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    return test_sh(out, size,
+                   "TMPDIR='%s' '%s/vl3' bench cpu --model '%s/%s' --video '%s/%s' "
+                   "--no-transformers --gen-tokens 2 --threads 1 2>&1",
+                   td, bin, dir, model, dir, clip);
+}
+
 TEST(cli_bench_cpu_removes_its_files)
 {
     ASSERT_OK(fixtures());
-    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
     char td[1200], out[4096];
     snprintf(td, sizeof(td), "%s/bench-tmp", test_tmpdir());
     ASSERT_EQ(test_sh(NULL, 0, "rm -rf '%s' && mkdir -p '%s'", td, td), 0);
-    ASSERT_EQ(test_sh(out, sizeof(out),
-                      "TMPDIR='%s' '%s/vl3' bench cpu --model '%s/model' --video '%s/c.mp4' "
-                      "--no-transformers --gen-tokens 2 --threads 1 2>&1",
-                      td, bin, dir, dir), 0);
+    ASSERT_EQ(bench_cpu_in(td, "model", "c.mp4", out, sizeof(out)), 0);
     ASSERT_STR_CONTAINS(out, "decode tok/s");
     ASSERT_EQ(test_sh(out, sizeof(out), "ls -A '%s'", td), 0);
     ASSERT_STR_EQ(out, "");
-    ASSERT(test_sh(out, sizeof(out),
-                   "TMPDIR='%s' '%s/vl3' bench cpu --model '%s/no-such-model' --video '%s/c.mp4' "
-                   "--no-transformers 2>&1", td, bin, dir, dir) != 0);
+    ASSERT(bench_cpu_in(td, "no-such-model", "c.mp4", out, sizeof(out)) != 0);
     ASSERT_STR_CONTAINS(out, "could not load");
     ASSERT_EQ(test_sh(out, sizeof(out), "ls -A '%s'", td), 0);
     ASSERT_STR_EQ(out, "");
     /* a vl3 run that fails (a corrupt clip) keeps its output, in TMPDIR */
-    ASSERT(test_sh(out, sizeof(out),
-                   "TMPDIR='%s' '%s/vl3' bench cpu --model '%s/model' --video '%s/bad.mp4' "
-                   "--no-transformers --threads 1 2>&1", td, bin, dir, dir) != 0);
+    ASSERT(bench_cpu_in(td, "model", "bad.mp4", out, sizeof(out)) != 0);
     ASSERT_STR_CONTAINS(out, "files kept in");
     ASSERT_EQ(test_sh(out, sizeof(out), "ls '%s'/vl3-bench-cpu-*/vl3-bf16.out", td), 0);
     return 0;
