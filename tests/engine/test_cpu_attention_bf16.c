@@ -823,7 +823,6 @@ TEST(exp2_polynomial)
     double worst = exp2_max_rel(x, N, y);
     printf("max relative error over [-60, 9): %.3g\n", worst);
     ASSERT(worst < 3e-6);
-    ASSERT(worst > 1e-7); /* the degree-4 fit: a cheaper or exact function would be a change */
     ASSERT(exp2_one(-200.0f) < 1e-45f && exp2_one(-1e30f) == 0.0f);
     free(x), free(y);
     return 0;
