@@ -384,7 +384,11 @@ static void bench_cpu_usage(FILE *f)
                "  --script PATH      default tools/bench/cpu_hf.py\n"
                "  --f32              also run vl3 in f32 mode\n"
                "  --repeat N         run each side N times, interleaved; best per phase\n"
-               "  --no-transformers  vl3 only\n\n"
+               "  --no-transformers  vl3 only\n"
+               "  --fresh-cache      evict the checkpoint's cached pages first, then read them\n"
+               "                     back as vl3 maps them (2 MiB folios where the kernel can):\n"
+               "                     the cache after a reboot and one load, not after the files\n"
+               "                     were written or copied\n\n"
                "The runs' files (a clip's dumps are ~100 MB) go to a directory under $TMPDIR\n"
                "(default /tmp), removed after a successful run and kept when a run fails.\n");
 }
@@ -404,31 +408,46 @@ static void row(const char *name, double v, double hf, double f32, int have_hf, 
  * issue's load target is a warm load, and without this the side that runs first pays for the
  * disk (this host's page cache is sometimes dropped between runs). Returns 0, or -1 when dir
  * cannot be listed (the run goes on cold). */
-static int warm_page_cache(const char *dir, double *gb, double *secs)
+/* Bring the checkpoint's *.safetensors into the page cache, untimed, as vl3's loader maps them
+ * (read-only, MADV_HUGEPAGE: a cold cache fills with 2 MiB folios; safetensors.c), one touch
+ * per 4 KiB. drop: first evict the files' cached pages (POSIX_FADV_DONTNEED), so that the cache
+ * is what it is after a reboot and one load, whatever wrote or read the files before. */
+static int warm_page_cache(const char *dir, int drop, double *gb, double *secs)
 {
     DIR *d = opendir(dir);
     if (!d)
         return -1;
-    size_t cap = (size_t)8 << 20;
-    char *buf = malloc(cap);
     double t0 = vl3_time_s(), bytes = 0;
     struct dirent *e;
-    while (buf && (e = readdir(d))) {
+    while ((e = readdir(d))) {
         size_t n = strlen(e->d_name);
         if (n < 12 || strcmp(e->d_name + n - 12, ".safetensors") != 0)
             continue;
         char path[4096];
         snprintf(path, sizeof(path), "%s/%s", dir, e->d_name);
         int fd = open(path, O_RDONLY | O_CLOEXEC);
-        if (fd < 0)
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0 || st.st_size == 0) {
+            if (fd >= 0)
+                close(fd);
             continue;
-        ssize_t got;
-        while ((got = read(fd, buf, cap)) > 0)
-            bytes += (double)got;
+        }
+        if (drop)
+            (void)posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
+        size_t len = (size_t)st.st_size;
+        volatile const char *m = mmap(NULL, len, PROT_READ, MAP_PRIVATE, fd, 0);
         close(fd);
+        if (m == MAP_FAILED)
+            continue;
+        (void)madvise((void *)m, len, MADV_HUGEPAGE);
+        unsigned sum = 0;
+        for (size_t off = 0; off < len; off += 4096)
+            sum += (unsigned char)m[off];
+        (void)sum;
+        munmap((void *)m, len);
+        bytes += (double)len;
     }
     closedir(d);
-    free(buf);
     *gb = bytes / 1e9;
     *secs = vl3_time_s() - t0;
     return 0;
@@ -453,7 +472,7 @@ int bench_cpu(int argc, char **argv)
     const char *model = NULL, *image = NULL, *python = "tools/oracle/.venv-native/bin/python";
     const char *video = NULL, *fps = "1";
     const char *script = "tools/bench/cpu_hf.py";
-    int n_gen = 32, threads = 0, f32 = 0, no_hf = 0, repeat = 1;
+    int n_gen = 32, threads = 0, f32 = 0, no_hf = 0, repeat = 1, fresh_cache = 0;
     static const struct option lo[] = {
         {"model", required_argument, NULL, 'm'},      {"image", required_argument, NULL, 'i'},
         {"gen-tokens", required_argument, NULL, 'g'}, {"threads", required_argument, NULL, 't'},
@@ -461,7 +480,7 @@ int bench_cpu(int argc, char **argv)
         {"f32", no_argument, NULL, 'f'},              {"no-transformers", no_argument, NULL, 'n'},
         {"repeat", required_argument, NULL, 'r'},     {"help", no_argument, NULL, 'h'},
         {"video", required_argument, NULL, 'v'},      {"fps", required_argument, NULL, 'F'},
-        {0, 0, 0, 0}};
+        {"fresh-cache", no_argument, NULL, 'C'},      {0, 0, 0, 0}};
     optind = 1;
     opterr = 0;
     int c;
@@ -478,6 +497,7 @@ int bench_cpu(int argc, char **argv)
         case 'r': repeat = atoi(optarg); break;
         case 'v': video = optarg; break;
         case 'F': fps = optarg; break;
+        case 'C': fresh_cache = 1; break;
         case 'h': bench_cpu_usage(stdout); return CLI_EXIT_OK;
         default: bench_cpu_usage(stderr); return CLI_EXIT_USAGE;
         }
@@ -547,9 +567,10 @@ int bench_cpu(int argc, char **argv)
     int n_probes = 1;
 
     double warm_gb = 0, warm_s = 0;
-    if (warm_page_cache(model, &warm_gb, &warm_s) == 0)
-        fprintf(stderr, "vl3 bench cpu: page cache: read %.2f GB of *.safetensors in %.2f s "
-                        "(untimed; the load rows are warm loads)\n", warm_gb, warm_s);
+    if (warm_page_cache(model, fresh_cache, &warm_gb, &warm_s) == 0)
+        fprintf(stderr, "vl3 bench cpu: page cache: %s %.2f GB of *.safetensors in %.2f s "
+                        "(untimed; the load rows are warm loads)\n",
+                fresh_cache ? "dropped and read" : "read", warm_gb, warm_s);
 
     struct bench_input in = {image, video, fps};
     struct phase_times v = {0}, vf = {0}, hf = {0}, cur;
