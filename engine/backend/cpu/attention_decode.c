@@ -566,6 +566,18 @@ __attribute__((target(DEC_AMX_TARGET))) static inline void scores_store(
     _tile_stored(1, x->st + (size_t)(j0 + 16) * 16, 64);
 }
 
+/* Causality in the lanes of S^T: lane n (query vector n of qv, row n / grp of the sequence's
+ * queries) sees the chunk's keys j < lane n's limit, i.e. key j0 + j < n_past + n / grp + 1;
+ * lanes past qv see none */
+__attribute__((target(DEC_AMX_TARGET))) static inline __m512i lane_limits(
+    const struct vl3__attn_seq *sq, int grp, int qv, int j0)
+{
+    int lim[16];
+    for (int n = 0; n < 16; n++)
+        lim[n] = n < qv ? sq->n_past + n / grp + 1 - j0 : 0;
+    return _mm512_loadu_si512(lim);
+}
+
 /* S^T's nk rows scaled by ss (scale x log2 e), key j of lane n set to -inf where j >= lim[n]
  * (stored back); returns each lane's maximum */
 __attribute__((target(DEC_AMX_TARGET))) static inline __m512 scores_scale_max(
@@ -647,14 +659,10 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_amx(const struct de
         scores_store(x, j0);
     }
 
-    /* softmax down the keys, the vectors in the lanes: key j is visible to vector n when
-     * it->j0 + j < n_past + n / grp + 1 */
-    int lim[16];
-    for (int n = 0; n < 16; n++)
-        lim[n] = n < qv ? sq->n_past + n / grp + 1 - it->j0 : 0;
-    __m512i limv = _mm512_loadu_si512(lim);
+    /* softmax down the keys, the vectors in the lanes */
     __m512 ninf = _mm512_set1_ps(-INFINITY);
-    __m512 mx = scores_scale_max(x, nk, limv, _mm512_set1_ps(a->scale * LOG2E));
+    __m512 mx = scores_scale_max(x, nk, lane_limits(sq, grp, qv, it->j0),
+                                 _mm512_set1_ps(a->scale * LOG2E));
     __mmask16 live = _mm512_cmp_ps_mask(mx, ninf, _CMP_NEQ_OQ);
     __m512 msafe = _mm512_maskz_mov_ps(live, mx), lsum = _mm512_setzero_ps();
     for (int kb = 0; kb < nk32; kb++) {
@@ -756,10 +764,7 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_hybrid(const struct
     const uint16_t *Vp = (const uint16_t *)a->v_pages + (size_t)it->g0 * D;
     chunk_rows(w->rows, sq->pages, it->j0, nk, a->page_size, kvs, 0);
     const float *Q = (const float *)a->q + (size_t)sq->q_row * a->q_stride;
-    int lim[16];
-    for (int n = 0; n < 16; n++)
-        lim[n] = n < qv ? sq->n_past + n / grp + 1 - it->j0 : 0;
-    __m512i limv = _mm512_loadu_si512(lim);
+    __m512i limv = lane_limits(sq, grp, qv, it->j0);
     __m512 ss = _mm512_set1_ps(a->scale * LOG2E), ninf = _mm512_set1_ps(-INFINITY);
     for (int gi = 0; gi < it->g1 - it->g0; gi++) {
         const uint16_t *Kg = Kp + (size_t)gi * D, *Vg = Vp + (size_t)gi * D;
@@ -772,7 +777,7 @@ __attribute__((target(DEC_AMX_TARGET))) static void dec_item_hybrid(const struct
             scores_issue(x, Kg, w->rows, kvs, nk, j0, D, NC);
             scores_store(x, j0);
         }
-        /* softmax down the keys: key j is visible to vector n when j < lim[n] */
+        /* softmax down the keys */
         __m512 mx = scores_scale_max(x, nk, limv, ss);
         __mmask16 live = _mm512_cmp_ps_mask(mx, ninf, _CMP_NEQ_OQ);
         __m512 msafe = _mm512_maskz_mov_ps(live, mx), lsum = _mm512_setzero_ps();
