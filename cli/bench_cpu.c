@@ -210,6 +210,19 @@ double bench_read_bandwidth(int n_threads, unsigned long bytes, const char **ret
     return best;
 }
 
+void bench_bw_probe(struct bench_bw *b, int n_threads, unsigned long bytes)
+{
+    const char *m = "?";
+    double v = bench_read_bandwidth(n_threads, bytes, &m);
+    if (b->n == 0 || v < b->lowest)
+        b->lowest = v;
+    if (b->n == 0 || v > b->best) {
+        b->best = v;
+        snprintf(b->method, sizeof(b->method), "%s", m);
+    }
+    b->n++;
+}
+
 double bench_llm_matrix_params(const vl3_model_info *in)
 {
     double C = in->llm_hidden, HD = (double)in->llm_heads * in->llm_head_dim;
@@ -404,14 +417,14 @@ static void row(const char *name, double v, double hf, double f32, int have_hf, 
     printf("\n");
 }
 
-/* Read every *.safetensors file of dir once, so that both sides load from the page cache: the
- * issue's load target is a warm load, and without this the side that runs first pays for the
- * disk (this host's page cache is sometimes dropped between runs). Returns 0, or -1 when dir
- * cannot be listed (the run goes on cold). */
-/* Bring the checkpoint's *.safetensors into the page cache, untimed, as vl3's loader maps them
- * (read-only, MADV_HUGEPAGE: a cold cache fills with 2 MiB folios; safetensors.c), one touch
- * per 4 KiB. drop: first evict the files' cached pages (POSIX_FADV_DONTNEED), so that the cache
- * is what it is after a reboot and one load, whatever wrote or read the files before. */
+/* Bring every *.safetensors file of dir into the page cache, untimed, so that both sides load
+ * from it: the issue's load target is a warm load, and without this the side that runs first
+ * pays for the disk (this host's page cache is sometimes dropped between runs). The files are
+ * touched once per 4 KiB through the kind of mapping vl3's loader makes (read-only,
+ * MADV_HUGEPAGE: a cold cache fills with 2 MiB folios; safetensors.c). drop: first evict the
+ * files' cached pages (POSIX_FADV_DONTNEED), so that the cache is what it is after a reboot and
+ * one load, whatever wrote or read the files before. Returns 0, or -1 when dir cannot be listed
+ * (the run goes on cold). */
 static int warm_page_cache(const char *dir, int drop, double *gb, double *secs)
 {
     DIR *d = opendir(dir);
@@ -557,14 +570,10 @@ int bench_cpu(int argc, char **argv)
     double vis_params = bench_vision_matrix_params(&info);
     int isa = vl3__cpu_isa();
     double peak = isa == VL3__CPU_ISA_AMX ? vl3__cpu_amx_peak_gflops(threads) * 1e9 : 0;
-    /* the read bandwidth moves by 20-30% within minutes on a shared host: probed before the
-     * runs and after each round, the highest figure is the floor's (a single probe in a slow
-     * moment put decode at 107% of its floor) */
-    const char *m_name = "";
-    char bw_method[96];
-    double bw = bench_read_bandwidth(threads, 1ul << 30, &m_name), bw_lo = bw;
-    snprintf(bw_method, sizeof(bw_method), "%s", m_name);
-    int n_probes = 1;
+    /* the floor's read bandwidth: probed before the runs and after each round, the highest (a
+     * single probe in a slow moment put decode at 107% of its floor) */
+    struct bench_bw bwp = {0};
+    bench_bw_probe(&bwp, threads, 1ul << 30);
 
     double warm_gb = 0, warm_s = 0;
     if (warm_page_cache(model, fresh_cache, &warm_gb, &warm_s) == 0)
@@ -594,14 +603,9 @@ int bench_cpu(int argc, char **argv)
                                 "%s/hf.json)\n", tmp);
             keep_best(&hf, &cur);
         }
-        double b = bench_read_bandwidth(threads, 1ul << 30, &m_name);
-        n_probes++;
-        bw_lo = b < bw_lo ? b : bw_lo;
-        if (b > bw) {
-            bw = b;
-            snprintf(bw_method, sizeof(bw_method), "%s", m_name);
-        }
+        bench_bw_probe(&bwp, threads, 1ul << 30);
     }
+    double bw = bwp.best;
     double load1, load5, load15;
     FILE *la = fopen("/proc/loadavg", "r");
     if (!la || fscanf(la, "%lf %lf %lf", &load1, &load5, &load15) != 3)
@@ -614,8 +618,8 @@ int bench_cpu(int argc, char **argv)
            video ? " at fps " : "", video ? fps : "", v.n_prompt, n_gen, threads, repeat);
     printf("isa %s; bf16 peak %.0f GFLOP/s%s; read bandwidth %.2f GB/s (%s; the best of %d "
            "probes, the lowest %.2f); load average %.2f\n\n", vl3__cpu_isa_name(isa), peak / 1e9,
-           peak > 0 ? " (measured TDPBF16PS)" : " (not measured)", bw / 1e9, bw_method, n_probes,
-           bw_lo / 1e9, load1);
+           peak > 0 ? " (measured TDPBF16PS)" : " (not measured)", bw / 1e9, bwp.method, bwp.n,
+           bwp.lowest / 1e9, load1);
     printf("%-18s %12s", "phase", "vl3 bf16");
     if (vf.ok)
         printf(" %12s", "vl3 f32");

@@ -99,12 +99,9 @@ int bench_llm(int argc, char **argv)
     vl3_model *m = NULL;
     vl3_ctx *ctx = NULL;
     int32_t *ids = NULL;
-    /* the read bandwidth of the floor: probed before the runs and after them, the higher
-     * figure (a shared host's rate moves by 20-30% within minutes; bench_cpu.c) */
-    const char *m_before = "?";
-    char bw_before_how[96];
-    double bw_before = bench_read_bandwidth(threads, BW_BYTES, &m_before);
-    snprintf(bw_before_how, sizeof(bw_before_how), "%s", m_before);
+    /* the floor's read bandwidth: probed before the runs and after them, the higher */
+    struct bench_bw bwp = {0};
+    bench_bw_probe(&bwp, threads, BW_BYTES);
     double t0 = vl3_time_s();
     vl3_llm_shape sh;
     if (random_2b) {
@@ -211,12 +208,8 @@ int bench_llm(int argc, char **argv)
     const char *prec = getenv("VL3_PRECISION");
     int kv_bf16 = vl3__cpu_precision_parse(prec && *prec ? prec : "f32") == VL3__CPU_PREC_BF16;
     double kv_bytes_tok = 2 * L * KVD * avg_ctx * (kv_bf16 ? 2 : 4);
-    const char *bw_method = "?";
-    double bw_after = bench_read_bandwidth(threads, BW_BYTES, &bw_method);
-    double bw = bw_after > bw_before ? bw_after : bw_before;
-    double bw_lo = bw_after > bw_before ? bw_before : bw_after;
-    if (bw_before > bw_after)
-        bw_method = bw_before_how;
+    bench_bw_probe(&bwp, threads, BW_BYTES);
+    double bw = bwp.best;
     double floor_s = bw > 0 ? (w_bytes_bf16 + kv_bytes_tok) / bw : 0;
     double floor_f32_s = bw > 0 ? (w_bytes_f32 + kv_bytes_tok) / bw : 0;
     double dec_tok_s = n_gen / decode_s;
@@ -228,8 +221,8 @@ int bench_llm(int argc, char **argv)
     printf("backend cpu, %d threads, weights bf16 (%.2f GB), load+convert %.2f s\n", threads,
            w_bytes_bf16 / 1e9, load_s);
     printf("memory read bandwidth (%d threads, 1 GiB, best method: %s) %.2f GB/s (the higher of "
-           "probes before and after the runs; the other %.2f)\n\n", threads, bw_method, bw / 1e9,
-           bw_lo / 1e9);
+           "probes before and after the runs; the other %.2f)\n\n", threads, bwp.method, bw / 1e9,
+           bwp.lowest / 1e9);
     printf("%-8s %8s %10s %12s %12s %14s %14s\n", "phase", "tokens", "time_s", "tokens/s",
            "GFLOP/s", "floor_tok/s", "of_floor");
     printf("%-8s %8d %10.4f %12.2f %12.2f %14s %14s\n", "prefill", n_prompt, prefill_s,

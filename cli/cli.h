@@ -28,6 +28,15 @@ int bench_gpu(int argc, char **argv);
 /* bench_cpu.c: the highest honest read bandwidth in bytes/s of n_threads threads streaming a
  * buffer of `bytes` (best of several read methods; *ret_method names it); 0 on failure. */
 double bench_read_bandwidth(int n_threads, unsigned long bytes, const char **ret_method);
+/* Probes of that bandwidth over a benchmark (a shared host's rate moves by 20-30% within
+ * minutes): the highest (the decode floor's) with its method, the lowest, how many. Start from
+ * {0}, call bench_bw_probe before the runs and after them. */
+struct bench_bw {
+    double best, lowest;
+    int n;
+    char method[96];
+};
+void bench_bw_probe(struct bench_bw *b, int n_threads, unsigned long bytes);
 /* bench_cpu.c: the weights that every token (LLM: q/k/v/o and the three MLP matrices of every
  * layer, lm_head excluded) or every patch (vision: the encoder layers' four attention and two MLP
  * matrices) multiplies, for the benchmarks' FLOP and byte counts (spec §12: 2 FLOPs a weight). */

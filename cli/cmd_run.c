@@ -122,12 +122,21 @@ static int parse_int(const char *s, long lo, long hi, int *ret)
     return 0;
 }
 
-static int parse_float(const char *s, float *ret)
+static int parse_double(const char *s, double *ret)
 {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
     if (errno || end == s || *end || !isfinite(v))
+        return -EINVAL;
+    *ret = v;
+    return 0;
+}
+
+static int parse_float(const char *s, float *ret)
+{
+    double v;
+    if (parse_double(s, &v) < 0)
         return -EINVAL;
     *ret = (float)v;
     return 0;
@@ -236,11 +245,9 @@ static int opt_question(struct run_opts *o, const char *a) { o->question = a; re
 static int opt_video(struct run_opts *o, const char *a) { o->video = a; return 0; }
 static int opt_fps(struct run_opts *o, const char *a)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(a, &end);
     /* the range jobs accept (sampling.fps): 0.5 samples a long video every other second */
-    if (errno || end == a || *end || !(v >= 1e-6) || v > 1000)
+    double v;
+    if (parse_double(a, &v) < 0 || v < VL3_SAMPLING_FPS_MIN || v > VL3_SAMPLING_FPS_MAX)
         return -EINVAL;
     o->fps = v;
     return 0;

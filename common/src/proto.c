@@ -5,6 +5,7 @@
  * rejected and NUL bytes refused, checks every field's type, range and length, and names the
  * field in its error. Encoders reuse the same checks on their input so what we send parses. */
 #include "vl3/proto.h"
+#include "vl3/sampling_defaults.h"
 
 #include <errno.h>
 #include <math.h>
@@ -286,7 +287,8 @@ static int parse_sampling(const json_t *o, struct vl3_proto_sampling *s, vl3_err
     int r;
     if (!json_is_object(o))
         return PERR("field \"sampling\" must be an object");
-    if ((r = get_num(o, "fps", "sampling.fps", 1, 1e-6, 1000, &s->fps, reterr)) < 0 ||
+    if ((r = get_num(o, "fps", "sampling.fps", 1, VL3_SAMPLING_FPS_MIN, VL3_SAMPLING_FPS_MAX,
+                     &s->fps, reterr)) < 0 ||
         (r = get_i64(o, "max_frames", "sampling.max_frames", 1, 1, 1000000, &s->max_frames,
                      reterr)) < 0 ||
         (r = get_num(o, "window", "sampling.window", 0, 0, 1e7, &s->window_s, reterr)) < 0)

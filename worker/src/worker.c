@@ -9,7 +9,6 @@
 #include "worker.h"
 
 #include <errno.h>
-#include <math.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -135,7 +134,6 @@ void worker_job_unref_locked(struct worker *w, struct worker_job *job)
     pthread_cond_broadcast(&w->cond_idle);
 }
 
-/* fps as a fraction the sampler takes: exact for integers and simple fractions */
 static int job_from_msg(struct worker *w, const struct worker_job_req *m, struct worker_job **ret,
                         vl3_error *err)
 {

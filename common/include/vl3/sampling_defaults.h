@@ -14,6 +14,8 @@
 
 #define VL3_SAMPLING_FPS_DEFAULT 1.0        /* frames sampled per second of video */
 #define VL3_SAMPLING_MAX_FRAMES_DEFAULT 180 /* most frames kept per window */
+#define VL3_SAMPLING_FPS_MIN 1e-6           /* the rates a job (sampling.fps) and vl3 run take */
+#define VL3_SAMPLING_FPS_MAX 1000.0
 
 /* The window length (seconds) of a job that sets none: max_frames / fps. */
 static inline double vl3_sampling_window_default(double fps, int64_t max_frames)
