@@ -123,46 +123,83 @@ static uint64_t *huge_buffer(size_t bytes, void **ret_map, size_t *ret_len, int 
     return p;
 }
 
-/* The best of BW_REPS passes of each method over buf (n_threads slices of words_per words). */
-static double bw_best(const uint64_t *buf, size_t words_per, int n_threads, int *ret_method)
+/* One pass of method m over buf by n_threads threads (slices of words_per words): bytes/s */
+static double bw_pass(const uint64_t *buf, size_t words_per, int n_threads, int m)
 {
-    int n_methods = 1;
+    pthread_t th[BW_MAX_THREADS];
+    int started[BW_MAX_THREADS] = {0};
+    struct bw_job jobs[BW_MAX_THREADS];
+    volatile uint64_t sink = 0;
+    double t0 = vl3_time_s();
+    for (int i = 0; i < n_threads; i++) {
+        jobs[i] = (struct bw_job){buf + words_per * i, words_per, m, 0};
+        if (i > 0)
+            started[i] = pthread_create(&th[i], NULL, bw_run, &jobs[i]) == 0;
+    }
+    bw_run(&jobs[0]);
+    for (int i = 1; i < n_threads; i++) {
+        if (started[i])
+            pthread_join(th[i], NULL);
+        else
+            bw_run(&jobs[i]);
+    }
+    double dt = vl3_time_s() - t0;
+    for (int i = 0; i < n_threads; i++)
+        sink ^= jobs[i].sum;
+    (void)sink;
+    return (double)(words_per * 8 * n_threads) / dt;
+}
+
+static int bw_methods(void)
+{
 #ifdef BW_X86
     __builtin_cpu_init();
     if (__builtin_cpu_supports("avx512f"))
-        n_methods = 4;
+        return 4;
 #endif
+    return 1;
+}
+
+/* The best of BW_REPS passes of each method over buf (n_threads slices of words_per words). */
+static double bw_best(const uint64_t *buf, size_t words_per, int n_threads, int *ret_method)
+{
+    int n_methods = bw_methods();
     double best = 0;
-    volatile uint64_t sink = 0;
     for (int rep = 0; rep < BW_REPS; rep++)
         for (int m = 0; m < n_methods; m++) {
-            pthread_t th[BW_MAX_THREADS];
-            int started[BW_MAX_THREADS] = {0};
-            struct bw_job jobs[BW_MAX_THREADS];
-            double t0 = vl3_time_s();
-            for (int i = 0; i < n_threads; i++) {
-                jobs[i] = (struct bw_job){buf + words_per * i, words_per, m, 0};
-                if (i > 0)
-                    started[i] = pthread_create(&th[i], NULL, bw_run, &jobs[i]) == 0;
-            }
-            bw_run(&jobs[0]);
-            for (int i = 1; i < n_threads; i++) {
-                if (started[i])
-                    pthread_join(th[i], NULL);
-                else
-                    bw_run(&jobs[i]);
-            }
-            double dt = vl3_time_s() - t0;
-            for (int i = 0; i < n_threads; i++)
-                sink ^= jobs[i].sum;
-            double bw = (double)(words_per * 8 * n_threads) / dt;
+            double bw = bw_pass(buf, words_per, n_threads, m);
             if (bw > best) {
                 best = bw;
                 *ret_method = m;
             }
         }
-    (void)sink;
     return best;
+}
+
+int bench_reader_open(struct bench_reader *r, int n_threads, unsigned long bytes)
+{
+    memset(r, 0, sizeof(*r));
+    r->n_threads = n_threads < 1 ? 1 : n_threads > BW_MAX_THREADS ? BW_MAX_THREADS : n_threads;
+    r->words_per = bytes / 8 / (size_t)r->n_threads / 32 * 32;
+    size_t total = r->words_per * 8 * r->n_threads;
+    int advised = 0;
+    if (r->words_per == 0 || !(r->buf = huge_buffer(total, &r->map, &r->map_len, &advised)))
+        return -ENOMEM;
+    memset(r->buf, 1, total);
+    r->method = bw_methods() - 1; /* the last, most prefetching method */
+    return 0;
+}
+
+double bench_reader_pass(const struct bench_reader *r)
+{
+    return r->buf ? bw_pass(r->buf, r->words_per, r->n_threads, r->method) : 0;
+}
+
+void bench_reader_close(struct bench_reader *r)
+{
+    if (r->map)
+        munmap(r->map, r->map_len);
+    memset(r, 0, sizeof(*r));
 }
 
 double bench_read_bandwidth(int n_threads, unsigned long bytes, const char **ret_method)

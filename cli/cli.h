@@ -4,6 +4,9 @@
 #ifndef VL3_CLI_H
 #define VL3_CLI_H
 
+#include <stddef.h>
+#include <stdint.h>
+
 #define CLI_EXIT_OK 0
 #define CLI_EXIT_FAIL 1
 #define CLI_EXIT_USAGE 2
@@ -37,6 +40,18 @@ struct bench_bw {
     char method[96];
 };
 void bench_bw_probe(struct bench_bw *b, int n_threads, unsigned long bytes);
+/* One read pass to pair with a timed stretch of work (vl3 bench llm's paired decode windows):
+ * a buffer of `bytes` in 2 MiB pages, read by n_threads with the most prefetching method (the
+ * one the probe finds best on this project's machines), one pass: bytes/s. */
+struct bench_reader {
+    uint64_t *buf;
+    void *map;
+    size_t map_len, words_per;
+    int n_threads, method;
+};
+int bench_reader_open(struct bench_reader *r, int n_threads, unsigned long bytes);
+double bench_reader_pass(const struct bench_reader *r);
+void bench_reader_close(struct bench_reader *r);
 /* bench_cpu.c: the weights that every token (LLM: q/k/v/o and the three MLP matrices of every
  * layer, lm_head excluded) or every patch (vision: the encoder layers' four attention and two MLP
  * matrices) multiplies, for the benchmarks' FLOP and byte counts (spec §12: 2 FLOPs a weight). */

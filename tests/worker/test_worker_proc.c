@@ -773,6 +773,31 @@ TEST(cli_bench_cpu_removes_its_files)
     return 0;
 }
 
+/* vl3 bench llm on the tiny model: after the timed decode, --gen-tokens more tokens in windows
+ * of 8, each with its own read pass; 20 tokens are 3 windows (8, 8, 4), and the median and range
+ * of the windows' ratios are positive and ordered. */
+TEST(cli_bench_llm_pairs_decode_windows)
+{
+    ASSERT_OK(fixtures());
+    const char *bin = getenv("VL3_BIN_DIR") ? getenv("VL3_BIN_DIR") : ".";
+    static char out[8192];
+    ASSERT_EQ(test_sh(out, sizeof(out),
+                      "'%s/vl3' bench llm --model '%s/model' --prompt-tokens 4 --gen-tokens 20 "
+                      "--threads 1 2>&1", bin, dir), 0);
+    ASSERT_STR_CONTAINS(out, "of_floor");
+    const char *p = strstr(out, "paired decode: ");
+    ASSERT(p != NULL);
+    int n = 0;
+    ASSERT_EQ(sscanf(p, "paired decode: %d windows of up to 8 tokens", &n), 1);
+    ASSERT_EQ(n, 3);
+    const char *q = strstr(p, "median ");
+    ASSERT(q != NULL);
+    double med = 0, lo = 0, hi = 0;
+    ASSERT_EQ(sscanf(q, "median %lf%% of its own floor (%lf-%lf%%)", &med, &lo, &hi), 3);
+    ASSERT(lo > 0 && lo <= med && med <= hi);
+    return 0;
+}
+
 /* vl3d (Kafka mock + PostgreSQL) drives this worker end to end (tests/worker/test_worker_e2e.sh). */
 TEST(e2e_daemon_drives_real_worker)
 {
