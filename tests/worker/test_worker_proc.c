@@ -774,8 +774,8 @@ TEST(cli_bench_cpu_removes_its_files)
 }
 
 /* vl3 bench llm on the tiny model: after the timed decode, --gen-tokens more tokens in windows
- * of 8, each with its own read pass; 20 tokens are 3 windows (8, 8, 4), and the median and range
- * of the windows' ratios are positive and ordered. */
+ * of 8, each against the read passes around it; 20 tokens are 3 windows (8, 8, 4), and the
+ * median and range of the windows' ratios are positive and ordered. */
 TEST(cli_bench_llm_pairs_decode_windows)
 {
     ASSERT_OK(fixtures());
