@@ -260,6 +260,18 @@ void bench_bw_probe(struct bench_bw *b, int n_threads, unsigned long bytes)
     b->n++;
 }
 
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+double bench_median(double *v, int n)
+{
+    qsort(v, (size_t)n, sizeof(*v), cmp_double);
+    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+}
+
 double bench_llm_matrix_params(const vl3_model_info *in)
 {
     double C = in->llm_hidden, HD = (double)in->llm_heads * in->llm_head_dim;

@@ -121,18 +121,6 @@ static int run_ours(const char *file, int fn, int fd, int threads, enum sample_m
     return r;
 }
 
-static int cmp_double(const void *a, const void *b)
-{
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-static double median(double *v, int n)
-{
-    qsort(v, (size_t)n, sizeof(*v), cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 int bench_decode(int argc, char **argv)
 {
     static const struct option opts[] = {{"fps", required_argument, NULL, 'f'},
@@ -186,8 +174,9 @@ int bench_decode(int argc, char **argv)
                         "fast %.2f (%.2f) s\n",
                 i + 1, t_cli[i], c_cli[i], t_ex[i], c_ex[i], t_fa[i], c_fa[i]);
     }
-    double mc = median(t_cli, repeat), me = median(t_ex, repeat), mf = median(t_fa, repeat);
-    double cc = median(c_cli, repeat), ce = median(c_ex, repeat), cf = median(c_fa, repeat);
+    double mc = bench_median(t_cli, repeat), me = bench_median(t_ex, repeat);
+    double mf = bench_median(t_fa, repeat), cc = bench_median(c_cli, repeat);
+    double ce = bench_median(c_ex, repeat), cf = bench_median(c_fa, repeat);
     printf("decode + sample at %s fps: %s (%d runs each, interleaved; medians; %d CPUs)\n", fps,
            file, repeat, vl3_cpu_count());
     printf("%-12s %8s %8s %8s %10s %10s %9s %9s\n", "method", "wall s", "cpu s", "frames",

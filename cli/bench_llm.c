@@ -247,7 +247,8 @@ int bench_llm(int argc, char **argv)
     /* K and V read: bf16 pools in the CPU's bf16 mode, f32 otherwise (VL3_PRECISION) */
     const char *prec = getenv("VL3_PRECISION");
     int kv_bf16 = vl3__cpu_precision_parse(prec && *prec ? prec : "f32") == VL3__CPU_PREC_BF16;
-    double kv_bytes_tok = 2 * L * KVD * avg_ctx * (kv_bf16 ? 2 : 4);
+    double kv_bytes_pos = 2 * L * KVD * (kv_bf16 ? 2 : 4); /* K and V of one position */
+    double kv_bytes_tok = kv_bytes_pos * avg_ctx;
     bench_bw_probe(&bwp, threads, BW_BYTES);
     double bw = bwp.best;
     double floor_s = bw > 0 ? (w_bytes_bf16 + kv_bytes_tok) / bw : 0;
@@ -289,21 +290,15 @@ int bench_llm(int argc, char **argv)
     printf("for comparison, f32 weights would have a floor of %.2f ms/token = %.2f tokens/s\n",
            floor_f32_s * 1e3, floor_f32_s > 0 ? 1 / floor_f32_s : 0);
     if (n_pair > 0) {
-        /* each window's tokens/s against the floor of its own read pass */
+        /* each window's tokens/s against the floor of the read passes around it */
         double pct[PAIR_MAX], bw_lo = pair_bw[0], bw_hi = pair_bw[0];
         for (int i = 0; i < n_pair; i++) {
-            double bytes = w_bytes_bf16 + 2 * L * KVD * pair_pos[i] * (kv_bf16 ? 2 : 4);
+            double bytes = w_bytes_bf16 + kv_bytes_pos * pair_pos[i];
             pct[i] = pair_bw[i] > 0 ? 100.0 * pair_n[i] / pair_s[i] * bytes / pair_bw[i] : 0;
             bw_lo = pair_bw[i] < bw_lo ? pair_bw[i] : bw_lo;
             bw_hi = pair_bw[i] > bw_hi ? pair_bw[i] : bw_hi;
         }
-        for (int i = 1; i < n_pair; i++) /* insertion sort: a handful of windows */
-            for (int k = i; k > 0 && pct[k] < pct[k - 1]; k--) {
-                double t = pct[k];
-                pct[k] = pct[k - 1];
-                pct[k - 1] = t;
-            }
-        double med = n_pair % 2 ? pct[n_pair / 2] : (pct[n_pair / 2 - 1] + pct[n_pair / 2]) / 2;
+        double med = bench_median(pct, n_pair); /* pct now ascending */
         printf("paired decode: %d windows of up to %d tokens after the timed decode, each set "
                "against the higher of\n  the read passes just before and after it (%.2f-%.2f "
                "GB/s): median %.1f%% of its own floor (%.1f-%.1f%%)\n",

@@ -52,6 +52,8 @@ struct bench_reader {
 int bench_reader_open(struct bench_reader *r, int n_threads, unsigned long bytes);
 double bench_reader_pass(const struct bench_reader *r);
 void bench_reader_close(struct bench_reader *r);
+/* The median of v[0 .. n) (n >= 1), which it sorts ascending in place. */
+double bench_median(double *v, int n);
 /* bench_cpu.c: the weights that every token (LLM: q/k/v/o and the three MLP matrices of every
  * layer, lm_head excluded) or every patch (vision: the encoder layers' four attention and two MLP
  * matrices) multiplies, for the benchmarks' FLOP and byte counts (spec §12: 2 FLOPs a weight). */

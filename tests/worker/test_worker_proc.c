@@ -738,8 +738,6 @@ TEST(proc_image_answer_equals_vl3_run)
     return 0;
 }
 
-/* vl3 bench cpu (vl3 side only) on the tiny model leaves nothing in TMPDIR: its dumps of a clip
- * are ~100 MB a run; a run that fails before writing anything leaves nothing either. */
 /* vl3 bench cpu, vl3 side only, with TMPDIR=td on model and clip of the fixtures: its exit
  * status, its output in out */
 static int bench_cpu_in(const char *td, const char *model, const char *clip, char *out,
@@ -752,6 +750,8 @@ static int bench_cpu_in(const char *td, const char *model, const char *clip, cha
                    td, bin, dir, model, dir, clip);
 }
 
+/* vl3 bench cpu (vl3 side only) on the tiny model leaves nothing in TMPDIR: its dumps of a clip
+ * are ~100 MB a run; a run that fails before writing anything leaves nothing either. */
 TEST(cli_bench_cpu_removes_its_files)
 {
     ASSERT_OK(fixtures());
