@@ -143,6 +143,51 @@ TEST(gemm_avx512) { return gemm_case(VL3__CPU_ISA_AVX512); }
 TEST(gemm_avx512bf16) { return gemm_case(VL3__CPU_ISA_AVX512BF16); }
 TEST(gemm_amx) { return gemm_case(VL3__CPU_ISA_AMX); }
 
+/* On the AMX path a token row's result does not depend on the rows it is computed with: the
+ * product of T rows, cut into passes (gemm_bf16.c amx_rows_per_pass: 320 rows at K 1536, 512
+ * at K 96; pass_rows never leaves a last pass under 16 rows, which would go to the vdpbf16ps
+ * kernel and sum in another order), gives the bits of the same rows computed 16 at a time, at
+ * the start, across a pass boundary and at the end. T 520 x K 96 is 512 + 8 rows in fixed
+ * passes of 512 (8 rows off the tiles); 330 x 1536 is 320 + 10. */
+TEST(gemm_amx_rows_independent_of_passes)
+{
+    if (!vl3__cpu_isa_supported(VL3__CPU_ISA_AMX))
+        SKIP("this CPU cannot run the amx path");
+    static const int shapes[][3] = {{520, 96, 50}, {330, 1536, 40}, {700, 1536, 36}};
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    vl3__cpu_set_isa(VL3__CPU_ISA_AMX);
+    int fails = 0;
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int T = shapes[si][0], in = shapes[si][1], out = shapes[si][2];
+        float *x = randv((size_t)T * in), *wf = randv((size_t)out * in);
+        float *y = malloc(sizeof(float) * T * out), *y16 = malloc(sizeof(float) * 16 * out);
+        uint16_t *w = malloc((size_t)out * in * 2);
+        ASSERT_OK(ops->weight_convert(c, w, wf, VL3__DTYPE_F32, (size_t)out * in));
+        size_t wb = ops->matmul_work_size(c, in);
+        void *work = malloc(wb);
+        ASSERT_OK(ops->matmul(c, y, x, w, NULL, T, in, out, 0, work, wb));
+        int starts[] = {0, 312, 504, 632, T - 16};
+        for (int k = 0; k < 5; k++) {
+            int t0 = starts[k];
+            if (t0 + 16 > T)
+                continue;
+            ASSERT_OK(ops->matmul(c, y16, x + (size_t)t0 * in, w, NULL, 16, in, out, 0, work,
+                                  wb));
+            if (memcmp(y16, y + (size_t)t0 * out, sizeof(float) * 16 * out) != 0) {
+                fprintf(stderr, "FAIL T=%d in=%d out=%d: rows %d..%d differ from the same rows "
+                        "alone\n", T, in, out, t0, t0 + 15);
+                fails++;
+            }
+        }
+        free(x), free(wf), free(y), free(y16), free(w), free(work);
+    }
+    vl3__cpu_set_isa(-1);
+    ops->free(c);
+    return fails ? 1 : 0;
+}
+
 /* bf16 rounding of x: nearest even on ties, NaN kept (the f32 values below are exact ties). */
 TEST(round_nearest_even)
 {
@@ -845,9 +890,10 @@ TEST(bench_pool)
  * ops linear_bf16_ex) and q, k, v from one packing of x (linear_bf16_n) gives the bits of the ops
  * run apart (the same vision ops with both absent): a tiny native checkpoint 48 wide (3 heads of
  * 16, MLP 100: output tails in the 32-wide blocks) in bf16 mode, one batch of an image and a
- * two-frame video (128 patches) and one of 520 patches (a last chunk of 8 rows, off the tiles:
- * the fused op declines, -ENOTSUP, and the encoder runs the ops apart). The fused calls are
- * counted: they really ran (on the AMX path; on the others every fused call declines). */
+ * two-frame video (128 patches), one of 520 patches (passes of 504 and 16 rows, both on the
+ * tiles) and one of 8 patches (under the tiles' 16 rows: the fused op declines, -ENOTSUP, and the
+ * encoder runs the ops apart). The fused calls are counted: they really ran (on the AMX path; on
+ * the others every fused call declines). */
 static int n_fused;
 
 static int count_ex(void *ctx, const float *x, const uint16_t *w, const float *b, float *y,
@@ -914,10 +960,10 @@ TEST(vision_encoder_fused_epilogue_equals_ops_apart)
     fused.linear_bf16_n = count_n;
     apart.linear_bf16_ex = NULL;
     apart.linear_bf16_n = NULL;
-    vl3_vision_grid g1[2] = {{1, 8, 10, 2}, {2, 6, 4, 2}}, g2 = {1, 20, 26, 2};
-    static const int n_items[2] = {2, 1};
-    vl3_vision_grid *grids[2] = {g1, &g2};
-    for (int bi = 0; bi < 2; bi++) {
+    vl3_vision_grid g1[2] = {{1, 8, 10, 2}, {2, 6, 4, 2}}, g2 = {1, 20, 26, 2}, g3 = {1, 2, 4, 2};
+    static const int n_items[3] = {2, 1, 1};
+    vl3_vision_grid *grids[3] = {g1, &g2, &g3};
+    for (int bi = 0; bi < 3; bi++) {
         vl3_pixel_batch b = {0};
         b.patch_dim = 588;
         b.n_items = n_items[bi];
@@ -934,7 +980,7 @@ TEST(vision_encoder_fused_epilogue_equals_ops_apart)
         ASSERT_OK(encode_with(m, &fused, &b, y1));
         ASSERT_OK(encode_with(m, &apart, &b, y2));
         fprintf(stderr, "  %lld patches: %d fused products\n", (long long)b.n_patches, n_fused);
-        ASSERT_EQ(n_fused, bi == 0 && amx ? 3 * tp.v_layers : 0);
+        ASSERT_EQ(n_fused, bi < 2 && amx ? 3 * tp.v_layers : 0);
         ASSERT_EQ(n_multi, tp.v_layers); /* q, k, v in one call (x packed once on AMX) */
         ASSERT(memcmp(y1, y2, sizeof(float) * n) == 0);
         float s = 0;

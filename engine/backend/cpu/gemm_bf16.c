@@ -47,6 +47,13 @@
 #define EMU_CHUNK 256  /* token rows rounded per pass on the f32-emulation paths */
 #define THREAD_MIN_MACS (1 << 20)
 #define AMX_XCHUNK_BYTES (1280 << 10) /* packed x of one k chunk (amx_job), to stay in L2 */
+/* Packed x of one pass on the short-k path (every k step of a block against every token block):
+ * each 32-row output block reads all of it from L2, with its W rows and y lines passing through
+ * the same 2 MiB. At 512 rows x K 1536 (1.5 MB: the LLM's q/k/v, o, gate and up) it spilled:
+ * one thread, CPU time, T 2048-7212 x 1536 x 2048-8960, 650-680 GFLOP/s at 512 rows against
+ * 830-895 at 256-320 (2026-12-06, docs/benchmarks.md); 391 x 1536 and K 1152 (1.2 MB at 512
+ * rows) measured the same either way. */
+#define AMX_X_L2_BYTES (1 << 20)
 #define AMX_PARK_BYTES (256 << 10)   /* per thread: C tiles parked between k chunks */
 /* k steps (of 32) per chunk on the long-k path: A (16 KB) and B (16 KB) of a block and token
  * pair fit L1 together; one thread, CPU time: 8 steps 830-945 GFLOP/s against 700-800 with
@@ -722,6 +729,25 @@ static int kpad(int in)
     return (in + 31) & ~31;
 }
 
+/* Token rows per pass of the AMX path: AMX_X_L2_BYTES of packed x where that still gives a pass
+ * of at least 256 rows (W is read once per pass), XCHUNK otherwise (longer k goes to amx_job's
+ * k chunks, which keep their own share of x in L2). */
+static int amx_rows_per_pass(int Kp)
+{
+    int n = (int)(AMX_X_L2_BYTES / ((size_t)Kp * 2)) & ~31;
+    return n >= 256 && n < XCHUNK ? n : XCHUNK;
+}
+
+/* Rows of the pass from t0: `per`, except that no last pass is left with fewer than AMX_MIN_T
+ * rows (those would go to the vdpbf16ps kernel): the one before it gives them up. */
+static int pass_rows(int T, int t0, int per)
+{
+    int left = T - t0;
+    if (left <= per)
+        return left;
+    return left - per < AMX_MIN_T ? left - AMX_MIN_T : per;
+}
+
 size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in)
 {
     size_t kp = (size_t)kpad(max_in > 0 ? max_in : 0), in = (size_t)(max_in > 0 ? max_in : 0);
@@ -773,9 +799,8 @@ static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, con
         return -EINVAL;
     if (isa < 0 || !vl3__cpu_isa_supported(isa))
         isa = vl3__cpu_isa();
-    if (gelu || (bias && acc)) { /* the AMX epilogue only: every chunk of rows on tiles */
-        int last = T % XCHUNK;
-        if (isa != VL3__CPU_ISA_AMX || (last > 0 && last < AMX_MIN_T))
+    if (gelu || (bias && acc)) { /* the AMX epilogue only: every pass of rows on tiles */
+        if (isa != VL3__CPU_ISA_AMX || T < AMX_MIN_T)
             return -ENOTSUP;
     }
     int Kp = kpad(in);
@@ -806,8 +831,9 @@ static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, con
     uint16_t *xb = (uint16_t *)base;
     char *thr = base + (size_t)XCHUNK * Kp * 2;
     size_t thr_bytes = ((32 * (size_t)Kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 63) & ~(size_t)63;
-    for (int t0 = 0; t0 < T; t0 += XCHUNK) {
-        int tn = T - t0 < XCHUNK ? T - t0 : XCHUNK;
+    int per = isa == VL3__CPU_ISA_AMX ? amx_rows_per_pass(Kp) : XCHUNK;
+    for (int t0 = 0, tn; t0 < T; t0 += tn) {
+        tn = pass_rows(T, t0, per);
         const float *xs = x + (size_t)t0 * in;
         float *ys = y + (size_t)t0 * out;
         struct gemm_split sp = {.n = 1};
@@ -853,20 +879,21 @@ static int gemm_bf16_multi(void *ctx, const float *x, int n, const uint16_t *con
                            const float *const *b, float *const *y, int T, int in, int out,
                            void *work, size_t work_bytes)
 {
-    int isa = vl3__cpu_isa(), last = T % XCHUNK;
+    int isa = vl3__cpu_isa();
     if (n < 1 || n > MULTI_MAX || T < 0 || !work ||
         work_bytes < vl3__cpu_gemm_bf16_work_size(ctx, in))
         return -EINVAL;
 #ifdef GEMM_X86
-    if (isa == VL3__CPU_ISA_AMX && !(last > 0 && last < AMX_MIN_T)) {
+    if (isa == VL3__CPU_ISA_AMX && T >= AMX_MIN_T) { /* every pass on tiles (pass_rows) */
         int Kp = kpad(in);
         char *base = align64(work);
         uint16_t *xb = (uint16_t *)base;
         char *thr = base + (size_t)XCHUNK * Kp * 2;
         size_t thr_bytes =
             ((32 * (size_t)Kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 63) & ~(size_t)63;
-        for (int t0 = 0; t0 < T; t0 += XCHUNK) {
-            int tn = T - t0 < XCHUNK ? T - t0 : XCHUNK;
+        int per = amx_rows_per_pass(Kp);
+        for (int t0 = 0, tn; t0 < T; t0 += tn) {
+            tn = pass_rows(T, t0, per);
             int ntb = (tn + 15) / 16;
             ntb += ntb & 1;
             int nt = thread_count(ctx, (double)tn * in * out * n, (out + 31) / 32);
