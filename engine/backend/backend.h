@@ -209,6 +209,12 @@ struct vl3__backend_ops {
     int (*scatter_rows)(void *ctx, void *dst, const void *src, const void *idx, int n, int C);
     /* out (T, I) = silu(gu[:, :I]) * gu[:, I:], gu (T, 2I), I = n_inter (gate then up, as fused by the loader). */
     int (*silu_mul)(void *ctx, void *out, const void *gu, int T, int n_inter);
+    /* Optional (NULL = not offered): out (T, I) = silu_mul of matmul(x, w_gu) (W (2I, in), gate
+     * rows then up rows) in one op, with the bits of the two ops; -ENOTSUP (nothing written)
+     * where the backend does not fuse this call, and the caller runs the two ops. work as for
+     * matmul (matmul_work_size(in)). */
+    int (*matmul_swiglu)(void *ctx, void *out, const void *x, const void *w_gu, int T, int in,
+                         int n_inter, void *work, size_t work_bytes);
     /* y = a + b over n elements of the activation dtype (y may alias a or b). */
     int (*add)(void *ctx, void *y, const void *a, const void *b, size_t n);
     /* out (T, C) activations = rows ids[t] of table (V, C) in the backend's weight format;

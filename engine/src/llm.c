@@ -100,8 +100,16 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_runs, const float *vis_ro
         TRY(ops->attention(b, &aa));
         TRY(ops->matmul(b, ctx->x, ctx->att, L->wo, NULL, T, HD, C, 1, MMW));
         TRY(ops->rmsnorm(b, ctx->xn, ctx->x, L->ffn_norm, T, C, hp->rms_eps));
-        TRY(ops->matmul(b, ctx->gu, ctx->xn, L->w_gu, NULL, T, C, 2 * I, 0, MMW));
-        TRY(ops->silu_mul(b, ctx->act, ctx->gu, T, I));
+        /* the gate/up product and SwiGLU fused where the backend offers it for this call */
+        int fused = ops->matmul_swiglu ? ops->matmul_swiglu(b, ctx->act, ctx->xn, L->w_gu, T, C,
+                                                            I, MMW)
+                                       : -ENOTSUP;
+        if (fused == -ENOTSUP) {
+            TRY(ops->matmul(b, ctx->gu, ctx->xn, L->w_gu, NULL, T, C, 2 * I, 0, MMW));
+            TRY(ops->silu_mul(b, ctx->act, ctx->gu, T, I));
+        } else {
+            TRY(fused);
+        }
         TRY(ops->matmul(b, ctx->x, ctx->act, L->w_down, NULL, T, I, C, 1, MMW));
     }
     for (int i = 0; i < n_runs; i++) {

@@ -14,6 +14,7 @@
  * equal, except that the chains may part where the f32 top-2 logit gap is smaller than twice the
  * largest logit difference of the two modes at that step (a bf16-sized flip); until then every
  * step's logits agree within relative L2 BF16_REL_L2. */
+#include <errno.h>
 #include <math.h>
 #include <pthread.h>
 #include <time.h>
@@ -142,6 +143,66 @@ TEST(gemm_avx2) { return gemm_case(VL3__CPU_ISA_AVX2); }
 TEST(gemm_avx512) { return gemm_case(VL3__CPU_ISA_AVX512); }
 TEST(gemm_avx512bf16) { return gemm_case(VL3__CPU_ISA_AVX512BF16); }
 TEST(gemm_amx) { return gemm_case(VL3__CPU_ISA_AMX); }
+
+/* The LLM MLP's gate/up product with the SwiGLU in its epilogue (backend op matmul_swiglu, AMX)
+ * gives the bits of matmul into (T, 2I) followed by silu_mul: edge sizes (I 50: a 32-row block
+ * of 18, k 100: a k tail; T 17 and 700: token pairs with 1 and 12 rows, passes of 320 + 320 + 60
+ * at K 1536) and the 2B width I 8960. It declines (-ENOTSUP, out untouched) below 16 rows, on
+ * long k (8960: amx_job's k-chunked path) and in f32 mode; the engine then runs the two ops. */
+TEST(matmul_swiglu_equals_matmul_then_silu_mul)
+{
+    if (!vl3__cpu_isa_supported(VL3__CPU_ISA_AMX))
+        SKIP("this CPU cannot run the amx path");
+    static const int shapes[][3] = {{17, 100, 50}, {391, 1536, 8960}, {700, 1536, 36},
+                                    {64, 96, 64}};
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int T = shapes[si][0], in = shapes[si][1], I = shapes[si][2];
+        float *x = randv((size_t)T * in), *wf = randv((size_t)2 * I * in);
+        float *gu = malloc(sizeof(float) * T * 2 * I), *want = malloc(sizeof(float) * T * I);
+        float *got = malloc(sizeof(float) * T * I);
+        uint16_t *w = malloc((size_t)2 * I * in * 2);
+        ASSERT_OK(ops->weight_convert(c, w, wf, VL3__DTYPE_F32, (size_t)2 * I * in));
+        size_t wb = ops->matmul_work_size(c, in);
+        void *work = malloc(wb);
+        ASSERT_OK(ops->matmul(c, gu, x, w, NULL, T, in, 2 * I, 0, work, wb));
+        ASSERT_OK(ops->silu_mul(c, want, gu, T, I));
+        ASSERT_OK(ops->matmul_swiglu(c, got, x, w, T, in, I, work, wb));
+        if (memcmp(got, want, sizeof(float) * T * I) != 0) {
+            size_t i = 0;
+            while (got[i] == want[i])
+                i++;
+            fprintf(stderr, "FAIL T=%d in=%d I=%d: [%zu] fused %.9g, apart %.9g\n", T, in, I, i,
+                    got[i], want[i]);
+            return 1;
+        }
+        double s = 0;
+        for (size_t i = 0; i < (size_t)T * I; i++)
+            s += fabs(got[i]);
+        ASSERT(s > 0 && s == s);
+        free(x), free(wf), free(gu), free(want), free(got), free(w), free(work);
+    }
+    /* declined: too few rows, long k, f32 mode; nothing written */
+    int T = 8, in = 8960, I = 40;
+    float *x = randv((size_t)512 * in), *wf = randv((size_t)2 * I * in), *out = randv(512 * I);
+    float *keep = malloc(sizeof(float) * 512 * I);
+    memcpy(keep, out, sizeof(float) * 512 * I);
+    uint16_t *w = malloc((size_t)2 * I * in * 2);
+    ASSERT_OK(ops->weight_convert(c, w, wf, VL3__DTYPE_F32, (size_t)2 * I * in));
+    size_t wb = ops->matmul_work_size(c, in);
+    void *work = malloc(wb);
+    ASSERT_EQ(ops->matmul_swiglu(c, out, x, w, T, 64, I, work, wb), -ENOTSUP);
+    ASSERT_EQ(ops->matmul_swiglu(c, out, x, w, 512, in, I, work, wb), -ENOTSUP);
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_F32);
+    ASSERT_EQ(ops->matmul_swiglu(c, out, x, w, 512, 64, I, work, ops->matmul_work_size(c, 64)),
+              -ENOTSUP);
+    ASSERT(memcmp(out, keep, sizeof(float) * 512 * I) == 0);
+    free(x), free(wf), free(out), free(keep), free(w), free(work);
+    ops->free(c);
+    return 0;
+}
 
 /* On the AMX path a token row's result does not depend on the rows it is computed with: the
  * product of T rows, cut into passes (gemm_bf16.c amx_rows_per_pass: 320 rows at K 1536, 512

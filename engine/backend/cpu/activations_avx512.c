@@ -25,6 +25,7 @@
 
 #include "simd_exp.h"
 #include "simd_gelu.h"
+#include "simd_silu.h"
 #define ACT_TARGET "avx512f,avx512bw,fma" /* what the ISA probe checks (gemm_bf16.c) */
 
 __attribute__((target(ACT_TARGET))) static void gelu_range(float *x, int64_t lo, int64_t hi)
@@ -38,23 +39,23 @@ __attribute__((target(ACT_TARGET))) static void gelu_range(float *x, int64_t lo,
     }
 }
 
-/* out (T, I) = silu(g) * u for the rows [t0, t1) of gu (T, 2I) */
+/* out (T, I) = silu(g) * u for the rows [t0, t1) of gu (T, 2I); a row's tail of I % 16 values
+ * with masked loads, so every value has the bits of the AMX product's fused epilogue */
 __attribute__((target(ACT_TARGET))) static void silu_rows(float *out, const float *gu, int I,
                                                          int64_t t0, int64_t t1)
 {
-    const __m512 one = _mm512_set1_ps(1.0f);
     for (int64_t t = t0; t < t1; t++) {
         const float *g = gu + t * 2 * I, *u = g + I;
         float *o = out + t * I;
         int i = 0;
-        for (; i + 16 <= I; i += 16) {
-            __m512 gv = _mm512_loadu_ps(g + i);
-            __m512 s = _mm512_div_ps(gv, _mm512_add_ps(one, vl3__exp512_ps(_mm512_sub_ps(
-                                                                 _mm512_setzero_ps(), gv))));
-            _mm512_storeu_ps(o + i, _mm512_mul_ps(s, _mm512_loadu_ps(u + i)));
+        for (; i + 16 <= I; i += 16)
+            _mm512_storeu_ps(o + i, vl3__silu_mul512_ps(_mm512_loadu_ps(g + i),
+                                                        _mm512_loadu_ps(u + i)));
+        if (i < I) {
+            __mmask16 m = (__mmask16)((1u << (I - i)) - 1);
+            _mm512_mask_storeu_ps(o + i, m, vl3__silu_mul512_ps(_mm512_maskz_loadu_ps(m, g + i),
+                                                                _mm512_maskz_loadu_ps(m, u + i)));
         }
-        for (; i < I; i++)
-            o[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
     }
 }
 

@@ -21,6 +21,9 @@ float vl3__cpu_f16_to_f32(uint16_t h);
 int vl3__cpu_matmul(void *ctx, void *y, const void *x, const void *w, const void *b, int T,
                     int in, int out, int accumulate, void *work, size_t work_bytes);
 size_t vl3__cpu_matmul_work_size(void *ctx, int max_in);
+/* backend op matmul_swiglu: bf16 mode on AMX (vl3__cpu_gemm_bf16_swiglu), else -ENOTSUP */
+int vl3__cpu_matmul_swiglu(void *ctx, void *out, const void *x, const void *w_gu, int T, int in,
+                           int n_inter, void *work, size_t work_bytes);
 /* The f32 product alone (bias folded by the caller; simd 0 = C, 1 = AVX2, 2 = AVX-512) and its
  * scratch: the f32 precision mode, exactly the numerics the oracle tests pin. */
 int vl3__cpu_matmul_f32(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
@@ -70,6 +73,11 @@ int vl3__cpu_bf16_native(void);
 int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
                        int out, int acc, int isa, void *work, size_t work_bytes);
 size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in);
+/* out (T, I) = silu(bf16(x) Wg^T) * (bf16(x) Wu^T), W (2I, in) gate rows then up rows, fused on
+ * AMX tiles (the bits of the product followed by the SwiGLU pass); -ENOTSUP where it does not
+ * apply (then nothing is written). work: vl3__cpu_gemm_bf16_work_size(in). */
+int vl3__cpu_gemm_bf16_swiglu(void *ctx, float *out, const float *x, const uint16_t *w, int T,
+                              int in, int n_inter, void *work, size_t work_bytes);
 /* The vision encoder's linear op in bf16 mode: y (P, out) = bf16(x) bf16(W)^T + b with f32 W
  * (out, in) rounded per call (threads), f32 sums. */
 int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float *b, float *y,

@@ -38,6 +38,7 @@
 #define GEMM_X86 1
 #include "simd_gelu.h"
 #include "simd_mask.h"
+#include "simd_silu.h"
 #include "simd_transpose.h"
 #endif
 
@@ -228,6 +229,7 @@ struct gemm_job {
     uint16_t *scratch;  /* per-thread: AMX edge tiles */
     const float *bias;  /* (out) added in the AMX epilogue, or NULL */
     int gelu;           /* AMX epilogue: the tanh GELU of sum + bias (acc 0) */
+    int swiglu;         /* AMX: W holds 2 x out rows (gate, then up); y = silu(gate) * up */
 };
 
 /* One product (or up to MULTI_MAX products of one x on the same rows) split over the threads in
@@ -460,15 +462,29 @@ static void pack_task(void *arg, int k)
 /* y[n][m] (+)= e(c[m][n] (+ bias[m])) for n < tn tokens, m < rows outputs: the C tile (16
  * outputs x 16 tokens, row stride 16) transposed in registers, one masked row store per token.
  * The bias is added to the sum once (the same bits as a copy of it in y that the sum is added
- * to), then e = the tanh GELU (gelu) or nothing, then y's value (acc). */
+ * to), then e = the tanh GELU (gelu) or nothing, then y's value (acc). With gate (the gate
+ * product's C tile of the same outputs and tokens), y = silu(gate) * c instead (no bias, acc or
+ * GELU): the SwiGLU of the LLM MLP on the up product's tile. */
 __attribute__((target("avx512f,fma"))) static void store_ct(float *y, int ld, const float *c,
                                                             int tn, int rows, int acc,
-                                                            const float *bias, int gelu)
+                                                            const float *bias, int gelu,
+                                                            const float *gate)
 {
-    __m512 r[16], t[16];
+    __m512 r[16], t[16], tg[16];
+    if (gate) {
+        for (int m = 0; m < 16; m++)
+            r[m] = _mm512_loadu_ps(gate + 16 * m);
+        vl3__transpose16_ps(r, tg);
+    }
     for (int m = 0; m < 16; m++)
         r[m] = _mm512_loadu_ps(c + 16 * m);
     vl3__transpose16_ps(r, t);
+    if (gate) {
+        __mmask16 mk = vl3__mask16(rows);
+        for (int n = 0; n < tn; n++)
+            _mm512_mask_storeu_ps(y + (size_t)n * ld, mk, vl3__silu_mul512_ps(tg[n], t[n]));
+        return;
+    }
     __mmask16 mk = vl3__mask16(rows);
     __m512 bv = bias ? _mm512_maskz_loadu_ps(mk, bias) : _mm512_setzero_ps();
     for (int n = 0; n < tn; n++) {
@@ -489,6 +505,7 @@ __attribute__((target("avx512f,fma"))) static void store_ct(float *y, int ld, co
 struct amx_pending {
     float *y;          /* y at the block's first token and output */
     const float *bias; /* the bias at the block's first output, or NULL */
+    const float *gate; /* swiglu: the gate product's 4 C tiles of the block, or NULL */
     int tn[2], rows[2], live;
 };
 
@@ -501,7 +518,7 @@ __attribute__((target("avx512f"))) static void flush_ct(const struct gemm_job *j
         if (p->tn[half] > 0)
             store_ct(p->y + (size_t)half * 16 * j->out + 16 * h, j->out, cbuf + 256 * c,
                      p->tn[half], p->rows[h], j->acc, p->bias ? p->bias + 16 * h : NULL,
-                     j->gelu);
+                     j->gelu, p->gate ? p->gate + 256 * c : NULL);
     }
     p->live = 0;
 }
@@ -600,11 +617,10 @@ __attribute__((target(AMX_TARGET))) static inline void amx_steps(
     }
 }
 
-/* The last k steps of a block: the k tail (K not a multiple of 32), then the C tiles to cbuf,
- * pending until the next block's first step (or the end of the job) transposes them into y. */
-__attribute__((target(AMX_TARGET))) static inline void amx_finish(
-    const struct gemm_job *j, const struct amx_block *bl, const char *b0, const char *b1,
-    struct amx_pending *pend, float *cbuf, int t0)
+/* The k tail of a block (K not a multiple of 32): one more step on the padded tail tiles. */
+__attribute__((target(AMX_TARGET))) static inline void amx_ktail(const struct gemm_job *j,
+                                                                const struct amx_block *bl,
+                                                                const char *b0, const char *b1)
 {
     int kfull = j->K / 32, nks = j->Kp / 32;
     if (kfull < nks) {
@@ -617,6 +633,31 @@ __attribute__((target(AMX_TARGET))) static inline void amx_finish(
         _tile_dpbf16ps(2, 5, 6);
         _tile_dpbf16ps(3, 5, 7);
     }
+}
+
+/* swiglu: the gate product of a block done (its k tail), the pending block flushed (it reads the
+ * gate tiles of the previous token pair), the C tiles kept in gbuf for the up product's
+ * epilogue. */
+__attribute__((target(AMX_TARGET))) static inline void amx_gate_done(
+    const struct gemm_job *j, const struct amx_block *bl, const char *b0, const char *b1,
+    struct amx_pending *pend, const float *cbuf, float *gbuf)
+{
+    amx_ktail(j, bl, b0, b1);
+    if (pend->live)
+        flush_ct(j, cbuf, pend);
+    _tile_stored(0, gbuf, 64);
+    _tile_stored(1, gbuf + 256, 64);
+    _tile_stored(2, gbuf + 512, 64);
+    _tile_stored(3, gbuf + 768, 64);
+}
+
+/* The last k steps of a block: the k tail (K not a multiple of 32), then the C tiles to cbuf,
+ * pending until the next block's first step (or the end of the job) transposes them into y. */
+__attribute__((target(AMX_TARGET))) static inline void amx_finish(
+    const struct gemm_job *j, const struct amx_block *bl, const char *b0, const char *b1,
+    struct amx_pending *pend, float *cbuf, int t0)
+{
+    amx_ktail(j, bl, b0, b1);
     if (pend->live)
         flush_ct(j, cbuf, pend);
     _tile_stored(0, cbuf, 64);
@@ -630,6 +671,25 @@ __attribute__((target(AMX_TARGET))) static inline void amx_finish(
     pend->rows[0] = bl->rows[0];
     pend->rows[1] = bl->rows[1];
     pend->live = 1;
+}
+
+/* k steps per chunk of amx_job for ntb token blocks: AMX_XCHUNK_BYTES of packed x, at least 8;
+ * k ranges up to two chunks run whole (the short-k path) */
+static int amx_k_chunk_steps(int ntb)
+{
+    int cs = (int)(AMX_XCHUNK_BYTES / ((size_t)ntb * 1024));
+    return cs < 8 ? 8 : cs;
+}
+
+/* Whether a swiglu product of width in fits amx_job: the short-k path for passes of up to per
+ * rows (smaller passes only lengthen the chunks) and the up rows' tiles plus the gate's C tiles
+ * in the park area. */
+static int amx_swiglu_fits(int Kp, int per)
+{
+    int ntb = (per + 15) / 16;
+    ntb += ntb & 1;
+    return Kp / 32 <= 2 * amx_k_chunk_steps(ntb) &&
+           (size_t)64 * Kp + 2048 + 4096 <= AMX_PARK_BYTES;
 }
 
 __attribute__((target(AMX_TARGET))) static void amx_job(const struct gemm_job *j)
@@ -650,16 +710,27 @@ __attribute__((target(AMX_TARGET))) static void amx_job(const struct gemm_job *j
     float *cpark = cbuf + 1024; /* AMX_PARK_BYTES: C tiles between k chunks */
     const char *xp = (const char *)j->xb;
     struct amx_pending pend = {0};
-    struct amx_block bl;
+    struct amx_block bl, blu;
+    /* swiglu (short k only): the up rows' edge and tail tiles and the gate's C tiles in the park
+     * area (amx_swiglu_fits) */
+    struct gemm_job ju = *j;
+    uint16_t *padu[2] = {(uint16_t *)cpark, (uint16_t *)cpark + 16 * (size_t)Kp};
+    uint16_t *tailu[2] = {(uint16_t *)cpark + 32 * (size_t)Kp,
+                          (uint16_t *)cpark + 32 * (size_t)Kp + 512};
+    float *gbuf = (float *)((uint16_t *)cpark + 32 * (size_t)Kp + 1024);
+    if (j->swiglu) {
+        ju.w = j->w + (size_t)j->out * K;
+        pend.gate = gbuf;
+    }
     /* k chunks only where x of all tokens is well beyond L2 (AMX_XCHUNK_BYTES per chunk of the
      * would-be L2 size: 391 x 8960 went 650 -> 800 GFLOP/s on one thread); at 1.2-1.5 MB of x
      * (K 1536) the parking of C costs more than it saves. */
-    int cs = (int)(AMX_XCHUNK_BYTES / ((size_t)ntb * 1024));
-    if (cs < 8)
-        cs = 8;
+    int cs = amx_k_chunk_steps(ntb);
     if (kfull <= 2 * cs) { /* one chunk: per block, every token block over the whole k range */
         for (int o0 = j->o0; o0 < j->o1; o0 += 32) {
             amx_block_setup(j, &bl, o0, pad, tail);
+            if (j->swiglu)
+                amx_block_setup(&ju, &blu, o0, padu, tailu);
             for (int tb = 0; tb < ntb; tb += 2) {
                 const char *b0 = xp + (size_t)tb * nks * 1024, *b1 = b0 + (size_t)nks * 1024;
                 _tile_zero(0);
@@ -667,7 +738,15 @@ __attribute__((target(AMX_TARGET))) static void amx_job(const struct gemm_job *j
                 _tile_zero(2);
                 _tile_zero(3);
                 amx_steps(j, &bl, b0, b1, 0, kfull, &pend, cbuf, tb * 16, 1);
-                amx_finish(j, &bl, b0, b1, &pend, cbuf, tb * 16);
+                if (j->swiglu) { /* gate done: now the up rows of the same block */
+                    amx_gate_done(j, &bl, b0, b1, &pend, cbuf, gbuf);
+                    _tile_zero(0);
+                    _tile_zero(1);
+                    _tile_zero(2);
+                    _tile_zero(3);
+                    amx_steps(j, &blu, b0, b1, 0, kfull, &pend, cbuf, tb * 16, 0);
+                }
+                amx_finish(j, j->swiglu ? &blu : &bl, b0, b1, &pend, cbuf, tb * 16);
             }
         }
     } else {
@@ -923,6 +1002,47 @@ int vl3__cpu_gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, i
                        int out, int acc, int isa, void *work, size_t work_bytes)
 {
     return gemm_bf16(ctx, y, x, w, NULL, 0, T, in, out, acc, isa, work, work_bytes);
+}
+
+/* out (T, I) = silu(x Wg^T) * (x Wu^T), W (2I, in) the gate rows then the up rows (the LLM's
+ * fused gate/up matrix): on AMX tiles, each 32-row block's gate and up products per token pair,
+ * the SwiGLU in the up product's epilogue (store_ct), so neither the (T, 2I) product nor a pass
+ * over it exists. The same bits as vl3__cpu_gemm_bf16 into (T, 2I) followed by
+ * vl3__cpu_silu_mul_fast. -ENOTSUP (nothing written) off the AMX path, below AMX_MIN_T rows, or
+ * where the products would take amx_job's k-chunked path (long k). */
+int vl3__cpu_gemm_bf16_swiglu(void *ctx, float *out, const float *x, const uint16_t *w, int T,
+                              int in, int I, void *work, size_t work_bytes)
+{
+    if (T < 0 || in <= 0 || I <= 0 || !work ||
+        work_bytes < vl3__cpu_gemm_bf16_work_size(ctx, in))
+        return -EINVAL;
+#ifdef GEMM_X86
+    int Kp = kpad(in), per = amx_rows_per_pass(Kp);
+    if (vl3__cpu_isa() != VL3__CPU_ISA_AMX || T < AMX_MIN_T || !amx_swiglu_fits(Kp, per))
+        return -ENOTSUP;
+    char *base = align64(work);
+    uint16_t *xb = (uint16_t *)base;
+    char *thr = base + (size_t)XCHUNK * Kp * 2;
+    size_t thr_bytes = ((32 * (size_t)Kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 63) & ~(size_t)63;
+    for (int t0 = 0, tn; t0 < T; t0 += tn) {
+        tn = pass_rows(T, t0, per);
+        int ntb = (tn + 15) / 16;
+        ntb += ntb & 1;
+        int nt = thread_count(ctx, 2.0 * tn * in * I, (I + 31) / 32);
+        struct pack_job pj = {(uint32_t *)xb, x + (size_t)t0 * in, tn, in, Kp / 32, ntb,
+                              nt < ntb ? nt : ntb};
+        vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
+        struct gemm_split sp = {.n = 1, .unit = 32, .scratch = thr, .scratch_bytes = thr_bytes};
+        sp.proto[0] = (struct gemm_job){.fn = amx_job, .T = tn, .K = in, .Kp = Kp, .out = I,
+                                        .w = w, .xb = xb, .y = out + (size_t)t0 * I,
+                                        .swiglu = 1};
+        split_run(ctx, &sp, nt);
+    }
+    return 0;
+#else
+    (void)out, (void)x, (void)w;
+    return -ENOTSUP;
+#endif
 }
 
 /* ---- f32 weights (the vision encoder's): rounded to bf16 per call ---------------------------- */

@@ -239,6 +239,18 @@ int vl3__cpu_matmul(void *ctx, void *y_, const void *x_, const void *w_,
                              work_bytes);
 }
 
+/* The LLM MLP's gate/up product and SwiGLU in one op: bf16 mode on AMX only
+ * (vl3__cpu_gemm_bf16_swiglu); -ENOTSUP elsewhere, and the engine runs matmul
+ * and silu_mul. */
+int vl3__cpu_matmul_swiglu(void *ctx, void *out, const void *x, const void *w_gu,
+                           int T, int in, int n_inter, void *work,
+                           size_t work_bytes) {
+  if (vl3__cpu_precision(ctx) != VL3__CPU_PREC_BF16)
+    return -ENOTSUP;
+  return vl3__cpu_gemm_bf16_swiglu(ctx, out, x, w_gu, T, in, n_inter, work,
+                                   work_bytes);
+}
+
 /* The f32 product (the f32 precision mode, and the bf16 mode's fallback on
  * rounded inputs): bias already folded into y (acc set); simd 0/1/2. */
 int vl3__cpu_matmul_f32(void *ctx, float *y, const float *x, const uint16_t *w,
