@@ -205,16 +205,17 @@ TEST(matmul_swiglu_equals_matmul_then_silu_mul)
 }
 
 /* On the AMX path a token row's result does not depend on the rows it is computed with: the
- * product of T rows, cut into passes (gemm_bf16.c amx_rows_per_pass: 320 rows at K 1536, 512
- * at K 96; pass_rows never leaves a last pass under 16 rows, which would go to the vdpbf16ps
+ * product of T rows, cut into passes (gemm_bf16.c amx_rows_per_pass: 320 rows at K 1536, 96
+ * at K 4304, 512 at K 96; pass_rows never leaves a last pass under 16 rows, which would go to the vdpbf16ps
  * kernel and sum in another order), gives the bits of the same rows computed 16 at a time, at
  * the start, across a pass boundary and at the end. T 520 x K 96 is 512 + 8 rows in fixed
- * passes of 512 (8 rows off the tiles); 330 x 1536 is 320 + 10. */
+ * passes of 512 (8 rows off the tiles); 330 x 1536 is 314 + 16; 200 x 4304 is 96 + 88 + 16. */
 TEST(gemm_amx_rows_independent_of_passes)
 {
     if (!vl3__cpu_isa_supported(VL3__CPU_ISA_AMX))
         SKIP("this CPU cannot run the amx path");
-    static const int shapes[][3] = {{520, 96, 50}, {330, 1536, 40}, {700, 1536, 36}};
+    static const int shapes[][3] = {{520, 96, 50}, {330, 1536, 40}, {700, 1536, 36},
+                                    {200, 4304, 40}};
     void *c = NULL;
     ASSERT_OK(ops->init(0, 2, &c, NULL));
     vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
@@ -229,8 +230,8 @@ TEST(gemm_amx_rows_independent_of_passes)
         size_t wb = ops->matmul_work_size(c, in);
         void *work = malloc(wb);
         ASSERT_OK(ops->matmul(c, y, x, w, NULL, T, in, out, 0, work, wb));
-        int starts[] = {0, 312, 504, 632, T - 16};
-        for (int k = 0; k < 5; k++) {
+        int starts[] = {0, 88, 312, 504, 632, T - 16};
+        for (int k = 0; k < 6; k++) {
             int t0 = starts[k];
             if (t0 + 16 > T)
                 continue;

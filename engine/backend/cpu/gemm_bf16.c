@@ -53,7 +53,9 @@
  * the same 2 MiB. At 512 rows x K 1536 (1.5 MB: the LLM's q/k/v, o, gate and up) it spilled:
  * one thread, CPU time, T 2048-7212 x 1536 x 2048-8960, 650-680 GFLOP/s at 512 rows against
  * 830-895 at 256-320 (2026-12-06, docs/benchmarks.md); 391 x 1536 and K 1152 (1.2 MB at 512
- * rows) measured the same either way. */
+ * rows) measured the same either way. K 4304 (the vision fc2) in passes of 96 rows on the short
+ * path against 512 on the k-chunked one: 2048 rows 797 against 680 GFLOP/s (medians of 8,
+ * one thread); K 8960 in passes of 32-64 rows measured below its k-chunked path. */
 #define AMX_X_L2_BYTES (1 << 20)
 #define AMX_PARK_BYTES (256 << 10)   /* per thread: C tiles parked between k chunks */
 /* k steps (of 32) per chunk on the long-k path: A (16 KB) and B (16 KB) of a block and token
@@ -809,12 +811,13 @@ static int kpad(int in)
 }
 
 /* Token rows per pass of the AMX path: AMX_X_L2_BYTES of packed x where that still gives a pass
- * of at least 256 rows (W is read once per pass), XCHUNK otherwise (longer k goes to amx_job's
- * k chunks, which keep their own share of x in L2). */
+ * of at least 96 rows (W is read from L3 once per pass; 96 rows keep amx_job on its short-k
+ * path up to K 13,000), XCHUNK otherwise (longer k goes to amx_job's k chunks, which keep their
+ * own share of x in L2). K 1152: 448 rows, 1536: 320, 4304: 96, 8960: 512. */
 static int amx_rows_per_pass(int Kp)
 {
     int n = (int)(AMX_X_L2_BYTES / ((size_t)Kp * 2)) & ~31;
-    return n >= 256 && n < XCHUNK ? n : XCHUNK;
+    return n >= 96 && n < XCHUNK ? n : XCHUNK;
 }
 
 /* Rows of the pass from t0: `per`, except that no last pass is left with fewer than AMX_MIN_T
