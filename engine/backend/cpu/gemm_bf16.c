@@ -637,20 +637,20 @@ __attribute__((target(AMX_TARGET))) static inline void amx_ktail(const struct ge
     }
 }
 
-/* swiglu: the gate product of a block done (its k tail), the pending block flushed (it reads the
- * gate tiles of the previous token pair), the C tiles kept in gbuf for the up product's
- * epilogue. */
-__attribute__((target(AMX_TARGET))) static inline void amx_gate_done(
+/* A block's products done: the k tail, the pending block flushed (with swiglu it reads the
+ * gate tiles of the previous token pair, which dst may be about to overwrite), the C tiles
+ * stored to dst (cbuf, or gbuf: the gate's tiles kept for the up product's epilogue). */
+__attribute__((target(AMX_TARGET))) static inline void amx_close(
     const struct gemm_job *j, const struct amx_block *bl, const char *b0, const char *b1,
-    struct amx_pending *pend, const float *cbuf, float *gbuf)
+    struct amx_pending *pend, const float *cbuf, float *dst)
 {
     amx_ktail(j, bl, b0, b1);
     if (pend->live)
         flush_ct(j, cbuf, pend);
-    _tile_stored(0, gbuf, 64);
-    _tile_stored(1, gbuf + 256, 64);
-    _tile_stored(2, gbuf + 512, 64);
-    _tile_stored(3, gbuf + 768, 64);
+    _tile_stored(0, dst, 64);
+    _tile_stored(1, dst + 256, 64);
+    _tile_stored(2, dst + 512, 64);
+    _tile_stored(3, dst + 768, 64);
 }
 
 /* The last k steps of a block: the k tail (K not a multiple of 32), then the C tiles to cbuf,
@@ -659,13 +659,7 @@ __attribute__((target(AMX_TARGET))) static inline void amx_finish(
     const struct gemm_job *j, const struct amx_block *bl, const char *b0, const char *b1,
     struct amx_pending *pend, float *cbuf, int t0)
 {
-    amx_ktail(j, bl, b0, b1);
-    if (pend->live)
-        flush_ct(j, cbuf, pend);
-    _tile_stored(0, cbuf, 64);
-    _tile_stored(1, cbuf + 256, 64);
-    _tile_stored(2, cbuf + 512, 64);
-    _tile_stored(3, cbuf + 768, 64);
+    amx_close(j, bl, b0, b1, pend, cbuf, cbuf);
     pend->y = j->y + (size_t)t0 * j->out + bl->o0;
     pend->bias = j->bias ? j->bias + bl->o0 : NULL;
     pend->tn[0] = j->T - t0 < 16 ? j->T - t0 : 16;
@@ -741,7 +735,7 @@ __attribute__((target(AMX_TARGET))) static void amx_job(const struct gemm_job *j
                 _tile_zero(3);
                 amx_steps(j, &bl, b0, b1, 0, kfull, &pend, cbuf, tb * 16, 1);
                 if (j->swiglu) { /* gate done: now the up rows of the same block */
-                    amx_gate_done(j, &bl, b0, b1, &pend, cbuf, gbuf);
+                    amx_close(j, &bl, b0, b1, &pend, cbuf, gbuf);
                     _tile_zero(0);
                     _tile_zero(1);
                     _tile_zero(2);
