@@ -57,7 +57,12 @@
  * path against 512 on the k-chunked one: 2048 rows 797 against 680 GFLOP/s (medians of 8,
  * one thread); K 8960 in passes of 32-64 rows measured below its k-chunked path. */
 #define AMX_X_L2_BYTES (1 << 20)
-#define AMX_PARK_BYTES (256 << 10)   /* per thread: C tiles parked between k chunks */
+/* per thread: C tiles parked between k chunks; it sets how many output blocks share one k chunk
+ * of packed x from L2 (G = this / (token pairs x 4 KB)). K 8960 (the LLM's down product), one
+ * thread, CPU time, medians of 5-6 interleaved rounds: 512 KB against 256 KB 840-926 against
+ * 747-815 GFLOP/s at 512 rows, 801-847 against 724-742 at 391, 880 against 776 at 7212; 128 KB
+ * lower, 768 KB and 1 MB no better than 512 (2026-12-06) */
+#define AMX_PARK_BYTES (512 << 10)
 /* k steps (of 32) per chunk on the long-k path: A (16 KB) and B (16 KB) of a block and token
  * pair fit L1 together; one thread, CPU time: 8 steps 830-945 GFLOP/s against 700-800 with
  * chunks sized to L2 (~50 steps); 4, 6, 10, 12, 16 steps measured lower than 8 */
