@@ -829,6 +829,13 @@ static int pass_rows(int T, int t0, int per)
     return left - per < AMX_MIN_T ? left - AMX_MIN_T : per;
 }
 
+/* Per-thread scratch of amx_job, 64-byte multiples: edge rows and k tails of a block's W, the
+ * C tiles, the park area. */
+static size_t amx_scratch_bytes(int Kp)
+{
+    return ((32 * (size_t)Kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 63) & ~(size_t)63;
+}
+
 size_t vl3__cpu_gemm_bf16_work_size(void *ctx, int max_in)
 {
     size_t kp = (size_t)kpad(max_in > 0 ? max_in : 0), in = (size_t)(max_in > 0 ? max_in : 0);
@@ -911,7 +918,7 @@ static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, con
     char *base = align64(work);
     uint16_t *xb = (uint16_t *)base;
     char *thr = base + (size_t)XCHUNK * Kp * 2;
-    size_t thr_bytes = ((32 * (size_t)Kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 63) & ~(size_t)63;
+    size_t thr_bytes = amx_scratch_bytes(Kp);
     int per = isa == VL3__CPU_ISA_AMX ? amx_rows_per_pass(Kp) : XCHUNK;
     for (int t0 = 0, tn; t0 < T; t0 += tn) {
         tn = pass_rows(T, t0, per);
@@ -952,6 +959,41 @@ static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, con
 #endif
 }
 
+#ifdef GEMM_X86
+/* The n products of proto (w, out, y at row 0, bias, swiglu set; the same out) on AMX tiles over
+ * T >= AMX_MIN_T rows of x: per pass of rows (pass_rows) x rounded and packed once on the pool's
+ * threads, then every product's output blocks split over the threads in one dispatch. macs:
+ * multiply-adds per row of x, all products together (the thread count). */
+static void amx_passes(void *ctx, const float *x, int T, int in, void *work,
+                       const struct gemm_job *proto, int n, double macs)
+{
+    int Kp = kpad(in), per = amx_rows_per_pass(Kp), out = proto[0].out;
+    char *base = align64(work);
+    uint16_t *xb = (uint16_t *)base;
+    for (int t0 = 0, tn; t0 < T; t0 += tn) {
+        tn = pass_rows(T, t0, per);
+        int ntb = (tn + 15) / 16;
+        ntb += ntb & 1;
+        int nt = thread_count(ctx, macs * tn, (out + 31) / 32);
+        struct pack_job pj = {(uint32_t *)xb, x + (size_t)t0 * in, tn, in, Kp / 32, ntb,
+                              nt < ntb ? nt : ntb};
+        vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
+        struct gemm_split sp = {.n = n, .unit = 32, .scratch = base + (size_t)XCHUNK * Kp * 2,
+                                .scratch_bytes = amx_scratch_bytes(Kp)};
+        for (int i = 0; i < n; i++) {
+            sp.proto[i] = proto[i];
+            sp.proto[i].fn = amx_job;
+            sp.proto[i].T = tn;
+            sp.proto[i].K = in;
+            sp.proto[i].Kp = Kp;
+            sp.proto[i].xb = xb;
+            sp.proto[i].y = proto[i].y + (size_t)t0 * proto[i].out;
+        }
+        split_run(ctx, &sp, nt);
+    }
+}
+#endif
+
 /* y[i] = x W[i]^T + b[i] for n matrices of one shape (the vision q, k, v): on AMX, x is rounded
  * and packed once per chunk of rows and every thread takes its share of each matrix's output
  * blocks in one dispatch (one pack and one product dispatch instead of n of each); the same
@@ -966,29 +1008,10 @@ static int gemm_bf16_multi(void *ctx, const float *x, int n, const uint16_t *con
         return -EINVAL;
 #ifdef GEMM_X86
     if (isa == VL3__CPU_ISA_AMX && T >= AMX_MIN_T) { /* every pass on tiles (pass_rows) */
-        int Kp = kpad(in);
-        char *base = align64(work);
-        uint16_t *xb = (uint16_t *)base;
-        char *thr = base + (size_t)XCHUNK * Kp * 2;
-        size_t thr_bytes =
-            ((32 * (size_t)Kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 63) & ~(size_t)63;
-        int per = amx_rows_per_pass(Kp);
-        for (int t0 = 0, tn; t0 < T; t0 += tn) {
-            tn = pass_rows(T, t0, per);
-            int ntb = (tn + 15) / 16;
-            ntb += ntb & 1;
-            int nt = thread_count(ctx, (double)tn * in * out * n, (out + 31) / 32);
-            struct pack_job pj = {(uint32_t *)xb, x + (size_t)t0 * in, tn, in, Kp / 32, ntb,
-                                  nt < ntb ? nt : ntb};
-            vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
-            struct gemm_split sp = {.n = n, .unit = 32, .scratch = thr,
-                                    .scratch_bytes = thr_bytes};
-            for (int i = 0; i < n; i++)
-                sp.proto[i] = (struct gemm_job){.fn = amx_job, .T = tn, .K = in, .Kp = Kp,
-                                                .out = out, .w = w[i], .xb = xb,
-                                                .y = y[i] + (size_t)t0 * out, .bias = b[i]};
-            split_run(ctx, &sp, nt);
-        }
+        struct gemm_job proto[MULTI_MAX];
+        for (int i = 0; i < n; i++)
+            proto[i] = (struct gemm_job){.out = out, .w = w[i], .y = y[i], .bias = b[i]};
+        amx_passes(ctx, x, T, in, work, proto, n, (double)in * out * n);
         return 0;
     }
 #endif
@@ -1022,24 +1045,8 @@ int vl3__cpu_gemm_bf16_swiglu(void *ctx, float *out, const float *x, const uint1
     int Kp = kpad(in), per = amx_rows_per_pass(Kp);
     if (vl3__cpu_isa() != VL3__CPU_ISA_AMX || T < AMX_MIN_T || !amx_swiglu_fits(Kp, per))
         return -ENOTSUP;
-    char *base = align64(work);
-    uint16_t *xb = (uint16_t *)base;
-    char *thr = base + (size_t)XCHUNK * Kp * 2;
-    size_t thr_bytes = ((32 * (size_t)Kp + 1024) * 2 + 4096 + AMX_PARK_BYTES + 63) & ~(size_t)63;
-    for (int t0 = 0, tn; t0 < T; t0 += tn) {
-        tn = pass_rows(T, t0, per);
-        int ntb = (tn + 15) / 16;
-        ntb += ntb & 1;
-        int nt = thread_count(ctx, 2.0 * tn * in * I, (I + 31) / 32);
-        struct pack_job pj = {(uint32_t *)xb, x + (size_t)t0 * in, tn, in, Kp / 32, ntb,
-                              nt < ntb ? nt : ntb};
-        vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
-        struct gemm_split sp = {.n = 1, .unit = 32, .scratch = thr, .scratch_bytes = thr_bytes};
-        sp.proto[0] = (struct gemm_job){.fn = amx_job, .T = tn, .K = in, .Kp = Kp, .out = I,
-                                        .w = w, .xb = xb, .y = out + (size_t)t0 * I,
-                                        .swiglu = 1};
-        split_run(ctx, &sp, nt);
-    }
+    struct gemm_job proto = {.out = I, .w = w, .y = out, .swiglu = 1};
+    amx_passes(ctx, x, T, in, work, &proto, 1, 2.0 * in * I);
     return 0;
 #else
     (void)out, (void)x, (void)w;
