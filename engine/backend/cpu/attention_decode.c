@@ -868,9 +868,12 @@ static const float *item_partials(const struct dec_run *r, const struct dec_item
     return r->part + it->part + ((size_t)(g - it->g0) * qv + v) * (r->a->head_dim + 2);
 }
 
+#ifdef DEC_X86
 /* The items of one sequence are [i0, i1); those covering kv head g hold its chunks: rescale
- * them to a common max and write the output rows. */
-static void dec_merge(const struct dec_run *r, int i0, int i1, int g)
+ * them to a common max and write the output rows (16 output values a vector: this ran scalar,
+ * 1.7-1.9 ms of a 12-14 ms step at 7,212 keys on one thread while the others waited). */
+__attribute__((target(DEC_TARGET))) static void dec_merge(const struct dec_run *r, int i0,
+                                                          int i1, int g)
 {
     const struct vl3__attn_args *a = r->a;
     const struct vl3__attn_seq *sq = &r->seqs[r->items[i0].seq];
@@ -885,22 +888,30 @@ static void dec_merge(const struct dec_run *r, int i0, int i1, int g)
         int row = sq->q_row + v / grp, h = g * grp + v % grp;
         float *out = (float *)a->out + (size_t)row * a->out_stride + (size_t)h * D;
         double l = 0;
-        for (int d = 0; d < D; d++)
-            out[d] = 0;
+        for (int d = 0; d < D; d += 16)
+            _mm512_mask_storeu_ps(out + d, vl3__mask16(D - d), _mm512_setzero_ps());
         for (int i = i0; i < i1; i++) {
             const float *pv = item_partials(r, &r->items[i], g, qv, v);
             if (!pv || !(pv[1] > 0))
                 continue;
             float f = expf(pv[0] - m);
             l += (double)pv[1] * f;
-            for (int d = 0; d < D; d++)
-                out[d] += f * pv[2 + d];
+            __m512 fv = _mm512_set1_ps(f);
+            for (int d = 0; d < D; d += 16) {
+                __mmask16 k = vl3__mask16(D - d);
+                _mm512_mask_storeu_ps(out + d, k,
+                                      _mm512_fmadd_ps(fv, _mm512_maskz_loadu_ps(k, pv + 2 + d),
+                                                      _mm512_maskz_loadu_ps(k, out + d)));
+            }
         }
-        float inv = l > 0 ? (float)(1.0 / l) : 0.0f;
-        for (int d = 0; d < D; d++)
-            out[d] *= inv;
+        __m512 inv = _mm512_set1_ps(l > 0 ? (float)(1.0 / l) : 0.0f);
+        for (int d = 0; d < D; d += 16) {
+            __mmask16 k = vl3__mask16(D - d);
+            _mm512_mask_storeu_ps(out + d, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, out + d), inv));
+        }
     }
 }
+#endif
 
 #ifdef DEC_X86
 /* kv heads per item of a sequence with qv query vectors per kv head: all (whole slots), or one
