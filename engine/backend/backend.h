@@ -215,6 +215,12 @@ struct vl3__backend_ops {
      * matmul (matmul_work_size(in)). */
     int (*matmul_swiglu)(void *ctx, void *out, const void *x, const void *w_gu, int T, int in,
                          int n_inter, void *work, size_t work_bytes);
+    /* Optional (NULL = not offered): the whole MLP into the residual, y (T, in) += silu_mul of
+     * matmul(x, w_gu) times w_down^T (W_down (in, n_inter)), with the bits of matmul_swiglu (or
+     * matmul and silu_mul) followed by matmul with accumulate; -ENOTSUP (nothing written) where
+     * the backend does not fuse this call. Needs no work buffer from the caller. */
+    int (*mlp_swiglu)(void *ctx, void *y, const void *x, const void *w_gu, const void *w_down,
+                      int T, int in, int n_inter);
     /* y = a + b over n elements of the activation dtype (y may alias a or b). */
     int (*add)(void *ctx, void *y, const void *a, const void *b, size_t n);
     /* out (T, C) activations = rows ids[t] of table (V, C) in the backend's weight format;
@@ -302,6 +308,12 @@ struct vl3__vision_ops {
      * prepared once. */
     int (*linear_bf16_n)(void *ctx, const float *x, int n, const uint16_t *const *w,
                          const float *const *b, float *const *y, int64_t P, int in, int out);
+    /* Optional (NULL = absent): the MLP into the residual, h (P, in) += gelu_tanh(x W1^T + b1)
+     * W2^T + b2 with W1 (n_inter, in), W2 (in, n_inter) bf16: the bits of linear_bf16_ex with
+     * VL3__VLIN_GELU_TANH then VL3__VLIN_ACC; -ENOTSUP (nothing written) where not fused. */
+    int (*linear_bf16_mlp)(void *ctx, const float *x, const uint16_t *w1, const float *b1,
+                           const uint16_t *w2, const float *b2, float *h, int64_t P, int in,
+                           int n_inter);
 };
 #define VL3__VLIN_ACC 1
 #define VL3__VLIN_GELU_TANH 2

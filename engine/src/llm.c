@@ -100,7 +100,16 @@ int vl3__llm_forward(struct vl3_ctx *ctx, int T, int n_runs, const float *vis_ro
         TRY(ops->attention(b, &aa));
         TRY(ops->matmul(b, ctx->x, ctx->att, L->wo, NULL, T, HD, C, 1, MMW));
         TRY(ops->rmsnorm(b, ctx->xn, ctx->x, L->ffn_norm, T, C, hp->rms_eps));
-        /* the gate/up product and SwiGLU fused where the backend offers it for this call */
+        /* the whole MLP in one op where the backend offers it for this call (the gate/up
+         * output handed to the down product packed), else the gate/up product and SwiGLU fused
+         * where offered, else the ops apart */
+        int mlp = ops->mlp_swiglu ? ops->mlp_swiglu(b, ctx->x, ctx->xn, L->w_gu, L->w_down, T, C,
+                                                    I)
+                                  : -ENOTSUP;
+        if (mlp != -ENOTSUP) {
+            TRY(mlp);
+            continue;
+        }
         int fused = ops->matmul_swiglu ? ops->matmul_swiglu(b, ctx->act, ctx->xn, L->w_gu, T, C,
                                                             I, MMW)
                                        : -ENOTSUP;

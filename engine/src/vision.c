@@ -284,6 +284,23 @@ static int lin_add(const struct vl3_vision *v, const float *x, const struct vmat
     return r < 0 ? r : v->ops->add(v->ops_ctx, h, tmp, P * out);
 }
 
+/* h += gelu_tanh(x W1^T + b1) W2^T + b2 (the MLP and its residual add): in one op where the
+ * backend has it (fc1's output handed to fc2 packed; the same numerics), else fc1 into mid and
+ * fc2 added to h (tmp: its scratch when not fused). */
+static int lin_mlp(const struct vl3_vision *v, const float *x, const struct vlayer *ly, float *h,
+                   float *mid, float *tmp, int64_t P)
+{
+    int C = v->C, I = v->I;
+    if (ly->fc1_w.h && ly->fc2_w.h && v->ops->linear_bf16_mlp) {
+        int r = v->ops->linear_bf16_mlp(v->ops_ctx, x, ly->fc1_w.h, ly->fc1_b, ly->fc2_w.h,
+                                        ly->fc2_b, h, P, C, I);
+        if (r != -ENOTSUP)
+            return r;
+    }
+    int r = lin_gelu(v, x, &ly->fc1_w, ly->fc1_b, mid, P, C, I);
+    return r < 0 ? r : lin_add(v, mid, &ly->fc2_w, ly->fc2_b, h, tmp, P, I, C);
+}
+
 /* q, k, v = x Wq^T + bq, x Wk^T + bk, x Wv^T + bv: in one call where the backend has it (x
  * prepared once; the same numerics), else three. */
 static int lin_qkv(const struct vl3_vision *v, const float *x, const struct vlayer *ly, float *q,
@@ -683,8 +700,7 @@ int vl3_vision_encode_pre(vl3_vision *v, const vl3_pixel_batch *b, const vl3_tok
         TRY(op->attention_blocks(cx, q, k, vv, x, cu, (int)n_frames, v->H, v->D));
         TRY(lin_add(v, x, &ly->wo, ly->bo, h, q, P, (int)C, (int)C));
         TRY(op->layernorm(cx, h, ly->ln2_w, ly->ln2_b, x, P, (int)C, v->eps));
-        TRY(lin_gelu(v, x, &ly->fc1_w, ly->fc1_b, mlp, P, (int)C, (int)I));
-        TRY(lin_add(v, mlp, &ly->fc2_w, ly->fc2_b, h, q, P, (int)I, (int)C));
+        TRY(lin_mlp(v, x, ly, h, mlp, q, P));
     }
     TRY(op->layernorm(cx, h, v->post_w, v->post_b, x, P, (int)C, v->eps));
 

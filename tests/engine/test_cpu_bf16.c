@@ -204,6 +204,88 @@ TEST(matmul_swiglu_equals_matmul_then_silu_mul)
     return 0;
 }
 
+/* vl3__cpu_gemm_bf16_mlp (the first product's output handed to the second packed) gives the
+ * bits of the two products run apart: the vision MLP (fc1 with the GELU, fc2 with the bias and
+ * the residual add) and the LLM's (gate/up with the SwiGLU, down added to the residual), on
+ * edge sizes (k tails of 16, output widths not multiples of 32, rows crossing the chunks of
+ * the first product and the passes of the second) and the 2B widths; below 16 rows and off
+ * AMX it declines and writes nothing. */
+TEST(gemm_mlp_equals_products_apart)
+{
+    if (!vl3__cpu_isa_supported(VL3__CPU_ISA_AMX))
+        SKIP("this CPU cannot run the amx path");
+    /* T, in, n_inter, out, act */
+    static const int shapes[][5] = {
+        {17, 96, 176, 72, VL3__CPU_MLP_GELU},       {520, 1152, 4304, 1152, VL3__CPU_MLP_GELU},
+        {1000, 64, 48, 40, VL3__CPU_MLP_GELU},      {130, 1152, 4304, 1152, VL3__CPU_MLP_GELU},
+        {17, 100, 50, 60, VL3__CPU_MLP_SWIGLU},     {391, 1536, 8960, 1536, VL3__CPU_MLP_SWIGLU},
+        {700, 1536, 36, 40, VL3__CPU_MLP_SWIGLU},   {64, 96, 64, 96, VL3__CPU_MLP_SWIGLU}};
+    void *c = NULL;
+    ASSERT_OK(ops->init(0, 2, &c, NULL));
+    vl3__cpu_set_precision(c, VL3__CPU_PREC_BF16);
+    for (size_t si = 0; si < sizeof(shapes) / sizeof(shapes[0]); si++) {
+        int T = shapes[si][0], in = shapes[si][1], I = shapes[si][2], out = shapes[si][3];
+        int sw = shapes[si][4] == VL3__CPU_MLP_SWIGLU, r1 = sw ? 2 * I : I;
+        float *x = randv((size_t)T * in), *w1f = randv((size_t)r1 * in);
+        float *w2f = randv((size_t)out * I), *b1 = sw ? NULL : randv((size_t)I);
+        float *b2 = sw ? NULL : randv((size_t)out), *h0 = randv((size_t)T * out);
+        float *mid = malloc(sizeof(float) * T * I), *want = malloc(sizeof(float) * T * out);
+        float *got = malloc(sizeof(float) * T * out);
+        uint16_t *w1 = malloc((size_t)r1 * in * 2), *w2 = malloc((size_t)out * I * 2);
+        ASSERT(x && w1f && w2f && h0 && mid && want && got && w1 && w2);
+        ASSERT_OK(ops->weight_convert(c, w1, w1f, VL3__DTYPE_F32, (size_t)r1 * in));
+        ASSERT_OK(ops->weight_convert(c, w2, w2f, VL3__DTYPE_F32, (size_t)out * I));
+        memcpy(want, h0, sizeof(float) * T * out);
+        memcpy(got, h0, sizeof(float) * T * out);
+        if (sw) {
+            size_t wb = ops->matmul_work_size(c, in > I ? in : I);
+            void *work = malloc(wb);
+            ASSERT_OK(vl3__cpu_gemm_bf16_swiglu(c, mid, x, w1, T, in, I, work, wb));
+            ASSERT_OK(vl3__cpu_gemm_bf16(c, want, mid, w2, T, I, out, 1, -1, work, wb));
+            free(work);
+        } else {
+            ASSERT_OK(vl3__cpu_linear_w16_ex(c, x, w1, b1, mid, T, in, I, VL3__VLIN_GELU_TANH));
+            ASSERT_OK(vl3__cpu_linear_w16_ex(c, mid, w2, b2, want, T, I, out, VL3__VLIN_ACC));
+        }
+        ASSERT_OK(vl3__cpu_gemm_bf16_mlp(c, got, x, w1, b1, shapes[si][4], w2, b2, T, in, I,
+                                         out));
+        if (memcmp(got, want, sizeof(float) * T * out) != 0) {
+            size_t i = 0;
+            while (got[i] == want[i])
+                i++;
+            fprintf(stderr, "FAIL T=%d in=%d I=%d out=%d %s: [%zu] fused %.9g, apart %.9g\n", T,
+                    in, I, out, sw ? "swiglu" : "gelu", i, got[i], want[i]);
+            return 1;
+        }
+        double d = 0; /* the MLP added something */
+        for (size_t i = 0; i < (size_t)T * out; i++)
+            d += fabs(got[i] - h0[i]);
+        ASSERT(d > 0 && d == d);
+        free(x), free(w1f), free(w2f), free(b1), free(b2), free(h0), free(mid), free(want);
+        free(got), free(w1), free(w2);
+    }
+    /* declined, nothing written: too few rows; the ISA forced below AMX */
+    int T = 64, in = 96, I = 64, out = 32;
+    float *x = randv((size_t)T * in), *w1f = randv((size_t)I * in), *w2f = randv((size_t)out * I);
+    float *y = randv((size_t)T * out), *keep = malloc(sizeof(float) * T * out);
+    uint16_t *w1 = malloc((size_t)I * in * 2), *w2 = malloc((size_t)out * I * 2);
+    ASSERT_OK(ops->weight_convert(c, w1, w1f, VL3__DTYPE_F32, (size_t)I * in));
+    ASSERT_OK(ops->weight_convert(c, w2, w2f, VL3__DTYPE_F32, (size_t)out * I));
+    memcpy(keep, y, sizeof(float) * T * out);
+    ASSERT_EQ(vl3__cpu_gemm_bf16_mlp(c, y, x, w1, NULL, VL3__CPU_MLP_GELU, w2, NULL, 15, in, I,
+                                     out),
+              -ENOTSUP);
+    vl3__cpu_set_isa(VL3__CPU_ISA_AVX512BF16);
+    ASSERT_EQ(vl3__cpu_gemm_bf16_mlp(c, y, x, w1, NULL, VL3__CPU_MLP_GELU, w2, NULL, T, in, I,
+                                     out),
+              -ENOTSUP);
+    vl3__cpu_set_isa(-1);
+    ASSERT(memcmp(y, keep, sizeof(float) * T * out) == 0);
+    free(x), free(w1f), free(w2f), free(y), free(keep), free(w1), free(w2);
+    ops->free(c);
+    return 0;
+}
+
 /* On the AMX path a token row's result does not depend on the rows it is computed with: the
  * product of T rows, cut into passes (gemm_bf16.c amx_rows_per_pass: 320 rows at K 1536, 96
  * at K 4304, 512 at K 96; pass_rows never leaves a last pass under 16 rows, which would go to the vdpbf16ps
@@ -949,8 +1031,9 @@ TEST(bench_pool)
 }
 
 /* The vision encoder with its GELU and residual adds fused into the AMX GEMM's epilogue (vision
- * ops linear_bf16_ex) and q, k, v from one packing of x (linear_bf16_n) gives the bits of the ops
- * run apart (the same vision ops with both absent): a tiny native checkpoint 48 wide (3 heads of
+ * ops linear_bf16_ex), the MLP in one op (fc1's output handed to fc2 packed: linear_bf16_mlp)
+ * and q, k, v from one packing of x (linear_bf16_n) gives the bits of the ops run apart (the
+ * same vision ops with the three absent): a tiny native checkpoint 48 wide (3 heads of
  * 16, MLP 100: output tails in the 32-wide blocks) in bf16 mode, one batch of an image and a
  * two-frame video (128 patches), one of 520 patches (passes of 504 and 16 rows, both on the
  * tiles) and one of 8 patches (under the tiles' 16 rows: the fused op declines, -ENOTSUP, and the
@@ -966,7 +1049,15 @@ static int count_ex(void *ctx, const float *x, const uint16_t *w, const float *b
     return r;
 }
 
-static int n_multi;
+static int n_multi, n_mlp;
+
+static int count_mlp(void *ctx, const float *x, const uint16_t *w1, const float *b1,
+                     const uint16_t *w2, const float *b2, float *h, int64_t P, int in, int I)
+{
+    int r = vl3__cpu_vision_ops.linear_bf16_mlp(ctx, x, w1, b1, w2, b2, h, P, in, I);
+    n_mlp += r == 0;
+    return r;
+}
 
 static int count_n(void *ctx, const float *x, int n, const uint16_t *const *w,
                    const float *const *b, float *const *y, int64_t P, int in, int out)
@@ -1020,8 +1111,10 @@ TEST(vision_encoder_fused_epilogue_equals_ops_apart)
     struct vl3__vision_ops fused = vl3__cpu_vision_ops, apart = vl3__cpu_vision_ops;
     fused.linear_bf16_ex = count_ex;
     fused.linear_bf16_n = count_n;
+    fused.linear_bf16_mlp = count_mlp;
     apart.linear_bf16_ex = NULL;
     apart.linear_bf16_n = NULL;
+    apart.linear_bf16_mlp = NULL;
     vl3_vision_grid g1[2] = {{1, 8, 10, 2}, {2, 6, 4, 2}}, g2 = {1, 20, 26, 2}, g3 = {1, 2, 4, 2};
     static const int n_items[3] = {2, 1, 1};
     vl3_vision_grid *grids[3] = {g1, &g2, &g3};
@@ -1038,11 +1131,14 @@ TEST(vision_encoder_fused_epilogue_equals_ops_apart)
         b.pixel_values = randv((size_t)b.n_patches * 588);
         size_t n = (size_t)ntok * (size_t)m->llm.hidden;
         float *y1 = malloc(sizeof(float) * n), *y2 = malloc(sizeof(float) * n);
-        n_fused = n_multi = 0;
+        n_fused = n_multi = n_mlp = 0;
         ASSERT_OK(encode_with(m, &fused, &b, y1));
         ASSERT_OK(encode_with(m, &apart, &b, y2));
-        fprintf(stderr, "  %lld patches: %d fused products\n", (long long)b.n_patches, n_fused);
-        ASSERT_EQ(n_fused, bi < 2 && amx ? 3 * tp.v_layers : 0);
+        fprintf(stderr, "  %lld patches: %d fused products, %d MLPs in one op\n",
+                (long long)b.n_patches, n_fused, n_mlp);
+        /* per layer: the attention's residual add fused, and the MLP in one op */
+        ASSERT_EQ(n_fused, bi < 2 && amx ? tp.v_layers : 0);
+        ASSERT_EQ(n_mlp, bi < 2 && amx ? tp.v_layers : 0);
         ASSERT_EQ(n_multi, tp.v_layers); /* q, k, v in one call (x packed once on AMX) */
         ASSERT(memcmp(y1, y2, sizeof(float) * n) == 0);
         float s = 0;

@@ -233,6 +233,7 @@ const vl3__backend_ops vl3__backend_cpu_ops = {
     .attention_work_size = vl3__cpu_attention_work_size,
     .silu_mul = vl3__cpu_silu_mul,
     .matmul_swiglu = vl3__cpu_matmul_swiglu,
+    .mlp_swiglu = vl3__cpu_mlp_swiglu,
     .add = vl3__cpu_add,
     .embed = vl3__cpu_embed,
     .argmax = vl3__cpu_argmax,

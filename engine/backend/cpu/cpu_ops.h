@@ -24,6 +24,9 @@ size_t vl3__cpu_matmul_work_size(void *ctx, int max_in);
 /* backend op matmul_swiglu: bf16 mode on AMX (vl3__cpu_gemm_bf16_swiglu), else -ENOTSUP */
 int vl3__cpu_matmul_swiglu(void *ctx, void *out, const void *x, const void *w_gu, int T, int in,
                            int n_inter, void *work, size_t work_bytes);
+/* backend op mlp_swiglu: bf16 mode on AMX (vl3__cpu_gemm_bf16_mlp), else -ENOTSUP */
+int vl3__cpu_mlp_swiglu(void *ctx, void *y, const void *x, const void *w_gu, const void *w_down,
+                        int T, int in, int n_inter);
 /* The f32 product alone (bias folded by the caller; simd 0 = C, 1 = AVX2, 2 = AVX-512) and its
  * scratch: the f32 precision mode, exactly the numerics the oracle tests pin. */
 int vl3__cpu_matmul_f32(void *ctx, float *y, const float *x, const uint16_t *w, int T, int in,
@@ -90,6 +93,16 @@ int vl3__cpu_linear_w16(void *ctx, const float *x, const uint16_t *w, const floa
  * would not run on AMX tiles. */
 int vl3__cpu_linear_w16_ex(void *ctx, const float *x, const uint16_t *w, const float *b,
                            float *y, int64_t P, int in, int out, int flags);
+/* Two products in a row, the first one's output handed to the second packed (gemm_bf16.c):
+ * y (T, out) += e(x W1^T (+ b1)) W2^T (+ b2), e the tanh GELU (W1 (n_inter, in)) or the
+ * SwiGLU (W1 (2 n_inter, in), gate rows then up rows; b1 NULL); W2 (out, n_inter); the same
+ * bits as the products apart; -ENOTSUP,
+ * nothing written, off AMX or below 16 rows. */
+#define VL3__CPU_MLP_GELU 1
+#define VL3__CPU_MLP_SWIGLU 2
+int vl3__cpu_gemm_bf16_mlp(void *ctx, float *y, const float *x, const uint16_t *w1,
+                           const float *b1, int act, const uint16_t *w2, const float *b2, int T,
+                           int in, int n_inter, int out);
 /* n (1..4) products of one x, W[i] bf16 (out, in), bias b[i] (may be NULL): y[i] = x W[i]^T +
  * b[i], the same bits as n linear_w16 calls; on AMX x is packed once (vision ops
  * linear_bf16_n). */

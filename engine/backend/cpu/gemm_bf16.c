@@ -237,6 +237,9 @@ struct gemm_job {
     const float *bias;  /* (out) added in the AMX epilogue, or NULL */
     int gelu;           /* AMX epilogue: the tanh GELU of sum + bias (acc 0) */
     int swiglu;         /* AMX: W holds 2 x out rows (gate, then up); y = silu(gate) * up */
+    uint16_t *pk;       /* AMX: instead of y, the next product's packed x (its B tiles, pk_nks
+                         * k steps per token block): store_pk */
+    int pk_nks;
 };
 
 /* One product (or up to MULTI_MAX products of one x on the same rows) split over the threads in
@@ -514,12 +517,59 @@ struct amx_pending {
     const float *bias; /* the bias at the block's first output, or NULL */
     const float *gate; /* swiglu: the gate product's 4 C tiles of the block, or NULL */
     int tn[2], rows[2], live;
+    int tb, o0;        /* the block's first token block and output (store_pk) */
 };
+
+/* The packed epilogue (job pk): C tile c (16 outputs x 16 tokens, row stride 16) of the block at
+ * outputs o0 + 16h and token block tb + half becomes rows 8h .. 8h + 7 of the next product's B
+ * tile (token block tb + half, k step o0 / 32) as amx_pack_block lays them out: dword (i, n) =
+ * the bf16 pair of e(C[2i][n]) and e(C[2i + 1][n]), e the epilogue (bias, GELU; or the SwiGLU
+ * with the gate's tile), rounded by the same instruction as the pack (vcvtneps2bf16, nearest
+ * even), outputs past `rows` zero. A C tile's rows are outputs, which are the next product's k,
+ * so no transpose and no f32 row of y are needed. */
+__attribute__((target("avx512f,avx512bw,avx512bf16,fma"))) static void store_pk(
+    uint32_t *dst, const float *c, int rows, const float *bias, int gelu, const float *gate)
+{
+    for (int i = 0; i < 8; i++) {
+        __m512 v[2];
+        for (int e = 0; e < 2; e++) {
+            int m = 2 * i + e;
+            if (m >= rows) {
+                v[e] = _mm512_setzero_ps();
+                continue;
+            }
+            __m512 x = _mm512_loadu_ps(c + 16 * m);
+            if (gate) {
+                x = vl3__silu_mul512_ps(_mm512_loadu_ps(gate + 16 * m), x);
+            } else {
+                if (bias)
+                    x = _mm512_add_ps(x, _mm512_set1_ps(bias[m]));
+                if (gelu)
+                    x = vl3__gelu_tanh512_ps(x);
+            }
+            v[e] = x;
+        }
+        __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v[0]));
+        __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v[1]));
+        _mm512_storeu_si512((void *)(dst + 16 * i), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+    }
+}
 
 __attribute__((target("avx512f"))) static void flush_ct(const struct gemm_job *j,
                                                         const float *cbuf,
                                                         struct amx_pending *p)
 {
+    if (j->pk) {
+        for (int c = 0; c < 4; c++) {
+            int h = c >> 1, half = c & 1;
+            uint32_t *dst = (uint32_t *)j->pk +
+                            ((size_t)(p->tb + half) * j->pk_nks + p->o0 / 32) * 256 + 128 * h;
+            store_pk(dst, cbuf + 256 * c, p->rows[h], p->bias ? p->bias + 16 * h : NULL, j->gelu,
+                     p->gate ? p->gate + 256 * c : NULL);
+        }
+        p->live = 0;
+        return;
+    }
     for (int c = 0; c < 4; c++) {
         int h = c >> 1, half = c & 1;
         if (p->tn[half] > 0)
@@ -599,7 +649,7 @@ __attribute__((target(AMX_TARGET))) static inline void amx_steps(
     }
     for (int s = s0; s < s1; s++) {
         int i = s - s0;
-        if (yrows && i < 32 && t0 + i < j->T) { /* this block's y rows, written later */
+        if (yrows && !j->pk && i < 32 && t0 + i < j->T) { /* the block's y rows, written later */
             const char *yr = (const char *)(j->y + (size_t)(t0 + i) * j->out + bl->o0);
             _mm_prefetch(yr, _MM_HINT_ET0);
             _mm_prefetch(yr + 64, _MM_HINT_ET0);
@@ -665,12 +715,14 @@ __attribute__((target(AMX_TARGET))) static inline void amx_finish(
     struct amx_pending *pend, float *cbuf, int t0)
 {
     amx_close(j, bl, b0, b1, pend, cbuf, cbuf);
-    pend->y = j->y + (size_t)t0 * j->out + bl->o0;
+    pend->y = j->y ? j->y + (size_t)t0 * j->out + bl->o0 : NULL;
     pend->bias = j->bias ? j->bias + bl->o0 : NULL;
     pend->tn[0] = j->T - t0 < 16 ? j->T - t0 : 16;
     pend->tn[1] = j->T - t0 - 16 < 16 ? j->T - t0 - 16 : 16;
     pend->rows[0] = bl->rows[0];
     pend->rows[1] = bl->rows[1];
+    pend->tb = t0 / 16;
+    pend->o0 = bl->o0;
     pend->live = 1;
 }
 
@@ -1093,6 +1145,92 @@ static void work_release(void *ctx, char *buf, char *own)
         free(own);
     else
         vl3__cpu_scratch_release(ctx, buf);
+}
+
+/* ---- two products in a row: an MLP ---------------------------------------------------------- */
+
+/* Bytes of work for vl3__cpu_gemm_bf16_mlp: packed x of a chunk, the threads' scratch, the chunk's
+ * intermediate in the second product's packed layout. */
+static int mlp_threads(void *ctx)
+{
+    int nt = vl3__cpu_threads(ctx);
+    return nt < 1 ? 1 : nt > MAX_THREADS ? MAX_THREADS : nt;
+}
+
+static size_t mlp_work_size(void *ctx, int in, int I)
+{
+    int Kp = kpad(in), Ip = kpad(I), km = Kp > Ip ? Kp : Ip;
+    return (size_t)XCHUNK * Kp * 2 + (size_t)mlp_threads(ctx) * amx_scratch_bytes(km) +
+           (size_t)XCHUNK * Ip * 2 + 128;
+}
+
+/* y (T, out) += e(x W1^T (+ b1)) W2^T (+ b2), W1 (I, in) (swiglu: (2I, in), gate rows then up
+ * rows), W2 (out, I), e the tanh GELU (gelu) or the SwiGLU (swiglu): the vision encoder's MLP
+ * (fc1, GELU, fc2 and the residual add) and the LLM's (gate/up, SwiGLU, down and the residual
+ * add). Per chunk of rows (the first product's pass), the first product's epilogue writes its
+ * output straight into the second product's packed x (store_pk) instead of f32 rows of y that
+ * the second product would read back and pack: no (T, I) f32 intermediate, no transpose of the
+ * first product's C tiles, no pack pass for the second. The same bits as the two products run
+ * apart (the same tile sums; the intermediate rounded to bf16 by the same instruction; both
+ * products on tiles for every row). -ENOTSUP (nothing written) off AMX, below AMX_MIN_T rows,
+ * or where the SwiGLU does not fit amx_job. */
+int vl3__cpu_gemm_bf16_mlp(void *ctx, float *y, const float *x, const uint16_t *w1,
+                           const float *b1, int act, const uint16_t *w2, const float *b2, int T,
+                           int in, int I, int out)
+{
+    if (T < 0 || in <= 0 || I <= 0 || out <= 0 ||
+        (act != VL3__CPU_MLP_GELU && act != VL3__CPU_MLP_SWIGLU) ||
+        (act == VL3__CPU_MLP_SWIGLU && b1))
+        return -EINVAL;
+    if (T == 0)
+        return 0;
+#ifdef GEMM_X86
+    int Kp = kpad(in), Ip = kpad(I), per = amx_rows_per_pass(Kp), swiglu = act == VL3__CPU_MLP_SWIGLU;
+    if (vl3__cpu_isa() != VL3__CPU_ISA_AMX || T < AMX_MIN_T ||
+        (swiglu && !amx_swiglu_fits(Kp, per)))
+        return -ENOTSUP;
+    size_t bytes = mlp_work_size(ctx, in, I);
+    char *own, *buf = work_acquire(ctx, bytes, &own);
+    if (!buf)
+        return -ENOMEM;
+    char *base = align64(buf);
+    uint16_t *xb = (uint16_t *)base;
+    int km = Kp > Ip ? Kp : Ip, nks2 = Ip / 32, per2 = amx_rows_per_pass(Ip);
+    size_t slot = amx_scratch_bytes(km);
+    char *thr = base + (size_t)XCHUNK * Kp * 2;
+    uint16_t *pk = (uint16_t *)(thr + slot * (size_t)mlp_threads(ctx));
+    /* chunks start at multiples of per (a multiple of 32), so the second product's passes start
+     * on token blocks of the chunk's packed intermediate */
+    for (int t0 = 0; t0 < T; t0 += per) {
+        int tn = T - t0 < per ? T - t0 : per, ntb = (tn + 15) / 16;
+        ntb += ntb & 1;
+        int nt = thread_count(ctx, (double)tn * in * I * (swiglu ? 2 : 1), (I + 31) / 32);
+        struct pack_job pj = {(uint32_t *)xb, x + (size_t)t0 * in, tn, in, Kp / 32, ntb,
+                              nt < ntb ? nt : ntb};
+        vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
+        struct gemm_split sp = {.n = 1, .unit = 32, .scratch = thr, .scratch_bytes = slot};
+        sp.proto[0] = (struct gemm_job){.fn = amx_job, .T = tn, .K = in, .Kp = Kp, .out = I,
+                                        .w = w1, .xb = xb, .bias = b1,
+                                        .gelu = act == VL3__CPU_MLP_GELU, .swiglu = swiglu,
+                                        .pk = pk, .pk_nks = nks2};
+        split_run(ctx, &sp, nt);
+        for (int u0 = 0, un; u0 < tn; u0 += un) {
+            un = tn - u0 < per2 ? tn - u0 : per2;
+            int nt2 = thread_count(ctx, (double)un * I * out, (out + 31) / 32);
+            struct gemm_split s2 = {.n = 1, .unit = 32, .scratch = thr, .scratch_bytes = slot};
+            s2.proto[0] = (struct gemm_job){.fn = amx_job, .T = un, .K = I, .Kp = Ip, .out = out,
+                                            .acc = 1, .w = w2,
+                                            .xb = pk + (size_t)(u0 / 16) * nks2 * 512,
+                                            .y = y + (size_t)(t0 + u0) * out, .bias = b2};
+            split_run(ctx, &s2, nt2);
+        }
+    }
+    work_release(ctx, buf, own);
+    return 0;
+#else
+    (void)y, (void)x, (void)w1, (void)b1, (void)w2, (void)b2;
+    return -ENOTSUP;
+#endif
 }
 
 int vl3__cpu_linear_bf16(void *ctx, const float *x, const float *w, const float *b, float *y,

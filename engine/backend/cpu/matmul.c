@@ -251,6 +251,14 @@ int vl3__cpu_matmul_swiglu(void *ctx, void *out, const void *x, const void *w_gu
                                    work_bytes);
 }
 
+int vl3__cpu_mlp_swiglu(void *ctx, void *y, const void *x, const void *w_gu,
+                        const void *w_down, int T, int in, int n_inter) {
+  if (vl3__cpu_precision(ctx) != VL3__CPU_PREC_BF16)
+    return -ENOTSUP;
+  return vl3__cpu_gemm_bf16_mlp(ctx, y, x, w_gu, NULL, VL3__CPU_MLP_SWIGLU,
+                                w_down, NULL, T, in, n_inter, in);
+}
+
 /* The f32 product (the f32 precision mode, and the bf16 mode's fallback on
  * rounded inputs): bias already folded into y (acc set); simd 0/1/2. */
 int vl3__cpu_matmul_f32(void *ctx, float *y, const float *x, const uint16_t *w,

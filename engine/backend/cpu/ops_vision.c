@@ -310,6 +310,18 @@ static int cpu_downsample(void *ctx, const float *x, float *y, int gh, int gw, i
     return 0;
 }
 
+/* The MLP into the residual with fc1's output handed to fc2 packed (vl3__cpu_gemm_bf16_mlp):
+ * bf16 mode only, as the GELU epilogue above. */
+static int cpu_linear_bf16_mlp(void *ctx, const float *x, const uint16_t *w1, const float *b1,
+                               const uint16_t *w2, const float *b2, float *h, int64_t P, int in,
+                               int n_inter)
+{
+    if (!vl3__cpu_bf16_mode(ctx) || P > INT32_MAX)
+        return -ENOTSUP;
+    return vl3__cpu_gemm_bf16_mlp(ctx, h, x, w1, b1, VL3__CPU_MLP_GELU, w2, b2, (int)P, in,
+                                  n_inter, in);
+}
+
 const struct vl3__vision_ops vl3__cpu_vision_ops = {
     .linear = cpu_linear,
     .layernorm = cpu_layernorm,
@@ -323,4 +335,5 @@ const struct vl3__vision_ops vl3__cpu_vision_ops = {
     .linear_bf16 = vl3__cpu_linear_w16,
     .linear_bf16_ex = cpu_linear_bf16_ex,
     .linear_bf16_n = vl3__cpu_linear_w16_n,
+    .linear_bf16_mlp = cpu_linear_bf16_mlp,
 };
