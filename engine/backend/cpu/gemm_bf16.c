@@ -1199,23 +1199,31 @@ int vl3__cpu_gemm_bf16_mlp(void *ctx, float *y, const float *x, const uint16_t *
     size_t slot = amx_scratch_bytes(km);
     char *thr = base + (size_t)XCHUNK * Kp * 2;
     uint16_t *pk = (uint16_t *)(thr + slot * (size_t)mlp_threads(ctx));
-    /* chunks start at multiples of per (a multiple of 32), so the second product's passes start
-     * on token blocks of the chunk's packed intermediate */
-    for (int t0 = 0; t0 < T; t0 += per) {
-        int tn = T - t0 < per ? T - t0 : per, ntb = (tn + 15) / 16;
-        ntb += ntb & 1;
-        int nt = thread_count(ctx, (double)tn * in * I * (swiglu ? 2 : 1), (I + 31) / 32);
-        struct pack_job pj = {(uint32_t *)xb, x + (size_t)t0 * in, tn, in, Kp / 32, ntb,
-                              nt < ntb ? nt : ntb};
-        vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
-        struct gemm_split sp = {.n = 1, .unit = 32, .scratch = thr, .scratch_bytes = slot};
-        sp.proto[0] = (struct gemm_job){.fn = amx_job, .T = tn, .K = in, .Kp = Kp, .out = I,
-                                        .w = w1, .xb = xb, .bias = b1,
-                                        .gelu = act == VL3__CPU_MLP_GELU, .swiglu = swiglu,
-                                        .pk = pk, .pk_nks = nks2};
-        split_run(ctx, &sp, nt);
-        for (int u0 = 0, un; u0 < tn; u0 += un) {
-            un = tn - u0 < per2 ? tn - u0 : per2;
+    /* chunks of the larger of the two products' passes (multiples of 32: the passes inside a
+     * chunk start on token blocks of its packed intermediate): K 1152 -> 4304 (vision) in
+     * chunks of 448 rows, fc2 in passes of 96; K 1536 -> 8960 (LLM) in chunks of 512, gate/up
+     * in passes of 320, down in one pass (its W read once per 512 rows, as apart) */
+    int chunk = per > per2 ? per : per2;
+    for (int t0 = 0; t0 < T; t0 += chunk) {
+        int cn = T - t0 < chunk ? T - t0 : chunk;
+        for (int p0 = 0, tn; p0 < cn; p0 += tn) {
+            tn = cn - p0 < per ? cn - p0 : per;
+            int ntb = (tn + 15) / 16;
+            ntb += ntb & 1;
+            int nt = thread_count(ctx, (double)tn * in * I * (swiglu ? 2 : 1), (I + 31) / 32);
+            struct pack_job pj = {(uint32_t *)xb, x + (size_t)(t0 + p0) * in, tn, in, Kp / 32, ntb,
+                                  nt < ntb ? nt : ntb};
+            vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
+            struct gemm_split sp = {.n = 1, .unit = 32, .scratch = thr, .scratch_bytes = slot};
+            sp.proto[0] = (struct gemm_job){.fn = amx_job, .T = tn, .K = in, .Kp = Kp, .out = I,
+                                            .w = w1, .xb = xb, .bias = b1,
+                                            .gelu = act == VL3__CPU_MLP_GELU, .swiglu = swiglu,
+                                            .pk = pk + (size_t)(p0 / 16) * nks2 * 512,
+                                            .pk_nks = nks2};
+            split_run(ctx, &sp, nt);
+        }
+        for (int u0 = 0, un; u0 < cn; u0 += un) {
+            un = cn - u0 < per2 ? cn - u0 : per2;
             int nt2 = thread_count(ctx, (double)un * I * out, (out + 31) / 32);
             struct gemm_split s2 = {.n = 1, .unit = 32, .scratch = thr, .scratch_bytes = slot};
             s2.proto[0] = (struct gemm_job){.fn = amx_job, .T = un, .K = I, .Kp = Ip, .out = out,
