@@ -907,7 +907,8 @@ __attribute__((target(DEC_TARGET))) static void dec_merge(const struct dec_run *
         __m512 inv = _mm512_set1_ps(l > 0 ? (float)(1.0 / l) : 0.0f);
         for (int d = 0; d < D; d += 16) {
             __mmask16 k = vl3__mask16(D - d);
-            _mm512_mask_storeu_ps(out + d, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, out + d), inv));
+            _mm512_mask_storeu_ps(out + d, k,
+                                  _mm512_mul_ps(_mm512_maskz_loadu_ps(k, out + d), inv));
         }
     }
 }

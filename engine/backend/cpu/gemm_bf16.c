@@ -551,7 +551,8 @@ __attribute__((target("avx512f,avx512bw,avx512bf16,fma"))) static void store_pk(
         }
         __m512i lo = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v[0]));
         __m512i hi = _mm512_cvtepu16_epi32((__m256i)_mm512_cvtneps_pbh(v[1]));
-        _mm512_storeu_si512((void *)(dst + 16 * i), _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
+        _mm512_storeu_si512((void *)(dst + 16 * i),
+                            _mm512_or_si512(lo, _mm512_slli_epi32(hi, 16)));
     }
 }
 
@@ -1149,14 +1150,15 @@ static void work_release(void *ctx, char *buf, char *own)
 
 /* ---- two products in a row: an MLP ---------------------------------------------------------- */
 
-/* Bytes of work for vl3__cpu_gemm_bf16_mlp: packed x of a chunk, the threads' scratch, the chunk's
- * intermediate in the second product's packed layout. */
+/* the scratch slots vl3__cpu_gemm_bf16_mlp carves: one per thread of the pool */
 static int mlp_threads(void *ctx)
 {
     int nt = vl3__cpu_threads(ctx);
     return nt < 1 ? 1 : nt > MAX_THREADS ? MAX_THREADS : nt;
 }
 
+/* Bytes of work for vl3__cpu_gemm_bf16_mlp: packed x of a pass, the threads' scratch, a chunk's
+ * intermediate in the second product's packed layout. */
 static size_t mlp_work_size(void *ctx, int in, int I)
 {
     int Kp = kpad(in), Ip = kpad(I), km = Kp > Ip ? Kp : Ip;
@@ -1167,8 +1169,8 @@ static size_t mlp_work_size(void *ctx, int in, int I)
 /* y (T, out) += e(x W1^T (+ b1)) W2^T (+ b2), W1 (I, in) (swiglu: (2I, in), gate rows then up
  * rows), W2 (out, I), e the tanh GELU (gelu) or the SwiGLU (swiglu): the vision encoder's MLP
  * (fc1, GELU, fc2 and the residual add) and the LLM's (gate/up, SwiGLU, down and the residual
- * add). Per chunk of rows (the first product's pass), the first product's epilogue writes its
- * output straight into the second product's packed x (store_pk) instead of f32 rows of y that
+ * add). Per chunk of rows, the first product's epilogue writes its output straight into the
+ * second product's packed x (store_pk) instead of f32 rows of y that
  * the second product would read back and pack: no (T, I) f32 intermediate, no transpose of the
  * first product's C tiles, no pack pass for the second. The same bits as the two products run
  * apart (the same tile sums; the intermediate rounded to bf16 by the same instruction; both
@@ -1185,7 +1187,8 @@ int vl3__cpu_gemm_bf16_mlp(void *ctx, float *y, const float *x, const uint16_t *
     if (T == 0)
         return 0;
 #ifdef GEMM_X86
-    int Kp = kpad(in), Ip = kpad(I), per = amx_rows_per_pass(Kp), swiglu = act == VL3__CPU_MLP_SWIGLU;
+    int Kp = kpad(in), Ip = kpad(I), per = amx_rows_per_pass(Kp);
+    int swiglu = act == VL3__CPU_MLP_SWIGLU;
     if (vl3__cpu_isa() != VL3__CPU_ISA_AMX || T < AMX_MIN_T ||
         (swiglu && !amx_swiglu_fits(Kp, per)))
         return -ENOTSUP;
@@ -1211,8 +1214,8 @@ int vl3__cpu_gemm_bf16_mlp(void *ctx, float *y, const float *x, const uint16_t *
             int ntb = (tn + 15) / 16;
             ntb += ntb & 1;
             int nt = thread_count(ctx, (double)tn * in * I * (swiglu ? 2 : 1), (I + 31) / 32);
-            struct pack_job pj = {(uint32_t *)xb, x + (size_t)(t0 + p0) * in, tn, in, Kp / 32, ntb,
-                                  nt < ntb ? nt : ntb};
+            struct pack_job pj = {(uint32_t *)xb, x + (size_t)(t0 + p0) * in, tn, in, Kp / 32,
+                                  ntb, nt < ntb ? nt : ntb};
             vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
             struct gemm_split sp = {.n = 1, .unit = 32, .scratch = thr, .scratch_bytes = slot};
             sp.proto[0] = (struct gemm_job){.fn = amx_job, .T = tn, .K = in, .Kp = Kp, .out = I,
