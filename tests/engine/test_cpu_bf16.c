@@ -445,6 +445,68 @@ TEST(tiny_greedy_bf16_vs_f32)
     return 0;
 }
 
+/* The LLM with its MLP in one op (backend op mlp_swiglu: the gate/up output handed to the down
+ * product packed) gives the logits of the same model with the MLP's ops apart (mlp_swiglu and
+ * matmul_swiglu absent: matmul, silu_mul, matmul), bit for bit, over a 40-token prefill and 4
+ * decode steps (those decline: one row); the fused calls are counted (AMX only). */
+static int n_mlp_llm;
+
+static int count_mlp_swiglu(void *ctx, void *y, const void *x, const void *w_gu,
+                            const void *w_down, int T, int in, int n_inter)
+{
+    int r = vl3__backend_cpu_ops.mlp_swiglu(ctx, y, x, w_gu, w_down, T, in, n_inter);
+    n_mlp_llm += r == 0;
+    return r;
+}
+
+TEST(llm_mlp_op_equals_ops_apart)
+{
+    vl3_model *m;
+    void *host;
+    vl3_error err = {0};
+    ASSERT_OK(make_model(&m, &host, VL3__CPU_PREC_BF16));
+    const vl3__backend_ops *keep = m->ops;
+    vl3__backend_ops fused = *keep, apart = *keep;
+    fused.mlp_swiglu = count_mlp_swiglu;
+    apart.mlp_swiglu = NULL;
+    apart.matmul_swiglu = NULL;
+    int V = 301, n_prompt = 40;
+    int32_t prompt[40];
+    for (int i = 0; i < n_prompt; i++)
+        prompt[i] = (int32_t)((i * 53 + 7) % V);
+    float *lg[2][5];
+    for (int k = 0; k < 2; k++) {
+        m->ops = k ? &apart : &fused;
+        vl3_ctx *ctx;
+        ASSERT_OK_E(vl3_ctx_new(m, NULL, &ctx, &err), &err);
+        int32_t tok = 0;
+        for (int step = 0; step < 5; step++) {
+            const float *l;
+            int seq = 0;
+            if (step == 0)
+                ASSERT_OK_E(vl3_prefill(ctx, 0, prompt, n_prompt, NULL, &l, &err), &err);
+            else
+                ASSERT_OK_E(vl3_decode_step(ctx, &seq, &tok, 1, &l, &err), &err);
+            lg[k][step] = malloc(sizeof(float) * V);
+            memcpy(lg[k][step], l, sizeof(float) * V);
+            int s;
+            tok = argmax2(l, V, &s);
+        }
+        vl3_ctx_free(ctx);
+    }
+    m->ops = keep;
+    ASSERT_EQ(n_mlp_llm, vl3__cpu_isa() == VL3__CPU_ISA_AMX ? 2 : 0); /* 2 layers, prefill */
+    for (int step = 0; step < 5; step++) {
+        if (memcmp(lg[0][step], lg[1][step], sizeof(float) * V) != 0)
+            TEST__FAIL("step %d: the logits with the MLP in one op differ from the ops apart",
+                       step);
+        free(lg[0][step]), free(lg[1][step]);
+    }
+    vl3_model_free(m);
+    free(host);
+    return 0;
+}
+
 /* ---- timing (skipped unless VL3_BENCH is set) ----------------------------------------------
  * GFLOP/s of each path at the 2B LLM's prefill shapes (T = 391 tokens: a 384x191 text page) and
  * the decode GB/s (T = 1: weight bytes / time) beside f32 mode (matmul.c: OpenBLAS sgemm on
