@@ -288,8 +288,8 @@ TEST(gemm_mlp_equals_products_apart)
 
 /* On the AMX path a token row's result does not depend on the rows it is computed with: the
  * product of T rows, cut into passes (gemm_bf16.c amx_rows_per_pass: 320 rows at K 1536, 96
- * at K 4304, 512 at K 96; pass_rows never leaves a last pass under 16 rows, which would go to the vdpbf16ps
- * kernel and sum in another order), gives the bits of the same rows computed 16 at a time, at
+ * at K 4304, 512 at K 96; pass_rows never leaves a last pass under 16 rows, which would go to
+ * the vdpbf16ps kernel and sum in another order), gives the bits of the same rows computed 16 at a time, at
  * the start, across a pass boundary and at the end. T 520 x K 96 is 512 + 8 rows in fixed
  * passes of 512 (8 rows off the tiles); 330 x 1536 is 314 + 16; 200 x 4304 is 96 + 88 + 16. */
 TEST(gemm_amx_rows_independent_of_passes)

@@ -96,8 +96,7 @@ int vl3__cpu_linear_w16_ex(void *ctx, const float *x, const uint16_t *w, const f
 /* Two products in a row, the first one's output handed to the second packed (gemm_bf16.c):
  * y (T, out) += e(x W1^T (+ b1)) W2^T (+ b2), e the tanh GELU (W1 (n_inter, in)) or the
  * SwiGLU (W1 (2 n_inter, in), gate rows then up rows; b1 NULL); W2 (out, n_inter); the same
- * bits as the products apart; -ENOTSUP,
- * nothing written, off AMX or below 16 rows. */
+ * bits as the products apart; -ENOTSUP, nothing written, off AMX or below 16 rows. */
 #define VL3__CPU_MLP_GELU 1
 #define VL3__CPU_MLP_SWIGLU 2
 int vl3__cpu_gemm_bf16_mlp(void *ctx, float *y, const float *x, const uint16_t *w1,

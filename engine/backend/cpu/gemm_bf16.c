@@ -469,6 +469,17 @@ static void pack_task(void *arg, int k)
         amx_pack_block(p->xp, p->x, p->tn, p->K, p->nks, tb);
 }
 
+/* tn rows of x (K wide) packed into xp as B tiles, Kp / 32 k steps per token block and an even
+ * number of token blocks (amx_job takes them in pairs; rows past tn zero), on up to nt of the
+ * pool's threads */
+static void pack_pass(void *ctx, uint16_t *xp, const float *x, int tn, int K, int Kp, int nt)
+{
+    int ntb = (tn + 15) / 16;
+    ntb += ntb & 1;
+    struct pack_job pj = {(uint32_t *)xp, x, tn, K, Kp / 32, ntb, nt < ntb ? nt : ntb};
+    vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
+}
+
 /* y[n][m] (+)= e(c[m][n] (+ bias[m])) for n < tn tokens, m < rows outputs: the C tile (16
  * outputs x 16 tokens, row stride 16) transposed in registers, one masked row store per token.
  * The bias is added to the sum once (the same bits as a copy of it in y that the sum is added
@@ -980,12 +991,8 @@ static int gemm_bf16(void *ctx, float *y, const float *x, const uint16_t *w, con
         struct gemm_split sp = {.n = 1};
         int nt;
         if (isa == VL3__CPU_ISA_AMX && tn >= AMX_MIN_T) {
-            int ntb = (tn + 15) / 16;
-            ntb += ntb & 1;
             nt = thread_count(ctx, (double)tn * in * out, (out + 31) / 32);
-            struct pack_job pj = {(uint32_t *)xb, xs, tn, in, Kp / 32, ntb,
-                                  nt < ntb ? nt : ntb};
-            vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
+            pack_pass(ctx, xb, xs, tn, in, Kp, nt);
             sp.proto[0] = (struct gemm_job){.fn = amx_job, .T = tn, .K = in, .Kp = Kp,
                                             .out = out, .acc = acc, .w = w, .xb = xb, .y = ys,
                                             .bias = bias, .gelu = gelu};
@@ -1025,12 +1032,8 @@ static void amx_passes(void *ctx, const float *x, int T, int in, void *work,
     uint16_t *xb = (uint16_t *)base;
     for (int t0 = 0, tn; t0 < T; t0 += tn) {
         tn = pass_rows(T, t0, per);
-        int ntb = (tn + 15) / 16;
-        ntb += ntb & 1;
         int nt = thread_count(ctx, macs * tn, (out + 31) / 32);
-        struct pack_job pj = {(uint32_t *)xb, x + (size_t)t0 * in, tn, in, Kp / 32, ntb,
-                              nt < ntb ? nt : ntb};
-        vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
+        pack_pass(ctx, xb, x + (size_t)t0 * in, tn, in, Kp, nt);
         struct gemm_split sp = {.n = n, .unit = 32, .scratch = base + (size_t)XCHUNK * Kp * 2,
                                 .scratch_bytes = amx_scratch_bytes(Kp)};
         for (int i = 0; i < n; i++) {
@@ -1211,12 +1214,8 @@ int vl3__cpu_gemm_bf16_mlp(void *ctx, float *y, const float *x, const uint16_t *
         int cn = T - t0 < chunk ? T - t0 : chunk;
         for (int p0 = 0, tn; p0 < cn; p0 += tn) {
             tn = cn - p0 < per ? cn - p0 : per;
-            int ntb = (tn + 15) / 16;
-            ntb += ntb & 1;
             int nt = thread_count(ctx, (double)tn * in * I * (swiglu ? 2 : 1), (I + 31) / 32);
-            struct pack_job pj = {(uint32_t *)xb, x + (size_t)(t0 + p0) * in, tn, in, Kp / 32,
-                                  ntb, nt < ntb ? nt : ntb};
-            vl3__cpu_run(ctx, pj.nt, pack_task, &pj);
+            pack_pass(ctx, xb, x + (size_t)(t0 + p0) * in, tn, in, Kp, nt);
             struct gemm_split sp = {.n = 1, .unit = 32, .scratch = thr, .scratch_bytes = slot};
             sp.proto[0] = (struct gemm_job){.fn = amx_job, .T = tn, .K = in, .Kp = Kp, .out = I,
                                             .w = w1, .xb = xb, .bias = b1,
